@@ -1,0 +1,18 @@
+"""advlab: adversarial machine learning — attacks, defenses and honest robustness benchmarks.
+
+Example:
+    >>> import advlab
+    >>> threat = advlab.ThreatModel("linf", 0.3)
+    >>> result = advlab.attacks.pgd(model, x, y, threat, steps=40)
+"""
+
+from advlab.goals import LeastLikely, Targeted, Untargeted
+from advlab.models import Classifier
+from advlab.result import AttackResult
+from advlab.threat import ThreatModel
+
+from advlab import attacks  # noqa: E402  (registers the attacks)
+
+__version__ = "0.1.0"
+
+__all__ = ["AttackResult", "Classifier", "LeastLikely", "Targeted", "ThreatModel", "Untargeted", "attacks", "__version__"]

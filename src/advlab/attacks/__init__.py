@@ -1,0 +1,16 @@
+"""Attacks: one algorithm per module, each a public function plus a registered config class.
+
+Importing this package registers every attack in :data:`ATTACKS`.
+"""
+
+from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, get_attack, list_attacks, run_attack
+from advlab.attacks.bim import BIM, ILLC, bim, illc
+from advlab.attacks.fgsm import FGSM, fgsm
+from advlab.attacks.mifgsm import MIFGSM, mifgsm
+from advlab.attacks.pgd import PGD, pgd
+from advlab.attacks.rfgsm import RFGSM, rfgsm
+
+__all__ = [
+    "ATTACKS", "AttackConfig", "AttackOutput", "get_attack", "list_attacks", "run_attack",
+    "BIM", "ILLC", "bim", "illc", "FGSM", "fgsm", "MIFGSM", "mifgsm", "PGD", "pgd", "RFGSM", "rfgsm",
+]

@@ -1,0 +1,145 @@
+"""Basic Iterative Method / I-FGSM and Iterative Least-Likely Class (Kurakin, Goodfellow & Bengio 2016)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab import validation
+from advlab.attacks._iterative import iterate
+from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, run_attack
+from advlab.goals import Goal, LeastLikely
+from advlab.losses import LossFn, get_loss
+from advlab.result import AttackResult
+from advlab.threat import ThreatModel
+
+PIXEL_LEVELS = 255
+"""The paper works in pixel units of an 8-bit image: alpha = 1 level, eps in levels."""
+
+
+def paper_defaults(threat: ThreatModel) -> tuple[int, float]:
+    """Kurakin et al.'s settings: step alpha = 1 pixel level, ``min(eps + 4, 1.25 eps)`` iterations (eps in levels)."""
+    width = threat.bounds[1] - threat.bounds[0]
+    eps_levels = threat.eps / width * PIXEL_LEVELS
+    steps = max(1, math.ceil(min(eps_levels + 4, 1.25 * eps_levels)))
+    return steps, width / PIXEL_LEVELS
+
+
+def _core(model, x, labels, targeted, threat, *, steps, step_size, loss_fn) -> AttackOutput:
+    x_adv, _, _, trace = iterate(
+        model, x, x, labels, targeted, threat, steps=steps, step_size=step_size, loss_fn=loss_fn, name="bim"
+    )
+    return AttackOutput(x_adv, loss_trace=trace)
+
+
+def bim(
+    model: nn.Module,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None = None,
+    steps: int | None = None,
+    step_size: float | None = None,
+    loss: str | LossFn = "ce",
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """Iterated FGSM from the clean input, clipping to the eps-ball and the box after every step.
+
+    With ``goal=LeastLikely()`` this is the Iterative Least-Likely Class method (see :func:`illc`).
+
+    Args:
+        model: a ``torch.nn.Module`` returning logits, or an ``advlab.Classifier``.
+        x: inputs inside ``threat.bounds``, shape ``(N, ...)``.
+        y: true labels, shape ``(N,)``.
+        threat: norm, eps and bounds.
+        goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
+        steps: iterations; default ``min(eps + 4, 1.25 eps)`` with eps in pixel levels (the paper's rule).
+        step_size: default one pixel level, ``(high - low) / 255``.
+        loss: loss to ascend.
+        generator: unused (deterministic); accepted for a uniform interface.
+
+    Returns:
+        AttackResult.
+
+    Raises:
+        ValueError: bad settings or input.
+
+    References:
+        Kurakin, Goodfellow & Bengio, "Adversarial examples in the physical world", arXiv:1607.02533.
+
+    Example:
+        >>> result = bim(model, x, y, ThreatModel("linf", 8 / 255))   # 10 steps of 1/255
+    """
+    default_steps, default_size = paper_defaults(threat)
+    steps = default_steps if steps is None else validation.check_int("steps", steps, minimum=1)
+    step_size = default_size if step_size is None else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
+    return run_attack(
+        _core, model, x, y, threat, goal=goal, name="bim", norms=BIM.norms,
+        steps=steps, step_size=step_size, loss_fn=get_loss(loss),
+    )
+
+
+def illc(
+    model: nn.Module,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    *,
+    steps: int | None = None,
+    step_size: float | None = None,
+    loss: str | LossFn = "ce",
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """Iterative Least-Likely Class: BIM toward the class the model finds least likely on clean ``x``.
+
+    Same arguments as :func:`bim` without ``goal``; success means the prediction equals that class.
+
+    References:
+        Kurakin, Goodfellow & Bengio, arXiv:1607.02533, section 2.3.
+
+    Example:
+        >>> result = illc(model, x, y, ThreatModel("linf", 16 / 255))
+    """
+    return bim(model, x, y, threat, goal=LeastLikely(), steps=steps, step_size=step_size, loss=loss)
+
+
+@ATTACKS.register("bim")
+@dataclass(frozen=True)
+class BIM(AttackConfig):
+    """Config for :func:`bim` (Kurakin et al. 2016, arXiv:1607.02533); also known as I-FGSM."""
+
+    steps: int | None = None
+    step_size: float | None = None
+    loss: str = "ce"
+
+    name = "bim"
+    norms = ("linf", "l2", "l1")
+    paper = "Kurakin et al. 2016, arXiv:1607.02533"
+
+    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
+        return bim(model, x, y, threat, goal=goal, **self.settings())
+
+
+@ATTACKS.register("illc")
+@dataclass(frozen=True)
+class ILLC(AttackConfig):
+    """Config for :func:`illc`: the goal is always the least-likely class."""
+
+    steps: int | None = None
+    step_size: float | None = None
+    loss: str = "ce"
+
+    name = "illc"
+    norms = ("linf", "l2", "l1")
+    supports_targeted = False  # its goal is fixed; a user-given target is refused
+    paper = "Kurakin et al. 2016, arXiv:1607.02533"
+
+    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
+        if goal is not None and not isinstance(goal, LeastLikely):
+            raise ValueError("goal: ILLC always targets the least-likely class; use BIM for other goals")
+        return illc(model, x, y, threat, **self.settings())

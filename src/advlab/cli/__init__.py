@@ -1,0 +1,70 @@
+"""The ``advlab`` command line: one module per sub-command, each with ``add_parser(subparsers)``.
+
+To add a command, write ``advlab/cli/NAME.py`` with ``add_parser`` and list it in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+COMMANDS = (
+    "attacks",
+)
+"""Sub-command modules, in the order ``--help`` lists them."""
+
+EPILOG = """\
+examples:
+  advlab demo                                   # train, attack and defend a digits model in under 3 minutes
+  advlab train --data mnist --arch wong-cnn --epochs 5 --out runs/m1
+  advlab attack --model runs/m1 --data mnist --attack pgd --eps 0.3 --norm linf --n 1000 --out runs/m1-pgd
+  advlab attacks --norm l2                      # list the attacks that support a norm
+
+Run 'advlab COMMAND --help' for each command's options.
+"""
+
+
+class UsageError(Exception):
+    """A CLI-level error shown to the user as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="advlab",
+        description="advlab: adversarial attacks, defenses and honest robustness benchmarks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from advlab import __version__
+
+    parser.add_argument("--version", action="version", version=f"advlab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"advlab.cli.{name.replace('-', '_')}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``advlab`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, UsageError) as exc:
+        if args.verbose:
+            raise
+        print(f"advlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"advlab {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,159 @@
+"""The model wrapper that owns the input domain: raw inputs in, logits out, normalisation inside.
+
+Attacks see a :class:`Classifier`, so eps is always measured in raw input space (pixels in [0, 1]) whatever
+normalisation the network expects. :meth:`Classifier.attack_mode` puts the network in eval mode with parameter
+gradients off and restores everything afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class Classifier(nn.Module):
+    """A classifier on raw inputs: ``logits = module((x - mean) / std)``.
+
+    Args:
+        module: any ``torch.nn.Module`` mapping a batch to logits of shape ``(N, num_classes)``.
+        mean: optional per-channel mean subtracted before ``module`` (sequence, one value per channel).
+        std: optional per-channel standard deviation divided by before ``module``.
+        bounds: the valid input range, used as the default box of threat models built for this model.
+        num_classes: number of output classes; inferred from the first forward pass when omitted.
+        input_shape: per-example input shape ``(C, H, W)`` or ``(D,)``; checked by attacks when given.
+        card: optional metadata (the model card saved with the weights).
+
+    Example:
+        >>> clf = Classifier(net, mean=[0.1307], std=[0.3081], num_classes=10, input_shape=(1, 28, 28))
+        >>> with clf.attack_mode():
+        ...     logits = clf(x)
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        num_classes: int | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        card: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+        if isinstance(module, Classifier):
+            raise TypeError("module: already a Classifier; pass it directly instead of wrapping it twice")
+        self.module = module
+        self.bounds = (float(bounds[0]), float(bounds[1]))
+        self.num_classes = num_classes
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.card: dict[str, Any] = dict(card or {})
+        if (mean is None) != (std is None):
+            raise ValueError("mean/std: give both or neither")
+        self.has_normalization = mean is not None
+        if mean is not None and std is not None:
+            mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+            std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+            if mean_t.shape != std_t.shape:
+                raise ValueError(f"mean/std: expected the same length, got {mean_t.numel()} and {std_t.numel()}")
+            if bool((std_t <= 0).any()):
+                raise ValueError(f"std: expected positive values, got {std_t.tolist()}")
+            self.register_buffer("mean", mean_t, persistent=False)
+            self.register_buffer("std", std_t, persistent=False)
+        else:
+            self.register_buffer("mean", torch.zeros(0), persistent=False)
+            self.register_buffer("std", torch.zeros(0), persistent=False)
+
+    # ------------------------------------------------------------------ forward
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the per-channel normalisation (identity when none was given)."""
+        if not self.has_normalization:
+            return x
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(self.normalize(x))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Predicted labels for ``x``, batched, without gradients."""
+        out = [self(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)]
+        return torch.cat(out)
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.module.parameters():
+            return t.device
+        for t in self.module.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ attack mode
+    @contextlib.contextmanager
+    def attack_mode(self) -> Iterator["Classifier"]:
+        """Eval mode and parameter gradients off for the duration; previous state restored afterwards.
+
+        Warns when the module was in train mode (batch norm and dropout behave differently in train mode,
+        which users rarely mean when they attack).
+        """
+        modes = {m: m.training for m in self.modules()}
+        grads = {p: p.requires_grad for p in self.parameters()}
+        if self.module.training:
+            warnings.warn(
+                "model is in train mode; attacking it in eval mode (dropout off, batch-norm running "
+                "statistics). Call model.eval() first to silence this warning.",
+                stacklevel=3,
+            )
+        try:
+            self.eval()
+            for p in grads:
+                p.requires_grad_(False)
+            yield self
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+            for p, flag in grads.items():
+                p.requires_grad_(flag)
+
+    def extra_repr(self) -> str:
+        norm = f"mean={self.mean.tolist()}, std={self.std.tolist()}, " if self.has_normalization else ""
+        return f"{norm}bounds={self.bounds}, num_classes={self.num_classes}, input_shape={self.input_shape}"
+
+
+def as_classifier(model: nn.Module | Classifier, bounds: tuple[float, float] | None = None) -> Classifier:
+    """Return ``model`` if it is a :class:`Classifier`, otherwise wrap it (no normalisation)."""
+    if isinstance(model, Classifier):
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model: expected a torch.nn.Module or advlab.Classifier, got {type(model).__name__}. "
+            "For scikit-learn estimators or remote models use the oracles in advlab.blackbox."
+        )
+    return Classifier(model, bounds=bounds or (0.0, 1.0))
+
+
+def check_suspicious_outputs(logits: torch.Tensor) -> None:
+    """Warn when the outputs look like probabilities rather than logits (rows summing to one)."""
+    if logits.shape[1] < 2:
+        return
+    with torch.no_grad():
+        sums = logits.detach().sum(1)
+        nonneg = bool((logits.detach() >= 0).all())
+        if nonneg and torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+            warnings.warn(
+                "model outputs are non-negative and sum to one: they look like probabilities. Attacks and "
+                "losses expect logits; remove the final softmax (cross-entropy on probabilities gives "
+                "vanishing gradients and a falsely robust model).",
+                stacklevel=3,
+            )

@@ -1,0 +1,219 @@
+"""The threat model: which perturbations are allowed (norm ball of radius eps, intersected with the input box).
+
+Every attack's output is re-projected by :meth:`ThreatModel.project` at the framework boundary, so no
+attack writes its own clamp. All geometry that depends on the norm lives here: projection, random starts,
+steepest-ascent directions and distances.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from advlab import validation
+
+NORMS = ("linf", "l2", "l1")
+"""Norms every :class:`ThreatModel` supports (``"l0"`` is accepted by attacks that declare it)."""
+
+_TINY = 1e-12  # guards divisions by a norm that may be zero
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def _per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a ``(N,)`` vector so it broadcasts against ``like`` of shape ``(N, ...)``."""
+    return v.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-example norm of ``delta`` (shape ``(N, ...)``) as a ``(N,)`` tensor."""
+    flat = _flat(delta)
+    if norm == "linf":
+        return flat.abs().amax(dim=1)
+    if norm == "l2":
+        return flat.norm(p=2, dim=1)
+    if norm == "l1":
+        return flat.abs().sum(dim=1)
+    if norm == "l0":
+        return (flat != 0).sum(dim=1).to(delta.dtype)
+    raise ValueError(f"norm: expected one of {NORMS + ('l0',)}, got {norm!r}")
+
+
+def project_l1_ball(delta: torch.Tensor, eps: torch.Tensor | float) -> torch.Tensor:
+    """Euclidean projection of each example of ``delta`` onto the L1 ball of radius ``eps``.
+
+    Sorting algorithm of Duchi et al. 2008 ("Efficient projections onto the l1-ball"), batched.
+    ``eps`` is a float or a ``(N,)`` tensor.
+    """
+    flat = _flat(delta)
+    n, d = flat.shape
+    eps_t = torch.as_tensor(eps, dtype=flat.dtype, device=flat.device).expand(n)
+    abs_flat = flat.abs()
+    inside = abs_flat.sum(dim=1) <= eps_t
+    if bool(inside.all()):
+        return delta
+    mu, _ = abs_flat.sort(dim=1, descending=True)
+    cumsum = mu.cumsum(dim=1)
+    arange = torch.arange(1, d + 1, device=flat.device, dtype=flat.dtype)
+    cond = mu - (cumsum - eps_t[:, None]) / arange > 0
+    rho = cond.to(torch.int64).cumsum(dim=1).argmax(dim=1)  # last index where cond holds
+    theta = (cumsum.gather(1, rho[:, None]).squeeze(1) - eps_t) / (rho + 1).to(flat.dtype)
+    theta = theta.clamp_min(0)
+    projected = flat.sign() * (abs_flat - theta[:, None]).clamp_min(0)
+    out = torch.where(inside[:, None], flat, projected)
+    return out.reshape(delta.shape)
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """Perturbations of norm at most ``eps`` that keep the input inside ``bounds``.
+
+    Args:
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (``"l0"`` for attacks that declare it).
+        eps: radius of the ball, in raw input units (before any normalisation of the model).
+        bounds: ``(low, high)`` of valid inputs, e.g. ``(0.0, 1.0)`` for images.
+
+    Example:
+        >>> threat = ThreatModel("linf", 8 / 255)
+        >>> x_adv = threat.project(x + noise, x)
+        >>> threat.distance(x_adv, x).max() <= 8 / 255
+    """
+
+    norm: str
+    eps: float
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        validation.check_threat_args(self.norm, self.eps, self.bounds)
+        object.__setattr__(self, "eps", float(self.eps))
+        object.__setattr__(self, "bounds", (float(self.bounds[0]), float(self.bounds[1])))
+
+    # ------------------------------------------------------------------ geometry
+    def with_eps(self, eps: float) -> "ThreatModel":
+        """The same threat model with another radius."""
+        return ThreatModel(self.norm, eps, self.bounds)
+
+    def clip_box(self, x: torch.Tensor) -> torch.Tensor:
+        """Clamp ``x`` into the input box."""
+        return x.clamp(self.bounds[0], self.bounds[1])
+
+    def project_delta(self, delta: torch.Tensor, eps: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Project a perturbation onto the norm ball (without the box). ``eps`` may be per example."""
+        eps = self.eps if eps is None else eps
+        if self.norm == "linf":
+            if isinstance(eps, torch.Tensor):
+                e = _per_example(eps.to(delta.dtype), delta)
+                return torch.maximum(torch.minimum(delta, e), -e)
+            return delta.clamp(-eps, eps)
+        if self.norm == "l2":
+            norms = _flat(delta).norm(p=2, dim=1)
+            eps_t = torch.as_tensor(eps, dtype=delta.dtype, device=delta.device)
+            factor = torch.clamp(eps_t / (norms + _TINY), max=1.0)
+            return delta * _per_example(factor, delta)
+        if self.norm == "l1":
+            return project_l1_ball(delta, eps)
+        if self.norm == "l0":
+            k = int(eps) if not isinstance(eps, torch.Tensor) else int(eps.max().item())
+            flat = _flat(delta)
+            if k >= flat.shape[1]:
+                return delta
+            keep = flat.abs().topk(k, dim=1).indices
+            mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, keep, True)
+            return (flat * mask).reshape(delta.shape)
+        raise AssertionError(self.norm)  # unreachable: validated in __post_init__
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Project ``x_adv`` onto {x + delta : |delta| <= eps} intersected with the box.
+
+        The ball projection is applied first and the box clamp second. Clamping moves every coordinate of
+        ``delta`` toward zero (``x`` itself is in the box), so the result is inside both sets: exactly in the
+        box, and in the ball up to float rounding. For ``linf`` this is the exact Euclidean projection onto
+        the intersection; for ``l2``/``l1`` it is a feasible point close to it.
+        """
+        delta = self.project_delta(x_adv - x, eps)
+        return self.clip_box(x + delta)
+
+    def random_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A point drawn uniformly from the eps-ball around ``x``, then clamped into the box."""
+        shape = x.shape
+        dev = generator.device if generator is not None else x.device
+        n, d = shape[0], x[0].numel()
+        if self.norm == "linf":
+            delta = torch.rand(shape, generator=generator, device=dev, dtype=x.dtype) * 2 - 1
+            delta = delta * self.eps
+        elif self.norm == "l2":
+            g = torch.randn((n, d), generator=generator, device=dev, dtype=x.dtype)
+            g = g / (g.norm(dim=1, keepdim=True) + _TINY)
+            r = torch.rand((n, 1), generator=generator, device=dev, dtype=x.dtype) ** (1.0 / d)
+            delta = (g * r * self.eps).reshape(shape)
+        elif self.norm == "l1":
+            # Uniform in the L1 ball: Laplace direction normalised, radius ~ U^(1/d).
+            e = -torch.log(torch.rand((n, d), generator=generator, device=dev, dtype=x.dtype).clamp_min(_TINY))
+            s = torch.randint(0, 2, (n, d), generator=generator, device=dev).to(x.dtype) * 2 - 1
+            v = e * s
+            v = v / (v.abs().sum(dim=1, keepdim=True) + _TINY)
+            r = torch.rand((n, 1), generator=generator, device=dev, dtype=x.dtype) ** (1.0 / d)
+            delta = (v * r * self.eps).reshape(shape)
+        else:  # l0: perturb eps random pixels uniformly in the box
+            k = int(self.eps)
+            scores = torch.rand((n, d), generator=generator, device=dev)
+            idx = scores.topk(min(k, d), dim=1).indices
+            vals = torch.rand((n, idx.shape[1]), generator=generator, device=dev, dtype=x.dtype)
+            lo, hi = self.bounds
+            flat = _flat(x).to(dev).clone()
+            flat.scatter_(1, idx, lo + (hi - lo) * vals)
+            return flat.reshape(shape).to(x.device)
+        return self.clip_box(x + delta.to(x.device))
+
+    def ascent_direction(self, grad: torch.Tensor, x_adv: torch.Tensor | None = None, *, l1_sparsity: float = 0.99) -> torch.Tensor:
+        """Steepest-ascent direction of unit norm for this norm, given the gradient.
+
+        * ``linf``: ``sign(grad)``.
+        * ``l2``: ``grad / ||grad||_2``.
+        * ``l1``: the sparse L1 direction of Tramèr & Boneh 2019 (arXiv:1904.13000): the sign of the
+          coordinates whose |grad| is at or above the ``l1_sparsity`` quantile, scaled to unit L1 norm.
+          When ``x_adv`` is given, coordinates already at the box boundary whose gradient points outward are
+          excluded (they cannot move).
+        """
+        if self.norm == "linf":
+            return grad.sign()
+        if self.norm == "l2":
+            norms = _flat(grad).norm(p=2, dim=1)
+            return grad / _per_example(norms + _TINY, grad)
+        if self.norm == "l1":
+            g = _flat(grad)
+            if x_adv is not None:
+                xf = _flat(x_adv)
+                blocked = ((xf <= self.bounds[0]) & (g < 0)) | ((xf >= self.bounds[1]) & (g > 0))
+                g = g.masked_fill(blocked, 0.0)
+            a = g.abs()
+            k = max(1, int(round((1.0 - l1_sparsity) * g.shape[1])))
+            thresh = a.topk(k, dim=1).values[:, -1:]
+            mask = (a >= thresh) & (a > 0)
+            direction = g.sign() * mask
+            count = mask.sum(dim=1, keepdim=True).clamp_min(1)
+            return (direction / count).reshape(grad.shape)
+        raise ValueError(f"ascent_direction is not defined for norm {self.norm!r}")
+
+    def distance(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-example distance ``|x_adv - x|`` in this threat model's norm, shape ``(N,)``."""
+        return norm_of(x_adv - x, self.norm)
+
+    def contains(self, x_adv: torch.Tensor, x: torch.Tensor, rtol: float = 1e-5) -> torch.Tensor:
+        """Per-example bool: ``x_adv`` is in the box exactly and in the ball up to float tolerance."""
+        in_box = (_flat(x_adv) >= self.bounds[0]).all(1) & (_flat(x_adv) <= self.bounds[1]).all(1)
+        tol = rtol * max(1.0, self.eps) + (1e-6 if self.norm != "l0" else 0.0)
+        return in_box & (self.distance(x_adv, x) <= self.eps + tol)
+
+    def describe(self) -> str:
+        """Human-readable form for reports, e.g. ``L∞ ≤ 0.3``."""
+        sym = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}[self.norm]
+        eps = f"{self.eps:g}"
+        for den in (255,):
+            if math.isclose(self.eps * den, round(self.eps * den), abs_tol=1e-9) and self.eps * den >= 1:
+                eps = f"{round(self.eps * den)}/{den}" if self.bounds == (0.0, 1.0) and self.eps < 0.1 else eps
+        return f"{sym} ≤ {eps}"

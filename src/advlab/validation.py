@@ -1,0 +1,180 @@
+"""Every check on user input, in one place, raising errors that name the argument, what came and the fix.
+
+Called once at the framework boundary (attack entry, trainer ``fit``, CLI). Never ``assert`` on user input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+_NORMS = ("linf", "l2", "l1", "l0")
+
+
+def _fmt(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+# ---------------------------------------------------------------------- scalars
+def check_choice(name: str, value: Any, choices: Iterable[Any], remedy: str = "") -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    choices = list(choices)
+    if value not in choices:
+        hint = f" {remedy}" if remedy else ""
+        raise ValueError(f"{name}: expected one of {choices}, got {_fmt(value)}.{hint}")
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, raising ``TypeError``/``ValueError`` when it is not an int in range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {_fmt(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: expected an int <= {maximum}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_min: bool = False,
+    strict_max: bool = False,
+) -> float:
+    """Return ``value`` as a finite float in the given range, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        else:
+            raise TypeError(f"{name}: expected a number, got {type(value).__name__} {_fmt(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    if minimum is not None and (value < minimum or (strict_min and value == minimum)):
+        op = ">" if strict_min else ">="
+        raise ValueError(f"{name}: expected a number {op} {minimum}, got {value}")
+    if maximum is not None and (value > maximum or (strict_max and value == maximum)):
+        op = "<" if strict_max else "<="
+        raise ValueError(f"{name}: expected a number {op} {maximum}, got {value}")
+    return value
+
+
+def check_threat_args(norm: Any, eps: Any, bounds: Any) -> None:
+    """Validate the three fields of a :class:`~advlab.threat.ThreatModel`."""
+    if not isinstance(norm, str) or norm not in _NORMS:
+        raise ValueError(
+            f"norm: expected one of 'linf', 'l2', 'l1' (or 'l0' for sparse attacks), got {_fmt(norm)}. "
+            "Write the norm in lower case, e.g. ThreatModel('linf', 0.3)."
+        )
+    eps = check_float("eps", eps)
+    if eps < 0:
+        raise ValueError(f"eps: expected a radius >= 0, got {eps}. eps is the size of the allowed perturbation.")
+    if norm == "l0" and eps != int(eps):
+        raise ValueError(f"eps: for norm 'l0' eps counts changed input features and must be whole, got {eps}")
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise ValueError(f"bounds: expected a pair (low, high), got {_fmt(bounds)}")
+    lo = check_float("bounds[0]", bounds[0])
+    hi = check_float("bounds[1]", bounds[1])
+    if not lo < hi:
+        raise ValueError(f"bounds: expected low < high, got {_fmt(tuple(bounds))}")
+
+
+def check_eps_list(eps: Sequence[float]) -> list[float]:
+    """A non-empty, strictly increasing list of eps >= 0."""
+    values = [check_float(f"eps[{i}]", e, minimum=0.0) for i, e in enumerate(eps)]
+    if not values:
+        raise ValueError("eps: expected at least one value, got an empty list. Example: --eps 0.1,0.2,0.3")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"eps: expected strictly increasing values, got {values}. Sort them: {sorted(set(values))}")
+    return values
+
+
+# ---------------------------------------------------------------------- tensors
+def check_tensor_like(name: str, value: Any) -> None:
+    """Raise ``TypeError`` unless ``value`` is a torch tensor or a numpy array."""
+    if not isinstance(value, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
+
+
+def check_input(x: torch.Tensor, bounds: tuple[float, float], *, name: str = "x") -> None:
+    """``x`` is a floating batch (N, ...) of finite values inside ``bounds``."""
+    if not torch.is_floating_point(x):
+        raise TypeError(
+            f"{name}: expected a floating-point tensor, got dtype {x.dtype}. Convert images with x.float() / 255."
+        )
+    if x.dim() < 2:
+        raise ValueError(f"{name}: expected a batch of shape (N, ...), got shape {tuple(x.shape)}. Add a batch axis.")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: the batch is empty (shape {tuple(x.shape)})")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).sum())
+        raise ValueError(f"{name}: contains NaN or inf in {bad} example(s); clean the data before attacking")
+    lo, hi = bounds
+    xmin, xmax = float(x.min()), float(x.max())
+    if xmin < lo or xmax > hi:
+        raise ValueError(
+            f"{name}: values must lie inside bounds {bounds}, got range [{xmin:.4g}, {xmax:.4g}]. "
+            "Pass raw inputs (e.g. pixels scaled to [0, 1]) and give normalisation as mean/std to the model "
+            "wrapper, or set the threat model's bounds."
+        )
+
+
+def check_labels(y: torch.Tensor, n: int, num_classes: int | None, *, name: str = "y") -> None:
+    """``y`` is an integer vector of length ``n`` with values in ``[0, num_classes)``."""
+    if y.dim() != 1:
+        raise ValueError(f"{name}: expected a vector of class indices of shape ({n},), got shape {tuple(y.shape)}")
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise TypeError(f"{name}: expected integer class indices, got dtype {y.dtype}. Use y.long().")
+    if y.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} labels (one per example of x), got {y.shape[0]}")
+    if n and int(y.min()) < 0:
+        raise ValueError(f"{name}: class indices must be >= 0, got {int(y.min())}")
+    if num_classes is not None and n and int(y.max()) >= num_classes:
+        raise ValueError(
+            f"{name}: class index {int(y.max())} is out of range for a model with {num_classes} classes "
+            f"(valid: 0..{num_classes - 1})"
+        )
+
+
+def check_target(target: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> None:
+    """Targets are valid labels and differ from the true labels."""
+    check_labels(target, y.shape[0], num_classes, name="target")
+    same = (target.to(y.device) == y).nonzero().flatten()
+    if same.numel():
+        raise ValueError(
+            f"target: equals the true label for {same.numel()} example(s) (first at index {int(same[0])}). "
+            "A targeted attack needs a target class different from the true class; drop those examples "
+            "or choose other targets."
+        )
+
+
+def check_model_output(logits: Any, n: int) -> None:
+    """The model returned a (N, C) floating tensor."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"model: expected the forward pass to return a tensor of logits, got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[0] != n:
+        raise ValueError(f"model: expected logits of shape ({n}, num_classes), got {tuple(logits.shape)}")
+
+
+def check_input_shape(x: torch.Tensor, input_shape: tuple[int, ...] | None, *, name: str = "x") -> None:
+    """``x`` has the per-example shape the model declares (rank and channels)."""
+    if input_shape is None:
+        return
+    got = tuple(x.shape[1:])
+    if got != tuple(input_shape):
+        what = "rank" if len(got) != len(input_shape) else "shape"
+        hint = ""
+        if len(input_shape) == 3 and len(got) == 3 and got[0] != input_shape[0]:
+            hint = f" The model expects {input_shape[0]} channel(s) first (N, C, H, W); got {got[0]}."
+        elif len(got) != len(input_shape):
+            hint = f" Reshape with x.reshape(-1, *{tuple(input_shape)})."
+        raise ValueError(f"{name}: wrong {what} for the model: expected (N, *{tuple(input_shape)}), got {tuple(x.shape)}.{hint}")
