@@ -1,0 +1,188 @@
+"""Shared test fixtures: small data sets and tiny models trained in-process, fast and deterministically.
+
+Everything here trains in well under a second on CPU, once per test session, from fixed
+``torch.Generator`` seeds (the global RNG is never touched). Other test files may use any fixture below by
+name; add new fixtures at the end of this file (it is shared: keep edits small).
+
+Data (all ``torch.float32`` in ``[0, 1]``, labels ``int64``; scikit-learn's 8x8 digits scaled by 1/16):
+    ``digits``            dict with ``x_train``/``y_train`` (1437 examples) and ``x_test``/``y_test`` (360),
+                          images shaped ``(N, 1, 8, 8)``.
+    ``digits_flat``       the same split with flat inputs ``(N, 64)``.
+    ``digits_batch``      ``(x, y)``: 16 test images ``(16, 1, 8, 8)`` that :func:`mlp_model` classifies
+                          correctly (a clean accuracy of 1 makes "the attack lowers accuracy" crisp).
+
+Models (``advlab.Classifier`` in eval mode, ``num_classes=10``, ``input_shape=(1, 8, 8)``):
+    ``softmax_model``     multinomial logistic regression (Flatten + Linear(64, 10)); test accuracy ~0.95.
+    ``mlp_model``         Flatten + Linear(64, 64) + ReLU + Linear(64, 10); test accuracy ~0.96.
+    ``normalized_mlp_model``  the MLP's weights behind ``Classifier(mean=[0.3], std=[0.4])`` with the first
+                          layer rescaled, so it computes the same function on raw inputs (tests that
+                          normalisation lives in the wrapper and eps is measured in raw units).
+
+Linear models with closed-form attacks:
+    ``make_linear_binary``  factory ``(d=20, seed=0, bias=0.0) -> (Classifier, w, b)``: logits
+                          ``[0, w.x + b]`` on flat inputs ``(N, d)``; the predicted class is 1 iff the margin
+                          ``w.x + b > 0``. Cross-entropy gradients are parallel to ``w``, so single-step and
+                          projected attacks have analytic optima (use wide bounds to keep the box inactive).
+    ``linear_binary``     ``make_linear_binary()`` with the defaults.
+
+Helpers:
+    ``train_classifier``  ``(module, x, y, *, steps=300, lr=0.05, seed=0) -> module``: full-batch Adam,
+                          deterministic (initialisation from a private generator), returns the module in eval mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advlab import Classifier
+
+NUM_CLASSES = 10
+IMAGE_SHAPE = (1, 8, 8)
+
+
+def _linear(d_in: int, d_out: int) -> nn.Linear:
+    """``nn.Linear`` without PyTorch's default initialisation (which would draw from the global RNG)."""
+    return nn.utils.skip_init(nn.Linear, d_in, d_out)
+
+
+def _init_from_generator(module: nn.Module, seed: int) -> None:
+    """Re-initialise every parameter from a private generator (PyTorch's default init uses the global RNG)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() >= 2:  # weights: scaled Gaussian (He-style)
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            else:
+                p.zero_()
+
+
+def _train(module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: float, seed: int) -> nn.Module:
+    _init_from_generator(module, seed)
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    module.train()
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(module(x), y)
+        loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    module.eval()
+    for p in module.parameters():
+        p.grad = None
+    return module
+
+
+@pytest.fixture(scope="session")
+def train_classifier():
+    """Full-batch, deterministic trainer: ``train_classifier(module, x, y, steps=300, lr=0.05, seed=0)``."""
+
+    def train(module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 300, lr: float = 0.05, seed: int = 0):
+        return _train(module, x, y, steps=steps, lr=lr, seed=seed)
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def digits() -> dict[str, torch.Tensor]:
+    """scikit-learn digits in [0, 1], shape (N, 1, 8, 8), a fixed 1437/360 train/test split."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.from_numpy((data.images / 16.0).astype(np.float32)).unsqueeze(1)
+    y = torch.from_numpy(data.target.astype(np.int64))
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(1234))
+    x, y = x[perm], y[perm]
+    n_train = 1437
+    return {"x_train": x[:n_train], "y_train": y[:n_train], "x_test": x[n_train:], "y_test": y[n_train:]}
+
+
+@pytest.fixture(scope="session")
+def digits_flat(digits) -> dict[str, torch.Tensor]:
+    """The digits split with flat inputs of shape (N, 64)."""
+    return {k: (v.reshape(v.shape[0], -1) if k.startswith("x") else v) for k, v in digits.items()}
+
+
+def _clf(module: nn.Module, **kwargs) -> Classifier:
+    clf = Classifier(module, num_classes=NUM_CLASSES, input_shape=IMAGE_SHAPE, **kwargs)
+    clf.eval()
+    return clf
+
+
+@pytest.fixture(scope="session")
+def softmax_model(digits) -> Classifier:
+    """Multinomial logistic regression on digits images, trained deterministically."""
+    net = nn.Sequential(nn.Flatten(), _linear(64, NUM_CLASSES))
+    _train(net, digits["x_train"], digits["y_train"], steps=300, lr=0.05, seed=0)
+    return _clf(net)
+
+
+@pytest.fixture(scope="session")
+def mlp_model(digits) -> Classifier:
+    """A 64-64-10 ReLU MLP on digits images, trained deterministically."""
+    net = nn.Sequential(nn.Flatten(), _linear(64, 64), nn.ReLU(), _linear(64, NUM_CLASSES))
+    _train(net, digits["x_train"], digits["y_train"], steps=300, lr=0.01, seed=1)
+    return _clf(net)
+
+
+@pytest.fixture(scope="session")
+def normalized_mlp_model(mlp_model) -> Classifier:
+    """The MLP behind ``mean=[0.3], std=[0.4]``: same function of the raw input as ``mlp_model``."""
+    mean, std = 0.3, 0.4
+    src = mlp_model.module
+    net = nn.Sequential(nn.Flatten(), _linear(64, 64), nn.ReLU(), _linear(64, NUM_CLASSES))
+    with torch.no_grad():
+        # module((x - m) / s) == src(x)  <=>  W' = W * s,  b' = b + W @ (m * 1)
+        net[1].weight.copy_(src[1].weight * std)
+        net[1].bias.copy_(src[1].bias + src[1].weight.sum(1) * mean)
+        net[3].weight.copy_(src[3].weight)
+        net[3].bias.copy_(src[3].bias)
+    return _clf(net, mean=[mean], std=[std])
+
+
+@pytest.fixture(scope="session")
+def digits_batch(digits, mlp_model) -> tuple[torch.Tensor, torch.Tensor]:
+    """16 test images that ``mlp_model`` (and ``softmax_model`` mostly) classify correctly."""
+    x, y = digits["x_test"], digits["y_test"]
+    with torch.no_grad():
+        ok = mlp_model(x).argmax(1) == y
+    idx = ok.nonzero().flatten()[:16]
+    return x[idx].clone(), y[idx].clone()
+
+
+class _LinearBinary(nn.Module):
+    """Logits ``[0, w.x + b]``: class 1 iff the margin ``w.x + b`` is positive."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.lin = _linear(w.numel(), 1)
+        with torch.no_grad():
+            self.lin.weight.copy_(w[None])
+            self.lin.bias.fill_(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.lin(x.reshape(x.shape[0], -1))
+        return torch.cat([torch.zeros_like(s), s], dim=1)
+
+
+@pytest.fixture(scope="session")
+def make_linear_binary():
+    """Factory ``(d=20, seed=0, bias=0.0, bounds=(-100, 100)) -> (Classifier, w, b)`` for closed-form checks."""
+
+    def make(d: int = 20, seed: int = 0, bias: float = 0.0, bounds: tuple[float, float] = (-100.0, 100.0)):
+        g = torch.Generator().manual_seed(seed)
+        w = torch.randn(d, generator=g)
+        clf = Classifier(_LinearBinary(w, bias), num_classes=2, input_shape=(d,), bounds=bounds)
+        clf.eval()
+        return clf, w.clone(), float(bias)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def linear_binary(make_linear_binary):
+    """``make_linear_binary()`` with defaults: d = 20, seed 0, no bias, bounds (-100, 100)."""
+    return make_linear_binary()
