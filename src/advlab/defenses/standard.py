@@ -1,0 +1,15 @@
+"""Standard (non-adversarial) training: cross-entropy on clean data, the baseline every defense is compared to."""
+
+from __future__ import annotations
+
+from advlab.defenses.base import Trainer
+
+
+class StandardTraining(Trainer):
+    """Empirical risk minimisation with cross-entropy; all settings are :class:`~advlab.defenses.base.Trainer`'s.
+
+    Example:
+        >>> StandardTraining(epochs=5).fit(model, train_data, test_data).history_[-1]
+    """
+
+    name = "standard"
