@@ -113,6 +113,10 @@ _SAFE_BUILTINS = frozenset(
 )
 
 
+class ForbiddenGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allow-list (code execution attempt or not a CIFAR-10 file)."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that only rebuilds numpy arrays/dtypes/scalars and plain builtin containers.
 
@@ -125,7 +129,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED_GLOBALS[(module, name)]
         if module == "builtins" and name in _SAFE_BUILTINS:
             return getattr(builtins, name)
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+        raise ForbiddenGlobal(f"global '{module}.{name}' is not allowed")
 
 
 def restricted_loads(data: bytes, *, source: str) -> Any:
@@ -136,12 +140,12 @@ def restricted_loads(data: bytes, *, source: str) -> Any:
     """
     try:
         return RestrictedUnpickler(_stdio.BytesIO(data), encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
+    except ForbiddenGlobal as exc:
         raise CorruptFileError(
             f"{source}: refused to unpickle ({exc}); an official CIFAR-10 file only holds numpy arrays, lists and "
             "strings, so this file is corrupt or not the official one"
         ) from exc
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise CorruptFileError(f"{source}: not a valid CIFAR-10 pickle ({type(exc).__name__}: {exc})") from exc
 
 
