@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 COMMANDS = (
     "attacks",
+    "serve",
 )
 """Sub-command modules, in the order ``--help`` lists them."""
 
