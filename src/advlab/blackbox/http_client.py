@@ -48,6 +48,7 @@ class HTTPOracle(Oracle):
         retries: extra attempts after a connection error, a timeout or a 5xx answer.
         backoff: first wait between attempts in seconds; doubled after each failure.
         batch_size: examples per request (lowered to the server's ``max_batch``).
+        transport: an ``httpx`` transport to use instead of the network (e.g. ``httpx.MockTransport`` in tests).
 
     Raises:
         OracleUnavailable: when the server cannot be reached after all attempts.
@@ -69,6 +70,8 @@ class HTTPOracle(Oracle):
         retries: int = 3,
         backoff: float = 0.5,
         batch_size: int = 256,
+        *,
+        transport: Any = None,
     ) -> None:
         import httpx
 
@@ -81,7 +84,7 @@ class HTTPOracle(Oracle):
         self.batch_size = validation.check_int("batch_size", batch_size, minimum=1)
         self._answered = 0
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout)
+        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout, transport=transport)
         info = self.info()
         server_mode = info["mode"]
         if mode is None:
