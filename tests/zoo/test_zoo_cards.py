@@ -105,6 +105,12 @@ def test_card_contents(saved):
     assert sorted(p.name for p in folder.iterdir()) == ["card.json", "model.safetensors"]  # no temp files left
 
 
+def test_accuracy_may_hold_counts_and_nested_robust_accuracies(tmp_path):
+    clf = build_classifier("softmax-regression", DIGITS, 10)
+    acc = {"train": 0.9, "train_examples_evaluated": 1000, "test": 0.8, "pgd": {"0.1": 0.5, "0.3": 0.25}}
+    assert _card(save_model(clf, tmp_path / "m", accuracy=acc))["accuracy"] == acc
+
+
 def test_normalisation_keeps_exact_decimals(tmp_path):
     clf = build_classifier("softmax-regression", (1, 28, 28), 10, mean=(0.1307,), std=(0.3081,))
     card = _card(save_model(clf, tmp_path / "m"))
@@ -202,6 +208,8 @@ def test_save_validates_fields_before_writing(tmp_path):
     clf = build_classifier("softmax-regression", DIGITS, 10)
     with pytest.raises(ValueError, match=r"accuracy\['test'\]"):
         save_model(clf, tmp_path / "a", accuracy={"test": 98.7})  # a percentage, not a fraction
+    with pytest.raises(TypeError, match=r"accuracy\['pgd'\]\['0.3'\]"):
+        save_model(clf, tmp_path / "a", accuracy={"test": 0.9, "pgd": {"0.3": "89%"}})  # numbers, not strings
     with pytest.raises(ValueError, match="JSON"):
         save_model(clf, tmp_path / "b", extra={"obj": object()})
     with pytest.raises(TypeError, match="training"):

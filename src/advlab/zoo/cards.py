@@ -155,11 +155,28 @@ def _check_mapping(name: str, value: Any) -> dict[str, Any] | None:
     return {str(k): v for k, v in value.items()}
 
 
-def _check_accuracy(accuracy: Mapping[str, Any] | None) -> dict[str, float] | None:
+FRACTION_KEYS = ("train", "test")
+"""Accuracy entries that must be fractions in [0, 1] (a percentage such as 98.7 is refused)."""
+
+
+def _check_numbers(name: str, value: Any) -> Any:
+    """A number, or a dict of numbers (nested); numbers stay numbers, never strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _check_numbers(f"{name}[{k!r}]", v) for k, v in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return validation.check_float(name, value)
+
+
+def _check_accuracy(accuracy: Mapping[str, Any] | None) -> dict[str, Any] | None:
     accuracy = _check_mapping("accuracy", accuracy)
     if accuracy is None:
         return None
-    return {k: validation.check_float(f"accuracy[{k!r}]", v, minimum=0.0, maximum=1.0) for k, v in accuracy.items()}
+    out = {k: _check_numbers(f"accuracy[{k!r}]", v) for k, v in accuracy.items()}
+    for key in FRACTION_KEYS:
+        if key in out:
+            out[key] = validation.check_float(f"accuracy[{key!r}]", out[key], minimum=0.0, maximum=1.0)
+    return out
 
 
 def _normalization_of(clf: Classifier, recorded: Any) -> dict[str, list[float]] | None:
@@ -201,7 +218,8 @@ def save_model(
         path: output folder (created when missing); an existing model there is overwritten.
         dataset: dataset name, e.g. ``"mnist"``.
         training: training settings, e.g. ``{"defense": "pgd-at", "epochs": 5, "eps": 0.3, "lr": 1e-3}``.
-        accuracy: accuracies as fractions in [0, 1], e.g. ``{"train": 0.99, "test": 0.987}``.
+        accuracy: numbers (or dicts of numbers), e.g. ``{"train": 0.99, "test": 0.987, "pgd": {"0.3": 0.89}}``;
+            ``train`` and ``test`` must be fractions in [0, 1].
         seed: the training seed.
         extra: anything else JSON-serialisable (stored under ``card["extra"]``), e.g. a defense's state.
 
@@ -209,7 +227,8 @@ def save_model(
         The folder path.
 
     Raises:
-        ValueError: the classifier has no architecture in its card, an accuracy is not in [0, 1], a field
+        ValueError: the classifier has no architecture in its card, an accuracy is not a number or its train/test
+            value is not in [0, 1], a field
             cannot be written to JSON, or ``path`` is an existing file.
         TypeError: ``training``/``accuracy``/``extra`` are not dicts.
 
