@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advlab.data import DATASETS, ChecksumError, DatasetNotFoundError, FileSpec, load_dataset, resolve_data_dir
+from advlab.data import (
+    DATASETS,
+    ChecksumError,
+    CorruptFileError,
+    DatasetNotFoundError,
+    FileSpec,
+    load_dataset,
+    resolve_data_dir,
+)
 from advlab.data import _files
 from advlab.data._files import download_file, ensure_file, verify_file
 
@@ -227,3 +235,34 @@ def test_missing_files_message_lists_every_file_and_source(tmp_path):
         assert str(tmp_path / "fashion-mnist" / name) in msg
         assert f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{name}" in msg
     assert "download=False" in msg and "ADVLAB_DATA" in msg
+
+
+def _install_fake_mnist(tmp_path: Path, monkeypatch, images_blob: bytes, labels_blob: bytes) -> None:
+    folder = tmp_path / "mnist"
+    folder.mkdir(exist_ok=True)
+    specs = []
+    for name, blob in (("t10k-images-idx3-ubyte.gz", images_blob), ("t10k-labels-idx1-ubyte.gz", labels_blob)):
+        (folder / name).write_bytes(blob)
+        specs.append(_spec_for(blob, f"mnist/{name}"))
+    monkeypatch.setitem(DATASETS.get("mnist").files, "test", tuple(specs))
+
+
+def test_corrupt_files_are_named(tmp_path, monkeypatch):
+    """Files whose checksum matches their spec but whose content is wrong: each error names the file."""
+    images, labels = _idx(np.zeros((3, 28, 28))), _idx(np.array([1, 2, 3]))
+    _install_fake_mnist(tmp_path, monkeypatch, labels, labels)  # a labels file where the images belong
+    with pytest.raises(CorruptFileError, match=r"t10k-images-idx3-ubyte\.gz: IDX header says 1 dimension"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    _install_fake_mnist(tmp_path, monkeypatch, images, _idx(np.array([1, 2])))
+    with pytest.raises(CorruptFileError, match=r"holds 3 images but .*t10k-labels-idx1-ubyte\.gz holds 2 labels"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    _install_fake_mnist(tmp_path, monkeypatch, _idx(np.zeros((3, 8, 8))), labels)
+    with pytest.raises(CorruptFileError, match=r"expected 28x28 images, got shape \(3, 8, 8\)"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    _install_fake_mnist(tmp_path, monkeypatch, images, _idx(np.array([1, 2, 12])))
+    with pytest.raises(CorruptFileError, match=r"t10k-labels-idx1-ubyte\.gz: label 12 is outside 0\.\.9"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    raw = b"\x00\x00\x08\x03" + struct.pack(">3I", 3, 28, 28) + bytes(100)
+    _install_fake_mnist(tmp_path, monkeypatch, gzip.compress(raw), labels)
+    with pytest.raises(CorruptFileError, match=r"t10k-images-idx3-ubyte\.gz: truncated IDX file"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)

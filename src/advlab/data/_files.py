@@ -4,7 +4,7 @@ A data file is described by a :class:`FileSpec` (its path inside the data direct
 md5 and/or sha256, and the official URLs it can be fetched from). :func:`ensure_file` returns the verified path,
 downloading it first when it is missing and downloads are allowed. A file whose checksum does not match is never
 used: it raises :class:`ChecksumError`. Verification results are cached in memory and in a small ``.verified``
-JSON sidecar keyed by the file's size and modification time (next to the file when that folder is writable,
+JSON sidecar keyed by the file's size, modification time and inode (next to the file when that folder is writable,
 otherwise under the user cache directory), so repeated loads do not hash tens of megabytes again.
 """
 
@@ -30,8 +30,8 @@ DOWNLOAD_TIMEOUT_S = 30.0
 """Seconds ``urllib`` waits for a mirror to answer (connect and each read) before trying the next one."""
 
 _CHUNK_BYTES = 1 << 20
-_VERIFIED: dict[tuple[str, int, int, str], bool] = {}
-"""In-memory verification cache: (path, size, mtime_ns, expected digest) -> True."""
+_VERIFIED: dict[tuple[str, tuple[int, int, int], str], bool] = {}
+"""In-memory verification cache: (path, file_stamp, expected digest) -> True."""
 
 urlopen: Callable[..., Any] = urllib.request.urlopen
 """The opener used for downloads; tests replace it (``monkeypatch.setattr``) to stay off the network."""
@@ -92,6 +92,12 @@ class FileSpec:
 
 
 # ---------------------------------------------------------------------- hashing and verification
+def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """``(size, mtime_ns, inode)``: changes whenever the file is rewritten or replaced (cache key)."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
 def file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
     """Hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.new(algorithm)
@@ -132,20 +138,20 @@ def verify_file(path: str | os.PathLike[str], spec: FileSpec) -> Path:
         ChecksumError: when the size or checksum differs from the published one.
     """
     path = Path(path).resolve()
-    st = path.stat()
-    if spec.size is not None and st.st_size != spec.size:
+    stamp = file_stamp(path)
+    if spec.size is not None and stamp[0] != spec.size:
         raise ChecksumError(
-            f"{path}: size is {st.st_size} bytes, expected {spec.size} ({spec.describe()}). The file is truncated, "
+            f"{path}: size is {stamp[0]} bytes, expected {spec.size} ({spec.describe()}). The file is truncated, "
             f"corrupt or not the official one; delete it and fetch it again{_from_where(spec)}."
         )
     checksum = spec.checksum()
     if checksum is None:
         return path
     algorithm, expected = checksum
-    key = (str(path), st.st_size, st.st_mtime_ns, expected)
+    key = (str(path), stamp, expected)
     if key in _VERIFIED:
         return path
-    record = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, algorithm: expected}
+    record = {"path": str(path), "size": stamp[0], "mtime_ns": stamp[1], "inode": stamp[2], algorithm: expected}
     if _read_sidecar(path, record):
         _VERIFIED[key] = True
         return path
@@ -207,8 +213,9 @@ def download_file(spec: FileSpec, dest: str | os.PathLike[str], *, timeout: floa
         except (urllib.error.URLError, OSError, ValueError) as exc:  # URLError/timeout are OSErrors
             errors.append(f"{url}: {exc}")
             continue
-        if spec.checksum() is not None:
-            _VERIFIED[(str(dest.resolve()), dest.stat().st_size, dest.stat().st_mtime_ns, spec.checksum()[1])] = True
+        checksum = spec.checksum()
+        if checksum is not None:
+            _VERIFIED[(str(dest.resolve()), file_stamp(dest), checksum[1])] = True
         return dest
     tried = "; ".join(errors) if errors else "no download URL is known for this file"
     if bad_checksum:

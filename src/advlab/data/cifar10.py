@@ -40,6 +40,7 @@ from advlab.data._files import (
     DatasetNotFoundError,
     FileSpec,
     ensure_file,
+    file_stamp,
     missing_message,
     verify_file,
 )
@@ -183,13 +184,8 @@ def decode_binary_batch(data: bytes, *, source: str) -> tuple[np.ndarray, np.nda
 
 
 # ---------------------------------------------------------------------- cached decoding
-def _stamp(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
-
-
 @functools.lru_cache(maxsize=16)
-def _decode_file(path: str, kind: str, _stamp: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _decode_file(path: str, kind: str, _stamp: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     data = Path(path).read_bytes()
     images, labels = (decode_python_batch if kind == "py" else decode_binary_batch)(data, source=path)
     images = np.ascontiguousarray(images)
@@ -225,7 +221,7 @@ def _tar_members(tar_path: str) -> dict[str, bytes]:
 
 
 @functools.lru_cache(maxsize=2)
-def _decode_tar_split(tar_path: str, split: str, _stamp: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _decode_tar_split(tar_path: str, split: str, _stamp: tuple[int, int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
     members = _tar_members(tar_path)
     return [decode_python_batch(members[b], source=f"{tar_path}:{b}") for b in BATCHES[split]]
 
@@ -242,9 +238,8 @@ def _from_tar(root: Path, split: str) -> tuple[list[tuple[np.ndarray, np.ndarray
                     io.write_bytes(target, members[name])
         except OSError as exc:  # read-only folder: decode from memory
             log.info("cannot extract %s (%s); reading the batches from the archive in memory", tar_path, exc)
-            return _decode_tar_split(str(tar_path), split, _stamp(tar_path)), str(tar_path)
-    return [_decode_file(str(verify_file(targets[b], py_spec(b))), "py", _stamp(targets[b]))
-            for b in BATCHES[split]], str(root / PY_DIR)
+            return _decode_tar_split(str(tar_path), split, file_stamp(tar_path)), str(tar_path)
+    return [_decode_checked(root, py_spec(b), "py") for b in BATCHES[split]], str(root / PY_DIR)
 
 
 # ---------------------------------------------------------------------- class names
@@ -275,23 +270,24 @@ def _all_files(root: Path, relpaths: list[str]) -> bool:
     return all((root / r).is_file() for r in relpaths)
 
 
+def _decode_checked(root: Path, spec: FileSpec, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    path = verify_file(root / spec.relpath, spec)
+    return _decode_file(str(path), kind, file_stamp(path))
+
+
 def _read(root: Path, split: str, download: bool) -> RawData:
     names = BATCHES[split]
-    py = [f"{PY_DIR}/{b}" for b in names]
-    binary = [f"{BIN_DIR}/{b}.bin" for b in names]
-    partial = [partial_spec(b).relpath for b in names]
-    if _all_files(root, py):
-        parts = [_decode_file(str(verify_file(root / p, py_spec(b))), "py", _stamp(root / p)) for p, b in zip(py, names)]
-        source = str(root / PY_DIR)
+    py = [py_spec(b) for b in names]
+    binary = [FileSpec(f"{BIN_DIR}/{b}.bin") for b in names]  # no published per-file checksum
+    partial = [partial_spec(b) for b in names]
+    if _all_files(root, [s.relpath for s in py]):
+        parts, source = [_decode_checked(root, s, "py") for s in py], str(root / PY_DIR)
     elif (root / TAR.relpath).is_file():
         parts, source = _from_tar(root, split)
-    elif _all_files(root, binary):
-        parts = [_decode_file(str(root / p), "bin", _stamp(root / p)) for p in binary]
-        source = str(root / BIN_DIR)
-    elif _all_files(root, partial):
-        parts = [_decode_file(str(verify_file(root / partial_spec(b).relpath, partial_spec(b))), "bin",
-                              _stamp(root / partial_spec(b).relpath)) for b in names]
-        source = str(root / PARTIAL_DIR)
+    elif _all_files(root, [s.relpath for s in binary]):
+        parts, source = [_decode_checked(root, s, "bin") for s in binary], str(root / BIN_DIR)
+    elif _all_files(root, [s.relpath for s in partial]):
+        parts, source = [_decode_checked(root, s, "bin") for s in partial], str(root / PARTIAL_DIR)
     else:
         alternatives = (
             f"Alternatively put the extracted official folder cifar-10-batches-py/ ({', '.join(names)}) under "

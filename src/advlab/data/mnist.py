@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advlab.data._files import CorruptFileError, FileSpec, ensure_files
+from advlab.data._files import CorruptFileError, FileSpec, ensure_files, file_stamp
 from advlab.data.dataset import DATASETS, DatasetInfo, RawData
 from advlab.data.idx import read_idx
 
@@ -65,7 +65,7 @@ def _specs(folder: str, table: tuple, mirrors: tuple[str, ...]) -> dict[str, tup
 
 @functools.lru_cache(maxsize=8)
 def _decode_pair(images_path: str, labels_path: str, _stamp: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Decode and cross-check an images/labels pair (cached per process; ``_stamp`` = sizes and mtimes)."""
+    """Decode and cross-check an images/labels pair (cached per process; ``_stamp`` = the files' stamps)."""
     images = read_idx(images_path, ndim=3)
     labels = read_idx(labels_path, ndim=1)
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
@@ -89,8 +89,7 @@ def _reader(key: str, classes: tuple[str, ...]):
         info = DATASETS.get(key)
         images_spec, labels_spec = sorted(info.files[split], key=lambda s: "labels" in s.name)
         images, labels = ensure_files(root, (images_spec, labels_spec), download=download)
-        stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (images, labels))
-        x, y = _decode_pair(str(images), str(labels), stamp)
+        x, y = _decode_pair(str(images), str(labels), (file_stamp(images), file_stamp(labels)))
         return RawData(x, y, 255.0, classes, f"{images.parent}")
 
     return read
