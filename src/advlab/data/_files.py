@@ -11,10 +11,10 @@ otherwise under the user cache directory), so repeated loads do not hash tens of
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -210,7 +210,7 @@ def download_file(spec: FileSpec, dest: str | os.PathLike[str], *, timeout: floa
             bad_checksum = True
             errors.append(str(exc))
             continue
-        except (urllib.error.URLError, OSError, ValueError) as exc:  # URLError/timeout are OSErrors
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError and timeouts are OSErrors
             errors.append(f"{url}: {exc}")
             continue
         checksum = spec.checksum()
