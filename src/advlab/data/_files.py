@@ -15,6 +15,7 @@ import http.client
 import json
 import logging
 import os
+import sys
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -172,12 +173,16 @@ def _from_where(spec: FileSpec) -> str:
 
 # ---------------------------------------------------------------------- download
 def _copy_checked(src: BinaryIO, tmp: str, spec: FileSpec, url: str) -> None:
+    from tqdm.auto import tqdm
+
     hashers = {alg: hashlib.new(alg) for alg, val in (("sha256", spec.sha256), ("md5", spec.md5)) if val}
     size = 0
-    with open(tmp, "wb") as out:
+    bar = tqdm(total=spec.size, unit="B", unit_scale=True, desc=spec.name, disable=not sys.stderr.isatty())
+    with open(tmp, "wb") as out, bar:
         for chunk in iter(lambda: src.read(_CHUNK_BYTES), b""):
             out.write(chunk)
             size += len(chunk)
+            bar.update(len(chunk))
             for h in hashers.values():
                 h.update(chunk)
     if spec.size is not None and size != spec.size:
@@ -191,7 +196,8 @@ def _copy_checked(src: BinaryIO, tmp: str, spec: FileSpec, url: str) -> None:
 def download_file(spec: FileSpec, dest: str | os.PathLike[str], *, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
     """Download ``spec`` from its URLs (in order) to ``dest``, verifying the checksum before the file appears.
 
-    The bytes go to a temporary file in ``dest``'s folder and are renamed into place only after the size and
+    A progress bar shows on a terminal (never when stderr is redirected). The bytes go to a temporary file in
+    ``dest``'s folder and are renamed into place only after the size and
     checksum match (:func:`advlab.io.atomic_write`), so an interrupted or wrong download never leaves a file.
 
     Raises:

@@ -85,11 +85,13 @@ PARTIAL_RECORDS = 1000
 
 
 def py_spec(name: str, folder: str = PY_DIR) -> FileSpec:
+    """The :class:`FileSpec` of an official python-version file (``data_batch_1``, ``test_batch``, ``batches.meta``)."""
     size, md5 = _PY_CHECKSUMS[name]
     return FileSpec(f"{folder}/{name}", size, md5=md5, note=f"(extracted from {URL})")
 
 
 def partial_spec(name: str) -> FileSpec:
+    """The :class:`FileSpec` of a derived ``partial/<name>_first1000.bin`` file (first 1000 records of a batch)."""
     return FileSpec(
         f"{PARTIAL_DIR}/{name}_first1000.bin", PARTIAL_RECORDS * RECORD_BYTES, sha256=_PARTIAL_SHA256[name],
         note="(a derived file: the first 1000 records of the official batch in the binary layout)",
