@@ -12,7 +12,8 @@ from advlab.result import AttackResult
 from advlab.threat import ThreatModel
 
 from advlab import attacks  # noqa: E402  (registers the attacks)
+from advlab.evaluation import evaluate  # noqa: E402  (after attacks: the engine uses the registry)
 
 __version__ = "0.1.0"
 
-__all__ = ["AttackResult", "Classifier", "LeastLikely", "Targeted", "ThreatModel", "Untargeted", "attacks", "__version__"]
+__all__ = ["AttackResult", "Classifier", "LeastLikely", "Targeted", "ThreatModel", "Untargeted", "attacks", "evaluate", "__version__"]

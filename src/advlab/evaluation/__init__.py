@@ -1,0 +1,24 @@
+"""Robustness evaluation: the attack cascade over an eps sweep, masking checks, and the typed report.
+
+Example:
+    >>> report = advlab.evaluate(model, (x, y), [0.1, 0.2, 0.3], norm="linf", attacks="standard")
+    >>> print(report.headline())
+"""
+
+from advlab.evaluation.engine import evaluate
+from advlab.evaluation.eot import EOT, with_eot
+from advlab.evaluation.presets import ALIASES, PRESETS, resolve_attacks
+from advlab.evaluation.report import (
+    CheckResult,
+    EpsResult,
+    EvaluationReport,
+    Interval,
+    NormStats,
+    StageResult,
+)
+from advlab.evaluation.stats import wilson_interval
+
+__all__ = [
+    "ALIASES", "CheckResult", "EOT", "EpsResult", "EvaluationReport", "Interval", "NormStats", "PRESETS",
+    "StageResult", "evaluate", "resolve_attacks", "wilson_interval", "with_eot",
+]

@@ -1,0 +1,217 @@
+"""Gradient-masking checks that :func:`advlab.evaluate` runs by default, each with a pass/fail and its meaning.
+
+After Carlini et al., "On Evaluating Adversarial Robustness" (arXiv:1902.06705) and Athalye et al.,
+"Obfuscated Gradients Give a False Sense of Security" (arXiv:1802.00420): a robust accuracy is only
+trustworthy when the attacks behind it work. Each check probes one way they fail silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from advlab.attacks.base import ATTACKS, get_attack
+from advlab.evaluation.report import CheckResult
+from advlab.losses import cross_entropy
+from advlab.models import Classifier
+from advlab.threat import ThreatModel
+
+log = logging.getLogger(__name__)
+
+CHECK_EXAMPLES = 100
+"""Clean-correct examples the checks run on (the first ones in data order)."""
+CHECK_STEPS = 20
+"""PGD steps of the baseline check attack; the "more steps" check uses ten times as many."""
+MORE_STEPS_FACTOR = 10
+LARGE_EPS_FRACTION = 0.5
+"""The large-eps check uses half the box width per coordinate for linf (scaled by sqrt(d) for l2, d for l1):
+the ball then holds the mid-grey input, reachable from every input, so no classifier can stay accurate."""
+LARGE_EPS_MAX_ACCURACY = 0.10
+"""Accuracy above this at the large eps fails the check ("about zero")."""
+MORE_STEPS_TOLERANCE = 0.02
+"""More steps may raise accuracy by at most this fraction (and at least one example) before the check fails."""
+ZERO_GRAD_MAX_FRACTION = 0.01
+"""Fraction of examples with an all-zero input gradient tolerated."""
+BLACKBOX_MAX_FRACTION = 0.01
+"""Fraction of the clean-correct examples a black-box attack may break after the white-box ones failed."""
+BLACKBOX_QUERY_BUDGET = 1000
+"""Queries per example of the Square run of the black-box check when the cascade has no black-box attack."""
+RANDOM_TOLERANCE = 1e-6
+"""Largest logit difference between two identical calls still counted as deterministic (float noise)."""
+
+
+@dataclass
+class CheckContext:
+    """What the checks need from the evaluation."""
+
+    model: Classifier  # the model attacks see (EOT-wrapped for random models)
+    judge: Callable[[torch.Tensor, int], torch.Tensor]  # predictions as reported, given a seed
+    x: torch.Tensor  # clean-correct check examples, on the model's device
+    y: torch.Tensor
+    norm: str
+    eps_max: float
+    bounds: tuple[float, float]
+    seed: int
+    n_correct: int
+    blackbox_breaks: list[tuple[float, str, int]]  # (eps, attack, examples broken after a white-box stage)
+    robust_at_max: torch.Tensor  # bool per check example: survived the whole cascade at eps_max
+
+
+def _large_eps(norm: str, bounds: tuple[float, float], d: int) -> float:
+    width = (bounds[1] - bounds[0]) * LARGE_EPS_FRACTION
+    return {"linf": width, "l2": width * math.sqrt(d), "l1": width * d}.get(norm, float(d))
+
+
+def _pgd_accuracy(ctx: CheckContext, eps: float, steps: int) -> tuple[float, torch.Tensor | None]:
+    from advlab.attacks.pgd import pgd
+
+    threat = ThreatModel(ctx.norm, eps, ctx.bounds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zero-gradient warnings are reported by the gradient check
+        res = pgd(ctx.model, ctx.x, ctx.y, threat, steps=steps, generator=ctx.seed)
+    pred = ctx.judge(res.x_adv, ctx.seed)
+    return float((pred == ctx.y).float().mean()), res.loss_trace
+
+
+def check_randomness(max_change: float, eot_samples: int | None) -> CheckResult:
+    """The model's output must not change between two identical calls."""
+    random = max_change > RANDOM_TOLERANCE
+    return CheckResult(
+        name="randomness", title="Deterministic output",
+        status="fail" if random else "pass", value=max_change, threshold=RANDOM_TOLERANCE,
+        detail=(f"two identical calls differ by up to {max_change:.3g} in the logits; attacks used expectation "
+                f"over transformation with {eot_samples} samples") if random
+        else "two identical calls give the same logits",
+        meaning="A random model (dropout at test time, noise layers) turns gradients into noise; single-sample "
+                "attacks overestimate its robustness. The evaluation averaged the logits over several draws (EOT, "
+                "Athalye et al. 2018) for the attacks and reports accuracy with the randomness on.",
+    )
+
+
+def check_gradients(ctx: CheckContext) -> CheckResult:
+    """Input gradients of the loss must be finite and not all zero."""
+    x = ctx.x.detach().requires_grad_(True)
+    logits = ctx.model(x)
+    (grad,) = torch.autograd.grad(cross_entropy(logits, ctx.y, False).sum(), x)
+    flat = grad.reshape(grad.shape[0], -1)
+    nonfinite = float((~torch.isfinite(flat)).any(1).float().mean())
+    zero = float((flat == 0).all(1).float().mean())
+    bad = nonfinite > 0 or zero > ZERO_GRAD_MAX_FRACTION
+    return CheckResult(
+        name="gradients", title="Useful input gradients",
+        status="fail" if bad else "pass", value=max(zero, nonfinite), threshold=ZERO_GRAD_MAX_FRACTION,
+        detail=f"{100 * zero:.1f}% of examples have an all-zero input gradient, {100 * nonfinite:.1f}% a non-finite one",
+        meaning="Zero or non-finite gradients (a non-differentiable layer such as rounding/quantisation, a saturated "
+                "softmax, a final softmax followed by log) stop gradient attacks without making the model robust. "
+                "Use BPDA or a differentiable surrogate, black-box attacks, or remove the masking layer.",
+    )
+
+
+def check_large_eps(ctx: CheckContext) -> CheckResult:
+    """At a huge eps accuracy must fall to about zero."""
+    d = ctx.x[0].numel()
+    eps = _large_eps(ctx.norm, ctx.bounds, d)
+    acc, _ = _pgd_accuracy(ctx, eps, CHECK_STEPS)
+    bad = acc > LARGE_EPS_MAX_ACCURACY
+    return CheckResult(
+        name="large_eps", title="Accuracy goes to zero at a large eps",
+        status="fail" if bad else "pass", value=acc, threshold=LARGE_EPS_MAX_ACCURACY,
+        detail=f"PGD-{CHECK_STEPS} at eps = {eps:.4g} (half the input box) leaves {100 * acc:.1f}% accuracy "
+               f"on {ctx.x.shape[0]} examples",
+        meaning="Every input can be moved to the same mid-grey point inside this ball, so no classifier is robust "
+                "there. Accuracy well above zero means the attack is not working (masked or obfuscated gradients), "
+                "not that the model is robust.",
+    )
+
+
+def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
+    """More PGD steps must not raise accuracy; PGD's loss must increase."""
+    acc_few, _ = _pgd_accuracy(ctx, ctx.eps_max, CHECK_STEPS)
+    many = CHECK_STEPS * MORE_STEPS_FACTOR
+    acc_many, trace = _pgd_accuracy(ctx, ctx.eps_max, many)
+    m = ctx.x.shape[0]
+    tol = max(1.0 / m, MORE_STEPS_TOLERANCE)
+    steps_bad = acc_many > acc_few + tol + 1e-12
+    steps = CheckResult(
+        name="more_steps", title="More steps do not help the model",
+        status="fail" if steps_bad else "pass", value=acc_many - acc_few, threshold=tol,
+        detail=f"at eps = {ctx.eps_max:g}: PGD-{CHECK_STEPS} leaves {100 * acc_few:.1f}%, PGD-{many} leaves "
+               f"{100 * acc_many:.1f}% on {m} examples",
+        meaning="A stronger attack (more iterations) should never find fewer adversarial examples. If it does, "
+                "the optimisation is unstable or the loss surface is masked; robust accuracy is not trustworthy.",
+    )
+    if trace is None or trace.numel() < 2:
+        loss = CheckResult(
+            name="loss_increases", title="The attack loss increases", status="skipped", value=None, threshold=None,
+            detail="PGD returned no loss trace", meaning="",
+        )
+        return steps, loss
+    first, last = float(trace[0]), float(trace[-1])
+    finite = math.isfinite(first) and math.isfinite(last)
+    loss_bad = not finite or not last > first + 1e-6 * max(1.0, abs(first))
+    loss = CheckResult(
+        name="loss_increases", title="The attack loss increases",
+        status="fail" if loss_bad else "pass", value=(last - first) if finite else None, threshold=0.0,
+        detail=f"PGD-{many} mean cross-entropy went from {first:.4g} (first step) to {last:.4g} (last step)",
+        meaning="Gradient ascent on the loss must raise it. A flat or falling curve means the gradients carry no "
+                "information about the loss (masking, noise, non-differentiable parts) or the step size is wrong.",
+    )
+    return steps, loss
+
+
+def check_blackbox(ctx: CheckContext) -> CheckResult:
+    """A black-box attack must not beat the white-box ones."""
+    limit = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.n_correct))
+    meaning = ("Square uses no gradients. When it breaks examples that the gradient attacks could not, the "
+               "gradients are misleading (masked); the white-box numbers alone would overstate robustness.")
+    if ctx.blackbox_breaks:
+        worst = max(ctx.blackbox_breaks, key=lambda t: t[2])
+        bad = worst[2] > limit
+        return CheckResult(
+            name="blackbox", title="Black-box does not beat white-box",
+            status="fail" if bad else "pass", value=float(worst[2]), threshold=float(limit),
+            detail=(f"{worst[1]} broke {worst[2]} example(s) at eps = {worst[0]:g} that the gradient attacks "
+                    f"before it left robust (tolerated: {limit})"),
+            meaning=meaning,
+        )
+    if "square" not in ATTACKS or ctx.norm not in get_attack("square").norms:
+        return CheckResult(
+            name="blackbox", title="Black-box does not beat white-box", status="skipped", value=None,
+            threshold=None, detail="no black-box attack in the cascade and Square is not available for this norm",
+            meaning=meaning,
+        )
+    idx = ctx.robust_at_max.nonzero().flatten()
+    broke = 0
+    if idx.numel():
+        cls = get_attack("square")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        opts = {k: BLACKBOX_QUERY_BUDGET for k in ("n_queries", "queries", "max_queries") if k in fields}
+        threat = ThreatModel(ctx.norm, ctx.eps_max, ctx.bounds)
+        res = cls.from_options(opts)(ctx.model, ctx.x[idx], ctx.y[idx], threat, generator=ctx.seed)
+        broke = int((ctx.judge(res.x_adv, ctx.seed) != ctx.y[idx]).sum())
+    limit_sub = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.x.shape[0]))
+    return CheckResult(
+        name="blackbox", title="Black-box does not beat white-box",
+        status="fail" if broke > limit_sub else "pass", value=float(broke), threshold=float(limit_sub),
+        detail=(f"Square broke {broke} of the {idx.numel()} check examples the cascade left robust at "
+                f"eps = {ctx.eps_max:g} (tolerated: {limit_sub})"),
+        meaning=meaning,
+    )
+
+
+def run_checks(ctx: CheckContext, randomness: CheckResult) -> list[CheckResult]:
+    """All checks, in report order; each failure is also a ``warnings.warn`` with its meaning."""
+    out = [randomness, check_gradients(ctx), check_large_eps(ctx)]
+    out.extend(check_more_steps(ctx))
+    out.append(check_blackbox(ctx))
+    for c in out:
+        log.debug("check %s: %s (%s)", c.name, c.status, c.detail)
+        if c.status == "fail" and c.name != "randomness":  # randomness is warned about when detected
+            warnings.warn(f"gradient-masking check failed: {c.title}: {c.detail}. {c.meaning}", stacklevel=3)
+    return out

@@ -1,0 +1,141 @@
+"""The attack cascades of :func:`advlab.evaluate`: presets (fast, standard, strong) and name resolution.
+
+``standard`` is AutoAttack's ensemble (Croce & Hein 2020, arXiv:2003.01690) — APGD-CE, APGD-T (targeted DLR),
+a minimum-norm attack and Square — with FMN (Pintor et al. 2021, arXiv:2102.12827) in place of FAB-T: both
+are white-box minimum-norm attacks that find points near the decision boundary, and FMN is the one advlab
+implements. ``strong`` adds restarts to every attack that has them and the Carlini-Wagner attack of the norm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from advlab import validation
+from advlab.attacks.base import ATTACKS, AttackConfig, get_attack
+
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "apgd-ce": ("apgd", {"loss": "ce"}),
+    "apgd-dlr": ("apgd", {"loss": "dlr"}),
+}
+"""Cascade names that are a registered attack with fixed settings."""
+
+PRESETS: dict[str, tuple[str, ...]] = {
+    "fast": ("pgd",),
+    "standard": ("apgd-ce", "apgd-t", "fmn", "square"),
+    "strong": ("apgd-ce", "apgd-t", "fmn", "square", "cw"),
+}
+"""Attack names of each preset, in cascade order (``cw`` means ``cw-l2`` for l2 and ``cw-linf`` for linf)."""
+
+STRONG_RESTARTS = 5
+"""Restarts given to every attack of the ``strong`` preset that has a ``restarts`` setting."""
+
+
+@dataclass(frozen=True)
+class CascadeEntry:
+    """One attack of the cascade: its label in reports and its config."""
+
+    label: str
+    config: AttackConfig
+
+    def describe(self) -> dict[str, Any]:
+        cls = type(self.config)
+        return {
+            "label": self.label,
+            "name": cls.name,
+            "settings": self.config.settings(),
+            "minimum_norm": bool(cls.minimum_norm),
+            "needs_gradients": bool(cls.needs_gradients),
+            "query_based": bool(cls.query_based),
+        }
+
+
+def _build(name: str, norm: str, options: dict[str, Any] | None = None) -> AttackConfig:
+    """Config of a cascade name (alias or registered attack), with clear errors for unknown names."""
+    key = name.strip().lower()
+    extra: dict[str, Any] = {}
+    if key == "cw":
+        key = "cw-l2" if norm == "l2" else "cw-linf"
+    if key in ALIASES:
+        key, extra = ALIASES[key]
+    if key not in ATTACKS:
+        known = sorted(set(ATTACKS.names()) | set(ALIASES))
+        import difflib
+
+        close = difflib.get_close_matches(key, known, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"attacks: unknown attack {name!r}; available: {', '.join(known)}.{hint} "
+            "(`advlab attacks` lists them)"
+        )
+    cls = get_attack(key)
+    opts = {**extra, **(options or {})}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    opts = {k: v for k, v in opts.items() if k in fields or k not in ("restarts",)}
+    return cls.from_options(opts)
+
+
+def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEntry]]:
+    """Turn ``attacks`` (a preset name, or a list of names / configs) into the cascade.
+
+    Checks at once that every name exists and every attack supports ``norm``, so a bad list fails before
+    any work.
+
+    Returns:
+        ``(preset or None, entries)``.
+
+    Raises:
+        ValueError: unknown preset or attack, an attack that does not support the norm, an empty list.
+        TypeError: an entry that is neither a name nor an :class:`~advlab.attacks.AttackConfig`.
+    """
+    preset: str | None = None
+    if isinstance(attacks, str) and attacks.strip().lower() in PRESETS:
+        preset = attacks.strip().lower()
+        names: list[Any] = list(PRESETS[preset])
+    elif isinstance(attacks, str):
+        if "," in attacks or attacks.strip().lower() in ATTACKS or attacks.strip().lower() in ALIASES:
+            names = [a for a in attacks.split(",") if a.strip()]
+        else:
+            validation.check_choice(
+                "attacks", attacks, list(PRESETS),
+                "Give a preset name or a list of attack names, e.g. attacks=['pgd', 'apgd-ce'].",
+            )
+            names = []
+    elif isinstance(attacks, AttackConfig):
+        names = [attacks]
+    elif isinstance(attacks, (list, tuple)):
+        names = list(attacks)
+    else:
+        raise TypeError(
+            f"attacks: expected a preset name ({', '.join(PRESETS)}) or a list of attack names/configs, "
+            f"got {type(attacks).__name__}"
+        )
+    if not names:
+        raise ValueError("attacks: the list is empty; give at least one attack, e.g. attacks=['pgd']")
+    entries: list[CascadeEntry] = []
+    for item in names:
+        if isinstance(item, AttackConfig):
+            label, config = type(item).name or type(item).__name__.lower(), item
+        elif isinstance(item, str):
+            label = item.strip().lower()
+            options = {"restarts": STRONG_RESTARTS} if preset == "strong" else None
+            config = _build(label, norm, options)
+            if label == "cw":
+                label = type(config).name
+        else:
+            raise TypeError(f"attacks: expected attack names or AttackConfig instances, got {type(item).__name__}")
+        cls = type(config)
+        if norm not in cls.norms:
+            raise ValueError(
+                f"attacks: {label!r} does not support norm {norm!r} (it supports {list(cls.norms)}); "
+                f"drop it or choose another norm. `advlab attacks --norm {norm}` lists the attacks that do."
+            )
+        taken = {e.label for e in entries}
+        if label in taken:
+            i = 2
+            while f"{label}#{i}" in taken:
+                i += 1
+            label = f"{label}#{i}"
+        entries.append(CascadeEntry(label, config))
+    return preset, entries
