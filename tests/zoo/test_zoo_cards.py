@@ -160,14 +160,17 @@ def test_round_trip_gives_identical_logits(tmp_path, name, shape, kwargs):
     assert loaded.card["arch_kwargs"] == clf.card["arch_kwargs"]
     assert loaded.input_shape == shape and loaded.num_classes == classes
     assert not loaded.training
+    assert all(p.requires_grad and not p.is_meta for p in loaded.parameters())  # ready to fine-tune
 
 
 def test_round_trip_keeps_batch_norm_statistics(tmp_path):
-    clf = build_classifier("preact-resnet18", (1, 9, 9), 3)
-    clf.train()
-    with torch.no_grad():
-        clf(_x((1, 9, 9), n=8))  # updates the running statistics
-    clf.eval()
+    clf = build_classifier("preact-resnet18", (1, 9, 9), 3).eval()
+    g = torch.Generator().manual_seed(0)
+    for m in clf.module.modules():  # running statistics as after training (saved as buffers, not parameters)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.num_batches_tracked.fill_(1)
     save_model(clf, tmp_path / "r")
     loaded = load_model(tmp_path / "r")
     assert torch.equal(loaded.module.bn.running_mean, clf.module.bn.running_mean)

@@ -299,7 +299,7 @@ def save_model(
     }
     io.write_json(folder / CARD_FILE, card)
     clf.card = json.loads(json.dumps(card, default=io._json_default))
-    log.info("saved %s to %s", card_summary(card), folder)
+    log.debug("saved %s to %s", card_summary(card), folder)
     return folder
 
 
@@ -359,22 +359,28 @@ def _read_card(card_path: Path) -> dict[str, Any]:
 
 
 def _build_from_card(card: dict[str, Any], card_path: Path) -> Classifier:
+    """The card's classifier with its network's tensors on the meta device (shapes only, nothing initialised)."""
     try:
         norm = card["normalization"]
         if norm is not None and (not isinstance(norm, dict) or "mean" not in norm or "std" not in norm):
             raise ValueError('normalization: expected null or {"mean": [...], "std": [...]}')
-        return build_classifier(
-            card["arch"],
-            tuple(card["input_shape"]) if isinstance(card["input_shape"], list) else card["input_shape"],
-            card["num_classes"],
-            mean=norm["mean"] if norm else None,
-            std=norm["std"] if norm else None,
-            bounds=tuple(card["bounds"]) if isinstance(card["bounds"], list) else card["bounds"],
-            seed=0,  # the initial weights are overwritten; a fixed seed keeps the global RNG untouched
-            **card["arch_kwargs"],
-        )
+        input_shape = check_shape(card["input_shape"])
+        num_classes = validation.check_int("num_classes", card["num_classes"], minimum=2)
+        normalization = _check_normalization(norm["mean"] if norm else None, norm["std"] if norm else None, input_shape)
+        bounds = _check_bounds(card["bounds"])
+        with torch.device("meta"):  # the weights come from the file: skip the random initialisation
+            module = create(card["arch"], input_shape, num_classes, seed=0, **card["arch_kwargs"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{card_path}: cannot rebuild the model from the card: {exc}") from exc
+    return Classifier(
+        module,
+        mean=normalization["mean"] if normalization else None,
+        std=normalization["std"] if normalization else None,
+        bounds=bounds,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        card=card,
+    )
 
 
 def _compare_state(expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> list[str]:
@@ -458,7 +464,10 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
             f"{card_path.name} ({'; '.join(problems)}). The card and weights come from different models; "
             "re-save the model."
         )
-    clf.module.load_state_dict(state, strict=True)
+    clf.module.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, t in [*clf.module.named_parameters(), *clf.module.named_buffers()] if t.is_meta]
+    if left:  # a tensor that is neither a parameter nor a persistent buffer: cannot come from the file
+        raise RuntimeError(f"{card['arch']}: tensors {left[:MAX_LISTED]} are not saved in the weights file (advlab bug)")
     clf.to(dev)
     clf.eval()
     clf.card = card
