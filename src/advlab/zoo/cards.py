@@ -227,9 +227,8 @@ def save_model(
         The folder path.
 
     Raises:
-        ValueError: the classifier has no architecture in its card, an accuracy is not a number or its train/test
-            value is not in [0, 1], a field
-            cannot be written to JSON, or ``path`` is an existing file.
+        ValueError: the classifier has no architecture in its card, an accuracy is not a number or its
+            train/test value is not in [0, 1], a field cannot be written to JSON, or ``path`` is an existing file.
         TypeError: ``training``/``accuracy``/``extra`` are not dicts.
 
     Example:
