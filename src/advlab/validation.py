@@ -178,3 +178,11 @@ def check_input_shape(x: torch.Tensor, input_shape: tuple[int, ...] | None, *, n
         elif len(got) != len(input_shape):
             hint = f" Reshape with x.reshape(-1, *{tuple(input_shape)})."
         raise ValueError(f"{name}: wrong {what} for the model: expected (N, *{tuple(input_shape)}), got {tuple(x.shape)}.{hint}")
+
+
+# ---------------------------------------------------------------------- models
+def check_num_classes(name: str, num_classes: int, minimum: int, remedy: str = "") -> None:
+    """The model has at least ``minimum`` classes (e.g. the DLR loss needs 3, its targeted form 4)."""
+    if num_classes < minimum:
+        hint = f" {remedy}" if remedy else ""
+        raise ValueError(f"{name}: needs a model with at least {minimum} classes, got {num_classes}.{hint}")

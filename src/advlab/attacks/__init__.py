@@ -4,6 +4,7 @@ Importing this package registers every attack in :data:`ATTACKS`.
 """
 
 from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, get_attack, list_attacks, run_attack
+from advlab.attacks.apgd import APGD, APGDT, apgd, apgd_t
 from advlab.attacks.bim import BIM, ILLC, bim, illc
 from advlab.attacks.fgsm import FGSM, fgsm
 from advlab.attacks.mifgsm import MIFGSM, mifgsm
@@ -13,4 +14,5 @@ from advlab.attacks.rfgsm import RFGSM, rfgsm
 __all__ = [
     "ATTACKS", "AttackConfig", "AttackOutput", "get_attack", "list_attacks", "run_attack",
     "BIM", "ILLC", "bim", "illc", "FGSM", "fgsm", "MIFGSM", "mifgsm", "PGD", "pgd", "RFGSM", "rfgsm",
+    "APGD", "APGDT", "apgd", "apgd_t",
 ]

@@ -1,0 +1,587 @@
+"""Auto-PGD (Croce & Hein 2020) for linf, l2 and l1, with CE/DLR losses, and its targeted top-k variant APGD-T.
+
+APGD is PGD without a step-size parameter: the step size starts at ``2 * eps`` and is halved at checkpoints
+when progress stalls, after which the attack restarts from the best point found so far; a momentum term
+(``alpha = 0.75``) smooths the steps. The l1 version follows Croce & Hein 2021 ("Mind the box"): an exact
+projection onto the intersection of the l1 ball and the input box, a sparse step on the top-k gradient
+coordinates, and an adaptive sparsity level and step size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab import validation
+from advlab.attacks._iterative import best_of_restarts
+from advlab.attacks.base import (
+    ATTACKS,
+    AttackConfig,
+    AttackOutput,
+    loss_and_grad,
+    make_generator,
+    run_attack,
+    warn_once_zero_grad,
+)
+from advlab.goals import Goal, is_success
+from advlab.losses import LossFn, cross_entropy, dlr, dlr_targeted, margin
+from advlab.result import AttackResult
+from advlab.threat import ThreatModel, _flat, _per_example
+
+log = logging.getLogger(__name__)
+
+DEFAULT_N_ITER = 100
+"""Iterations per restart in the paper (and in AutoAttack's standard version)."""
+RHO = 0.75
+"""Condition 1: halve the step when fewer than ``rho`` of the steps since the last checkpoint increased the loss."""
+MOMENTUM = 0.75
+"""Weight ``alpha`` of the new step; ``1 - alpha`` is the weight of the previous update (momentum)."""
+STEP_FACTOR = {"linf": 2.0, "l2": 2.0, "l1": 1.0}
+"""Initial step size in units of eps: ``2 * eps`` (APGD, linf/l2), ``eps`` (APGD-L1)."""
+CHECKPOINT_FIRST = 22
+"""First checkpoint at ``p_1 = 0.22`` of the iterations (in hundredths, to keep the schedule exact)."""
+CHECKPOINT_DECAY = 3
+"""The gap between checkpoints shrinks by 0.03 each time ..."""
+CHECKPOINT_MIN_GAP = 6
+"""... down to a minimum of 0.06."""
+L1_CHECK_FRACTION = 0.04
+"""APGD-L1 revisits sparsity and step size every 4% of the iterations (Croce & Hein 2021)."""
+L1_INIT_TOPK = 0.2
+"""APGD-L1 initially steps along the top 20% gradient coordinates."""
+L1_TOPK_DIVISOR = 1.5
+"""At each L1 checkpoint the step's sparsity becomes the best point's sparsity / 1.5."""
+L1_STEP_DECAY = 1.5
+"""APGD-L1 divides its step size by 1.5 at a checkpoint where the sparsity did not drop ..."""
+L1_MIN_STEP_DIVISOR = 10.0
+"""... but never below ``eps / 10``."""
+L1_SPARSITY_DROP = 0.95
+"""A sparsity ratio below 0.95 since the last checkpoint resets the step size and restarts from the best point."""
+N_TARGET_CLASSES = 9
+"""APGD-T attacks the 9 most likely classes other than the true one (AutoAttack's setting for 10 classes)."""
+
+_TINY = 1e-12
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+def checkpoints(n_iter: int) -> list[int]:
+    """The iterations ``w_j = ceil(p_j * n_iter)`` at which APGD checks its progress.
+
+    ``p_0 = 0``, ``p_1 = 0.22`` and ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (Croce & Hein 2020,
+    Sec. 3.2), computed exactly in hundredths; only checkpoints ``<= n_iter`` are returned, without repeats.
+
+    Args:
+        n_iter: number of iterations.
+
+    Returns:
+        Sorted list starting at 0, e.g. ``[0, 22, 41, 57, 70, 80, 87, 93, 99]`` for ``n_iter = 100``.
+
+    Example:
+        >>> checkpoints(100)[:4]
+        [0, 22, 41, 57]
+    """
+    p = [0, CHECKPOINT_FIRST]
+    while p[-1] < 100:
+        p.append(p[-1] + max(p[-1] - p[-2] - CHECKPOINT_DECAY, CHECKPOINT_MIN_GAP))
+    out: list[int] = []
+    for pj in p:
+        w = -(-pj * n_iter // 100)  # exact ceil(pj / 100 * n_iter)
+        if w <= n_iter and (not out or w > out[-1]):
+            out.append(w)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def project_l1_box(
+    delta: torch.Tensor, x: torch.Tensor, eps: torch.Tensor | float, bounds: tuple[float, float]
+) -> torch.Tensor:
+    """Exact Euclidean projection of ``x + delta`` onto ``{x + d : |d|_1 <= eps, low <= x + d <= high}``.
+
+    Returns the projected perturbation ``d``. Each coordinate of the solution is the soft-thresholded
+    ``delta`` clipped to the box, ``d_i = sign(delta_i) * min(max(|delta_i| - lam, 0), u_i)`` with ``u_i`` the
+    room to the box in the direction of ``delta_i``; the threshold ``lam >= 0`` makes ``|d|_1 = eps`` (or is 0
+    when the clipped ``delta`` is already inside the ball). ``|d|_1`` is piecewise linear in ``lam``, so ``lam``
+    is found exactly by sorting its ``2 d`` breakpoints (``O(d log d)`` per example, batched).
+
+    Args:
+        delta: perturbations, shape ``(N, ...)``.
+        x: centres of the balls, inside ``bounds``, same shape.
+        eps: radius, a float or a ``(N,)`` tensor.
+        bounds: ``(low, high)`` of the input box.
+
+    Returns:
+        The projected perturbation, same shape as ``delta``.
+
+    References:
+        Croce & Hein, "Mind the box: l1-APGD for sparse adversarial attacks on image classifiers",
+        arXiv:2103.01208 (Sec. 3.1).
+
+    Example:
+        >>> d = project_l1_box(torch.randn(4, 10), torch.rand(4, 10), 1.0, (0.0, 1.0))
+        >>> d.abs().sum(1)  # <= 1
+    """
+    y = _flat(delta)
+    xf = _flat(x).to(y.dtype)
+    n, d = y.shape
+    lo, hi = bounds
+    cap = torch.where(y >= 0, hi - xf, xf - lo).clamp_min(0.0)
+    a = y.abs()
+    eps_t = torch.as_tensor(eps, dtype=y.dtype, device=y.device).expand(n)
+    clipped = torch.minimum(a, cap)
+    total = clipped.sum(dim=1)
+    need = total > eps_t
+    if not bool(need.any()):
+        return (y.sign() * clipped).reshape(delta.shape)
+    # g(lam) = sum_i min(max(a_i - lam, 0), cap_i): a coordinate decreases with slope -1 between its breakpoints
+    # max(a_i - cap_i, 0) (it leaves the box face) and a_i (it reaches zero).
+    starts = (a - cap).clamp_min(0.0)
+    points = torch.cat([starts, a], dim=1)
+    events = torch.cat([torch.ones_like(a), -torch.ones_like(a)], dim=1)
+    points, order = points.sort(dim=1)
+    active = events.gather(1, order).cumsum(dim=1)  # coordinates decreasing on [points_k, points_{k+1})
+    drops = active[:, :-1] * (points[:, 1:] - points[:, :-1])
+    g_at = total[:, None] - torch.cat([torch.zeros_like(total)[:, None], drops.cumsum(dim=1)], dim=1)
+    k = ((g_at >= eps_t[:, None]).sum(dim=1) - 1).clamp(0, 2 * d - 1)
+    p_k = points.gather(1, k[:, None]).squeeze(1)
+    g_k = g_at.gather(1, k[:, None]).squeeze(1)
+    slope = active.gather(1, k[:, None]).squeeze(1).clamp_min(1.0)
+    lam = torch.where(need, p_k + (g_k - eps_t) / slope, torch.zeros_like(p_k))
+    out = y.sign() * torch.minimum((a - lam[:, None]).clamp_min(0.0), cap)
+    return out.reshape(delta.shape)
+
+
+def _l1_sparse_direction(grad: torch.Tensor, topk: torch.Tensor) -> torch.Tensor:
+    """Sign of the top ``topk`` fraction of gradient coordinates (per example), scaled to unit l1 norm.
+
+    The number of coordinates is ``round(topk * d)``, at least 1 (see :func:`apgd` for why it is rounded).
+    """
+    g = _flat(grad)
+    d = g.shape[1]
+    count = (topk * d).round().clamp(1, d)
+    index = (d - count).long()
+    thresh = g.abs().sort(dim=1).values.gather(1, index[:, None])
+    sparse = g.sign() * (g.abs() >= thresh)
+    return (sparse / (sparse.abs().sum(dim=1, keepdim=True) + 1e-10)).reshape(grad.shape)
+
+
+def _step(
+    threat: ThreatModel, x: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor,
+    topk: torch.Tensor | None,
+) -> torch.Tensor:
+    """``P(x_adv + eta * direction)`` for the threat norm; for l1 the sparse step and the exact l1-box projection."""
+    eta_b = _per_example(eta, x)
+    if threat.norm == "l1":
+        moved = x_adv + eta_b * _l1_sparse_direction(grad, topk)
+        return x + project_l1_box(moved - x, x, threat.eps, threat.bounds)
+    return threat.project(x_adv + eta_b * threat.ascent_direction(grad, x_adv), x)
+
+
+def _project(threat: ThreatModel, x_new: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if threat.norm == "l1":
+        return x + project_l1_box(x_new - x, x, threat.eps, threat.bounds)
+    return threat.project(x_new, x)
+
+
+# ---------------------------------------------------------------------------------------------- one run
+def apgd_run(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_init: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    threat: ThreatModel,
+    *,
+    n_iter: int,
+    loss_fn: LossFn,
+    rho: float = RHO,
+    name: str = "apgd",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One run of APGD (Algorithm 1 of Croce & Hein 2020) from ``x_init``, batched with per-example state.
+
+    Each example has its own step size ``eta``, best point ``x_max`` (highest loss) and checkpoint
+    statistics; the checkpoints themselves are shared. At checkpoint ``w_j`` (linf/l2) an example halves its
+    step size and restarts from ``x_max`` when (1) fewer than ``rho * (w_j - w_{j-1})`` of its steps since
+    ``w_{j-1}`` increased the loss, or (2) its step size was not reduced at ``w_{j-1}`` and its best loss did
+    not improve since. For l1 the sparsity/step-size rule of Croce & Hein 2021 replaces (1) and (2).
+
+    Args:
+        model: classifier in attack mode.
+        x: clean inputs ``(N, ...)``.
+        x_init: starting points inside the threat model.
+        labels: true labels (untargeted) or targets (targeted); passed to ``loss_fn`` and the success test.
+        targeted: whether success means ``argmax == labels``.
+        threat: the threat model.
+        n_iter: number of iterations (one forward and backward each, plus one for the start).
+        loss_fn: ``(logits, labels, targeted) -> (N,)`` loss to maximise.
+        rho: the fraction of condition 1.
+        name: attack name for warnings.
+
+    Returns:
+        ``(x_adv, success, best_loss, trace)``: per example the last iterate that reached the goal, otherwise the
+        highest-loss point; whether the goal was reached; the highest loss; the mean loss per iteration.
+    """
+    n = x.shape[0]
+    l1 = threat.norm == "l1"
+    x_adv = x_init.detach()
+    loss, grad, logits = loss_and_grad(model, x_adv, labels, targeted, loss_fn)
+    warn_once_zero_grad(grad, name)
+    found = is_success(logits, labels, targeted)
+    x_found = x_adv.clone()
+    best_loss = loss.clone()
+    x_max, grad_max = x_adv.clone(), grad.clone()
+    eta_max = STEP_FACTOR[threat.norm] * threat.eps
+    eta = torch.full((n,), eta_max, dtype=x.dtype, device=x.device)
+    trace = torch.empty(n_iter, device=x.device)
+
+    if l1:
+        check_every = max(int(L1_CHECK_FRACTION * n_iter), 1)
+        check_at = set(range(check_every, n_iter + 1, check_every))
+        n_features = x[0].numel()
+        topk = torch.full((n,), L1_INIT_TOPK, dtype=x.dtype, device=x.device)
+        sparsity_old = torch.full((n,), float(n_features), dtype=x.dtype, device=x.device)
+    else:
+        check_at = set(checkpoints(n_iter)[1:])
+        topk = None
+    last_check = 0
+    increases = torch.zeros(n, dtype=x.dtype, device=x.device)
+    loss_prev = loss
+    best_at_check = best_loss.clone()
+    reduced_at_check = torch.zeros(n, dtype=torch.bool, device=x.device)
+
+    x_prev = x_adv
+    for k in range(n_iter):
+        z = _step(threat, x, x_adv, grad, eta, topk)
+        a = 1.0 if (k == 0 or l1) else MOMENTUM  # first step: no previous update; APGD-L1 uses no momentum
+        if a < 1.0:
+            x_new = _project(threat, x_adv + a * (z - x_adv) + (1.0 - a) * (x_adv - x_prev), x)
+        else:
+            x_new = z
+        x_prev, x_adv = x_adv, x_new.detach()
+
+        loss, grad, logits = loss_and_grad(model, x_adv, labels, targeted, loss_fn)
+        trace[k] = loss.mean()
+        succ = is_success(logits, labels, targeted)
+        x_found = torch.where(_per_example(succ, x), x_adv, x_found)
+        found |= succ
+        increases += (loss > loss_prev).to(x.dtype)
+        loss_prev = loss
+        # Ties go to the newer point: where the loss saturates in float32 (a confidently classified point's
+        # cross-entropy rounds to a constant) the best point still follows the iterates.
+        improved = loss >= best_loss
+        best_loss = torch.where(improved, loss, best_loss)
+        x_max = torch.where(_per_example(improved, x), x_adv, x_max)
+        grad_max = torch.where(_per_example(improved, x), grad, grad_max)
+
+        if k + 1 not in check_at:
+            continue
+        if l1:
+            sparsity = (_flat(x_max - x) != 0).sum(dim=1).to(x.dtype)
+            restart = sparsity / sparsity_old < L1_SPARSITY_DROP
+            topk = sparsity / n_features / L1_TOPK_DIVISOR
+            eta = torch.where(restart, torch.full_like(eta, eta_max), eta / L1_STEP_DECAY)
+            eta = eta.clamp(eta_max / L1_MIN_STEP_DIVISOR, eta_max)
+            sparsity_old = sparsity
+        else:
+            span = k + 1 - last_check
+            cond1 = increases < rho * span
+            cond2 = ~reduced_at_check & (best_loss <= best_at_check)
+            restart = cond1 | cond2
+            eta = torch.where(restart, eta / 2.0, eta)
+            reduced_at_check = restart
+            best_at_check = best_loss.clone()
+        r = _per_example(restart, x)
+        x_adv = torch.where(r, x_max, x_adv)
+        grad = torch.where(r, grad_max, grad)
+        loss_prev = torch.where(restart, best_loss, loss_prev)
+        increases.zero_()
+        last_check = k + 1
+
+    x_out = torch.where(_per_example(found, x), x_found, x_max)
+    return x_out, found, best_loss, trace
+
+
+# ---------------------------------------------------------------------------------------------- APGD
+_LOSSES = ("ce", "dlr")
+_MIN_CLASSES = {"ce": 2, "dlr": 3}
+
+
+def _core(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    threat: ThreatModel,
+    *,
+    n_iter: int,
+    restarts: int,
+    loss: str,
+    rho: float,
+    generator: torch.Generator,
+) -> AttackOutput:
+    with torch.no_grad():
+        num_classes = model(x[:1]).shape[1]
+    minimum = _MIN_CLASSES[loss] + (1 if targeted and loss == "dlr" else 0)
+    validation.check_num_classes(
+        "loss", num_classes, minimum, f"the {loss!r} loss needs at least {minimum} classes; use loss='ce'"
+    )
+    loss_fn = cross_entropy if loss == "ce" else dlr
+
+    def run_once(idx: torch.Tensor):
+        xs = x[idx]
+        x0 = threat.random_start(xs, generator)
+        return apgd_run(model, xs, x0, labels[idx], targeted, threat, n_iter=n_iter, loss_fn=loss_fn, rho=rho)
+
+    x_adv, trace = best_of_restarts(run_once, x, restarts)
+    return AttackOutput(x_adv, loss_trace=trace)
+
+
+def apgd(
+    model: nn.Module,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None = None,
+    n_iter: int = DEFAULT_N_ITER,
+    restarts: int = 1,
+    loss: str = "ce",
+    rho: float = RHO,
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """Auto-PGD: step-size-free PGD with momentum, checkpoints and restarts from the best point.
+
+    From a random point of the eps-ball, APGD takes ``n_iter`` steps of size ``eta`` (initially ``2 * eps``;
+    ``eps`` for l1) with momentum 0.75. At the checkpoints ``w_j`` of :func:`checkpoints` each example halves
+    its step size and jumps back to its highest-loss point when the loss increased in fewer than ``rho`` of
+    the steps since the last checkpoint, or when neither its step size nor its best loss changed since then.
+    For l1 it uses the sparse step and the exact projection onto the l1 ball intersected with the box of
+    Croce & Hein 2021 (:func:`project_l1_box`) and their adaptive sparsity/step-size rule. Restarts run only
+    on examples not yet fooled, keeping per example the first success or else the highest loss.
+
+    With a targeted goal (``Targeted(t)`` or ``LeastLikely()``) the targeted form of the loss is ascended:
+    ``-CE(logits, t)`` for ``"ce"``, and for ``"dlr"`` :func:`advlab.losses.dlr` with ``targeted=True``
+    (``-(max_{j != t} z_j - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``: the best non-target logit stands in for
+    the true-label logit, since the attack only sees the targets). For the paper's APGD-T, which searches
+    the top-k classes itself, use :func:`apgd_t`.
+
+    Args:
+        model: a ``torch.nn.Module`` returning logits, or an ``advlab.Classifier``.
+        x: inputs inside ``threat.bounds`` (torch or numpy), shape ``(N, ...)``.
+        y: true labels, shape ``(N,)``.
+        threat: norm (``"linf"``, ``"l2"`` or ``"l1"``), eps and bounds.
+        goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
+        n_iter: iterations per restart (100 in the paper).
+        restarts: random restarts (1 in AutoAttack's standard version, 5 in its "plus" version).
+        loss: ``"ce"`` (cross-entropy, APGD-CE) or ``"dlr"`` (difference of logits ratio, APGD-DLR; needs at
+            least 3 classes, 4 when targeted).
+        rho: the fraction of condition 1 (0.75 in the paper).
+        generator: ``torch.Generator`` or int seed for the random starts (default seed 0).
+
+    Returns:
+        AttackResult with the first restart's ``loss_trace`` (mean loss per iteration).
+
+    Raises:
+        ValueError: on an unknown loss, too few classes for DLR, bad settings or bad input.
+
+    Shape:
+        x: ``(N, ...)``; y: ``(N,)``; loss_trace: ``(n_iter,)``.
+
+    References:
+        Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+        parameter-free attacks", arXiv:2003.01690. Croce & Hein, "Mind the box: l1-APGD for sparse
+        adversarial attacks on image classifiers", arXiv:2103.01208 (the l1 version).
+
+    Example:
+        >>> threat = ThreatModel("linf", 8 / 255)
+        >>> result = apgd(model, x, y, threat, loss="dlr")
+        >>> robust_accuracy = 1 - result.success.float().mean()
+    """
+    n_iter = validation.check_int("n_iter", n_iter, minimum=1)
+    restarts = validation.check_int("restarts", restarts, minimum=1)
+    validation.check_choice("loss", loss, _LOSSES, "APGD-CE uses 'ce', APGD-DLR uses 'dlr'.")
+    rho = validation.check_float("rho", rho, minimum=0.0, maximum=1.0, strict_min=True)
+    return run_attack(
+        _core, model, x, y, threat, goal=goal, name="apgd", norms=APGD.norms,
+        n_iter=n_iter, restarts=restarts, loss=loss, rho=rho, generator=make_generator(generator),
+    )
+
+
+@ATTACKS.register("apgd")
+@dataclass(frozen=True)
+class APGD(AttackConfig):
+    """Config for :func:`apgd` (Croce & Hein 2020, arXiv:2003.01690; l1: arXiv:2103.01208)."""
+
+    n_iter: int = DEFAULT_N_ITER
+    restarts: int = 1
+    loss: str = "ce"
+    rho: float = RHO
+
+    name = "apgd"
+    norms = ("linf", "l2", "l1")
+    stochastic = True
+    paper = "Croce & Hein 2020, arXiv:2003.01690"
+
+    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
+        return apgd(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+
+
+# ---------------------------------------------------------------------------------------------- APGD-T
+def _targeted_dlr_for(target: torch.Tensor) -> LossFn:
+    """Loss ``(logits, y, targeted) -> dlr_targeted(logits, y, target)`` for the fixed ``target``."""
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
+        return dlr_targeted(logits, y, target)
+
+    return loss_fn
+
+
+def _targeted_ce_for(target: torch.Tensor) -> LossFn:
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
+        return cross_entropy(logits, target, True)
+
+    return loss_fn
+
+
+def _core_t(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    threat: ThreatModel,
+    *,
+    n_iter: int,
+    restarts: int,
+    n_target_classes: int,
+    rho: float,
+    generator: torch.Generator,
+) -> AttackOutput:
+    with torch.no_grad():
+        clean_logits = model(x)
+    num_classes = clean_logits.shape[1]
+    validation.check_num_classes("model", num_classes, 2, "APGD-T needs a classifier with at least 2 classes")
+    make_loss: Callable[[torch.Tensor], LossFn] = _targeted_dlr_for
+    if num_classes < 4:
+        # The targeted DLR needs the 4th largest logit; with 2 or 3 classes fall back to the targeted CE.
+        log.info("apgd-t: %d classes < 4, using the targeted cross-entropy instead of the targeted DLR", num_classes)
+        make_loss = _targeted_ce_for
+    n_targets = min(n_target_classes, num_classes - 1)
+    ranking = clean_logits.argsort(dim=1, descending=True)
+    # Rank 0 is the most likely class; skip the true label so the targets are the top-k other classes.
+    others = ranking.masked_select(ranking != labels[:, None]).reshape(x.shape[0], num_classes - 1)
+
+    n = x.shape[0]
+    x_best = x.clone()
+    done = torch.zeros(n, dtype=torch.bool, device=x.device)
+    best_margin = torch.full((n,), float("-inf"), device=x.device)
+    first_trace: torch.Tensor | None = None
+    for t in range(n_targets):
+        idx = (~done).nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        target = others[idx, t]
+        ys = labels[idx]
+
+        def run_once(sub: torch.Tensor, xs=x[idx], ys=ys, target=target):
+            loss_sub = make_loss(target[sub])
+            xi = xs[sub]
+            x0 = threat.random_start(xi, generator)
+            return apgd_run(model, xi, x0, ys[sub], False, threat, n_iter=n_iter, loss_fn=loss_sub, rho=rho,
+                            name="apgd-t")
+
+        x_adv, trace = best_of_restarts(run_once, x[idx], restarts)
+        if first_trace is None:
+            first_trace = trace
+        with torch.no_grad():
+            logits = model(x_adv)
+        succ = is_success(logits, ys, False)
+        m = margin(logits, ys, False)
+        better = succ | (m > best_margin[idx])
+        sel = idx[better]
+        x_best[sel] = x_adv[better]
+        best_margin[sel] = m[better]
+        done[idx[succ]] = True
+    return AttackOutput(x_best, loss_trace=first_trace)
+
+
+def apgd_t(
+    model: nn.Module,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None = None,
+    n_iter: int = DEFAULT_N_ITER,
+    restarts: int = 1,
+    n_target_classes: int = N_TARGET_CLASSES,
+    rho: float = RHO,
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """APGD-T: targeted APGD with the targeted DLR loss against each of the top-k other classes in turn.
+
+    For ``t = 1..n_target_classes`` the ``t``-th most likely class (on the clean input) other than the true
+    one becomes the target, and APGD (same schedule as :func:`apgd`) ascends
+    :func:`advlab.losses.dlr_targeted` ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` on the examples not
+    yet misclassified; the first success is kept. The goal of the whole attack is untargeted (any wrong
+    class counts), so ``goal`` must be ``None``/``Untargeted()``. For examples never fooled the point with
+    the largest margin ``max_{j != y} z_j - z_y`` over the targets is returned. With fewer than 4 classes the
+    targeted DLR is undefined and the targeted cross-entropy is used instead.
+
+    Args:
+        model: a ``torch.nn.Module`` returning logits, or an ``advlab.Classifier``.
+        x: inputs inside ``threat.bounds`` (torch or numpy), shape ``(N, ...)``.
+        y: true labels, shape ``(N,)``.
+        threat: norm (``"linf"``, ``"l2"`` or ``"l1"``), eps and bounds.
+        goal: ``None`` or ``Untargeted()`` (APGD-T chooses its own targets).
+        n_iter: iterations per target and restart (100).
+        restarts: random restarts per target class (1).
+        n_target_classes: how many of the most likely other classes to try (9; capped at ``classes - 1``).
+        rho: the fraction of condition 1 (0.75).
+        generator: ``torch.Generator`` or int seed for the random starts (default seed 0).
+
+    Returns:
+        AttackResult with the first target's ``loss_trace``.
+
+    Raises:
+        ValueError: on a targeted goal, bad settings or bad input.
+
+    References:
+        Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+        parameter-free attacks", arXiv:2003.01690.
+
+    Example:
+        >>> result = apgd_t(model, x, y, ThreatModel("linf", 8 / 255))
+        >>> robust_accuracy = 1 - result.success.float().mean()
+    """
+    n_iter = validation.check_int("n_iter", n_iter, minimum=1)
+    restarts = validation.check_int("restarts", restarts, minimum=1)
+    n_target_classes = validation.check_int("n_target_classes", n_target_classes, minimum=1)
+    rho = validation.check_float("rho", rho, minimum=0.0, maximum=1.0, strict_min=True)
+    return run_attack(
+        _core_t, model, x, y, threat, goal=goal, name="apgd-t", norms=APGDT.norms, supports_targeted=False,
+        n_iter=n_iter, restarts=restarts, n_target_classes=n_target_classes, rho=rho,
+        generator=make_generator(generator),
+    )
+
+
+@ATTACKS.register("apgd-t")
+@dataclass(frozen=True)
+class APGDT(AttackConfig):
+    """Config for :func:`apgd_t` (Croce & Hein 2020, arXiv:2003.01690)."""
+
+    n_iter: int = DEFAULT_N_ITER
+    restarts: int = 1
+    n_target_classes: int = N_TARGET_CLASSES
+    rho: float = RHO
+
+    name = "apgd-t"
+    norms = ("linf", "l2", "l1")
+    supports_targeted = False
+    stochastic = True
+    paper = "Croce & Hein 2020, arXiv:2003.01690"
+
+    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
+        return apgd_t(model, x, y, threat, goal=goal, generator=generator, **self.settings())
