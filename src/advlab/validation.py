@@ -180,6 +180,33 @@ def check_input_shape(x: torch.Tensor, input_shape: tuple[int, ...] | None, *, n
         raise ValueError(f"{name}: wrong {what} for the model: expected (N, *{tuple(input_shape)}), got {tuple(x.shape)}.{hint}")
 
 
+# ---------------------------------------------------------------------- scikit-learn estimators
+def check_fitted_estimator(name: str, estimator: Any) -> None:
+    """``estimator`` is a fitted scikit-learn estimator (``check_is_fitted`` passes)."""
+    from sklearn.base import BaseEstimator
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not isinstance(estimator, BaseEstimator):
+        raise TypeError(f"{name}: expected a fitted scikit-learn estimator, got {type(estimator).__name__}")
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError as exc:
+        raise ValueError(
+            f"{name}: this {type(estimator).__name__} is not fitted yet; call {name}.fit(X, y) before using it"
+        ) from exc
+
+
+def check_feature_count(name: str, input_shape: tuple[int, ...], n_features: int) -> None:
+    """``input_shape`` flattens to the ``n_features`` a fitted model was trained on."""
+    got = int(np.prod(input_shape))
+    if got != n_features:
+        raise ValueError(
+            f"{name}: {tuple(input_shape)} has {got} features but the estimator was fitted on {n_features}. "
+            f"Pass an input_shape whose product is {n_features} (e.g. ({n_features},)) or refit the estimator."
+        )
+
+
 # ---------------------------------------------------------------------- models
 def check_num_classes(name: str, num_classes: int, minimum: int, remedy: str = "") -> None:
     """The model has at least ``minimum`` classes (e.g. the DLR loss needs 3, its targeted form 4)."""

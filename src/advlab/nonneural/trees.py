@@ -1,0 +1,395 @@
+"""Minimal adversarial perturbations for decision trees (exact, leaf-path search) and forests (greedy heuristic).
+
+A fitted tree partitions the input space into boxes, one per leaf: the path from the root gives, for every
+feature, an interval ``low < x_f <= high`` (scikit-learn sends ``x_f <= threshold`` left, and compares in
+float32). The closest point of a box to ``x`` is the coordinate-wise clip of ``x`` into the box, and it
+minimises every Lp distance at once. So the exact minimal perturbation that makes a single tree output another
+class is: clip ``x`` into every leaf box (intersected with the input bounds) whose class differs from the true
+(or equals the target) class, and keep the nearest — the leaf-search attack of Papernot, McDaniel & Goodfellow
+2016 (arXiv:1605.07277) made exact in the spirit of Kantchelian, Tygar & Joseph 2016 (arXiv:1509.07892, whose
+exact method for ensembles is a mixed-integer program).
+
+For forests (``RandomForestClassifier``, ``ExtraTreesClassifier``) exact search is NP-hard; :func:`forest_attack`
+is a greedy *heuristic* that returns an upper bound on the minimal distance: starting from ``x``, it
+repeatedly moves into the nearest other-class leaf of the tree whose move lowers the forest's probability of
+the true class the most (Kantchelian et al.'s coordinate-descent heuristic works at the level of single
+features; this works at the level of leaves), then shortens the found perturbation by a line search.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from advlab import validation
+
+log = logging.getLogger(__name__)
+
+TREE_NORMS = ("linf", "l2", "l1", "l0")
+_CHUNK_ELEMENTS = 20_000_000  # examples x leaves x features per vectorised block
+LINE_SEARCH_STEPS = 20
+"""Bisection steps of the final line search of :func:`forest_attack` (relative precision 2**-20)."""
+
+
+@dataclass
+class LeafBoxes:
+    """Every leaf of a fitted tree as a closed box of float32-representable values.
+
+    Attributes:
+        low, high: ``(L, D)`` float64 arrays; leaf ``l`` holds the points with ``low[l] <= x <= high[l]``
+            (coordinates compared as float32, as scikit-learn does). ``-inf``/``inf`` where unconstrained.
+        label: ``(L,)`` class index predicted at each leaf.
+        node: ``(L,)`` node id of each leaf in ``tree_``.
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    label: np.ndarray
+    node: np.ndarray
+
+
+@dataclass
+class TreeAttackResult:
+    """Minimal perturbations found for a tree or forest.
+
+    Attributes:
+        x_adv: adversarial inputs in the container and shape of ``x`` (the clean input where none was found).
+        distance: ``(N,)`` distance ``|x_adv - x|`` in ``norm`` (``inf`` where no other-class leaf is reachable).
+        success: ``(N,)`` the model misclassifies ``x_adv`` (untargeted) or predicts the target (targeted).
+        norm: the norm minimised.
+        exact: True for the single-tree search (distances are the exact minima), False for the forest heuristic.
+    """
+
+    x_adv: Any
+    distance: np.ndarray
+    success: np.ndarray
+    norm: str
+    exact: bool
+
+
+def _f32_above(t: np.ndarray) -> np.ndarray:
+    """Smallest float32 strictly greater than ``t`` (float64 thresholds)."""
+    v = t.astype(np.float32)
+    v = np.where(v.astype(np.float64) <= t, np.nextafter(v, np.float32(np.inf)), v)
+    return v.astype(np.float64)
+
+
+def _f32_at_most(t: np.ndarray) -> np.ndarray:
+    """Largest float32 not greater than ``t``."""
+    v = t.astype(np.float32)
+    v = np.where(v.astype(np.float64) > t, np.nextafter(v, np.float32(-np.inf)), v)
+    return v.astype(np.float64)
+
+
+def leaf_boxes(tree: Any) -> LeafBoxes:
+    """Enumerate the leaves of a fitted ``DecisionTreeClassifier`` as boxes (see :class:`LeafBoxes`)."""
+    t = tree.tree_
+    d = int(tree.n_features_in_)
+    lows, highs, labels, nodes = [], [], [], []
+    stack = [(0, np.full(d, -np.inf), np.full(d, np.inf))]
+    while stack:
+        node, low, high = stack.pop()
+        left, right = t.children_left[node], t.children_right[node]
+        if left == -1:
+            lows.append(low)
+            highs.append(high)
+            labels.append(int(np.argmax(t.value[node][0])))
+            nodes.append(node)
+            continue
+        f, thr = t.feature[node], np.array([t.threshold[node]])
+        hl = high.copy()
+        hl[f] = min(hl[f], _f32_at_most(thr)[0])
+        lr = low.copy()
+        lr[f] = max(lr[f], _f32_above(thr)[0])
+        stack.append((right, lr, high))
+        stack.append((left, low, hl))
+    return LeafBoxes(np.stack(lows), np.stack(highs), np.asarray(labels), np.asarray(nodes))
+
+
+def _distance(delta: np.ndarray, norm: str) -> np.ndarray:
+    """Norm over the last axis."""
+    if norm == "linf":
+        return np.abs(delta).max(-1)
+    if norm == "l2":
+        return np.sqrt((delta * delta).sum(-1))
+    if norm == "l1":
+        return np.abs(delta).sum(-1)
+    return (delta != 0).sum(-1).astype(np.float64)
+
+
+def _to_flat(x: Any) -> tuple[np.ndarray, tuple[int, ...]]:
+    validation.check_tensor_like("x", x)
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim < 2 or arr.shape[0] == 0:
+        raise ValueError(f"x: expected a non-empty batch of shape (N, ...), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"x: expected floating-point inputs, got dtype {arr.dtype}. Convert with x.float() / 255.")
+    if not np.isfinite(arr).all():
+        raise ValueError("x: contains NaN or inf; clean the data before attacking")
+    return arr.reshape(arr.shape[0], -1).astype(np.float64), arr.shape
+
+
+def _restore(flat: np.ndarray, shape: tuple[int, ...], like: Any) -> Any:
+    out = flat.reshape(shape)
+    if isinstance(like, torch.Tensor):
+        return torch.from_numpy(out).to(dtype=like.dtype, device=like.device)
+    return out.astype(np.asarray(like).dtype)
+
+
+def _labels(name: str, y: Any, n: int, num_classes: int) -> np.ndarray:
+    validation.check_tensor_like(name, y)
+    t = torch.as_tensor(y.detach().cpu() if isinstance(y, torch.Tensor) else np.asarray(y))
+    validation.check_labels(t, n, num_classes, name=name)
+    return t.numpy().astype(np.int64)
+
+
+def _check_common(norm: str, bounds: tuple[float, float], flat: np.ndarray, n_features: int) -> None:
+    validation.check_choice("norm", norm, TREE_NORMS)
+    validation.check_threat_args("linf", 0.0, bounds)
+    if flat.shape[1] != n_features:
+        raise ValueError(
+            f"x: has {flat.shape[1]} features per example but the model was fitted on {n_features}; "
+            "pass inputs with the training data's layout"
+        )
+    lo, hi = bounds
+    if flat.min() < lo or flat.max() > hi:
+        raise ValueError(f"x: values must lie inside bounds {bounds}, got range [{flat.min():.4g}, {flat.max():.4g}]")
+
+
+def nearest_leaf(
+    boxes: LeafBoxes, flat: np.ndarray, allowed: np.ndarray, norm: str, bounds: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``flat``, the nearest point of any allowed leaf box (clipped to ``bounds``).
+
+    Args:
+        boxes: the tree's leaves.
+        flat: ``(N, D)`` points (float64).
+        allowed: ``(N, L)`` bool, which leaves each point may move into.
+        norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``.
+        bounds: input box.
+
+    Returns:
+        ``(x_adv, distance)``: ``(N, D)`` nearest points (the input where no leaf is allowed or feasible) and
+        ``(N,)`` distances (``inf`` where none).
+    """
+    lo = np.maximum(boxes.low, bounds[0])
+    hi = np.minimum(boxes.high, bounds[1])
+    feasible = (lo <= hi).all(1)
+    n, d = flat.shape
+    n_leaves = lo.shape[0]
+    x_adv = flat.copy()
+    best = np.full(n, np.inf)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, n_leaves * d))
+    for s in range(0, n, chunk):
+        xs = flat[s : s + chunk]
+        proj = np.clip(xs[:, None, :], lo[None], hi[None])  # (n, L, D)
+        dist = _distance(proj - xs[:, None, :], norm)
+        dist = np.where(allowed[s : s + chunk] & feasible[None], dist, np.inf)
+        idx = dist.argmin(1)
+        rows = np.arange(xs.shape[0])
+        best[s : s + chunk] = dist[rows, idx]
+        found = np.isfinite(best[s : s + chunk])
+        x_adv[s : s + chunk][found] = proj[rows, idx][found]
+    return x_adv, best
+
+
+def _goal_mask(labels_of_leaves: np.ndarray, y: np.ndarray, target: np.ndarray | None) -> np.ndarray:
+    if target is None:
+        return labels_of_leaves[None, :] != y[:, None]
+    return labels_of_leaves[None, :] == target[:, None]
+
+
+def tree_attack(
+    tree: Any,
+    x: Any,
+    y: Any,
+    *,
+    norm: str = "linf",
+    bounds: tuple[float, float] = (0.0, 1.0),
+    target: Any = None,
+) -> TreeAttackResult:
+    """Exact minimal perturbation that changes a decision tree's prediction (or reaches a target class).
+
+    Enumerates every leaf whose class differs from ``y`` (or equals ``target``), clips ``x`` into its box
+    intersected with ``bounds`` — the nearest point of the box in every Lp norm — and keeps the nearest leaf.
+    Box edges are float32-exact, so scikit-learn's ``predict`` on ``x_adv`` gives that leaf's class.
+
+    Args:
+        tree: a fitted ``sklearn.tree.DecisionTreeClassifier``.
+        x: inputs ``(N, ...)`` (torch or numpy) inside ``bounds``; flattened to the tree's features.
+        y: true class indices ``(N,)`` (indices into ``tree.classes_``).
+        norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"`` (number of changed features).
+        bounds: valid input range.
+        target: optional target class indices ``(N,)`` for a targeted attack.
+
+    Returns:
+        TreeAttackResult with ``exact=True``; ``distance`` is the exact minimum (0 where ``x`` is already
+        misclassified, ``inf`` where no leaf of an allowed class is reachable inside ``bounds``).
+
+    Raises:
+        TypeError: not a decision tree classifier. ValueError: not fitted, wrong feature count, bad labels.
+
+    References:
+        Papernot, McDaniel & Goodfellow, "Transferability in Machine Learning", arXiv:1605.07277, section 4.2;
+        Kantchelian, Tygar & Joseph, "Evasion and Hardening of Tree Ensemble Classifiers", arXiv:1509.07892.
+
+    Example:
+        >>> dt = DecisionTreeClassifier(max_depth=8).fit(x_train.reshape(len(x_train), -1), y_train)
+        >>> res = tree_attack(dt, x_test, y_test, norm="l2")
+        >>> res.distance.mean()
+    """
+    from sklearn.tree import DecisionTreeClassifier
+
+    validation.check_fitted_estimator("tree", tree)
+    if not isinstance(tree, DecisionTreeClassifier):
+        raise TypeError(
+            f"tree: expected a fitted DecisionTreeClassifier, got {type(tree).__name__}; for forests use "
+            "advlab.nonneural.trees.forest_attack"
+        )
+    flat, shape = _to_flat(x)
+    _check_common(norm, bounds, flat, int(tree.n_features_in_))
+    k = len(tree.classes_)
+    y_np = _labels("y", y, flat.shape[0], k)
+    tgt = None if target is None else _labels("target", target, flat.shape[0], k)
+    boxes = leaf_boxes(tree)
+    x_adv, dist = nearest_leaf(boxes, flat, _goal_mask(boxes.label, y_np, tgt), norm, bounds)
+    pred = np.searchsorted(tree.classes_, tree.predict(x_adv.astype(np.float32)))
+    success = (pred == tgt) if tgt is not None else (pred != y_np)
+    return TreeAttackResult(_restore(x_adv, shape, x), dist, success, norm, True)
+
+
+def _forest_proba(forest: Any, flat: np.ndarray) -> np.ndarray:
+    return forest.predict_proba(flat.astype(np.float32))
+
+
+def forest_attack(
+    forest: Any,
+    x: Any,
+    y: Any,
+    *,
+    norm: str = "linf",
+    bounds: tuple[float, float] = (0.0, 1.0),
+    max_iter: int = 50,
+    candidates: int = 10,
+) -> TreeAttackResult:
+    """Greedy leaf-hopping heuristic against a random forest / extra-trees classifier (untargeted).
+
+    Each example is confined to a box, initially the input bounds. Each iteration, for every tree not yet
+    used, the nearest (to ``x``) leaf of another class whose box meets the current box is found; among the
+    ``candidates`` nearest such moves, the one giving the smallest forest margin
+    ``p_y - max_{c != y} p_c`` is taken and the box shrinks to its intersection with that leaf, so every tree
+    already used keeps voting against ``y``. The point is always ``x`` clipped into the box (the nearest point
+    of the box). When the prediction flips, a line search along ``x -> x_adv`` keeps the smallest fooling
+    multiple. This is a heuristic: distances are
+    upper bounds on the minimal ones (``exact=False``).
+
+    Args:
+        forest: a fitted ``RandomForestClassifier`` or ``ExtraTreesClassifier``.
+        x: inputs ``(N, ...)`` inside ``bounds``.
+        y: true class indices ``(N,)``.
+        norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``.
+        bounds: valid input range.
+        max_iter: maximum number of leaf moves per example.
+        candidates: trees tried per move (the cost is ``candidates`` forest evaluations per move).
+
+    Returns:
+        TreeAttackResult with ``exact=False``.
+
+    Raises:
+        TypeError: not a forest of decision trees. ValueError: not fitted, bad settings or inputs.
+
+    References:
+        Kantchelian, Tygar & Joseph, arXiv:1509.07892 (heuristic evasion of tree ensembles);
+        Papernot, McDaniel & Goodfellow, arXiv:1605.07277.
+
+    Example:
+        >>> rf = RandomForestClassifier(n_estimators=20).fit(xf_train, y_train)
+        >>> res = forest_attack(rf, x_test, y_test, norm="linf")
+    """
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    validation.check_fitted_estimator("forest", forest)
+    if not isinstance(forest, (RandomForestClassifier, ExtraTreesClassifier)):
+        raise TypeError(
+            f"forest: expected a fitted RandomForestClassifier or ExtraTreesClassifier, got {type(forest).__name__}"
+        )
+    max_iter = validation.check_int("max_iter", max_iter, minimum=1)
+    candidates = validation.check_int("candidates", candidates, minimum=1)
+    flat, shape = _to_flat(x)
+    _check_common(norm, bounds, flat, int(forest.n_features_in_))
+    y_np = _labels("y", y, flat.shape[0], len(forest.classes_))
+    trees = [leaf_boxes(t) for t in forest.estimators_]
+    n, d = flat.shape
+    k = len(forest.classes_)
+    # The box every example is confined to: the intersection of the input bounds and of the other-class leaves
+    # chosen so far (one per tree). Trees already constrained keep voting against y whatever comes next.
+    box_lo = np.full((n, d), float(bounds[0]))
+    box_hi = np.full((n, d), float(bounds[1]))
+    used = np.zeros((n, len(trees)), dtype=bool)
+    cur = flat.copy()
+    onehot = np.eye(k, dtype=bool)[y_np]
+
+    def margin(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        p = _forest_proba(forest, points)
+        return p[np.arange(len(rows)), y_np[rows]] - np.where(onehot[rows], -np.inf, p).max(1)
+
+    active = margin(cur, np.arange(n)) >= 0
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        xs, lo_b, hi_b = flat[idx], box_lo[idx], box_hi[idx]
+        cand_x, cand_d, cand_lo, cand_hi = [], [], [], []
+        for t, boxes in enumerate(trees):
+            lo = np.maximum(lo_b[:, None, :], boxes.low[None])  # (n, L, D)
+            hi = np.minimum(hi_b[:, None, :], boxes.high[None])
+            ok = (lo <= hi).all(2) & (boxes.label[None, :] != y_np[idx, None]) & ~used[idx, t][:, None]
+            proj = np.clip(xs[:, None, :], lo, hi)
+            dist = np.where(ok, _distance(proj - xs[:, None, :], norm), np.inf)
+            best = dist.argmin(1)
+            r = np.arange(len(idx))
+            cand_x.append(proj[r, best])
+            cand_d.append(dist[r, best])
+            cand_lo.append(lo[r, best])
+            cand_hi.append(hi[r, best])
+        dists = np.stack(cand_d, 1)  # (n, T)
+        order = np.argsort(dists, axis=1)[:, :candidates]
+        r = np.arange(len(idx))
+        best_m = np.full(len(idx), np.inf)
+        best_t = np.full(len(idx), -1)
+        for c in range(order.shape[1]):
+            t_sel = order[:, c]
+            finite = np.isfinite(dists[r, t_sel])
+            pts = np.stack([cand_x[t][i] for i, t in enumerate(t_sel)])
+            m = np.where(finite, margin(pts, idx), np.inf)
+            better = m < best_m
+            best_m = np.where(better, m, best_m)
+            best_t = np.where(better, t_sel, best_t)
+        moved = best_t >= 0
+        for i in np.flatnonzero(moved):
+            t, g = best_t[i], idx[i]
+            box_lo[g], box_hi[g] = cand_lo[t][i], cand_hi[t][i]
+            cur[g] = cand_x[t][i]
+            used[g, t] = True
+        active[idx] = moved & (best_m >= 0)
+    fooled = _forest_proba(forest, cur).argmax(1) != y_np
+    # Line search along x -> cur: smallest fooling multiple (the prediction along the segment is not monotone;
+    # bisection keeps the invariant "hi fools").
+    lo_a, hi_a = np.zeros(n), np.ones(n)
+    for _ in range(LINE_SEARCH_STEPS):
+        mid = (lo_a + hi_a) / 2
+        pts = flat + mid[:, None] * (cur - flat)
+        ok = _forest_proba(forest, pts).argmax(1) != y_np
+        hi_a = np.where(ok & fooled, mid, hi_a)
+        lo_a = np.where(ok & fooled, lo_a, mid)
+    x_adv = np.where(fooled[:, None], flat + hi_a[:, None] * (cur - flat), flat)
+    x_adv = np.clip(x_adv.astype(np.float32).astype(np.float64), bounds[0], bounds[1])
+    pred = _forest_proba(forest, x_adv).argmax(1)
+    success = pred != y_np
+    x_adv = np.where(success[:, None], x_adv, flat)
+    dist = np.where(success, _distance(x_adv - flat, norm), np.inf)
+    return TreeAttackResult(_restore(x_adv, shape, x), dist, success, norm, False)
