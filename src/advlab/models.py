@@ -101,15 +101,16 @@ class Classifier(nn.Module):
 
     # ------------------------------------------------------------------ attack mode
     @contextlib.contextmanager
-    def attack_mode(self) -> Iterator["Classifier"]:
+    def attack_mode(self, *, warn_train_mode: bool = True) -> Iterator["Classifier"]:
         """Eval mode and parameter gradients off for the duration; previous state restored afterwards.
 
         Warns when the module was in train mode (batch norm and dropout behave differently in train mode,
-        which users rarely mean when they attack).
+        which users rarely mean when they attack); trainers crafting examples mid-training pass
+        ``warn_train_mode=False``.
         """
         modes = {m: m.training for m in self.modules()}
         grads = {p: p.requires_grad for p in self.parameters()}
-        if self.module.training:
+        if self.module.training and warn_train_mode:
             warnings.warn(
                 "model is in train mode; attacking it in eval mode (dropout off, batch-norm running "
                 "statistics). Call model.eval() first to silence this warning.",

@@ -273,3 +273,45 @@ def warn_once_zero_grad(grad: torch.Tensor, name: str) -> None:
             "gradients (e.g. a softmax output, a non-differentiable preprocessing); try a black-box attack.",
             stacklevel=3,
         )
+
+
+def attack_in_batches(
+    attack: AttackConfig,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None = None,
+    batch_size: int = 250,
+    seed: int = DEFAULT_SEED,
+    progress: Callable[[int], None] | None = None,
+) -> AttackResult:
+    """Run ``attack`` over ``x`` in batches and concatenate the results (torch tensors).
+
+    Each batch gets its own generator seeded from ``(seed, batch index)``, so results do not depend on what
+    ran before. ``progress`` is called with the number of examples done after each batch.
+    """
+    batch_size = validation.check_int("batch_size", batch_size, minimum=1)
+    parts: list[AttackResult] = []
+    for b, start in enumerate(range(0, x.shape[0], batch_size)):
+        sl = slice(start, start + batch_size)
+        sub_goal = as_goal(goal).subset(torch.arange(start, min(start + batch_size, x.shape[0])))
+        gen = make_generator(seed * 1_000_003 + b)
+        parts.append(attack(model, x[sl], y[sl], threat, goal=sub_goal, generator=gen))
+        if progress is not None:
+            progress(min(start + batch_size, x.shape[0]))
+
+    def cat(name: str) -> torch.Tensor | None:
+        vals = [getattr(p, name) for p in parts]
+        return None if any(v is None for v in vals) else torch.cat([torch.as_tensor(v) for v in vals])
+
+    return AttackResult(
+        x_adv=cat("x_adv"),
+        success=cat("success"),
+        distance=cat("distance"),
+        queries=cat("queries"),
+        loss_trace=parts[0].loss_trace,
+        logits=cat("logits"),
+        info={"labels": torch.cat([p.info["labels"] for p in parts]), "targeted": parts[0].info["targeted"]},
+    )

@@ -12,7 +12,12 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = (
+    "train",
+    "attack",
     "attacks",
+    "evaluate",
+    "report",
+    "demo",
     "serve",
 )
 """Sub-command modules, in the order ``--help`` lists them."""
