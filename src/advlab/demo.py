@@ -65,7 +65,9 @@ def _png(fig) -> bytes:
     return b.getvalue()
 
 
-def run_demo(out: str | Path = "runs/demo", *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+def run_demo(
+    out: str | Path = "runs/demo", *, seed: int = 0, progress: bool = False, epochs: int = EPOCHS
+) -> dict[str, Any]:
     """Train a digits MLP, attack it with FGSM and PGD across eps, PGD-train it, attack again, write a report.
 
     Writes ``demo.json``, ``robust_accuracy.png``, ``examples_standard.png``, ``examples_adversarial.png``
@@ -85,8 +87,8 @@ def run_demo(out: str | Path = "runs/demo", *, seed: int = 0, progress: bool = F
     curves: dict[str, list[float]] = {}
     models = {}
     for label, trainer in (
-        ("standard", StandardTraining(epochs=EPOCHS, lr=3e-3, seed=seed, progress=progress)),
-        ("adversarial", PGDTraining(eps=TRAIN_EPS, steps=TRAIN_STEPS, epochs=EPOCHS, lr=3e-3, seed=seed, progress=progress)),
+        ("standard", StandardTraining(epochs=epochs, lr=3e-3, seed=seed, progress=progress)),
+        ("adversarial", PGDTraining(eps=TRAIN_EPS, steps=TRAIN_STEPS, epochs=epochs, lr=3e-3, seed=seed, progress=progress)),
     ):
         clf = zoo.build_classifier(ARCH, input_shape=train.input_shape, num_classes=train.num_classes,
                                    mean=train.mean, std=train.std, seed=seed)
