@@ -1,0 +1,112 @@
+"""Papernot et al.'s substitute attack: query counts, Jacobian augmentation, step schedule, budget, transfer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+from advlab.attacks.substitute import jacobian_augmentation, papernot_blackbox, step_size
+from advlab.blackbox import BudgetExceeded, TorchOracle
+from advlab.nonneural import from_sklearn
+
+SEED_SIZE = 20
+FAST = {"epochs": 10, "lr": 0.05, "arch_kwargs": {"hidden": (32,)}}
+
+
+@pytest.fixture(scope="module")
+def target(digits):
+    """The black box: a multinomial logistic regression on digits (fast to fit, ~95% accurate)."""
+    xf = digits["x_train"].reshape(len(digits["x_train"]), -1).numpy()
+    lr = LogisticRegression(max_iter=300).fit(xf, digits["y_train"].numpy())
+    return from_sklearn(lr, input_shape=(1, 8, 8))
+
+
+def test_step_size_flips_every_tau_rounds():
+    assert [step_size(0.1, p, 3) for p in range(7)] == [0.1, 0.1, 0.1, -0.1, -0.1, -0.1, 0.1]
+    assert [step_size(0.1, p, None) for p in range(4)] == [0.1] * 4
+
+
+def test_jacobian_augmentation_on_a_linear_substitute_is_sign_of_the_label_row():
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(6, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(3, 6, generator=g))
+    x = torch.rand(5, 6, generator=g)
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    new = jacobian_augmentation(lin, x, labels, -0.2, (0.0, 1.0))
+    want = (x - 0.2 * lin.weight.detach()[labels].sign()).clamp(0, 1)
+    torch.testing.assert_close(new, want)
+
+
+def test_query_counts_follow_the_closed_forms(target, digits):
+    x = digits["x_test"]
+    oracle = TorchOracle(target, mode="labels")
+    res = papernot_blackbox(oracle, x[:SEED_SIZE], rounds=3, **FAST)
+    # plain augmentation doubles the set: |S_p| = n 2^p, queries n 2^rho
+    assert [r.train_size for r in res.rounds] == [SEED_SIZE * 2**p for p in range(4)]
+    assert res.queries == SEED_SIZE * 2**3 == oracle.queries
+    assert [r.step for r in res.rounds] == [0.1, 0.1, 0.1, None]
+    # reservoir sampling from round sigma: n 2^sigma + kappa (rho - sigma)
+    oracle = TorchOracle(target, mode="labels")
+    res = papernot_blackbox(oracle, x[:SEED_SIZE], rounds=3, sigma=1, kappa=15, **FAST)
+    assert res.queries == SEED_SIZE * 2**1 + 15 * (3 - 1) == oracle.queries
+    # the labels of the substitute's training set are the oracle's
+    torch.testing.assert_close(res.y_train, target.predict(res.x_train))
+
+
+def test_substitute_learns_the_oracle_and_its_examples_transfer(target, digits):
+    x, y = digits["x_test"], digits["y_test"]
+    oracle = TorchOracle(target, mode="labels")
+    xt, yt = x[40:140], y[40:140]
+    res = papernot_blackbox(oracle, x[:40], rounds=3, eps=0.3, x_test=xt, y_test=yt, **FAST)
+    clean_err = float((target.predict(xt) != yt).float().mean())
+    last = res.rounds[-1]
+    assert last.agreement > 0.75
+    assert last.agreement > res.rounds[0].agreement + 0.2  # Jacobian augmentation is what teaches it
+    assert res.transfer_success == last.transfer_success
+    assert res.transfer_success > clean_err + 0.3
+    # the reported success is the oracle's own verdict on x_adv
+    assert torch.equal(res.oracle_fooled, target.predict(res.x_adv) != yt)
+    assert float((res.x_adv - xt).abs().max()) <= 0.3 + 1e-6
+    # evaluation queries: test labels once, plus one transfer check per round
+    assert res.eval_queries == len(xt) * (1 + len(res.rounds))
+    assert oracle.queries == res.queries + res.eval_queries
+    assert res.to_dict()["rounds"][-1]["agreement"] == last.agreement
+
+
+def test_budget_stops_gracefully(target, digits):
+    x, y = digits["x_test"], digits["y_test"]
+    oracle = TorchOracle(target, mode="labels", budget=50)
+    res = papernot_blackbox(oracle, x[:SEED_SIZE], rounds=4, **FAST)
+    assert res.budget_exhausted
+    assert res.queries == 50 == oracle.queries
+    assert res.rounds[-1].step is None and res.rounds[-1].train_size == 50
+    # evaluation that does not fit in the budget is skipped, not raised
+    oracle = TorchOracle(target, mode="labels", budget=SEED_SIZE * 2 + 10)
+    res = papernot_blackbox(oracle, x[:SEED_SIZE], rounds=1, x_test=x[50:80], y_test=y[50:80], **FAST)
+    assert res.budget_exhausted and res.transfer_success is None
+    assert oracle.queries <= oracle.budget
+
+
+def test_errors(target, digits):
+    x = digits["x_test"][:10]
+    oracle = TorchOracle(target, mode="labels")
+    with pytest.raises(TypeError, match="Oracle"):
+        papernot_blackbox(target, x)
+    with pytest.raises(ValueError, match="attack"):
+        papernot_blackbox(oracle, x, attack="fgsmm")
+    with pytest.raises(ValueError, match="seed_x"):
+        papernot_blackbox(oracle, x + 2)
+    with pytest.raises(ValueError, match="rounds"):
+        papernot_blackbox(oracle, x, rounds=-1)
+    with pytest.raises(TypeError, match="substitute"):
+        papernot_blackbox(oracle, x, substitute=3)
+    with pytest.raises(ValueError, match="budget"):
+        TorchOracle(target, mode="labels", budget=0)
+    spent = TorchOracle(target, mode="labels", budget=5)
+    spent.predict(x[:5])
+    with pytest.raises(ValueError, match="exhausted"):
+        papernot_blackbox(spent, x)
+    assert issubclass(BudgetExceeded, RuntimeError)
