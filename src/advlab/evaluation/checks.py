@@ -183,7 +183,9 @@ def check_blackbox(ctx: CheckContext) -> CheckResult:
     if "square" not in ATTACKS or ctx.norm not in get_attack("square").norms:
         return CheckResult(
             name="blackbox", title="Black-box does not beat white-box", status="skipped", value=None,
-            threshold=None, detail="no black-box attack in the cascade and Square is not available for this norm",
+            threshold=None,
+            detail="no black-box attack in the cascade, and Square is "
+                   + ("not registered" if "square" not in ATTACKS else f"not available for {ctx.norm}"),
             meaning=meaning,
         )
     idx = ctx.robust_at_max.nonzero().flatten()

@@ -1,0 +1,69 @@
+"""``advlab evaluate`` and ``advlab report`` end to end on a tiny saved digits model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from advlab.cli import main
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    from advlab.data import load_dataset
+    from advlab.zoo import build_classifier, save_model
+
+    data = load_dataset("digits", split="train", n=400)
+    clf = build_classifier("softmax-regression", (1, 8, 8), 10, seed=0)
+    opt = torch.optim.Adam(clf.parameters(), lr=0.1)
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(clf(data.x), data.y).backward()
+        opt.step()
+    clf.eval()
+    path = tmp_path_factory.mktemp("model") / "m"
+    save_model(clf, path, dataset="digits", seed=0)
+    return path
+
+
+def test_evaluate_cli_writes_report_and_resumes(tmp_path, saved_model, capsys):
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(saved_model), "--data", "digits", "--eps", "0.05,0.1", "--n", "20",
+            "--attacks", "fgsm,rfgsm", "--no-checks", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    html = (out / "report.html").read_text()
+    assert [r["eps"] for r in report["results"]] == [0.05, 0.1]
+    assert [a["label"] for a in report["attacks"]] == ["fgsm", "rfgsm"]
+    assert report["settings"]["data"].startswith("digits")
+    assert report["model_card"]["dataset"] == "digits"
+    acc = report["results"][-1]["robust_accuracy"]
+    assert f"{100 * acc:.1f}%" in html and "http://" not in html and "https://" not in html
+    assert (out / "checkpoint" / "state.safetensors").exists()
+    # run again: resumes from the checkpoint and gives the same numbers
+    assert main(args) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert [r["robust_accuracy"] for r in again["results"]] == [r["robust_accuracy"] for r in report["results"]]
+    # a changed configuration is refused without --overwrite
+    changed = [a if a != "0.05,0.1" else "0.05,0.2" for a in args]
+    assert main(changed) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert main(changed + ["--overwrite"]) == 0
+    # advlab report: side by side
+    cmp_dir = tmp_path / "cmp"
+    assert main(["report", str(out), str(out), "--labels", "a,b", "--out", str(cmp_dir)]) == 0
+    cmp = json.loads((cmp_dir / "comparison.json").read_text())
+    assert [m["label"] for m in cmp["models"]] == ["a", "b"]
+    assert "data:image/png;base64," in (cmp_dir / "comparison.html").read_text()
+
+
+def test_evaluate_cli_clear_errors(tmp_path, saved_model, capsys):
+    base = ["evaluate", "--model", str(saved_model), "--data", "digits", "--n", "5", "--out", str(tmp_path / "o")]
+    assert main(base + ["--eps", "0.1", "--attacks", "pgd,nope"]) == 2
+    assert "unknown attack 'nope'" in capsys.readouterr().err
+    assert main(base + ["--eps", "0.3,0.1", "--preset", "fast"]) == 2
+    assert "strictly increasing" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    assert "no report.json" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""HTML/JSON reports: self-contained pages that show the headline numbers; JSON numbers are numbers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+
+from advlab.evaluation import CheckResult, EvaluationReport
+from advlab.reports import comparison, load_report, render_comparison, render_report, write_comparison, write_report
+
+NUMBER_AS_TEXT = re.compile(r"^\s*-?\d+(\.\d+)?(e-?\d+)?%?\s*$")
+
+
+def _assert_self_contained(html: str) -> None:
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert "<script" not in html.lower()
+    assert "@import" not in html and "url(" not in html
+    assert "<link" not in html.lower()
+    imgs = re.findall(r'<img[^>]*src="([^"]+)"', html)
+    assert imgs, "the page has figures"
+    for src in imgs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _walk(obj, path="$"):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
+def test_html_self_contained_with_headline(toy_report):
+    html = render_report(toy_report)
+    _assert_self_contained(html)
+    last = toy_report.results[-1]
+    assert f"{100 * last.robust_accuracy:.1f}%" in html
+    assert f"[{100 * last.ci.low:.1f}%, {100 * last.ci.high:.1f}%]" in html
+    assert "Robust accuracy at L∞ eps = 0.3 is" in html
+    for r in toy_report.results:
+        assert f"{r.n_robust} / {r.n}" in html
+    assert "shift-a" in html and "shift-b" in html
+    assert "Wilson" in html
+
+
+def test_failed_check_shown_red(toy_report):
+    import dataclasses
+
+    failing = dataclasses.replace(toy_report, checks=[CheckResult(
+        name="gradients", title="Useful input gradients", status="fail", value=1.0, threshold=0.01,
+        detail="100% zero", meaning="masking")])
+    html = render_report(failing)
+    assert 'class="pill fail"' in html and "1 masking check failed" in html and "Treat these numbers with care" in html
+
+
+def test_json_numbers_are_numbers_and_round_trip(tmp_path, toy_report):
+    json_path, html_path = write_report(toy_report, tmp_path)
+    d = json.loads(json_path.read_text())
+    for path, v in _walk(d):
+        if isinstance(v, str):
+            assert not NUMBER_AS_TEXT.match(v), f"{path} holds a number as text: {v!r}"
+    assert isinstance(d["results"][0]["robust_accuracy"], float)
+    assert isinstance(d["results"][0]["ci"]["low"], float) and d["results"][0]["ci"]["method"] == "wilson"
+    assert isinstance(d["eps"][0], float) and isinstance(d["n"], int)
+    assert isinstance(d["results"][0]["stages"][0]["wall_time_s"], float)
+    again = load_report(tmp_path)
+    assert again.to_dict() == toy_report.to_dict()
+    assert again.x is not None and again.x_adv.shape == toy_report.x_adv.shape  # examples saved beside
+    assert html_path.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_comparison_page(tmp_path, toy_report):
+    other = EvaluationReport.from_dict(toy_report.to_dict())
+    other.model = "other"
+    data = comparison([toy_report, other], ["first", "second"])
+    assert [m["label"] for m in data["models"]] == ["first", "second"]
+    assert data["models"][0]["robust"]["0.3"]["accuracy"] == pytest.approx(toy_report.robust_accuracy(0.3))
+    html = render_comparison([toy_report, other], ["first", "second"])
+    _assert_self_contained(html)
+    assert "first" in html and "second" in html
+    assert f"{100 * toy_report.robust_accuracy(0.3):.1f}%" in html
+    json_path, _ = write_comparison([toy_report, other], tmp_path)
+    assert json.loads(json_path.read_text())["norm"] == "linf"
+
+
+def test_comparison_refuses_mixed_norms(toy_report):
+    other = EvaluationReport.from_dict(toy_report.to_dict())
+    other.norm = "l2"
+    with pytest.raises(ValueError, match="different norms"):
+        comparison([toy_report, other])
+    with pytest.raises(ValueError, match="labels"):
+        comparison([toy_report], ["a", "b"])
+
+
+def test_load_report_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="advlab evaluate"):
+        load_report(tmp_path)
+    (tmp_path / "report.json").write_text('{"x": 1}')
+    with pytest.raises(ValueError, match="not an advlab evaluation report"):
+        load_report(tmp_path)
