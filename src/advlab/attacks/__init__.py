@@ -10,9 +10,14 @@ from advlab.attacks.fgsm import FGSM, fgsm
 from advlab.attacks.mifgsm import MIFGSM, mifgsm
 from advlab.attacks.pgd import PGD, pgd
 from advlab.attacks.rfgsm import RFGSM, rfgsm
+from advlab.attacks.spsa import SPSA, spsa
+from advlab.attacks.nes import NES, nes
+from advlab.attacks.boundary import Boundary, boundary
+from advlab.attacks.hopskipjump import HopSkipJump, hopskipjump
 
 __all__ = [
     "ATTACKS", "AttackConfig", "AttackOutput", "get_attack", "list_attacks", "run_attack",
     "BIM", "ILLC", "bim", "illc", "FGSM", "fgsm", "MIFGSM", "mifgsm", "PGD", "pgd", "RFGSM", "rfgsm",
     "APGD", "APGDT", "apgd", "apgd_t",
+    "SPSA", "spsa", "NES", "nes", "Boundary", "boundary", "HopSkipJump", "hopskipjump",
 ]

@@ -1,0 +1,322 @@
+"""Query accounting shared by the query attacks (SPSA, NES, Boundary, HopSkipJump): per-example counts, budgets, stops.
+
+A query attack sees its target through a :class:`QueryCounter`: every example it sends to the model costs one
+query, charged to the example it belongs to. The counter enforces the attack's per-example ``max_queries`` and
+the oracle's global budget (keeping back one query per example for the framework's final check of ``x_adv``),
+and turns an exhausted budget or an unreachable target into a clean stop: the attack returns the best points
+found so far with ``info["stopped"]`` set. :func:`run_query_attack` is :func:`~advlab.attacks.base.run_attack`
+for these attacks: it accepts an :class:`~advlab.blackbox.Oracle` as the model and keeps partial results even
+when the target dies before the final check.
+
+Query accounting: ``AttackResult.queries[i]`` counts every evaluation of example ``i``'s points, including the
+framework's clean pass (1) and its final check of ``x_adv`` (1). With a fresh oracle,
+``oracle.queries == result.queries.sum()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from advlab import validation
+from advlab.attacks.base import AttackOutput, _restore, prepare_inputs, run_attack
+from advlab.blackbox.oracles import BudgetExceeded, Oracle, OracleUnavailable, TorchOracle, as_module, find_oracle
+from advlab.goals import Goal, as_goal
+from advlab.result import AttackResult
+from advlab.threat import ThreatModel
+
+log = logging.getLogger(__name__)
+
+STOP_ERRORS = (BudgetExceeded, OracleUnavailable)
+"""Errors after which a query attack stops and returns what it has."""
+
+FRAMEWORK_QUERIES = 2
+"""Queries per example made by the framework itself: the clean pass and the final check of ``x_adv``."""
+
+LOCAL_BATCH = 4096
+"""Examples per forward pass when a query attack runs on a local model."""
+
+UNLIMITED = 2**62
+
+
+class QueryCounter:
+    """Per-example query accounting for one run of a query attack.
+
+    Args:
+        model: the ``Classifier`` the core function receives (from :func:`~advlab.blackbox.as_module` or a
+            local model).
+        x: the clean batch.
+        max_queries: per-example cap on all queries (framework's included), ``None`` for unlimited.
+        need_scores: raise ``ValueError`` unless the target reveals scores.
+        name: attack name for error messages.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        max_queries: int | None,
+        *,
+        need_scores: bool,
+        name: str,
+        labels: torch.Tensor | None = None,
+        targeted: bool = False,
+    ):
+        self.target_labels = labels
+        self.targeted = targeted
+        self.module = find_oracle(model)
+        self.oracle: Oracle = self.module.oracle if self.module is not None else TorchOracle(
+            model, mode="scores", batch_size=LOCAL_BATCH
+        )
+        if need_scores and self.oracle.mode != "scores":
+            raise ValueError(
+                f"model: attack {name!r} needs class scores but the oracle reveals only labels; use a "
+                "decision-based attack (boundary, hopskipjump) or an oracle in 'scores' mode"
+            )
+        self.name = name
+        self.n = x.shape[0]
+        self.device = x.device
+        self.queries = torch.ones(self.n, dtype=torch.int64)  # the framework's clean pass
+        self.max_queries = max_queries
+        self.stopped: str | None = None
+        self.message: str | None = None
+        self.partial: dict[str, Any] | None = None
+        budget_left = self.oracle.remaining()
+        if budget_left is not None and budget_left < self.n:
+            raise BudgetExceeded(
+                self.oracle.queries, self.oracle.budget, self.n,
+                f"{name}: the oracle has {budget_left} queries left, fewer than the {self.n} the framework needs to "
+                "check the results (one per example); raise the budget or attack fewer examples",
+            )
+
+    # ------------------------------------------------------------------ budgets
+    def allowance(self) -> torch.Tensor:
+        """Per-example queries the attack may still spend, shape ``(N,)`` (final check kept back)."""
+        if self.max_queries is None:
+            return torch.full((self.n,), UNLIMITED, dtype=torch.int64)
+        return (self.max_queries - 1 - self.queries).clamp_min(0)
+
+    def can_afford(self, cost: int | torch.Tensor) -> torch.Tensor:
+        """Bool ``(N,)``: which examples can pay ``cost`` more queries (on the device of ``x``)."""
+        return (self.allowance() >= torch.as_tensor(cost).cpu()).to(self.device)
+
+    def _charge(self, owner: torch.Tensor) -> None:
+        m = owner.numel()
+        left = self.oracle.remaining()
+        if left is not None and m > left - self.n:
+            raise BudgetExceeded(
+                self.oracle.queries, self.oracle.budget, m,
+                f"{self.name}: the oracle's budget is nearly spent ({left} left, {self.n} kept back for the final "
+                f"check); a batch of {m} queries was not sent",
+            )
+
+    def _account(self, owner: torch.Tensor) -> None:
+        self.queries.index_add_(0, owner.cpu(), torch.ones(owner.numel(), dtype=torch.int64))
+
+    # ------------------------------------------------------------------ queries
+    def log_probs(self, points: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of ``points`` ``(M, ...)``; query ``j`` is charged to example ``owner[j]``."""
+        if points.shape[0] == 0:
+            return torch.empty(0, self.oracle.num_classes or 0, device=self.device)
+        self._charge(owner)
+        scores = self.oracle.scores(points.detach())
+        self._account(owner)
+        return torch.log(scores.clamp_min(1e-30)).to(self.device)
+
+    def labels(self, points: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        """Predicted labels of ``points``; query ``j`` is charged to example ``owner[j]``."""
+        if points.shape[0] == 0:
+            return torch.empty(0, dtype=torch.int64, device=self.device)
+        self._charge(owner)
+        labels = self.oracle.predict(points.detach())
+        self._account(owner)
+        return labels.to(self.device)
+
+    def clean_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities on the clean batch: the framework already paid for them (no new charge)."""
+        if self.module is not None:
+            cached = self.module.cached(x)
+            if cached is not None:
+                return cached
+            self.queries -= 1  # not in the cache: this call pays again
+            return self.log_probs(x, torch.arange(self.n))
+        with torch.no_grad():
+            return torch.log_softmax(self.oracle.model(x), dim=1)  # type: ignore[attr-defined]
+
+    def is_adversarial(self, points: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        """Decision of the target on ``points`` w.r.t. the goal of example ``owner[j]`` (costs one query each)."""
+        pred = self.labels(points, owner)
+        assert self.target_labels is not None, "QueryCounter needs labels for decisions"
+        want = self.target_labels[owner.to(self.target_labels.device)]
+        return pred == want if self.targeted else pred != want
+
+    # ------------------------------------------------------------------ stopping
+    def stop(self, exc: BaseException) -> None:
+        """Record why the attack stopped early (budget exhausted or target unreachable)."""
+        self.stopped = "budget" if isinstance(exc, BudgetExceeded) else "unreachable"
+        self.message = str(exc)
+        log.warning("%s stopped early (%s): %s", self.name, self.stopped, exc)
+
+    def output(self, x_adv: torch.Tensor, success: torch.Tensor, **info: Any) -> AttackOutput:
+        """The core's result: queries include the framework's final check (one per example)."""
+        queries = (self.queries + 1).to(self.device)
+        info = {"stopped": self.stopped, **({"stopped_message": self.message} if self.message else {}), **info}
+        self.partial = {"x_adv": x_adv.detach(), "success": success.detach(), "queries": queries, "info": info}
+        return AttackOutput(x_adv.detach(), queries=queries, info=info)
+
+
+def run_query_attack(
+    core: Callable[..., AttackOutput],
+    model: nn.Module | Oracle,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None,
+    name: str,
+    norms: tuple[str, ...],
+    supports_targeted: bool = True,
+    **settings: Any,
+) -> AttackResult:
+    """:func:`~advlab.attacks.base.run_attack` for query attacks.
+
+    ``model`` may be an :class:`~advlab.blackbox.Oracle` (wrapped with :func:`~advlab.blackbox.as_module`).
+    The core receives a ``counter_box`` list where it finds its :class:`QueryCounter`'s partial output, so
+    when the target becomes unreachable during the framework's final check the points found are still
+    returned (success then comes from the attack's own queries, ``info["verified"] = False``).
+    """
+    if isinstance(model, Oracle):
+        model = as_module(model)
+    box: list[QueryCounter] = []
+    try:
+        result = run_attack(core, model, x, y, threat, goal=goal, name=name, norms=norms,
+                            supports_targeted=supports_targeted, counter_box=box, **settings)
+    except STOP_ERRORS as exc:
+        if not box or box[0].partial is None:
+            raise
+        return _unverified_result(box[0], model, x, y, threat, goal, exc)
+    if result.queries is None:  # eps = 0: the framework's clean pass and final check only
+        n = len(result.success)
+        q = torch.full((n,), FRAMEWORK_QUERIES, dtype=torch.int64)
+        result.queries = q.numpy() if isinstance(x, np.ndarray) else q.to(x.device)
+        result.info.setdefault("stopped", None)
+    else:
+        result.info["verified"] = True
+    return result
+
+
+def _unverified_result(
+    counter: QueryCounter, model: nn.Module, x: Any, y: Any, threat: ThreatModel, goal: Goal | None,
+    exc: BaseException,
+) -> AttackResult:
+    """Build the result from the attack's own knowledge when the final check could not be made."""
+    _, x_t, _ = prepare_inputs(model, x, y, threat)
+    part = counter.partial
+    assert part is not None
+    x_raw = part["x_adv"].to(x_t.dtype)
+    x_adv = threat.project(x_raw, x_t)
+    moved = threat.distance(x_adv, x_raw) > 0  # points the projection changed were never queried
+    success = part["success"].to(torch.bool) & ~moved.to(part["success"].device)
+    queries = part["queries"] - 1  # the final check was not made
+    info = dict(part["info"])
+    info.update({"verified": False, "stopped": counter.stopped or "unreachable",
+                 "stopped_message": f"final check failed: {exc}", "targeted": as_goal(goal).targeted})
+    log.warning("%s: the target failed during the final check; returning unverified results", counter.name)
+    return AttackResult(
+        x_adv=_restore(x_adv, x, dtype=getattr(x, "dtype", None) if isinstance(x, np.ndarray) else None),
+        success=_restore(success, x),
+        distance=_restore(threat.distance(x_adv, x_t), x),
+        queries=_restore(queries, x),
+        info=info,
+    )
+
+
+def check_max_queries(max_queries: Any) -> int | None:
+    """``None`` or an int of at least 3 (clean pass, one attack query, final check)."""
+    if max_queries is None:
+        return None
+    return validation.check_int("max_queries", max_queries, minimum=FRAMEWORK_QUERIES + 1)
+
+
+# ---------------------------------------------------------------------- decision-based starting points
+def starting_points(
+    counter: QueryCounter,
+    x: torch.Tensor,
+    clean_pred: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    given: torch.Tensor | None,
+    init_attempts: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adversarial starting points for decision-based attacks, and which examples have one.
+
+    In order: ``given`` points (checked, one query each); for targeted goals, other examples of the batch the
+    model already assigns to the target class (free: their clean labels are known); then uniform noise in the
+    box, redrawn up to ``init_attempts`` times for examples still without a start (one query per draw).
+    Examples the model already gets wrong (untargeted) start at ``x`` itself.
+    """
+    n = x.shape[0]
+    labels = counter.target_labels
+    assert labels is not None
+    start = x.clone()
+    found = (clean_pred == labels) if counter.targeted else (clean_pred != labels)
+    if given is not None:
+        todo = (~found).nonzero().flatten()
+        if todo.numel():
+            ok = counter.is_adversarial(given[todo], todo)
+            start[todo[ok]] = given[todo[ok]]
+            found[todo[ok]] = True
+    if counter.targeted:
+        for i in (~found).nonzero().flatten().tolist():
+            same = (clean_pred == labels[i]).nonzero().flatten()
+            if same.numel():  # the closest example of the batch already in the target class
+                j = same[threat.distance(x[same], x[i : i + 1].expand_as(x[same])).argmin()]
+                start[i] = x[j]
+                found[i] = True
+    lo, hi = threat.bounds
+    for _ in range(init_attempts):
+        todo = (~found & counter.can_afford(1)).nonzero().flatten()
+        if todo.numel() == 0:
+            break
+        noise = lo + (hi - lo) * torch.rand(
+            (todo.numel(), *x.shape[1:]), generator=generator, device=generator.device, dtype=x.dtype
+        ).to(x.device)
+        ok = counter.is_adversarial(noise, todo)
+        start[todo[ok]] = noise[ok]
+        found[todo[ok]] = True
+    return start, found
+
+
+def blend_search(
+    counter: QueryCounter,
+    x: torch.Tensor,
+    start: torch.Tensor,
+    active: torch.Tensor,
+    *,
+    tol: float = 1e-3,
+) -> torch.Tensor:
+    """Binary search on the segment from ``x`` to the adversarial ``start`` for the point closest to ``x``.
+
+    Returns ``x + high * (start - x)`` where ``high`` is the smallest blend factor found adversarial (to
+    ``tol``); examples not ``active`` or out of queries keep ``start``.
+    """
+    n = x.shape[0]
+    low = torch.zeros(n, device=x.device, dtype=x.dtype)
+    high = torch.ones(n, device=x.device, dtype=x.dtype)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    while True:
+        todo = (active & (high - low > tol) & counter.can_afford(1)).nonzero().flatten()
+        if todo.numel() == 0:
+            break
+        mid = (low[todo] + high[todo]) / 2
+        pts = x[todo] + mid.view(shape) * (start[todo] - x[todo])
+        adv = counter.is_adversarial(pts, todo)
+        high[todo] = torch.where(adv, mid, high[todo])
+        low[todo] = torch.where(adv, low[todo], mid)
+    return x + high.view(shape) * (start - x)

@@ -1,0 +1,285 @@
+"""Boundary Attack (Brendel et al. 2018): decision-based random walk along the decision boundary toward the input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab import validation
+from advlab.attacks._query import (
+    STOP_ERRORS,
+    QueryCounter,
+    blend_search,
+    check_max_queries,
+    run_query_attack,
+    starting_points,
+)
+from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, _to_tensor, make_generator
+from advlab.blackbox.oracles import Oracle
+from advlab.goals import Goal
+from advlab.result import AttackResult
+from advlab.threat import ThreatModel, _flat, _per_example
+
+DEFAULT_STEPS = 5000
+SPHERICAL_STEP = 1e-2
+"""Initial orthogonal step, relative to the current distance to the input."""
+SOURCE_STEP = 1e-2
+"""Initial step toward the input, relative to the current distance."""
+STEP_ADAPTATION = 1.5
+"""Factor by which step sizes grow or shrink."""
+UPDATE_EVERY = 10
+"""Steps between two step-size adaptations."""
+SPHERICAL_WINDOW = 100
+SOURCE_WINDOW = 30
+"""Lengths of the success statistics of orthogonal steps and of full steps."""
+HIGH_RATE, LOW_RATE = 0.5, 0.2
+"""Success rates above/below which step sizes grow/shrink."""
+CONVERGED_STEP = 1e-7
+"""An example whose step toward the input falls below this has converged."""
+INIT_ATTEMPTS = 100
+"""Draws of uniform noise when looking for an adversarial starting point."""
+
+
+class _RingStats:
+    """Per-example success statistics over the last ``window`` trials."""
+
+    def __init__(self, n: int, window: int, device: torch.device) -> None:
+        self.hits = torch.zeros(n, window, dtype=torch.bool, device=device)
+        self.count = torch.zeros(n, dtype=torch.int64, device=device)
+        self.window = window
+
+    def add(self, idx: torch.Tensor, hit: torch.Tensor) -> None:
+        pos = self.count[idx] % self.window
+        self.hits[idx, pos] = hit
+        self.count[idx] += 1
+
+    def full(self) -> torch.Tensor:
+        return self.count >= self.window
+
+    def rate(self) -> torch.Tensor:
+        return self.hits.float().mean(1)
+
+    def clear(self, mask: torch.Tensor) -> None:
+        self.hits[mask] = False
+        self.count[mask] = 0
+
+
+def _proposals(
+    x: torch.Tensor, x_adv: torch.Tensor, spherical: torch.Tensor, source: torch.Tensor, threat: ThreatModel,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An orthogonal (spherical) step around ``x`` and the full step that also moves toward ``x``."""
+    n = x.shape[0]
+    towards = _flat(x - x_adv)
+    dist = towards.norm(dim=1).clamp_min(1e-12)
+    unit = towards / dist[:, None]
+    eta = torch.randn(towards.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
+    eta = eta - (eta * unit).sum(1, keepdim=True) * unit  # orthogonal to the direction of the input
+    eta = eta * (spherical * dist / eta.norm(dim=1).clamp_min(1e-12))[:, None]
+    # move on the sphere of radius dist around x: rescale (x_adv + eta - x) back to length dist
+    direction = eta - towards
+    spherical_pt = _flat(x) + direction / torch.sqrt(1 + spherical**2)[:, None]
+    spherical_pt = threat.clip_box(spherical_pt.reshape(x.shape))
+    new_towards = _flat(x - spherical_pt)
+    new_dist = new_towards.norm(dim=1).clamp_min(1e-12)
+    # step toward x by source * dist, measured from the original radius (clipping may have shortened it)
+    length = (source * dist + (new_dist - dist)).clamp_min(0) / new_dist
+    candidate = threat.clip_box(spherical_pt + _per_example(length, spherical_pt) * new_towards.reshape(x.shape))
+    return spherical_pt, candidate
+
+
+def _core(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    spherical_step: float,
+    source_step: float,
+    step_adaptation: float,
+    max_queries: int | None,
+    init_attempts: int,
+    starting_points_: torch.Tensor | None,
+    generator: torch.Generator,
+    counter_box: list,
+) -> AttackOutput:
+    counter = QueryCounter(model, x, max_queries, need_scores=False, name="boundary", labels=labels,
+                           targeted=targeted)
+    counter_box.append(counter)
+    n = x.shape[0]
+    clean_pred = counter.clean_log_probs(x).argmax(1)
+    best = x.clone()
+    found = torch.zeros(n, dtype=torch.bool, device=x.device)
+    done_steps = 0
+    try:
+        given = None if starting_points_ is None else starting_points_.to(x.device, x.dtype)
+        start, found = starting_points(counter, x, clean_pred, threat, given=given,
+                                       init_attempts=init_attempts, generator=generator)
+        best = torch.where(_per_example(found, x), start, x)
+        already = found & (threat.distance(start, x) == 0)
+        best = blend_search(counter, x, best, found & ~already)
+        spherical = torch.full((n,), spherical_step, device=x.device, dtype=x.dtype)
+        source = torch.full((n,), source_step, device=x.device, dtype=x.dtype)
+        sph_stats = _RingStats(n, SPHERICAL_WINDOW, x.device)
+        step_stats = _RingStats(n, SOURCE_WINDOW, x.device)
+        for step in range(1, steps + 1):
+            active = found & ~already & (source >= CONVERGED_STEP) & counter.can_afford(2)
+            idx = active.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            sph_pt, cand = _proposals(x[idx], best[idx], spherical[idx], source[idx], threat, generator)
+            sph_adv = counter.is_adversarial(sph_pt, idx)
+            cand_adv = counter.is_adversarial(cand, idx)
+            closer = threat.distance(cand, x[idx]) < threat.distance(best[idx], x[idx])
+            accept = cand_adv & closer
+            best[idx[accept]] = cand[accept]
+            sph_stats.add(idx, sph_adv)
+            step_stats.add(idx, cand_adv)
+            done_steps = step
+            if step % UPDATE_EVERY == 0:
+                _adapt(spherical, source, sph_stats, step_stats, step_adaptation, active)
+    except STOP_ERRORS as exc:
+        counter.stop(exc)
+    return counter.output(best, found, steps=done_steps, found_start=found.detach())
+
+
+def _adapt(
+    spherical: torch.Tensor, source: torch.Tensor, sph: _RingStats, step: _RingStats, factor: float,
+    active: torch.Tensor,
+) -> None:
+    """Step-size adaptation of Brendel et al.: keep ~50% of orthogonal steps and ~20-50% of full steps adversarial."""
+    full = sph.full() & active
+    rate = sph.rate()
+    up = full & (rate > HIGH_RATE)
+    down = full & (rate < LOW_RATE)
+    spherical[up] *= factor
+    source[up] *= factor
+    spherical[down] /= factor
+    source[down] /= factor
+    sph.clear(up | down)
+    full = step.full() & active
+    rate = step.rate()
+    up = full & (rate > HIGH_RATE)
+    down = full & (rate < LOW_RATE)
+    source[up] *= factor
+    source[down] /= factor
+    step.clear(up | down)
+
+
+def boundary(
+    model: nn.Module | Oracle,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None = None,
+    steps: int = DEFAULT_STEPS,
+    spherical_step: float = SPHERICAL_STEP,
+    source_step: float = SOURCE_STEP,
+    step_adaptation: float = STEP_ADAPTATION,
+    max_queries: int | None = None,
+    init_attempts: int = INIT_ATTEMPTS,
+    starting_points: Any = None,
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """Boundary Attack: start from an adversarial point and walk along the boundary toward ``x`` (labels only).
+
+    Starting points are ``starting_points`` when given, otherwise (targeted) the closest example of the batch
+    already classified as the target, otherwise uniform noise in the box that is adversarial; a binary search
+    on the segment to ``x`` then moves the start onto the boundary (as in Foolbox's reference implementation).
+    Each step draws a Gaussian perturbation orthogonal to the direction of ``x``, scaled to
+    ``spherical_step`` times the current distance and projected back onto the sphere around ``x`` (the
+    orthogonal step), then moves ``source_step`` times the distance toward ``x`` (the source step); the
+    candidate is kept when it is adversarial. Every ``UPDATE_EVERY`` steps both step sizes grow by
+    ``step_adaptation`` when more than 50% of recent orthogonal steps stayed adversarial and shrink when fewer
+    than 20% did; the source step alone is adapted on the success rate of full steps. Each step costs two
+    queries (orthogonal point and candidate). A minimum-norm attack: it returns the smallest adversarial
+    perturbation found, which the framework then projects onto the threat model's eps.
+
+    Args:
+        model: a module, a ``Classifier``, or an :class:`~advlab.blackbox.Oracle` (labels or scores mode).
+        x: inputs inside ``threat.bounds``, shape ``(N, ...)``.
+        y: true labels ``(N,)``.
+        threat: an ``l2`` threat model.
+        goal: ``None`` (untargeted) or ``Targeted(target)``.
+        steps: steps of the random walk.
+        spherical_step: initial orthogonal step (relative to the distance).
+        source_step: initial step toward ``x`` (relative to the distance).
+        step_adaptation: factor of the step-size adaptation.
+        max_queries: per-example cap on queries, framework's clean and final checks included.
+        init_attempts: uniform-noise draws per example when looking for a start.
+        starting_points: optional adversarial starting points, shape of ``x``.
+        generator: seed or ``torch.Generator``.
+
+    Returns:
+        AttackResult with ``queries`` per example; ``info["found_start"]`` says which examples had a start.
+
+    Raises:
+        ValueError: on bad settings, an unsupported norm, or starting points of the wrong shape.
+
+    References:
+        Brendel et al., "Decision-Based Adversarial Attacks: Reliable Attacks Against Black-Box Machine
+        Learning Models", arXiv:1712.04248.
+
+    Example:
+        >>> result = boundary(TorchOracle(model, mode="labels"), x, y, ThreatModel("l2", 100.0), steps=5000)
+        >>> result.distance.median()  # minimal L2 perturbations found
+    """
+    steps = validation.check_int("steps", steps, minimum=1)
+    spherical_step = validation.check_float("spherical_step", spherical_step, minimum=0.0, strict_min=True)
+    source_step = validation.check_float("source_step", source_step, minimum=0.0, strict_min=True, maximum=1.0)
+    step_adaptation = validation.check_float("step_adaptation", step_adaptation, minimum=1.0)
+    init_attempts = validation.check_int("init_attempts", init_attempts, minimum=0)
+    start = _check_starting_points(starting_points, x, threat)
+    return run_query_attack(
+        _core, model, x, y, threat, goal=goal, name="boundary", norms=Boundary.norms,
+        steps=steps, spherical_step=spherical_step, source_step=source_step, step_adaptation=step_adaptation,
+        max_queries=check_max_queries(max_queries), init_attempts=init_attempts, starting_points_=start,
+        generator=make_generator(generator),
+    )
+
+
+def _check_starting_points(starting_points: Any, x: Any, threat: Any) -> torch.Tensor | None:
+    """``None`` or a float batch with the shape of ``x`` inside the threat model's bounds."""
+    if starting_points is None:
+        return None
+    start = _to_tensor("starting_points", starting_points)
+    if tuple(start.shape) != tuple(getattr(x, "shape", ())):
+        raise ValueError(
+            f"starting_points: expected the shape of x {tuple(getattr(x, 'shape', ()))}, got {tuple(start.shape)}"
+        )
+    if not torch.is_floating_point(start):
+        raise TypeError(f"starting_points: expected a floating-point tensor, got dtype {start.dtype}")
+    if isinstance(threat, ThreatModel):
+        validation.check_input(start, threat.bounds, name="starting_points")
+    device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    return start.float().to(device)
+
+
+@ATTACKS.register("boundary")
+@dataclass(frozen=True)
+class Boundary(AttackConfig):
+    """Config for :func:`boundary` (Brendel et al. 2018, arXiv:1712.04248)."""
+
+    steps: int = DEFAULT_STEPS
+    spherical_step: float = SPHERICAL_STEP
+    source_step: float = SOURCE_STEP
+    step_adaptation: float = STEP_ADAPTATION
+    max_queries: int | None = None
+    init_attempts: int = INIT_ATTEMPTS
+
+    name = "boundary"
+    norms = ("l2",)
+    needs_gradients = False
+    stochastic = True
+    query_based = True
+    minimum_norm = True
+    paper = "Brendel et al. 2018, arXiv:1712.04248"
+
+    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
+        return boundary(model, x, y, threat, goal=goal, generator=generator, **self.settings())

@@ -1,0 +1,291 @@
+"""HopSkipJump (Chen et al. 2020): decision-based attack with boundary gradient estimates, l2 and linf."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab import validation
+from advlab.attacks._query import (
+    STOP_ERRORS,
+    QueryCounter,
+    blend_search,
+    check_max_queries,
+    run_query_attack,
+    starting_points,
+)
+from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator
+from advlab.attacks.boundary import _check_starting_points
+from advlab.blackbox.oracles import Oracle
+from advlab.goals import Goal
+from advlab.result import AttackResult
+from advlab.threat import ThreatModel, _flat, _per_example
+
+DEFAULT_STEPS = 64
+"""Iterations of the paper's experiments."""
+INIT_NUM_EVALS = 100
+MAX_NUM_EVALS = 10_000
+"""Gradient-estimate samples at iteration t: ``min(INIT_NUM_EVALS * sqrt(t), MAX_NUM_EVALS)`` (the paper's)."""
+GAMMA = 1.0
+"""Sets the binary-search threshold ``theta = gamma / d^(3/2)`` (l2) or ``gamma / d^2`` (linf)."""
+FIRST_DELTA = 0.1
+"""Probe radius at the first iteration, as a fraction of the box width."""
+INIT_ATTEMPTS = 100
+MAX_HALVINGS = 30
+"""Geometric step-size search gives up after this many halvings (the step is then ~1e-9 of the distance)."""
+CHUNK_POINTS = 1 << 15
+"""Largest number of probe points built at once."""
+
+
+def _project(x: torch.Tensor, x_adv: torch.Tensor, alpha: torch.Tensor, norm: str) -> torch.Tensor:
+    """Point between ``x`` (alpha = 0) and ``x_adv``: blend for l2, clip to an linf box of radius alpha for linf."""
+    a = _per_example(alpha, x)
+    if norm == "l2":
+        return (1 - a) * x + a * x_adv
+    return torch.minimum(torch.maximum(x_adv, x - a), x + a)
+
+
+def _binary_search(
+    counter: QueryCounter, x: torch.Tensor, x_adv: torch.Tensor, idx: torch.Tensor, norm: str, theta: float,
+) -> torch.Tensor:
+    """Move the adversarial ``x_adv[idx]`` onto the boundary between it and ``x[idx]`` (batched over examples)."""
+    xs, xa = x[idx], x_adv[idx]
+    if norm == "l2":
+        high = torch.ones(idx.numel(), device=x.device, dtype=x.dtype)
+        thresh = torch.full_like(high, theta)
+    else:
+        high = _flat(xa - xs).abs().amax(1)
+        thresh = (high * theta).clamp(max=theta)
+    low = torch.zeros_like(high)
+    while True:
+        todo = ((high - low) > thresh) & counter.can_afford(1)[idx]
+        sel = todo.nonzero().flatten()
+        if sel.numel() == 0:
+            break
+        mid = (high[sel] + low[sel]) / 2
+        adv = counter.is_adversarial(_project(xs[sel], xa[sel], mid, norm), idx[sel])
+        high[sel] = torch.where(adv, mid, high[sel])
+        low[sel] = torch.where(adv, low[sel], mid)
+    return _project(xs, xa, high, norm)
+
+
+def _estimate_gradient(
+    counter: QueryCounter, x_b: torch.Tensor, idx: torch.Tensor, num_evals: int, delta: torch.Tensor,
+    threat: ThreatModel, generator: torch.Generator,
+) -> torch.Tensor:
+    """Monte-Carlo estimate of the boundary normal at ``x_b`` (Chen et al., Eq. 9, with the baseline of Eq. 16)."""
+    n, shape = x_b.shape[0], x_b.shape[1:]
+    d = x_b[0].numel()
+    per_chunk = max(1, CHUNK_POINTS // max(1, n))
+    sum_phi_rv = torch.zeros(n, d, device=x_b.device, dtype=x_b.dtype)  # sum of phi * u
+    sum_rv = torch.zeros(n, d, device=x_b.device, dtype=x_b.dtype)  # sum of u
+    phi_sum = torch.zeros(n, device=x_b.device, dtype=x_b.dtype)
+    for start in range(0, num_evals, per_chunk):
+        k = min(per_chunk, num_evals - start)
+        if threat.norm == "l2":
+            rv = torch.randn((n, k, d), generator=generator, device=generator.device)
+        else:
+            rv = torch.rand((n, k, d), generator=generator, device=generator.device) * 2 - 1
+        rv = rv.to(x_b.device, x_b.dtype)
+        rv = rv / rv.norm(dim=2, keepdim=True).clamp_min(1e-12)
+        base = _flat(x_b).unsqueeze(1)
+        pts = threat.clip_box(base + delta.view(n, 1, 1) * rv)
+        rv = (pts - base) / delta.view(n, 1, 1)
+        owner = idx.repeat_interleave(k)
+        adv = counter.is_adversarial(pts.reshape(n * k, *shape), owner).reshape(n, k)
+        phi = adv.to(x_b.dtype) * 2 - 1
+        sum_phi_rv += (phi.unsqueeze(2) * rv).sum(1)
+        sum_rv += rv.sum(1)
+        phi_sum += phi.sum(1)
+    mean_phi = phi_sum / num_evals
+    # baseline (Eq. 16): sum (phi - mean phi) u, unless all probes agree (then sum phi u, the signed mean)
+    unanimous = (mean_phi.abs() == 1)[:, None]
+    sums = torch.where(unanimous, sum_phi_rv, sum_phi_rv - mean_phi[:, None] * sum_rv)
+    grad = sums / sums.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return grad.reshape(x_b.shape)
+
+
+def _core(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    init_num_evals: int,
+    max_num_evals: int,
+    gamma: float,
+    max_queries: int | None,
+    init_attempts: int,
+    starting_points_: torch.Tensor | None,
+    generator: torch.Generator,
+    counter_box: list,
+) -> AttackOutput:
+    counter = QueryCounter(model, x, max_queries, need_scores=False, name="hopskipjump", labels=labels,
+                           targeted=targeted)
+    counter_box.append(counter)
+    n, d = x.shape[0], x[0].numel()
+    norm = threat.norm
+    theta = gamma / (d * math.sqrt(d)) if norm == "l2" else gamma / d**2
+    lo, hi = threat.bounds
+    clean_pred = counter.clean_log_probs(x).argmax(1)
+    best = x.clone()
+    found = torch.zeros(n, dtype=torch.bool, device=x.device)
+    best_dist = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
+    done_iterations = 0
+    try:
+        given = None if starting_points_ is None else starting_points_.to(x.device, x.dtype)
+        start, found = starting_points(counter, x, clean_pred, threat, given=given,
+                                       init_attempts=init_attempts, generator=generator)
+        already = found & (threat.distance(start, x) == 0)
+        best = torch.where(_per_example(found, x), start, x)
+        best_dist = torch.where(found, threat.distance(best, x), best_dist)
+        current = blend_search(counter, x, best, found & ~already)
+        idx = (found & ~already).nonzero().flatten()
+        if idx.numel():
+            current[idx] = _binary_search(counter, x, current, idx, norm, theta)
+        dist = threat.distance(current, x)
+        improved = found & (dist < best_dist)
+        best[improved], best_dist[improved] = current[improved], dist[improved]
+        # distance after the last binary search, in the threat norm (drives the probe radius)
+        dist_post = dist.clone()
+        for t in range(1, steps + 1):
+            num_evals = int(min(init_num_evals * math.sqrt(t), max_num_evals))
+            # an iteration needs the estimate plus at least a step search and a binary search query
+            active = found & ~already & counter.can_afford(num_evals + 2)
+            idx = active.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            if t == 1:
+                delta = torch.full((idx.numel(),), FIRST_DELTA * (hi - lo), device=x.device, dtype=x.dtype)
+            else:
+                scale = math.sqrt(d) * theta if norm == "l2" else d * theta
+                delta = (scale * dist_post[idx]).clamp_min(1e-12)
+            grad = _estimate_gradient(counter, current[idx], idx, num_evals, delta, threat, generator)
+            update = grad if norm == "l2" else grad.sign()
+            # geometric step-size search: start at dist / sqrt(t), halve until the step stays adversarial
+            eps = dist[idx] / math.sqrt(t)
+            moved = current[idx].clone()
+            pending = torch.ones(idx.numel(), dtype=torch.bool, device=x.device)
+            for _ in range(MAX_HALVINGS):
+                sel = (pending & counter.can_afford(1)[idx]).nonzero().flatten()
+                if sel.numel() == 0:
+                    break
+                cand = threat.clip_box(current[idx[sel]] + _per_example(eps[sel], update[sel]) * update[sel])
+                adv = counter.is_adversarial(cand, idx[sel])
+                moved[sel[adv]] = cand[adv]
+                pending[sel[adv]] = False
+                eps[sel[~adv]] /= 2
+            # binary search back to the boundary between x and the moved point
+            stepped = current.clone()
+            stepped[idx] = moved
+            current[idx] = _binary_search(counter, x, stepped, idx, norm, theta)
+            dist[idx] = threat.distance(current[idx], x[idx])
+            dist_post[idx] = dist[idx]
+            improved = torch.zeros(n, dtype=torch.bool, device=x.device)
+            improved[idx] = dist[idx] < best_dist[idx]
+            best[improved], best_dist[improved] = current[improved], dist[improved]
+            done_iterations = t
+    except STOP_ERRORS as exc:
+        counter.stop(exc)
+    return counter.output(best, found, iterations=done_iterations, found_start=found.detach())
+
+
+def hopskipjump(
+    model: nn.Module | Oracle,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None = None,
+    steps: int = DEFAULT_STEPS,
+    init_num_evals: int = INIT_NUM_EVALS,
+    max_num_evals: int = MAX_NUM_EVALS,
+    gamma: float = GAMMA,
+    max_queries: int | None = None,
+    init_attempts: int = INIT_ATTEMPTS,
+    starting_points: Any = None,
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """HopSkipJump: binary search to the boundary, estimate its normal from decisions, step, repeat.
+
+    From an adversarial start (given ``starting_points``; for targeted goals the closest example of the batch
+    in the target class; else uniform noise), each iteration ``t`` (1) estimates the gradient direction of the
+    decision function at the boundary point from ``min(init_num_evals * sqrt(t), max_num_evals)`` probes of
+    radius ``delta_t = sqrt(d) theta dist`` (l2) or ``d theta dist`` (linf), with the paper's baseline
+    correction; (2) takes a step along it (its sign for linf) of size ``dist / sqrt(t)``, halved until the
+    point stays adversarial (geometric progression); (3) binary-searches back to the boundary between ``x``
+    and that point to precision ``theta = gamma / d^(3/2)`` (l2) or ``gamma / d^2`` (linf). A minimum-norm
+    attack: it returns the closest adversarial point found; the framework projects it onto eps.
+
+    Args:
+        model: a module, a ``Classifier``, or an :class:`~advlab.blackbox.Oracle` (labels or scores mode).
+        x: inputs inside ``threat.bounds``, shape ``(N, ...)``.
+        y: true labels ``(N,)``.
+        threat: ``l2`` or ``linf`` threat model.
+        goal: ``None`` (untargeted) or ``Targeted(target)``.
+        steps: iterations (64 in the paper's experiments).
+        init_num_evals: probes of the first gradient estimate (100).
+        max_num_evals: cap on probes per estimate (10,000).
+        gamma: binary-search threshold parameter (1.0).
+        max_queries: per-example cap on queries, framework's clean and final checks included.
+        init_attempts: uniform-noise draws per example when looking for a start.
+        starting_points: optional adversarial starting points (e.g. images of the target class).
+        generator: seed or ``torch.Generator``.
+
+    Returns:
+        AttackResult with ``queries`` per example and ``info["stopped"]``, ``info["found_start"]``.
+
+    Raises:
+        ValueError: on bad settings, an unsupported norm, or starting points of the wrong shape.
+
+    References:
+        Chen, Jordan & Wainwright, "HopSkipJumpAttack: A Query-Efficient Decision-Based Attack",
+        arXiv:1904.02144.
+
+    Example:
+        >>> oracle = TorchOracle(model, mode="labels", budget=100 * 5000)
+        >>> result = hopskipjump(oracle, x, y, ThreatModel("l2", 2.0), max_queries=5000)
+        >>> result.success.float().mean()
+    """
+    steps = validation.check_int("steps", steps, minimum=1)
+    init_num_evals = validation.check_int("init_num_evals", init_num_evals, minimum=1)
+    max_num_evals = validation.check_int("max_num_evals", max_num_evals, minimum=init_num_evals)
+    gamma = validation.check_float("gamma", gamma, minimum=0.0, strict_min=True)
+    init_attempts = validation.check_int("init_attempts", init_attempts, minimum=0)
+    start = _check_starting_points(starting_points, x, threat)
+    return run_query_attack(
+        _core, model, x, y, threat, goal=goal, name="hopskipjump", norms=HopSkipJump.norms,
+        steps=steps, init_num_evals=init_num_evals, max_num_evals=max_num_evals, gamma=gamma,
+        max_queries=check_max_queries(max_queries), init_attempts=init_attempts, starting_points_=start,
+        generator=make_generator(generator),
+    )
+
+
+@ATTACKS.register("hopskipjump")
+@dataclass(frozen=True)
+class HopSkipJump(AttackConfig):
+    """Config for :func:`hopskipjump` (Chen et al. 2020, arXiv:1904.02144)."""
+
+    steps: int = DEFAULT_STEPS
+    init_num_evals: int = INIT_NUM_EVALS
+    max_num_evals: int = MAX_NUM_EVALS
+    gamma: float = GAMMA
+    max_queries: int | None = None
+    init_attempts: int = INIT_ATTEMPTS
+
+    name = "hopskipjump"
+    norms = ("l2", "linf")
+    needs_gradients = False
+    stochastic = True
+    query_based = True
+    minimum_norm = True
+    paper = "Chen et al. 2020, arXiv:1904.02144"
+
+    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
+        return hopskipjump(model, x, y, threat, goal=goal, generator=generator, **self.settings())

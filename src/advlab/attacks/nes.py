@@ -1,0 +1,258 @@
+"""NES (Ilyas et al. 2018): query-limited attack with antithetic Gaussian gradient estimates and PGD steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab import validation
+from advlab.attacks._query import QueryCounter, STOP_ERRORS, check_max_queries, run_query_attack
+from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator
+from advlab.blackbox.oracles import Oracle
+from advlab.goals import Goal, is_success
+from advlab.losses import LossFn, get_loss
+from advlab.result import AttackResult
+from advlab.threat import ThreatModel
+
+DEFAULT_STEPS = 100
+DEFAULT_SAMPLES = 50
+"""Samples per gradient estimate ("samples per draw" of Ilyas et al.): 25 antithetic pairs."""
+DEFAULT_SIGMA = 0.001
+"""Search variance of Ilyas et al. (inputs in [0, 1])."""
+DEFAULT_MOMENTUM = 0.9
+"""Momentum on the gradient estimate, as in the authors' code."""
+STEP_SIZE_FRACTION = 0.2
+"""Default initial step size ``eps / 5`` (Ilyas et al.: 0.01 at eps 0.05)."""
+PLATEAU_LENGTH = 5
+PLATEAU_DROP = 2.0
+MIN_STEP_FRACTION = 0.005
+"""The step size is halved on a loss plateau of ``PLATEAU_LENGTH`` steps, down to ``eps * MIN_STEP_FRACTION``."""
+CHUNK_POINTS = 1 << 15
+"""Largest number of sample points built at once (bounds memory for large images)."""
+
+
+def nes_gradient(
+    f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    sigma: float,
+    n_samples: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """NES estimate of the gradient of ``f`` with antithetic Gaussian sampling.
+
+    ``g = 1 / (n sigma) * sum_i [f(x + sigma u_i) - f(x - sigma u_i)] u_i`` over ``n / 2`` draws
+    ``u_i ~ N(0, I)``. ``f(points, owner)`` maps ``(M, ...)`` points to ``(M,)`` values.
+
+    Args:
+        f: batched function to differentiate.
+        x: points, shape ``(N, ...)``.
+        sigma: search standard deviation.
+        n_samples: function evaluations per example (rounded down to an even number, at least 2).
+        generator: source of the Gaussian draws.
+
+    Returns:
+        The estimate, shape ``(N, ...)``.
+
+    References:
+        Ilyas et al., "Black-box Adversarial Attacks with Limited Queries and Information", arXiv:1804.08598;
+        Wierstra et al., "Natural Evolution Strategies", arXiv:1106.4487.
+    """
+    n, half = x.shape[0], max(1, n_samples // 2)
+    g = torch.zeros_like(x)
+    per_chunk = max(1, CHUNK_POINTS // (2 * n))
+    for start in range(0, half, per_chunk):
+        k = min(per_chunk, half - start)
+        u = torch.randn((n, k, *x.shape[1:]), generator=generator, device=generator.device).to(x.device, x.dtype)
+        xe = x.unsqueeze(1)
+        pts = torch.cat([xe + sigma * u, xe - sigma * u], dim=1).reshape(n * 2 * k, *x.shape[1:])
+        owner = torch.arange(n, device=x.device).repeat_interleave(2 * k)
+        vals = f(pts, owner).reshape(n, 2 * k)
+        diff = (vals[:, :k] - vals[:, k:]).reshape((n, k) + (1,) * (x.dim() - 1))
+        g += (diff * u).sum(1)
+    return g / (2 * half * sigma)
+
+
+def _core(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    step_size: float,
+    min_step_size: float,
+    sigma: float,
+    n_samples: int,
+    momentum: float,
+    plateau_length: int,
+    plateau_drop: float,
+    loss_fn: LossFn,
+    max_queries: int | None,
+    generator: torch.Generator,
+    counter_box: list,
+) -> AttackOutput:
+    counter = QueryCounter(model, x, max_queries, need_scores=True, name="nes", labels=labels, targeted=targeted)
+    counter_box.append(counter)
+    n = x.shape[0]
+    logp = counter.clean_log_probs(x)
+    best_loss = loss_fn(logp, labels, targeted)
+    success = is_success(logp, labels, targeted)
+    x_best, x_adv = x.clone(), x.clone()
+    g_prev = torch.zeros_like(x)
+    lr = torch.full((n,), step_size, device=x.device, dtype=x.dtype)
+    history: list[torch.Tensor] = []
+    trace = []
+    per_step = 2 * max(1, n_samples // 2) + 1
+    shape = (-1,) + (1,) * (x.dim() - 1)
+
+    def f(points: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        # sample points stay in the box (the target refuses others); the estimate is unchanged inside it
+        return loss_fn(counter.log_probs(threat.clip_box(points), owner), labels[owner], targeted)
+
+    try:
+        for _ in range(steps):
+            idx = (counter.can_afford(per_step) & ~success).nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            grad = nes_gradient(lambda p, o: f(p, idx[o]), x_adv[idx], sigma=sigma, n_samples=n_samples,
+                                generator=generator)
+            g = momentum * g_prev[idx] + (1 - momentum) * grad
+            g_prev[idx] = g
+            x_new = threat.project(x_adv[idx] + lr[idx].view(shape) * threat.ascent_direction(g), x[idx])
+            x_adv[idx] = x_new
+            lp = counter.log_probs(x_new, idx)
+            loss = loss_fn(lp, labels[idx], targeted)
+            succ = is_success(lp, labels[idx], targeted)
+            better = (succ | (loss > best_loss[idx])) & ~success[idx]
+            x_best[idx[better]] = x_new[better]
+            best_loss[idx[better]] = loss[better]
+            success[idx] |= succ
+            trace.append(float(loss.mean()))
+            # plateau schedule: no improvement of the loss over the last plateau_length steps halves the step
+            current = torch.full((n,), float("nan"), device=x.device, dtype=x.dtype)
+            current[idx] = loss
+            history = history[-(plateau_length - 1):] + [current] if plateau_length > 1 else [current]
+            if len(history) >= plateau_length:
+                old = history[-plateau_length]
+                stalled = (current <= old) & ~torch.isnan(current) & ~torch.isnan(old)
+                lr = torch.where(stalled, (lr / plateau_drop).clamp_min(min_step_size), lr)
+                if bool(stalled.any()):
+                    for h in history[-plateau_length:]:
+                        h[stalled] = float("nan")  # restart the window of the examples that decayed
+    except STOP_ERRORS as exc:
+        counter.stop(exc)
+    out = counter.output(x_best, success)
+    out.loss_trace = torch.tensor(trace) if trace else None
+    return out
+
+
+def nes(
+    model: nn.Module | Oracle,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None = None,
+    steps: int = DEFAULT_STEPS,
+    step_size: float | None = None,
+    min_step_size: float | None = None,
+    sigma: float = DEFAULT_SIGMA,
+    n_samples: int = DEFAULT_SAMPLES,
+    momentum: float = DEFAULT_MOMENTUM,
+    plateau_length: int = PLATEAU_LENGTH,
+    plateau_drop: float = PLATEAU_DROP,
+    loss: str | LossFn = "ce",
+    max_queries: int | None = None,
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """NES attack of Ilyas et al. (query-limited setting): PGD on an antithetic Gaussian gradient estimate.
+
+    Each step spends ``n_samples`` queries on ``g = 1/(n σ) Σ [f(x+σu) - f(x-σu)] u``, smooths it with
+    momentum, takes a projected steepest-ascent step (sign for linf, normalised for l2) and spends one query on
+    the new point. The step size is divided by ``plateau_drop`` when the loss has not improved over
+    ``plateau_length`` steps (the authors' schedule), down to ``min_step_size``. Examples stop once adversarial
+    or out of queries; an exhausted budget or an unreachable target stops the attack with the points found.
+
+    Args:
+        model: a module returning logits, a ``Classifier``, or an :class:`~advlab.blackbox.Oracle` in scores mode.
+        x: inputs inside ``threat.bounds``, shape ``(N, ...)``.
+        y: true labels ``(N,)``.
+        threat: ``linf`` or ``l2`` threat model.
+        goal: ``None`` (untargeted) or ``Targeted(target)``.
+        steps: PGD steps.
+        step_size: initial step length in the threat norm; default ``eps / 5``.
+        min_step_size: smallest step after plateau drops; default ``eps / 200``.
+        sigma: search standard deviation (0.001 in the paper).
+        n_samples: queries per gradient estimate (antithetic pairs), 50 in the paper.
+        momentum: momentum on the estimate (0.9 in the authors' code; 0 for plain NES-PGD).
+        plateau_length: steps without improvement before the step size drops.
+        plateau_drop: factor of each drop.
+        loss: ``"ce"`` (default: cross-entropy, i.e. the log-probability of the target when targeted),
+            ``"margin"`` or a callable on log-probabilities.
+        max_queries: per-example cap on queries, framework's clean and final checks included.
+        generator: seed or ``torch.Generator`` for the Gaussian draws.
+
+    Returns:
+        AttackResult with ``queries`` per example and ``info["stopped"]``.
+
+    Raises:
+        ValueError: on bad settings, a labels-only oracle, or an unsupported norm.
+
+    References:
+        Ilyas et al., "Black-box Adversarial Attacks with Limited Queries and Information", arXiv:1804.08598.
+
+    Example:
+        >>> result = nes(TorchOracle(model, budget=100_000), x, y, ThreatModel("linf", 0.05))
+        >>> result.success.float().mean(), result.queries.median()
+    """
+    steps = validation.check_int("steps", steps, minimum=1)
+    n_samples = validation.check_int("n_samples", n_samples, minimum=2)
+    sigma = validation.check_float("sigma", sigma, minimum=0.0, strict_min=True)
+    momentum = validation.check_float("momentum", momentum, minimum=0.0, maximum=1.0, strict_max=True)
+    plateau_length = validation.check_int("plateau_length", plateau_length, minimum=1)
+    plateau_drop = validation.check_float("plateau_drop", plateau_drop, minimum=1.0)
+    eps = threat.eps if isinstance(threat, ThreatModel) else 0.0
+    step_size = validation.check_float("step_size", STEP_SIZE_FRACTION * eps if step_size is None else step_size,
+                                       minimum=0.0)
+    min_step_size = validation.check_float(
+        "min_step_size", MIN_STEP_FRACTION * eps if min_step_size is None else min_step_size, minimum=0.0
+    )
+    return run_query_attack(
+        _core, model, x, y, threat, goal=goal, name="nes", norms=NES.norms,
+        steps=steps, step_size=step_size, min_step_size=min(min_step_size, step_size), sigma=sigma,
+        n_samples=n_samples, momentum=momentum, plateau_length=plateau_length, plateau_drop=plateau_drop,
+        loss_fn=get_loss(loss), max_queries=check_max_queries(max_queries), generator=make_generator(generator),
+    )
+
+
+@ATTACKS.register("nes")
+@dataclass(frozen=True)
+class NES(AttackConfig):
+    """Config for :func:`nes` (Ilyas et al. 2018, arXiv:1804.08598)."""
+
+    steps: int = DEFAULT_STEPS
+    step_size: float | None = None
+    min_step_size: float | None = None
+    sigma: float = DEFAULT_SIGMA
+    n_samples: int = DEFAULT_SAMPLES
+    momentum: float = DEFAULT_MOMENTUM
+    plateau_length: int = PLATEAU_LENGTH
+    plateau_drop: float = PLATEAU_DROP
+    loss: str = "ce"
+    max_queries: int | None = None
+
+    name = "nes"
+    norms = ("linf", "l2")
+    needs_gradients = False
+    stochastic = True
+    query_based = True
+    paper = "Ilyas et al. 2018, arXiv:1804.08598"
+
+    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
+        return nes(model, x, y, threat, goal=goal, generator=generator, **self.settings())

@@ -1,0 +1,230 @@
+"""SPSA (Uesato et al. 2018): gradient-free attack with Rademacher finite differences and Adam, on scores only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab import validation
+from advlab.attacks._query import QueryCounter, STOP_ERRORS, check_max_queries, run_query_attack
+from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator
+from advlab.blackbox.oracles import Oracle
+from advlab.goals import Goal, is_success
+from advlab.losses import LossFn, get_loss
+from advlab.result import AttackResult
+from advlab.threat import ThreatModel, _flat, _per_example
+
+DEFAULT_STEPS = 100
+DEFAULT_SAMPLES = 128
+"""Function evaluations per gradient estimate (64 Rademacher directions, each at +delta and -delta)."""
+DEFAULT_DELTA = 0.01
+"""Finite-difference radius of Uesato et al. (inputs in [0, 1])."""
+STEP_SIZE_FACTOR = 2.5
+"""Default step size ``2.5 * eps / steps``, as for PGD (Uesato et al. use 0.01 at their eps)."""
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+def spsa_gradient(
+    f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    delta: float,
+    n_samples: int,
+    generator: torch.Generator,
+    clip: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """SPSA estimate of the gradient of ``f`` at each example of ``x``.
+
+    ``g = mean_k (f(x + delta v_k) - f(x - delta v_k)) / (2 delta) * v_k`` with Rademacher ``v_k`` (``1/v = v``).
+    ``f(points, owner)`` maps ``(M, ...)`` points to ``(M,)`` values; ``owner[j]`` is the example point ``j``
+    belongs to. With ``clip`` the evaluation points are clipped into the box and the actual step is used.
+
+    Args:
+        f: batched function to differentiate.
+        x: points, shape ``(N, ...)``.
+        delta: finite-difference radius.
+        n_samples: function evaluations per example (rounded down to an even number, at least 2).
+        generator: source of the Rademacher directions.
+        clip: optional map into the valid box.
+
+    Returns:
+        The estimate, shape ``(N, ...)``.
+    """
+    n, k = x.shape[0], max(1, n_samples // 2)
+    v = torch.randint(0, 2, (n, k, *x.shape[1:]), generator=generator, device=generator.device)
+    v = (v.to(x.device, x.dtype) * 2 - 1)
+    xe = x.unsqueeze(1)
+    plus, minus = xe + delta * v, xe - delta * v
+    if clip is not None:
+        plus, minus = clip(plus), clip(minus)
+    pts = torch.cat([plus, minus], dim=1).reshape(n * 2 * k, *x.shape[1:])
+    owner = torch.arange(n, device=x.device).repeat_interleave(2 * k)
+    vals = f(pts, owner).reshape(n, 2 * k)
+    # the actual (possibly clipped) step along each coordinate: (plus - minus) = 2 delta v where not clipped
+    span = (plus - minus).reshape(n, k, -1).abs().clamp_min(1e-12)
+    diff = (vals[:, :k] - vals[:, k:]).reshape(n, k, 1)
+    vf = v.reshape(n, k, -1)
+    g = (diff * vf / span * (span > 1e-12)).mean(1)
+    return g.reshape(x.shape)
+
+
+def _core(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    step_size: float,
+    delta: float,
+    n_samples: int,
+    loss_fn: LossFn,
+    max_queries: int | None,
+    early_stop: bool,
+    generator: torch.Generator,
+    counter_box: list,
+) -> AttackOutput:
+    counter = QueryCounter(model, x, max_queries, need_scores=True, name="spsa", labels=labels, targeted=targeted)
+    counter_box.append(counter)
+    n = x.shape[0]
+    logp = counter.clean_log_probs(x)
+    best_loss = loss_fn(logp, labels, targeted)
+    success = is_success(logp, labels, targeted)
+    x_best, x_adv = x.clone(), x.clone()
+    m, v = torch.zeros_like(x), torch.zeros_like(x)
+    b1, b2 = ADAM_BETAS
+    trace = []
+    per_step = 2 * max(1, n_samples // 2) + 1
+
+    def f(points: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        return loss_fn(counter.log_probs(points, owner), labels[owner], targeted)
+
+    try:
+        for t in range(1, steps + 1):
+            active = counter.can_afford(per_step)
+            if early_stop:
+                active &= ~success
+            idx = active.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            xa = x_adv[idx]
+            grad = spsa_gradient(lambda p, o: f(p, idx[o]), xa, delta=delta, n_samples=n_samples,
+                                 generator=generator, clip=threat.clip_box)
+            m[idx] = b1 * m[idx] + (1 - b1) * grad
+            v[idx] = b2 * v[idx] + (1 - b2) * grad**2
+            update = (m[idx] / (1 - b1**t)) / ((v[idx] / (1 - b2**t)).sqrt() + ADAM_EPS)
+            if threat.norm == "l2":  # an Adam-preconditioned direction, scaled to step_size in L2
+                update = update / _per_example(_flat(update).norm(dim=1).clamp_min(1e-12), update)
+            x_new = threat.project(xa + step_size * update, x[idx])
+            x_adv[idx] = x_new
+            lp = counter.log_probs(x_new, idx)
+            loss = loss_fn(lp, labels[idx], targeted)
+            succ = is_success(lp, labels[idx], targeted)
+            better = (succ & ~success[idx]) | ((loss > best_loss[idx]) & ~success[idx])
+            x_best[idx[better]] = x_new[better]
+            best_loss[idx[better]] = loss[better]
+            success[idx] |= succ
+            trace.append(float(loss.mean()))
+    except STOP_ERRORS as exc:
+        counter.stop(exc)
+    out = counter.output(x_best, success)
+    out.loss_trace = torch.tensor(trace) if trace else None
+    return out
+
+
+def spsa(
+    model: nn.Module | Oracle,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None = None,
+    steps: int = DEFAULT_STEPS,
+    step_size: float | None = None,
+    delta: float = DEFAULT_DELTA,
+    n_samples: int = DEFAULT_SAMPLES,
+    loss: str | LossFn = "margin",
+    max_queries: int | None = None,
+    early_stop: bool = True,
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """SPSA: estimate the loss gradient from scores with Rademacher finite differences, step with Adam.
+
+    Each step spends ``n_samples`` queries on the estimate ``mean (f(x+δv) - f(x-δv)) / 2δ · v`` and one on the
+    new point; Adam's update (linf) or its L2-normalised direction (l2) of length ``step_size`` is projected
+    onto the threat model. The loss is the margin on log-probabilities, which equals the logit margin (the
+    paper's loss). Examples stop as soon as they are adversarial (``early_stop``) or out of queries; the
+    point with the best loss is returned. Queries are counted per example and an exhausted oracle budget or an
+    unreachable target stops the attack with the points found so far (``info["stopped"]``).
+
+    Args:
+        model: a module returning logits, a ``Classifier``, or an :class:`~advlab.blackbox.Oracle` in scores mode.
+        x: inputs inside ``threat.bounds``, shape ``(N, ...)``.
+        y: true labels ``(N,)``.
+        threat: ``linf`` or ``l2`` threat model.
+        goal: ``None`` (untargeted) or ``Targeted(target)``.
+        steps: Adam steps.
+        step_size: Adam learning rate (linf) or L2 step length; default ``2.5 * eps / steps``.
+        delta: finite-difference radius (0.01 in the paper).
+        n_samples: queries per gradient estimate (pairs of antithetic Rademacher points).
+        loss: ``"margin"`` (default), ``"ce"`` or a callable on log-probabilities.
+        max_queries: per-example cap on queries, framework's clean and final checks included.
+        early_stop: stop an example as soon as it is adversarial.
+        generator: seed or ``torch.Generator`` for the Rademacher draws.
+
+    Returns:
+        AttackResult with ``queries`` per example and ``info["stopped"]`` (``None``, ``"budget"`` or
+        ``"unreachable"``).
+
+    Raises:
+        ValueError: on bad settings, a labels-only oracle, or an unsupported norm.
+
+    References:
+        Uesato et al., "Adversarial Risk and the Dangers of Evaluating Against Weak Attacks", arXiv:1802.05666.
+
+    Example:
+        >>> oracle = TorchOracle(model, mode="scores", budget=200_000)
+        >>> result = spsa(oracle, x, y, ThreatModel("linf", 0.3), steps=100)
+        >>> result.queries.float().median()
+    """
+    steps = validation.check_int("steps", steps, minimum=1)
+    n_samples = validation.check_int("n_samples", n_samples, minimum=2)
+    delta = validation.check_float("delta", delta, minimum=0.0, strict_min=True)
+    if step_size is None:
+        step_size = STEP_SIZE_FACTOR * threat.eps / steps if isinstance(threat, ThreatModel) else 0.0
+    step_size = validation.check_float("step_size", step_size, minimum=0.0)
+    return run_query_attack(
+        _core, model, x, y, threat, goal=goal, name="spsa", norms=SPSA.norms,
+        steps=steps, step_size=step_size, delta=delta, n_samples=n_samples, loss_fn=get_loss(loss),
+        max_queries=check_max_queries(max_queries), early_stop=bool(early_stop), generator=make_generator(generator),
+    )
+
+
+@ATTACKS.register("spsa")
+@dataclass(frozen=True)
+class SPSA(AttackConfig):
+    """Config for :func:`spsa` (Uesato et al. 2018, arXiv:1802.05666)."""
+
+    steps: int = DEFAULT_STEPS
+    step_size: float | None = None
+    delta: float = DEFAULT_DELTA
+    n_samples: int = DEFAULT_SAMPLES
+    loss: str = "margin"
+    max_queries: int | None = None
+    early_stop: bool = True
+
+    name = "spsa"
+    norms = ("linf", "l2")
+    needs_gradients = False
+    stochastic = True
+    query_based = True
+    paper = "Uesato et al. 2018, arXiv:1802.05666"
+
+    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
+        return spsa(model, x, y, threat, goal=goal, generator=generator, **self.settings())
