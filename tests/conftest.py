@@ -25,6 +25,8 @@ Linear models with closed-form attacks:
                           projected attacks have analytic optima (use wide bounds to keep the box inactive).
     ``linear_binary``     ``make_linear_binary()`` with the defaults.
 
+Torch runs single-threaded in tests (``torch.set_num_threads(1)`` at import of this file).
+
 Helpers:
     ``train_classifier``  ``(module, x, y, *, steps=300, lr=0.05, seed=0) -> module``: full-batch Adam,
                           deterministic (initialisation from a private generator), returns the module in eval mode.
@@ -41,6 +43,10 @@ from advlab import Classifier
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (1, 8, 8)
+
+# The test models are tiny and the machine's cores are shared: one intra-op thread avoids OpenMP threads
+# spinning against each other (several times faster under load, and no slower when idle for these sizes).
+torch.set_num_threads(1)
 
 
 def _linear(d_in: int, d_out: int) -> nn.Linear:
