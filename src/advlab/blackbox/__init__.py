@@ -18,8 +18,13 @@ from advlab.blackbox.oracles import (
     as_module,
     find_oracle,
 )
+from advlab.blackbox.ensemble import Ensemble, ensemble_classifier
+from advlab.blackbox.transfer import TransferMatrix, plot_transfer_matrix, transfer_matrix
+from advlab.attacks.substitute import SubstituteResult, SubstituteRound, papernot_blackbox
 
 __all__ = [
     "MODES", "BudgetExceeded", "CallableOracle", "HTTPOracle", "Oracle", "OracleModule", "OracleResponseError",
     "OracleUnavailable", "SklearnOracle", "TorchOracle", "as_module", "find_oracle",
+    "Ensemble", "ensemble_classifier", "TransferMatrix", "plot_transfer_matrix", "transfer_matrix",
+    "SubstituteResult", "SubstituteRound", "papernot_blackbox",
 ]
