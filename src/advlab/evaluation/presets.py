@@ -111,6 +111,8 @@ def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEn
             f"attacks: expected a preset name ({', '.join(PRESETS)}) or a list of attack names/configs, "
             f"got {type(attacks).__name__}"
         )
+    if preset == "strong" and norm not in ("l2", "linf"):
+        names = [a for a in names if a != "cw"]  # C&W exists for l2 and linf only
     if not names:
         raise ValueError("attacks: the list is empty; give at least one attack, e.g. attacks=['pgd']")
     entries: list[CascadeEntry] = []

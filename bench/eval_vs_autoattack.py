@@ -1,0 +1,161 @@
+"""Robust accuracy of advlab's evaluation presets versus torchattacks' and ART's AutoAttack, on the same images.
+
+For each model (a folder written by ``advlab train``), the first ``--n`` test images are attacked at ``--eps`` by
+  * advlab:        ``advlab.evaluate(..., attacks=PRESET)`` (``standard`` = APGD-CE, APGD-T, FMN, Square),
+  * torchattacks:  ``torchattacks.AutoAttack(version="standard")`` (APGD-CE, APGD-T, FAB-T, Square),
+  * ART:           ``art.attacks.evasion.AutoAttack`` with its default list (APGD-CE and APGD-DLR with 5 restarts
+                   each, DeepFool, Square),
+and the robust accuracies (with 95% Wilson intervals) and wall times are written side by side.
+
+Run it with the peers venv's python, which sees advlab and the project's torch build as well as the peers
+(see bench/setup_peers.sh); a library that does not import is skipped and reported as such:
+
+    bash bench/setup_peers.sh
+    # the two MNIST models (CPU: minutes for the standard one, much longer for PGD training)
+    .venv/bin/advlab train --data mnist --arch wong-cnn --epochs 5 --out runs/mnist-std
+    .venv/bin/advlab train --data mnist --arch wong-cnn --epochs 10 --defense pgd --set eps=0.3 --out runs/mnist-pgd
+    nice bench/.peers-venv/bin/python bench/eval_vs_autoattack.py \\
+        --model standard=runs/mnist-std --model pgd-at=runs/mnist-pgd --eps 0.3 --n 1000 --out bench/out/eval_vs_aa
+
+Results go to ``OUT/results.json`` and a Markdown table is printed (paste into BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("bench")
+
+
+def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    with torch.no_grad():
+        pred = torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    return float((pred.cpu() == y.cpu()).float().mean())
+
+
+def run_advlab(model, x, y, eps, norm, preset, batch_size, seed, checks):
+    from advlab.evaluation import evaluate
+
+    t0 = time.perf_counter()
+    report = evaluate(model, (x, y), eps, norm=norm, attacks=preset, batch_size=batch_size, seed=seed, checks=checks,
+                      progress=False)
+    wall = time.perf_counter() - t0
+    r = report.results[-1]
+    return {
+        "robust_accuracy": r.robust_accuracy, "clean_accuracy": report.clean_accuracy, "wall_s": wall,
+        "attacks": [a["label"] for a in report.attacks],
+        "per_stage_accuracy": {s.attack: s.accuracy_after for s in r.stages},
+        "checks_failed": [c.name for c in report.failed_checks],
+    }
+
+
+def run_torchattacks(model, x, y, eps, norm, batch_size, seed):
+    import torchattacks
+
+    atk = torchattacks.AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard",
+                                  n_classes=model.num_classes or 10, seed=seed)
+    t0 = time.perf_counter()
+    adv = torch.cat([atk(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    wall = time.perf_counter() - t0
+    return {"robust_accuracy": _accuracy(model, adv, y, batch_size), "wall_s": wall,
+            "version": torchattacks.__version__, "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"]}
+
+
+def run_art(model, x, y, eps, norm, batch_size, seed):
+    import art
+    from art.attacks.evasion import AutoAttack
+    from art.estimators.classification import PyTorchClassifier
+
+    clf = PyTorchClassifier(
+        model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=model.num_classes or 10,
+        clip_values=(0.0, 1.0), device_type="gpu" if x.is_cuda else "cpu",
+    )
+    attack = AutoAttack(estimator=clf, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=eps / 4,
+                        batch_size=batch_size)
+    xn, yn = x.cpu().numpy(), y.cpu().numpy()
+    t0 = time.perf_counter()
+    adv = attack.generate(x=xn, y=yn)
+    wall = time.perf_counter() - t0
+    return {"robust_accuracy": _accuracy(model, torch.from_numpy(adv).to(x.device), y, batch_size), "wall_s": wall,
+            "version": art.__version__, "attacks": ["apgd-ce x5", "apgd-dlr x5", "deepfool", "square"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, metavar="LABEL=DIR", help="model folder (repeatable)")
+    p.add_argument("--data", default=None, help="dataset (default: the model card's)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--eps", type=float, default=0.3)
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--preset", default="standard", help="advlab preset or comma-separated attack list")
+    p.add_argument("--impl", default="advlab,torchattacks,art", help="which implementations to run")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checks", action="store_true", help="also run advlab's masking checks (counted in its time)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="bench/out/eval_vs_aa")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from advlab.data import load_dataset
+    from advlab.evaluation import wilson_interval
+    from advlab.provenance import provenance
+    from advlab.zoo import load_model
+
+    impls = [s.strip() for s in args.impl.split(",") if s.strip()]
+    preset = args.preset if "," not in args.preset else args.preset.split(",")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"settings": vars(args), "provenance": provenance(torch_threads=torch.get_num_threads()), "models": {}}
+    for spec in args.model:
+        label, _, path = spec.partition("=")
+        if not path:
+            label, path = Path(spec).name, spec
+        model = load_model(path, device=args.device)
+        data = load_dataset(args.data or model.card.get("dataset"), "test", data_dir=args.data_dir, n=args.n)
+        x, y = data.x.to(args.device), data.y.to(args.device)
+        row = {"path": path, "n": len(y), "clean_accuracy": _accuracy(model, x, y, args.batch_size)}
+        for impl in impls:
+            log.info("%s: %s on %d images at eps %g ...", label, impl, len(y), args.eps)
+            try:
+                if impl == "advlab":
+                    res = run_advlab(model, x, y, args.eps, args.norm, preset, args.batch_size, args.seed, args.checks)
+                elif impl == "torchattacks":
+                    res = run_torchattacks(model, x, y, args.eps, args.norm, args.batch_size, args.seed)
+                elif impl == "art":
+                    res = run_art(model, x, y, args.eps, args.norm, args.batch_size, args.seed)
+                else:
+                    raise ValueError(f"unknown implementation {impl!r}")
+                k = round(res["robust_accuracy"] * len(y))
+                res["ci95"] = list(wilson_interval(k, len(y)))
+            except Exception as exc:  # record and go on: one peer failing must not lose the others' numbers
+                res = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=3)}
+            log.info("  %s", {k: v for k, v in res.items() if k != "traceback"})
+            row[impl] = res
+            results["models"][label] = row
+            (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"\n| model | n | clean | {' | '.join(impls)} |")
+    print("|---|---|---|" + "---|" * len(impls))
+    for label, row in results["models"].items():
+        cells = []
+        for impl in impls:
+            r = row.get(impl, {})
+            cells.append(f"error: {r['error'][:60]}" if "error" in r else
+                         f"{100 * r['robust_accuracy']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] "
+                         f"in {r['wall_s']:.0f} s")
+        print(f"| {label} | {row['n']} | {100 * row['clean_accuracy']:.1f}% | {' | '.join(cells)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
