@@ -143,6 +143,12 @@ def test_reported_queries_equal_the_oracle_count(attack, kwargs, norm, eps, mlp_
     assert int(result.queries.sum()) == oracle.queries <= 100_000
     assert bool((result.queries >= 2).all())  # at least the framework's clean pass and final check
     assert result.info["stopped"] is None and result.info["verified"] is True
+    # queries_to_success: when each example first reached the goal inside eps (-1: never)
+    first = result.info["queries_to_success"]
+    assert torch.equal(first >= 0, result.success)
+    assert bool((first[result.success] <= result.queries[result.success]).all())
+    if attack in (spsa, nes):  # early stop: the attack ends at the query that succeeded
+        assert torch.equal(first[result.success], result.queries[result.success])
 
 
 @pytest.mark.parametrize("attack,kwargs,norm,eps", ALL, ids=[a[0].__name__ for a in ALL])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import threading
@@ -238,13 +239,12 @@ def test_http_oracle_unreachable_port():
 
 
 # ---------------------------------------------------------------------- a real uvicorn server on loopback
-def test_real_server_with_http_oracle():
+@contextlib.contextmanager
+def _serving(app):
+    """Run ``app`` under uvicorn on a free loopback port in a thread; yield its URL."""
     import uvicorn
 
-    model = _model()
-    app = create_app(model, mode="scores", max_queries=50, api_key="k")
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -252,8 +252,16 @@ def test_real_server_with_http_oracle():
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
         assert server.started, "uvicorn did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_real_server_with_http_oracle():
+    model = _model()
+    app = create_app(model, mode="scores", max_queries=50, api_key="k")
+    with _serving(app) as url:
         with pytest.raises(PermissionError, match="API key"):
             HTTPOracle(url, api_key="wrong")
         oracle = HTTPOracle(url, api_key="k", batch_size=16)
@@ -267,9 +275,36 @@ def test_real_server_with_http_oracle():
         assert oracle.predict(_x(10)).shape == (10,)
         assert app.state.oracle.queries == 50
         oracle.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+
+
+def test_attack_over_http_counts_every_query_and_survives_the_server_limit():
+    from advlab import ThreatModel
+    from advlab.attacks import hopskipjump
+
+    model = _model()
+    x = _x(5, seed=3)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    app = create_app(model, mode="labels", max_queries=3000)
+    with _serving(app) as url:
+        oracle = HTTPOracle(url)
+        result = hopskipjump(oracle, x, y, ThreatModel("l2", 5.0), steps=3, init_num_evals=20)
+        assert bool(result.success.all()) and result.info["stopped"] is None
+        assert int(result.queries.sum()) == oracle.queries == app.state.oracle.queries
+        with torch.no_grad():
+            assert bool((model(result.x_adv).argmax(1) != y).all())
+        # another client spends the rest of the server's limit behind this client's back: the next attack
+        # gets 429 mid-run (and at the final check), stops, and returns its unverified points
+        spent_before = app.state.oracle.queries
+        HTTPOracle(url).predict(_x(3000 - spent_before - 400, seed=4))  # leaves 400 on the server
+        assert oracle.remaining() == 3000 - spent_before  # this client does not know
+        partial = hopskipjump(oracle, x, y, ThreatModel("l2", 5.0), steps=50, init_num_evals=20)
+        assert partial.info["stopped"] == "budget"
+        assert app.state.oracle.queries <= 3000
+        assert bool(partial.success.any())
+        with torch.no_grad():
+            pred = model(partial.x_adv).argmax(1)
+        assert bool((pred[partial.success] != y[partial.success]).all())
 
 
 def test_cli_serve_subprocess(tmp_path):

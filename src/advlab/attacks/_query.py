@@ -10,7 +10,9 @@ when the target dies before the final check.
 
 Query accounting: ``AttackResult.queries[i]`` counts every evaluation of example ``i``'s points, including the
 framework's clean pass (1) and its final check of ``x_adv`` (1). With a fresh oracle,
-``oracle.queries == result.queries.sum()``.
+``oracle.queries == result.queries.sum()``. ``info["queries_to_success"][i]`` is the number of queries after which
+example ``i`` first reached its goal inside the eps-ball (-1 if never): for minimum-norm attacks, which keep
+shrinking the perturbation after that, it is the figure to compare with other attacks at a given budget.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class QueryCounter:
         self.device = x.device
         self.queries = torch.ones(self.n, dtype=torch.int64)  # the framework's clean pass
         self.max_queries = max_queries
+        self.first_success = torch.full((self.n,), -1, dtype=torch.int64)
         self.stopped: str | None = None
         self.message: str | None = None
         self.partial: dict[str, Any] | None = None
@@ -155,6 +158,13 @@ class QueryCounter:
         want = self.target_labels[owner.to(self.target_labels.device)]
         return pred == want if self.targeted else pred != want
 
+    def note_success(self, idx: torch.Tensor, reached: torch.Tensor) -> None:
+        """Record, for examples ``idx[reached]`` that had not succeeded before, the queries spent so far (final
+        check included): the queries this example needed to reach the goal within eps."""
+        sel = idx[reached].cpu()
+        new = sel[self.first_success[sel] < 0]
+        self.first_success[new] = self.queries[new] + 1
+
     # ------------------------------------------------------------------ stopping
     def stop(self, exc: BaseException) -> None:
         """Record why the attack stopped early (budget exhausted or target unreachable)."""
@@ -165,7 +175,8 @@ class QueryCounter:
     def output(self, x_adv: torch.Tensor, success: torch.Tensor, **info: Any) -> AttackOutput:
         """The core's result: queries include the framework's final check (one per example)."""
         queries = (self.queries + 1).to(self.device)
-        info = {"stopped": self.stopped, **({"stopped_message": self.message} if self.message else {}), **info}
+        info = {"stopped": self.stopped, **({"stopped_message": self.message} if self.message else {}),
+                "queries_to_success": self.first_success.to(self.device), **info}
         self.partial = {"x_adv": x_adv.detach(), "success": success.detach(), "queries": queries, "info": info}
         return AttackOutput(x_adv.detach(), queries=queries, info=info)
 

@@ -123,6 +123,11 @@ def _core(
         best = torch.where(_per_example(found, x), start, x)
         already = found & (threat.distance(start, x) == 0)
         best = blend_search(counter, x, best, found & ~already)
+
+        def within() -> torch.Tensor:
+            return found & (threat.distance(best, x) <= threat.eps)
+
+        counter.note_success(torch.arange(n, device=x.device), within())
         spherical = torch.full((n,), spherical_step, device=x.device, dtype=x.dtype)
         source = torch.full((n,), source_step, device=x.device, dtype=x.dtype)
         sph_stats = _RingStats(n, SPHERICAL_WINDOW, x.device)
@@ -138,6 +143,7 @@ def _core(
             closer = threat.distance(cand, x[idx]) < threat.distance(best[idx], x[idx])
             accept = cand_adv & closer
             best[idx[accept]] = cand[accept]
+            counter.note_success(idx, within()[idx])
             sph_stats.add(idx, sph_adv)
             step_stats.add(idx, cand_adv)
             done_steps = step

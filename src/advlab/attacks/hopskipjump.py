@@ -152,6 +152,7 @@ def _core(
         dist = threat.distance(current, x)
         improved = found & (dist < best_dist)
         best[improved], best_dist[improved] = current[improved], dist[improved]
+        counter.note_success(torch.arange(n, device=x.device), found & (best_dist <= threat.eps))
         # distance after the last binary search, in the threat norm (drives the probe radius)
         dist_post = dist.clone()
         for t in range(1, steps + 1):
@@ -190,6 +191,7 @@ def _core(
             improved = torch.zeros(n, dtype=torch.bool, device=x.device)
             improved[idx] = dist[idx] < best_dist[idx]
             best[improved], best_dist[improved] = current[improved], dist[improved]
+            counter.note_success(idx, best_dist[idx] <= threat.eps)
             done_iterations = t
     except STOP_ERRORS as exc:
         counter.stop(exc)

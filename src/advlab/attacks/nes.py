@@ -103,6 +103,7 @@ def _core(
     logp = counter.clean_log_probs(x)
     best_loss = loss_fn(logp, labels, targeted)
     success = is_success(logp, labels, targeted)
+    counter.note_success(torch.arange(n, device=x.device), success)
     x_best, x_adv = x.clone(), x.clone()
     g_prev = torch.zeros_like(x)
     lr = torch.full((n,), step_size, device=x.device, dtype=x.dtype)
@@ -132,6 +133,7 @@ def _core(
             better = (succ | (loss > best_loss[idx])) & ~success[idx]
             x_best[idx[better]] = x_new[better]
             best_loss[idx[better]] = loss[better]
+            counter.note_success(idx, succ)
             success[idx] |= succ
             trace.append(float(loss.mean()))
             # plateau schedule: no improvement of the loss over the last plateau_length steps halves the step

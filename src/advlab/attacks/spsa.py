@@ -96,6 +96,7 @@ def _core(
     logp = counter.clean_log_probs(x)
     best_loss = loss_fn(logp, labels, targeted)
     success = is_success(logp, labels, targeted)
+    counter.note_success(torch.arange(n, device=x.device), success)
     x_best, x_adv = x.clone(), x.clone()
     m, v = torch.zeros_like(x), torch.zeros_like(x)
     b1, b2 = ADAM_BETAS
@@ -129,6 +130,7 @@ def _core(
             better = (succ & ~success[idx]) | ((loss > best_loss[idx]) & ~success[idx])
             x_best[idx[better]] = x_new[better]
             best_loss[idx[better]] = loss[better]
+            counter.note_success(idx, succ)
             success[idx] |= succ
             trace.append(float(loss.mean()))
     except STOP_ERRORS as exc:
