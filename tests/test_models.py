@@ -1,0 +1,135 @@
+"""Classifier: normalisation inside the wrapper, attack mode that restores state, warnings on suspicious models."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from advlab import Classifier, ThreatModel
+from advlab.attacks import fgsm, pgd
+from advlab.models import as_classifier, check_suspicious_outputs
+
+
+class _Identity(nn.Module):
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1)
+
+
+def test_normalisation_equals_manual_per_channel():
+    mean, std = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+    clf = Classifier(_Identity(), mean=mean, std=std)
+    x = torch.rand(4, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    manual = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(clf(x), manual.reshape(4, -1))
+    torch.testing.assert_close(clf.normalize(x), manual)
+    # single value broadcasts over channels; no normalisation is the identity
+    one = Classifier(_Identity(), mean=[0.5], std=[0.25])
+    torch.testing.assert_close(one(x), ((x - 0.5) / 0.25).reshape(4, -1))
+    assert torch.equal(Classifier(_Identity())(x), x.reshape(4, -1))
+
+
+def test_eps_is_in_raw_units_with_normalisation(normalized_mlp_model, mlp_model, digits_batch):
+    """The normalised wrapper computes the same function, so an attack gives the same result in raw space."""
+    x, y = digits_batch
+    with torch.no_grad():
+        torch.testing.assert_close(normalized_mlp_model(x), mlp_model(x), rtol=1e-4, atol=1e-4)
+    threat = ThreatModel("linf", 0.1)
+    a = fgsm(normalized_mlp_model, x, y, threat)
+    b = fgsm(mlp_model, x, y, threat)
+    assert float((a.x_adv - x).abs().max()) <= 0.1 + 1e-6
+    assert float((a.x_adv != b.x_adv).float().mean()) < 0.01  # equal up to sign flips of ~0 gradients
+
+
+def test_attack_mode_sets_eval_and_freezes_then_restores():
+    net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    clf = Classifier(net)
+    clf.train()
+    net[1].eval()  # a mixed state
+    params = list(clf.parameters())
+    params[0].requires_grad_(False)
+    modes = {m: m.training for m in clf.modules()}
+    flags = [p.requires_grad for p in params]
+    with pytest.warns(UserWarning, match="train mode"):
+        with clf.attack_mode() as inner:
+            assert inner is clf
+            assert not any(m.training for m in clf.modules())
+            assert not any(p.requires_grad for p in params)
+    assert {m: m.training for m in clf.modules()} == modes
+    assert [p.requires_grad for p in params] == flags
+
+
+def test_attack_mode_restores_after_an_exception():
+    clf = Classifier(nn.Linear(3, 2)).train()
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="boom"):
+        with clf.attack_mode():
+            raise RuntimeError("boom")
+    assert clf.training and all(p.requires_grad for p in clf.parameters())
+
+
+def test_eval_model_does_not_warn():
+    clf = Classifier(nn.Linear(3, 2)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with clf.attack_mode():
+            pass
+
+
+def test_probability_outputs_warn(digits_batch, mlp_model):
+    probs = nn.Sequential(mlp_model.module, nn.Softmax(dim=1))
+    clf = Classifier(probs, num_classes=10).eval()
+    x, y = digits_batch
+    with pytest.warns(UserWarning, match="look like probabilities"):
+        pgd(clf, x, y, ThreatModel("linf", 0.1), steps=2)
+    with pytest.warns(UserWarning, match="probabilities"):
+        check_suspicious_outputs(torch.softmax(torch.randn(5, 3), 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_suspicious_outputs(torch.randn(5, 3))  # logits: silent
+        check_suspicious_outputs(torch.rand(5, 1))  # one output: nothing to say
+
+
+def test_predict_and_device(mlp_model, digits):
+    x = digits["x_test"]
+    with torch.no_grad():
+        expected = mlp_model(x).argmax(1)
+    assert torch.equal(mlp_model.predict(x, batch_size=7), expected)
+    assert mlp_model.device == torch.device("cpu")
+    assert Classifier(nn.ReLU()).device == torch.device("cpu")  # no parameters
+
+
+def test_as_classifier():
+    clf = Classifier(nn.Linear(3, 2))
+    assert as_classifier(clf) is clf
+    wrapped = as_classifier(nn.Linear(3, 2), bounds=(-1.0, 1.0))
+    assert isinstance(wrapped, Classifier) and wrapped.bounds == (-1.0, 1.0) and not wrapped.has_normalization
+    with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
+        as_classifier(lambda x: x)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"mean": [0.5]}, ValueError, "mean/std: give both or neither"),
+        ({"mean": [0.5, 0.5], "std": [0.2]}, ValueError, "mean/std: expected the same length"),
+        ({"mean": [0.5], "std": [0.0]}, ValueError, "std: expected positive values"),
+    ],
+)
+def test_classifier_rejects_bad_normalisation(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        Classifier(nn.Linear(3, 2), **kwargs)
+
+
+def test_classifier_rejects_non_modules_and_double_wrapping():
+    with pytest.raises(TypeError, match="module: expected a torch.nn.Module"):
+        Classifier("net")
+    with pytest.raises(TypeError, match="module: already a Classifier"):
+        Classifier(Classifier(nn.Linear(3, 2)))
+
+
+def test_normalisation_buffers_follow_the_module_and_are_not_saved():
+    clf = Classifier(nn.Linear(3, 2), mean=[0.1], std=[0.2])
+    assert "mean" not in clf.state_dict() and "std" not in clf.state_dict()
+    assert clf.mean.dtype == torch.float32 and clf.mean.shape == (1,)

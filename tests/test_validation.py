@@ -1,0 +1,132 @@
+"""Input checks: every error names the argument, says what was expected and what came."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from advlab import validation as v
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: v.check_int("steps", 1.5), TypeError, r"^steps: expected an int, got float 1.5"),
+        (lambda: v.check_int("steps", True), TypeError, r"^steps: expected an int, got bool"),
+        (lambda: v.check_int("steps", 0, minimum=1), ValueError, r"^steps: expected an int >= 1, got 0"),
+        (lambda: v.check_int("batch", 9, maximum=8), ValueError, r"^batch: expected an int <= 8, got 9"),
+        (lambda: v.check_float("step_size", "x"), TypeError, r"^step_size: expected a number, got str"),
+        (lambda: v.check_float("decay", float("inf")), ValueError, r"^decay: expected a finite number"),
+        (lambda: v.check_float("lr", 0.0, minimum=0.0, strict_min=True), ValueError, r"^lr: expected a number > 0.0"),
+        (lambda: v.check_float("p", 1.5, maximum=1.0), ValueError, r"^p: expected a number <= 1.0, got 1.5"),
+        (lambda: v.check_float("p", 1.0, maximum=1.0, strict_max=True), ValueError, r"^p: expected a number < 1.0"),
+        (lambda: v.check_choice("loss", "mse", ["ce", "margin"]), ValueError, r"^loss: expected one of \['ce', 'margin'\], got 'mse'"),
+        (lambda: v.check_eps_list([]), ValueError, r"^eps: expected at least one value"),
+        (lambda: v.check_eps_list([0.1, 0.05]), ValueError, r"^eps: expected strictly increasing"),
+        (lambda: v.check_eps_list([0.1, -1]), ValueError, r"^eps\[1\]: expected a number >= 0.0"),
+        (lambda: v.check_tensor_like("x", [1, 2]), TypeError, r"^x: expected a torch.Tensor or numpy.ndarray, got list"),
+    ],
+)
+def test_scalar_checks_name_the_argument(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_scalar_checks_return_converted_values():
+    assert v.check_int("steps", np.int64(3)) == 3 and isinstance(v.check_int("steps", np.int64(3)), int)
+    assert v.check_float("eps", 1) == 1.0 and isinstance(v.check_float("eps", np.float32(0.5)), float)
+    assert v.check_float("eps", torch.tensor(0.25)) == 0.25
+    assert v.check_eps_list([0, 0.1, 0.3]) == [0.0, 0.1, 0.3]
+    v.check_choice("norm", "l2", ["linf", "l2"])  # no error
+
+
+def test_choice_remedy_is_appended():
+    with pytest.raises(ValueError, match="Use lower case"):
+        v.check_choice("norm", "L2", ["l2"], remedy="Use lower case.")
+
+
+@pytest.mark.parametrize(
+    "x,exc,match",
+    [
+        (torch.zeros(2, 3, dtype=torch.int64), TypeError, r"^x: expected a floating-point tensor, got dtype torch.int64"),
+        (torch.zeros(3), ValueError, r"^x: expected a batch of shape \(N, \.\.\.\), got shape \(3,\)"),
+        (torch.zeros(0, 3), ValueError, r"^x: the batch is empty"),
+        (torch.tensor([[0.5, float("nan")], [0.1, 0.2]]), ValueError, r"^x: contains NaN or inf in 1 example"),
+        (torch.tensor([[0.5, 1.5]]), ValueError, r"^x: values must lie inside bounds \(0.0, 1.0\), got range \[0.5, 1.5\]"),
+    ],
+)
+def test_check_input(x, exc, match):
+    with pytest.raises(exc, match=match):
+        v.check_input(x, (0.0, 1.0))
+
+
+def test_check_input_uses_the_given_name():
+    with pytest.raises(ValueError, match=r"^x_init: values must lie"):
+        v.check_input(torch.full((1, 2), -0.5), (0.0, 1.0), name="x_init")
+    v.check_input(torch.full((1, 2), -0.5), (-1.0, 1.0))  # inside other bounds: fine
+
+
+@pytest.mark.parametrize(
+    "y,n,k,exc,match",
+    [
+        (torch.zeros(2, 2, dtype=torch.long), 2, 10, ValueError, r"^y: expected a vector of class indices of shape \(2,\)"),
+        (torch.zeros(3), 3, 10, TypeError, r"^y: expected integer class indices, got dtype torch.float32"),
+        (torch.zeros(3, dtype=torch.bool), 3, 10, TypeError, r"^y: expected integer class indices"),
+        (torch.zeros(3, dtype=torch.long), 4, 10, ValueError, r"^y: expected 4 labels \(one per example of x\), got 3"),
+        (torch.tensor([0, -1]), 2, 10, ValueError, r"^y: class indices must be >= 0, got -1"),
+        (torch.tensor([0, 10]), 2, 10, ValueError, r"^y: class index 10 is out of range for a model with 10 classes"),
+    ],
+)
+def test_check_labels(y, n, k, exc, match):
+    with pytest.raises(exc, match=match):
+        v.check_labels(y, n, k)
+
+
+def test_check_labels_without_num_classes_and_name():
+    v.check_labels(torch.tensor([0, 99]), 2, None)
+    with pytest.raises(ValueError, match=r"^target: class index"):
+        v.check_labels(torch.tensor([0, 5]), 2, 3, name="target")
+
+
+def test_check_target():
+    y = torch.tensor([1, 2, 3])
+    v.check_target(torch.tensor([0, 0, 0]), y, 10)
+    with pytest.raises(ValueError, match=r"^target: equals the true label for 2 example\(s\) \(first at index 1\)"):
+        v.check_target(torch.tensor([0, 2, 3]), y, 10)
+    with pytest.raises(ValueError, match=r"^target: expected 3 labels"):
+        v.check_target(torch.tensor([0, 0]), y, 10)
+
+
+def test_check_threat_args_names_each_field():
+    with pytest.raises(ValueError, match=r"^norm: expected one of"):
+        v.check_threat_args("L2", 0.1, (0, 1))
+    with pytest.raises(ValueError, match=r"^eps: expected a radius >= 0, got -1.0"):
+        v.check_threat_args("l2", -1, (0, 1))
+    with pytest.raises(ValueError, match=r"^bounds: expected a pair"):
+        v.check_threat_args("l2", 1, 1.0)
+    with pytest.raises(ValueError, match=r"^bounds\[0\]: expected a finite number"):
+        v.check_threat_args("l2", 1, (float("-inf"), 1.0))
+    with pytest.raises(ValueError, match=r"^bounds: expected low < high"):
+        v.check_threat_args("l2", 1, (1, 1))
+
+
+def test_check_model_output():
+    v.check_model_output(torch.zeros(4, 10), 4)
+    with pytest.raises(TypeError, match=r"^model: expected the forward pass to return a tensor of logits, got tuple"):
+        v.check_model_output((torch.zeros(4, 10),), 4)
+    with pytest.raises(ValueError, match=r"^model: expected logits of shape \(4, num_classes\), got \(4, 10, 1\)"):
+        v.check_model_output(torch.zeros(4, 10, 1), 4)
+    with pytest.raises(ValueError, match=r"^model: expected logits of shape \(4, num_classes\), got \(3, 10\)"):
+        v.check_model_output(torch.zeros(3, 10), 4)
+
+
+def test_check_input_shape():
+    v.check_input_shape(torch.zeros(2, 1, 8, 8), None)
+    v.check_input_shape(torch.zeros(2, 1, 8, 8), (1, 8, 8))
+    with pytest.raises(ValueError, match=r"^x: wrong rank for the model: .* Reshape with x.reshape\(-1, \*\(1, 8, 8\)\)"):
+        v.check_input_shape(torch.zeros(2, 64), (1, 8, 8))
+    with pytest.raises(ValueError, match=r"^x: wrong shape .* expects 1 channel\(s\) first \(N, C, H, W\); got 3"):
+        v.check_input_shape(torch.zeros(2, 3, 8, 8), (1, 8, 8))
+    with pytest.raises(ValueError, match=r"^x: wrong shape"):
+        v.check_input_shape(torch.zeros(2, 1, 8, 9), (1, 8, 8))
