@@ -10,6 +10,7 @@ from advlab.attacks.fgsm import FGSM, fgsm
 from advlab.attacks.mifgsm import MIFGSM, mifgsm
 from advlab.attacks.pgd import PGD, pgd
 from advlab.attacks.rfgsm import RFGSM, rfgsm
+from advlab.attacks.square import Square, square
 from advlab.attacks.spsa import SPSA, spsa
 from advlab.attacks.nes import NES, nes
 from advlab.attacks.boundary import Boundary, boundary
@@ -20,4 +21,5 @@ __all__ = [
     "BIM", "ILLC", "bim", "illc", "FGSM", "fgsm", "MIFGSM", "mifgsm", "PGD", "pgd", "RFGSM", "rfgsm",
     "APGD", "APGDT", "apgd", "apgd_t",
     "SPSA", "spsa", "NES", "nes", "Boundary", "boundary", "HopSkipJump", "hopskipjump",
+    "Square", "square",
 ]

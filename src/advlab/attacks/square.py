@@ -1,0 +1,355 @@
+"""Square Attack (Andriushchenko et al. 2020): score-based random search with square updates, linf and l2.
+
+The attack only calls the model's forward pass (no gradients). It starts from a structured point on the
+boundary of the eps-ball (vertical stripes for linf, a grid of pseudo-Gaussian blocks for l2) and at each
+iteration proposes a change restricted to a random square window whose side shrinks on a fixed schedule;
+a proposal is kept when it increases the loss. Every example stops as soon as it is fooled, and its queries
+are counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab import validation
+from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator, run_attack
+from advlab.goals import Goal, is_success
+from advlab.losses import cross_entropy, margin
+from advlab.result import AttackResult
+from advlab.threat import ThreatModel
+
+DEFAULT_N_QUERIES = 5000
+"""Query budget per example (the clean check and the initial point included)."""
+P_INIT = 0.8
+"""Initial fraction of pixels a square covers (AutoAttack's value; the paper tunes 0.05-0.3 per data set)."""
+SCHEDULE_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+"""The square's area ``p`` halves after each of these iterations (for a budget of 10,000 queries) ..."""
+SCHEDULE_BUDGET = 10_000
+"""... and the schedule is rescaled to the actual budget: iteration ``i`` counts as ``i / n_queries * 10,000``."""
+MAX_RESAMPLES = 10
+"""linf: redraw the colours of a window at most this many times when the proposal would not change the image."""
+L2_MIN_SIDE = 3
+"""l2 windows are at least 3 pixels wide (and of odd side) so the pseudo-Gaussian pattern has a centre."""
+L2_INIT_GRID = 5
+"""The l2 initialisation tiles the image with blocks of side ``height // 5``."""
+
+_TINY = 1e-12
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+def p_schedule(i: int, n_queries: int, p_init: float = P_INIT) -> float:
+    """Fraction of the image a square covers at iteration ``i`` (Andriushchenko et al. 2020, Sec. 3).
+
+    ``p_init`` halves after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a 10,000-query
+    budget; for another budget the iteration is rescaled to ``int(i / n_queries * 10000)``.
+
+    Example:
+        >>> p_schedule(0, 10_000), p_schedule(11, 10_000), p_schedule(8001, 10_000)
+        (0.8, 0.4, 0.0015625)
+    """
+    it = int(i / n_queries * SCHEDULE_BUDGET)
+    return p_init / 2 ** sum(it > t for t in SCHEDULE_POINTS)
+
+
+# ---------------------------------------------------------------------------------------------- windows
+def _as_image(x: torch.Tensor) -> torch.Tensor:
+    """View ``x`` as ``(N, C, H, W)``: images as they are, ``(N, C, L)`` as one row, anything else as one flat row."""
+    if x.dim() == 4:
+        return x
+    if x.dim() == 3:
+        return x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+    return x.reshape(x.shape[0], 1, 1, -1)
+
+
+def window_size(p: float, height: int, width: int, *, minimum: int = 1, odd: bool = False) -> tuple[int, int]:
+    """Side(s) of a window covering a fraction ``p`` of the ``height x width`` plane.
+
+    Images get squares of side ``round(sqrt(p * H * W))``; one-row (or one-column) inputs get segments of
+    length ``round(p * L)``. The result is at least ``minimum``, odd when asked, and fits the plane.
+    """
+    if height > 1 and width > 1:
+        s = max(int(round(math.sqrt(p * height * width))), minimum)
+        if odd and s % 2 == 0:
+            s += 1
+        s = min(s, height, width)
+        return s, s
+    length = max(int(round(p * height * width)), minimum)
+    if odd and length % 2 == 0:
+        length += 1
+    length = min(length, height * width)
+    return (length, 1) if width == 1 else (1, length)
+
+
+def _random_windows(
+    n: int, sh: int, sw: int, height: int, width: int, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random window per example: ``(mask (N, 1, H, W), top (N,), left (N,))``."""
+    top = torch.randint(0, height - sh + 1, (n,), generator=generator, device=generator.device).to(device)
+    left = torch.randint(0, width - sw + 1, (n,), generator=generator, device=generator.device).to(device)
+    rows = torch.arange(height, device=device)[None, :]
+    cols = torch.arange(width, device=device)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + sh)
+    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + sw)
+    mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+    return mask, top, left
+
+
+def _random_signs(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    s = torch.randint(0, 2, shape, generator=generator, device=generator.device).to(like.device, like.dtype)
+    return 2 * s - 1
+
+
+# ---------------------------------------------------------------------------------------------- l2 patterns
+def _eta(a: int, b: int) -> torch.Tensor:
+    """Concentric rectangles around the centre with weights ``1 / (k + 1)^2`` (the paper's ``eta``), unit l2 norm."""
+    rc, cc = a // 2, b // 2
+    rings = max(a // 2 + 1, b // 2 + 1)
+    r = torch.arange(a, dtype=torch.float64)[:, None]
+    c = torch.arange(b, dtype=torch.float64)[None, :]
+    ring = torch.maximum((r - rc).abs(), (c - cc).abs())
+    k = torch.arange(rings, dtype=torch.float64)
+    weights = 1.0 / (k + 1) ** 2
+    value = (weights[None, None, :] * (k[None, None, :] >= ring[:, :, None])).sum(-1)
+    return value / value.norm()
+
+
+def pseudo_gaussian_pattern(a: int, b: int) -> torch.Tensor:
+    """The l2 update pattern of the paper: ``+eta`` on the first half, ``-eta`` on the second, unit l2 norm.
+
+    The halves split the longer side (rows for a square); callers transpose square patterns at random.
+    """
+    if a < b:
+        return pseudo_gaussian_pattern(b, a).T.contiguous()
+    top = a // 2
+    out = torch.zeros(a, b, dtype=torch.float64)
+    if top > 0:
+        out[:top] = _eta(top, b)
+    out[top:] = -_eta(a - top, b)
+    return out / out.norm()
+
+
+def _place(pattern: torch.Tensor, flip: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
+           width: int) -> torch.Tensor:
+    """Put ``pattern`` (transposed where ``flip``) at each example's window; zeros elsewhere, ``(N, 1, H, W)``."""
+    sh, sw = pattern.shape
+    n = top.shape[0]
+    device = top.device
+    per_example = pattern[None].expand(n, sh, sw)
+    if sh == sw:
+        per_example = torch.where(flip[:, None, None], pattern.T[None], per_example)
+    rel_r = torch.arange(height, device=device)[None, :] - top[:, None]
+    rel_c = torch.arange(width, device=device)[None, :] - left[:, None]
+    inside = ((rel_r >= 0) & (rel_r < sh))[:, :, None] & ((rel_c >= 0) & (rel_c < sw))[:, None, :]
+    rr = rel_r.clamp(0, sh - 1)[:, :, None].expand(n, height, width)
+    cc = rel_c.clamp(0, sw - 1)[:, None, :].expand(n, height, width)
+    idx = torch.arange(n, device=device)[:, None, None].expand(n, height, width)
+    full = per_example[idx, rr, cc] * inside
+    return full[:, None]
+
+
+def _l2_init(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+    """The paper's l2 start: a grid of pseudo-Gaussian blocks with random signs per channel, scaled to norm eps."""
+    n, c, h, w = x.shape
+    bh = max(h // L2_INIT_GRID, 1) if h > 1 else 1
+    bw = max(w // L2_INIT_GRID, 1) if w > 1 else 1
+    if h > 1 and w > 1:
+        bh = bw = min(bh, bw)
+    off_h, off_w = (h - bh * L2_INIT_GRID) // 2 if h > 1 else 0, (w - bw * L2_INIT_GRID) // 2 if w > 1 else 0
+    off_h, off_w = max(off_h, 0), max(off_w, 0)
+    delta = torch.zeros_like(x)
+    for top in range(off_h, h - bh + 1, bh):
+        for left in range(off_w, w - bw + 1, bw):
+            pattern = pseudo_gaussian_pattern(bh, bw).to(x.device, x.dtype)
+            if bh == bw and bool(torch.randint(0, 2, (1,), generator=generator, device=generator.device)):
+                pattern = pattern.T
+            signs = _random_signs((n, c, 1, 1), generator, x)
+            delta[:, :, top:top + bh, left:left + bw] += pattern[None, None] * signs
+    norms = delta.reshape(n, -1).norm(dim=1).clamp_min(_TINY)
+    return delta / norms[:, None, None, None] * eps
+
+
+# ---------------------------------------------------------------------------------------------- proposals
+def _propose_linf(x, x_best, p, eps, bounds, generator):
+    n, c, h, w = x.shape
+    sh, sw = window_size(p, h, w)
+    mask, _, _ = _random_windows(n, sh, sw, h, w, generator, x.device)
+    delta = x_best - x
+    signs = _random_signs((n, c, 1, 1), generator, x)
+    x_new = (x + torch.where(mask, eps * signs, delta)).clamp(*bounds)
+    for _ in range(MAX_RESAMPLES):  # a proposal identical to the current point would waste a query
+        same = ((x_new - x_best).abs() * mask).reshape(n, -1).amax(dim=1) < 1e-7
+        if not bool(same.any()):
+            break
+        redraw = _random_signs((n, c, 1, 1), generator, x)
+        signs = torch.where(same[:, None, None, None], redraw, signs)
+        x_new = (x + torch.where(mask, eps * signs, delta)).clamp(*bounds)
+    return x_new
+
+
+def _propose_l2(x, x_best, p, eps, bounds, generator):
+    n, c, h, w = x.shape
+    sh, sw = window_size(p, h, w, minimum=L2_MIN_SIDE, odd=True)
+    mask1, top, left = _random_windows(n, sh, sw, h, w, generator, x.device)
+    mask2, _, _ = _random_windows(n, sh, sw, h, w, generator, x.device)
+    delta = x_best - x
+    sq = delta**2
+    norm_w1 = (sq * mask1).sum(dim=(2, 3), keepdim=True).sqrt()
+    norm_union = (sq * (mask1 | mask2)).sum(dim=(2, 3), keepdim=True).sqrt()
+    norm_all = sq.reshape(n, -1).sum(dim=1).sqrt()[:, None, None, None]
+    pattern = pseudo_gaussian_pattern(sh, sw).to(x.device, x.dtype)
+    flip = torch.randint(0, 2, (n,), generator=generator, device=generator.device).bool().to(x.device)
+    placed = _place(pattern, flip, top, left, h, w)
+    signs = _random_signs((n, c, 1, 1), generator, x)
+    # New window content: the pattern plus the window's current content (normalised), rescaled so that the
+    # mass of both windows, and whatever the ball still has room for, goes into the first window.
+    new = placed * signs + delta * mask1 / (norm_w1 + _TINY)
+    new_norm = (new**2 * mask1).sum(dim=(2, 3), keepdim=True).sqrt()
+    budget = ((eps**2 - norm_all**2).clamp_min(0.0) / c + norm_union**2).sqrt()
+    new = new / (new_norm + _TINY) * budget
+    delta = torch.where(mask2, torch.zeros_like(delta), delta)
+    delta = torch.where(mask1, new, delta)
+    norms = delta.reshape(n, -1).norm(dim=1).clamp_min(_TINY)[:, None, None, None]
+    return (x + delta / norms * eps).clamp(*bounds)
+
+
+# ---------------------------------------------------------------------------------------------- core
+def _core(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    threat: ThreatModel,
+    *,
+    n_queries: int,
+    p_init: float,
+    generator: torch.Generator,
+) -> AttackOutput:
+    shape = x.shape
+    xi = _as_image(x)
+    n = xi.shape[0]
+    eps, bounds = threat.eps, threat.bounds
+    queries = torch.zeros(n, dtype=torch.int64, device=x.device)
+
+    @torch.no_grad()
+    def evaluate(x_img: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One query per example: (loss to maximise, success). Margin loss untargeted, -CE targeted."""
+        logits = model(x_img.reshape((x_img.shape[0],) + tuple(shape[1:])))
+        queries[idx] += 1
+        lab = labels[idx]
+        loss = cross_entropy(logits, lab, True) if targeted else margin(logits, lab, False)
+        return loss, is_success(logits, lab, targeted)
+
+    everyone = torch.arange(n, device=x.device)
+    best_loss, fooled = evaluate(xi, everyone)  # the clean point: already-fooled examples cost one query
+    x_best = xi.clone()
+    trace: list[torch.Tensor] = []
+    idx = (~fooled).nonzero().flatten()
+    if n_queries >= 2 and idx.numel():
+        xs = xi[idx]
+        if threat.norm == "linf":
+            stripes = _random_signs((idx.numel(), xi.shape[1], 1, xi.shape[3]), generator, xi)
+            x_init = (xs + eps * stripes).clamp(*bounds)
+        else:
+            x_init = (xs + _l2_init(xs, eps, generator)).clamp(*bounds)
+        loss, succ = evaluate(x_init, idx)
+        x_best[idx] = x_init
+        best_loss[idx] = loss
+        fooled[idx] = succ
+    propose = _propose_linf if threat.norm == "linf" else _propose_l2
+    for i in range(max(n_queries - 2, 0)):
+        idx = (~fooled).nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        p = p_schedule(i, n_queries, p_init)
+        x_new = propose(xi[idx], x_best[idx], p, eps, bounds, generator)
+        loss, succ = evaluate(x_new, idx)
+        accept = (loss > best_loss[idx]) | succ
+        sel = idx[accept]
+        x_best[sel] = x_new[accept]
+        best_loss[sel] = loss[accept]
+        fooled[sel] = succ[accept]
+        trace.append(best_loss.mean())
+    loss_trace = torch.stack(trace) if trace else torch.empty(0)
+    return AttackOutput(x_best.reshape(shape), queries=queries, loss_trace=loss_trace)
+
+
+def square(
+    model: nn.Module,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None = None,
+    n_queries: int = DEFAULT_N_QUERIES,
+    p_init: float = P_INIT,
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """Square Attack: random search over square-shaped updates, using only the model's outputs.
+
+    linf: start from vertical stripes of ``+-eps`` (one random sign per column and channel); each iteration
+    picks a random window of area ``p * H * W`` per example and sets it to ``+-eps`` (one random sign per
+    channel). l2: start from a grid of pseudo-Gaussian blocks scaled to norm eps; each iteration moves the
+    perturbation mass of a second random window into the first one, adds a pseudo-Gaussian pattern there
+    and rescales the whole perturbation to norm eps. ``p`` follows :func:`p_schedule`. A proposal is kept when
+    it increases the loss (margin ``max_{j != y} z_j - z_y`` untargeted, ``-CE(logits, target)`` targeted)
+    or reaches the goal; only examples not yet fooled are queried.
+
+    ``AttackResult.queries`` counts, per example, every forward evaluation the attack made for it: the
+    clean point (1 query, after which already-misclassified examples stop), the initial point, and one per
+    iteration until it is fooled. It never exceeds ``n_queries``. Non-image inputs ``(N, D)`` are treated as a
+    single row of pixels, so the windows become segments.
+
+    Args:
+        model: a ``torch.nn.Module`` returning logits (or scores), or an ``advlab.Classifier``.
+        x: inputs inside ``threat.bounds`` (torch or numpy), ``(N, C, H, W)`` images or ``(N, D)`` vectors.
+        y: true labels, shape ``(N,)``.
+        threat: norm ``"linf"`` or ``"l2"``, eps and bounds.
+        goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
+        n_queries: query budget per example (5000).
+        p_init: initial fraction of the image covered by a square (0.8).
+        generator: ``torch.Generator`` or int seed (default seed 0).
+
+    Returns:
+        AttackResult with per-example ``queries`` and the mean best loss per iteration as ``loss_trace``.
+
+    Raises:
+        ValueError: on an unsupported norm, bad settings or bad input.
+
+    References:
+        Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient black-box adversarial
+        attack via random search", arXiv:1912.00049.
+
+    Example:
+        >>> result = square(model, x, y, ThreatModel("linf", 8 / 255), n_queries=1000)
+        >>> result.queries.float().mean()
+    """
+    n_queries = validation.check_int("n_queries", n_queries, minimum=1)
+    p_init = validation.check_float("p_init", p_init, minimum=0.0, maximum=1.0, strict_min=True)
+    return run_attack(
+        _core, model, x, y, threat, goal=goal, name="square", norms=Square.norms,
+        n_queries=n_queries, p_init=p_init, generator=make_generator(generator),
+    )
+
+
+@ATTACKS.register("square")
+@dataclass(frozen=True)
+class Square(AttackConfig):
+    """Config for :func:`square` (Andriushchenko et al. 2020, arXiv:1912.00049)."""
+
+    n_queries: int = DEFAULT_N_QUERIES
+    p_init: float = P_INIT
+
+    name = "square"
+    norms = ("linf", "l2")
+    needs_gradients = False
+    stochastic = True
+    query_based = True
+    paper = "Andriushchenko et al. 2020, arXiv:1912.00049"
+
+    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
+        return square(model, x, y, threat, goal=goal, generator=generator, **self.settings())

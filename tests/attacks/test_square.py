@@ -1,0 +1,169 @@
+"""Square Attack against independent oracles: the paper's p schedule written out, an exact query count by a
+counting wrapper, the analytic linf optimum of a linear model, and the hand-computed l2 pattern."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advlab import Classifier, Targeted, ThreatModel
+from advlab.attacks import Square, square
+from advlab.attacks.square import p_schedule, pseudo_gaussian_pattern, window_size
+
+
+class CountingModel(nn.Module):
+    """Counts every example the model evaluates and checks that no gradient is ever taken."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert not torch.is_grad_enabled(), "a score-based attack must not build graphs"
+        self.rows += x.shape[0]
+        return self.module(x)
+
+
+def _reference_p(it: int, n_iters: int, p_init: float) -> float:
+    """The schedule as printed in the paper's code: an if/elif ladder on the rescaled iteration."""
+    it = int(it / n_iters * 10000)
+    if 10 < it <= 50:
+        return p_init / 2
+    if 50 < it <= 200:
+        return p_init / 4
+    if 200 < it <= 500:
+        return p_init / 8
+    if 500 < it <= 1000:
+        return p_init / 16
+    if 1000 < it <= 2000:
+        return p_init / 32
+    if 2000 < it <= 4000:
+        return p_init / 64
+    if 4000 < it <= 6000:
+        return p_init / 128
+    if 6000 < it <= 8000:
+        return p_init / 256
+    if 8000 < it:
+        return p_init / 512
+    return p_init
+
+
+@pytest.mark.parametrize("n_queries", [10_000, 5000, 1000, 37])
+def test_p_schedule_matches_the_paper(n_queries):
+    for i in range(n_queries):
+        assert p_schedule(i, n_queries, 0.3) == _reference_p(i, n_queries, 0.3)
+
+
+def test_window_sizes():
+    assert window_size(0.8, 32, 32) == (29, 29)  # round(sqrt(0.8 * 1024)) = 29
+    assert window_size(1e-4, 32, 32) == (1, 1)
+    assert window_size(0.05, 8, 8, minimum=3, odd=True) == (3, 3)
+    assert window_size(0.25, 1, 20) == (1, 5)
+    assert window_size(0.25, 20, 1) == (5, 1)
+
+
+def test_l2_pattern_is_the_papers_eta():
+    """eta on a 3x3 window: centre 1 + 1/4, ring 1/4; the pattern stacks +eta(1, 3) over -eta(2, 3)."""
+    p = pseudo_gaussian_pattern(3, 3)
+    top = torch.tensor([[0.25, 1.25, 0.25]], dtype=torch.float64)
+    top = top / top.norm()
+    bottom = torch.tensor([[0.25, 0.25, 0.25], [0.25, 1.25, 0.25]], dtype=torch.float64)  # centre row a // 2 = 1
+    bottom = bottom / bottom.norm()
+    want = torch.cat([top, -bottom])
+    want = want / want.norm()
+    torch.testing.assert_close(p, want)
+    assert float(pseudo_gaussian_pattern(6, 6).norm()) == pytest.approx(1.0)
+    torch.testing.assert_close(pseudo_gaussian_pattern(1, 6), pseudo_gaussian_pattern(6, 1).T)
+
+
+# ---------------------------------------------------------------------- queries
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
+def test_queries_equal_forward_evaluations_and_respect_the_budget(norm, eps, digits_batch, mlp_model):
+    x, y = digits_batch
+    counter = CountingModel(mlp_model.module)
+    model = Classifier(counter, num_classes=10, input_shape=(1, 8, 8)).eval()
+    n_queries = 60
+    res = square(model, x, y, ThreatModel(norm, eps), n_queries=n_queries)
+    # run_attack itself evaluates the clean batch once and the returned batch once: 2 N rows
+    assert counter.rows - 2 * x.shape[0] == int(res.queries.sum())
+    assert int(res.queries.max()) <= n_queries and int(res.queries.min()) >= 1
+    # examples never fooled spent the whole budget; fooled ones stopped at their success
+    assert bool((res.queries[~res.success] == n_queries).all())
+
+
+def test_budget_is_exact_when_nothing_can_be_fooled(make_linear_binary):
+    model, w, x, y = _linear_points(make_linear_binary)
+    counter = CountingModel(model.module)
+    clf = Classifier(counter, num_classes=2, input_shape=(20,), bounds=(-100.0, 100.0)).eval()
+    res = square(clf, x, y, ThreatModel("linf", 0.05, (-100.0, 100.0)), n_queries=37)
+    assert res.queries.tolist() == [37] * x.shape[0]
+    assert counter.rows == 37 * x.shape[0] + 2 * x.shape[0]
+
+
+def test_already_misclassified_examples_cost_one_query(digits, mlp_model):
+    x, y = digits["x_test"], digits["y_test"]
+    with torch.no_grad():
+        wrong = mlp_model(x).argmax(1) != y
+    assert bool(wrong.any())
+    res = square(mlp_model, x[wrong], y[wrong], ThreatModel("linf", 0.05), n_queries=50)
+    assert res.queries.tolist() == [1] * int(wrong.sum())
+    assert bool(res.success.all())
+    torch.testing.assert_close(res.x_adv, x[wrong])
+
+
+# ---------------------------------------------------------------------- linear model
+def _linear_points(make_linear_binary, d=20, n=6):
+    model, w, b = make_linear_binary(d=d, seed=7)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(100, d, generator=g) * 2
+    m = x @ w + b
+    keep = (m.abs() > 5).nonzero().flatten()[:n]
+    return model, w, x[keep], (m[keep] > 0).long()
+
+
+def test_linf_reaches_the_analytic_optimum_on_a_linear_model(make_linear_binary):
+    """The margin loss of w.x is maximised at delta = -eps * sign(w) * sign(margin): every coordinate must get there."""
+    model, w, x, y = _linear_points(make_linear_binary)
+    eps = 0.05
+    res = square(model, x, y, ThreatModel("linf", eps, (-100.0, 100.0)), n_queries=800)
+    assert not bool(res.success.any())
+    sign_y = torch.where(y == 1, 1.0, -1.0)[:, None]
+    torch.testing.assert_close(res.x_adv - x, -eps * w.sign()[None] * sign_y, rtol=0, atol=1e-6)
+
+
+def test_l2_stays_on_the_sphere_and_approaches_the_optimum(make_linear_binary):
+    model, w, x, y = _linear_points(make_linear_binary)
+    eps = 0.5
+    res = square(model, x, y, ThreatModel("l2", eps, (-100.0, 100.0)), n_queries=1000)
+    torch.testing.assert_close(res.distance, torch.full_like(res.distance, eps), rtol=1e-5, atol=1e-5)
+    moved = torch.where(y == 1, 1.0, -1.0) * ((x - res.x_adv) @ w)
+    optimum = eps * w.norm()
+    assert bool((moved <= optimum * (1 + 1e-5)).all())
+    # a random direction gains ~ optimum / sqrt(20) ~ 0.22 optimum; the search must get most of the way
+    assert bool((moved >= 0.75 * optimum).all())
+
+
+# ---------------------------------------------------------------------- trained model
+def test_fools_the_trained_mlp_and_targeted_means_target(digits_batch, mlp_model):
+    x, y = digits_batch
+    res = square(mlp_model, x, y, ThreatModel("linf", 0.3), n_queries=300)
+    assert res.success_rate >= 0.9
+    target = (y + 1) % 10
+    res_t = square(mlp_model, x, y, ThreatModel("linf", 0.3), goal=Targeted(target), n_queries=300)
+    with torch.no_grad():
+        assert torch.equal(res_t.success, mlp_model(res_t.x_adv).argmax(1) == target)
+    assert res_t.success_rate >= 0.5
+
+
+def test_config_flags_and_bad_settings(digits_batch, mlp_model):
+    assert Square.needs_gradients is False and Square.query_based and Square.stochastic
+    assert Square().n_queries == 5000 and Square.norms == ("linf", "l2")
+    x, y = digits_batch
+    with pytest.raises(ValueError, match="does not support norm 'l1'"):
+        square(mlp_model, x, y, ThreatModel("l1", 1.0))
+    with pytest.raises(ValueError, match="n_queries"):
+        square(mlp_model, x, y, ThreatModel("linf", 0.1), n_queries=0)
+    with pytest.raises(ValueError, match="p_init"):
+        square(mlp_model, x, y, ThreatModel("linf", 0.1), p_init=1.5)
