@@ -7,6 +7,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from advlab import ThreatModel
+from advlab.attacks import fgsm
 from advlab.attacks.substitute import jacobian_augmentation, papernot_blackbox, step_size
 from advlab.blackbox import BudgetExceeded, TorchOracle
 from advlab.nonneural import from_sklearn
@@ -110,3 +112,67 @@ def test_errors(target, digits):
     with pytest.raises(ValueError, match="exhausted"):
         papernot_blackbox(spent, x)
     assert issubclass(BudgetExceeded, RuntimeError)
+
+
+# ---------------------------------------------------------------------- CLI
+@pytest.fixture(scope="module")
+def saved_target(tmp_path_factory, digits):
+    """The logistic-regression black box saved as an advlab model folder (zoo softmax-regression)."""
+    from advlab.zoo import build_classifier, save_model
+
+    xf = digits["x_train"].reshape(len(digits["x_train"]), -1).numpy()
+    lr = LogisticRegression(max_iter=300).fit(xf, digits["y_train"].numpy())
+    clf = build_classifier("softmax-regression", (1, 8, 8), 10)
+    with torch.no_grad():
+        clf.module[1].weight.copy_(torch.from_numpy(lr.coef_).float())
+        clf.module[1].bias.copy_(torch.from_numpy(lr.intercept_).float())
+    path = tmp_path_factory.mktemp("target") / "lr"
+    save_model(clf.eval(), path, dataset="digits")
+    return path
+
+
+def test_cli_blackbox_local_target(saved_target, tmp_path):
+    import json
+
+    from advlab.cli import main
+    from advlab.data import load_dataset
+    from advlab.zoo import load_model
+
+    out = tmp_path / "bb"
+    rc = main(["blackbox", "--target", str(saved_target), "--data", "digits", "--seed-size", "20", "--n-eval", "30",
+               "--rounds", "2", "--epochs", "5", "--lr", "0.05", "--eps", "0.3", "--budget", "1000",
+               "--out", str(out)])
+    assert rc == 0
+    rec = json.loads((out / "result.json").read_text())
+    assert rec["queries"] == 20 * 2**2
+    assert rec["eval_queries"] == 30 * (1 + 3)
+    assert rec["oracle_queries_total"] == rec["queries"] + rec["eval_queries"]
+    assert isinstance(rec["transfer_success"], float) and 0 <= rec["transfer_success"] <= 1
+    assert (out / "rounds.png").read_bytes()[:4] == b"\x89PNG"
+    # the reported agreement and transfer are recomputed from the saved substitute and the target
+    test = load_dataset("digits", "test", n=50)
+    x_eval, y_eval = test.x[20:], test.y[20:]
+    target, sub = load_model(saved_target), load_model(out / "substitute")
+    agreement = float((sub.predict(x_eval) == target.predict(x_eval)).float().mean())
+    assert rec["rounds"][-1]["agreement"] == pytest.approx(agreement)
+    x_adv = fgsm(sub, x_eval, y_eval, ThreatModel("linf", 0.3)).x_adv
+    assert rec["transfer_success"] == pytest.approx(float((target.predict(x_adv) != y_eval).float().mean()))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--budget", "0"], "--budget"),
+        (["--target", "ftp://127.0.0.1:8000"], "http"),
+        (["--target", "http://"], "no host"),
+        (["--target", "http://127.0.0.1:9", "--retries", "0", "--timeout", "1"], "cannot reach"),
+        (["--target", "no/such/folder"], "neither an http"),
+    ],
+)
+def test_cli_blackbox_bad_input(saved_target, tmp_path, capsys, argv, message):
+    from advlab.cli import main
+
+    base = ["blackbox", "--target", str(saved_target), "--data", "digits", "--out", str(tmp_path / "o")]
+    rc = main(base + argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err

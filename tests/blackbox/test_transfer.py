@@ -132,3 +132,53 @@ def test_oracle_target_and_errors(zoo, batch):
     with pytest.raises(ValueError, match="ensemble"):
         transfer_matrix({"net": zoo["net"]}, x, y, ensemble="mean")
     assert math.isfinite(tm.clean_accuracy["oracle"])
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_transfer(zoo, tmp_path):
+    from advlab.cli import main
+    from advlab.data import load_dataset
+    from advlab.zoo import build_classifier, save_model
+
+    clf = build_classifier("softmax-regression", (1, 8, 8), 10)
+    with torch.no_grad():
+        clf.module[1].weight.copy_(zoo["net"].module[1].weight)
+        clf.module[1].bias.copy_(zoo["net"].module[1].bias)
+    save_model(clf.eval(), tmp_path / "net", dataset="digits")
+    out = tmp_path / "t"
+    rc = main(["transfer", "--models", f"{tmp_path / 'net'},lr,dt,knn", "--data", "digits", "--n", "40",
+               "--train-n", "300", "--eps", "0.2", "--out", str(out)])
+    assert rc == 0
+    rec = json.loads((out / "transfer.json").read_text())
+    assert rec["sources"] == ["net", "lr", "dt", "knn", "ensemble (leave-one-out)"]
+    assert rec["targets"] == ["net", "lr", "dt", "knn"]
+    assert rec["models"]["lr"]["train_images"] == 300 and rec["models"]["net"]["kind"] == "advlab"
+    assert (out / "transfer.png").read_bytes()[:4] == b"\x89PNG"
+    # the white-box entry of the saved network equals FGSM recomputed through the API
+    test = load_dataset("digits", "test", n=40)
+    x_adv = fgsm(clf, test.x, test.y, ThreatModel("linf", 0.2)).x_adv
+    assert rec["error"][0][0] == pytest.approx(float((clf.predict(x_adv) != test.y).float().mean()))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "lr,nonsense"], "neither a model folder"),
+        (["--models", "lr,lr"], "duplicate"),
+        (["--models", "lr", "--eps", "0.1,0.2"], "one radius"),
+        (["--models", "lr", "--train-n", "0"], "--train-n"),
+    ],
+)
+def test_cli_transfer_bad_input(tmp_path, capsys, argv, message):
+    from advlab.cli import main
+
+    rc = main(["transfer", "--data", "digits", "--n", "10", "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_feature_count_mismatch_is_reported(zoo, batch):
+    x, y = batch
+    big = torch.zeros(4, 1, 28, 28)
+    with pytest.raises(ValueError, match="features"):
+        transfer_matrix({"dt": zoo["dt"]}, big, y[:4], ensemble=None)

@@ -158,8 +158,8 @@ def _build_substitute(
 
         kwargs = dict(DEFAULT_SUBSTITUTE_KWARGS) if substitute == DEFAULT_SUBSTITUTE and arch_kwargs is None else {}
         kwargs.update(arch_kwargs or {})
-        module = zoo.create(substitute, input_shape, num_classes, seed=seed, **kwargs)
-    elif isinstance(substitute, nn.Module):
+        return zoo.build_classifier(substitute, input_shape, num_classes, bounds=bounds, seed=seed, **kwargs)
+    if isinstance(substitute, nn.Module):
         module = copy.deepcopy(substitute.module if isinstance(substitute, Classifier) else substitute)
     else:
         raise TypeError(

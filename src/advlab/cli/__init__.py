@@ -19,6 +19,8 @@ COMMANDS = (
     "report",
     "demo",
     "serve",
+    "blackbox",
+    "transfer",
 )
 """Sub-command modules, in the order ``--help`` lists them."""
 

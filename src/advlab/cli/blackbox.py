@@ -1,0 +1,174 @@
+"""``advlab blackbox``: Papernot et al.'s substitute attack against a remote (HTTP) or local model, labels only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from advlab.cli._common import add_command, add_data_options, output_dir, parse_float_list
+
+log = logging.getLogger("advlab")
+
+EXAMPLES = """\
+  advlab serve --model runs/m1 --mode labels --port 8000 &      # the black box
+  advlab blackbox --target http://127.0.0.1:8000 --data mnist --seed-size 150 --rounds 6 --eps 0.3 --out runs/bb
+  advlab blackbox --target runs/m1 --data mnist --budget 5000 --sigma 3 --kappa 400 --out runs/bb-reservoir
+  advlab blackbox --target runs/m1 --data digits --substitute wong-cnn --attack pgd --set steps=20 --out runs/bb-pgd
+
+The first --seed-size test images seed the substitute; the next --n-eval test images measure agreement and
+transfer (those queries are reported separately). Writes DIR/result.json, DIR/rounds.png and the trained
+substitute in DIR/substitute (a model folder).
+"""
+
+
+def add_parser(sub) -> None:
+    p = add_command(
+        sub, "blackbox", "Papernot et al. substitute (black-box) attack on a served or saved model",
+        "Train a substitute on the target's labels with Jacobian-based dataset augmentation (Papernot et al. "
+        "2017, arXiv:1602.02697), craft adversarial examples on it and measure how many fool the target. The "
+        "target is an advlab server URL (see 'advlab serve') or a model folder (queried locally through a "
+        "labels-only oracle). Every query counts against --budget; when it runs out the attack stops and "
+        "reports what it has.",
+        EXAMPLES,
+    )
+    p.add_argument("--target", required=True, help="http(s)://HOST:PORT of a server, or a model folder")
+    add_data_options(p, default="mnist")
+    p.add_argument("--seed-size", type=int, default=150, help="initial substitute training set (first test images)")
+    p.add_argument("--n-eval", type=int, default=1000, help="test images (after the seed images) for evaluation")
+    p.add_argument("--rounds", type=int, default=6, help="substitute augmentation rounds rho")
+    p.add_argument("--lam", type=float, default=0.1, help="Jacobian augmentation step lambda")
+    p.add_argument("--tau", type=int, default=3, help="period of the step sign flip (0: never flip)")
+    p.add_argument("--sigma", type=int, default=None, help="reservoir sampling from this round on (default: off)")
+    p.add_argument("--kappa", type=int, default=400, help="points augmented per round with reservoir sampling")
+    p.add_argument("--substitute", default="mlp", help="substitute architecture (advlab zoo name); mlp = FC200-200")
+    p.add_argument("--epochs", type=int, default=10, help="substitute training epochs per round")
+    p.add_argument("--lr", type=float, default=0.01, help="substitute SGD learning rate (momentum 0.9)")
+    p.add_argument("--eps", default="0.3", help="transfer attack radius (fractions like 8/255 allowed)")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="transfer attack norm")
+    p.add_argument("--attack", default="fgsm", help="white-box attack run on the substitute (see 'advlab attacks')")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="attack setting (repeatable)")
+    p.add_argument("--budget", type=int, default=None, help="maximum queries to the target (default unlimited)")
+    p.add_argument("--api-key", default=None, help="API key of the server")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
+    p.add_argument("--retries", type=int, default=2, help="extra attempts when the server does not answer")
+    p.add_argument("--seed", type=int, default=0, help="random seed (substitute init, data order, reservoir)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=run)
+
+
+def open_target(target: str, budget: int | None, *, api_key: str | None = None, timeout: float = 10.0,
+                retries: int = 2) -> tuple[Any, dict[str, Any]]:
+    """An oracle for ``--target``: :class:`HTTPOracle` for a URL, a labels-only :class:`TorchOracle` for a folder."""
+    from advlab.blackbox import HTTPOracle, OracleResponseError, OracleUnavailable, TorchOracle
+
+    if budget is not None and budget < 1:
+        raise ValueError(f"--budget: expected a positive number of queries, got {budget}. Leave it out for unlimited.")
+    if "://" in target:
+        scheme = target.split("://", 1)[0].lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"--target: expected an http:// or https:// URL, got scheme {scheme!r} in {target!r}")
+        host = target.split("://", 1)[1].split("/", 1)[0]
+        if not host:
+            raise ValueError(f"--target: the URL {target!r} has no host; example: http://127.0.0.1:8000")
+        try:
+            oracle = HTTPOracle(target, mode="labels", budget=budget, api_key=api_key, timeout=timeout, retries=retries)
+        except OracleUnavailable as exc:
+            raise ValueError(f"--target: cannot reach {target} ({exc}). Is 'advlab serve' running there?") from exc
+        except OracleResponseError as exc:
+            raise ValueError(f"--target: {target} does not speak the advlab protocol ({exc})") from exc
+        return oracle, {"kind": "http", "url": target}
+    path = Path(target)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--target: {target!r} is neither an http(s):// URL nor an existing model folder. "
+            "Examples: --target http://127.0.0.1:8000 or --target runs/m1"
+        )
+    from advlab.zoo import load_model
+
+    model = load_model(path)
+    return TorchOracle(model, mode="labels", budget=budget), {"kind": "local", "path": str(path.resolve()), "card": model.card}
+
+
+def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> None:
+    """Substitute accuracy, agreement and transfer success per round, queries on the second axis."""
+    from advlab.reports.figures import PALETTE, _finish, plt
+
+    xs = [r["round"] for r in rounds]
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for key, label, colour in (("substitute_accuracy", "substitute accuracy", PALETTE[0]),
+                               ("agreement", "agreement with target", PALETTE[2]),
+                               ("transfer_success", "transfer success", PALETTE[1])):
+        ys = [r[key] * 100 if r[key] is not None else float("nan") for r in rounds]
+        ax.plot(xs, ys, marker="o", label=label, color=colour)
+    ax.set_xlabel("substitute round")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax2 = ax.twinx()
+    ax2.plot(xs, [r["queries"] for r in rounds], ls="--", color=PALETTE[7], label="training queries")
+    ax2.set_ylabel("training queries (cumulative)")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="lower right")
+    ax.set_title("Papernot et al. black-box attack")
+    _finish(fig, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from advlab import io, validation
+    from advlab.attacks.substitute import papernot_blackbox
+    from advlab.cli.train import parse_settings
+    from advlab.data import load_dataset
+    from advlab.provenance import provenance
+
+    seed_size = validation.check_int("--seed-size", args.seed_size, minimum=1)
+    n_eval = validation.check_int("--n-eval", args.n_eval, minimum=0)
+    eps_values = parse_float_list(args.eps, "--eps")
+    if len(eps_values) != 1:
+        raise ValueError(f"--eps: expected one radius, got {eps_values}")
+    oracle, target_info = open_target(args.target, args.budget, api_key=args.api_key, timeout=args.timeout,
+                                      retries=args.retries)
+    data = load_dataset(args.data, split="test", data_dir=args.data_dir, n=seed_size + n_eval)
+    if oracle.input_shape is not None and tuple(data.x.shape[1:]) != tuple(oracle.input_shape):
+        raise ValueError(
+            f"--data: {args.data} images have shape {tuple(data.x.shape[1:])} but the target expects "
+            f"{tuple(oracle.input_shape)}; pick the dataset the target was trained on"
+        )
+    x_seed = data.x[:seed_size]
+    x_eval, y_eval = (data.x[seed_size:], data.y[seed_size:]) if n_eval else (None, None)
+    log.info("black-box attack on %s: %d seed images, %d rounds, eval on %d images", args.target, seed_size,
+             args.rounds, n_eval)
+    res = papernot_blackbox(
+        oracle, x_seed, args.substitute, rounds=args.rounds, lam=args.lam, tau=args.tau or None, sigma=args.sigma,
+        kappa=args.kappa, epochs=args.epochs, lr=args.lr, eps=eps_values[0], norm=args.norm, attack=args.attack,
+        attack_options=parse_settings(args.set), x_test=x_eval, y_test=y_eval, seed=args.seed,
+        arch_kwargs=None if args.substitute != "mlp" else {"hidden": (200, 200)},
+    )
+    out = output_dir(args.out)
+    record = {
+        **res.to_dict(),
+        "target": target_info,
+        "data": {"name": args.data, "split": "test", "seed_images": seed_size, "eval_images": n_eval},
+        "oracle_queries_total": oracle.queries,
+        "provenance": provenance(),
+    }
+    io.write_json(out / "result.json", record)
+    if res.substitute.card.get("arch"):
+        from advlab.zoo import save_model
+
+        save_model(res.substitute, out / "substitute", dataset=args.data,
+                   extra={"papernot_blackbox": {"queries": res.queries, "target": args.target}})
+    plot_rounds(record["rounds"], out / "rounds.png")
+    last = res.rounds[-1]
+    log.info(
+        "substitute accuracy %s, agreement %s, transfer success %s, %d training + %d evaluation queries%s",
+        _pct(last.substitute_accuracy), _pct(last.agreement), _pct(res.transfer_success), res.queries,
+        res.eval_queries, " (budget exhausted)" if res.budget_exhausted else "",
+    )
+    log.info("wrote %s", out / "result.json")
+    return 0
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
