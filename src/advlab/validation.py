@@ -213,3 +213,33 @@ def check_num_classes(name: str, num_classes: int, minimum: int, remedy: str = "
     if num_classes < minimum:
         hint = f" {remedy}" if remedy else ""
         raise ValueError(f"{name}: needs a model with at least {minimum} classes, got {num_classes}.{hint}")
+
+
+# ---------------------------------------------------------------------- ranges of random strengths
+def check_strength_range(
+    name: str, value: Any, *, minimum: float, maximum: float, integer: bool = False, remedy: str = ""
+) -> tuple[float, float]:
+    """A strength range ``(low, high)`` (or one number, meaning a fixed strength) inside ``[minimum, maximum]``.
+
+    Used by random transformations whose strength is drawn uniformly from a range per example.
+    Returns the pair as floats with ``low <= high``.
+    """
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name}: expected a number or a range (low, high), got {_fmt(value)}")
+        low, high = value
+    else:
+        low = high = value
+    low = check_float(f"{name} (low)", low)
+    high = check_float(f"{name} (high)", high)
+    hint = f" {remedy}" if remedy else ""
+    for v in (low, high):
+        if v < minimum or v > maximum:
+            raise ValueError(
+                f"{name}: expected strengths in [{minimum:g}, {maximum:g}], got {low:g}..{high:g}.{hint}"
+            )
+        if integer and v != int(v):
+            raise ValueError(f"{name}: expected whole numbers, got {low:g}..{high:g}.{hint}")
+    if low > high:
+        raise ValueError(f"{name}: expected low <= high, got {low:g}..{high:g}; write it as {high:g}..{low:g}")
+    return low, high
