@@ -1,0 +1,219 @@
+"""Universal adversarial perturbations (Moosavi-Dezfooli et al. 2017): one image-agnostic perturbation for a whole data set.
+
+:func:`universal_perturbation` runs the paper's Algorithm 1 (DeepFool steps on the examples the current
+perturbation does not fool yet, each followed by a projection onto the eps-ball) and :func:`fooling_rate`
+measures how often a perturbation changes a model's prediction, on held-out data or on another model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab import validation
+from advlab.models import Classifier, as_classifier
+from advlab.threat import ThreatModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_FOOLING_RATE = 0.8
+"""The paper's ``1 - delta`` with ``delta = 0.2``: stop once 80% of the training points are fooled."""
+DEFAULT_MAX_PASSES = 10
+"""Upper bound on passes over the data (the paper stops on the fooling rate; 10 passes is the reference code's cap)."""
+
+
+@dataclass
+class UniversalPerturbation:
+    """A universal perturbation and how it was found.
+
+    Attributes:
+        perturbation: ``v``, shape of one input ``(C, H, W)``; inside the eps-ball of ``threat``.
+        threat: the norm ball it was projected onto.
+        fooling_rate: fraction of the training points whose prediction ``v`` changes (after the last pass).
+        history: the training fooling rate after each pass.
+        passes: passes over the data.
+        deepfool_calls: examples on which DeepFool was run (not yet fooled when visited).
+        seconds: wall time.
+    """
+
+    perturbation: torch.Tensor
+    threat: ThreatModel
+    fooling_rate: float
+    history: list[float] = field(default_factory=list)
+    passes: int = 0
+    deepfool_calls: int = 0
+    seconds: float = 0.0
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``clip(x + v)`` into the box."""
+        return self.threat.clip_box(x + self.perturbation.to(x.device, x.dtype))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "norm": self.threat.norm, "eps": self.threat.eps, "fooling_rate_train": self.fooling_rate,
+            "history": self.history, "passes": self.passes, "deepfool_calls": self.deepfool_calls,
+            "seconds": self.seconds,
+            "perturbation_norm": float(self.threat.distance(self.perturbation[None], torch.zeros_like(self.perturbation[None]))[0]),
+        }
+
+
+@torch.no_grad()
+def _predict(clf: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([clf(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+
+
+def fooling_rate(
+    model: nn.Module, x: Any, perturbation: torch.Tensor, *, bounds: tuple[float, float] | None = None, batch_size: int = 500
+) -> float:
+    """Fraction of ``x`` whose predicted label changes when ``perturbation`` is added (and clipped to the box).
+
+    This is the paper's fooling rate: it compares predictions, not true labels, so it needs no labels and
+    applies to any model (e.g. to measure how a perturbation computed on one network transfers to another).
+
+    Args:
+        model: the classifier.
+        x: inputs ``(N, ...)`` inside the model's bounds.
+        perturbation: ``v``, the shape of one input (or broadcastable to ``x``).
+        bounds: the box; default the model's.
+        batch_size: examples per forward pass.
+
+    Returns:
+        The fooling rate in [0, 1].
+
+    Example:
+        >>> fooling_rate(other_model, x_test, uap.perturbation)
+    """
+    clf = as_classifier(model)
+    box = tuple(bounds) if bounds is not None else clf.bounds
+    x_t = torch.as_tensor(x)
+    validation.check_input(x_t, box)
+    validation.check_tensor_like("perturbation", perturbation)
+    v = torch.as_tensor(perturbation).to(clf.device, x_t.dtype)
+    x_t = x_t.to(clf.device)
+    try:
+        x_pert = (x_t + v).clamp(box[0], box[1])
+    except RuntimeError as exc:
+        raise ValueError(f"perturbation: shape {tuple(v.shape)} does not broadcast against x {tuple(x_t.shape)}") from exc
+    with clf.attack_mode(warn_train_mode=False):
+        changed = _predict(clf, x_t, batch_size) != _predict(clf, x_pert, batch_size)
+    return float(changed.float().mean())
+
+
+def universal_perturbation(
+    model: nn.Module,
+    x: Any,
+    threat: ThreatModel,
+    *,
+    target_fooling_rate: float = DEFAULT_TARGET_FOOLING_RATE,
+    max_passes: int = DEFAULT_MAX_PASSES,
+    overshoot: float = 0.02,
+    deepfool_max_iter: int = 50,
+    num_classes: int = 10,
+    generator: torch.Generator | int | None = None,
+    batch_size: int = 500,
+    progress: bool = False,
+) -> UniversalPerturbation:
+    """Algorithm 1 of Moosavi-Dezfooli et al. 2017: a single perturbation ``v`` that fools most of ``x``.
+
+    ``v = 0``; then, pass after pass over the data in a random order (from ``generator``), for each ``x_i``
+    whose prediction ``v`` does not change yet, DeepFool computes the minimal extra perturbation
+    ``dv_i`` that sends ``clip(x_i + v)`` across the nearest decision boundary, and ``v`` becomes the
+    projection of ``v + dv_i`` onto the eps-ball of ``threat`` (l2 or linf). As in the authors' code, ``v``
+    is only updated when DeepFool succeeded on that point. The loop stops when the fooling rate on ``x``
+    (the fraction of points whose prediction changes) reaches ``target_fooling_rate`` or after
+    ``max_passes`` passes. The box is enforced on the perturbed images ``clip(x + v)`` (the paper has no box).
+
+    Args:
+        model: the classifier (``advlab.Classifier`` or a module returning logits).
+        x: the points ``X`` to compute ``v`` on, shape ``(N, ...)``, inside the bounds. No labels needed.
+        threat: ``ThreatModel("linf" | "l2", eps)``: the norm and radius of ``v``.
+        target_fooling_rate: the paper's ``1 - delta`` (default 0.8).
+        max_passes: maximum passes over ``x``.
+        overshoot: DeepFool's overshoot.
+        deepfool_max_iter: DeepFool's iteration cap per point.
+        num_classes: DeepFool's candidate classes.
+        generator: ``torch.Generator`` or seed for the visiting order (default seed 0).
+        batch_size: batch size of the fooling-rate evaluations.
+        progress: show a tqdm bar per pass (only on a terminal).
+
+    Returns:
+        A :class:`UniversalPerturbation`.
+
+    Raises:
+        ValueError: an l1/l0 threat, eps < 0, a fooling-rate target outside (0, 1], bad input.
+
+    References:
+        Moosavi-Dezfooli, Fawzi, Fawzi & Frossard, "Universal adversarial perturbations", arXiv:1610.08401.
+
+    Example:
+        >>> uap = universal_perturbation(clf, x_train[:2000], ThreatModel("linf", 0.3))
+        >>> fooling_rate(clf, x_test, uap.perturbation), fooling_rate(other_clf, x_test, uap.perturbation)
+    """
+    from advlab.attacks.base import make_generator
+    from advlab.attacks.deepfool import deepfool
+
+    if not isinstance(threat, ThreatModel):
+        raise TypeError(f"threat: expected advlab.ThreatModel, got {type(threat).__name__}")
+    validation.check_choice("threat.norm", threat.norm, ("linf", "l2"), "DeepFool (used by the algorithm) supports linf and l2.")
+    target_fooling_rate = validation.check_float("target_fooling_rate", target_fooling_rate, minimum=0.0, maximum=1.0, strict_min=True)
+    max_passes = validation.check_int("max_passes", max_passes, minimum=1)
+    deepfool_max_iter = validation.check_int("deepfool_max_iter", deepfool_max_iter, minimum=1)
+    batch_size = validation.check_int("batch_size", batch_size, minimum=1)
+    gen = make_generator(generator)
+    clf: Classifier = as_classifier(model, threat.bounds)
+    x_t = torch.as_tensor(x)
+    validation.check_input(x_t, threat.bounds)
+    validation.check_input_shape(x_t, clf.input_shape)
+    x_t = x_t.to(clf.device)
+    n = x_t.shape[0]
+    t0 = time.perf_counter()
+    v = torch.zeros_like(x_t[0])
+    # DeepFool is minimum-norm: give it a radius no perturbation in the box can exceed
+    width = threat.bounds[1] - threat.bounds[0]
+    df_threat = ThreatModel(threat.norm, width * x_t[0].numel(), threat.bounds)
+    history: list[float] = []
+    calls = 0
+    passes = 0
+    with clf.attack_mode(warn_train_mode=False):
+        clean_pred = _predict(clf, x_t, batch_size)
+        rate = 0.0
+        for passes in range(1, max_passes + 1):
+            order = torch.randperm(n, generator=gen).tolist()
+            bar = None
+            if progress:
+                import sys
+
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=n, desc=f"UAP pass {passes}", disable=not sys.stderr.isatty(), leave=False)
+            for i in order:
+                xi = threat.clip_box(x_t[i : i + 1] + v)
+                with torch.no_grad():
+                    fooled = bool(clf(xi).argmax(1)[0] != clean_pred[i])
+                if not fooled:
+                    calls += 1
+                    res = deepfool(
+                        clf, xi, clean_pred[i : i + 1], df_threat, overshoot=overshoot, max_iter=deepfool_max_iter,
+                        num_classes=min(num_classes, clf.num_classes or num_classes),
+                    )
+                    if bool(torch.as_tensor(res.success)[0]):
+                        dv = torch.as_tensor(res.x_adv)[0] - xi[0]
+                        v = threat.project_delta((v + dv)[None])[0]
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            rate = float((_predict(clf, threat.clip_box(x_t + v), batch_size) != clean_pred).float().mean())
+            history.append(rate)
+            log.info("UAP pass %d: fooling rate %.3f on %d points (%d DeepFool calls so far)", passes, rate, n, calls)
+            if rate >= target_fooling_rate:
+                break
+    return UniversalPerturbation(
+        perturbation=v.detach(), threat=threat, fooling_rate=rate, history=history, passes=passes,
+        deepfool_calls=calls, seconds=time.perf_counter() - t0,
+    )

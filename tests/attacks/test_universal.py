@@ -1,0 +1,87 @@
+"""Universal adversarial perturbations (Moosavi-Dezfooli et al. 2017): closed forms on linear models, the ball, baselines."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advlab.attacks.deepfool import deepfool
+from advlab.attacks.universal import fooling_rate, universal_perturbation
+from advlab.threat import ThreatModel
+
+
+def _gauss(n: int, d: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("norm, eps", [("l2", 3.0), ("linf", 0.4)])
+def test_linear_binary_uap_is_the_closed_form(make_linear_binary, norm, eps):
+    clf, w, _ = make_linear_binary(d=20, seed=0, bias=-4.0)
+    bias = -4.0 * float(w.norm())  # every point sits on the class-0 side: margins w.x + b < 0
+    with torch.no_grad():
+        clf.module.lin.bias.fill_(bias)
+    x = _gauss(100, 20, 1)
+    threat = ThreatModel(norm, eps, (-100.0, 100.0))
+    uap = universal_perturbation(clf, x, threat, target_fooling_rate=1.0, max_passes=2)
+    v = uap.perturbation
+    # every DeepFool step points along w (l2) or sign(w) (linf), so the projected sum is eps times that direction
+    expected = eps * w / w.norm() if norm == "l2" else eps * w.sign()
+    assert torch.allclose(v, expected, atol=1e-4)
+    # and the fooling rate is the fraction of points whose margin is within reach: w.x + b + w.v > 0
+    margin = x @ w + bias
+    closed = float((margin + w @ expected > 0).float().mean())
+    assert uap.fooling_rate == pytest.approx(closed, abs=1e-6)
+    assert fooling_rate(clf, x, v) == pytest.approx(closed, abs=1e-6)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.25), ("l2", 1.5)])
+def test_uap_stays_in_ball_and_beats_single_example_perturbations(softmax_model, digits, norm, eps):
+    threat = ThreatModel(norm, eps)
+    x_train, x_test = digits["x_train"][:200], digits["x_test"]
+    uap = universal_perturbation(softmax_model, x_train, threat, max_passes=2, generator=0)
+    v = uap.perturbation
+    assert float(threat.distance(v[None], torch.zeros_like(v[None]))[0]) <= eps * (1 + 1e-5)
+    held_out = fooling_rate(softmax_model, x_test, v)
+    # single-example perturbations: DeepFool on one point, projected onto the same ball (the best of 10)
+    big = ThreatModel(norm, 100.0)
+    with torch.no_grad():
+        pred = softmax_model(x_train[:10]).argmax(1)
+    res = deepfool(softmax_model, x_train[:10], pred, big)
+    singles = [
+        fooling_rate(softmax_model, x_test, threat.project_delta((torch.as_tensor(res.x_adv)[i] - x_train[i])[None])[0])
+        for i in range(10)
+    ]
+    assert held_out >= max(singles)
+    # random noise of the same norm is a much weaker baseline (the paper's comparison)
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(v.shape, generator=g)
+    noise = eps * (noise.sign() if norm == "linf" else noise / noise.norm())
+    assert held_out > fooling_rate(softmax_model, x_test, noise) + 0.1
+    assert len(uap.history) == uap.passes and uap.deepfool_calls > 0
+
+
+def test_uap_is_reproducible_and_fooling_rate_uses_predictions(softmax_model, digits):
+    x = digits["x_train"][:60]
+    threat = ThreatModel("linf", 0.2)
+    a = universal_perturbation(softmax_model, x, threat, max_passes=1, generator=5)
+    b = universal_perturbation(softmax_model, x, threat, max_passes=1, generator=5)
+    assert torch.equal(a.perturbation, b.perturbation)
+    # fooling rate compares predictions with and without v (no labels): by hand
+    with torch.no_grad():
+        p0 = softmax_model(x).argmax(1)
+        p1 = softmax_model((x + a.perturbation).clamp(0, 1)).argmax(1)
+    assert fooling_rate(softmax_model, x, a.perturbation) == pytest.approx(float((p0 != p1).float().mean()))
+
+
+def test_uap_bad_input(softmax_model, digits):
+    x = digits["x_train"][:8]
+    with pytest.raises(ValueError, match="eps"):
+        ThreatModel("linf", -0.1)
+    with pytest.raises(ValueError, match="threat.norm"):
+        universal_perturbation(softmax_model, x, ThreatModel("l1", 1.0))
+    with pytest.raises(ValueError, match="target_fooling_rate"):
+        universal_perturbation(softmax_model, x, ThreatModel("linf", 0.1), target_fooling_rate=1.5)
+    with pytest.raises(ValueError, match="max_passes"):
+        universal_perturbation(softmax_model, x, ThreatModel("linf", 0.1), max_passes=0)
+    with pytest.raises(ValueError, match="broadcast"):
+        fooling_rate(softmax_model, x, torch.zeros(3, 3))
