@@ -56,6 +56,9 @@ class QueryCounter:
         max_queries: per-example cap on all queries (framework's included), ``None`` for unlimited.
         need_scores: raise ``ValueError`` unless the target reveals scores.
         name: attack name for error messages.
+        labels: true labels (untargeted) or targets, for :meth:`is_adversarial`.
+        targeted: whether ``labels`` are targets.
+        bounds: the threat model's box (for a local model; an oracle keeps its own).
     """
 
     def __init__(
@@ -68,12 +71,13 @@ class QueryCounter:
         name: str,
         labels: torch.Tensor | None = None,
         targeted: bool = False,
+        bounds: tuple[float, float] | None = None,
     ):
         self.target_labels = labels
         self.targeted = targeted
         self.module = find_oracle(model)
         self.oracle: Oracle = self.module.oracle if self.module is not None else TorchOracle(
-            model, mode="scores", batch_size=LOCAL_BATCH
+            model, mode="scores", batch_size=LOCAL_BATCH, bounds=bounds
         )
         if need_scores and self.oracle.mode != "scores":
             raise ValueError(

@@ -109,7 +109,7 @@ def _core(
     counter_box: list,
 ) -> AttackOutput:
     counter = QueryCounter(model, x, max_queries, need_scores=False, name="boundary", labels=labels,
-                           targeted=targeted)
+                           targeted=targeted, bounds=threat.bounds)
     counter_box.append(counter)
     n = x.shape[0]
     clean_pred = counter.clean_log_probs(x).argmax(1)
@@ -151,7 +151,8 @@ def _core(
                 _adapt(spherical, source, sph_stats, step_stats, step_adaptation, active)
     except STOP_ERRORS as exc:
         counter.stop(exc)
-    return counter.output(best, found, steps=done_steps, found_start=found.detach())
+    min_distance = torch.where(found, threat.distance(best, x), torch.full_like(found, float("inf"), dtype=x.dtype))
+    return counter.output(best, found, steps=done_steps, found_start=found.detach(), min_distance=min_distance)
 
 
 def _adapt(
@@ -223,7 +224,10 @@ def boundary(
         generator: seed or ``torch.Generator``.
 
     Returns:
-        AttackResult with ``queries`` per example; ``info["found_start"]`` says which examples had a start.
+        AttackResult with ``queries`` per example; ``info``: ``"stopped"`` (``None``, ``"budget"`` or
+        ``"unreachable"``), ``"found_start"`` (examples that had an adversarial start), ``"min_distance"`` (the
+        smallest adversarial perturbation found, before the projection onto eps; inf without a start) and
+        ``"queries_to_success"`` (queries until the perturbation first fitted in eps, -1 if never).
 
     Raises:
         ValueError: on bad settings, an unsupported norm, or starting points of the wrong shape.

@@ -127,7 +127,7 @@ def _core(
     counter_box: list,
 ) -> AttackOutput:
     counter = QueryCounter(model, x, max_queries, need_scores=False, name="hopskipjump", labels=labels,
-                           targeted=targeted)
+                           targeted=targeted, bounds=threat.bounds)
     counter_box.append(counter)
     n, d = x.shape[0], x[0].numel()
     norm = threat.norm
@@ -195,7 +195,9 @@ def _core(
             done_iterations = t
     except STOP_ERRORS as exc:
         counter.stop(exc)
-    return counter.output(best, found, iterations=done_iterations, found_start=found.detach())
+    min_distance = torch.where(found, threat.distance(best, x), torch.full_like(found, float("inf"), dtype=x.dtype))
+    return counter.output(best, found, iterations=done_iterations, found_start=found.detach(),
+                          min_distance=min_distance)
 
 
 def hopskipjump(
@@ -241,7 +243,10 @@ def hopskipjump(
         generator: seed or ``torch.Generator``.
 
     Returns:
-        AttackResult with ``queries`` per example and ``info["stopped"]``, ``info["found_start"]``.
+        AttackResult with ``queries`` per example; ``info``: ``"stopped"`` (``None``, ``"budget"`` or
+        ``"unreachable"``), ``"found_start"`` (examples that had an adversarial start), ``"min_distance"`` (the
+        smallest adversarial perturbation found, before the projection onto eps; inf without a start) and
+        ``"queries_to_success"`` (queries until the perturbation first fitted in eps, -1 if never).
 
     Raises:
         ValueError: on bad settings, an unsupported norm, or starting points of the wrong shape.

@@ -97,7 +97,8 @@ def _core(
     generator: torch.Generator,
     counter_box: list,
 ) -> AttackOutput:
-    counter = QueryCounter(model, x, max_queries, need_scores=True, name="nes", labels=labels, targeted=targeted)
+    counter = QueryCounter(model, x, max_queries, need_scores=True, name="nes", labels=labels, targeted=targeted,
+                           bounds=threat.bounds)
     counter_box.append(counter)
     n = x.shape[0]
     logp = counter.clean_log_probs(x)

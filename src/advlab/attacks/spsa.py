@@ -90,7 +90,8 @@ def _core(
     generator: torch.Generator,
     counter_box: list,
 ) -> AttackOutput:
-    counter = QueryCounter(model, x, max_queries, need_scores=True, name="spsa", labels=labels, targeted=targeted)
+    counter = QueryCounter(model, x, max_queries, need_scores=True, name="spsa", labels=labels, targeted=targeted,
+                           bounds=threat.bounds)
     counter_box.append(counter)
     n = x.shape[0]
     logp = counter.clean_log_probs(x)
