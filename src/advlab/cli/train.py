@@ -16,6 +16,7 @@ EXAMPLES = """\
   advlab train --data mnist --arch wong-cnn --epochs 5 --out runs/m1
   advlab train --data mnist --arch madry-cnn --defense pgd --set eps=0.3 --set steps=40 --out runs/madry
   advlab train --data digits --arch mlp --epochs 20 --lr 0.003 --out runs/digits-mlp
+  advlab train --data mnist --arch mlp --defense vat --labels 100 --set eps=2.0 --out runs/vat100
   advlab train --data cifar10 --arch preact-resnet18 --optimizer sgd --lr 0.1 --schedule cyclic --out runs/c10
 
 A killed run resumes from its last finished epoch when started again with the same command.
@@ -40,6 +41,10 @@ def add_parser(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size")
     p.add_argument("--n-train", type=int, default=None, help="use only the first N training examples")
+    p.add_argument(
+        "--labels", type=int, default=None,
+        help="semi-supervised: keep N labels (balanced per class, seeded), the rest of the training set unlabelled",
+    )
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a setting of the defense, e.g. --set eps=0.3 --set steps=40 (repeatable)",
@@ -105,8 +110,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--set: {exc}; see the defense's settings in the docs") from exc
     log.info("training %s on %s (%d examples, %s) with defense %r on %s", args.arch, args.data, len(train),
              "x".join(map(str, train.input_shape)), args.defense, device)
+    unlabeled = None
+    if args.labels is not None:
+        from advlab.defenses.vat import split_labelled
+
+        labelled, rest = split_labelled(train.y, args.labels, train.num_classes, seed=args.seed)
+        unlabeled = train.x[rest]
+        train = type(train)(train.x[labelled], train.y[labelled], name=train.name, split=train.split,
+                            classes=train.classes, mean=train.mean, std=train.std)
     t0 = time.perf_counter()
-    trainer.fit(clf, train, test)
+    trainer.fit(clf, train, test, **({} if unlabeled is None else {"unlabeled": unlabeled}))
     seconds = time.perf_counter() - t0
     n_eval = min(len(train), 10_000)
     acc = {
@@ -120,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
                   "device": str(device)},
         accuracy=acc, seed=args.seed,
     )
+    trainer.save_artifacts(out)
     log.info("test accuracy %.2f%%  (train %.2f%%)  in %.1fs", 100 * acc["test"], 100 * acc["train"], seconds)
     log.info("saved %s", path)
     return 0

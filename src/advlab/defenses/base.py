@@ -91,6 +91,10 @@ class Trainer:
     """
 
     name = "standard"
+    accepts_unlabeled: bool = False
+    """Semi-supervised trainers set this; they receive an unlabelled batch as ``x_unlabeled`` in ``training_step``."""
+    replays: int = 1
+    """How many consecutive optimiser steps each minibatch gets (free adversarial training replays it ``m`` times)."""
 
     def __init__(
         self,
@@ -146,6 +150,12 @@ class Trainer:
         logits = model(x)
         return F.cross_entropy(logits, y), logits
 
+    def after_backward(self, model: Classifier) -> None:
+        """Called after ``loss.backward()`` and before the optimiser step (e.g. to read input gradients)."""
+
+    def save_artifacts(self, folder: str | Path) -> None:
+        """Write parts of the defense that are not the classifier's weights (a denoiser, a detector...)."""
+
     def end_epoch(self, model: Classifier, epoch: int, record: dict[str, Any]) -> bool:
         """Called after each epoch with its history record (may add fields); return ``True`` to stop early."""
         return False
@@ -177,9 +187,12 @@ class Trainer:
         return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
 
     # ------------------------------------------------------------------ checkpoints
-    def _config(self, model: Classifier, n_train: int) -> dict[str, Any]:
-        return {"settings": self.settings(), "n_train": n_train, "model": type(model.module).__name__,
-                "parameters": sum(p.numel() for p in model.parameters())}
+    def _config(self, model: Classifier, n_train: int, n_unlabeled: int = 0) -> dict[str, Any]:
+        config = {"settings": self.settings(), "n_train": n_train, "model": type(model.module).__name__,
+                  "parameters": sum(p.numel() for p in model.parameters())}
+        if n_unlabeled:
+            config["n_unlabeled"] = n_unlabeled
+        return config
 
     def _save_checkpoint(self, model: Classifier, opt: torch.optim.Optimizer, epoch: int, config: dict[str, Any]) -> None:
         assert self.checkpoint_dir is not None
@@ -236,24 +249,48 @@ class Trainer:
         return int(meta["epoch"]) + 1
 
     # ------------------------------------------------------------------ fit
-    def fit(self, model: nn.Module, train: Any, val: Any = None) -> "Trainer":
+    def fit(self, model: nn.Module, train: Any, val: Any = None, *, unlabeled: Any = None) -> "Trainer":
         """Train ``model`` in place on ``train``; evaluate on ``val`` after each epoch.
 
         Args:
             model: an ``advlab.Classifier`` (or a bare module, wrapped with bounds (0, 1)).
-            train: a Dataset (``.x``, ``.y``) or a pair ``(x, y)`` of raw inputs and labels.
+            train: a Dataset (``.x``, ``.y``) or a pair ``(x, y)`` of raw inputs and labels. Semi-supervised
+                trainers (``accepts_unlabeled``) also accept the label ``-1`` for unlabelled examples.
             val: optional held-out data in the same forms.
+            unlabeled: inputs without labels (a tensor ``x_u``), for semi-supervised trainers only. An epoch is
+                then one pass over the unlabelled set, the labelled set cycling alongside.
 
         Returns:
             self, with ``model_`` and ``history_`` (one dict per epoch: losses, accuracies, lr, seconds).
 
         Raises:
-            ValueError: bad data, or a checkpoint of a different configuration in ``checkpoint_dir``.
+            ValueError: bad data, unlabelled data for a supervised trainer, or a checkpoint of a different
+                configuration in ``checkpoint_dir``.
         """
         model = as_classifier(model)
         x, y = as_tensors(train, "train")
         if y is None:
             raise ValueError("train: this trainer is supervised and needs labels; pass (x, y) or a Dataset")
+        x_u: torch.Tensor | None = None
+        if unlabeled is not None:
+            if not self.accepts_unlabeled:
+                raise ValueError(
+                    f"unlabeled: the {self.name!r} trainer is supervised and cannot use unlabelled data; "
+                    "use a semi-supervised defense (e.g. 'vat') or drop the unlabelled set"
+                )
+            x_u, _ = as_tensors(unlabeled, "unlabeled")
+            validation.check_input(x_u, model.bounds, name="unlabeled")
+        if y.dim() == 1 and y.numel() and bool((y == -1).any()):
+            if not self.accepts_unlabeled:
+                raise ValueError(
+                    f"train.y: {int((y == -1).sum())} label(s) are -1 (unlabelled), but the {self.name!r} trainer is "
+                    "supervised; drop those examples or use a semi-supervised defense (e.g. 'vat')"
+                )
+            keep = y != -1
+            x_u = x[~keep] if x_u is None else torch.cat([x_u, x[~keep]])
+            x, y = x[keep], y[keep]
+            if x.shape[0] == 0:
+                raise ValueError("train.y: every label is -1; at least one labelled example is needed")
         validation.check_input(x, model.bounds, name="train.x")
         validation.check_labels(y, x.shape[0], model.num_classes, name="train.y")
         xv, yv = (None, None) if val is None else as_tensors(val, "val")
@@ -262,13 +299,20 @@ class Trainer:
         self.model_ = model
         self.history_: list[dict[str, Any]] = []
         opt = self._make_optimizer(model)
-        config = self._config(model, x.shape[0])
+        config = self._config(model, x.shape[0], 0 if x_u is None else x_u.shape[0])
+        self.unlabeled_ = x_u
         start = self._try_resume(model, opt, config)
         self.setup(model, x, y)
-        batches = math.ceil(x.shape[0] / self.batch_size)
+        u_batch = getattr(self, "unlabeled_batch_size", self.batch_size)
+        batches = math.ceil((x.shape[0] if x_u is None else x_u.shape[0]) / (self.batch_size if x_u is None else u_batch))
         for epoch in range(start, self.epochs):
             gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             order = torch.randperm(x.shape[0], generator=gen)
+            u_order = None
+            if x_u is not None:  # one pass over the unlabelled set; the labelled set cycles
+                u_order = torch.randperm(x_u.shape[0], generator=gen)
+                cycles = math.ceil(batches * self.batch_size / x.shape[0])
+                order = torch.cat([order] + [torch.randperm(x.shape[0], generator=gen) for _ in range(cycles - 1)])
             model.train()
             t0 = time.perf_counter()
             total_loss, correct, seen = 0.0, 0, 0
@@ -276,16 +320,21 @@ class Trainer:
             for b in range(batches):
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
                 xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+                kwargs = {}
+                if u_order is not None and x_u is not None:
+                    kwargs["x_unlabeled"] = x_u[u_order[b * u_batch : (b + 1) * u_batch]].to(device, non_blocking=True)
                 frac = epoch + b / batches
                 for group in opt.param_groups:
                     group["lr"] = self.lr_at(frac)
-                loss, logits = self.training_step(model, xb, yb, frac)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total_loss += float(loss.detach()) * xb.shape[0]
-                correct += int((logits.detach().argmax(1) == yb).sum())
-                seen += xb.shape[0]
+                for _ in range(self.replays):
+                    loss, logits = self.training_step(model, xb, yb, frac, **kwargs)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.after_backward(model)
+                    opt.step()
+                    total_loss += float(loss.detach()) * xb.shape[0]
+                    correct += int((logits.detach().argmax(1) == yb).sum())
+                    seen += xb.shape[0]
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")

@@ -1,0 +1,114 @@
+"""Ensemble adversarial training (Tramèr et al. 2018): adversarial examples transferred from fixed pre-trained
+models, alternating with the model's own, to decouple example generation from the model being trained."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from advlab import validation
+from advlab.defenses._adversarial import AdversarialTrainer, batches_per_epoch, fgsm_from
+from advlab.models import Classifier
+
+METHODS = ("rfgsm", "fgsm")
+
+
+class EnsembleAdversarialTraining(AdversarialTrainer):
+    """Adversarial training whose examples come, batch by batch, from the model itself or one of several static
+    pre-trained models (R+FGSM by default), with the loss ``0.5 * CE(x) + 0.5 * CE(x_adv)``.
+
+    The source cycles per batch through ``[model, static_1, ..., static_k]`` (the paper alternates the
+    source uniformly; a fixed cycle is its deterministic form). R+FGSM: ``x' = x + alpha * sign(N(0, I))``,
+    then ``x_adv = x' + (eps - alpha) * sign(grad_x' J(x', y))``, ``alpha = eps / 2``.
+
+    Args:
+        static_models: pre-trained models that are never updated: ``Classifier`` objects or folders written by
+            ``advlab train`` (CLI: ``--set static_models='["runs/a","runs/b"]'``). At least one.
+        method: ``"rfgsm"`` or ``"fgsm"``.
+        rfgsm_alpha: the random-step size of R+FGSM; default ``eps / 2``.
+        clean_weight: weight of the clean loss (paper: 0.5).
+        eps: training radius (paper: 0.3 on MNIST, 16/255 on ImageNet).
+        **settings: ``norm``, ``eps_rampup``, ``bounds`` and the :class:`~advlab.defenses.base.Trainer` settings.
+
+    Raises:
+        ValueError: no static model, a folder that is not a model, bad settings.
+        TypeError: a static model that is neither a Classifier/module nor a path.
+
+    References:
+        Tramèr, Kurakin, Papernot, Goodfellow, Boneh & McDaniel, "Ensemble Adversarial Training: Attacks and
+        Defenses", ICLR 2018, arXiv:1705.07204.
+
+    Example:
+        >>> EnsembleAdversarialTraining(static_models=["runs/a", "runs/b"], eps=0.3).fit(model, train, test)
+    """
+
+    name = "ensemble-adversarial"
+
+    def __init__(self, *, static_models: Sequence[Any] = (), method: str = "rfgsm", rfgsm_alpha: float | None = None,
+                 clean_weight: float = 0.5, eps: float = 0.3, **settings: Any) -> None:
+        super().__init__(eps=eps, **settings)
+        if isinstance(static_models, (str, Path, torch.nn.Module)):
+            static_models = [static_models]
+        if not isinstance(static_models, (list, tuple)) or not static_models:
+            raise ValueError(
+                "static_models: expected at least one pre-trained model (Classifier or model folder), got "
+                f"{static_models!r}; e.g. static_models=['runs/a', 'runs/b']"
+            )
+        self.static_models = list(static_models)
+        for i, m in enumerate(self.static_models):
+            if not isinstance(m, (str, Path, torch.nn.Module)):
+                raise TypeError(f"static_models[{i}]: expected a Classifier or a model folder, got {type(m).__name__}")
+        validation.check_choice("method", method, METHODS)
+        self.method = method
+        self.rfgsm_alpha = (self.threat.eps / 2 if rfgsm_alpha is None
+                            else validation.check_float("rfgsm_alpha", rfgsm_alpha, minimum=0.0))
+        if self.rfgsm_alpha > self.threat.eps:
+            raise ValueError(f"rfgsm_alpha: expected <= eps = {self.threat.eps}, got {self.rfgsm_alpha}")
+        self.clean_weight = validation.check_float("clean_weight", clean_weight, minimum=0.0, maximum=1.0)
+
+    def settings(self) -> dict[str, Any]:
+        names = [str(m) if isinstance(m, (str, Path)) else
+                 (getattr(m, "card", {}) or {}).get("arch", type(m).__name__) for m in self.static_models]
+        return {**super().settings(), "static_models": names, "method": self.method,
+                "rfgsm_alpha": self.rfgsm_alpha, "clean_weight": self.clean_weight}
+
+    def setup(self, model: Classifier, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        from advlab.models import as_classifier
+        from advlab.zoo import load_model
+
+        static = []
+        for m in self.static_models:
+            clf = load_model(m, device=model.device) if isinstance(m, (str, Path)) else as_classifier(m).to(model.device)
+            clf.eval()
+            static.append(clf)
+        self.static_ = static
+        self._batches = batches_per_epoch(x.shape[0], self.batch_size)
+
+    def source_at(self, epoch: float) -> int:
+        """Index of the example source at this step: 0 is the model being trained, ``i >= 1`` static model ``i``."""
+        step = round(epoch * self._batches)
+        return step % (1 + len(self.static_))
+
+    def perturb(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float) -> torch.Tensor:
+        threat = self.threat_at(epoch)
+        if threat.eps == 0:
+            return x
+        src = self.source_at(epoch)
+        source = model if src == 0 else self.static_[src - 1]
+        alpha = self.rfgsm_alpha * threat.eps / self.threat.eps if self.method == "rfgsm" else 0.0
+        start = x
+        if alpha > 0:
+            gen = self.generator_at(epoch, x.device)
+            noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+            start = threat.project(x + alpha * threat.ascent_direction(noise, x), x)
+        return fgsm_from(source, x, start, y, threat, threat.eps - alpha)
+
+    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
+        x_adv = self.perturb(model, x, y, epoch)
+        logits = model(x)
+        loss = self.clean_weight * F.cross_entropy(logits, y) + (1 - self.clean_weight) * F.cross_entropy(model(x_adv), y)
+        return loss, logits

@@ -1,0 +1,65 @@
+"""Training of the shallow RBF network of Goodfellow et al. 2014, a low-capacity model that resists FGSM only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from advlab import validation
+from advlab.defenses.base import Trainer
+from advlab.models import Classifier
+
+
+class RBFTraining(Trainer):
+    """Cross-entropy training of an RBF network (``advlab.zoo.RBFNetwork``, arch ``rbf``), with an optional
+    penalty that keeps the precisions small (wide, smooth basins).
+
+    **Known to fail** as a defense: the RBF network is confident only near its class centres, so FGSM's
+    single linear step makes few confident mistakes (Goodfellow et al.: 55.4% error, 1.2% mean confidence at
+    eps 0.25 on MNIST), but its decisions are still easy to flip: iterative attacks (PGD with many steps, or
+    the C&W margin loss, which is not flattened by the low confidence) drive its accuracy far lower, and its
+    clean accuracy is below a deep network's. It is a capacity trade-off, not robustness.
+
+    Args:
+        precision_decay: coefficient of the mean precision penalty (>= 0).
+        lr: default 1e-2 (the centres move slowly otherwise).
+        **settings: see :class:`~advlab.defenses.base.Trainer`.
+
+    Raises:
+        ValueError: ``precision_decay < 0``.
+        TypeError: at ``fit``, a model that is not an RBF network (build it with ``--arch rbf``).
+
+    References:
+        Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", arXiv:1412.6572, §7.
+
+    Example:
+        >>> clf = advlab.zoo.build_classifier("rbf", (1, 28, 28), 10)
+        >>> RBFTraining(epochs=5).fit(clf, train, test)
+    """
+
+    name = "rbf"
+
+    def __init__(self, *, precision_decay: float = 0.0, lr: float = 1e-2, **settings: Any) -> None:
+        super().__init__(lr=lr, **settings)
+        self.precision_decay = validation.check_float("precision_decay", precision_decay, minimum=0.0)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "precision_decay": self.precision_decay}
+
+    def setup(self, model: Classifier, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        from advlab.zoo import RBFNetwork
+
+        if not isinstance(model.module, RBFNetwork):
+            raise TypeError(
+                f"model: the 'rbf' defense trains an RBF network, got {type(model.module).__name__}; "
+                "build it with advlab.zoo.build_classifier('rbf', ...) or --arch rbf"
+            )
+
+    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if self.precision_decay:
+            loss = loss + self.precision_decay * model.module.precision.mean()
+        return loss, logits
