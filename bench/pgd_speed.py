@@ -1,0 +1,303 @@
+"""Speed of advlab's PGD against a bare PyTorch loop (the limit) and against torchattacks, Foolbox and ART.
+
+Workload (Madry et al. 2018, MNIST): PGD-40, linf eps = 0.3, step 0.01, one uniform random start, on the
+MNIST CNN of Madry et al. (Conv32 5x5 - ReLU - MaxPool - Conv64 5x5 - ReLU - MaxPool - FC1024 - ReLU - FC10),
+1000 MNIST test images in batches of 250. Every library attacks the same network (the same torch.nn.Module
+object) on the same images in one process; rounds are interleaved (advlab, bare, peers, advlab, bare, ...)
+and the median over rounds is reported, so a slow phase of a shared machine hits every library alike.
+
+What is timed is the attack call over all batches, nothing else (no data loading, no accuracy evaluation).
+The bare loop is the same arithmetic as advlab's PGD with nothing around it: random start, then 40 x
+(forward, cross-entropy, input gradient, signed step, clamp to the ball and the box).
+
+The robust accuracy of each library is printed next to its time, so a reader can see they compute the same
+thing; advlab and the bare loop draw the same random start from the same seed and must give the same x_adv.
+
+Weights: random initialisation from a fixed seed by default (the cost of PGD does not depend on the weights);
+``--train-steps N`` trains the network first for N SGD steps on MNIST train (a minute or two on CPU), and
+``--model DIR`` loads a model saved by ``advlab train`` / ``advlab.zoo.save_model``.
+
+Peers come from a separate venv (bench/setup_peers.sh) that shares this project's torch build:
+
+    bash bench/setup_peers.sh
+    nice bench/.peers-venv/bin/python bench/pgd_speed.py --rounds 3 --out bench/out/pgd_speed.json
+
+With the project venv only (``.venv/bin/python bench/pgd_speed.py``) the peers are reported as not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LIBRARIES = ("advlab", "bare", "torchattacks", "foolbox", "art")
+
+
+# ---------------------------------------------------------------------- model and data
+def madry_cnn() -> nn.Module:
+    """advlab's zoo version when available, else the same architecture inline."""
+    try:
+        from advlab import zoo
+
+        return zoo.create("madry-cnn", input_shape=(1, 28, 28), num_classes=10, seed=0)
+    except (ImportError, AttributeError, ValueError):
+        g = torch.Generator().manual_seed(0)
+        net = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Linear(1024, 10),
+        )
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * (0.05 if p.dim() > 1 else 0.0))
+        return net
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_mnist(split: str, n: int | None, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST as float32 (N, 1, 28, 28) in [0, 1]: advlab.data if present, else the IDX files in DATA_DIR/mnist."""
+    try:
+        from advlab.data import load_dataset
+
+        ds = load_dataset("mnist", split=split, n=n, data_dir=data_dir, download=False)
+        return ds.x, ds.y
+    except ImportError:
+        pass
+    root = Path(data_dir or os.environ.get("ADVLAB_DATA", ".")) / "mnist"
+    prefix = "t10k" if split == "test" else "train"
+    x = _read_idx(root / f"{prefix}-images-idx3-ubyte.gz")[:n]
+    y = _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz")[:n]
+    return torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+
+
+def train_quickly(net: nn.Module, steps: int, data_dir: str | None, batch: int = 128, lr: float = 0.05) -> None:
+    x, y = load_mnist("train", None, data_dir)
+    g = torch.Generator().manual_seed(1)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (batch,), generator=g)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x[idx]), y[idx]).backward()
+        opt.step()
+    net.eval()
+
+
+# ---------------------------------------------------------------------- the attacks
+def batches(x, y, batch_size):
+    for i in range(0, len(x), batch_size):
+        yield x[i : i + batch_size], y[i : i + batch_size]
+
+
+def run_advlab(net, x, y, a):
+    from advlab import Classifier, ThreatModel
+    from advlab.attacks import pgd
+
+    clf = Classifier(net, num_classes=10, input_shape=(1, 28, 28))
+    threat = ThreatModel("linf", a.eps)
+    g = torch.Generator().manual_seed(a.seed)
+    out = [pgd(clf, xb, yb, threat, steps=a.steps, step_size=a.step_size, generator=g).x_adv
+           for xb, yb in batches(x, y, a.batch)]
+    return torch.cat(out)
+
+
+def run_bare(net, x, y, a):
+    """The limit: PGD's arithmetic and nothing else, drawing the random start as advlab does."""
+    g = torch.Generator().manual_seed(a.seed)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    out = []
+    try:
+        for xb, yb in batches(x, y, a.batch):
+            delta = (torch.rand(xb.shape, generator=g) * 2 - 1) * a.eps
+            x_adv = (xb + delta).clamp(0, 1)
+            for _ in range(a.steps):
+                x_adv.requires_grad_(True)
+                loss = F.cross_entropy(net(x_adv), yb, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, x_adv)
+                x_adv = x_adv.detach() + a.step_size * grad.sign()
+                x_adv = (xb + (x_adv - xb).clamp(-a.eps, a.eps)).clamp(0, 1)
+            out.append(x_adv.detach())
+    finally:
+        for p in net.parameters():
+            p.requires_grad_(True)
+    return torch.cat(out)
+
+
+def run_torchattacks(net, x, y, a):
+    import torchattacks
+
+    atk = torchattacks.PGD(net, eps=a.eps, alpha=a.step_size, steps=a.steps, random_start=True)
+    return torch.cat([atk(xb, yb) for xb, yb in batches(x, y, a.batch)])
+
+
+def run_foolbox(net, x, y, a):
+    import foolbox as fb
+
+    fmodel = fb.PyTorchModel(net, bounds=(0, 1))
+    attack = fb.attacks.LinfPGD(abs_stepsize=a.step_size, steps=a.steps, random_start=True)
+    return torch.cat([attack(fmodel, xb, yb, epsilons=a.eps)[1] for xb, yb in batches(x, y, a.batch)])
+
+
+def run_art(net, x, y, a):
+    from art.attacks.evasion import ProjectedGradientDescent
+    from art.estimators.classification import PyTorchClassifier
+
+    clf = PyTorchClassifier(net, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+                            clip_values=(0.0, 1.0), device_type="cpu")
+    attack = ProjectedGradientDescent(clf, norm=np.inf, eps=a.eps, eps_step=a.step_size, max_iter=a.steps,
+                                      num_random_init=1, batch_size=a.batch, verbose=False)
+    x_adv = attack.generate(x=x.numpy(), y=y.numpy())
+    return torch.from_numpy(x_adv)
+
+
+RUNNERS = {"advlab": run_advlab, "bare": run_bare, "torchattacks": run_torchattacks, "foolbox": run_foolbox, "art": run_art}
+IMPORTS = {"advlab": "advlab", "bare": "torch", "torchattacks": "torchattacks", "foolbox": "foolbox", "art": "art"}
+
+
+def version_of(lib: str) -> str:
+    mod = __import__(IMPORTS[lib])
+    return getattr(mod, "__version__", "?")
+
+
+def accuracy(net, x, y, batch=500) -> float:
+    with torch.no_grad():
+        pred = torch.cat([net(xb).argmax(1) for xb, _ in batches(x, y, batch)])
+    return float((pred == y).float().mean())
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ---------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=1000, help="MNIST test images (default 1000)")
+    p.add_argument("--batch", type=int, default=250)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--eps", type=float, default=0.3)
+    p.add_argument("--step-size", type=float, default=0.01)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the median is reported")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
+    p.add_argument("--libs", default=",".join(LIBRARIES), help=f"comma-separated subset of {','.join(LIBRARIES)}")
+    p.add_argument("--model", help="a model folder saved by advlab (zoo.save_model); default: Madry CNN")
+    p.add_argument("--train-steps", type=int, default=0, help="SGD steps on MNIST train before timing (default 0)")
+    p.add_argument("--data-dir", default=os.environ.get("ADVLAB_DATA"),
+                   help="folder holding mnist/ (default: $ADVLAB_DATA)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the results as JSON here")
+    a = p.parse_args(argv)
+
+    torch.set_num_threads(a.threads)
+    libs = [lib.strip() for lib in a.libs.split(",") if lib.strip()]
+    unknown = sorted(set(libs) - set(LIBRARIES))
+    if unknown:
+        p.error(f"--libs: unknown {unknown}; choose from {LIBRARIES}")
+
+    if a.model:
+        from advlab.zoo import load_model
+
+        clf = load_model(a.model)
+        if clf.has_normalization:
+            p.error("--model: this benchmark feeds raw [0, 1] inputs to every library; use a model without mean/std")
+        net = clf.module
+    else:
+        net = madry_cnn()
+        if a.train_steps:
+            train_quickly(net, a.train_steps, a.data_dir)
+    net.eval()
+    x, y = load_mnist("test", a.n, a.data_dir)
+
+    available, skipped = [], {}
+    for lib in libs:
+        try:
+            version_of(lib)
+            available.append(lib)
+        except Exception as exc:  # not installed in this interpreter: say so and go on
+            skipped[lib] = f"{type(exc).__name__}: {exc}"
+
+    times: dict[str, list[float]] = {lib: [] for lib in available}
+    robust: dict[str, float] = {}
+    x_adv_of: dict[str, torch.Tensor] = {}
+    for r in range(a.rounds):
+        for lib in available:
+            t0 = time.perf_counter()
+            x_adv = RUNNERS[lib](net, x, y, a)
+            times[lib].append(time.perf_counter() - t0)
+            if r == 0:
+                x_adv_of[lib] = x_adv
+                linf = float((x_adv - x).abs().amax())
+                if linf > a.eps + 1e-5 or float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
+                    print(f"warning: {lib} left the threat model (linf {linf:.4g})", file=sys.stderr)
+                robust[lib] = accuracy(net, x_adv, y)
+            print(f"round {r + 1}/{a.rounds} {lib:13s} {times[lib][-1]:8.2f} s", file=sys.stderr, flush=True)
+
+    bare = statistics.median(times["bare"]) if "bare" in times else None
+    rows = []
+    for lib in available:
+        med = statistics.median(times[lib])
+        rows.append({
+            "library": lib, "version": version_of(lib), "median_s": med, "times_s": times[lib],
+            "ratio_to_bare": med / bare if bare else None, "robust_accuracy": robust[lib],
+        })
+    same = None
+    if "advlab" in x_adv_of and "bare" in x_adv_of:
+        same = float((x_adv_of["advlab"] - x_adv_of["bare"]).abs().max())
+
+    result = {
+        "workload": {"attack": "PGD linf", "eps": a.eps, "step_size": a.step_size, "steps": a.steps,
+                     "random_start": True, "n": a.n, "batch": a.batch, "model": a.model or "madry-cnn",
+                     "train_steps": a.train_steps, "rounds": a.rounds},
+        "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "threads": a.threads, "torch": torch.__version__,
+                    "python": platform.python_version(), "load_avg_at_end": list(os.getloadavg())},
+        "clean_accuracy": accuracy(net, x, y),
+        "max_abs_diff_advlab_vs_bare": same,
+        "results": rows,
+        "skipped": skipped,
+    }
+    print(f"\nPGD-{a.steps} linf eps={a.eps} step={a.step_size}, {a.n} MNIST test images, batch {a.batch}, "
+          f"{a.rounds} interleaved rounds, {a.threads} thread(s); clean accuracy {result['clean_accuracy']:.3f}")
+    print("\n| library | version | median s | ratio to bare loop | robust accuracy | all rounds (s) |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        ratio = f"{row['ratio_to_bare']:.3f}" if row["ratio_to_bare"] else "-"
+        rounds = ", ".join(f"{t:.2f}" for t in row["times_s"])
+        print(f"| {row['library']} | {row['version']} | {row['median_s']:.2f} | {ratio} | {row['robust_accuracy']:.3f} | {rounds} |")
+    if same is not None:
+        print(f"\nmax |x_adv(advlab) - x_adv(bare)| = {same:.3g} (same random start, same arithmetic)")
+    for lib, why in skipped.items():
+        print(f"skipped {lib}: {why}")
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
