@@ -89,3 +89,48 @@ def test_checks_off():
     rep = evaluate(toy_model(), (x, y), [0.3], attacks=[PGD(steps=5)], checks=False)
     assert rep.checks == []
     assert torch.tensor(rep.examples["robust"]).shape == (8, 1)
+
+
+class _Quantised(torch.nn.Module):
+    """A fixed linear model on inputs rounded to quarters: zero input gradients, but a black-box attack works."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(10, 64, generator=g), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.round(x * 4) / 4).reshape(x.shape[0], -1) @ self.w.T
+
+
+def _masked_digits(n: int = 12):
+    from sklearn.datasets import load_digits
+
+    from advlab import Classifier
+
+    x = torch.from_numpy(load_digits().images[:n] / 16.0).float().unsqueeze(1)
+    clf = Classifier(_Quantised(), num_classes=10, input_shape=(1, 8, 8)).eval()
+    with torch.no_grad():
+        y = clf(x).argmax(1)  # its own predictions: clean accuracy 1
+    return clf, x, y
+
+
+@pytest.mark.skipif("square" not in __import__("advlab").attacks.ATTACKS, reason="Square not implemented yet")
+def test_square_beating_pgd_is_flagged():
+    from advlab.attacks import get_attack
+
+    clf, x, y = _masked_digits()
+    square = get_attack("square")(n_queries=200)
+    with pytest.warns(UserWarning, match="Black-box does not beat white-box"):
+        rep = evaluate(clf, (x, y), [0.3], attacks=[PGD(steps=5), square])
+    bb = _by_name(rep)["blackbox"]
+    assert bb.status == "fail"
+    stages = rep.results[0].stages
+    assert stages[1].attack == "square" and stages[1].n_broken == bb.value > stages[0].n_broken
+    assert stages[1].queries_median is not None and 1 <= stages[1].queries_median <= 200
+    # without Square in the cascade the check runs Square itself on what PGD left robust
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        only_pgd = evaluate(clf, (x, y), [0.3], attacks=[PGD(steps=5)])
+    assert _by_name(only_pgd)["blackbox"].status == "fail"
+    assert only_pgd.robust_accuracy() > rep.robust_accuracy()

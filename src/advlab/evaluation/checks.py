@@ -189,6 +189,12 @@ def check_blackbox(ctx: CheckContext) -> CheckResult:
             meaning=meaning,
         )
     idx = ctx.robust_at_max.nonzero().flatten()
+    if idx.numel() == 0:
+        return CheckResult(
+            name="blackbox", title="Black-box does not beat white-box", status="skipped", value=None,
+            threshold=None, detail=f"the cascade left no check example robust at eps = {ctx.eps_max:g}: nothing for "
+                                   "Square to beat", meaning=meaning,
+        )
     broke = 0
     if idx.numel():
         cls = get_attack("square")
