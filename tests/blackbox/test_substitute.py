@@ -176,3 +176,62 @@ def test_cli_blackbox_bad_input(saved_target, tmp_path, capsys, argv, message):
     rc = main(base + argv)
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------- a real server on loopback
+def _serve_in_thread(app):
+    """Start uvicorn on a free loopback port in a daemon thread; return (url, stop)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        pytest.skip("uvicorn did not start")
+
+    def stop():
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    return f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", stop
+
+
+def test_remote_target_with_server_side_limit(target, digits, tmp_path):
+    import json
+
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    from advlab.blackbox import HTTPOracle
+    from advlab.blackbox.server import create_app
+    from advlab.cli import main
+
+    x = digits["x_test"]
+    app = create_app(target, mode="labels", max_queries=100)
+    url, stop = _serve_in_thread(app)
+    try:
+        oracle = HTTPOracle(url)
+        res = papernot_blackbox(oracle, x[:SEED_SIZE], rounds=4, **FAST)
+        # 20 + 20 + 40 = 80 fit under the server's limit of 100; the next 80 do not: stop, report, no exception
+        assert res.budget_exhausted and res.queries == 100
+        torch.testing.assert_close(res.y_train, target.predict(res.x_train))
+        # the CLI against the exhausted server reports the limit in one line
+        rc = main(["blackbox", "--target", url, "--data", "digits", "--seed-size", "10", "--n-eval", "0",
+                   "--rounds", "1", "--epochs", "1", "--out", str(tmp_path / "bb")])
+        assert rc == 2
+    finally:
+        stop()
+    url, stop = _serve_in_thread(create_app(target, mode="labels"))
+    try:
+        rc = main(["blackbox", "--target", url, "--data", "digits", "--seed-size", "10", "--n-eval", "20",
+                   "--rounds", "1", "--epochs", "3", "--out", str(tmp_path / "bb2")])
+        assert rc == 0
+        rec = json.loads((tmp_path / "bb2" / "result.json").read_text())
+        assert rec["target"] == {"kind": "http", "url": url} and rec["queries"] == 20
+    finally:
+        stop()
