@@ -48,6 +48,8 @@ FAST_SETTINGS: dict = {
     ("illc", "l2"): lambda threat: {"steps": 20, "step_size": threat.eps / 8 or None},
     ("illc", "l1"): lambda threat: {"steps": 20, "step_size": threat.eps / 8 or None},
     "square": {"n_queries": 300},
+    # FMN's eps_k anneals over the whole run: 10 steps end 20-90% above the linear model's minimum (linf/l1).
+    "fmn": {"steps": 100},
 }
 """Per-attack overrides that keep the suite fast; every other setting is the attack's default. Keys are a
 name or a ``(name, norm)`` pair (which wins); values a dict or a callable ``threat -> dict``."""
@@ -352,6 +354,19 @@ def test_numpy_in_numpy_out(name, norm, mlp_model, digits_batch, request):
     assert isinstance(res_np.distance, np.ndarray)
     np.testing.assert_array_equal(res_np.x_adv, res_t.x_adv.numpy())
     np.testing.assert_array_equal(res_np.success, res_t.success.numpy())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_numpy_float64_in_float64_out(name, mlp_model, digits_batch, request):
+    """float64 numpy input is attacked in float32 (the model's dtype) and returned as float64 numpy."""
+    known_failure(request, name, "*", "untargeted", "numpy")
+    x, y = batch_for(name, digits_batch)
+    threat = threat_for(ATTACKS.get(name).norms[0])
+    result = build(name, threat)(mlp_model, x.double().numpy(), y.numpy(), threat, generator=0)
+    assert isinstance(result.x_adv, np.ndarray) and result.x_adv.dtype == np.float64
+    assert float(result.x_adv.min()) >= 0.0 and float(result.x_adv.max()) <= 1.0
+    dist = threat.distance(torch.from_numpy(result.x_adv), x.double())
+    assert float(dist.max()) <= threat.eps + _float_tol(threat.eps)
 
 
 # ---------------------------------------------------------------------- 7

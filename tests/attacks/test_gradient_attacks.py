@@ -287,7 +287,17 @@ def test_pgd_l1_stays_in_ball_and_box(mlp_model, digits_batch):
         l1 = (res.x_adv - x).abs().reshape(len(x), -1).sum(1)
         assert float(l1.max()) <= eps * (1 + 1e-5) + 1e-6
         assert res.success_rate > 0.0
-    # On the linear model the L1 optimum puts all the budget on the largest |w| coordinate.
+
+
+def test_pgd_l1_linear_puts_the_budget_on_the_largest_weight(make_linear_binary):
+    """The L1 optimum of a linear margin is eps on the coordinate with the largest |w| (a vertex of the ball)."""
+    model, w, b, x, y, s = _linear_points(make_linear_binary)
+    eps = 1.0
+    res = pgd(model, x, y, ThreatModel("l1", eps, WIDE), generator=0)
+    k = int(w.abs().argmax())
+    expected = x.clone()
+    expected[:, k] -= eps * s[:, 0] * w[k].sign()
+    torch.testing.assert_close(res.x_adv, expected, rtol=0, atol=1e-4)
 
 
 def test_pgd_default_step_size_is_madry(mlp_model, digits_batch):
