@@ -6,6 +6,7 @@ Importing this package registers every attack in :data:`ATTACKS`.
 from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, get_attack, list_attacks, run_attack
 from advlab.attacks.apgd import APGD, APGDT, apgd, apgd_t
 from advlab.attacks.bim import BIM, ILLC, bim, illc
+from advlab.attacks.fmn import FMN, fmn
 from advlab.attacks.fgsm import FGSM, fgsm
 from advlab.attacks.mifgsm import MIFGSM, mifgsm
 from advlab.attacks.pgd import PGD, pgd
@@ -22,4 +23,5 @@ __all__ = [
     "APGD", "APGDT", "apgd", "apgd_t",
     "SPSA", "spsa", "NES", "nes", "Boundary", "boundary", "HopSkipJump", "hopskipjump",
     "Square", "square",
+    "FMN", "fmn",
 ]
