@@ -45,11 +45,11 @@ def add_parser(sub) -> None:
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat-model norm")
     p.add_argument("--n", type=int, default=1000, help="number of test examples (the first N)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", default=None, choices=["fast", "standard", "strong"],
-                       help="attack cascade preset (default: standard)")
+    group.add_argument("--preset", default="standard", choices=["fast", "standard", "strong"],
+                       help="attack cascade preset")
     group.add_argument("--attacks", default=None, help="custom cascade: comma-separated attack names, e.g. pgd,apgd-ce,square")
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
-    p.add_argument("--eot-samples", type=int, default=None, help="logit draws averaged for random models (default 10)")
+    p.add_argument("--eot-samples", type=int, default=None, help="logit draws averaged for random models (None: 10)")
     p.add_argument("--overwrite", action="store_true", help="discard a checkpoint of a different configuration")
     add_run_options(p)
     p.add_argument("--out", required=True, help="output folder")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     eps = parse_float_list(args.eps, "--eps")
-    attacks = args.attacks.split(",") if args.attacks else (args.preset or "standard")
+    attacks = args.attacks.split(",") if args.attacks else args.preset
     model = load_model(args.model, device=device)
     data_name = args.data or model.card.get("dataset")
     if not data_name:
