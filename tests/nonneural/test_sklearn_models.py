@@ -154,3 +154,31 @@ def test_errors(data):
 
     with pytest.raises(TypeError, match="PCA"):
         from_sklearn(make_pipeline(PCA(8), LogisticRegression(max_iter=200)).fit(xt, yt))
+
+
+def _more_estimators():
+    from sklearn.linear_model import Perceptron, RidgeClassifier, SGDClassifier
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler
+    from sklearn.svm import NuSVC
+
+    return {
+        "sgd": SGDClassifier(random_state=0),
+        "ridge": RidgeClassifier(),
+        "perceptron": Perceptron(random_state=0),
+        "ovr-lr": OneVsRestClassifier(LogisticRegression(max_iter=300)),
+        "nusvc": NuSVC(),
+        "svc-sigmoid": SVC(kernel="sigmoid"),
+        "minmax-maxabs-linearsvc": make_pipeline(MinMaxScaler(), MaxAbsScaler(), LinearSVC()),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_more_estimators()))
+def test_other_supported_estimators_are_exact(data, kind):
+    xt, yt, xs, _ = data
+    est = _more_estimators()[kind].fit(xt, yt)
+    clf = from_sklearn(est)
+    x = torch.from_numpy(xs)
+    np.testing.assert_allclose(clf.module.decision_function(x).numpy(), est.decision_function(xs.astype(np.float64)),
+                               atol=1e-5)
+    assert (clf.predict(x).numpy() == est.predict(xs)).all()
