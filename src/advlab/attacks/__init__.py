@@ -3,9 +3,10 @@
 Importing this package registers every attack in :data:`ATTACKS`.
 """
 
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, get_attack, list_attacks, run_attack
+from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, attack_in_batches, get_attack, list_attacks, run_attack
 from advlab.attacks.apgd import APGD, APGDT, apgd, apgd_t
 from advlab.attacks.bim import BIM, ILLC, bim, illc
+from advlab.attacks.deepfool import DeepFool, deepfool
 from advlab.attacks.fmn import FMN, fmn
 from advlab.attacks.fgsm import FGSM, fgsm
 from advlab.attacks.mifgsm import MIFGSM, mifgsm
@@ -18,8 +19,9 @@ from advlab.attacks.boundary import Boundary, boundary
 from advlab.attacks.hopskipjump import HopSkipJump, hopskipjump
 
 __all__ = [
-    "ATTACKS", "AttackConfig", "AttackOutput", "get_attack", "list_attacks", "run_attack",
+    "ATTACKS", "AttackConfig", "AttackOutput", "attack_in_batches", "get_attack", "list_attacks", "run_attack",
     "BIM", "ILLC", "bim", "illc", "FGSM", "fgsm", "MIFGSM", "mifgsm", "PGD", "pgd", "RFGSM", "rfgsm",
+    "DeepFool", "deepfool",
     "APGD", "APGDT", "apgd", "apgd_t",
     "SPSA", "spsa", "NES", "nes", "Boundary", "boundary", "HopSkipJump", "hopskipjump",
     "Square", "square",
