@@ -105,6 +105,18 @@ def test_bad_requests_get_4xx(client_factory, body, status, message):
     assert client.get("/info").json()["queries"] == 0
 
 
+def test_model_without_declared_shape_answers_422_on_a_mismatch():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    net = nn.Sequential(nn.Linear(D, C)).eval()  # a bare module: no input_shape to check requests against
+    client = TestClient(create_app(net))
+    assert client.post("/predict", json={"inputs": _x().tolist()}).status_code == 200
+    resp = client.post("/predict", json={"inputs": [[0.5] * (D + 2)]})
+    assert resp.status_code == 422 and "cannot evaluate" in resp.json()["error"]
+
+
 def test_batch_too_large_is_413(client_factory):
     client = client_factory(max_batch=3)
     assert client.post("/predict", json={"inputs": _x(4).tolist()}).status_code == 413

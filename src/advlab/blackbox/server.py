@@ -180,6 +180,7 @@ def create_app(
         body = await request.body()
         if len(body) > max_body:
             return error(413, f"request body of {len(body)} bytes is too large for max_batch={max_batch}")
+        x = torch.empty(0)
         try:
             x = parse(body)
             return JSONResponse(await run_in_threadpool(evaluate, x))
@@ -190,6 +191,11 @@ def create_app(
                          queries=exc.spent, max_queries=exc.budget)
         except (ValueError, TypeError) as exc:
             return error(422, str(exc))
+        except RuntimeError as exc:
+            if oracle.input_shape is None:  # no declared shape: a shape mismatch surfaces inside the model
+                return error(422, f"the model cannot evaluate inputs of shape {list(x.shape)}: {exc}")
+            log.exception("prediction failed")
+            return error(500, "internal error while evaluating the model; see the server log")
         except Exception:  # never leak a traceback to the client; log it here
             log.exception("prediction failed")
             return error(500, "internal error while evaluating the model; see the server log")
