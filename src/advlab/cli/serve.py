@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import logging
 
 from advlab.cli._common import add_command
@@ -29,7 +30,9 @@ def add_parser(sub) -> None:
                    help="what the server reveals: the top label only, or class probabilities too")
     p.add_argument("--max-queries", type=int, default=None,
                    help="total examples the server evaluates before answering 429; unlimited when omitted")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
+    p.add_argument("--api-key", default=os.environ.get("ADVLAB_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on every request (default: $ADVLAB_API_KEY; the "
+                   "environment keeps the key out of the process list)")
     p.add_argument("--max-batch", type=int, default=1024, help="largest batch per request (larger ones get 413)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.set_defaults(func=run)
