@@ -1,4 +1,4 @@
-"""Fast Minimum-Norm attack (Pintor et al. 2021): the smallest adversarial perturbation in linf, l2 or l1.
+"""Fast Minimum-Norm attack (Pintor et al. 2021): the smallest adversarial perturbation in linf, l2, l1 or l0.
 
 FMN alternates a normalised gradient step on the logit difference with a projection onto an lp-ball whose
 radius ``eps_k`` adapts per example: it shrinks by a factor ``1 - gamma_k`` while the current point is
@@ -34,7 +34,7 @@ GAMMA_INIT = 0.05
 GAMMA_FINAL = 0.001
 """Final rate after cosine annealing."""
 
-DUAL_NORM = {"linf": "l1", "l2": "l2", "l1": "linf"}
+DUAL_NORM = {"linf": "l1", "l2": "l2", "l1": "linf", "l0": "l0"}
 """The dual of each norm: ``|f(x)| / ||grad f||_dual`` is the linearised distance to the boundary."""
 
 _TINY = 1e-12
@@ -43,6 +43,13 @@ _TINY = 1e-12
 def _cosine(k: int, steps: int, start: float, end: float) -> float:
     """Cosine annealing from ``start`` (k = 0) to ``end`` (k = steps)."""
     return end + (start - end) * (1.0 + math.cos(math.pi * k / steps)) / 2.0
+
+
+def _project_l0(delta: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Keep, per example, the ``k`` largest-magnitude coordinates of ``delta`` (``k`` a ``(N,)`` tensor)."""
+    flat = _flat(delta)
+    rank = flat.abs().argsort(dim=1, descending=True).argsort(dim=1)
+    return (flat * (rank < k[:, None])).reshape(delta.shape)
 
 
 def _core(
@@ -63,7 +70,8 @@ def _core(
     lo, hi = threat.bounds
     inf = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
     worst = norm_of(torch.maximum(x - lo, hi - x), norm)  # the largest perturbation the box allows
-    eps_k = inf.clone()
+    l0 = norm == "l0"
+    eps_k = torch.ones(n, dtype=x.dtype, device=x.device) if l0 else inf.clone()
     best_norm = inf.clone()
     best_adv = x.clone()
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -94,19 +102,29 @@ def _core(
         # iterates creep toward the boundary of a box-saturated input without ever crossing it).
         blocked = ((x_adv <= lo) & (grad < 0)) | ((x_adv >= hi) & (grad > 0))
         free_grad = grad.masked_fill(blocked, 0.0)
-        to_boundary = loss.abs() / norm_of(free_grad, DUAL_NORM[norm]).clamp_min(_TINY)
-        eps_k = torch.where(
-            is_adv,
-            torch.minimum(eps_k * (1.0 - gamma), best_norm),
-            torch.where(found, eps_k * (1.0 + gamma), delta_norm + to_boundary),
-        )
+        if l0:  # integer radius: at least one feature fewer / more per step
+            eps_k = torch.where(
+                is_adv,
+                torch.minimum(torch.minimum(eps_k - 1, (eps_k * (1.0 - gamma)).floor()), best_norm),
+                torch.maximum(eps_k + 1, (eps_k * (1.0 + gamma)).floor()),
+            ).clamp_min(0.0)
+        else:
+            to_boundary = loss.abs() / norm_of(free_grad, DUAL_NORM[norm]).clamp_min(_TINY)
+            eps_k = torch.where(
+                is_adv,
+                torch.minimum(eps_k * (1.0 - gamma), best_norm),
+                torch.where(found, eps_k * (1.0 + gamma), delta_norm + to_boundary),
+            )
         eps_k = torch.minimum(eps_k, worst)
 
         # The step uses the same free coordinates: mass put on pinned ones would be clipped away by the box
         # after the ball projection has already rescaled the rest.
         g_norm = _flat(free_grad).norm(dim=1).clamp_min(_TINY)
         step = alpha * free_grad / _per_example(g_norm, free_grad)
-        x_adv = threat.project(x_adv + step, x, eps=eps_k).detach()
+        if l0:
+            x_adv = threat.clip_box(x + _project_l0(x_adv + step - x, eps_k)).detach()
+        else:
+            x_adv = threat.project(x_adv + step, x, eps=eps_k).detach()
 
     # The last iterate has not been evaluated yet: one more forward pass to see whether it is smaller.
     with torch.no_grad():
@@ -139,7 +157,9 @@ def fmn(
     while the iterate is adversarial, grows to ``eps_k (1 + gamma_k)`` when it is not (after a first success),
     and before any success is set to ``|delta| + |f| / |grad f|_dual``, the linearised distance to the
     boundary. ``alpha_k`` and ``gamma_k`` decay by cosine annealing. Per example the smallest adversarial
-    perturbation found is kept.
+    perturbation found is kept. For l0 the radius counts changed features: it starts at 1 and moves by
+    ``floor(eps_k (1 -+ gamma_k))`` but at least one feature per step, and the projection keeps the ``eps_k``
+    largest changes.
 
     One change to the paper's algorithm: coordinates pinned at the box with the gradient pointing outward
     are left out of the gradient, both for the step and for the dual norm of the boundary estimate. With
@@ -157,7 +177,7 @@ def fmn(
         model: a ``torch.nn.Module`` returning logits, or an ``advlab.Classifier``.
         x: inputs inside ``threat.bounds`` (torch or numpy), shape ``(N, ...)``.
         y: true labels, shape ``(N,)``.
-        threat: norm (``"linf"``, ``"l2"`` or ``"l1"``), eps (the radius of the final projection) and bounds.
+        threat: norm (``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``), eps (the radius of the final projection) and bounds.
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
         steps: optimisation steps (100).
         alpha_init: initial step size (1.0).
@@ -205,7 +225,7 @@ class FMN(AttackConfig):
     gamma_final: float = GAMMA_FINAL
 
     name = "fmn"
-    norms = ("linf", "l2", "l1")
+    norms = ("linf", "l2", "l1", "l0")
     minimum_norm = True
     paper = "Pintor et al. 2021, arXiv:2102.12827"
 
