@@ -49,7 +49,7 @@ def test_checkpoints_match_the_reference_schedule_for_multiples_of_100(n_iter):
 
 # ---------------------------------------------------------------------- l1 x box projection
 def _bisection_projection(delta, x, eps, lo, hi):
-    """Oracle: the same problem solved by 200 bisection steps on the threshold, in float64, one example at a time."""
+    """Oracle: the same problem solved by 80 bisection steps on the threshold, in float64, one example at a time."""
     out = []
     for dv, xv in zip(delta.double(), x.double()):
         cap = torch.where(dv >= 0, hi - xv, xv - lo).clamp_min(0)
@@ -61,7 +61,7 @@ def _bisection_projection(delta, x, eps, lo, hi):
             out.append(proj(0.0))
             continue
         a, b = 0.0, float(dv.abs().max())
-        for _ in range(200):
+        for _ in range(80):
             m = (a + b) / 2
             a, b = (m, b) if proj(m).abs().sum() > eps else (a, m)
         out.append(proj(b))

@@ -368,6 +368,15 @@ def apgd(
     the true-label logit, since the attack only sees the targets). For the paper's APGD-T, which searches
     the top-k classes itself, use :func:`apgd_t`.
 
+    Details that differ from the reference code (arXiv:2003.01690 is followed where the two disagree):
+    condition 1 is the paper's strict ``<`` (the code uses ``<=``); condition 2 may already hold at the first
+    checkpoint (the code starts as if the step had just been reduced); checkpoints are the paper's
+    ``ceil(p_j * n_iter)`` (the code's integer gaps agree for multiples of 100). The best point takes ties
+    (``>=``), so where float32 cross-entropy saturates to a constant the attack still returns its latest
+    iterate. For l1 the random start is uniform in the ball, the step uses ``round(k)`` rather than
+    ``ceil(k)`` coordinates (with ``ceil`` a step never gets below 2 coordinates and misses 1-sparse optima),
+    and, as in the code, there is no momentum; the code's optional larger-eps warm-up is not implemented.
+
     Args:
         model: a ``torch.nn.Module`` returning logits, or an ``advlab.Classifier``.
         x: inputs inside ``threat.bounds`` (torch or numpy), shape ``(N, ...)``.
