@@ -6,6 +6,7 @@ Importing this package registers every attack in :data:`ATTACKS`.
 from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, attack_in_batches, get_attack, list_attacks, run_attack
 from advlab.attacks.apgd import APGD, APGDT, apgd, apgd_t
 from advlab.attacks.bim import BIM, ILLC, bim, illc
+from advlab.attacks.carlini_wagner import CarliniWagnerL2, CarliniWagnerLinf, carlini_wagner_l2, carlini_wagner_linf
 from advlab.attacks.deepfool import DeepFool, deepfool
 from advlab.attacks.fmn import FMN, fmn
 from advlab.attacks.fgsm import FGSM, fgsm
@@ -22,6 +23,7 @@ __all__ = [
     "ATTACKS", "AttackConfig", "AttackOutput", "attack_in_batches", "get_attack", "list_attacks", "run_attack",
     "BIM", "ILLC", "bim", "illc", "FGSM", "fgsm", "MIFGSM", "mifgsm", "PGD", "pgd", "RFGSM", "rfgsm",
     "DeepFool", "deepfool",
+    "CarliniWagnerL2", "CarliniWagnerLinf", "carlini_wagner_l2", "carlini_wagner_linf",
     "APGD", "APGDT", "apgd", "apgd_t",
     "SPSA", "spsa", "NES", "nes", "Boundary", "boundary", "HopSkipJump", "hopskipjump",
     "Square", "square",
