@@ -21,6 +21,11 @@ COMMANDS = (
     "serve",
     "blackbox",
     "transfer",
+    "explain",
+    "physical",
+    "universal",
+    "patch",
+    "fooling",
 )
 """Sub-command modules, in the order ``--help`` lists them."""
 
