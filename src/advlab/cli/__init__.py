@@ -21,7 +21,6 @@ COMMANDS = (
     "serve",
     "blackbox",
     "transfer",
-    "explain",
     "physical",
     "universal",
     "patch",
