@@ -1,0 +1,29 @@
+"""Helpers shared by the explain analyses: the FGSM direction and batched logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from advlab.models import Classifier
+
+
+def fgsm_direction(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``sign(grad_x CE(model(x), y))`` for a batch, computed in attack mode."""
+    with model.attack_mode(warn_train_mode=False):
+        xr = x.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(model(xr), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xr)
+    return grad.sign()
+
+
+@torch.no_grad()
+def batched_logits(model: Classifier, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for a large batch of points, in eval mode (mode restored)."""
+    with model.attack_mode(warn_train_mode=False):
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+def is_image(input_shape: tuple[int, ...] | None) -> bool:
+    """Whether examples are images (C, H, W) with 1 or 3 channels, so image figures make sense."""
+    return input_shape is not None and len(input_shape) == 3 and input_shape[0] in (1, 3) and min(input_shape[1:]) >= 4
