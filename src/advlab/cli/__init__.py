@@ -21,6 +21,7 @@ COMMANDS = (
     "serve",
     "blackbox",
     "transfer",
+    "explain",
     "physical",
     "universal",
     "patch",
