@@ -120,11 +120,11 @@ def test_minimum_norm_attack_runs_once_and_serves_every_eps():
 
 def test_resume_after_kill_gives_identical_numbers(tmp_path):
     x, y, _ = toy_data()
-    kwargs = dict(attacks=[ShiftA(), PGD5, ShiftB()], checks=False, batch_size=8, seed=3)
+    kwargs = dict(attacks=[ShiftA(), MinNorm(), PGD5, ShiftB()], checks=False, batch_size=8, seed=3)
     reference = evaluate(toy_model(), (x, y), EPS, **kwargs)
     reference_calls = CALLS["shift"]
     CALLS.clear()
-    CRASH["after"] = 4  # the fifth ShiftA/ShiftB batch raises, after four finished batches
+    CRASH["after"] = 7  # dies inside ShiftB at the first eps, after the min-norm attack has run
     with pytest.raises(RuntimeError, match="simulated kill"):
         evaluate(toy_model(), (x, y), EPS, checkpoint_dir=tmp_path, **kwargs)
     assert (tmp_path / "state.safetensors").exists()
@@ -133,7 +133,8 @@ def test_resume_after_kill_gives_identical_numbers(tmp_path):
     resumed = evaluate(toy_model(), (x, y), EPS, checkpoint_dir=tmp_path, **kwargs)
     assert _numbers(resumed) == _numbers(reference)
     assert torch.equal(resumed.x_adv, reference.x_adv)
-    assert 4 + CALLS["shift"] == reference_calls  # finished batches were not redone
+    assert "minnorm" not in CALLS  # its stored points served the later eps after the restart
+    assert 7 + CALLS["shift"] == reference_calls  # finished batches were not redone
 
 
 def test_resume_skips_done_work(tmp_path):
