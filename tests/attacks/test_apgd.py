@@ -196,3 +196,75 @@ def test_configs_and_bad_settings(digits, mlp_model):
         apgd(mlp_model, x, y, threat, restarts=1.5)
     with pytest.raises(ValueError, match="rho"):
         apgd_t(mlp_model, x, y, threat, rho=1.5)
+
+
+# ---------------------------------------------------------------------- second implementation
+def _reference_apgd(model, x, x0, label, eps, norm, n_iter):
+    """Algorithm 1 of Croce & Hein 2020 written out for one example, with plain Python bookkeeping."""
+    from advlab.losses import cross_entropy
+
+    def f(z):
+        z = z.detach().requires_grad_(True)
+        loss = cross_entropy(model(z[None]), label[None], False)[0]
+        (g,) = torch.autograd.grad(loss, z)
+        return float(loss.detach()), g
+
+    def proj(z):
+        d = z - x
+        d = d.clamp(-eps, eps) if norm == "linf" else d * min(1.0, eps / max(float(d.norm()), 1e-12))
+        return (x + d).clamp(0, 1)
+
+    def direction(g):
+        return g.sign() if norm == "linf" else g / (g.norm() + 1e-12)
+
+    w = set(_paper_checkpoints(n_iter)[1:])
+    eta = 2 * eps
+    xk, (fk, gk) = x0, f(x0)
+    x_max, f_max, g_max = xk, fk, gk
+    losses = [fk]  # f(x^(i)) for i = 0, 1, ...
+    x_prev, last_w, reduced_last, f_max_last = xk, 0, False, f_max
+    halvings = 0
+    for k in range(n_iter):
+        z = proj(xk + eta * direction(gk))
+        x_new = z if k == 0 else proj(xk + 0.75 * (z - xk) + 0.25 * (xk - x_prev))
+        x_prev, xk = xk, x_new
+        fk, gk = f(xk)
+        losses.append(fk)
+        if fk >= f_max:
+            x_max, f_max, g_max = xk, fk, gk
+        if k + 1 in w:
+            span = k + 1 - last_w
+            increases = sum(losses[i + 1] > losses[i] for i in range(last_w, k + 1))
+            cond1 = increases < 0.75 * span
+            cond2 = (not reduced_last) and f_max <= f_max_last
+            reduced_last, f_max_last, last_w = cond1 or cond2, f_max, k + 1
+            if cond1 or cond2:
+                eta /= 2
+                halvings += 1
+                xk, gk = x_max, g_max
+                losses[-1] = f_max  # the next increase is measured from the restart point
+    return x_max, halvings
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.02), ("l2", 0.1)])
+def test_batched_run_equals_a_per_example_implementation_of_algorithm_1(norm, eps, mlp_model, digits_batch):
+    """Same start, same float64 model: the batched run (per-example step sizes, checkpoints, restarts from
+    the best point, momentum) must return exactly the point a one-example-at-a-time loop returns."""
+    import copy
+
+    from advlab.attacks.apgd import apgd_run
+    from advlab.losses import cross_entropy
+
+    model = copy.deepcopy(mlp_model.module).double().eval()
+    x, y = digits_batch
+    x, y = x[:6].double(), y[:6]
+    threat = ThreatModel(norm, eps)
+    x0 = threat.random_start(x, torch.Generator().manual_seed(0))
+    x_adv, found, _, _ = apgd_run(model, x, x0, y, False, threat, n_iter=40, loss_fn=cross_entropy)
+    assert not bool(found.any())  # eps small enough that the comparison stays on the loss-maximising branch
+    halvings = 0
+    for i in range(x.shape[0]):
+        want, h = _reference_apgd(model, x[i], x0[i], y[i], eps, norm, 40)
+        torch.testing.assert_close(x_adv[i], want, rtol=0, atol=1e-9)
+        halvings += h
+    assert halvings > 0, "the comparison should exercise step-size halving and restarts"
