@@ -42,13 +42,16 @@ def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float
     return float((pred.cpu() == y.cpu()).float().mean())
 
 
-def run_advlab(model, x, y, eps, norm, preset, batch_size, seed, checks):
+def run_advlab(model, x, y, eps, norm, preset, batch_size, seed, checks, report_dir=None):
     from advlab.evaluation import evaluate
+    from advlab.reports import write_report
 
     t0 = time.perf_counter()
     report = evaluate(model, (x, y), eps, norm=norm, attacks=preset, batch_size=batch_size, seed=seed, checks=checks,
                       progress=False)
     wall = time.perf_counter() - t0
+    if report_dir is not None:
+        write_report(report, report_dir)  # the full advlab report (HTML + JSON) of this run
     r = report.results[-1]
     return {
         "robust_accuracy": r.robust_accuracy, "clean_accuracy": report.clean_accuracy, "wall_s": wall,
@@ -129,7 +132,8 @@ def main(argv=None) -> int:
             log.info("%s: %s on %d images at eps %g ...", label, impl, len(y), args.eps)
             try:
                 if impl == "advlab":
-                    res = run_advlab(model, x, y, args.eps, args.norm, preset, args.batch_size, args.seed, args.checks)
+                    res = run_advlab(model, x, y, args.eps, args.norm, preset, args.batch_size, args.seed, args.checks,
+                                     out / f"{label}-advlab-report")
                 elif impl == "torchattacks":
                     res = run_torchattacks(model, x, y, args.eps, args.norm, args.batch_size, args.seed)
                 elif impl == "art":
