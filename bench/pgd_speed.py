@@ -245,12 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {lib: [] for lib in available}
     robust: dict[str, float] = {}
     x_adv_of: dict[str, torch.Tensor] = {}
+    forwards: dict[str, float] = {}
+    calls = [0]
+    hook = net.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    n_batches = -(-len(x) // a.batch)
     for r in range(a.rounds):
         for lib in available:
+            calls[0] = 0
             t0 = time.perf_counter()
             x_adv = RUNNERS[lib](net, x, y, a)
             times[lib].append(time.perf_counter() - t0)
             if r == 0:
+                forwards[lib] = calls[0] / n_batches
                 x_adv_of[lib] = x_adv
                 linf = float((x_adv - x).abs().amax())
                 if linf > a.eps + 1e-5 or float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
@@ -258,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 robust[lib] = accuracy(net, x_adv, y)
             print(f"round {r + 1}/{a.rounds} {lib:13s} {times[lib][-1]:8.2f} s", file=sys.stderr, flush=True)
 
+    hook.remove()
     bare = statistics.median(times["bare"]) if "bare" in times else None
     rows = []
     for lib in available:
@@ -265,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({
             "library": lib, "version": version_of(lib), "median_s": med, "times_s": times[lib],
             "ratio_to_bare": med / bare if bare else None, "robust_accuracy": robust[lib],
+            "forwards_per_batch": forwards[lib],
         })
     same = None
     if "advlab" in x_adv_of and "bare" in x_adv_of:
@@ -283,12 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"\nPGD-{a.steps} linf eps={a.eps} step={a.step_size}, {a.n} MNIST test images, batch {a.batch}, "
           f"{a.rounds} interleaved rounds, {a.threads} thread(s); clean accuracy {result['clean_accuracy']:.3f}")
-    print("\n| library | version | median s | ratio to bare loop | robust accuracy | all rounds (s) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| library | version | median s | ratio to bare loop | robust accuracy | forwards / batch | all rounds (s) |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         ratio = f"{row['ratio_to_bare']:.3f}" if row["ratio_to_bare"] else "-"
         rounds = ", ".join(f"{t:.2f}" for t in row["times_s"])
-        print(f"| {row['library']} | {row['version']} | {row['median_s']:.2f} | {ratio} | {row['robust_accuracy']:.3f} | {rounds} |")
+        print(f"| {row['library']} | {row['version']} | {row['median_s']:.2f} | {ratio} | {row['robust_accuracy']:.3f} "
+              f"| {row['forwards_per_batch'] or '-'} | {rounds} |")  # '-': the library calls the layers itself (ART)
     if same is not None:
         print(f"\nmax |x_adv(advlab) - x_adv(bare)| = {same:.3g} (same random start, same arithmetic)")
     for lib, why in skipped.items():
