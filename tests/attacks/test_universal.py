@@ -85,3 +85,14 @@ def test_uap_bad_input(softmax_model, digits):
         universal_perturbation(softmax_model, x, ThreatModel("linf", 0.1), max_passes=0)
     with pytest.raises(ValueError, match="broadcast"):
         fooling_rate(softmax_model, x, torch.zeros(3, 3))
+
+
+def test_keep_best_returns_the_best_end_of_pass_perturbation(softmax_model, digits):
+    x = digits["x_train"][:80]
+    threat = ThreatModel("linf", 0.15)
+    best = universal_perturbation(softmax_model, x, threat, target_fooling_rate=1.0, max_passes=3, generator=2)
+    last = universal_perturbation(softmax_model, x, threat, target_fooling_rate=1.0, max_passes=3, generator=2, keep_best=False)
+    assert best.history == last.history
+    assert best.fooling_rate == pytest.approx(max(best.history))
+    assert last.fooling_rate == pytest.approx(last.history[-1])
+    assert fooling_rate(softmax_model, x, best.perturbation) == pytest.approx(best.fooling_rate)

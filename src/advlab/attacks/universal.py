@@ -34,7 +34,7 @@ class UniversalPerturbation:
     Attributes:
         perturbation: ``v``, shape of one input ``(C, H, W)``; inside the eps-ball of ``threat``.
         threat: the norm ball it was projected onto.
-        fooling_rate: fraction of the training points whose prediction ``v`` changes (after the last pass).
+        fooling_rate: fraction of the training points whose prediction ``v`` changes (for the ``v`` returned).
         history: the training fooling rate after each pass.
         passes: passes over the data.
         deepfool_calls: examples on which DeepFool was run (not yet fooled when visited).
@@ -116,6 +116,7 @@ def universal_perturbation(
     num_classes: int = 10,
     generator: torch.Generator | int | None = None,
     batch_size: int = 500,
+    keep_best: bool = True,
     progress: bool = False,
 ) -> UniversalPerturbation:
     """Algorithm 1 of Moosavi-Dezfooli et al. 2017: a single perturbation ``v`` that fools most of ``x``.
@@ -128,6 +129,11 @@ def universal_perturbation(
     (the fraction of points whose prediction changes) reaches ``target_fooling_rate`` or after
     ``max_passes`` passes. The box is enforced on the perturbed images ``clip(x + v)`` (the paper has no box).
 
+    The training fooling rate is not monotone across passes (a projection can undo earlier progress, notably
+    for linf); with ``keep_best`` (default) the perturbation returned is the one with the highest fooling rate
+    on ``x`` at the end of a pass, otherwise the last one (the paper's algorithm returns the last one, which
+    is the same whenever the target is reached). Only ``x`` is used for that choice, never held-out data.
+
     Args:
         model: the classifier (``advlab.Classifier`` or a module returning logits).
         x: the points ``X`` to compute ``v`` on, shape ``(N, ...)``, inside the bounds. No labels needed.
@@ -139,6 +145,7 @@ def universal_perturbation(
         num_classes: DeepFool's candidate classes.
         generator: ``torch.Generator`` or seed for the visiting order (default seed 0).
         batch_size: batch size of the fooling-rate evaluations.
+        keep_best: return the end-of-pass perturbation with the highest fooling rate on ``x``.
         progress: show a tqdm bar per pass (only on a terminal).
 
     Returns:
@@ -177,6 +184,7 @@ def universal_perturbation(
     width = threat.bounds[1] - threat.bounds[0]
     df_threat = ThreatModel(threat.norm, width * x_t[0].numel(), threat.bounds)
     history: list[float] = []
+    best_rate, best_v = -1.0, v
     calls = 0
     passes = 0
     with clf.attack_mode(warn_train_mode=False):
@@ -210,9 +218,13 @@ def universal_perturbation(
                 bar.close()
             rate = float((_predict(clf, threat.clip_box(x_t + v), batch_size) != clean_pred).float().mean())
             history.append(rate)
+            if rate > best_rate:
+                best_rate, best_v = rate, v.clone()
             log.info("UAP pass %d: fooling rate %.3f on %d points (%d DeepFool calls so far)", passes, rate, n, calls)
             if rate >= target_fooling_rate:
                 break
+    if keep_best and best_rate > rate:
+        v, rate = best_v, best_rate
     return UniversalPerturbation(
         perturbation=v.detach(), threat=threat, fooling_rate=rate, history=history, passes=passes,
         deepfool_calls=calls, seconds=time.perf_counter() - t0,
