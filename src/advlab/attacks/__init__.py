@@ -10,6 +10,7 @@ from advlab.attacks.carlini_wagner import CarliniWagnerL2, CarliniWagnerLinf, ca
 from advlab.attacks.deepfool import DeepFool, deepfool
 from advlab.attacks.fmn import FMN, fmn
 from advlab.attacks.fgsm import FGSM, fgsm
+from advlab.attacks.jsma import JSMA, jsma
 from advlab.attacks.lbfgs import LBFGS, lbfgs
 from advlab.attacks.mifgsm import MIFGSM, mifgsm
 from advlab.attacks.pgd import PGD, pgd
@@ -26,6 +27,7 @@ __all__ = [
     "DeepFool", "deepfool",
     "CarliniWagnerL2", "CarliniWagnerLinf", "carlini_wagner_l2", "carlini_wagner_linf",
     "LBFGS", "lbfgs",
+    "JSMA", "jsma",
     "APGD", "APGDT", "apgd", "apgd_t",
     "SPSA", "spsa", "NES", "nes", "Boundary", "boundary", "HopSkipJump", "hopskipjump",
     "Square", "square",
