@@ -72,12 +72,15 @@ def part_madry(args) -> dict:
     test = load_dataset("mnist", split="test")
     x, y = test.x[: args.n], test.y[: args.n]
     runs = {
-        "mnist-fast-at": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", str(args.epochs),
+        "mnist-fast-at": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", "4",
                           "--lr", "5e-3", "--batch-size", "100", "--set", "eps=0.3", "--set", "eps_rampup=0.2"],
+        "mnist-fast-at-e8": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", "8",
+                             "--lr", "5e-3", "--batch-size", "100", "--set", "eps=0.35", "--set", "eps_rampup=0.25"],
         "mnist-standard": ["--data", "mnist", "--arch", "wong-cnn", "--epochs", "2", "--batch-size", "100"],
     }
     results = {}
-    for name, cli in runs.items():
+    for name in args.only.split(",") if args.only else list(runs):
+        cli = runs[name]
         folder = train(name, cli)
         model = load_model(folder)
         c = card(folder)
