@@ -65,7 +65,7 @@ def _qp_targeted_minimum(W: np.ndarray, b: np.ndarray, x: np.ndarray, t: int, bo
 
 
 def test_l2_targeted_matches_qp_on_affine_multiclass(softmax_model, digits_batch):
-    """On an affine 10-class model the targeted minimum is a QP; C&W lands within 2% of its optimum."""
+    """On an affine 10-class model the targeted minimum is a QP; C&W lands within 0.5% of its optimum."""
     x, y = digits_batch
     x, y = x[:4], y[:4]
     target = (y + 3) % 10
@@ -77,7 +77,7 @@ def test_l2_targeted_matches_qp_on_affine_multiclass(softmax_model, digits_batch
     res = carlini_wagner_l2(softmax_model, x, y, ThreatModel("l2", 100.0, bounds), goal=Targeted(target), steps=300)
     assert bool(res.success.all())
     assert bool((res.distance >= expected * (1 - 1e-3)).all())
-    assert bool((res.distance <= expected * 1.02).all()), (res.distance / expected).tolist()
+    assert bool((res.distance <= expected * 1.005).all()), (res.distance / expected).tolist()
 
 
 def test_l2_keeps_smallest_successful_distance_over_search(mlp_model, digits_batch):

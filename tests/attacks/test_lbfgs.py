@@ -74,7 +74,7 @@ def test_targeted_near_qp_optimum_on_affine_multiclass(softmax_model, digits_bat
     assert bool(res.success.all())
     assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
     assert bool((res.distance >= expected * (1 - 1e-3)).all())
-    assert bool((res.distance <= expected * 1.05).all()), (res.distance / expected).tolist()
+    assert bool((res.distance <= expected * 1.02).all()), (res.distance / expected).tolist()
 
 
 def test_one_batched_call_matches_per_example_calls(mlp_model, digits_batch):
@@ -83,10 +83,10 @@ def test_one_batched_call_matches_per_example_calls(mlp_model, digits_batch):
     x, y = x[:3], y[:3]
     target = (y + 1) % 10
     threat = ThreatModel("l2", 100.0)
-    batched = lbfgs(mlp_model, x, y, threat, goal=Targeted(target), search_steps=6, max_iter=50)
+    batched = lbfgs(mlp_model, x, y, threat, goal=Targeted(target), search_steps=5, max_iter=40)
     single = torch.cat([
-        lbfgs(mlp_model, x[i : i + 1], y[i : i + 1], threat, goal=Targeted(target[i : i + 1]), search_steps=6,
-              max_iter=50).distance
+        lbfgs(mlp_model, x[i : i + 1], y[i : i + 1], threat, goal=Targeted(target[i : i + 1]), search_steps=5,
+              max_iter=40).distance
         for i in range(3)
     ])
     assert bool(batched.success.all())
