@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_defenses:
         for name, cls in DEFENSES.items():
             doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            print(f"{name:<14}{doc}")
+            print(f"{name:<22}{doc}")
         return 0
     if not args.out:
         raise ValueError("--out: give an output folder, e.g. --out runs/m1")

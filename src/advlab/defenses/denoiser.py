@@ -69,7 +69,7 @@ def denoised_classifier(denoiser: Denoiser, classifier: Classifier) -> Classifie
 
 
 class DenoiserDefense(Trainer):
-    """Train a denoising autoencoder ``D`` in front of the classifier ``f``; the defended model is ``f(D(x))``.
+    """A denoising autoencoder ``D`` trained in front of the classifier ``f``; the defended model is ``f(D(x))``.
 
     Each batch: ``loss = CE(f(x), y) + recon_weight * |D(x_tilde) - x|^2``, where ``x_tilde`` is ``x`` plus
     Gaussian noise (std ``sigma``) for half of the batch and an FGSM example of radius ``eps`` against the

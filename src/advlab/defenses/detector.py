@@ -168,7 +168,7 @@ def adaptive_attack(combined: Classifier, x: torch.Tensor, y: torch.Tensor, thre
 
 
 class DetectorTraining(Trainer):
-    """Train a binary detector to separate clean inputs from PGD examples of the classifier (Metzen et al.).
+    """A binary detector trained to separate clean inputs from PGD examples (Metzen et al. 2017).
 
     The first ``classifier_epochs`` epochs train the classifier with cross-entropy (skip them with 0 for a
     pre-trained one); the remaining epochs train the detector with the classifier frozen, on each batch's

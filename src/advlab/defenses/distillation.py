@@ -34,8 +34,10 @@ class _TemperatureTraining(Trainer):
 
 
 class DefensiveDistillation(Trainer):
-    """Train a teacher at temperature ``T`` on hard labels, then the model (the student, same architecture) on
-    the teacher's soft labels ``softmax(z_teacher(x) / T)`` at the same ``T``.
+    """Defensive distillation: a teacher and a student trained at temperature ``T``, deployed at ``T = 1``.
+
+    A teacher is trained at temperature ``T`` on hard labels, then the model (the student, same architecture)
+    on the teacher's soft labels ``softmax(z_teacher(x) / T)`` at the same ``T``.
 
     The student is deployed at ``T = 1``: the model left in place outputs its raw logits ``z``, i.e. the
     temperature is dropped at test time. Its logits are then about ``T`` times larger than a normally trained

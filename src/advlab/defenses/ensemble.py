@@ -36,8 +36,10 @@ def averaged_classifier(members: list[Classifier]) -> Classifier:
 
 
 class EnsembleTraining(Trainer):
-    """Train ``members`` copies of the model (independent initialisations, same data order) with their summed
-    cross-entropies; the defended model ``model_`` averages their logits.
+    """An ensemble of independently initialised copies of the model whose logits are averaged.
+
+    ``members`` copies (same data order) are trained with their summed cross-entropies; the defended model
+    ``model_`` averages their logits.
 
     The model passed to ``fit`` is member 0 and is trained in place; the others are re-initialised copies
     (``ensemble_members_``). The losses are separable, so each member is trained exactly as it would be alone.

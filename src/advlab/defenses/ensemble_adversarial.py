@@ -18,8 +18,10 @@ METHODS = ("rfgsm", "fgsm")
 
 
 class EnsembleAdversarialTraining(AdversarialTrainer):
-    """Adversarial training whose examples come, batch by batch, from the model itself or one of several static
-    pre-trained models (R+FGSM by default), with the loss ``0.5 * CE(x) + 0.5 * CE(x_adv)``.
+    """Ensemble adversarial training: examples from the model itself or from fixed pre-trained models.
+
+    The examples come, batch by batch, from the model being trained or one of several static pre-trained
+    models (R+FGSM by default), with the loss ``0.5 * CE(x) + 0.5 * CE(x_adv)``.
 
     The source cycles per batch through ``[model, static_1, ..., static_k]`` (the paper alternates the
     source uniformly; a fixed cycle is its deterministic form). R+FGSM: ``x' = x + alpha * sign(N(0, I))``,

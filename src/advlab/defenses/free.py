@@ -14,8 +14,10 @@ from advlab.models import Classifier
 
 
 class FreeTraining(AdversarialTrainer):
-    """"Adversarial training for free": each minibatch is replayed ``m`` times; every replay does one backward
-    pass whose input gradient updates the perturbation and whose parameter gradient updates the weights.
+    """Free adversarial training: minibatch replay, one backward pass for both weights and perturbation.
+
+    Each minibatch is replayed ``m`` times; every replay does one backward pass whose input gradient updates
+    the perturbation and whose parameter gradient updates the weights.
 
     The perturbation ``delta`` persists across replays and across minibatches (it is checkpointed, so a
     resumed run continues with it). Each replay: loss on ``x + delta`` (clamped into the box), backward,

@@ -13,8 +13,9 @@ from advlab.models import Classifier
 
 
 class RBFTraining(Trainer):
-    """Cross-entropy training of an RBF network (``advlab.zoo.RBFNetwork``, arch ``rbf``), with an optional
-    penalty that keeps the precisions small (wide, smooth basins).
+    """Cross-entropy training of the shallow RBF network (arch ``rbf``) of Goodfellow et al.
+
+    ``advlab.zoo.RBFNetwork``, with an optional penalty that keeps the precisions small (wide, smooth basins).
 
     **Known to fail** as a defense: the RBF network is confident only near its class centres, so FGSM's
     single linear step makes few confident mistakes (Goodfellow et al.: 55.4% error, 1.2% mean confidence at
