@@ -1,4 +1,4 @@
-"""Query attacks (SPSA, NES, Boundary, HopSkipJump) against oracles: estimates, closed forms, query accounting, stops."""
+"""Query attacks (SPSA, NES, Boundary, HopSkipJump) on oracles: estimates, closed forms, query accounting, stops."""
 
 from __future__ import annotations
 

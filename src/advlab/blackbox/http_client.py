@@ -151,7 +151,8 @@ class HTTPOracle(Oracle):
                 f"the server {self.url} refused the batch: its query limit is reached ({message})",
             )
         if code >= 400:
-            raise ValueError(f"{self.url}{path}: the server rejected the request (HTTP {code}): {message or resp.text[:200]}")
+            detail = message or resp.text[:200]
+            raise ValueError(f"{self.url}{path}: the server rejected the request (HTTP {code}): {detail}")
         if payload is None:
             raise OracleResponseError(
                 f"{self.url}{path}: the answer is not JSON (first bytes: {resp.text[:80]!r}); is this an advlab server?"

@@ -326,7 +326,9 @@ class SklearnOracle(Oracle):
         from sklearn.utils.validation import check_is_fitted
 
         if not hasattr(estimator, "predict"):
-            raise TypeError(f"estimator: expected a scikit-learn classifier with predict(), got {type(estimator).__name__}")
+            raise TypeError(
+                f"estimator: expected a scikit-learn classifier with predict(), got {type(estimator).__name__}"
+            )
         try:
             check_is_fitted(estimator)
         except NotFittedError as exc:

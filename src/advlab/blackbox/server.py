@@ -124,7 +124,9 @@ def create_app(
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise _RequestError(400, f"body is not valid JSON: {exc}") from exc
         if not isinstance(payload, dict):
-            raise _RequestError(400, "body must be a JSON object with 'inputs' (nested lists) or 'inputs_b64' and 'shape'")
+            raise _RequestError(
+                400, "body must be a JSON object with 'inputs' (nested lists) or 'inputs_b64' and 'shape'"
+            )
         if "inputs_b64" in payload:
             shape = payload.get("shape")
             if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 0 for s in shape):
@@ -138,13 +140,16 @@ def create_app(
             except (binascii.Error, TypeError, ValueError) as exc:
                 raise _RequestError(400, f"'inputs_b64' is not valid base64: {exc}") from exc
             if len(raw) != 4 * int(np.prod(shape)):
-                raise _RequestError(400, f"'inputs_b64' holds {len(raw)} bytes but shape {shape} needs {4 * int(np.prod(shape))}")
+                need = 4 * int(np.prod(shape))
+                raise _RequestError(400, f"'inputs_b64' holds {len(raw)} bytes but shape {shape} needs {need}")
             arr = np.frombuffer(raw, dtype="<f4").reshape(shape)
         elif "inputs" in payload:
             try:
                 arr = np.asarray(payload["inputs"], dtype=np.float32)
             except (TypeError, ValueError) as exc:
-                raise _RequestError(400, f"'inputs' must be nested lists of numbers of one shape (N, ...): {exc}") from exc
+                raise _RequestError(
+                    400, f"'inputs' must be nested lists of numbers of one shape (N, ...): {exc}"
+                ) from exc
             if arr.ndim >= 1 and arr.shape[0] > max_batch:
                 raise _RequestError(413, f"batch of {arr.shape[0]} examples exceeds max_batch={max_batch}; split it")
         else:
