@@ -67,3 +67,22 @@ def test_errors(digits_knn):
         knn_attack(knn, xf[:2], yf[:2], norm="l0")
     with pytest.raises(ValueError, match="n_points"):
         knn_attack(knn, xf[:2], yf[:2], n_points=0)
+
+
+def test_linf_path_moves_all_coordinates_and_beats_the_segment(digits, digits_knn):
+    """For linf the path is the linf-ball projection of the destination; it is never longer than the segment."""
+    knn, _, _ = digits_knn
+    x, y = digits["x_test"][:15], digits["y_test"][:15]
+    res = knn_attack(knn, x, y, norm="linf")
+    assert res.success.all()
+    flat = x.reshape(15, -1).numpy().astype(np.float64)
+    adv = res.x_adv.reshape(15, -1).numpy().astype(np.float64)
+    assert (knn.predict(adv) != y.numpy()).all()
+    # x_adv is the nearest point to its destination within linf radius = distance: clip(d, x - r, x + r)
+    r = res.distance[:, None]
+    want = np.clip(res.destination, flat - r, flat + r)
+    np.testing.assert_allclose(adv, want, atol=1e-6)
+    # and the linf distance found is at most the linf distance of the l2 search's point
+    l2_res = knn_attack(knn, x, y, norm="l2")
+    l2_linf = np.abs(l2_res.x_adv.reshape(15, -1).numpy() - flat).max(1)
+    assert np.median(res.distance) <= np.median(l2_linf)

@@ -3,12 +3,15 @@
 A kNN classifier has no gradient, but its decision changes as an input approaches training points of another
 class. For each input, :func:`knn_attack` builds candidate destinations — the ``n_points`` nearest training
 points whose label differs from the true label, and, for each of their classes, the centroid of that class's
-``k`` training points nearest to the input (deep inside the class, so kNN surely predicts it) — and bisects
-each segment ``x -> destination`` for the smallest step at which the kNN prediction leaves the true class.
-All segments of all inputs are searched together (one ``predict`` call per bisection step). The nearest
+``k`` training points nearest to the input (deep inside the class, so kNN surely predicts it) — and bisects,
+for each destination ``d``, over the radius ``r`` of the norm ball around ``x``: the path point is the point of
+the ball nearest to ``d`` (the segment ``x -> d`` for L2; for L∞ every coordinate moves toward ``d`` at once
+and stops when it arrives; the L1 ball projection for L1), and the smallest ``r`` whose path point leaves the
+true class is kept.
+All paths of all inputs are searched together (one ``predict`` call per bisection step). The nearest
 flipping point found is returned: an upper bound on the minimal adversarial distance (exact for 1-NN with two
 training points on the line through ``x``, not in general: the decision boundary of kNN is piecewise linear and
-the search only walks straight segments).
+the search only walks these projection paths).
 
 Cf. Papernot, McDaniel & Goodfellow 2016 (arXiv:1605.07277), who attack kNN only through transfer from a
 differentiable substitute; :func:`advlab.blackbox.transfer_matrix` compares both.
@@ -20,13 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from advlab import validation
+from advlab.threat import ThreatModel, norm_of
 from advlab.nonneural.trees import _check_common, _distance, _labels, _restore, _to_flat
 
 KNN_NORMS = ("linf", "l2", "l1")
 BISECTION_STEPS = 20
-"""Bisection steps per segment (relative precision 2**-20 of the segment length)."""
+"""Bisection steps per path (relative precision 2**-20 of the distance to the destination)."""
 
 
 @dataclass
@@ -140,13 +145,23 @@ def knn_attack(
     a = start.reshape(-1, flat.shape[1])
     b = dest.reshape(-1, flat.shape[1])
     flips_at_end = predict(b) != yy
+    # Path toward each destination: the point of the norm ball of radius r around x nearest to the destination
+    # (a straight segment for l2; for linf it moves every coordinate at once, then stops those that arrive).
+    geometry = ThreatModel(norm, 1.0)  # only its ball projection is used (per-example radius)
+    delta = torch.from_numpy(b - a)
+    full = norm_of(delta, norm)
+
+    def along(frac: np.ndarray) -> np.ndarray:
+        radius = full * torch.from_numpy(frac)
+        return a + geometry.project_delta(delta, radius).numpy()
+
     lo, hi = np.zeros(len(yy)), np.ones(len(yy))
     for _ in range(BISECTION_STEPS):
         mid = (lo + hi) / 2
-        ok = predict(a + mid[:, None] * (b - a)) != yy
+        ok = predict(along(mid)) != yy
         hi = np.where(ok, mid, hi)
         lo = np.where(ok, lo, mid)
-    pts = (a + hi[:, None] * (b - a)).astype(np.float32).astype(np.float64)
+    pts = np.clip(along(hi), bounds[0], bounds[1]).astype(np.float32).astype(np.float64)
     fooled = flips_at_end & (predict(pts) != yy)
     dist = np.where(fooled, _distance(pts - a, norm), np.inf).reshape(n, width)
     best = dist.argmin(1)
