@@ -12,7 +12,7 @@ log = logging.getLogger("advlab")
 
 EXAMPLES = """\
   advlab patch --model runs/m1 --data mnist --target 3 --patch-size 10 --out runs/m1-patch
-  advlab patch --model runs/m1 --data mnist --target 0 --patch-size 8 --shape circle --rotation -20,20 --scale 0.8,1.2 --out runs/p
+  advlab patch --model runs/m1 --data mnist --target 0 --patch-size 8 --shape circle --rotation=-20,20 --scale 0.8,1.2 --out runs/p
 """
 
 
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--patch-size", type=int, default=8, help="patch side in pixels")
     p.add_argument("--shape", default="square", choices=["square", "circle"], help="patch shape")
     p.add_argument("--scale", default="1", help="scale factor or range low,high")
-    p.add_argument("--rotation", default="0", help="rotation in degrees or range low,high")
+    p.add_argument("--rotation", default="0", help="rotation in degrees or range low,high (write --rotation=-20,20 when it starts with a minus)")
     p.add_argument("--epochs", type=int, default=5, help="passes over the training images")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate on the patch pixels")
     p.add_argument("--n-train", type=int, default=5000, help="training images")
