@@ -10,7 +10,7 @@ import torch
 from advlab.attacks import PGD
 from advlab.evaluation import evaluate
 
-from _toy import MinNorm, toy_data, toy_model
+from _evaltoy import MinNorm, toy_data, toy_model
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,7 @@ def test_blackbox_stage_beating_whitebox_is_flagged():
     # A gradient-free attack (declared needs_gradients=False) that breaks what PGD could not: red flag.
     from dataclasses import dataclass
 
-    from _toy import ShiftA
+    from _evaltoy import ShiftA
 
     @dataclass(frozen=True)
     class FakeBlackBox(ShiftA):

@@ -11,7 +11,7 @@ import advlab
 from advlab.attacks import PGD
 from advlab.evaluation import evaluate, wilson_interval
 
-from _toy import CALLS, CRASH, TAGS_A, TAGS_B, L2Only, MinNorm, ShiftA, ShiftB, in_tags, toy_data, toy_model
+from _evaltoy import CALLS, CRASH, TAGS_A, TAGS_B, L2Only, MinNorm, ShiftA, ShiftB, in_tags, toy_data, toy_model
 
 EPS = [0.05, 0.15, 0.3]
 PGD5 = PGD(steps=5)
