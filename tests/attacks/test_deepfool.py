@@ -31,18 +31,19 @@ def test_l2_linear_binary_one_step_closed_form(make_linear_binary):
     """Minimal l2 perturbation of sign(w.x + b) is -margin * w / |w|^2; DeepFool takes it in one step."""
     model, w, b, x, y, margin = _linear_points(make_linear_binary)
     res = deepfool(model, x, y, ThreatModel("l2", 1e3, WIDE), overshoot=0.02)
-    expected = x - 1.02 * (margin / w.dot(w))[:, None] * w[None]
+    step = margin.abs() / w.norm() + 1e-4 * (WIDE[1] - WIDE[0])  # + the reference code's 1e-4 (box units)
+    expected = x - 1.02 * (step * margin.sign() / w.norm())[:, None] * w[None]
     assert bool(res.success.all())
     torch.testing.assert_close(res.x_adv, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(res.distance, 1.02 * margin.abs() / w.norm(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(res.distance, 1.02 * step, rtol=1e-5, atol=1e-6)
     assert res.info["iterations"].tolist() == [1] * x.shape[0]
 
 
 def test_linf_linear_binary_one_step_closed_form(make_linear_binary):
     """Minimal linf perturbation is |margin| / |w|_1 along -sign(margin) * sign(w)."""
     model, w, b, x, y, margin = _linear_points(make_linear_binary)
-    res = deepfool(model, x, y, ThreatModel("linf", 1e3, WIDE), overshoot=0.0 + 0.02)
-    minimal = margin.abs() / w.abs().sum()
+    res = deepfool(model, x, y, ThreatModel("linf", 1e3, WIDE), overshoot=0.02)
+    minimal = margin.abs() / w.abs().sum() + 1e-4 * (WIDE[1] - WIDE[0])
     expected = x - 1.02 * (minimal * margin.sign())[:, None] * w.sign()[None]
     assert bool(res.success.all())
     torch.testing.assert_close(res.x_adv, expected, rtol=1e-5, atol=1e-5)
@@ -66,7 +67,7 @@ def test_multiclass_linear_nearest_boundary(softmax_model, digits_batch):
     minimal = dist.min(1).values  # independent closed form: distance to the nearest affine boundary
     res = deepfool(softmax_model, x, y, ThreatModel("l2", 1e3, WIDE), num_classes=10, overshoot=0.02)
     assert bool(res.success.all())
-    torch.testing.assert_close(res.distance, 1.02 * minimal, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(res.distance, 1.02 * (minimal + 1e-4 * (WIDE[1] - WIDE[0])), rtol=1e-4, atol=1e-5)
     assert bool((res.info["iterations"] == 1).all())
 
 
@@ -84,18 +85,16 @@ def _reference_deepfool(model, x, label, norm, num_classes=10, overshoot=0.02, m
             break
         jac = torch.autograd.functional.jacobian(lambda v: model(v[None])[0], x_i).reshape(z.numel(), -1)
         best, best_r = float("inf"), None
-        xf = x_i.reshape(-1)
         for k in order[1:]:
             w_k = jac[k] - jac[label]
-            w_k = torch.where(((xf <= bounds[0]) & (w_k < 0)) | ((xf >= bounds[1]) & (w_k > 0)), 0.0, w_k)
             f_k = float((z[k] - z[label]).detach())
             dual = w_k.norm() if norm == "l2" else w_k.abs().sum()
             dist = abs(f_k) / float(dual)
             if dist < best:
-                best = dist
-                best_r = abs(f_k) / float(w_k.norm()) ** 2 * w_k if norm == "l2" else dist * w_k.sign()
-        x_i = (x + (1 + overshoot) * (r_tot + best_r.reshape(x.shape))).clamp(*bounds).detach()
-        r_tot = (x_i - x) / (1 + overshoot)  # the part of the accumulated step the box let through
+                step = dist + 1e-4 * (bounds[1] - bounds[0])  # the authors' code: (pert + 1e-4) * w / |w|
+                best, best_r = dist, (step * w_k / w_k.norm() if norm == "l2" else step * w_k.sign())
+        r_tot = r_tot + best_r.reshape(x.shape)
+        x_i = (x + (1 + overshoot) * r_tot).clamp(*bounds).detach()
     return x_i
 
 

@@ -20,12 +20,16 @@ DEFAULT_OVERSHOOT = 0.02
 """The paper's eta: the accumulated perturbation is scaled by ``1 + overshoot`` to cross the boundary."""
 DEFAULT_MAX_ITER = 50
 """The reference implementation's iteration cap; DeepFool usually converges in 2-5 iterations."""
+STEP_MARGIN = 1e-4
+"""Each step goes this much (times the box width) past the linearised boundary, as in the authors' code
+(``pert + 1e-4``) and Foolbox: without it, iterates that the box clips can approach the boundary only
+geometrically and never cross it."""
 _TINY = 1e-12  # guards divisions by a gradient-difference norm that may be zero
 _DUAL = {"l2": "l2", "linf": "l1"}  # the dual norm q of the attack norm p: 1/p + 1/q = 1
 
 
 def _candidate_step(
-    model: nn.Module, x_adv: torch.Tensor, candidates: torch.Tensor, norm: str, bounds: tuple[float, float]
+    model: nn.Module, x_adv: torch.Tensor, candidates: torch.Tensor, norm: str, margin: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits at ``x_adv`` and the DeepFool step toward the nearest linearised boundary among the candidates.
 
@@ -34,9 +38,7 @@ def _candidate_step(
     Its distance in the attack norm ``p`` is ``|f_k| / |w_k|_q`` (``q`` the dual norm). One backward pass per
     candidate gives the gradients of the whole batch at once (examples are independent in eval mode).
 
-    Box: coordinates of ``x_adv`` that sit on the box and that ``w_k`` would push outward cannot move (the
-    clip would undo them), so they are left out of ``w_k``. The step is then the linearised minimal step
-    inside the face of the box the iterate lies on; for interior points it is exactly the paper's step.
+    The step goes ``margin`` past that boundary (its length is ``dist + margin``).
     """
     x_adv = x_adv.detach().requires_grad_(True)
     logits = model(x_adv)
@@ -47,9 +49,6 @@ def _candidate_step(
         (g,) = torch.autograd.grad((z[:, j] - z[:, 0]).sum(), x_adv, retain_graph=j < k - 1)
         diffs.append(_flat(g))
     w = torch.stack(diffs, dim=1)  # (n, k - 1, d)
-    xf = _flat(x_adv.detach())[:, None, :]
-    blocked = ((xf <= bounds[0]) & (w < 0)) | ((xf >= bounds[1]) & (w > 0))
-    w = w.masked_fill(blocked, 0.0)
     f = (z[:, 1:] - z[:, :1]).detach()  # (n, k - 1), negative while class 0 wins
     if _DUAL[norm] == "l2":
         w_norm = w.norm(p=2, dim=2)
@@ -57,7 +56,7 @@ def _candidate_step(
         w_norm = w.abs().sum(dim=2)
     dist = f.abs() / (w_norm + _TINY)
     best = dist.argmin(dim=1)
-    pert = dist.gather(1, best[:, None]).squeeze(1)  # (n,)
+    pert = dist.gather(1, best[:, None]).squeeze(1) + margin  # (n,)
     w_best = w[torch.arange(w.shape[0], device=w.device), best]  # (n, d)
     if norm == "l2":
         wn = w_norm.gather(1, best[:, None])
@@ -89,11 +88,12 @@ def _core(
     x_adv = x.clone()
     iterations = torch.zeros(n, dtype=torch.long, device=x.device)
     active = ~is_success(clean_logits, labels, targeted)
+    margin = STEP_MARGIN * (threat.bounds[1] - threat.bounds[0])
     for i in range(max_iter):
         idx = active.nonzero().flatten()
         if idx.numel() == 0:
             break
-        logits, step = _candidate_step(model, x_adv[idx], candidates[idx], threat.norm, threat.bounds)
+        logits, step = _candidate_step(model, x_adv[idx], candidates[idx], threat.norm, margin)
         if i == 0:
             warn_once_zero_grad(step, "deepfool")
         still = ~is_success(logits, labels[idx], targeted)
@@ -101,11 +101,8 @@ def _core(
         idx, step = idx[still], step[still]
         if idx.numel() == 0:
             break
-        x_new = threat.clip_box(x[idx] + (1.0 + overshoot) * (r_tot[idx] + step))
-        x_adv[idx] = x_new
-        # Keep only the part of the accumulated step that the box let through, so coordinates pushed
-        # against the box do not pile up a perturbation that later steps would have to undo.
-        r_tot[idx] = (x_new - x[idx]) / (1.0 + overshoot)
+        r_tot[idx] += step
+        x_adv[idx] = threat.clip_box(x[idx] + (1.0 + overshoot) * r_tot[idx])
         iterations[idx] += 1
     return AttackOutput(x_adv, info={"iterations": iterations})
 
@@ -128,17 +125,11 @@ def deepfool(
     ``x_i`` and for each candidate class ``k`` (the true class ``y`` plus the ``num_classes - 1`` other classes
     with the largest clean logits), ``f_k = z_k - z_y`` and ``w_k = grad(z_k - z_y)``. The nearest linearised
     boundary is ``l = argmin_k |f_k| / |w_k|_q`` (``q`` the dual norm: 2 for l2, 1 for linf) and the step is
-    ``r_i = |f_l| / |w_l|_2^2 * w_l`` (l2) or ``|f_l| / |w_l|_1 * sign(w_l)`` (linf). The steps accumulate in
-    ``r = sum r_i`` and the next iterate is ``x + (1 + overshoot) r`` (as in the authors' reference code),
-    until the label changes or ``max_iter`` is reached. All examples of the batch are processed together;
-    those already fooled drop out.
-
-    The box (the paper has none): each iterate is clipped into ``threat.bounds`` and ``r`` is replaced by
-    the part of it the clip let through; coordinates on the box that a candidate's gradient would push
-    outward are left out of that candidate's ``w_k``, so the step is the linearised minimal step within
-    the face of the box (without this, steps that the clip cuts short approach the boundary only
-    geometrically and never cross it). Away from the box both rules are inactive and the algorithm is the
-    paper's.
+    ``r_i = d_l * w_l / |w_l|_2`` (l2) or ``d_l * sign(w_l)`` (linf) with ``d_l = |f_l| / |w_l|_q + 1e-4 (high - low)``
+    (the authors' code adds 1e-4 so that every step crosses the linearised boundary). The steps accumulate in
+    ``r = sum r_i`` and the next iterate is ``x + (1 + overshoot) r``, clipped into ``threat.bounds`` (the
+    paper has no box; the clip is Foolbox's), until the label changes or ``max_iter`` is reached. All
+    examples of the batch are processed together; those already fooled drop out.
 
     DeepFool is a minimum-norm attack: it ignores ``threat.eps`` while searching, and the framework then
     projects the result onto the eps-ball (give a large eps to get the unconstrained minimum and read
