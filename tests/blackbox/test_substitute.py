@@ -235,3 +235,19 @@ def test_remote_target_with_server_side_limit(target, digits, tmp_path):
         assert rec["target"] == {"kind": "http", "url": url} and rec["queries"] == 20
     finally:
         stop()
+
+
+def test_cli_blackbox_shape_mismatch(saved_target, tmp_path, capsys):
+    """A digits (1, 8, 8) target with MNIST (1, 28, 28) data: one clear line naming both shapes."""
+    import os
+    from pathlib import Path
+
+    from advlab.cli import main
+
+    data_dir = os.environ.get("ADVLAB_DATA", "/work/shared/data")
+    if not (Path(data_dir) / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("MNIST files not available")
+    rc = main(["blackbox", "--target", str(saved_target), "--data", "mnist", "--data-dir", data_dir,
+               "--seed-size", "5", "--n-eval", "5", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "(1, 28, 28)" in err and "(1, 8, 8)" in err
