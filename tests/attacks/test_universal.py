@@ -14,24 +14,39 @@ def _gauss(n: int, d: int, seed: int) -> torch.Tensor:
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("norm, eps", [("l2", 3.0), ("linf", 0.4)])
-def test_linear_binary_uap_is_the_closed_form(make_linear_binary, norm, eps):
-    clf, w, _ = make_linear_binary(d=20, seed=0, bias=-4.0)
+def _all_on_class_zero(make_linear_binary):
+    clf, w, _ = make_linear_binary(d=20, seed=0)
     bias = -4.0 * float(w.norm())  # every point sits on the class-0 side: margins w.x + b < 0
     with torch.no_grad():
         clf.module.lin.bias.fill_(bias)
+    return clf, w, bias
+
+
+def test_linear_binary_uap_l2_is_the_closed_form(make_linear_binary):
+    clf, w, bias = _all_on_class_zero(make_linear_binary)
     x = _gauss(100, 20, 1)
-    threat = ThreatModel(norm, eps, (-100.0, 100.0))
-    uap = universal_perturbation(clf, x, threat, target_fooling_rate=1.0, max_passes=2)
-    v = uap.perturbation
-    # every DeepFool step points along w (l2) or sign(w) (linf), so the projected sum is eps times that direction
-    expected = eps * w / w.norm() if norm == "l2" else eps * w.sign()
-    assert torch.allclose(v, expected, atol=1e-4)
+    eps = 3.0
+    uap = universal_perturbation(clf, x, ThreatModel("l2", eps, (-100.0, 100.0)), target_fooling_rate=1.0, max_passes=2)
+    # every (l2) DeepFool step points along w, so the projected sum is eps * w / |w|
+    expected = eps * w / w.norm()
+    assert torch.allclose(uap.perturbation, expected, atol=1e-4)
     # and the fooling rate is the fraction of points whose margin is within reach: w.x + b + w.v > 0
-    margin = x @ w + bias
-    closed = float((margin + w @ expected > 0).float().mean())
+    closed = float((x @ w + bias + w @ expected > 0).float().mean())
     assert uap.fooling_rate == pytest.approx(closed, abs=1e-6)
-    assert fooling_rate(clf, x, v) == pytest.approx(closed, abs=1e-6)
+    assert fooling_rate(clf, x, uap.perturbation) == pytest.approx(closed, abs=1e-6)
+
+
+@pytest.mark.parametrize("eps", [0.4, 1.0])
+def test_linear_binary_uap_linf_reaches_the_linf_optimum(make_linear_binary, eps):
+    clf, w, bias = _all_on_class_zero(make_linear_binary)
+    x = _gauss(100, 20, 1)
+    uap = universal_perturbation(clf, x, ThreatModel("linf", eps, (-100.0, 100.0)), target_fooling_rate=1.0, max_passes=2)
+    # the l2 DeepFool steps all point along w; their sum, clipped coordinate-wise again and again while points
+    # stay unfooled, ends at eps * sign(w): the maximiser of w.v over the linf ball (the best universal direction)
+    expected = eps * w.sign()
+    assert torch.allclose(uap.perturbation, expected, atol=1e-5)
+    closed = float((x @ w + bias + w @ expected > 0).float().mean())
+    assert uap.fooling_rate == pytest.approx(closed, abs=1e-6)
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 0.25), ("l2", 1.5)])

@@ -123,7 +123,8 @@ def universal_perturbation(
 
     ``v = 0``; then, pass after pass over the data in a random order (from ``generator``), for each ``x_i``
     whose prediction ``v`` does not change yet, DeepFool computes the minimal extra perturbation
-    ``dv_i`` that sends ``clip(x_i + v)`` across the nearest decision boundary, and ``v`` becomes the
+    ``dv_i = argmin |r|_2`` that sends ``clip(x_i + v)`` across the nearest decision boundary (l2 DeepFool
+    whatever the norm of ``v``, as in the paper's Algorithm 1 and the authors' code), and ``v`` becomes the
     projection of ``v + dv_i`` onto the eps-ball of ``threat`` (l2 or linf). As in the authors' code, ``v``
     is only updated when DeepFool succeeded on that point. The loop stops when the fooling rate on ``x``
     (the fraction of points whose prediction changes) reaches ``target_fooling_rate`` or after
@@ -166,7 +167,7 @@ def universal_perturbation(
 
     if not isinstance(threat, ThreatModel):
         raise TypeError(f"threat: expected advlab.ThreatModel, got {type(threat).__name__}")
-    validation.check_choice("threat.norm", threat.norm, ("linf", "l2"), "DeepFool (used by the algorithm) supports linf and l2.")
+    validation.check_choice("threat.norm", threat.norm, ("linf", "l2"), "The paper projects onto l2 or linf balls.")
     target_fooling_rate = validation.check_float("target_fooling_rate", target_fooling_rate, minimum=0.0, maximum=1.0, strict_min=True)
     max_passes = validation.check_int("max_passes", max_passes, minimum=1)
     deepfool_max_iter = validation.check_int("deepfool_max_iter", deepfool_max_iter, minimum=1)
@@ -180,9 +181,9 @@ def universal_perturbation(
     n = x_t.shape[0]
     t0 = time.perf_counter()
     v = torch.zeros_like(x_t[0])
-    # DeepFool is minimum-norm: give it a radius no perturbation in the box can exceed
+    # DeepFool (l2, minimum-norm): give it a radius no perturbation in the box can exceed
     width = threat.bounds[1] - threat.bounds[0]
-    df_threat = ThreatModel(threat.norm, width * x_t[0].numel(), threat.bounds)
+    df_threat = ThreatModel("l2", width * x_t[0].numel(), threat.bounds)
     history: list[float] = []
     best_rate, best_v = -1.0, v
     calls = 0
