@@ -33,7 +33,7 @@ def test_linear_closed_form(linear_points, targeted):
     """The minimal L2 perturbation of sign(w.x + b) is |w.x + b| / |w|_2 along w; L-BFGS is within 0.5%."""
     model, w, x, y, margin = linear_points
     goal = Targeted(1 - y) if targeted else None
-    res = lbfgs(model, x, y, ThreatModel("l2", 100.0, BOX), goal=goal)
+    res = lbfgs(model, x, y, ThreatModel("l2", 100.0, BOX), goal=goal, max_iter=30)
     minimal = margin / w.norm()
     assert bool(res.success.all())
     assert bool((res.distance >= minimal * (1 - 1e-4)).all())
@@ -70,7 +70,7 @@ def test_targeted_near_qp_optimum_on_affine_multiclass(softmax_model, digits_bat
         [_qp_targeted_minimum(W, b, x[i].reshape(-1).double().numpy(), int(target[i]), (0.0, 1.0)) for i in range(4)],
         dtype=torch.float32,
     )
-    res = lbfgs(softmax_model, x, y, ThreatModel("l2", 100.0), goal=Targeted(target))
+    res = lbfgs(softmax_model, x, y, ThreatModel("l2", 100.0), goal=Targeted(target), max_iter=50)
     assert bool(res.success.all())
     assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
     assert bool((res.distance >= expected * (1 - 1e-3)).all())
@@ -80,14 +80,14 @@ def test_targeted_near_qp_optimum_on_affine_multiclass(softmax_model, digits_bat
 def test_one_batched_call_matches_per_example_calls(mlp_model, digits_batch):
     """The batch shares one L-BFGS-B problem with disjoint variables: the same minima as one example at a time."""
     x, y = digits_batch
-    x, y = x[:3], y[:3]
+    x, y = x[:2], y[:2]
     target = (y + 1) % 10
     threat = ThreatModel("l2", 100.0)
     batched = lbfgs(mlp_model, x, y, threat, goal=Targeted(target), search_steps=5, max_iter=40)
     single = torch.cat([
         lbfgs(mlp_model, x[i : i + 1], y[i : i + 1], threat, goal=Targeted(target[i : i + 1]), search_steps=5,
               max_iter=40).distance
-        for i in range(3)
+        for i in range(2)
     ])
     assert bool(batched.success.all())
     torch.testing.assert_close(batched.distance, single, rtol=0.03, atol=1e-3)
