@@ -3,8 +3,9 @@
 Workload (Madry et al. 2018, MNIST): PGD-40, linf eps = 0.3, step 0.01, one uniform random start, on the
 MNIST CNN of Madry et al. (Conv32 5x5 - ReLU - MaxPool - Conv64 5x5 - ReLU - MaxPool - FC1024 - ReLU - FC10),
 1000 MNIST test images in batches of 250. Every library attacks the same network (the same torch.nn.Module
-object) on the same images in one process; rounds are interleaved (advlab, bare, peers, advlab, bare, ...)
-and the median over rounds is reported, so a slow phase of a shared machine hits every library alike.
+object) on the same images in one process; rounds are interleaved, with the order rotated every round, and
+the median over rounds is reported (also the median of per-round ratios to the bare loop), so a slow phase of
+a shared machine hits every library alike.
 
 What is timed is the attack call over all batches, nothing else (no data loading, no accuracy evaluation).
 The bare loop is the same arithmetic as advlab's PGD with nothing around it: random start, then 40 x
@@ -250,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     hook = net.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     n_batches = -(-len(x) // a.batch)
     for r in range(a.rounds):
-        for lib in available:
+        # Rotate the order each round so a machine that speeds up or slows down favours no library.
+        for lib in available[r % len(available):] + available[: r % len(available)]:
             calls[0] = 0
             t0 = time.perf_counter()
             x_adv = RUNNERS[lib](net, x, y, a)
@@ -273,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             "library": lib, "version": version_of(lib), "median_s": med, "times_s": times[lib],
             "ratio_to_bare": med / bare if bare else None, "robust_accuracy": robust[lib],
             "forwards_per_batch": forwards[lib],
+            # Median over rounds of the ratio to the bare loop of the same round: robust to load drifts.
+            "paired_ratio_to_bare": statistics.median(t / b for t, b in zip(times[lib], times["bare"])) if bare else None,
         })
     same = None
     if "advlab" in x_adv_of and "bare" in x_adv_of:
@@ -291,12 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"\nPGD-{a.steps} linf eps={a.eps} step={a.step_size}, {a.n} MNIST test images, batch {a.batch}, "
           f"{a.rounds} interleaved rounds, {a.threads} thread(s); clean accuracy {result['clean_accuracy']:.3f}")
-    print("\n| library | version | median s | ratio to bare loop | robust accuracy | forwards / batch | all rounds (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| library | version | median s | ratio to bare loop | median per-round ratio | robust accuracy "
+          "| forwards / batch | all rounds (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         ratio = f"{row['ratio_to_bare']:.3f}" if row["ratio_to_bare"] else "-"
+        paired = f"{row['paired_ratio_to_bare']:.3f}" if row["paired_ratio_to_bare"] else "-"
         rounds = ", ".join(f"{t:.2f}" for t in row["times_s"])
-        print(f"| {row['library']} | {row['version']} | {row['median_s']:.2f} | {ratio} | {row['robust_accuracy']:.3f} "
+        print(f"| {row['library']} | {row['version']} | {row['median_s']:.2f} | {ratio} | {paired} | {row['robust_accuracy']:.3f} "
               f"| {row['forwards_per_batch'] or '-'} | {rounds} |")  # '-': the library calls the layers itself (ART)
     if same is not None:
         print(f"\nmax |x_adv(advlab) - x_adv(bare)| = {same:.3g} (same random start, same arithmetic)")
