@@ -323,7 +323,11 @@ def _core_linf(
         loss = c * hinge + excess
         (grad,) = torch.autograd.grad(loss.sum(), wa)
         with torch.no_grad():
-            accept = loss.detach() < _LINF_SUCCESS_TOLERANCE * c
+            # The reference code's test, and (as there) the prediction must really reach the goal: a hinge
+            # below the tolerance can still leave the target a hair behind.
+            accept = (loss.detach() < _LINF_SUCCESS_TOLERANCE * c) & _reaches_goal(
+                logits.detach(), labels[idx], targeted, confidence
+            )
             # Accepted: keep the iterate, set tau below its actual L∞ size, restart Adam from it.
             s_idx = idx[accept]
             if s_idx.numel():
@@ -371,8 +375,8 @@ def carlini_wagner_linf(
     ``c * max(max_{i != t} Z_i - Z_t + confidence, 0) + sum_i max(|delta_i| - tau, 0)`` over the tanh
     variables ``w`` with Adam (untargeted: ``Z_y - max_{i != y} Z_i``). Per example (paper, Section V-C, and
     the authors' ``li_attack.py``): start with ``tau = high - low`` (the paper's 1 on [0, 1]) and
-    ``c = initial_const``; run Adam until the total loss falls below ``1e-4 * c`` (the margin is met and no
-    coordinate exceeds tau); when ``steps`` steps at one ``c`` do not get there, multiply ``c`` by
+    ``c = initial_const``; run Adam until the total loss falls below ``1e-4 * c`` and the prediction reaches
+    the goal (no coordinate exceeds tau by more than the tolerance); when ``steps`` steps at one ``c`` do not get there, multiply ``c`` by
     ``const_factor`` and go on, giving up once ``c >= largest_const``. On acceptance the iterate becomes the
     result, ``tau`` is set to ``decrease_factor`` times the smaller of tau and the iterate's actual L∞
     distance, and Adam restarts from the iterate (warm start), keeping ``c``. The attack stops when tau
