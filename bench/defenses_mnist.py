@@ -117,12 +117,12 @@ TABLE = {
     "ensemble-adversarial": ("wong-cnn", ["--set", 'static_models=["runs/mnist-standard"]', "--set", "eps=0.3"]),
     "distillation": ("wong-cnn", ["--set", "temperature=100"]),
     "noise": ("wong-cnn", ["--set", "sigma=0.3"]),
-    "denoiser": ("wong-cnn", ["--set", "sigma=0.3", "--set", "eps=0.3"]),
+    "denoiser": ("wong-cnn", ["--set", "sigma=0.3", "--set", "eps=0.3", "--set", "hidden=8"]),
     "ensemble": ("wong-cnn", ["--set", "members=3"]),
     "regularization": ("wong-cnn", ["--set", "l1=1e-4"]),
     "dropout": ("wong-cnn", ["--set", "p=0.5"]),
     "rbf": ("rbf", []),
-    "detector": ("wong-cnn", ["--set", "eps=0.3", "--set", "classifier_epochs=1"]),
+    "detector": ("wong-cnn", ["--set", "eps=0.3", "--set", "steps=5", "--set", "classifier_epochs=1"]),
 }
 
 

@@ -64,8 +64,10 @@ class DenoisedModel(nn.Module):
 def denoised_classifier(denoiser: Denoiser, classifier: Classifier) -> Classifier:
     """The composed model as a :class:`~advlab.models.Classifier` on raw inputs."""
     classifier = as_classifier(classifier)
-    return Classifier(DenoisedModel(denoiser, classifier), bounds=classifier.bounds,
-                      num_classes=classifier.num_classes, input_shape=classifier.input_shape, card=dict(classifier.card))
+    out = Classifier(DenoisedModel(denoiser, classifier), bounds=classifier.bounds,
+                     num_classes=classifier.num_classes, input_shape=classifier.input_shape, card=dict(classifier.card))
+    out.train(classifier.training)
+    return out
 
 
 class DenoiserDefense(Trainer):
