@@ -243,3 +243,14 @@ def check_strength_range(
     if low > high:
         raise ValueError(f"{name}: expected low <= high, got {low:g}..{high:g}; write it as {high:g}..{low:g}")
     return low, high
+
+
+def check_threat_model(threat: Any) -> None:
+    """Raise ``TypeError`` unless ``threat`` is an :class:`advlab.ThreatModel` (checked before any use of it)."""
+    from advlab.threat import ThreatModel
+
+    if not isinstance(threat, ThreatModel):
+        raise TypeError(
+            f"threat: expected advlab.ThreatModel, got {type(threat).__name__}. "
+            "Build one with advlab.ThreatModel('linf', eps=0.3)."
+        )

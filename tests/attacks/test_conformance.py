@@ -87,16 +87,7 @@ NOT_OPTIMAL_ON_LINEAR: dict[str, str] = {
 }
 """Gradient attacks that by design do not reach the loss maximum on a linear model."""
 
-_READS_THREAT_EARLY = (
-    "the public function reads threat.eps/threat.bounds before run_attack validates `threat`, so a "
-    "non-ThreatModel raises AttributeError instead of the documented TypeError naming `threat`"
-)
 KNOWN_FAILURES: dict[tuple[str, str, str, str], str] = {
-    ("bim", "*", "*", "threat_type"): _READS_THREAT_EARLY,  # bim.paper_defaults(threat) before run_attack
-    ("illc", "*", "*", "threat_type"): _READS_THREAT_EARLY,
-    ("pgd", "*", "*", "threat_type"): _READS_THREAT_EARLY,  # default step_size uses threat.eps
-    ("mifgsm", "*", "*", "threat_type"): _READS_THREAT_EARLY,
-    ("rfgsm", "*", "*", "threat_type"): _READS_THREAT_EARLY,  # default alpha uses threat.eps
     # C&W's Adam steps on the tanh variables move x by ~learning_rate * (high - low) / 2 per coordinate: ~1 on
     # the (-100, 100) box, as large as the whole minimal perturbation, so the first step overshoots (1.6x).
     # On a (-3, 3) box C&W L2 is within 0.5% of the minimum (test_carlini_wagner.py).

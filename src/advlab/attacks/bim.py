@@ -75,6 +75,7 @@ def bim(
     Example:
         >>> result = bim(model, x, y, ThreatModel("linf", 8 / 255))   # 10 steps of 1/255
     """
+    validation.check_threat_model(threat)
     default_steps, default_size = paper_defaults(threat)
     steps = default_steps if steps is None else validation.check_int("steps", steps, minimum=1)
     step_size = default_size if step_size is None else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)

@@ -71,6 +71,7 @@ def mifgsm(
     Example:
         >>> result = mifgsm(model, x, y, ThreatModel("linf", 16 / 255), steps=10, decay=1.0)
     """
+    validation.check_threat_model(threat)
     steps = validation.check_int("steps", steps, minimum=1)
     decay = validation.check_float("decay", decay, minimum=0.0)
     if step_size is None:

@@ -99,6 +99,7 @@ def pgd(
         >>> result = pgd(model, x, y, threat, steps=40, restarts=10)
         >>> robust_accuracy = 1 - result.success.float().mean()
     """
+    validation.check_threat_model(threat)
     steps = validation.check_int("steps", steps, minimum=1)
     restarts = validation.check_int("restarts", restarts, minimum=1)
     if step_size is None:

@@ -70,6 +70,7 @@ def rfgsm(
     Example:
         >>> result = rfgsm(model, x, y, ThreatModel("linf", 16 / 255), alpha=8 / 255)
     """
+    validation.check_threat_model(threat)
     if alpha is None:
         alpha = DEFAULT_ALPHA_FRACTION * threat.eps
     alpha = validation.check_float("alpha", alpha, minimum=0.0)
