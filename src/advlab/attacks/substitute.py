@@ -403,8 +403,10 @@ def papernot_blackbox(
         record.eval_queries = eval_queries
         log.info(
             "substitute round %d: |S|=%d queries=%d accuracy=%s agreement=%s transfer=%s",
-            p, record.train_size, record.queries, record.substitute_accuracy, record.agreement,
-            record.transfer_success,
+            p, record.train_size, record.queries, *(
+                "n/a" if v is None else f"{v:.3f}"
+                for v in (record.substitute_accuracy, record.agreement, record.transfer_success)
+            ),
         )
         history.append(record)
         if last:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,18 @@ import torch
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the examples' line breaks."""
+    """Show meaningful defaults, wrap the one-paragraph description, keep the examples' line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default == "" or action.required or "default" in text:
+            return text  # "(default: None)" on a required or optional-by-absence option says nothing
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" not in text.strip():  # a description paragraph: wrap it to the terminal
+            return argparse.HelpFormatter._fill_text(self, text, width, indent)
+        return super()._fill_text(text, width, indent)
 
 
 def add_command(sub: Any, name: str, help: str, description: str, examples: str) -> argparse.ArgumentParser:
@@ -22,7 +34,11 @@ def add_command(sub: Any, name: str, help: str, description: str, examples: str)
 
 
 def add_data_options(p: argparse.ArgumentParser, *, default: str | None = "digits") -> None:
-    p.add_argument("--data", default=default, help="dataset: digits, mnist, fashion-mnist, cifar10")
+    p.add_argument(
+        "--data", default=default,
+        help="dataset: digits, mnist, fashion-mnist, cifar10"
+        + (" (default: the dataset named in the model's card)" if default is None else ""),
+    )
     p.add_argument(
         "--data-dir",
         default=None,
@@ -30,10 +46,21 @@ def add_data_options(p: argparse.ArgumentParser, *, default: str | None = "digit
     )
 
 
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an int >= 1 (``--n 0`` or ``--batch-size -1`` is refused with the option's name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (data order, random starts)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (cuda when available)")
-    p.add_argument("--batch-size", type=int, default=250, help="examples per forward/backward pass")
+    p.add_argument("--batch-size", type=positive_int, default=250, help="examples per forward/backward pass")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -73,7 +100,40 @@ def parse_float_list(text: str, name: str) -> list[float]:
     return out
 
 
-def output_dir(path: str) -> Path:
+def check_output_dir(path: str, name: str = "--out") -> Path:
+    """Refuse an output folder that cannot be one (a file, or under a file) before any work is done."""
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(
+                    f"{name}: {str(p)!r} is a file, not a folder; give a folder path (it is created when missing)"
+                )
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise ValueError(f"{name}: cannot write in {str(p)!r} (permission denied); pick a writable folder")
+            break
     return out
+
+
+def output_dir(path: str, name: str = "--out") -> Path:
+    """Create the output folder (checked with :func:`check_output_dir`) and return it."""
+    out = check_output_dir(path, name)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot create the folder {str(out)!r} ({exc.strerror}); pick a writable folder") from exc
+    return out
+
+
+def check_data_for_model(data: Any, model: Any, name: str = "--data") -> None:
+    """The dataset's images and classes fit the model (an MNIST model cannot be attacked on CIFAR-10)."""
+    shape = getattr(model, "input_shape", None)
+    trained_on = (getattr(model, "card", None) or {}).get("dataset")
+    hint = f"; pass --data {trained_on} (the model's dataset) or leave --data out" if trained_on else ""
+    if shape is not None and tuple(shape) != tuple(data.x.shape[1:]):
+        raise ValueError(
+            f"{name}: {data.name} images have shape {tuple(data.x.shape[1:])} but the model expects {tuple(shape)}{hint}"
+        )
+    classes = getattr(model, "num_classes", None)
+    if classes is not None and data.num_classes != classes:
+        raise ValueError(f"{name}: {data.name} has {data.num_classes} classes but the model has {classes}{hint}")

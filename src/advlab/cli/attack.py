@@ -10,10 +10,16 @@ from typing import Any
 
 import torch
 
-from advlab.cli._common import add_command, add_data_options, add_run_options, output_dir, resolve_device, show_progress
+from advlab.cli._common import (
+    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, output_dir, positive_int,
+    resolve_device, show_progress,
+)
 from advlab.cli.train import parse_settings
 
 log = logging.getLogger("advlab")
+
+EXAMPLES_SHOWN = 8
+"""Examples drawn in examples.png (the first ones; the numbers in result.json cover all --n)."""
 
 EXAMPLES = """\
   advlab attack --model runs/m1 --data mnist --attack pgd --eps 0.3 --norm linf --n 1000 --out runs/m1-pgd
@@ -40,7 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--attack", default="pgd", help="attack name (see 'advlab attacks')")
     p.add_argument("--eps", required=True, help="perturbation budget in raw input units (fractions like 8/255 allowed)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1", "l0"], help="threat-model norm")
-    p.add_argument("--n", type=int, default=1000, help="number of test examples (the first N)")
+    p.add_argument("--n", type=positive_int, default=1000, help="number of test examples (the first N)")
     p.add_argument("--steps", type=int, default=None, help="iterations (attack default when omitted)")
     p.add_argument("--step-size", type=float, default=None, help="step size (attack default when omitted)")
     p.add_argument("--restarts", type=int, default=None, help="random restarts (attack default when omitted)")
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from advlab.threat import ThreatModel
     from advlab.zoo import load_model
 
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
     card = model.card
@@ -139,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             options[key] = getattr(args, key)
     attack = cls.from_options(options)
     data = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    check_data_for_model(data, model)
     x, y = data.x.to(device), data.y.to(device)
     gen = torch.Generator().manual_seed(args.seed)
     goal, keep = make_goal(args, y.cpu(), data.num_classes, gen)
@@ -178,19 +186,22 @@ def run(args: argparse.Namespace) -> int:
         "provenance": provenance(),
     }
     io.write_json(out / "result.json", record)
+    written = [out / "result.json"]
     try:
         from advlab.reports.figures import example_grid
 
+        k = min(len(x), EXAMPLES_SHOWN)  # a readable strip: the first k examples, not all N
         pred_adv = result.logits.argmax(1)
         io.write_bytes(out / "examples.png", example_grid(
-            x.cpu(), torch.as_tensor(result.x_adv).cpu(), y.cpu(), clean_logits.argmax(1).cpu(), pred_adv.cpu(),
-            data.classes, None,
+            x[:k].cpu(), torch.as_tensor(result.x_adv)[:k].cpu(), y[:k].cpu(), clean_logits.argmax(1)[:k].cpu(),
+            pred_adv[:k].cpu(), data.classes, None, bounds=tuple(model.bounds),
         ))
+        written.append(out / "examples.png")
     except ImportError:  # reports package absent in a minimal install
         log.warning("examples.png skipped: advlab.reports is not available")
     log.info(
         "clean accuracy %.2f%%  robust accuracy %.2f%%  success rate %.2f%%  (%.1fs)",
         100 * summary["clean_accuracy"], 100 * summary["robust_accuracy"], 100 * summary["attack_success_rate"], seconds,
     )
-    log.info("wrote %s", out / "result.json")
+    log.info("wrote %s", " and ".join(map(str, written)))
     return 0

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from advlab.cli._common import add_command, add_data_options, output_dir, parse_float_list
+from advlab.cli._common import add_command, add_data_options, check_output_dir, output_dir, parse_float_list
 
 log = logging.getLogger("advlab")
 
@@ -93,6 +93,8 @@ def open_target(target: str, budget: int | None, *, api_key: str | None = None, 
 
 def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> None:
     """Substitute accuracy, agreement and transfer success per round, queries on the second axis."""
+    from matplotlib.ticker import MaxNLocator
+
     from advlab.reports.figures import PALETTE, _finish, plt
 
     xs = [r["round"] for r in rounds]
@@ -103,6 +105,7 @@ def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> None:
         ys = [r[key] * 100 if r[key] is not None else float("nan") for r in rounds]
         ax.plot(xs, ys, marker="o", label=label, color=colour)
     ax.set_xlabel("substitute round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
     ax2 = ax.twinx()
@@ -124,19 +127,26 @@ def run(args: argparse.Namespace) -> int:
 
     seed_size = validation.check_int("--seed-size", args.seed_size, minimum=1)
     n_eval = validation.check_int("--n-eval", args.n_eval, minimum=0)
+    check_output_dir(args.out)
     eps_values = parse_float_list(args.eps, "--eps")
     if len(eps_values) != 1:
         raise ValueError(f"--eps: expected one radius, got {eps_values}")
     oracle, target_info = open_target(args.target, args.budget, api_key=args.api_key, timeout=args.timeout,
                                       retries=args.retries)
-    data = load_dataset(args.data, split="test", data_dir=args.data_dir, n=seed_size + n_eval)
+    data = load_dataset(args.data, split="test", data_dir=args.data_dir)
     if oracle.input_shape is not None and tuple(data.x.shape[1:]) != tuple(oracle.input_shape):
         raise ValueError(
             f"--data: {args.data} images have shape {tuple(data.x.shape[1:])} but the target expects "
             f"{tuple(oracle.input_shape)}; pick the dataset the target was trained on"
         )
+    if seed_size + n_eval > len(data):
+        raise ValueError(
+            f"--seed-size + --n-eval: {seed_size} + {n_eval} test images asked for but the {args.data} test split "
+            f"has {len(data)}; lower them so that they add up to at most {len(data)}"
+        )
     x_seed = data.x[:seed_size]
-    x_eval, y_eval = (data.x[seed_size:], data.y[seed_size:]) if n_eval else (None, None)
+    stop = seed_size + n_eval
+    x_eval, y_eval = (data.x[seed_size:stop], data.y[seed_size:stop]) if n_eval else (None, None)
     log.info("black-box attack on %s: %d seed images, %d rounds, eval on %d images", args.target, seed_size,
              args.rounds, n_eval)
     res = papernot_blackbox(
@@ -160,13 +170,16 @@ def run(args: argparse.Namespace) -> int:
         save_model(res.substitute, out / "substitute", dataset=args.data,
                    extra={"papernot_blackbox": {"queries": res.queries, "target": args.target}})
     plot_rounds(record["rounds"], out / "rounds.png")
+    written = [out / "result.json", out / "rounds.png"]
+    if res.substitute.card.get("arch"):
+        written.append(out / "substitute")
     last = res.rounds[-1]
     log.info(
         "substitute accuracy %s, agreement %s, transfer success %s, %d training + %d evaluation queries%s",
         _pct(last.substitute_accuracy), _pct(last.agreement), _pct(res.transfer_success), res.queries,
         res.eval_queries, " (budget exhausted)" if res.budget_exhausted else "",
     )
-    log.info("wrote %s", out / "result.json")
+    log.info("wrote %s", ", ".join(map(str, written)))
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from advlab.cli._common import add_command, show_progress
+from advlab.cli._common import add_command, check_output_dir, show_progress
 
 log = logging.getLogger("advlab")
 
@@ -31,10 +31,20 @@ def run(args: argparse.Namespace) -> int:
 
     from advlab.demo import run_demo
 
+    check_output_dir(args.out)
+    # 60 per-epoch lines would bury the demo's own messages; 'advlab -v demo' shows them.
+    trainer_log = logging.getLogger("advlab.defenses.base")
+    level = trainer_log.level
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        trainer_log.setLevel(logging.WARNING)
+
     # The demo's models are tiny: one thread avoids the synchronisation cost of several.
     torch.set_num_threads(1)
 
-    record = run_demo(args.out, seed=args.seed, progress=show_progress(args))
+    try:
+        record = run_demo(args.out, seed=args.seed, progress=show_progress(args))
+    finally:
+        trainer_log.setLevel(level)
     out = Path(args.out).resolve()
     print((out / "summary.md").read_text())
     print(f"Report written to {out}/ (summary.md, demo.json, robust_accuracy.png, examples_*.png) "

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-from advlab.cli._common import add_command, add_data_options, resolve_device
+from advlab.cli._common import add_command, add_data_options, check_data_for_model, check_output_dir, resolve_device
 
 log = logging.getLogger("advlab")
 
 EXAMPLES = """\
-  advlab explain --model runs/mnist-standard --data mnist --out runs/explain
-  advlab explain --model runs/mnist-standard --compare runs/mnist-fast-at --data mnist --eps 0.3 --out runs/explain2
+  advlab explain --model runs/m1 --out runs/m1-explain
+  advlab explain --model runs/m1 --compare runs/madry --data mnist --eps 0.3 --n 500 --out runs/explain-vs-madry
+
+runs/madry is the adversarially trained model of 'advlab train --help'. --data defaults to the model's dataset.
 """
 
 
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from advlab.explain import explain
     from advlab.zoo import load_model
 
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
     compare = load_model(args.compare, device=device) if args.compare else None
@@ -49,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if not data_name:
         raise ValueError("--data: the model card names no dataset; pass --data")
     data = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    check_data_for_model(data, model)
+    if compare is not None:
+        check_data_for_model(data, compare, "--compare")
     labels = (Path(args.model).name, Path(args.compare).name if args.compare else "compare")
     if labels[0] == labels[1]:
         labels = (labels[0] + " (1)", labels[1] + " (2)")

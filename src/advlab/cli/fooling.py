@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from advlab.cli._common import add_command, add_run_options, output_dir, resolve_device
+from advlab.cli._common import add_command, add_run_options, check_output_dir, output_dir, positive_int, resolve_device
 
 log = logging.getLogger("advlab")
 
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=500, help="maximum gradient-ascent steps")
     p.add_argument("--step-size", type=float, default=0.01, help="linf step per iteration")
     p.add_argument("--l2", type=float, default=0.0, help="weight of an L2 prior keeping the image near its start")
-    p.add_argument("--noise-n", type=int, default=1000, help="Gaussian-noise inputs for the rubbish-class rate")
+    p.add_argument("--noise-n", type=positive_int, default=1000, help="Gaussian-noise inputs for the rubbish-class rate")
     p.add_argument("--noise-mean", type=float, default=None, help="noise mean (default: the model's normalisation mean)")
     p.add_argument("--noise-std", type=float, default=None, help="noise std (default: the model's normalisation std)")
     p.add_argument("--threshold", type=float, default=0.5, help="confidence threshold of the rubbish-class rate")
@@ -42,12 +42,39 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def fooling_figure(fool, classes, bounds) -> bytes:
+    """PNG: one fooling image per class, titled with the class it was optimised for and the model's confidence."""
+    from advlab.reports.figures import _finish, _numpy, plt
+
+    lo, hi = bounds
+    k = len(fool.classes)
+    cols = min(k, 10)
+    rows = -(-k // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols + 0.4, 1.75 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(k):
+        ax = axes.flat[i]
+        img = _numpy(fool.x[i]).astype("float32")
+        img = img[0] if img.ndim == 3 and img.shape[0] == 1 else (img.transpose(1, 2, 0) if img.ndim == 3 else img)
+        ax.imshow((img - lo) / (hi - lo), cmap="gray", vmin=0, vmax=1)
+        c = int(fool.classes[i])
+        name = str(classes[c]) if classes and c < len(classes) else str(c)
+        ax.set_title(f"{name}\n{100 * float(fool.confidence[i]):.1f}%", fontsize=8,
+                     color="#111827" if bool(fool.reached[i]) else "#b91c1c")
+    fig.suptitle(f"fooling images ({fool.start} start): class the model sees and its confidence "
+                 f"(red: below {100 * fool.target_confidence:.3g}%)", fontsize=9)
+    fig.tight_layout()
+    return _finish(fig, None)
+
+
 def run(args: argparse.Namespace) -> int:
     from advlab import io
     from advlab.attacks.fooling import fooling_images, rubbish_class_rate
     from advlab.provenance import provenance
     from advlab.zoo import load_model
 
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
     fool = fooling_images(
@@ -66,15 +93,12 @@ def run(args: argparse.Namespace) -> int:
     }
     io.write_json(out / "result.json", record)
     try:
-        from advlab.reports.figures import example_grid
-
-        x = fool.x.cpu()
-        io.write_bytes(out / "fooling.png", example_grid(x, x, fool.classes, fool.classes, fool.classes, model.card.get("classes"), None))
+        io.write_bytes(out / "fooling.png", fooling_figure(fool, model.card.get("classes"), model.bounds))
     except ImportError:  # reports package absent in a minimal install
         log.warning("fooling.png skipped: advlab.reports is not available")
     log.info("fooling images: %d/%d classes reached %.3g confidence (%s start) in %.2fs; steps %s",
              int(fool.reached.sum()), len(fool.classes), args.confidence, args.start, fool.seconds, fool.steps.tolist())
     log.info("rubbish class: %.3f of %d noise inputs classified with confidence > %g (%s)",
              rubbish.fraction, rubbish.n, rubbish.threshold, rubbish.distribution)
-    log.info("wrote %s", out / "result.json")
+    log.info("wrote %s and %s", out / "result.json", out / "fooling.png")
     return 0

@@ -6,7 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from advlab.cli._common import add_command, add_data_options, add_run_options, output_dir, parse_float_list, resolve_device
+from advlab.cli._common import (
+    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, output_dir, parse_float_list,
+    positive_int, resolve_device,
+)
 
 log = logging.getLogger("advlab")
 
@@ -34,8 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--rotation", default="0", help="rotation in degrees or range low,high (write --rotation=-20,20 when it starts with a minus)")
     p.add_argument("--epochs", type=int, default=5, help="passes over the training images")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate on the patch pixels")
-    p.add_argument("--n-train", type=int, default=5000, help="training images")
-    p.add_argument("--n", type=int, default=1000, help="held-out test images")
+    p.add_argument("--n-train", type=positive_int, default=5000, help="training images")
+    p.add_argument("--n", type=positive_int, default=1000, help="held-out test images")
     p.add_argument("--draws", type=int, default=3, help="random placements per test image")
     add_run_options(p)
     p.add_argument("--out", required=True, help="output folder")
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from advlab.provenance import provenance
     from advlab.zoo import load_model
 
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
     data_name = args.data or model.card.get("dataset")
@@ -67,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--data: the model card names no dataset; pass --data")
     train = load_dataset(data_name, split="train", data_dir=args.data_dir, n=args.n_train)
     test = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    check_data_for_model(train, model)
     patch = train_patch(
         model, train.x, args.target, patch_size=args.patch_size, shape=args.shape, scale=_range(args.scale, "--scale"),
         rotation=_range(args.rotation, "--rotation"), epochs=args.epochs, batch_size=min(args.batch_size, 128), lr=args.lr,
@@ -93,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     io.write_json(out / "result.json", record)
     from safetensors.torch import save as st_save
 
+    written = [out / "result.json", out / "patch.safetensors"]
     io.write_bytes(out / "patch.safetensors", st_save({"patch": patch.patch.cpu().contiguous(), "mask": patch.mask.cpu().contiguous()}))
     try:
         from advlab.reports.figures import example_grid
@@ -102,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad():
             pc, pp = model(x).argmax(1).cpu(), model(xp).argmax(1).cpu()
         io.write_bytes(out / "examples.png", example_grid(x.cpu(), xp.cpu(), test.y[:8], pc, pp, test.classes, None))
+        written.append(out / "examples.png")
     except ImportError:  # reports package absent in a minimal install
         log.warning("examples.png skipped: advlab.reports is not available")
     log.info("patch %dx%d for class %d: success rate %.3f on held-out images (random patch %.3f), trained in %.1fs",
              args.patch_size, args.patch_size, args.target, rate, base, patch.seconds)
-    log.info("wrote %s", out / "result.json")
+    log.info("wrote %s", ", ".join(map(str, written)))
     return 0

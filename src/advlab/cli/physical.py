@@ -7,7 +7,10 @@ import logging
 import time
 from pathlib import Path
 
-from advlab.cli._common import add_command, add_data_options, add_run_options, output_dir, parse_float_list, resolve_device
+from advlab.cli._common import (
+    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, output_dir, parse_float_list,
+    positive_int, resolve_device,
+)
 
 log = logging.getLogger("advlab")
 
@@ -30,7 +33,8 @@ def add_parser(sub) -> None:
         "transformation pipeline standing in for printing and photographing, and report the destruction rate "
         "(Kurakin et al. 2016, eq. 1: among images correct when clean and wrong when attacked, the fraction "
         "classified correctly again after the transformation). With --eot K the attacks are also run against the "
-        "expectation over K transformations (Athalye et al. 2018). Writes DIR/result.json and DIR/examples.png.",
+        "expectation over K transformations (Athalye et al. 2018). Writes DIR/result.json, DIR/table.md and "
+        "DIR/examples.png (clean, adversarial and transformed adversarial images of the first attack at the largest eps).",
         EXAMPLES,
     )
     p.add_argument("--model", required=True, help="model folder (with card.json and model.safetensors)")
@@ -42,10 +46,65 @@ def add_parser(sub) -> None:
     p.add_argument("--eot", type=int, default=0, help="also attack the EOT average over this many transformations (0: plain only)")
     p.add_argument("--eot-jpeg", default="dct", choices=["dct", "pillow"], help="JPEG inside EOT: DCT approximation or real Pillow (straight-through)")
     p.add_argument("--draws", type=int, default=1, help="random transformations per adversarial image (rates are averaged)")
-    p.add_argument("--n", type=int, default=500, help="number of test examples (the first N)")
+    p.add_argument("--n", type=positive_int, default=500, help="number of test examples (the first N)")
     add_run_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
+
+
+EXAMPLES_SHOWN = 8
+"""Test images drawn in examples.png."""
+
+
+def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *, seed: int = 0,
+                   classes=None) -> bytes:
+    """PNG: clean images, their adversarial versions (one attack, one eps) and those after one random transformation.
+
+    Each panel is titled with the model's prediction, so the figure shows destruction directly: an adversarial
+    image whose prediction returns to the true label after the transformation has been "destroyed".
+    """
+    import torch
+
+    from advlab.attacks import attack_in_batches, get_attack
+    from advlab.goals import Targeted
+    from advlab.reports.figures import _finish, _numpy, plt
+    from advlab.threat import ThreatModel
+
+    x, y = x.to(model.device), y.to(model.device)
+    with torch.no_grad():
+        logits = model(x)
+    goal = None
+    if attack == "illc":  # as measure_destruction: the least-likely class, with BIM's schedule
+        ll = logits.argmin(1)
+        goal = Targeted(torch.where(ll == y, (y + 1) % logits.shape[1], ll))
+    cfg = get_attack("bim" if attack == "illc" else attack).from_options({})
+    x_adv = torch.as_tensor(attack_in_batches(cfg, model, x, y, ThreatModel(norm, eps, model.bounds), goal=goal,
+                                              seed=seed).x_adv).to(x.device)
+    with torch.no_grad():
+        x_tf = transform(x_adv, torch.Generator().manual_seed(seed))
+        preds = [logits.argmax(1), model(x_adv).argmax(1), model(x_tf).argmax(1)]
+    rows = [("clean", x), (f"{attack} eps={eps:g}", x_adv), ("adversarial after\nprint-and-photograph", x_tf)]
+    lo, hi = model.bounds
+    n = x.shape[0]
+    fig, axes = plt.subplots(3, n, figsize=(1.25 * n + 0.8, 5.2), squeeze=False)
+    name = (lambda c: str(classes[c])) if classes else str
+    for r, ((label, imgs), pred) in enumerate(zip(rows, preds)):
+        for i in range(n):
+            ax = axes[r][i]
+            img = _numpy(imgs[i]).astype("float32")
+            img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+            ax.imshow((img - lo) / (hi - lo), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ok = int(pred[i]) == int(y[i])
+            ax.set_title(("true " + name(int(y[i])) + "\n" if r == 0 else "") + "pred " + name(int(pred[i])),
+                         fontsize=8, color="#111827" if ok else "#b91c1c")
+            if i == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.suptitle("red: misclassified. An adversarial image back to its true label after the transformation is destroyed",
+                 fontsize=8, y=0.02, va="bottom", color="#4b5563")
+    fig.tight_layout(rect=(0, 0.05, 1, 1), h_pad=1.2)
+    return _finish(fig, None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from advlab.provenance import provenance
     from advlab.zoo import load_model
 
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
     data_name = args.data or model.card.get("dataset")
@@ -70,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--eot: expected a number of samples >= 0, got {args.eot}")
     transform = parse_transform(args.transform, bounds=model.bounds)
     data = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    check_data_for_model(data, model)
     samples = [0] + ([args.eot] if args.eot > 0 else [])
     log.info("physical: %d %s images, attacks %s, eps %s, transform %s, EOT %s", len(data.y), data_name, attacks, eps,
              transform.spec(), args.eot or "off")
@@ -91,18 +152,15 @@ def run(args: argparse.Namespace) -> int:
     }
     io.write_json(out / "result.json", record)
     io.write_text(out / "table.md", report.table() + "\n")
+    written = [out / "result.json", out / "table.md"]
     try:
-        from advlab.reports.figures import example_grid
-
-        x = data.x[:8].to(device)
-        g = torch.Generator().manual_seed(args.seed)
-        with torch.no_grad():
-            xt = transform(x, g)
-            pred_c, pred_t = model(x).argmax(1).cpu(), model(xt).argmax(1).cpu()
-        io.write_bytes(out / "examples.png", example_grid(x.cpu(), xt.cpu(), data.y[:8], pred_c, pred_t, data.classes, None))
+        png = photo_examples(model, data.x[:EXAMPLES_SHOWN], data.y[:EXAMPLES_SHOWN], transform, attacks[0], max(eps),
+                             args.norm, seed=args.seed, classes=data.classes)
+        io.write_bytes(out / "examples.png", png)
+        written.append(out / "examples.png")
     except ImportError:  # reports package absent in a minimal install
         log.warning("examples.png skipped: advlab.reports is not available")
     for line in report.table().splitlines():
         log.info("%s", line)
-    log.info("wrote %s (%.1fs)", out / "result.json", seconds)
+    log.info("wrote %s (%.1fs)", ", ".join(map(str, written)), seconds)
     return 0

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from advlab.cli._common import add_command, add_data_options, resolve_device, show_progress
+from advlab.cli._common import add_command, add_data_options, check_output_dir, positive_int, resolve_device, show_progress
 
 log = logging.getLogger("advlab")
 
@@ -34,13 +34,13 @@ def add_parser(sub) -> None:
     add_data_options(p, default="mnist")
     p.add_argument("--arch", default="wong-cnn", help="architecture from the zoo (see --list-archs)")
     p.add_argument("--defense", default="standard", help="training method (see --list-defenses)")
-    p.add_argument("--epochs", type=int, default=5, help="passes over the training data")
+    p.add_argument("--epochs", type=positive_int, default=5, help="passes over the training data")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimiser")
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "cyclic", "step"], help="learning-rate schedule")
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
-    p.add_argument("--batch-size", type=int, default=128, help="training batch size")
-    p.add_argument("--n-train", type=int, default=None, help="use only the first N training examples")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size")
+    p.add_argument("--n-train", type=positive_int, default=None, help="use only the first N training examples")
     p.add_argument(
         "--labels", type=int, default=None,
         help="semi-supervised: keep N labels (balanced per class, seeded), the rest of the training set unlabelled",
@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise ValueError("--out: give an output folder, e.g. --out runs/m1")
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     trainer_cls = DEFENSES.get(args.defense)
     settings = parse_settings(args.set)
@@ -107,7 +108,17 @@ def run(args: argparse.Namespace) -> int:
             checkpoint_dir=out / "checkpoint", progress=show_progress(args), **settings,
         )
     except TypeError as exc:
-        raise ValueError(f"--set: {exc}; see the defense's settings in the docs") from exc
+        import inspect
+
+        given = {"epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "seed", "device",
+                 "checkpoint_dir", "progress"}
+        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        known = sorted({k for klass in trainer_cls.__mro__ if "__init__" in vars(klass)
+                        for k, v in inspect.signature(klass.__init__).parameters.items()
+                        if v.kind in named and k not in given | {"self"}})
+        unknown = sorted(set(settings) - set(known))
+        what = f"defense {args.defense!r} has no setting(s) {unknown}" if unknown else str(exc)
+        raise ValueError(f"--set: {what}; its settings are {known}") from exc
     log.info("training %s on %s (%d examples, %s) with defense %r on %s", args.arch, args.data, len(train),
              "x".join(map(str, train.input_shape)), args.defense, device)
     unlabeled = None

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from advlab.cli._common import add_command, add_data_options, output_dir, parse_float_list
+from advlab.cli._common import add_command, add_data_options, check_output_dir, output_dir, parse_float_list
 
 log = logging.getLogger("advlab")
 
@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from advlab.provenance import provenance
 
     n = validation.check_int("--n", args.n, minimum=1)
+    check_output_dir(args.out)
     eps_values = parse_float_list(args.eps, "--eps")
     if len(eps_values) != 1:
         raise ValueError(f"--eps: expected one radius, got {eps_values}")

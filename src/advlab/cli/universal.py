@@ -6,7 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from advlab.cli._common import add_command, add_data_options, add_run_options, output_dir, parse_float_list, resolve_device
+from advlab.cli._common import (
+    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, output_dir, parse_float_list,
+    positive_int, resolve_device,
+)
 
 log = logging.getLogger("advlab")
 
@@ -23,16 +26,16 @@ def add_parser(sub) -> None:
         "Compute one image-agnostic perturbation on the first --n-train training images with the paper's Algorithm 1 "
         "(DeepFool on points not yet fooled, projection onto the eps-ball, until the target fooling rate or --max-passes), "
         "then report the fooling rate (fraction of predictions that change) on the first --n test images, for the model "
-        "and for each --transfer model, next to random noise of the same norm. Writes DIR/result.json and "
-        "DIR/perturbation.safetensors.",
+        "and for each --transfer model, next to random noise of the same norm. Writes DIR/result.json, "
+        "DIR/perturbation.safetensors and DIR/examples.png (the same perturbation added to the first 8 test images).",
         EXAMPLES,
     )
     p.add_argument("--model", required=True, help="model folder")
     add_data_options(p, default=None)
     p.add_argument("--eps", required=True, help="radius of the perturbation")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="norm of the perturbation")
-    p.add_argument("--n-train", type=int, default=1000, help="training images the perturbation is computed on")
-    p.add_argument("--n", type=int, default=1000, help="held-out test images for the fooling rate")
+    p.add_argument("--n-train", type=positive_int, default=1000, help="training images the perturbation is computed on")
+    p.add_argument("--n", type=positive_int, default=1000, help="held-out test images for the fooling rate")
     p.add_argument("--target-fooling-rate", type=float, default=0.8, help="stop once this fraction of the training points is fooled (1 - delta)")
     p.add_argument("--max-passes", type=int, default=10, help="maximum passes over the training points")
     p.add_argument("--transfer", default="", help="comma-separated model folders to measure transfer on")
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from advlab.threat import ThreatModel
     from advlab.zoo import load_model
 
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
     data_name = args.data or model.card.get("dataset")
@@ -62,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
     threat = ThreatModel(args.norm, eps[0], model.bounds)
     train = load_dataset(data_name, split="train", data_dir=args.data_dir, n=args.n_train)
     test = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    check_data_for_model(train, model)
+    others = {str(Path(path).resolve()): load_model(path, device=device)  # loaded first: a bad path fails fast
+              for path in [s.strip() for s in args.transfer.split(",") if s.strip()]}
+    for other in others.values():
+        check_data_for_model(test, other, "--transfer")
     uap = universal_perturbation(
         model, train.x, threat, target_fooling_rate=args.target_fooling_rate, max_passes=args.max_passes,
         generator=args.seed, batch_size=args.batch_size, progress=not args.quiet,
@@ -72,9 +81,8 @@ def run(args: argparse.Namespace) -> int:
     noise = threat.eps * (noise.sign() if threat.norm == "linf" else noise / noise.norm())
     rates = {"model": fooling_rate(model, test.x, v), "random_noise_same_norm": fooling_rate(model, test.x, noise)}
     transfer = {}
-    for path in [s.strip() for s in args.transfer.split(",") if s.strip()]:
-        other = load_model(path, device=device)
-        transfer[str(Path(path).resolve())] = {
+    for path, other in others.items():
+        transfer[path] = {
             "fooling_rate": fooling_rate(other, test.x, v), "random_noise_same_norm": fooling_rate(other, test.x, noise),
             "arch": other.card.get("arch"),
         }
@@ -91,9 +99,22 @@ def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save as st_save
 
     io.write_bytes(out / "perturbation.safetensors", st_save({"perturbation": v.detach().cpu().contiguous()}))
+    written = [out / "result.json", out / "perturbation.safetensors"]
+    try:
+        from advlab.reports.figures import example_grid
+
+        x = test.x[:8].to(device)
+        x_adv = threat.project(x + v.to(device), x)
+        with torch.no_grad():
+            pc, pa = model(x).argmax(1).cpu(), model(x_adv).argmax(1).cpu()
+        io.write_bytes(out / "examples.png", example_grid(x.cpu(), x_adv.cpu(), test.y[:8], pc, pa, test.classes, None,
+                                                          bounds=tuple(model.bounds)))
+        written.append(out / "examples.png")
+    except ImportError:  # reports package absent in a minimal install
+        log.warning("examples.png skipped: advlab.reports is not available")
     log.info("universal perturbation (%s): fooling rate %.3f on %d test images (random noise %.3f), %d passes, %.1fs",
              threat.describe(), rates["model"], len(test.y), rates["random_noise_same_norm"], uap.passes, uap.seconds)
     for path, t in transfer.items():
         log.info("  transfer to %s: %.3f (noise %.3f)", path, t["fooling_rate"], t["random_noise_same_norm"])
-    log.info("wrote %s", out / "result.json")
+    log.info("wrote %s", ", ".join(map(str, written)))
     return 0
