@@ -203,7 +203,7 @@ def test_help_shows_meaningful_defaults_only(capsys, monkeypatch):
         main(["universal", "--help"])
     text = capsys.readouterr().out
     assert "(default: None)" not in text
-    assert text.count("(default: $ADVLAB_DATA, then the user cache)") == 1
+    assert " ".join(text.split()).count("(default: $ADVLAB_DATA, then the user cache)") == 1
     assert "random seed (data order, random starts) (default: 0)" in " ".join(text.split())  # 0 is still shown
     assert "(default: the dataset named in the model's card)" in " ".join(text.split())
     description = text.split("\n\n")[1]
