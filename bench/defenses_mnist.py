@@ -76,6 +76,8 @@ def part_madry(args) -> dict:
                           "--lr", "5e-3", "--batch-size", "100", "--set", "eps=0.3", "--set", "eps_rampup=0.2"],
         "mnist-fast-at-e8": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", "8",
                              "--lr", "5e-3", "--batch-size", "100", "--set", "eps=0.35", "--set", "eps_rampup=0.25"],
+        "mnist-fast-at-e15": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", "15",
+                              "--lr", "5e-3", "--batch-size", "100", "--set", "eps=0.35", "--set", "eps_rampup=0.2"],
         "mnist-standard": ["--data", "mnist", "--arch", "wong-cnn", "--epochs", "2", "--batch-size", "100"],
     }
     results = {}
