@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from advlab.attacks import pgd
 from advlab.cli import main
