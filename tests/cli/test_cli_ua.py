@@ -209,3 +209,46 @@ def test_help_shows_meaningful_defaults_only(capsys, monkeypatch):
     description = text.split("\n\n")[1]
     assert max(len(line) for line in description.splitlines()) <= 100
     assert "  advlab universal --model runs/m1" in text  # examples keep their own line breaks
+
+
+def test_blackbox_over_http_does_not_log_every_request(digits_model, tmp_path, monkeypatch, caplog):
+    # Every query batch logged 'HTTP Request: POST http://.../predict "HTTP/1.1 200 OK"' (httpx at INFO).
+    import base64
+    import logging
+
+    import httpx
+    import numpy as np
+
+    import advlab.blackbox as bb
+    from advlab.zoo import load_model
+
+    model = load_model(digits_model)
+    answered = {"batches": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/info":
+            return httpx.Response(200, json={"mode": "labels", "num_classes": 10, "input_shape": [1, 8, 8],
+                                             "bounds": [0, 1], "queries": 0, "max_queries": None, "max_batch": 1024})
+        body = json.loads(request.content)
+        x = torch.from_numpy(np.frombuffer(base64.b64decode(body["inputs_b64"]), dtype="<f4").reshape(body["shape"]).copy())
+        answered["batches"] += 1
+        with torch.no_grad():
+            return httpx.Response(200, json={"labels": model(x).argmax(1).tolist()})
+
+    class MockedHTTPOracle(bb.HTTPOracle):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, transport=httpx.MockTransport(handler), **kwargs)
+
+    monkeypatch.setattr(bb, "HTTPOracle", MockedHTTPOracle)
+    level = logging.getLogger("httpx").level
+    try:
+        with caplog.at_level("INFO"):
+            rc = main(["blackbox", "--target", "http://127.0.0.1:8000", "--data", "digits", "--seed-size", "20",
+                       "--n-eval", "20", "--rounds", "1", "--epochs", "1", "--out", str(tmp_path / "bb")])
+    finally:
+        logging.getLogger("httpx").setLevel(level)
+    assert rc == 0 and answered["batches"] >= 2
+    assert "HTTP Request" not in caplog.text
+    assert "substitute round 1" in caplog.text
+    rec = json.loads((tmp_path / "bb" / "result.json").read_text())
+    assert rec["target"]["kind"] == "http"

@@ -131,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     eps_values = parse_float_list(args.eps, "--eps")
     if len(eps_values) != 1:
         raise ValueError(f"--eps: expected one radius, got {eps_values}")
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # one "HTTP Request: POST ..." line per query batch
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     oracle, target_info = open_target(args.target, args.budget, api_key=args.api_key, timeout=args.timeout,
                                       retries=args.retries)
     data = load_dataset(args.data, split="test", data_dir=args.data_dir)
