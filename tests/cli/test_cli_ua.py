@@ -252,3 +252,16 @@ def test_blackbox_over_http_does_not_log_every_request(digits_model, tmp_path, m
     assert "substitute round 1" in caplog.text
     rec = json.loads((tmp_path / "bb" / "result.json").read_text())
     assert rec["target"]["kind"] == "http"
+
+
+@pytest.mark.parametrize("command,option", [("attack", "--n"), ("universal", "--n-train"), ("train", "--n-train")])
+def test_too_many_examples_names_the_option(command, option, digits_model, tmp_path, capsys):
+    # Was "n: asked for 5000 examples ... use n <= 540 or n=None for all" (Python, not the command line).
+    from advlab.data import load_dataset
+
+    available = len(load_dataset("digits", split="train" if option == "--n-train" else "test"))
+    extra = {"attack": ["--model", str(digits_model), "--eps", "0.1"],
+             "universal": ["--model", str(digits_model), "--eps", "0.1"], "train": ["--data", "digits"]}[command]
+    rc = main([command, *extra, option, "5000", "--out", str(tmp_path / "o")])
+    last = _one_line_error(capsys, rc, f"{option}: asked for 5000 examples", f"use {option} <= {available}")
+    assert "n=None" not in last

@@ -125,6 +125,20 @@ def output_dir(path: str, name: str = "--out") -> Path:
     return out
 
 
+def load_split(name: str, split: str, data_dir: str | None, n: int | None, option: str = "--n") -> Any:
+    """``advlab.data.load_dataset`` whose "too many examples" error names the command-line option, not ``n``."""
+    from advlab.data import load_dataset
+
+    try:
+        return load_dataset(name, split=split, data_dir=data_dir, n=n)
+    except ValueError as exc:
+        text = str(exc)
+        if not text.startswith("n: "):
+            raise
+        text = text[3:].replace(" or n=None for all", "").replace("use n <=", f"use {option} <=")
+        raise ValueError(f"{option}: {text}") from exc
+
+
 def check_data_for_model(data: Any, model: Any, name: str = "--data") -> None:
     """The dataset's images and classes fit the model (an MNIST model cannot be attacked on CIFAR-10)."""
     shape = getattr(model, "input_shape", None)

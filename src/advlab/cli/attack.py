@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from advlab.cli._common import (
-    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, output_dir, positive_int,
-    resolve_device, show_progress,
+    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, load_split, output_dir,
+    positive_int, resolve_device, show_progress,
 )
 from advlab.cli.train import parse_settings
 
@@ -121,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
     from advlab import io
     from advlab.attacks import attack_in_batches, get_attack
     from advlab.cli._common import parse_float_list
-    from advlab.data import load_dataset
     from advlab.provenance import provenance
     from advlab.threat import ThreatModel
     from advlab.zoo import load_model
@@ -145,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     attack = cls.from_options(options)
-    data = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)
     x, y = data.x.to(device), data.y.to(device)
     gen = torch.Generator().manual_seed(args.seed)

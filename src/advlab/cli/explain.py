@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from advlab.cli._common import add_command, add_data_options, check_data_for_model, check_output_dir, resolve_device
+from advlab.cli._common import add_command, add_data_options, check_data_for_model, check_output_dir, load_split, resolve_device
 
 log = logging.getLogger("advlab")
 
@@ -40,7 +40,6 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from advlab.data import load_dataset
     from advlab.explain import explain
     from advlab.zoo import load_model
 
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     data_name = args.data or model.card.get("dataset")
     if not data_name:
         raise ValueError("--data: the model card names no dataset; pass --data")
-    data = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)
     if compare is not None:
         check_data_for_model(data, compare, "--compare")

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 from advlab.cli._common import (
-    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, output_dir, parse_float_list,
-    positive_int, resolve_device,
+    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, load_split, output_dir,
+    parse_float_list, positive_int, resolve_device,
 )
 
 log = logging.getLogger("advlab")
@@ -59,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
 
     from advlab import io
     from advlab.attacks.patch import AdversarialPatch, patch_success_rate, train_patch
-    from advlab.data import load_dataset
     from advlab.provenance import provenance
     from advlab.zoo import load_model
 
@@ -69,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     data_name = args.data or model.card.get("dataset")
     if not data_name:
         raise ValueError("--data: the model card names no dataset; pass --data")
-    train = load_dataset(data_name, split="train", data_dir=args.data_dir, n=args.n_train)
-    test = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train")
+    test = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(train, model)
     patch = train_patch(
         model, train.x, args.target, patch_size=args.patch_size, shape=args.shape, scale=_range(args.scale, "--scale"),

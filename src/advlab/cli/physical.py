@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from advlab.cli._common import (
-    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, output_dir, parse_float_list,
-    positive_int, resolve_device,
+    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, load_split, output_dir,
+    parse_float_list, positive_int, resolve_device,
 )
 
 log = logging.getLogger("advlab")
@@ -111,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from advlab import io
-    from advlab.data import load_dataset
     from advlab.physical import measure_destruction, parse_transform
     from advlab.provenance import provenance
     from advlab.zoo import load_model
@@ -129,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if args.eot < 0:
         raise ValueError(f"--eot: expected a number of samples >= 0, got {args.eot}")
     transform = parse_transform(args.transform, bounds=model.bounds)
-    data = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)
     samples = [0] + ([args.eot] if args.eot > 0 else [])
     log.info("physical: %d %s images, attacks %s, eps %s, transform %s, EOT %s", len(data.y), data_name, attacks, eps,

@@ -8,7 +8,9 @@ import logging
 import time
 from typing import Any
 
-from advlab.cli._common import add_command, add_data_options, check_output_dir, positive_int, resolve_device, show_progress
+from advlab.cli._common import (
+    add_command, add_data_options, check_output_dir, load_split, positive_int, resolve_device, show_progress,
+)
 
 log = logging.getLogger("advlab")
 
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     trainer_cls = DEFENSES.get(args.defense)
     settings = parse_settings(args.set)
-    train = load_dataset(args.data, split="train", data_dir=args.data_dir, n=args.n_train)
+    train = load_split(args.data, "train", args.data_dir, args.n_train, "--n-train")
     test = load_dataset(args.data, split="test", data_dir=args.data_dir)
     clf = zoo.build_classifier(
         args.arch, input_shape=train.input_shape, num_classes=train.num_classes, mean=train.mean, std=train.std,

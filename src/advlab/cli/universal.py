@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 from advlab.cli._common import (
-    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, output_dir, parse_float_list,
-    positive_int, resolve_device,
+    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, load_split, output_dir,
+    parse_float_list, positive_int, resolve_device,
 )
 
 log = logging.getLogger("advlab")
@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
 
     from advlab import io
     from advlab.attacks.universal import fooling_rate, universal_perturbation
-    from advlab.data import load_dataset
     from advlab.provenance import provenance
     from advlab.threat import ThreatModel
     from advlab.zoo import load_model
@@ -64,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if len(eps) != 1:
         raise ValueError(f"--eps: expected one radius, got {eps}")
     threat = ThreatModel(args.norm, eps[0], model.bounds)
-    train = load_dataset(data_name, split="train", data_dir=args.data_dir, n=args.n_train)
-    test = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train")
+    test = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(train, model)
     others = {str(Path(path).resolve()): load_model(path, device=device)  # loaded first: a bad path fails fast
               for path in [s.strip() for s in args.transfer.split(",") if s.strip()]}
