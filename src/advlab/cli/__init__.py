@@ -35,6 +35,7 @@ examples:
   advlab train --data mnist --arch wong-cnn --epochs 5 --out runs/m1
   advlab attack --model runs/m1 --data mnist --attack pgd --eps 0.3 --norm linf --n 1000 --out runs/m1-pgd
   advlab attacks --norm l2                      # list the attacks that support a norm
+  advlab evaluate --model runs/m1 --data mnist --eps 0.1,0.2,0.3 --preset standard --out runs/m1-eval
 
 Run 'advlab COMMAND --help' for each command's options.
 """
