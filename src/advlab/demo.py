@@ -31,7 +31,7 @@ def _robust_curve(model, x, y, attack, eps_grid, seed) -> list[float]:
     for eps in eps_grid:
         res = attack_in_batches(attack, model, x, y, ThreatModel("linf", eps), batch_size=500, seed=seed)
         robust = (res.logits.argmax(1) == y) & (model.predict(x) == y)
-        out.append(float(robust.float().mean()))
+        out.append(float(robust.double().mean()))
     return out
 
 

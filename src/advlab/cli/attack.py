@@ -100,9 +100,9 @@ def summarize(result: Any, x: torch.Tensor, y: torch.Tensor, clean_logits: torch
 
     return {
         "n": int(y.shape[0]),
-        "clean_accuracy": float(correct.float().mean()),
-        "robust_accuracy": float(robust.float().mean()),
-        "attack_success_rate": float(success[correct].float().mean()) if (not targeted and correct.any()) else float(success.float().mean()),
+        "clean_accuracy": float(correct.double().mean()),
+        "robust_accuracy": float(robust.double().mean()),
+        "attack_success_rate": float(success[correct].double().mean()) if (not targeted and correct.any()) else float(success.double().mean()),
         "attack_success_rate_definition": (
             "fraction of target classes reached, over all examples" if targeted
             else "fraction of clean-correct examples that the attack misclassifies"

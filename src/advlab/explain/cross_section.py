@@ -102,4 +102,4 @@ def cross_section(
     row = classes[centre, centre:]
     flips = (row != y).nonzero().flatten()
     flip = float(coords[centre + int(flips[0])]) if flips.numel() else float("inf")
-    return CrossSection(classes.cpu(), coords.cpu(), int(y), kind, flip, float((classes == y).float().mean()))
+    return CrossSection(classes.cpu(), coords.cpu(), int(y), kind, flip, float((classes == y).double().mean()))

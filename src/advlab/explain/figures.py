@@ -26,8 +26,9 @@ def cross_sections_figure(sections: Sequence[CrossSection], classes: Sequence[st
         ax.plot([0], [0], marker="+", color="white", markersize=14, mew=2.5)
         ax.set_xlabel("adversarial direction (L2)" if cs.kind == "adversarial" else "random direction 1 (L2)")
         ax.set_ylabel("random orthogonal direction (L2)" if cs.kind == "adversarial" else "random direction 2 (L2)")
-        flip = "never" if cs.flip_distance == float("inf") else f"{cs.flip_distance:.2f}"
-        ax.set_title(f"{cs.kind}: class {classes[cs.label]}\nleaves it at {flip}", fontsize=10)
+        flip = (f"stays within ±{float(cs.coords.max()):.2f}" if cs.flip_distance == float("inf")
+                else f"leaves it at {cs.flip_distance:.2f}")
+        ax.set_title(f"{cs.kind}: class {classes[cs.label]}\n{flip}", fontsize=10)
     present = sorted({int(c) for cs in sections for c in cs.classes.unique()})
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(c)) for c in present]
     fig.legend(handles, [classes[c] for c in present], loc="lower center", ncol=min(10, len(present)), fontsize=8,

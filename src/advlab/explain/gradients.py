@@ -60,4 +60,4 @@ def gradient_amplitudes(model: Classifier, x: torch.Tensor, y: torch.Tensor, bat
             grads.append(g.detach())
     g = torch.cat(grads)
     l1, l2 = norm_of(g, "l1").cpu(), norm_of(g, "l2").cpu()
-    return GradientAmplitudes(l1, l2, g.abs().flatten().cpu(), float((l1 == 0).float().mean()))
+    return GradientAmplitudes(l1, l2, g.abs().flatten().cpu(), float((l1 == 0).double().mean()))

@@ -77,7 +77,7 @@ def compare_perturbations(
     }
     rows = []
     for name, xp in candidates.items():
-        acc = float((batched_logits(model, xp).argmax(1) == y).float().mean())
+        acc = float((batched_logits(model, xp).argmax(1) == y).double().mean())
         rows.append({"name": name, "accuracy": acc, "linf": float(norm_of(xp - x, "linf").mean()),
                      "l2": float(norm_of(xp - x, "l2").mean())})
     return PerturbationComparison(rows, eps)

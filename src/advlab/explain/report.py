@@ -133,7 +133,7 @@ def explain(
         comparisons[label] = compare_perturbations(m, x, y, eps=eps, seed=seed)
         amplitudes[label] = gradient_amplitudes(m, x, y)
         entry: dict[str, Any] = {
-            "clean_accuracy": float((preds[label] == y).float().mean()),
+            "clean_accuracy": float((preds[label] == y).double().mean()),
             "cross_sections": [s.to_dict() for s in sections],
             "linearity": resp.to_dict(),
             "perturbations": comparisons[label].to_dict(),
