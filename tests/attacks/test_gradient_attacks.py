@@ -354,3 +354,12 @@ def test_mifgsm_matches_reference_momentum_loop(mlp_model, digits_batch):
     # Momentum changes the path: it differs from BIM with the same step.
     plain = bim(mlp_model, x, y, ThreatModel("linf", eps), steps=steps, step_size=eps / steps)
     assert not torch.equal(res.x_adv, plain.x_adv)
+
+
+def test_bim_defaults_outside_linf_keep_the_papers_path_length():
+    from advlab.attacks.bim import paper_defaults
+    from advlab.threat import ThreatModel
+
+    steps, size = paper_defaults(ThreatModel("l1", 12.0))
+    assert steps == 10 and steps * size == pytest.approx(1.25 * 12.0)
+    assert paper_defaults(ThreatModel("linf", 8 / 255)) == (10, pytest.approx(1 / 255))

@@ -21,8 +21,18 @@ PIXEL_LEVELS = 255
 """The paper works in pixel units of an 8-bit image: alpha = 1 level, eps in levels."""
 
 
+NON_LINF_STEPS = 10
+"""For l2/l1 (where "one pixel level per step" means nothing) BIM takes 10 steps of ``1.25 * eps / 10``,
+keeping the paper's ratio of total path length to eps (``alpha * steps ≈ 1.25 eps``)."""
+
+
 def paper_defaults(threat: ThreatModel) -> tuple[int, float]:
-    """Kurakin et al.'s settings: step alpha = 1 pixel level, ``min(eps + 4, 1.25 eps)`` iterations (eps in levels)."""
+    """Kurakin et al.'s settings: step alpha = 1 pixel level, ``min(eps + 4, 1.25 eps)`` iterations (eps in levels).
+
+    The rule is defined for linf; for other norms see :data:`NON_LINF_STEPS`.
+    """
+    if threat.norm != "linf":
+        return NON_LINF_STEPS, 1.25 * threat.eps / NON_LINF_STEPS
     width = threat.bounds[1] - threat.bounds[0]
     eps_levels = threat.eps / width * PIXEL_LEVELS
     steps = max(1, math.ceil(min(eps_levels + 4, 1.25 * eps_levels)))
@@ -58,8 +68,9 @@ def bim(
         y: true labels, shape ``(N,)``.
         threat: norm, eps and bounds.
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
-        steps: iterations; default ``min(eps + 4, 1.25 eps)`` with eps in pixel levels (the paper's rule).
-        step_size: default one pixel level, ``(high - low) / 255``.
+        steps: iterations; default ``min(eps + 4, 1.25 eps)`` with eps in pixel levels (the paper's rule,
+            linf); 10 for l2/l1.
+        step_size: default one pixel level, ``(high - low) / 255`` (linf); ``1.25 * eps / 10`` for l2/l1.
         loss: loss to ascend.
         generator: unused (deterministic); accepted for a uniform interface.
 
