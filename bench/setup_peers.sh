@@ -28,6 +28,8 @@ $PIP install --no-deps torchattacks foolbox adversarial-robustness-toolbox
 #   foolbox: eagerpy, GitPython (+ gitdb, smmap), requests (+ urllib3, idna, certifi, charset-normalizer)
 #   ART: six;  torchattacks: requests
 $PIP install --no-deps eagerpy GitPython gitdb smmap requests urllib3 idna certifi charset-normalizer six
+# ART's AutoAttack imports multiprocess (and dill) for its parallel mode.
+$PIP install --no-deps multiprocess dill
 "$VENV/bin/python" - <<'PY'
 import importlib
 for name in ("torch", "advlab", "torchattacks", "foolbox", "art"):
