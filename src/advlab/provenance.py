@@ -17,12 +17,13 @@ def versions() -> dict[str, str]:
     import advlab
 
     out = {"advlab": advlab.__version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    try:
-        import sklearn
+    from importlib import metadata
 
-        out["scikit-learn"] = sklearn.__version__
-    except ImportError:  # pragma: no cover - a hard dependency, but provenance must never fail
-        pass
+    for dist in ("scikit-learn", "safetensors"):  # read from metadata: importing scikit-learn takes seconds
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:  # pragma: no cover - hard dependencies, but never fail here
+            pass
     return out
 
 

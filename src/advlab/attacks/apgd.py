@@ -222,7 +222,8 @@ def apgd_run(
 
     Returns:
         ``(x_adv, success, best_loss, trace)``: per example the last iterate that reached the goal, otherwise the
-        highest-loss point; whether the goal was reached; the highest loss; the mean loss per iteration.
+        highest-loss point; whether the goal was reached; the highest loss; the mean loss per iteration. The
+        run stops early once every example has reached the goal (the trace is then shorter than ``n_iter``).
     """
     n = x.shape[0]
     l1 = threat.norm == "l1"
@@ -267,6 +268,9 @@ def apgd_run(
         succ = is_success(logits, labels, targeted)
         x_found = torch.where(_per_example(succ, x), x_adv, x_found)
         found |= succ
+        if bool(found.all()):  # every example has a successful point: more steps cannot change the outcome
+            trace = trace[: k + 1]
+            break
         increases += (loss > loss_prev).to(x.dtype)
         loss_prev = loss
         # Ties go to the newer point: where the loss saturates in float32 (a confidently classified point's
