@@ -181,11 +181,13 @@ def _propose_linf(x, x_best, p, eps, bounds, generator):
     delta = x_best - x
     signs = _random_signs((n, c, 1, 1), generator, x)
     x_new = (x + torch.where(mask, eps * signs, delta)).clamp(*bounds)
-    for _ in range(MAX_RESAMPLES):  # a proposal identical to the current point would waste a query
+    for attempt in range(MAX_RESAMPLES):  # a proposal identical to the current point would waste a query
         same = ((x_new - x_best).abs() * mask).reshape(n, -1).amax(dim=1) < 1e-7
         if not bool(same.any()):
             break
-        redraw = _random_signs((n, c, 1, 1), generator, x)
+        # With one channel the only other sign is the opposite one, so redrawing uniformly until it differs
+        # (the reference implementation) is the same distribution as flipping, which needs no retries.
+        redraw = -signs if (c == 1 and attempt == 0) else _random_signs((n, c, 1, 1), generator, x)
         signs = torch.where(same[:, None, None, None], redraw, signs)
         x_new = (x + torch.where(mask, eps * signs, delta)).clamp(*bounds)
     return x_new
