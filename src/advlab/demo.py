@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from advlab import io
 from advlab.attacks import FGSM, PGD, attack_in_batches
@@ -36,10 +35,7 @@ def _robust_curve(model, x, y, attack, eps_grid, seed) -> list[float]:
 
 
 def _plot_curves(curves: dict[str, list[float]], eps_grid, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from advlab.reports.figures import _finish, plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label, values in curves.items():
@@ -52,17 +48,7 @@ def _plot_curves(curves: dict[str, list[float]], eps_grid, path: Path) -> None:
     ax.legend()
     ax.set_title("digits: standard vs PGD-trained MLP")
     fig.tight_layout()
-    buf = _png(fig)
-    plt.close(fig)
-    io.write_bytes(path, buf)
-
-
-def _png(fig) -> bytes:
-    import io as _io
-
-    b = _io.BytesIO()
-    fig.savefig(b, format="png")
-    return b.getvalue()
+    _finish(fig, path)
 
 
 def run_demo(

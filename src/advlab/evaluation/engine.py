@@ -52,7 +52,7 @@ RANDOMNESS_PROBE = 16
 _CLEAN, _CHECKS = 1_000_003, 1_000_033  # seed-sequence tags of the clean pass and the checks
 
 
-def _as_xy(data: Any) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+def as_xy(data: Any) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
     """``(x, y, classes)`` from a Dataset (``.x``, ``.y``, ``.classes``) or an ``(x, y)`` pair."""
     classes = None
     if hasattr(data, "x") and hasattr(data, "y"):
@@ -240,7 +240,7 @@ def evaluate(
         eot_samples = validation.check_int("eot_samples", eot_samples, minimum=1)
     preset, entries = resolve_attacks(attacks, norm)
     clf = as_classifier(model)
-    x_all, y_all, classes = _as_xy(data)
+    x_all, y_all, classes = as_xy(data)
     if n is not None:
         x_all, y_all = x_all[:n], y_all[:n]
     validation.check_input(x_all, clf.bounds, name="data x")

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from advlab.attacks.base import loss_and_grad
+from advlab.losses import cross_entropy
 from advlab.models import Classifier
 
 
 def fgsm_direction(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``sign(grad_x CE(model(x), y))`` for a batch, computed in attack mode."""
     with model.attack_mode(warn_train_mode=False):
-        xr = x.detach().clone().requires_grad_(True)
-        loss = F.cross_entropy(model(xr), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, xr)
+        _, grad, _ = loss_and_grad(model, x, y, False, cross_entropy)
     return grad.sign()
 
 

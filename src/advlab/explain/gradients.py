@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from advlab.attacks.base import loss_and_grad
+from advlab.losses import cross_entropy
 from advlab.models import Classifier
 from advlab.threat import norm_of
 
@@ -54,10 +55,8 @@ def gradient_amplitudes(model: Classifier, x: torch.Tensor, y: torch.Tensor, bat
     grads = []
     with model.attack_mode(warn_train_mode=False):
         for i in range(0, x.shape[0], batch_size):
-            xb = x[i : i + batch_size].detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(xb), y[i : i + batch_size], reduction="sum")
-            (g,) = torch.autograd.grad(loss, xb)
-            grads.append(g.detach())
+            _, g, _ = loss_and_grad(model, x[i : i + batch_size], y[i : i + batch_size], False, cross_entropy)
+            grads.append(g)
     g = torch.cat(grads)
     l1, l2 = norm_of(g, "l1").cpu(), norm_of(g, "l2").cpu()
     return GradientAmplitudes(l1, l2, g.abs().flatten().cpu(), float((l1 == 0).double().mean()))

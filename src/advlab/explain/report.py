@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from advlab import io, validation
+from advlab.evaluation.engine import as_xy
 from advlab.explain import figures
 from advlab.explain._common import is_image
 from advlab.explain.cross_section import cross_section
@@ -68,14 +69,6 @@ class ExplainReport:
         return io.write_text(out / "explain.html", html)
 
 
-def _as_xy(data: Any) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    if hasattr(data, "x") and hasattr(data, "y"):
-        return data.x, data.y, list(getattr(data, "classes", []) or [])
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return torch.as_tensor(data[0]), torch.as_tensor(data[1]).long(), []
-    raise TypeError(f"data: expected a Dataset or a pair (x, y), got {type(data).__name__}")
-
-
 def explain(
     model: Classifier,
     data: Any,
@@ -110,7 +103,7 @@ def explain(
     """
     n = validation.check_int("n", n, minimum=1)
     eps = validation.check_float("eps", eps, minimum=0.0, strict_min=True)
-    x, y, classes = _as_xy(data)
+    x, y, classes = as_xy(data)
     x, y = x[:n], y[:n]
     models = {labels[0]: model} if compare is None else {labels[0]: model, labels[1]: compare}
     device = model.device
