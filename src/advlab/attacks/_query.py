@@ -276,7 +276,6 @@ def starting_points(
     box, redrawn up to ``init_attempts`` times for examples still without a start (one query per draw).
     Examples the model already gets wrong (untargeted) start at ``x`` itself.
     """
-    n = x.shape[0]
     labels = counter.target_labels
     assert labels is not None
     start = x.clone()

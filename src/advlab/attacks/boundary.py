@@ -72,7 +72,6 @@ def _proposals(
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """An orthogonal (spherical) step around ``x`` and the full step that also moves toward ``x``."""
-    n = x.shape[0]
     towards = _flat(x - x_adv)
     dist = towards.norm(dim=1).clamp_min(1e-12)
     unit = towards / dist[:, None]

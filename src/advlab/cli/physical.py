@@ -108,7 +108,6 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from advlab import io
     from advlab.physical import measure_destruction, parse_transform
