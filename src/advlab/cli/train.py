@@ -39,7 +39,10 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=positive_int, default=5, help="passes over the training data")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimiser")
-    p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "cyclic", "step"], help="learning-rate schedule")
+    p.add_argument(
+        "--schedule", default=None, choices=["constant", "cosine", "cyclic", "step"],
+        help="learning-rate schedule (default: the defense's own, e.g. cyclic for fast-fgsm, else constant)",
+    )
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
     p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size")
     p.add_argument("--n-train", type=positive_int, default=None, help="use only the first N training examples")
@@ -106,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         trainer = trainer_cls(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-            weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, device=device,
-            checkpoint_dir=out / "checkpoint", progress=show_progress(args), **settings,
+            weight_decay=args.weight_decay, seed=args.seed, device=device,
+            checkpoint_dir=out / "checkpoint", progress=show_progress(args),
+            **({} if args.schedule is None else {"schedule": args.schedule}), **settings,
         )
     except TypeError as exc:
         import inspect

@@ -31,9 +31,11 @@ class FastFGSMTraining(AdversarialTrainer):
     eps-ball and box, then the weights are updated on ``x + delta``. The learning rate follows the cyclic
     schedule by default. After each epoch, the PGD accuracy on a fixed held-out batch is recorded as
     ``history_[i]["check_pgd_accuracy"]``; catastrophic overfitting shows as a sudden collapse of that number
-    (FGSM accuracy stays high while PGD accuracy drops to near 0). When it falls below
-    ``overfit_ratio`` times the best value seen so far, ``on_overfit="stop"`` restores the weights of the
-    last good epoch and stops (the paper's early stopping); ``"warn"`` warns and goes on.
+    (FGSM accuracy stays high while PGD accuracy drops to near 0). When it falls more than ``overfit_drop``
+    below the best value seen so far (Wong et al.'s rule: an absolute drop of 0.2), ``on_overfit="stop"``
+    restores the weights of the best epoch and stops (the paper's early stopping); ``"warn"`` warns and goes
+    on. An absolute drop, not a ratio, so that the first epochs, when the check accuracy is still near 0 and
+    moves by noise, do not count as a collapse.
 
     Args:
         eps: training radius (Wong et al.: 0.3 on MNIST, 8/255 on CIFAR-10).
@@ -41,7 +43,7 @@ class FastFGSMTraining(AdversarialTrainer):
         check_size: held-out examples used for the PGD check (first ones of ``val``, else of the training set).
         check_steps: PGD steps of the check (the paper uses PGD-10 with a step of ``eps / 4``... here
             ``2.5 * eps / check_steps``).
-        overfit_ratio: collapse threshold relative to the best check accuracy so far, in ``[0, 1]``.
+        overfit_drop: collapse threshold, an absolute drop below the best check accuracy so far, in ``(0, 1]``.
         on_overfit: ``"stop"`` or ``"warn"``.
         schedule: learning-rate schedule, default ``"cyclic"``.
         **settings: ``norm``, ``eps_rampup``, ``bounds`` and the :class:`~advlab.defenses.base.Trainer` settings.
@@ -66,7 +68,7 @@ class FastFGSMTraining(AdversarialTrainer):
         step_size: float | None = None,
         check_size: int = 256,
         check_steps: int = 10,
-        overfit_ratio: float = 0.5,
+        overfit_drop: float = 0.2,
         on_overfit: str = "stop",
         schedule: str = "cyclic",
         **settings: Any,
@@ -78,14 +80,15 @@ class FastFGSMTraining(AdversarialTrainer):
         )
         self.check_size = validation.check_int("check_size", check_size, minimum=0)
         self.check_steps = validation.check_int("check_steps", check_steps, minimum=1)
-        self.overfit_ratio = validation.check_float("overfit_ratio", overfit_ratio, minimum=0.0, maximum=1.0)
+        self.overfit_drop = validation.check_float("overfit_drop", overfit_drop, minimum=0.0, maximum=1.0,
+                                                   strict_min=True)
         validation.check_choice("on_overfit", on_overfit, ON_OVERFIT)
         self.on_overfit = on_overfit
 
     def settings(self) -> dict[str, Any]:
         return {
             **super().settings(), "step_size": self.step_size, "check_size": self.check_size,
-            "check_steps": self.check_steps, "overfit_ratio": self.overfit_ratio, "on_overfit": self.on_overfit,
+            "check_steps": self.check_steps, "overfit_drop": self.overfit_drop, "on_overfit": self.on_overfit,
         }
 
     # ------------------------------------------------------------------ training
@@ -128,11 +131,11 @@ class FastFGSMTraining(AdversarialTrainer):
         if acc is None:
             return False
         record["check_pgd_accuracy"] = acc
-        collapsed = self._best > 0 and acc < self.overfit_ratio * self._best
+        collapsed = self._best - acc > self.overfit_drop
         if collapsed:
             record["catastrophic_overfitting"] = True
-            msg = (f"fast-fgsm: catastrophic overfitting at epoch {epoch + 1}: held-out PGD accuracy {acc:.3f} fell "
-                   f"below {self.overfit_ratio} x the best so far ({self._best:.3f})")
+            msg = (f"fast-fgsm: catastrophic overfitting at epoch {epoch + 1}: held-out PGD accuracy {acc:.3f} is more than "
+                   f"{self.overfit_drop} below the best so far ({self._best:.3f})")
             if self.on_overfit == "warn":
                 warnings.warn(msg, stacklevel=2)
                 return False
