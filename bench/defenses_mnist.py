@@ -7,7 +7,9 @@ Parts:
     madry      the headline model: PGD-40 with 10 restarts at eps 0.3 on the first ``--n`` MNIST test images
                for runs/mnist-fast-at (fast FGSM) and runs/mnist-standard; ``--standard`` adds advlab.evaluate
                with the "standard" preset (AutoAttack-like).
-    table      every defense on MNIST (short runs), PGD-20 at eps 0.1/0.2/0.3 on ``--n`` test images.
+    table      every defense on MNIST (short runs), PGD-20 at eps 0.1/0.2/0.3 on ``--n`` test images; ``--standard``
+               adds advlab.evaluate with the "standard" preset at the same eps on ``--n-standard`` images
+               (the detector is measured with its own rejection-aware adaptive attack instead).
     other      fast FGSM / PGD / TRADES on Fashion-MNIST (eps 0.1) and CIFAR-10 subsets (eps 8/255).
 
 Run with ``OMP_NUM_THREADS=1 nice python bench/defenses_mnist.py --part madry --n 1000``.
@@ -73,11 +75,14 @@ def part_madry(args) -> dict:
     x, y = test.x[: args.n], test.y[: args.n]
     runs = {
         "mnist-fast-at": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", "4",
-                          "--lr", "5e-3", "--batch-size", "100", "--set", "eps=0.3", "--set", "eps_rampup=0.2"],
+                          "--lr", "5e-3", "--schedule", "constant", "--batch-size", "100", "--set", "eps=0.3", "--set",
+                          "eps_rampup=0.2"],
         "mnist-fast-at-e8": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", "8",
-                             "--lr", "5e-3", "--batch-size", "100", "--set", "eps=0.35", "--set", "eps_rampup=0.25"],
+                             "--lr", "5e-3", "--schedule", "constant", "--batch-size", "100", "--set", "eps=0.35", "--set",
+                             "eps_rampup=0.25"],
         "mnist-fast-at-e15": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", "15",
-                              "--lr", "5e-3", "--batch-size", "100", "--set", "eps=0.35", "--set", "eps_rampup=0.2"],
+                              "--lr", "5e-3", "--schedule", "constant", "--batch-size", "100", "--set", "eps=0.35", "--set",
+                              "eps_rampup=0.2"],
         "mnist-standard": ["--data", "mnist", "--arch", "wong-cnn", "--epochs", "2", "--batch-size", "100"],
     }
     results = {}
@@ -107,11 +112,23 @@ def part_madry(args) -> dict:
     return results
 
 
+def standard_row(model, x, y, eps_list) -> dict:
+    """``advlab.evaluate(..., attacks="standard")`` over ``eps_list``: robust accuracy per eps, checks, time."""
+    import advlab
+
+    t0 = time.perf_counter()
+    rep = advlab.evaluate(model, (x, y), list(eps_list), norm="linf", attacks="standard", progress=False)
+    row = {f"standard_eps{e}": rep.robust_accuracy(e) for e in eps_list}
+    row.update({"standard_n": int(x.shape[0]), "standard_seconds": time.perf_counter() - t0,
+                "standard_checks_failed": [c.name for c in rep.failed_checks]})
+    return row
+
+
 TABLE = {
     # name: (arch, extra CLI args)
     "standard": ("wong-cnn", []),
     "pgd": ("wong-cnn", ["--set", "eps=0.3", "--set", "steps=10", "--set", "eps_rampup=0.2"]),
-    "fast-fgsm": ("wong-cnn", ["--set", "eps=0.3", "--set", "eps_rampup=0.2", "--lr", "5e-3"]),
+    "fast-fgsm": ("wong-cnn", ["--set", "eps=0.3", "--set", "eps_rampup=0.2", "--lr", "5e-3", "--schedule", "constant"]),
     "goodfellow": ("wong-cnn", ["--set", "eps=0.3", "--set", "eps_rampup=0.2"]),
     "free": ("wong-cnn", ["--set", "eps=0.3", "--set", "m=4", "--set", "eps_rampup=0.2"]),
     "trades": ("wong-cnn", ["--set", "eps=0.3", "--set", "steps=10", "--set", "step_size=0.075", "--set", "beta=6",
@@ -180,6 +197,8 @@ def part_table(args) -> dict:
             row["clean"] = clean_accuracy(model, test.x, test.y) if name not in ("noise",) else clean_accuracy(model, test.x, test.y)
             for eps in (0.1, 0.2, 0.3):
                 row[f"pgd20_eps{eps}"] = pgd_accuracy(model, x, y, eps, steps=20, restarts=1)
+            if args.standard:
+                row.update(standard_row(model, x[: args.n_standard], y[: args.n_standard], (0.1, 0.2, 0.3)))
         results[name] = row
         print(name, json.dumps(row), flush=True)
     return results
@@ -188,11 +207,13 @@ def part_table(args) -> dict:
 OTHER = {
     "fmnist-standard": ["--data", "fashion-mnist", "--arch", "wong-cnn"],
     "fmnist-fast-fgsm": ["--data", "fashion-mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--lr", "5e-3",
+                         "--schedule", "constant",
                          "--set", "eps=0.1", "--set", "eps_rampup=0.2"],
     "fmnist-trades": ["--data", "fashion-mnist", "--arch", "wong-cnn", "--defense", "trades", "--set", "eps=0.1",
                       "--set", "steps=5", "--set", "step_size=0.03"],
     "cifar10-standard": ["--data", "cifar10", "--arch", "wong-cnn"],
     "cifar10-fast-fgsm": ["--data", "cifar10", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--lr", "5e-3",
+                          "--schedule", "constant",
                           "--set", "eps=0.03137", "--set", "eps_rampup=0.2"],
 }
 

@@ -2,7 +2,11 @@
 
 For each model (a folder written by ``advlab train``), the first ``--n`` test images are attacked at ``--eps`` by
   * advlab:        ``advlab.evaluate(..., attacks=PRESET)`` (``standard`` = APGD-CE, APGD-T, FMN, Square),
-  * torchattacks:  ``torchattacks.AutoAttack(version="standard")`` (APGD-CE, APGD-T, FAB-T, Square),
+  * torchattacks:  ``torchattacks.AutoAttack(version="standard")`` (APGD-CE, APGD-T, FAB-T, Square) as shipped:
+                   note that torchattacks 3.5.1 builds it with each gradient attack's default of 10 iterations,
+                   where Croce & Hein's AutoAttack uses 100,
+  * torchattacks-paper: the same four attacks through ``torchattacks.MultiAttack`` at the paper's settings
+                   (100 iterations for APGD-CE, APGD-T and FAB-T, 9 target classes, Square with 5000 queries),
   * ART:           ``art.attacks.evasion.AutoAttack`` with its default list (APGD-CE and APGD-DLR with 5 restarts
                    each, DeepFool, Square),
 and the robust accuracies (with 95% Wilson intervals) and wall times are written side by side.
@@ -73,6 +77,28 @@ def run_torchattacks(model, x, y, eps, norm, batch_size, seed):
             "version": torchattacks.__version__, "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"]}
 
 
+def run_torchattacks_paper(model, x, y, eps, norm, batch_size, seed):
+    """AutoAttack's "standard" version at the settings of Croce & Hein 2020 (and their reference code), built
+    from torchattacks' own attacks: 100 iterations each for APGD-CE, APGD-T and FAB-T (not the 10 that
+    ``torchattacks.AutoAttack`` uses), all 9 target classes, Square with 5000 queries."""
+    import torchattacks as ta
+
+    tnorm = {"linf": "Linf", "l2": "L2"}[norm]
+    k = model.num_classes or 10
+    atk = ta.MultiAttack([
+        ta.APGD(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, loss="ce", seed=seed),
+        ta.APGDT(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, n_classes=k, seed=seed),
+        ta.FAB(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=k, seed=seed),
+        ta.Square(model, norm=tnorm, eps=eps, n_queries=5000, n_restarts=1, seed=seed),
+    ])
+    t0 = time.perf_counter()
+    adv = torch.cat([atk(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    wall = time.perf_counter() - t0
+    return {"robust_accuracy": _accuracy(model, adv, y, batch_size), "wall_s": wall,
+            "version": ta.__version__, "attacks": ["apgd-ce (100)", "apgd-t (100, 9 targets)", "fab-t (100)",
+                                                   "square (5000)"]}
+
+
 def run_art(model, x, y, eps, norm, batch_size, seed):
     import art
     from art.attacks.evasion import AutoAttack
@@ -136,6 +162,8 @@ def main(argv=None) -> int:
                                      out / f"{label}-advlab-report")
                 elif impl == "torchattacks":
                     res = run_torchattacks(model, x, y, args.eps, args.norm, args.batch_size, args.seed)
+                elif impl == "torchattacks-paper":
+                    res = run_torchattacks_paper(model, x, y, args.eps, args.norm, args.batch_size, args.seed)
                 elif impl == "art":
                     res = run_art(model, x, y, args.eps, args.norm, args.batch_size, args.seed)
                 else:

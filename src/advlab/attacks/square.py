@@ -178,18 +178,21 @@ def _propose_linf(x, x_best, p, eps, bounds, generator):
     n, c, h, w = x.shape
     sh, sw = window_size(p, h, w)
     mask, _, _ = _random_windows(n, sh, sw, h, w, generator, x.device)
-    delta = x_best - x
     signs = _random_signs((n, c, 1, 1), generator, x)
-    x_new = (x + torch.where(mask, eps * signs, delta)).clamp(*bounds)
+    x_new = torch.where(mask, (x + eps * signs).clamp(*bounds), x_best)
     for attempt in range(MAX_RESAMPLES):  # a proposal identical to the current point would waste a query
-        same = ((x_new - x_best).abs() * mask).reshape(n, -1).amax(dim=1) < 1e-7
+        same = ~((x_new != x_best) & mask).flatten(1).any(dim=1)
         if not bool(same.any()):
             break
         # With one channel the only other sign is the opposite one, so redrawing uniformly until it differs
         # (the reference implementation) is the same distribution as flipping, which needs no retries.
+        # The flipped window then differs from the current one (x + eps and x - eps clamp to different values
+        # for eps > 0), so no second check is needed.
         redraw = -signs if (c == 1 and attempt == 0) else _random_signs((n, c, 1, 1), generator, x)
         signs = torch.where(same[:, None, None, None], redraw, signs)
-        x_new = (x + torch.where(mask, eps * signs, delta)).clamp(*bounds)
+        x_new = torch.where(mask, (x + eps * signs).clamp(*bounds), x_best)
+        if c == 1:
+            break
     return x_new
 
 
@@ -263,19 +266,36 @@ def _core(
         best_loss[idx] = loss
         fooled[idx] = succ
     propose = _propose_linf if threat.norm == "linf" else _propose_l2
+    # The loop works on compact copies of the examples still being attacked ("active"), written back and
+    # re-gathered only when some of them are fooled, so an iteration costs one proposal and one forward.
+    active = (~fooled).nonzero().flatten()
+    xs, xb, lab, bl = xi[active], x_best[active], labels[active], best_loss[active]
+    done_sum = best_loss.sum() - bl.sum()  # the best losses of examples no longer active (fixed from now on)
+    spent = 0  # iterations since the last write-back: every active example made one query in each
     for i in range(max(n_queries - 2, 0)):
-        idx = (~fooled).nonzero().flatten()
-        if idx.numel() == 0:
+        if active.numel() == 0:
             break
-        p = p_schedule(i, n_queries, p_init)
-        x_new = propose(xi[idx], x_best[idx], p, eps, bounds, generator)
-        loss, succ = evaluate(x_new, idx)
-        accept = (loss > best_loss[idx]) | succ
-        sel = idx[accept]
-        x_best[sel] = x_new[accept]
-        best_loss[sel] = loss[accept]
-        fooled[sel] = succ[accept]
-        trace.append(best_loss.mean())
+        x_new = propose(xs, xb, p_schedule(i, n_queries, p_init), eps, bounds, generator)
+        with torch.no_grad():
+            logits = model(x_new.reshape((x_new.shape[0],) + tuple(shape[1:])))
+        loss = cross_entropy(logits, lab, True) if targeted else margin(logits, lab, False)
+        succ = is_success(logits, lab, targeted)
+        spent += 1
+        accept = (loss > bl) | succ
+        xb = torch.where(accept[:, None, None, None], x_new, xb)
+        bl = torch.where(accept, loss, bl)
+        trace.append((done_sum + bl.sum()) / n)
+        if bool(succ.any()):
+            x_best[active], best_loss[active] = xb, bl
+            queries[active] += spent
+            fooled[active] = succ
+            spent = 0
+            keep = ~succ
+            done_sum = done_sum + bl[succ].sum()
+            active, xs, xb, lab, bl = active[keep], xs[keep], xb[keep], lab[keep], bl[keep]
+    if active.numel():
+        x_best[active], best_loss[active] = xb, bl
+        queries[active] += spent
     loss_trace = torch.stack(trace) if trace else torch.empty(0)
     return AttackOutput(x_best.reshape(shape), queries=queries, loss_trace=loss_trace)
 
