@@ -84,6 +84,10 @@ def part_madry(args) -> dict:
                               "--lr", "5e-3", "--schedule", "constant", "--batch-size", "100", "--set", "eps=0.35", "--set",
                               "eps_rampup=0.2"],
         "mnist-standard": ["--data", "mnist", "--arch", "wong-cnn", "--epochs", "2", "--batch-size", "100"],
+        # the headline model: PGD training (Madry et al.) with 5 steps, cyclic learning rate, eps ramp-up
+        "mnist-pgd5": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "pgd", "--epochs", "12", "--lr", "5e-3",
+                       "--schedule", "cyclic", "--batch-size", "100", "--set", "eps=0.3", "--set", "steps=5",
+                       "--set", "eps_rampup=0.2"],
     }
     results = {}
     for name in args.only.split(",") if args.only else list(runs):

@@ -17,7 +17,8 @@ Run it with the peers venv's python, which sees advlab and the project's torch b
     bash bench/setup_peers.sh
     # the two MNIST models (CPU: minutes for the standard one, much longer for PGD training)
     .venv/bin/advlab train --data mnist --arch wong-cnn --epochs 5 --out runs/mnist-std
-    .venv/bin/advlab train --data mnist --arch wong-cnn --epochs 10 --defense pgd --set eps=0.3 --out runs/mnist-pgd
+    .venv/bin/advlab train --data mnist --arch wong-cnn --defense pgd --epochs 12 --lr 5e-3 --schedule cyclic \\
+        --batch-size 100 --set eps=0.3 --set steps=5 --set eps_rampup=0.2 --out runs/mnist-pgd
     nice bench/.peers-venv/bin/python bench/eval_vs_autoattack.py \\
         --model standard=runs/mnist-std --model pgd-at=runs/mnist-pgd --eps 0.3 --n 1000 --out bench/out/eval_vs_aa
 
