@@ -30,6 +30,12 @@ class PGDTraining(Trainer):
     References:
         Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", arXiv:1706.06083.
 
+    MNIST at eps 0.3 on a CPU (measured, BENCHMARKS.md): 5 steps, 12 epochs, Adam with the cyclic schedule
+    peaking at 5e-3, batch 100 and an eps ramp-up over the first 20% give the wong-cnn 99.05% clean and 90.6%
+    accuracy under PGD-40 with 10 restarts, in 5.3 minutes on 2 cores:
+    ``advlab train --data mnist --arch wong-cnn --defense pgd --epochs 12 --lr 5e-3 --schedule cyclic
+    --batch-size 100 --set eps=0.3 --set steps=5 --set eps_rampup=0.2 --out runs/mnist-pgd``.
+
     Example:
         >>> PGDTraining(eps=0.3, steps=40, epochs=10).fit(model, train, test)
     """

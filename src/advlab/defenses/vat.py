@@ -90,8 +90,7 @@ class VAT(Trainer):
     (VAT+EntMin).
 
     Args:
-        eps: L2 norm of the virtual adversarial perturbation (> 0; paper MNIST: 2.0 on raw [0, 1] pixels with
-            100 labels... tune per dataset).
+        eps: L2 norm of the virtual adversarial perturbation (> 0), on [0, 1] pixels; tune per dataset.
         xi: finite-difference scale of the power iteration.
         n_power: power iterations (paper: 1).
         alpha: weight of the LDS term (paper: 1).
@@ -105,6 +104,11 @@ class VAT(Trainer):
     References:
         Miyato, Maeda, Koyama & Ishii, "Virtual Adversarial Training: A Regularization Method for Supervised and
         Semi-Supervised Learning", TPAMI 2018, arXiv:1704.03976; Miyato et al. 2015, arXiv:1507.00677.
+
+    MNIST with 100 labels (measured, BENCHMARKS.md): the wong-cnn with ``eps=2.0, entmin=True``, 30 epochs,
+    labelled batch 64, Adam 1e-3 with a cosine schedule reaches 1.76% test error in about 9 minutes on one CPU
+    core: ``advlab train --data mnist --defense vat --labels 100 --epochs 30 --batch-size 64 --schedule cosine
+    --set eps=2.0 --set entmin=true --out runs/vat100``.
 
     Example:
         >>> VAT(eps=2.0, epochs=20).fit(model, (x_l, y_l), test, unlabeled=x_u)
