@@ -68,3 +68,16 @@ def test_pgd_training_beats_standard_under_pgd_at_training_eps():
     acc = {k: 1 - float(pgd(t.model_, xt, yt, threat, steps=20, generator=0).success.float().mean())
            for k, t in (("standard", std), ("pgd", adv))}
     assert acc["pgd"] > acc["standard"] + 0.2, acc
+
+
+def test_cli_uses_the_defense_schedule_unless_given(tmp_path):
+    # fast-fgsm's own default is Wong et al.'s cyclic rate; the CLI must not override it with "constant"
+    assert _train(tmp_path / "own", "fast-fgsm", ["--set", "eps=0.1"]) == 0
+    own = json.loads((tmp_path / "own" / "card.json").read_text())["training"]
+    assert own["schedule"] == "cyclic"
+    assert own["history"][0]["lr"] == 0.0  # the cyclic rate starts at 0
+    assert _train(tmp_path / "given", "fast-fgsm", ["--set", "eps=0.1", "--schedule", "constant"]) == 0
+    given = json.loads((tmp_path / "given" / "card.json").read_text())["training"]
+    assert given["schedule"] == "constant" and given["history"][0]["lr"] == given["lr"]
+    assert _train(tmp_path / "std", "standard") == 0  # the base trainer's default stays constant
+    assert json.loads((tmp_path / "std" / "card.json").read_text())["training"]["schedule"] == "constant"
