@@ -27,6 +27,26 @@ def test_help_for_every_command(capsys):
         assert "examples:" in text, name
 
 
+def test_help_examples_parse(capsys):
+    # every example command line printed by --help is accepted by the parser as written
+    import shlex
+
+    from advlab.cli import build_parser
+
+    parser = build_parser()
+    checked = 0
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out.split("examples:", 1)[1].replace("\\\n", " ")  # join continued lines
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("advlab ") and not any(ch in line for ch in "|>&;"):
+                parser.parse_args(shlex.split(line, comments=True)[1:])
+                checked += 1
+    assert checked >= len(COMMANDS)
+
+
 def test_train_writes_card_and_weights(trained):
     card = json.loads((trained / "card.json").read_text())
     assert card["arch"] == "mlp" and card["dataset"] == "digits"
