@@ -113,6 +113,26 @@ def test_already_misclassified_examples_cost_one_query(digits, mlp_model):
     torch.testing.assert_close(res.x_adv, x[wrong])
 
 
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
+def test_restarts_extend_the_first_run_and_count_every_query(norm, eps, digits_batch, mlp_model):
+    x, y = digits_batch
+    counter = CountingModel(mlp_model.module)
+    model = Classifier(counter, num_classes=10, input_shape=(1, 8, 8)).eval()
+    n_queries, restarts = 40, 3
+    one = square(mlp_model, x, y, ThreatModel(norm, eps), n_queries=n_queries, generator=5)
+    many = square(model, x, y, ThreatModel(norm, eps), n_queries=n_queries, restarts=restarts, generator=5)
+    # the first run is the single run, bit for bit: what it fooled stays fooled, at the same point and cost
+    assert bool(many.success[one.success].all())
+    assert torch.equal(many.x_adv[one.success], one.x_adv[one.success])
+    assert torch.equal(many.queries[one.success], one.queries[one.success])
+    # every query is a forward evaluation; a never-fooled example made the clean query plus all its runs
+    assert counter.rows - 2 * x.shape[0] == int(many.queries.sum())
+    assert int(many.queries.max()) <= 1 + restarts * (n_queries - 1)
+    assert bool((many.queries[~many.success] == 1 + restarts * (n_queries - 1)).all())
+    # and the restarts find more (a weak budget leaves room for it on this model)
+    assert int(many.success.sum()) > int(one.success.sum())
+
+
 # ---------------------------------------------------------------------- linear model
 def _linear_points(make_linear_binary, d=20, n=6):
     model, w, b = make_linear_binary(d=d, seed=7)
@@ -167,3 +187,5 @@ def test_config_flags_and_bad_settings(digits_batch, mlp_model):
         square(mlp_model, x, y, ThreatModel("linf", 0.1), n_queries=0)
     with pytest.raises(ValueError, match="p_init"):
         square(mlp_model, x, y, ThreatModel("linf", 0.1), p_init=1.5)
+    with pytest.raises(ValueError, match="restarts"):
+        square(mlp_model, x, y, ThreatModel("linf", 0.1), restarts=0)

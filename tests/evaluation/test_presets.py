@@ -32,6 +32,7 @@ def test_standard_and_strong_presets(norm):
     _, strong = resolve_attacks("strong", norm)
     assert [e.label for e in strong] == ["apgd-ce", "apgd-t", "fmn", "square", cw]
     assert all(e.config.restarts == 5 for e in strong if hasattr(e.config, "restarts"))
+    assert strong[3].config.restarts == 5 and entries[3].config.restarts == 1  # Square restarts in strong only
 
 
 def test_custom_lists_aliases_and_duplicates():

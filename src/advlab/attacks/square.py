@@ -223,6 +223,76 @@ def _propose_l2(x, x_best, p, eps, bounds, generator):
 
 
 # ---------------------------------------------------------------------------------------------- core
+def _search(
+    model: nn.Module,
+    xs: torch.Tensor,
+    lab: torch.Tensor,
+    targeted: bool,
+    threat: ThreatModel,
+    shape: tuple[int, ...],
+    *,
+    n_queries: int,
+    p_init: float,
+    generator: torch.Generator,
+    outside_sum: torch.Tensor,
+    n_total: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """One run of the random search on the examples ``xs`` (images, none fooled yet), from a fresh start.
+
+    Costs at most ``n_queries - 1`` queries per example (the initial point, then ``n_queries - 2`` iterations:
+    the clean point of the schedule's budget is counted by the caller). Returns ``(x_best, best_loss,
+    fooled, queries, trace)``; the trace is the mean best loss over all ``n_total`` examples of the attack,
+    the ones outside this run contributing ``outside_sum``.
+    """
+    eps, bounds = threat.eps, threat.bounds
+    m = xs.shape[0]
+
+    @torch.no_grad()
+    def evaluate(x_img: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One query per example: (loss to maximise, success). Margin loss untargeted, -CE targeted."""
+        logits = model(x_img.reshape((x_img.shape[0],) + tuple(shape[1:])))
+        loss = cross_entropy(logits, labels, True) if targeted else margin(logits, labels, False)
+        return loss, is_success(logits, labels, targeted)
+
+    if threat.norm == "linf":
+        stripes = _random_signs((m, xs.shape[1], 1, xs.shape[3]), generator, xs)
+        x_best = (xs + eps * stripes).clamp(*bounds)
+    else:
+        x_best = (xs + _l2_init(xs, eps, generator)).clamp(*bounds)
+    best_loss, fooled = evaluate(x_best, lab)
+    queries = torch.ones(m, dtype=torch.int64, device=xs.device)
+    trace: list[torch.Tensor] = []
+    propose = _propose_linf if threat.norm == "linf" else _propose_l2
+    # The loop works on compact copies of the examples still being attacked ("active"), written back and
+    # re-gathered only when some of them are fooled, so an iteration costs one proposal and one forward.
+    active = (~fooled).nonzero().flatten()
+    xa, xb, la, bl = xs[active], x_best[active], lab[active], best_loss[active]
+    done_sum = outside_sum + best_loss.sum() - bl.sum()  # best losses no longer moving
+    spent = 0  # iterations since the last write-back: every active example made one query in each
+    for i in range(max(n_queries - 2, 0)):
+        if active.numel() == 0:
+            break
+        x_new = propose(xa, xb, p_schedule(i, n_queries, p_init), eps, bounds, generator)
+        loss, succ = evaluate(x_new, la)
+        spent += 1
+        accept = (loss > bl) | succ
+        xb = torch.where(accept[:, None, None, None], x_new, xb)
+        bl = torch.where(accept, loss, bl)
+        trace.append((done_sum + bl.sum()) / n_total)
+        if bool(succ.any()):
+            x_best[active], best_loss[active] = xb, bl
+            queries[active] += spent
+            fooled[active] = succ
+            spent = 0
+            keep = ~succ
+            done_sum = done_sum + bl[succ].sum()
+            active, xa, xb, la, bl = active[keep], xa[keep], xb[keep], la[keep], bl[keep]
+    if active.numel():
+        x_best[active], best_loss[active] = xb, bl
+        queries[active] += spent
+    return x_best, best_loss, fooled, queries, trace
+
+
 def _core(
     model: nn.Module,
     x: torch.Tensor,
@@ -232,71 +302,37 @@ def _core(
     *,
     n_queries: int,
     p_init: float,
+    restarts: int,
     generator: torch.Generator,
 ) -> AttackOutput:
-    shape = x.shape
+    shape = tuple(x.shape)
     xi = _as_image(x)
     n = xi.shape[0]
-    eps, bounds = threat.eps, threat.bounds
-    queries = torch.zeros(n, dtype=torch.int64, device=x.device)
-
-    @torch.no_grad()
-    def evaluate(x_img: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One query per example: (loss to maximise, success). Margin loss untargeted, -CE targeted."""
-        logits = model(x_img.reshape((x_img.shape[0],) + tuple(shape[1:])))
-        queries[idx] += 1
-        lab = labels[idx]
-        loss = cross_entropy(logits, lab, True) if targeted else margin(logits, lab, False)
-        return loss, is_success(logits, lab, targeted)
-
-    everyone = torch.arange(n, device=x.device)
-    best_loss, fooled = evaluate(xi, everyone)  # the clean point: already-fooled examples cost one query
+    with torch.no_grad():  # the clean point: already-fooled examples cost one query and stop there
+        logits = model(x)
+    best_loss = cross_entropy(logits, labels, True) if targeted else margin(logits, labels, False)
+    fooled = is_success(logits, labels, targeted)
+    queries = torch.ones(n, dtype=torch.int64, device=x.device)
     x_best = xi.clone()
-    trace: list[torch.Tensor] = []
-    idx = (~fooled).nonzero().flatten()
-    if n_queries >= 2 and idx.numel():
-        xs = xi[idx]
-        if threat.norm == "linf":
-            stripes = _random_signs((idx.numel(), xi.shape[1], 1, xi.shape[3]), generator, xi)
-            x_init = (xs + eps * stripes).clamp(*bounds)
-        else:
-            x_init = (xs + _l2_init(xs, eps, generator)).clamp(*bounds)
-        loss, succ = evaluate(x_init, idx)
-        x_best[idx] = x_init
-        best_loss[idx] = loss
-        fooled[idx] = succ
-    propose = _propose_linf if threat.norm == "linf" else _propose_l2
-    # The loop works on compact copies of the examples still being attacked ("active"), written back and
-    # re-gathered only when some of them are fooled, so an iteration costs one proposal and one forward.
-    active = (~fooled).nonzero().flatten()
-    xs, xb, lab, bl = xi[active], x_best[active], labels[active], best_loss[active]
-    done_sum = best_loss.sum() - bl.sum()  # the best losses of examples no longer active (fixed from now on)
-    spent = 0  # iterations since the last write-back: every active example made one query in each
-    for i in range(max(n_queries - 2, 0)):
-        if active.numel() == 0:
+    first_trace: list[torch.Tensor] | None = None
+    for r in range(restarts):
+        idx = (~fooled).nonzero().flatten()
+        if n_queries < 2 or idx.numel() == 0:
             break
-        x_new = propose(xs, xb, p_schedule(i, n_queries, p_init), eps, bounds, generator)
-        with torch.no_grad():
-            logits = model(x_new.reshape((x_new.shape[0],) + tuple(shape[1:])))
-        loss = cross_entropy(logits, lab, True) if targeted else margin(logits, lab, False)
-        succ = is_success(logits, lab, targeted)
-        spent += 1
-        accept = (loss > bl) | succ
-        xb = torch.where(accept[:, None, None, None], x_new, xb)
-        bl = torch.where(accept, loss, bl)
-        trace.append((done_sum + bl.sum()) / n)
-        if bool(succ.any()):
-            x_best[active], best_loss[active] = xb, bl
-            queries[active] += spent
-            fooled[active] = succ
-            spent = 0
-            keep = ~succ
-            done_sum = done_sum + bl[succ].sum()
-            active, xs, xb, lab, bl = active[keep], xs[keep], xb[keep], lab[keep], bl[keep]
-    if active.numel():
-        x_best[active], best_loss[active] = xb, bl
-        queries[active] += spent
-    loss_trace = torch.stack(trace) if trace else torch.empty(0)
+        outside = best_loss.sum() - best_loss[idx].sum()
+        xr, lr, fr, qr, trace = _search(
+            model, xi[idx], labels[idx], targeted, threat, shape, n_queries=n_queries, p_init=p_init,
+            generator=generator, outside_sum=outside, n_total=n,
+        )
+        queries[idx] += qr
+        # The first run's point replaces the clean one (as in the paper); a restart's point is kept where it
+        # reaches the goal or beats the best loss so far.
+        better = torch.ones_like(fr) if r == 0 else fr | (lr > best_loss[idx])
+        sel = idx[better]
+        x_best[sel], best_loss[sel], fooled[sel] = xr[better], lr[better], fr[better]
+        if first_trace is None:
+            first_trace = trace
+    loss_trace = torch.stack(first_trace) if first_trace else torch.empty(0)
     return AttackOutput(x_best.reshape(shape), queries=queries, loss_trace=loss_trace)
 
 
@@ -309,6 +345,7 @@ def square(
     goal: Goal | None = None,
     n_queries: int = DEFAULT_N_QUERIES,
     p_init: float = P_INIT,
+    restarts: int = 1,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """Square Attack: random search over square-shaped updates, using only the model's outputs.
@@ -323,7 +360,10 @@ def square(
 
     ``AttackResult.queries`` counts, per example, every forward evaluation the attack made for it: the
     clean point (1 query, after which already-misclassified examples stop), the initial point, and one per
-    iteration until it is fooled. It never exceeds ``n_queries``. Non-image inputs ``(N, D)`` are treated as a
+    iteration until it is fooled. It never exceeds ``n_queries`` with one run. With ``restarts > 1`` the search
+    runs again, from a fresh random start and with the same schedule, on the examples still not fooled (as in
+    AutoAttack's Square with ``n_restarts``); an example keeps the run that fooled it or reached the highest loss,
+    and makes at most ``1 + restarts * (n_queries - 1)`` queries. Non-image inputs ``(N, D)`` are treated as a
     single row of pixels, so the windows become segments.
 
     Args:
@@ -332,8 +372,9 @@ def square(
         y: true labels, shape ``(N,)``.
         threat: norm ``"linf"`` or ``"l2"``, eps and bounds.
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
-        n_queries: query budget per example (5000).
+        n_queries: query budget per example and run (5000).
         p_init: initial fraction of the image covered by a square (0.8).
+        restarts: runs of the search on the examples not yet fooled (1).
         generator: ``torch.Generator`` or int seed (default seed 0).
 
     Returns:
@@ -352,9 +393,10 @@ def square(
     """
     n_queries = validation.check_int("n_queries", n_queries, minimum=1)
     p_init = validation.check_float("p_init", p_init, minimum=0.0, maximum=1.0, strict_min=True)
+    restarts = validation.check_int("restarts", restarts, minimum=1)
     return run_attack(
         _core, model, x, y, threat, goal=goal, name="square", norms=Square.norms,
-        n_queries=n_queries, p_init=p_init, generator=make_generator(generator),
+        n_queries=n_queries, p_init=p_init, restarts=restarts, generator=make_generator(generator),
     )
 
 
@@ -365,6 +407,7 @@ class Square(AttackConfig):
 
     n_queries: int = DEFAULT_N_QUERIES
     p_init: float = P_INIT
+    restarts: int = 1
 
     name = "square"
     norms = ("linf", "l2")
