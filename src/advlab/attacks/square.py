@@ -223,6 +223,15 @@ def _propose_l2(x, x_best, p, eps, bounds, generator):
 
 
 # ---------------------------------------------------------------------------------------------- core
+@torch.no_grad()
+def _query(model: nn.Module, x_img: torch.Tensor, labels: torch.Tensor, targeted: bool,
+           shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One query per example: (loss to maximise, success). Margin loss untargeted, -CE targeted."""
+    logits = model(x_img.reshape((x_img.shape[0],) + tuple(shape[1:])))
+    loss = cross_entropy(logits, labels, True) if targeted else margin(logits, labels, False)
+    return loss, is_success(logits, labels, targeted)
+
+
 def _search(
     model: nn.Module,
     xs: torch.Tensor,
@@ -246,20 +255,12 @@ def _search(
     """
     eps, bounds = threat.eps, threat.bounds
     m = xs.shape[0]
-
-    @torch.no_grad()
-    def evaluate(x_img: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One query per example: (loss to maximise, success). Margin loss untargeted, -CE targeted."""
-        logits = model(x_img.reshape((x_img.shape[0],) + tuple(shape[1:])))
-        loss = cross_entropy(logits, labels, True) if targeted else margin(logits, labels, False)
-        return loss, is_success(logits, labels, targeted)
-
     if threat.norm == "linf":
         stripes = _random_signs((m, xs.shape[1], 1, xs.shape[3]), generator, xs)
         x_best = (xs + eps * stripes).clamp(*bounds)
     else:
         x_best = (xs + _l2_init(xs, eps, generator)).clamp(*bounds)
-    best_loss, fooled = evaluate(x_best, lab)
+    best_loss, fooled = _query(model, x_best, lab, targeted, shape)
     queries = torch.ones(m, dtype=torch.int64, device=xs.device)
     trace: list[torch.Tensor] = []
     propose = _propose_linf if threat.norm == "linf" else _propose_l2
@@ -273,7 +274,7 @@ def _search(
         if active.numel() == 0:
             break
         x_new = propose(xa, xb, p_schedule(i, n_queries, p_init), eps, bounds, generator)
-        loss, succ = evaluate(x_new, la)
+        loss, succ = _query(model, x_new, la, targeted, shape)
         spent += 1
         accept = (loss > bl) | succ
         xb = torch.where(accept[:, None, None, None], x_new, xb)
@@ -308,10 +309,7 @@ def _core(
     shape = tuple(x.shape)
     xi = _as_image(x)
     n = xi.shape[0]
-    with torch.no_grad():  # the clean point: already-fooled examples cost one query and stop there
-        logits = model(x)
-    best_loss = cross_entropy(logits, labels, True) if targeted else margin(logits, labels, False)
-    fooled = is_success(logits, labels, targeted)
+    best_loss, fooled = _query(model, xi, labels, targeted, shape)  # the clean point: fooled ones stop here
     queries = torch.ones(n, dtype=torch.int64, device=x.device)
     x_best = xi.clone()
     first_trace: list[torch.Tensor] | None = None
