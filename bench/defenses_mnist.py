@@ -103,14 +103,7 @@ def part_madry(args) -> dict:
                "history": [{k: h.get(k) for k in ("epoch", "val_accuracy", "check_pgd_accuracy", "seconds")}
                            for h in c["training"]["history"]]}
         if args.standard:
-            import advlab
-
-            t0 = time.perf_counter()
-            rep = advlab.evaluate(model, (x[: args.n_standard], y[: args.n_standard]), [0.3], norm="linf",
-                                  attacks="standard", progress=False)
-            row["standard_eval_eps0.3"] = rep.robust_accuracy(0.3)
-            row["standard_eval_n"] = int(min(args.n_standard, x.shape[0]))
-            row["standard_eval_seconds"] = time.perf_counter() - t0
+            row.update(standard_row(model, x[: args.n_standard], y[: args.n_standard], (0.3,)))
         results[name] = row
         print(name, json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
     return results

@@ -66,16 +66,23 @@ def run_advlab(model, x, y, eps, norm, preset, batch_size, seed, checks, report_
     }
 
 
+def _run_torchattack(atk, model, x, y, batch_size, attacks: list[str]) -> dict:
+    """Time a torchattacks attack over ``x`` in batches; robust accuracy of what it returns."""
+    import torchattacks
+
+    t0 = time.perf_counter()
+    adv = torch.cat([atk(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    wall = time.perf_counter() - t0
+    return {"robust_accuracy": _accuracy(model, adv, y, batch_size), "wall_s": wall,
+            "version": torchattacks.__version__, "attacks": attacks}
+
+
 def run_torchattacks(model, x, y, eps, norm, batch_size, seed):
     import torchattacks
 
     atk = torchattacks.AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard",
                                   n_classes=model.num_classes or 10, seed=seed)
-    t0 = time.perf_counter()
-    adv = torch.cat([atk(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    wall = time.perf_counter() - t0
-    return {"robust_accuracy": _accuracy(model, adv, y, batch_size), "wall_s": wall,
-            "version": torchattacks.__version__, "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"]}
+    return _run_torchattack(atk, model, x, y, batch_size, ["apgd-ce", "apgd-t", "fab-t", "square"])
 
 
 def run_torchattacks_paper(model, x, y, eps, norm, batch_size, seed):
@@ -92,12 +99,8 @@ def run_torchattacks_paper(model, x, y, eps, norm, batch_size, seed):
         ta.FAB(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=k, seed=seed),
         ta.Square(model, norm=tnorm, eps=eps, n_queries=5000, n_restarts=1, seed=seed),
     ])
-    t0 = time.perf_counter()
-    adv = torch.cat([atk(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    wall = time.perf_counter() - t0
-    return {"robust_accuracy": _accuracy(model, adv, y, batch_size), "wall_s": wall,
-            "version": ta.__version__, "attacks": ["apgd-ce (100)", "apgd-t (100, 9 targets)", "fab-t (100)",
-                                                   "square (5000)"]}
+    return _run_torchattack(atk, model, x, y, batch_size,
+                            ["apgd-ce (100)", "apgd-t (100, 9 targets)", "fab-t (100)", "square (5000)"])
 
 
 def run_art(model, x, y, eps, norm, batch_size, seed):

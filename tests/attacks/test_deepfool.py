@@ -54,7 +54,7 @@ def test_multiclass_linear_nearest_boundary(softmax_model, digits_batch):
     """On an affine multi-class model the first step reaches the nearest of all class boundaries exactly."""
     x, y = digits_batch
     lin = softmax_model.module[1]
-    W, bias = lin.weight.detach(), lin.bias.detach()
+    W = lin.weight.detach()
     with torch.no_grad():
         z = softmax_model(x)
     keep = z.argmax(1) == y
