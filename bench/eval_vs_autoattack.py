@@ -9,7 +9,8 @@ For each model (a folder written by ``advlab train``), the first ``--n`` test im
                    (100 iterations for APGD-CE, APGD-T and FAB-T, 9 target classes, Square with 5000 queries),
   * ART:           ``art.attacks.evasion.AutoAttack`` with its default list (APGD-CE and APGD-DLR with 5 restarts
                    each, DeepFool, Square),
-and the robust accuracies (with 95% Wilson intervals) and wall times are written side by side.
+and the robust accuracies (with 95% Wilson intervals) and wall times are written side by side. The peers get the
+network with its normalisation as a plain ``nn.Module`` (bench/_peers.py), as a user would give it to them.
 
 Run it with the peers venv's python, which sees advlab and the project's torch build as well as the peers
 (see bench/setup_peers.sh); a library that does not import is skipped and reported as such:
@@ -37,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from _peers import PeerModel
 
 log = logging.getLogger("bench")
 
@@ -80,8 +83,8 @@ def _run_torchattack(atk, model, x, y, batch_size, attacks: list[str]) -> dict:
 def run_torchattacks(model, x, y, eps, norm, batch_size, seed):
     import torchattacks
 
-    atk = torchattacks.AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard",
-                                  n_classes=model.num_classes or 10, seed=seed)
+    atk = torchattacks.AutoAttack(PeerModel(model), norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps,
+                                  version="standard", n_classes=model.num_classes or 10, seed=seed)
     return _run_torchattack(atk, model, x, y, batch_size, ["apgd-ce", "apgd-t", "fab-t", "square"])
 
 
@@ -91,13 +94,14 @@ def run_torchattacks_paper(model, x, y, eps, norm, batch_size, seed):
     ``torchattacks.AutoAttack`` uses), all 9 target classes, Square with 5000 queries."""
     import torchattacks as ta
 
+    peer = PeerModel(model)
     tnorm = {"linf": "Linf", "l2": "L2"}[norm]
     k = model.num_classes or 10
     atk = ta.MultiAttack([
-        ta.APGD(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, loss="ce", seed=seed),
-        ta.APGDT(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, n_classes=k, seed=seed),
-        ta.FAB(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=k, seed=seed),
-        ta.Square(model, norm=tnorm, eps=eps, n_queries=5000, n_restarts=1, seed=seed),
+        ta.APGD(peer, norm=tnorm, eps=eps, steps=100, n_restarts=1, loss="ce", seed=seed),
+        ta.APGDT(peer, norm=tnorm, eps=eps, steps=100, n_restarts=1, n_classes=k, seed=seed),
+        ta.FAB(peer, norm=tnorm, eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=k, seed=seed),
+        ta.Square(peer, norm=tnorm, eps=eps, n_queries=5000, n_restarts=1, seed=seed),
     ])
     return _run_torchattack(atk, model, x, y, batch_size,
                             ["apgd-ce (100)", "apgd-t (100, 9 targets)", "fab-t (100)", "square (5000)"])
@@ -109,7 +113,8 @@ def run_art(model, x, y, eps, norm, batch_size, seed):
     from art.estimators.classification import PyTorchClassifier
 
     clf = PyTorchClassifier(
-        model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=model.num_classes or 10,
+        model=PeerModel(model), loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+        nb_classes=model.num_classes or 10,
         clip_values=(0.0, 1.0), device_type="gpu" if x.is_cuda else "cpu",
     )
     attack = AutoAttack(estimator=clf, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=eps / 4,

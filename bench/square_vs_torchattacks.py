@@ -1,5 +1,6 @@
 """Square alone, advlab vs torchattacks, on the same images in one process: wall time and cost per image-forward.
 
+torchattacks gets the network as a plain module (bench/_peers.py), without advlab's chunked CPU forwards.
 The model's forward is wrapped to count calls and images, so the figure divides by the forwards each
 implementation really made. Usage (peers venv, see bench/setup_peers.sh):
 
@@ -15,6 +16,7 @@ from advlab.data import load_dataset
 from advlab.threat import ThreatModel
 from advlab.attacks import square
 import torchattacks as ta
+from _peers import PeerModel
 model = load_model("runs/mnist-pgd5")
 d = load_dataset("mnist", "test", data_dir=None, n=600)
 x, y = d.x, d.y
@@ -34,7 +36,7 @@ for rnd in range(2):
         if name == "advlab":
             r = square(model, x, y, ThreatModel("linf", 0.3), n_queries=nq, generator=rnd); acc = 1 - float(r.success.float().mean())
         else:
-            adv = ta.Square(model, eps=0.3, n_queries=nq, seed=rnd)(x, y)
+            adv = ta.Square(PeerModel(model), eps=0.3, n_queries=nq, seed=rnd)(x, y)
             with torch.no_grad(): acc = float((model(adv).argmax(1) == y).float().mean())
         dt = time.perf_counter() - t
         print(f"round {rnd} {name:7s} acc {acc:.3f} {dt:.1f}s forwards {calls['n']} images {calls['imgs']} -> {dt/calls['imgs']*1e6:.1f} us/img", flush=True)

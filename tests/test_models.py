@@ -10,7 +10,7 @@ from torch import nn
 
 from advlab import Classifier, ThreatModel
 from advlab.attacks import fgsm, pgd
-from advlab.models import as_classifier, check_suspicious_outputs
+from advlab.models import CPU_FORWARD_CHUNK, as_classifier, check_suspicious_outputs
 
 
 class _Identity(nn.Module):
@@ -133,3 +133,45 @@ def test_normalisation_buffers_follow_the_module_and_are_not_saved():
     clf = Classifier(nn.Linear(3, 2), mean=[0.1], std=[0.2])
     assert "mean" not in clf.state_dict() and "std" not in clf.state_dict()
     assert clf.mean.dtype == torch.float32 and clf.mean.shape == (1,)
+
+
+class _RecordsBatches(nn.Module):
+    """A small conv net that remembers the batch size of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(8 * 8 * 8, 10))
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.shape[0])
+        return self.net(x)
+
+
+def test_gradient_free_cpu_forwards_run_in_chunks_with_the_same_logits():
+    net = _RecordsBatches()
+    clf = Classifier(net, mean=[0.5], std=[0.25]).eval()
+    n = 2 * CPU_FORWARD_CHUNK + 44
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        chunked = clf(x)
+        reference = net((x - 0.5) / 0.25)  # the bare module on the whole batch
+    assert net.seen == [CPU_FORWARD_CHUNK, CPU_FORWARD_CHUNK, 44, n]
+    torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_forwards_that_need_the_whole_batch_are_not_chunked():
+    net = _RecordsBatches()
+    clf = Classifier(net)
+    n = CPU_FORWARD_CHUNK + 1
+    x = torch.rand(n, 1, 8, 8)
+    clf.train()
+    with torch.no_grad():  # train mode: batch norm uses the statistics of the whole batch
+        clf(x)
+    clf.eval()
+    xg = x.clone().requires_grad_(True)
+    clf(xg).sum().backward()  # gradient-enabled forwards keep one graph
+    assert net.seen == [n, n]
+    assert xg.grad is not None and xg.grad.shape == x.shape
