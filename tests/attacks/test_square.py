@@ -9,7 +9,7 @@ from torch import nn
 
 from advlab import Classifier, Targeted, ThreatModel
 from advlab.attacks import Square, square
-from advlab.attacks.square import p_schedule, pseudo_gaussian_pattern, window_size
+from advlab.attacks.square import _propose_linf, p_schedule, pseudo_gaussian_pattern, window_size
 
 
 class CountingModel(nn.Module):
@@ -62,6 +62,47 @@ def test_window_sizes():
     assert window_size(0.05, 8, 8, minimum=3, odd=True) == (3, 3)
     assert window_size(0.25, 1, 20) == (1, 5)
     assert window_size(0.25, 20, 1) == (5, 1)
+
+
+def _reference_linf_proposal(x, x_best, p, eps, generator):
+    """The linf proposal written out per example: the same draws (corner, then one sign per channel, redrawn
+    where the window would not change), the window set to ``clip(x + eps * sign)``, the rest of ``x_best`` kept."""
+    n, c, h, w = x.shape
+    sh, sw = window_size(p, h, w)
+    top = torch.randint(0, h - sh + 1, (n,), generator=generator)
+    left = torch.randint(0, w - sw + 1, (n,), generator=generator)
+    signs = 2.0 * torch.randint(0, 2, (n, c, 1, 1), generator=generator) - 1
+    window = [(slice(None), slice(int(t), int(t) + sh), slice(int(l_), int(l_) + sw)) for t, l_ in zip(top, left)]
+
+    def new_window(i):
+        return (x[i][window[i]] + eps * signs[i]).clamp(0, 1)
+
+    for attempt in range(10):
+        same = torch.tensor([torch.equal(new_window(i), x_best[i][window[i]]) for i in range(n)])
+        if not same.any():
+            break
+        redraw = -signs if (c == 1 and attempt == 0) else 2.0 * torch.randint(0, 2, (n, c, 1, 1), generator=generator) - 1
+        signs = torch.where(same[:, None, None, None], redraw, signs)
+        if c == 1:
+            break
+    out = x_best.clone()
+    for i in range(n):
+        out[i][window[i]] = new_window(i)
+    return out
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("p", [0.8, 0.05, 0.002])
+def test_linf_proposal_changes_one_window_as_written_per_example(channels, p):
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(40, channels, 12, 12, generator=g)
+    stripes = 2.0 * torch.randint(0, 2, (40, channels, 1, 12), generator=g) - 1
+    x_best = (x + 0.3 * stripes).clamp(0, 1)  # Square's start: many small windows already hold the drawn signs
+    got = _propose_linf(x, x_best, p, 0.3, (0.0, 1.0), torch.Generator().manual_seed(7))
+    want = _reference_linf_proposal(x, x_best, p, 0.3, torch.Generator().manual_seed(7))
+    assert torch.equal(got, want)
+    if channels == 1:  # with one channel every proposal differs from the current point: no query is wasted
+        assert bool((got != x_best).flatten(1).any(dim=1).all())
 
 
 def test_l2_pattern_is_the_papers_eta():

@@ -85,12 +85,20 @@ def window_size(p: float, height: int, width: int, *, minimum: int = 1, odd: boo
     return (length, 1) if width == 1 else (1, length)
 
 
+def _random_corners(
+    n: int, sh: int, sw: int, height: int, width: int, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-left corner ``(top (N,), left (N,))`` of a random ``sh x sw`` window per example."""
+    top = torch.randint(0, height - sh + 1, (n,), generator=generator, device=generator.device).to(device)
+    left = torch.randint(0, width - sw + 1, (n,), generator=generator, device=generator.device).to(device)
+    return top, left
+
+
 def _random_windows(
     n: int, sh: int, sw: int, height: int, width: int, generator: torch.Generator, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random window per example: ``(mask (N, 1, H, W), top (N,), left (N,))``."""
-    top = torch.randint(0, height - sh + 1, (n,), generator=generator, device=generator.device).to(device)
-    left = torch.randint(0, width - sw + 1, (n,), generator=generator, device=generator.device).to(device)
+    top, left = _random_corners(n, sh, sw, height, width, generator, device)
     rows = torch.arange(height, device=device)[None, :]
     cols = torch.arange(width, device=device)[None, :]
     in_rows = (rows >= top[:, None]) & (rows < top[:, None] + sh)
@@ -175,13 +183,22 @@ def _l2_init(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.T
 
 # ---------------------------------------------------------------------------------------------- proposals
 def _propose_linf(x, x_best, p, eps, bounds, generator):
+    """``x_best`` with a random window per example set to ``clip(x +- eps)``, one random sign per channel.
+
+    Only the windows are computed (gathered, changed, scattered into a copy of ``x_best``): after the first
+    iterations a window is a few pixels, and whole-image passes would cost more than the proposal itself.
+    """
     n, c, h, w = x.shape
     sh, sw = window_size(p, h, w)
-    mask, _, _ = _random_windows(n, sh, sw, h, w, generator, x.device)
+    top, left = _random_corners(n, sh, sw, h, w, generator, x.device)
     signs = _random_signs((n, c, 1, 1), generator, x)
-    x_new = torch.where(mask, (x + eps * signs).clamp(*bounds), x_best)
+    at = (torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
+          (top[:, None] + torch.arange(sh, device=x.device))[:, None, :, None],
+          (left[:, None] + torch.arange(sw, device=x.device))[:, None, None, :])
+    x_win, best_win = x[at], x_best[at]
+    new_win = (x_win + eps * signs).clamp(*bounds)
     for attempt in range(MAX_RESAMPLES):  # a proposal identical to the current point would waste a query
-        same = ~((x_new != x_best) & mask).flatten(1).any(dim=1)
+        same = ~(new_win != best_win).flatten(1).any(dim=1)
         if not bool(same.any()):
             break
         # With one channel the only other sign is the opposite one, so redrawing uniformly until it differs
@@ -190,9 +207,11 @@ def _propose_linf(x, x_best, p, eps, bounds, generator):
         # for eps > 0), so no second check is needed.
         redraw = -signs if (c == 1 and attempt == 0) else _random_signs((n, c, 1, 1), generator, x)
         signs = torch.where(same[:, None, None, None], redraw, signs)
-        x_new = torch.where(mask, (x + eps * signs).clamp(*bounds), x_best)
+        new_win = (x_win + eps * signs).clamp(*bounds)
         if c == 1:
             break
+    x_new = x_best.clone()
+    x_new[at] = new_win
     return x_new
 
 
