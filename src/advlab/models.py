@@ -19,11 +19,11 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 CPU_FORWARD_CHUNK = 128
-"""Gradient-free forwards on CPU in eval mode run in chunks of this many examples. One big batch spills the
-activations out of the CPU caches: on one thread the MNIST/CIFAR ``wong-cnn`` costs 18/29 us per image in
-chunks of 128 against 36/85 us in one batch of 880/1024 (bench/forward_chunks.py). Score-based attacks such as
-Square spend nearly all their time in such forwards. Train mode (batch norm statistics), gradient-enabled
-calls and other devices are left as they are.
+"""Gradient-free forwards on CPU in eval mode run in chunks of this many examples. One batch of several hundred
+images spills the activations of a convolutional network out of the CPU caches, and each image then costs up to
+2x more (bench/forward_chunks.py, BENCHMARKS.md); a small MLP, bound by its matrix products, loses 4-7% to the
+extra calls. Score-based attacks such as Square spend nearly all their time in such forwards. Train mode (batch
+norm statistics), gradient-enabled calls and other devices are left as they are.
 """
 
 
