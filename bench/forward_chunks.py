@@ -2,8 +2,9 @@
 
 Why it matters: Square (and every score-based attack) spends nearly all its time in forwards of the examples
 still being attacked, several hundred at once. Past a few hundred images the activations of one batch spill
-out of the CPU caches and each image costs up to 3x more. ``advlab.Classifier`` therefore runs gradient-free
-eval-mode forwards on CPU in chunks (``advlab.models.CPU_FORWARD_CHUNK``).
+out of the CPU caches and each image of a convolutional network costs up to 2x more (BENCHMARKS.md).
+``advlab.Classifier`` therefore runs gradient-free eval-mode forwards on CPU in chunks
+(``advlab.models.CPU_FORWARD_CHUNK``).
 
 For each architecture (random weights: speed does not depend on them) and batch size this times, alternating,
 ``module(x)`` in one call ("one batch") and ``Classifier(module)(x)`` ("advlab"), under ``torch.no_grad`` in

@@ -95,10 +95,11 @@ class Classifier(nn.Module):
         return (x - self.mean.view(shape)) / self.std.view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.shape[0] > CPU_FORWARD_CHUNK and x.device.type == "cpu" and not self.training
+        z = self.normalize(x)
+        if (z.shape[0] > CPU_FORWARD_CHUNK and z.device.type == "cpu" and not self.training
                 and not torch.is_grad_enabled()):
-            return torch.cat([self.module(self.normalize(c)) for c in x.split(CPU_FORWARD_CHUNK)])
-        return self.module(self.normalize(x))
+            return torch.cat([self.module(c) for c in z.split(CPU_FORWARD_CHUNK)])
+        return self.module(z)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:

@@ -71,7 +71,11 @@ def _reference_linf_proposal(x, x_best, p, eps, generator):
     sh, sw = window_size(p, h, w)
     top = torch.randint(0, h - sh + 1, (n,), generator=generator)
     left = torch.randint(0, w - sw + 1, (n,), generator=generator)
-    signs = 2.0 * torch.randint(0, 2, (n, c, 1, 1), generator=generator) - 1
+
+    def draw_signs():
+        return 2.0 * torch.randint(0, 2, (n, c, 1, 1), generator=generator) - 1
+
+    signs = draw_signs()
     window = [(slice(None), slice(int(t), int(t) + sh), slice(int(l_), int(l_) + sw)) for t, l_ in zip(top, left)]
 
     def new_window(i):
@@ -81,7 +85,7 @@ def _reference_linf_proposal(x, x_best, p, eps, generator):
         same = torch.tensor([torch.equal(new_window(i), x_best[i][window[i]]) for i in range(n)])
         if not same.any():
             break
-        redraw = -signs if (c == 1 and attempt == 0) else 2.0 * torch.randint(0, 2, (n, c, 1, 1), generator=generator) - 1
+        redraw = -signs if (c == 1 and attempt == 0) else draw_signs()
         signs = torch.where(same[:, None, None, None], redraw, signs)
         if c == 1:
             break
