@@ -122,3 +122,29 @@ def test_corrupt_card_is_refused(trained, tmp_path, capsys):
     (bad / "card.json").write_text("{not json")
     assert main(["attack", "--model", str(bad), "--eps", "0.1", "--out", str(tmp_path / "o")]) == 2
     assert "card.json" in capsys.readouterr().err
+
+
+def test_library_warnings_are_one_line_on_the_command_line(monkeypatch, caplog):
+    """A ``warnings.warn`` from the library reaches the user as one ``warning: ...`` log line, without Python's
+    file:line and source excerpt, and Python's own warning display is back in place after ``main`` returns."""
+    import warnings
+
+    import advlab.cli.attacks as attacks_cmd
+
+    def noisy(args):
+        warnings.warn("gradient-masking check failed: the model masks its gradients", stacklevel=2)
+        warnings.warn("an old option", DeprecationWarning, stacklevel=2)
+        return 0
+
+    monkeypatch.setattr(attacks_cmd, "run", noisy)
+    before = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with caplog.at_level("WARNING", logger="advlab.cli"):
+            assert main(["attacks"]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "advlab.cli"]
+    assert lines == [
+        "warning: gradient-masking check failed: the model masks its gradients",
+        "warning (DeprecationWarning): an old option",
+    ]
+    assert warnings.showwarning is before

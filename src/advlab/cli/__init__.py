@@ -9,7 +9,9 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 COMMANDS = (
     "train",
@@ -62,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Show a library warning on the command line as one ``warning: ...`` line, without Python's source excerpt.
+
+    The library warns through :mod:`warnings` (a failed gradient-masking check, a random model attacked through
+    EOT); on the command line the file, line number and source line of the ``warnings.warn`` call mean nothing to
+    the user. ``-v`` keeps Python's full format.
+    """
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    logging.getLogger("advlab.cli").warning("warning%s: %s", kind, message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advlab`` console script."""
     parser = build_parser()
@@ -72,6 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    with warnings.catch_warnings():
+        if not args.verbose:
+            warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen sub-command; an error the user can fix is one line and exit status 2."""
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, UsageError) as exc:
