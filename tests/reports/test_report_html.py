@@ -105,3 +105,24 @@ def test_load_report_errors(tmp_path):
     (tmp_path / "report.json").write_text('{"x": 1}')
     with pytest.raises(ValueError, match="not an advlab evaluation report"):
         load_report(tmp_path)
+
+
+def test_comparison_default_labels_tell_same_architecture_apart(toy_report):
+    """Without --labels, two evaluations of one architecture are labelled by their model folders, then presets."""
+
+    def copy(model_path, preset):
+        r = EvaluationReport.from_dict(toy_report.to_dict())
+        r.settings = {**r.settings, "model_path": model_path, "preset": preset}
+        return r
+
+    std, pgd = copy("/runs/mnist-std", "standard"), copy("/runs/mnist-pgd", "standard")
+    pgd_fast = copy("/runs/mnist-pgd", "fast")
+    name = toy_report.model
+    assert [m["label"] for m in comparison([std, pgd])["models"]] == [f"{name} (mnist-std)", f"{name} (mnist-pgd)"]
+    assert [m["label"] for m in comparison([pgd_fast, pgd, std])["models"]] == [
+        f"{name} (mnist-pgd, fast)", f"{name} (mnist-pgd, standard)", f"{name} (mnist-std)",
+    ]
+    assert [m["label"] for m in comparison([pgd, pgd])["models"]] == [f"{name} (mnist-pgd)", f"{name} (mnist-pgd) (2)"]
+    other = EvaluationReport.from_dict(toy_report.to_dict())
+    other.model = "other"
+    assert [m["label"] for m in comparison([toy_report, other])["models"]] == [name, "other"]

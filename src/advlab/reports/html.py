@@ -136,16 +136,32 @@ def load_report(path: str | Path) -> EvaluationReport:
 
 
 def _unique_labels(reports: Sequence[EvaluationReport], labels: Sequence[str] | None) -> list[str]:
+    """One legend label per report: ``labels`` when given, else the model's name (its architecture).
+
+    Evaluations that share a name are told apart by the folder the model was loaded from
+    (``settings["model_path"]``, which ``advlab evaluate`` records), then by the preset, then by a counter:
+    ``wong-cnn (mnist-pgd)`` and ``wong-cnn (mnist-std)``; ``wong-cnn (mnist-pgd, fast)`` and
+    ``wong-cnn (mnist-pgd, standard)``.
+    """
     if labels is not None:
         if len(labels) != len(reports):
             raise ValueError(f"labels: expected {len(reports)} labels (one per report), got {len(labels)}")
         return list(labels)
+    keys = [
+        (r.model, Path(str(r.settings.get("model_path") or "")).name, str(r.settings.get("preset") or "custom"))
+        for r in reports
+    ]
     out: list[str] = []
-    for r in reports:
-        lab = r.model
-        i = 2
+    for name, folder, preset in keys:
+        details = []
+        if folder and sum(k[0] == name for k in keys) > 1:
+            details.append(folder)
+        if sum(k[:2] == (name, folder) for k in keys) > 1 and sum(k == (name, folder, preset) for k in keys) == 1:
+            details.append(preset)
+        lab = f"{name} ({', '.join(details)})" if details else name
+        base, i = lab, 2
         while lab in out:
-            lab = f"{r.model} ({i})"
+            lab = f"{base} ({i})"
             i += 1
         out.append(lab)
     return out
