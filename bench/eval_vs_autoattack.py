@@ -119,6 +119,8 @@ def run_art(model, x, y, eps, norm, batch_size, seed):
     )
     attack = AutoAttack(estimator=clf, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=eps / 4,
                         batch_size=batch_size)
+    np.random.seed(seed)  # ART draws its random starts and Square's squares from the global generators
+    torch.manual_seed(seed)
     xn, yn = x.cpu().numpy(), y.cpu().numpy()
     t0 = time.perf_counter()
     adv = attack.generate(x=xn, y=yn)
