@@ -25,7 +25,8 @@ EXAMPLES = """\
   advlab evaluate --model runs/c10 --data cifar10 --eps 2/255,4/255,8/255 --out runs/c10-eval
   advlab evaluate --model runs/m1 --data mnist --eps 0.3 --out runs/m1-eval   # run again: resumes
 
-Presets: fast (PGD); standard (APGD-CE, APGD-T, FMN, Square: AutoAttack's ensemble with FMN for FAB-T);
+Presets: fast (PGD-40: a first look, often optimistic; '--attacks apgd-ce' takes about 3x as long and is
+stronger); standard (APGD-CE, APGD-T, FMN, Square: AutoAttack's ensemble with FMN for FAB-T);
 strong (standard with 5 restarts, plus C&W for the norm). The run is checkpointed in DIR/checkpoint and
 resumes when started again with the same settings (--overwrite starts over after a change).
 """
