@@ -130,3 +130,32 @@ def test_check_input_shape():
         v.check_input_shape(torch.zeros(2, 3, 8, 8), (1, 8, 8))
     with pytest.raises(ValueError, match=r"^x: wrong shape"):
         v.check_input_shape(torch.zeros(2, 1, 8, 9), (1, 8, 8))
+
+
+def test_library_warnings_point_at_the_users_line(mlp_model, digits_batch):
+    """Whatever path inside advlab raises it, a warning names the user's file and line (so a filter on the user's
+    module works): an attack's context manager (train mode), the attack loop (zero gradient), a direct call."""
+    import copy
+    import inspect
+
+    from torch import nn
+
+    from advlab import ThreatModel
+    from advlab.attacks import fgsm, pgd
+    from advlab.models import Classifier
+
+    x, y = digits_batch
+    threat = ThreatModel("linf", 0.1)
+    train_mode = copy.deepcopy(mlp_model).train()
+    flat = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Hardtanh(100, 101)), num_classes=10).eval()
+    cases = [
+        ("train mode", lambda: fgsm(train_mode, x, y, threat)),
+        ("input gradient is zero", lambda: pgd(flat, x, y, threat, steps=2)),
+        ("direct", lambda: v.warn("direct")),
+    ]
+    for match, call in cases:
+        line = inspect.getsourcelines(call)[1]
+        with pytest.warns(UserWarning, match=match) as rec:
+            call()
+        hits = [w for w in rec if match in str(w.message)]
+        assert hits and all((w.filename, w.lineno) == (__file__, line) for w in hits), (match, hits[0].filename)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from advlab import validation
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,9 @@ class Classifier(nn.Module):
         modes = {m: m.training for m in self.modules()}
         grads = {p: p.requires_grad for p in self.parameters()}
         if self.module.training and warn_train_mode:
-            warnings.warn(
+            validation.warn(
                 "model is in train mode; attacking it in eval mode (dropout off, batch-norm running "
                 "statistics). Call model.eval() first to silence this warning.",
-                stacklevel=3,
             )
         try:
             self.eval()
@@ -168,9 +168,8 @@ def check_suspicious_outputs(logits: torch.Tensor) -> None:
         sums = logits.detach().sum(1)
         nonneg = bool((logits.detach() >= 0).all())
         if nonneg and torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-            warnings.warn(
+            validation.warn(
                 "model outputs are non-negative and sum to one: they look like probabilities. Attacks and "
                 "losses expect logits; remove the final softmax (cross-entropy on probabilities gives "
                 "vanishing gradients and a falsely robust model).",
-                stacklevel=3,
             )

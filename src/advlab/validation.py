@@ -1,11 +1,16 @@
 """Every check on user input, in one place, raising errors that name the argument, what came and the fix.
 
 Called once at the framework boundary (attack entry, trainer ``fit``, CLI). Never ``assert`` on user input.
+Suspicious but legal input is reported with :func:`warn`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -13,6 +18,29 @@ import numpy as np
 import torch
 
 _NORMS = ("linf", "l2", "l1", "l0")
+
+
+_INTERNAL_DIRS = (os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+_INTERNAL_FILES = (os.path.abspath(contextlib.__file__),)
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn``, attributed to the first caller outside advlab.
+
+    The same warning (a model in train mode, a zero input gradient, a failed masking check) is reached through
+    different paths inside the library, so no fixed ``stacklevel`` points at the user's line. This one walks the
+    stack past advlab's own frames (and ``contextlib``'s, for warnings raised in a ``with`` block), so the
+    warning names the user's file and line, and ``warnings.filterwarnings(module=...)`` on the user's module
+    works.
+    """
+    frame = sys._getframe(1)  # the caller of warn
+    level = 2
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_INTERNAL_DIRS) or os.path.abspath(frame.f_code.co_filename) in _INTERNAL_FILES
+    ):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def _fmt(value: Any) -> str:

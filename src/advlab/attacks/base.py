@@ -10,7 +10,6 @@ dataclasses around the public functions, carrying capability flags for the CLI, 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -268,10 +267,9 @@ def list_attacks(
 def warn_once_zero_grad(grad: torch.Tensor, name: str) -> None:
     """Warn when every input gradient is exactly zero (a sign of gradient masking or a saturated softmax)."""
     if not bool(grad.any()):
-        warnings.warn(
+        validation.warn(
             f"{name}: the input gradient is zero for every example; the attack cannot move. The model may mask "
             "gradients (e.g. a softmax output, a non-differentiable preprocessing); try a black-box attack.",
-            stacklevel=3,
         )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import logging
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -253,10 +252,9 @@ class TorchOracle(Oracle):
         self.model = clf
         self.batch_size = validation.check_int("batch_size", batch_size, minimum=1)
         if clf.module.training:
-            warnings.warn(
+            validation.warn(
                 "model is in train mode; the oracle evaluates it in eval mode (dropout off, batch-norm running "
                 "statistics). Call model.eval() first to silence this warning.",
-                stacklevel=2,
             )
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:

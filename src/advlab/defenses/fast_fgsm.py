@@ -4,7 +4,6 @@ and the catastrophic-overfitting check with early stopping."""
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import torch
@@ -137,7 +136,7 @@ class FastFGSMTraining(AdversarialTrainer):
             msg = (f"fast-fgsm: catastrophic overfitting at epoch {epoch + 1}: held-out PGD accuracy {acc:.3f} is more than "
                    f"{self.overfit_drop} below the best so far ({self._best:.3f})")
             if self.on_overfit == "warn":
-                warnings.warn(msg, stacklevel=2)
+                validation.warn(msg)
                 return False
             if self._good:
                 model.module.load_state_dict(self._good)

@@ -16,7 +16,6 @@ import json
 import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -291,12 +290,11 @@ def evaluate(
         randomized = bool(state.meta["randomized"])
         eot = (eot_samples or DEFAULT_EOT_SAMPLES) if randomized else None
         if randomized:
-            warnings.warn(
+            validation.warn(
                 f"model: its output changes between two identical calls (up to {state.meta['max_change']:.3g} in "
                 f"the logits): it is random (dropout at test time, noise layers...). Attacking it through "
                 f"expectation over transformation with {eot} samples per forward pass; accuracies are measured "
                 "with the randomness on.",
-                stacklevel=2,
             )
         attack_model = with_eot(clf, eot) if randomized else clf
 
@@ -408,10 +406,10 @@ def evaluate(
             ]
             state.meta["checks_wall_s"] = time.perf_counter() - t0
             state.save(ckpt)
-        elif checks:
+        if checks:  # fresh or resumed, each failed check warns from here: the warning points at the caller
             for c in state.meta["checks"]:
-                if c["status"] == "fail" and c["name"] != "randomness":
-                    warnings.warn(f"gradient-masking check failed: {c['title']}: {c['detail']}. {c['meaning']}", stacklevel=2)
+                if c["status"] == "fail" and c["name"] != "randomness":  # randomness warned when it was detected
+                    validation.warn(f"gradient-masking check failed: {c['title']}: {c['detail']}. {c['meaning']}")
         if not state.meta["done"]:
             state.meta["done"] = True
             state.save(ckpt)
