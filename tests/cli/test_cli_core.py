@@ -140,9 +140,9 @@ def test_library_warnings_are_one_line_on_the_command_line(monkeypatch, caplog):
     before = warnings.showwarning
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        with caplog.at_level("WARNING", logger="advlab.cli"):
+        with caplog.at_level("WARNING", logger="advlab"):
             assert main(["attacks"]) == 0
-    lines = [r.getMessage() for r in caplog.records if r.name == "advlab.cli"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "advlab"]
     assert lines == [
         "warning: gradient-masking check failed: the model masks its gradients",
         "warning (DeprecationWarning): an old option",

@@ -67,3 +67,26 @@ def test_evaluate_cli_clear_errors(tmp_path, saved_model, capsys):
     assert "strictly increasing" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
     assert "no report.json" in capsys.readouterr().err
+
+
+def test_evaluate_cli_shows_a_failed_check_once_and_sums_up(tmp_path, saved_model, caplog, monkeypatch):
+    """A failed masking check reaches the user as one ``warning:`` line with its meaning, and the run ends with a
+    count of failed checks under the headline."""
+    import advlab.evaluation.checks as checks_mod
+    from advlab.evaluation.report import CheckResult
+
+    def failing(ctx):
+        return CheckResult("large_eps", "Accuracy goes to zero at a large eps", "fail", 0.4, 0.1,
+                           "PGD-20 at eps = 0.5 leaves 40.0% accuracy", "the attack is not working")
+
+    monkeypatch.setattr(checks_mod, "check_large_eps", failing)
+    args = ["evaluate", "--model", str(saved_model), "--data", "digits", "--eps", "0.1", "--n", "20",
+            "--attacks", "fgsm", "--quiet", "--out", str(tmp_path / "eval")]
+    with caplog.at_level("INFO", logger="advlab"):
+        assert main(args) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "advlab"]
+    shown = [ln for ln in lines if "Accuracy goes to zero" in ln]
+    assert shown == ["warning: gradient-masking check failed: Accuracy goes to zero at a large eps: PGD-20 at eps = 0.5 "
+                     "leaves 40.0% accuracy. the attack is not working"]
+    assert lines.index(shown[0]) < [i for i, ln in enumerate(lines) if ln.startswith("robust accuracy")][0]
+    assert any(ln.startswith("1 gradient-masking check failed") for ln in lines)

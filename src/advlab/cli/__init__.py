@@ -75,7 +75,7 @@ def _show_warning(
     the user. ``-v`` keeps Python's full format.
     """
     kind = "" if category is UserWarning else f" ({category.__name__})"
-    logging.getLogger("advlab.cli").warning("warning%s: %s", kind, message)
+    logging.getLogger("advlab").warning("warning%s: %s", kind, message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
