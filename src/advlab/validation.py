@@ -24,6 +24,10 @@ _INTERNAL_DIRS = (os.path.dirname(os.path.abspath(__file__)) + os.sep,)
 _INTERNAL_FILES = (os.path.abspath(contextlib.__file__),)
 
 
+def _is_internal(filename: str) -> bool:
+    return filename.startswith(_INTERNAL_DIRS) or os.path.abspath(filename) in _INTERNAL_FILES
+
+
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn``, attributed to the first caller outside advlab.
 
@@ -35,9 +39,7 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     """
     frame = sys._getframe(1)  # the caller of warn
     level = 2
-    while frame is not None and (
-        frame.f_code.co_filename.startswith(_INTERNAL_DIRS) or os.path.abspath(frame.f_code.co_filename) in _INTERNAL_FILES
-    ):
+    while frame is not None and _is_internal(frame.f_code.co_filename):
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)
