@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
         EXAMPLES,
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="evaluation folders (or their report.json files)")
-    p.add_argument("--labels", default=None, help="comma-separated names for the models (default: from the cards)")
+    p.add_argument("--labels", default=None, help="comma-separated names for the models (default: the architecture; where it repeats, "
+                   "with the model folder, then the preset)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
 
