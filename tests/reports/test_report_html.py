@@ -126,3 +126,13 @@ def test_comparison_default_labels_tell_same_architecture_apart(toy_report):
     other = EvaluationReport.from_dict(toy_report.to_dict())
     other.model = "other"
     assert [m["label"] for m in comparison([toy_report, other])["models"]] == [name, "other"]
+
+
+def test_report_title_names_the_model_folder(toy_report):
+    from advlab.reports.html import render_report
+
+    assert f"<title>Robustness of {toy_report.model}</title>" in render_report(toy_report)
+    r = EvaluationReport.from_dict(toy_report.to_dict())
+    r.settings = {**r.settings, "model_path": "/runs/mnist-pgd"}
+    assert f"<title>Robustness of {toy_report.model} (mnist-pgd)</title>" in render_report(r)
+    assert "<title>Mine</title>" in render_report(r, title="Mine")

@@ -75,7 +75,8 @@ def render_report(report: EvaluationReport, *, title: str | None = None) -> str:
 
     Args:
         report: the evaluation.
-        title: page title (default: "Robustness of MODEL").
+        title: page title (default: "Robustness of MODEL", with the model's folder when the report records it:
+            "Robustness of wong-cnn (mnist-pgd)").
 
     Returns:
         The HTML text, self-contained.
@@ -86,8 +87,10 @@ def render_report(report: EvaluationReport, *, title: str | None = None) -> str:
     checks = report.checks
     n_fail = sum(c.status == "fail" for c in checks)
     n_pass = sum(c.status == "pass" for c in checks)
+    folder = Path(str(report.settings.get("model_path") or "")).name
+    default_title = f"Robustness of {report.model}" + (f" ({folder})" if folder and folder != report.model else "")
     return _env().get_template("report.html.j2").render(
-        title=title or f"Robustness of {report.model}",
+        title=title or default_title,
         r=report,
         headline=report.headline(),
         last=report.results[-1],
