@@ -176,6 +176,7 @@ def test_fake_opener_gets_timeout_and_failure_names_path_and_url(tmp_path, monke
     assert isinstance(err.value, FileNotFoundError)
     assert f"save it as {tmp_path / 'ds' / 'f.gz'}" in msg
     assert "https://example.org/a/f.gz" in msg and "network is unreachable" in msg
+    assert msg.count(str(tmp_path / "ds" / "f.gz")) == 2  # "... is missing" and "save it as ...", no more
     assert seen == [("https://example.org/a/f.gz", _files.DOWNLOAD_TIMEOUT_S), ("http://mirror/f.gz", 30.0)]
 
 
@@ -235,6 +236,8 @@ def test_missing_files_message_lists_every_file_and_source(tmp_path):
         assert str(tmp_path / "fashion-mnist" / name) in msg
         assert f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{name}" in msg
     assert "download=False" in msg and "ADVLAB_DATA" in msg
+    lines = msg.splitlines()  # one line per missing file under a count
+    assert lines[0] == "2 dataset files are missing:" and len(lines) == 3 and all(ln.startswith("  - ") for ln in lines[1:])
 
 
 def _install_fake_mnist(tmp_path: Path, monkeypatch, images_blob: bytes, labels_blob: bytes) -> None:

@@ -262,14 +262,15 @@ def ensure_file(
         try:
             download_file(spec, path, timeout=timeout)
         except DatasetNotFoundError as exc:
-            raise DatasetNotFoundError(missing_message(path, spec, str(exc), alternatives)) from exc
+            reason = str(exc).removeprefix(f"{path}: ")  # the message names the path already
+            raise DatasetNotFoundError(missing_message(path, spec, reason, alternatives)) from exc
     return verify_file(path, spec)
 
 
 def ensure_files(
     root: Path, specs: Sequence[FileSpec], *, download: bool, alternatives: Sequence[str] = ()
 ) -> list[Path]:
-    """:func:`ensure_file` for several files; when some are missing, one error lists every missing one."""
+    """:func:`ensure_file` for several files; when some are missing, one error lists every missing one, a line each."""
     paths: list[Path] = []
     missing: list[str] = []
     for spec in specs:
@@ -279,5 +280,8 @@ def ensure_files(
             missing.append(str(exc))
     if missing:
         alt = "".join(f" {a}" for a in alternatives)
-        raise DatasetNotFoundError(" | ".join(missing) + alt)
+        if len(missing) == 1:
+            raise DatasetNotFoundError(missing[0] + alt)
+        items = "".join(f"\n  - {m}" for m in missing)
+        raise DatasetNotFoundError(f"{len(missing)} dataset files are missing:{items}" + (f"\n{alt.strip()}" if alt else ""))
     return paths
