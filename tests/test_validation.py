@@ -158,4 +158,4 @@ def test_library_warnings_point_at_the_users_line(mlp_model, digits_batch):
         with pytest.warns(UserWarning, match=match) as rec:
             call()
         hits = [w for w in rec if match in str(w.message)]
-        assert hits and all((w.filename, w.lineno) == (__file__, line) for w in hits), (match, hits[0].filename)
+        assert hits and all((w.filename, w.lineno) == (__file__, line) for w in hits), (match, [(w.filename, w.lineno) for w in hits])

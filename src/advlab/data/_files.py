@@ -279,9 +279,9 @@ def ensure_files(
         except DatasetNotFoundError as exc:
             missing.append(str(exc))
     if missing:
-        alt = "".join(f" {a}" for a in alternatives)
+        alt = " ".join(alternatives)
         if len(missing) == 1:
-            raise DatasetNotFoundError(missing[0] + alt)
+            raise DatasetNotFoundError(f"{missing[0]} {alt}".rstrip())
         items = "".join(f"\n  - {m}" for m in missing)
-        raise DatasetNotFoundError(f"{len(missing)} dataset files are missing:{items}" + (f"\n{alt.strip()}" if alt else ""))
+        raise DatasetNotFoundError(f"{len(missing)} dataset files are missing:{items}" + (f"\n{alt}" if alt else ""))
     return paths

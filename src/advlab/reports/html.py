@@ -70,6 +70,11 @@ def _example_png(report: EvaluationReport) -> bytes | None:
     )
 
 
+def _model_folder(report: EvaluationReport) -> str:
+    """The name of the folder the model was loaded from (``settings["model_path"]``), or ``""`` when not recorded."""
+    return Path(str(report.settings.get("model_path") or "")).name
+
+
 def render_report(report: EvaluationReport, *, title: str | None = None) -> str:
     """The HTML page of one evaluation (headline, summary table, curve, per-attack numbers, examples, checks).
 
@@ -87,7 +92,7 @@ def render_report(report: EvaluationReport, *, title: str | None = None) -> str:
     checks = report.checks
     n_fail = sum(c.status == "fail" for c in checks)
     n_pass = sum(c.status == "pass" for c in checks)
-    folder = Path(str(report.settings.get("model_path") or "")).name
+    folder = _model_folder(report)
     default_title = f"Robustness of {report.model}" + (f" ({folder})" if folder and folder != report.model else "")
     return _env().get_template("report.html.j2").render(
         title=title or default_title,
@@ -150,10 +155,7 @@ def _unique_labels(reports: Sequence[EvaluationReport], labels: Sequence[str] | 
         if len(labels) != len(reports):
             raise ValueError(f"labels: expected {len(reports)} labels (one per report), got {len(labels)}")
         return list(labels)
-    keys = [
-        (r.model, Path(str(r.settings.get("model_path") or "")).name, str(r.settings.get("preset") or "custom"))
-        for r in reports
-    ]
+    keys = [(r.model, _model_folder(r), str(r.settings.get("preset") or "custom")) for r in reports]
     out: list[str] = []
     for name, folder, preset in keys:
         details = []
