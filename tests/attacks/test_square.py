@@ -3,6 +3,8 @@ counting wrapper, the analytic linf optimum of a linear model, and the hand-comp
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -234,3 +236,66 @@ def test_config_flags_and_bad_settings(digits_batch, mlp_model):
         square(mlp_model, x, y, ThreatModel("linf", 0.1), p_init=1.5)
     with pytest.raises(ValueError, match="restarts"):
         square(mlp_model, x, y, ThreatModel("linf", 0.1), restarts=0)
+    with pytest.raises(ValueError, match="focus"):
+        square(mlp_model, x, y, ThreatModel("linf", 0.1), focus=0.0)
+    with pytest.raises(ValueError, match="focus_after"):
+        square(mlp_model, x, y, ThreatModel("linf", 0.1), focus=0.5, focus_after=0)
+
+
+# ---------------------------------------------------------------------- focus
+def _margin(model, x, y):
+    with torch.no_grad():
+        z = model(x)
+    true = z.gather(1, y[:, None]).squeeze(1)
+    other = z.scatter(1, y[:, None], float("-inf")).max(1).values
+    return other - true
+
+
+def test_focus_stops_all_but_the_highest_loss_examples_and_counts_their_queries(digits, mlp_model):
+    x, y = digits["x_test"][:120], digits["y_test"][:120]
+    counter = CountingModel(mlp_model.module)
+    model = Classifier(counter, num_classes=10, input_shape=(1, 8, 8)).eval()
+    threat = ThreatModel("linf", 0.03)
+    n_queries, focus, after, restarts = 200, 0.25, 30, 2
+    res = square(model, x, y, threat, n_queries=n_queries, focus=focus, focus_after=after, restarts=restarts,
+                 generator=3)
+    clean_ok = _margin(mlp_model, x, y) < 0
+    started = int(clean_ok.sum())
+    stopped = clean_ok & (res.queries == 1 + after)
+    went_on = clean_ok & (res.queries > 1 + after)
+    # the focus lets exactly ceil(focus * started) examples go on (the few fooled before it stop earlier)
+    assert int(went_on.sum()) == math.ceil(focus * started)
+    assert int(stopped.sum()) + int(went_on.sum()) + int((clean_ok & (res.queries <= after)).sum()) == started
+    assert not bool(res.success[stopped].any())
+    # the examples that went on and were never fooled made the clean query and every run in full
+    never = went_on & ~res.success
+    assert bool((res.queries[never] == 1 + restarts * (n_queries - 1)).all())
+    # the ones that went on had the highest loss at the focus: a loss that can only rise since, so no stopped
+    # example may end above the lowest final loss of those that went on without being fooled
+    m = _margin(mlp_model, res.x_adv, y)
+    assert float(m[stopped].max()) <= float(m[never].min())
+    # every query is a forward evaluation (plus run_attack's clean and final batches)
+    assert counter.rows - 2 * x.shape[0] == int(res.queries.sum())
+
+
+def test_focus_with_restarts_fools_as_many_for_fewer_queries(digits, mlp_model):
+    x, y = digits["x_test"][:150], digits["y_test"][:150]
+    threat = ThreatModel("linf", 0.03)
+    full = square(mlp_model, x, y, threat, n_queries=300, generator=1)
+    assert 0 < int(full.success.sum()) < 0.3 * x.shape[0]  # few fooled: the focus is not skipped
+    focused = square(mlp_model, x, y, threat, n_queries=300, focus=0.2, focus_after=60, restarts=3, generator=1)
+    assert int(focused.queries.sum()) < 0.75 * int(full.queries.sum())
+    assert int(focused.success.sum()) >= int(full.success.sum())
+
+
+def test_focus_is_skipped_when_square_already_fools_broadly(digits, mlp_model):
+    x, y = digits["x_test"][:100], digits["y_test"][:100]
+    threat = ThreatModel("linf", 0.2)  # a large eps: most examples fall in the first queries
+    n_queries = 100
+    res = square(mlp_model, x, y, threat, n_queries=n_queries, focus=0.05, focus_after=20, generator=0)
+    assert res.success_rate > 0.5
+    assert bool((res.queries[~res.success] == n_queries).all())
+    # focus=1 is the paper's attack, bit for bit
+    plain = square(mlp_model, x, y, threat, n_queries=n_queries, generator=0)
+    one = square(mlp_model, x, y, threat, n_queries=n_queries, focus=1.0, focus_after=20, generator=0)
+    assert torch.equal(plain.x_adv, one.x_adv) and torch.equal(plain.queries, one.queries)

@@ -32,7 +32,9 @@ def test_standard_and_strong_presets(norm):
     _, strong = resolve_attacks("strong", norm)
     assert [e.label for e in strong] == ["apgd-ce", "apgd-t", "fmn", "square", cw]
     assert all(e.config.restarts == 5 for e in strong if hasattr(e.config, "restarts"))
-    assert strong[3].config.restarts == 5 and entries[3].config.restarts == 1  # Square restarts in strong only
+    # standard's Square focuses its budget and restarts on the focused examples; strong runs it in full, 5 times
+    assert (entries[3].config.focus, entries[3].config.restarts) == (0.1, 3)
+    assert (strong[3].config.focus, strong[3].config.restarts) == (1.0, 5)
 
 
 def test_custom_lists_aliases_and_duplicates():

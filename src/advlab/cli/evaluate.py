@@ -26,8 +26,9 @@ EXAMPLES = """\
   advlab evaluate --model runs/m1 --data mnist --eps 0.3 --out runs/m1-eval   # run again: resumes
 
 Presets: fast (PGD-40: a first look, often optimistic; '--attacks apgd-ce' takes about 3x as long and is
-stronger); standard (APGD-CE, APGD-T, FMN, Square: AutoAttack's ensemble with FMN for FAB-T);
-strong (standard with 5 restarts, plus C&W for the norm). The run is checkpointed in DIR/checkpoint and
+stronger); standard (APGD-CE, APGD-T, FMN, Square: AutoAttack's ensemble with FMN for FAB-T, Square's
+budget focused on the examples it can still fool, with 3 runs); strong (standard with 5 restarts, Square in
+full on every example, plus C&W for the norm). The run is checkpointed in DIR/checkpoint and
 resumes when started again with the same settings (--overwrite starts over after a change).
 """
 

@@ -187,7 +187,8 @@ def evaluate(
     run once at the largest eps; their point, projected onto each smaller ball, is re-checked at every eps.
 
     Presets: ``"fast"`` (PGD); ``"standard"`` (AutoAttack's ensemble — APGD-CE, APGD-T, a minimum-norm attack,
-    Square — with FMN in place of FAB-T); ``"strong"`` (standard with 5 restarts plus C&W for the norm).
+    Square — with FMN in place of FAB-T, and Square's budget focused on the examples it can still fool, with
+    restarts); ``"strong"`` (standard with 5 restarts, Square in full on every example, plus C&W for the norm).
 
     A model whose output changes between two identical calls is attacked through expectation over
     transformation (logits averaged over ``eot_samples`` draws, with a warning), and its accuracy is measured
