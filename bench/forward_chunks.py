@@ -1,16 +1,21 @@
-"""Cost per image of a gradient-free forward on CPU: one big batch versus advlab's chunks of CPU_FORWARD_CHUNK.
+"""Cost per image of an eval-mode forward on CPU: one big batch versus advlab's chunks of CPU_FORWARD_CHUNK.
 
 Why it matters: Square (and every score-based attack) spends nearly all its time in forwards of the examples
-still being attacked, several hundred at once. Past a few hundred images the activations of one batch spill
-out of the CPU caches and each image of a convolutional network costs up to 2x more (BENCHMARKS.md).
-``advlab.Classifier`` therefore runs gradient-free eval-mode forwards on CPU in chunks
-(``advlab.models.CPU_FORWARD_CHUNK``).
+still being attacked, several hundred at once, and gradient attacks (APGD, PGD, FMN, ...) in forwards and
+backwards of such batches. Past a few hundred images the activations of one batch spill out of the CPU caches
+and each image of a convolutional network costs up to 2x more (BENCHMARKS.md). ``advlab.Classifier`` therefore
+runs eval-mode forwards on CPU in chunks (``advlab.models.CPU_FORWARD_CHUNK``); with gradients, the backward pass
+then runs chunk by chunk too.
 
 For each architecture (random weights: speed does not depend on them) and batch size this times, alternating,
-``module(x)`` in one call ("one batch") and ``Classifier(module)(x)`` ("advlab"), under ``torch.no_grad`` in
-eval mode, and prints the median microseconds per image of ``--rounds`` rounds and their ratio:
+``module(x)`` in one call ("one batch") and ``Classifier(module)(x)`` ("advlab") in eval mode, under
+``torch.no_grad`` or, with ``--grad``, followed by the gradient of a summed cross-entropy with respect to the input
+(what a gradient attack computes), and prints the median microseconds per image of ``--rounds`` rounds and their
+ratio:
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/forward_chunks.py --threads 1 --out bench/out/forward_chunks.json
+    OMP_NUM_THREADS=1 .venv/bin/python bench/forward_chunks.py --threads 1 --grad --batches 256,512 \
+        --out bench/out/forward_chunks_grad.json
 """
 
 from __future__ import annotations
@@ -38,30 +43,47 @@ def per_image_us(fn, x: torch.Tensor, repeats: int) -> float:
     return (time.perf_counter() - t0) / (repeats * x.shape[0]) * 1e6
 
 
+def with_input_gradient(model):
+    """``x -> d(sum CE(model(x), 0)) / dx``: the forward and backward pass of a gradient attack."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        xg = x.detach().requires_grad_(True)
+        logits = model(xg)
+        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(x), dtype=torch.long), reduction="sum")
+        return torch.autograd.grad(loss, xg)[0]
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", default="128,256,512,1024", help="comma-separated batch sizes")
     p.add_argument("--rounds", type=int, default=7, help="alternating rounds; the median is reported")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--grad", action="store_true", help="time forward + input gradient instead of no_grad forwards")
     p.add_argument("--out", default="bench/out/forward_chunks.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     rows = []
-    print(f"chunk {CPU_FORWARD_CHUNK}, {args.threads} thread(s); median us per image over {args.rounds} rounds")
+    mode = "forward + input gradient" if args.grad else "gradient-free forward"
+    print(f"{mode}; chunk {CPU_FORWARD_CHUNK}, {args.threads} thread(s); median us per image over {args.rounds} rounds")
     print("| arch | input | batch | one batch | advlab (chunked) | ratio |\n|---|---|---|---|---|---|")
     for arch, shape in CASES:
         net = create(arch, shape, 10).eval()
         clf = Classifier(net).eval()
+        for param in net.parameters():
+            param.requires_grad_(False)  # as in an attack: only the input's gradient is taken
+        one_fn, advlab_fn = (with_input_gradient(net), with_input_gradient(clf)) if args.grad else (net, clf)
         for batch in batches:
             x = torch.rand((batch, *shape))
             repeats = max(1, 2048 // batch)
             times: dict[str, list[float]] = {"one": [], "advlab": []}
-            with torch.no_grad():
-                net(x), clf(x)  # warm-up
+            with torch.set_grad_enabled(args.grad):
+                one_fn(x), advlab_fn(x)  # warm-up
                 for _ in range(args.rounds):
-                    times["one"].append(per_image_us(net, x, repeats))
-                    times["advlab"].append(per_image_us(clf, x, repeats))
+                    times["one"].append(per_image_us(one_fn, x, repeats))
+                    times["advlab"].append(per_image_us(advlab_fn, x, repeats))
             one, ours = statistics.median(times["one"]), statistics.median(times["advlab"])
             rows.append({"arch": arch, "input_shape": list(shape), "batch": batch, "one_batch_us": one,
                          "advlab_us": ours, "ratio": one / ours})
@@ -69,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"chunk": CPU_FORWARD_CHUNK, "rows": rows,
+    out.write_text(json.dumps({"chunk": CPU_FORWARD_CHUNK, "mode": mode, "rows": rows,
                                "provenance": provenance(torch_threads=args.threads)}, indent=2, default=str))
     return 0
 

@@ -150,7 +150,7 @@ class _RecordsBatches(nn.Module):
         return self.net(x)
 
 
-def test_gradient_free_cpu_forwards_run_in_chunks_with_the_same_logits():
+def test_eval_mode_cpu_forwards_run_in_chunks_with_the_same_logits_and_gradients():
     net = _RecordsBatches()
     clf = Classifier(net, mean=[0.5], std=[0.25]).eval()
     n = 2 * CPU_FORWARD_CHUNK + 44
@@ -160,9 +160,37 @@ def test_gradient_free_cpu_forwards_run_in_chunks_with_the_same_logits():
         reference = net((x - 0.5) / 0.25)  # the bare module on the whole batch
     assert net.seen == [CPU_FORWARD_CHUNK, CPU_FORWARD_CHUNK, 44, n]
     torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-5)
+    # with gradients: the chunks' graphs join, and the input gradient is the whole batch's
+    y = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(2))
+    grads = []
+    for model in (clf, lambda v: net((v - 0.5) / 0.25)):
+        xg = x.clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(xg), y, reduction="sum")
+        grads.append(torch.autograd.grad(loss, xg)[0])
+    assert net.seen[4:] == [CPU_FORWARD_CHUNK, CPU_FORWARD_CHUNK, 44, n]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
-def test_forwards_that_need_the_whole_batch_are_not_chunked():
+def test_networks_without_convolutions_are_not_chunked():
+    class Flat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+            self.seen: list[int] = []
+
+        def forward(self, x):
+            self.seen.append(x.shape[0])
+            return self.net(x)
+
+    flat = Flat()
+    clf = Classifier(flat).eval()
+    assert not clf.chunked and Classifier(_RecordsBatches()).chunked
+    with torch.no_grad():
+        clf(torch.rand(CPU_FORWARD_CHUNK + 1, 1, 8, 8))
+    assert flat.seen == [CPU_FORWARD_CHUNK + 1]
+
+
+def test_train_mode_forwards_are_not_chunked():
     net = _RecordsBatches()
     clf = Classifier(net)
     n = CPU_FORWARD_CHUNK + 1
@@ -170,8 +198,7 @@ def test_forwards_that_need_the_whole_batch_are_not_chunked():
     clf.train()
     with torch.no_grad():  # train mode: batch norm uses the statistics of the whole batch
         clf(x)
-    clf.eval()
     xg = x.clone().requires_grad_(True)
-    clf(xg).sum().backward()  # gradient-enabled forwards keep one graph
+    clf(xg).sum().backward()
     assert net.seen == [n, n]
     assert xg.grad is not None and xg.grad.shape == x.shape

@@ -20,11 +20,13 @@ from advlab import validation
 log = logging.getLogger(__name__)
 
 CPU_FORWARD_CHUNK = 128
-"""Gradient-free forwards on CPU in eval mode run in chunks of this many examples. One batch of several hundred
-images spills the activations of a convolutional network out of the CPU caches, and each image then costs up to
-2x more (bench/forward_chunks.py, BENCHMARKS.md); a small MLP, bound by its matrix products, loses 4-7% to the
-extra calls. Score-based attacks such as Square spend nearly all their time in such forwards. Train mode (batch
-norm statistics), gradient-enabled calls and other devices are left as they are.
+"""Eval-mode forwards of convolutional networks on CPU run in chunks of this many examples. One batch of several
+hundred images spills the activations out of the CPU caches, and each image then costs up to 2x more without
+gradients and up to 1.5x more with them (bench/forward_chunks.py, BENCHMARKS.md). Score-based attacks such as
+Square spend nearly all their time in gradient-free forwards, gradient attacks in forwards with gradients, whose
+backward pass then runs chunk by chunk as well. Networks without convolutions (an MLP, bound by its matrix
+products, loses 4-8% to the extra calls), train mode (batch norm statistics) and other devices are left as they
+are.
 """
 
 
@@ -40,9 +42,9 @@ class Classifier(nn.Module):
         input_shape: per-example input shape ``(C, H, W)`` or ``(D,)``; checked by attacks when given.
         card: optional metadata (the model card saved with the weights).
 
-    Gradient-free calls in eval mode on CPU run ``module`` on chunks of :data:`CPU_FORWARD_CHUNK` examples (the
-    same logits, up to float rounding, at up to half the cost for convolutional networks); ``module`` must
-    therefore treat examples independently in eval mode, as classifiers do.
+    Calls in eval mode on CPU run a convolutional ``module`` on chunks of :data:`CPU_FORWARD_CHUNK` examples (the
+    same logits and gradients, up to float rounding, at up to half the cost); ``module`` must therefore treat
+    examples independently in eval mode, as classifiers do.
 
     Example:
         >>> clf = Classifier(net, mean=[0.1307], std=[0.3081], num_classes=10, input_shape=(1, 28, 28))
@@ -67,6 +69,8 @@ class Classifier(nn.Module):
         if isinstance(module, Classifier):
             raise TypeError("module: already a Classifier; pass it directly instead of wrapping it twice")
         self.module = module
+        self.chunked = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
+        """Whether eval-mode CPU forwards run in chunks of :data:`CPU_FORWARD_CHUNK` (networks with convolutions)."""
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape) if input_shape is not None else None
@@ -97,8 +101,7 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.normalize(x)
-        if (z.shape[0] > CPU_FORWARD_CHUNK and z.device.type == "cpu" and not self.training
-                and not torch.is_grad_enabled()):
+        if self.chunked and z.shape[0] > CPU_FORWARD_CHUNK and z.device.type == "cpu" and not self.training:
             return torch.cat([self.module(c) for c in z.split(CPU_FORWARD_CHUNK)])
         return self.module(z)
 
