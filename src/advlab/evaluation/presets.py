@@ -9,7 +9,7 @@ every attack that has them, runs Square in full on every example, and adds the C
 
 ``fast`` is PGD-40 with a random start: a first look, and often an optimistic one. On the MNIST models of
 BENCHMARKS.md (linf 0.3, 1000 images) it leaves 92.9% (PGD-trained) and 87.1% (fast-FGSM-trained) where APGD-CE
-with 40 iterations, in about the same time, leaves 91.1% and 83.9%, and ``standard`` 87.7% and 78.5%. The
+with 40 iterations, in about the same time, leaves 91.1% and 83.9%, and ``standard`` 87.3% and 78.2%. The
 masking checks flag such gaps (Square breaking what PGD left).
 """
 
