@@ -291,25 +291,33 @@ def _search(
     trace: list[torch.Tensor] = []
     propose = _propose_linf if threat.norm == "linf" else _propose_l2
     # The loop works on compact copies of the examples still being attacked ("active"), written back and
-    # re-gathered only when some of them are fooled, so an iteration costs one proposal and one forward.
+    # re-gathered only when some of them leave (fooled, or stopped by the focus), so an iteration costs one
+    # proposal and one forward.
     active = (~fooled).nonzero().flatten()
     xa, xb, la, bl = xs[active], x_best[active], lab[active], best_loss[active]
     done_sum = outside_sum + best_loss.sum() - bl.sum()  # best losses no longer moving
     spent = 0  # iterations since the last write-back: every active example made one query in each
+
+    def write_back_and_drop(gone: torch.Tensor) -> None:
+        """Write every active example back, then drop those in ``gone`` from the active set."""
+        nonlocal active, xa, xb, la, bl, done_sum, spent
+        x_best[active], best_loss[active] = xb, bl
+        queries[active] += spent
+        spent = 0
+        done_sum = done_sum + bl[gone].sum()
+        stay = ~gone
+        active, xa, xb, la, bl = active[stay], xa[stay], xb[stay], la[stay], bl[stay]
+
     for i in range(max(n_queries - 2, 0)):
         if active.numel() == 0:
             break
         if n_keep is not None and i == focus_after - 1 and active.numel() > n_keep and 2 * int(fooled.sum()) < n_keep:
             # Focus: the examples with the highest loss so far are the ones Square goes on to fool
             # (bench/square_focus.py); the others stop here, at their best point.
-            x_best[active], best_loss[active] = xb, bl
-            queries[active] += spent
-            spent = 0
-            stay = torch.zeros_like(la, dtype=torch.bool)
-            stay[bl.topk(n_keep).indices] = True
-            dropped[active[~stay]] = True
-            done_sum = done_sum + bl[~stay].sum()
-            active, xa, xb, la, bl = active[stay], xa[stay], xb[stay], la[stay], bl[stay]
+            gone = torch.ones_like(la, dtype=torch.bool)
+            gone[bl.topk(n_keep).indices] = False
+            dropped[active[gone]] = True
+            write_back_and_drop(gone)
         x_new = propose(xa, xb, p_schedule(i, n_queries, p_init), eps, bounds, generator)
         loss, succ = _query(model, x_new, la, targeted, shape)
         spent += 1
@@ -318,16 +326,9 @@ def _search(
         bl = torch.where(accept, loss, bl)
         trace.append((done_sum + bl.sum()) / n_total)
         if bool(succ.any()):
-            x_best[active], best_loss[active] = xb, bl
-            queries[active] += spent
             fooled[active] = succ
-            spent = 0
-            keep = ~succ
-            done_sum = done_sum + bl[succ].sum()
-            active, xa, xb, la, bl = active[keep], xa[keep], xb[keep], la[keep], bl[keep]
-    if active.numel():
-        x_best[active], best_loss[active] = xb, bl
-        queries[active] += spent
+            write_back_and_drop(succ)
+    write_back_and_drop(torch.zeros_like(la, dtype=torch.bool))
     return x_best, best_loss, fooled, queries, dropped, trace
 
 

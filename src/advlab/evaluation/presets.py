@@ -40,8 +40,10 @@ STRONG_RESTARTS = 5
 
 PRESET_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "standard": {"square": {"focus": 0.1, "restarts": 3}},
+    "strong": {"*": {"restarts": STRONG_RESTARTS}},
 }
-"""Settings a preset gives some of its attacks (``strong`` gives every attack :data:`STRONG_RESTARTS`).
+"""Settings a preset gives its attacks, by cascade name; ``"*"`` applies to every attack of the preset (a
+``restarts`` setting is skipped for attacks that have none).
 
 ``standard``'s Square spends AutoAttack's budget where it pays: after 1000 queries only the 10% of the examples
 with the highest loss go on, and they get three runs of 5000 queries instead of one (see
@@ -139,9 +141,8 @@ def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEn
             label, config = type(item).name or type(item).__name__.lower(), item
         elif isinstance(item, str):
             label = item.strip().lower()
-            options = ({"restarts": STRONG_RESTARTS} if preset == "strong"
-                       else PRESET_OPTIONS.get(preset or "", {}).get(label))
-            config = _build(label, norm, options)
+            given = PRESET_OPTIONS.get(preset or "", {})
+            config = _build(label, norm, {**given.get("*", {}), **given.get(label, {})})
             if label == "cw":
                 label = type(config).name
         else:
