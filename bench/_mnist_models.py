@@ -26,9 +26,18 @@ def mnist_model(name: str, runs: Path = Path("runs")):
     arch, kwargs, epochs, seed = MODELS[name]
     train = load_dataset("mnist", split="train")
     test = load_dataset("mnist", split="test")
-    clf = build_classifier(arch, train.input_shape, train.num_classes, mean=train.mean, std=train.std, seed=seed, **kwargs)
+    clf = build_classifier(
+        arch, train.input_shape, train.num_classes, mean=train.mean, std=train.std, seed=seed, **kwargs
+    )
     log.info("training %s (%s, %d epochs)", name, arch, epochs)
     StandardTraining(epochs=epochs, seed=seed, progress=False).fit(clf, (train.x, train.y))
     acc = accuracy(clf, test.x, test.y)
-    save_model(clf, folder, dataset="mnist", training={"defense": "standard", "epochs": epochs}, accuracy={"test": acc}, seed=seed)
+    save_model(
+        clf,
+        folder,
+        dataset="mnist",
+        training={"defense": "standard", "epochs": epochs},
+        accuracy={"test": acc},
+        seed=seed,
+    )
     return load_model(folder)

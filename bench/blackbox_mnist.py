@@ -53,7 +53,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench/out/blackbox_mnist")
-    ap.add_argument("--target-dir", default="bench/out/blackbox_mnist/target", help="cached oracle CNN (trained if absent)")
+    ap.add_argument(
+        "--target-dir", default="bench/out/blackbox_mnist/target", help="cached oracle CNN (trained if absent)"
+    )
     ap.add_argument("--seed-size", type=int, default=150)
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=6)
@@ -74,8 +76,12 @@ def main() -> None:
     test = load_dataset("mnist", "test", n=args.seed_size + args.n_eval)
     x_seed, x_eval, y_eval = test.x[: args.seed_size], test.x[args.seed_size :], test.y[args.seed_size :]
     target_acc = float((target.predict(x_eval) == y_eval).float().mean())
-    logging.info("oracle: wong-cnn, accuracy %.2f%% on the %d evaluation images (%.0fs)", 100 * target_acc,
-                 len(y_eval), time.perf_counter() - t0)
+    logging.info(
+        "oracle: wong-cnn, accuracy %.2f%% on the %d evaluation images (%.0fs)",
+        100 * target_acc,
+        len(y_eval),
+        time.perf_counter() - t0,
+    )
 
     runs = {"plain": {}, "reservoir": {"sigma": 3, "kappa": 400}}
     if args.no_reservoir:
@@ -84,30 +90,56 @@ def main() -> None:
     for name, extra in runs.items():
         oracle = TorchOracle(target, mode="labels")
         t1 = time.perf_counter()
-        res = papernot_blackbox(oracle, x_seed, "mlp", rounds=args.rounds, eps=args.eps, x_test=x_eval,
-                                y_test=y_eval, seed=args.seed, batch_size=args.batch_size, **extra)
+        res = papernot_blackbox(
+            oracle,
+            x_seed,
+            "mlp",
+            rounds=args.rounds,
+            eps=args.eps,
+            x_test=x_eval,
+            y_test=y_eval,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            **extra,
+        )
         results[name] = {**res.to_dict(), "wall_seconds": time.perf_counter() - t1}
         plot_rounds(results[name]["rounds"], out / f"rounds_{name}.png")
-        logging.info("%s: transfer success %.1f%%, %d training queries, %.0fs", name,
-                     100 * (res.transfer_success or 0), res.queries, results[name]["wall_seconds"])
+        logging.info(
+            "%s: transfer success %.1f%%, %d training queries, %.0fs",
+            name,
+            100 * (res.transfer_success or 0),
+            res.queries,
+            results[name]["wall_seconds"],
+        )
 
-    record = {"oracle": {"arch": "wong-cnn", "epochs": args.target_epochs, "eval_accuracy": target_acc},
-              "batch_size": args.batch_size,
-              "seed_size": args.seed_size, "n_eval": args.n_eval, "eps": args.eps, "runs": results,
-              "provenance": provenance()}
+    record = {
+        "oracle": {"arch": "wong-cnn", "epochs": args.target_epochs, "eval_accuracy": target_acc},
+        "batch_size": args.batch_size,
+        "seed_size": args.seed_size,
+        "n_eval": args.n_eval,
+        "eps": args.eps,
+        "runs": results,
+        "provenance": provenance(),
+    }
     from advlab import io
 
     io.write_json(out / "result.json", record)
     print(f"oracle accuracy on eval images: {100 * target_acc:.2f}%")
     for name, r in results.items():
         print(f"\n{name} ({r['wall_seconds']:.0f}s)")
-        print("| round | |S_p| | training queries | substitute acc. | agreement | transfer success (eps=%g) |" % args.eps)
+        print(
+            f"| round | |S_p| | training queries | substitute acc. | agreement | transfer success (eps={args.eps:g}) |"
+        )
         print("|---|---|---|---|---|---|")
         for row in r["rounds"]:
+
             def pct(v):
                 return "n/a" if v is None else f"{100 * v:.1f}%"
-            print(f"| {row['round']} | {row['train_size']} | {row['queries']} | {pct(row['substitute_accuracy'])} | "
-                  f"{pct(row['agreement'])} | {pct(row['transfer_success'])} |")
+
+            print(
+                f"| {row['round']} | {row['train_size']} | {row['queries']} | {pct(row['substitute_accuracy'])} | "
+                f"{pct(row['agreement'])} | {pct(row['transfer_success'])} |"
+            )
     print(json.dumps({k: v["transfer_success"] for k, v in results.items()}))
 
 

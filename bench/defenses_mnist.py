@@ -51,8 +51,15 @@ def pgd_accuracy(model, x, y, eps: float, *, steps: int, restarts: int, batch: i
     threat = ThreatModel("linf", eps)
     fooled = 0
     for i in range(0, x.shape[0], batch):
-        res = pgd(model, x[i : i + batch], y[i : i + batch], threat, steps=steps, restarts=restarts,
-                  generator=torch.Generator().manual_seed(i))
+        res = pgd(
+            model,
+            x[i : i + batch],
+            y[i : i + batch],
+            threat,
+            steps=steps,
+            restarts=restarts,
+            generator=torch.Generator().manual_seed(i),
+        )
         fooled += int(res.success.sum())
     return 1 - fooled / x.shape[0]
 
@@ -74,20 +81,90 @@ def part_madry(args) -> dict:
     test = load_dataset("mnist", split="test")
     x, y = test.x[: args.n], test.y[: args.n]
     runs = {
-        "mnist-fast-at": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", "4",
-                          "--lr", "5e-3", "--schedule", "constant", "--batch-size", "100", "--set", "eps=0.3", "--set",
-                          "eps_rampup=0.2"],
-        "mnist-fast-at-e8": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", "8",
-                             "--lr", "5e-3", "--schedule", "constant", "--batch-size", "100", "--set", "eps=0.35", "--set",
-                             "eps_rampup=0.25"],
-        "mnist-fast-at-e15": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--epochs", "15",
-                              "--lr", "5e-3", "--schedule", "constant", "--batch-size", "100", "--set", "eps=0.35", "--set",
-                              "eps_rampup=0.2"],
+        "mnist-fast-at": [
+            "--data",
+            "mnist",
+            "--arch",
+            "wong-cnn",
+            "--defense",
+            "fast-fgsm",
+            "--epochs",
+            "4",
+            "--lr",
+            "5e-3",
+            "--schedule",
+            "constant",
+            "--batch-size",
+            "100",
+            "--set",
+            "eps=0.3",
+            "--set",
+            "eps_rampup=0.2",
+        ],
+        "mnist-fast-at-e8": [
+            "--data",
+            "mnist",
+            "--arch",
+            "wong-cnn",
+            "--defense",
+            "fast-fgsm",
+            "--epochs",
+            "8",
+            "--lr",
+            "5e-3",
+            "--schedule",
+            "constant",
+            "--batch-size",
+            "100",
+            "--set",
+            "eps=0.35",
+            "--set",
+            "eps_rampup=0.25",
+        ],
+        "mnist-fast-at-e15": [
+            "--data",
+            "mnist",
+            "--arch",
+            "wong-cnn",
+            "--defense",
+            "fast-fgsm",
+            "--epochs",
+            "15",
+            "--lr",
+            "5e-3",
+            "--schedule",
+            "constant",
+            "--batch-size",
+            "100",
+            "--set",
+            "eps=0.35",
+            "--set",
+            "eps_rampup=0.2",
+        ],
         "mnist-standard": ["--data", "mnist", "--arch", "wong-cnn", "--epochs", "2", "--batch-size", "100"],
         # the headline model: PGD training (Madry et al.) with 5 steps, cyclic learning rate, eps ramp-up
-        "mnist-pgd5": ["--data", "mnist", "--arch", "wong-cnn", "--defense", "pgd", "--epochs", "12", "--lr", "5e-3",
-                       "--schedule", "cyclic", "--batch-size", "100", "--set", "eps=0.3", "--set", "steps=5",
-                       "--set", "eps_rampup=0.2"],
+        "mnist-pgd5": [
+            "--data",
+            "mnist",
+            "--arch",
+            "wong-cnn",
+            "--defense",
+            "pgd",
+            "--epochs",
+            "12",
+            "--lr",
+            "5e-3",
+            "--schedule",
+            "cyclic",
+            "--batch-size",
+            "100",
+            "--set",
+            "eps=0.3",
+            "--set",
+            "steps=5",
+            "--set",
+            "eps_rampup=0.2",
+        ],
     }
     results = {}
     for name in args.only.split(",") if args.only else list(runs):
@@ -97,11 +174,18 @@ def part_madry(args) -> dict:
         c = card(folder)
         t0 = time.perf_counter()
         rob = pgd_accuracy(model, x, y, 0.3, steps=40, restarts=10)
-        row = {"command": "advlab train " + " ".join(cli) + f" --out runs/{name}",
-               "train_seconds": c["training"]["wall_seconds"], "clean_test_accuracy": clean_accuracy(model, test.x, test.y),
-               "pgd40x10_eps0.3": rob, "n_eval": int(x.shape[0]), "eval_seconds": time.perf_counter() - t0,
-               "history": [{k: h.get(k) for k in ("epoch", "val_accuracy", "check_pgd_accuracy", "seconds")}
-                           for h in c["training"]["history"]]}
+        row = {
+            "command": "advlab train " + " ".join(cli) + f" --out runs/{name}",
+            "train_seconds": c["training"]["wall_seconds"],
+            "clean_test_accuracy": clean_accuracy(model, test.x, test.y),
+            "pgd40x10_eps0.3": rob,
+            "n_eval": int(x.shape[0]),
+            "eval_seconds": time.perf_counter() - t0,
+            "history": [
+                {k: h.get(k) for k in ("epoch", "val_accuracy", "check_pgd_accuracy", "seconds")}
+                for h in c["training"]["history"]
+            ],
+        }
         if args.standard:
             row.update(standard_row(model, x[: args.n_standard], y[: args.n_standard], (0.3,)))
         results[name] = row
@@ -116,8 +200,13 @@ def standard_row(model, x, y, eps_list) -> dict:
     t0 = time.perf_counter()
     rep = advlab.evaluate(model, (x, y), list(eps_list), norm="linf", attacks="standard", progress=False)
     row = {f"standard_eps{e}": rep.robust_accuracy(e) for e in eps_list}
-    row.update({"standard_n": int(x.shape[0]), "standard_seconds": time.perf_counter() - t0,
-                "standard_checks_failed": [c.name for c in rep.failed_checks]})
+    row.update(
+        {
+            "standard_n": int(x.shape[0]),
+            "standard_seconds": time.perf_counter() - t0,
+            "standard_checks_failed": [c.name for c in rep.failed_checks],
+        }
+    )
     return row
 
 
@@ -125,11 +214,27 @@ TABLE = {
     # name: (arch, extra CLI args)
     "standard": ("wong-cnn", []),
     "pgd": ("wong-cnn", ["--set", "eps=0.3", "--set", "steps=10", "--set", "eps_rampup=0.2"]),
-    "fast-fgsm": ("wong-cnn", ["--set", "eps=0.3", "--set", "eps_rampup=0.2", "--lr", "5e-3", "--schedule", "constant"]),
+    "fast-fgsm": (
+        "wong-cnn",
+        ["--set", "eps=0.3", "--set", "eps_rampup=0.2", "--lr", "5e-3", "--schedule", "constant"],
+    ),
     "goodfellow": ("wong-cnn", ["--set", "eps=0.3", "--set", "eps_rampup=0.2"]),
     "free": ("wong-cnn", ["--set", "eps=0.3", "--set", "m=4", "--set", "eps_rampup=0.2"]),
-    "trades": ("wong-cnn", ["--set", "eps=0.3", "--set", "steps=10", "--set", "step_size=0.075", "--set", "beta=6",
-                            "--set", "eps_rampup=0.2"]),
+    "trades": (
+        "wong-cnn",
+        [
+            "--set",
+            "eps=0.3",
+            "--set",
+            "steps=10",
+            "--set",
+            "step_size=0.075",
+            "--set",
+            "beta=6",
+            "--set",
+            "eps_rampup=0.2",
+        ],
+    ),
     "ensemble-adversarial": ("wong-cnn", ["--set", 'static_models=["runs/mnist-standard"]', "--set", "eps=0.3"]),
     "distillation": ("wong-cnn", ["--set", "temperature=100"]),
     "noise": ("wong-cnn", ["--set", "sigma=0.3"]),
@@ -171,13 +276,28 @@ def part_table(args) -> dict:
     for name in names:
         arch, extra = TABLE[name]
         epochs = "3" if name == "detector" else str(args.epochs)
-        cli = ["--data", "mnist", "--arch", arch, "--defense", name, "--epochs", epochs, "--batch-size", "100",
-               "--n-train", str(args.n_train), *extra]
+        cli = [
+            "--data",
+            "mnist",
+            "--arch",
+            arch,
+            "--defense",
+            name,
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "100",
+            "--n-train",
+            str(args.n_train),
+            *extra,
+        ]
         folder = train(f"mnist-table-{name}", cli)
         model = defended(name, folder)
         c = card(folder)
-        row = {"command": "advlab train " + " ".join(cli) + f" --out runs/mnist-table-{name}",
-               "train_seconds": c["training"]["wall_seconds"]}
+        row = {
+            "command": "advlab train " + " ".join(cli) + f" --out runs/mnist-table-{name}",
+            "train_seconds": c["training"]["wall_seconds"],
+        }
         if name == "detector":
             from advlab.attacks import pgd
             from advlab.defenses.detector import accuracy_with_rejection, adaptive_attack
@@ -191,7 +311,7 @@ def part_table(args) -> dict:
                 row[f"pgd20_eps{eps}"] = accuracy_with_rejection(model, plain, y)
                 row[f"adaptive20_eps{eps}"] = accuracy_with_rejection(model, adaptive, y)
         else:
-            row["clean"] = clean_accuracy(model, test.x, test.y) if name not in ("noise",) else clean_accuracy(model, test.x, test.y)
+            row["clean"] = clean_accuracy(model, test.x, test.y)
             for eps in (0.1, 0.2, 0.3):
                 row[f"pgd20_eps{eps}"] = pgd_accuracy(model, x, y, eps, steps=20, restarts=1)
             if args.standard:
@@ -203,19 +323,89 @@ def part_table(args) -> dict:
 
 OTHER = {
     "fmnist-standard": ["--data", "fashion-mnist", "--arch", "wong-cnn"],
-    "fmnist-fast-fgsm": ["--data", "fashion-mnist", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--lr", "5e-3",
-                         "--schedule", "constant",
-                         "--set", "eps=0.1", "--set", "eps_rampup=0.2"],
-    "fmnist-trades": ["--data", "fashion-mnist", "--arch", "wong-cnn", "--defense", "trades", "--set", "eps=0.1",
-                      "--set", "steps=5", "--set", "step_size=0.03"],
-    "fmnist-pgd": ["--data", "fashion-mnist", "--arch", "wong-cnn", "--defense", "pgd", "--lr", "5e-3",
-                   "--schedule", "cyclic", "--set", "eps=0.1", "--set", "steps=5", "--set", "eps_rampup=0.2"],
+    "fmnist-fast-fgsm": [
+        "--data",
+        "fashion-mnist",
+        "--arch",
+        "wong-cnn",
+        "--defense",
+        "fast-fgsm",
+        "--lr",
+        "5e-3",
+        "--schedule",
+        "constant",
+        "--set",
+        "eps=0.1",
+        "--set",
+        "eps_rampup=0.2",
+    ],
+    "fmnist-trades": [
+        "--data",
+        "fashion-mnist",
+        "--arch",
+        "wong-cnn",
+        "--defense",
+        "trades",
+        "--set",
+        "eps=0.1",
+        "--set",
+        "steps=5",
+        "--set",
+        "step_size=0.03",
+    ],
+    "fmnist-pgd": [
+        "--data",
+        "fashion-mnist",
+        "--arch",
+        "wong-cnn",
+        "--defense",
+        "pgd",
+        "--lr",
+        "5e-3",
+        "--schedule",
+        "cyclic",
+        "--set",
+        "eps=0.1",
+        "--set",
+        "steps=5",
+        "--set",
+        "eps_rampup=0.2",
+    ],
     "cifar10-standard": ["--data", "cifar10", "--arch", "wong-cnn"],
-    "cifar10-pgd": ["--data", "cifar10", "--arch", "wong-cnn", "--defense", "pgd", "--lr", "5e-3", "--schedule", "cyclic",
-                    "--set", "eps=0.03137", "--set", "steps=5", "--set", "eps_rampup=0.2"],
-    "cifar10-fast-fgsm": ["--data", "cifar10", "--arch", "wong-cnn", "--defense", "fast-fgsm", "--lr", "5e-3",
-                          "--schedule", "constant",
-                          "--set", "eps=0.03137", "--set", "eps_rampup=0.2"],
+    "cifar10-pgd": [
+        "--data",
+        "cifar10",
+        "--arch",
+        "wong-cnn",
+        "--defense",
+        "pgd",
+        "--lr",
+        "5e-3",
+        "--schedule",
+        "cyclic",
+        "--set",
+        "eps=0.03137",
+        "--set",
+        "steps=5",
+        "--set",
+        "eps_rampup=0.2",
+    ],
+    "cifar10-fast-fgsm": [
+        "--data",
+        "cifar10",
+        "--arch",
+        "wong-cnn",
+        "--defense",
+        "fast-fgsm",
+        "--lr",
+        "5e-3",
+        "--schedule",
+        "constant",
+        "--set",
+        "eps=0.03137",
+        "--set",
+        "eps_rampup=0.2",
+    ],
 }
 
 
@@ -233,9 +423,14 @@ def part_other(args) -> dict:
         model = load_model(folder)
         test = load_dataset(data, split="test")
         x, y = test.x[: args.n], test.y[: args.n]
-        row = {"command": "advlab train " + " ".join(cli) + f" --out runs/{name}",
-               "train_seconds": card(folder)["training"]["wall_seconds"], "clean": clean_accuracy(model, test.x, test.y),
-               "eps": eps, "pgd20": pgd_accuracy(model, x, y, eps, steps=20, restarts=1), "n_eval": int(x.shape[0])}
+        row = {
+            "command": "advlab train " + " ".join(cli) + f" --out runs/{name}",
+            "train_seconds": card(folder)["training"]["wall_seconds"],
+            "clean": clean_accuracy(model, test.x, test.y),
+            "eps": eps,
+            "pgd20": pgd_accuracy(model, x, y, eps, steps=20, restarts=1),
+            "n_eval": int(x.shape[0]),
+        }
         results[name] = row
         print(name, json.dumps(row), flush=True)
     return results

@@ -28,8 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def train(name: str, cli: list[str]) -> Path:
     out = ROOT / "runs" / name
     if not (out / "card.json").exists():
-        subprocess.run([sys.executable, "-m", "advlab", "train", *cli, "--quiet", "--out", str(out)], check=True,
-                       cwd=ROOT, env=dict(os.environ))
+        subprocess.run(
+            [sys.executable, "-m", "advlab", "train", *cli, "--quiet", "--out", str(out)],
+            check=True,
+            cwd=ROOT,
+            env=dict(os.environ),
+        )
     return out
 
 
@@ -63,8 +67,10 @@ def main() -> None:
     common = ["--data", "mnist", "--arch", "wong-cnn", "--epochs", str(args.epochs), "--batch-size", "100"]
     runs = {
         "standard": train("mnist-distill-standard", common),
-        f"distilled-T{args.temperature:g}": train(f"mnist-distill-t{args.temperature:g}",
-                                                  [*common, "--defense", "distillation", "--set", f"temperature={args.temperature}"]),
+        f"distilled-T{args.temperature:g}": train(
+            f"mnist-distill-t{args.temperature:g}",
+            [*common, "--defense", "distillation", "--set", f"temperature={args.temperature}"],
+        ),
     }
     test = load_dataset("mnist", split="test")
     results = {}
@@ -74,12 +80,16 @@ def main() -> None:
         with torch.no_grad():
             ok = model.predict(test.x[:2000]) == test.y[:2000]
         x, y = test.x[:2000][ok][: args.n], test.y[:2000][ok][: args.n]
-        row = {"test_accuracy": card["accuracy"]["test"], "train_seconds": card["training"]["wall_seconds"],
-               "n_attacked": int(x.shape[0])}
+        row = {
+            "test_accuracy": card["accuracy"]["test"],
+            "train_seconds": card["training"]["wall_seconds"],
+            "n_attacked": int(x.shape[0]),
+        }
         row["fgsm_linf_0.1"] = success(ATTACKS.get("fgsm")(), model, x, y, ThreatModel("linf", 0.1))
         row["fgsm_linf_0.3"] = success(ATTACKS.get("fgsm")(), model, x, y, ThreatModel("linf", 0.3))
-        row["cw-l2_unbounded"] = success(ATTACKS.get("cw-l2")(binary_search_steps=5, steps=200), model, x, y,
-                                         ThreatModel("l2", 100.0))
+        row["cw-l2_unbounded"] = success(
+            ATTACKS.get("cw-l2")(binary_search_steps=5, steps=200), model, x, y, ThreatModel("l2", 100.0)
+        )
         if "jsma" in ATTACKS.names():  # targeted (target y + 1), L0 budget gamma = 14.5% of the pixels
             nj = min(args.n_jsma, x.shape[0])
             target = (y[:nj] + 1) % 10
@@ -87,8 +97,11 @@ def main() -> None:
                 jsma = ATTACKS.get("jsma")(jacobian=jac)
                 t0 = time.perf_counter()
                 r = jsma(model, x[:nj], y[:nj], ThreatModel("l0", 114), goal=Targeted(target), generator=0)
-                row[f"jsma-{jac}_l0_14.5pct"] = (float(r.success.float().mean()), float(r.distance[r.success].median())
-                                                 if bool(r.success.any()) else float("nan"), time.perf_counter() - t0)
+                row[f"jsma-{jac}_l0_14.5pct"] = (
+                    float(r.success.float().mean()),
+                    float(r.distance[r.success].median()) if bool(r.success.any()) else float("nan"),
+                    time.perf_counter() - t0,
+                )
         results[name] = row
         print(name, json.dumps(row), flush=True)
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)

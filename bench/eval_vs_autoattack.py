@@ -55,14 +55,17 @@ def run_advlab(model, x, y, eps, norm, preset, batch_size, seed, checks, report_
     from advlab.reports import write_report
 
     t0 = time.perf_counter()
-    report = evaluate(model, (x, y), eps, norm=norm, attacks=preset, batch_size=batch_size, seed=seed, checks=checks,
-                      progress=False)
+    report = evaluate(
+        model, (x, y), eps, norm=norm, attacks=preset, batch_size=batch_size, seed=seed, checks=checks, progress=False
+    )
     wall = time.perf_counter() - t0
     if report_dir is not None:
         write_report(report, report_dir)  # the full advlab report (HTML + JSON) of this run
     r = report.results[-1]
     return {
-        "robust_accuracy": r.robust_accuracy, "clean_accuracy": report.clean_accuracy, "wall_s": wall,
+        "robust_accuracy": r.robust_accuracy,
+        "clean_accuracy": report.clean_accuracy,
+        "wall_s": wall,
         "attacks": [a["label"] for a in report.attacks],
         "per_stage_accuracy": {s.attack: s.accuracy_after for s in r.stages},
         "checks_failed": [c.name for c in report.failed_checks],
@@ -76,15 +79,25 @@ def _run_torchattack(atk, model, x, y, batch_size, attacks: list[str]) -> dict:
     t0 = time.perf_counter()
     adv = torch.cat([atk(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     wall = time.perf_counter() - t0
-    return {"robust_accuracy": _accuracy(model, adv, y, batch_size), "wall_s": wall,
-            "version": torchattacks.__version__, "attacks": attacks}
+    return {
+        "robust_accuracy": _accuracy(model, adv, y, batch_size),
+        "wall_s": wall,
+        "version": torchattacks.__version__,
+        "attacks": attacks,
+    }
 
 
 def run_torchattacks(model, x, y, eps, norm, batch_size, seed):
     import torchattacks
 
-    atk = torchattacks.AutoAttack(PeerModel(model), norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps,
-                                  version="standard", n_classes=model.num_classes or 10, seed=seed)
+    atk = torchattacks.AutoAttack(
+        PeerModel(model),
+        norm={"linf": "Linf", "l2": "L2"}[norm],
+        eps=eps,
+        version="standard",
+        n_classes=model.num_classes or 10,
+        seed=seed,
+    )
     return _run_torchattack(atk, model, x, y, batch_size, ["apgd-ce", "apgd-t", "fab-t", "square"])
 
 
@@ -97,14 +110,17 @@ def run_torchattacks_paper(model, x, y, eps, norm, batch_size, seed):
     peer = PeerModel(model)
     tnorm = {"linf": "Linf", "l2": "L2"}[norm]
     k = model.num_classes or 10
-    atk = ta.MultiAttack([
-        ta.APGD(peer, norm=tnorm, eps=eps, steps=100, n_restarts=1, loss="ce", seed=seed),
-        ta.APGDT(peer, norm=tnorm, eps=eps, steps=100, n_restarts=1, n_classes=k, seed=seed),
-        ta.FAB(peer, norm=tnorm, eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=k, seed=seed),
-        ta.Square(peer, norm=tnorm, eps=eps, n_queries=5000, n_restarts=1, seed=seed),
-    ])
-    return _run_torchattack(atk, model, x, y, batch_size,
-                            ["apgd-ce (100)", "apgd-t (100, 9 targets)", "fab-t (100)", "square (5000)"])
+    atk = ta.MultiAttack(
+        [
+            ta.APGD(peer, norm=tnorm, eps=eps, steps=100, n_restarts=1, loss="ce", seed=seed),
+            ta.APGDT(peer, norm=tnorm, eps=eps, steps=100, n_restarts=1, n_classes=k, seed=seed),
+            ta.FAB(peer, norm=tnorm, eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=k, seed=seed),
+            ta.Square(peer, norm=tnorm, eps=eps, n_queries=5000, n_restarts=1, seed=seed),
+        ]
+    )
+    return _run_torchattack(
+        atk, model, x, y, batch_size, ["apgd-ce (100)", "apgd-t (100, 9 targets)", "fab-t (100)", "square (5000)"]
+    )
 
 
 def run_art(model, x, y, eps, norm, batch_size, seed):
@@ -113,20 +129,28 @@ def run_art(model, x, y, eps, norm, batch_size, seed):
     from art.estimators.classification import PyTorchClassifier
 
     clf = PyTorchClassifier(
-        model=PeerModel(model), loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+        model=PeerModel(model),
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=tuple(x.shape[1:]),
         nb_classes=model.num_classes or 10,
-        clip_values=(0.0, 1.0), device_type="gpu" if x.is_cuda else "cpu",
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if x.is_cuda else "cpu",
     )
-    attack = AutoAttack(estimator=clf, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=eps / 4,
-                        batch_size=batch_size)
+    attack = AutoAttack(
+        estimator=clf, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=eps / 4, batch_size=batch_size
+    )
     np.random.seed(seed)  # ART draws its random starts and Square's squares from the global generators
     torch.manual_seed(seed)
     xn, yn = x.cpu().numpy(), y.cpu().numpy()
     t0 = time.perf_counter()
     adv = attack.generate(x=xn, y=yn)
     wall = time.perf_counter() - t0
-    return {"robust_accuracy": _accuracy(model, torch.from_numpy(adv).to(x.device), y, batch_size), "wall_s": wall,
-            "version": art.__version__, "attacks": ["apgd-ce x5", "apgd-dlr x5", "deepfool", "square"]}
+    return {
+        "robust_accuracy": _accuracy(model, torch.from_numpy(adv).to(x.device), y, batch_size),
+        "wall_s": wall,
+        "version": art.__version__,
+        "attacks": ["apgd-ce x5", "apgd-dlr x5", "deepfool", "square"],
+    }
 
 
 def main(argv=None) -> int:
@@ -169,8 +193,18 @@ def main(argv=None) -> int:
             log.info("%s: %s on %d images at eps %g ...", label, impl, len(y), args.eps)
             try:
                 if impl == "advlab":
-                    res = run_advlab(model, x, y, args.eps, args.norm, preset, args.batch_size, args.seed, args.checks,
-                                     out / f"{label}-advlab-report")
+                    res = run_advlab(
+                        model,
+                        x,
+                        y,
+                        args.eps,
+                        args.norm,
+                        preset,
+                        args.batch_size,
+                        args.seed,
+                        args.checks,
+                        out / f"{label}-advlab-report",
+                    )
                 elif impl == "torchattacks":
                     res = run_torchattacks(model, x, y, args.eps, args.norm, args.batch_size, args.seed)
                 elif impl == "torchattacks-paper":
@@ -193,9 +227,12 @@ def main(argv=None) -> int:
         cells = []
         for impl in impls:
             r = row.get(impl, {})
-            cells.append(f"error: {r['error'][:60]}" if "error" in r else
-                         f"{100 * r['robust_accuracy']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] "
-                         f"in {r['wall_s']:.0f} s")
+            cells.append(
+                f"error: {r['error'][:60]}"
+                if "error" in r
+                else f"{100 * r['robust_accuracy']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] "
+                f"in {r['wall_s']:.0f} s"
+            )
         print(f"| {label} | {row['n']} | {100 * row['clean_accuracy']:.1f}% | {' | '.join(cells)} |")
     return 0
 

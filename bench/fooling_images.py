@@ -48,11 +48,15 @@ def main() -> None:
             reached = f.steps[f.reached]
             med = int(reached.median()) if reached.numel() else None
             mx = int(reached.max()) if reached.numel() else None
-            print(f"| {model.card.get('arch')} | {start} | {int(f.reached.sum())}/10 | {med} | {mx} | {f.seconds:.2f} |")
+            print(
+                f"| {model.card.get('arch')} | {start} | {int(f.reached.sum())}/10 | {med} | {mx} | {f.seconds:.2f} |"
+            )
         for mean, std in ((None, None), (0.5, 0.25)):
             r = rubbish_class_rate(model, n=args.noise_n, mean=mean, std=std, generator=1)
             entry["rubbish"].append(r.to_dict())
-            rubbish_lines.append(f"| {model.card.get('arch')} | {r.distribution} | {r.fraction:.3f} | {r.mean_confidence:.3f} |")
+            rubbish_lines.append(
+                f"| {model.card.get('arch')} | {r.distribution} | {r.fraction:.3f} | {r.mean_confidence:.3f} |"
+            )
         record["models"][name] = entry
     print("\n| model | noise | fraction with confidence > 0.5 | mean top-1 confidence |\n|---|---|---|---|")
     print("\n".join(rubbish_lines))

@@ -32,8 +32,13 @@ from advlab.models import CPU_FORWARD_CHUNK, Classifier
 from advlab.provenance import provenance
 from advlab.zoo import create
 
-CASES = [("wong-cnn", (1, 28, 28)), ("wong-cnn", (3, 32, 32)), ("madry-cnn", (1, 28, 28)), ("cifar-cnn", (3, 32, 32)),
-         ("mlp", (1, 28, 28))]
+CASES = [
+    ("wong-cnn", (1, 28, 28)),
+    ("wong-cnn", (3, 32, 32)),
+    ("madry-cnn", (1, 28, 28)),
+    ("cifar-cnn", (3, 32, 32)),
+    ("mlp", (1, 28, 28)),
+]
 
 
 def per_image_us(fn, x: torch.Tensor, repeats: int) -> float:
@@ -85,14 +90,34 @@ def main(argv: list[str] | None = None) -> int:
                     times["one"].append(per_image_us(one_fn, x, repeats))
                     times["advlab"].append(per_image_us(advlab_fn, x, repeats))
             one, ours = statistics.median(times["one"]), statistics.median(times["advlab"])
-            rows.append({"arch": arch, "input_shape": list(shape), "batch": batch, "one_batch_us": one,
-                         "advlab_us": ours, "ratio": one / ours})
-            print(f"| {arch} | {'x'.join(map(str, shape))} | {batch} | {one:.1f} | {ours:.1f} | {one / ours:.2f} |",
-                  flush=True)
+            rows.append(
+                {
+                    "arch": arch,
+                    "input_shape": list(shape),
+                    "batch": batch,
+                    "one_batch_us": one,
+                    "advlab_us": ours,
+                    "ratio": one / ours,
+                }
+            )
+            print(
+                f"| {arch} | {'x'.join(map(str, shape))} | {batch} | {one:.1f} | {ours:.1f} | {one / ours:.2f} |",
+                flush=True,
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"chunk": CPU_FORWARD_CHUNK, "mode": mode, "rows": rows,
-                               "provenance": provenance(torch_threads=args.threads)}, indent=2, default=str))
+    out.write_text(
+        json.dumps(
+            {
+                "chunk": CPU_FORWARD_CHUNK,
+                "mode": mode,
+                "rows": rows,
+                "provenance": provenance(torch_threads=args.threads),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return 0
 
 

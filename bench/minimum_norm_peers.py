@@ -49,8 +49,15 @@ def digits_mlp(seed: int = 1) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
     return Classifier(net, num_classes=10, input_shape=(1, 8, 8)).eval(), x[1437:], y[1437:]
 
 
-def compare(name: str, ours, peer_x: torch.Tensor, peer_success: torch.Tensor, x: torch.Tensor, p: float,
-            seconds: tuple[float, float]) -> dict:
+def compare(
+    name: str,
+    ours,
+    peer_x: torch.Tensor,
+    peer_success: torch.Tensor,
+    x: torch.Tensor,
+    p: float,
+    seconds: tuple[float, float],
+) -> dict:
     peer_d = (peer_x - x).flatten(1).norm(p=p, dim=1)
     both = ours.success & peer_success
     row = {
@@ -63,8 +70,10 @@ def compare(name: str, ours, peer_x: torch.Tensor, peer_success: torch.Tensor, x
         "ours_seconds": seconds[0],
         "peer_seconds": seconds[1],
     }
-    print(f"{name:28s} ours {row['ours_success']:.3f} / {row['ours_median']:.4f}   peer {row['peer_success']:.3f} / "
-          f"{row['peer_median']:.4f}   ratio {row['median_ratio']:.4f}   time {seconds[0]:.1f}s vs {seconds[1]:.1f}s")
+    print(
+        f"{name:28s} ours {row['ours_success']:.3f} / {row['ours_median']:.4f}   peer {row['peer_success']:.3f} / "
+        f"{row['peer_median']:.4f}   ratio {row['median_ratio']:.4f}   time {seconds[0]:.1f}s vs {seconds[1]:.1f}s"
+    )
     return row
 
 
@@ -93,25 +102,32 @@ def main() -> None:
     crit = fb.criteria.Misclassification(y)
     rows = []
 
-    for norm, attack, p in (("l2", fb.attacks.L2DeepFoolAttack, 2.0), ("linf", fb.attacks.LinfDeepFoolAttack, float("inf"))):
-        ours, t0 = timed(lambda: deepfool(model, x, y, ThreatModel(norm, 100.0)))
-        (_, xc, s), t1 = timed(lambda: attack(steps=50, candidates=10, overshoot=0.02)(fmodel, x, crit, epsilons=None))
+    for norm, attack, p in (
+        ("l2", fb.attacks.L2DeepFoolAttack, 2.0),
+        ("linf", fb.attacks.LinfDeepFoolAttack, float("inf")),
+    ):
+        ours, t0 = timed(lambda: deepfool(model, x, y, ThreatModel(norm, 100.0)))  # noqa: B023 - called within this iteration
+        (_, xc, s), t1 = timed(lambda: attack(steps=50, candidates=10, overshoot=0.02)(fmodel, x, crit, epsilons=None))  # noqa: B023 - called within this iteration
         rows.append(compare(f"deepfool-{norm} vs foolbox", ours, xc, s, x, p, (t0, t1)))
 
-    ours, t0 = timed(lambda: carlini_wagner_l2(model, x, y, ThreatModel("l2", 100.0), steps=args.cw_steps,
-                                               binary_search_steps=args.cw_bss))
-    cw = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=args.cw_bss, steps=args.cw_steps, stepsize=0.01,
-                                         initial_const=1e-3, abort_early=True)
+    ours, t0 = timed(
+        lambda: carlini_wagner_l2(
+            model, x, y, ThreatModel("l2", 100.0), steps=args.cw_steps, binary_search_steps=args.cw_bss
+        )
+    )
+    cw = fb.attacks.L2CarliniWagnerAttack(
+        binary_search_steps=args.cw_bss, steps=args.cw_steps, stepsize=0.01, initial_const=1e-3, abort_early=True
+    )
     (_, xc, s), t1 = timed(lambda: cw(fmodel, x, crit, epsilons=None))
     rows.append(compare("cw-l2 vs foolbox", ours, xc, s, x, 2.0, (t0, t1)))
 
     target = (y + 1) % 10
     for pairs in (3, 8):
         gamma = 2 * pairs / 64
-        ours, t0 = timed(lambda: jsma(model, x, y, ThreatModel("l0", 64), goal=Targeted(target), gamma=gamma))
+        ours, t0 = timed(lambda: jsma(model, x, y, ThreatModel("l0", 64), goal=Targeted(target), gamma=gamma))  # noqa: B023 - called within this iteration
         atk = torchattacks.JSMA(model.module, theta=1.0, gamma=gamma)
         atk.set_mode_targeted_by_label(quiet=True)
-        xa, t1 = timed(lambda: atk(x, target))
+        xa, t1 = timed(lambda: atk(x, target))  # noqa: B023 - called within this iteration
         with torch.no_grad():
             s = model(xa).argmax(1) == target
         row = compare(f"jsma ({pairs} pairs) vs torchattacks", ours, xa, s, x, 0.0, (t0, t1))
@@ -120,8 +136,14 @@ def main() -> None:
         rows.append(row)
 
     if args.out:
-        write_json(args.out, {"rows": rows, "n": int(x.shape[0]), "provenance": provenance(
-            foolbox=fb.__version__, torchattacks=torchattacks.__version__)})
+        write_json(
+            args.out,
+            {
+                "rows": rows,
+                "n": int(x.shape[0]),
+                "provenance": provenance(foolbox=fb.__version__, torchattacks=torchattacks.__version__),
+            },
+        )
 
 
 if __name__ == "__main__":

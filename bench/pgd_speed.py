@@ -56,9 +56,16 @@ def madry_cnn() -> nn.Module:
     except (ImportError, AttributeError, ValueError):
         g = torch.Generator().manual_seed(0)
         net = nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Linear(1024, 10),
+            nn.Conv2d(1, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(7 * 7 * 64, 1024),
+            nn.ReLU(),
+            nn.Linear(1024, 10),
         )
         with torch.no_grad():
             for p in net.parameters():
@@ -116,8 +123,10 @@ def run_advlab(net, x, y, a):
     clf = Classifier(net, num_classes=10, input_shape=(1, 28, 28))
     threat = ThreatModel("linf", a.eps)
     g = torch.Generator().manual_seed(a.seed)
-    out = [pgd(clf, xb, yb, threat, steps=a.steps, step_size=a.step_size, generator=g).x_adv
-           for xb, yb in batches(x, y, a.batch)]
+    out = [
+        pgd(clf, xb, yb, threat, steps=a.steps, step_size=a.step_size, generator=g).x_adv
+        for xb, yb in batches(x, y, a.batch)
+    ]
     return torch.cat(out)
 
 
@@ -163,15 +172,35 @@ def run_art(net, x, y, a):
     from art.attacks.evasion import ProjectedGradientDescent
     from art.estimators.classification import PyTorchClassifier
 
-    clf = PyTorchClassifier(net, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
-                            clip_values=(0.0, 1.0), device_type="cpu")
-    attack = ProjectedGradientDescent(clf, norm=np.inf, eps=a.eps, eps_step=a.step_size, max_iter=a.steps,
-                                      num_random_init=1, batch_size=a.batch, verbose=False)
+    clf = PyTorchClassifier(
+        net,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(1, 28, 28),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+    attack = ProjectedGradientDescent(
+        clf,
+        norm=np.inf,
+        eps=a.eps,
+        eps_step=a.step_size,
+        max_iter=a.steps,
+        num_random_init=1,
+        batch_size=a.batch,
+        verbose=False,
+    )
     x_adv = attack.generate(x=x.numpy(), y=y.numpy())
     return torch.from_numpy(x_adv)
 
 
-RUNNERS = {"advlab": run_advlab, "bare": run_bare, "torchattacks": run_torchattacks, "foolbox": run_foolbox, "art": run_art}
+RUNNERS = {
+    "advlab": run_advlab,
+    "bare": run_bare,
+    "torchattacks": run_torchattacks,
+    "foolbox": run_foolbox,
+    "art": run_art,
+}
 IMPORTS = {"advlab": "advlab", "bare": "torch", "torchattacks": "torchattacks", "foolbox": "foolbox", "art": "art"}
 
 
@@ -209,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--libs", default=",".join(LIBRARIES), help=f"comma-separated subset of {','.join(LIBRARIES)}")
     p.add_argument("--model", help="a model folder saved by advlab (zoo.save_model); default: Madry CNN")
     p.add_argument("--train-steps", type=int, default=0, help="SGD steps on MNIST train before timing (default 0)")
-    p.add_argument("--data-dir", default=os.environ.get("ADVLAB_DATA"),
-                   help="folder holding mnist/ (default: $ADVLAB_DATA)")
+    p.add_argument(
+        "--data-dir", default=os.environ.get("ADVLAB_DATA"), help="folder holding mnist/ (default: $ADVLAB_DATA)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args(argv)
@@ -252,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     n_batches = -(-len(x) // a.batch)
     for r in range(a.rounds):
         # Rotate the order each round so a machine that speeds up or slows down favours no library.
-        for lib in available[r % len(available):] + available[: r % len(available)]:
+        for lib in available[r % len(available) :] + available[: r % len(available)]:
             calls[0] = 0
             t0 = time.perf_counter()
             x_adv = RUNNERS[lib](net, x, y, a)
@@ -271,39 +301,68 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for lib in available:
         med = statistics.median(times[lib])
-        rows.append({
-            "library": lib, "version": version_of(lib), "median_s": med, "times_s": times[lib],
-            "ratio_to_bare": med / bare if bare else None, "robust_accuracy": robust[lib],
-            "forwards_per_batch": forwards[lib],
-            # Median over rounds of the ratio to the bare loop of the same round: robust to load drifts.
-            "paired_ratio_to_bare": statistics.median(t / b for t, b in zip(times[lib], times["bare"])) if bare else None,
-        })
+        rows.append(
+            {
+                "library": lib,
+                "version": version_of(lib),
+                "median_s": med,
+                "times_s": times[lib],
+                "ratio_to_bare": med / bare if bare else None,
+                "robust_accuracy": robust[lib],
+                "forwards_per_batch": forwards[lib],
+                # Median over rounds of the ratio to the bare loop of the same round: robust to load drifts.
+                "paired_ratio_to_bare": statistics.median(t / b for t, b in zip(times[lib], times["bare"]))
+                if bare
+                else None,
+            }
+        )
     same = None
     if "advlab" in x_adv_of and "bare" in x_adv_of:
         same = float((x_adv_of["advlab"] - x_adv_of["bare"]).abs().max())
 
     result = {
-        "workload": {"attack": "PGD linf", "eps": a.eps, "step_size": a.step_size, "steps": a.steps,
-                     "random_start": True, "n": a.n, "batch": a.batch, "model": a.model or "madry-cnn",
-                     "train_steps": a.train_steps, "rounds": a.rounds},
-        "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "threads": a.threads, "torch": torch.__version__,
-                    "python": platform.python_version(), "load_avg_at_end": list(os.getloadavg())},
+        "workload": {
+            "attack": "PGD linf",
+            "eps": a.eps,
+            "step_size": a.step_size,
+            "steps": a.steps,
+            "random_start": True,
+            "n": a.n,
+            "batch": a.batch,
+            "model": a.model or "madry-cnn",
+            "train_steps": a.train_steps,
+            "rounds": a.rounds,
+        },
+        "machine": {
+            "nproc": os.cpu_count(),
+            "cpu": cpu_model(),
+            "threads": a.threads,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "load_avg_at_end": list(os.getloadavg()),
+        },
         "clean_accuracy": accuracy(net, x, y),
         "max_abs_diff_advlab_vs_bare": same,
         "results": rows,
         "skipped": skipped,
     }
-    print(f"\nPGD-{a.steps} linf eps={a.eps} step={a.step_size}, {a.n} MNIST test images, batch {a.batch}, "
-          f"{a.rounds} interleaved rounds, {a.threads} thread(s); clean accuracy {result['clean_accuracy']:.3f}")
-    print("\n| library | version | median s | ratio to bare loop | median per-round ratio | robust accuracy "
-          "| forwards / batch | all rounds (s) |")
+    print(
+        f"\nPGD-{a.steps} linf eps={a.eps} step={a.step_size}, {a.n} MNIST test images, batch {a.batch}, "
+        f"{a.rounds} interleaved rounds, {a.threads} thread(s); clean accuracy {result['clean_accuracy']:.3f}"
+    )
+    print(
+        "\n| library | version | median s | ratio to bare loop | median per-round ratio | robust accuracy "
+        "| forwards / batch | all rounds (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         ratio = f"{row['ratio_to_bare']:.3f}" if row["ratio_to_bare"] else "-"
         paired = f"{row['paired_ratio_to_bare']:.3f}" if row["paired_ratio_to_bare"] else "-"
         rounds = ", ".join(f"{t:.2f}" for t in row["times_s"])
-        print(f"| {row['library']} | {row['version']} | {row['median_s']:.2f} | {ratio} | {paired} | {row['robust_accuracy']:.3f} "
-              f"| {row['forwards_per_batch'] or '-'} | {rounds} |")  # '-': the library calls the layers itself (ART)
+        print(
+            f"| {row['library']} | {row['version']} | {row['median_s']:.2f} | {ratio} | {paired} | {row['robust_accuracy']:.3f} "
+            f"| {row['forwards_per_batch'] or '-'} | {rounds} |"
+        )  # '-': the library calls the layers itself (ART)
     if same is not None:
         print(f"\nmax |x_adv(advlab) - x_adv(bare)| = {same:.3g} (same random start, same arithmetic)")
     for lib, why in skipped.items():

@@ -51,9 +51,15 @@ def main() -> None:
     data = load_dataset("mnist", split="test", n=args.n)
     t0 = time.perf_counter()
     report = measure_destruction(
-        model, data.x, data.y, args.transform, attacks=args.attacks.split(","),
-        eps=[float(e) for e in args.eps.split(",")], eot_samples=[0] + ([args.eot] if args.eot else []),
-        draws=args.draws, seed=args.seed,
+        model,
+        data.x,
+        data.y,
+        args.transform,
+        attacks=args.attacks.split(","),
+        eps=[float(e) for e in args.eps.split(",")],
+        eot_samples=[0] + ([args.eot] if args.eot else []),
+        draws=args.draws,
+        seed=args.seed,
     )
     seconds = time.perf_counter() - t0
     record = {**report.to_dict(), "n": args.n, "wall_seconds": seconds, "model": model.card, "provenance": provenance()}

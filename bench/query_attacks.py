@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.save:
             from advlab.zoo import save_model
 
-            save_model(model, args.save, dataset="mnist", training={"epochs": args.epochs, "n": args.train_n},
-                       seed=args.seed)
+            save_model(
+                model, args.save, dataset="mnist", training={"epochs": args.epochs, "n": args.train_n}, seed=args.seed
+            )
     train_s = time.time() - t0
     test = load_dataset("mnist", "test", n=2000)
     with torch.no_grad():
@@ -103,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     clean_acc = float((pred == test.y).float().mean())
     ok = (pred == test.y).nonzero().flatten()[: args.n]
     x, y = test.x[ok], test.y[ok]
-    print(f"model: clean accuracy {clean_acc:.4f} on 2000 test images; attacking {len(y)} ({train_s:.0f} s to get it)",
-          file=sys.stderr)
+    print(
+        f"model: clean accuracy {clean_acc:.4f} on 2000 test images; attacking {len(y)} ({train_s:.0f} s to get it)",
+        file=sys.stderr,
+    )
 
     linf, l2 = ThreatModel("linf", args.eps_linf), ThreatModel("l2", args.eps_l2)
     rows = {}
@@ -139,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             assert int(res.queries.sum()) == spent and int(res.queries.max()) <= cap
         wall = time.time() - start
         row = {
-            "norm": threat.norm, "eps": threat.eps, "wall_s": round(wall, 1), "queries_total": spent,
+            "norm": threat.norm,
+            "eps": threat.eps,
+            "wall_s": round(wall, 1),
+            "queries_total": spent,
             "queries_per_s": round(spent / max(wall, 1e-9)),
             "final_success_rate": float(torch.as_tensor(res.success).float().mean()),
             "budgets": summarise(first.cpu(), budgets),
@@ -147,16 +153,26 @@ def main(argv: list[str] | None = None) -> int:
         if ATTACKS.get(name.split("-")[0]).minimum_norm:
             row["median_min_distance"] = float(res.info["min_distance"].median())
         rows[name] = row
-        line = "  ".join(f"B={b}: {v['success_rate']:.2f} (median {v['median_queries']})"
-                         for b, v in row["budgets"].items())
+        line = "  ".join(
+            f"B={b}: {v['success_rate']:.2f} (median {v['median_queries']})" for b, v in row["budgets"].items()
+        )
         print(f"{name:<18} {threat.norm} eps={threat.eps:g}  {line}  [{wall:.0f} s]", file=sys.stderr)
 
     report = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": args.threads, "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "load_average_start": load_start,
+            "load_average_end": os.getloadavg(),
+        },
         "model": args.model or f"wong-cnn trained {args.epochs} epoch(s) on {args.train_n} MNIST images",
-        "clean_accuracy_2000": clean_acc, "n": len(y), "budgets": budgets, "results": rows,
+        "clean_accuracy_2000": clean_acc,
+        "n": len(y),
+        "budgets": budgets,
+        "results": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     from advlab.io import write_json

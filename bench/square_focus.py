@@ -67,8 +67,10 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         t0 = time.perf_counter()
         runs.append(_run(sq, model, x, y, threat, args.queries, seed))
-        print(f"seed {seed}: fooled {int((runs[-1][1] > 0).sum())} of {len(reached)} in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"seed {seed}: fooled {int((runs[-1][1] > 0).sum())} of {len(reached)} in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
     ever = torch.stack([f > 0 for _, f in runs]).any(0)
     print(f"fooled by some run: {int(ever.sum())}")
     print("checkpoint | worst rank (top %) of a later-fooled example, per seed | attacked then")

@@ -66,13 +66,25 @@ def main(argv=None) -> int:
         queries, restarts, seed = (int(v) for v in fields[:3])
         focus = float(fields[3]) if len(fields) > 3 else 1.0
         t0 = time.perf_counter()
-        r = square(model, x, y, threat, n_queries=queries, restarts=restarts, generator=seed,
-                   p_init=P_INIT if args.p_init is None else args.p_init, focus=focus,
-                   focus_after=DEFAULT_FOCUS_AFTER if args.focus_after is None else args.focus_after)
+        r = square(
+            model,
+            x,
+            y,
+            threat,
+            n_queries=queries,
+            restarts=restarts,
+            generator=seed,
+            p_init=P_INIT if args.p_init is None else args.p_init,
+            focus=focus,
+            focus_after=DEFAULT_FOCUS_AFTER if args.focus_after is None else args.focus_after,
+        )
         wall = time.perf_counter() - t0
         broken = [reached[i] for i in torch.nonzero(r.success).flatten().tolist()]
-        print(f"{spec}: broken {len(broken)}, robust {len(reached) - len(broken)} of {len(reached)}, {wall:.0f} s, "
-              f"examples {broken}", flush=True)
+        print(
+            f"{spec}: broken {len(broken)}, robust {len(reached) - len(broken)} of {len(reached)}, {wall:.0f} s, "
+            f"examples {broken}",
+            flush=True,
+        )
     return 0
 
 

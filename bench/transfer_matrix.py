@@ -28,14 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
-    from blackbox_mnist import target_model
-
     from advlab import io
     from advlab.blackbox import plot_transfer_matrix, transfer_matrix
     from advlab.cli.transfer import fit_keyword
     from advlab.data import load_dataset
     from advlab.nonneural import knn_attack, tree_attack
     from advlab.provenance import provenance
+    from blackbox_mnist import target_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench/out/transfer_matrix")
@@ -63,11 +62,15 @@ def main() -> None:
         logging.info("fitted %s in %.1fs", key, fit_seconds[key])
     test = load_dataset("mnist", "test", n=args.n)
     t2 = time.perf_counter()
-    tm = transfer_matrix(models, test.x, test.y, eps=args.eps, norm="linf", attack="fgsm", ensemble="loo",
-                         seed=args.seed)
+    tm = transfer_matrix(
+        models, test.x, test.y, eps=args.eps, norm="linf", attack="fgsm", ensemble="loo", seed=args.seed
+    )
     matrix_seconds = time.perf_counter() - t2
-    plot_transfer_matrix(tm, out / "transfer.png",
-                         title=f"MNIST transferability, linf eps={args.eps:g}, n={args.n} (FGSM / tree / kNN attacks)")
+    plot_transfer_matrix(
+        tm,
+        out / "transfer.png",
+        title=f"MNIST transferability, linf eps={args.eps:g}, n={args.n} (FGSM / tree / kNN attacks)",
+    )
 
     # kNN: its own minimal attack vs transfer from the differentiable models at eps
     knn_own = knn_attack(models["knn"], test.x, test.y, norm="linf")
@@ -77,8 +80,10 @@ def main() -> None:
         "own_attack_success_within_eps": float((knn_own.distance <= args.eps).mean()),
         "transfer_error_at_eps": {s: tm.rate(s, "knn") for s in tm.sources},
     }
-    dt_cmp = {"exact_median_linf": float(np.median(dt_own.distance[np.isfinite(dt_own.distance)])),
-              "exact_success_within_eps": float((dt_own.distance <= args.eps).mean())}
+    dt_cmp = {
+        "exact_median_linf": float(np.median(dt_own.distance[np.isfinite(dt_own.distance)])),
+        "exact_success_within_eps": float((dt_own.distance <= args.eps).mean()),
+    }
     # Karpathy's demo on the MNIST logistic regression: push every image toward "3" along the class templates
     from advlab.nonneural import fool_linear, from_sklearn, plot_linear_fooling
 
@@ -87,21 +92,35 @@ def main() -> None:
     plot_linear_fooling(fooled, test.x[:10], out / "linear_templates.png", max_examples=10)
     karpathy = {"eps": 0.2, "target": 3, "success": float(fooled.success.float().mean())}
 
-    record = {**tm.to_dict(), "karpathy_linear_demo": karpathy, "train_n": args.train_n, "fit_seconds": fit_seconds, "matrix_seconds": matrix_seconds,
-              "knn_own_vs_transfer": knn_cmp, "dt_exact": dt_cmp, "total_seconds": time.perf_counter() - t0,
-              "provenance": provenance()}
+    record = {
+        **tm.to_dict(),
+        "karpathy_linear_demo": karpathy,
+        "train_n": args.train_n,
+        "fit_seconds": fit_seconds,
+        "matrix_seconds": matrix_seconds,
+        "knn_own_vs_transfer": knn_cmp,
+        "dt_exact": dt_cmp,
+        "total_seconds": time.perf_counter() - t0,
+        "provenance": provenance(),
+    }
     io.write_json(out / "transfer.json", record)
 
-    print(f"clean accuracy on the {args.n} test images: " +
-          ", ".join(f"{k} {100 * v:.1f}%" for k, v in tm.clean_accuracy.items()))
+    print(
+        f"clean accuracy on the {args.n} test images: "
+        + ", ".join(f"{k} {100 * v:.1f}%" for k, v in tm.clean_accuracy.items())
+    )
     print("\n| source \\ target | " + " | ".join(tm.targets) + " |")
     print("|---|" + "---|" * len(tm.targets))
     for s, row in zip(tm.sources, tm.error):
         print(f"| {s} | " + " | ".join(f"{100 * v:.1f}" for v in row) + " |")
-    print(f"\nkNN own attack: median minimal linf {knn_cmp['own_attack_median_linf']:.3f}, "
-          f"{100 * knn_cmp['own_attack_success_within_eps']:.1f}% within eps")
-    print(f"DT exact attack: median minimal linf {dt_cmp['exact_median_linf']:.3f}, "
-          f"{100 * dt_cmp['exact_success_within_eps']:.1f}% within eps")
+    print(
+        f"\nkNN own attack: median minimal linf {knn_cmp['own_attack_median_linf']:.3f}, "
+        f"{100 * knn_cmp['own_attack_success_within_eps']:.1f}% within eps"
+    )
+    print(
+        f"DT exact attack: median minimal linf {dt_cmp['exact_median_linf']:.3f}, "
+        f"{100 * dt_cmp['exact_success_within_eps']:.1f}% within eps"
+    )
     print(f"Karpathy linear demo (LR, eps 0.2 toward '3'): {100 * karpathy['success']:.0f}% of 10 images")
     print(f"matrix {matrix_seconds:.0f}s, total {record['total_seconds']:.0f}s")
 

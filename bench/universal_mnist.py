@@ -46,8 +46,14 @@ def main() -> None:
     test = load_dataset("mnist", split="test", n=args.n)
     threat = ThreatModel("linf", args.eps)
     t0 = time.perf_counter()
-    uap = universal_perturbation(source, train.x, threat, target_fooling_rate=args.target_fooling_rate,
-                                 max_passes=args.max_passes, generator=args.seed)
+    uap = universal_perturbation(
+        source,
+        train.x,
+        threat,
+        target_fooling_rate=args.target_fooling_rate,
+        max_passes=args.max_passes,
+        generator=args.seed,
+    )
     g = torch.Generator().manual_seed(args.seed + 1)
     noise = args.eps * torch.randn(uap.perturbation.shape, generator=g).sign()
     rows = {
@@ -55,18 +61,24 @@ def main() -> None:
         "mlp (transfer)": (fooling_rate(other, test.x, uap.perturbation), fooling_rate(other, test.x, noise)),
     }
     record = {
-        **uap.to_dict(), "n_train": args.n_train, "n_test": args.n, "wall_seconds": time.perf_counter() - t0,
+        **uap.to_dict(),
+        "n_train": args.n_train,
+        "n_test": args.n,
+        "wall_seconds": time.perf_counter() - t0,
         "fooling_rate_test": {k: v[0] for k, v in rows.items()},
         "random_sign_noise_fooling_rate_test": {k: v[1] for k, v in rows.items()},
-        "models": {"source": source.card, "transfer": other.card}, "provenance": provenance(),
+        "models": {"source": source.card, "transfer": other.card},
+        "provenance": provenance(),
     }
     out = Path(args.out)
     io.write_json(out / "result.json", record)
     from safetensors.torch import save as st_save
 
     io.write_bytes(out / "perturbation.safetensors", st_save({"perturbation": uap.perturbation.contiguous()}))
-    print(f"UAP linf eps={args.eps}: {uap.passes} passes, train fooling rate {uap.fooling_rate:.3f}, "
-          f"{uap.deepfool_calls} DeepFool calls, {uap.seconds:.0f}s; history {[round(h, 3) for h in uap.history]}")
+    print(
+        f"UAP linf eps={args.eps}: {uap.passes} passes, train fooling rate {uap.fooling_rate:.3f}, "
+        f"{uap.deepfool_calls} DeepFool calls, {uap.seconds:.0f}s; history {[round(h, 3) for h in uap.history]}"
+    )
     print("| model | UAP fooling rate | random sign noise |\n|---|---|---|")
     for k, (a, b) in rows.items():
         print(f"| {k} | {a:.3f} | {b:.3f} |")

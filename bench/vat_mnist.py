@@ -25,22 +25,53 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30, help="passes over the unlabelled set")
     p.add_argument("--eps", type=float, default=2.0, help="L2 radius of the virtual adversarial perturbation")
     p.add_argument("--arch", default="wong-cnn")
-    p.add_argument("--entmin", action=argparse.BooleanOptionalAction, default=True,
-                   help="add the entropy-minimisation term (--no-entmin for plain VAT)")
+    p.add_argument(
+        "--entmin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the entropy-minimisation term (--no-entmin for plain VAT)",
+    )
     p.add_argument("--out", default="runs/mnist-vat100-entmin-e30")
     args = p.parse_args()
-    cli = ["train", "--data", "mnist", "--arch", args.arch, "--defense", "vat", "--labels", "100", "--epochs",
-           str(args.epochs), "--batch-size", "64", "--lr", "1e-3", "--schedule", "cosine", "--set", f"eps={args.eps}",
-           "--set", "unlabeled_batch_size=256", "--set", f"entmin={'true' if args.entmin else 'false'}", "--quiet",
-           "--out", args.out]
+    cli = [
+        "train",
+        "--data",
+        "mnist",
+        "--arch",
+        args.arch,
+        "--defense",
+        "vat",
+        "--labels",
+        "100",
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        "64",
+        "--lr",
+        "1e-3",
+        "--schedule",
+        "cosine",
+        "--set",
+        f"eps={args.eps}",
+        "--set",
+        "unlabeled_batch_size=256",
+        "--set",
+        f"entmin={'true' if args.entmin else 'false'}",
+        "--quiet",
+        "--out",
+        args.out,
+    ]
     out = ROOT / args.out
     if not (out / "card.json").exists():
         subprocess.run([sys.executable, "-m", "advlab", *cli], check=True, cwd=ROOT, env=dict(os.environ))
     card = json.loads((out / "card.json").read_text())
-    row = {"command": "advlab " + " ".join(cli), "test_error": 1 - card["accuracy"]["test"],
-           "train_seconds": card["training"]["wall_seconds"],
-           "iterations": args.epochs * -(-59900 // 256),
-           "history": [(h["epoch"], h.get("val_accuracy")) for h in card["training"]["history"]]}
+    row = {
+        "command": "advlab " + " ".join(cli),
+        "test_error": 1 - card["accuracy"]["test"],
+        "train_seconds": card["training"]["wall_seconds"],
+        "iterations": args.epochs * -(-59900 // 256),
+        "history": [(h["epoch"], h.get("val_accuracy")) for h in card["training"]["history"]],
+    }
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "out" / "vat_mnist.json").write_text(json.dumps(row, indent=2))
     print(json.dumps(row, indent=2))

@@ -86,7 +86,9 @@ def _train(module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, l
 def train_classifier():
     """Full-batch, deterministic trainer: ``train_classifier(module, x, y, steps=300, lr=0.05, seed=0)``."""
 
-    def train(module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 300, lr: float = 0.05, seed: int = 0):
+    def train(
+        module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 300, lr: float = 0.05, seed: int = 0
+    ):
         return _train(module, x, y, steps=steps, lr=lr, seed=seed)
 
     return train

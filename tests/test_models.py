@@ -52,20 +52,18 @@ def test_attack_mode_sets_eval_and_freezes_then_restores():
     params[0].requires_grad_(False)
     modes = {m: m.training for m in clf.modules()}
     flags = [p.requires_grad for p in params]
-    with pytest.warns(UserWarning, match="train mode"):
-        with clf.attack_mode() as inner:
-            assert inner is clf
-            assert not any(m.training for m in clf.modules())
-            assert not any(p.requires_grad for p in params)
+    with pytest.warns(UserWarning, match="train mode"), clf.attack_mode() as inner:
+        assert inner is clf
+        assert not any(m.training for m in clf.modules())
+        assert not any(p.requires_grad for p in params)
     assert {m: m.training for m in clf.modules()} == modes
     assert [p.requires_grad for p in params] == flags
 
 
 def test_attack_mode_restores_after_an_exception():
     clf = Classifier(nn.Linear(3, 2)).train()
-    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="boom"):
-        with clf.attack_mode():
-            raise RuntimeError("boom")
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="boom"), clf.attack_mode():
+        raise RuntimeError("boom")
     assert clf.training and all(p.requires_grad for p in clf.parameters())
 
 
@@ -141,8 +139,9 @@ class _RecordsBatches(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
-                                 nn.Linear(8 * 8 * 8, 10))
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)
+        )
         self.seen: list[int] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

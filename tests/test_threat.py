@@ -3,6 +3,7 @@ L2 and Linf), uniform random starts (distribution tests), steepest-ascent direct
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -84,7 +85,9 @@ def test_l2_and_linf_project_delta_closed_forms():
     per = ThreatModel("l2", 1.0).project_delta(delta, eps)
     torch.testing.assert_close(per.reshape(20, -1).norm(dim=1), torch.minimum(eps, n.flatten()))
     per_inf = ThreatModel("linf", 1.0).project_delta(delta, eps)
-    torch.testing.assert_close(per_inf, torch.maximum(torch.minimum(delta, eps.view(-1, 1, 1, 1)), -eps.view(-1, 1, 1, 1)))
+    torch.testing.assert_close(
+        per_inf, torch.maximum(torch.minimum(delta, eps.view(-1, 1, 1, 1)), -eps.view(-1, 1, 1, 1))
+    )
 
 
 def test_linf_project_is_the_exact_projection_onto_ball_and_box():
@@ -238,7 +241,7 @@ def test_threat_model_fields_and_with_eps():
     assert isinstance(t.eps, float) and t.bounds == (0.0, 2.0)
     t2 = t.with_eps(0.25)
     assert (t2.norm, t2.eps, t2.bounds) == ("l2", 0.25, (0.0, 2.0)) and t.eps == 1.0
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         t.eps = 3.0  # frozen
     assert math.isclose(ThreatModel("linf", 0).eps, 0.0)
 

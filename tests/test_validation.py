@@ -21,11 +21,19 @@ from advlab import validation as v
         (lambda: v.check_float("lr", 0.0, minimum=0.0, strict_min=True), ValueError, r"^lr: expected a number > 0.0"),
         (lambda: v.check_float("p", 1.5, maximum=1.0), ValueError, r"^p: expected a number <= 1.0, got 1.5"),
         (lambda: v.check_float("p", 1.0, maximum=1.0, strict_max=True), ValueError, r"^p: expected a number < 1.0"),
-        (lambda: v.check_choice("loss", "mse", ["ce", "margin"]), ValueError, r"^loss: expected one of \['ce', 'margin'\], got 'mse'"),
+        (
+            lambda: v.check_choice("loss", "mse", ["ce", "margin"]),
+            ValueError,
+            r"^loss: expected one of \['ce', 'margin'\], got 'mse'",
+        ),
         (lambda: v.check_eps_list([]), ValueError, r"^eps: expected at least one value"),
         (lambda: v.check_eps_list([0.1, 0.05]), ValueError, r"^eps: expected strictly increasing"),
         (lambda: v.check_eps_list([0.1, -1]), ValueError, r"^eps\[1\]: expected a number >= 0.0"),
-        (lambda: v.check_tensor_like("x", [1, 2]), TypeError, r"^x: expected a torch.Tensor or numpy.ndarray, got list"),
+        (
+            lambda: v.check_tensor_like("x", [1, 2]),
+            TypeError,
+            r"^x: expected a torch.Tensor or numpy.ndarray, got list",
+        ),
     ],
 )
 def test_scalar_checks_name_the_argument(call, exc, match):
@@ -49,11 +57,19 @@ def test_choice_remedy_is_appended():
 @pytest.mark.parametrize(
     "x,exc,match",
     [
-        (torch.zeros(2, 3, dtype=torch.int64), TypeError, r"^x: expected a floating-point tensor, got dtype torch.int64"),
+        (
+            torch.zeros(2, 3, dtype=torch.int64),
+            TypeError,
+            r"^x: expected a floating-point tensor, got dtype torch.int64",
+        ),
         (torch.zeros(3), ValueError, r"^x: expected a batch of shape \(N, \.\.\.\), got shape \(3,\)"),
         (torch.zeros(0, 3), ValueError, r"^x: the batch is empty"),
         (torch.tensor([[0.5, float("nan")], [0.1, 0.2]]), ValueError, r"^x: contains NaN or inf in 1 example"),
-        (torch.tensor([[0.5, 1.5]]), ValueError, r"^x: values must lie inside bounds \(0.0, 1.0\), got range \[0.5, 1.5\]"),
+        (
+            torch.tensor([[0.5, 1.5]]),
+            ValueError,
+            r"^x: values must lie inside bounds \(0.0, 1.0\), got range \[0.5, 1.5\]",
+        ),
     ],
 )
 def test_check_input(x, exc, match):
@@ -70,7 +86,13 @@ def test_check_input_uses_the_given_name():
 @pytest.mark.parametrize(
     "y,n,k,exc,match",
     [
-        (torch.zeros(2, 2, dtype=torch.long), 2, 10, ValueError, r"^y: expected a vector of class indices of shape \(2,\)"),
+        (
+            torch.zeros(2, 2, dtype=torch.long),
+            2,
+            10,
+            ValueError,
+            r"^y: expected a vector of class indices of shape \(2,\)",
+        ),
         (torch.zeros(3), 3, 10, TypeError, r"^y: expected integer class indices, got dtype torch.float32"),
         (torch.zeros(3, dtype=torch.bool), 3, 10, TypeError, r"^y: expected integer class indices"),
         (torch.zeros(3, dtype=torch.long), 4, 10, ValueError, r"^y: expected 4 labels \(one per example of x\), got 3"),
@@ -124,7 +146,9 @@ def test_check_model_output():
 def test_check_input_shape():
     v.check_input_shape(torch.zeros(2, 1, 8, 8), None)
     v.check_input_shape(torch.zeros(2, 1, 8, 8), (1, 8, 8))
-    with pytest.raises(ValueError, match=r"^x: wrong rank for the model: .* Reshape with x.reshape\(-1, \*\(1, 8, 8\)\)"):
+    with pytest.raises(
+        ValueError, match=r"^x: wrong rank for the model: .* Reshape with x.reshape\(-1, \*\(1, 8, 8\)\)"
+    ):
         v.check_input_shape(torch.zeros(2, 64), (1, 8, 8))
     with pytest.raises(ValueError, match=r"^x: wrong shape .* expects 1 channel\(s\) first \(N, C, H, W\); got 3"):
         v.check_input_shape(torch.zeros(2, 3, 8, 8), (1, 8, 8))
@@ -158,4 +182,7 @@ def test_library_warnings_point_at_the_users_line(mlp_model, digits_batch):
         with pytest.warns(UserWarning, match=match) as rec:
             call()
         hits = [w for w in rec if match in str(w.message)]
-        assert hits and all((w.filename, w.lineno) == (__file__, line) for w in hits), (match, [(w.filename, w.lineno) for w in hits])
+        assert hits and all((w.filename, w.lineno) == (__file__, line) for w in hits), (
+            match,
+            [(w.filename, w.lineno) for w in hits],
+        )

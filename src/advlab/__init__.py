@@ -6,14 +6,23 @@ Example:
     >>> result = advlab.attacks.pgd(model, x, y, threat, steps=40)
 """
 
+from advlab import attacks
+from advlab.evaluation import evaluate
 from advlab.goals import LeastLikely, Targeted, Untargeted
 from advlab.models import Classifier
 from advlab.result import AttackResult
 from advlab.threat import ThreatModel
 
-from advlab import attacks  # noqa: E402  (registers the attacks)
-from advlab.evaluation import evaluate  # noqa: E402  (after attacks: the engine uses the registry)
-
 __version__ = "0.1.0"
 
-__all__ = ["AttackResult", "Classifier", "LeastLikely", "Targeted", "ThreatModel", "Untargeted", "attacks", "evaluate", "__version__"]
+__all__ = [
+    "AttackResult",
+    "Classifier",
+    "LeastLikely",
+    "Targeted",
+    "ThreatModel",
+    "Untargeted",
+    "__version__",
+    "attacks",
+    "evaluate",
+]

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from advlab import io
 from advlab.attacks import FGSM, PGD, attack_in_batches
 from advlab.data import load_dataset
@@ -69,15 +68,30 @@ def run_demo(
     train = load_dataset("digits", split="train")
     test = load_dataset("digits", split="test")
     eps_grid = list(EPS_GRID)
-    record: dict[str, Any] = {"dataset": "digits", "n_train": len(train), "n_test": len(test), "eps": eps_grid, "models": {}}
+    record: dict[str, Any] = {
+        "dataset": "digits",
+        "n_train": len(train),
+        "n_test": len(test),
+        "eps": eps_grid,
+        "models": {},
+    }
     curves: dict[str, list[float]] = {}
     models = {}
     for label, trainer in (
         ("standard", StandardTraining(epochs=epochs, lr=3e-3, seed=seed, progress=progress)),
-        ("adversarial", PGDTraining(eps=TRAIN_EPS, steps=TRAIN_STEPS, epochs=epochs, lr=3e-3, seed=seed, progress=progress)),
+        (
+            "adversarial",
+            PGDTraining(eps=TRAIN_EPS, steps=TRAIN_STEPS, epochs=epochs, lr=3e-3, seed=seed, progress=progress),
+        ),
     ):
-        clf = zoo.build_classifier(ARCH, input_shape=train.input_shape, num_classes=train.num_classes,
-                                   mean=train.mean, std=train.std, seed=seed)
+        clf = zoo.build_classifier(
+            ARCH,
+            input_shape=train.input_shape,
+            num_classes=train.num_classes,
+            mean=train.mean,
+            std=train.std,
+            seed=seed,
+        )
         t0 = time.perf_counter()
         log.info("training the %s model (%s)...", label, trainer.name)
         trainer.fit(clf, train, test)
@@ -94,8 +108,12 @@ def run_demo(
             "fgsm_accuracy": fgsm_curve,
             "pgd_accuracy": pgd_curve,
         }
-        log.info("  clean %.1f%%, PGD at eps=%.2f: %.1f%%", 100 * record["models"][label]["clean_accuracy"],
-                 TRAIN_EPS, 100 * pgd_curve[eps_grid.index(TRAIN_EPS)])
+        log.info(
+            "  clean %.1f%%, PGD at eps=%.2f: %.1f%%",
+            100 * record["models"][label]["clean_accuracy"],
+            TRAIN_EPS,
+            100 * pgd_curve[eps_grid.index(TRAIN_EPS)],
+        )
     out.mkdir(parents=True, exist_ok=True)
     _plot_curves(curves, eps_grid, out / "robust_accuracy.png")
     try:
@@ -104,8 +122,12 @@ def run_demo(
         threat = ThreatModel("linf", TRAIN_EPS)
         for label, clf in models.items():
             res = PGD(steps=20)(clf, test.x[:8], test.y[:8], threat)
-            io.write_bytes(out / f"examples_{label}.png", example_grid(
-                test.x[:8], res.x_adv, test.y[:8], clf.predict(test.x[:8]), res.logits.argmax(1), test.classes, None))
+            io.write_bytes(
+                out / f"examples_{label}.png",
+                example_grid(
+                    test.x[:8], res.x_adv, test.y[:8], clf.predict(test.x[:8]), res.logits.argmax(1), test.classes, None
+                ),
+            )
     except ImportError:
         log.warning("example grids skipped: advlab.reports is not available")
     record["wall_seconds"] = time.perf_counter() - t_start
@@ -125,22 +147,24 @@ def _summary(record: dict[str, Any]) -> str:
             rows.append(f"| {label} | {attack} | " + " | ".join(f"{100 * v:.1f}%" for v in m[key]) + " |")
     std, adv = record["models"]["standard"], record["models"]["adversarial"]
     i = eps.index(TRAIN_EPS)
-    return "\n".join([
-        "# advlab demo: adversarial examples on scikit-learn's digits",
-        "",
-        f"An MLP trained normally reaches {100 * std['clean_accuracy']:.1f}% test accuracy, but PGD with L∞ "
-        f"eps = {TRAIN_EPS} (about three grey levels of the 16-level digits) leaves {100 * std['pgd_accuracy'][i]:.1f}%. "
-        f"The same MLP trained with PGD adversarial training (eps = {TRAIN_EPS}) keeps {100 * adv['clean_accuracy']:.1f}% "
-        f"clean accuracy and {100 * adv['pgd_accuracy'][i]:.1f}% under the same attack.",
-        "",
-        "Accuracy under attack (test set, %d images):" % record["n_test"],
-        "",
-        head,
-        sep,
-        *rows,
-        "",
-        "Figures: `robust_accuracy.png` (accuracy versus eps), `examples_standard.png` and "
-        "`examples_adversarial.png` (originals, perturbations, adversarial examples with predictions).",
-        f"Data: `demo.json`. Total time {record['wall_seconds']:.0f} s.",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# advlab demo: adversarial examples on scikit-learn's digits",
+            "",
+            f"An MLP trained normally reaches {100 * std['clean_accuracy']:.1f}% test accuracy, but PGD with L∞ "
+            f"eps = {TRAIN_EPS} (about three grey levels of the 16-level digits) leaves {100 * std['pgd_accuracy'][i]:.1f}%. "
+            f"The same MLP trained with PGD adversarial training (eps = {TRAIN_EPS}) keeps {100 * adv['clean_accuracy']:.1f}% "
+            f"clean accuracy and {100 * adv['pgd_accuracy'][i]:.1f}% under the same attack.",
+            "",
+            f"Accuracy under attack (test set, {record['n_test']} images):",
+            "",
+            head,
+            sep,
+            *rows,
+            "",
+            "Figures: `robust_accuracy.png` (accuracy versus eps), `examples_standard.png` and "
+            "`examples_adversarial.png` (originals, perturbations, adversarial examples with predictions).",
+            f"Data: `demo.json`. Total time {record['wall_seconds']:.0f} s.",
+            "",
+        ]
+    )

@@ -27,7 +27,7 @@ class Goal:
         """Return the labels the attack's loss uses (true labels or targets) for this batch."""
         raise NotImplementedError
 
-    def subset(self, index: torch.Tensor) -> "Goal":
+    def subset(self, index: torch.Tensor) -> Goal:
         """The goal restricted to the examples at ``index`` (for batching and cascades)."""
         return self
 
@@ -65,7 +65,7 @@ class Targeted(Goal):
         validation.check_target(target, y, getattr(model, "num_classes", None))
         return target.long()
 
-    def subset(self, index: torch.Tensor) -> "Goal":
+    def subset(self, index: torch.Tensor) -> Goal:
         target = self.target
         if isinstance(target, np.ndarray):
             target = torch.from_numpy(target)

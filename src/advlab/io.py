@@ -82,7 +82,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc}); the file is corrupt or was not written by advlab") from exc
 
 
-def save_safetensors(path: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> Path:
+def save_safetensors(
+    path: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> Path:
     """Atomically save a dict of tensors in the safetensors format (no pickle, safe to load)."""
     from safetensors.torch import save_file
 

@@ -121,7 +121,7 @@ class Classifier(nn.Module):
 
     # ------------------------------------------------------------------ attack mode
     @contextlib.contextmanager
-    def attack_mode(self, *, warn_train_mode: bool = True) -> Iterator["Classifier"]:
+    def attack_mode(self, *, warn_train_mode: bool = True) -> Iterator[Classifier]:
         """Eval mode and parameter gradients off for the duration; previous state restored afterwards.
 
         Warns when the module was in train mode (batch norm and dropout behave differently in train mode,

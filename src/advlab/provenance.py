@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import platform
 import subprocess
@@ -16,14 +17,17 @@ def versions() -> dict[str, str]:
 
     import advlab
 
-    out = {"advlab": advlab.__version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    out = {
+        "advlab": advlab.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+    }
     from importlib import metadata
 
     for dist in ("scikit-learn", "safetensors"):  # read from metadata: importing scikit-learn takes seconds
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):  # hard dependencies, but never fail here
             out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:  # pragma: no cover - hard dependencies, but never fail here
-            pass
     return out
 
 
@@ -34,7 +38,9 @@ def git_commit(path: str | Path | None = None) -> str | None:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -56,6 +62,6 @@ def provenance(**extra: Any) -> dict[str, Any]:
         "versions": versions(),
         "git_commit": git_commit(),
         "platform": platform.platform(),
-        "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **extra,
     }

@@ -93,7 +93,7 @@ class ThreatModel:
         object.__setattr__(self, "bounds", (float(self.bounds[0]), float(self.bounds[1])))
 
     # ------------------------------------------------------------------ geometry
-    def with_eps(self, eps: float) -> "ThreatModel":
+    def with_eps(self, eps: float) -> ThreatModel:
         """The same threat model with another radius."""
         return ThreatModel(self.norm, eps, self.bounds)
 
@@ -169,7 +169,9 @@ class ThreatModel:
             return flat.reshape(shape).to(x.device)
         return self.clip_box(x + delta.to(x.device))
 
-    def ascent_direction(self, grad: torch.Tensor, x_adv: torch.Tensor | None = None, *, l1_sparsity: float = 0.99) -> torch.Tensor:
+    def ascent_direction(
+        self, grad: torch.Tensor, x_adv: torch.Tensor | None = None, *, l1_sparsity: float = 0.99
+    ) -> torch.Tensor:
         """Steepest-ascent direction of unit norm for this norm, given the gradient.
 
         * ``linf``: ``sign(grad)``.
@@ -191,7 +193,7 @@ class ThreatModel:
                 blocked = ((xf <= self.bounds[0]) & (g < 0)) | ((xf >= self.bounds[1]) & (g > 0))
                 g = g.masked_fill(blocked, 0.0)
             a = g.abs()
-            k = max(1, int(round((1.0 - l1_sparsity) * g.shape[1])))
+            k = max(1, round((1.0 - l1_sparsity) * g.shape[1]))
             thresh = a.topk(k, dim=1).values[:, -1:]
             mask = (a >= thresh) & (a > 0)
             direction = g.sign() * mask

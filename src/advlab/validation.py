@@ -7,6 +7,7 @@ Suspicious but legal input is reported with :func:`warn`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import sys
@@ -123,7 +124,7 @@ def check_eps_list(eps: Sequence[float]) -> list[float]:
     values = [check_float(f"eps[{i}]", e, minimum=0.0) for i, e in enumerate(eps)]
     if not values:
         raise ValueError("eps: expected at least one value, got an empty list. Example: --eps 0.1,0.2,0.3")
-    if any(b <= a for a, b in zip(values, values[1:])):
+    if any(b <= a for a, b in itertools.pairwise(values)):
         raise ValueError(f"eps: expected strictly increasing values, got {values}. Sort them: {sorted(set(values))}")
     return values
 
@@ -207,7 +208,9 @@ def check_input_shape(x: torch.Tensor, input_shape: tuple[int, ...] | None, *, n
             hint = f" The model expects {input_shape[0]} channel(s) first (N, C, H, W); got {got[0]}."
         elif len(got) != len(input_shape):
             hint = f" Reshape with x.reshape(-1, *{tuple(input_shape)})."
-        raise ValueError(f"{name}: wrong {what} for the model: expected (N, *{tuple(input_shape)}), got {tuple(x.shape)}.{hint}")
+        raise ValueError(
+            f"{name}: wrong {what} for the model: expected (N, *{tuple(input_shape)}), got {tuple(x.shape)}.{hint}"
+        )
 
 
 # ---------------------------------------------------------------------- scikit-learn estimators
@@ -265,9 +268,7 @@ def check_strength_range(
     hint = f" {remedy}" if remedy else ""
     for v in (low, high):
         if v < minimum or v > maximum:
-            raise ValueError(
-                f"{name}: expected strengths in [{minimum:g}, {maximum:g}], got {low:g}..{high:g}.{hint}"
-            )
+            raise ValueError(f"{name}: expected strengths in [{minimum:g}, {maximum:g}], got {low:g}..{high:g}.{hint}")
         if integer and v != int(v):
             raise ValueError(f"{name}: expected whole numbers, got {low:g}..{high:g}.{hint}")
     if low > high:

@@ -55,7 +55,7 @@ def _bisection_projection(delta, x, eps, lo, hi):
         cap = torch.where(dv >= 0, hi - xv, xv - lo).clamp_min(0)
 
         def proj(lam):
-            return dv.sign() * torch.minimum((dv.abs() - lam).clamp_min(0), cap)
+            return dv.sign() * torch.minimum((dv.abs() - lam).clamp_min(0), cap)  # noqa: B023 - called within this iteration
 
         if proj(0.0).abs().sum() <= eps:
             out.append(proj(0.0))
@@ -107,8 +107,10 @@ def _linear_points(make_linear_binary, d=20, n=6):
     return model, w, x[keep], (m[keep] > 0).long()
 
 
-@pytest.mark.parametrize("norm,eps,dual", [("linf", 0.05, lambda w: w.abs().sum()), ("l2", 0.5, lambda w: w.norm()),
-                                           ("l1", 1.0, lambda w: w.abs().max())])
+@pytest.mark.parametrize(
+    "norm,eps,dual",
+    [("linf", 0.05, lambda w: w.abs().sum()), ("l2", 0.5, lambda w: w.norm()), ("l1", 1.0, lambda w: w.abs().max())],
+)
 @pytest.mark.parametrize("loss", ["ce"])
 def test_linear_model_margin_change_is_the_analytic_optimum(norm, eps, dual, loss, make_linear_binary):
     model, w, x, y = _linear_points(make_linear_binary)
@@ -119,7 +121,7 @@ def test_linear_model_margin_change_is_the_analytic_optimum(norm, eps, dual, los
 
 
 def test_dlr_needs_three_classes(make_linear_binary):
-    model, w, x, y = _linear_points(make_linear_binary)
+    model, _w, x, y = _linear_points(make_linear_binary)
     with pytest.raises(ValueError, match="at least 3 classes"):
         apgd(model, x, y, ThreatModel("linf", 0.1, (-100.0, 100.0)), loss="dlr")
 

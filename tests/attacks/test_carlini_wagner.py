@@ -56,9 +56,13 @@ def _qp_targeted_minimum(W: np.ndarray, b: np.ndarray, x: np.ndarray, t: int, bo
     A = W[t][None] - W[others]
     c = b[t] - b[others]
     res = minimize(
-        lambda d: d @ d, np.zeros_like(x), jac=lambda d: 2 * d, method="SLSQP",
+        lambda d: d @ d,
+        np.zeros_like(x),
+        jac=lambda d: 2 * d,
+        method="SLSQP",
         constraints=[{"type": "ineq", "fun": lambda d: A @ (x + d) + c, "jac": lambda d: A}],
-        bounds=[(bounds[0] - xi, bounds[1] - xi) for xi in x], options={"maxiter": 500, "ftol": 1e-12},
+        bounds=[(bounds[0] - xi, bounds[1] - xi) for xi in x],
+        options={"maxiter": 500, "ftol": 1e-12},
     )
     assert res.success
     return float(np.sqrt(res.fun))
@@ -97,7 +101,7 @@ def test_l2_keeps_smallest_successful_distance_over_search(mlp_model, digits_bat
 
 def test_l2_const_search_multiplies_by_ten_until_success(linear_points):
     """From a c too small to succeed, c grows tenfold per run; with too few runs nothing is found and x returns."""
-    model, w, x, y, margin = linear_points
+    model, _w, x, y, _margin = linear_points
     threat = ThreatModel("l2", 100.0, BOX)
     few = carlini_wagner_l2(model, x, y, threat, initial_const=1e-7, binary_search_steps=2, steps=100)
     assert not bool(few.success.any())
@@ -116,16 +120,33 @@ def test_l2_confidence_margin(mlp_model, digits_batch):
     x, y = digits_batch
     x, y = x[:6], y[:6]
     target = (y + 1) % 10
-    res = carlini_wagner_l2(mlp_model, x, y, ThreatModel("l2", 100.0), goal=Targeted(target), confidence=5.0,
-                            steps=200, binary_search_steps=6, initial_const=1e-2)
+    res = carlini_wagner_l2(
+        mlp_model,
+        x,
+        y,
+        ThreatModel("l2", 100.0),
+        goal=Targeted(target),
+        confidence=5.0,
+        steps=200,
+        binary_search_steps=6,
+        initial_const=1e-2,
+    )
     z = res.logits
     z_t = z.gather(1, target[:, None]).squeeze(1)
     other = z.scatter(1, target[:, None], float("-inf")).amax(1)
     ok = res.success
     assert int(ok.sum()) >= 4
     assert bool((z_t - other >= 5.0 - 1e-3)[ok].all())
-    plain = carlini_wagner_l2(mlp_model, x, y, ThreatModel("l2", 100.0), goal=Targeted(target),
-                              steps=200, binary_search_steps=6, initial_const=1e-2)
+    plain = carlini_wagner_l2(
+        mlp_model,
+        x,
+        y,
+        ThreatModel("l2", 100.0),
+        goal=Targeted(target),
+        steps=200,
+        binary_search_steps=6,
+        initial_const=1e-2,
+    )
     assert bool(plain.success[ok].all())
     assert bool((res.distance[ok] > plain.distance[ok]).all())  # the confidence margin costs distance
 
@@ -133,10 +154,12 @@ def test_l2_confidence_margin(mlp_model, digits_batch):
 def test_l2_inside_non_unit_box(mlp_model, digits_batch):
     x, y = digits_batch
     x, y = x[:6], y[:6]
-    model = Classifier(mlp_model.module, mean=[-1.0], std=[3.0], bounds=(-1.0, 2.0), num_classes=10,
-                       input_shape=(1, 8, 8)).eval()
-    res = carlini_wagner_l2(model, 3 * x - 1, y, ThreatModel("l2", 100.0, (-1.0, 2.0)), steps=200,
-                            binary_search_steps=5)
+    model = Classifier(
+        mlp_model.module, mean=[-1.0], std=[3.0], bounds=(-1.0, 2.0), num_classes=10, input_shape=(1, 8, 8)
+    ).eval()
+    res = carlini_wagner_l2(
+        model, 3 * x - 1, y, ThreatModel("l2", 100.0, (-1.0, 2.0)), steps=200, binary_search_steps=5
+    )
     assert float(res.x_adv.min()) >= -1.0 and float(res.x_adv.max()) <= 2.0
     assert bool(res.success.all())
     assert float((res.x_adv < 0).float().mean()) > 0.3  # background pixels stay near -1: no clamp to [0, 1]
@@ -162,8 +185,9 @@ def test_linf_tau_bookkeeping_on_mlp(mlp_model, digits_batch):
     x, y = digits_batch
     x, y = x[:6], y[:6]
     target = (y + 1) % 10
-    res = carlini_wagner_linf(mlp_model, x, y, ThreatModel("linf", 1.0), goal=Targeted(target), steps=30,
-                              initial_const=1e-2)
+    res = carlini_wagner_linf(
+        mlp_model, x, y, ThreatModel("linf", 1.0), goal=Targeted(target), steps=30, initial_const=1e-2
+    )
     ok = res.success
     assert int(ok.sum()) >= 4
     assert torch.equal(ok, res.info["rounds"] >= 1)  # an example succeeds iff some tau round was accepted
@@ -174,10 +198,11 @@ def test_linf_tau_bookkeeping_on_mlp(mlp_model, digits_batch):
 
 
 def test_linf_never_fooled_returns_x(linear_points):
-    model, w, x, y, margin = linear_points
+    model, _w, x, y, _margin = linear_points
     # Adam moves w by about learning_rate per step whatever c is: two steps cannot reach the boundary
-    res = carlini_wagner_linf(model, x, y, ThreatModel("linf", 100.0, BOX), steps=2, initial_const=1e-5,
-                              largest_const=1.5e-5)
+    res = carlini_wagner_linf(
+        model, x, y, ThreatModel("linf", 100.0, BOX), steps=2, initial_const=1e-5, largest_const=1.5e-5
+    )
     assert not bool(res.success.any())
     torch.testing.assert_close(res.x_adv, x)
 

@@ -57,9 +57,18 @@ FAST_SETTINGS: dict = {
 name or a ``(name, norm)`` pair (which wins); values a dict or a callable ``threat -> dict``."""
 
 FALLBACK_SETTINGS: dict[str, int] = {
-    "steps": 10, "max_iter": 10, "iterations": 10, "n_iter": 10,
-    "max_queries": 500, "queries": 500, "n_queries": 500, "query_budget": 500,
-    "restarts": 1, "n_restarts": 1, "binary_search_steps": 3, "search_steps": 3,
+    "steps": 10,
+    "max_iter": 10,
+    "iterations": 10,
+    "n_iter": 10,
+    "max_queries": 500,
+    "queries": 500,
+    "n_queries": 500,
+    "query_budget": 500,
+    "restarts": 1,
+    "n_restarts": 1,
+    "binary_search_steps": 3,
+    "search_steps": 3,
 }
 """For attacks not in :data:`FAST_SETTINGS`: integer fields with these names are capped at these values."""
 
@@ -239,8 +248,14 @@ def test_wide_box_no_hardcoded_clamp(name, norm, mlp_model, digits_batch, reques
     known_failure(request, name, norm, "untargeted", "wide_box")
     x, y = batch_for(name, digits_batch)
     x_wide = 3.0 * x - 1.0  # pixels 0 sit exactly at -1, pixels 1 at 2
-    model = Classifier(copy.deepcopy(mlp_model.module), mean=[-1.0], std=[3.0], bounds=(-1.0, 2.0),
-                       num_classes=10, input_shape=(1, 8, 8)).eval()
+    model = Classifier(
+        copy.deepcopy(mlp_model.module),
+        mean=[-1.0],
+        std=[3.0],
+        bounds=(-1.0, 2.0),
+        num_classes=10,
+        input_shape=(1, 8, 8),
+    ).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x_wide), mlp_model(x))
     threat = threat_for(norm, bounds=(-1.0, 2.0), scale=3.0)
@@ -300,8 +315,9 @@ def test_no_side_effects(name, norm, goal, mlp_model, digits_batch, request):
         assert torch.equal(p.detach(), w)
     assert torch.equal(torch.get_rng_state(), torch_rng), "the global torch RNG was used"
     np_after = np.random.get_state()
-    assert np_after[0] == np_rng[0] and np.array_equal(np_after[1], np_rng[1]) and np_after[2:] == np_rng[2:], \
+    assert np_after[0] == np_rng[0] and np.array_equal(np_after[1], np_rng[1]) and np_after[2:] == np_rng[2:], (
         "the global numpy RNG was used"
+    )
     assert random.getstate() == py_rng, "the global Python RNG was used"
 
 
@@ -406,13 +422,18 @@ DUAL = {"linf": lambda w: w.abs().sum(), "l2": lambda w: w.norm(), "l1": lambda 
 
 @pytest.mark.parametrize(
     "name,norm",
-    [p for p in ATTACK_NORMS if p.values[1] in LINEAR_EPS and ATTACKS.get(p.values[0]).needs_gradients
-     and not ATTACKS.get(p.values[0]).minimum_norm],
+    [
+        p
+        for p in ATTACK_NORMS
+        if p.values[1] in LINEAR_EPS
+        and ATTACKS.get(p.values[0]).needs_gradients
+        and not ATTACKS.get(p.values[0]).minimum_norm
+    ],
 )
 def test_linear_model_reaches_analytic_optimum(name, norm, make_linear_binary, request):
     """On margin w.x + b, the most the margin can move toward the other class is eps * ||w||_dual."""
     known_failure(request, name, norm, "untargeted", "linear")
-    model, w, b, x, y = _linear_setup(make_linear_binary)
+    model, w, _b, x, y = _linear_setup(make_linear_binary)
     eps = LINEAR_EPS[norm]
     threat = ThreatModel(norm, eps, (-100.0, 100.0))
     settings = _overrides(LINEAR_SETTINGS, name, threat) or {}

@@ -29,7 +29,7 @@ def test_registered_with_honest_flags():
 
 def test_l2_linear_binary_one_step_closed_form(make_linear_binary):
     """Minimal l2 perturbation of sign(w.x + b) is -margin * w / |w|^2; DeepFool takes it in one step."""
-    model, w, b, x, y, margin = _linear_points(make_linear_binary)
+    model, w, _b, x, y, margin = _linear_points(make_linear_binary)
     res = deepfool(model, x, y, ThreatModel("l2", 1e3, WIDE), overshoot=0.02)
     step = margin.abs() / w.norm() + 1e-4 * (WIDE[1] - WIDE[0])  # + the reference code's 1e-4 (box units)
     expected = x - 1.02 * (step * margin.sign() / w.norm())[:, None] * w[None]
@@ -41,7 +41,7 @@ def test_l2_linear_binary_one_step_closed_form(make_linear_binary):
 
 def test_linf_linear_binary_one_step_closed_form(make_linear_binary):
     """Minimal linf perturbation is |margin| / |w|_1 along -sign(margin) * sign(w)."""
-    model, w, b, x, y, margin = _linear_points(make_linear_binary)
+    model, w, _b, x, y, margin = _linear_points(make_linear_binary)
     res = deepfool(model, x, y, ThreatModel("linf", 1e3, WIDE), overshoot=0.02)
     minimal = margin.abs() / w.abs().sum() + 1e-4 * (WIDE[1] - WIDE[0])
     expected = x - 1.02 * (minimal * margin.sign())[:, None] * w.sign()[None]
@@ -75,8 +75,14 @@ def _reference_deepfool(model, x, label, norm, num_classes=10, overshoot=0.02, m
     """Per-example transcription of the paper's Algorithm 2 with a full Jacobian (independent of the batching)."""
     with torch.no_grad():
         z0 = model(x[None])[0]
-    order = torch.cat([torch.tensor([label]), torch.argsort(z0.masked_fill(
-        torch.arange(z0.numel()) == label, -float("inf")), descending=True)[: num_classes - 1]])
+    order = torch.cat(
+        [
+            torch.tensor([label]),
+            torch.argsort(z0.masked_fill(torch.arange(z0.numel()) == label, -float("inf")), descending=True)[
+                : num_classes - 1
+            ],
+        ]
+    )
     r_tot = torch.zeros_like(x)
     x_i = x.clone()
     for _ in range(max_iter):
@@ -120,7 +126,7 @@ def test_fools_mlp_with_small_perturbations(mlp_model, digits_batch):
 
 def test_results_inside_non_unit_box(make_linear_binary):
     """With a box that binds (bounds (-0.5, 0.5)), iterates stay inside and every feasible point is flipped."""
-    model, w, b, x, y, margin = _linear_points(make_linear_binary)
+    model, w, b, x, y, _margin = _linear_points(make_linear_binary)
     x = x.clamp(-0.45, 0.45)
     y = ((x @ w + b) > 0).long()
     # The corner of the box that moves the margin furthest toward the other class decides feasibility.

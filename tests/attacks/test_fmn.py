@@ -62,7 +62,7 @@ def test_min_distance_points_are_adversarial_on_the_trained_mlp(digits_batch, ml
 
 
 def test_not_found_is_inf_and_already_adversarial_is_zero(make_linear_binary, digits, mlp_model):
-    model, w, b, x, y = _linear_points(make_linear_binary)
+    model, _w, _b, x, y = _linear_points(make_linear_binary)
     res = fmn(model, x, y, ThreatModel("l2", 1.0, (-100.0, 100.0)), steps=1, alpha_init=1e-6)
     assert bool(torch.isinf(res.info["min_distance"]).all())  # one tiny step cannot cross a margin > 1
     xt, yt = digits["x_test"], digits["y_test"]
@@ -97,8 +97,9 @@ def test_config_and_bad_settings(digits_batch, mlp_model):
 def test_l0_min_distance_is_the_greedy_optimum_on_a_linear_model():
     """With a [0, 1] box, coordinate i can move the margin by at most |w_i| * room_i; the fewest features
     that flip the sign are the largest such contributions taken greedily (an exact closed form)."""
-    from advlab import Classifier
     from torch import nn
+
+    from advlab import Classifier
 
     d = 20
     g = torch.Generator().manual_seed(3)

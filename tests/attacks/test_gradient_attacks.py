@@ -74,7 +74,7 @@ def reference_iterate(model, x, x0, labels, targeted, eps, bounds, steps, step_s
 
 # ---------------------------------------------------------------------- FGSM / FGM
 def test_fgsm_linf_linear_closed_form(make_linear_binary):
-    model, w, b, x, y, s = _linear_points(make_linear_binary)
+    model, w, _b, x, y, s = _linear_points(make_linear_binary)
     eps = 0.05
     res = fgsm(model, x, y, ThreatModel("linf", eps, WIDE))
     torch.testing.assert_close(res.x_adv, x - eps * s * w.sign(), rtol=0, atol=1e-5)
@@ -83,7 +83,7 @@ def test_fgsm_linf_linear_closed_form(make_linear_binary):
 
 
 def test_fgm_l2_linear_closed_form(make_linear_binary):
-    model, w, b, x, y, s = _linear_points(make_linear_binary)
+    model, w, _b, x, y, s = _linear_points(make_linear_binary)
     eps = 0.5
     res = fgsm(model, x, y, ThreatModel("l2", eps, WIDE))
     torch.testing.assert_close(res.x_adv, x - eps * s * w / w.norm(), rtol=0, atol=1e-5)
@@ -91,7 +91,7 @@ def test_fgm_l2_linear_closed_form(make_linear_binary):
 
 
 def test_fgsm_l1_moves_the_largest_weight(make_linear_binary):
-    model, w, b, x, y, s = _linear_points(make_linear_binary)
+    model, w, _b, x, y, s = _linear_points(make_linear_binary)
     eps = 1.0
     res = fgsm(model, x, y, ThreatModel("l1", eps, WIDE))
     k = int(w.abs().argmax())
@@ -129,7 +129,7 @@ def test_fgsm_least_likely_is_step_ll(mlp_model, digits_batch):
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_rfgsm_equals_hand_computed_two_steps(norm, make_linear_binary):
     """x' = x + alpha * dir(N(0, I)) drawn from the same generator; x_adv = x' + (eps - alpha) * dir(grad)."""
-    model, w, b, x, y, s = _linear_points(make_linear_binary)
+    model, w, _b, x, y, s = _linear_points(make_linear_binary)
     eps = 0.05 if norm == "linf" else 0.5
     alpha = 0.3 * eps
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
@@ -150,7 +150,7 @@ def test_rfgsm_equals_hand_computed_two_steps(norm, make_linear_binary):
 
 
 def test_rfgsm_default_alpha_is_half_eps_and_rejects_alpha_ge_eps(make_linear_binary):
-    model, w, b, x, y, s = _linear_points(make_linear_binary)
+    model, _w, b, x, y, _s = _linear_points(make_linear_binary)
     threat = ThreatModel("linf", 0.04, WIDE)
     a = rfgsm(model, x, y, threat, generator=1)
     b = rfgsm(model, x, y, threat, alpha=0.02, generator=1)
@@ -211,8 +211,16 @@ def test_pgd_linf_matches_reference_loop(targeted, mlp_model, digits_batch):
     start = (torch.rand(x.shape, generator=torch.Generator().manual_seed(42)) * 2 - 1) * eps
     x0 = (x + start).clamp(0, 1)
     expected = reference_iterate(mlp_model, x, x0, labels, targeted, eps, (0.0, 1.0), steps, size)
-    res = pgd(mlp_model, x, y, ThreatModel("linf", eps), goal=Targeted(labels) if targeted else None,
-              steps=steps, step_size=size, generator=torch.Generator().manual_seed(42))
+    res = pgd(
+        mlp_model,
+        x,
+        y,
+        ThreatModel("linf", eps),
+        goal=Targeted(labels) if targeted else None,
+        steps=steps,
+        step_size=size,
+        generator=torch.Generator().manual_seed(42),
+    )
     torch.testing.assert_close(res.x_adv, expected, rtol=0, atol=1e-5)
 
 
@@ -225,7 +233,7 @@ def test_pgd_l2_matches_reference_loop_without_random_start(mlp_model, digits_ba
 
 
 def test_pgd_l2_linear_reaches_eps_times_w_norm(make_linear_binary):
-    model, w, b, x, y, s = _linear_points(make_linear_binary)
+    model, w, _b, x, y, s = _linear_points(make_linear_binary)
     eps = 0.5
     optimum = x - eps * s * w / w.norm()
     # From x, the first step already points along w and the budget 2.5 eps reaches the sphere: exact.
@@ -242,7 +250,7 @@ def test_pgd_l2_linear_reaches_eps_times_w_norm(make_linear_binary):
 
 
 def test_pgd_linf_linear_reaches_the_corner(make_linear_binary):
-    model, w, b, x, y, s = _linear_points(make_linear_binary)
+    model, w, _b, x, y, s = _linear_points(make_linear_binary)
     eps = 0.05
     res = pgd(model, x, y, ThreatModel("linf", eps, WIDE), steps=10)
     torch.testing.assert_close(res.x_adv, x - eps * s * w.sign(), rtol=0, atol=1e-5)
@@ -252,7 +260,7 @@ def test_pgd_restarts_keep_the_best_per_example(make_linear_binary):
     """No example can succeed (large margins) and one tiny step leaves the loss set by the random start, so
     restarts differ; restarts=R must keep, per example, the restart with the largest loss. Restart k draws
     from the generator exactly as the k-th of R single-restart runs sharing one generator."""
-    model, w, b, x, y, s = _linear_points(make_linear_binary)
+    model, _w, _b, x, y, _s = _linear_points(make_linear_binary)
     threat = ThreatModel("linf", 0.5, WIDE)
     settings = dict(steps=1, step_size=1e-3)
     shared = torch.Generator().manual_seed(9)
@@ -291,7 +299,7 @@ def test_pgd_l1_stays_in_ball_and_box(mlp_model, digits_batch):
 
 def test_pgd_l1_linear_puts_the_budget_on_the_largest_weight(make_linear_binary):
     """The L1 optimum of a linear margin is eps on the coordinate with the largest |w| (a vertex of the ball)."""
-    model, w, b, x, y, s = _linear_points(make_linear_binary)
+    model, w, _b, x, y, s = _linear_points(make_linear_binary)
     eps = 1.0
     res = pgd(model, x, y, ThreatModel("l1", eps, WIDE), generator=0)
     k = int(w.abs().argmax())

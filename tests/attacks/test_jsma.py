@@ -41,9 +41,9 @@ def _reference_jsma(model, x, target, theta, gamma, bounds, jacobian="logits", s
                 if q <= p:
                     continue
                 a, b = float(alpha[p] + alpha[q]), float(beta[p] + beta[q])
-                if (theta > 0 and a > 0 and b < 0) or (theta < 0 and a < 0 and b > 0):
-                    if -a * b > best_score:
-                        best, best_score = (p, q), -a * b
+                usable = (theta > 0 and a > 0 and b < 0) or (theta < 0 and a < 0 and b > 0)
+                if usable and -a * b > best_score:
+                    best, best_score = (p, q), -a * b
         if best is None:
             break
         for i in best:
@@ -67,8 +67,7 @@ def test_batched_matches_per_example_reference(theta, jacobian):
     with torch.no_grad():
         y = model(x).argmax(1)
     target = (y + 1) % 4
-    res = jsma(model, x, y, ThreatModel("l0", 12), goal=Targeted(target), theta=theta, gamma=1.0,
-               jacobian=jacobian)
+    res = jsma(model, x, y, ThreatModel("l0", 12), goal=Targeted(target), theta=theta, gamma=1.0, jacobian=jacobian)
     for i in range(6):
         ref = _reference_jsma(model, x[i], int(target[i]), theta, 1.0, (0.0, 1.0), jacobian)
         torch.testing.assert_close(res.x_adv[i], ref, rtol=0, atol=1e-12)
@@ -86,8 +85,9 @@ def test_untargeted_aims_at_runner_up_and_stops_at_any_wrong_class():
     res = jsma(model, x, y, ThreatModel("l0", 12), gamma=1.0)
     assert torch.equal(res.info["target"], runner_up)
     for i in range(6):
-        ref = _reference_jsma(model, x[i], int(runner_up[i]), 1.0, 1.0, (0.0, 1.0),
-                              stop=lambda pred, yi=int(y[i]): pred != yi)
+        ref = _reference_jsma(
+            model, x[i], int(runner_up[i]), 1.0, 1.0, (0.0, 1.0), stop=lambda pred, yi=int(y[i]): pred != yi
+        )
         torch.testing.assert_close(res.x_adv[i], ref, rtol=0, atol=1e-12)
 
 
@@ -118,8 +118,9 @@ def test_l0_eps_caps_the_budget(mlp_model, digits_batch):
 
 def test_decreasing_variant_in_non_unit_box(mlp_model, digits_batch):
     x, y = digits_batch
-    model = Classifier(mlp_model.module, mean=[-1.0], std=[3.0], bounds=(-1.0, 2.0), num_classes=10,
-                       input_shape=(1, 8, 8)).eval()
+    model = Classifier(
+        mlp_model.module, mean=[-1.0], std=[3.0], bounds=(-1.0, 2.0), num_classes=10, input_shape=(1, 8, 8)
+    ).eval()
     x_wide = 3 * x - 1
     res = jsma(model, x_wide, y, ThreatModel("l0", 20, (-1.0, 2.0)), theta=-1.0, gamma=0.3)
     moved = res.x_adv != x_wide

@@ -50,9 +50,13 @@ def _qp_targeted_minimum(W: np.ndarray, b: np.ndarray, x: np.ndarray, t: int, bo
     A = W[t][None] - W[others]
     c = b[t] - b[others]
     res = minimize(
-        lambda d: d @ d, np.zeros_like(x), jac=lambda d: 2 * d, method="SLSQP",
+        lambda d: d @ d,
+        np.zeros_like(x),
+        jac=lambda d: 2 * d,
+        method="SLSQP",
         constraints=[{"type": "ineq", "fun": lambda d: A @ (x + d) + c, "jac": lambda d: A}],
-        bounds=[(bounds[0] - xi, bounds[1] - xi) for xi in x], options={"maxiter": 500, "ftol": 1e-12},
+        bounds=[(bounds[0] - xi, bounds[1] - xi) for xi in x],
+        options={"maxiter": 500, "ftol": 1e-12},
     )
     assert res.success
     return float(np.sqrt(res.fun))
@@ -84,11 +88,20 @@ def test_one_batched_call_matches_per_example_calls(mlp_model, digits_batch):
     target = (y + 1) % 10
     threat = ThreatModel("l2", 100.0)
     batched = lbfgs(mlp_model, x, y, threat, goal=Targeted(target), search_steps=5, max_iter=40)
-    single = torch.cat([
-        lbfgs(mlp_model, x[i : i + 1], y[i : i + 1], threat, goal=Targeted(target[i : i + 1]), search_steps=5,
-              max_iter=40).distance
-        for i in range(2)
-    ])
+    single = torch.cat(
+        [
+            lbfgs(
+                mlp_model,
+                x[i : i + 1],
+                y[i : i + 1],
+                threat,
+                goal=Targeted(target[i : i + 1]),
+                search_steps=5,
+                max_iter=40,
+            ).distance
+            for i in range(2)
+        ]
+    )
     assert bool(batched.success.all())
     torch.testing.assert_close(batched.distance, single, rtol=0.03, atol=1e-3)
 
@@ -96,12 +109,12 @@ def test_one_batched_call_matches_per_example_calls(mlp_model, digits_batch):
 def test_inside_non_unit_box_and_already_fooled(mlp_model, digits_batch):
     x, y = digits_batch
     x, y = x[:4], y[:4]
-    model = Classifier(mlp_model.module, mean=[-1.0], std=[3.0], bounds=(-1.0, 2.0), num_classes=10,
-                       input_shape=(1, 8, 8)).eval()
+    model = Classifier(
+        mlp_model.module, mean=[-1.0], std=[3.0], bounds=(-1.0, 2.0), num_classes=10, input_shape=(1, 8, 8)
+    ).eval()
     wrong = y.clone()
     wrong[0] = (y[0] + 1) % 10  # example 0 is "misclassified" already: r = 0 is its minimum
-    res = lbfgs(model, 3 * x - 1, wrong, ThreatModel("l2", 100.0, (-1.0, 2.0)), search_steps=4,
-                max_iter=50)
+    res = lbfgs(model, 3 * x - 1, wrong, ThreatModel("l2", 100.0, (-1.0, 2.0)), search_steps=4, max_iter=50)
     assert float(res.x_adv.min()) >= -1.0 and float(res.x_adv.max()) <= 2.0
     assert float(res.x_adv.min()) == -1.0  # pixels stay on the lower edge: no clamp to [0, 1]
     assert bool(res.success.all())

@@ -71,8 +71,15 @@ def test_patch_covering_the_whole_image_becomes_a_fooling_image(softmax_model, d
 def test_trained_patch_beats_a_random_patch_of_the_same_size(softmax_model, digits):
     target = 8
     patch = train_patch(
-        softmax_model, digits["x_train"], target, patch_size=4, y=digits["y_train"], epochs=3, lr=0.1,
-        rotation=(-15, 15), generator=0,
+        softmax_model,
+        digits["x_train"],
+        target,
+        patch_size=4,
+        y=digits["y_train"],
+        epochs=3,
+        lr=0.1,
+        rotation=(-15, 15),
+        generator=0,
     )
     assert patch.patch.shape == (1, 4, 4)
     assert float(patch.patch.min()) >= 0 and float(patch.patch.max()) <= 1

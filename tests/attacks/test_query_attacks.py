@@ -74,14 +74,21 @@ def test_spsa_estimate_exact_on_linear_function_with_all_directions():
 
 
 # ---------------------------------------------------------------------- closed-form minimal distances
-@pytest.mark.parametrize("attack,kwargs,norm,tol", [
-    (boundary, {"steps": 1000}, "l2", 0.02),
-    (hopskipjump, {"steps": 20}, "l2", 0.02),
-    (hopskipjump, {"steps": 30}, "linf", 0.05),
-])
+@pytest.mark.parametrize(
+    "attack,kwargs,norm,tol",
+    [
+        (boundary, {"steps": 1000}, "l2", 0.02),
+        (hopskipjump, {"steps": 20}, "l2", 0.02),
+        (hopskipjump, {"steps": 30}, "linf", 0.05),
+    ],
+)
 def test_decision_attacks_reach_minimal_distance_on_linear_model(attack, kwargs, norm, tol, make_linear_binary):
     """The smallest perturbation flipping sign(w.x + b) has norm |w.x + b| / ||w||_dual (box far away)."""
-    model, w, b, = make_linear_binary(d=20, seed=3)[:3]
+    (
+        model,
+        w,
+        b,
+    ) = make_linear_binary(d=20, seed=3)[:3]
     x = torch.randn(200, 20, generator=torch.Generator().manual_seed(11)) * 2.0
     m = x @ w + b
     keep = (m.abs() > 5.0).nonzero().flatten()[:6]
@@ -114,10 +121,19 @@ def test_hopskipjump_on_sklearn_linear_model_finds_the_closed_form_minimum(digit
     assert bool(result.success.all())
     z = torch.from_numpy(est.decision_function(x.numpy()))
     wt = torch.from_numpy(est.coef_)
-    pairwise = torch.stack([
-        torch.stack([(z[i, y[i]] - z[i, j]) / (wt[y[i]] - wt[j]).norm() if j != y[i] else torch.tensor(np.inf,
-                     dtype=z.dtype) for j in range(10)]) for i in range(len(y))
-    ]).float()
+    pairwise = torch.stack(
+        [
+            torch.stack(
+                [
+                    (z[i, y[i]] - z[i, j]) / (wt[y[i]] - wt[j]).norm()
+                    if j != y[i]
+                    else torch.tensor(np.inf, dtype=z.dtype)
+                    for j in range(10)
+                ]
+            )
+            for i in range(len(y))
+        ]
+    ).float()
     reached = torch.from_numpy(est.predict(result.x_adv.numpy()))
     facet = pairwise[torch.arange(len(y)), reached]
     assert bool((result.distance >= pairwise.min(1).values * (1 - 1e-3)).all())
@@ -250,8 +266,9 @@ def test_targeted_decision_attacks_use_batch_examples_of_the_target(mlp_model, d
         with torch.no_grad():
             assert torch.equal(mlp_model(result.x_adv).argmax(1), target)
         # closer than the batch example it started from
-        start_dist = torch.stack([(x[(y == t).nonzero().flatten()] - x[i]).flatten(1).norm(dim=1).min()
-                                  for i, t in enumerate(target)])
+        start_dist = torch.stack(
+            [(x[(y == t).nonzero().flatten()] - x[i]).flatten(1).norm(dim=1).min() for i, t in enumerate(target)]
+        )
         assert bool((result.distance <= start_dist + 1e-5).all())
 
 
@@ -260,8 +277,9 @@ def test_given_starting_points_are_used(mlp_model, digits_batch):
     other = x.flip(0)
     with torch.no_grad():
         ok = mlp_model(other).argmax(1) != y
-    result = hopskipjump(mlp_model, x[ok], y[ok], ThreatModel("l2", 100.0), steps=2, starting_points=other[ok],
-                         init_attempts=0)
+    result = hopskipjump(
+        mlp_model, x[ok], y[ok], ThreatModel("l2", 100.0), steps=2, starting_points=other[ok], init_attempts=0
+    )
     assert bool(result.success.all())
     assert bool((result.distance <= (other[ok] - x[ok]).flatten(1).norm(dim=1) + 1e-5).all())
 
@@ -270,8 +288,9 @@ def test_numpy_inputs_and_targeted_scores_attacks(mlp_model, digits_batch):
     x, y = digits_batch[0][:6], digits_batch[1][:6]
     target = (y + 3) % 10
     for attack in (spsa, nes):
-        result = attack(mlp_model, x.numpy(), y.numpy(), ThreatModel("linf", 0.3), goal=Targeted(target.numpy()),
-                        steps=40)
+        result = attack(
+            mlp_model, x.numpy(), y.numpy(), ThreatModel("linf", 0.3), goal=Targeted(target.numpy()), steps=40
+        )
         assert isinstance(result.queries, np.ndarray)
         assert result.success.mean() >= 0.5
         with torch.no_grad():

@@ -48,7 +48,7 @@ def _reference_p(it: int, n_iters: int, p_init: float) -> float:
         return p_init / 128
     if 6000 < it <= 8000:
         return p_init / 256
-    if 8000 < it:
+    if it > 8000:
         return p_init / 512
     return p_init
 
@@ -142,7 +142,7 @@ def test_queries_equal_forward_evaluations_and_respect_the_budget(norm, eps, dig
 
 
 def test_budget_is_exact_when_nothing_can_be_fooled(make_linear_binary):
-    model, w, x, y = _linear_points(make_linear_binary)
+    model, _w, x, y = _linear_points(make_linear_binary)
     counter = CountingModel(model.module)
     clf = Classifier(counter, num_classes=2, input_shape=(20,), bounds=(-100.0, 100.0)).eval()
     res = square(clf, x, y, ThreatModel("linf", 0.05, (-100.0, 100.0)), n_queries=37)
@@ -256,8 +256,9 @@ def test_focus_stops_all_but_the_highest_loss_examples_and_counts_their_queries(
     model = Classifier(counter, num_classes=10, input_shape=(1, 8, 8)).eval()
     threat = ThreatModel("linf", 0.03)
     n_queries, focus, after, restarts = 200, 0.25, 30, 2
-    res = square(model, x, y, threat, n_queries=n_queries, focus=focus, focus_after=after, restarts=restarts,
-                 generator=3)
+    res = square(
+        model, x, y, threat, n_queries=n_queries, focus=focus, focus_after=after, restarts=restarts, generator=3
+    )
     clean_ok = _margin(mlp_model, x, y) < 0
     started = int(clean_ok.sum())
     stopped = clean_ok & (res.queries == 1 + after)

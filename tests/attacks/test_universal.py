@@ -40,7 +40,9 @@ def test_linear_binary_uap_l2_is_the_closed_form(make_linear_binary):
 def test_linear_binary_uap_linf_reaches_the_linf_optimum(make_linear_binary, eps):
     clf, w, bias = _all_on_class_zero(make_linear_binary)
     x = _gauss(100, 20, 1)
-    uap = universal_perturbation(clf, x, ThreatModel("linf", eps, (-100.0, 100.0)), target_fooling_rate=1.0, max_passes=2)
+    uap = universal_perturbation(
+        clf, x, ThreatModel("linf", eps, (-100.0, 100.0)), target_fooling_rate=1.0, max_passes=2
+    )
     # the l2 DeepFool steps all point along w; their sum, clipped coordinate-wise again and again while points
     # stay unfooled, ends at eps * sign(w): the maximiser of w.v over the linf ball (the best universal direction)
     expected = eps * w.sign()
@@ -106,7 +108,9 @@ def test_keep_best_returns_the_best_end_of_pass_perturbation(softmax_model, digi
     x = digits["x_train"][:80]
     threat = ThreatModel("linf", 0.15)
     best = universal_perturbation(softmax_model, x, threat, target_fooling_rate=1.0, max_passes=3, generator=2)
-    last = universal_perturbation(softmax_model, x, threat, target_fooling_rate=1.0, max_passes=3, generator=2, keep_best=False)
+    last = universal_perturbation(
+        softmax_model, x, threat, target_fooling_rate=1.0, max_passes=3, generator=2, keep_best=False
+    )
     assert best.history == last.history
     assert best.fooling_rate == pytest.approx(max(best.history))
     assert last.fooling_rate == pytest.approx(last.history[-1])

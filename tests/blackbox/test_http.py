@@ -62,8 +62,15 @@ def _x(n: int = 4, seed: int = 1) -> torch.Tensor:
 def test_info_and_predict_match_the_model(client_factory):
     client = client_factory(mode="scores", max_queries=100)
     info = client.get("/info").json()
-    assert info == {"mode": "scores", "num_classes": C, "input_shape": [D], "bounds": [0.0, 1.0], "queries": 0,
-                    "max_queries": 100, "max_batch": 1024}
+    assert info == {
+        "mode": "scores",
+        "num_classes": C,
+        "input_shape": [D],
+        "bounds": [0.0, 1.0],
+        "queries": 0,
+        "max_queries": 100,
+        "max_batch": 1024,
+    }
     x = _x()
     answer = client.post("/predict", json={"inputs": x.tolist()}).json()
     with torch.no_grad():
@@ -131,7 +138,10 @@ def test_api_key(client_factory):
     client = client_factory(api_key="s3cret")
     assert client.get("/info").status_code == 401
     assert client.post("/predict", json={"inputs": _x().tolist()}).status_code == 401
-    assert client.post("/predict", json={"inputs": _x().tolist()}, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert (
+        client.post("/predict", json={"inputs": _x().tolist()}, headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
     assert client.get("/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert client.get("/info", headers={"X-API-Key": "s3cret"}).status_code == 200
 
@@ -149,8 +159,18 @@ def test_query_limit_is_429_and_nothing_is_evaluated(client_factory):
 def _canned(handler_predict, mode="scores", max_queries=None):
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/info":
-            return httpx.Response(200, json={"mode": mode, "num_classes": C, "input_shape": [D], "bounds": [0, 1],
-                                             "queries": 0, "max_queries": max_queries, "max_batch": 1024})
+            return httpx.Response(
+                200,
+                json={
+                    "mode": mode,
+                    "num_classes": C,
+                    "input_shape": [D],
+                    "bounds": [0, 1],
+                    "queries": 0,
+                    "max_queries": max_queries,
+                    "max_batch": 1024,
+                },
+            )
         return handler_predict(request)
 
     return httpx.MockTransport(handler)
@@ -223,7 +243,9 @@ def test_http_oracle_rejects_garbage_answers(response, message):
 
 
 def test_http_oracle_wrong_number_of_labels():
-    oracle = HTTPOracle("http://target", mode="labels", transport=_canned(lambda r: httpx.Response(200, json={"labels": [0]})))
+    oracle = HTTPOracle(
+        "http://target", mode="labels", transport=_canned(lambda r: httpx.Response(200, json={"labels": [0]}))
+    )
     with pytest.raises(OracleResponseError, match="expected 4 labels"):
         oracle.predict(_x())
 
@@ -331,9 +353,22 @@ def test_cli_serve_subprocess(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "advlab", "serve", "--model", str(tmp_path / "m"), "--port", str(port),
-         "--mode", "labels", "--max-queries", "30"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "advlab",
+            "serve",
+            "--model",
+            str(tmp_path / "m"),
+            "--port",
+            str(port),
+            "--mode",
+            "labels",
+            "--max-queries",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline, oracle = time.monotonic() + 60, None

@@ -34,8 +34,7 @@ def test_torch_oracle_matches_model_and_counts(mlp_model, digits_batch):
 def test_budget_is_checked_before_evaluating(mlp_model, digits_batch):
     x, _ = digits_batch
     calls = []
-    oracle = CallableOracle(lambda a: calls.append(len(a)) or np.zeros(len(a), dtype=np.int64), "labels", 10,
-                            budget=20)
+    oracle = CallableOracle(lambda a: calls.append(len(a)) or np.zeros(len(a), dtype=np.int64), "labels", 10, budget=20)
     oracle.predict(x)  # 16
     assert oracle.remaining() == 4
     with pytest.raises(BudgetExceeded) as info:

@@ -139,9 +139,31 @@ def test_cli_blackbox_local_target(saved_target, tmp_path):
     from advlab.zoo import load_model
 
     out = tmp_path / "bb"
-    rc = main(["blackbox", "--target", str(saved_target), "--data", "digits", "--seed-size", "20", "--n-eval", "30",
-               "--rounds", "2", "--epochs", "5", "--lr", "0.05", "--eps", "0.3", "--budget", "1000",
-               "--out", str(out)])
+    rc = main(
+        [
+            "blackbox",
+            "--target",
+            str(saved_target),
+            "--data",
+            "digits",
+            "--seed-size",
+            "20",
+            "--n-eval",
+            "30",
+            "--rounds",
+            "2",
+            "--epochs",
+            "5",
+            "--lr",
+            "0.05",
+            "--eps",
+            "0.3",
+            "--budget",
+            "1000",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     rec = json.loads((out / "result.json").read_text())
     assert rec["queries"] == 20 * 2**2
@@ -221,15 +243,49 @@ def test_remote_target_with_server_side_limit(target, digits, tmp_path):
         assert res.budget_exhausted and res.queries == 100
         torch.testing.assert_close(res.y_train, target.predict(res.x_train))
         # the CLI against the exhausted server reports the limit in one line
-        rc = main(["blackbox", "--target", url, "--data", "digits", "--seed-size", "10", "--n-eval", "0",
-                   "--rounds", "1", "--epochs", "1", "--out", str(tmp_path / "bb")])
+        rc = main(
+            [
+                "blackbox",
+                "--target",
+                url,
+                "--data",
+                "digits",
+                "--seed-size",
+                "10",
+                "--n-eval",
+                "0",
+                "--rounds",
+                "1",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "bb"),
+            ]
+        )
         assert rc == 2
     finally:
         stop()
     url, stop = _serve_in_thread(create_app(target, mode="labels"))
     try:
-        rc = main(["blackbox", "--target", url, "--data", "digits", "--seed-size", "10", "--n-eval", "20",
-                   "--rounds", "1", "--epochs", "3", "--out", str(tmp_path / "bb2")])
+        rc = main(
+            [
+                "blackbox",
+                "--target",
+                url,
+                "--data",
+                "digits",
+                "--seed-size",
+                "10",
+                "--n-eval",
+                "20",
+                "--rounds",
+                "1",
+                "--epochs",
+                "3",
+                "--out",
+                str(tmp_path / "bb2"),
+            ]
+        )
         assert rc == 0
         rec = json.loads((tmp_path / "bb2" / "result.json").read_text())
         assert rec["target"] == {"kind": "http", "url": url} and rec["queries"] == 20
@@ -247,7 +303,22 @@ def test_cli_blackbox_shape_mismatch(saved_target, tmp_path, capsys):
     data_dir = os.environ.get("ADVLAB_DATA", "/work/shared/data")
     if not (Path(data_dir) / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip("MNIST files not available")
-    rc = main(["blackbox", "--target", str(saved_target), "--data", "mnist", "--data-dir", data_dir,
-               "--seed-size", "5", "--n-eval", "5", "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "blackbox",
+            "--target",
+            str(saved_target),
+            "--data",
+            "mnist",
+            "--data-dir",
+            data_dir,
+            "--seed-size",
+            "5",
+            "--n-eval",
+            "5",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "(1, 28, 28)" in err and "(1, 8, 8)" in err

@@ -146,8 +146,23 @@ def test_cli_transfer(zoo, tmp_path):
         clf.module[1].bias.copy_(zoo["net"].module[1].bias)
     save_model(clf.eval(), tmp_path / "net", dataset="digits")
     out = tmp_path / "t"
-    rc = main(["transfer", "--models", f"{tmp_path / 'net'},lr,dt,knn", "--data", "digits", "--n", "40",
-               "--train-n", "300", "--eps", "0.2", "--out", str(out)])
+    rc = main(
+        [
+            "transfer",
+            "--models",
+            f"{tmp_path / 'net'},lr,dt,knn",
+            "--data",
+            "digits",
+            "--n",
+            "40",
+            "--train-n",
+            "300",
+            "--eps",
+            "0.2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     rec = json.loads((out / "transfer.json").read_text())
     assert rec["sources"] == ["net", "lr", "dt", "knn", "ensemble (leave-one-out)"]
@@ -178,7 +193,7 @@ def test_cli_transfer_bad_input(tmp_path, capsys, argv, message):
 
 
 def test_feature_count_mismatch_is_reported(zoo, batch):
-    x, y = batch
+    _x, y = batch
     big = torch.zeros(4, 1, 28, 28)
     with pytest.raises(ValueError, match="features"):
         transfer_matrix({"dt": zoo["dt"]}, big, y[:4], ensemble=None)

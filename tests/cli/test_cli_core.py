@@ -13,7 +13,9 @@ from advlab.cli import COMMANDS, main
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "m"
-    rc = main(["train", "--data", "digits", "--arch", "mlp", "--epochs", "8", "--lr", "0.003", "--quiet", "--out", str(out)])
+    rc = main(
+        ["train", "--data", "digits", "--arch", "mlp", "--epochs", "8", "--lr", "0.003", "--quiet", "--out", str(out)]
+    )
     assert rc == 0
     return out
 
@@ -58,12 +60,34 @@ def test_train_writes_card_and_weights(trained):
 
 def test_attack_result_matches_recomputation(trained, tmp_path):
     out = tmp_path / "a"
-    rc = main(["attack", "--model", str(trained), "--attack", "pgd", "--eps", "0.1", "--n", "200",
-               "--steps", "10", "--quiet", "--out", str(out)])
+    rc = main(
+        [
+            "attack",
+            "--model",
+            str(trained),
+            "--attack",
+            "pgd",
+            "--eps",
+            "0.1",
+            "--n",
+            "200",
+            "--steps",
+            "10",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "result.json").read_text())
     assert (out / "examples.png").stat().st_size > 1000
-    for key in ("clean_accuracy", "robust_accuracy", "attack_success_rate", "wall_seconds", "mean_confidence_adversarial"):
+    for key in (
+        "clean_accuracy",
+        "robust_accuracy",
+        "attack_success_rate",
+        "wall_seconds",
+        "mean_confidence_adversarial",
+    ):
         assert isinstance(res[key], float), key
     assert res["attack"]["settings"]["steps"] == 10
     assert res["provenance"]["versions"]["torch"] == torch.__version__
@@ -86,12 +110,30 @@ def test_attack_result_matches_recomputation(trained, tmp_path):
 
 
 def test_targeted_attack_cli(trained, tmp_path):
-    rc = main(["attack", "--model", str(trained), "--attack", "bim", "--eps", "0.3", "--n", "50", "--target", "3",
-               "--quiet", "--out", str(tmp_path)])
+    rc = main(
+        [
+            "attack",
+            "--model",
+            str(trained),
+            "--attack",
+            "bim",
+            "--eps",
+            "0.3",
+            "--n",
+            "50",
+            "--target",
+            "3",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     res = json.loads((tmp_path / "result.json").read_text())
     assert res["goal"] == "targeted"
-    assert res["n"] == 50 - int((__import__("advlab.data", fromlist=["x"]).load_dataset("digits", "test", n=50).y == 3).sum())
+    assert res["n"] == 50 - int(
+        (__import__("advlab.data", fromlist=["x"]).load_dataset("digits", "test", n=50).y == 3).sum()
+    )
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,9 @@ from advlab.cli import main
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("ua") / "m"
-    rc = main(["train", "--data", "digits", "--arch", "mlp", "--epochs", "3", "--lr", "0.003", "--quiet", "--out", str(out)])
+    rc = main(
+        ["train", "--data", "digits", "--arch", "mlp", "--epochs", "3", "--lr", "0.003", "--quiet", "--out", str(out)]
+    )
     assert rc == 0
     return out
 
@@ -69,9 +71,25 @@ def test_out_that_is_a_file_is_refused_before_any_work(command, digits_model, tm
 @pytest.mark.parametrize("command", ["attack", "physical", "explain", "universal", "patch"])
 def test_dataset_that_does_not_fit_the_model_is_named(command, mnist_shaped_model, tmp_path, capsys):
     # Was a RuntimeError traceback from conv2d/linear ("expected input ... to have 1 channels ...").
-    extra = {"attack": ["--eps", "0.1"], "physical": ["--eps", "0.1"], "explain": [],
-             "universal": ["--eps", "0.1", "--n-train", "5"], "patch": ["--target", "1", "--n-train", "5"]}[command]
-    argv = [command, "--model", str(mnist_shaped_model), "--data", "digits", "--n", "5", *extra, "--out", str(tmp_path / "o")]
+    extra = {
+        "attack": ["--eps", "0.1"],
+        "physical": ["--eps", "0.1"],
+        "explain": [],
+        "universal": ["--eps", "0.1", "--n-train", "5"],
+        "patch": ["--target", "1", "--n-train", "5"],
+    }[command]
+    argv = [
+        command,
+        "--model",
+        str(mnist_shaped_model),
+        "--data",
+        "digits",
+        "--n",
+        "5",
+        *extra,
+        "--out",
+        str(tmp_path / "o"),
+    ]
     rc = main(argv)
     last = _one_line_error(capsys, rc, "--data", "(1, 8, 8)", "(1, 28, 28)", "--data mnist")
     assert last.startswith(f"advlab {command}: error:")
@@ -107,8 +125,25 @@ def test_attack_examples_png_stays_readable_for_large_n(digits_model, tmp_path, 
     for n in (8, 60):
         out = tmp_path / f"a{n}"
         with caplog.at_level("INFO", logger="advlab"):
-            assert main(["attack", "--model", str(digits_model), "--attack", "fgsm", "--eps", "0.2", "--n", str(n),
-                         "--quiet", "--out", str(out)]) == 0
+            assert (
+                main(
+                    [
+                        "attack",
+                        "--model",
+                        str(digits_model),
+                        "--attack",
+                        "fgsm",
+                        "--eps",
+                        "0.2",
+                        "--n",
+                        str(n),
+                        "--quiet",
+                        "--out",
+                        str(out),
+                    ]
+                )
+                == 0
+            )
         sizes[n] = _png_size(out / "examples.png")
         assert json.loads((out / "result.json").read_text())["n"] == n  # the numbers still cover all --n
     assert sizes[60] == sizes[8]
@@ -133,8 +168,27 @@ def test_physical_examples_show_adversarial_then_transformed(digits_model, tmp_p
 
     monkeypatch.setattr(phys_cli, "photo_examples", spy)
     out = tmp_path / "ph"
-    assert main(["physical", "--model", str(digits_model), "--attacks", "fgsm", "--eps", "0.1,0.3", "--n", "10",
-                 "--transform", "noise=0.01", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "physical",
+                "--model",
+                str(digits_model),
+                "--attacks",
+                "fgsm",
+                "--eps",
+                "0.1,0.3",
+                "--n",
+                "10",
+                "--transform",
+                "noise=0.01",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "examples.png").stat().st_size > 1000
     args, _ = calls[0]
     assert args[4] == "fgsm" and args[5] == pytest.approx(0.3)  # first attack, largest eps
@@ -146,8 +200,27 @@ def test_physical_examples_show_adversarial_then_transformed(digits_model, tmp_p
 
 def test_universal_writes_an_examples_figure(digits_model, tmp_path):
     out = tmp_path / "u"
-    assert main(["universal", "--model", str(digits_model), "--eps", "0.2", "--n-train", "20", "--n", "10",
-                 "--max-passes", "1", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "universal",
+                "--model",
+                str(digits_model),
+                "--eps",
+                "0.2",
+                "--n-train",
+                "20",
+                "--n",
+                "10",
+                "--max-passes",
+                "1",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "examples.png").stat().st_size > 1000
     rec = json.loads((out / "result.json").read_text())
     assert isinstance(rec["fooling_rate_test"], float)
@@ -167,16 +240,45 @@ def test_universal_writes_an_examples_figure(digits_model, tmp_path):
 
 def test_blackbox_too_many_images_names_both_options(digits_model, tmp_path, capsys):
     # Was "n: asked for 1150 examples ... use n <= 540 or n=None for all" (a Python argument, not an option).
-    rc = main(["blackbox", "--target", str(digits_model), "--data", "digits", "--seed-size", "500", "--n-eval", "100",
-               "--out", str(tmp_path / "bb")])
+    rc = main(
+        [
+            "blackbox",
+            "--target",
+            str(digits_model),
+            "--data",
+            "digits",
+            "--seed-size",
+            "500",
+            "--n-eval",
+            "100",
+            "--out",
+            str(tmp_path / "bb"),
+        ]
+    )
     _one_line_error(capsys, rc, "--seed-size + --n-eval", "500 + 100", "540")
 
 
 def test_universal_bad_transfer_model_fails_before_the_perturbation_is_computed(digits_model, tmp_path, caplog, capsys):
     # The UAP was computed first (minutes on MNIST) and only then did the missing --transfer folder fail.
     with caplog.at_level("INFO", logger="advlab"):
-        rc = main(["universal", "--model", str(digits_model), "--eps", "0.2", "--n-train", "20", "--n", "10",
-                   "--transfer", str(tmp_path / "nope"), "--quiet", "--out", str(tmp_path / "u")])
+        rc = main(
+            [
+                "universal",
+                "--model",
+                str(digits_model),
+                "--eps",
+                "0.2",
+                "--n-train",
+                "20",
+                "--n",
+                "10",
+                "--transfer",
+                str(tmp_path / "nope"),
+                "--quiet",
+                "--out",
+                str(tmp_path / "u"),
+            ]
+        )
     _one_line_error(capsys, rc, "no such model folder")
     assert "UAP pass" not in caplog.text
 
@@ -227,10 +329,22 @@ def test_blackbox_over_http_does_not_log_every_request(digits_model, tmp_path, m
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/info":
-            return httpx.Response(200, json={"mode": "labels", "num_classes": 10, "input_shape": [1, 8, 8],
-                                             "bounds": [0, 1], "queries": 0, "max_queries": None, "max_batch": 1024})
+            return httpx.Response(
+                200,
+                json={
+                    "mode": "labels",
+                    "num_classes": 10,
+                    "input_shape": [1, 8, 8],
+                    "bounds": [0, 1],
+                    "queries": 0,
+                    "max_queries": None,
+                    "max_batch": 1024,
+                },
+            )
         body = json.loads(request.content)
-        x = torch.from_numpy(np.frombuffer(base64.b64decode(body["inputs_b64"]), dtype="<f4").reshape(body["shape"]).copy())
+        x = torch.from_numpy(
+            np.frombuffer(base64.b64decode(body["inputs_b64"]), dtype="<f4").reshape(body["shape"]).copy()
+        )
         answered["batches"] += 1
         with torch.no_grad():
             return httpx.Response(200, json={"labels": model(x).argmax(1).tolist()})
@@ -243,8 +357,25 @@ def test_blackbox_over_http_does_not_log_every_request(digits_model, tmp_path, m
     level = logging.getLogger("httpx").level
     try:
         with caplog.at_level("INFO"):
-            rc = main(["blackbox", "--target", "http://127.0.0.1:8000", "--data", "digits", "--seed-size", "20",
-                       "--n-eval", "20", "--rounds", "1", "--epochs", "1", "--out", str(tmp_path / "bb")])
+            rc = main(
+                [
+                    "blackbox",
+                    "--target",
+                    "http://127.0.0.1:8000",
+                    "--data",
+                    "digits",
+                    "--seed-size",
+                    "20",
+                    "--n-eval",
+                    "20",
+                    "--rounds",
+                    "1",
+                    "--epochs",
+                    "1",
+                    "--out",
+                    str(tmp_path / "bb"),
+                ]
+            )
     finally:
         logging.getLogger("httpx").setLevel(level)
     assert rc == 0 and answered["batches"] >= 2
@@ -260,8 +391,11 @@ def test_too_many_examples_names_the_option(command, option, digits_model, tmp_p
     from advlab.data import load_dataset
 
     available = len(load_dataset("digits", split="train" if option == "--n-train" else "test"))
-    extra = {"attack": ["--model", str(digits_model), "--eps", "0.1"],
-             "universal": ["--model", str(digits_model), "--eps", "0.1"], "train": ["--data", "digits"]}[command]
+    extra = {
+        "attack": ["--model", str(digits_model), "--eps", "0.1"],
+        "universal": ["--model", str(digits_model), "--eps", "0.1"],
+        "train": ["--data", "digits"],
+    }[command]
     rc = main([command, *extra, option, "5000", "--out", str(tmp_path / "o")])
     last = _one_line_error(capsys, rc, f"{option}: asked for 5000 examples", f"use {option} <= {available}")
     assert "n=None" not in last

@@ -68,8 +68,10 @@ def test_registry_info_and_aliases():
     assert info.std == (0.2470, 0.2435, 0.2616) and "Krizhevsky" in info.citation
     assert DATASETS.get("mnist").mean == (0.1307,) and DATASETS.get("fmnist").std == (0.3530,)
     assert "arXiv:1708.07747" in DATASETS.get("fmnist").citation
-    assert [s.name for s in DATASETS.get("mnist").files["test"]] == ["t10k-images-idx3-ubyte.gz",
-                                                                     "t10k-labels-idx1-ubyte.gz"]
+    assert [s.name for s in DATASETS.get("mnist").files["test"]] == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -124,8 +126,9 @@ def test_subset_is_seeded_stratified_and_ordered(digits_test):
 
 def test_subset_keeps_rare_classes_proportional():
     y = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
-    ds = Dataset(torch.zeros(100, 1, 2, 2), y, name="toy", split="test", classes=["a", "b", "c"],
-                 mean=(0.5,), std=(0.5,))
+    ds = Dataset(
+        torch.zeros(100, 1, 2, 2), y, name="toy", split="test", classes=["a", "b", "c"], mean=(0.5,), std=(0.5,)
+    )
     assert np.bincount(ds.subset(10, seed=0).y.numpy(), minlength=3).tolist() == [9, 1, 0]
     assert np.bincount(ds.subset(20, seed=1).y.numpy(), minlength=3).tolist() == [18, 2, 0]
 

@@ -3,9 +3,11 @@ the partial fallback and its warning, checksums, and refusal of malicious pickle
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io as stdio
 import logging
+import operator
 import os
 import pickle
 import tarfile
@@ -14,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advlab.data import ChecksumError, CorruptFileError, DatasetNotFoundError, FileSpec, load_dataset
-from advlab.data import _files, cifar10
+from advlab.data import ChecksumError, CorruptFileError, DatasetNotFoundError, FileSpec, _files, cifar10, load_dataset
 from advlab.data.cifar10 import decode_binary_batch, decode_python_batch, restricted_loads
 
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -36,8 +37,9 @@ def _batch(seed: int, n: int = 4) -> tuple[np.ndarray, list[int]]:
 
 
 def _pickle_batch(data: np.ndarray, labels: list[int], *, py2_names: bool = True) -> bytes:
-    blob = pickle.dumps({"batch_label": "testing batch", "labels": labels, "data": data, "filenames": ["a.png"]},
-                        protocol=2)
+    blob = pickle.dumps(
+        {"batch_label": "testing batch", "labels": labels, "data": data, "filenames": ["a.png"]}, protocol=2
+    )
     # the official files were written by Python 2 / numpy 1, which name numpy.core, not numpy._core
     return blob.replace(b"numpy._core.", b"numpy.core.") if py2_names else blob
 
@@ -115,7 +117,7 @@ def test_python_batches_are_preferred(tmp_path, monkeypatch, caplog):
         train = load_dataset("cifar10", split="train", data_dir=tmp_path, download=False)
     assert len(test) == 4 and len(train) == 20
     assert np.array_equal(test.x.numpy().reshape(4, -1) * 255, batches["test_batch"][0].astype(np.float32))
-    assert train.y.tolist() == sum((batches[f"data_batch_{i}"][1] for i in range(1, 6)), [])
+    assert train.y.tolist() == functools.reduce(operator.iadd, (batches[f"data_batch_{i}"][1] for i in range(1, 6)), [])
     assert test.classes == NAMES  # read from batches.meta
     assert test.mean == (0.4914, 0.4822, 0.4465) and test.input_shape == (3, 32, 32)
     assert "subset" in caplog.text  # fewer than 10000 per batch here: the subset warning fires
@@ -140,8 +142,11 @@ def _official_tar(tmp_path: Path, monkeypatch) -> tuple[Path, dict]:
     _register_checksums(monkeypatch, files)
     buf = stdio.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, blob in {**{f"cifar-10-batches-py/{k}": v for k, v in files.items()},
-                           "../escape": b"x", "cifar-10-batches-py/readme.html": b"<p>"}.items():
+        for name, blob in {
+            **{f"cifar-10-batches-py/{k}": v for k, v in files.items()},
+            "../escape": b"x",
+            "cifar-10-batches-py/readme.html": b"<p>",
+        }.items():
             info = tarfile.TarInfo(name)
             info.size = len(blob)
             tar.addfile(info, stdio.BytesIO(blob))
@@ -149,8 +154,11 @@ def _official_tar(tmp_path: Path, monkeypatch) -> tuple[Path, dict]:
     tar_path = tmp_path / "cifar10" / "cifar-10-python.tar.gz"
     tar_path.parent.mkdir(parents=True, exist_ok=True)
     tar_path.write_bytes(blob)
-    monkeypatch.setattr(cifar10, "TAR", FileSpec(cifar10.TAR.relpath, len(blob), md5=hashlib.md5(blob).hexdigest(),
-                                                 urls=cifar10.TAR.urls))
+    monkeypatch.setattr(
+        cifar10,
+        "TAR",
+        FileSpec(cifar10.TAR.relpath, len(blob), md5=hashlib.md5(blob).hexdigest(), urls=cifar10.TAR.urls),
+    )
     return tar_path, batches
 
 
@@ -177,8 +185,9 @@ def test_tarball_read_in_memory_when_folder_is_read_only(tmp_path, monkeypatch):
 
 def test_download_of_the_tarball_via_file_url(tmp_path, monkeypatch):
     tar_path, batches = _official_tar(tmp_path / "mirror", monkeypatch)
-    monkeypatch.setattr(cifar10, "TAR", FileSpec(cifar10.TAR.relpath, cifar10.TAR.size, md5=cifar10.TAR.md5,
-                                                 urls=(tar_path.as_uri(),)))
+    monkeypatch.setattr(
+        cifar10, "TAR", FileSpec(cifar10.TAR.relpath, cifar10.TAR.size, md5=cifar10.TAR.md5, urls=(tar_path.as_uri(),))
+    )
     ds = load_dataset("cifar10", split="test", data_dir=tmp_path / "data")
     assert ds.y.tolist() == batches["test_batch"][1]
     assert (tmp_path / "data" / "cifar10" / "cifar-10-python.tar.gz").read_bytes() == tar_path.read_bytes()
@@ -220,7 +229,9 @@ def test_nothing_present_names_the_archive(tmp_path, monkeypatch):
         load_dataset("cifar10", split="train", data_dir=tmp_path, download=False)
     msg = str(err.value)
     assert str(tmp_path / "cifar10" / "cifar-10-python.tar.gz") in msg
-    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg and "c58f30108f718f92721af3b95e74349a" in msg
+    assert (
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg and "c58f30108f718f92721af3b95e74349a" in msg
+    )
     assert "cifar-10-batches-py/" in msg
     monkeypatch.setattr(_files, "urlopen", lambda url, timeout: (_ for _ in ()).throw(OSError("no network")))
     with pytest.raises(DatasetNotFoundError, match="no network"):

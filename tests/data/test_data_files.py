@@ -19,10 +19,10 @@ from advlab.data import (
     CorruptFileError,
     DatasetNotFoundError,
     FileSpec,
+    _files,
     load_dataset,
     resolve_data_dir,
 )
-from advlab.data import _files
 from advlab.data._files import download_file, ensure_file, verify_file
 
 
@@ -35,8 +35,9 @@ def _private_cache(tmp_path, monkeypatch):
 
 
 def _spec_for(data: bytes, relpath: str, urls: tuple[str, ...] = ()) -> FileSpec:
-    return FileSpec(relpath, len(data), md5=hashlib.md5(data).hexdigest(),
-                    sha256=hashlib.sha256(data).hexdigest(), urls=urls)
+    return FileSpec(
+        relpath, len(data), md5=hashlib.md5(data).hexdigest(), sha256=hashlib.sha256(data).hexdigest(), urls=urls
+    )
 
 
 # ---------------------------------------------------------------------- data-dir precedence
@@ -237,7 +238,11 @@ def test_missing_files_message_lists_every_file_and_source(tmp_path):
         assert f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{name}" in msg
     assert "download=False" in msg and "ADVLAB_DATA" in msg
     lines = msg.splitlines()  # one line per missing file under a count
-    assert lines[0] == "2 dataset files are missing:" and len(lines) == 3 and all(ln.startswith("  - ") for ln in lines[1:])
+    assert (
+        lines[0] == "2 dataset files are missing:"
+        and len(lines) == 3
+        and all(ln.startswith("  - ") for ln in lines[1:])
+    )
 
 
 def _install_fake_mnist(tmp_path: Path, monkeypatch, images_blob: bytes, labels_blob: bytes) -> None:

@@ -31,8 +31,16 @@ def test_uint8_images_and_labels_roundtrip():
     assert labels.tolist() == [5, 0, 9]
 
 
-@pytest.mark.parametrize("code,fmt,dtype", [(0x0B, "h", np.int16), (0x0C, "i", np.int32), (0x0D, "f", np.float32),
-                                            (0x0E, "d", np.float64), (0x09, "b", np.int8)])
+@pytest.mark.parametrize(
+    "code,fmt,dtype",
+    [
+        (0x0B, "h", np.int16),
+        (0x0C, "i", np.int32),
+        (0x0D, "f", np.float32),
+        (0x0E, "d", np.float64),
+        (0x09, "b", np.int8),
+    ],
+)
 def test_multibyte_types_are_big_endian(code, fmt, dtype):
     values = [-3, 1, 100, -100, 7, 0] if fmt != "f" and fmt != "d" else [1.5, -2.25, 0.0, 3.0, 8.5, -1.0]
     arr = parse_idx(encode_idx(values, (2, 3), code, fmt))

@@ -22,7 +22,9 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
 def mlp(seed: int = 0, hidden: int = 32) -> advlab.Classifier:
     """Flatten - Linear(64, hidden) - ReLU - Linear(hidden, 10), initialised from a private generator."""
     g = torch.Generator().manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10)
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() > 1 else 0.0))

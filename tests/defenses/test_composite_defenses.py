@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _defense_helpers import digits, mlp, same_weights
 
 from advlab import zoo
 from advlab.attacks import pgd
-from advlab.defenses import (DenoiserDefense, DetectorTraining, EnsembleAdversarialTraining, EnsembleTraining,
-                             StandardTraining)
+from advlab.defenses import (
+    DenoiserDefense,
+    DetectorTraining,
+    EnsembleAdversarialTraining,
+    EnsembleTraining,
+    StandardTraining,
+)
 from advlab.defenses.denoiser import load_denoised
 from advlab.defenses.detector import accuracy_with_rejection, adaptive_attack
 from advlab.defenses.ensemble import load_ensemble
 from advlab.threat import ThreatModel
-
-from _defense_helpers import digits, mlp, same_weights
 
 SETTINGS = dict(lr=1e-2, batch_size=64, progress=False, seed=4)
 
@@ -45,7 +49,9 @@ def test_ensemble_adversarial_alternates_sources(tmp_path):
     x, y = digits()
     static = StandardTraining(epochs=2, **SETTINGS).fit(_zoo_mlp(seed=7), (x[:500], y[:500])).model_
     zoo.save_model(static, tmp_path / "static")
-    t = EnsembleAdversarialTraining(static_models=[str(tmp_path / "static")], method="fgsm", eps=0.1, epochs=1, **SETTINGS)
+    t = EnsembleAdversarialTraining(
+        static_models=[str(tmp_path / "static")], method="fgsm", eps=0.1, epochs=1, **SETTINGS
+    )
     model = mlp()
     t.setup(model, x[:128], y[:128])  # 2 batches per epoch
     assert [t.source_at(e) for e in (0.0, 0.5, 1.0, 1.5)] == [0, 1, 0, 1]
@@ -54,7 +60,9 @@ def test_ensemble_adversarial_alternates_sources(tmp_path):
         xr = xb.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(source(xr), yb, reduction="sum"), xr)
         torch.testing.assert_close(t.perturb(model, xb, yb, epoch), (xb + 0.1 * g.sign()).clamp(0, 1))
-    t2 = EnsembleAdversarialTraining(static_models=[static], eps=0.1, epochs=1, **SETTINGS).fit(mlp(), (x[:300], y[:300]))
+    t2 = EnsembleAdversarialTraining(static_models=[static], eps=0.1, epochs=1, **SETTINGS).fit(
+        mlp(), (x[:300], y[:300])
+    )
     assert t2.settings()["static_models"] == ["mlp"] and t2.settings()["method"] == "rfgsm"
     with pytest.raises(ValueError, match="static_models"):
         EnsembleAdversarialTraining(static_models=[])
@@ -69,7 +77,9 @@ def test_denoiser_composition_is_broken_by_white_box_pgd(tmp_path):
     defended = t.model_
     xt, yt = x[1400:1500], y[1400:1500]
     threat = ThreatModel("linf", 0.2)
-    transfer = pgd(clf, xt, yt, threat, steps=20).x_adv  # crafted on the classifier alone, the denoiser's training attack
+    transfer = pgd(
+        clf, xt, yt, threat, steps=20
+    ).x_adv  # crafted on the classifier alone, the denoiser's training attack
     white_box = pgd(defended, xt, yt, threat, steps=20).x_adv  # through the differentiable composition
     with torch.no_grad():
         acc_transfer = float((defended(transfer).argmax(1) == yt).float().mean())
@@ -86,7 +96,8 @@ def test_denoiser_composition_is_broken_by_white_box_pgd(tmp_path):
 def test_detector_catches_plain_pgd_but_not_the_adaptive_attack():
     x, y = digits()
     t = DetectorTraining(eps=0.2, steps=5, classifier_epochs=4, epochs=10, **SETTINGS).fit(
-        mlp(), (x[:1400], y[:1400]), (x[1400:], y[1400:]))
+        mlp(), (x[:1400], y[:1400]), (x[1400:], y[1400:])
+    )
     combined = t.model_
     xt, yt = x[1400:1600], y[1400:1600]
     clean = accuracy_with_rejection(combined, xt, yt)

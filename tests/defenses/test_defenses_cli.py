@@ -6,26 +6,45 @@ from __future__ import annotations
 import json
 
 import pytest
+from _defense_helpers import digits, mlp
 
 from advlab.attacks import pgd
 from advlab.cli import main
 from advlab.defenses import DEFENSES, PGDTraining, StandardTraining
 from advlab.threat import ThreatModel
 
-from _defense_helpers import digits, mlp
-
 EXTRA = {
     "ensemble-adversarial": None,  # needs a static model folder: filled in by the test
     "detector": ["--set", "classifier_epochs=0", "--set", "steps=2"],
-    "pgd": ["--set", "steps=2"], "trades": ["--set", "steps=2"], "free": ["--set", "m=2"],
-    "distillation": ["--set", "temperature=10"], "ensemble": ["--set", "members=2"],
+    "pgd": ["--set", "steps=2"],
+    "trades": ["--set", "steps=2"],
+    "free": ["--set", "m=2"],
+    "distillation": ["--set", "temperature=10"],
+    "ensemble": ["--set", "members=2"],
 }
 ARTIFACTS = {"denoiser": "denoiser.safetensors", "detector": "detector.safetensors", "ensemble": "member-1/card.json"}
 
 
 def _train(out, defense, extra=(), arch="mlp", epochs="1"):
-    return main(["train", "--data", "digits", "--arch", "rbf" if defense == "rbf" else arch, "--defense", defense,
-                 "--epochs", epochs, "--n-train", "300", "--quiet", "--out", str(out), *extra])
+    return main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--arch",
+            "rbf" if defense == "rbf" else arch,
+            "--defense",
+            defense,
+            "--epochs",
+            epochs,
+            "--n-train",
+            "300",
+            "--quiet",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_every_defense_trains_from_the_cli(tmp_path):
@@ -43,10 +62,17 @@ def test_every_defense_trains_from_the_cli(tmp_path):
             assert (out / ARTIFACTS[name]).exists(), name
 
 
-@pytest.mark.parametrize("defense, setting, match", [
-    ("goodfellow", "alpha=2", "alpha"), ("distillation", "temperature=0", "temperature"), ("free", "m=0", "m"),
-    ("trades", "beta=-1", "beta"), ("pgd", "eps=-0.1", "eps"), ("fast-fgsm", "nonsense=1", "nonsense"),
-])
+@pytest.mark.parametrize(
+    "defense, setting, match",
+    [
+        ("goodfellow", "alpha=2", "alpha"),
+        ("distillation", "temperature=0", "temperature"),
+        ("free", "m=0", "m"),
+        ("trades", "beta=-1", "beta"),
+        ("pgd", "eps=-0.1", "eps"),
+        ("fast-fgsm", "nonsense=1", "nonsense"),
+    ],
+)
 def test_bad_settings_from_the_cli(tmp_path, capsys, defense, setting, match):
     assert _train(tmp_path / "bad", defense, ["--set", setting]) != 0
     assert match in capsys.readouterr().err
@@ -65,8 +91,10 @@ def test_pgd_training_beats_standard_under_pgd_at_training_eps():
     adv = PGDTraining(eps=0.1, steps=5, **settings).fit(mlp(), data)
     threat = ThreatModel("linf", 0.1)
     xt, yt = x[1400:], y[1400:]
-    acc = {k: 1 - float(pgd(t.model_, xt, yt, threat, steps=20, generator=0).success.float().mean())
-           for k, t in (("standard", std), ("pgd", adv))}
+    acc = {
+        k: 1 - float(pgd(t.model_, xt, yt, threat, steps=20, generator=0).success.float().mean())
+        for k, t in (("standard", std), ("pgd", adv))
+    }
     assert acc["pgd"] > acc["standard"] + 0.2, acc
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _defense_helpers import digits, mlp
 
 from advlab.defenses import DefensiveDistillation
-
-from _defense_helpers import digits, mlp
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,9 @@ def test_deployed_model_outputs_raw_logits_at_t_one(distilled):
     # at T = 1 the logits are ~T times larger than the teacher's training-scale logits: a saturated softmax
     p = F.softmax(t.model_(x), 1).detach()
     assert float(p.max(1).values.mean()) > 0.95
-    assert float(F.softmax(t.model_(x).detach() / t.temperature, 1).max(1).values.mean()) < float(p.max(1).values.mean())
+    assert float(F.softmax(t.model_(x).detach() / t.temperature, 1).max(1).values.mean()) < float(
+        p.max(1).values.mean()
+    )
 
 
 def test_teacher_is_separate_and_frozen(distilled):

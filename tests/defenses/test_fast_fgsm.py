@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _defense_helpers import digits, mlp
 
 from advlab.defenses import FastFGSMTraining
-
-from _defense_helpers import digits, mlp
 
 
 class _Scripted(FastFGSMTraining):
@@ -62,15 +61,23 @@ def test_noise_near_zero_early_is_not_a_collapse():
 def test_measured_check_is_recorded_and_in_range():
     x, y = digits()
     t = FastFGSMTraining(eps=0.1, epochs=2, lr=1e-2, check_size=64, progress=False).fit(
-        mlp(), (x[:400], y[:400]), (x[1400:], y[1400:]))
+        mlp(), (x[:400], y[:400]), (x[1400:], y[1400:])
+    )
     accs = [h["check_pgd_accuracy"] for h in t.history_]
     assert all(0.0 <= a <= 1.0 for a in accs)
     # the check equals an independent PGD-10 from advlab.attacks.pgd with the same random start
     from advlab.attacks import pgd
     from advlab.threat import ThreatModel
 
-    res = pgd(t.model_, x[1400:1464], y[1400:1464], ThreatModel("linf", 0.1), steps=10, step_size=0.025,
-              generator=torch.Generator().manual_seed(2020))
+    res = pgd(
+        t.model_,
+        x[1400:1464],
+        y[1400:1464],
+        ThreatModel("linf", 0.1),
+        steps=10,
+        step_size=0.025,
+        generator=torch.Generator().manual_seed(2020),
+    )
     assert accs[-1] == pytest.approx(1 - float(res.success.float().mean()))
 
 
@@ -89,8 +96,16 @@ def test_step_is_random_start_plus_fgsm_of_125_eps():
     torch.testing.assert_close(logits, model(expected))
 
 
-@pytest.mark.parametrize("kwargs, match", [({"on_overfit": "ignore"}, "on_overfit"), ({"overfit_drop": 2}, "overfit_drop"), ({"overfit_drop": 0}, "overfit_drop"),
-                                           ({"eps": -1}, "eps"), ({"check_steps": 0}, "check_steps")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"on_overfit": "ignore"}, "on_overfit"),
+        ({"overfit_drop": 2}, "overfit_drop"),
+        ({"overfit_drop": 0}, "overfit_drop"),
+        ({"eps": -1}, "eps"),
+        ({"check_steps": 0}, "check_steps"),
+    ],
+)
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FastFGSMTraining(**kwargs)

@@ -8,10 +8,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _defense_helpers import digits, mlp, same_weights
 
 from advlab.defenses import FreeTraining
-
-from _defense_helpers import digits, mlp, same_weights
 
 
 def test_replays_match_the_algorithm_by_hand():

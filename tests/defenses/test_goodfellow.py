@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _defense_helpers import digits, mlp, same_weights
 
 from advlab.defenses import DEFENSES, GoodfellowTraining, StandardTraining
 from advlab.threat import ThreatModel
-
-from _defense_helpers import digits, mlp, same_weights
 
 SETTINGS = dict(epochs=2, lr=1e-2, batch_size=64, progress=False, seed=3)
 
@@ -62,8 +61,16 @@ def test_eps_rampup_schedule_values():
     assert t.settings()["eps_rampup"] == 0.5 and t.settings()["alpha"] == 0.5
 
 
-@pytest.mark.parametrize("kwargs, match", [({"alpha": 1.5}, "alpha"), ({"alpha": -0.1}, "alpha"), ({"eps": -0.1}, "eps"),
-                                           ({"eps_rampup": 2.0}, "eps_rampup"), ({"norm": "L2"}, "norm")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"alpha": 1.5}, "alpha"),
+        ({"alpha": -0.1}, "alpha"),
+        ({"eps": -0.1}, "eps"),
+        ({"eps_rampup": 2.0}, "eps_rampup"),
+        ({"norm": "L2"}, "norm"),
+    ],
+)
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GoodfellowTraining(**kwargs)

@@ -6,14 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _defense_helpers import digits, mlp, same_weights
 
 from advlab import zoo
-from advlab.defenses import (DropoutTraining, GaussianNoiseTraining, RBFTraining, RegularizedTraining,
-                             StandardTraining)
+from advlab.defenses import DropoutTraining, GaussianNoiseTraining, RBFTraining, RegularizedTraining, StandardTraining
 from advlab.defenses.dropout import dropout_classifier
 from advlab.defenses.noise import noisy_classifier
-
-from _defense_helpers import digits, mlp, same_weights
 
 SETTINGS = dict(epochs=2, lr=1e-2, batch_size=64, progress=False, seed=2)
 
@@ -26,8 +24,11 @@ def _data(n=500):
 def test_switched_off_defenses_equal_standard_training():
     data = _data()
     std = StandardTraining(**SETTINGS).fit(mlp(), data)
-    for trainer in (GaussianNoiseTraining(sigma=0.0, **SETTINGS), DropoutTraining(p=0.0, input_p=0.0, **SETTINGS),
-                    RegularizedTraining(l1=0.0, weight_decay=0.0, **SETTINGS)):
+    for trainer in (
+        GaussianNoiseTraining(sigma=0.0, **SETTINGS),
+        DropoutTraining(p=0.0, input_p=0.0, **SETTINGS),
+        RegularizedTraining(l1=0.0, weight_decay=0.0, **SETTINGS),
+    ):
         same_weights(std.model_, trainer.fit(mlp(), data).model_)
 
 

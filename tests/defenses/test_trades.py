@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _defense_helpers import digits, mlp, same_weights
 
 from advlab.defenses import TRADES, StandardTraining
 from advlab.defenses.trades import kl_to
-
-from _defense_helpers import digits, mlp, same_weights
 
 SETTINGS = dict(epochs=2, lr=1e-2, batch_size=64, progress=False, seed=1)
 
@@ -37,7 +36,7 @@ def test_loss_matches_formula_and_kl_matches_torch():
 
 
 def test_inner_maximisation_increases_kl_over_the_start():
-    x, y = digits()
+    x, _y = digits()
     xb = x[:64]
     model = mlp(seed=3)
     t = TRADES(eps=0.1, steps=10, **SETTINGS)

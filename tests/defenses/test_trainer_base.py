@@ -67,7 +67,9 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     killed = _KillAfter(kill_at_step=steps_per_epoch + 3, checkpoint_dir=tmp_path, **settings)
     with pytest.raises(_Killed):
         killed.fit(_model(), data)
-    resumed = StandardTraining(checkpoint_dir=tmp_path, **settings).fit(_model(seed=1), data)  # other init: must be overwritten
+    resumed = StandardTraining(checkpoint_dir=tmp_path, **settings).fit(
+        _model(seed=1), data
+    )  # other init: must be overwritten
     assert [h["epoch"] for h in resumed.history_] == [1, 2, 3]
     for a, b in zip(full.model_.parameters(), resumed.model_.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -90,7 +92,12 @@ def test_cyclic_schedule_shape():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"epochs": 0}, "epochs"), ({"lr": -1}, "lr"), ({"optimizer": "rmsprop"}, "optimizer"), ({"schedule": "x"}, "schedule")],
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"lr": -1}, "lr"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"schedule": "x"}, "schedule"),
+    ],
 )
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):

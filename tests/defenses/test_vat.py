@@ -8,12 +8,11 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from _defense_helpers import digits, mlp
 
 from advlab.defenses import VAT, GoodfellowTraining, StandardTraining
 from advlab.defenses.trades import kl_to
 from advlab.defenses.vat import split_labelled, vat_direction
-
-from _defense_helpers import digits, mlp
 
 
 def test_power_iteration_finds_top_eigenvector_of_kl_hessian():
@@ -34,8 +33,14 @@ def test_power_iteration_finds_top_eigenvector_of_kl_hessian():
     assert abs(float(d @ top)) > 0.999
     assert float(d.norm()) == pytest.approx(1.0)
     # one iteration (the paper's setting) already moves a random start toward it
-    starts = [abs(float(F.normalize(torch.randn(6, generator=torch.Generator().manual_seed(s)), dim=0) @ top)) for s in range(20)]
-    ones = [abs(float(vat_direction(lin, x, xi=1e-3, n_power=1, generator=torch.Generator().manual_seed(s))[0] @ top)) for s in range(20)]
+    starts = [
+        abs(float(F.normalize(torch.randn(6, generator=torch.Generator().manual_seed(s)), dim=0) @ top))
+        for s in range(20)
+    ]
+    ones = [
+        abs(float(vat_direction(lin, x, xi=1e-3, n_power=1, generator=torch.Generator().manual_seed(s))[0] @ top))
+        for s in range(20)
+    ]
     assert sum(ones) / 20 > sum(starts) / 20 + 0.2
 
 
@@ -47,7 +52,9 @@ def test_semi_supervised_fit_uses_unlabelled_data_and_labels_minus_one():
     y_marked = y[:1400].clone()
     y_marked[rest] = -1
     # the same split given as labels -1 is the same training (labelled first, unlabelled in file order)
-    b = VAT(**s).fit(mlp(), (torch.cat([x[lab], x[:1400][rest]]), torch.cat([y[lab], y_marked[rest]])), (x[1400:], y[1400:]))
+    b = VAT(**s).fit(
+        mlp(), (torch.cat([x[lab], x[:1400][rest]]), torch.cat([y[lab], y_marked[rest]])), (x[1400:], y[1400:])
+    )
     for pa, pb in zip(a.model_.parameters(), b.model_.parameters()):
         torch.testing.assert_close(pa, pb)
     assert a.unlabeled_.shape[0] == 1350
@@ -75,8 +82,9 @@ def test_supervised_trainers_refuse_unlabelled_data():
         GoodfellowTraining(progress=False).fit(mlp(), (x[:50], y2))
 
 
-@pytest.mark.parametrize("kwargs, match", [({"eps": 0.0}, "eps"), ({"xi": -1}, "xi"), ({"n_power": 0}, "n_power"),
-                                           ({"alpha": -1}, "alpha")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"eps": 0.0}, "eps"), ({"xi": -1}, "xi"), ({"n_power": 0}, "n_power"), ({"alpha": -1}, "alpha")]
+)
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         VAT(**kwargs)
@@ -86,10 +94,50 @@ def test_cli_labels_trains_semi_supervised(tmp_path, capsys):
     from advlab.cli import main
 
     out = tmp_path / "vat"
-    assert main(["train", "--data", "digits", "--arch", "mlp", "--defense", "vat", "--labels", "50", "--epochs", "1",
-                 "--batch-size", "25", "--set", "unlabeled_batch_size=256", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--arch",
+                "mlp",
+                "--defense",
+                "vat",
+                "--labels",
+                "50",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "25",
+                "--set",
+                "unlabeled_batch_size=256",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["defense"] == "vat" and card["training"]["n_train"] == 50
-    assert main(["train", "--data", "digits", "--arch", "mlp", "--labels", "50", "--epochs", "1", "--quiet",
-                 "--out", str(tmp_path / "std")]) != 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--arch",
+                "mlp",
+                "--labels",
+                "50",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--out",
+                str(tmp_path / "std"),
+            ]
+        )
+        != 0
+    )
     assert "'standard' trainer is supervised" in capsys.readouterr().err

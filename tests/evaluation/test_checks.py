@@ -6,11 +6,10 @@ import warnings
 
 import pytest
 import torch
+from _evaltoy import MinNorm, toy_data, toy_model
 
 from advlab.attacks import PGD
 from advlab.evaluation import evaluate
-
-from _evaltoy import MinNorm, toy_data, toy_model
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +40,7 @@ def test_checks_pass_on_linear_model():
 
 def test_checks_catch_quantised_model():
     # round() inside the model: zero input gradients, PGD cannot move, accuracy stays up at a huge eps
-    x, y, margin = toy_data(n=24, n_wrong=0)
+    x, y, _margin = toy_data(n=24, n_wrong=0)
     with pytest.warns(UserWarning) as rec:  # the failed checks, and PGD's own zero-gradient warning
         rep = evaluate(toy_model(quantize=True), (x, y), [0.1, 0.3], attacks=[PGD(steps=5)])
     checks = _by_name(rep)

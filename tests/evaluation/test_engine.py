@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import pytest
 import torch
+from _evaltoy import CALLS, CRASH, TAGS_A, TAGS_B, L2Only, MinNorm, ShiftA, ShiftB, in_tags, toy_data, toy_model
 
 import advlab
 from advlab.attacks import PGD
 from advlab.evaluation import evaluate, wilson_interval
-
-from _evaltoy import CALLS, CRASH, TAGS_A, TAGS_B, L2Only, MinNorm, ShiftA, ShiftB, in_tags, toy_data, toy_model
 
 EPS = [0.05, 0.15, 0.3]
 PGD5 = PGD(steps=5)
@@ -85,7 +85,7 @@ def test_pgd_sweep_is_monotone_and_matches_closed_form():
     eps = [0.02, 0.1, 0.2, 0.35]
     rep = evaluate(toy_model(), (x, y), eps, attacks=[PGD5], checks=False)
     accs = [r.robust_accuracy for r in rep.results]
-    assert all(b <= a for a, b in zip(accs, accs[1:]))
+    assert all(b <= a for a, b in itertools.pairwise(accs))
     for r in rep.results:
         expected = ((y == 1) & (margin >= r.eps)).float().mean().item()
         assert r.robust_accuracy == pytest.approx(expected)
@@ -98,7 +98,7 @@ def test_digits_sweep_monotone(softmax_model, digits):
     x, y = digits["x_test"][:30], digits["y_test"][:30]
     rep = advlab.evaluate(softmax_model, (x, y), [0.02, 0.05, 0.1], attacks=[PGD5], checks=False)
     accs = [r.robust_accuracy for r in rep.results]
-    assert all(b <= a for a, b in zip(accs, accs[1:]))
+    assert all(b <= a for a, b in itertools.pairwise(accs))
     assert accs[0] <= rep.clean_accuracy
     # an independent recomputation: each stored worst case is misclassified and inside its ball
     with torch.no_grad():
@@ -153,8 +153,9 @@ def test_checkpoint_of_other_config_refused(tmp_path):
         evaluate(toy_model(), (x, y), [0.1, 0.2], attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="different configuration.*seed"):
         evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path, seed=1)
-    rep = evaluate(toy_model(), (x, y), [0.1, 0.2], attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path,
-                   overwrite=True)
+    rep = evaluate(
+        toy_model(), (x, y), [0.1, 0.2], attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path, overwrite=True
+    )
     assert rep.eps == [0.1, 0.2]
 
 

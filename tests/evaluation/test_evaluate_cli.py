@@ -30,8 +30,23 @@ def saved_model(tmp_path_factory):
 
 def test_evaluate_cli_writes_report_and_resumes(tmp_path, saved_model, capsys):
     out = tmp_path / "eval"
-    args = ["evaluate", "--model", str(saved_model), "--data", "digits", "--eps", "0.05,0.1", "--n", "20",
-            "--attacks", "fgsm,rfgsm", "--no-checks", "--quiet", "--out", str(out)]
+    args = [
+        "evaluate",
+        "--model",
+        str(saved_model),
+        "--data",
+        "digits",
+        "--eps",
+        "0.05,0.1",
+        "--n",
+        "20",
+        "--attacks",
+        "fgsm,rfgsm",
+        "--no-checks",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
     html = (out / "report.html").read_text()
@@ -76,17 +91,40 @@ def test_evaluate_cli_shows_a_failed_check_once_and_sums_up(tmp_path, saved_mode
     from advlab.evaluation.report import CheckResult
 
     def failing(ctx):
-        return CheckResult("large_eps", "Accuracy goes to zero at a large eps", "fail", 0.4, 0.1,
-                           "PGD-20 at eps = 0.5 leaves 40.0% accuracy", "the attack is not working")
+        return CheckResult(
+            "large_eps",
+            "Accuracy goes to zero at a large eps",
+            "fail",
+            0.4,
+            0.1,
+            "PGD-20 at eps = 0.5 leaves 40.0% accuracy",
+            "the attack is not working",
+        )
 
     monkeypatch.setattr(checks_mod, "check_large_eps", failing)
-    args = ["evaluate", "--model", str(saved_model), "--data", "digits", "--eps", "0.1", "--n", "20",
-            "--attacks", "fgsm", "--quiet", "--out", str(tmp_path / "eval")]
+    args = [
+        "evaluate",
+        "--model",
+        str(saved_model),
+        "--data",
+        "digits",
+        "--eps",
+        "0.1",
+        "--n",
+        "20",
+        "--attacks",
+        "fgsm",
+        "--quiet",
+        "--out",
+        str(tmp_path / "eval"),
+    ]
     with caplog.at_level("INFO", logger="advlab"):
         assert main(args) == 0
     lines = [r.getMessage() for r in caplog.records if r.name == "advlab"]
     shown = [ln for ln in lines if "Accuracy goes to zero" in ln]
-    assert shown == ["warning: gradient-masking check failed: Accuracy goes to zero at a large eps: PGD-20 at eps = 0.5 "
-                     "leaves 40.0% accuracy. the attack is not working"]
-    assert lines.index(shown[0]) < [i for i, ln in enumerate(lines) if ln.startswith("robust accuracy")][0]
+    assert shown == [
+        "warning: gradient-masking check failed: Accuracy goes to zero at a large eps: PGD-20 at eps = 0.5 "
+        "leaves 40.0% accuracy. the attack is not working"
+    ]
+    assert lines.index(shown[0]) < next(i for i, ln in enumerate(lines) if ln.startswith("robust accuracy"))
     assert any(ln.startswith("1 gradient-masking check failed") for ln in lines)

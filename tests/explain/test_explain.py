@@ -9,7 +9,14 @@ import pytest
 import torch
 
 import advlab
-from advlab.explain import compare_perturbations, cross_section, explain, gradient_amplitudes, logit_response, visualize_classes
+from advlab.explain import (
+    compare_perturbations,
+    cross_section,
+    explain,
+    gradient_amplitudes,
+    logit_response,
+    visualize_classes,
+)
 
 
 class Binary(torch.nn.Module):
@@ -107,7 +114,14 @@ def test_explain_report_and_html(tiny_mlp_digits, tmp_path):
     assert not re.search(r'(src|href)="https?://', html)
     assert "data:image/png;base64," in html
     data = json.loads((tmp_path / "explain.json").read_text())
-    assert set(data["models"]["model"]) >= {"clean_accuracy", "cross_sections", "linearity", "perturbations", "gradients", "visualization"}
+    assert set(data["models"]["model"]) >= {
+        "clean_accuracy",
+        "cross_sections",
+        "linearity",
+        "perturbations",
+        "gradients",
+        "visualization",
+    }
     assert (tmp_path / "visualization.png").exists()
 
 

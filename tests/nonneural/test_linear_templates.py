@@ -13,7 +13,9 @@ from advlab.nonneural import affine_weights, fool_linear, from_sklearn, plot_lin
 
 @pytest.fixture(scope="module")
 def lr(digits_flat):
-    return LogisticRegression(max_iter=300).fit(digits_flat["x_train"][:500].numpy(), digits_flat["y_train"][:500].numpy())
+    return LogisticRegression(max_iter=300).fit(
+        digits_flat["x_train"][:500].numpy(), digits_flat["y_train"][:500].numpy()
+    )
 
 
 def _torch_nets():
@@ -25,8 +27,9 @@ def _torch_nets():
             layer.weight.copy_(torch.randn(10, 64, generator=g))
             layer.bias.copy_(torch.randn(10, generator=g))
     affine = Classifier(torch.nn.Sequential(torch.nn.Flatten(), lin), num_classes=10, input_shape=(1, 8, 8))
-    nonlinear = Classifier(torch.nn.Sequential(torch.nn.Flatten(), hidden, torch.nn.Tanh()), num_classes=10,
-                           input_shape=(1, 8, 8))
+    nonlinear = Classifier(
+        torch.nn.Sequential(torch.nn.Flatten(), hidden, torch.nn.Tanh()), num_classes=10, input_shape=(1, 8, 8)
+    )
     return affine.eval(), nonlinear.eval()
 
 

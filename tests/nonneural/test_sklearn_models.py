@@ -179,6 +179,7 @@ def test_other_supported_estimators_are_exact(data, kind):
     est = _more_estimators()[kind].fit(xt, yt)
     clf = from_sklearn(est)
     x = torch.from_numpy(xs)
-    np.testing.assert_allclose(clf.module.decision_function(x).numpy(), est.decision_function(xs.astype(np.float64)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        clf.module.decision_function(x).numpy(), est.decision_function(xs.astype(np.float64)), atol=1e-5
+    )
     assert (clf.predict(x).numpy() == est.predict(xs)).all()

@@ -53,7 +53,7 @@ def _brute_force(tree, x0: np.ndarray, y0: int, norm: str) -> float:
 
 @pytest.mark.parametrize("norm", ["linf", "l2", "l1", "l0"])
 def test_single_tree_is_exact_against_brute_force(norm):
-    tree, x, y = _tiny_tree()
+    tree, x, _y = _tiny_tree()
     xs, ys = x[:12], tree.predict(x[:12]).astype(np.int64)
     res = tree_attack(tree, xs, ys, norm=norm)
     for i in range(len(xs)):

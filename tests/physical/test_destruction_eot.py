@@ -94,7 +94,15 @@ def test_eot_pgd_survives_transformations_better_than_plain_pgd(mlp_model, digit
     # comparative and seeded: same images, same evaluation draws, same PGD settings; only the model attacked differs
     x, y = digits["x_test"][:100], digits["y_test"][:100]
     report = measure_destruction(
-        mlp_model, x, y, spec, attacks=["pgd"], eps=[0.15], eot_samples=[0, 10], draws=8, seed=1,
+        mlp_model,
+        x,
+        y,
+        spec,
+        attacks=["pgd"],
+        eps=[0.15],
+        eot_samples=[0, 10],
+        draws=8,
+        seed=1,
         attack_options={"pgd": {"steps": 20}},
     )
     plain, eot = report.rows

@@ -24,10 +24,30 @@ def model_dir(tmp_path_factory, digits, train_classifier):
 
 def test_physical_command_writes_consistent_rates(model_dir, tmp_path):
     out = tmp_path / "p"
-    rc = main([
-        "physical", "--model", str(model_dir), "--data", "digits", "--attacks", "fgsm,illc", "--eps", "0.1,0.2", "--n", "30", "--eot", "2",
-        "--draws", "2", "--transform", "noise=0.05..0.1,blur=0.3..0.6", "--quiet", "--out", str(out),
-    ])
+    rc = main(
+        [
+            "physical",
+            "--model",
+            str(model_dir),
+            "--data",
+            "digits",
+            "--attacks",
+            "fgsm,illc",
+            "--eps",
+            "0.1,0.2",
+            "--n",
+            "30",
+            "--eot",
+            "2",
+            "--draws",
+            "2",
+            "--transform",
+            "noise=0.05..0.1,blur=0.3..0.6",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     rec = json.loads((out / "result.json").read_text())
     assert rec["transform"] == "noise=0.05..0.1,blur=0.3..0.6"
@@ -48,16 +68,52 @@ def test_physical_command_writes_consistent_rates(model_dir, tmp_path):
     "spec, words", [("rotate=-90..90", "-45..45"), ("jpeg=0..50", "1..100"), ("blur=-1", "blur sigma")]
 )
 def test_physical_command_rejects_bad_transforms(model_dir, tmp_path, capsys, spec, words):
-    rc = main(["physical", "--model", str(model_dir), "--data", "digits", "--eps", "0.1", "--transform", spec,
-               "--out", str(tmp_path / "x")])
+    rc = main(
+        [
+            "physical",
+            "--model",
+            str(model_dir),
+            "--data",
+            "digits",
+            "--eps",
+            "0.1",
+            "--transform",
+            spec,
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert rc == 2
     assert words in capsys.readouterr().err
 
 
 def test_universal_fooling_and_patch_commands(model_dir, tmp_path):
     out = tmp_path / "u"
-    assert main(["universal", "--model", str(model_dir), "--data", "digits", "--eps", "0.2", "--n-train", "60", "--n",
-                 "100", "--max-passes", "1", "--transfer", str(model_dir), "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "universal",
+                "--model",
+                str(model_dir),
+                "--data",
+                "digits",
+                "--eps",
+                "0.2",
+                "--n-train",
+                "60",
+                "--n",
+                "100",
+                "--max-passes",
+                "1",
+                "--transfer",
+                str(model_dir),
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rec = json.loads((out / "result.json").read_text())
     assert rec["perturbation_norm"] <= 0.2 + 1e-6
     # the model transfers to itself with exactly its own fooling rate
@@ -69,16 +125,70 @@ def test_universal_fooling_and_patch_commands(model_dir, tmp_path):
     assert v.shape == (1, 8, 8) and float(v.abs().max()) <= 0.2 + 1e-6
 
     out = tmp_path / "f"
-    assert main(["fooling", "--model", str(model_dir), "--steps", "200", "--step-size", "0.02", "--noise-n", "100",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "fooling",
+                "--model",
+                str(model_dir),
+                "--steps",
+                "200",
+                "--step-size",
+                "0.02",
+                "--noise-n",
+                "100",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rec = json.loads((out / "result.json").read_text())
     assert len(rec["fooling_images"]["classes"]) == 10
     assert 0.0 <= rec["rubbish_class"]["fraction"] <= 1.0 and rec["rubbish_class"]["n"] == 100
 
     out = tmp_path / "patch"
-    assert main(["patch", "--model", str(model_dir), "--data", "digits", "--target", "8", "--patch-size", "4",
-                 "--n-train", "300", "--n", "100", "--epochs", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "patch",
+                "--model",
+                str(model_dir),
+                "--data",
+                "digits",
+                "--target",
+                "8",
+                "--patch-size",
+                "4",
+                "--n-train",
+                "300",
+                "--n",
+                "100",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rec = json.loads((out / "result.json").read_text())
     assert 0.0 <= rec["success_rate_test"] <= 1.0 and not math.isnan(rec["random_patch_success_rate_test"])
-    assert main(["patch", "--model", str(model_dir), "--data", "digits", "--target", "8", "--patch-size", "9",
-                 "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "patch",
+                "--model",
+                str(model_dir),
+                "--data",
+                "digits",
+                "--target",
+                "8",
+                "--patch-size",
+                "9",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )

@@ -38,8 +38,14 @@ def images() -> torch.Tensor:
 
 
 ALL = [
-    GaussianBlur((0.5, 2.0)), GaussianNoise((0.0, 0.3)), JPEGCompression((10, 90)), Brightness((-0.5, 0.5)),
-    Contrast((0.2, 3.0)), Rotation((-45, 45)), Scaling((0.5, 2.0)), Perspective((0.0, 0.25)),
+    GaussianBlur((0.5, 2.0)),
+    GaussianNoise((0.0, 0.3)),
+    JPEGCompression((10, 90)),
+    Brightness((-0.5, 0.5)),
+    Contrast((0.2, 3.0)),
+    Rotation((-45, 45)),
+    Scaling((0.5, 2.0)),
+    Perspective((0.0, 0.25)),
 ]
 
 
@@ -64,7 +70,16 @@ def test_same_generator_seed_same_output_and_global_rng_untouched(t, images):
 
 
 @pytest.mark.parametrize(
-    "t", [GaussianBlur(0.0), GaussianNoise(0.0), Brightness(0.0), Contrast(1.0), Rotation(0.0), Scaling(1.0), Perspective(0.0)],
+    "t",
+    [
+        GaussianBlur(0.0),
+        GaussianNoise(0.0),
+        Brightness(0.0),
+        Contrast(1.0),
+        Rotation(0.0),
+        Scaling(1.0),
+        Perspective(0.0),
+    ],
     ids=lambda t: t.name,
 )
 def test_neutral_strength_is_exact_identity(t, images):
@@ -113,7 +128,7 @@ def test_blur_matches_direct_gaussian_convolution():
     out = gaussian_blur(x, sigma)
     r = 4  # ceil(3 * 1.3)
     t = torch.arange(-r, r + 1, dtype=torch.float64)
-    k1 = torch.exp(-t**2 / (2 * sigma**2))
+    k1 = torch.exp(-(t**2) / (2 * sigma**2))
     k2 = torch.outer(k1, k1)
     k2 = k2 / k2.sum()
     # an interior pixel is the plain 2-D weighted sum (no padding involved)

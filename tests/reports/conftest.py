@@ -12,8 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
 
 @pytest.fixture(scope="module")
 def toy_report():
-    import advlab.evaluation.engine as engine
     from _evaltoy import ShiftA, ShiftB, toy_data, toy_model
+
+    import advlab.evaluation.engine as engine
 
     saved = engine.provenance
     engine.provenance = lambda **extra: {"versions": {"advlab": "test"}, "git_commit": "abc123", **extra}

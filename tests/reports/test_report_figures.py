@@ -50,8 +50,19 @@ def test_example_grid_more_columns_is_wider():
 
 
 def test_curve_and_bars(toy_report):
-    curve = robustness_curve([{"label": "m", "eps": [0.1, 0.3], "accuracy": [0.5, 0.2], "low": [0.4, 0.1],
-                               "high": [0.6, 0.3], "clean": 0.9}], "linf")
+    curve = robustness_curve(
+        [
+            {
+                "label": "m",
+                "eps": [0.1, 0.3],
+                "accuracy": [0.5, 0.2],
+                "low": [0.4, 0.1],
+                "high": [0.6, 0.3],
+                "clean": 0.9,
+            }
+        ],
+        "linf",
+    )
     assert curve.startswith(PNG)
     assert attack_bars(toy_report).startswith(PNG)
     assert example_grid(np.zeros((0, 4)), np.zeros((0, 4)), [], [], [], None, None).startswith(PNG)

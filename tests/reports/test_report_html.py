@@ -53,9 +53,20 @@ def test_html_self_contained_with_headline(toy_report):
 def test_failed_check_shown_red(toy_report):
     import dataclasses
 
-    failing = dataclasses.replace(toy_report, checks=[CheckResult(
-        name="gradients", title="Useful input gradients", status="fail", value=1.0, threshold=0.01,
-        detail="100% zero", meaning="masking")])
+    failing = dataclasses.replace(
+        toy_report,
+        checks=[
+            CheckResult(
+                name="gradients",
+                title="Useful input gradients",
+                status="fail",
+                value=1.0,
+                threshold=0.01,
+                detail="100% zero",
+                meaning="masking",
+            )
+        ],
+    )
     html = render_report(failing)
     assert 'class="pill fail"' in html and "1 masking check failed" in html and "Treat these numbers with care" in html
 
@@ -120,7 +131,9 @@ def test_comparison_default_labels_tell_same_architecture_apart(toy_report):
     name = toy_report.model
     assert [m["label"] for m in comparison([std, pgd])["models"]] == [f"{name} (mnist-std)", f"{name} (mnist-pgd)"]
     assert [m["label"] for m in comparison([pgd_fast, pgd, std])["models"]] == [
-        f"{name} (mnist-pgd, fast)", f"{name} (mnist-pgd, standard)", f"{name} (mnist-std)",
+        f"{name} (mnist-pgd, fast)",
+        f"{name} (mnist-pgd, standard)",
+        f"{name} (mnist-std)",
     ]
     assert [m["label"] for m in comparison([pgd, pgd])["models"]] == [f"{name} (mnist-pgd)", f"{name} (mnist-pgd) (2)"]
     other = EvaluationReport.from_dict(toy_report.to_dict())

@@ -260,7 +260,17 @@ def test_cnn_needs_image_shape(name):
 # ---------------------------------------------------------------------- registry and arguments
 def test_registry_lists_every_arch_with_its_source():
     assert list_archs() == sorted(
-        ["softmax-regression", "logistic-regression", "mlp", "maxout", "rbf", "wong-cnn", "madry-cnn", "cifar-cnn", "preact-resnet18"]
+        [
+            "softmax-regression",
+            "logistic-regression",
+            "mlp",
+            "maxout",
+            "rbf",
+            "wong-cnn",
+            "madry-cnn",
+            "cifar-cnn",
+            "preact-resnet18",
+        ]
     )
     for name, spec in ARCHS.items():
         assert spec.name == name
@@ -310,7 +320,7 @@ def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
     b = create("wong-cnn", MNIST, 10, seed=5)
     c = create("wong-cnn", MNIST, 10, seed=6)
     assert torch.equal(torch.get_rng_state(), state)
-    for (ka, va), (_, vb), (_, vc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items()):
+    for (ka, va), (_, vb), (_, _vc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items()):
         assert torch.equal(va, vb), ka
     assert not torch.equal(a[0].weight, c[0].weight)
     with torch.random.fork_rng():

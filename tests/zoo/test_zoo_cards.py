@@ -128,7 +128,12 @@ def test_card_fields_come_from_clf_card_unless_given(tmp_path):
 
 
 def test_card_summary():
-    card = {"arch": "wong-cnn", "dataset": "mnist", "accuracy": {"train": 0.99, "test": 0.987}, "training": {"epochs": 5}}
+    card = {
+        "arch": "wong-cnn",
+        "dataset": "mnist",
+        "accuracy": {"train": 0.99, "test": 0.987},
+        "training": {"epochs": 5},
+    }
     assert card_summary(card) == "wong-cnn on mnist, test acc 98.7%, trained 5 epochs"
     card["training"] = {"defense": "pgd-at", "epochs": 1}
     assert card_summary(card) == "wong-cnn on mnist (defense pgd-at), test acc 98.7%, trained 1 epoch"
@@ -337,21 +342,28 @@ def test_weights_do_not_match_the_architecture(saved):
     card = _card(folder)
     card["num_classes"] = 5
     _write_card(folder, card)
-    with pytest.raises(ValueError, match=r"shape mismatch \(2\): 7\.weight \(file \(10, 100\), model \(5, 100\)\), 7\.bias") as info:
+    with pytest.raises(
+        ValueError, match=r"shape mismatch \(2\): 7\.weight \(file \(10, 100\), model \(5, 100\)\), 7\.bias"
+    ) as info:
         load_model(folder)
     assert str(folder / "model.safetensors") in str(info.value)
 
     card["num_classes"] = 10
     card["arch"] = "madry-cnn"
     _write_card(folder, card)
-    with pytest.raises(ValueError, match=r"madry-cnn.*missing in the file \(4\): 3\.weight, 3\.bias, 9\.weight, 9\.bias; "
-                       r"unexpected in the file \(4\): .*shape mismatch \(4\): 0\.weight \(file \(16, 1, 4, 4\), model \(32, 1, 5, 5\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"madry-cnn.*missing in the file \(4\): 3\.weight, 3\.bias, 9\.weight, 9\.bias; "
+        r"unexpected in the file \(4\): .*shape mismatch \(4\): 0\.weight \(file \(16, 1, 4, 4\), model \(32, 1, 5, 5\)\)",
+    ):
         load_model(folder)
 
     card["arch"] = "maxout"  # no name in common: the lists are cut after the first few
     card["arch_kwargs"] = {"units": [4], "pieces": 2, "dropout": 0.0, "input_dropout": 0.0}
     _write_card(folder, card)
-    with pytest.raises(ValueError, match=r"unexpected in the file \(8\): 0\.bias, 0\.weight, 2\.bias, 2\.weight, 5\.bias and 3 more"):
+    with pytest.raises(
+        ValueError, match=r"unexpected in the file \(8\): 0\.bias, 0\.weight, 2\.bias, 2\.weight, 5\.bias and 3 more"
+    ):
         load_model(folder)
 
 
@@ -361,7 +373,9 @@ def test_weights_with_a_tensor_removed(saved):
     state["extra.weight"] = torch.zeros(2)
     save_file(state, str(folder / "model.safetensors"))
     _rehash(folder)
-    with pytest.raises(ValueError, match=r"missing in the file \(1\): 0\.bias; unexpected in the file \(1\): extra\.weight"):
+    with pytest.raises(
+        ValueError, match=r"missing in the file \(1\): 0\.bias; unexpected in the file \(1\): extra\.weight"
+    ):
         load_model(folder)
 
 

@@ -76,8 +76,10 @@ class QueryCounter:
         self.target_labels = labels
         self.targeted = targeted
         self.module = find_oracle(model)
-        self.oracle: Oracle = self.module.oracle if self.module is not None else TorchOracle(
-            model, mode="scores", batch_size=LOCAL_BATCH, bounds=bounds
+        self.oracle: Oracle = (
+            self.module.oracle
+            if self.module is not None
+            else TorchOracle(model, mode="scores", batch_size=LOCAL_BATCH, bounds=bounds)
         )
         if need_scores and self.oracle.mode != "scores":
             raise ValueError(
@@ -96,7 +98,9 @@ class QueryCounter:
         budget_left = self.oracle.remaining()
         if budget_left is not None and budget_left < self.n:
             raise BudgetExceeded(
-                self.oracle.queries, self.oracle.budget, self.n,
+                self.oracle.queries,
+                self.oracle.budget,
+                self.n,
                 f"{name}: the oracle has {budget_left} queries left, fewer than the {self.n} the framework needs to "
                 "check the results (one per example); raise the budget or attack fewer examples",
             )
@@ -117,7 +121,9 @@ class QueryCounter:
         left = self.oracle.remaining()
         if left is not None and m > left - self.n:
             raise BudgetExceeded(
-                self.oracle.queries, self.oracle.budget, m,
+                self.oracle.queries,
+                self.oracle.budget,
+                m,
                 f"{self.name}: the oracle's budget is nearly spent ({left} left, {self.n} kept back for the final "
                 f"check); a batch of {m} queries was not sent",
             )
@@ -179,8 +185,12 @@ class QueryCounter:
     def output(self, x_adv: torch.Tensor, success: torch.Tensor, **info: Any) -> AttackOutput:
         """The core's result: queries include the framework's final check (one per example)."""
         queries = (self.queries + 1).to(self.device)
-        info = {"stopped": self.stopped, **({"stopped_message": self.message} if self.message else {}),
-                "queries_to_success": self.first_success.to(self.device), **info}
+        info = {
+            "stopped": self.stopped,
+            **({"stopped_message": self.message} if self.message else {}),
+            "queries_to_success": self.first_success.to(self.device),
+            **info,
+        }
         self.partial = {"x_adv": x_adv.detach(), "success": success.detach(), "queries": queries, "info": info}
         return AttackOutput(x_adv.detach(), queries=queries, info=info)
 
@@ -209,8 +219,19 @@ def run_query_attack(
         model = as_module(model)
     box: list[QueryCounter] = []
     try:
-        result = run_attack(core, model, x, y, threat, goal=goal, name=name, norms=norms,
-                            supports_targeted=supports_targeted, counter_box=box, **settings)
+        result = run_attack(
+            core,
+            model,
+            x,
+            y,
+            threat,
+            goal=goal,
+            name=name,
+            norms=norms,
+            supports_targeted=supports_targeted,
+            counter_box=box,
+            **settings,
+        )
     except STOP_ERRORS as exc:
         if not box or box[0].partial is None:
             raise
@@ -226,7 +247,12 @@ def run_query_attack(
 
 
 def _unverified_result(
-    counter: QueryCounter, model: nn.Module, x: Any, y: Any, threat: ThreatModel, goal: Goal | None,
+    counter: QueryCounter,
+    model: nn.Module,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    goal: Goal | None,
     exc: BaseException,
 ) -> AttackResult:
     """Build the result from the attack's own knowledge when the final check could not be made."""
@@ -239,8 +265,14 @@ def _unverified_result(
     success = part["success"].to(torch.bool) & ~moved.to(part["success"].device)
     queries = part["queries"] - 1  # the final check was not made
     info = dict(part["info"])
-    info.update({"verified": False, "stopped": counter.stopped or "unreachable",
-                 "stopped_message": f"final check failed: {exc}", "targeted": as_goal(goal).targeted})
+    info.update(
+        {
+            "verified": False,
+            "stopped": counter.stopped or "unreachable",
+            "stopped_message": f"final check failed: {exc}",
+            "targeted": as_goal(goal).targeted,
+        }
+    )
     log.warning("%s: the target failed during the final check; returning unverified results", counter.name)
     return AttackResult(
         x_adv=_restore(x_adv, x, dtype=getattr(x, "dtype", None) if isinstance(x, np.ndarray) else None),

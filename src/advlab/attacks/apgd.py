@@ -169,7 +169,11 @@ def _l1_sparse_direction(grad: torch.Tensor, topk: torch.Tensor) -> torch.Tensor
 
 
 def _step(
-    threat: ThreatModel, x: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor,
+    threat: ThreatModel,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    grad: torch.Tensor,
+    eta: torch.Tensor,
     topk: torch.Tensor | None,
 ) -> torch.Tensor:
     """``P(x_adv + eta * direction)`` for the threat norm; for l1 the sparse step and the exact l1-box projection."""
@@ -418,8 +422,19 @@ def apgd(
     validation.check_choice("loss", loss, _LOSSES, "APGD-CE uses 'ce', APGD-DLR uses 'dlr'.")
     rho = validation.check_float("rho", rho, minimum=0.0, maximum=1.0, strict_min=True)
     return run_attack(
-        _core, model, x, y, threat, goal=goal, name="apgd", norms=APGD.norms,
-        n_iter=n_iter, restarts=restarts, loss=loss, rho=rho, generator=make_generator(generator),
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="apgd",
+        norms=APGD.norms,
+        n_iter=n_iter,
+        restarts=restarts,
+        loss=loss,
+        rho=rho,
+        generator=make_generator(generator),
     )
 
 
@@ -502,8 +517,9 @@ def _core_t(
             loss_sub = make_loss(target[sub])
             xi = xs[sub]
             x0 = threat.random_start(xi, generator)
-            return apgd_run(model, xi, x0, ys[sub], False, threat, n_iter=n_iter, loss_fn=loss_sub, rho=rho,
-                            name="apgd-t")
+            return apgd_run(
+                model, xi, x0, ys[sub], False, threat, n_iter=n_iter, loss_fn=loss_sub, rho=rho, name="apgd-t"
+            )
 
         x_adv, trace = best_of_restarts(run_once, x[idx], restarts)
         if first_trace is None:
@@ -574,8 +590,19 @@ def apgd_t(
     n_target_classes = validation.check_int("n_target_classes", n_target_classes, minimum=1)
     rho = validation.check_float("rho", rho, minimum=0.0, maximum=1.0, strict_min=True)
     return run_attack(
-        _core_t, model, x, y, threat, goal=goal, name="apgd-t", norms=APGDT.norms, supports_targeted=False,
-        n_iter=n_iter, restarts=restarts, n_target_classes=n_target_classes, rho=rho,
+        _core_t,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="apgd-t",
+        norms=APGDT.norms,
+        supports_targeted=False,
+        n_iter=n_iter,
+        restarts=restarts,
+        n_target_classes=n_target_classes,
+        rho=rho,
         generator=make_generator(generator),
     )
 

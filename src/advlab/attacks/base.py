@@ -26,7 +26,7 @@ from advlab.registry import Registry
 from advlab.result import AttackResult
 from advlab.threat import ThreatModel
 
-ATTACKS: Registry[type["AttackConfig"]] = Registry("attack")
+ATTACKS: Registry[type[AttackConfig]] = Registry("attack")
 """All attack config classes by name (``"pgd"``, ``"fgsm"``...)."""
 
 DEFAULT_SEED = 0
@@ -219,7 +219,7 @@ class AttackConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "AttackConfig":
+    def from_options(cls, options: dict[str, Any]) -> AttackConfig:
         """Build from a dict of settings (e.g. CLI options), rejecting names the attack does not have."""
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - set(known))

@@ -89,10 +89,23 @@ def bim(
     validation.check_threat_model(threat)
     default_steps, default_size = paper_defaults(threat)
     steps = default_steps if steps is None else validation.check_int("steps", steps, minimum=1)
-    step_size = default_size if step_size is None else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
+    step_size = (
+        default_size
+        if step_size is None
+        else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
+    )
     return run_attack(
-        _core, model, x, y, threat, goal=goal, name="bim", norms=BIM.norms,
-        steps=steps, step_size=step_size, loss_fn=get_loss(loss),
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="bim",
+        norms=BIM.norms,
+        steps=steps,
+        step_size=step_size,
+        loss_fn=get_loss(loss),
     )
 
 

@@ -68,7 +68,11 @@ class _RingStats:
 
 
 def _proposals(
-    x: torch.Tensor, x_adv: torch.Tensor, spherical: torch.Tensor, source: torch.Tensor, threat: ThreatModel,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    spherical: torch.Tensor,
+    source: torch.Tensor,
+    threat: ThreatModel,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """An orthogonal (spherical) step around ``x`` and the full step that also moves toward ``x``."""
@@ -107,8 +111,16 @@ def _core(
     generator: torch.Generator,
     counter_box: list,
 ) -> AttackOutput:
-    counter = QueryCounter(model, x, max_queries, need_scores=False, name="boundary", labels=labels,
-                           targeted=targeted, bounds=threat.bounds)
+    counter = QueryCounter(
+        model,
+        x,
+        max_queries,
+        need_scores=False,
+        name="boundary",
+        labels=labels,
+        targeted=targeted,
+        bounds=threat.bounds,
+    )
     counter_box.append(counter)
     n = x.shape[0]
     clean_pred = counter.clean_log_probs(x).argmax(1)
@@ -117,8 +129,9 @@ def _core(
     done_steps = 0
     try:
         given = None if starting_points_ is None else starting_points_.to(x.device, x.dtype)
-        start, found = starting_points(counter, x, clean_pred, threat, given=given,
-                                       init_attempts=init_attempts, generator=generator)
+        start, found = starting_points(
+            counter, x, clean_pred, threat, given=given, init_attempts=init_attempts, generator=generator
+        )
         best = torch.where(_per_example(found, x), start, x)
         already = found & (threat.distance(start, x) == 0)
         best = blend_search(counter, x, best, found & ~already)
@@ -155,7 +168,11 @@ def _core(
 
 
 def _adapt(
-    spherical: torch.Tensor, source: torch.Tensor, sph: _RingStats, step: _RingStats, factor: float,
+    spherical: torch.Tensor,
+    source: torch.Tensor,
+    sph: _RingStats,
+    step: _RingStats,
+    factor: float,
     active: torch.Tensor,
 ) -> None:
     """Step-size adaptation of Brendel et al.: keep ~50% of orthogonal steps and ~20-50% of full steps adversarial."""
@@ -246,9 +263,21 @@ def boundary(
     init_attempts = validation.check_int("init_attempts", init_attempts, minimum=0)
     start = _check_starting_points(starting_points, x, threat)
     return run_query_attack(
-        _core, model, x, y, threat, goal=goal, name="boundary", norms=Boundary.norms,
-        steps=steps, spherical_step=spherical_step, source_step=source_step, step_adaptation=step_adaptation,
-        max_queries=check_max_queries(max_queries), init_attempts=init_attempts, starting_points_=start,
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="boundary",
+        norms=Boundary.norms,
+        steps=steps,
+        spherical_step=spherical_step,
+        source_step=source_step,
+        step_adaptation=step_adaptation,
+        max_queries=check_max_queries(max_queries),
+        init_attempts=init_attempts,
+        starting_points_=start,
         generator=make_generator(generator),
     )
 

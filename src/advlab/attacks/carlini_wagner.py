@@ -240,9 +240,20 @@ def carlini_wagner_l2(
     learning_rate = validation.check_float("learning_rate", learning_rate, minimum=0.0, strict_min=True)
     initial_const = validation.check_float("initial_const", initial_const, minimum=0.0, strict_min=True)
     return run_attack(
-        _core_l2, model, x, y, threat, goal=goal, name="cw-l2", norms=CarliniWagnerL2.norms,
-        confidence=confidence, binary_search_steps=binary_search_steps, steps=steps,
-        learning_rate=learning_rate, initial_const=initial_const, abort_early=bool(abort_early),
+        _core_l2,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="cw-l2",
+        norms=CarliniWagnerL2.norms,
+        confidence=confidence,
+        binary_search_steps=binary_search_steps,
+        steps=steps,
+        learning_rate=learning_rate,
+        initial_const=initial_const,
+        abort_early=bool(abort_early),
     )
 
 
@@ -432,9 +443,22 @@ def carlini_wagner_linf(
     if tau_min is not None:
         tau_min = validation.check_float("tau_min", tau_min, minimum=0.0, strict_min=True)
     return run_attack(
-        _core_linf, model, x, y, threat, goal=goal, name="cw-linf", norms=CarliniWagnerLinf.norms,
-        confidence=confidence, steps=steps, learning_rate=learning_rate, initial_const=initial_const,
-        largest_const=largest_const, const_factor=const_factor, decrease_factor=decrease_factor, tau_min=tau_min,
+        _core_linf,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="cw-linf",
+        norms=CarliniWagnerLinf.norms,
+        confidence=confidence,
+        steps=steps,
+        learning_rate=learning_rate,
+        initial_const=initial_const,
+        largest_const=largest_const,
+        const_factor=const_factor,
+        decrease_factor=decrease_factor,
+        tau_min=tau_min,
     )
 
 

@@ -167,8 +167,18 @@ def deepfool(
     overshoot = validation.check_float("overshoot", overshoot, minimum=0.0)
     max_iter = validation.check_int("max_iter", max_iter, minimum=1)
     return run_attack(
-        _core, model, x, y, threat, goal=goal, name="deepfool", norms=DeepFool.norms, supports_targeted=False,
-        num_classes=num_classes, overshoot=overshoot, max_iter=max_iter,
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="deepfool",
+        norms=DeepFool.norms,
+        supports_targeted=False,
+        num_classes=num_classes,
+        overshoot=overshoot,
+        max_iter=max_iter,
     )
 
 

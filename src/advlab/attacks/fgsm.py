@@ -16,8 +16,14 @@ from advlab.threat import ThreatModel
 
 
 def fast_gradient_step(
-    model: nn.Module, x_start: torch.Tensor, labels: torch.Tensor, targeted: bool, threat: ThreatModel,
-    size: float, loss_fn: LossFn, name: str,
+    model: nn.Module,
+    x_start: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    threat: ThreatModel,
+    size: float,
+    loss_fn: LossFn,
+    name: str,
 ) -> torch.Tensor:
     """One step of length ``size`` from ``x_start`` along the threat norm's steepest-ascent direction."""
     _, grad, _ = loss_and_grad(model, x_start, labels, targeted, loss_fn)

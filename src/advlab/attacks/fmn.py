@@ -208,8 +208,19 @@ def fmn(
     gamma_init = validation.check_float("gamma_init", gamma_init, minimum=0.0, maximum=1.0, strict_max=True)
     gamma_final = validation.check_float("gamma_final", gamma_final, minimum=0.0, maximum=1.0, strict_max=True)
     return run_attack(
-        _core, model, x, y, threat, goal=goal, name="fmn", norms=FMN.norms,
-        steps=steps, alpha_init=alpha_init, alpha_final=alpha_final, gamma_init=gamma_init, gamma_final=gamma_final,
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="fmn",
+        norms=FMN.norms,
+        steps=steps,
+        alpha_init=alpha_init,
+        alpha_final=alpha_final,
+        gamma_init=gamma_init,
+        gamma_final=gamma_final,
     )
 
 

@@ -76,7 +76,9 @@ class FoolingImages:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "start": self.start, "target_confidence": self.target_confidence, "seconds": self.seconds,
+            "start": self.start,
+            "target_confidence": self.target_confidence,
+            "seconds": self.seconds,
             "fraction_reached": self.fraction_reached,
             "classes": [
                 {"class": int(c), "reached": bool(r), "confidence": float(p), "steps": int(s)}
@@ -139,7 +141,9 @@ def fooling_images(
     clf = as_classifier(model)
     shape = _input_shape(clf, input_shape)
     validation.check_choice("start", start, STARTS)
-    confidence = validation.check_float("confidence", confidence, minimum=0.0, maximum=1.0, strict_min=True, strict_max=True)
+    confidence = validation.check_float(
+        "confidence", confidence, minimum=0.0, maximum=1.0, strict_min=True, strict_max=True
+    )
     steps = validation.check_int("steps", steps, minimum=1)
     step_size = validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
     l2 = validation.check_float("l2", l2, minimum=0.0)
@@ -183,9 +187,20 @@ def fooling_images(
             prob = F.softmax(clf(x), dim=1).gather(1, cls[:, None]).squeeze(1)
     reached = prob >= confidence
     return FoolingImages(
-        x=x.detach(), classes=cls.cpu(), confidence=prob.cpu(), reached=reached.cpu(), steps=used.cpu(),
-        start=start, target_confidence=confidence, seconds=time.perf_counter() - t0,
-        info={"steps_max": steps, "step_size": step_size, "l2": l2, "method": "gradient ascent (sign steps) on log p_c"},
+        x=x.detach(),
+        classes=cls.cpu(),
+        confidence=prob.cpu(),
+        reached=reached.cpu(),
+        steps=used.cpu(),
+        start=start,
+        target_confidence=confidence,
+        seconds=time.perf_counter() - t0,
+        info={
+            "steps_max": steps,
+            "step_size": step_size,
+            "l2": l2,
+            "method": "gradient ascent (sign steps) on log p_c",
+        },
     )
 
 
@@ -265,8 +280,12 @@ def rubbish_class_rate(
     pred = torch.cat(preds)
     num = clf.num_classes or int(pred.max()) + 1
     return RubbishRate(
-        fraction=float((conf > threshold).float().mean()), threshold=threshold, n=n,
-        mean_confidence=float(conf.mean()), class_counts=torch.bincount(pred, minlength=num).tolist(),
-        noise_mean=mean, noise_std=std,
+        fraction=float((conf > threshold).float().mean()),
+        threshold=threshold,
+        n=n,
+        mean_confidence=float(conf.mean()),
+        class_counts=torch.bincount(pred, minlength=num).tolist(),
+        noise_mean=mean,
+        noise_std=std,
         distribution=f"clip(N({mean:.4g}, {std:.4g}^2), [{lo:g}, {hi:g}]) i.i.d. per input value",
     )

@@ -50,7 +50,12 @@ def _project(x: torch.Tensor, x_adv: torch.Tensor, alpha: torch.Tensor, norm: st
 
 
 def _binary_search(
-    counter: QueryCounter, x: torch.Tensor, x_adv: torch.Tensor, idx: torch.Tensor, norm: str, theta: float,
+    counter: QueryCounter,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    idx: torch.Tensor,
+    norm: str,
+    theta: float,
 ) -> torch.Tensor:
     """Move the adversarial ``x_adv[idx]`` onto the boundary between it and ``x[idx]`` (batched over examples)."""
     xs, xa = x[idx], x_adv[idx]
@@ -74,8 +79,13 @@ def _binary_search(
 
 
 def _estimate_gradient(
-    counter: QueryCounter, x_b: torch.Tensor, idx: torch.Tensor, num_evals: int, delta: torch.Tensor,
-    threat: ThreatModel, generator: torch.Generator,
+    counter: QueryCounter,
+    x_b: torch.Tensor,
+    idx: torch.Tensor,
+    num_evals: int,
+    delta: torch.Tensor,
+    threat: ThreatModel,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """Monte-Carlo estimate of the boundary normal at ``x_b`` (Chen et al., Eq. 9, with the baseline of Eq. 16)."""
     n, shape = x_b.shape[0], x_b.shape[1:]
@@ -126,8 +136,16 @@ def _core(
     generator: torch.Generator,
     counter_box: list,
 ) -> AttackOutput:
-    counter = QueryCounter(model, x, max_queries, need_scores=False, name="hopskipjump", labels=labels,
-                           targeted=targeted, bounds=threat.bounds)
+    counter = QueryCounter(
+        model,
+        x,
+        max_queries,
+        need_scores=False,
+        name="hopskipjump",
+        labels=labels,
+        targeted=targeted,
+        bounds=threat.bounds,
+    )
     counter_box.append(counter)
     n, d = x.shape[0], x[0].numel()
     norm = threat.norm
@@ -140,8 +158,9 @@ def _core(
     done_iterations = 0
     try:
         given = None if starting_points_ is None else starting_points_.to(x.device, x.dtype)
-        start, found = starting_points(counter, x, clean_pred, threat, given=given,
-                                       init_attempts=init_attempts, generator=generator)
+        start, found = starting_points(
+            counter, x, clean_pred, threat, given=given, init_attempts=init_attempts, generator=generator
+        )
         already = found & (threat.distance(start, x) == 0)
         best = torch.where(_per_example(found, x), start, x)
         best_dist = torch.where(found, threat.distance(best, x), best_dist)
@@ -196,8 +215,9 @@ def _core(
     except STOP_ERRORS as exc:
         counter.stop(exc)
     min_distance = torch.where(found, threat.distance(best, x), torch.full_like(found, float("inf"), dtype=x.dtype))
-    return counter.output(best, found, iterations=done_iterations, found_start=found.detach(),
-                          min_distance=min_distance)
+    return counter.output(
+        best, found, iterations=done_iterations, found_start=found.detach(), min_distance=min_distance
+    )
 
 
 def hopskipjump(
@@ -267,9 +287,21 @@ def hopskipjump(
     init_attempts = validation.check_int("init_attempts", init_attempts, minimum=0)
     start = _check_starting_points(starting_points, x, threat)
     return run_query_attack(
-        _core, model, x, y, threat, goal=goal, name="hopskipjump", norms=HopSkipJump.norms,
-        steps=steps, init_num_evals=init_num_evals, max_num_evals=max_num_evals, gamma=gamma,
-        max_queries=check_max_queries(max_queries), init_attempts=init_attempts, starting_points_=start,
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="hopskipjump",
+        norms=HopSkipJump.norms,
+        steps=steps,
+        init_num_evals=init_num_evals,
+        max_num_evals=max_num_evals,
+        gamma=gamma,
+        max_queries=check_max_queries(max_queries),
+        init_attempts=init_attempts,
+        starting_points_=start,
         generator=make_generator(generator),
     )
 

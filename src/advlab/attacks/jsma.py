@@ -169,12 +169,23 @@ def jsma(
     """
     theta = validation.check_float("theta", theta, minimum=-1.0, maximum=1.0)
     if theta == 0:
-        raise ValueError("theta: expected a non-zero change per feature in [-1, 1], got 0. Use 1 to set features to the maximum.")
+        raise ValueError(
+            "theta: expected a non-zero change per feature in [-1, 1], got 0. Use 1 to set features to the maximum."
+        )
     gamma = validation.check_float("gamma", gamma, minimum=0.0, maximum=1.0, strict_min=True)
     validation.check_choice("jacobian", jacobian, JACOBIANS)
     return run_attack(
-        _core, model, x, y, threat, goal=goal, name="jsma", norms=JSMA.norms,
-        theta=theta, gamma=gamma, jacobian=jacobian,
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="jsma",
+        norms=JSMA.norms,
+        theta=theta,
+        gamma=gamma,
+        jacobian=jacobian,
     )
 
 

@@ -83,14 +83,18 @@ def _core(
             # minimiser is every example's own minimiser and one L-BFGS-B call serves the batch.
             zt = torch.from_numpy(z).to(dev).view_as(x64).requires_grad_(True)
             logits = model(zt.to(dtype).view_as(xs))
-            total = (c * (zt - x64).pow(2).sum(1) + _loss_f(logits, ls, targeted).double()).sum()
+            total = (c * (zt - x64).pow(2).sum(1) + _loss_f(logits, ls, targeted).double()).sum()  # noqa: B023 - called within this iteration
             (grad,) = torch.autograd.grad(total, zt)
             return float(total.detach()), grad.cpu().numpy().ravel()
 
         # ftol = 0: the relative-decrease test would look at the batch total, where one example's progress can
         # hide another's; stop on the per-coordinate projected gradient (gtol) or max_iter instead.
         res = minimize(
-            objective, start, jac=True, method="L-BFGS-B", bounds=box,
+            objective,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=box,
             options={"maxiter": max_iter, "ftol": 0.0, "gtol": GTOL},
         )
         z = torch.from_numpy(res.x).to(dev).view_as(x64)
@@ -178,8 +182,17 @@ def lbfgs(
     search_steps = validation.check_int("search_steps", search_steps, minimum=1)
     max_iter = validation.check_int("max_iter", max_iter, minimum=1)
     return run_attack(
-        _core, model, x, y, threat, goal=goal, name="lbfgs", norms=LBFGS.norms,
-        initial_const=initial_const, search_steps=search_steps, max_iter=max_iter,
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="lbfgs",
+        norms=LBFGS.norms,
+        initial_const=initial_const,
+        search_steps=search_steps,
+        max_iter=max_iter,
     )
 
 

@@ -23,8 +23,17 @@ DEFAULT_DECAY = 1.0
 
 def _core(model, x, labels, targeted, threat, *, steps, step_size, decay, loss_fn) -> AttackOutput:
     x_adv, _, _, trace = iterate(
-        model, x, x, labels, targeted, threat,
-        steps=steps, step_size=step_size, loss_fn=loss_fn, momentum=decay, name="mifgsm",
+        model,
+        x,
+        x,
+        labels,
+        targeted,
+        threat,
+        steps=steps,
+        step_size=step_size,
+        loss_fn=loss_fn,
+        momentum=decay,
+        name="mifgsm",
     )
     return AttackOutput(x_adv, loss_trace=trace)
 
@@ -78,8 +87,18 @@ def mifgsm(
         step_size = threat.eps / steps
     step_size = validation.check_float("step_size", step_size, minimum=0.0)
     return run_attack(
-        _core, model, x, y, threat, goal=goal, name="mifgsm", norms=MIFGSM.norms,
-        steps=steps, step_size=step_size, decay=decay, loss_fn=get_loss(loss),
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="mifgsm",
+        norms=MIFGSM.norms,
+        steps=steps,
+        step_size=step_size,
+        decay=decay,
+        loss_fn=get_loss(loss),
     )
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.attacks._query import QueryCounter, STOP_ERRORS, check_max_queries, run_query_attack
+from advlab.attacks._query import STOP_ERRORS, QueryCounter, check_max_queries, run_query_attack
 from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator
 from advlab.blackbox.oracles import Oracle
 from advlab.goals import Goal, is_success
@@ -97,8 +97,9 @@ def _core(
     generator: torch.Generator,
     counter_box: list,
 ) -> AttackOutput:
-    counter = QueryCounter(model, x, max_queries, need_scores=True, name="nes", labels=labels, targeted=targeted,
-                           bounds=threat.bounds)
+    counter = QueryCounter(
+        model, x, max_queries, need_scores=True, name="nes", labels=labels, targeted=targeted, bounds=threat.bounds
+    )
     counter_box.append(counter)
     n = x.shape[0]
     logp = counter.clean_log_probs(x)
@@ -122,8 +123,13 @@ def _core(
             idx = (counter.can_afford(per_step) & ~success).nonzero().flatten()
             if idx.numel() == 0:
                 break
-            grad = nes_gradient(lambda p, o: f(p, idx[o]), x_adv[idx], sigma=sigma, n_samples=n_samples,
-                                generator=generator)
+            grad = nes_gradient(
+                lambda p, o: f(p, idx[o]),  # noqa: B023 - called within this iteration
+                x_adv[idx],
+                sigma=sigma,
+                n_samples=n_samples,
+                generator=generator,
+            )
             g = momentum * g_prev[idx] + (1 - momentum) * grad
             g_prev[idx] = g
             x_new = threat.project(x_adv[idx] + lr[idx].view(shape) * threat.ascent_direction(g), x[idx])
@@ -140,7 +146,7 @@ def _core(
             # plateau schedule: no improvement of the loss over the last plateau_length steps halves the step
             current = torch.full((n,), float("nan"), device=x.device, dtype=x.dtype)
             current[idx] = loss
-            history = history[-(plateau_length - 1):] + [current] if plateau_length > 1 else [current]
+            history = history[-(plateau_length - 1) :] + [current] if plateau_length > 1 else [current]
             if len(history) >= plateau_length:
                 old = history[-plateau_length]
                 stalled = (current <= old) & ~torch.isnan(current) & ~torch.isnan(old)
@@ -221,16 +227,32 @@ def nes(
     plateau_length = validation.check_int("plateau_length", plateau_length, minimum=1)
     plateau_drop = validation.check_float("plateau_drop", plateau_drop, minimum=1.0)
     eps = threat.eps if isinstance(threat, ThreatModel) else 0.0
-    step_size = validation.check_float("step_size", STEP_SIZE_FRACTION * eps if step_size is None else step_size,
-                                       minimum=0.0)
+    step_size = validation.check_float(
+        "step_size", STEP_SIZE_FRACTION * eps if step_size is None else step_size, minimum=0.0
+    )
     min_step_size = validation.check_float(
         "min_step_size", MIN_STEP_FRACTION * eps if min_step_size is None else min_step_size, minimum=0.0
     )
     return run_query_attack(
-        _core, model, x, y, threat, goal=goal, name="nes", norms=NES.norms,
-        steps=steps, step_size=step_size, min_step_size=min(min_step_size, step_size), sigma=sigma,
-        n_samples=n_samples, momentum=momentum, plateau_length=plateau_length, plateau_drop=plateau_drop,
-        loss_fn=get_loss(loss), max_queries=check_max_queries(max_queries), generator=make_generator(generator),
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="nes",
+        norms=NES.norms,
+        steps=steps,
+        step_size=step_size,
+        min_step_size=min(min_step_size, step_size),
+        sigma=sigma,
+        n_samples=n_samples,
+        momentum=momentum,
+        plateau_length=plateau_length,
+        plateau_drop=plateau_drop,
+        loss_fn=get_loss(loss),
+        max_queries=check_max_queries(max_queries),
+        generator=make_generator(generator),
     )
 
 

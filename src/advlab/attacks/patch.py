@@ -31,7 +31,9 @@ def _pair(name: str, value: Any) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name}: expected an int or a pair (height, width), got {value!r}")
-        return validation.check_int(f"{name}[0]", value[0], minimum=1), validation.check_int(f"{name}[1]", value[1], minimum=1)
+        return validation.check_int(f"{name}[0]", value[0], minimum=1), validation.check_int(
+            f"{name}[1]", value[1], minimum=1
+        )
     v = validation.check_int(name, value, minimum=1)
     return v, v
 
@@ -124,10 +126,14 @@ def _margin(scale: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return torch.where(exact, torch.zeros_like(scale), scale)
 
 
-def _check_fits(image_hw: tuple[int, int], size: tuple[int, int], scale: tuple[float, float], rotation: tuple[float, float]) -> None:
+def _check_fits(
+    image_hw: tuple[int, int], size: tuple[int, int], scale: tuple[float, float], rotation: tuple[float, float]
+) -> None:
     h, w = size
     worst_h = worst_w = 0.0
-    angles = [rotation[0], rotation[1]] + [d for d in (-90.0, -45.0, 0.0, 45.0, 90.0) if rotation[0] <= d <= rotation[1]]
+    angles = [rotation[0], rotation[1]] + [
+        d for d in (-90.0, -45.0, 0.0, 45.0, 90.0) if rotation[0] <= d <= rotation[1]
+    ]
     for deg in angles:
         s = torch.tensor(scale[1], dtype=torch.float64)
         a = torch.tensor(math.radians(deg), dtype=torch.float64)
@@ -197,7 +203,9 @@ class AdversarialPatch:
         from advlab.attacks.base import make_generator
 
         g = make_generator(generator)
-        pl = sample_placements(x.shape[0], tuple(x.shape[2:]), tuple(self.patch.shape[1:]), g, scale=self.scale, rotation=self.rotation)
+        pl = sample_placements(
+            x.shape[0], tuple(x.shape[2:]), tuple(self.patch.shape[1:]), g, scale=self.scale, rotation=self.rotation
+        )
         return apply_patch(x, self.patch, pl.top_left, scale=pl.scale, angle=pl.angle, mask=self.mask)
 
 
@@ -310,7 +318,12 @@ def train_patch(
             history.append(total / count)
             log.info("patch epoch %d: mean target probability %.3f", epoch + 1, history[-1])
     result = AdversarialPatch(
-        patch=patch.detach(), mask=mask, target=target, scale=scale_r, rotation=rot_r, history=history,
+        patch=patch.detach(),
+        mask=mask,
+        target=target,
+        scale=scale_r,
+        rotation=rot_r,
+        history=history,
         seconds=time.perf_counter() - t0,
     )
     result.success_rate_train = patch_success_rate(clf, x_t, result, generator=g)

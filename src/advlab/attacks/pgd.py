@@ -40,8 +40,16 @@ def _core(
         xs = x[idx]
         x0 = threat.random_start(xs, generator) if random_start else xs
         return iterate(
-            model, xs, x0, labels[idx], targeted, threat,
-            steps=steps, step_size=step_size, loss_fn=loss_fn, name="pgd",
+            model,
+            xs,
+            x0,
+            labels[idx],
+            targeted,
+            threat,
+            steps=steps,
+            step_size=step_size,
+            loss_fn=loss_fn,
+            name="pgd",
         )
 
     x_adv, trace = best_of_restarts(run_once, x, restarts if random_start else 1)
@@ -106,9 +114,20 @@ def pgd(
         step_size = STEP_SIZE_FACTOR * threat.eps / steps
     step_size = validation.check_float("step_size", step_size, minimum=0.0, strict_min=True) if threat.eps > 0 else 0.0
     return run_attack(
-        _core, model, x, y, threat, goal=goal, name="pgd", norms=PGD.norms,
-        steps=steps, step_size=step_size, restarts=restarts, random_start=bool(random_start),
-        loss_fn=get_loss(loss), generator=make_generator(generator),
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="pgd",
+        norms=PGD.norms,
+        steps=steps,
+        step_size=step_size,
+        restarts=restarts,
+        random_start=bool(random_start),
+        loss_fn=get_loss(loss),
+        generator=make_generator(generator),
     )
 
 

@@ -75,10 +75,21 @@ def rfgsm(
         alpha = DEFAULT_ALPHA_FRACTION * threat.eps
     alpha = validation.check_float("alpha", alpha, minimum=0.0)
     if threat.eps > 0 and alpha >= threat.eps:
-        raise ValueError(f"alpha: expected 0 <= alpha < eps = {threat.eps}, got {alpha}; the gradient step needs eps - alpha > 0")
+        raise ValueError(
+            f"alpha: expected 0 <= alpha < eps = {threat.eps}, got {alpha}; the gradient step needs eps - alpha > 0"
+        )
     return run_attack(
-        _core, model, x, y, threat, goal=goal, name="rfgsm", norms=RFGSM.norms,
-        alpha=alpha, loss_fn=get_loss(loss), generator=make_generator(generator),
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="rfgsm",
+        norms=RFGSM.norms,
+        alpha=alpha,
+        loss_fn=get_loss(loss),
+        generator=make_generator(generator),
     )
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.attacks._query import QueryCounter, STOP_ERRORS, check_max_queries, run_query_attack
+from advlab.attacks._query import STOP_ERRORS, QueryCounter, check_max_queries, run_query_attack
 from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator
 from advlab.blackbox.oracles import Oracle
 from advlab.goals import Goal, is_success
@@ -57,7 +57,7 @@ def spsa_gradient(
     """
     n, k = x.shape[0], max(1, n_samples // 2)
     v = torch.randint(0, 2, (n, k, *x.shape[1:]), generator=generator, device=generator.device)
-    v = (v.to(x.device, x.dtype) * 2 - 1)
+    v = v.to(x.device, x.dtype) * 2 - 1
     xe = x.unsqueeze(1)
     plus, minus = xe + delta * v, xe - delta * v
     if clip is not None:
@@ -90,8 +90,9 @@ def _core(
     generator: torch.Generator,
     counter_box: list,
 ) -> AttackOutput:
-    counter = QueryCounter(model, x, max_queries, need_scores=True, name="spsa", labels=labels, targeted=targeted,
-                           bounds=threat.bounds)
+    counter = QueryCounter(
+        model, x, max_queries, need_scores=True, name="spsa", labels=labels, targeted=targeted, bounds=threat.bounds
+    )
     counter_box.append(counter)
     n = x.shape[0]
     logp = counter.clean_log_probs(x)
@@ -116,8 +117,14 @@ def _core(
             if idx.numel() == 0:
                 break
             xa = x_adv[idx]
-            grad = spsa_gradient(lambda p, o: f(p, idx[o]), xa, delta=delta, n_samples=n_samples,
-                                 generator=generator, clip=threat.clip_box)
+            grad = spsa_gradient(
+                lambda p, o: f(p, idx[o]),  # noqa: B023 - called within this iteration
+                xa,
+                delta=delta,
+                n_samples=n_samples,
+                generator=generator,
+                clip=threat.clip_box,
+            )
             m[idx] = b1 * m[idx] + (1 - b1) * grad
             v[idx] = b2 * v[idx] + (1 - b2) * grad**2
             update = (m[idx] / (1 - b1**t)) / ((v[idx] / (1 - b2**t)).sqrt() + ADAM_EPS)
@@ -203,9 +210,22 @@ def spsa(
         step_size = STEP_SIZE_FACTOR * threat.eps / steps if isinstance(threat, ThreatModel) else 0.0
     step_size = validation.check_float("step_size", step_size, minimum=0.0)
     return run_query_attack(
-        _core, model, x, y, threat, goal=goal, name="spsa", norms=SPSA.norms,
-        steps=steps, step_size=step_size, delta=delta, n_samples=n_samples, loss_fn=get_loss(loss),
-        max_queries=check_max_queries(max_queries), early_stop=bool(early_stop), generator=make_generator(generator),
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="spsa",
+        norms=SPSA.norms,
+        steps=steps,
+        step_size=step_size,
+        delta=delta,
+        n_samples=n_samples,
+        loss_fn=get_loss(loss),
+        max_queries=check_max_queries(max_queries),
+        early_stop=bool(early_stop),
+        generator=make_generator(generator),
     )
 
 

@@ -75,12 +75,12 @@ def window_size(p: float, height: int, width: int, *, minimum: int = 1, odd: boo
     length ``round(p * L)``. The result is at least ``minimum``, odd when asked, and fits the plane.
     """
     if height > 1 and width > 1:
-        s = max(int(round(math.sqrt(p * height * width))), minimum)
+        s = max(round(math.sqrt(p * height * width)), minimum)
         if odd and s % 2 == 0:
             s += 1
         s = min(s, height, width)
         return s, s
-    length = max(int(round(p * height * width)), minimum)
+    length = max(round(p * height * width), minimum)
     if odd and length % 2 == 0:
         length += 1
     length = min(length, height * width)
@@ -143,8 +143,9 @@ def pseudo_gaussian_pattern(a: int, b: int) -> torch.Tensor:
     return out / out.norm()
 
 
-def _place(pattern: torch.Tensor, flip: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
-           width: int) -> torch.Tensor:
+def _place(
+    pattern: torch.Tensor, flip: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
     """Put ``pattern`` (transposed where ``flip``) at each example's window; zeros elsewhere, ``(N, 1, H, W)``."""
     sh, sw = pattern.shape
     n = top.shape[0]
@@ -178,7 +179,7 @@ def _l2_init(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.T
             if bh == bw and bool(torch.randint(0, 2, (1,), generator=generator, device=generator.device)):
                 pattern = pattern.T
             signs = _random_signs((n, c, 1, 1), generator, x)
-            delta[:, :, top:top + bh, left:left + bw] += pattern[None, None] * signs
+            delta[:, :, top : top + bh, left : left + bw] += pattern[None, None] * signs
     norms = delta.reshape(n, -1).norm(dim=1).clamp_min(_TINY)
     return delta / norms[:, None, None, None] * eps
 
@@ -194,9 +195,12 @@ def _propose_linf(x, x_best, p, eps, bounds, generator):
     sh, sw = window_size(p, h, w)
     top, left = _random_corners(n, sh, sw, h, w, generator, x.device)
     signs = _random_signs((n, c, 1, 1), generator, x)
-    at = (torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
-          (top[:, None] + torch.arange(sh, device=x.device))[:, None, :, None],
-          (left[:, None] + torch.arange(sw, device=x.device))[:, None, None, :])
+    at = (
+        torch.arange(n, device=x.device)[:, None, None, None],
+        torch.arange(c, device=x.device)[None, :, None, None],
+        (top[:, None] + torch.arange(sh, device=x.device))[:, None, :, None],
+        (left[:, None] + torch.arange(sw, device=x.device))[:, None, None, :],
+    )
     x_win, best_win = x[at], x_best[at]
     new_win = (x_win + eps * signs).clamp(*bounds)
     for attempt in range(MAX_RESAMPLES):  # a proposal identical to the current point would waste a query
@@ -245,8 +249,9 @@ def _propose_l2(x, x_best, p, eps, bounds, generator):
 
 # ---------------------------------------------------------------------------------------------- core
 @torch.no_grad()
-def _query(model: nn.Module, x_img: torch.Tensor, labels: torch.Tensor, targeted: bool,
-           shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _query(
+    model: nn.Module, x_img: torch.Tensor, labels: torch.Tensor, targeted: bool, shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One query per example: (loss to maximise, success). Margin loss untargeted, -CE targeted."""
     logits = model(x_img.reshape((x_img.shape[0],) + tuple(shape[1:])))
     loss = cross_entropy(logits, labels, True) if targeted else margin(logits, labels, False)
@@ -362,8 +367,19 @@ def _core(
         n_keep = max(math.ceil(focus * idx.numel()), 1) if r == 0 and focus < 1.0 else None
         outside = best_loss.sum() - best_loss[idx].sum()
         xr, lr, fr, qr, dr, trace = _search(
-            model, xi[idx], labels[idx], targeted, threat, shape, n_queries=n_queries, p_init=p_init,
-            generator=generator, outside_sum=outside, n_total=n, n_keep=n_keep, focus_after=focus_after,
+            model,
+            xi[idx],
+            labels[idx],
+            targeted,
+            threat,
+            shape,
+            n_queries=n_queries,
+            p_init=p_init,
+            generator=generator,
+            outside_sum=outside,
+            n_total=n,
+            n_keep=n_keep,
+            focus_after=focus_after,
         )
         stopped[idx[dr]] = True
         queries[idx] += qr
@@ -452,8 +468,19 @@ def square(
     focus = validation.check_float("focus", focus, minimum=0.0, maximum=1.0, strict_min=True)
     focus_after = validation.check_int("focus_after", focus_after, minimum=1)
     return run_attack(
-        _core, model, x, y, threat, goal=goal, name="square", norms=Square.norms,
-        n_queries=n_queries, p_init=p_init, restarts=restarts, focus=focus, focus_after=focus_after,
+        _core,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        name="square",
+        norms=Square.norms,
+        n_queries=n_queries,
+        p_init=p_init,
+        restarts=restarts,
+        focus=focus,
+        focus_after=focus_after,
         generator=make_generator(generator),
     )
 

@@ -125,7 +125,11 @@ def step_size(lam: float, p: int, tau: int | None) -> float:
 
 
 def jacobian_augmentation(
-    substitute: nn.Module, x: torch.Tensor, labels: torch.Tensor, lam: float, bounds: tuple[float, float],
+    substitute: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    lam: float,
+    bounds: tuple[float, float],
     batch_size: int = 256,
 ) -> torch.Tensor:
     """``clip(x + lam * sign(d F_label(x) / dx))``: new points along the substitute's Jacobian row of the label.
@@ -149,8 +153,12 @@ def jacobian_augmentation(
 
 
 def _build_substitute(
-    substitute: nn.Module | str, input_shape: tuple[int, ...], num_classes: int, bounds: tuple[float, float],
-    seed: int, arch_kwargs: dict[str, Any] | None,
+    substitute: nn.Module | str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    bounds: tuple[float, float],
+    seed: int,
+    arch_kwargs: dict[str, Any] | None,
 ) -> Classifier:
     if isinstance(substitute, str):
         from advlab import zoo
@@ -184,8 +192,11 @@ class _LabelledSet:
 
         remaining = self.oracle.remaining()
         if remaining is not None and remaining < x_new.shape[0]:
-            log.warning("query budget: only %d of %d new points can be labelled; stopping after this round",
-                        remaining, x_new.shape[0])
+            log.warning(
+                "query budget: only %d of %d new points can be labelled; stopping after this round",
+                remaining,
+                x_new.shape[0],
+            )
             x_new = x_new[:remaining]
             self.exhausted = True
         if x_new.shape[0] == 0:
@@ -330,9 +341,20 @@ def papernot_blackbox(
     gen = make_generator(seed)
     settings = {
         "substitute": substitute if isinstance(substitute, str) else type(substitute).__name__,
-        "rounds": rounds, "lam": lam, "tau": tau, "sigma": sigma, "kappa": kappa, "epochs": epochs, "lr": lr,
-        "batch_size": batch_size, "eps": eps, "norm": norm, "attack": attack,
-        "attack_options": dict(attack_options or {}), "seed_size": int(x0.shape[0]), "seed": seed,
+        "rounds": rounds,
+        "lam": lam,
+        "tau": tau,
+        "sigma": sigma,
+        "kappa": kappa,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "eps": eps,
+        "norm": norm,
+        "attack": attack,
+        "attack_options": dict(attack_options or {}),
+        "seed_size": int(x0.shape[0]),
+        "seed": seed,
         "budget": oracle.budget,
     }
 
@@ -390,7 +412,12 @@ def papernot_blackbox(
         t0 = time.perf_counter()
         assert data.x is not None and data.y is not None
         trainer = StandardTraining(
-            epochs=epochs, batch_size=batch_size, lr=lr, optimizer="sgd", seed=seed + p, device=dev,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer="sgd",
+            seed=seed + p,
+            device=dev,
             progress=progress,
         )
         trainer.fit(sub, (data.x, data.y))
@@ -403,7 +430,10 @@ def papernot_blackbox(
         record.eval_queries = eval_queries
         log.info(
             "substitute round %d: |S|=%d queries=%d accuracy=%s agreement=%s transfer=%s",
-            p, record.train_size, record.queries, *(
+            p,
+            record.train_size,
+            record.queries,
+            *(
                 "n/a" if v is None else f"{v:.3f}"
                 for v in (record.substitute_accuracy, record.agreement, record.transfer_success)
             ),
@@ -427,8 +457,15 @@ def papernot_blackbox(
     x_adv_final, fooled_final = final["x_adv"], final["fooled"]
     assert data.x is not None and data.y is not None
     return SubstituteResult(
-        substitute=sub, rounds=history, queries=data.queries, eval_queries=eval_queries, x_train=data.x,
-        y_train=data.y, x_adv=x_adv_final, oracle_fooled=fooled_final,
+        substitute=sub,
+        rounds=history,
+        queries=data.queries,
+        eval_queries=eval_queries,
+        x_train=data.x,
+        y_train=data.y,
+        x_adv=x_adv_final,
+        oracle_fooled=fooled_final,
         transfer_success=None if fooled_final is None else float(fooled_final.float().mean()),
-        budget_exhausted=data.exhausted or eval_dead, settings=settings,
+        budget_exhausted=data.exhausted or eval_dead,
+        settings=settings,
     )

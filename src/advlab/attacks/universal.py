@@ -55,10 +55,16 @@ class UniversalPerturbation:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "norm": self.threat.norm, "eps": self.threat.eps, "fooling_rate_train": self.fooling_rate,
-            "history": self.history, "passes": self.passes, "deepfool_calls": self.deepfool_calls,
+            "norm": self.threat.norm,
+            "eps": self.threat.eps,
+            "fooling_rate_train": self.fooling_rate,
+            "history": self.history,
+            "passes": self.passes,
+            "deepfool_calls": self.deepfool_calls,
             "seconds": self.seconds,
-            "perturbation_norm": float(self.threat.distance(self.perturbation[None], torch.zeros_like(self.perturbation[None]))[0]),
+            "perturbation_norm": float(
+                self.threat.distance(self.perturbation[None], torch.zeros_like(self.perturbation[None]))[0]
+            ),
         }
 
 
@@ -68,7 +74,12 @@ def _predict(clf: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 def fooling_rate(
-    model: nn.Module, x: Any, perturbation: torch.Tensor, *, bounds: tuple[float, float] | None = None, batch_size: int = 500
+    model: nn.Module,
+    x: Any,
+    perturbation: torch.Tensor,
+    *,
+    bounds: tuple[float, float] | None = None,
+    batch_size: int = 500,
 ) -> float:
     """Fraction of ``x`` whose predicted label changes when ``perturbation`` is added (and clipped to the box).
 
@@ -98,7 +109,9 @@ def fooling_rate(
     try:
         x_pert = (x_t + v).clamp(box[0], box[1])
     except RuntimeError as exc:
-        raise ValueError(f"perturbation: shape {tuple(v.shape)} does not broadcast against x {tuple(x_t.shape)}") from exc
+        raise ValueError(
+            f"perturbation: shape {tuple(v.shape)} does not broadcast against x {tuple(x_t.shape)}"
+        ) from exc
     with clf.attack_mode(warn_train_mode=False):
         changed = _predict(clf, x_t, batch_size) != _predict(clf, x_pert, batch_size)
     return float(changed.float().mean())
@@ -168,7 +181,9 @@ def universal_perturbation(
     if not isinstance(threat, ThreatModel):
         raise TypeError(f"threat: expected advlab.ThreatModel, got {type(threat).__name__}")
     validation.check_choice("threat.norm", threat.norm, ("linf", "l2"), "The paper projects onto l2 or linf balls.")
-    target_fooling_rate = validation.check_float("target_fooling_rate", target_fooling_rate, minimum=0.0, maximum=1.0, strict_min=True)
+    target_fooling_rate = validation.check_float(
+        "target_fooling_rate", target_fooling_rate, minimum=0.0, maximum=1.0, strict_min=True
+    )
     max_passes = validation.check_int("max_passes", max_passes, minimum=1)
     deepfool_max_iter = validation.check_int("deepfool_max_iter", deepfool_max_iter, minimum=1)
     batch_size = validation.check_int("batch_size", batch_size, minimum=1)
@@ -207,7 +222,12 @@ def universal_perturbation(
                 if not fooled:
                     calls += 1
                     res = deepfool(
-                        clf, xi, clean_pred[i : i + 1], df_threat, overshoot=overshoot, max_iter=deepfool_max_iter,
+                        clf,
+                        xi,
+                        clean_pred[i : i + 1],
+                        df_threat,
+                        overshoot=overshoot,
+                        max_iter=deepfool_max_iter,
                         num_classes=min(num_classes, clf.num_classes or num_classes),
                     )
                     if bool(torch.as_tensor(res.success)[0]):
@@ -227,6 +247,11 @@ def universal_perturbation(
     if keep_best and best_rate > rate:
         v, rate = best_v, best_rate
     return UniversalPerturbation(
-        perturbation=v.detach(), threat=threat, fooling_rate=rate, history=history, passes=passes,
-        deepfool_calls=calls, seconds=time.perf_counter() - t0,
+        perturbation=v.detach(),
+        threat=threat,
+        fooling_rate=rate,
+        history=history,
+        passes=passes,
+        deepfool_calls=calls,
+        seconds=time.perf_counter() - t0,
     )

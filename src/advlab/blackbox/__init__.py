@@ -4,6 +4,8 @@ Query attacks (``advlab.attacks.spsa``, ``nes``, ``boundary``, ``hopskipjump``) 
 directly or through :func:`as_module`; every query is counted against the oracle's budget.
 """
 
+from advlab.attacks.substitute import SubstituteResult, SubstituteRound, papernot_blackbox
+from advlab.blackbox.ensemble import Ensemble, ensemble_classifier
 from advlab.blackbox.http_client import HTTPOracle
 from advlab.blackbox.oracles import (
     MODES,
@@ -18,13 +20,27 @@ from advlab.blackbox.oracles import (
     as_module,
     find_oracle,
 )
-from advlab.blackbox.ensemble import Ensemble, ensemble_classifier
 from advlab.blackbox.transfer import TransferMatrix, plot_transfer_matrix, transfer_matrix
-from advlab.attacks.substitute import SubstituteResult, SubstituteRound, papernot_blackbox
 
 __all__ = [
-    "MODES", "BudgetExceeded", "CallableOracle", "HTTPOracle", "Oracle", "OracleModule", "OracleResponseError",
-    "OracleUnavailable", "SklearnOracle", "TorchOracle", "as_module", "find_oracle",
-    "Ensemble", "ensemble_classifier", "TransferMatrix", "plot_transfer_matrix", "transfer_matrix",
-    "SubstituteResult", "SubstituteRound", "papernot_blackbox",
+    "MODES",
+    "BudgetExceeded",
+    "CallableOracle",
+    "Ensemble",
+    "HTTPOracle",
+    "Oracle",
+    "OracleModule",
+    "OracleResponseError",
+    "OracleUnavailable",
+    "SklearnOracle",
+    "SubstituteResult",
+    "SubstituteRound",
+    "TorchOracle",
+    "TransferMatrix",
+    "as_module",
+    "ensemble_classifier",
+    "find_oracle",
+    "papernot_blackbox",
+    "plot_transfer_matrix",
+    "transfer_matrix",
 ]

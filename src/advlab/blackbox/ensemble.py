@@ -39,7 +39,9 @@ class Ensemble(nn.Module):
         >>> x_adv = advlab.attacks.pgd(ensemble_classifier([cnn, mlp]), x, y, threat).x_adv
     """
 
-    def __init__(self, models: Sequence[nn.Module], weights: Sequence[float] | None = None, combine: str = "probs") -> None:
+    def __init__(
+        self, models: Sequence[nn.Module], weights: Sequence[float] | None = None, combine: str = "probs"
+    ) -> None:
         super().__init__()
         models = list(models)
         if not models:

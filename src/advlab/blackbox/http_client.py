@@ -97,8 +97,13 @@ class HTTPOracle(Oracle):
             )
         bounds = info.get("bounds") or (0.0, 1.0)
         shape = info.get("input_shape")
-        super().__init__(mode, int(info["num_classes"]), budget=budget,
-                         input_shape=tuple(shape) if shape else None, bounds=(float(bounds[0]), float(bounds[1])))
+        super().__init__(
+            mode,
+            int(info["num_classes"]),
+            budget=budget,
+            input_shape=tuple(shape) if shape else None,
+            bounds=(float(bounds[0]), float(bounds[1])),
+        )
         max_batch = info.get("max_batch")
         if isinstance(max_batch, int) and max_batch > 0:
             self.batch_size = min(self.batch_size, max_batch)
@@ -147,7 +152,9 @@ class HTTPOracle(Oracle):
             limit = payload.get("max_queries") if isinstance(payload, dict) else None
             self.server_remaining = 0
             raise BudgetExceeded(
-                int(spent), limit, 0,
+                int(spent),
+                limit,
+                0,
                 f"the server {self.url} refused the batch: its query limit is reached ({message})",
             )
         if code >= 400:
@@ -174,7 +181,7 @@ class HTTPOracle(Oracle):
         """Close the connection pool."""
         self._client.close()
 
-    def __enter__(self) -> "HTTPOracle":
+    def __enter__(self) -> HTTPOracle:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -189,16 +196,23 @@ class HTTPOracle(Oracle):
 
     def _charge(self, n: int) -> None:
         if self.server_remaining is not None and n > self.server_remaining:
-            raise BudgetExceeded(self.queries, self.budget, n,
-                                 f"the server {self.url} has {self.server_remaining} queries left; a batch of {n} "
-                                 "would exceed its limit")
+            raise BudgetExceeded(
+                self.queries,
+                self.budget,
+                n,
+                f"the server {self.url} has {self.server_remaining} queries left; a batch of {n} "
+                "would exceed its limit",
+            )
         super()._charge(n)
 
     def _post(self, x: torch.Tensor) -> dict[str, Any]:
         arr = np.ascontiguousarray(x.detach().cpu().numpy().astype(np.float32))
         body = json.dumps(
-            {"inputs_b64": base64.b64encode(arr.tobytes()).decode("ascii"), "shape": list(arr.shape),
-             "dtype": "float32"}
+            {
+                "inputs_b64": base64.b64encode(arr.tobytes()).decode("ascii"),
+                "shape": list(arr.shape),
+                "dtype": "float32",
+            }
         ).encode()
         answer = self._request("POST", "/predict", body)
         if not isinstance(answer, dict):
@@ -219,15 +233,16 @@ class HTTPOracle(Oracle):
             chunk = x[i : i + self.batch_size]
             answer = self._post(chunk)
             if key not in answer:
-                raise OracleResponseError(
-                    f"{self.url}/predict: the answer has no {key!r} (keys: {sorted(answer)[:6]})"
-                )
+                raise OracleResponseError(f"{self.url}/predict: the answer has no {key!r} (keys: {sorted(answer)[:6]})")
             try:
                 value = torch.as_tensor(np.asarray(answer[key], dtype=np.float64))
             except (TypeError, ValueError) as exc:
                 raise OracleResponseError(f"{self.url}/predict: {key!r} is not numeric") from exc
-            out.append(value if key == "scores" else check_labels_answer(value, chunk.shape[0], self.num_classes,
-                                                                          f"{self.url}/predict"))
+            out.append(
+                value
+                if key == "scores"
+                else check_labels_answer(value, chunk.shape[0], self.num_classes, f"{self.url}/predict")
+            )
             if key == "scores":
                 out[-1] = check_scores_answer(value, chunk.shape[0], self.num_classes, f"{self.url}/predict")
         return out

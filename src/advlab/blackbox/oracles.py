@@ -430,8 +430,13 @@ class CallableOracle(Oracle):
         if not callable(fn):
             raise TypeError(f"fn: expected a callable x -> labels or scores, got {type(fn).__name__}")
         validation.check_choice("array", array, ("numpy", "torch"))
-        super().__init__(mode, validation.check_int("num_classes", num_classes, minimum=2), budget=budget,
-                         input_shape=input_shape, bounds=bounds)
+        super().__init__(
+            mode,
+            validation.check_int("num_classes", num_classes, minimum=2),
+            budget=budget,
+            input_shape=input_shape,
+            bounds=bounds,
+        )
         self.fn = fn
         self.array = array
 
@@ -474,9 +479,7 @@ def check_labels_answer(labels: torch.Tensor, n: int, num_classes: int | None, s
 def check_scores_answer(scores: torch.Tensor, n: int, num_classes: int | None, source: str) -> torch.Tensor:
     """An answer of shape ``(n, num_classes)`` of finite numbers, or :class:`OracleResponseError`."""
     if scores.dim() != 2 or scores.shape[0] != n or (num_classes is not None and scores.shape[1] != num_classes):
-        raise OracleResponseError(
-            f"{source}: expected scores of shape ({n}, {num_classes}), got {tuple(scores.shape)}"
-        )
+        raise OracleResponseError(f"{source}: expected scores of shape ({n}, {num_classes}), got {tuple(scores.shape)}")
     if not scores.dtype.is_floating_point:
         scores = scores.float()
     if not bool(torch.isfinite(scores).all()):
@@ -489,7 +492,7 @@ class _NoGradient(torch.autograd.Function):
     """Identity in the forward pass; a clear error in the backward pass."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:  # noqa: D401
+    def forward(ctx: Any, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return out.clone()
 
     @staticmethod

@@ -192,8 +192,12 @@ def create_app(
         except _RequestError as exc:
             return error(exc.status, exc.message, **exc.extra)
         except BudgetExceeded as exc:
-            return error(429, f"query limit reached: {exc.spent} of {exc.budget} used, {exc.requested} refused",
-                         queries=exc.spent, max_queries=exc.budget)
+            return error(
+                429,
+                f"query limit reached: {exc.spent} of {exc.budget} used, {exc.requested} refused",
+                queries=exc.spent,
+                max_queries=exc.budget,
+            )
         except (ValueError, TypeError) as exc:
             return error(422, str(exc))
         except RuntimeError as exc:

@@ -131,8 +131,9 @@ def predict(model: Any, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     if kind == "torch":
         clf = model if isinstance(model, Classifier) else Classifier(model)
         with clf.attack_mode(), torch.no_grad():
-            return torch.cat([clf(x[i : i + batch_size].to(clf.device)).argmax(1).cpu()
-                              for i in range(0, x.shape[0], batch_size)])
+            return torch.cat(
+                [clf(x[i : i + batch_size].to(clf.device)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)]
+            )
     flat = x.detach().cpu().reshape(x.shape[0], -1).numpy()
     pred = np.asarray(model.predict(flat.astype(np.float32) if kind in ("tree", "forest") else flat))
     return torch.from_numpy(np.searchsorted(model.classes_, pred).astype(np.int64))
@@ -251,14 +252,18 @@ def transfer_matrix(
     seconds: dict[str, float] = {}
     for name, model in sources.items():
         t0 = time.perf_counter()
-        crafted[name], method[name] = craft(model, x_t, y_t, threat, attack=attack, attack_options=attack_options,
-                                            seed=seed)
+        crafted[name], method[name] = craft(
+            model, x_t, y_t, threat, attack=attack, attack_options=attack_options, seed=seed
+        )
         seconds[name] = time.perf_counter() - t0
         log.info("crafted on %s (%s) in %.1fs", name, method[name], seconds[name])
 
     shape = tuple(x_t.shape[1:])
-    diff = {n: _differentiable(m, kinds[n], shape, threat.bounds) for n, m in sources.items()
-            if kinds[n] in ("torch", "sklearn-diff")}
+    diff = {
+        n: _differentiable(m, kinds[n], shape, threat.bounds)
+        for n, m in sources.items()
+        if kinds[n] in ("torch", "sklearn-diff")
+    }
     ens_rows: dict[str, dict[str, torch.Tensor]] = {}
     if ensemble is not None and len(diff) >= 2:
         from advlab.attacks import get_attack
@@ -278,7 +283,9 @@ def transfer_matrix(
         for tname in targets:
             members = tuple(n for n in diff if not (ensemble == "loo" and n == tname))
             ens_rows[row_name][tname] = on(members)
-        method[row_name] = f"{attack} on ensemble of {', '.join(diff)}" + (" minus the target" if ensemble == "loo" else "")
+        method[row_name] = f"{attack} on ensemble of {', '.join(diff)}" + (
+            " minus the target" if ensemble == "loo" else ""
+        )
         seconds[row_name] = time.perf_counter() - t0
     elif ensemble is not None:
         log.info("ensemble: skipped (needs at least two differentiable sources, got %d)", len(diff))
@@ -301,9 +308,16 @@ def transfer_matrix(
         mean_distance[s] = float(np.mean(dists))
         error.append(err_row)
         conditional.append(cond_row)
-    settings = {"eps": threat.eps, "norm": norm, "bounds": list(threat.bounds), "attack": attack,
-                "attack_options": dict(attack_options or {}), "ensemble": ensemble, "n": int(x_t.shape[0]),
-                "seed": seed}
+    settings = {
+        "eps": threat.eps,
+        "norm": norm,
+        "bounds": list(threat.bounds),
+        "attack": attack,
+        "attack_options": dict(attack_options or {}),
+        "ensemble": ensemble,
+        "n": int(x_t.shape[0]),
+        "seed": seed,
+    }
     return TransferMatrix(rows, list(targets), error, conditional, clean_acc, method, mean_distance, seconds, settings)
 
 
@@ -323,8 +337,15 @@ def plot_transfer_matrix(tm: TransferMatrix, path: str | Path | None = None, *, 
     ax.set_ylabel("source (crafted on)")
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
-            ax.text(j, i, f"{data[i, j]:.0f}", ha="center", va="center", color="white" if data[i, j] < 60 else "black",
-                    fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{data[i, j]:.0f}",
+                ha="center",
+                va="center",
+                color="white" if data[i, j] < 60 else "black",
+                fontsize=9,
+            )
     fig.colorbar(im, ax=ax, label="target error on adversarial examples (%)")
     s = tm.settings
     ax.set_title(title or f"transferability, {s.get('attack')} {s.get('norm')} eps={s.get('eps'):g}, n={s.get('n')}")

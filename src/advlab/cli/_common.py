@@ -16,7 +16,13 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default is None or action.default is False or action.default == "" or action.required or "default" in text:
+        if (
+            action.default is None
+            or action.default is False
+            or action.default == ""
+            or action.required
+            or "default" in text
+        ):
             return text  # "(default: None)" on a required or optional-by-absence option says nothing
         return super()._get_help_string(action)
 
@@ -35,7 +41,8 @@ def add_command(sub: Any, name: str, help: str, description: str, examples: str)
 
 def add_data_options(p: argparse.ArgumentParser, *, default: str | None = "digits") -> None:
     p.add_argument(
-        "--data", default=default,
+        "--data",
+        default=default,
         help="dataset: digits, mnist, fashion-mnist, cifar10"
         + (" (default: the dataset named in the model's card)" if default is None else ""),
     )
@@ -121,7 +128,9 @@ def output_dir(path: str, name: str = "--out") -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"{name}: cannot create the folder {str(out)!r} ({exc.strerror}); pick a writable folder") from exc
+        raise ValueError(
+            f"{name}: cannot create the folder {str(out)!r} ({exc.strerror}); pick a writable folder"
+        ) from exc
     return out
 
 

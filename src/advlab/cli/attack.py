@@ -11,8 +11,16 @@ from typing import Any
 import torch
 
 from advlab.cli._common import (
-    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, load_split, output_dir,
-    positive_int, resolve_device, show_progress,
+    add_command,
+    add_data_options,
+    add_run_options,
+    check_data_for_model,
+    check_output_dir,
+    load_split,
+    output_dir,
+    positive_int,
+    resolve_device,
+    show_progress,
 )
 from advlab.cli.train import parse_settings
 
@@ -34,7 +42,9 @@ List attacks with 'advlab attacks'. Settings an attack does not have are refused
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "attack", "attack a saved model and report robust accuracy",
+        sub,
+        "attack",
+        "attack a saved model and report robust accuracy",
         "Run one attack on the first N test images of a dataset against a saved model (a folder written by "
         "'advlab train'), then write DIR/result.json (clean and robust accuracy, success rate, perturbation norms, "
         "confidence, wall time, settings, versions) and DIR/examples.png (originals, perturbations, adversarial "
@@ -51,10 +61,16 @@ def add_parser(sub) -> None:
     p.add_argument("--step-size", type=float, default=None, help="step size (attack default when omitted)")
     p.add_argument("--restarts", type=int, default=None, help="random restarts (attack default when omitted)")
     goal = p.add_mutually_exclusive_group()
-    goal.add_argument("--targeted", action="store_true", help="targeted: a random target class != true label per example")
-    goal.add_argument("--target", type=int, default=None, help="targeted toward this class (examples of that class are skipped)")
+    goal.add_argument(
+        "--targeted", action="store_true", help="targeted: a random target class != true label per example"
+    )
+    goal.add_argument(
+        "--target", type=int, default=None, help="targeted toward this class (examples of that class are skipped)"
+    )
     goal.add_argument("--least-likely", action="store_true", help="target the least-likely class (ILLC)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other attack setting (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any other attack setting (repeatable)"
+    )
     add_run_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
@@ -78,7 +94,9 @@ def make_goal(args: argparse.Namespace, y: torch.Tensor, num_classes: int, gener
     return None, keep
 
 
-def summarize(result: Any, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, targeted: bool) -> dict[str, Any]:
+def summarize(
+    result: Any, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, targeted: bool
+) -> dict[str, Any]:
     """Numbers for result.json, computed from the attack result (all floats)."""
     from advlab.threat import norm_of
 
@@ -102,9 +120,12 @@ def summarize(result: Any, x: torch.Tensor, y: torch.Tensor, clean_logits: torch
         "n": int(y.shape[0]),
         "clean_accuracy": float(correct.double().mean()),
         "robust_accuracy": float(robust.double().mean()),
-        "attack_success_rate": float(success[correct].double().mean()) if (not targeted and correct.any()) else float(success.double().mean()),
+        "attack_success_rate": float(success[correct].double().mean())
+        if (not targeted and correct.any())
+        else float(success.double().mean()),
         "attack_success_rate_definition": (
-            "fraction of target classes reached, over all examples" if targeted
+            "fraction of target classes reached, over all examples"
+            if targeted
             else "fraction of clean-correct examples that the attack misclassifies"
         ),
         "perturbation": {
@@ -163,8 +184,15 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(x), desc=args.attack, unit="img")
     t0 = time.perf_counter()
     result = attack_in_batches(
-        attack, model, x, y, threat, goal=goal, batch_size=args.batch_size, seed=args.seed,
-        progress=(lambda done: (bar.update(done - bar.n))) if bar is not None else None,
+        attack,
+        model,
+        x,
+        y,
+        threat,
+        goal=goal,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=(lambda done: bar.update(done - bar.n)) if bar is not None else None,
     )
     seconds = time.perf_counter() - t0
     if bar is not None:
@@ -191,16 +219,28 @@ def run(args: argparse.Namespace) -> int:
 
         k = min(len(x), EXAMPLES_SHOWN)  # a readable strip: the first k examples, not all N
         pred_adv = result.logits.argmax(1)
-        io.write_bytes(out / "examples.png", example_grid(
-            x[:k].cpu(), torch.as_tensor(result.x_adv)[:k].cpu(), y[:k].cpu(), clean_logits.argmax(1)[:k].cpu(),
-            pred_adv[:k].cpu(), data.classes, None, bounds=tuple(model.bounds),
-        ))
+        io.write_bytes(
+            out / "examples.png",
+            example_grid(
+                x[:k].cpu(),
+                torch.as_tensor(result.x_adv)[:k].cpu(),
+                y[:k].cpu(),
+                clean_logits.argmax(1)[:k].cpu(),
+                pred_adv[:k].cpu(),
+                data.classes,
+                None,
+                bounds=tuple(model.bounds),
+            ),
+        )
         written.append(out / "examples.png")
     except ImportError:  # reports package absent in a minimal install
         log.warning("examples.png skipped: advlab.reports is not available")
     log.info(
         "clean accuracy %.2f%%  robust accuracy %.2f%%  success rate %.2f%%  (%.1fs)",
-        100 * summary["clean_accuracy"], 100 * summary["robust_accuracy"], 100 * summary["attack_success_rate"], seconds,
+        100 * summary["clean_accuracy"],
+        100 * summary["robust_accuracy"],
+        100 * summary["attack_success_rate"],
+        seconds,
     )
     log.info("wrote %s", " and ".join(map(str, written)))
     return 0

@@ -10,7 +10,9 @@ from advlab.cli._common import add_command
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "attacks", "list attacks and their capabilities",
+        sub,
+        "attacks",
+        "list attacks and their capabilities",
         "List every registered attack with the norms it supports, whether it can be targeted, needs "
         "gradients, is random, counts queries, or minimises the perturbation.",
         "  advlab attacks\n  advlab attacks --norm l2 --json\n",

@@ -25,7 +25,9 @@ substitute in DIR/substitute (a model folder).
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "blackbox", "Papernot et al. substitute (black-box) attack on a served or saved model",
+        sub,
+        "blackbox",
+        "Papernot et al. substitute (black-box) attack on a served or saved model",
         "Train a substitute on the target's labels with Jacobian-based dataset augmentation (Papernot et al. "
         "2017, arXiv:1602.02697), craft adversarial examples on it and measure how many fool the target. The "
         "target is an advlab server URL (see 'advlab serve') or a model folder (queried locally through a "
@@ -58,8 +60,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def open_target(target: str, budget: int | None, *, api_key: str | None = None, timeout: float = 10.0,
-                retries: int = 2) -> tuple[Any, dict[str, Any]]:
+def open_target(
+    target: str, budget: int | None, *, api_key: str | None = None, timeout: float = 10.0, retries: int = 2
+) -> tuple[Any, dict[str, Any]]:
     """An oracle for ``--target``: :class:`HTTPOracle` for a URL, a labels-only :class:`TorchOracle` for a folder."""
     from advlab.blackbox import HTTPOracle, OracleResponseError, OracleUnavailable, TorchOracle
 
@@ -88,7 +91,11 @@ def open_target(target: str, budget: int | None, *, api_key: str | None = None, 
     from advlab.zoo import load_model
 
     model = load_model(path)
-    return TorchOracle(model, mode="labels", budget=budget), {"kind": "local", "path": str(path.resolve()), "card": model.card}
+    return TorchOracle(model, mode="labels", budget=budget), {
+        "kind": "local",
+        "path": str(path.resolve()),
+        "card": model.card,
+    }
 
 
 def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> None:
@@ -99,9 +106,11 @@ def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> None:
 
     xs = [r["round"] for r in rounds]
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
-    for key, label, colour in (("substitute_accuracy", "substitute accuracy", PALETTE[0]),
-                               ("agreement", "agreement with target", PALETTE[2]),
-                               ("transfer_success", "transfer success", PALETTE[1])):
+    for key, label, colour in (
+        ("substitute_accuracy", "substitute accuracy", PALETTE[0]),
+        ("agreement", "agreement with target", PALETTE[2]),
+        ("transfer_success", "transfer success", PALETTE[1]),
+    ):
         ys = [r[key] * 100 if r[key] is not None else float("nan") for r in rounds]
         ax.plot(xs, ys, marker="o", label=label, color=colour)
     ax.set_xlabel("substitute round")
@@ -133,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--eps: expected one radius, got {eps_values}")
     if not logging.getLogger().isEnabledFor(logging.DEBUG):  # one "HTTP Request: POST ..." line per query batch
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    oracle, target_info = open_target(args.target, args.budget, api_key=args.api_key, timeout=args.timeout,
-                                      retries=args.retries)
+    oracle, target_info = open_target(
+        args.target, args.budget, api_key=args.api_key, timeout=args.timeout, retries=args.retries
+    )
     data = load_dataset(args.data, split="test", data_dir=args.data_dir)
     if oracle.input_shape is not None and tuple(data.x.shape[1:]) != tuple(oracle.input_shape):
         raise ValueError(
@@ -149,12 +159,31 @@ def run(args: argparse.Namespace) -> int:
     x_seed = data.x[:seed_size]
     stop = seed_size + n_eval
     x_eval, y_eval = (data.x[seed_size:stop], data.y[seed_size:stop]) if n_eval else (None, None)
-    log.info("black-box attack on %s: %d seed images, %d rounds, eval on %d images", args.target, seed_size,
-             args.rounds, n_eval)
+    log.info(
+        "black-box attack on %s: %d seed images, %d rounds, eval on %d images",
+        args.target,
+        seed_size,
+        args.rounds,
+        n_eval,
+    )
     res = papernot_blackbox(
-        oracle, x_seed, args.substitute, rounds=args.rounds, lam=args.lam, tau=args.tau or None, sigma=args.sigma,
-        kappa=args.kappa, epochs=args.epochs, lr=args.lr, eps=eps_values[0], norm=args.norm, attack=args.attack,
-        attack_options=parse_settings(args.set), x_test=x_eval, y_test=y_eval, seed=args.seed,
+        oracle,
+        x_seed,
+        args.substitute,
+        rounds=args.rounds,
+        lam=args.lam,
+        tau=args.tau or None,
+        sigma=args.sigma,
+        kappa=args.kappa,
+        epochs=args.epochs,
+        lr=args.lr,
+        eps=eps_values[0],
+        norm=args.norm,
+        attack=args.attack,
+        attack_options=parse_settings(args.set),
+        x_test=x_eval,
+        y_test=y_eval,
+        seed=args.seed,
         arch_kwargs=None if args.substitute != "mlp" else {"hidden": (200, 200)},
     )
     out = output_dir(args.out)
@@ -169,8 +198,12 @@ def run(args: argparse.Namespace) -> int:
     if res.substitute.card.get("arch"):
         from advlab.zoo import save_model
 
-        save_model(res.substitute, out / "substitute", dataset=args.data,
-                   extra={"papernot_blackbox": {"queries": res.queries, "target": args.target}})
+        save_model(
+            res.substitute,
+            out / "substitute",
+            dataset=args.data,
+            extra={"papernot_blackbox": {"queries": res.queries, "target": args.target}},
+        )
     plot_rounds(record["rounds"], out / "rounds.png")
     written = [out / "result.json", out / "rounds.png"]
     if res.substitute.card.get("arch"):
@@ -178,8 +211,12 @@ def run(args: argparse.Namespace) -> int:
     last = res.rounds[-1]
     log.info(
         "substitute accuracy %s, agreement %s, transfer success %s, %d training + %d evaluation queries%s",
-        _pct(last.substitute_accuracy), _pct(last.agreement), _pct(res.transfer_success), res.queries,
-        res.eval_queries, " (budget exhausted)" if res.budget_exhausted else "",
+        _pct(last.substitute_accuracy),
+        _pct(last.agreement),
+        _pct(res.transfer_success),
+        res.queries,
+        res.eval_queries,
+        " (budget exhausted)" if res.budget_exhausted else "",
     )
     log.info("wrote %s", ", ".join(map(str, written)))
     return 0

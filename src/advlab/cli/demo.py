@@ -12,7 +12,9 @@ log = logging.getLogger("advlab")
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "demo", "train, attack and defend a digits model (offline, < 3 min)",
+        sub,
+        "demo",
+        "train, attack and defend a digits model (offline, < 3 min)",
         "With nothing downloaded: train a small MLP on scikit-learn's 8x8 digits, attack it with FGSM and PGD "
         "across several eps, train it again with PGD adversarial training, attack again, and write a short "
         "report (JSON, PNG figures, Markdown summary).",
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         trainer_log.setLevel(level)
     out = Path(args.out).resolve()
     print((out / "summary.md").read_text())
-    print(f"Report written to {out}/ (summary.md, demo.json, robust_accuracy.png, examples_*.png) "
-          f"in {record['wall_seconds']:.0f} s.")
+    print(
+        f"Report written to {out}/ (summary.md, demo.json, robust_accuracy.png, examples_*.png) "
+        f"in {record['wall_seconds']:.0f} s."
+    )
     return 0

@@ -35,7 +35,9 @@ resumes when started again with the same settings (--overwrite starts over after
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "evaluate", "robust accuracy under an attack cascade (eps sweep, masking checks, HTML report)",
+        sub,
+        "evaluate",
+        "robust accuracy under an attack cascade (eps sweep, masking checks, HTML report)",
         "Evaluate a saved model (a folder written by 'advlab train') on the first N test images: for each eps, "
         "every attack runs on the examples still robust, each example keeps its worst case, and gradient-masking "
         "checks run at the end. Writes DIR/report.json and a self-contained DIR/report.html.",
@@ -43,13 +45,18 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model folder (with card.json and model.safetensors)")
     add_data_options(p, default=None)
-    p.add_argument("--eps", required=True, help="comma-separated radii in raw input units (fractions like 8/255 allowed)")
+    p.add_argument(
+        "--eps", required=True, help="comma-separated radii in raw input units (fractions like 8/255 allowed)"
+    )
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat-model norm")
     p.add_argument("--n", type=int, default=1000, help="number of test examples (the first N)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", default="standard", choices=["fast", "standard", "strong"],
-                       help="attack cascade preset")
-    group.add_argument("--attacks", default=None, help="custom cascade: comma-separated attack names, e.g. pgd,apgd-ce,square")
+    group.add_argument(
+        "--preset", default="standard", choices=["fast", "standard", "strong"], help="attack cascade preset"
+    )
+    group.add_argument(
+        "--attacks", default=None, help="custom cascade: comma-separated attack names, e.g. pgd,apgd-ce,square"
+    )
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
     p.add_argument("--eot-samples", type=int, default=None, help="logit draws averaged for random models (None: 10)")
     p.add_argument("--overwrite", action="store_true", help="discard a checkpoint of a different configuration")
@@ -73,12 +80,28 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--data: the model card names no dataset; pass --data")
     data = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
     out = output_dir(args.out)
-    log.info("evaluating %s on %d %s images (%s, eps %s) on %s", args.model, len(data.y), data_name, args.norm,
-             ",".join(f"{e:g}" for e in eps), device)
+    log.info(
+        "evaluating %s on %d %s images (%s, eps %s) on %s",
+        args.model,
+        len(data.y),
+        data_name,
+        args.norm,
+        ",".join(f"{e:g}" for e in eps),
+        device,
+    )
     report = evaluate(
-        model, data, eps, norm=args.norm, attacks=attacks, batch_size=args.batch_size, seed=args.seed,
-        checkpoint_dir=out / "checkpoint", overwrite=args.overwrite, progress=show_progress(args),
-        checks=not args.no_checks, eot_samples=args.eot_samples,
+        model,
+        data,
+        eps,
+        norm=args.norm,
+        attacks=attacks,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        checkpoint_dir=out / "checkpoint",
+        overwrite=args.overwrite,
+        progress=show_progress(args),
+        checks=not args.no_checks,
+        eot_samples=args.eot_samples,
     )
     report.settings["data"] = f"{data_name} (test, first {len(data.y)})"
     report.settings["model_path"] = str(Path(args.model).resolve())
@@ -86,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
     log.info("%s", report.headline())
     if report.failed_checks:  # each was shown in full above, as evaluate's warning
         n = len(report.failed_checks)
-        log.warning("%d gradient-masking check%s failed: this robust accuracy may be overstated (see the report's "
-                    "Checks)", n, "" if n == 1 else "s")
+        log.warning(
+            "%d gradient-masking check%s failed: this robust accuracy may be overstated (see the report's Checks)",
+            n,
+            "" if n == 1 else "s",
+        )
     log.info("wrote %s and %s", json_path, html_path)
     return 0

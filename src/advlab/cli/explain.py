@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from advlab.cli._common import add_command, add_data_options, check_data_for_model, check_output_dir, load_split, resolve_device
+from advlab.cli._common import (
+    add_command,
+    add_data_options,
+    check_data_for_model,
+    check_output_dir,
+    load_split,
+    resolve_device,
+)
 
 log = logging.getLogger("advlab")
 
@@ -19,7 +26,9 @@ runs/madry is the adversarially trained model of 'advlab train --help'. --data d
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "explain", "figures that show why a model is fooled",
+        sub,
+        "explain",
+        "figures that show why a model is fooled",
         "Cross-section maps of class regions (adversarial vs random directions), logits along the FGSM "
         "direction, accuracy under adversarial vs random perturbations of the same size, input-gradient "
         "amplitudes, and class visualisations (standard models give noise, robust ones recognisable classes). "

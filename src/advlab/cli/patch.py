@@ -7,8 +7,16 @@ import logging
 from pathlib import Path
 
 from advlab.cli._common import (
-    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, load_split, output_dir,
-    parse_float_list, positive_int, resolve_device,
+    add_command,
+    add_data_options,
+    add_run_options,
+    check_data_for_model,
+    check_output_dir,
+    load_split,
+    output_dir,
+    parse_float_list,
+    positive_int,
+    resolve_device,
 )
 
 log = logging.getLogger("advlab")
@@ -21,7 +29,9 @@ EXAMPLES = """\
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "patch", "train a universal adversarial patch for a target class (Brown et al. 2017)",
+        sub,
+        "patch",
+        "train a universal adversarial patch for a target class (Brown et al. 2017)",
         "Learn a patch that makes the model predict --target wherever it is pasted (random location, optional scale and "
         "rotation ranges) over the first --n-train training images, then report the success rate (fraction of held-out "
         "images, not of the target class, classified as the target with the patch at random placements) next to a random "
@@ -34,7 +44,11 @@ def add_parser(sub) -> None:
     p.add_argument("--patch-size", type=int, default=8, help="patch side in pixels")
     p.add_argument("--shape", default="square", choices=["square", "circle"], help="patch shape")
     p.add_argument("--scale", default="1", help="scale factor or range low,high")
-    p.add_argument("--rotation", default="0", help="rotation in degrees or range low,high (write --rotation=-20,20 when it starts with a minus)")
+    p.add_argument(
+        "--rotation",
+        default="0",
+        help="rotation in degrees or range low,high (write --rotation=-20,20 when it starts with a minus)",
+    )
     p.add_argument("--epochs", type=int, default=5, help="passes over the training images")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate on the patch pixels")
     p.add_argument("--n-train", type=positive_int, default=5000, help="training images")
@@ -72,33 +86,59 @@ def run(args: argparse.Namespace) -> int:
     test = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(train, model)
     patch = train_patch(
-        model, train.x, args.target, patch_size=args.patch_size, shape=args.shape, scale=_range(args.scale, "--scale"),
-        rotation=_range(args.rotation, "--rotation"), epochs=args.epochs, batch_size=min(args.batch_size, 128), lr=args.lr,
-        y=train.y, generator=args.seed,
+        model,
+        train.x,
+        args.target,
+        patch_size=args.patch_size,
+        shape=args.shape,
+        scale=_range(args.scale, "--scale"),
+        rotation=_range(args.rotation, "--rotation"),
+        epochs=args.epochs,
+        batch_size=min(args.batch_size, 128),
+        lr=args.lr,
+        y=train.y,
+        generator=args.seed,
     )
     rate = patch_success_rate(model, test.x, patch, y=test.y, draws=args.draws, generator=args.seed + 1)
     lo, hi = model.bounds
     control = AdversarialPatch(
         lo + (hi - lo) * torch.rand(patch.patch.shape, generator=torch.Generator().manual_seed(args.seed + 2)),
-        patch.mask, patch.target, patch.scale, patch.rotation,
+        patch.mask,
+        patch.target,
+        patch.scale,
+        patch.rotation,
     )
     base = patch_success_rate(model, test.x, control, y=test.y, draws=args.draws, generator=args.seed + 1)
     out = output_dir(args.out)
     record = {
-        "target": args.target, "patch_size": args.patch_size, "shape": args.shape, "scale": list(patch.scale),
-        "rotation": list(patch.rotation), "epochs": args.epochs, "lr": args.lr,
-        "success_rate_test": rate, "random_patch_success_rate_test": base, "success_rate_train": patch.success_rate_train,
+        "target": args.target,
+        "patch_size": args.patch_size,
+        "shape": args.shape,
+        "scale": list(patch.scale),
+        "rotation": list(patch.rotation),
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "success_rate_test": rate,
+        "random_patch_success_rate_test": base,
+        "success_rate_train": patch.success_rate_train,
         "success_rate_definition": "fraction of (test image not of the target class, random placement) pairs classified as the target",
-        "history_mean_target_probability": patch.history, "train_seconds": patch.seconds, "draws": args.draws,
+        "history_mean_target_probability": patch.history,
+        "train_seconds": patch.seconds,
+        "draws": args.draws,
         "data": {"name": data_name, "n_train": len(train.y), "n_test": len(test.y)},
-        "model": {"path": str(Path(args.model).resolve()), "card": model.card}, "seed": args.seed,
-        "device": str(device), "provenance": provenance(),
+        "model": {"path": str(Path(args.model).resolve()), "card": model.card},
+        "seed": args.seed,
+        "device": str(device),
+        "provenance": provenance(),
     }
     io.write_json(out / "result.json", record)
     from safetensors.torch import save as st_save
 
     written = [out / "result.json", out / "patch.safetensors"]
-    io.write_bytes(out / "patch.safetensors", st_save({"patch": patch.patch.cpu().contiguous(), "mask": patch.mask.cpu().contiguous()}))
+    io.write_bytes(
+        out / "patch.safetensors",
+        st_save({"patch": patch.patch.cpu().contiguous(), "mask": patch.mask.cpu().contiguous()}),
+    )
     try:
         from advlab.reports.figures import example_grid
 
@@ -110,7 +150,14 @@ def run(args: argparse.Namespace) -> int:
         written.append(out / "examples.png")
     except ImportError:  # reports package absent in a minimal install
         log.warning("examples.png skipped: advlab.reports is not available")
-    log.info("patch %dx%d for class %d: success rate %.3f on held-out images (random patch %.3f), trained in %.1fs",
-             args.patch_size, args.patch_size, args.target, rate, base, patch.seconds)
+    log.info(
+        "patch %dx%d for class %d: success rate %.3f on held-out images (random patch %.3f), trained in %.1fs",
+        args.patch_size,
+        args.patch_size,
+        args.target,
+        rate,
+        base,
+        patch.seconds,
+    )
     log.info("wrote %s", ", ".join(map(str, written)))
     return 0

@@ -8,8 +8,16 @@ import time
 from pathlib import Path
 
 from advlab.cli._common import (
-    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, load_split, output_dir,
-    parse_float_list, positive_int, resolve_device,
+    add_command,
+    add_data_options,
+    add_run_options,
+    check_data_for_model,
+    check_output_dir,
+    load_split,
+    output_dir,
+    parse_float_list,
+    positive_int,
+    resolve_device,
 )
 
 log = logging.getLogger("advlab")
@@ -28,7 +36,9 @@ scale (factor), perspective (corner shift, fraction of the size). 'print-photo' 
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "physical", "destruction rates under a simulated print-and-photograph pipeline (Kurakin et al. 2016)",
+        sub,
+        "physical",
+        "destruction rates under a simulated print-and-photograph pipeline (Kurakin et al. 2016)",
         "Craft adversarial examples on the first N test images with each attack and eps, pass them through a random "
         "transformation pipeline standing in for printing and photographing, and report the destruction rate "
         "(Kurakin et al. 2016, eq. 1: among images correct when clean and wrong when attacked, the fraction "
@@ -39,13 +49,24 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model folder (with card.json and model.safetensors)")
     add_data_options(p, default=None)
-    p.add_argument("--attacks", default="fgsm,bim,illc", help="comma-separated attack names (illc = least-likely class)")
+    p.add_argument(
+        "--attacks", default="fgsm,bim,illc", help="comma-separated attack names (illc = least-likely class)"
+    )
     p.add_argument("--eps", required=True, help="comma-separated eps values (fractions like 8/255 allowed)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat-model norm")
     p.add_argument("--transform", default="print-photo", help="transformation spec (see examples) or 'print-photo'")
-    p.add_argument("--eot", type=int, default=0, help="also attack the EOT average over this many transformations (0: plain only)")
-    p.add_argument("--eot-jpeg", default="dct", choices=["dct", "pillow"], help="JPEG inside EOT: DCT approximation or real Pillow (straight-through)")
-    p.add_argument("--draws", type=int, default=1, help="random transformations per adversarial image (rates are averaged)")
+    p.add_argument(
+        "--eot", type=int, default=0, help="also attack the EOT average over this many transformations (0: plain only)"
+    )
+    p.add_argument(
+        "--eot-jpeg",
+        default="dct",
+        choices=["dct", "pillow"],
+        help="JPEG inside EOT: DCT approximation or real Pillow (straight-through)",
+    )
+    p.add_argument(
+        "--draws", type=int, default=1, help="random transformations per adversarial image (rates are averaged)"
+    )
     p.add_argument("--n", type=positive_int, default=500, help="number of test examples (the first N)")
     add_run_options(p)
     p.add_argument("--out", required=True, help="output folder")
@@ -56,8 +77,7 @@ EXAMPLES_SHOWN = 8
 """Test images drawn in examples.png."""
 
 
-def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *, seed: int = 0,
-                   classes=None) -> bytes:
+def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *, seed: int = 0, classes=None) -> bytes:
     """PNG: clean images, their adversarial versions (one attack, one eps) and those after one random transformation.
 
     Each panel is titled with the model's prediction, so the figure shows destruction directly: an adversarial
@@ -78,8 +98,9 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
         ll = logits.argmin(1)
         goal = Targeted(torch.where(ll == y, (y + 1) % logits.shape[1], ll))
     cfg = get_attack("bim" if attack == "illc" else attack).from_options({})
-    x_adv = torch.as_tensor(attack_in_batches(cfg, model, x, y, ThreatModel(norm, eps, model.bounds), goal=goal,
-                                              seed=seed).x_adv).to(x.device)
+    x_adv = torch.as_tensor(
+        attack_in_batches(cfg, model, x, y, ThreatModel(norm, eps, model.bounds), goal=goal, seed=seed).x_adv
+    ).to(x.device)
     with torch.no_grad():
         x_tf = transform(x_adv, torch.Generator().manual_seed(seed))
         preds = [logits.argmax(1), model(x_adv).argmax(1), model(x_tf).argmax(1)]
@@ -97,12 +118,20 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
             ax.set_xticks([])
             ax.set_yticks([])
             ok = int(pred[i]) == int(y[i])
-            ax.set_title(("true " + name(int(y[i])) + "\n" if r == 0 else "") + "pred " + name(int(pred[i])),
-                         fontsize=8, color="#111827" if ok else "#b91c1c")
+            ax.set_title(
+                ("true " + name(int(y[i])) + "\n" if r == 0 else "") + "pred " + name(int(pred[i])),
+                fontsize=8,
+                color="#111827" if ok else "#b91c1c",
+            )
             if i == 0:
                 ax.set_ylabel(label, fontsize=8)
-    fig.suptitle("red: misclassified. An adversarial image back to its true label after the transformation is destroyed",
-                 fontsize=8, y=0.02, va="bottom", color="#4b5563")
+    fig.suptitle(
+        "red: misclassified. An adversarial image back to its true label after the transformation is destroyed",
+        fontsize=8,
+        y=0.02,
+        va="bottom",
+        color="#4b5563",
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 1), h_pad=1.2)
     return _finish(fig, None)
 
@@ -130,12 +159,29 @@ def run(args: argparse.Namespace) -> int:
     data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)
     samples = [0] + ([args.eot] if args.eot > 0 else [])
-    log.info("physical: %d %s images, attacks %s, eps %s, transform %s, EOT %s", len(data.y), data_name, attacks, eps,
-             transform.spec(), args.eot or "off")
+    log.info(
+        "physical: %d %s images, attacks %s, eps %s, transform %s, EOT %s",
+        len(data.y),
+        data_name,
+        attacks,
+        eps,
+        transform.spec(),
+        args.eot or "off",
+    )
     t0 = time.perf_counter()
     report = measure_destruction(
-        model, data.x, data.y, transform, attacks=attacks, eps=eps, norm=args.norm, eot_samples=samples,
-        draws=args.draws, seed=args.seed, batch_size=args.batch_size, eot_jpeg=args.eot_jpeg,
+        model,
+        data.x,
+        data.y,
+        transform,
+        attacks=attacks,
+        eps=eps,
+        norm=args.norm,
+        eot_samples=samples,
+        draws=args.draws,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        eot_jpeg=args.eot_jpeg,
     )
     seconds = time.perf_counter() - t0
     out = output_dir(args.out)
@@ -152,8 +198,17 @@ def run(args: argparse.Namespace) -> int:
     io.write_text(out / "table.md", report.table() + "\n")
     written = [out / "result.json", out / "table.md"]
     try:
-        png = photo_examples(model, data.x[:EXAMPLES_SHOWN], data.y[:EXAMPLES_SHOWN], transform, attacks[0], max(eps),
-                             args.norm, seed=args.seed, classes=data.classes)
+        png = photo_examples(
+            model,
+            data.x[:EXAMPLES_SHOWN],
+            data.y[:EXAMPLES_SHOWN],
+            transform,
+            attacks[0],
+            max(eps),
+            args.norm,
+            seed=args.seed,
+            classes=data.classes,
+        )
         io.write_bytes(out / "examples.png", png)
         written.append(out / "examples.png")
     except ImportError:  # reports package absent in a minimal install

@@ -18,15 +18,21 @@ EXAMPLES = """\
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "report", "compare evaluations side by side (HTML + JSON)",
+        sub,
+        "report",
+        "compare evaluations side by side (HTML + JSON)",
         "Read the report.json of each evaluation folder (written by 'advlab evaluate') and write "
         "DIR/comparison.html (all models on one robust-accuracy-versus-eps plot, and a table with confidence "
         "intervals) and DIR/comparison.json. With one folder, also re-renders its report.html.",
         EXAMPLES,
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="evaluation folders (or their report.json files)")
-    p.add_argument("--labels", default=None, help="comma-separated names for the models (default: the architecture; where it repeats, "
-                   "with the model folder, then the preset)")
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="comma-separated names for the models (default: the architecture; where it repeats, "
+        "with the model folder, then the preset)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
 

@@ -9,7 +9,13 @@ import time
 from typing import Any
 
 from advlab.cli._common import (
-    add_command, add_data_options, check_output_dir, load_split, positive_int, resolve_device, show_progress,
+    add_command,
+    add_data_options,
+    check_output_dir,
+    load_split,
+    positive_int,
+    resolve_device,
+    show_progress,
 )
 
 log = logging.getLogger("advlab")
@@ -30,7 +36,9 @@ A killed run resumes from its last finished epoch when started again with the sa
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "train", "train a model (optionally with a defense) and save it",
+        sub,
+        "train",
+        "train a model (optionally with a defense) and save it",
         "Train an architecture from the model zoo on a dataset, show train/test accuracy per epoch, checkpoint "
         "every epoch, and save the weights (safetensors) with a JSON model card. The output folder is then "
         "usable as --model everywhere.",
@@ -43,18 +51,25 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimiser")
     p.add_argument(
-        "--schedule", default=None, choices=["constant", "cosine", "cyclic", "step"],
+        "--schedule",
+        default=None,
+        choices=["constant", "cosine", "cyclic", "step"],
         help="learning-rate schedule (default: the defense's own, e.g. cyclic for fast-fgsm, else constant)",
     )
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
     p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size")
     p.add_argument("--n-train", type=positive_int, default=None, help="use only the first N training examples")
     p.add_argument(
-        "--labels", type=int, default=None,
+        "--labels",
+        type=int,
+        default=None,
         help="semi-supervised: keep N labels (balanced per class, seeded), the rest of the training set unlabelled",
     )
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="a setting of the defense, e.g. --set eps=0.3 --set steps=40 (repeatable)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -104,40 +119,81 @@ def run(args: argparse.Namespace) -> int:
     train = load_split(args.data, "train", args.data_dir, args.n_train, "--n-train")
     test = load_dataset(args.data, split="test", data_dir=args.data_dir)
     clf = zoo.build_classifier(
-        args.arch, input_shape=train.input_shape, num_classes=train.num_classes, mean=train.mean, std=train.std,
+        args.arch,
+        input_shape=train.input_shape,
+        num_classes=train.num_classes,
+        mean=train.mean,
+        std=train.std,
     ).to(device)
     from pathlib import Path
 
     out = Path(args.out)
     try:
         trainer = trainer_cls(
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-            weight_decay=args.weight_decay, seed=args.seed, device=device,
-            checkpoint_dir=out / "checkpoint", progress=show_progress(args),
-            **({} if args.schedule is None else {"schedule": args.schedule}), **settings,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            optimizer=args.optimizer,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            device=device,
+            checkpoint_dir=out / "checkpoint",
+            progress=show_progress(args),
+            **({} if args.schedule is None else {"schedule": args.schedule}),
+            **settings,
         )
     except TypeError as exc:
         import inspect
 
-        given = {"epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "seed", "device",
-                 "checkpoint_dir", "progress"}
+        given = {
+            "epochs",
+            "batch_size",
+            "lr",
+            "optimizer",
+            "weight_decay",
+            "schedule",
+            "seed",
+            "device",
+            "checkpoint_dir",
+            "progress",
+        }
         named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        known = sorted({k for klass in trainer_cls.__mro__ if "__init__" in vars(klass)
-                        for k, v in inspect.signature(klass.__init__).parameters.items()
-                        if v.kind in named and k not in given | {"self"}})
+        known = sorted(
+            {
+                k
+                for klass in trainer_cls.__mro__
+                if "__init__" in vars(klass)
+                for k, v in inspect.signature(klass.__init__).parameters.items()
+                if v.kind in named and k not in given | {"self"}
+            }
+        )
         unknown = sorted(set(settings) - set(known))
         what = f"defense {args.defense!r} has no setting(s) {unknown}" if unknown else str(exc)
         raise ValueError(f"--set: {what}; its settings are {known}") from exc
-    log.info("training %s on %s (%d examples, %s) with defense %r on %s", args.arch, args.data, len(train),
-             "x".join(map(str, train.input_shape)), args.defense, device)
+    log.info(
+        "training %s on %s (%d examples, %s) with defense %r on %s",
+        args.arch,
+        args.data,
+        len(train),
+        "x".join(map(str, train.input_shape)),
+        args.defense,
+        device,
+    )
     unlabeled = None
     if args.labels is not None:
         from advlab.defenses.vat import split_labelled
 
         labelled, rest = split_labelled(train.y, args.labels, train.num_classes, seed=args.seed)
         unlabeled = train.x[rest]
-        train = type(train)(train.x[labelled], train.y[labelled], name=train.name, split=train.split,
-                            classes=train.classes, mean=train.mean, std=train.std)
+        train = type(train)(
+            train.x[labelled],
+            train.y[labelled],
+            name=train.name,
+            split=train.split,
+            classes=train.classes,
+            mean=train.mean,
+            std=train.std,
+        )
     t0 = time.perf_counter()
     trainer.fit(clf, train, test, **({} if unlabeled is None else {"unlabeled": unlabeled}))
     seconds = time.perf_counter() - t0
@@ -148,10 +204,18 @@ def run(args: argparse.Namespace) -> int:
         "test": accuracy(clf, test.x, test.y),
     }
     path = zoo.save_model(
-        clf, out, dataset=args.data,
-        training={**trainer.settings(), "history": trainer.history_, "n_train": len(train), "wall_seconds": seconds,
-                  "device": str(device)},
-        accuracy=acc, seed=args.seed,
+        clf,
+        out,
+        dataset=args.data,
+        training={
+            **trainer.settings(),
+            "history": trainer.history_,
+            "n_train": len(train),
+            "wall_seconds": seconds,
+            "device": str(device),
+        },
+        accuracy=acc,
+        seed=args.seed,
     )
     trainer.save_artifacts(out)
     log.info("test accuracy %.2f%%  (train %.2f%%)  in %.1fs", 100 * acc["test"], 100 * acc["train"], seconds)

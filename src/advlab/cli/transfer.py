@@ -27,14 +27,18 @@ SKLEARN_KEYWORDS = ("lr", "svm", "svm-rbf", "dt", "rf", "knn")
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "transfer", "transferability matrix between models of different kinds",
+        sub,
+        "transfer",
+        "transferability matrix between models of different kinds",
         "Craft adversarial examples on every model (white-box attack for networks, logistic regression and SVMs; "
         "the exact leaf search for decision trees, a heuristic for forests, bisection for kNN) and measure how "
         "often every model misclassifies them (Papernot, McDaniel & Goodfellow 2016, arXiv:1605.07277). An "
         "ensemble of the differentiable models (Liu et al. 2017) is added as a source.",
         EXAMPLES,
     )
-    p.add_argument("--models", required=True, help="comma-separated model folders and/or keywords (lr, svm, dt, knn...)")
+    p.add_argument(
+        "--models", required=True, help="comma-separated model folders and/or keywords (lr, svm, dt, knn...)"
+    )
     add_data_options(p, default="mnist")
     p.add_argument("--n", type=int, default=1000, help="test images to craft on (the first N)")
     p.add_argument("--train-n", type=int, default=5000, help="training images used to fit the scikit-learn models")
@@ -42,8 +46,12 @@ def add_parser(sub) -> None:
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat norm")
     p.add_argument("--attack", default="fgsm", help="white-box attack for differentiable sources")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="attack setting (repeatable)")
-    p.add_argument("--ensemble", default="loo", choices=["loo", "all", "none"],
-                   help="ensemble source: leave-one-out per target, all differentiable models, or none")
+    p.add_argument(
+        "--ensemble",
+        default="loo",
+        choices=["loo", "all", "none"],
+        help="ensemble source: leave-one-out per target, all differentiable models, or none",
+    )
     p.add_argument("--knn-k", type=int, default=3, help="neighbours of the knn keyword model")
     p.add_argument("--dt-depth", type=int, default=None, help="maximum depth of the dt/rf keyword models")
     p.add_argument("--seed", type=int, default=0, help="random seed (model fitting, stochastic attacks)")
@@ -70,8 +78,16 @@ def fit_keyword(name: str, x: Any, y: Any, *, seed: int = 0, knn_k: int = 3, dt_
     return models[name]().fit(x, y)
 
 
-def load_models(spec: str, data_name: str, data_dir: str | None, train_n: int, *, seed: int = 0, knn_k: int = 3,
-                dt_depth: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_models(
+    spec: str,
+    data_name: str,
+    data_dir: str | None,
+    train_n: int,
+    *,
+    seed: int = 0,
+    knn_k: int = 3,
+    dt_depth: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``--models`` to ``{name: model}`` and a JSON description of each."""
     from advlab import validation
     from advlab.data import load_dataset
@@ -101,10 +117,17 @@ def load_models(spec: str, data_name: str, data_dir: str | None, train_n: int, *
                 train = (data.x[:train_n].reshape(min(train_n, len(data)), -1).numpy(), data.y[:train_n].numpy())
             t0 = time.perf_counter()
             models[key] = fit_keyword(key, train[0], train[1], seed=seed, knn_k=knn_k, dt_depth=dt_depth)
-            info[key] = {"kind": "scikit-learn", "estimator": type(models[key]).__name__,
-                         "params": {k: v for k, v in models[key].get_params().items()
-                                    if isinstance(v, (int, float, str, bool)) or v is None},
-                         "train_images": len(train[1]), "fit_seconds": time.perf_counter() - t0}
+            info[key] = {
+                "kind": "scikit-learn",
+                "estimator": type(models[key]).__name__,
+                "params": {
+                    k: v
+                    for k, v in models[key].get_params().items()
+                    if isinstance(v, (int, float, str, bool)) or v is None
+                },
+                "train_images": len(train[1]),
+                "fit_seconds": time.perf_counter() - t0,
+            }
             continue
         path = Path(entry)
         name = path.name or entry
@@ -127,25 +150,44 @@ def run(args: argparse.Namespace) -> int:
     eps_values = parse_float_list(args.eps, "--eps")
     if len(eps_values) != 1:
         raise ValueError(f"--eps: expected one radius, got {eps_values}")
-    models, info = load_models(args.models, args.data, args.data_dir, args.train_n, seed=args.seed,
-                               knn_k=args.knn_k, dt_depth=args.dt_depth)
+    models, info = load_models(
+        args.models, args.data, args.data_dir, args.train_n, seed=args.seed, knn_k=args.knn_k, dt_depth=args.dt_depth
+    )
     test = load_dataset(args.data, split="test", data_dir=args.data_dir, n=n)
     for name, model in models.items():
         shape = getattr(model, "input_shape", None)
         if shape is not None and tuple(shape) != tuple(test.x.shape[1:]):
-            raise ValueError(f"--models: {name} expects inputs of shape {tuple(shape)}, but {args.data} images are "
-                             f"{tuple(test.x.shape[1:])}")
-    log.info("transfer matrix: %s on %d %s test images, %s eps=%g", ", ".join(models), n, args.data, args.norm,
-             eps_values[0])
+            raise ValueError(
+                f"--models: {name} expects inputs of shape {tuple(shape)}, but {args.data} images are "
+                f"{tuple(test.x.shape[1:])}"
+            )
+    log.info(
+        "transfer matrix: %s on %d %s test images, %s eps=%g", ", ".join(models), n, args.data, args.norm, eps_values[0]
+    )
     t0 = time.perf_counter()
-    tm = transfer_matrix(models, test.x, test.y, eps=eps_values[0], norm=args.norm, attack=args.attack,
-                         attack_options=parse_settings(args.set),
-                         ensemble=None if args.ensemble == "none" else args.ensemble, seed=args.seed)
+    tm = transfer_matrix(
+        models,
+        test.x,
+        test.y,
+        eps=eps_values[0],
+        norm=args.norm,
+        attack=args.attack,
+        attack_options=parse_settings(args.set),
+        ensemble=None if args.ensemble == "none" else args.ensemble,
+        seed=args.seed,
+    )
     seconds = time.perf_counter() - t0
     out = output_dir(args.out)
-    io.write_json(out / "transfer.json", {**tm.to_dict(), "models": info, "wall_seconds": seconds,
-                                          "data": {"name": args.data, "split": "test", "n": n},
-                                          "provenance": provenance()})
+    io.write_json(
+        out / "transfer.json",
+        {
+            **tm.to_dict(),
+            "models": info,
+            "wall_seconds": seconds,
+            "data": {"name": args.data, "split": "test", "n": n},
+            "provenance": provenance(),
+        },
+    )
     plot_transfer_matrix(tm, out / "transfer.png")
     width = max(len(s) for s in tm.sources)
     log.info("%s  %s", " " * width, "  ".join(f"{t[:8]:>8}" for t in tm.targets))

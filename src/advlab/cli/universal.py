@@ -7,8 +7,16 @@ import logging
 from pathlib import Path
 
 from advlab.cli._common import (
-    add_command, add_data_options, add_run_options, check_data_for_model, check_output_dir, load_split, output_dir,
-    parse_float_list, positive_int, resolve_device,
+    add_command,
+    add_data_options,
+    add_run_options,
+    check_data_for_model,
+    check_output_dir,
+    load_split,
+    output_dir,
+    parse_float_list,
+    positive_int,
+    resolve_device,
 )
 
 log = logging.getLogger("advlab")
@@ -22,7 +30,9 @@ EXAMPLES = """\
 
 def add_parser(sub) -> None:
     p = add_command(
-        sub, "universal", "a universal adversarial perturbation and its fooling rate (Moosavi-Dezfooli et al. 2017)",
+        sub,
+        "universal",
+        "a universal adversarial perturbation and its fooling rate (Moosavi-Dezfooli et al. 2017)",
         "Compute one image-agnostic perturbation on the first --n-train training images with the paper's Algorithm 1 "
         "(DeepFool on points not yet fooled, projection onto the eps-ball, until the target fooling rate or --max-passes), "
         "then report the fooling rate (fraction of predictions that change) on the first --n test images, for the model "
@@ -36,7 +46,12 @@ def add_parser(sub) -> None:
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="norm of the perturbation")
     p.add_argument("--n-train", type=positive_int, default=1000, help="training images the perturbation is computed on")
     p.add_argument("--n", type=positive_int, default=1000, help="held-out test images for the fooling rate")
-    p.add_argument("--target-fooling-rate", type=float, default=0.8, help="stop once this fraction of the training points is fooled (1 - delta)")
+    p.add_argument(
+        "--target-fooling-rate",
+        type=float,
+        default=0.8,
+        help="stop once this fraction of the training points is fooled (1 - delta)",
+    )
     p.add_argument("--max-passes", type=int, default=10, help="maximum passes over the training points")
     p.add_argument("--transfer", default="", help="comma-separated model folders to measure transfer on")
     add_run_options(p)
@@ -66,13 +81,21 @@ def run(args: argparse.Namespace) -> int:
     train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train")
     test = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(train, model)
-    others = {str(Path(path).resolve()): load_model(path, device=device)  # loaded first: a bad path fails fast
-              for path in [s.strip() for s in args.transfer.split(",") if s.strip()]}
+    others = {
+        str(Path(path).resolve()): load_model(path, device=device)  # loaded first: a bad path fails fast
+        for path in [s.strip() for s in args.transfer.split(",") if s.strip()]
+    }
     for other in others.values():
         check_data_for_model(test, other, "--transfer")
     uap = universal_perturbation(
-        model, train.x, threat, target_fooling_rate=args.target_fooling_rate, max_passes=args.max_passes,
-        generator=args.seed, batch_size=args.batch_size, progress=not args.quiet,
+        model,
+        train.x,
+        threat,
+        target_fooling_rate=args.target_fooling_rate,
+        max_passes=args.max_passes,
+        generator=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
     )
     v = uap.perturbation
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -82,17 +105,24 @@ def run(args: argparse.Namespace) -> int:
     transfer = {}
     for path, other in others.items():
         transfer[path] = {
-            "fooling_rate": fooling_rate(other, test.x, v), "random_noise_same_norm": fooling_rate(other, test.x, noise),
+            "fooling_rate": fooling_rate(other, test.x, v),
+            "random_noise_same_norm": fooling_rate(other, test.x, noise),
             "arch": other.card.get("arch"),
         }
     out = output_dir(args.out)
     record = {
-        **uap.to_dict(), "fooling_rate_test": rates["model"], "random_noise_fooling_rate_test": rates["random_noise_same_norm"],
+        **uap.to_dict(),
+        "fooling_rate_test": rates["model"],
+        "random_noise_fooling_rate_test": rates["random_noise_same_norm"],
         "fooling_rate_definition": "fraction of test images whose predicted label changes when the perturbation is added (clipped to the box)",
-        "transfer": transfer, "target_fooling_rate": args.target_fooling_rate, "max_passes": args.max_passes,
+        "transfer": transfer,
+        "target_fooling_rate": args.target_fooling_rate,
+        "max_passes": args.max_passes,
         "data": {"name": data_name, "n_train": len(train.y), "n_test": len(test.y)},
-        "model": {"path": str(Path(args.model).resolve()), "card": model.card}, "seed": args.seed,
-        "device": str(device), "provenance": provenance(),
+        "model": {"path": str(Path(args.model).resolve()), "card": model.card},
+        "seed": args.seed,
+        "device": str(device),
+        "provenance": provenance(),
     }
     io.write_json(out / "result.json", record)
     from safetensors.torch import save as st_save
@@ -106,13 +136,22 @@ def run(args: argparse.Namespace) -> int:
         x_adv = threat.project(x + v.to(device), x)
         with torch.no_grad():
             pc, pa = model(x).argmax(1).cpu(), model(x_adv).argmax(1).cpu()
-        io.write_bytes(out / "examples.png", example_grid(x.cpu(), x_adv.cpu(), test.y[:8], pc, pa, test.classes, None,
-                                                          bounds=tuple(model.bounds)))
+        io.write_bytes(
+            out / "examples.png",
+            example_grid(x.cpu(), x_adv.cpu(), test.y[:8], pc, pa, test.classes, None, bounds=tuple(model.bounds)),
+        )
         written.append(out / "examples.png")
     except ImportError:  # reports package absent in a minimal install
         log.warning("examples.png skipped: advlab.reports is not available")
-    log.info("universal perturbation (%s): fooling rate %.3f on %d test images (random noise %.3f), %d passes, %.1fs",
-             threat.describe(), rates["model"], len(test.y), rates["random_noise_same_norm"], uap.passes, uap.seconds)
+    log.info(
+        "universal perturbation (%s): fooling rate %.3f on %d test images (random noise %.3f), %d passes, %.1fs",
+        threat.describe(),
+        rates["model"],
+        len(test.y),
+        rates["random_noise_same_norm"],
+        uap.passes,
+        uap.seconds,
+    )
     for path, t in transfer.items():
         log.info("  transfer to %s: %.3f (noise %.3f)", path, t["fooling_rate"], t["random_noise_same_norm"])
     log.info("wrote %s", ", ".join(map(str, written)))

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import os
+
 import numpy as np
 import torch
 
@@ -101,12 +102,16 @@ def load_dataset(
     x /= np.float32(raw.scale)
     y = labels.astype(np.int64)
     return Dataset(
-        torch.from_numpy(x), torch.from_numpy(y), name=info.name, split=split, classes=list(raw.classes),
-        mean=info.mean, std=info.std,
+        torch.from_numpy(x),
+        torch.from_numpy(y),
+        name=info.name,
+        split=split,
+        classes=list(raw.classes),
+        mean=info.mean,
+        std=info.std,
     )
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` for ``name`` (aliases accepted); same as ``DATASETS.get(name)``."""
     return DATASETS.get(name)
-

@@ -211,7 +211,7 @@ def download_file(spec: FileSpec, dest: str | os.PathLike[str], *, timeout: floa
         log.info("downloading %s -> %s", url, dest)
         try:
             with urlopen(url, timeout=timeout) as response:
-                io.atomic_write(dest, lambda tmp: _copy_checked(response, tmp, spec, url))
+                io.atomic_write(dest, lambda tmp: _copy_checked(response, tmp, spec, url))  # noqa: B023 - called within this iteration
         except ChecksumError as exc:
             bad_checksum = True
             errors.append(str(exc))

@@ -59,7 +59,10 @@ PARTIAL_DIR = "cifar10/partial"
 BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 
 TAR = FileSpec(
-    "cifar10/cifar-10-python.tar.gz", 170498071, md5="c58f30108f718f92721af3b95e74349a", urls=(URL,),
+    "cifar10/cifar-10-python.tar.gz",
+    170498071,
+    md5="c58f30108f718f92721af3b95e74349a",
+    urls=(URL,),
     note="(the official CIFAR-10 python version; advlab extracts the batches it needs)",
 )
 # official python batches: name -> (bytes, official md5)
@@ -93,7 +96,9 @@ def py_spec(name: str, folder: str = PY_DIR) -> FileSpec:
 def partial_spec(name: str) -> FileSpec:
     """The :class:`FileSpec` of a derived ``partial/<name>_first1000.bin`` file (first 1000 records of a batch)."""
     return FileSpec(
-        f"{PARTIAL_DIR}/{name}_first1000.bin", PARTIAL_RECORDS * RECORD_BYTES, sha256=_PARTIAL_SHA256[name],
+        f"{PARTIAL_DIR}/{name}_first1000.bin",
+        PARTIAL_RECORDS * RECORD_BYTES,
+        sha256=_PARTIAL_SHA256[name],
         note="(a derived file: the first 1000 records of the official batch in the binary layout)",
     )
 
@@ -308,25 +313,34 @@ def _read(root: Path, split: str, download: bool) -> RawData:
         log.warning(
             "cifar10 %s: only a subset is available (%d of %d images, the first %d of each batch, from %s); results "
             "are not comparable with the full split. For the full data put %s from %s into %s.",
-            split, len(labels), full, len(labels) // len(names), source, TAR.name, URL, root / "cifar10",
+            split,
+            len(labels),
+            full,
+            len(labels) // len(names),
+            source,
+            TAR.name,
+            URL,
+            root / "cifar10",
         )
     return RawData(images, labels, 255.0, class_names(root), source)
 
 
-DATASETS.add(DatasetInfo(
-    name="cifar10",
-    input_shape=(3, 32, 32),
-    num_classes=10,
-    classes=CLASSES,
-    mean=(0.4914, 0.4822, 0.4465),
-    std=(0.2470, 0.2435, 0.2616),
-    files={
-        "train": (TAR, *(py_spec(b) for b in BATCHES["train"]), *(partial_spec(b) for b in BATCHES["train"])),
-        "test": (TAR, py_spec("test_batch"), partial_spec("test_batch")),
-    },
-    citation='A. Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", technical report, '
-             "University of Toronto, 2009",
-    homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
-    aliases=("cifar-10", "cifar_10"),
-    reader=_read,
-))
+DATASETS.add(
+    DatasetInfo(
+        name="cifar10",
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        classes=CLASSES,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        files={
+            "train": (TAR, *(py_spec(b) for b in BATCHES["train"]), *(partial_spec(b) for b in BATCHES["train"])),
+            "test": (TAR, py_spec("test_batch"), partial_spec("test_batch")),
+        },
+        citation='A. Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", technical report, '
+        "University of Toronto, 2009",
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        aliases=("cifar-10", "cifar_10"),
+        reader=_read,
+    )
+)

@@ -172,8 +172,13 @@ class Dataset(torch.utils.data.Dataset):
     # ------------------------------------------------------------------ subsets
     def _take(self, index: torch.Tensor) -> Dataset:
         return Dataset(
-            self.x[index], self.y[index], name=self.name, split=self.split, classes=self.classes,
-            mean=self.mean, std=self.std,
+            self.x[index],
+            self.y[index],
+            name=self.name,
+            split=self.split,
+            classes=self.classes,
+            mean=self.mean,
+            std=self.std,
         )
 
     def _check_n(self, n: Any) -> int:
@@ -232,9 +237,7 @@ class Dataset(torch.utils.data.Dataset):
         return self._take(index)
 
     # ------------------------------------------------------------------ iteration
-    def loader(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
-    ) -> DataLoader:
+    def loader(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None) -> DataLoader:
         """A ``DataLoader`` over ``(x, y)`` batches.
 
         Args:

@@ -47,17 +47,19 @@ def _read(root: Path, split: str, download: bool) -> RawData:
     return RawData(images[index], labels[index], 16.0, tuple(str(i) for i in range(10)), "sklearn.datasets.load_digits")
 
 
-DATASETS.add(DatasetInfo(
-    name="digits",
-    input_shape=(1, 8, 8),
-    num_classes=10,
-    classes=tuple(str(i) for i in range(10)),
-    mean=(DIGITS_MEAN,),
-    std=(DIGITS_STD,),
-    files={"train": (), "test": ()},
-    citation='E. Alpaydin, C. Kaynak, "Optical Recognition of Handwritten Digits", UCI Machine Learning '
-             "Repository, 1998 (via sklearn.datasets.load_digits)",
-    homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
-    aliases=("sklearn-digits",),
-    reader=_read,
-))
+DATASETS.add(
+    DatasetInfo(
+        name="digits",
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        classes=tuple(str(i) for i in range(10)),
+        mean=(DIGITS_MEAN,),
+        std=(DIGITS_STD,),
+        files={"train": (), "test": ()},
+        citation='E. Alpaydin, C. Kaynak, "Optical Recognition of Handwritten Digits", UCI Machine Learning '
+        "Repository, 1998 (via sklearn.datasets.load_digits)",
+        homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
+        aliases=("sklearn-digits",),
+        reader=_read,
+    )
+)

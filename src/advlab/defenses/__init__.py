@@ -41,8 +41,23 @@ DEFENSES.register("rbf")(RBFTraining)
 DEFENSES.register("detector")(DetectorTraining)
 
 __all__ = [
-    "DEFENSES", "DefensiveDistillation", "DenoiserDefense", "DetectorTraining", "DropoutTraining",
-    "EnsembleAdversarialTraining", "EnsembleTraining", "FastFGSMTraining", "FreeTraining", "GaussianNoiseTraining",
-    "GoodfellowTraining", "PGDTraining", "RBFTraining", "RegularizedTraining", "StandardTraining", "TRADES", "Trainer",
-    "VAT", "accuracy",
+    "DEFENSES",
+    "TRADES",
+    "VAT",
+    "DefensiveDistillation",
+    "DenoiserDefense",
+    "DetectorTraining",
+    "DropoutTraining",
+    "EnsembleAdversarialTraining",
+    "EnsembleTraining",
+    "FastFGSMTraining",
+    "FreeTraining",
+    "GaussianNoiseTraining",
+    "GoodfellowTraining",
+    "PGDTraining",
+    "RBFTraining",
+    "RegularizedTraining",
+    "StandardTraining",
+    "Trainer",
+    "accuracy",
 ]

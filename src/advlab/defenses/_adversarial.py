@@ -102,8 +102,9 @@ class AdversarialTrainer(Trainer):
         return torch.Generator(device=device).manual_seed(seed)
 
 
-def fgsm_from(model: Classifier, x: torch.Tensor, start: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
-              step_size: float) -> torch.Tensor:
+def fgsm_from(
+    model: Classifier, x: torch.Tensor, start: torch.Tensor, y: torch.Tensor, threat: ThreatModel, step_size: float
+) -> torch.Tensor:
     """One projected steepest-ascent step of the cross-entropy from ``start`` (FGSM when ``start = x``)."""
     with crafting(model):
         _, grad, _ = loss_and_grad(model, start, y, False, cross_entropy)

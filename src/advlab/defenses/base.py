@@ -44,7 +44,9 @@ def as_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]
         return torch.as_tensor(x), None if y is None else torch.as_tensor(y).long()
     if isinstance(data, torch.Tensor):
         return data, None
-    raise TypeError(f"{name}: expected a Dataset (with .x and .y), a pair (x, y) or a tensor x, got {type(data).__name__}")
+    raise TypeError(
+        f"{name}: expected a Dataset (with .x and .y), a pair (x, y) or a tensor x, got {type(data).__name__}"
+    )
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
@@ -142,7 +144,9 @@ class Trainer:
     def setup(self, model: Classifier, x: torch.Tensor, y: torch.Tensor | None) -> None:
         """Called once before training (after resume state is known); e.g. to build auxiliary models."""
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss to minimise on one batch and the logits used for the running training accuracy.
 
         ``epoch`` is fractional (``epoch_index + batch / batches``), for ramp-ups. Override in defenses.
@@ -188,13 +192,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _config(self, model: Classifier, n_train: int, n_unlabeled: int = 0) -> dict[str, Any]:
-        config = {"settings": self.settings(), "n_train": n_train, "model": type(model.module).__name__,
-                  "parameters": sum(p.numel() for p in model.parameters())}
+        config = {
+            "settings": self.settings(),
+            "n_train": n_train,
+            "model": type(model.module).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
         if n_unlabeled:
             config["n_unlabeled"] = n_unlabeled
         return config
 
-    def _save_checkpoint(self, model: Classifier, opt: torch.optim.Optimizer, epoch: int, config: dict[str, Any]) -> None:
+    def _save_checkpoint(
+        self, model: Classifier, opt: torch.optim.Optimizer, epoch: int, config: dict[str, Any]
+    ) -> None:
         assert self.checkpoint_dir is not None
         tensors = {f"model.{k}": v for k, v in model.module.state_dict().items()}
         opt_state = opt.state_dict()
@@ -249,7 +259,7 @@ class Trainer:
         return int(meta["epoch"]) + 1
 
     # ------------------------------------------------------------------ fit
-    def fit(self, model: nn.Module, train: Any, val: Any = None, *, unlabeled: Any = None) -> "Trainer":
+    def fit(self, model: nn.Module, train: Any, val: Any = None, *, unlabeled: Any = None) -> Trainer:
         """Train ``model`` in place on ``train``; evaluate on ``val`` after each epoch.
 
         Args:
@@ -304,7 +314,9 @@ class Trainer:
         start = self._try_resume(model, opt, config)
         self.setup(model, x, y)
         u_batch = getattr(self, "unlabeled_batch_size", self.batch_size)
-        batches = math.ceil((x.shape[0] if x_u is None else x_u.shape[0]) / (self.batch_size if x_u is None else u_batch))
+        batches = math.ceil(
+            (x.shape[0] if x_u is None else x_u.shape[0]) / (self.batch_size if x_u is None else u_batch)
+        )
         for epoch in range(start, self.epochs):
             gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             order = torch.randperm(x.shape[0], generator=gen)
@@ -352,9 +364,13 @@ class Trainer:
             stop = self.end_epoch(model, epoch, record)
             self.history_.append(record)
             log.info(
-                "epoch %d/%d  loss %.4f  train acc %.4f%s  (%.1fs)", epoch + 1, self.epochs, record["train_loss"],
+                "epoch %d/%d  loss %.4f  train acc %.4f%s  (%.1fs)",
+                epoch + 1,
+                self.epochs,
+                record["train_loss"],
                 record["train_accuracy"],
-                f"  test acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "", record["seconds"],
+                f"  test acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "",
+                record["seconds"],
             )
             if self.checkpoint_dir is not None:
                 self._save_checkpoint(model, opt, epoch, config)

@@ -27,8 +27,9 @@ class Denoiser(nn.Module):
     ``D - h - D``. Initialised from ``seed`` (PyTorch's default scheme under a forked RNG).
     """
 
-    def __init__(self, input_shape: tuple[int, ...], hidden: int = 32, bounds: tuple[float, float] = (0.0, 1.0),
-                 seed: int = 0) -> None:
+    def __init__(
+        self, input_shape: tuple[int, ...], hidden: int = 32, bounds: tuple[float, float] = (0.0, 1.0), seed: int = 0
+    ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.hidden = hidden
@@ -37,13 +38,22 @@ class Denoiser(nn.Module):
             torch.manual_seed(seed)
             if len(self.input_shape) == 3:
                 c = self.input_shape[0]
-                self.net = nn.Sequential(nn.Conv2d(c, hidden, 3, padding=1), nn.ReLU(),
-                                         nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
-                                         nn.Conv2d(hidden, c, 3, padding=1))
+                self.net = nn.Sequential(
+                    nn.Conv2d(c, hidden, 3, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(hidden, hidden, 3, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(hidden, c, 3, padding=1),
+                )
             else:
                 d = math.prod(self.input_shape)
-                self.net = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, d),
-                                         nn.Unflatten(1, self.input_shape))
+                self.net = nn.Sequential(
+                    nn.Flatten(),
+                    nn.Linear(d, hidden),
+                    nn.ReLU(),
+                    nn.Linear(hidden, d),
+                    nn.Unflatten(1, self.input_shape),
+                )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.net(x)).clamp(*self.bounds)
@@ -64,8 +74,13 @@ class DenoisedModel(nn.Module):
 def denoised_classifier(denoiser: Denoiser, classifier: Classifier) -> Classifier:
     """The composed model as a :class:`~advlab.models.Classifier` on raw inputs."""
     classifier = as_classifier(classifier)
-    out = Classifier(DenoisedModel(denoiser, classifier), bounds=classifier.bounds,
-                     num_classes=classifier.num_classes, input_shape=classifier.input_shape, card=dict(classifier.card))
+    out = Classifier(
+        DenoisedModel(denoiser, classifier),
+        bounds=classifier.bounds,
+        num_classes=classifier.num_classes,
+        input_shape=classifier.input_shape,
+        card=dict(classifier.card),
+    )
     out.train(classifier.training)
     return out
 
@@ -107,8 +122,16 @@ class DenoiserDefense(Trainer):
 
     name = "denoiser"
 
-    def __init__(self, *, sigma: float = 0.3, eps: float = 0.2, recon_weight: float = 1.0, hidden: int = 32,
-                 train_classifier: bool = True, **settings: Any) -> None:
+    def __init__(
+        self,
+        *,
+        sigma: float = 0.3,
+        eps: float = 0.2,
+        recon_weight: float = 1.0,
+        hidden: int = 32,
+        train_classifier: bool = True,
+        **settings: Any,
+    ) -> None:
         super().__init__(**settings)
         self.sigma = validation.check_float("sigma", sigma, minimum=0.0)
         self.eps = validation.check_float("eps", eps, minimum=0.0)
@@ -119,8 +142,14 @@ class DenoiserDefense(Trainer):
         self.train_classifier = train_classifier
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "sigma": self.sigma, "eps": self.eps, "recon_weight": self.recon_weight,
-                "hidden": self.hidden, "train_classifier": self.train_classifier}
+        return {
+            **super().settings(),
+            "sigma": self.sigma,
+            "eps": self.eps,
+            "recon_weight": self.recon_weight,
+            "hidden": self.hidden,
+            "train_classifier": self.train_classifier,
+        }
 
     def fit(self, model, train, val=None, **kwargs):
         model = as_classifier(model)
@@ -158,8 +187,14 @@ class DenoiserDefense(Trainer):
         """Write ``denoiser.safetensors`` and ``denoiser.json`` into the model folder."""
         folder = Path(folder)
         io.save_safetensors(folder / DENOISER_FILE, self.denoiser_.state_dict())
-        io.write_json(folder / DENOISER_CARD, {"input_shape": list(self.denoiser_.input_shape),
-                                               "hidden": self.hidden, "bounds": list(self.denoiser_.bounds)})
+        io.write_json(
+            folder / DENOISER_CARD,
+            {
+                "input_shape": list(self.denoiser_.input_shape),
+                "hidden": self.hidden,
+                "bounds": list(self.denoiser_.bounds),
+            },
+        )
 
 
 def load_denoised(folder: str | Path, device: str | torch.device | None = None) -> Classifier:

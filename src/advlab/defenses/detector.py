@@ -38,12 +38,22 @@ class DetectorNetwork(nn.Module):
             torch.manual_seed(seed)
             if len(self.input_shape) == 3:
                 c = self.input_shape[0]
-                self.net = nn.Sequential(nn.Conv2d(c, hidden, 3, stride=2, padding=1), nn.ReLU(),
-                                         nn.Conv2d(hidden, 2 * hidden, 3, stride=2, padding=1), nn.ReLU(),
-                                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * hidden, 1))
+                self.net = nn.Sequential(
+                    nn.Conv2d(c, hidden, 3, stride=2, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(hidden, 2 * hidden, 3, stride=2, padding=1),
+                    nn.ReLU(),
+                    nn.AdaptiveAvgPool2d(1),
+                    nn.Flatten(),
+                    nn.Linear(2 * hidden, 1),
+                )
             else:
-                self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(self.input_shape), 4 * hidden), nn.ReLU(),
-                                         nn.Linear(4 * hidden, 1))
+                self.net = nn.Sequential(
+                    nn.Flatten(),
+                    nn.Linear(math.prod(self.input_shape), 4 * hidden),
+                    nn.ReLU(),
+                    nn.Linear(4 * hidden, 1),
+                )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
@@ -72,8 +82,13 @@ def detected_classifier(classifier: Classifier, detector: DetectorNetwork) -> Cl
     """The combined model as a Classifier with ``num_classes + 1`` outputs (the last one means "rejected")."""
     classifier = as_classifier(classifier)
     n = None if classifier.num_classes is None else classifier.num_classes + 1
-    out = Classifier(DetectedModel(classifier, detector), bounds=classifier.bounds, num_classes=n,
-                     input_shape=classifier.input_shape, card=dict(classifier.card))
+    out = Classifier(
+        DetectedModel(classifier, detector),
+        bounds=classifier.bounds,
+        num_classes=n,
+        input_shape=classifier.input_shape,
+        card=dict(classifier.card),
+    )
     out.eval()
     return out
 
@@ -95,8 +110,11 @@ def accuracy_with_rejection(combined: Classifier, x: torch.Tensor, y: torch.Tens
     logits = torch.cat([combined(x[i : i + 500]) for i in range(0, x.shape[0], 500)])
     rej = rejected(logits)
     correct = (logits.argmax(1) == y) & ~rej
-    return {"accuracy": float(correct.float().mean()), "rejected": float(rej.float().mean()),
-            "defended": float((correct | rej).float().mean())}
+    return {
+        "accuracy": float(correct.float().mean()),
+        "rejected": float(rej.float().mean()),
+        "defended": float((correct | rej).float().mean()),
+    }
 
 
 def detector_aware_loss(kappa: float = 1.0):
@@ -115,9 +133,18 @@ def detector_aware_loss(kappa: float = 1.0):
     return loss
 
 
-def adaptive_attack(combined: Classifier, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, steps: int = 100,
-                    step_size: float | None = None, kappa: float = 1.0, restarts: int = 1,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def adaptive_attack(
+    combined: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int = 100,
+    step_size: float | None = None,
+    kappa: float = 1.0,
+    restarts: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """PGD on classifier and detector jointly (:func:`detector_aware_loss`); keeps, per example, an iterate
     that is misclassified and not rejected when one is found.
 
@@ -207,18 +234,25 @@ class DetectorTraining(Trainer):
 
     name = "detector"
 
-    def __init__(self, *, eps: float = 0.3, steps: int = 10, classifier_epochs: int = 0, hidden: int = 16,
-                 **settings: Any) -> None:
+    def __init__(
+        self, *, eps: float = 0.3, steps: int = 10, classifier_epochs: int = 0, hidden: int = 16, **settings: Any
+    ) -> None:
         super().__init__(**settings)
         self.threat = ThreatModel("linf", eps)
         self.steps = validation.check_int("steps", steps, minimum=1)
-        self.classifier_epochs = validation.check_int("classifier_epochs", classifier_epochs, minimum=0,
-                                                      maximum=self.epochs - 1)
+        self.classifier_epochs = validation.check_int(
+            "classifier_epochs", classifier_epochs, minimum=0, maximum=self.epochs - 1
+        )
         self.hidden = validation.check_int("hidden", hidden, minimum=1)
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "eps": self.threat.eps, "steps": self.steps,
-                "classifier_epochs": self.classifier_epochs, "hidden": self.hidden}
+        return {
+            **super().settings(),
+            "eps": self.threat.eps,
+            "steps": self.steps,
+            "classifier_epochs": self.classifier_epochs,
+            "hidden": self.hidden,
+        }
 
     def fit(self, model, train, val=None, **kwargs):
         model = as_classifier(model)
@@ -243,9 +277,18 @@ class DetectorTraining(Trainer):
         gen = torch.Generator(device=x.device).manual_seed(seed)
         with crafting(clf):
             x0 = self.threat.random_start(x, gen)
-            x_adv, _, _, _ = iterate(clf, x, x0, y, False, self.threat, steps=self.steps,
-                                     step_size=2.5 * self.threat.eps / self.steps, loss_fn=cross_entropy,
-                                     name="detector-training")
+            x_adv, _, _, _ = iterate(
+                clf,
+                x,
+                x0,
+                y,
+                False,
+                self.threat,
+                steps=self.steps,
+                step_size=2.5 * self.threat.eps / self.steps,
+                loss_fn=cross_entropy,
+                name="detector-training",
+            )
             logits = clf(x)
         scores = det(torch.cat([x, x_adv.detach()]))
         target = torch.cat([torch.zeros(x.shape[0]), torch.ones(x.shape[0])]).to(scores)

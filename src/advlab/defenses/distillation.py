@@ -69,8 +69,9 @@ class DefensiveDistillation(Trainer):
     def __init__(self, *, temperature: float = 100.0, teacher_epochs: int | None = None, **settings: Any) -> None:
         super().__init__(**settings)
         self.temperature = validation.check_float("temperature", temperature, minimum=0.0, strict_min=True)
-        self.teacher_epochs = self.epochs if teacher_epochs is None else validation.check_int(
-            "teacher_epochs", teacher_epochs, minimum=1)
+        self.teacher_epochs = (
+            self.epochs if teacher_epochs is None else validation.check_int("teacher_epochs", teacher_epochs, minimum=1)
+        )
         self._settings = settings
 
     def settings(self) -> dict[str, Any]:
@@ -90,8 +91,9 @@ class DefensiveDistillation(Trainer):
         settings = {k: v for k, v in self._settings.items() if k != "checkpoint_dir"}
         ckpt = None if self.checkpoint_dir is None else self.checkpoint_dir / "teacher"
         log.info("distillation: training the teacher at T = %g", self.temperature)
-        _TemperatureTraining(temperature=self.temperature, **{**settings, "epochs": self.teacher_epochs},
-                             checkpoint_dir=ckpt).fit(teacher, (x, y), self._val)
+        _TemperatureTraining(
+            temperature=self.temperature, **{**settings, "epochs": self.teacher_epochs}, checkpoint_dir=ckpt
+        ).fit(teacher, (x, y), self._val)
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)

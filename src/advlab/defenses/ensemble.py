@@ -31,8 +31,13 @@ def averaged_classifier(members: list[Classifier]) -> Classifier:
     if len(members) < 1:
         raise ValueError("members: expected at least one classifier")
     first = as_classifier(members[0])
-    out = Classifier(AveragedLogits([as_classifier(m) for m in members]), bounds=first.bounds,
-                     num_classes=first.num_classes, input_shape=first.input_shape, card=dict(first.card))
+    out = Classifier(
+        AveragedLogits([as_classifier(m) for m in members]),
+        bounds=first.bounds,
+        num_classes=first.num_classes,
+        input_shape=first.input_shape,
+        card=dict(first.card),
+    )
     out.train(first.training)
     return out
 

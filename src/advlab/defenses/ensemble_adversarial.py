@@ -50,8 +50,16 @@ class EnsembleAdversarialTraining(AdversarialTrainer):
 
     name = "ensemble-adversarial"
 
-    def __init__(self, *, static_models: Sequence[Any] = (), method: str = "rfgsm", rfgsm_alpha: float | None = None,
-                 clean_weight: float = 0.5, eps: float = 0.3, **settings: Any) -> None:
+    def __init__(
+        self,
+        *,
+        static_models: Sequence[Any] = (),
+        method: str = "rfgsm",
+        rfgsm_alpha: float | None = None,
+        clean_weight: float = 0.5,
+        eps: float = 0.3,
+        **settings: Any,
+    ) -> None:
         super().__init__(eps=eps, **settings)
         if isinstance(static_models, (str, Path, torch.nn.Module)):
             static_models = [static_models]
@@ -66,17 +74,27 @@ class EnsembleAdversarialTraining(AdversarialTrainer):
                 raise TypeError(f"static_models[{i}]: expected a Classifier or a model folder, got {type(m).__name__}")
         validation.check_choice("method", method, METHODS)
         self.method = method
-        self.rfgsm_alpha = (self.threat.eps / 2 if rfgsm_alpha is None
-                            else validation.check_float("rfgsm_alpha", rfgsm_alpha, minimum=0.0))
+        self.rfgsm_alpha = (
+            self.threat.eps / 2
+            if rfgsm_alpha is None
+            else validation.check_float("rfgsm_alpha", rfgsm_alpha, minimum=0.0)
+        )
         if self.rfgsm_alpha > self.threat.eps:
             raise ValueError(f"rfgsm_alpha: expected <= eps = {self.threat.eps}, got {self.rfgsm_alpha}")
         self.clean_weight = validation.check_float("clean_weight", clean_weight, minimum=0.0, maximum=1.0)
 
     def settings(self) -> dict[str, Any]:
-        names = [str(m) if isinstance(m, (str, Path)) else
-                 (getattr(m, "card", {}) or {}).get("arch", type(m).__name__) for m in self.static_models]
-        return {**super().settings(), "static_models": names, "method": self.method,
-                "rfgsm_alpha": self.rfgsm_alpha, "clean_weight": self.clean_weight}
+        names = [
+            str(m) if isinstance(m, (str, Path)) else (getattr(m, "card", {}) or {}).get("arch", type(m).__name__)
+            for m in self.static_models
+        ]
+        return {
+            **super().settings(),
+            "static_models": names,
+            "method": self.method,
+            "rfgsm_alpha": self.rfgsm_alpha,
+            "clean_weight": self.clean_weight,
+        }
 
     def setup(self, model: Classifier, x: torch.Tensor, y: torch.Tensor | None) -> None:
         from advlab.models import as_classifier
@@ -84,7 +102,9 @@ class EnsembleAdversarialTraining(AdversarialTrainer):
 
         static = []
         for m in self.static_models:
-            clf = load_model(m, device=model.device) if isinstance(m, (str, Path)) else as_classifier(m).to(model.device)
+            clf = (
+                load_model(m, device=model.device) if isinstance(m, (str, Path)) else as_classifier(m).to(model.device)
+            )
             clf.eval()
             static.append(clf)
         self.static_ = static
@@ -112,5 +132,7 @@ class EnsembleAdversarialTraining(AdversarialTrainer):
     def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
         x_adv = self.perturb(model, x, y, epoch)
         logits = model(x)
-        loss = self.clean_weight * F.cross_entropy(logits, y) + (1 - self.clean_weight) * F.cross_entropy(model(x_adv), y)
+        loss = self.clean_weight * F.cross_entropy(logits, y) + (1 - self.clean_weight) * F.cross_entropy(
+            model(x_adv), y
+        )
         return loss, logits

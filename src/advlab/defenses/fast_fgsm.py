@@ -74,20 +74,26 @@ class FastFGSMTraining(AdversarialTrainer):
     ) -> None:
         super().__init__(eps=eps, schedule=schedule, **settings)
         self.step_size = (
-            1.25 * self.threat.eps if step_size is None
+            1.25 * self.threat.eps
+            if step_size is None
             else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
         )
         self.check_size = validation.check_int("check_size", check_size, minimum=0)
         self.check_steps = validation.check_int("check_steps", check_steps, minimum=1)
-        self.overfit_drop = validation.check_float("overfit_drop", overfit_drop, minimum=0.0, maximum=1.0,
-                                                   strict_min=True)
+        self.overfit_drop = validation.check_float(
+            "overfit_drop", overfit_drop, minimum=0.0, maximum=1.0, strict_min=True
+        )
         validation.check_choice("on_overfit", on_overfit, ON_OVERFIT)
         self.on_overfit = on_overfit
 
     def settings(self) -> dict[str, Any]:
         return {
-            **super().settings(), "step_size": self.step_size, "check_size": self.check_size,
-            "check_steps": self.check_steps, "overfit_drop": self.overfit_drop, "on_overfit": self.on_overfit,
+            **super().settings(),
+            "step_size": self.step_size,
+            "check_size": self.check_size,
+            "check_steps": self.check_steps,
+            "overfit_drop": self.overfit_drop,
+            "on_overfit": self.on_overfit,
         }
 
     # ------------------------------------------------------------------ training
@@ -120,8 +126,16 @@ class FastFGSMTraining(AdversarialTrainer):
         with crafting(model):
             x0 = self.threat.random_start(x, gen)
             _, success, _, _ = iterate(
-                model, x, x0, y, False, self.threat, steps=self.check_steps,
-                step_size=2.5 * self.threat.eps / self.check_steps, loss_fn=cross_entropy, name="overfit-check",
+                model,
+                x,
+                x0,
+                y,
+                False,
+                self.threat,
+                steps=self.check_steps,
+                step_size=2.5 * self.threat.eps / self.check_steps,
+                loss_fn=cross_entropy,
+                name="overfit-check",
             )
         return 1.0 - float(success.float().mean())
 
@@ -133,8 +147,10 @@ class FastFGSMTraining(AdversarialTrainer):
         collapsed = self._best - acc > self.overfit_drop
         if collapsed:
             record["catastrophic_overfitting"] = True
-            msg = (f"fast-fgsm: catastrophic overfitting at epoch {epoch + 1}: held-out PGD accuracy {acc:.3f} is more than "
-                   f"{self.overfit_drop} below the best so far ({self._best:.3f})")
+            msg = (
+                f"fast-fgsm: catastrophic overfitting at epoch {epoch + 1}: held-out PGD accuracy {acc:.3f} is more than "
+                f"{self.overfit_drop} below the best so far ({self._best:.3f})"
+            )
             if self.on_overfit == "warn":
                 validation.warn(msg)
                 return False

@@ -47,13 +47,15 @@ class FreeTraining(AdversarialTrainer):
 
     name = "free"
 
-    def __init__(self, *, m: int = 4, eps: float = 0.3, step_size: float | None = None, epochs: int = 5,
-                 **settings: Any) -> None:
+    def __init__(
+        self, *, m: int = 4, eps: float = 0.3, step_size: float | None = None, epochs: int = 5, **settings: Any
+    ) -> None:
         self.m = validation.check_int("m", m, minimum=1)
         self.budget_epochs = validation.check_int("epochs", epochs, minimum=1)
         super().__init__(eps=eps, epochs=max(1, math.ceil(self.budget_epochs / self.m)), **settings)
         self.step_size = (
-            self.threat.eps if step_size is None
+            self.threat.eps
+            if step_size is None
             else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
         )
         self.replays = self.m
@@ -61,8 +63,13 @@ class FreeTraining(AdversarialTrainer):
         self._current: tuple[torch.Tensor, float] | None = None
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "epochs": self.budget_epochs, "epochs_run": self.epochs, "m": self.m,
-                "step_size": self.step_size}
+        return {
+            **super().settings(),
+            "epochs": self.budget_epochs,
+            "epochs_run": self.epochs,
+            "m": self.m,
+            "step_size": self.step_size,
+        }
 
     def fit(self, model, train, val=None, **kwargs):
         self.delta_ = None  # a fresh run starts from delta = 0; a resumed one gets its delta from the checkpoint
@@ -74,8 +81,11 @@ class FreeTraining(AdversarialTrainer):
 
     def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
         if self.delta_ is None or self.delta_.shape[1:] != x.shape[1:] or self.delta_.shape[0] < x.shape[0]:
-            grown = torch.zeros((max(x.shape[0], 0 if self.delta_ is None else self.delta_.shape[0]), *x.shape[1:]),
-                                dtype=x.dtype, device=x.device)
+            grown = torch.zeros(
+                (max(x.shape[0], 0 if self.delta_ is None else self.delta_.shape[0]), *x.shape[1:]),
+                dtype=x.dtype,
+                device=x.device,
+            )
             if self.delta_ is not None and self.delta_.shape[1:] == x.shape[1:]:
                 grown[: self.delta_.shape[0]] = self.delta_
             self.delta_ = grown

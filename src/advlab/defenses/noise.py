@@ -40,8 +40,13 @@ def noisy_classifier(model: Classifier, sigma: float) -> Classifier:
     """
     sigma = validation.check_float("sigma", sigma, minimum=0.0)
     model = as_classifier(model)
-    out = Classifier(_InputNoise(model, sigma), bounds=model.bounds, num_classes=model.num_classes,
-                     input_shape=model.input_shape, card=dict(model.card))
+    out = Classifier(
+        _InputNoise(model, sigma),
+        bounds=model.bounds,
+        num_classes=model.num_classes,
+        input_shape=model.input_shape,
+        card=dict(model.card),
+    )
     out.eval()
     return out
 

@@ -92,8 +92,16 @@ class PGDTraining(Trainer):
         with model.attack_mode(warn_train_mode=False):
             x0 = threat.random_start(x, gen)
             x_adv, _, _, _ = iterate(
-                model, x, x0, y, False, threat, steps=self.steps, step_size=self.step_size * scale,
-                loss_fn=cross_entropy, name="pgd-training",
+                model,
+                x,
+                x0,
+                y,
+                False,
+                threat,
+                steps=self.steps,
+                step_size=self.step_size * scale,
+                loss_fn=cross_entropy,
+                name="pgd-training",
             )
         return x_adv.detach()
 

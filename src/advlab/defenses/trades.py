@@ -51,13 +51,15 @@ class TRADES(AdversarialTrainer):
 
     name = "trades"
 
-    def __init__(self, *, beta: float = 6.0, eps: float = 0.3, steps: int = 10, step_size: float | None = None,
-                 **settings: Any) -> None:
+    def __init__(
+        self, *, beta: float = 6.0, eps: float = 0.3, steps: int = 10, step_size: float | None = None, **settings: Any
+    ) -> None:
         super().__init__(eps=eps, **settings)
         self.beta = validation.check_float("beta", beta, minimum=0.0)
         self.steps = validation.check_int("steps", steps, minimum=1)
         self.step_size = (
-            self.threat.eps / 4 if step_size is None
+            self.threat.eps / 4
+            if step_size is None
             else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
         )
 

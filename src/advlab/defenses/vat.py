@@ -20,8 +20,15 @@ def _unit(d: torch.Tensor) -> torch.Tensor:
     return d / _per_example(_flat(d).norm(dim=1) + 1e-12, d)
 
 
-def vat_direction(model: torch.nn.Module, x: torch.Tensor, *, xi: float = 1e-6, n_power: int = 1,
-                  generator: torch.Generator | None = None, logits: torch.Tensor | None = None) -> torch.Tensor:
+def vat_direction(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    *,
+    xi: float = 1e-6,
+    n_power: int = 1,
+    generator: torch.Generator | None = None,
+    logits: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Unit-L2 approximation of the virtual adversarial direction at ``x`` by ``n_power`` power iterations.
 
     The direction maximising ``KL(p(.|x) || p(.|x + r))`` for small ``r`` is the top eigenvector of the Hessian
@@ -55,7 +62,9 @@ def vat_direction(model: torch.nn.Module, x: torch.Tensor, *, xi: float = 1e-6, 
     return d
 
 
-def split_labelled(y: torch.Tensor, n_labels: int, num_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def split_labelled(
+    y: torch.Tensor, n_labels: int, num_classes: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of a balanced labelled subset (``n_labels / num_classes`` per class, seeded) and of the rest.
 
     Raises:
@@ -117,8 +126,17 @@ class VAT(Trainer):
     name = "vat"
     accepts_unlabeled = True
 
-    def __init__(self, *, eps: float = 2.0, xi: float = 1e-6, n_power: int = 1, alpha: float = 1.0,
-                 entmin: bool = False, unlabeled_batch_size: int = 256, **settings: Any) -> None:
+    def __init__(
+        self,
+        *,
+        eps: float = 2.0,
+        xi: float = 1e-6,
+        n_power: int = 1,
+        alpha: float = 1.0,
+        entmin: bool = False,
+        unlabeled_batch_size: int = 256,
+        **settings: Any,
+    ) -> None:
         super().__init__(**settings)
         self.eps = validation.check_float("eps", eps, minimum=0.0, strict_min=True)
         self.xi = validation.check_float("xi", xi, minimum=0.0, strict_min=True)
@@ -130,8 +148,15 @@ class VAT(Trainer):
         self.unlabeled_batch_size = validation.check_int("unlabeled_batch_size", unlabeled_batch_size, minimum=1)
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "eps": self.eps, "xi": self.xi, "n_power": self.n_power, "alpha": self.alpha,
-                "entmin": self.entmin, "unlabeled_batch_size": self.unlabeled_batch_size}
+        return {
+            **super().settings(),
+            "eps": self.eps,
+            "xi": self.xi,
+            "n_power": self.n_power,
+            "alpha": self.alpha,
+            "entmin": self.entmin,
+            "unlabeled_batch_size": self.unlabeled_batch_size,
+        }
 
     def lds(self, model: Classifier, x: torch.Tensor, epoch: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean LDS on ``x`` and the logits of ``x`` (with gradient), for the training loss."""
@@ -142,8 +167,9 @@ class VAT(Trainer):
         lds = kl_to(logits.detach(), model(x + self.eps * d)).mean()
         return lds, logits
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float,
-                      x_unlabeled: torch.Tensor | None = None):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float, x_unlabeled: torch.Tensor | None = None
+    ):
         if x_unlabeled is None:
             lds, logits = self.lds(model, x, epoch)
             loss = F.cross_entropy(logits, y) + self.alpha * lds

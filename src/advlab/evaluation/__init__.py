@@ -19,6 +19,17 @@ from advlab.evaluation.report import (
 from advlab.evaluation.stats import wilson_interval
 
 __all__ = [
-    "ALIASES", "CheckResult", "EOT", "EpsResult", "EvaluationReport", "Interval", "NormStats", "PRESETS",
-    "StageResult", "evaluate", "resolve_attacks", "wilson_interval", "with_eot",
+    "ALIASES",
+    "EOT",
+    "PRESETS",
+    "CheckResult",
+    "EpsResult",
+    "EvaluationReport",
+    "Interval",
+    "NormStats",
+    "StageResult",
+    "evaluate",
+    "resolve_attacks",
+    "wilson_interval",
+    "with_eot",
 ]

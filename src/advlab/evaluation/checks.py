@@ -83,14 +83,20 @@ def check_randomness(max_change: float, eot_samples: int | None) -> CheckResult:
     """The model's output must not change between two identical calls."""
     random = max_change > RANDOM_TOLERANCE
     return CheckResult(
-        name="randomness", title="Deterministic output",
-        status="fail" if random else "pass", value=max_change, threshold=RANDOM_TOLERANCE,
-        detail=(f"two identical calls differ by up to {max_change:.3g} in the logits; attacks used expectation "
-                f"over transformation with {eot_samples} samples") if random
+        name="randomness",
+        title="Deterministic output",
+        status="fail" if random else "pass",
+        value=max_change,
+        threshold=RANDOM_TOLERANCE,
+        detail=(
+            f"two identical calls differ by up to {max_change:.3g} in the logits; attacks used expectation "
+            f"over transformation with {eot_samples} samples"
+        )
+        if random
         else "two identical calls give the same logits",
         meaning="A random model (dropout at test time, noise layers) turns gradients into noise; single-sample "
-                "attacks overestimate its robustness. The evaluation averaged the logits over several draws (EOT, "
-                "Athalye et al. 2018) for the attacks and reports accuracy with the randomness on.",
+        "attacks overestimate its robustness. The evaluation averaged the logits over several draws (EOT, "
+        "Athalye et al. 2018) for the attacks and reports accuracy with the randomness on.",
     )
 
 
@@ -104,12 +110,15 @@ def check_gradients(ctx: CheckContext) -> CheckResult:
     zero = float((flat == 0).all(1).float().mean())
     bad = nonfinite > 0 or zero > ZERO_GRAD_MAX_FRACTION
     return CheckResult(
-        name="gradients", title="Useful input gradients",
-        status="fail" if bad else "pass", value=max(zero, nonfinite), threshold=ZERO_GRAD_MAX_FRACTION,
+        name="gradients",
+        title="Useful input gradients",
+        status="fail" if bad else "pass",
+        value=max(zero, nonfinite),
+        threshold=ZERO_GRAD_MAX_FRACTION,
         detail=f"{100 * zero:.1f}% of examples have an all-zero input gradient, {100 * nonfinite:.1f}% a non-finite one",
         meaning="Zero or non-finite gradients (a non-differentiable layer such as rounding/quantisation, a saturated "
-                "softmax, a final softmax followed by log) stop gradient attacks without making the model robust. "
-                "Use BPDA or a differentiable surrogate, black-box attacks, or remove the masking layer.",
+        "softmax, a final softmax followed by log) stop gradient attacks without making the model robust. "
+        "Use BPDA or a differentiable surrogate, black-box attacks, or remove the masking layer.",
     )
 
 
@@ -120,13 +129,16 @@ def check_large_eps(ctx: CheckContext) -> CheckResult:
     acc, _ = _pgd_accuracy(ctx, eps, CHECK_STEPS)
     bad = acc > LARGE_EPS_MAX_ACCURACY
     return CheckResult(
-        name="large_eps", title="Accuracy goes to zero at a large eps",
-        status="fail" if bad else "pass", value=acc, threshold=LARGE_EPS_MAX_ACCURACY,
+        name="large_eps",
+        title="Accuracy goes to zero at a large eps",
+        status="fail" if bad else "pass",
+        value=acc,
+        threshold=LARGE_EPS_MAX_ACCURACY,
         detail=f"PGD-{CHECK_STEPS} at eps = {eps:.4g} (half the input box) leaves {100 * acc:.1f}% accuracy "
-               f"on {ctx.x.shape[0]} examples",
+        f"on {ctx.x.shape[0]} examples",
         meaning="Every input can be moved to the same mid-grey point inside this ball, so no classifier is robust "
-                "there. Accuracy well above zero means the attack is not working (masked or obfuscated gradients), "
-                "not that the model is robust.",
+        "there. Accuracy well above zero means the attack is not working (masked or obfuscated gradients), "
+        "not that the model is robust.",
     )
 
 
@@ -139,28 +151,39 @@ def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
     tol = max(1.0 / m, MORE_STEPS_TOLERANCE)
     steps_bad = acc_many > acc_few + tol + 1e-12
     steps = CheckResult(
-        name="more_steps", title="More steps do not help the model",
-        status="fail" if steps_bad else "pass", value=acc_many - acc_few, threshold=tol,
+        name="more_steps",
+        title="More steps do not help the model",
+        status="fail" if steps_bad else "pass",
+        value=acc_many - acc_few,
+        threshold=tol,
         detail=f"at eps = {ctx.eps_max:g}: PGD-{CHECK_STEPS} leaves {100 * acc_few:.1f}%, PGD-{many} leaves "
-               f"{100 * acc_many:.1f}% on {m} examples",
+        f"{100 * acc_many:.1f}% on {m} examples",
         meaning="A stronger attack (more iterations) should never find fewer adversarial examples. If it does, "
-                "the optimisation is unstable or the loss surface is masked; robust accuracy is not trustworthy.",
+        "the optimisation is unstable or the loss surface is masked; robust accuracy is not trustworthy.",
     )
     if trace is None or trace.numel() < 2:
         loss = CheckResult(
-            name="loss_increases", title="The attack loss increases", status="skipped", value=None, threshold=None,
-            detail="PGD returned no loss trace", meaning="",
+            name="loss_increases",
+            title="The attack loss increases",
+            status="skipped",
+            value=None,
+            threshold=None,
+            detail="PGD returned no loss trace",
+            meaning="",
         )
         return steps, loss
     first, last = float(trace[0]), float(trace[-1])
     finite = math.isfinite(first) and math.isfinite(last)
     loss_bad = not finite or not last > first + 1e-6 * max(1.0, abs(first))
     loss = CheckResult(
-        name="loss_increases", title="The attack loss increases",
-        status="fail" if loss_bad else "pass", value=(last - first) if finite else None, threshold=0.0,
+        name="loss_increases",
+        title="The attack loss increases",
+        status="fail" if loss_bad else "pass",
+        value=(last - first) if finite else None,
+        threshold=0.0,
         detail=f"PGD-{many} mean cross-entropy went from {first:.4g} (first step) to {last:.4g} (last step)",
         meaning="Gradient ascent on the loss must raise it. A flat or falling curve means the gradients carry no "
-                "information about the loss (masking, noise, non-differentiable parts) or the step size is wrong.",
+        "information about the loss (masking, noise, non-differentiable parts) or the step size is wrong.",
     )
     return steps, loss
 
@@ -168,32 +191,46 @@ def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
 def check_blackbox(ctx: CheckContext) -> CheckResult:
     """A black-box attack must not beat the white-box ones."""
     limit = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.n_correct))
-    meaning = ("Square uses no gradients. When it breaks examples that the gradient attacks could not, the "
-               "gradients are misleading (masked); the white-box numbers alone would overstate robustness.")
+    meaning = (
+        "Square uses no gradients. When it breaks examples that the gradient attacks could not, the "
+        "gradients are misleading (masked); the white-box numbers alone would overstate robustness."
+    )
     if ctx.blackbox_breaks:
         worst = max(ctx.blackbox_breaks, key=lambda t: t[2])
         bad = worst[2] > limit
         return CheckResult(
-            name="blackbox", title="Black-box does not beat white-box",
-            status="fail" if bad else "pass", value=float(worst[2]), threshold=float(limit),
-            detail=(f"{worst[1]} broke {worst[2]} example(s) at eps = {worst[0]:g} that the gradient attacks "
-                    f"before it left robust (tolerated: {limit})"),
+            name="blackbox",
+            title="Black-box does not beat white-box",
+            status="fail" if bad else "pass",
+            value=float(worst[2]),
+            threshold=float(limit),
+            detail=(
+                f"{worst[1]} broke {worst[2]} example(s) at eps = {worst[0]:g} that the gradient attacks "
+                f"before it left robust (tolerated: {limit})"
+            ),
             meaning=meaning,
         )
     if "square" not in ATTACKS or ctx.norm not in get_attack("square").norms:
         return CheckResult(
-            name="blackbox", title="Black-box does not beat white-box", status="skipped", value=None,
+            name="blackbox",
+            title="Black-box does not beat white-box",
+            status="skipped",
+            value=None,
             threshold=None,
             detail="no black-box attack in the cascade, and Square is "
-                   + ("not registered" if "square" not in ATTACKS else f"not available for {ctx.norm}"),
+            + ("not registered" if "square" not in ATTACKS else f"not available for {ctx.norm}"),
             meaning=meaning,
         )
     idx = ctx.robust_at_max.nonzero().flatten()
     if idx.numel() == 0:
         return CheckResult(
-            name="blackbox", title="Black-box does not beat white-box", status="skipped", value=None,
-            threshold=None, detail=f"the cascade left no check example robust at eps = {ctx.eps_max:g}: nothing for "
-                                   "Square to beat", meaning=meaning,
+            name="blackbox",
+            title="Black-box does not beat white-box",
+            status="skipped",
+            value=None,
+            threshold=None,
+            detail=f"the cascade left no check example robust at eps = {ctx.eps_max:g}: nothing for Square to beat",
+            meaning=meaning,
         )
     broke = 0
     if idx.numel():
@@ -205,10 +242,15 @@ def check_blackbox(ctx: CheckContext) -> CheckResult:
         broke = int((ctx.judge(res.x_adv, ctx.seed) != ctx.y[idx]).sum())
     limit_sub = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.x.shape[0]))
     return CheckResult(
-        name="blackbox", title="Black-box does not beat white-box",
-        status="fail" if broke > limit_sub else "pass", value=float(broke), threshold=float(limit_sub),
-        detail=(f"Square broke {broke} of the {idx.numel()} check examples the cascade left robust at "
-                f"eps = {ctx.eps_max:g} (tolerated: {limit_sub})"),
+        name="blackbox",
+        title="Black-box does not beat white-box",
+        status="fail" if broke > limit_sub else "pass",
+        value=float(broke),
+        threshold=float(limit_sub),
+        detail=(
+            f"Square broke {broke} of the {idx.numel()} check examples the cascade left robust at "
+            f"eps = {ctx.eps_max:g} (tolerated: {limit_sub})"
+        ),
         meaning=meaning,
     )
 

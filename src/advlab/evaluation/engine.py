@@ -103,9 +103,17 @@ class _State:
 
     def __init__(self, n: int, x: torch.Tensor, config_hash: str, config: dict[str, Any], entries: list[CascadeEntry]):
         self.meta: dict[str, Any] = {
-            "format": STATE_FORMAT, "config_hash": config_hash, "config": config,
-            "stages": {}, "clean_done": False, "done": False, "checks": None,
-            "clean_wall_s": 0.0, "checks_wall_s": 0.0, "randomized": None, "max_change": None,
+            "format": STATE_FORMAT,
+            "config_hash": config_hash,
+            "config": config,
+            "stages": {},
+            "clean_done": False,
+            "done": False,
+            "checks": None,
+            "clean_wall_s": 0.0,
+            "checks_wall_s": 0.0,
+            "randomized": None,
+            "max_change": None,
         }
         self.t: dict[str, torch.Tensor] = {
             "correct": torch.zeros(n, dtype=torch.bool),
@@ -141,8 +149,16 @@ class _State:
     def stage(self, i: int, k: int) -> dict[str, Any]:
         return self.meta["stages"].setdefault(
             f"{i}:{k}",
-            {"done": False, "batches_done": 0, "n_attacked": 0, "n_broken": 0, "wall_s": 0.0,
-             "queries_broken": [], "queries_sum": 0.0, "queries_count": 0},
+            {
+                "done": False,
+                "batches_done": 0,
+                "n_attacked": 0,
+                "n_broken": 0,
+                "wall_s": 0.0,
+                "queries_broken": [],
+                "queries_sum": 0.0,
+                "queries_count": 0,
+            },
         )
 
 
@@ -252,9 +268,17 @@ def evaluate(
     show = sys.stderr.isatty() if progress is None else bool(progress)
 
     config = {
-        "norm": norm, "eps": eps_list, "bounds": list(clf.bounds), "n": N, "batch_size": batch_size, "seed": seed,
-        "attacks": [e.describe() for e in entries], "checks": bool(checks), "eot_samples": eot_samples,
-        "data_sha256": _sha256_tensors(x_all, y_all), "model_sha256": _model_fingerprint(clf),
+        "norm": norm,
+        "eps": eps_list,
+        "bounds": list(clf.bounds),
+        "n": N,
+        "batch_size": batch_size,
+        "seed": seed,
+        "attacks": [e.describe() for e in entries],
+        "checks": bool(checks),
+        "eot_samples": eot_samples,
+        "data_sha256": _sha256_tensors(x_all, y_all),
+        "model_sha256": _model_fingerprint(clf),
     }
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
     state = _State(N, x_all, config_hash, config, entries)
@@ -263,7 +287,9 @@ def evaluate(
         old_hash, old_config = _peek_config_hash(ckpt)
         if old_hash is not None and old_hash != config_hash:
             if not overwrite:
-                diff = sorted(k for k in set(config) | set(old_config or {}) if (old_config or {}).get(k) != config.get(k))
+                diff = sorted(
+                    k for k in set(config) | set(old_config or {}) if (old_config or {}).get(k) != config.get(k)
+                )
                 raise ValueError(
                     f"checkpoint_dir: {ckpt} holds a checkpoint of a different configuration (differs in: "
                     f"{', '.join(diff) or 'format'}); resume with the same settings, choose another folder, or "
@@ -303,7 +329,9 @@ def evaluate(
         def judge(x: torch.Tensor, s: int) -> torch.Tensor:
             """Predicted labels as reported: one draw of the model, seeded by ``s`` when it is random."""
             with seeded(s, device, randomized):
-                preds = [clf(x[j : j + batch_size].to(device)).argmax(1).cpu() for j in range(0, x.shape[0], batch_size)]
+                preds = [
+                    clf(x[j : j + batch_size].to(device)).argmax(1).cpu() for j in range(0, x.shape[0], batch_size)
+                ]
             return torch.cat(preds)
 
         # ------------------------------------------------------------------ clean pass
@@ -323,7 +351,9 @@ def evaluate(
             broken = (be >= 0) & ((be < i) | ((be == i) & (ba < k)))
             return (correct & ~broken).nonzero().flatten()
 
-        def record(idx: torch.Tensor, x_cand: torch.Tensor, pred: torch.Tensor, ok: torch.Tensor, i: int, k: int) -> int:
+        def record(
+            idx: torch.Tensor, x_cand: torch.Tensor, pred: torch.Tensor, ok: torch.Tensor, i: int, k: int
+        ) -> int:
             broken = ok & (pred != y_all[idx])
             sel = idx[broken]
             state.t["broken_eps"][sel] = i
@@ -358,7 +388,9 @@ def evaluate(
                                 res = entry.config(attack_model, x_b, y_b, threat_of[E - 1], generator=g)
                             dist = res.info.get("min_distance")
                             if dist is None:
-                                dist = torch.where(res.success, res.distance, torch.full_like(res.distance, float("inf")))
+                                dist = torch.where(
+                                    res.success, res.distance, torch.full_like(res.distance, float("inf"))
+                                )
                             dist = torch.as_tensor(dist, dtype=torch.float32).detach().cpu()
                             state.t[f"minnorm_x_{k}"][idx] = res.x_adv.detach().cpu().to(x_all.dtype)
                             state.t[f"minnorm_dist_{k}"][idx] = torch.where(
@@ -387,7 +419,7 @@ def evaluate(
                     st["batches_done"] = b + 1
                     state.save(ckpt)
                     if bar is not None:
-                        robust = int((correct.sum() - ((state.t["broken_eps"] >= 0)).sum()))
+                        robust = int(correct.sum() - (state.t["broken_eps"] >= 0).sum())
                         bar.set_postfix(eps=f"{eps_list[i]:g}", attack=entry.label, robust=f"{100 * robust / N:.1f}%")
                 st["done"] = True
                 state.save(ckpt)
@@ -400,9 +432,21 @@ def evaluate(
         if checks and state.meta["checks"] is None:
             t0 = time.perf_counter()
             state.meta["checks"] = [
-                _plain_check(c) for c in _run_checks(
-                    attack_model, judge, x_all, y_all, state, entries, eps_list, norm, clf.bounds, seed, eot,
-                    device, correct,
+                _plain_check(c)
+                for c in _run_checks(
+                    attack_model,
+                    judge,
+                    x_all,
+                    y_all,
+                    state,
+                    entries,
+                    eps_list,
+                    norm,
+                    clf.bounds,
+                    seed,
+                    eot,
+                    device,
+                    correct,
                 )
             ]
             state.meta["checks_wall_s"] = time.perf_counter() - t0
@@ -416,13 +460,35 @@ def evaluate(
             state.save(ckpt)
 
     log.debug("evaluation finished in %.1f s", time.perf_counter() - t_start)
-    return _build_report(clf, state, entries, eps_list, norm, N, preset, batch_size, seed, eot, classes, x_all, y_all,
-                         checks, checkpoint_dir)
+    return _build_report(
+        clf,
+        state,
+        entries,
+        eps_list,
+        norm,
+        N,
+        preset,
+        batch_size,
+        seed,
+        eot,
+        classes,
+        x_all,
+        y_all,
+        checks,
+        checkpoint_dir,
+    )
 
 
 def _plain_check(c: CheckResult) -> dict[str, Any]:
-    return {"name": c.name, "title": c.title, "status": c.status, "value": c.value, "threshold": c.threshold,
-            "detail": c.detail, "meaning": c.meaning}
+    return {
+        "name": c.name,
+        "title": c.title,
+        "status": c.status,
+        "value": c.value,
+        "threshold": c.threshold,
+        "detail": c.detail,
+        "meaning": c.meaning,
+    }
 
 
 def _run_checks(attack_model, judge, x_all, y_all, state, entries, eps_list, norm, bounds, seed, eot, device, correct):
@@ -431,8 +497,15 @@ def _run_checks(attack_model, judge, x_all, y_all, state, entries, eps_list, nor
     randomness = checks_mod.check_randomness(float(state.meta["max_change"]), eot)
     if idx.numel() == 0:
         skipped = [
-            CheckResult(name=nm, title=nm, status="skipped", value=None, threshold=None,
-                        detail="no correctly classified example to run the check on", meaning="")
+            CheckResult(
+                name=nm,
+                title=nm,
+                status="skipped",
+                value=None,
+                threshold=None,
+                detail="no correctly classified example to run the check on",
+                meaning="",
+            )
             for nm in ("gradients", "large_eps", "more_steps", "loss_increases", "blackbox")
         ]
         return [randomness, *skipped]
@@ -448,9 +521,16 @@ def _run_checks(attack_model, judge, x_all, y_all, state, entries, eps_list, nor
     last = len(eps_list) - 1
     be = state.t["broken_eps"][idx]
     ctx = checks_mod.CheckContext(
-        model=attack_model, judge=lambda x, s: judge(x, s).to(device), x=x_all[idx].to(device),
-        y=y_all[idx].to(device), norm=norm, eps_max=eps_list[last], bounds=bounds,
-        seed=checks_mod_seed(seed), n_correct=int(correct.sum()), blackbox_breaks=blackbox,
+        model=attack_model,
+        judge=lambda x, s: judge(x, s).to(device),
+        x=x_all[idx].to(device),
+        y=y_all[idx].to(device),
+        norm=norm,
+        eps_max=eps_list[last],
+        bounds=bounds,
+        seed=checks_mod_seed(seed),
+        n_correct=int(correct.sum()),
+        blackbox_breaks=blackbox,
         robust_at_max=((be < 0) | (be > last)).to(device),
     )
     return checks_mod.run_checks(ctx, randomness)
@@ -467,8 +547,9 @@ def _norm_stats(values: torch.Tensor) -> NormStats:
     return NormStats(mean=float(v.mean()), median=float(v.median()), max=float(v.max()), count=int(v.numel()))
 
 
-def _build_report(clf, state, entries, eps_list, norm, N, preset, batch_size, seed, eot, classes, x_all, y_all,
-                  checks, checkpoint_dir) -> EvaluationReport:
+def _build_report(
+    clf, state, entries, eps_list, norm, N, preset, batch_size, seed, eot, classes, x_all, y_all, checks, checkpoint_dir
+) -> EvaluationReport:
     correct = state.t["correct"]
     be, ba = state.t["broken_eps"], state.t["broken_attack"]
     n_correct = int(correct.sum())
@@ -484,24 +565,38 @@ def _build_report(clf, state, entries, eps_list, norm, N, preset, batch_size, se
             broken_upto = (be >= 0) & ((be < i) | ((be == i) & (ba <= k)))
             acc_after = int((correct & ~broken_upto).sum()) / N
             qb = st["queries_broken"]
-            stages.append(StageResult(
-                attack=entry.label, eps=e, n_attacked=int(st["n_attacked"]), n_broken=int(st["n_broken"]),
-                success_rate=(st["n_broken"] / st["n_attacked"]) if st["n_attacked"] else None,
-                accuracy_after=acc_after, wall_time_s=float(st["wall_s"]),
-                queries_median=float(np.median(qb)) if qb else None,
-                queries_mean=(st["queries_sum"] / st["queries_count"]) if st["queries_count"] else None,
-            ))
+            stages.append(
+                StageResult(
+                    attack=entry.label,
+                    eps=e,
+                    n_attacked=int(st["n_attacked"]),
+                    n_broken=int(st["n_broken"]),
+                    success_rate=(st["n_broken"] / st["n_attacked"]) if st["n_attacked"] else None,
+                    accuracy_after=acc_after,
+                    wall_time_s=float(st["wall_s"]),
+                    queries_median=float(np.median(qb)) if qb else None,
+                    queries_mean=(st["queries_sum"] / st["queries_count"]) if st["queries_count"] else None,
+                )
+            )
         broken = (be >= 0) & (be <= i)
         n_robust = int((correct & ~broken).sum())
         lo, hi = wilson_interval(n_robust, N)
         by = {"clean": N - n_correct}
         for k, lab in enumerate(labels):
             by[lab] = int((broken & (ba == k)).sum())
-        results.append(EpsResult(
-            eps=e, n=N, clean_accuracy=clean_acc, robust_accuracy=n_robust / N, n_robust=n_robust,
-            ci=Interval(lo, hi), stages=stages, broken_by=by,
-            perturbation={"linf": _norm_stats(linf[broken]), "l2": _norm_stats(l2[broken])},
-        ))
+        results.append(
+            EpsResult(
+                eps=e,
+                n=N,
+                clean_accuracy=clean_acc,
+                robust_accuracy=n_robust / N,
+                n_robust=n_robust,
+                ci=Interval(lo, hi),
+                stages=stages,
+                broken_by=by,
+                perturbation={"linf": _norm_stats(linf[broken]), "l2": _norm_stats(l2[broken])},
+            )
+        )
     robust = [[bool(correct[j]) and not (0 <= int(be[j]) <= i) for i in range(len(eps_list))] for j in range(N)]
     broken_by = [
         "clean" if not bool(correct[j]) else (labels[int(ba[j])] if int(be[j]) >= 0 else None) for j in range(N)
@@ -510,24 +605,51 @@ def _build_report(clf, state, entries, eps_list, norm, N, preset, batch_size, se
         0.0 if not bool(correct[j]) else (eps_list[int(be[j])] if int(be[j]) >= 0 else None) for j in range(N)
     ]
     examples = {
-        "robust": robust, "broken_by": broken_by, "broken_eps": broken_eps, "label": y_all.tolist(),
-        "pred_clean": state.t["pred_clean"].tolist(), "pred_adv": state.t["pred_adv"].tolist(),
+        "robust": robust,
+        "broken_by": broken_by,
+        "broken_eps": broken_eps,
+        "label": y_all.tolist(),
+        "pred_clean": state.t["pred_clean"].tolist(),
+        "pred_adv": state.t["pred_adv"].tolist(),
     }
     lo, hi = wilson_interval(n_correct, N)
-    wall = state.meta["clean_wall_s"] + state.meta["checks_wall_s"] + sum(
-        s["wall_s"] for s in state.meta["stages"].values()
+    wall = (
+        state.meta["clean_wall_s"]
+        + state.meta["checks_wall_s"]
+        + sum(s["wall_s"] for s in state.meta["stages"].values())
     )
     settings = {
-        "preset": preset, "n": N, "batch_size": batch_size, "checks": bool(checks), "eot_samples": eot,
+        "preset": preset,
+        "n": N,
+        "batch_size": batch_size,
+        "checks": bool(checks),
+        "eot_samples": eot,
         "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir is not None else None,
-        "ci": "95% Wilson score interval", "config_hash": state.meta["config_hash"],
-        "data_sha256": state.meta["config"]["data_sha256"], "model_sha256": state.meta["config"]["model_sha256"],
+        "ci": "95% Wilson score interval",
+        "config_hash": state.meta["config_hash"],
+        "data_sha256": state.meta["config"]["data_sha256"],
+        "model_sha256": state.meta["config"]["model_sha256"],
     }
     return EvaluationReport(
-        model=_model_name(clf), norm=norm, eps=list(eps_list), bounds=tuple(clf.bounds), n=N,
-        clean_accuracy=clean_acc, clean_ci=Interval(lo, hi), results=results,
-        checks=[CheckResult(**c) for c in (state.meta["checks"] or [])], attacks=[e.describe() for e in entries],
-        settings=settings, seed=seed, randomized=bool(state.meta["randomized"]), eot_samples=eot,
-        wall_time_s=float(wall), provenance=provenance(device=str(clf.device)), model_card=dict(clf.card) or None,
-        examples=examples, classes=classes, x=x_all, x_adv=state.t["x_adv"].clone(),
+        model=_model_name(clf),
+        norm=norm,
+        eps=list(eps_list),
+        bounds=tuple(clf.bounds),
+        n=N,
+        clean_accuracy=clean_acc,
+        clean_ci=Interval(lo, hi),
+        results=results,
+        checks=[CheckResult(**c) for c in (state.meta["checks"] or [])],
+        attacks=[e.describe() for e in entries],
+        settings=settings,
+        seed=seed,
+        randomized=bool(state.meta["randomized"]),
+        eot_samples=eot,
+        wall_time_s=float(wall),
+        provenance=provenance(device=str(clf.device)),
+        model_card=dict(clf.card) or None,
+        examples=examples,
+        classes=classes,
+        x=x_all,
+        x_adv=state.t["x_adv"].clone(),
     )

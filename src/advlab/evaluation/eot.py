@@ -46,8 +46,13 @@ def with_eot(clf: Classifier, samples: int) -> Classifier:
     mean = clf.mean.tolist() if clf.has_normalization else None
     std = clf.std.tolist() if clf.has_normalization else None
     out = Classifier(
-        EOT(clf.module, samples), mean=mean, std=std, bounds=clf.bounds, num_classes=clf.num_classes,
-        input_shape=clf.input_shape, card=clf.card,
+        EOT(clf.module, samples),
+        mean=mean,
+        std=std,
+        bounds=clf.bounds,
+        num_classes=clf.num_classes,
+        input_shape=clf.input_shape,
+        card=clf.card,
     )
     out.training = clf.training  # the wrapper itself, not the shared module: that keeps its own mode
     out.module.training = clf.module.training
@@ -64,7 +69,9 @@ def seeded(seed: int, device: torch.device, enabled: bool = True) -> Iterator[No
     if not enabled:
         yield
         return
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         if device.type == "cuda":

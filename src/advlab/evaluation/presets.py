@@ -86,8 +86,7 @@ def _build(name: str, norm: str, options: dict[str, Any] | None = None) -> Attac
         close = difflib.get_close_matches(key, known, n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
-            f"attacks: unknown attack {name!r}; available: {', '.join(known)}.{hint} "
-            "(`advlab attacks` lists them)"
+            f"attacks: unknown attack {name!r}; available: {', '.join(known)}.{hint} (`advlab attacks` lists them)"
         )
     cls = get_attack(key)
     opts = {**extra, **(options or {})}
@@ -118,7 +117,9 @@ def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEn
             names = [a for a in attacks.split(",") if a.strip()]
         else:
             validation.check_choice(
-                "attacks", attacks, list(PRESETS),
+                "attacks",
+                attacks,
+                list(PRESETS),
                 "Give a preset name or a list of attack names, e.g. attacks=['pgd', 'apgd-ce'].",
             )
             names = []

@@ -193,23 +193,42 @@ class EvaluationReport:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvaluationReport":
+    def from_dict(cls, d: dict[str, Any]) -> EvaluationReport:
         """Rebuild a report from :meth:`to_dict` output (``x``/``x_adv`` stay ``None``)."""
         results = [
             EpsResult(
-                eps=r["eps"], n=r["n"], clean_accuracy=r["clean_accuracy"], robust_accuracy=r["robust_accuracy"],
-                n_robust=r["n_robust"], ci=Interval(**r["ci"]), stages=[StageResult(**s) for s in r["stages"]],
-                broken_by=dict(r["broken_by"]), perturbation={k: NormStats(**v) for k, v in r["perturbation"].items()},
+                eps=r["eps"],
+                n=r["n"],
+                clean_accuracy=r["clean_accuracy"],
+                robust_accuracy=r["robust_accuracy"],
+                n_robust=r["n_robust"],
+                ci=Interval(**r["ci"]),
+                stages=[StageResult(**s) for s in r["stages"]],
+                broken_by=dict(r["broken_by"]),
+                perturbation={k: NormStats(**v) for k, v in r["perturbation"].items()},
             )
             for r in d["results"]
         ]
         return cls(
-            model=d["model"], norm=d["norm"], eps=list(d["eps"]), bounds=tuple(d["bounds"]), n=d["n"],
-            clean_accuracy=d["clean_accuracy"], clean_ci=Interval(**d["clean_ci"]), results=results,
-            checks=[CheckResult(**c) for c in d.get("checks", [])], attacks=list(d["attacks"]),
-            settings=dict(d["settings"]), seed=d["seed"], randomized=d["randomized"], eot_samples=d["eot_samples"],
-            wall_time_s=d["wall_time_s"], provenance=dict(d["provenance"]), model_card=d.get("model_card"),
-            examples=dict(d.get("examples", {})), classes=d.get("classes"),
+            model=d["model"],
+            norm=d["norm"],
+            eps=list(d["eps"]),
+            bounds=tuple(d["bounds"]),
+            n=d["n"],
+            clean_accuracy=d["clean_accuracy"],
+            clean_ci=Interval(**d["clean_ci"]),
+            results=results,
+            checks=[CheckResult(**c) for c in d.get("checks", [])],
+            attacks=list(d["attacks"]),
+            settings=dict(d["settings"]),
+            seed=d["seed"],
+            randomized=d["randomized"],
+            eot_samples=d["eot_samples"],
+            wall_time_s=d["wall_time_s"],
+            provenance=dict(d["provenance"]),
+            model_card=d.get("model_card"),
+            examples=dict(d.get("examples", {})),
+            classes=d.get("classes"),
         )
 
 

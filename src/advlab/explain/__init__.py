@@ -10,7 +10,16 @@ from advlab.explain.report import ExplainReport, explain
 from advlab.explain.visualize import ClassVisualization, visualize_classes
 
 __all__ = [
-    "ClassVisualization", "CrossSection", "ExplainReport", "GradientAmplitudes", "LogitResponse",
-    "PerturbationComparison", "compare_perturbations", "cross_section", "explain", "gradient_amplitudes",
-    "logit_response", "visualize_classes",
+    "ClassVisualization",
+    "CrossSection",
+    "ExplainReport",
+    "GradientAmplitudes",
+    "LogitResponse",
+    "PerturbationComparison",
+    "compare_perturbations",
+    "cross_section",
+    "explain",
+    "gradient_amplitudes",
+    "logit_response",
+    "visualize_classes",
 ]

@@ -35,8 +35,13 @@ class CrossSection:
 
     def to_dict(self) -> dict[str, Any]:
         flip = None if self.flip_distance == float("inf") else self.flip_distance  # JSON has no infinity
-        return {"kind": self.kind, "label": self.label, "flip_distance": flip,
-                "true_class_fraction": self.true_class_fraction, "span": float(self.coords.max())}
+        return {
+            "kind": self.kind,
+            "label": self.label,
+            "flip_distance": flip,
+            "true_class_fraction": self.true_class_fraction,
+            "span": float(self.coords.max()),
+        }
 
 
 def cross_section(

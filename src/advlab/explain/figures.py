@@ -21,18 +21,34 @@ def cross_sections_figure(sections: Sequence[CrossSection], classes: Sequence[st
     cmap = plt.get_cmap("tab10")
     for ax, cs in zip(axes[0], sections):
         span = float(cs.coords.max())
-        ax.imshow(cs.classes.numpy(), origin="lower", cmap=cmap, vmin=-0.5, vmax=9.5, extent=(-span, span, -span, span),
-                  interpolation="nearest")
+        ax.imshow(
+            cs.classes.numpy(),
+            origin="lower",
+            cmap=cmap,
+            vmin=-0.5,
+            vmax=9.5,
+            extent=(-span, span, -span, span),
+            interpolation="nearest",
+        )
         ax.plot([0], [0], marker="+", color="white", markersize=14, mew=2.5)
         ax.set_xlabel("adversarial direction (L2)" if cs.kind == "adversarial" else "random direction 1 (L2)")
         ax.set_ylabel("random orthogonal direction (L2)" if cs.kind == "adversarial" else "random direction 2 (L2)")
-        flip = (f"stays within ±{float(cs.coords.max()):.2f}" if cs.flip_distance == float("inf")
-                else f"leaves it at {cs.flip_distance:.2f}")
+        flip = (
+            f"stays within ±{float(cs.coords.max()):.2f}"
+            if cs.flip_distance == float("inf")
+            else f"leaves it at {cs.flip_distance:.2f}"
+        )
         ax.set_title(f"{cs.kind}: class {classes[cs.label]}\n{flip}", fontsize=10)
     present = sorted({int(c) for cs in sections for c in cs.classes.unique()})
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(c)) for c in present]
-    fig.legend(handles, [classes[c] for c in present], loc="lower center", ncol=min(10, len(present)), fontsize=8,
-               bbox_to_anchor=(0.5, -0.06))
+    fig.legend(
+        handles,
+        [classes[c] for c in present],
+        loc="lower center",
+        ncol=min(10, len(present)),
+        fontsize=8,
+        bbox_to_anchor=(0.5, -0.06),
+    )
     fig.tight_layout()
     return _finish(fig, None)
 
@@ -83,8 +99,13 @@ def gradient_figure(amps: dict[str, GradientAmplitudes]) -> bytes:
         v = a.l2.numpy()
         v = np.log10(v[v > 0]) if (v > 0).any() else np.array([])
         if v.size:
-            ax.hist(v, bins=40, alpha=0.55, color=PALETTE[i % len(PALETTE)],
-                    label=f"{label} (median {float(a.l2.median()):.2g}, zero {100 * a.zero_fraction:.0f}%)")
+            ax.hist(
+                v,
+                bins=40,
+                alpha=0.55,
+                color=PALETTE[i % len(PALETTE)],
+                label=f"{label} (median {float(a.l2.median()):.2g}, zero {100 * a.zero_fraction:.0f}%)",
+            )
     ax.set_xlabel("log10 of the per-example L2 norm of the input gradient")
     ax.set_ylabel("examples")
     ax.legend(fontsize=8)

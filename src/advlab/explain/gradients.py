@@ -29,11 +29,18 @@ class GradientAmplitudes:
     zero_fraction: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"l1_median": float(self.l1.median()), "l2_median": float(self.l2.median()),
-                "l2_mean": float(self.l2.mean()), "zero_fraction": self.zero_fraction, "n": int(self.l1.numel())}
+        return {
+            "l1_median": float(self.l1.median()),
+            "l2_median": float(self.l2.median()),
+            "l2_mean": float(self.l2.mean()),
+            "zero_fraction": self.zero_fraction,
+            "n": int(self.l1.numel()),
+        }
 
 
-def gradient_amplitudes(model: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 250) -> GradientAmplitudes:
+def gradient_amplitudes(
+    model: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 250
+) -> GradientAmplitudes:
     """Amplitude of the cross-entropy's input gradient per example and per feature.
 
     Defensive distillation at high temperature makes these amplitudes vanish (Papernot et al. 2016), which

@@ -32,8 +32,12 @@ class LogitResponse:
     r2_per_example: torch.Tensor
 
     def to_dict(self) -> dict[str, Any]:
-        return {"r2_mean": self.r2, "r2_min": float(self.r2_per_example.min()), "n": int(self.r2_per_example.numel()),
-                "eps_max": float(self.eps.max())}
+        return {
+            "r2_mean": self.r2,
+            "r2_min": float(self.r2_per_example.min()),
+            "n": int(self.r2_per_example.numel()),
+            "eps_max": float(self.eps.max()),
+        }
 
 
 def _r2(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,13 @@ class PerturbationComparison:
 
 
 def compare_perturbations(
-    model: Classifier, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.3, steps: int = 20, seed: int = 0,
+    model: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float = 0.3,
+    steps: int = 20,
+    seed: int = 0,
     batch_size: int = 250,
 ) -> PerturbationComparison:
     """Accuracy on clean inputs, under PGD at L∞ ``eps``, and under non-adversarial changes of equal size.
@@ -78,6 +84,12 @@ def compare_perturbations(
     rows = []
     for name, xp in candidates.items():
         acc = float((batched_logits(model, xp).argmax(1) == y).double().mean())
-        rows.append({"name": name, "accuracy": acc, "linf": float(norm_of(xp - x, "linf").mean()),
-                     "l2": float(norm_of(xp - x, "l2").mean())})
+        rows.append(
+            {
+                "name": name,
+                "accuracy": acc,
+                "linf": float(norm_of(xp - x, "linf").mean()),
+                "l2": float(norm_of(xp - x, "l2").mean()),
+            }
+        )
     return PerturbationComparison(rows, eps)

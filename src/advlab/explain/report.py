@@ -26,16 +26,16 @@ log = logging.getLogger(__name__)
 
 FIGURES = {
     "cross_sections": "Class regions around one test input: in the plane of the adversarial (FGSM) direction and a "
-                      "random orthogonal direction, beside a plane of two random directions (Warde-Farley & "
-                      "Goodfellow 2016). Along the adversarial direction the class changes within a short distance; "
-                      "random directions rarely cross a boundary.",
+    "random orthogonal direction, beside a plane of two random directions (Warde-Farley & "
+    "Goodfellow 2016). Along the adversarial direction the class changes within a short distance; "
+    "random directions rarely cross a boundary.",
     "linearity": "Logits and probabilities as the input moves along sign(gradient) (Goodfellow et al. 2014, fig. 4): "
-                 "the nearly straight lines are why many small per-pixel changes add up to a large change in output.",
+    "the nearly straight lines are why many small per-pixel changes add up to a large change in output.",
     "perturbations": "Accuracy under PGD and under random changes of the same size: adversarial examples are not noise.",
     "gradients": "Distribution of input-gradient amplitudes. Vanishing gradients (e.g. defensive distillation) stop "
-                 "gradient attacks on the softmax without making a model robust.",
+    "gradient attacks on the softmax without making a model robust.",
     "visualization": "The input each model finds most typical of each class (targeted PGD in a large L2 ball around the "
-                     "mean image). A standard model yields adversarial noise; a robust model draws recognisable classes.",
+    "mean image). A standard model yields adversarial noise; a robust model draws recognisable classes.",
 }
 
 
@@ -60,12 +60,19 @@ class ExplainReport:
         sections = []
         for name, png in self.figures.items():
             kind, _, model = name.partition("__")
-            sections.append({
-                "name": name, "title": kind.replace("_", " ").capitalize() + (f" — {model}" if model else ""),
-                "caption": FIGURES[kind], "uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
-            })
-        html = _env().get_template("explain.html.j2").render(
-            title=title, r=self.numbers, sections=sections, notes=self.notes)
+            sections.append(
+                {
+                    "name": name,
+                    "title": kind.replace("_", " ").capitalize() + (f" — {model}" if model else ""),
+                    "caption": FIGURES[kind],
+                    "uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+                }
+            )
+        html = (
+            _env()
+            .get_template("explain.html.j2")
+            .render(title=title, r=self.numbers, sections=sections, notes=self.notes)
+        )
         return io.write_text(out / "explain.html", html)
 
 
@@ -121,7 +128,9 @@ def explain(
     comparisons, amplitudes, vizs = {}, {}, {}
     for label, m in models.items():
         gen = torch.Generator().manual_seed(seed)
-        sections = [cross_section(m, x[i0 : i0 + 1], int(y[i0]), kind=k, generator=gen) for k in ("adversarial", "random")]
+        sections = [
+            cross_section(m, x[i0 : i0 + 1], int(y[i0]), kind=k, generator=gen) for k in ("adversarial", "random")
+        ]
         resp = logit_response(m, x[: min(32, len(x))].roll(-i0, 0), y[: min(32, len(y))].roll(-i0, 0), eps_max=eps * 2)
         comparisons[label] = compare_perturbations(m, x, y, eps=eps, seed=seed)
         amplitudes[label] = gradient_amplitudes(m, x, y)

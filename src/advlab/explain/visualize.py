@@ -32,8 +32,11 @@ class ClassVisualization:
     radius: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"confidence": self.confidence.tolist(), "radius": self.radius,
-                "min_confidence": float(self.confidence.min())}
+        return {
+            "confidence": self.confidence.tolist(),
+            "radius": self.radius,
+            "min_confidence": float(self.confidence.min()),
+        }
 
 
 def visualize_classes(
@@ -72,8 +75,9 @@ def visualize_classes(
     target = torch.arange(num_classes, device=start.device)
     dummy = (target + 1) % num_classes  # targeted PGD only needs a label different from the target
     threat = ThreatModel("l2", radius, model.bounds)
-    res = pgd(model, x0, dummy, threat, goal=Targeted(target), steps=steps, step_size=2.5 * radius / steps,
-              random_start=False)
+    res = pgd(
+        model, x0, dummy, threat, goal=Targeted(target), steps=steps, step_size=2.5 * radius / steps, random_start=False
+    )
     probs = torch.softmax(batched_logits(model, res.x_adv), 1)
     conf = probs[torch.arange(num_classes), target].cpu()
     return ClassVisualization(res.x_adv.cpu(), conf, start.cpu(), radius)

@@ -12,7 +12,18 @@ from advlab.nonneural.sklearn_models import KernelSVM, LinearDecision, from_skle
 from advlab.nonneural.trees import LeafBoxes, TreeAttackResult, forest_attack, leaf_boxes, tree_attack
 
 __all__ = [
-    "KNNAttackResult", "knn_attack", "LinearFoolingResult", "affine_weights", "fool_linear", "plot_linear_fooling",
-    "KernelSVM", "LinearDecision", "from_sklearn", "LeafBoxes", "TreeAttackResult", "forest_attack", "leaf_boxes",
+    "KNNAttackResult",
+    "KernelSVM",
+    "LeafBoxes",
+    "LinearDecision",
+    "LinearFoolingResult",
+    "TreeAttackResult",
+    "affine_weights",
+    "fool_linear",
+    "forest_attack",
+    "from_sklearn",
+    "knn_attack",
+    "leaf_boxes",
+    "plot_linear_fooling",
     "tree_attack",
 ]

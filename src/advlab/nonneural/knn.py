@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from advlab import validation
-from advlab.threat import ThreatModel, norm_of
 from advlab.nonneural.trees import _check_common, _distance, _labels, _restore, _to_flat
+from advlab.threat import ThreatModel, norm_of
 
 KNN_NORMS = ("linf", "l2", "l1")
 BISECTION_STEPS = 20

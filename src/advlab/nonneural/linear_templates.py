@@ -60,7 +60,9 @@ class LinearFoolingResult:
     flip_eps: torch.Tensor | None
 
 
-def affine_weights(model: nn.Module, input_shape: tuple[int, ...], *, device: Any = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def affine_weights(
+    model: nn.Module, input_shape: tuple[int, ...], *, device: Any = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(W, b)`` with ``model(x) = W @ x.flatten() + b`` for an affine model, read off its input Jacobian.
 
     Raises:
@@ -154,12 +156,20 @@ def fool_linear(
     hi = w.amax(1, keepdim=True)
     templates = ((w - lo) / (hi - lo).clamp_min(1e-12)).float().reshape(k, *x_t.shape[1:])
     return LinearFoolingResult(
-        x_adv=x_adv, target=target_t, pred=pred, success=pred == target_t, templates=templates.cpu(),
-        weights=w.cpu(), bias=b.cpu(), flip_eps=None if flip is None else flip.float().cpu(),
+        x_adv=x_adv,
+        target=target_t,
+        pred=pred,
+        success=pred == target_t,
+        templates=templates.cpu(),
+        weights=w.cpu(),
+        bias=b.cpu(),
+        flip_eps=None if flip is None else flip.float().cpu(),
     )
 
 
-def plot_linear_fooling(result: LinearFoolingResult, x: torch.Tensor, path: str | Path, *, max_examples: int = 8) -> Path:
+def plot_linear_fooling(
+    result: LinearFoolingResult, x: torch.Tensor, path: str | Path, *, max_examples: int = 8
+) -> Path:
     """Save a figure: the class templates on top, then clean inputs and their pushed versions (matplotlib Agg).
 
     Args:

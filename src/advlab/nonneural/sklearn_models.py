@@ -239,17 +239,23 @@ def _module_for(estimator: Any, preprocess: nn.Module | None, svm_multiclass: st
 
     if isinstance(estimator, (SVC, NuSVC)):
         if estimator.kernel not in KERNELS:
-            raise TypeError(
-                f"estimator: SVC kernel {estimator.kernel!r} is not supported; use one of {list(KERNELS)}"
-            )
+            raise TypeError(f"estimator: SVC kernel {estimator.kernel!r} is not supported; use one of {list(KERNELS)}")
         return KernelSVM(
-            estimator.support_vectors_, estimator.dual_coef_, estimator.intercept_, estimator.n_support_,
-            kernel=estimator.kernel, gamma=float(getattr(estimator, "_gamma", 0.0) or 0.0),
-            coef0=estimator.coef0, degree=estimator.degree, multiclass=svm_multiclass, preprocess=preprocess,
+            estimator.support_vectors_,
+            estimator.dual_coef_,
+            estimator.intercept_,
+            estimator.n_support_,
+            kernel=estimator.kernel,
+            gamma=float(getattr(estimator, "_gamma", 0.0) or 0.0),
+            coef0=estimator.coef0,
+            degree=estimator.degree,
+            multiclass=svm_multiclass,
+            preprocess=preprocess,
         )
     if isinstance(estimator, LinearClassifierMixin) and hasattr(estimator, "coef_"):
-        return LinearDecision(estimator.coef_, np.broadcast_to(estimator.intercept_, (estimator.coef_.shape[0],)),
-                              preprocess)
+        return LinearDecision(
+            estimator.coef_, np.broadcast_to(estimator.intercept_, (estimator.coef_.shape[0],)), preprocess
+        )
     if isinstance(estimator, OneVsRestClassifier):
         if len(estimator.classes_) == 2:
             return _module_for(estimator.estimators_[0], preprocess, svm_multiclass)

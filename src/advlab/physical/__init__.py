@@ -6,7 +6,13 @@ Example:
     ...                              eot_samples=[0, 30])
 """
 
-from advlab.physical.destruction import DEFAULT_ATTACKS, DestructionReport, DestructionRow, destruction_rate, measure_destruction
+from advlab.physical.destruction import (
+    DEFAULT_ATTACKS,
+    DestructionReport,
+    DestructionRow,
+    destruction_rate,
+    measure_destruction,
+)
 from advlab.physical.eot import ExpectationOverTransformation, eot_attack, with_transformations
 from advlab.physical.transforms import (
     PRINT_PHOTO,
@@ -33,9 +39,33 @@ from advlab.physical.transforms import (
 )
 
 __all__ = [
-    "DEFAULT_ATTACKS", "DestructionReport", "DestructionRow", "destruction_rate", "measure_destruction",
-    "ExpectationOverTransformation", "eot_attack", "with_transformations",
-    "PRINT_PHOTO", "TRANSFORMS", "Brightness", "Compose", "Contrast", "GaussianBlur", "GaussianNoise",
-    "JPEGCompression", "Perspective", "Rotation", "Scaling", "Transform", "affine", "gaussian_blur",
-    "jpeg_dct", "jpeg_round_trip", "parse_transform", "perspective", "rotate", "scale", "with_jpeg_method",
+    "DEFAULT_ATTACKS",
+    "PRINT_PHOTO",
+    "TRANSFORMS",
+    "Brightness",
+    "Compose",
+    "Contrast",
+    "DestructionReport",
+    "DestructionRow",
+    "ExpectationOverTransformation",
+    "GaussianBlur",
+    "GaussianNoise",
+    "JPEGCompression",
+    "Perspective",
+    "Rotation",
+    "Scaling",
+    "Transform",
+    "affine",
+    "destruction_rate",
+    "eot_attack",
+    "gaussian_blur",
+    "jpeg_dct",
+    "jpeg_round_trip",
+    "measure_destruction",
+    "parse_transform",
+    "perspective",
+    "rotate",
+    "scale",
+    "with_jpeg_method",
+    "with_transformations",
 ]

@@ -59,8 +59,15 @@ def destruction_rate(y: Any, pred_clean: Any, pred_adv: Any, pred_transformed: A
     Example:
         >>> destruction_rate(y, clf(x), clf(x_adv), clf(transform(x_adv, g)))
     """
-    yt, pc, pa, pt = (_labels(n, v) for n, v in
-                      (("y", y), ("pred_clean", pred_clean), ("pred_adv", pred_adv), ("pred_transformed", pred_transformed)))
+    yt, pc, pa, pt = (
+        _labels(n, v)
+        for n, v in (
+            ("y", y),
+            ("pred_clean", pred_clean),
+            ("pred_adv", pred_adv),
+            ("pred_transformed", pred_transformed),
+        )
+    )
     if not (yt.shape == pc.shape == pa.shape == pt.shape):
         raise ValueError(
             f"y/pred_*: expected one prediction per label, got shapes {tuple(yt.shape)}, {tuple(pc.shape)}, "
@@ -103,7 +110,10 @@ class DestructionReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "transform": self.transform, "norm": self.norm, "draws": self.draws, "seed": self.seed,
+            "transform": self.transform,
+            "norm": self.norm,
+            "draws": self.draws,
+            "seed": self.seed,
             "definition": (
                 "destruction rate (Kurakin et al. 2016, eq. 1): among images classified correctly clean and "
                 "misclassified adversarially, the fraction classified correctly after the transformation; "
@@ -114,8 +124,10 @@ class DestructionReport:
 
     def table(self) -> str:
         """A Markdown table of the rows."""
-        lines = ["| attack | eps | EOT samples | adv. accuracy | transformed adv. accuracy | counted | destruction rate |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [
+            "| attack | eps | EOT samples | adv. accuracy | transformed adv. accuracy | counted | destruction rate |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in self.rows:
             lines.append(
                 f"| {r.attack} | {r.eps:g} | {r.eot_samples or '-'} | {r.adversarial_accuracy:.3f} | "
@@ -129,7 +141,9 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
     return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)]).cpu()
 
 
-def _transform_in_batches(transform: Transform, x: torch.Tensor, generator: torch.Generator, batch_size: int) -> torch.Tensor:
+def _transform_in_batches(
+    transform: Transform, x: torch.Tensor, generator: torch.Generator, batch_size: int
+) -> torch.Tensor:
     return torch.cat([transform(x[i : i + batch_size], generator) for i in range(0, x.shape[0], batch_size)])
 
 
@@ -221,7 +235,11 @@ def measure_destruction(
         # clean-misclassified images whose least-likely class is their label are not counted anyway
         ll_target = torch.where(least_likely == y, (y + 1) % clean_logits.shape[1], least_likely)
         transformed_clean = [
-            _predict(clf, _transform_in_batches(tf, x, torch.Generator().manual_seed(seed * 7919 + 1000 + d), batch_size), batch_size)
+            _predict(
+                clf,
+                _transform_in_batches(tf, x, torch.Generator().manual_seed(seed * 7919 + 1000 + d), batch_size),
+                batch_size,
+            )
             for d in range(draws)
         ]
         report = DestructionReport(tf.spec(), norm, draws, seed)
@@ -233,7 +251,9 @@ def measure_destruction(
                 for k in samples_list:
                     t0 = time.perf_counter()
                     target_model = clf if k == 0 else with_transformations(clf, tf, k, seed=seed + 17, jpeg=eot_jpeg)
-                    result = attack_in_batches(cfg, target_model, x, y, threat, goal=goal, batch_size=batch_size, seed=seed)
+                    result = attack_in_batches(
+                        cfg, target_model, x, y, threat, goal=goal, batch_size=batch_size, seed=seed
+                    )
                     x_adv = torch.as_tensor(result.x_adv).to(x.device)
                     pred_adv = _predict(clf, x_adv, batch_size)
                     rates, accs = [], []
@@ -244,10 +264,14 @@ def measure_destruction(
                         accs.append(float((pred_t == y_cpu).float().mean()))
                     counted = int(((pred_clean == y_cpu) & (pred_adv != y_cpu)).sum())
                     row = DestructionRow(
-                        attack=name, eps=e, eot_samples=k, n=len(y_cpu),
+                        attack=name,
+                        eps=e,
+                        eot_samples=k,
+                        n=len(y_cpu),
                         clean_accuracy=float((pred_clean == y_cpu).float().mean()),
                         adversarial_accuracy=float((pred_adv == y_cpu).float().mean()),
-                        transformed_clean_accuracy=sum(float((p == y_cpu).float().mean()) for p in transformed_clean) / draws,
+                        transformed_clean_accuracy=sum(float((p == y_cpu).float().mean()) for p in transformed_clean)
+                        / draws,
                         transformed_adversarial_accuracy=sum(accs) / draws,
                         counted=counted,
                         destruction_rate=sum(rates) / draws if counted else math.nan,
@@ -257,7 +281,13 @@ def measure_destruction(
                     report.rows.append(row)
                     log.info(
                         "%s eps=%g eot=%d: adversarial accuracy %.3f, destruction rate %.3f (%d counted, %.1fs)",
-                        name, e, k, row.adversarial_accuracy, row.destruction_rate, counted, row.seconds,
+                        name,
+                        e,
+                        k,
+                        row.adversarial_accuracy,
+                        row.destruction_rate,
+                        counted,
+                        row.seconds,
                     )
     finally:
         clf.train(was_training)

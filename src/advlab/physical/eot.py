@@ -46,7 +46,13 @@ class ExpectationOverTransformation(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, transform: Transform | str, samples: int = 10, *, average: str = "logits", seed: int = 0,
+        self,
+        model: nn.Module,
+        transform: Transform | str,
+        samples: int = 10,
+        *,
+        average: str = "logits",
+        seed: int = 0,
         jpeg: str = "dct",
     ) -> None:
         super().__init__()
@@ -84,11 +90,18 @@ class ExpectationOverTransformation(nn.Module):
         return first + acc / self.samples
 
     def extra_repr(self) -> str:
-        return f"samples={self.samples}, average={self.average!r}, transform={self.transform.spec()!r}, seed={self.seed}"
+        return (
+            f"samples={self.samples}, average={self.average!r}, transform={self.transform.spec()!r}, seed={self.seed}"
+        )
 
 
 def with_transformations(
-    model: nn.Module, transform: Transform | str, samples: int = 10, *, average: str = "logits", seed: int = 0,
+    model: nn.Module,
+    transform: Transform | str,
+    samples: int = 10,
+    *,
+    average: str = "logits",
+    seed: int = 0,
     jpeg: str = "dct",
 ) -> Classifier:
     """A :class:`~advlab.models.Classifier` whose forward pass is the EOT average of ``model`` under ``transform``.
@@ -118,8 +131,19 @@ def with_transformations(
     clf = as_classifier(model)
     wrapper = ExpectationOverTransformation(clf, transform, samples, average=average, seed=seed, jpeg=jpeg)
     out = Classifier(
-        wrapper, bounds=clf.bounds, num_classes=clf.num_classes, input_shape=clf.input_shape,
-        card={**clf.card, "eot": {"transform": wrapper.transform.spec(), "samples": wrapper.samples, "average": average, "jpeg": jpeg}},
+        wrapper,
+        bounds=clf.bounds,
+        num_classes=clf.num_classes,
+        input_shape=clf.input_shape,
+        card={
+            **clf.card,
+            "eot": {
+                "transform": wrapper.transform.spec(),
+                "samples": wrapper.samples,
+                "average": average,
+                "jpeg": jpeg,
+            },
+        },
     )
     out.train(clf.training)
     return out

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from advlab import validation
 from advlab.registry import Registry
 
-TRANSFORMS: Registry[type["Transform"]] = Registry("transform")
+TRANSFORMS: Registry[type[Transform]] = Registry("transform")
 """Transformation classes by their spec-string name (``"blur"``, ``"noise"``, ``"jpeg"``...)."""
 
 BLUR_TRUNCATE = 3.0
@@ -83,7 +83,11 @@ class Transform:
     def __init__(self, value: float | Sequence[float], *, bounds: tuple[float, float] = (0.0, 1.0)) -> None:
         lo, hi = self.limits
         self.low, self.high = validation.check_strength_range(
-            f"{self.name} {self.strength}", value, minimum=lo, maximum=hi, integer=self.integer,
+            f"{self.name} {self.strength}",
+            value,
+            minimum=lo,
+            maximum=hi,
+            integer=self.integer,
             remedy=f"The allowed {self.strength} range of '{self.name}' is {lo:g}..{hi:g}{self.unit}.",
         )
         validation.check_threat_args("linf", 0.0, bounds)
@@ -230,7 +234,9 @@ class Contrast(Transform):
         return _keep_identity(x, self.clip(m + f * (x - m)), params["value"] == 1)
 
 
-def jpeg_round_trip(x: torch.Tensor, quality: torch.Tensor | int, bounds: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+def jpeg_round_trip(
+    x: torch.Tensor, quality: torch.Tensor | int, bounds: tuple[float, float] = (0.0, 1.0)
+) -> torch.Tensor:
     """Encode each image as an 8-bit JPEG with Pillow at ``quality[i]`` and decode it again.
 
     Images are mapped from ``bounds`` to 0..255, rounded to integers (as a printed/photographed image is),
@@ -246,7 +252,7 @@ def jpeg_round_trip(x: torch.Tensor, quality: torch.Tensor | int, bounds: tuple[
     """
     from PIL import Image
 
-    n, c, h, w = x.shape
+    n, c, _h, _w = x.shape
     if c not in (1, 3):
         raise ValueError(f"x: JPEG needs 1 (greyscale) or 3 (RGB) channels, got {c}")
     q = torch.as_tensor(quality).expand(n).tolist()
@@ -270,14 +276,25 @@ def jpeg_round_trip(x: torch.Tensor, quality: torch.Tensor | int, bounds: tuple[
 
 
 JPEG_LUMA = (
-    (16, 11, 10, 16, 24, 40, 51, 61), (12, 12, 14, 19, 26, 58, 60, 55), (14, 13, 16, 24, 40, 57, 69, 56),
-    (14, 17, 22, 29, 51, 87, 80, 62), (18, 22, 37, 56, 68, 109, 103, 77), (24, 35, 55, 64, 81, 104, 113, 92),
-    (49, 64, 78, 87, 103, 121, 120, 101), (72, 92, 95, 98, 112, 100, 103, 99),
+    (16, 11, 10, 16, 24, 40, 51, 61),
+    (12, 12, 14, 19, 26, 58, 60, 55),
+    (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62),
+    (18, 22, 37, 56, 68, 109, 103, 77),
+    (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101),
+    (72, 92, 95, 98, 112, 100, 103, 99),
 )
 """The JPEG standard's example luminance quantisation table (ITU-T T.81, Annex K.1), used by libjpeg/Pillow."""
 JPEG_CHROMA = tuple(
-    tuple(v) for v in ((17, 18, 24, 47, 99, 99, 99, 99), (18, 21, 26, 66, 99, 99, 99, 99),
-                       (24, 26, 56, 99, 99, 99, 99, 99), (47, 66, 99, 99, 99, 99, 99, 99)) + ((99,) * 8,) * 4
+    tuple(v)
+    for v in (
+        (17, 18, 24, 47, 99, 99, 99, 99),
+        (18, 21, 26, 66, 99, 99, 99, 99),
+        (24, 26, 56, 99, 99, 99, 99, 99),
+        (47, 66, 99, 99, 99, 99, 99, 99),
+    )
+    + ((99,) * 8,) * 4
 )
 """The standard's example chrominance table (Annex K.1)."""
 _BLOCK = 8
@@ -316,11 +333,14 @@ def jpeg_dct(x: torch.Tensor, quality: torch.Tensor | int, bounds: tuple[float, 
     v = v + (torch.round(v) - v).detach()  # 8-bit input, straight-through
     if c == 3:
         r, g, b = v[:, 0], v[:, 1], v[:, 2]
-        v = torch.stack([
-            0.299 * r + 0.587 * g + 0.114 * b,
-            -0.168736 * r - 0.331264 * g + 0.5 * b + 128.0,
-            0.5 * r - 0.418688 * g - 0.081312 * b + 128.0,
-        ], 1)
+        v = torch.stack(
+            [
+                0.299 * r + 0.587 * g + 0.114 * b,
+                -0.168736 * r - 0.331264 * g + 0.5 * b + 128.0,
+                0.5 * r - 0.418688 * g - 0.081312 * b + 128.0,
+            ],
+            1,
+        )
     ph, pw = (-h) % _BLOCK, (-w) % _BLOCK
     v = F.pad(v - 128.0, (0, pw, 0, ph), mode="replicate") if (ph or pw) else v - 128.0
     hb, wb = v.shape[2] // _BLOCK, v.shape[3] // _BLOCK
@@ -362,7 +382,9 @@ class JPEGCompression(Transform):
     limits = (1.0, 100.0)
     integer = True
 
-    def __init__(self, value: float | Sequence[float], *, bounds: tuple[float, float] = (0.0, 1.0), method: str = "pillow") -> None:
+    def __init__(
+        self, value: float | Sequence[float], *, bounds: tuple[float, float] = (0.0, 1.0), method: str = "pillow"
+    ) -> None:
         super().__init__(value, bounds=bounds)
         validation.check_choice("method", method, JPEG_METHODS, "Use 'pillow' to evaluate, 'dct' for fast gradients.")
         self.method = method
@@ -456,7 +478,8 @@ def perspective(x: torch.Tensor, corner_offsets: torch.Tensor) -> torch.Tensor:
     hom = _homography(corners, corners + 2.0 * corner_offsets.to(torch.float64))
     base = F.affine_grid(
         torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64).expand(n, 2, 3).to(hom.device),
-        [n, 1, h, w], align_corners=False,
+        [n, 1, h, w],
+        align_corners=False,
     )  # (n, h, w, 2)
     homog = torch.cat([base, torch.ones_like(base[..., :1])], -1) @ hom.transpose(1, 2)[:, None]
     grid = homog[..., :2] / homog[..., 2:]
@@ -591,7 +614,9 @@ def parse_transform(spec: str | Transform, bounds: tuple[float, float] = (0.0, 1
     if isinstance(spec, Transform):
         return Compose([spec])
     if not isinstance(spec, str):
-        raise TypeError(f"transform: expected a spec string such as 'blur=0.5..1.5,jpeg=50..90', got {type(spec).__name__}")
+        raise TypeError(
+            f"transform: expected a spec string such as 'blur=0.5..1.5,jpeg=50..90', got {type(spec).__name__}"
+        )
     text = spec.strip()
     if text.lower() in ("", "none", "identity"):
         return Compose([])

@@ -16,6 +16,13 @@ from advlab.reports.html import (
 )
 
 __all__ = [
-    "attack_bars", "comparison", "example_grid", "load_report", "render_comparison", "render_report",
-    "robustness_curve", "write_comparison", "write_report",
+    "attack_bars",
+    "comparison",
+    "example_grid",
+    "load_report",
+    "render_comparison",
+    "render_report",
+    "robustness_curve",
+    "write_comparison",
+    "write_report",
 ]

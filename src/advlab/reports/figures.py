@@ -11,15 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 
-import matplotlib
-
 matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from advlab import io  # noqa: E402
+from advlab import io
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563")
 """Colours of successive curves and bars (colour-blind-friendly enough, readable in print)."""
@@ -50,7 +49,7 @@ def _as_image(v: np.ndarray) -> np.ndarray:
     if v.ndim == 3 and v.shape[2] == 1:
         v = v[:, :, 0]
     if v.ndim == 1:
-        side = int(math.isqrt(v.size))
+        side = math.isqrt(v.size)
         v = v.reshape(side, side) if side * side == v.size else v.reshape(1, -1)
     return v
 
@@ -119,13 +118,17 @@ def example_grid(
         else:
             axes[1, j].imshow(np.clip(0.5 + delta / (2 * (amp or 1.0)), 0, 1), interpolation="nearest")
         ok_clean = pc[j] == ys[j]
-        axes[0, j].set_title(f"true {_label(ys[j], classes)}\npred {_label(pc[j], classes)}", fontsize=8,
-                             color="#111827" if ok_clean else "#b91c1c")
+        axes[0, j].set_title(
+            f"true {_label(ys[j], classes)}\npred {_label(pc[j], classes)}",
+            fontsize=8,
+            color="#111827" if ok_clean else "#b91c1c",
+        )
         l2 = float(np.sqrt(((xa[j] - xs[j]) ** 2).sum()))
         factor = (hi - lo) / (2 * amp) if amp > 0 else 1.0
         axes[1, j].set_title(f"×{factor:.0f}  L∞ {amp:.3g}\nL2 {l2:.3g}", fontsize=7, color="#374151")
-        axes[2, j].set_title(f"pred {_label(pa[j], classes)}", fontsize=8,
-                             color="#b91c1c" if pa[j] != ys[j] else "#111827")
+        axes[2, j].set_title(
+            f"pred {_label(pa[j], classes)}", fontsize=8, color="#b91c1c" if pa[j] != ys[j] else "#111827"
+        )
         for r in range(3):
             axes[r, j].set_xticks([])
             axes[r, j].set_yticks([])
@@ -177,8 +180,7 @@ def robustness_curve(
     if title:
         ax.set_title(title, fontsize=11)
     ax.legend(frameon=False, fontsize=9, loc="best")
-    ax.text(1.0, -0.2, "shaded: 95% Wilson interval", transform=ax.transAxes, ha="right", fontsize=7.5,
-            color="#6b7280")
+    ax.text(1.0, -0.2, "shaded: 95% Wilson interval", transform=ax.transAxes, ha="right", fontsize=7.5, color="#6b7280")
     return _finish(fig, path)
 
 
@@ -202,12 +204,20 @@ def attack_bars(report: Any, path: str | Path | None = None) -> bytes:
     for j, lab in enumerate(labels):
         vals = [100 * v[j] for v in values]
         color = "#9ca3af" if j == 0 else PALETTE[(j - 1) % len(PALETTE)]
-        bars = ax.bar(x - 0.4 + width * (j + 0.5), vals, width * 0.92, label=lab if j == 0 else f"after {lab}",
-                      color=color)
+        bars = ax.bar(
+            x - 0.4 + width * (j + 0.5), vals, width * 0.92, label=lab if j == 0 else f"after {lab}", color=color
+        )
         if k * len(groups) <= 24:
             for b, v in zip(bars, vals):
-                ax.text(b.get_x() + b.get_width() / 2, v + 1, f"{v:.0f}", ha="center", va="bottom", fontsize=7,
-                        color="#374151")
+                ax.text(
+                    b.get_x() + b.get_width() / 2,
+                    v + 1,
+                    f"{v:.0f}",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color="#374151",
+                )
     ax.set_xticks(x, [f"eps = {g:g}" for g in groups])
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 110)

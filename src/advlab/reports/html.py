@@ -52,7 +52,9 @@ def _curve(report: EvaluationReport, label: str | None = None) -> dict[str, Any]
         "accuracy": [r.robust_accuracy for r in report.results],
         "low": [r.ci.low for r in report.results],
         "high": [r.ci.high for r in report.results],
-        "clean": report.clean_accuracy, "clean_low": report.clean_ci.low, "clean_high": report.clean_ci.high,
+        "clean": report.clean_accuracy,
+        "clean_low": report.clean_ci.low,
+        "clean_high": report.clean_ci.high,
     }
 
 
@@ -65,8 +67,14 @@ def _example_png(report: EvaluationReport) -> bytes | None:
     if not idx:
         return None
     return figures.example_grid(
-        report.x[idx], report.x_adv[idx], [ex["label"][j] for j in idx], [ex["pred_clean"][j] for j in idx],
-        [ex["pred_adv"][j] for j in idx], report.classes, None, bounds=tuple(report.bounds),
+        report.x[idx],
+        report.x_adv[idx],
+        [ex["label"][j] for j in idx],
+        [ex["pred_clean"][j] for j in idx],
+        [ex["pred_adv"][j] for j in idx],
+        report.classes,
+        None,
+        bounds=tuple(report.bounds),
     )
 
 
@@ -94,17 +102,23 @@ def render_report(report: EvaluationReport, *, title: str | None = None) -> str:
     n_pass = sum(c.status == "pass" for c in checks)
     folder = _model_folder(report)
     default_title = f"Robustness of {report.model}" + (f" ({folder})" if folder and folder != report.model else "")
-    return _env().get_template("report.html.j2").render(
-        title=title or default_title,
-        r=report,
-        headline=report.headline(),
-        last=report.results[-1],
-        curve_uri=_data_uri(curve),
-        bars_uri=_data_uri(bars),
-        grid_uri=_data_uri(grid) if grid else None,
-        n_fail=n_fail,
-        n_pass=n_pass,
-        n_examples_shown=min(MAX_EXAMPLES, sum(by not in (None, "clean") for by in report.examples.get("broken_by", []))),
+    return (
+        _env()
+        .get_template("report.html.j2")
+        .render(
+            title=title or default_title,
+            r=report,
+            headline=report.headline(),
+            last=report.results[-1],
+            curve_uri=_data_uri(curve),
+            bars_uri=_data_uri(bars),
+            grid_uri=_data_uri(grid) if grid else None,
+            n_fail=n_fail,
+            n_pass=n_pass,
+            n_examples_shown=min(
+                MAX_EXAMPLES, sum(by not in (None, "clean") for by in report.examples.get("broken_by", []))
+            ),
+        )
     )
 
 
@@ -178,26 +192,43 @@ def comparison(reports: Sequence[EvaluationReport], labels: Sequence[str] | None
         raise ValueError("reports: expected at least one evaluation to compare")
     norms = {r.norm for r in reports}
     if len(norms) > 1:
-        raise ValueError(f"reports: cannot put different norms on one axis, got {sorted(norms)}; compare one norm at a time")
+        raise ValueError(
+            f"reports: cannot put different norms on one axis, got {sorted(norms)}; compare one norm at a time"
+        )
     names = _unique_labels(reports, labels)
     eps = sorted({e for r in reports for e in r.eps})
     rows = []
     for name, r in zip(names, reports):
         by_eps = {res.eps: res for res in r.results}
-        rows.append({
-            "label": name, "model": r.model, "n": r.n, "preset": r.settings.get("preset"),
-            "attacks": [a["label"] for a in r.attacks], "clean_accuracy": r.clean_accuracy,
-            "clean_ci": [r.clean_ci.low, r.clean_ci.high],
-            "robust": {
-                f"{e:g}": ({"accuracy": by_eps[e].robust_accuracy, "ci": [by_eps[e].ci.low, by_eps[e].ci.high]}
-                           if e in by_eps else None)
-                for e in eps
-            },
-            "checks_failed": [c.name for c in r.checks if c.status == "fail"],
-            "wall_time_s": r.wall_time_s, "git_commit": r.provenance.get("git_commit"),
-        })
-    return {"format": "advlab.comparison/1", "norm": reports[0].norm, "eps": eps, "models": rows,
-            "ci": "95% Wilson score interval"}
+        rows.append(
+            {
+                "label": name,
+                "model": r.model,
+                "n": r.n,
+                "preset": r.settings.get("preset"),
+                "attacks": [a["label"] for a in r.attacks],
+                "clean_accuracy": r.clean_accuracy,
+                "clean_ci": [r.clean_ci.low, r.clean_ci.high],
+                "robust": {
+                    f"{e:g}": (
+                        {"accuracy": by_eps[e].robust_accuracy, "ci": [by_eps[e].ci.low, by_eps[e].ci.high]}
+                        if e in by_eps
+                        else None
+                    )
+                    for e in eps
+                },
+                "checks_failed": [c.name for c in r.checks if c.status == "fail"],
+                "wall_time_s": r.wall_time_s,
+                "git_commit": r.provenance.get("git_commit"),
+            }
+        )
+    return {
+        "format": "advlab.comparison/1",
+        "norm": reports[0].norm,
+        "eps": eps,
+        "models": rows,
+        "ci": "95% Wilson score interval",
+    }
 
 
 def render_comparison(reports: Sequence[EvaluationReport], labels: Sequence[str] | None = None) -> str:
@@ -205,8 +236,15 @@ def render_comparison(reports: Sequence[EvaluationReport], labels: Sequence[str]
     data = comparison(reports, labels)
     names = [m["label"] for m in data["models"]]
     curve = figures.robustness_curve([_curve(r, n) for r, n in zip(reports, names)], data["norm"])
-    return _env().get_template("compare.html.j2").render(
-        title="Robustness comparison", data=data, reports=list(zip(names, reports)), curve_uri=_data_uri(curve),
+    return (
+        _env()
+        .get_template("compare.html.j2")
+        .render(
+            title="Robustness comparison",
+            data=data,
+            reports=list(zip(names, reports)),
+            curve_uri=_data_uri(curve),
+        )
     )
 
 

@@ -9,20 +9,21 @@ Example:
 
 from advlab.zoo.base import ARCHS, ArchSpec, count_parameters, create, list_archs
 from advlab.zoo.cards import CARD_FILE, WEIGHTS_FILE, build_classifier, card_summary, load_model, save_model
+from advlab.zoo.cnn import CifarCNN, MadryCNN, WongCNN
 
 # importing the architecture modules registers them in ARCHS
-from advlab.zoo.linear import LogisticRegression, RBFNetwork, SoftmaxRegression  # noqa: E402
-from advlab.zoo.mlp import MLP, Maxout, MaxoutLinear  # noqa: E402
-from advlab.zoo.cnn import CifarCNN, MadryCNN, WongCNN  # noqa: E402
-from advlab.zoo.resnet import PreActBlock, PreActResNet18  # noqa: E402
+from advlab.zoo.linear import LogisticRegression, RBFNetwork, SoftmaxRegression
+from advlab.zoo.mlp import MLP, Maxout, MaxoutLinear
+from advlab.zoo.resnet import PreActBlock, PreActResNet18
 
 __all__ = [
     "ARCHS",
-    "ArchSpec",
     "CARD_FILE",
+    "MLP",
+    "WEIGHTS_FILE",
+    "ArchSpec",
     "CifarCNN",
     "LogisticRegression",
-    "MLP",
     "MadryCNN",
     "Maxout",
     "MaxoutLinear",
@@ -30,7 +31,6 @@ __all__ = [
     "PreActResNet18",
     "RBFNetwork",
     "SoftmaxRegression",
-    "WEIGHTS_FILE",
     "WongCNN",
     "build_classifier",
     "card_summary",

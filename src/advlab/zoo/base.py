@@ -90,7 +90,9 @@ def image_shape(arch: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]
         hint = ""
         if len(input_shape) == 1 and math.isqrt(input_shape[0]) ** 2 == input_shape[0]:
             side = math.isqrt(input_shape[0])
-            hint = f" For square grey images use input_shape=(1, {side}, {side}) and reshape x to (N, 1, {side}, {side})."
+            hint = (
+                f" For square grey images use input_shape=(1, {side}, {side}) and reshape x to (N, 1, {side}, {side})."
+            )
         raise ValueError(
             f"input_shape: {arch} is a convolutional network and needs images (C, H, W), got {input_shape}.{hint}"
         )
@@ -107,7 +109,9 @@ def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
     return (size + 2 * padding - kernel) // stride + 1 if size + 2 * padding >= kernel else 0
 
 
-def check_spatial(arch: str, input_shape: tuple[int, int, int], out_side: Callable[[int], int], *, minimum: int = 1) -> tuple[int, int]:
+def check_spatial(
+    arch: str, input_shape: tuple[int, int, int], out_side: Callable[[int], int], *, minimum: int = 1
+) -> tuple[int, int]:
     """Final feature-map size ``(h, w)`` of a CNN; ``ValueError`` naming the smallest accepted input when too small.
 
     Args:
@@ -150,7 +154,9 @@ def resolve_kwargs(name: str, arch_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(arch_kwargs) - set(allowed))
     if unknown:
         accepted = ", ".join(allowed) if allowed else "none"
-        raise ValueError(f"arch_kwargs: {spec.name} does not take {', '.join(map(repr, unknown))}; it accepts: {accepted}")
+        raise ValueError(
+            f"arch_kwargs: {spec.name} does not take {', '.join(map(repr, unknown))}; it accepts: {accepted}"
+        )
     return _jsonable({**spec.default_kwargs, **arch_kwargs})
 
 

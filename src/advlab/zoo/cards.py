@@ -29,7 +29,17 @@ CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FORMAT = "advlab-model"
 CARD_VERSION = 1
-REQUIRED_KEYS = ("format", "format_version", "arch", "arch_kwargs", "input_shape", "num_classes", "normalization", "bounds", "weights")
+REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "arch",
+    "arch_kwargs",
+    "input_shape",
+    "num_classes",
+    "normalization",
+    "bounds",
+    "weights",
+)
 """Keys ``load_model`` needs; the others (dataset, training, accuracy, ...) are descriptive."""
 MAX_LISTED = 5
 """How many mismatching weight names an error message lists."""
@@ -275,7 +285,7 @@ def save_model(
         "seed": seed if seed is not None else base.get("seed"),
         "versions": provenance.versions(),
         "git_commit": provenance.git_commit(),
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if "init_seed" in base:
         card["init_seed"] = base["init_seed"]
@@ -285,7 +295,9 @@ def save_model(
     try:  # fail before writing anything when a field cannot be stored as JSON
         json.dumps(card, default=io._json_default)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"save_model: the card cannot be written as JSON ({exc}); pass plain numbers, strings, lists and dicts") from exc
+        raise ValueError(
+            f"save_model: the card cannot be written as JSON ({exc}); pass plain numbers, strings, lists and dicts"
+        ) from exc
 
     state = clf.module.state_dict()
     weights_path = folder / WEIGHTS_FILE
@@ -335,7 +347,9 @@ def _read_card(card_path: Path) -> dict[str, Any]:
     if not isinstance(card, dict):
         raise _card_error(card_path, f"expected a JSON object, got {type(card).__name__}")
     if card.get("format") != CARD_FORMAT:
-        raise _card_error(card_path, f"not an advlab model card (format is {card.get('format')!r}, expected {CARD_FORMAT!r})")
+        raise _card_error(
+            card_path, f"not an advlab model card (format is {card.get('format')!r}, expected {CARD_FORMAT!r})"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in card]
     if missing:
         raise _card_error(card_path, f"missing key(s) {', '.join(missing)}")
@@ -353,7 +367,9 @@ def _read_card(card_path: Path) -> dict[str, Any]:
     if not isinstance(weights, dict) or not isinstance(weights.get("file"), str):
         raise _card_error(card_path, 'weights must be an object with a "file" name')
     if Path(weights["file"]).name != weights["file"] or weights["file"] in ("", ".", ".."):
-        raise _card_error(card_path, f"weights file {weights['file']!r} must be a plain file name inside the model folder")
+        raise _card_error(
+            card_path, f"weights file {weights['file']!r} must be a plain file name inside the model folder"
+        )
     return card
 
 
@@ -391,7 +407,11 @@ def _compare_state(expected: dict[str, torch.Tensor], loaded: dict[str, torch.Te
         for k in expected
         if k in loaded and tuple(loaded[k].shape) != tuple(expected[k].shape)
     ]
-    for label, names in (("missing in the file", missing), ("unexpected in the file", unexpected), ("shape mismatch", shapes)):
+    for label, names in (
+        ("missing in the file", missing),
+        ("unexpected in the file", unexpected),
+        ("shape mismatch", shapes),
+    ):
         if names:
             more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
             problems.append(f"{label} ({len(names)}): {', '.join(names[:MAX_LISTED])}{more}")
@@ -466,7 +486,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
     clf.module.load_state_dict(state, strict=True, assign=True)
     left = [n for n, t in [*clf.module.named_parameters(), *clf.module.named_buffers()] if t.is_meta]
     if left:  # a tensor that is neither a parameter nor a persistent buffer: cannot come from the file
-        raise RuntimeError(f"{card['arch']}: tensors {left[:MAX_LISTED]} are not saved in the weights file (advlab bug)")
+        raise RuntimeError(
+            f"{card['arch']}: tensors {left[:MAX_LISTED]} are not saved in the weights file (advlab bug)"
+        )
     clf.to(dev)
     clf.eval()
     clf.card = card

@@ -105,7 +105,11 @@ class RBFNetwork(nn.Module):
         input_shape = check_shape(input_shape)
         num_classes = validation.check_int("num_classes", num_classes, minimum=2)
         d = flat_size(input_shape)
-        beta0 = 1.0 / d if init_precision is None else validation.check_float("init_precision", init_precision, minimum=0.0, strict_min=True)
+        beta0 = (
+            1.0 / d
+            if init_precision is None
+            else validation.check_float("init_precision", init_precision, minimum=0.0, strict_min=True)
+        )
         raw0 = math.log(math.expm1(beta0))  # inverse softplus
         self.centers = nn.Parameter(torch.zeros(num_classes, d))
         self.raw_precision = nn.Parameter(torch.full((num_classes, d), raw0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -42,7 +43,7 @@ class MLP(nn.Sequential):
         num_classes = validation.check_int("num_classes", num_classes, minimum=2)
         sizes = [flat_size(input_shape), *_check_sizes("hidden", hidden, allow_empty=True)]
         layers: list[nn.Module] = [nn.Flatten()]
-        for d_in, d_out in zip(sizes, sizes[1:]):
+        for d_in, d_out in itertools.pairwise(sizes):
             layers += [nn.Linear(d_in, d_out), nn.ReLU()]
         layers.append(nn.Linear(sizes[-1], num_classes))
         super().__init__(*layers)
@@ -115,7 +116,9 @@ class Maxout(nn.Sequential):
         widths = _check_sizes("units", units, allow_empty=False)
         pieces = validation.check_int("pieces", pieces, minimum=1)
         dropout = validation.check_float("dropout", dropout, minimum=0.0, maximum=1.0, strict_max=True)
-        input_dropout = validation.check_float("input_dropout", input_dropout, minimum=0.0, maximum=1.0, strict_max=True)
+        input_dropout = validation.check_float(
+            "input_dropout", input_dropout, minimum=0.0, maximum=1.0, strict_max=True
+        )
         layers: list[nn.Module] = [nn.Flatten(), nn.Dropout(input_dropout)]
         d_in = flat_size(input_shape)
         for width in widths:
