@@ -45,8 +45,8 @@ def target_model(folder: Path, epochs: int, seed: int):
 
 
 def main() -> None:
-    from advlab.attacks.substitute import papernot_blackbox
     from advlab.blackbox import TorchOracle
+    from advlab.blackbox.substitute import papernot_blackbox
     from advlab.cli.blackbox import plot_rounds
     from advlab.data import load_dataset
     from advlab.provenance import provenance

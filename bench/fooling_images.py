@@ -32,7 +32,7 @@ def main() -> None:
 
     from _mnist_models import mnist_model
     from advlab import io
-    from advlab.attacks.fooling import fooling_images, rubbish_class_rate
+    from advlab.dataset_level.fooling import fooling_images, rubbish_class_rate
     from advlab.provenance import provenance
 
     torch.set_num_threads(1)

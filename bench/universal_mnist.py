@@ -35,8 +35,8 @@ def main() -> None:
 
     from _mnist_models import mnist_model
     from advlab import io
-    from advlab.attacks.universal import fooling_rate, universal_perturbation
     from advlab.data import load_dataset
+    from advlab.dataset_level.universal import fooling_rate, universal_perturbation
     from advlab.provenance import provenance
     from advlab.threat import ThreatModel
 

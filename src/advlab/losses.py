@@ -7,9 +7,12 @@ goals the targets. Per-example losses have shape ``(N,)``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+
+from advlab.settings import Check
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]
 
@@ -68,3 +71,16 @@ def get_loss(name: str | LossFn) -> LossFn:
     if name not in LOSSES:
         raise ValueError(f"loss: expected one of {sorted(LOSSES)} or a callable, got {name!r}")
     return LOSSES[name]
+
+
+def check_loss(name: str, value: Any) -> str | LossFn:
+    """``value`` unchanged if it is a loss name of :data:`LOSSES` or a callable, else ``ValueError`` naming ``name``."""
+    if callable(value) or (isinstance(value, str) and value in LOSSES):
+        return value
+    raise ValueError(
+        f"{name}: expected one of {sorted(LOSSES)} or a callable (logits, labels, targeted) -> (N,), got {value!r}"
+    )
+
+
+LossSetting = Annotated[str | LossFn, Check(check_loss)]
+"""The annotation of an attack's ``loss`` setting: a name of :data:`LOSSES` or a callable."""

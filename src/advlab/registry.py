@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from advlab import validation
+
 T = TypeVar("T")
 
 
@@ -37,11 +39,10 @@ class Registry(Generic[T]):
             raise TypeError(f"{self.kind}: expected a name (str), got {type(name).__name__}")
         key = name.lower()
         if key not in self._items:
-            import difflib
-
-            close = difflib.get_close_matches(key, self._items, n=3)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"{self.kind}: unknown name {name!r}; available: {', '.join(sorted(self._items))}.{hint}")
+            raise ValueError(
+                f"{self.kind}: unknown name {name!r}; available: {', '.join(sorted(self._items))}."
+                + validation.did_you_mean(key, self._items)
+            )
         return self._items[key]
 
     def names(self) -> list[str]:

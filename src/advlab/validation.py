@@ -285,3 +285,11 @@ def check_threat_model(threat: Any) -> None:
             f"threat: expected advlab.ThreatModel, got {type(threat).__name__}. "
             "Build one with advlab.ThreatModel('linf', eps=0.3)."
         )
+
+
+def did_you_mean(name: Any, choices: Iterable[str]) -> str:
+    """`` Did you mean 'pgd'?`` for the closest of ``choices`` to ``name``, or an empty string."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name).strip().lower(), list(choices), n=3)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

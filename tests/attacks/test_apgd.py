@@ -114,7 +114,7 @@ def _linear_points(make_linear_binary, d=20, n=6):
 @pytest.mark.parametrize("loss", ["ce"])
 def test_linear_model_margin_change_is_the_analytic_optimum(norm, eps, dual, loss, make_linear_binary):
     model, w, x, y = _linear_points(make_linear_binary)
-    res = apgd(model, x, y, ThreatModel(norm, eps, (-100.0, 100.0)), n_iter=30, loss=loss)
+    res = apgd(model, x, y, ThreatModel(norm, eps, (-100.0, 100.0)), steps=30, loss=loss)
     assert not bool(res.success.any())
     moved = torch.where(y == 1, 1.0, -1.0) * ((x - res.x_adv) @ w)
     torch.testing.assert_close(moved, (eps * dual(w)).expand_as(moved), rtol=1e-4, atol=1e-4)
@@ -140,7 +140,7 @@ def test_apgd_ce_at_least_as_strong_as_pgd_with_the_same_budget(norm, eps, digit
     threat = ThreatModel(norm, eps)
     robust_apgd, robust_pgd = [], []
     for seed in range(3):
-        robust_apgd.append(1 - apgd(mlp_model, x, y, threat, n_iter=30, generator=seed).success_rate)
+        robust_apgd.append(1 - apgd(mlp_model, x, y, threat, steps=30, generator=seed).success_rate)
         robust_pgd.append(1 - pgd(mlp_model, x, y, threat, steps=30, generator=seed).success_rate)
     mean_apgd, mean_pgd = sum(robust_apgd) / 3, sum(robust_pgd) / 3
     assert 0.0 < mean_pgd < 1.0, "eps should leave the comparison informative"
@@ -152,7 +152,7 @@ def test_targeted_goal_runs_the_targeted_loss(digits, mlp_model):
     target = (y + 3) % 10
     threat = ThreatModel("linf", 0.3)
     for loss in ("ce", "dlr"):
-        res = apgd(mlp_model, x, y, threat, goal=Targeted(target), n_iter=20, loss=loss)
+        res = apgd(mlp_model, x, y, threat, goal=Targeted(target), steps=20, loss=loss)
         with torch.no_grad():
             pred = mlp_model(res.x_adv).argmax(1)
         assert torch.equal(res.success, pred == target)
@@ -161,7 +161,7 @@ def test_targeted_goal_runs_the_targeted_loss(digits, mlp_model):
 
 def test_loss_trace_has_one_entry_per_iteration(digits, mlp_model):
     x, y = _eval_batch(digits, mlp_model, n=8)
-    res = apgd(mlp_model, x, y, ThreatModel("l2", 0.3), n_iter=13)
+    res = apgd(mlp_model, x, y, ThreatModel("l2", 0.3), steps=13)
     assert res.loss_trace.shape == (13,)
 
 
@@ -170,8 +170,8 @@ def test_apgd_t_keeps_first_success_so_more_targets_never_hurt(digits, mlp_model
     """The first target's run is identical (same seed), later targets only add successes."""
     x, y = _eval_batch(digits, mlp_model, n=24)
     threat = ThreatModel("linf", 0.05)
-    one = apgd_t(mlp_model, x, y, threat, n_iter=15, n_target_classes=1, generator=4)
-    three = apgd_t(mlp_model, x, y, threat, n_iter=15, n_target_classes=3, generator=4)
+    one = apgd_t(mlp_model, x, y, threat, steps=15, n_target_classes=1, generator=4)
+    three = apgd_t(mlp_model, x, y, threat, steps=15, n_target_classes=3, generator=4)
     assert bool((three.success | ~one.success).all())
     assert three.success_rate >= one.success_rate
     # success is untargeted: any wrong class
@@ -186,18 +186,32 @@ def test_apgd_t_rejects_a_targeted_goal(digits, mlp_model):
 
 
 def test_configs_and_bad_settings(digits, mlp_model):
-    assert APGD().settings() == {"n_iter": 100, "restarts": 1, "loss": "ce", "rho": 0.75}
+    assert APGD().settings() == {"steps": 100, "restarts": 1, "loss": "ce", "rho": 0.75}
     assert APGDT.supports_targeted is False and APGDT().n_target_classes == 9
     x, y = _eval_batch(digits, mlp_model, n=4)
     threat = ThreatModel("linf", 0.1)
     with pytest.raises(ValueError, match="loss"):
         apgd(mlp_model, x, y, threat, loss="hinge")
-    with pytest.raises(ValueError, match="n_iter"):
-        apgd(mlp_model, x, y, threat, n_iter=0)
+    with pytest.raises(ValueError, match="steps"):
+        apgd(mlp_model, x, y, threat, steps=0)
     with pytest.raises(TypeError, match="restarts"):
         apgd(mlp_model, x, y, threat, restarts=1.5)
     with pytest.raises(ValueError, match="rho"):
         apgd_t(mlp_model, x, y, threat, rho=1.5)
+
+
+def test_the_old_name_n_iter_still_works_with_a_warning(digits, mlp_model):
+    """``n_iter`` was renamed ``steps`` (the name every attack uses); for one release it still works, warning."""
+    x, y = _eval_batch(digits, mlp_model, n=4)
+    threat = ThreatModel("linf", 0.1)
+    with pytest.warns(FutureWarning, match="'n_iter' is now called 'steps'"):
+        old = apgd(mlp_model, x, y, threat, n_iter=5, generator=1)
+    new = apgd(mlp_model, x, y, threat, steps=5, generator=1)
+    assert torch.equal(old.x_adv, new.x_adv)
+    with pytest.warns(FutureWarning):
+        assert APGDT(n_iter=7).steps == 7
+    with pytest.raises(TypeError, match="both 'n_iter' and 'steps'"):
+        apgd(mlp_model, x, y, threat, n_iter=5, steps=5)
 
 
 # ---------------------------------------------------------------------- second implementation
@@ -262,7 +276,7 @@ def test_batched_run_equals_a_per_example_implementation_of_algorithm_1(norm, ep
     x, y = x[:6].double(), y[:6]
     threat = ThreatModel(norm, eps)
     x0 = threat.random_start(x, torch.Generator().manual_seed(0))
-    x_adv, found, _, _ = apgd_run(model, x, x0, y, False, threat, n_iter=40, loss_fn=cross_entropy)
+    x_adv, found, _, _ = apgd_run(model, x, x0, y, False, threat, steps=40, loss_fn=cross_entropy)
     assert not bool(found.any())  # eps small enough that the comparison stays on the loss-maximising branch
     halvings = 0
     for i in range(x.shape[0]):

@@ -30,7 +30,7 @@ def test_registered_with_honest_flags():
     for cls, norm in ((CarliniWagnerL2, "l2"), (CarliniWagnerLinf, "linf")):
         assert cls.norms == (norm,) and cls.supports_targeted and cls.minimum_norm and not cls.stochastic
         assert "1608.04644" in cls.paper
-    assert CarliniWagnerL2().binary_search_steps == 9 and CarliniWagnerL2().learning_rate == 0.01
+    assert CarliniWagnerL2().binary_search_steps == 9 and CarliniWagnerL2().lr == 0.01
     assert CarliniWagnerL2().initial_const == 1e-3
     assert CarliniWagnerLinf().decrease_factor == 0.9
 
@@ -199,7 +199,7 @@ def test_linf_tau_bookkeeping_on_mlp(mlp_model, digits_batch):
 
 def test_linf_never_fooled_returns_x(linear_points):
     model, _w, x, y, _margin = linear_points
-    # Adam moves w by about learning_rate per step whatever c is: two steps cannot reach the boundary
+    # Adam moves w by about lr per step whatever c is: two steps cannot reach the boundary
     res = carlini_wagner_linf(
         model, x, y, ThreatModel("linf", 100.0, BOX), steps=2, initial_const=1e-5, largest_const=1.5e-5
     )
@@ -214,8 +214,8 @@ def test_bad_settings_raise(mlp_model, digits_batch):
         carlini_wagner_l2(mlp_model, x, y, l2, confidence=-1.0)
     with pytest.raises(ValueError, match="binary_search_steps"):
         carlini_wagner_l2(mlp_model, x, y, l2, binary_search_steps=0)
-    with pytest.raises(ValueError, match="learning_rate"):
-        carlini_wagner_l2(mlp_model, x, y, l2, learning_rate=0.0)
+    with pytest.raises(ValueError, match="lr"):
+        carlini_wagner_l2(mlp_model, x, y, l2, lr=0.0)
     with pytest.raises(ValueError, match="initial_const"):
         carlini_wagner_l2(mlp_model, x, y, l2, initial_const=-1e-3)
     with pytest.raises(ValueError, match="does not support norm 'linf'"):

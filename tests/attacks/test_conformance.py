@@ -47,7 +47,7 @@ FAST_SETTINGS: dict = {
     ("bim", "l1"): lambda threat: {"steps": 20, "step_size": threat.eps / 8 or None},
     ("illc", "l2"): lambda threat: {"steps": 20, "step_size": threat.eps / 8 or None},
     ("illc", "l1"): lambda threat: {"steps": 20, "step_size": threat.eps / 8 or None},
-    "square": {"n_queries": 300},
+    "square": {"max_queries": 300},
     # FMN's eps_k anneals over the whole run: 10 steps end 20-90% above the linear model's minimum (linf/l1).
     "fmn": {"steps": 100},
     # C&W L2: 9 runs of 1000 steps take minutes; 5 runs of 200 fool the tiny MLP (the fallback's 3 x 10 cannot).
@@ -194,12 +194,12 @@ def expected_labels(name: str, model, x, y, goal: str, result) -> tuple[torch.Te
     """The labels success is measured against, computed independently of the attack."""
     if goal == "targeted":
         return (y + 1) % 10, True
-    if result.info.get("targeted"):  # an attack whose goal is fixed and targeted (ILLC: least-likely class)
+    if result.targeted:  # an attack whose goal is fixed and targeted (ILLC: least-likely class)
         with torch.no_grad():
             least = model(x).argmin(1)
         if name == "illc":
-            assert torch.equal(result.info["labels"].cpu(), least), "ILLC must target the least-likely class"
-        return result.info["labels"].cpu(), True
+            assert torch.equal(result.labels.cpu(), least), "ILLC must target the least-likely class"
+        return result.labels.cpu(), True
     return y, False
 
 
@@ -280,7 +280,7 @@ def test_eps_zero_returns_x(name, norm, goal, mlp_model, digits_batch, request):
     labels = (y + 1) % 10 if goal == "targeted" else y
     with torch.no_grad():
         pred = mlp_model(x).argmax(1)
-    if goal == "untargeted" and not result.info.get("targeted"):
+    if goal == "untargeted" and not result.targeted:
         assert torch.equal(result.success, pred != labels)
 
 
@@ -397,7 +397,7 @@ def test_lowers_accuracy_on_trained_model(name, norm, mlp_model, digits_batch, r
     minimum, _ = WEAK_ATTACKS.get((name, norm), (MIN_SUCCESS_RATE, ""))
     with torch.no_grad():
         robust_acc = float((mlp_model(result.x_adv).argmax(1) == y).float().mean())
-    if result.info.get("targeted"):  # ILLC: success means the least-likely class, which also lowers accuracy
+    if result.targeted:  # ILLC: success means the least-likely class, which also lowers accuracy
         assert robust_acc <= 1.0 - result.success_rate
     else:
         assert robust_acc == pytest.approx(1.0 - result.success_rate)

@@ -65,7 +65,7 @@ def test_multiclass_linear_nearest_boundary(softmax_model, digits_batch):
     dist = dz.abs() / dw.norm(dim=2)
     dist[torch.arange(len(y)), y] = float("inf")
     minimal = dist.min(1).values  # independent closed form: distance to the nearest affine boundary
-    res = deepfool(softmax_model, x, y, ThreatModel("l2", 1e3, WIDE), num_classes=10, overshoot=0.02)
+    res = deepfool(softmax_model, x, y, ThreatModel("l2", 1e3, WIDE), candidates=10, overshoot=0.02)
     assert bool(res.success.all())
     torch.testing.assert_close(res.distance, 1.02 * (minimal + 1e-4 * (WIDE[1] - WIDE[0])), rtol=1e-4, atol=1e-5)
     assert bool((res.info["iterations"] == 1).all())
@@ -108,7 +108,7 @@ def _reference_deepfool(model, x, label, norm, num_classes=10, overshoot=0.02, m
 def test_batched_matches_per_example_reference(norm, mlp_model, digits_batch):
     x, y = digits_batch
     x, y = x[:6], y[:6]
-    res = deepfool(mlp_model, x, y, ThreatModel(norm, 1e3, (0.0, 1.0)), num_classes=4)
+    res = deepfool(mlp_model, x, y, ThreatModel(norm, 1e3, (0.0, 1.0)), candidates=4)
     for i in range(x.shape[0]):
         ref = _reference_deepfool(mlp_model, x[i], int(y[i]), norm, num_classes=4)
         torch.testing.assert_close(res.x_adv[i], ref, rtol=1e-4, atol=1e-5)
@@ -150,11 +150,11 @@ def test_refuses_targeted_goal(mlp_model, digits_batch):
 
 def test_bad_settings_raise(mlp_model, digits_batch):
     x, y = digits_batch
-    with pytest.raises(ValueError, match="num_classes"):
-        deepfool(mlp_model, x, y, ThreatModel("l2", 1.0), num_classes=1)
+    with pytest.raises(ValueError, match="candidates"):
+        deepfool(mlp_model, x, y, ThreatModel("l2", 1.0), candidates=1)
     with pytest.raises(ValueError, match="overshoot"):
         deepfool(mlp_model, x, y, ThreatModel("l2", 1.0), overshoot=-0.1)
-    with pytest.raises(TypeError, match="max_iter"):
-        deepfool(mlp_model, x, y, ThreatModel("l2", 1.0), max_iter=2.5)
+    with pytest.raises(TypeError, match="steps"):
+        deepfool(mlp_model, x, y, ThreatModel("l2", 1.0), steps=2.5)
     with pytest.raises(ValueError, match="does not support norm 'l1'"):
         deepfool(mlp_model, x, y, ThreatModel("l1", 1.0))

@@ -122,7 +122,7 @@ def test_fgsm_least_likely_is_step_ll(mlp_model, digits_batch):
     a = fgsm(mlp_model, x, y, ThreatModel("linf", 0.1), goal=LeastLikely())
     b = fgsm(mlp_model, x, y, ThreatModel("linf", 0.1), goal=Targeted(ll))
     assert torch.equal(a.x_adv, b.x_adv)
-    assert torch.equal(a.info["labels"], ll)
+    assert torch.equal(a.labels, ll)
 
 
 # ---------------------------------------------------------------------- R+FGSM
@@ -191,7 +191,7 @@ def test_illc_targets_the_least_likely_class(mlp_model, digits_batch):
     with torch.no_grad():
         least = mlp_model(x).argmin(1)
     res = illc(mlp_model, x, y, ThreatModel("linf", 0.2))
-    assert torch.equal(res.info["labels"], least)
+    assert torch.equal(res.labels, least)
     with torch.no_grad():
         pred = mlp_model(res.x_adv).argmax(1)
     assert torch.equal(res.success, pred == least)
@@ -344,10 +344,10 @@ def test_targeted_bim_and_mifgsm_reach_the_target(norm, eps, mlp_model, digits_b
 # ---------------------------------------------------------------------- MI-FGSM
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
 def test_mifgsm_without_momentum_is_bim(norm, eps, mlp_model, digits_batch):
-    """decay = 0: the direction of grad / |grad|_1 equals that of grad, so MI-FGSM reduces to BIM."""
+    """momentum = 0: the direction of grad / |grad|_1 equals that of grad, so MI-FGSM reduces to BIM."""
     x, y = digits_batch
     threat = ThreatModel(norm, eps)
-    a = mifgsm(mlp_model, x, y, threat, steps=10, step_size=eps / 10, decay=0.0)
+    a = mifgsm(mlp_model, x, y, threat, steps=10, step_size=eps / 10, momentum=0.0)
     b = bim(mlp_model, x, y, threat, steps=10, step_size=eps / 10)
     torch.testing.assert_close(a.x_adv, b.x_adv, rtol=0, atol=1e-5)  # l2: grad/|grad|_1 then /|.|_2 rounds differently
 

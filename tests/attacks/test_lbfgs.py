@@ -33,7 +33,7 @@ def test_linear_closed_form(linear_points, targeted):
     """The minimal L2 perturbation of sign(w.x + b) is |w.x + b| / |w|_2 along w; L-BFGS is within 0.5%."""
     model, w, x, y, margin = linear_points
     goal = Targeted(1 - y) if targeted else None
-    res = lbfgs(model, x, y, ThreatModel("l2", 100.0, BOX), goal=goal, max_iter=30)
+    res = lbfgs(model, x, y, ThreatModel("l2", 100.0, BOX), goal=goal, steps=30)
     minimal = margin / w.norm()
     assert bool(res.success.all())
     assert bool((res.distance >= minimal * (1 - 1e-4)).all())
@@ -74,7 +74,7 @@ def test_targeted_near_qp_optimum_on_affine_multiclass(softmax_model, digits_bat
         [_qp_targeted_minimum(W, b, x[i].reshape(-1).double().numpy(), int(target[i]), (0.0, 1.0)) for i in range(4)],
         dtype=torch.float32,
     )
-    res = lbfgs(softmax_model, x, y, ThreatModel("l2", 100.0), goal=Targeted(target), max_iter=50)
+    res = lbfgs(softmax_model, x, y, ThreatModel("l2", 100.0), goal=Targeted(target), steps=50)
     assert bool(res.success.all())
     assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
     assert bool((res.distance >= expected * (1 - 1e-3)).all())
@@ -87,7 +87,7 @@ def test_one_batched_call_matches_per_example_calls(mlp_model, digits_batch):
     x, y = x[:2], y[:2]
     target = (y + 1) % 10
     threat = ThreatModel("l2", 100.0)
-    batched = lbfgs(mlp_model, x, y, threat, goal=Targeted(target), search_steps=5, max_iter=40)
+    batched = lbfgs(mlp_model, x, y, threat, goal=Targeted(target), binary_search_steps=5, steps=40)
     single = torch.cat(
         [
             lbfgs(
@@ -96,8 +96,8 @@ def test_one_batched_call_matches_per_example_calls(mlp_model, digits_batch):
                 y[i : i + 1],
                 threat,
                 goal=Targeted(target[i : i + 1]),
-                search_steps=5,
-                max_iter=40,
+                binary_search_steps=5,
+                steps=40,
             ).distance
             for i in range(2)
         ]
@@ -114,7 +114,7 @@ def test_inside_non_unit_box_and_already_fooled(mlp_model, digits_batch):
     ).eval()
     wrong = y.clone()
     wrong[0] = (y[0] + 1) % 10  # example 0 is "misclassified" already: r = 0 is its minimum
-    res = lbfgs(model, 3 * x - 1, wrong, ThreatModel("l2", 100.0, (-1.0, 2.0)), search_steps=4, max_iter=50)
+    res = lbfgs(model, 3 * x - 1, wrong, ThreatModel("l2", 100.0, (-1.0, 2.0)), binary_search_steps=4, steps=50)
     assert float(res.x_adv.min()) >= -1.0 and float(res.x_adv.max()) <= 2.0
     assert float(res.x_adv.min()) == -1.0  # pixels stay on the lower edge: no clamp to [0, 1]
     assert bool(res.success.all())
@@ -125,9 +125,9 @@ def test_bad_settings_raise(mlp_model, digits_batch):
     x, y = digits_batch
     with pytest.raises(ValueError, match="initial_const"):
         lbfgs(mlp_model, x, y, ThreatModel("l2", 1.0), initial_const=0.0)
-    with pytest.raises(ValueError, match="search_steps"):
-        lbfgs(mlp_model, x, y, ThreatModel("l2", 1.0), search_steps=0)
-    with pytest.raises(TypeError, match="max_iter"):
-        lbfgs(mlp_model, x, y, ThreatModel("l2", 1.0), max_iter=None)
+    with pytest.raises(ValueError, match="binary_search_steps"):
+        lbfgs(mlp_model, x, y, ThreatModel("l2", 1.0), binary_search_steps=0)
+    with pytest.raises(TypeError, match="steps"):
+        lbfgs(mlp_model, x, y, ThreatModel("l2", 1.0), steps=None)
     with pytest.raises(ValueError, match="does not support norm 'linf'"):
         lbfgs(mlp_model, x, y, ThreatModel("linf", 0.1))

@@ -133,7 +133,7 @@ def test_queries_equal_forward_evaluations_and_respect_the_budget(norm, eps, dig
     counter = CountingModel(mlp_model.module)
     model = Classifier(counter, num_classes=10, input_shape=(1, 8, 8)).eval()
     n_queries = 60
-    res = square(model, x, y, ThreatModel(norm, eps), n_queries=n_queries)
+    res = square(model, x, y, ThreatModel(norm, eps), max_queries=n_queries)
     # run_attack itself evaluates the clean batch once and the returned batch once: 2 N rows
     assert counter.rows - 2 * x.shape[0] == int(res.queries.sum())
     assert int(res.queries.max()) <= n_queries and int(res.queries.min()) >= 1
@@ -145,7 +145,7 @@ def test_budget_is_exact_when_nothing_can_be_fooled(make_linear_binary):
     model, _w, x, y = _linear_points(make_linear_binary)
     counter = CountingModel(model.module)
     clf = Classifier(counter, num_classes=2, input_shape=(20,), bounds=(-100.0, 100.0)).eval()
-    res = square(clf, x, y, ThreatModel("linf", 0.05, (-100.0, 100.0)), n_queries=37)
+    res = square(clf, x, y, ThreatModel("linf", 0.05, (-100.0, 100.0)), max_queries=37)
     assert res.queries.tolist() == [37] * x.shape[0]
     assert counter.rows == 37 * x.shape[0] + 2 * x.shape[0]
 
@@ -155,7 +155,7 @@ def test_already_misclassified_examples_cost_one_query(digits, mlp_model):
     with torch.no_grad():
         wrong = mlp_model(x).argmax(1) != y
     assert bool(wrong.any())
-    res = square(mlp_model, x[wrong], y[wrong], ThreatModel("linf", 0.05), n_queries=50)
+    res = square(mlp_model, x[wrong], y[wrong], ThreatModel("linf", 0.05), max_queries=50)
     assert res.queries.tolist() == [1] * int(wrong.sum())
     assert bool(res.success.all())
     torch.testing.assert_close(res.x_adv, x[wrong])
@@ -167,8 +167,8 @@ def test_restarts_extend_the_first_run_and_count_every_query(norm, eps, digits_b
     counter = CountingModel(mlp_model.module)
     model = Classifier(counter, num_classes=10, input_shape=(1, 8, 8)).eval()
     n_queries, restarts = 40, 3
-    one = square(mlp_model, x, y, ThreatModel(norm, eps), n_queries=n_queries, generator=5)
-    many = square(model, x, y, ThreatModel(norm, eps), n_queries=n_queries, restarts=restarts, generator=5)
+    one = square(mlp_model, x, y, ThreatModel(norm, eps), max_queries=n_queries, generator=5)
+    many = square(model, x, y, ThreatModel(norm, eps), max_queries=n_queries, restarts=restarts, generator=5)
     # the first run is the single run, bit for bit: what it fooled stays fooled, at the same point and cost
     assert bool(many.success[one.success].all())
     assert torch.equal(many.x_adv[one.success], one.x_adv[one.success])
@@ -195,7 +195,7 @@ def test_linf_reaches_the_analytic_optimum_on_a_linear_model(make_linear_binary)
     """The margin loss of w.x is maximised at delta = -eps * sign(w) * sign(margin): every coordinate must get there."""
     model, w, x, y = _linear_points(make_linear_binary)
     eps = 0.05
-    res = square(model, x, y, ThreatModel("linf", eps, (-100.0, 100.0)), n_queries=800)
+    res = square(model, x, y, ThreatModel("linf", eps, (-100.0, 100.0)), max_queries=800)
     assert not bool(res.success.any())
     sign_y = torch.where(y == 1, 1.0, -1.0)[:, None]
     torch.testing.assert_close(res.x_adv - x, -eps * w.sign()[None] * sign_y, rtol=0, atol=1e-6)
@@ -204,7 +204,7 @@ def test_linf_reaches_the_analytic_optimum_on_a_linear_model(make_linear_binary)
 def test_l2_stays_on_the_sphere_and_approaches_the_optimum(make_linear_binary):
     model, w, x, y = _linear_points(make_linear_binary)
     eps = 0.5
-    res = square(model, x, y, ThreatModel("l2", eps, (-100.0, 100.0)), n_queries=1000)
+    res = square(model, x, y, ThreatModel("l2", eps, (-100.0, 100.0)), max_queries=1000)
     torch.testing.assert_close(res.distance, torch.full_like(res.distance, eps), rtol=1e-5, atol=1e-5)
     moved = torch.where(y == 1, 1.0, -1.0) * ((x - res.x_adv) @ w)
     optimum = eps * w.norm()
@@ -216,10 +216,10 @@ def test_l2_stays_on_the_sphere_and_approaches_the_optimum(make_linear_binary):
 # ---------------------------------------------------------------------- trained model
 def test_fools_the_trained_mlp_and_targeted_means_target(digits_batch, mlp_model):
     x, y = digits_batch
-    res = square(mlp_model, x, y, ThreatModel("linf", 0.3), n_queries=300)
+    res = square(mlp_model, x, y, ThreatModel("linf", 0.3), max_queries=300)
     assert res.success_rate >= 0.9
     target = (y + 1) % 10
-    res_t = square(mlp_model, x, y, ThreatModel("linf", 0.3), goal=Targeted(target), n_queries=300)
+    res_t = square(mlp_model, x, y, ThreatModel("linf", 0.3), goal=Targeted(target), max_queries=300)
     with torch.no_grad():
         assert torch.equal(res_t.success, mlp_model(res_t.x_adv).argmax(1) == target)
     assert res_t.success_rate >= 0.5
@@ -227,12 +227,12 @@ def test_fools_the_trained_mlp_and_targeted_means_target(digits_batch, mlp_model
 
 def test_config_flags_and_bad_settings(digits_batch, mlp_model):
     assert Square.needs_gradients is False and Square.query_based and Square.stochastic
-    assert Square().n_queries == 5000 and Square.norms == ("linf", "l2")
+    assert Square().max_queries == 5000 and Square.norms == ("linf", "l2")
     x, y = digits_batch
     with pytest.raises(ValueError, match="does not support norm 'l1'"):
         square(mlp_model, x, y, ThreatModel("l1", 1.0))
-    with pytest.raises(ValueError, match="n_queries"):
-        square(mlp_model, x, y, ThreatModel("linf", 0.1), n_queries=0)
+    with pytest.raises(ValueError, match="max_queries"):
+        square(mlp_model, x, y, ThreatModel("linf", 0.1), max_queries=0)
     with pytest.raises(ValueError, match="p_init"):
         square(mlp_model, x, y, ThreatModel("linf", 0.1), p_init=1.5)
     with pytest.raises(ValueError, match="restarts"):
@@ -257,7 +257,7 @@ def test_focus_stops_all_but_the_highest_loss_examples_and_counts_their_queries(
     threat = ThreatModel("linf", 0.03)
     n_queries, focus, after, restarts = 200, 0.25, 30, 2
     res = square(
-        model, x, y, threat, n_queries=n_queries, focus=focus, focus_after=after, restarts=restarts, generator=3
+        model, x, y, threat, max_queries=n_queries, focus=focus, focus_after=after, restarts=restarts, generator=3
     )
     clean_ok = _margin(mlp_model, x, y) < 0
     started = int(clean_ok.sum())
@@ -280,9 +280,9 @@ def test_focus_stops_all_but_the_highest_loss_examples_and_counts_their_queries(
 def test_focus_with_restarts_fools_as_many_for_fewer_queries(digits, mlp_model):
     x, y = digits["x_test"][:150], digits["y_test"][:150]
     threat = ThreatModel("linf", 0.03)
-    full = square(mlp_model, x, y, threat, n_queries=300, generator=1)
+    full = square(mlp_model, x, y, threat, max_queries=300, generator=1)
     assert 0 < int(full.success.sum()) < 0.3 * x.shape[0]  # few fooled: the focus is not skipped
-    focused = square(mlp_model, x, y, threat, n_queries=300, focus=0.2, focus_after=60, restarts=3, generator=1)
+    focused = square(mlp_model, x, y, threat, max_queries=300, focus=0.2, focus_after=60, restarts=3, generator=1)
     assert int(focused.queries.sum()) < 0.75 * int(full.queries.sum())
     assert int(focused.success.sum()) >= int(full.success.sum())
 
@@ -291,10 +291,10 @@ def test_focus_is_skipped_when_square_already_fools_broadly(digits, mlp_model):
     x, y = digits["x_test"][:100], digits["y_test"][:100]
     threat = ThreatModel("linf", 0.2)  # a large eps: most examples fall in the first queries
     n_queries = 100
-    res = square(mlp_model, x, y, threat, n_queries=n_queries, focus=0.05, focus_after=20, generator=0)
+    res = square(mlp_model, x, y, threat, max_queries=n_queries, focus=0.05, focus_after=20, generator=0)
     assert res.success_rate > 0.5
     assert bool((res.queries[~res.success] == n_queries).all())
     # focus=1 is the paper's attack, bit for bit
-    plain = square(mlp_model, x, y, threat, n_queries=n_queries, generator=0)
-    one = square(mlp_model, x, y, threat, n_queries=n_queries, focus=1.0, focus_after=20, generator=0)
+    plain = square(mlp_model, x, y, threat, max_queries=n_queries, generator=0)
+    one = square(mlp_model, x, y, threat, max_queries=n_queries, focus=1.0, focus_after=20, generator=0)
     assert torch.equal(plain.x_adv, one.x_adv) and torch.equal(plain.queries, one.queries)

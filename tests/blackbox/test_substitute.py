@@ -9,8 +9,8 @@ from torch import nn
 
 from advlab import ThreatModel
 from advlab.attacks import fgsm
-from advlab.attacks.substitute import jacobian_augmentation, papernot_blackbox, step_size
 from advlab.blackbox import BudgetExceeded, TorchOracle
+from advlab.blackbox.substitute import jacobian_augmentation, papernot_blackbox, step_size
 from advlab.nonneural import from_sklearn
 
 SEED_SIZE = 20

@@ -123,7 +123,7 @@ def test_square_beating_pgd_is_flagged():
     from advlab.attacks import get_attack
 
     clf, x, y = _masked_digits()
-    square = get_attack("square")(n_queries=200)
+    square = get_attack("square")(max_queries=200)
     with pytest.warns(UserWarning) as rec:  # the other failed checks and PGD's zero-gradient warning too
         rep = evaluate(clf, (x, y), [0.3], attacks=[PGD(steps=5), square])
     assert any("Black-box does not beat white-box" in str(w.message) for w in rec)

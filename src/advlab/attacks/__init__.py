@@ -1,18 +1,10 @@
-"""Attacks: one algorithm per module, each a public function plus a registered config class.
+"""Attacks: one algorithm per module, each a public function registered with its derived config class.
 
-Importing this package registers every attack in :data:`ATTACKS`.
+Importing this package registers every attack in :data:`ATTACKS` (and the aliases in :data:`ALIASES`).
 """
 
 from advlab.attacks.apgd import APGD, APGDT, apgd, apgd_t
-from advlab.attacks.base import (
-    ATTACKS,
-    AttackConfig,
-    AttackOutput,
-    attack_in_batches,
-    get_attack,
-    list_attacks,
-    run_attack,
-)
+from advlab.attacks.base import AttackOutput, attack_in_batches, run_attack
 from advlab.attacks.bim import BIM, ILLC, bim, illc
 from advlab.attacks.boundary import Boundary, boundary
 from advlab.attacks.carlini_wagner import CarliniWagnerL2, CarliniWagnerLinf, carlini_wagner_l2, carlini_wagner_linf
@@ -25,11 +17,24 @@ from advlab.attacks.lbfgs import LBFGS, lbfgs
 from advlab.attacks.mifgsm import MIFGSM, mifgsm
 from advlab.attacks.nes import NES, nes
 from advlab.attacks.pgd import PGD, pgd
+from advlab.attacks.registry import (
+    ALIASES,
+    ATTACKS,
+    Alias,
+    AttackConfig,
+    AttackSpec,
+    attack_names,
+    get_attack,
+    list_attacks,
+    make_attack,
+    register_attack,
+)
 from advlab.attacks.rfgsm import RFGSM, rfgsm
 from advlab.attacks.spsa import SPSA, spsa
 from advlab.attacks.square import Square, square
 
 __all__ = [
+    "ALIASES",
     "APGD",
     "APGDT",
     "ATTACKS",
@@ -44,8 +49,10 @@ __all__ = [
     "PGD",
     "RFGSM",
     "SPSA",
+    "Alias",
     "AttackConfig",
     "AttackOutput",
+    "AttackSpec",
     "Boundary",
     "CarliniWagnerL2",
     "CarliniWagnerLinf",
@@ -55,6 +62,7 @@ __all__ = [
     "apgd",
     "apgd_t",
     "attack_in_batches",
+    "attack_names",
     "bim",
     "boundary",
     "carlini_wagner_l2",
@@ -68,9 +76,11 @@ __all__ = [
     "jsma",
     "lbfgs",
     "list_attacks",
+    "make_attack",
     "mifgsm",
     "nes",
     "pgd",
+    "register_attack",
     "rfgsm",
     "run_attack",
     "spsa",

@@ -17,19 +17,21 @@ shrinking the perturbation after that, it is the figure to compare with other at
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from advlab import validation
-from advlab.attacks.base import AttackOutput, _restore, prepare_inputs, run_attack
-from advlab.blackbox.oracles import BudgetExceeded, Oracle, OracleUnavailable, TorchOracle, as_module, find_oracle
-from advlab.goals import Goal, as_goal
+from advlab.attacks.base import AttackOutput, PreparedAttack, attack_boundary, to_container, to_tensor
+from advlab.goals import Goal
+from advlab.oracles import BudgetExceeded, Oracle, OracleUnavailable, TorchOracle, as_module, find_oracle
 from advlab.result import AttackResult
+from advlab.settings import Range
 from advlab.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -204,90 +206,82 @@ def run_query_attack(
     *,
     goal: Goal | None,
     name: str,
-    norms: tuple[str, ...],
-    supports_targeted: bool = True,
+    max_queries: int | None,
+    need_scores: bool,
     **settings: Any,
 ) -> AttackResult:
-    """:func:`~advlab.attacks.base.run_attack` for query attacks.
+    """:func:`~advlab.attacks.base.run_attack` for query attacks: the core gets a :class:`QueryCounter`.
 
-    ``model`` may be an :class:`~advlab.blackbox.Oracle` (wrapped with :func:`~advlab.blackbox.as_module`).
-    The core receives a ``counter_box`` list where it finds its :class:`QueryCounter`'s partial output, so
-    when the target becomes unreachable during the framework's final check the points found are still
-    returned (success then comes from the attack's own queries, ``info["verified"] = False``).
+    ``model`` may be an :class:`~advlab.oracles.Oracle` (wrapped with :func:`~advlab.oracles.as_module`). The
+    core is called as ``core(model, x, labels, targeted, threat, counter=counter, **settings)``. When the target
+    becomes unreachable or its budget runs out during the framework's final check, the points the attack found
+    are still returned, with success from the attack's own queries and ``info["verified"] = False``.
     """
     if isinstance(model, Oracle):
         model = as_module(model)
-    box: list[QueryCounter] = []
-    try:
-        result = run_attack(
-            core,
-            model,
-            x,
-            y,
-            threat,
-            goal=goal,
-            name=name,
-            norms=norms,
-            supports_targeted=supports_targeted,
-            counter_box=box,
-            **settings,
-        )
-    except STOP_ERRORS as exc:
-        if not box or box[0].partial is None:
-            raise
-        return _unverified_result(box[0], model, x, y, threat, goal, exc)
-    if result.queries is None:  # eps = 0: the framework's clean pass and final check only
-        n = len(result.success)
-        q = torch.full((n,), FRAMEWORK_QUERIES, dtype=torch.int64)
-        result.queries = q.numpy() if isinstance(x, np.ndarray) else q.to(x.device)
-        result.info.setdefault("stopped", None)
-    else:
-        result.info["verified"] = True
-    return result
+    with attack_boundary(model, x, y, threat, goal) as run:
+        if threat.eps == 0:  # the framework's clean pass and final check only
+            q = torch.full((run.x.shape[0],), FRAMEWORK_QUERIES, dtype=torch.int64, device=run.x.device)
+            return run.result(AttackOutput(run.x.clone(), queries=q, info={"stopped": None}))
+        counter = QueryCounter(
+            run.model, run.x, max_queries, need_scores=need_scores, name=name, labels=run.labels,
+            targeted=run.targeted, bounds=threat.bounds,
+        )  # fmt: skip
+        try:
+            result = run.result(core(run.model, run.x, run.labels, run.targeted, threat, counter=counter, **settings))
+        except STOP_ERRORS as exc:
+            if counter.partial is None:
+                raise
+            return _unverified_result(counter, run, exc)
+    return dataclasses.replace(result, info={**result.info, "verified": True})
 
 
-def _unverified_result(
-    counter: QueryCounter,
-    model: nn.Module,
-    x: Any,
-    y: Any,
-    threat: ThreatModel,
-    goal: Goal | None,
-    exc: BaseException,
-) -> AttackResult:
+def _unverified_result(counter: QueryCounter, run: PreparedAttack, exc: BaseException) -> AttackResult:
     """Build the result from the attack's own knowledge when the final check could not be made."""
-    _, x_t, _ = prepare_inputs(model, x, y, threat)
     part = counter.partial
-    assert part is not None
-    x_raw = part["x_adv"].to(x_t.dtype)
-    x_adv = threat.project(x_raw, x_t)
-    moved = threat.distance(x_adv, x_raw) > 0  # points the projection changed were never queried
+    assert part is not None  # checked by the caller
+    x_raw = part["x_adv"].to(run.x.dtype)
+    x_adv = run.threat.project(x_raw, run.x)
+    moved = run.threat.distance(x_adv, x_raw) > 0  # points the projection changed were never queried
     success = part["success"].to(torch.bool) & ~moved.to(part["success"].device)
     queries = part["queries"] - 1  # the final check was not made
-    info = dict(part["info"])
-    info.update(
-        {
-            "verified": False,
-            "stopped": counter.stopped or "unreachable",
-            "stopped_message": f"final check failed: {exc}",
-            "targeted": as_goal(goal).targeted,
-        }
-    )
+    info = {
+        **part["info"], "verified": False, "stopped": counter.stopped or "unreachable",
+        "stopped_message": f"final check failed: {exc}",
+    }  # fmt: skip
     log.warning("%s: the target failed during the final check; returning unverified results", counter.name)
+    x_dtype = run.x_in.dtype if isinstance(run.x_in, np.ndarray) else None
     return AttackResult(
-        x_adv=_restore(x_adv, x, dtype=getattr(x, "dtype", None) if isinstance(x, np.ndarray) else None),
-        success=_restore(success, x),
-        distance=_restore(threat.distance(x_adv, x_t), x),
-        queries=_restore(queries, x),
+        x_adv=to_container(x_adv, run.x_in, dtype=x_dtype),
+        success=to_container(success, run.x_in),
+        distance=to_container(run.threat.distance(x_adv, run.x), run.x_in),
+        labels=run.labels.detach(),
+        targeted=run.targeted,
+        queries=to_container(queries, run.x_in),
         info=info,
     )
 
 
-def check_max_queries(max_queries: Any) -> int | None:
-    """``None`` or an int of at least 3 (clean pass, one attack query, final check)."""
-    if max_queries is None:
+MaxQueries = Annotated[int | None, Range(FRAMEWORK_QUERIES + 1)]
+"""The annotation of a query attack's ``max_queries``: ``None`` or an int of at least 3 (clean pass, one attack
+query, final check)."""
+
+
+def check_starting_points(starting_points: Any, x: Any, threat: Any) -> torch.Tensor | None:
+    """``None`` or a float batch with the shape of ``x`` inside the threat model's bounds."""
+    if starting_points is None:
         return None
-    return validation.check_int("max_queries", max_queries, minimum=FRAMEWORK_QUERIES + 1)
+    start = to_tensor("starting_points", starting_points)
+    if tuple(start.shape) != tuple(getattr(x, "shape", ())):
+        raise ValueError(
+            f"starting_points: expected the shape of x {tuple(getattr(x, 'shape', ()))}, got {tuple(start.shape)}"
+        )
+    if not torch.is_floating_point(start):
+        raise TypeError(f"starting_points: expected a floating-point tensor, got dtype {start.dtype}")
+    if isinstance(threat, ThreatModel):
+        validation.check_input(start, threat.bounds, name="starting_points")
+    device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    return start.float().to(device)
 
 
 # ---------------------------------------------------------------------- decision-based starting points

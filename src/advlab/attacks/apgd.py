@@ -11,31 +11,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
 from advlab import validation
 from advlab.attacks._iterative import best_of_restarts
-from advlab.attacks.base import (
-    ATTACKS,
-    AttackConfig,
-    AttackOutput,
-    loss_and_grad,
-    make_generator,
-    run_attack,
-    warn_once_zero_grad,
-)
+from advlab.attacks.base import AttackOutput, loss_and_grad, make_generator, run_attack, warn_once_zero_grad
+from advlab.attacks.registry import ALL_NORMS, Alias, register_attack
 from advlab.goals import Goal, is_success
 from advlab.losses import LossFn, cross_entropy, dlr, dlr_targeted, margin
 from advlab.result import AttackResult
+from advlab.settings import OneOf, PositiveInt, Range
 from advlab.threat import ThreatModel, _flat, _per_example
 
 log = logging.getLogger(__name__)
 
-DEFAULT_N_ITER = 100
+DEFAULT_STEPS = 100
 """Iterations per restart in the paper (and in AutoAttack's standard version)."""
 RHO = 0.75
 """Condition 1: halve the step when fewer than ``rho`` of the steps since the last checkpoint increased the loss."""
@@ -68,17 +61,17 @@ _TINY = 1e-12
 
 
 # ---------------------------------------------------------------------------------------------- schedule
-def checkpoints(n_iter: int) -> list[int]:
-    """The iterations ``w_j = ceil(p_j * n_iter)`` at which APGD checks its progress.
+def checkpoints(steps: int) -> list[int]:
+    """The iterations ``w_j = ceil(p_j * steps)`` at which APGD checks its progress.
 
     ``p_0 = 0``, ``p_1 = 0.22`` and ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (Croce & Hein 2020,
-    Sec. 3.2), computed exactly in hundredths; only checkpoints ``<= n_iter`` are returned, without repeats.
+    Sec. 3.2), computed exactly in hundredths; only checkpoints ``<= steps`` are returned, without repeats.
 
     Args:
-        n_iter: number of iterations.
+        steps: number of iterations.
 
     Returns:
-        Sorted list starting at 0, e.g. ``[0, 22, 41, 57, 70, 80, 87, 93, 99]`` for ``n_iter = 100``.
+        Sorted list starting at 0, e.g. ``[0, 22, 41, 57, 70, 80, 87, 93, 99]`` for ``steps = 100``.
 
     Example:
         >>> checkpoints(100)[:4]
@@ -89,8 +82,8 @@ def checkpoints(n_iter: int) -> list[int]:
         p.append(p[-1] + max(p[-1] - p[-2] - CHECKPOINT_DECAY, CHECKPOINT_MIN_GAP))
     out: list[int] = []
     for pj in p:
-        w = -(-pj * n_iter // 100)  # exact ceil(pj / 100 * n_iter)
-        if w <= n_iter and (not out or w > out[-1]):
+        w = -(-pj * steps // 100)  # exact ceil(pj / 100 * steps)
+        if w <= steps and (not out or w > out[-1]):
             out.append(w)
     return out
 
@@ -199,7 +192,7 @@ def apgd_run(
     targeted: bool,
     threat: ThreatModel,
     *,
-    n_iter: int,
+    steps: int,
     loss_fn: LossFn,
     rho: float = RHO,
     name: str = "apgd",
@@ -219,7 +212,7 @@ def apgd_run(
         labels: true labels (untargeted) or targets (targeted); passed to ``loss_fn`` and the success test.
         targeted: whether success means ``argmax == labels``.
         threat: the threat model.
-        n_iter: number of iterations (one forward and backward each, plus one for the start).
+        steps: number of iterations (one forward and backward each, plus one for the start).
         loss_fn: ``(logits, labels, targeted) -> (N,)`` loss to maximise.
         rho: the fraction of condition 1.
         name: attack name for warnings.
@@ -227,7 +220,7 @@ def apgd_run(
     Returns:
         ``(x_adv, success, best_loss, trace)``: per example the last iterate that reached the goal, otherwise the
         highest-loss point; whether the goal was reached; the highest loss; the mean loss per iteration. The
-        run stops early once every example has reached the goal (the trace is then shorter than ``n_iter``).
+        run stops early once every example has reached the goal (the trace is then shorter than ``steps``).
     """
     n = x.shape[0]
     l1 = threat.norm == "l1"
@@ -240,16 +233,16 @@ def apgd_run(
     x_max, grad_max = x_adv.clone(), grad.clone()
     eta_max = STEP_FACTOR[threat.norm] * threat.eps
     eta = torch.full((n,), eta_max, dtype=x.dtype, device=x.device)
-    trace = torch.empty(n_iter, device=x.device)
+    trace = torch.empty(steps, device=x.device)
 
     if l1:
-        check_every = max(int(L1_CHECK_FRACTION * n_iter), 1)
-        check_at = set(range(check_every, n_iter + 1, check_every))
+        check_every = max(int(L1_CHECK_FRACTION * steps), 1)
+        check_at = set(range(check_every, steps + 1, check_every))
         n_features = x[0].numel()
         topk = torch.full((n,), L1_INIT_TOPK, dtype=x.dtype, device=x.device)
         sparsity_old = torch.full((n,), float(n_features), dtype=x.dtype, device=x.device)
     else:
-        check_at = set(checkpoints(n_iter)[1:])
+        check_at = set(checkpoints(steps)[1:])
         topk = None
     last_check = 0
     increases = torch.zeros(n, dtype=x.dtype, device=x.device)
@@ -258,7 +251,7 @@ def apgd_run(
     reduced_at_check = torch.zeros(n, dtype=torch.bool, device=x.device)
 
     x_prev = x_adv
-    for k in range(n_iter):
+    for k in range(steps):
         z = _step(threat, x, x_adv, grad, eta, topk)
         a = 1.0 if (k == 0 or l1) else MOMENTUM  # first step: no previous update; APGD-L1 uses no momentum
         if a < 1.0:
@@ -313,8 +306,8 @@ def apgd_run(
 
 
 # ---------------------------------------------------------------------------------------------- APGD
-_LOSSES = ("ce", "dlr")
 _MIN_CLASSES = {"ce": 2, "dlr": 3}
+Rho = Annotated[float, Range(0, 1, strict_min=True)]
 
 
 def _core(
@@ -324,7 +317,7 @@ def _core(
     targeted: bool,
     threat: ThreatModel,
     *,
-    n_iter: int,
+    steps: int,
     restarts: int,
     loss: str,
     rho: float,
@@ -341,12 +334,23 @@ def _core(
     def run_once(idx: torch.Tensor):
         xs = x[idx]
         x0 = threat.random_start(xs, generator)
-        return apgd_run(model, xs, x0, labels[idx], targeted, threat, n_iter=n_iter, loss_fn=loss_fn, rho=rho)
+        return apgd_run(model, xs, x0, labels[idx], targeted, threat, steps=steps, loss_fn=loss_fn, rho=rho)
 
     x_adv, trace = best_of_restarts(run_once, x, restarts)
     return AttackOutput(x_adv, loss_trace=trace)
 
 
+@register_attack(
+    "APGD",
+    norms=ALL_NORMS,
+    stochastic=True,
+    paper="Croce & Hein 2020, arXiv:2003.01690",
+    renamed={"n_iter": "steps"},
+    aliases={
+        "apgd-ce": Alias("apgd", {"loss": "ce"}, doc="APGD on the cross-entropy (AutoAttack's first attack)"),
+        "apgd-dlr": Alias("apgd", {"loss": "dlr"}, doc="APGD on the difference of logits ratio"),
+    },
+)
 def apgd(
     model: nn.Module,
     x: Any,
@@ -354,15 +358,15 @@ def apgd(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    n_iter: int = DEFAULT_N_ITER,
-    restarts: int = 1,
-    loss: str = "ce",
-    rho: float = RHO,
+    steps: PositiveInt = DEFAULT_STEPS,
+    restarts: PositiveInt = 1,
+    loss: Annotated[str, OneOf(("ce", "dlr"), "APGD-CE uses 'ce', APGD-DLR uses 'dlr'.")] = "ce",
+    rho: Rho = RHO,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """Auto-PGD: step-size-free PGD with momentum, checkpoints and restarts from the best point.
 
-    From a random point of the eps-ball, APGD takes ``n_iter`` steps of size ``eta`` (initially ``2 * eps``;
+    From a random point of the eps-ball, APGD takes ``steps`` steps of size ``eta`` (initially ``2 * eps``;
     ``eps`` for l1) with momentum 0.75. At the checkpoints ``w_j`` of :func:`checkpoints` each example halves
     its step size and jumps back to its highest-loss point when the loss increased in fewer than ``rho`` of
     the steps since the last checkpoint, or when neither its step size nor its best loss changed since then.
@@ -379,7 +383,7 @@ def apgd(
     Details that differ from the reference code (arXiv:2003.01690 is followed where the two disagree):
     condition 1 is the paper's strict ``<`` (the code uses ``<=``); condition 2 may already hold at the first
     checkpoint (the code starts as if the step had just been reduced); checkpoints are the paper's
-    ``ceil(p_j * n_iter)`` (the code's integer gaps agree for multiples of 100). The best point takes ties
+    ``ceil(p_j * steps)`` (the code's integer gaps agree for multiples of 100). The best point takes ties
     (``>=``), so where float32 cross-entropy saturates to a constant the attack still returns its latest
     iterate. For l1 the random start is uniform in the ball, the step uses ``round(k)`` rather than
     ``ceil(k)`` coordinates (with ``ceil`` a step never gets below 2 coordinates and misses 1-sparse optima),
@@ -391,7 +395,7 @@ def apgd(
         y: true labels, shape ``(N,)``.
         threat: norm (``"linf"``, ``"l2"`` or ``"l1"``), eps and bounds.
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
-        n_iter: iterations per restart (100 in the paper).
+        steps: iterations per restart (100 in the paper). Called ``n_iter`` before advlab 0.2.
         restarts: random restarts (1 in AutoAttack's standard version, 5 in its "plus" version).
         loss: ``"ce"`` (cross-entropy, APGD-CE) or ``"dlr"`` (difference of logits ratio, APGD-DLR; needs at
             least 3 classes, 4 when targeted).
@@ -405,7 +409,7 @@ def apgd(
         ValueError: on an unknown loss, too few classes for DLR, bad settings or bad input.
 
     Shape:
-        x: ``(N, ...)``; y: ``(N,)``; loss_trace: ``(n_iter,)``.
+        x: ``(N, ...)``; y: ``(N,)``; loss_trace: ``(steps,)``.
 
     References:
         Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
@@ -417,44 +421,13 @@ def apgd(
         >>> result = apgd(model, x, y, threat, loss="dlr")
         >>> robust_accuracy = 1 - result.success.float().mean()
     """
-    n_iter = validation.check_int("n_iter", n_iter, minimum=1)
-    restarts = validation.check_int("restarts", restarts, minimum=1)
-    validation.check_choice("loss", loss, _LOSSES, "APGD-CE uses 'ce', APGD-DLR uses 'dlr'.")
-    rho = validation.check_float("rho", rho, minimum=0.0, maximum=1.0, strict_min=True)
     return run_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="apgd",
-        norms=APGD.norms,
-        n_iter=n_iter,
-        restarts=restarts,
-        loss=loss,
-        rho=rho,
+        _core, model, x, y, threat, goal=goal, steps=steps, restarts=restarts, loss=loss, rho=rho,
         generator=make_generator(generator),
-    )
+    )  # fmt: skip
 
 
-@ATTACKS.register("apgd")
-@dataclass(frozen=True)
-class APGD(AttackConfig):
-    """Config for :func:`apgd` (Croce & Hein 2020, arXiv:2003.01690; l1: arXiv:2103.01208)."""
-
-    n_iter: int = DEFAULT_N_ITER
-    restarts: int = 1
-    loss: str = "ce"
-    rho: float = RHO
-
-    name = "apgd"
-    norms = ("linf", "l2", "l1")
-    stochastic = True
-    paper = "Croce & Hein 2020, arXiv:2003.01690"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return apgd(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+APGD = apgd.config
 
 
 # ---------------------------------------------------------------------------------------------- APGD-T
@@ -481,7 +454,7 @@ def _core_t(
     targeted: bool,
     threat: ThreatModel,
     *,
-    n_iter: int,
+    steps: int,
     restarts: int,
     n_target_classes: int,
     rho: float,
@@ -518,7 +491,7 @@ def _core_t(
             xi = xs[sub]
             x0 = threat.random_start(xi, generator)
             return apgd_run(
-                model, xi, x0, ys[sub], False, threat, n_iter=n_iter, loss_fn=loss_sub, rho=rho, name="apgd-t"
+                model, xi, x0, ys[sub], False, threat, steps=steps, loss_fn=loss_sub, rho=rho, name="apgd-t"
             )
 
         x_adv, trace = best_of_restarts(run_once, x[idx], restarts)
@@ -536,6 +509,14 @@ def _core_t(
     return AttackOutput(x_best, loss_trace=first_trace)
 
 
+@register_attack(
+    "APGDT",
+    norms=ALL_NORMS,
+    targeted=False,
+    stochastic=True,
+    paper="Croce & Hein 2020, arXiv:2003.01690",
+    renamed={"n_iter": "steps"},
+)
 def apgd_t(
     model: nn.Module,
     x: Any,
@@ -543,10 +524,10 @@ def apgd_t(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    n_iter: int = DEFAULT_N_ITER,
-    restarts: int = 1,
-    n_target_classes: int = N_TARGET_CLASSES,
-    rho: float = RHO,
+    steps: PositiveInt = DEFAULT_STEPS,
+    restarts: PositiveInt = 1,
+    n_target_classes: PositiveInt = N_TARGET_CLASSES,
+    rho: Rho = RHO,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """APGD-T: targeted APGD with the targeted DLR loss against each of the top-k other classes in turn.
@@ -565,7 +546,7 @@ def apgd_t(
         y: true labels, shape ``(N,)``.
         threat: norm (``"linf"``, ``"l2"`` or ``"l1"``), eps and bounds.
         goal: ``None`` or ``Untargeted()`` (APGD-T chooses its own targets).
-        n_iter: iterations per target and restart (100).
+        steps: iterations per target and restart (100). Called ``n_iter`` before advlab 0.2.
         restarts: random restarts per target class (1).
         n_target_classes: how many of the most likely other classes to try (9; capped at ``classes - 1``).
         rho: the fraction of condition 1 (0.75).
@@ -585,43 +566,10 @@ def apgd_t(
         >>> result = apgd_t(model, x, y, ThreatModel("linf", 8 / 255))
         >>> robust_accuracy = 1 - result.success.float().mean()
     """
-    n_iter = validation.check_int("n_iter", n_iter, minimum=1)
-    restarts = validation.check_int("restarts", restarts, minimum=1)
-    n_target_classes = validation.check_int("n_target_classes", n_target_classes, minimum=1)
-    rho = validation.check_float("rho", rho, minimum=0.0, maximum=1.0, strict_min=True)
     return run_attack(
-        _core_t,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="apgd-t",
-        norms=APGDT.norms,
-        supports_targeted=False,
-        n_iter=n_iter,
-        restarts=restarts,
-        n_target_classes=n_target_classes,
-        rho=rho,
-        generator=make_generator(generator),
-    )
+        _core_t, model, x, y, threat, goal=goal, steps=steps, restarts=restarts, n_target_classes=n_target_classes,
+        rho=rho, generator=make_generator(generator),
+    )  # fmt: skip
 
 
-@ATTACKS.register("apgd-t")
-@dataclass(frozen=True)
-class APGDT(AttackConfig):
-    """Config for :func:`apgd_t` (Croce & Hein 2020, arXiv:2003.01690)."""
-
-    n_iter: int = DEFAULT_N_ITER
-    restarts: int = 1
-    n_target_classes: int = N_TARGET_CLASSES
-    rho: float = RHO
-
-    name = "apgd-t"
-    norms = ("linf", "l2", "l1")
-    supports_targeted = False
-    stochastic = True
-    paper = "Croce & Hein 2020, arXiv:2003.01690"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return apgd_t(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+APGDT = apgd_t.config

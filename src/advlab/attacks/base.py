@@ -1,18 +1,20 @@
-"""The framework boundary every attack goes through, the attack registry, and the config base class.
+"""The framework boundary every attack goes through: checks, conversion, attack mode, re-projection.
 
-An attack is a core function ``core(model, x, labels, targeted, threat, **settings)`` that returns
-``x_adv`` (or an :class:`AttackOutput` with extras). :func:`run_attack` validates input once, converts numpy to
-torch and back, puts the model in attack mode, resolves the goal, re-projects ``x_adv`` onto the threat model,
-and recomputes success and distance on what is returned. Config classes (``PGD``, ``FGSM``...) are thin frozen
-dataclasses around the public functions, carrying capability flags for the CLI, the registry and the tests.
+An attack is a core function ``core(model, x, labels, targeted, threat, **settings)`` that returns ``x_adv`` (or an
+:class:`AttackOutput` with extras). :func:`run_attack` validates the input once, converts numpy to torch and back,
+puts the model in attack mode, resolves the goal, re-projects ``x_adv`` onto the threat model and recomputes
+success and distance on what is returned. Attacks that need the prepared inputs themselves (the query attacks, to
+count queries) use :func:`attack_boundary` directly. Settings are validated before this, by the attack's
+registration (:mod:`advlab.attacks.registry`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Protocol, cast, overload
 
 import numpy as np
 import torch
@@ -22,12 +24,8 @@ from advlab import validation
 from advlab.goals import Goal, as_goal, is_success
 from advlab.losses import LossFn
 from advlab.models import Classifier, as_classifier, check_suspicious_outputs
-from advlab.registry import Registry
-from advlab.result import AttackResult
+from advlab.result import ArrayLike, AttackResult
 from advlab.threat import ThreatModel
-
-ATTACKS: Registry[type[AttackConfig]] = Registry("attack")
-"""All attack config classes by name (``"pgd"``, ``"fgsm"``...)."""
 
 DEFAULT_SEED = 0
 """Seed used when an attack that draws random numbers gets no ``generator``: results are reproducible by default."""
@@ -64,18 +62,23 @@ def loss_and_grad(
     return loss.detach(), grad, logits.detach()
 
 
-def _to_tensor(name: str, value: Any) -> torch.Tensor:
+def to_tensor(name: str, value: Any) -> torch.Tensor:
+    """``value`` (a torch tensor or numpy array) as a tensor; float64 inputs ``x`` become float32."""
     validation.check_tensor_like(name, value)
     if isinstance(value, np.ndarray):
         t = torch.from_numpy(np.ascontiguousarray(value))
         if name == "x" and t.dtype == torch.float64:
             t = t.float()
         return t
-    return value
+    return cast(torch.Tensor, value)
 
 
-def _restore(t: torch.Tensor | None, like: Any, *, dtype: Any = None) -> Any:
-    """Return ``t`` in the container of ``like``: numpy for numpy input, the same device for tensors."""
+@overload
+def to_container(t: torch.Tensor, like: Any, *, dtype: Any = None) -> ArrayLike: ...
+@overload
+def to_container(t: None, like: Any, *, dtype: Any = None) -> None: ...
+def to_container(t: torch.Tensor | None, like: Any, *, dtype: Any = None) -> ArrayLike | None:
+    """``t`` in the container of ``like``: numpy for numpy input (cast to ``dtype``), else ``like``'s device."""
     if t is None:
         return None
     if isinstance(like, np.ndarray):
@@ -88,16 +91,78 @@ def prepare_inputs(
     model: nn.Module, x: Any, y: Any, threat: ThreatModel
 ) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
     """Validate and convert ``(model, x, y)`` for an attack; moves data to the model's device."""
-    if not isinstance(threat, ThreatModel):
-        raise TypeError(f"threat: expected advlab.ThreatModel, got {type(threat).__name__}")
+    validation.check_threat_model(threat)
     clf = as_classifier(model, threat.bounds)
-    x_t = _to_tensor("x", x)
-    y_t = _to_tensor("y", y)
+    x_t = to_tensor("x", x)
+    y_t = to_tensor("y", y)
     validation.check_input(x_t, threat.bounds)
     validation.check_input_shape(x_t, clf.input_shape)
     validation.check_labels(y_t, x_t.shape[0], clf.num_classes)
     device = clf.device
     return clf, x_t.to(device), y_t.to(device).long()
+
+
+@dataclass(frozen=True)
+class PreparedAttack:
+    """The inputs of one attack call after the boundary's checks: what a core function works on.
+
+    Attributes:
+        model: the classifier, in attack mode while the core runs.
+        x: the clean batch as a tensor on the model's device.
+        labels: true labels (untargeted goals) or targets (targeted goals).
+        targeted: whether success means ``argmax == labels``.
+        threat: the threat model.
+        x_in: ``x`` as the caller gave it (numpy or torch), for the result's container.
+    """
+
+    model: Classifier
+    x: torch.Tensor
+    labels: torch.Tensor
+    targeted: bool
+    threat: ThreatModel
+    x_in: Any
+
+    def result(self, out: torch.Tensor | AttackOutput) -> AttackResult:
+        """Re-project the core's output onto the threat model and recompute success and distance on it."""
+        if not isinstance(out, AttackOutput):
+            out = AttackOutput(out)
+        x_adv = self.threat.project(out.x_adv.detach().to(self.x.dtype), self.x)
+        with torch.no_grad():
+            logits = self.model(x_adv)
+        x_dtype = self.x_in.dtype if isinstance(self.x_in, np.ndarray) else None
+        return AttackResult(
+            x_adv=to_container(x_adv, self.x_in, dtype=x_dtype),
+            success=to_container(is_success(logits, self.labels, self.targeted), self.x_in),
+            distance=to_container(self.threat.distance(x_adv, self.x), self.x_in),
+            labels=self.labels.detach(),
+            targeted=self.targeted,
+            queries=to_container(out.queries, self.x_in),
+            loss_trace=None if out.loss_trace is None else out.loss_trace.detach().cpu(),
+            logits=logits.detach(),
+            info=out.info,
+        )
+
+
+@contextlib.contextmanager
+def attack_boundary(
+    model: nn.Module, x: Any, y: Any, threat: ThreatModel, goal: Goal | None
+) -> Iterator[PreparedAttack]:
+    """Validate and convert the inputs, enter attack mode and resolve the goal, for the ``with`` block.
+
+    Inside the block the model is in eval mode with parameter gradients off; the caller runs its core on the
+    :class:`PreparedAttack` and builds the result with :meth:`PreparedAttack.result`.
+    """
+    goal = as_goal(goal)
+    clf, x_t, y_t = prepare_inputs(model, x, y, threat)
+    with clf.attack_mode():
+        with torch.no_grad():
+            clean_logits = clf(x_t)
+        validation.check_model_output(clean_logits, x_t.shape[0])
+        check_suspicious_outputs(clean_logits)
+        if clf.num_classes is None:
+            validation.check_labels(y_t, x_t.shape[0], clean_logits.shape[1])
+        labels = goal.resolve(clf, x_t, y_t)
+        yield PreparedAttack(clf, x_t, labels, goal.targeted, threat, x)
 
 
 def run_attack(
@@ -108,160 +173,27 @@ def run_attack(
     threat: ThreatModel,
     *,
     goal: Goal | None,
-    name: str,
-    norms: tuple[str, ...],
-    supports_targeted: bool = True,
     **settings: Any,
 ) -> AttackResult:
     """Run ``core`` behind the shared boundary (validation, conversion, attack mode, re-projection).
 
     Args:
-        core: the algorithm, ``core(model, x, labels, targeted, threat, **settings)``.
+        core: the algorithm, ``core(model, x, labels, targeted, threat, **settings)`` returning ``x_adv`` or an
+            :class:`AttackOutput`; not called when ``threat.eps == 0`` (``x`` is returned unchanged).
         model: a ``torch.nn.Module`` returning logits, or an :class:`~advlab.models.Classifier`.
         x: inputs inside ``threat.bounds``, torch or numpy, shape ``(N, ...)``.
         y: true labels, shape ``(N,)``.
         threat: the allowed perturbation set.
         goal: ``None``/``Untargeted()``, ``Targeted(target)`` or ``LeastLikely()``.
-        name: attack name, for error messages.
-        norms: norms the attack supports.
-        supports_targeted: whether a targeted goal is allowed.
-        settings: forwarded to ``core``.
+        settings: the core's settings, already validated by the attack's registration.
 
     Returns:
         AttackResult with ``x_adv`` in the container (numpy/torch, device) of ``x``.
     """
-    if isinstance(threat, ThreatModel) and threat.norm not in norms:
-        raise ValueError(
-            f"threat: attack {name!r} does not support norm {threat.norm!r}; it supports {list(norms)}. "
-            "Choose another norm or another attack (advlab attacks --norm NORM lists them)."
-        )
-    goal = as_goal(goal)
-    if goal.targeted and not supports_targeted:
-        raise ValueError(f"goal: attack {name!r} is untargeted only; pass goal=None or choose a targeted attack")
-    clf, x_t, y_t = prepare_inputs(model, x, y, threat)
-    with clf.attack_mode():
-        with torch.no_grad():
-            clean_logits = clf(x_t)
-        validation.check_model_output(clean_logits, x_t.shape[0])
-        check_suspicious_outputs(clean_logits)
-        if clf.num_classes is None:
-            validation.check_labels(y_t, x_t.shape[0], clean_logits.shape[1])
-        labels = goal.resolve(clf, x_t, y_t)
-        out: torch.Tensor | AttackOutput
+    with attack_boundary(model, x, y, threat, goal) as run:
         if threat.eps == 0:
-            out = x_t.clone()
-        else:
-            out = core(clf, x_t, labels, goal.targeted, threat, **settings)
-        if not isinstance(out, AttackOutput):
-            out = AttackOutput(out)
-        x_adv = threat.project(out.x_adv.detach().to(x_t.dtype), x_t)
-        with torch.no_grad():
-            logits = clf(x_adv)
-        success = is_success(logits, labels, goal.targeted)
-        distance = threat.distance(x_adv, x_t)
-    x_in = x
-    return AttackResult(
-        x_adv=_restore(x_adv, x_in, dtype=getattr(x_in, "dtype", None) if isinstance(x_in, np.ndarray) else None),
-        success=_restore(success, x_in),
-        distance=_restore(distance, x_in),
-        queries=_restore(out.queries, x_in),
-        loss_trace=None if out.loss_trace is None else out.loss_trace.detach().cpu(),
-        logits=logits.detach(),
-        info={"labels": labels.detach(), "targeted": goal.targeted, **out.info},
-    )
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Base of the frozen config classes that the CLI, the registry and the evaluation engine use.
-
-    Subclasses set the class variables below, declare their settings as dataclass fields, and implement
-    :meth:`run` by calling their public function. Instances are callables:
-    ``PGD(steps=40)(model, x, y, threat)``.
-    """
-
-    name: ClassVar[str] = ""
-    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
-    supports_targeted: ClassVar[bool] = True
-    needs_gradients: ClassVar[bool] = True
-    stochastic: ClassVar[bool] = False
-    query_based: ClassVar[bool] = False
-    minimum_norm: ClassVar[bool] = False
-    """True for attacks that minimise the perturbation and return distances (C&W, DeepFool, FMN...)."""
-    paper: ClassVar[str] = ""
-
-    def run(
-        self,
-        model: nn.Module,
-        x: Any,
-        y: Any,
-        threat: ThreatModel,
-        *,
-        goal: Goal | None = None,
-        generator: torch.Generator | int | None = None,
-    ) -> AttackResult:
-        raise NotImplementedError
-
-    def __call__(
-        self,
-        model: nn.Module,
-        x: Any,
-        y: Any,
-        threat: ThreatModel,
-        *,
-        goal: Goal | None = None,
-        generator: torch.Generator | int | None = None,
-    ) -> AttackResult:
-        return self.run(model, x, y, threat, goal=goal, generator=generator)
-
-    def settings(self) -> dict[str, Any]:
-        """The config's settings as a JSON-friendly dict."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> AttackConfig:
-        """Build from a dict of settings (e.g. CLI options), rejecting names the attack does not have."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ValueError(
-                f"attack {cls.name!r} has no setting(s) {unknown}; its settings are {sorted(known) or 'none'}"
-            )
-        return cls(**options)
-
-    @classmethod
-    def capabilities(cls) -> dict[str, Any]:
-        return {
-            "name": cls.name,
-            "norms": list(cls.norms),
-            "targeted": cls.supports_targeted,
-            "needs_gradients": cls.needs_gradients,
-            "stochastic": cls.stochastic,
-            "query_based": cls.query_based,
-            "minimum_norm": cls.minimum_norm,
-            "paper": cls.paper,
-        }
-
-
-def get_attack(name: str) -> type[AttackConfig]:
-    """The config class registered under ``name`` (e.g. ``"pgd"``)."""
-    return ATTACKS.get(name)
-
-
-def list_attacks(
-    *, norm: str | None = None, targeted: bool | None = None, needs_gradients: bool | None = None
-) -> list[str]:
-    """Names of registered attacks, filtered by capability."""
-    out = []
-    for key, cls in ATTACKS.items():
-        if norm is not None and norm not in cls.norms:
-            continue
-        if targeted is not None and cls.supports_targeted != targeted and targeted:
-            continue
-        if needs_gradients is not None and cls.needs_gradients != needs_gradients:
-            continue
-        out.append(key)
-    return out
+            return run.result(run.x.clone())
+        return run.result(core(run.model, run.x, run.labels, run.targeted, threat, **settings))
 
 
 def warn_once_zero_grad(grad: torch.Tensor, name: str) -> None:
@@ -273,8 +205,23 @@ def warn_once_zero_grad(grad: torch.Tensor, name: str) -> None:
         )
 
 
+class Attack(Protocol):
+    """Anything called like an attack function with its settings bound: a config (``PGD(steps=40)``)."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Any,
+        y: Any,
+        threat: ThreatModel,
+        *,
+        goal: Goal | None = ...,
+        generator: torch.Generator | int | None = ...,
+    ) -> AttackResult: ...
+
+
 def attack_in_batches(
-    attack: AttackConfig,
+    attack: Attack,
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -305,11 +252,12 @@ def attack_in_batches(
         return None if any(v is None for v in vals) else torch.cat([torch.as_tensor(v) for v in vals])
 
     return AttackResult(
-        x_adv=cat("x_adv"),
-        success=cat("success"),
-        distance=cat("distance"),
+        x_adv=torch.cat([torch.as_tensor(p.x_adv) for p in parts]),
+        success=torch.cat([torch.as_tensor(p.success) for p in parts]),
+        distance=torch.cat([torch.as_tensor(p.distance) for p in parts]),
+        labels=torch.cat([p.labels for p in parts]),
+        targeted=parts[0].targeted,
         queries=cat("queries"),
         loss_trace=parts[0].loss_trace,
         logits=cat("logits"),
-        info={"labels": torch.cat([p.info["labels"] for p in parts]), "targeted": parts[0].info["targeted"]},
     )

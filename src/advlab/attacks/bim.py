@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,10 +10,12 @@ from torch import nn
 
 from advlab import validation
 from advlab.attacks._iterative import iterate
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, run_attack
+from advlab.attacks.base import AttackOutput, run_attack
+from advlab.attacks.registry import ALL_NORMS, Alias, AttackConfig, make_attack, register_attack
 from advlab.goals import Goal, LeastLikely
-from advlab.losses import LossFn, get_loss
+from advlab.losses import LossSetting, get_loss
 from advlab.result import AttackResult
+from advlab.settings import PositiveFloat, PositiveInt
 from advlab.threat import ThreatModel
 
 PIXEL_LEVELS = 255
@@ -46,6 +47,14 @@ def _core(model, x, labels, targeted, threat, *, steps, step_size, loss_fn) -> A
     return AttackOutput(x_adv, loss_trace=trace)
 
 
+@register_attack(
+    "BIM",
+    norms=ALL_NORMS,
+    paper="Kurakin et al. 2016, arXiv:1607.02533",
+    aliases={
+        "illc": Alias("bim", goal=LeastLikely(), doc="Iterative Least-Likely Class: BIM toward the least-likely class")
+    },
+)
 def bim(
     model: nn.Module,
     x: Any,
@@ -53,14 +62,15 @@ def bim(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    steps: int | None = None,
-    step_size: float | None = None,
-    loss: str | LossFn = "ce",
+    steps: PositiveInt | None = None,
+    step_size: PositiveFloat | None = None,
+    loss: LossSetting = "ce",
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """Iterated FGSM from the clean input, clipping to the eps-ball and the box after every step.
 
-    With ``goal=LeastLikely()`` this is the Iterative Least-Likely Class method (see :func:`illc`).
+    With ``goal=LeastLikely()`` this is the Iterative Least-Likely Class method (:func:`illc`, the ``"illc"``
+    alias).
 
     Args:
         model: a ``torch.nn.Module`` returning logits, or an ``advlab.Classifier``.
@@ -86,43 +96,19 @@ def bim(
     Example:
         >>> result = bim(model, x, y, ThreatModel("linf", 8 / 255))   # 10 steps of 1/255
     """
-    validation.check_threat_model(threat)
     default_steps, default_size = paper_defaults(threat)
-    steps = default_steps if steps is None else validation.check_int("steps", steps, minimum=1)
-    step_size = (
-        default_size
-        if step_size is None
-        else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
-    )
     return run_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="bim",
-        norms=BIM.norms,
-        steps=steps,
-        step_size=step_size,
-        loss_fn=get_loss(loss),
-    )
+        _core, model, x, y, threat, goal=goal, steps=default_steps if steps is None else steps,
+        step_size=default_size if step_size is None else step_size, loss_fn=get_loss(loss),
+    )  # fmt: skip
 
 
-def illc(
-    model: nn.Module,
-    x: Any,
-    y: Any,
-    threat: ThreatModel,
-    *,
-    steps: int | None = None,
-    step_size: float | None = None,
-    loss: str | LossFn = "ce",
-    generator: torch.Generator | int | None = None,
-) -> AttackResult:
-    """Iterative Least-Likely Class: BIM toward the class the model finds least likely on clean ``x``.
+BIM = bim.config
 
-    Same arguments as :func:`bim` without ``goal``; success means the prediction equals that class.
+
+def illc(model: nn.Module, x: Any, y: Any, threat: ThreatModel, **settings: Any) -> AttackResult:
+    """Iterative Least-Likely Class: :func:`bim` with ``goal=LeastLikely()``, the class the model finds least
+    likely on clean ``x``; success means the prediction equals that class. Takes :func:`bim`'s settings.
 
     References:
         Kurakin, Goodfellow & Bengio, arXiv:1607.02533, section 2.3.
@@ -130,41 +116,13 @@ def illc(
     Example:
         >>> result = illc(model, x, y, ThreatModel("linf", 16 / 255))
     """
-    return bim(model, x, y, threat, goal=LeastLikely(), steps=steps, step_size=step_size, loss=loss)
+    if settings.get("goal") is not None:
+        raise ValueError("goal: ILLC always targets the least-likely class; use bim() for other goals")
+    settings.pop("goal", None)
+    return bim(model, x, y, threat, goal=LeastLikely(), **settings)
 
 
-@ATTACKS.register("bim")
-@dataclass(frozen=True)
-class BIM(AttackConfig):
-    """Config for :func:`bim` (Kurakin et al. 2016, arXiv:1607.02533); also known as I-FGSM."""
-
-    steps: int | None = None
-    step_size: float | None = None
-    loss: str = "ce"
-
-    name = "bim"
-    norms = ("linf", "l2", "l1")
-    paper = "Kurakin et al. 2016, arXiv:1607.02533"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return bim(model, x, y, threat, goal=goal, **self.settings())
-
-
-@ATTACKS.register("illc")
-@dataclass(frozen=True)
-class ILLC(AttackConfig):
-    """Config for :func:`illc`: the goal is always the least-likely class."""
-
-    steps: int | None = None
-    step_size: float | None = None
-    loss: str = "ce"
-
-    name = "illc"
-    norms = ("linf", "l2", "l1")
-    supports_targeted = False  # its goal is fixed; a user-given target is refused
-    paper = "Kurakin et al. 2016, arXiv:1607.02533"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        if goal is not None and not isinstance(goal, LeastLikely):
-            raise ValueError("goal: ILLC always targets the least-likely class; use BIM for other goals")
-        return illc(model, x, y, threat, **self.settings())
+def ILLC(**settings: Any) -> AttackConfig:
+    """Deprecated: the config of the ``"illc"`` alias is ``make_attack("illc")`` (BIM with ``goal=LeastLikely()``)."""
+    validation.warn("ILLC() is deprecated; use make_attack('illc') (BIM with goal=LeastLikely())", FutureWarning)
+    return make_attack("illc", **settings)

@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from advlab import validation
 from advlab.attacks._query import (
     STOP_ERRORS,
+    MaxQueries,
     QueryCounter,
     blend_search,
-    check_max_queries,
+    check_starting_points,
     run_query_attack,
     starting_points,
 )
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, _to_tensor, make_generator
-from advlab.blackbox.oracles import Oracle
+from advlab.attacks.base import AttackOutput, make_generator
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal
+from advlab.oracles import Oracle
 from advlab.result import AttackResult
+from advlab.settings import NonNegativeInt, NotASetting, PositiveFloat, PositiveInt, Range
 from advlab.threat import ThreatModel, _flat, _per_example
 
-DEFAULT_STEPS = 5000
-SPHERICAL_STEP = 1e-2
-"""Initial orthogonal step, relative to the current distance to the input."""
-SOURCE_STEP = 1e-2
-"""Initial step toward the input, relative to the current distance."""
-STEP_ADAPTATION = 1.5
-"""Factor by which step sizes grow or shrink."""
 UPDATE_EVERY = 10
 """Steps between two step-size adaptations."""
 SPHERICAL_WINDOW = 100
@@ -39,8 +33,6 @@ HIGH_RATE, LOW_RATE = 0.5, 0.2
 """Success rates above/below which step sizes grow/shrink."""
 CONVERGED_STEP = 1e-7
 """An example whose step toward the input falls below this has converged."""
-INIT_ATTEMPTS = 100
-"""Draws of uniform noise when looking for an adversarial starting point."""
 
 
 class _RingStats:
@@ -105,23 +97,11 @@ def _core(
     spherical_step: float,
     source_step: float,
     step_adaptation: float,
-    max_queries: int | None,
     init_attempts: int,
     starting_points_: torch.Tensor | None,
     generator: torch.Generator,
-    counter_box: list,
+    counter: QueryCounter,
 ) -> AttackOutput:
-    counter = QueryCounter(
-        model,
-        x,
-        max_queries,
-        need_scores=False,
-        name="boundary",
-        labels=labels,
-        targeted=targeted,
-        bounds=threat.bounds,
-    )
-    counter_box.append(counter)
     n = x.shape[0]
     clean_pred = counter.clean_log_probs(x).argmax(1)
     best = x.clone()
@@ -194,6 +174,15 @@ def _adapt(
     step.clear(up | down)
 
 
+@register_attack(
+    "Boundary",
+    norms=("l2",),
+    needs_gradients=False,
+    stochastic=True,
+    query_based=True,
+    minimum_norm=True,
+    paper="Brendel et al. 2018, arXiv:1712.04248",
+)
 def boundary(
     model: nn.Module | Oracle,
     x: Any,
@@ -201,13 +190,13 @@ def boundary(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    steps: int = DEFAULT_STEPS,
-    spherical_step: float = SPHERICAL_STEP,
-    source_step: float = SOURCE_STEP,
-    step_adaptation: float = STEP_ADAPTATION,
-    max_queries: int | None = None,
-    init_attempts: int = INIT_ATTEMPTS,
-    starting_points: Any = None,
+    steps: PositiveInt = 5000,
+    spherical_step: PositiveFloat = 1e-2,
+    source_step: Annotated[float, Range(0, 1, strict_min=True)] = 1e-2,
+    step_adaptation: Annotated[float, Range(1)] = 1.5,
+    max_queries: MaxQueries = None,
+    init_attempts: NonNegativeInt = 100,
+    starting_points: Annotated[Any, NotASetting()] = None,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """Boundary Attack: start from an adversarial point and walk along the boundary toward ``x`` (labels only).
@@ -230,12 +219,12 @@ def boundary(
         y: true labels ``(N,)``.
         threat: an ``l2`` threat model.
         goal: ``None`` (untargeted) or ``Targeted(target)``.
-        steps: steps of the random walk.
-        spherical_step: initial orthogonal step (relative to the distance).
-        source_step: initial step toward ``x`` (relative to the distance).
-        step_adaptation: factor of the step-size adaptation.
+        steps: steps of the random walk (5000).
+        spherical_step: initial orthogonal step, relative to the current distance to the input (0.01).
+        source_step: initial step toward ``x``, relative to the current distance (0.01).
+        step_adaptation: factor by which step sizes grow or shrink (1.5).
         max_queries: per-example cap on queries, framework's clean and final checks included.
-        init_attempts: uniform-noise draws per example when looking for a start.
+        init_attempts: uniform-noise draws per example when looking for an adversarial start (100).
         starting_points: optional adversarial starting points, shape of ``x``.
         generator: seed or ``torch.Generator``.
 
@@ -256,68 +245,12 @@ def boundary(
         >>> result = boundary(TorchOracle(model, mode="labels"), x, y, ThreatModel("l2", 100.0), steps=5000)
         >>> result.distance.median()  # minimal L2 perturbations found
     """
-    steps = validation.check_int("steps", steps, minimum=1)
-    spherical_step = validation.check_float("spherical_step", spherical_step, minimum=0.0, strict_min=True)
-    source_step = validation.check_float("source_step", source_step, minimum=0.0, strict_min=True, maximum=1.0)
-    step_adaptation = validation.check_float("step_adaptation", step_adaptation, minimum=1.0)
-    init_attempts = validation.check_int("init_attempts", init_attempts, minimum=0)
-    start = _check_starting_points(starting_points, x, threat)
     return run_query_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="boundary",
-        norms=Boundary.norms,
-        steps=steps,
-        spherical_step=spherical_step,
-        source_step=source_step,
-        step_adaptation=step_adaptation,
-        max_queries=check_max_queries(max_queries),
-        init_attempts=init_attempts,
-        starting_points_=start,
+        _core, model, x, y, threat, goal=goal, name="boundary", max_queries=max_queries, need_scores=False,
+        steps=steps, spherical_step=spherical_step, source_step=source_step, step_adaptation=step_adaptation,
+        init_attempts=init_attempts, starting_points_=check_starting_points(starting_points, x, threat),
         generator=make_generator(generator),
-    )
+    )  # fmt: skip
 
 
-def _check_starting_points(starting_points: Any, x: Any, threat: Any) -> torch.Tensor | None:
-    """``None`` or a float batch with the shape of ``x`` inside the threat model's bounds."""
-    if starting_points is None:
-        return None
-    start = _to_tensor("starting_points", starting_points)
-    if tuple(start.shape) != tuple(getattr(x, "shape", ())):
-        raise ValueError(
-            f"starting_points: expected the shape of x {tuple(getattr(x, 'shape', ()))}, got {tuple(start.shape)}"
-        )
-    if not torch.is_floating_point(start):
-        raise TypeError(f"starting_points: expected a floating-point tensor, got dtype {start.dtype}")
-    if isinstance(threat, ThreatModel):
-        validation.check_input(start, threat.bounds, name="starting_points")
-    device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
-    return start.float().to(device)
-
-
-@ATTACKS.register("boundary")
-@dataclass(frozen=True)
-class Boundary(AttackConfig):
-    """Config for :func:`boundary` (Brendel et al. 2018, arXiv:1712.04248)."""
-
-    steps: int = DEFAULT_STEPS
-    spherical_step: float = SPHERICAL_STEP
-    source_step: float = SOURCE_STEP
-    step_adaptation: float = STEP_ADAPTATION
-    max_queries: int | None = None
-    init_attempts: int = INIT_ATTEMPTS
-
-    name = "boundary"
-    norms = ("l2",)
-    needs_gradients = False
-    stochastic = True
-    query_based = True
-    minimum_norm = True
-    paper = "Brendel et al. 2018, arXiv:1712.04248"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return boundary(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+Boundary = boundary.config

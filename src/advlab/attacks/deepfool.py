@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from advlab import validation
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, run_attack, warn_once_zero_grad
+from advlab.attacks.base import AttackOutput, run_attack, warn_once_zero_grad
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
 from advlab.result import AttackResult
+from advlab.settings import NonNegativeFloat, PositiveInt, Range
 from advlab.threat import ThreatModel, _flat
 
-DEFAULT_NUM_CLASSES = 10
-"""Candidate classes per example: the true class plus the 9 others with the largest clean logits (paper: 10)."""
-DEFAULT_OVERSHOOT = 0.02
-"""The paper's eta: the accumulated perturbation is scaled by ``1 + overshoot`` to cross the boundary."""
-DEFAULT_MAX_ITER = 50
-"""The reference implementation's iteration cap; DeepFool usually converges in 2-5 iterations."""
 STEP_MARGIN = 1e-4
 """Each step goes this much (times the box width) past the linearised boundary, as in the authors' code
 (``pert + 1e-4``) and Foolbox: without it, iterates that the box clips can approach the boundary only
@@ -73,14 +67,14 @@ def _core(
     targeted: bool,
     threat: ThreatModel,
     *,
-    num_classes: int,
+    candidates: int,
     overshoot: float,
-    max_iter: int,
+    steps: int,
 ) -> AttackOutput:
     n = x.shape[0]
     with torch.no_grad():
         clean_logits = model(x)
-    k = min(num_classes, clean_logits.shape[1])
+    k = min(candidates, clean_logits.shape[1])
     # The class to leave first, then the k - 1 other classes the model finds most likely on the clean input.
     others = clean_logits.scatter(1, labels[:, None], float("-inf")).topk(k - 1, dim=1).indices
     candidates = torch.cat([labels[:, None], others], dim=1)
@@ -89,7 +83,7 @@ def _core(
     iterations = torch.zeros(n, dtype=torch.long, device=x.device)
     active = ~is_success(clean_logits, labels, targeted)
     margin = STEP_MARGIN * (threat.bounds[1] - threat.bounds[0])
-    for i in range(max_iter):
+    for i in range(steps):
         idx = active.nonzero().flatten()
         if idx.numel() == 0:
             break
@@ -107,6 +101,14 @@ def _core(
     return AttackOutput(x_adv, info={"iterations": iterations})
 
 
+@register_attack(
+    "DeepFool",
+    norms=("l2", "linf"),
+    targeted=False,
+    minimum_norm=True,
+    paper="Moosavi-Dezfooli et al. 2016, arXiv:1511.04599",
+    renamed={"num_classes": "candidates", "max_iter": "steps"},
+)
 def deepfool(
     model: nn.Module,
     x: Any,
@@ -114,26 +116,26 @@ def deepfool(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    num_classes: int = DEFAULT_NUM_CLASSES,
-    overshoot: float = DEFAULT_OVERSHOOT,
-    max_iter: int = DEFAULT_MAX_ITER,
+    candidates: Annotated[int, Range(2)] = 10,
+    overshoot: NonNegativeFloat = 0.02,
+    steps: PositiveInt = 50,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """DeepFool: repeatedly step to the nearest boundary of the locally linearised classifier.
 
     Multi-class algorithm (paper, Algorithm 2, and its lp generalisation of Section 3.2). At each iterate
-    ``x_i`` and for each candidate class ``k`` (the true class ``y`` plus the ``num_classes - 1`` other classes
+    ``x_i`` and for each candidate class ``k`` (the true class ``y`` plus the ``candidates - 1`` other classes
     with the largest clean logits), ``f_k = z_k - z_y`` and ``w_k = grad(z_k - z_y)``. The nearest linearised
     boundary is ``l = argmin_k |f_k| / |w_k|_q`` (``q`` the dual norm: 2 for l2, 1 for linf) and the step is
     ``r_i = d_l * w_l / |w_l|_2`` (l2) or ``d_l * sign(w_l)`` (linf) with ``d_l = |f_l| / |w_l|_q + 1e-4 (high - low)``
     (the authors' code adds 1e-4 so that every step crosses the linearised boundary). The steps accumulate in
     ``r = sum r_i`` and the next iterate is ``x + (1 + overshoot) r``, clipped into ``threat.bounds`` (the
-    paper has no box; the clip is Foolbox's), until the label changes or ``max_iter`` is reached. All
+    paper has no box; the clip is Foolbox's), until the label changes or ``steps`` is reached. All
     examples of the batch are processed together; those already fooled drop out.
 
     DeepFool is a minimum-norm attack: it ignores ``threat.eps`` while searching, and the framework then
     projects the result onto the eps-ball (give a large eps to get the unconstrained minimum and read
-    ``result.distance``). Examples the attack cannot fool within ``max_iter`` return their last iterate.
+    ``result.distance``). Examples the attack cannot fool within ``steps`` return their last iterate.
 
     Args:
         model: a ``torch.nn.Module`` returning logits, or an ``advlab.Classifier``.
@@ -141,9 +143,12 @@ def deepfool(
         y: true labels, shape ``(N,)``.
         threat: norm (``"l2"`` or ``"linf"``), eps and bounds.
         goal: ``None`` or ``Untargeted()``; DeepFool is untargeted only.
-        num_classes: number of candidate classes including the true one (at most the model's classes).
-        overshoot: the paper's ``eta`` (0.02).
-        max_iter: maximum number of linearisation steps (50).
+        candidates: candidate classes per example including the true one, those with the largest clean logits
+            (the paper's 10; at most the model's classes). Called ``num_classes`` before advlab 0.2.
+        overshoot: the paper's ``eta`` (0.02): the accumulated perturbation is scaled by ``1 + overshoot`` to
+            cross the boundary.
+        steps: maximum number of linearisation steps (50, the reference implementation's cap; DeepFool usually
+            converges in 2-5). Called ``max_iter`` before advlab 0.2.
         generator: accepted for a uniform interface; DeepFool is deterministic.
 
     Returns:
@@ -163,39 +168,7 @@ def deepfool(
         >>> result = deepfool(model, x, y, ThreatModel("l2", 10.0))
         >>> result.distance.median()  # the minimal l2 perturbation DeepFool found
     """
-    num_classes = validation.check_int("num_classes", num_classes, minimum=2)
-    overshoot = validation.check_float("overshoot", overshoot, minimum=0.0)
-    max_iter = validation.check_int("max_iter", max_iter, minimum=1)
-    return run_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="deepfool",
-        norms=DeepFool.norms,
-        supports_targeted=False,
-        num_classes=num_classes,
-        overshoot=overshoot,
-        max_iter=max_iter,
-    )
+    return run_attack(_core, model, x, y, threat, goal=goal, candidates=candidates, overshoot=overshoot, steps=steps)
 
 
-@ATTACKS.register("deepfool")
-@dataclass(frozen=True)
-class DeepFool(AttackConfig):
-    """Config for :func:`deepfool` (Moosavi-Dezfooli et al. 2016, arXiv:1511.04599)."""
-
-    num_classes: int = DEFAULT_NUM_CLASSES
-    overshoot: float = DEFAULT_OVERSHOOT
-    max_iter: int = DEFAULT_MAX_ITER
-
-    name = "deepfool"
-    norms = ("l2", "linf")
-    supports_targeted = False
-    minimum_norm = True
-    paper = "Moosavi-Dezfooli et al. 2016, arXiv:1511.04599"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return deepfool(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+DeepFool = deepfool.config

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, loss_and_grad, run_attack, warn_once_zero_grad
+from advlab.attacks.base import AttackOutput, loss_and_grad, run_attack, warn_once_zero_grad
+from advlab.attacks.registry import ALL_NORMS, register_attack
 from advlab.goals import Goal
-from advlab.losses import LossFn, get_loss
+from advlab.losses import LossFn, LossSetting, get_loss
 from advlab.result import AttackResult
 from advlab.threat import ThreatModel
 
@@ -35,6 +35,7 @@ def _core(model, x, labels, targeted, threat, *, loss_fn) -> AttackOutput:
     return AttackOutput(fast_gradient_step(model, x, labels, targeted, threat, threat.eps, loss_fn, "fgsm"))
 
 
+@register_attack("FGSM", norms=ALL_NORMS, paper="Goodfellow et al. 2014, arXiv:1412.6572")
 def fgsm(
     model: nn.Module,
     x: Any,
@@ -42,7 +43,7 @@ def fgsm(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    loss: str | LossFn = "ce",
+    loss: LossSetting = "ce",
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """One step of size eps along the gradient's steepest-ascent direction for the threat norm.
@@ -73,19 +74,7 @@ def fgsm(
         >>> result = fgsm(model, x, y, ThreatModel("linf", 0.1))
         >>> result.success.float().mean()
     """
-    return run_attack(_core, model, x, y, threat, goal=goal, name="fgsm", norms=FGSM.norms, loss_fn=get_loss(loss))
+    return run_attack(_core, model, x, y, threat, goal=goal, loss_fn=get_loss(loss))
 
 
-@ATTACKS.register("fgsm")
-@dataclass(frozen=True)
-class FGSM(AttackConfig):
-    """Config for :func:`fgsm` (Goodfellow et al. 2014, arXiv:1412.6572); with norm l2 it is the fast gradient method."""
-
-    loss: str = "ce"
-
-    name = "fgsm"
-    norms = ("linf", "l2", "l1")
-    paper = "Goodfellow et al. 2014, arXiv:1412.6572"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return fgsm(model, x, y, threat, goal=goal, **self.settings())
+FGSM = fgsm.config

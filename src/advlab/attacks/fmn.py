@@ -10,34 +10,27 @@ smallest adversarial perturbation seen is kept per example.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from advlab import validation
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, run_attack, warn_once_zero_grad
+from advlab.attacks.base import AttackOutput, run_attack, warn_once_zero_grad
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
 from advlab.losses import margin
 from advlab.result import AttackResult
+from advlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from advlab.threat import ThreatModel, _flat, _per_example, norm_of
 
-DEFAULT_STEPS = 100
-"""Optimisation steps (Foolbox's default; the paper's experiments use up to 1000)."""
-ALPHA_INIT = 1.0
-"""Initial step size (in raw input units, along the l2-normalised gradient)."""
 ALPHA_FINAL_FRACTION = 0.01
 """Default final step size: ``alpha_init / 100``."""
-GAMMA_INIT = 0.05
-"""Initial rate at which eps_k shrinks or grows."""
-GAMMA_FINAL = 0.001
-"""Final rate after cosine annealing."""
 
 DUAL_NORM = {"linf": "l1", "l2": "l2", "l1": "linf", "l0": "l0"}
 """The dual of each norm: ``|f(x)| / ||grad f||_dual`` is the linearised distance to the boundary."""
 
 _TINY = 1e-12
+Rate = Annotated[float, Range(0, 1, strict_max=True)]
 
 
 def _cosine(k: int, steps: int, start: float, end: float) -> float:
@@ -136,6 +129,9 @@ def _core(
     return AttackOutput(best_adv, loss_trace=trace, info={"min_distance": best_norm.detach()})
 
 
+@register_attack(
+    "FMN", norms=("linf", "l2", "l1", "l0"), minimum_norm=True, paper="Pintor et al. 2021, arXiv:2102.12827"
+)
 def fmn(
     model: nn.Module,
     x: Any,
@@ -143,11 +139,11 @@ def fmn(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    steps: int = DEFAULT_STEPS,
-    alpha_init: float = ALPHA_INIT,
-    alpha_final: float | None = None,
-    gamma_init: float = GAMMA_INIT,
-    gamma_final: float = GAMMA_FINAL,
+    steps: PositiveInt = 100,
+    alpha_init: PositiveFloat = 1.0,
+    alpha_final: NonNegativeFloat | None = None,
+    gamma_init: Rate = 0.05,
+    gamma_final: Rate = 0.001,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """Fast Minimum-Norm attack: the smallest perturbation (in the threat norm) that reaches the goal.
@@ -179,11 +175,11 @@ def fmn(
         y: true labels, shape ``(N,)``.
         threat: norm (``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``), eps (the radius of the final projection) and bounds.
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
-        steps: optimisation steps (100).
-        alpha_init: initial step size (1.0).
+        steps: optimisation steps (100, Foolbox's default; the paper's experiments use up to 1000).
+        alpha_init: initial step size (1.0, in raw input units, along the l2-normalised gradient).
         alpha_final: final step size (default ``alpha_init / 100``).
-        gamma_init: initial eps-adaptation rate (0.05).
-        gamma_final: final eps-adaptation rate (0.001).
+        gamma_init: initial rate at which ``eps_k`` shrinks or grows (0.05), in ``[0, 1)``.
+        gamma_final: final rate after cosine annealing (0.001).
         generator: unused (FMN is deterministic); accepted for a uniform interface.
 
     Returns:
@@ -200,45 +196,11 @@ def fmn(
         >>> result = fmn(model, x, y, ThreatModel("l2", 1.0), steps=100)
         >>> curve = [(result.info["min_distance"] > r).float().mean() for r in (0.5, 1.0, 1.5)]
     """
-    steps = validation.check_int("steps", steps, minimum=1)
-    alpha_init = validation.check_float("alpha_init", alpha_init, minimum=0.0, strict_min=True)
-    if alpha_final is None:
-        alpha_final = alpha_init * ALPHA_FINAL_FRACTION
-    alpha_final = validation.check_float("alpha_final", alpha_final, minimum=0.0)
-    gamma_init = validation.check_float("gamma_init", gamma_init, minimum=0.0, maximum=1.0, strict_max=True)
-    gamma_final = validation.check_float("gamma_final", gamma_final, minimum=0.0, maximum=1.0, strict_max=True)
     return run_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="fmn",
-        norms=FMN.norms,
-        steps=steps,
-        alpha_init=alpha_init,
-        alpha_final=alpha_final,
-        gamma_init=gamma_init,
+        _core, model, x, y, threat, goal=goal, steps=steps, alpha_init=alpha_init,
+        alpha_final=alpha_init * ALPHA_FINAL_FRACTION if alpha_final is None else alpha_final, gamma_init=gamma_init,
         gamma_final=gamma_final,
-    )
+    )  # fmt: skip
 
 
-@ATTACKS.register("fmn")
-@dataclass(frozen=True)
-class FMN(AttackConfig):
-    """Config for :func:`fmn` (Pintor et al. 2021, arXiv:2102.12827)."""
-
-    steps: int = DEFAULT_STEPS
-    alpha_init: float = ALPHA_INIT
-    alpha_final: float | None = None
-    gamma_init: float = GAMMA_INIT
-    gamma_final: float = GAMMA_FINAL
-
-    name = "fmn"
-    norms = ("linf", "l2", "l1", "l0")
-    minimum_norm = True
-    paper = "Pintor et al. 2021, arXiv:2102.12827"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return fmn(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+FMN = fmn.config

@@ -3,38 +3,30 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from advlab import validation
 from advlab.attacks._query import (
     STOP_ERRORS,
+    MaxQueries,
     QueryCounter,
     blend_search,
-    check_max_queries,
+    check_starting_points,
     run_query_attack,
     starting_points,
 )
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator
-from advlab.attacks.boundary import _check_starting_points
-from advlab.blackbox.oracles import Oracle
+from advlab.attacks.base import AttackOutput, make_generator
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal
+from advlab.oracles import Oracle
 from advlab.result import AttackResult
+from advlab.settings import NonNegativeInt, NotASetting, PositiveFloat, PositiveInt
 from advlab.threat import ThreatModel, _flat, _per_example
 
-DEFAULT_STEPS = 64
-"""Iterations of the paper's experiments."""
-INIT_NUM_EVALS = 100
-MAX_NUM_EVALS = 10_000
-"""Gradient-estimate samples at iteration t: ``min(INIT_NUM_EVALS * sqrt(t), MAX_NUM_EVALS)`` (the paper's)."""
-GAMMA = 1.0
-"""Sets the binary-search threshold ``theta = gamma / d^(3/2)`` (l2) or ``gamma / d^2`` (linf)."""
 FIRST_DELTA = 0.1
 """Probe radius at the first iteration, as a fraction of the box width."""
-INIT_ATTEMPTS = 100
 MAX_HALVINGS = 30
 """Geometric step-size search gives up after this many halvings (the step is then ~1e-9 of the distance)."""
 CHUNK_POINTS = 1 << 15
@@ -130,23 +122,11 @@ def _core(
     init_num_evals: int,
     max_num_evals: int,
     gamma: float,
-    max_queries: int | None,
     init_attempts: int,
     starting_points_: torch.Tensor | None,
     generator: torch.Generator,
-    counter_box: list,
+    counter: QueryCounter,
 ) -> AttackOutput:
-    counter = QueryCounter(
-        model,
-        x,
-        max_queries,
-        need_scores=False,
-        name="hopskipjump",
-        labels=labels,
-        targeted=targeted,
-        bounds=threat.bounds,
-    )
-    counter_box.append(counter)
     n, d = x.shape[0], x[0].numel()
     norm = threat.norm
     theta = gamma / (d * math.sqrt(d)) if norm == "l2" else gamma / d**2
@@ -220,6 +200,15 @@ def _core(
     )
 
 
+@register_attack(
+    "HopSkipJump",
+    norms=("l2", "linf"),
+    needs_gradients=False,
+    stochastic=True,
+    query_based=True,
+    minimum_norm=True,
+    paper="Chen et al. 2020, arXiv:1904.02144",
+)
 def hopskipjump(
     model: nn.Module | Oracle,
     x: Any,
@@ -227,13 +216,13 @@ def hopskipjump(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    steps: int = DEFAULT_STEPS,
-    init_num_evals: int = INIT_NUM_EVALS,
-    max_num_evals: int = MAX_NUM_EVALS,
-    gamma: float = GAMMA,
-    max_queries: int | None = None,
-    init_attempts: int = INIT_ATTEMPTS,
-    starting_points: Any = None,
+    steps: PositiveInt = 64,
+    init_num_evals: PositiveInt = 100,
+    max_num_evals: PositiveInt = 10_000,
+    gamma: PositiveFloat = 1.0,
+    max_queries: MaxQueries = None,
+    init_attempts: NonNegativeInt = 100,
+    starting_points: Annotated[Any, NotASetting()] = None,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """HopSkipJump: binary search to the boundary, estimate its normal from decisions, step, repeat.
@@ -254,11 +243,12 @@ def hopskipjump(
         threat: ``l2`` or ``linf`` threat model.
         goal: ``None`` (untargeted) or ``Targeted(target)``.
         steps: iterations (64 in the paper's experiments).
-        init_num_evals: probes of the first gradient estimate (100).
+        init_num_evals: probes of the first gradient estimate (100); iteration t uses
+            ``min(init_num_evals * sqrt(t), max_num_evals)`` (the paper's schedule).
         max_num_evals: cap on probes per estimate (10,000).
-        gamma: binary-search threshold parameter (1.0).
+        gamma: sets the binary-search threshold ``theta = gamma / d^(3/2)`` (l2) or ``gamma / d^2`` (linf) (1.0).
         max_queries: per-example cap on queries, framework's clean and final checks included.
-        init_attempts: uniform-noise draws per example when looking for a start.
+        init_attempts: uniform-noise draws per example when looking for an adversarial start (100).
         starting_points: optional adversarial starting points (e.g. images of the target class).
         generator: seed or ``torch.Generator``.
 
@@ -280,51 +270,14 @@ def hopskipjump(
         >>> result = hopskipjump(oracle, x, y, ThreatModel("l2", 2.0), max_queries=5000)
         >>> result.success.float().mean()
     """
-    steps = validation.check_int("steps", steps, minimum=1)
-    init_num_evals = validation.check_int("init_num_evals", init_num_evals, minimum=1)
-    max_num_evals = validation.check_int("max_num_evals", max_num_evals, minimum=init_num_evals)
-    gamma = validation.check_float("gamma", gamma, minimum=0.0, strict_min=True)
-    init_attempts = validation.check_int("init_attempts", init_attempts, minimum=0)
-    start = _check_starting_points(starting_points, x, threat)
+    if max_num_evals < init_num_evals:
+        raise ValueError(f"max_num_evals: expected an int >= init_num_evals = {init_num_evals}, got {max_num_evals}")
     return run_query_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="hopskipjump",
-        norms=HopSkipJump.norms,
-        steps=steps,
-        init_num_evals=init_num_evals,
-        max_num_evals=max_num_evals,
-        gamma=gamma,
-        max_queries=check_max_queries(max_queries),
-        init_attempts=init_attempts,
-        starting_points_=start,
+        _core, model, x, y, threat, goal=goal, name="hopskipjump", max_queries=max_queries, need_scores=False,
+        steps=steps, init_num_evals=init_num_evals, max_num_evals=max_num_evals, gamma=gamma,
+        init_attempts=init_attempts, starting_points_=check_starting_points(starting_points, x, threat),
         generator=make_generator(generator),
-    )
+    )  # fmt: skip
 
 
-@ATTACKS.register("hopskipjump")
-@dataclass(frozen=True)
-class HopSkipJump(AttackConfig):
-    """Config for :func:`hopskipjump` (Chen et al. 2020, arXiv:1904.02144)."""
-
-    steps: int = DEFAULT_STEPS
-    init_num_evals: int = INIT_NUM_EVALS
-    max_num_evals: int = MAX_NUM_EVALS
-    gamma: float = GAMMA
-    max_queries: int | None = None
-    init_attempts: int = INIT_ATTEMPTS
-
-    name = "hopskipjump"
-    norms = ("l2", "linf")
-    needs_gradients = False
-    stochastic = True
-    query_based = True
-    minimum_norm = True
-    paper = "Chen et al. 2020, arXiv:1904.02144"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return hopskipjump(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+HopSkipJump = hopskipjump.config

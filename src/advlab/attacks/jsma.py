@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from advlab import validation
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, run_attack, warn_once_zero_grad
+from advlab.attacks.base import AttackOutput, run_attack, warn_once_zero_grad
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
 from advlab.result import AttackResult
+from advlab.settings import OneOf, Range
 from advlab.threat import ThreatModel, _flat
 
-DEFAULT_THETA = 1.0
-"""Change per selected feature, as a fraction of the box width (+1: set the feature to its maximum)."""
-DEFAULT_GAMMA = 0.145
-"""The paper's Upsilon: at most this fraction of the features may change (14.5% in its MNIST experiments)."""
-JACOBIANS = ("logits", "probs")
 PAIR_SCORES_PER_CHUNK = 1 << 23
 """The pairwise saliency map needs ``d^2`` scores per example; examples are scored in chunks of this many."""
 
@@ -106,6 +101,7 @@ def _core(
     return AttackOutput(xf.view(x.shape), info={"target": target, "iterations": iterations})
 
 
+@register_attack("JSMA", norms=("l0",), paper="Papernot et al. 2016, arXiv:1511.07528")
 def jsma(
     model: nn.Module,
     x: Any,
@@ -113,9 +109,9 @@ def jsma(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    theta: float = DEFAULT_THETA,
-    gamma: float = DEFAULT_GAMMA,
-    jacobian: str = "logits",
+    theta: Annotated[float, Range(-1, 1)] = 1.0,
+    gamma: Annotated[float, Range(0, 1, strict_min=True)] = 0.145,
+    jacobian: Annotated[str, OneOf(("logits", "probs"))] = "logits",
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """JSMA: change the two features with the largest pairwise saliency for the target, until it wins.
@@ -144,8 +140,10 @@ def jsma(
         y: true labels, shape ``(N,)``.
         threat: ``ThreatModel("l0", eps, bounds)``; eps is the largest number of features that may change.
         goal: ``Targeted(target)`` (the paper's setting), ``LeastLikely()`` or ``None`` (see above).
-        theta: change per selected feature as a fraction of the box width, in ``[-1, 1]``, not 0 (1).
-        gamma: largest fraction of the features that may change, in ``(0, 1]`` (0.145).
+        theta: change per selected feature as a fraction of the box width, in ``[-1, 1]``, not 0 (1: set the
+            feature to its maximum).
+        gamma: largest fraction of the features that may change, in ``(0, 1]`` (the paper's Upsilon: 0.145 in
+            its MNIST experiments).
         jacobian: ``"logits"`` (JSMA-Z) or ``"probs"`` (JSMA-F).
         generator: accepted for a uniform interface; the attack is deterministic.
 
@@ -167,40 +165,11 @@ def jsma(
         >>> result = jsma(model, x, y, threat, goal=Targeted((y + 1) % 10))
         >>> result.distance  # number of changed features per example
     """
-    theta = validation.check_float("theta", theta, minimum=-1.0, maximum=1.0)
     if theta == 0:
         raise ValueError(
             "theta: expected a non-zero change per feature in [-1, 1], got 0. Use 1 to set features to the maximum."
         )
-    gamma = validation.check_float("gamma", gamma, minimum=0.0, maximum=1.0, strict_min=True)
-    validation.check_choice("jacobian", jacobian, JACOBIANS)
-    return run_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="jsma",
-        norms=JSMA.norms,
-        theta=theta,
-        gamma=gamma,
-        jacobian=jacobian,
-    )
+    return run_attack(_core, model, x, y, threat, goal=goal, theta=theta, gamma=gamma, jacobian=jacobian)
 
 
-@ATTACKS.register("jsma")
-@dataclass(frozen=True)
-class JSMA(AttackConfig):
-    """Config for :func:`jsma` (Papernot et al. 2016, arXiv:1511.07528)."""
-
-    theta: float = DEFAULT_THETA
-    gamma: float = DEFAULT_GAMMA
-    jacobian: str = "logits"
-
-    name = "jsma"
-    norms = ("l0",)
-    paper = "Papernot et al. 2016, arXiv:1511.07528"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return jsma(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+JSMA = jsma.config

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,21 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab import validation
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, run_attack
+from advlab.attacks.base import AttackOutput, run_attack
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
 from advlab.result import AttackResult
+from advlab.settings import PositiveFloat, PositiveInt
 from advlab.threat import ThreatModel, _flat
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INITIAL_CONST = 1e-2
-"""The first c tried; c is multiplied (or divided) by :data:`CONST_GROWTH` until the search brackets it."""
 CONST_GROWTH = 10.0
-DEFAULT_SEARCH_STEPS = 12
-"""Box-constrained L-BFGS runs per example: a few to bracket c, the rest bisect it (in log scale)."""
-DEFAULT_MAX_ITER = 100
-"""L-BFGS-B iterations per run (scipy's ``maxiter``)."""
 GTOL = 1e-6
 """L-BFGS-B stops once every coordinate's projected gradient is below this (scipy's ``gtol``)."""
 
@@ -52,8 +46,8 @@ def _core(
     threat: ThreatModel,
     *,
     initial_const: float,
-    search_steps: int,
-    max_iter: int,
+    binary_search_steps: int,
+    steps: int,
 ) -> AttackOutput:
     from scipy.optimize import Bounds, minimize  # scipy comes with scikit-learn
 
@@ -75,7 +69,7 @@ def _core(
     start = x64.cpu().numpy().ravel()
     box = Bounds(np.full(start.size, low), np.full(start.size, high))
 
-    for step in range(search_steps):
+    for step in range(binary_search_steps):
         c = const[todo]
 
         def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
@@ -88,14 +82,14 @@ def _core(
             return float(total.detach()), grad.cpu().numpy().ravel()
 
         # ftol = 0: the relative-decrease test would look at the batch total, where one example's progress can
-        # hide another's; stop on the per-coordinate projected gradient (gtol) or max_iter instead.
+        # hide another's; stop on the per-coordinate projected gradient (gtol) or steps instead.
         res = minimize(
             objective,
             start,
             jac=True,
             method="L-BFGS-B",
             bounds=box,
-            options={"maxiter": max_iter, "ftol": 0.0, "gtol": GTOL},
+            options={"maxiter": steps, "ftol": 0.0, "gtol": GTOL},
         )
         z = torch.from_numpy(res.x).to(dev).view_as(x64)
         x_c = z.to(dtype).view_as(xs)
@@ -116,6 +110,13 @@ def _core(
     return AttackOutput(best, info={"const": found_c})
 
 
+@register_attack(
+    "LBFGS",
+    norms=("l2",),
+    minimum_norm=True,
+    paper="Szegedy et al. 2013, arXiv:1312.6199",
+    renamed={"search_steps": "binary_search_steps", "max_iter": "steps"},
+)
 def lbfgs(
     model: nn.Module,
     x: Any,
@@ -123,9 +124,9 @@ def lbfgs(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    initial_const: float = DEFAULT_INITIAL_CONST,
-    search_steps: int = DEFAULT_SEARCH_STEPS,
-    max_iter: int = DEFAULT_MAX_ITER,
+    initial_const: PositiveFloat = 1e-2,
+    binary_search_steps: PositiveInt = 12,
+    steps: PositiveInt = 100,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """The L-BFGS attack: box-constrained L-BFGS on ``c |r|_2^2 + loss_f(x + r)`` and a line search over ``c``.
@@ -145,7 +146,7 @@ def lbfgs(
     adversarial ``c``, which is what is searched here (as Foolbox does). Per example, ``c`` starts at
     ``initial_const`` and is multiplied by 10 while the minimiser stays adversarial (divided by 10 while it
     does not and none has been), then bisected in log scale between the largest adversarial and the
-    smallest non-adversarial ``c``, for ``search_steps`` runs in all. The adversarial minimiser with the
+    smallest non-adversarial ``c``, for ``binary_search_steps`` runs in all. The adversarial minimiser with the
     smallest L2 norm over all runs is returned; examples never fooled return ``x``.
 
     L-BFGS is a minimum-norm attack: it ignores ``threat.eps`` while searching, and the framework then
@@ -157,9 +158,10 @@ def lbfgs(
         y: true labels, shape ``(N,)``.
         threat: ``ThreatModel("l2", eps, bounds)``.
         goal: ``Targeted(target)`` (the paper's setting), ``LeastLikely()`` or ``None`` (untargeted).
-        initial_const: the first ``c`` (1e-2).
-        search_steps: L-BFGS-B runs per example over the search on ``c`` (12).
-        max_iter: L-BFGS-B iterations per run (100).
+        initial_const: the first ``c`` (1e-2); it is multiplied (or divided) by 10 until the search brackets it.
+        binary_search_steps: L-BFGS-B runs per example over the search on ``c`` (12): a few bracket it, the
+            rest bisect it in log scale. Called ``search_steps`` before advlab 0.2.
+        steps: L-BFGS-B iterations per run (100; scipy's ``maxiter``). Called ``max_iter`` before advlab 0.2.
         generator: accepted for a uniform interface; the attack is deterministic.
 
     Returns:
@@ -178,37 +180,10 @@ def lbfgs(
         >>> result = lbfgs(model, x, y, ThreatModel("l2", 10.0), goal=Targeted((y + 1) % 10))
         >>> result.distance  # the L2 norm of each adversarial perturbation found
     """
-    initial_const = validation.check_float("initial_const", initial_const, minimum=0.0, strict_min=True)
-    search_steps = validation.check_int("search_steps", search_steps, minimum=1)
-    max_iter = validation.check_int("max_iter", max_iter, minimum=1)
     return run_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="lbfgs",
-        norms=LBFGS.norms,
-        initial_const=initial_const,
-        search_steps=search_steps,
-        max_iter=max_iter,
-    )
+        _core, model, x, y, threat, goal=goal, initial_const=initial_const, binary_search_steps=binary_search_steps,
+        steps=steps,
+    )  # fmt: skip
 
 
-@ATTACKS.register("lbfgs")
-@dataclass(frozen=True)
-class LBFGS(AttackConfig):
-    """Config for :func:`lbfgs` (Szegedy et al. 2013, arXiv:1312.6199)."""
-
-    initial_const: float = DEFAULT_INITIAL_CONST
-    search_steps: int = DEFAULT_SEARCH_STEPS
-    max_iter: int = DEFAULT_MAX_ITER
-
-    name = "lbfgs"
-    norms = ("l2",)
-    minimum_norm = True
-    paper = "Szegedy et al. 2013, arXiv:1312.6199"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return lbfgs(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+LBFGS = lbfgs.config

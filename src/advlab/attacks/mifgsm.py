@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from advlab import validation
 from advlab.attacks._iterative import iterate
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, run_attack
+from advlab.attacks.base import AttackOutput, run_attack
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal
-from advlab.losses import LossFn, get_loss
+from advlab.losses import LossSetting, get_loss
 from advlab.result import AttackResult
+from advlab.settings import NonNegativeFloat, PositiveInt
 from advlab.threat import ThreatModel
 
-DEFAULT_STEPS = 10
-DEFAULT_DECAY = 1.0
-"""The paper's T = 10 iterations, step eps / T, decay factor mu = 1.0."""
 
-
-def _core(model, x, labels, targeted, threat, *, steps, step_size, decay, loss_fn) -> AttackOutput:
+def _core(model, x, labels, targeted, threat, *, steps, step_size, momentum, loss_fn) -> AttackOutput:
     x_adv, _, _, trace = iterate(
         model,
         x,
@@ -32,12 +28,15 @@ def _core(model, x, labels, targeted, threat, *, steps, step_size, decay, loss_f
         steps=steps,
         step_size=step_size,
         loss_fn=loss_fn,
-        momentum=decay,
+        momentum=momentum,
         name="mifgsm",
     )
     return AttackOutput(x_adv, loss_trace=trace)
 
 
+@register_attack(
+    "MIFGSM", norms=("linf", "l2"), paper="Dong et al. 2018, arXiv:1710.06081", renamed={"decay": "momentum"}
+)
 def mifgsm(
     model: nn.Module,
     x: Any,
@@ -45,10 +44,10 @@ def mifgsm(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    steps: int = DEFAULT_STEPS,
-    step_size: float | None = None,
-    decay: float = DEFAULT_DECAY,
-    loss: str | LossFn = "ce",
+    steps: PositiveInt = 10,
+    step_size: NonNegativeFloat | None = None,
+    momentum: NonNegativeFloat = 1.0,
+    loss: LossSetting = "ce",
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """Iterative gradient attack with momentum: ``g = mu g + grad / |grad|_1``, step along ``g``.
@@ -62,9 +61,10 @@ def mifgsm(
         y: true labels, shape ``(N,)``.
         threat: norm, eps and bounds.
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
-        steps: iterations T (default 10).
+        steps: iterations T (the paper's 10).
         step_size: default ``eps / steps``.
-        decay: momentum decay factor mu (default 1.0); 0 gives BIM with L1-normalised gradients.
+        momentum: the decay factor mu of the accumulated gradient (the paper's 1.0); 0 gives BIM with
+            L1-normalised gradients. Called ``decay`` before advlab 0.2.
         loss: loss to ascend.
         generator: unused (deterministic).
 
@@ -72,49 +72,18 @@ def mifgsm(
         AttackResult.
 
     Raises:
-        ValueError: decay < 0, bad settings or input.
+        ValueError: momentum < 0, bad settings or input.
 
     References:
         Dong et al., "Boosting Adversarial Attacks with Momentum", arXiv:1710.06081.
 
     Example:
-        >>> result = mifgsm(model, x, y, ThreatModel("linf", 16 / 255), steps=10, decay=1.0)
+        >>> result = mifgsm(model, x, y, ThreatModel("linf", 16 / 255), steps=10, momentum=1.0)
     """
-    validation.check_threat_model(threat)
-    steps = validation.check_int("steps", steps, minimum=1)
-    decay = validation.check_float("decay", decay, minimum=0.0)
-    if step_size is None:
-        step_size = threat.eps / steps
-    step_size = validation.check_float("step_size", step_size, minimum=0.0)
     return run_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="mifgsm",
-        norms=MIFGSM.norms,
-        steps=steps,
-        step_size=step_size,
-        decay=decay,
-        loss_fn=get_loss(loss),
-    )
+        _core, model, x, y, threat, goal=goal, steps=steps,
+        step_size=threat.eps / steps if step_size is None else step_size, momentum=momentum, loss_fn=get_loss(loss),
+    )  # fmt: skip
 
 
-@ATTACKS.register("mifgsm")
-@dataclass(frozen=True)
-class MIFGSM(AttackConfig):
-    """Config for :func:`mifgsm` (Dong et al. 2018, arXiv:1710.06081)."""
-
-    steps: int = DEFAULT_STEPS
-    step_size: float | None = None
-    decay: float = DEFAULT_DECAY
-    loss: str = "ce"
-
-    name = "mifgsm"
-    norms = ("linf", "l2")
-    paper = "Dong et al. 2018, arXiv:1710.06081"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return mifgsm(model, x, y, threat, goal=goal, **self.settings())
+MIFGSM = mifgsm.config

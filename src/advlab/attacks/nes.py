@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from advlab import validation
-from advlab.attacks._query import STOP_ERRORS, QueryCounter, check_max_queries, run_query_attack
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator
-from advlab.blackbox.oracles import Oracle
+from advlab.attacks._query import STOP_ERRORS, MaxQueries, QueryCounter, run_query_attack
+from advlab.attacks.base import AttackOutput, make_generator
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
-from advlab.losses import LossFn, get_loss
+from advlab.losses import LossFn, LossSetting, get_loss
+from advlab.oracles import Oracle
 from advlab.result import AttackResult
+from advlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from advlab.threat import ThreatModel
 
-DEFAULT_STEPS = 100
-DEFAULT_SAMPLES = 50
-"""Samples per gradient estimate ("samples per draw" of Ilyas et al.): 25 antithetic pairs."""
-DEFAULT_SIGMA = 0.001
-"""Search variance of Ilyas et al. (inputs in [0, 1])."""
-DEFAULT_MOMENTUM = 0.9
-"""Momentum on the gradient estimate, as in the authors' code."""
 STEP_SIZE_FRACTION = 0.2
 """Default initial step size ``eps / 5`` (Ilyas et al.: 0.01 at eps 0.05)."""
-PLATEAU_LENGTH = 5
-PLATEAU_DROP = 2.0
 MIN_STEP_FRACTION = 0.005
-"""The step size is halved on a loss plateau of ``PLATEAU_LENGTH`` steps, down to ``eps * MIN_STEP_FRACTION``."""
+"""Default smallest step size after plateau drops: ``eps * MIN_STEP_FRACTION``."""
 CHUNK_POINTS = 1 << 15
 """Largest number of sample points built at once (bounds memory for large images)."""
 
@@ -93,14 +84,9 @@ def _core(
     plateau_length: int,
     plateau_drop: float,
     loss_fn: LossFn,
-    max_queries: int | None,
     generator: torch.Generator,
-    counter_box: list,
+    counter: QueryCounter,
 ) -> AttackOutput:
-    counter = QueryCounter(
-        model, x, max_queries, need_scores=True, name="nes", labels=labels, targeted=targeted, bounds=threat.bounds
-    )
-    counter_box.append(counter)
     n = x.shape[0]
     logp = counter.clean_log_probs(x)
     best_loss = loss_fn(logp, labels, targeted)
@@ -161,6 +147,14 @@ def _core(
     return out
 
 
+@register_attack(
+    "NES",
+    norms=("linf", "l2"),
+    needs_gradients=False,
+    stochastic=True,
+    query_based=True,
+    paper="Ilyas et al. 2018, arXiv:1804.08598",
+)
 def nes(
     model: nn.Module | Oracle,
     x: Any,
@@ -168,16 +162,16 @@ def nes(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    steps: int = DEFAULT_STEPS,
-    step_size: float | None = None,
-    min_step_size: float | None = None,
-    sigma: float = DEFAULT_SIGMA,
-    n_samples: int = DEFAULT_SAMPLES,
-    momentum: float = DEFAULT_MOMENTUM,
-    plateau_length: int = PLATEAU_LENGTH,
-    plateau_drop: float = PLATEAU_DROP,
-    loss: str | LossFn = "ce",
-    max_queries: int | None = None,
+    steps: PositiveInt = 100,
+    step_size: NonNegativeFloat | None = None,
+    min_step_size: NonNegativeFloat | None = None,
+    sigma: PositiveFloat = 0.001,
+    n_samples: Annotated[int, Range(2)] = 50,
+    momentum: Annotated[float, Range(0, 1, strict_max=True)] = 0.9,
+    plateau_length: PositiveInt = 5,
+    plateau_drop: Annotated[float, Range(1)] = 2.0,
+    loss: LossSetting = "ce",
+    max_queries: MaxQueries = None,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """NES attack of Ilyas et al. (query-limited setting): PGD on an antithetic Gaussian gradient estimate.
@@ -194,14 +188,14 @@ def nes(
         y: true labels ``(N,)``.
         threat: ``linf`` or ``l2`` threat model.
         goal: ``None`` (untargeted) or ``Targeted(target)``.
-        steps: PGD steps.
-        step_size: initial step length in the threat norm; default ``eps / 5``.
+        steps: PGD steps (100).
+        step_size: initial step length in the threat norm; default ``eps / 5`` (Ilyas et al.: 0.01 at eps 0.05).
         min_step_size: smallest step after plateau drops; default ``eps / 200``.
-        sigma: search standard deviation (0.001 in the paper).
-        n_samples: queries per gradient estimate (antithetic pairs), 50 in the paper.
+        sigma: search standard deviation (0.001 in the paper, for inputs in [0, 1]).
+        n_samples: queries per gradient estimate ("samples per draw": 50 in the paper, 25 antithetic pairs).
         momentum: momentum on the estimate (0.9 in the authors' code; 0 for plain NES-PGD).
-        plateau_length: steps without improvement before the step size drops.
-        plateau_drop: factor of each drop.
+        plateau_length: steps without improvement before the step size drops (5).
+        plateau_drop: factor of each drop (2).
         loss: ``"ce"`` (default: cross-entropy, i.e. the log-probability of the target when targeted),
             ``"margin"`` or a callable on log-probabilities.
         max_queries: per-example cap on queries, framework's clean and final checks included.
@@ -220,64 +214,14 @@ def nes(
         >>> result = nes(TorchOracle(model, budget=100_000), x, y, ThreatModel("linf", 0.05))
         >>> result.success.float().mean(), result.queries.median()
     """
-    steps = validation.check_int("steps", steps, minimum=1)
-    n_samples = validation.check_int("n_samples", n_samples, minimum=2)
-    sigma = validation.check_float("sigma", sigma, minimum=0.0, strict_min=True)
-    momentum = validation.check_float("momentum", momentum, minimum=0.0, maximum=1.0, strict_max=True)
-    plateau_length = validation.check_int("plateau_length", plateau_length, minimum=1)
-    plateau_drop = validation.check_float("plateau_drop", plateau_drop, minimum=1.0)
-    eps = threat.eps if isinstance(threat, ThreatModel) else 0.0
-    step_size = validation.check_float(
-        "step_size", STEP_SIZE_FRACTION * eps if step_size is None else step_size, minimum=0.0
-    )
-    min_step_size = validation.check_float(
-        "min_step_size", MIN_STEP_FRACTION * eps if min_step_size is None else min_step_size, minimum=0.0
-    )
+    step_size = STEP_SIZE_FRACTION * threat.eps if step_size is None else step_size
+    min_step_size = MIN_STEP_FRACTION * threat.eps if min_step_size is None else min_step_size
     return run_query_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="nes",
-        norms=NES.norms,
-        steps=steps,
-        step_size=step_size,
-        min_step_size=min(min_step_size, step_size),
-        sigma=sigma,
-        n_samples=n_samples,
-        momentum=momentum,
-        plateau_length=plateau_length,
-        plateau_drop=plateau_drop,
-        loss_fn=get_loss(loss),
-        max_queries=check_max_queries(max_queries),
+        _core, model, x, y, threat, goal=goal, name="nes", max_queries=max_queries, need_scores=True, steps=steps,
+        step_size=step_size, min_step_size=min(min_step_size, step_size), sigma=sigma, n_samples=n_samples,
+        momentum=momentum, plateau_length=plateau_length, plateau_drop=plateau_drop, loss_fn=get_loss(loss),
         generator=make_generator(generator),
-    )
+    )  # fmt: skip
 
 
-@ATTACKS.register("nes")
-@dataclass(frozen=True)
-class NES(AttackConfig):
-    """Config for :func:`nes` (Ilyas et al. 2018, arXiv:1804.08598)."""
-
-    steps: int = DEFAULT_STEPS
-    step_size: float | None = None
-    min_step_size: float | None = None
-    sigma: float = DEFAULT_SIGMA
-    n_samples: int = DEFAULT_SAMPLES
-    momentum: float = DEFAULT_MOMENTUM
-    plateau_length: int = PLATEAU_LENGTH
-    plateau_drop: float = PLATEAU_DROP
-    loss: str = "ce"
-    max_queries: int | None = None
-
-    name = "nes"
-    norms = ("linf", "l2")
-    needs_gradients = False
-    stochastic = True
-    query_based = True
-    paper = "Ilyas et al. 2018, arXiv:1804.08598"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return nes(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+NES = nes.config

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from advlab import validation
 from advlab.attacks._iterative import best_of_restarts, iterate
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator, run_attack
+from advlab.attacks.base import AttackOutput, make_generator, run_attack
+from advlab.attacks.registry import ALL_NORMS, register_attack
 from advlab.goals import Goal
-from advlab.losses import LossFn, get_loss
+from advlab.losses import LossFn, LossSetting, get_loss
 from advlab.result import AttackResult
+from advlab.settings import PositiveFloat, PositiveInt
 from advlab.threat import ThreatModel
 
-DEFAULT_STEPS = 40
-"""Madry et al. use 40 steps on MNIST."""
 STEP_SIZE_FACTOR = 2.5
 """Default step size is ``2.5 * eps / steps`` (Madry et al. 2018, appendix), enough to reach the boundary."""
 
@@ -52,10 +50,11 @@ def _core(
             name="pgd",
         )
 
-    x_adv, trace = best_of_restarts(run_once, x, restarts if random_start else 1)
+    x_adv, trace = best_of_restarts(run_once, x, restarts)
     return AttackOutput(x_adv, loss_trace=trace)
 
 
+@register_attack("PGD", norms=ALL_NORMS, stochastic=True, paper="Madry et al. 2018, arXiv:1706.06083")
 def pgd(
     model: nn.Module,
     x: Any,
@@ -63,11 +62,11 @@ def pgd(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    steps: int = DEFAULT_STEPS,
-    step_size: float | None = None,
-    restarts: int = 1,
+    steps: PositiveInt = 40,
+    step_size: PositiveFloat | None = None,
+    restarts: PositiveInt = 1,
     random_start: bool = True,
-    loss: str | LossFn = "ce",
+    loss: LossSetting = "ce",
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """Projected gradient descent on the loss, from a random point in the ball, best of ``restarts``.
@@ -83,7 +82,7 @@ def pgd(
         y: true labels, shape ``(N,)``.
         threat: norm, eps and bounds.
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
-        steps: iterations per restart (default 40).
+        steps: iterations per restart (40, Madry et al.'s MNIST setting).
         step_size: step length in the threat norm; default ``2.5 * eps / steps``.
         restarts: number of random restarts (needs ``random_start``).
         random_start: start from a uniform point of the ball (Madry et al.) instead of ``x``.
@@ -107,45 +106,13 @@ def pgd(
         >>> result = pgd(model, x, y, threat, steps=40, restarts=10)
         >>> robust_accuracy = 1 - result.success.float().mean()
     """
-    validation.check_threat_model(threat)
-    steps = validation.check_int("steps", steps, minimum=1)
-    restarts = validation.check_int("restarts", restarts, minimum=1)
     if step_size is None:
         step_size = STEP_SIZE_FACTOR * threat.eps / steps
-    step_size = validation.check_float("step_size", step_size, minimum=0.0, strict_min=True) if threat.eps > 0 else 0.0
     return run_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="pgd",
-        norms=PGD.norms,
-        steps=steps,
-        step_size=step_size,
-        restarts=restarts,
-        random_start=bool(random_start),
-        loss_fn=get_loss(loss),
+        _core, model, x, y, threat, goal=goal, steps=steps, step_size=step_size,
+        restarts=restarts if random_start else 1, random_start=random_start, loss_fn=get_loss(loss),
         generator=make_generator(generator),
-    )
+    )  # fmt: skip
 
 
-@ATTACKS.register("pgd")
-@dataclass(frozen=True)
-class PGD(AttackConfig):
-    """Config for :func:`pgd` (Madry et al. 2018, arXiv:1706.06083)."""
-
-    steps: int = DEFAULT_STEPS
-    step_size: float | None = None
-    restarts: int = 1
-    random_start: bool = True
-    loss: str = "ce"
-
-    name = "pgd"
-    norms = ("linf", "l2", "l1")
-    stochastic = True
-    paper = "Madry et al. 2018, arXiv:1706.06083"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return pgd(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+PGD = pgd.config

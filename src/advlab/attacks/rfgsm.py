@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from advlab import validation
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator, run_attack
+from advlab.attacks.base import AttackOutput, make_generator, run_attack
 from advlab.attacks.fgsm import fast_gradient_step
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal
-from advlab.losses import LossFn, get_loss
+from advlab.losses import LossSetting, get_loss
 from advlab.result import AttackResult
+from advlab.settings import NonNegativeFloat
 from advlab.threat import ThreatModel
 
 DEFAULT_ALPHA_FRACTION = 0.5
@@ -32,6 +32,7 @@ def _core(model, x, labels, targeted, threat, *, alpha, loss_fn, generator) -> A
     return AttackOutput(x_adv)
 
 
+@register_attack("RFGSM", norms=("linf", "l2"), stochastic=True, paper="Tramèr et al. 2018, arXiv:1705.07204")
 def rfgsm(
     model: nn.Module,
     x: Any,
@@ -39,8 +40,8 @@ def rfgsm(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    alpha: float | None = None,
-    loss: str | LossFn = "ce",
+    alpha: NonNegativeFloat | None = None,
+    loss: LossSetting = "ce",
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """R+FGSM: ``x' = x + alpha * sign(N(0, I))``, then ``x_adv = x' + (eps - alpha) * sign(grad at x')``.
@@ -70,41 +71,15 @@ def rfgsm(
     Example:
         >>> result = rfgsm(model, x, y, ThreatModel("linf", 16 / 255), alpha=8 / 255)
     """
-    validation.check_threat_model(threat)
     if alpha is None:
         alpha = DEFAULT_ALPHA_FRACTION * threat.eps
-    alpha = validation.check_float("alpha", alpha, minimum=0.0)
     if threat.eps > 0 and alpha >= threat.eps:
         raise ValueError(
             f"alpha: expected 0 <= alpha < eps = {threat.eps}, got {alpha}; the gradient step needs eps - alpha > 0"
         )
     return run_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="rfgsm",
-        norms=RFGSM.norms,
-        alpha=alpha,
-        loss_fn=get_loss(loss),
-        generator=make_generator(generator),
+        _core, model, x, y, threat, goal=goal, alpha=alpha, loss_fn=get_loss(loss), generator=make_generator(generator)
     )
 
 
-@ATTACKS.register("rfgsm")
-@dataclass(frozen=True)
-class RFGSM(AttackConfig):
-    """Config for :func:`rfgsm` (Tramèr et al. 2018, arXiv:1705.07204)."""
-
-    alpha: float | None = None
-    loss: str = "ce"
-
-    name = "rfgsm"
-    norms = ("linf", "l2")
-    stochastic = True
-    paper = "Tramèr et al. 2018, arXiv:1705.07204"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return rfgsm(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+RFGSM = rfgsm.config

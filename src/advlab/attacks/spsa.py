@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from advlab import validation
-from advlab.attacks._query import STOP_ERRORS, QueryCounter, check_max_queries, run_query_attack
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator
-from advlab.blackbox.oracles import Oracle
+from advlab.attacks._query import STOP_ERRORS, MaxQueries, QueryCounter, run_query_attack
+from advlab.attacks.base import AttackOutput, make_generator
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
-from advlab.losses import LossFn, get_loss
+from advlab.losses import LossFn, LossSetting, get_loss
+from advlab.oracles import Oracle
 from advlab.result import AttackResult
+from advlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from advlab.threat import ThreatModel, _flat, _per_example
 
-DEFAULT_STEPS = 100
-DEFAULT_SAMPLES = 128
-"""Function evaluations per gradient estimate (64 Rademacher directions, each at +delta and -delta)."""
-DEFAULT_DELTA = 0.01
-"""Finite-difference radius of Uesato et al. (inputs in [0, 1])."""
 STEP_SIZE_FACTOR = 2.5
 """Default step size ``2.5 * eps / steps``, as for PGD (Uesato et al. use 0.01 at their eps)."""
 ADAM_BETAS = (0.9, 0.999)
@@ -85,15 +80,10 @@ def _core(
     delta: float,
     n_samples: int,
     loss_fn: LossFn,
-    max_queries: int | None,
     early_stop: bool,
     generator: torch.Generator,
-    counter_box: list,
+    counter: QueryCounter,
 ) -> AttackOutput:
-    counter = QueryCounter(
-        model, x, max_queries, need_scores=True, name="spsa", labels=labels, targeted=targeted, bounds=threat.bounds
-    )
-    counter_box.append(counter)
     n = x.shape[0]
     logp = counter.clean_log_probs(x)
     best_loss = loss_fn(logp, labels, targeted)
@@ -148,6 +138,14 @@ def _core(
     return out
 
 
+@register_attack(
+    "SPSA",
+    norms=("linf", "l2"),
+    needs_gradients=False,
+    stochastic=True,
+    query_based=True,
+    paper="Uesato et al. 2018, arXiv:1802.05666",
+)
 def spsa(
     model: nn.Module | Oracle,
     x: Any,
@@ -155,12 +153,12 @@ def spsa(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    steps: int = DEFAULT_STEPS,
-    step_size: float | None = None,
-    delta: float = DEFAULT_DELTA,
-    n_samples: int = DEFAULT_SAMPLES,
-    loss: str | LossFn = "margin",
-    max_queries: int | None = None,
+    steps: PositiveInt = 100,
+    step_size: NonNegativeFloat | None = None,
+    delta: PositiveFloat = 0.01,
+    n_samples: Annotated[int, Range(2)] = 128,
+    loss: LossSetting = "margin",
+    max_queries: MaxQueries = None,
     early_stop: bool = True,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
@@ -179,10 +177,11 @@ def spsa(
         y: true labels ``(N,)``.
         threat: ``linf`` or ``l2`` threat model.
         goal: ``None`` (untargeted) or ``Targeted(target)``.
-        steps: Adam steps.
-        step_size: Adam learning rate (linf) or L2 step length; default ``2.5 * eps / steps``.
-        delta: finite-difference radius (0.01 in the paper).
-        n_samples: queries per gradient estimate (pairs of antithetic Rademacher points).
+        steps: Adam steps (100).
+        step_size: Adam learning rate (linf) or L2 step length; default ``2.5 * eps / steps``, as for PGD (Uesato
+            et al. use 0.01 at their eps).
+        delta: finite-difference radius (0.01 in the paper, for inputs in [0, 1]).
+        n_samples: queries per gradient estimate (128: 64 antithetic Rademacher pairs, at +delta and -delta).
         loss: ``"margin"`` (default), ``"ce"`` or a callable on log-probabilities.
         max_queries: per-example cap on queries, framework's clean and final checks included.
         early_stop: stop an example as soon as it is adversarial.
@@ -203,51 +202,13 @@ def spsa(
         >>> result = spsa(oracle, x, y, ThreatModel("linf", 0.3), steps=100)
         >>> result.queries.float().median()
     """
-    steps = validation.check_int("steps", steps, minimum=1)
-    n_samples = validation.check_int("n_samples", n_samples, minimum=2)
-    delta = validation.check_float("delta", delta, minimum=0.0, strict_min=True)
     if step_size is None:
-        step_size = STEP_SIZE_FACTOR * threat.eps / steps if isinstance(threat, ThreatModel) else 0.0
-    step_size = validation.check_float("step_size", step_size, minimum=0.0)
+        step_size = STEP_SIZE_FACTOR * threat.eps / steps
     return run_query_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="spsa",
-        norms=SPSA.norms,
-        steps=steps,
-        step_size=step_size,
-        delta=delta,
-        n_samples=n_samples,
-        loss_fn=get_loss(loss),
-        max_queries=check_max_queries(max_queries),
-        early_stop=bool(early_stop),
+        _core, model, x, y, threat, goal=goal, name="spsa", max_queries=max_queries, need_scores=True, steps=steps,
+        step_size=step_size, delta=delta, n_samples=n_samples, loss_fn=get_loss(loss), early_stop=early_stop,
         generator=make_generator(generator),
-    )
+    )  # fmt: skip
 
 
-@ATTACKS.register("spsa")
-@dataclass(frozen=True)
-class SPSA(AttackConfig):
-    """Config for :func:`spsa` (Uesato et al. 2018, arXiv:1802.05666)."""
-
-    steps: int = DEFAULT_STEPS
-    step_size: float | None = None
-    delta: float = DEFAULT_DELTA
-    n_samples: int = DEFAULT_SAMPLES
-    loss: str = "margin"
-    max_queries: int | None = None
-    early_stop: bool = True
-
-    name = "spsa"
-    norms = ("linf", "l2")
-    needs_gradients = False
-    stochastic = True
-    query_based = True
-    paper = "Uesato et al. 2018, arXiv:1802.05666"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return spsa(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+SPSA = spsa.config

@@ -10,21 +10,19 @@ are counted.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from advlab import validation
-from advlab.attacks.base import ATTACKS, AttackConfig, AttackOutput, make_generator, run_attack
+from advlab.attacks.base import AttackOutput, make_generator, run_attack
+from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
 from advlab.losses import cross_entropy, margin
 from advlab.result import AttackResult
+from advlab.settings import PositiveInt, Range
 from advlab.threat import ThreatModel
 
-DEFAULT_N_QUERIES = 5000
-"""Query budget per example (the clean check and the initial point included)."""
 P_INIT = 0.8
 """Initial fraction of pixels a square covers (AutoAttack's value; the paper tunes 0.05-0.3 per data set)."""
 SCHEDULE_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -344,7 +342,7 @@ def _core(
     targeted: bool,
     threat: ThreatModel,
     *,
-    n_queries: int,
+    max_queries: int,
     p_init: float,
     restarts: int,
     focus: float,
@@ -361,7 +359,7 @@ def _core(
     stopped = torch.zeros(n, dtype=torch.bool, device=x.device)  # left behind by the focus of an earlier run
     for r in range(restarts):
         idx = (~fooled & ~stopped).nonzero().flatten()
-        if n_queries < 2 or idx.numel() == 0:
+        if max_queries < 2 or idx.numel() == 0:
             break
         # the focus acts in the first run only; the restarts run on the examples that went on in full
         n_keep = max(math.ceil(focus * idx.numel()), 1) if r == 0 and focus < 1.0 else None
@@ -373,7 +371,7 @@ def _core(
             targeted,
             threat,
             shape,
-            n_queries=n_queries,
+            n_queries=max_queries,
             p_init=p_init,
             generator=generator,
             outside_sum=outside,
@@ -394,6 +392,15 @@ def _core(
     return AttackOutput(x_best.reshape(shape), queries=queries, loss_trace=loss_trace)
 
 
+@register_attack(
+    "Square",
+    norms=("linf", "l2"),
+    needs_gradients=False,
+    stochastic=True,
+    query_based=True,
+    paper="Andriushchenko et al. 2020, arXiv:1912.00049",
+    renamed={"n_queries": "max_queries"},
+)
 def square(
     model: nn.Module,
     x: Any,
@@ -401,11 +408,11 @@ def square(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    n_queries: int = DEFAULT_N_QUERIES,
-    p_init: float = P_INIT,
-    restarts: int = 1,
-    focus: float = 1.0,
-    focus_after: int = DEFAULT_FOCUS_AFTER,
+    max_queries: PositiveInt = 5000,
+    p_init: Annotated[float, Range(0, 1, strict_min=True)] = P_INIT,
+    restarts: PositiveInt = 1,
+    focus: Annotated[float, Range(0, 1, strict_min=True)] = 1.0,
+    focus_after: PositiveInt = DEFAULT_FOCUS_AFTER,
     generator: torch.Generator | int | None = None,
 ) -> AttackResult:
     """Square Attack: random search over square-shaped updates, using only the model's outputs.
@@ -420,10 +427,10 @@ def square(
 
     ``AttackResult.queries`` counts, per example, every forward evaluation the attack made for it: the
     clean point (1 query, after which already-misclassified examples stop), the initial point, and one per
-    iteration until it is fooled. It never exceeds ``n_queries`` with one run. With ``restarts > 1`` the search
+    iteration until it is fooled. It never exceeds ``max_queries`` with one run. With ``restarts > 1`` the search
     runs again, from a fresh random start and with the same schedule, on the examples still not fooled (as in
     AutoAttack's Square with ``n_restarts``); an example keeps the run that fooled it or reached the highest loss,
-    and makes at most ``1 + restarts * (n_queries - 1)`` queries. Non-image inputs ``(N, D)`` are treated as a
+    and makes at most ``1 + restarts * (max_queries - 1)`` queries. Non-image inputs ``(N, D)`` are treated as a
     single row of pixels, so the windows become segments.
 
     ``focus < 1`` spends the budget where it pays: after the first ``focus_after`` queries of the first run,
@@ -441,7 +448,8 @@ def square(
         y: true labels, shape ``(N,)``.
         threat: norm ``"linf"`` or ``"l2"``, eps and bounds.
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
-        n_queries: query budget per example and run (5000).
+        max_queries: query budget per example and run, the clean check and the initial point included (5000).
+            Called ``n_queries`` before advlab 0.2.
         p_init: initial fraction of the image covered by a square (0.8).
         restarts: runs of the search on the examples not yet fooled (1).
         focus: fraction of the examples that go on after ``focus_after`` queries (1.0: all, the paper's attack).
@@ -459,49 +467,13 @@ def square(
         attack via random search", arXiv:1912.00049.
 
     Example:
-        >>> result = square(model, x, y, ThreatModel("linf", 8 / 255), n_queries=1000)
+        >>> result = square(model, x, y, ThreatModel("linf", 8 / 255), max_queries=1000)
         >>> result.queries.float().mean()
     """
-    n_queries = validation.check_int("n_queries", n_queries, minimum=1)
-    p_init = validation.check_float("p_init", p_init, minimum=0.0, maximum=1.0, strict_min=True)
-    restarts = validation.check_int("restarts", restarts, minimum=1)
-    focus = validation.check_float("focus", focus, minimum=0.0, maximum=1.0, strict_min=True)
-    focus_after = validation.check_int("focus_after", focus_after, minimum=1)
     return run_attack(
-        _core,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        name="square",
-        norms=Square.norms,
-        n_queries=n_queries,
-        p_init=p_init,
-        restarts=restarts,
-        focus=focus,
-        focus_after=focus_after,
-        generator=make_generator(generator),
-    )
+        _core, model, x, y, threat, goal=goal, max_queries=max_queries, p_init=p_init, restarts=restarts, focus=focus,
+        focus_after=focus_after, generator=make_generator(generator),
+    )  # fmt: skip
 
 
-@ATTACKS.register("square")
-@dataclass(frozen=True)
-class Square(AttackConfig):
-    """Config for :func:`square` (Andriushchenko et al. 2020, arXiv:1912.00049)."""
-
-    n_queries: int = DEFAULT_N_QUERIES
-    p_init: float = P_INIT
-    restarts: int = 1
-    focus: float = 1.0
-    focus_after: int = DEFAULT_FOCUS_AFTER
-
-    name = "square"
-    norms = ("linf", "l2")
-    needs_gradients = False
-    stochastic = True
-    query_based = True
-    paper = "Andriushchenko et al. 2020, arXiv:1912.00049"
-
-    def run(self, model, x, y, threat, *, goal=None, generator=None) -> AttackResult:
-        return square(model, x, y, threat, goal=goal, generator=generator, **self.settings())
+Square = square.config

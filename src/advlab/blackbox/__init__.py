@@ -4,10 +4,11 @@ Query attacks (``advlab.attacks.spsa``, ``nes``, ``boundary``, ``hopskipjump``) 
 directly or through :func:`as_module`; every query is counted against the oracle's budget.
 """
 
-from advlab.attacks.substitute import SubstituteResult, SubstituteRound, papernot_blackbox
 from advlab.blackbox.ensemble import Ensemble, ensemble_classifier
 from advlab.blackbox.http_client import HTTPOracle
-from advlab.blackbox.oracles import (
+from advlab.blackbox.substitute import SubstituteResult, SubstituteRound, papernot_blackbox
+from advlab.blackbox.transfer import TransferMatrix, plot_transfer_matrix, transfer_matrix
+from advlab.oracles import (
     MODES,
     BudgetExceeded,
     CallableOracle,
@@ -20,7 +21,6 @@ from advlab.blackbox.oracles import (
     as_module,
     find_oracle,
 )
-from advlab.blackbox.transfer import TransferMatrix, plot_transfer_matrix, transfer_matrix
 
 __all__ = [
     "MODES",

@@ -4,7 +4,7 @@ Protocol (see :mod:`advlab.blackbox.server`): ``GET /info`` describes the target
 ``{"inputs_b64": base64 float32, "shape": [N, ...]}`` (or ``{"inputs": nested lists}``) answers
 ``{"labels": [...]}`` and, in scores mode, ``{"scores": [[...]]}``. Connection errors and 5xx answers are
 retried with exponential back-off; a 429 answer means the server's query limit is reached and becomes
-:class:`~advlab.blackbox.oracles.BudgetExceeded`.
+:class:`~advlab.oracles.BudgetExceeded`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from advlab import validation
-from advlab.blackbox.oracles import (
+from advlab.oracles import (
     BudgetExceeded,
     Oracle,
     OracleResponseError,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.blackbox.oracles import BudgetExceeded, Oracle, TorchOracle
+from advlab.oracles import BudgetExceeded, Oracle, TorchOracle
 
 log = logging.getLogger(__name__)
 

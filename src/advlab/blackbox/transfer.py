@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from advlab import validation
+from advlab.attacks.registry import make_attack
 from advlab.models import Classifier
 from advlab.threat import ThreatModel
 
@@ -78,7 +79,7 @@ class TransferMatrix:
 # ---------------------------------------------------------------------- model kinds
 def _kind(model: Any) -> str:
     """``"torch"``, ``"sklearn-diff"``, ``"tree"``, ``"forest"``, ``"knn"``, ``"sklearn"`` or ``"oracle"``."""
-    from advlab.blackbox.oracles import Oracle
+    from advlab.oracles import Oracle
 
     if isinstance(model, Oracle):
         return "oracle"
@@ -157,14 +158,13 @@ def craft(
     Raises:
         TypeError: the model is an Oracle or a scikit-learn model without a white-box attack (target only).
     """
-    from advlab.attacks import get_attack
     from advlab.nonneural import forest_attack, knn_attack, tree_attack
 
     kind = _kind(model)
     shape = tuple(x.shape[1:])
     if kind in ("torch", "sklearn-diff"):
         clf = _differentiable(model, kind, shape, threat.bounds)
-        cfg = get_attack(attack).from_options(dict(attack_options or {}))
+        cfg = make_attack(attack, norm=threat.norm, **dict(attack_options or {}))
         res = cfg(clf, x.to(clf.device), y.to(clf.device), threat, generator=seed)
         return res.x_adv.detach().cpu(), attack
     if kind == "tree":
@@ -266,9 +266,7 @@ def transfer_matrix(
     }
     ens_rows: dict[str, dict[str, torch.Tensor]] = {}
     if ensemble is not None and len(diff) >= 2:
-        from advlab.attacks import get_attack
-
-        cfg = get_attack(attack).from_options(dict(attack_options or {}))
+        cfg = make_attack(attack, norm=threat.norm, **dict(attack_options or {}))
         cache: dict[tuple[str, ...], torch.Tensor] = {}
 
         def on(members: tuple[str, ...]) -> torch.Tensor:

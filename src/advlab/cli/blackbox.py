@@ -129,7 +129,7 @@ def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from advlab import io, validation
-    from advlab.attacks.substitute import papernot_blackbox
+    from advlab.blackbox.substitute import papernot_blackbox
     from advlab.cli.train import parse_settings
     from advlab.data import load_dataset
     from advlab.provenance import provenance

@@ -82,7 +82,7 @@ def fooling_figure(fool, classes, bounds) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     from advlab import io
-    from advlab.attacks.fooling import fooling_images, rubbish_class_rate
+    from advlab.dataset_level.fooling import fooling_images, rubbish_class_rate
     from advlab.provenance import provenance
     from advlab.zoo import load_model
 

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from advlab import io
-    from advlab.attacks.patch import AdversarialPatch, patch_success_rate, train_patch
+    from advlab.physical.patch import AdversarialPatch, patch_success_rate, train_patch
     from advlab.provenance import provenance
     from advlab.zoo import load_model
 

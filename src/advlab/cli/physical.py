@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -85,8 +86,8 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
     """
     import torch
 
-    from advlab.attacks import attack_in_batches, get_attack
-    from advlab.goals import Targeted
+    from advlab.attacks import attack_in_batches, make_attack
+    from advlab.goals import LeastLikely, Targeted
     from advlab.reports.figures import _finish, _numpy, plt
     from advlab.threat import ThreatModel
 
@@ -94,10 +95,10 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
     with torch.no_grad():
         logits = model(x)
     goal = None
-    if attack == "illc":  # as measure_destruction: the least-likely class, with BIM's schedule
+    cfg = make_attack(attack, norm=norm)
+    if isinstance(cfg.goal, LeastLikely):  # as measure_destruction: the least-likely class of the clean model
         ll = logits.argmin(1)
-        goal = Targeted(torch.where(ll == y, (y + 1) % logits.shape[1], ll))
-    cfg = get_attack("bim" if attack == "illc" else attack).from_options({})
+        cfg, goal = dataclasses.replace(cfg, goal=None), Targeted(torch.where(ll == y, (y + 1) % logits.shape[1], ll))
     x_adv = torch.as_tensor(
         attack_in_batches(cfg, model, x, y, ThreatModel(norm, eps, model.bounds), goal=goal, seed=seed).x_adv
     ).to(x.device)

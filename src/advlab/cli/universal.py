@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from advlab import io
-    from advlab.attacks.universal import fooling_rate, universal_perturbation
+    from advlab.dataset_level.universal import fooling_rate, universal_perturbation
     from advlab.provenance import provenance
     from advlab.threat import ThreatModel
     from advlab.zoo import load_model

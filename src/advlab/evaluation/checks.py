@@ -7,7 +7,6 @@ trustworthy when the attacks behind it work. Each check probes one way they fail
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import warnings
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from advlab.attacks.base import ATTACKS, get_attack
+from advlab.attacks.square import Square, square
 from advlab.evaluation.report import CheckResult
 from advlab.losses import cross_entropy
 from advlab.models import Classifier
@@ -210,15 +209,14 @@ def check_blackbox(ctx: CheckContext) -> CheckResult:
             ),
             meaning=meaning,
         )
-    if "square" not in ATTACKS or ctx.norm not in get_attack("square").norms:
+    if ctx.norm not in Square.norms:
         return CheckResult(
             name="blackbox",
             title="Black-box does not beat white-box",
             status="skipped",
             value=None,
             threshold=None,
-            detail="no black-box attack in the cascade, and Square is "
-            + ("not registered" if "square" not in ATTACKS else f"not available for {ctx.norm}"),
+            detail=f"no black-box attack in the cascade, and Square is not available for {ctx.norm}",
             meaning=meaning,
         )
     idx = ctx.robust_at_max.nonzero().flatten()
@@ -234,11 +232,8 @@ def check_blackbox(ctx: CheckContext) -> CheckResult:
         )
     broke = 0
     if idx.numel():
-        cls = get_attack("square")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        opts = {k: BLACKBOX_QUERY_BUDGET for k in ("n_queries", "queries", "max_queries") if k in fields}
         threat = ThreatModel(ctx.norm, ctx.eps_max, ctx.bounds)
-        res = cls.from_options(opts)(ctx.model, ctx.x[idx], ctx.y[idx], threat, generator=ctx.seed)
+        res = square(ctx.model, ctx.x[idx], ctx.y[idx], threat, max_queries=BLACKBOX_QUERY_BUDGET, generator=ctx.seed)
         broke = int((ctx.judge(res.x_adv, ctx.seed) != ctx.y[idx]).sum())
     limit_sub = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.x.shape[0]))
     return CheckResult(

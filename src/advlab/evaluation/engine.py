@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from advlab import io, validation
-from advlab.attacks.base import AttackConfig
+from advlab.attacks.registry import AttackConfig
 from advlab.evaluation import checks as checks_mod
 from advlab.evaluation.eot import DEFAULT_EOT_SAMPLES, output_changes, seeded, stage_seed, with_eot
 from advlab.evaluation.presets import CascadeEntry, resolve_attacks

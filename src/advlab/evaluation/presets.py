@@ -15,18 +15,11 @@ masking checks flag such gaps (Square breaking what PGD left).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from advlab import validation
-from advlab.attacks.base import ATTACKS, AttackConfig, get_attack
-
-ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "apgd-ce": ("apgd", {"loss": "ce"}),
-    "apgd-dlr": ("apgd", {"loss": "dlr"}),
-}
-"""Cascade names that are a registered attack with fixed settings."""
+from advlab.attacks.registry import ALIASES, AttackConfig, is_attack, make_attack, resolve
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "fast": ("pgd",),
@@ -71,28 +64,12 @@ class CascadeEntry:
         }
 
 
-def _build(name: str, norm: str, options: dict[str, Any] | None = None) -> AttackConfig:
-    """Config of a cascade name (alias or registered attack), with clear errors for unknown names."""
-    key = name.strip().lower()
-    extra: dict[str, Any] = {}
-    if key == "cw":
-        key = "cw-l2" if norm == "l2" else "cw-linf"
-    if key in ALIASES:
-        key, extra = ALIASES[key]
-    if key not in ATTACKS:
-        known = sorted(set(ATTACKS.names()) | set(ALIASES))
-        import difflib
-
-        close = difflib.get_close_matches(key, known, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
-            f"attacks: unknown attack {name!r}; available: {', '.join(known)}.{hint} (`advlab attacks` lists them)"
-        )
-    cls = get_attack(key)
-    opts = {**extra, **(options or {})}
-    fields = {f.name for f in dataclasses.fields(cls)}
-    opts = {k: v for k, v in opts.items() if k in fields or k not in ("restarts",)}
-    return cls.from_options(opts)
+def _build(name: str, norm: str, options: dict[str, Any]) -> AttackConfig:
+    """Config of a cascade name (alias or registered attack); a preset's ``restarts`` is skipped where none."""
+    cls, _, _ = resolve(name, norm, argument="attacks")
+    known = set(cls.spec.settings)
+    options = {k: v for k, v in options.items() if k in known or k != "restarts"}
+    return make_attack(name, norm=norm, argument="attacks", **options)
 
 
 def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEntry]]:
@@ -113,7 +90,7 @@ def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEn
         preset = attacks.strip().lower()
         names: list[Any] = list(PRESETS[preset])
     elif isinstance(attacks, str):
-        if "," in attacks or attacks.strip().lower() in ATTACKS or attacks.strip().lower() in ALIASES:
+        if "," in attacks or is_attack(attacks):
             names = [a for a in attacks.split(",") if a.strip()]
         else:
             validation.check_choice(
@@ -132,8 +109,8 @@ def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEn
             f"attacks: expected a preset name ({', '.join(PRESETS)}) or a list of attack names/configs, "
             f"got {type(attacks).__name__}"
         )
-    if preset == "strong" and norm not in ("l2", "linf"):
-        names = [a for a in names if a != "cw"]  # C&W exists for l2 and linf only
+    if preset is not None:  # a preset skips its per-norm aliases that have no attack for this norm (C&W for l1)
+        names = [a for a in names if not (a in ALIASES and not ALIASES[a].covers(norm))]
     if not names:
         raise ValueError("attacks: the list is empty; give at least one attack, e.g. attacks=['pgd']")
     entries: list[CascadeEntry] = []
@@ -144,7 +121,7 @@ def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEn
             label = item.strip().lower()
             given = PRESET_OPTIONS.get(preset or "", {})
             config = _build(label, norm, {**given.get("*", {}), **given.get(label, {})})
-            if label == "cw":
+            if label in ALIASES and ALIASES[label].per_norm:  # "cw": name the attack that runs for this norm
                 label = type(config).name
         else:
             raise TypeError(f"attacks: expected attack names or AttackConfig instances, got {type(item).__name__}")

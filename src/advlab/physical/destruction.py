@@ -8,6 +8,7 @@ and eps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -201,8 +202,8 @@ def measure_destruction(
         >>> report = measure_destruction(clf, x, y, "print-photo", eps=[0.1, 0.2], eot_samples=[0, 30])
         >>> print(report.table())
     """
-    from advlab.attacks import attack_in_batches, get_attack
-    from advlab.goals import Targeted
+    from advlab.attacks import attack_in_batches, make_attack
+    from advlab.goals import LeastLikely, Targeted
     from advlab.physical.eot import with_transformations
     from advlab.threat import ThreatModel
 
@@ -216,10 +217,7 @@ def measure_destruction(
     seed = validation.check_int("seed", seed, minimum=0)
     batch_size = validation.check_int("batch_size", batch_size, minimum=1)
     options = dict(attack_options or {})
-    configs = {}
-    for name in attacks:
-        cls = get_attack("bim" if name == "illc" else name)
-        configs[name] = cls.from_options(options.get(name, {}))
+    configs = {name: make_attack(name, norm=norm, **options.get(name, {})) for name in attacks}
     x = torch.as_tensor(x)
     y = torch.as_tensor(y).long()
     validation.check_input(x, clf.bounds)
@@ -245,7 +243,9 @@ def measure_destruction(
         report = DestructionReport(tf.spec(), norm, draws, seed)
         y_cpu = y.cpu()
         for name, cfg in configs.items():
-            goal = Targeted(ll_target) if name == "illc" else None
+            goal = None
+            if isinstance(cfg.goal, LeastLikely):  # ILLC: the plain model's least-likely class, also through EOT
+                cfg, goal = dataclasses.replace(cfg, goal=None), Targeted(ll_target)
             for e in eps_list:
                 threat = ThreatModel(norm, e, clf.bounds)
                 for k in samples_list:

@@ -171,10 +171,9 @@ def eot_attack(
     Example:
         >>> result = eot_attack("pgd", clf, x, y, ThreatModel("linf", 0.2), "noise=0..0.1", samples=20)
     """
-    from advlab.attacks import get_attack
-    from advlab.attacks.base import AttackConfig
+    from advlab.attacks.registry import AttackConfig, make_attack
 
-    cfg = get_attack(attack)() if isinstance(attack, str) else attack
+    cfg = make_attack(attack, norm=threat.norm) if isinstance(attack, str) else attack
     if not isinstance(cfg, AttackConfig):
         raise TypeError(f"attack: expected an attack name or an AttackConfig, got {type(attack).__name__}")
     eot_model = with_transformations(model, transform, samples, average=average, seed=seed, jpeg=jpeg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlab.attacks.patch import (
+from advlab.physical.patch import (
     AdversarialPatch,
     apply_patch,
     patch_mask,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from advlab.attacks.deepfool import deepfool
-from advlab.attacks.universal import fooling_rate, universal_perturbation
+from advlab.dataset_level.universal import fooling_rate, universal_perturbation
 from advlab.threat import ThreatModel
 
 

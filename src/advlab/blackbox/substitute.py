@@ -34,7 +34,7 @@ from advlab.models import Classifier
 from advlab.threat import ThreatModel
 
 if TYPE_CHECKING:  # imported lazily at run time: advlab.blackbox imports this module
-    from advlab.blackbox.oracles import Oracle
+    from advlab.oracles import Oracle
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class _LabelledSet:
 
     def add(self, x_new: torch.Tensor) -> int:
         """Label as many of ``x_new`` as the budget allows and add them; returns how many were added."""
-        from advlab.blackbox.oracles import BudgetExceeded
+        from advlab.oracles import BudgetExceeded
 
         remaining = self.oracle.remaining()
         if remaining is not None and remaining < x_new.shape[0]:
@@ -287,9 +287,10 @@ def papernot_blackbox(
         >>> res = papernot_blackbox(oracle, x_test[:150], rounds=6, x_test=x_test[150:1150], y_test=y_test[150:1150])
         >>> res.transfer_success, res.queries
     """
-    from advlab.attacks.base import get_attack, make_generator
-    from advlab.blackbox.oracles import BudgetExceeded, Oracle
+    from advlab.attacks.base import make_generator
+    from advlab.attacks.registry import make_attack
     from advlab.defenses.standard import StandardTraining
+    from advlab.oracles import BudgetExceeded, Oracle
 
     if not isinstance(oracle, Oracle):
         raise TypeError(
@@ -308,9 +309,8 @@ def papernot_blackbox(
     batch_size = validation.check_int("batch_size", batch_size, minimum=1)
     seed = validation.check_int("seed", seed, minimum=0)
     threat = ThreatModel(norm, eps, oracle.bounds)
-    attack_cls = get_attack(attack)
-    attack_cfg = attack_cls.from_options(dict(attack_options or {}))
-    if not attack_cls.needs_gradients:
+    attack_cfg = make_attack(attack, norm=norm, **dict(attack_options or {}))
+    if not attack_cfg.needs_gradients:
         log.info("attack %r does not need gradients; it still runs on the substitute", attack)
 
     validation.check_tensor_like("seed_x", seed_x)

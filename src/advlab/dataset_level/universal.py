@@ -227,8 +227,8 @@ def universal_perturbation(
                         clean_pred[i : i + 1],
                         df_threat,
                         overshoot=overshoot,
-                        max_iter=deepfool_max_iter,
-                        num_classes=min(num_classes, clf.num_classes or num_classes),
+                        steps=deepfool_max_iter,
+                        candidates=min(num_classes, clf.num_classes or num_classes),
                     )
                     if bool(torch.as_tensor(res.success)[0]):
                         dv = torch.as_tensor(res.x_adv)[0] - xi[0]

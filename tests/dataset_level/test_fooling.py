@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from advlab import Classifier
-from advlab.attacks.fooling import fooling_images, rubbish_class_rate
+from advlab.dataset_level.fooling import fooling_images, rubbish_class_rate
 
 
 @pytest.mark.parametrize("start", ["noise", "blank"])
