@@ -47,7 +47,8 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """The JSON form of tensors, numpy values, paths, sets and tuples (``json.dumps(..., default=json_default)``)."""
     import numpy as np
     import torch
 
@@ -70,7 +71,7 @@ def _json_default(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Atomically write ``obj`` as indented JSON (tensors and numpy values become numbers and lists)."""
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, default=json_default, allow_nan=True) + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

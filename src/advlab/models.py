@@ -29,6 +29,9 @@ products, loses 4-8% to the extra calls), train mode (batch norm statistics) and
 are.
 """
 
+PREDICT_BATCH = 512
+"""Examples per forward pass of :func:`predict`."""
+
 
 class Classifier(nn.Module):
     """A classifier on raw inputs: ``logits = module((x - mean) / std)``.
@@ -105,19 +108,13 @@ class Classifier(nn.Module):
             return torch.cat([self.module(c) for c in z.split(CPU_FORWARD_CHUNK)])
         return self.module(z)
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Predicted labels for ``x``, batched, without gradients."""
-        out = [self(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)]
-        return torch.cat(out)
+    def predict(self, x: torch.Tensor, batch_size: int = PREDICT_BATCH) -> torch.Tensor:
+        """Predicted labels for ``x``, batched, without gradients (see :func:`predict`)."""
+        return predict(self, x, batch_size=batch_size)
 
     @property
     def device(self) -> torch.device:
-        for t in self.module.parameters():
-            return t.device
-        for t in self.module.buffers():
-            return t.device
-        return torch.device("cpu")
+        return device_of(self.module)
 
     # ------------------------------------------------------------------ attack mode
     @contextlib.contextmanager
@@ -149,6 +146,38 @@ class Classifier(nn.Module):
     def extra_repr(self) -> str:
         norm = f"mean={self.mean.tolist()}, std={self.std.tolist()}, " if self.has_normalization else ""
         return f"{norm}bounds={self.bounds}, num_classes={self.num_classes}, input_shape={self.input_shape}"
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = PREDICT_BATCH, logits: bool = False
+) -> torch.Tensor:
+    """The model's predicted labels (or its logits) on ``x``, in batches, without gradients.
+
+    Each batch is moved to the model's device; the result is on the device of ``x``. The model's mode is left as
+    it is (call it inside :meth:`Classifier.attack_mode` or after ``model.eval()``).
+
+    Example:
+        >>> labels = predict(model, x_test, batch_size=1000)
+        >>> accuracy = (labels == y_test).float().mean()
+    """
+    device = device_of(model)
+    out = []
+    for start in range(0, x.shape[0], batch_size):
+        z = model(x[start : start + batch_size].to(device))
+        out.append((z if logits else z.argmax(1)).to(x.device))
+    if not out:
+        return torch.empty((0,), dtype=torch.int64, device=x.device)
+    return torch.cat(out)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the first parameter (or buffer) of ``model``; the CPU for a module with neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
 
 
 def as_classifier(model: nn.Module | Classifier, bounds: tuple[float, float] | None = None) -> Classifier:

@@ -293,3 +293,44 @@ def did_you_mean(name: Any, choices: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(str(name).strip().lower(), list(choices), n=3)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+# ---------------------------------------------------------------------- data
+def as_xy(data: Any, name: str = "data", *, labels: str = "required") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The one place where data in the forms users have becomes ``(x, y)`` tensors.
+
+    Accepts an advlab Dataset or anything with ``.x`` and ``.y``, a pair ``(x, y)``, or (with ``labels`` other
+    than ``"required"``) inputs ``x`` alone; torch tensors or numpy arrays. ``x`` comes back as a float tensor
+    (float64 becomes float32), ``y`` as int64 (or ``None``).
+
+    Args:
+        data: the data.
+        name: the argument's name, for error messages.
+        labels: ``"required"``, ``"optional"`` (``y`` may be missing) or ``"none"`` (``x`` alone expected).
+
+    Raises:
+        TypeError: data in none of these forms, or not tensors/arrays.
+        ValueError: labels required but missing.
+    """
+    x: Any
+    y: Any = None
+    if hasattr(data, "x") and hasattr(data, "y"):
+        x, y = data.x, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    elif isinstance(data, (torch.Tensor, np.ndarray)) and labels != "required":
+        x = data
+    else:
+        expected = "a Dataset (with .x and .y) or a pair (x, y)" + (" or inputs x" if labels != "required" else "")
+        raise TypeError(f"{name}: expected {expected}, got {type(data).__name__}")
+    check_tensor_like(f"{name} x", x)
+    x_t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if torch.is_floating_point(x_t) and x_t.dtype == torch.float64:
+        x_t = x_t.float()
+    if y is None:
+        if labels == "required":
+            raise ValueError(f"{name}: labels are needed; pass (x, y) or a Dataset")
+        return x_t, None
+    check_tensor_like(f"{name} y", y)
+    y_t = torch.from_numpy(np.ascontiguousarray(y)) if isinstance(y, np.ndarray) else y
+    return x_t, y_t.long() if not (y_t.dtype.is_floating_point or y_t.dtype == torch.bool) else y_t

@@ -293,7 +293,7 @@ def save_model(
     if extra_map is not None:
         card["extra"] = extra_map
     try:  # fail before writing anything when a field cannot be stored as JSON
-        json.dumps(card, default=io._json_default)
+        json.dumps(card, default=io.json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(
             f"save_model: the card cannot be written as JSON ({exc}); pass plain numbers, strings, lists and dicts"
@@ -309,7 +309,7 @@ def save_model(
         "tensors": len(state),
     }
     io.write_json(folder / CARD_FILE, card)
-    clf.card = json.loads(json.dumps(card, default=io._json_default))
+    clf.card = json.loads(json.dumps(card, default=io.json_default))
     log.debug("saved %s to %s", card_summary(card), folder)
     return folder
 
