@@ -34,7 +34,7 @@ def _robust_curve(model, x, y, attack, eps_grid, seed) -> list[float]:
 
 
 def _plot_curves(curves: dict[str, list[float]], eps_grid, path: Path) -> None:
-    from advlab.reports.figures import _finish, plt
+    from advlab.reports.figures import plt, save_png
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label, values in curves.items():
@@ -47,7 +47,7 @@ def _plot_curves(curves: dict[str, list[float]], eps_grid, path: Path) -> None:
     ax.legend()
     ax.set_title("digits: standard vs PGD-trained MLP")
     fig.tight_layout()
-    _finish(fig, path)
+    save_png(fig, path)
 
 
 def run_demo(

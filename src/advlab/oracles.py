@@ -356,7 +356,7 @@ class SklearnOracle(Oracle):
         self.estimator = estimator
         self.n_features = None if n_features is None else int(n_features)
 
-    def _flat(self, x: torch.Tensor) -> np.ndarray:
+    def flatten(self, x: torch.Tensor) -> np.ndarray:
         flat = x.detach().cpu().reshape(x.shape[0], -1).numpy()
         if self.n_features is not None and flat.shape[1] != self.n_features:
             raise ValueError(
@@ -375,12 +375,12 @@ class SklearnOracle(Oracle):
         return x_t
 
     def _labels(self, x: torch.Tensor) -> torch.Tensor:
-        pred = np.asarray(self.estimator.predict(self._flat(x)))
+        pred = np.asarray(self.estimator.predict(self.flatten(x)))
         idx = np.searchsorted(self.classes_, pred) if _is_sorted(self.classes_) else _index_of(self.classes_, pred)
         return torch.from_numpy(np.asarray(idx, dtype=np.int64))
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.estimator.predict_proba(self._flat(x)), dtype=np.float32))
+        return torch.from_numpy(np.asarray(self.estimator.predict_proba(self.flatten(x)), dtype=np.float32))
 
 
 def _is_sorted(a: np.ndarray) -> bool:

@@ -20,18 +20,18 @@ NORMS = ("linf", "l2", "l1")
 _TINY = 1e-12  # guards divisions by a norm that may be zero
 
 
-def _flat(t: torch.Tensor) -> torch.Tensor:
+def flatten(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def _per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a ``(N,)`` vector so it broadcasts against ``like`` of shape ``(N, ...)``."""
     return v.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
 def norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-example norm of ``delta`` (shape ``(N, ...)``) as a ``(N,)`` tensor."""
-    flat = _flat(delta)
+    flat = flatten(delta)
     if norm == "linf":
         return flat.abs().amax(dim=1)
     if norm == "l2":
@@ -49,7 +49,7 @@ def project_l1_ball(delta: torch.Tensor, eps: torch.Tensor | float) -> torch.Ten
     Sorting algorithm of Duchi et al. 2008 ("Efficient projections onto the l1-ball"), batched.
     ``eps`` is a float or a ``(N,)`` tensor.
     """
-    flat = _flat(delta)
+    flat = flatten(delta)
     n, d = flat.shape
     eps_t = torch.as_tensor(eps, dtype=flat.dtype, device=flat.device).expand(n)
     abs_flat = flat.abs()
@@ -106,19 +106,19 @@ class ThreatModel:
         eps = self.eps if eps is None else eps
         if self.norm == "linf":
             if isinstance(eps, torch.Tensor):
-                e = _per_example(eps.to(delta.dtype), delta)
+                e = per_example(eps.to(delta.dtype), delta)
                 return torch.maximum(torch.minimum(delta, e), -e)
             return delta.clamp(-eps, eps)
         if self.norm == "l2":
-            norms = _flat(delta).norm(p=2, dim=1)
+            norms = flatten(delta).norm(p=2, dim=1)
             eps_t = torch.as_tensor(eps, dtype=delta.dtype, device=delta.device)
             factor = torch.clamp(eps_t / (norms + _TINY), max=1.0)
-            return delta * _per_example(factor, delta)
+            return delta * per_example(factor, delta)
         if self.norm == "l1":
             return project_l1_ball(delta, eps)
         if self.norm == "l0":
             k = int(eps) if not isinstance(eps, torch.Tensor) else int(eps.max().item())
-            flat = _flat(delta)
+            flat = flatten(delta)
             if k >= flat.shape[1]:
                 return delta
             keep = flat.abs().topk(k, dim=1).indices
@@ -164,7 +164,7 @@ class ThreatModel:
             idx = scores.topk(min(k, d), dim=1).indices
             vals = torch.rand((n, idx.shape[1]), generator=generator, device=dev, dtype=x.dtype)
             lo, hi = self.bounds
-            flat = _flat(x).to(dev).clone()
+            flat = flatten(x).to(dev).clone()
             flat.scatter_(1, idx, lo + (hi - lo) * vals)
             return flat.reshape(shape).to(x.device)
         return self.clip_box(x + delta.to(x.device))
@@ -184,12 +184,12 @@ class ThreatModel:
         if self.norm == "linf":
             return grad.sign()
         if self.norm == "l2":
-            norms = _flat(grad).norm(p=2, dim=1)
-            return grad / _per_example(norms + _TINY, grad)
+            norms = flatten(grad).norm(p=2, dim=1)
+            return grad / per_example(norms + _TINY, grad)
         if self.norm == "l1":
-            g = _flat(grad)
+            g = flatten(grad)
             if x_adv is not None:
-                xf = _flat(x_adv)
+                xf = flatten(x_adv)
                 blocked = ((xf <= self.bounds[0]) & (g < 0)) | ((xf >= self.bounds[1]) & (g > 0))
                 g = g.masked_fill(blocked, 0.0)
             a = g.abs()
@@ -207,7 +207,7 @@ class ThreatModel:
 
     def contains(self, x_adv: torch.Tensor, x: torch.Tensor, rtol: float = 1e-5) -> torch.Tensor:
         """Per-example bool: ``x_adv`` is in the box exactly and in the ball up to float tolerance."""
-        in_box = (_flat(x_adv) >= self.bounds[0]).all(1) & (_flat(x_adv) <= self.bounds[1]).all(1)
+        in_box = (flatten(x_adv) >= self.bounds[0]).all(1) & (flatten(x_adv) <= self.bounds[1]).all(1)
         tol = rtol * max(1.0, self.eps) + (1e-6 if self.norm != "l0" else 0.0)
         return in_box & (self.distance(x_adv, x) <= self.eps + tol)
 

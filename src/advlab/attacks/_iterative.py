@@ -12,7 +12,7 @@ import torch
 from advlab.attacks.base import loss_and_grad, warn_once_zero_grad
 from advlab.goals import is_success
 from advlab.losses import LossFn
-from advlab.threat import ThreatModel, _flat, _per_example
+from advlab.threat import ThreatModel, flatten, per_example
 
 
 def iterate(
@@ -48,11 +48,11 @@ def iterate(
             warn_once_zero_grad(grad, name)
         trace[i] = loss.mean()
         succ = is_success(logits, labels, targeted)
-        x_found = torch.where(_per_example(succ, x), x_adv, x_found)
+        x_found = torch.where(per_example(succ, x), x_adv, x_found)
         found |= succ
         if g is not None:
-            l1 = _flat(grad).abs().sum(1).clamp_min(1e-12)
-            g = momentum * g + grad / _per_example(l1, grad)
+            l1 = flatten(grad).abs().sum(1).clamp_min(1e-12)
+            g = momentum * g + grad / per_example(l1, grad)
             grad = g
         x_adv = threat.project(x_adv + step_size * threat.ascent_direction(grad, x_adv), x)
     with torch.no_grad():
@@ -60,7 +60,7 @@ def iterate(
         loss = loss_fn(logits, labels, targeted)
     succ = is_success(logits, labels, targeted)
     keep_found = found & ~succ
-    x_out = torch.where(_per_example(keep_found, x), x_found, x_adv)
+    x_out = torch.where(per_example(keep_found, x), x_found, x_adv)
     return x_out, succ | found, loss, trace
 
 

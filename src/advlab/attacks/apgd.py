@@ -24,7 +24,7 @@ from advlab.goals import Goal, is_success
 from advlab.losses import LossFn, cross_entropy, dlr, dlr_targeted, margin
 from advlab.result import AttackResult
 from advlab.settings import OneOf, PositiveInt, Range
-from advlab.threat import ThreatModel, _flat, _per_example
+from advlab.threat import ThreatModel, flatten, per_example
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,8 @@ def project_l1_box(
         >>> d = project_l1_box(torch.randn(4, 10), torch.rand(4, 10), 1.0, (0.0, 1.0))
         >>> d.abs().sum(1)  # <= 1
     """
-    y = _flat(delta)
-    xf = _flat(x).to(y.dtype)
+    y = flatten(delta)
+    xf = flatten(x).to(y.dtype)
     n, d = y.shape
     lo, hi = bounds
     cap = torch.where(y >= 0, hi - xf, xf - lo).clamp_min(0.0)
@@ -152,7 +152,7 @@ def _l1_sparse_direction(grad: torch.Tensor, topk: torch.Tensor) -> torch.Tensor
 
     The number of coordinates is ``round(topk * d)``, at least 1 (see :func:`apgd` for why it is rounded).
     """
-    g = _flat(grad)
+    g = flatten(grad)
     d = g.shape[1]
     count = (topk * d).round().clamp(1, d)
     index = (d - count).long()
@@ -170,7 +170,7 @@ def _step(
     topk: torch.Tensor | None,
 ) -> torch.Tensor:
     """``P(x_adv + eta * direction)`` for the threat norm; for l1 the sparse step and the exact l1-box projection."""
-    eta_b = _per_example(eta, x)
+    eta_b = per_example(eta, x)
     if threat.norm == "l1":
         moved = x_adv + eta_b * _l1_sparse_direction(grad, topk)
         return x + project_l1_box(moved - x, x, threat.eps, threat.bounds)
@@ -263,7 +263,7 @@ def apgd_run(
         loss, grad, logits = loss_and_grad(model, x_adv, labels, targeted, loss_fn)
         trace[k] = loss.mean()
         succ = is_success(logits, labels, targeted)
-        x_found = torch.where(_per_example(succ, x), x_adv, x_found)
+        x_found = torch.where(per_example(succ, x), x_adv, x_found)
         found |= succ
         if bool(found.all()):  # every example has a successful point: more steps cannot change the outcome
             trace = trace[: k + 1]
@@ -274,13 +274,13 @@ def apgd_run(
         # cross-entropy rounds to a constant) the best point still follows the iterates.
         improved = loss >= best_loss
         best_loss = torch.where(improved, loss, best_loss)
-        x_max = torch.where(_per_example(improved, x), x_adv, x_max)
-        grad_max = torch.where(_per_example(improved, x), grad, grad_max)
+        x_max = torch.where(per_example(improved, x), x_adv, x_max)
+        grad_max = torch.where(per_example(improved, x), grad, grad_max)
 
         if k + 1 not in check_at:
             continue
         if l1:
-            sparsity = (_flat(x_max - x) != 0).sum(dim=1).to(x.dtype)
+            sparsity = (flatten(x_max - x) != 0).sum(dim=1).to(x.dtype)
             restart = sparsity / sparsity_old < L1_SPARSITY_DROP
             topk = sparsity / n_features / L1_TOPK_DIVISOR
             eta = torch.where(restart, torch.full_like(eta, eta_max), eta / L1_STEP_DECAY)
@@ -294,14 +294,14 @@ def apgd_run(
             eta = torch.where(restart, eta / 2.0, eta)
             reduced_at_check = restart
             best_at_check = best_loss.clone()
-        r = _per_example(restart, x)
+        r = per_example(restart, x)
         x_adv = torch.where(r, x_max, x_adv)
         grad = torch.where(r, grad_max, grad)
         loss_prev = torch.where(restart, best_loss, loss_prev)
         increases.zero_()
         last_check = k + 1
 
-    x_out = torch.where(_per_example(found, x), x_found, x_max)
+    x_out = torch.where(per_example(found, x), x_found, x_max)
     return x_out, found, best_loss, trace
 
 

@@ -22,7 +22,7 @@ from advlab.goals import Goal
 from advlab.oracles import Oracle
 from advlab.result import AttackResult
 from advlab.settings import NonNegativeInt, NotASetting, PositiveFloat, PositiveInt, Range
-from advlab.threat import ThreatModel, _flat, _per_example
+from advlab.threat import ThreatModel, flatten, per_example
 
 UPDATE_EVERY = 10
 """Steps between two step-size adaptations."""
@@ -68,7 +68,7 @@ def _proposals(
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """An orthogonal (spherical) step around ``x`` and the full step that also moves toward ``x``."""
-    towards = _flat(x - x_adv)
+    towards = flatten(x - x_adv)
     dist = towards.norm(dim=1).clamp_min(1e-12)
     unit = towards / dist[:, None]
     eta = torch.randn(towards.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
@@ -76,13 +76,13 @@ def _proposals(
     eta = eta * (spherical * dist / eta.norm(dim=1).clamp_min(1e-12))[:, None]
     # move on the sphere of radius dist around x: rescale (x_adv + eta - x) back to length dist
     direction = eta - towards
-    spherical_pt = _flat(x) + direction / torch.sqrt(1 + spherical**2)[:, None]
+    spherical_pt = flatten(x) + direction / torch.sqrt(1 + spherical**2)[:, None]
     spherical_pt = threat.clip_box(spherical_pt.reshape(x.shape))
-    new_towards = _flat(x - spherical_pt)
+    new_towards = flatten(x - spherical_pt)
     new_dist = new_towards.norm(dim=1).clamp_min(1e-12)
     # step toward x by source * dist, measured from the original radius (clipping may have shortened it)
     length = (source * dist + (new_dist - dist)).clamp_min(0) / new_dist
-    candidate = threat.clip_box(spherical_pt + _per_example(length, spherical_pt) * new_towards.reshape(x.shape))
+    candidate = threat.clip_box(spherical_pt + per_example(length, spherical_pt) * new_towards.reshape(x.shape))
     return spherical_pt, candidate
 
 
@@ -112,7 +112,7 @@ def _core(
         start, found = starting_points(
             counter, x, clean_pred, threat, given=given, init_attempts=init_attempts, generator=generator
         )
-        best = torch.where(_per_example(found, x), start, x)
+        best = torch.where(per_example(found, x), start, x)
         already = found & (threat.distance(start, x) == 0)
         best = blend_search(counter, x, best, found & ~already)
 

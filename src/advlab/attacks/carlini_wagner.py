@@ -16,7 +16,7 @@ from advlab.goals import Goal, is_success
 from advlab.losses import margin
 from advlab.result import AttackResult
 from advlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, Range
-from advlab.threat import ThreatModel, _flat, _per_example
+from advlab.threat import ThreatModel, flatten, per_example
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class _BatchedAdam:
             self.t[idx] += 1
             t = self.t[idx]
         lr_t = self.lr * torch.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
-        return w - _per_example(lr_t, w) * m / (v.sqrt() + self.eps)
+        return w - per_example(lr_t, w) * m / (v.sqrt() + self.eps)
 
 
 # ---------------------------------------------------------------------- L2
@@ -137,7 +137,7 @@ def _core_l2(
             w.requires_grad_(True)
             x_adv = _from_tanh(w, low, high)
             logits = model(x_adv)
-            l2 = _flat(x_adv - x0).pow(2).sum(1)
+            l2 = flatten(x_adv - x0).pow(2).sum(1)
             f6 = -margin(logits, labels, targeted, kappa=confidence)  # max(max_{i!=t} Z_i - Z_t, -kappa)
             loss = l2 + c * f6
             (grad,) = torch.autograd.grad(loss.sum(), w)
@@ -287,7 +287,7 @@ def _core_linf(
         xa = _from_tanh(wa, low, high)
         logits = model(xa)
         hinge = (confidence - margin(logits, labels[idx], targeted)).clamp_min(0)
-        excess = _flat((xa - x0[idx]).abs() - _per_example(tau[idx], xa)).clamp_min(0).sum(1)
+        excess = flatten((xa - x0[idx]).abs() - per_example(tau[idx], xa)).clamp_min(0).sum(1)
         c = const[idx].to(dtype)
         loss = c * hinge + excess
         (grad,) = torch.autograd.grad(loss.sum(), wa)
@@ -301,7 +301,7 @@ def _core_linf(
             s_idx = idx[accept]
             if s_idx.numel():
                 x_new = xa.detach()[accept]
-                actual = _flat(x_new - x[s_idx]).abs().amax(1)
+                actual = flatten(x_new - x[s_idx]).abs().amax(1)
                 prev[s_idx] = x_new
                 tau[s_idx] = torch.minimum(tau[s_idx], actual) * decrease_factor
                 done[s_idx] = tau[s_idx] <= tau_stop

@@ -12,7 +12,7 @@ from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
 from advlab.result import AttackResult
 from advlab.settings import NonNegativeFloat, PositiveInt, Range
-from advlab.threat import ThreatModel, _flat
+from advlab.threat import ThreatModel, flatten
 
 STEP_MARGIN = 1e-4
 """Each step goes this much (times the box width) past the linearised boundary, as in the authors' code
@@ -41,7 +41,7 @@ def _candidate_step(
     diffs = []
     for j in range(1, k):
         (g,) = torch.autograd.grad((z[:, j] - z[:, 0]).sum(), x_adv, retain_graph=j < k - 1)
-        diffs.append(_flat(g))
+        diffs.append(flatten(g))
     w = torch.stack(diffs, dim=1)  # (n, k - 1, d)
     f = (z[:, 1:] - z[:, :1]).detach()  # (n, k - 1), negative while class 0 wins
     if _DUAL[norm] == "l2":

@@ -21,7 +21,7 @@ from advlab.goals import Goal, is_success
 from advlab.losses import margin
 from advlab.result import AttackResult
 from advlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, Range
-from advlab.threat import ThreatModel, _flat, _per_example, norm_of
+from advlab.threat import ThreatModel, flatten, norm_of, per_example
 
 ALPHA_FINAL_FRACTION = 0.01
 """Default final step size: ``alpha_init / 100``."""
@@ -40,7 +40,7 @@ def _cosine(k: int, steps: int, start: float, end: float) -> float:
 
 def _project_l0(delta: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Keep, per example, the ``k`` largest-magnitude coordinates of ``delta`` (``k`` a ``(N,)`` tensor)."""
-    flat = _flat(delta)
+    flat = flatten(delta)
     rank = flat.abs().argsort(dim=1, descending=True).argsort(dim=1)
     return (flat * (rank < k[:, None])).reshape(delta.shape)
 
@@ -87,7 +87,7 @@ def _core(
         is_adv = is_success(logits, labels, targeted)
         smaller = is_adv & (delta_norm < best_norm)
         best_norm = torch.where(smaller, delta_norm, best_norm)
-        best_adv = torch.where(_per_example(smaller, x), x_adv, best_adv)
+        best_adv = torch.where(per_example(smaller, x), x_adv, best_adv)
         found |= is_adv
 
         # Linearised distance to the boundary. Coordinates pinned at the box with the gradient pointing out
@@ -112,8 +112,8 @@ def _core(
 
         # The step uses the same free coordinates: mass put on pinned ones would be clipped away by the box
         # after the ball projection has already rescaled the rest.
-        g_norm = _flat(free_grad).norm(dim=1).clamp_min(_TINY)
-        step = alpha * free_grad / _per_example(g_norm, free_grad)
+        g_norm = flatten(free_grad).norm(dim=1).clamp_min(_TINY)
+        step = alpha * free_grad / per_example(g_norm, free_grad)
         if l0:
             x_adv = threat.clip_box(x + _project_l0(x_adv + step - x, eps_k)).detach()
         else:
@@ -125,7 +125,7 @@ def _core(
     delta_norm = threat.distance(x_adv, x)
     smaller = is_adv & (delta_norm < best_norm)
     best_norm = torch.where(smaller, delta_norm, best_norm)
-    best_adv = torch.where(_per_example(smaller, x), x_adv, best_adv)
+    best_adv = torch.where(per_example(smaller, x), x_adv, best_adv)
     return AttackOutput(best_adv, loss_trace=trace, info={"min_distance": best_norm.detach()})
 
 

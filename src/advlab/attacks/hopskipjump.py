@@ -23,7 +23,7 @@ from advlab.goals import Goal
 from advlab.oracles import Oracle
 from advlab.result import AttackResult
 from advlab.settings import NonNegativeInt, NotASetting, PositiveFloat, PositiveInt
-from advlab.threat import ThreatModel, _flat, _per_example
+from advlab.threat import ThreatModel, flatten, per_example
 
 FIRST_DELTA = 0.1
 """Probe radius at the first iteration, as a fraction of the box width."""
@@ -35,7 +35,7 @@ CHUNK_POINTS = 1 << 15
 
 def _project(x: torch.Tensor, x_adv: torch.Tensor, alpha: torch.Tensor, norm: str) -> torch.Tensor:
     """Point between ``x`` (alpha = 0) and ``x_adv``: blend for l2, clip to an linf box of radius alpha for linf."""
-    a = _per_example(alpha, x)
+    a = per_example(alpha, x)
     if norm == "l2":
         return (1 - a) * x + a * x_adv
     return torch.minimum(torch.maximum(x_adv, x - a), x + a)
@@ -55,7 +55,7 @@ def _binary_search(
         high = torch.ones(idx.numel(), device=x.device, dtype=x.dtype)
         thresh = torch.full_like(high, theta)
     else:
-        high = _flat(xa - xs).abs().amax(1)
+        high = flatten(xa - xs).abs().amax(1)
         thresh = (high * theta).clamp(max=theta)
     low = torch.zeros_like(high)
     while True:
@@ -94,7 +94,7 @@ def _estimate_gradient(
             rv = torch.rand((n, k, d), generator=generator, device=generator.device) * 2 - 1
         rv = rv.to(x_b.device, x_b.dtype)
         rv = rv / rv.norm(dim=2, keepdim=True).clamp_min(1e-12)
-        base = _flat(x_b).unsqueeze(1)
+        base = flatten(x_b).unsqueeze(1)
         pts = threat.clip_box(base + delta.view(n, 1, 1) * rv)
         rv = (pts - base) / delta.view(n, 1, 1)
         owner = idx.repeat_interleave(k)
@@ -142,7 +142,7 @@ def _core(
             counter, x, clean_pred, threat, given=given, init_attempts=init_attempts, generator=generator
         )
         already = found & (threat.distance(start, x) == 0)
-        best = torch.where(_per_example(found, x), start, x)
+        best = torch.where(per_example(found, x), start, x)
         best_dist = torch.where(found, threat.distance(best, x), best_dist)
         current = blend_search(counter, x, best, found & ~already)
         idx = (found & ~already).nonzero().flatten()
@@ -176,7 +176,7 @@ def _core(
                 sel = (pending & counter.can_afford(1)[idx]).nonzero().flatten()
                 if sel.numel() == 0:
                     break
-                cand = threat.clip_box(current[idx[sel]] + _per_example(eps[sel], update[sel]) * update[sel])
+                cand = threat.clip_box(current[idx[sel]] + per_example(eps[sel], update[sel]) * update[sel])
                 adv = counter.is_adversarial(cand, idx[sel])
                 moved[sel[adv]] = cand[adv]
                 pending[sel[adv]] = False

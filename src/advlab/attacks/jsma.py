@@ -13,7 +13,7 @@ from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
 from advlab.result import AttackResult
 from advlab.settings import OneOf, Range
-from advlab.threat import ThreatModel, _flat
+from advlab.threat import ThreatModel, flatten
 
 PAIR_SCORES_PER_CHUNK = 1 << 23
 """The pairwise saliency map needs ``d^2`` scores per example; examples are scored in chunks of this many."""
@@ -72,7 +72,7 @@ def _core(
     target = labels if targeted else clean.scatter(1, labels[:, None], -math.inf).argmax(dim=1)
     increase = theta > 0
     step = theta * (high - low)
-    xf = _flat(x).clone()
+    xf = flatten(x).clone()
     domain = xf < high if increase else xf > low  # features that can still move in theta's direction
     active = ~is_success(clean, labels, targeted)
     iterations = torch.zeros(n, dtype=torch.long, device=x.device)

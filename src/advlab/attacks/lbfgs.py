@@ -16,7 +16,7 @@ from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
 from advlab.result import AttackResult
 from advlab.settings import PositiveFloat, PositiveInt
-from advlab.threat import ThreatModel, _flat
+from advlab.threat import ThreatModel, flatten
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _core(
     if todo.numel() == 0:
         return AttackOutput(best, info={"const": torch.full((n,), math.nan, device=dev, dtype=torch.float64)})
     xs, ls = x[todo], labels[todo]
-    x64 = _flat(xs).double()
+    x64 = flatten(xs).double()
     start = x64.cpu().numpy().ravel()
     box = Bounds(np.full(start.size, low), np.full(start.size, high))
 

@@ -16,7 +16,7 @@ from advlab.losses import LossFn, LossSetting, get_loss
 from advlab.oracles import Oracle
 from advlab.result import AttackResult
 from advlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, Range
-from advlab.threat import ThreatModel, _flat, _per_example
+from advlab.threat import ThreatModel, flatten, per_example
 
 STEP_SIZE_FACTOR = 2.5
 """Default step size ``2.5 * eps / steps``, as for PGD (Uesato et al. use 0.01 at their eps)."""
@@ -119,7 +119,7 @@ def _core(
             v[idx] = b2 * v[idx] + (1 - b2) * grad**2
             update = (m[idx] / (1 - b1**t)) / ((v[idx] / (1 - b2**t)).sqrt() + ADAM_EPS)
             if threat.norm == "l2":  # an Adam-preconditioned direction, scaled to step_size in L2
-                update = update / _per_example(_flat(update).norm(dim=1).clamp_min(1e-12), update)
+                update = update / per_example(flatten(update).norm(dim=1).clamp_min(1e-12), update)
             x_new = threat.project(xa + step_size * update, x[idx])
             x_adv[idx] = x_new
             lp = counter.log_probs(x_new, idx)

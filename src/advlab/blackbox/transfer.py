@@ -324,7 +324,7 @@ def plot_transfer_matrix(tm: TransferMatrix, path: str | Path | None = None, *, 
 
     Returns the PNG bytes; writes them atomically to ``path`` when given.
     """
-    from advlab.reports.figures import _finish, plt
+    from advlab.reports.figures import plt, save_png
 
     data = np.asarray(tm.error, dtype=float) * 100
     fig, ax = plt.subplots(figsize=(1.1 * len(tm.targets) + 2.5, 0.6 * len(tm.sources) + 1.8))
@@ -347,4 +347,4 @@ def plot_transfer_matrix(tm: TransferMatrix, path: str | Path | None = None, *, 
     fig.colorbar(im, ax=ax, label="target error on adversarial examples (%)")
     s = tm.settings
     ax.set_title(title or f"transferability, {s.get('attack')} {s.get('norm')} eps={s.get('eps'):g}, n={s.get('n')}")
-    return _finish(fig, path)
+    return save_png(fig, path)

@@ -102,7 +102,7 @@ def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> None:
     """Substitute accuracy, agreement and transfer success per round, queries on the second axis."""
     from matplotlib.ticker import MaxNLocator
 
-    from advlab.reports.figures import PALETTE, _finish, plt
+    from advlab.reports.figures import PALETTE, plt, save_png
 
     xs = [r["round"] for r in rounds]
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
@@ -124,7 +124,7 @@ def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> None:
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="lower right")
     ax.set_title("Papernot et al. black-box attack")
-    _finish(fig, path)
+    save_png(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
 
 def fooling_figure(fool, classes, bounds) -> bytes:
     """PNG: one fooling image per class, titled with the class it was optimised for and the model's confidence."""
-    from advlab.reports.figures import _finish, _numpy, plt
+    from advlab.reports.figures import plt, save_png, to_numpy
 
     lo, hi = bounds
     k = len(fool.classes)
@@ -61,7 +61,7 @@ def fooling_figure(fool, classes, bounds) -> bytes:
         ax.axis("off")
     for i in range(k):
         ax = axes.flat[i]
-        img = _numpy(fool.x[i]).astype("float32")
+        img = to_numpy(fool.x[i]).astype("float32")
         img = img[0] if img.ndim == 3 and img.shape[0] == 1 else (img.transpose(1, 2, 0) if img.ndim == 3 else img)
         ax.imshow((img - lo) / (hi - lo), cmap="gray", vmin=0, vmax=1)
         c = int(fool.classes[i])
@@ -77,7 +77,7 @@ def fooling_figure(fool, classes, bounds) -> bytes:
         fontsize=9,
     )
     fig.tight_layout()
-    return _finish(fig, None)
+    return save_png(fig, None)
 
 
 def run(args: argparse.Namespace) -> int:

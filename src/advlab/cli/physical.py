@@ -88,7 +88,7 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
 
     from advlab.attacks import attack_in_batches, make_attack
     from advlab.goals import LeastLikely, Targeted
-    from advlab.reports.figures import _finish, _numpy, plt
+    from advlab.reports.figures import plt, save_png, to_numpy
     from advlab.threat import ThreatModel
 
     x, y = x.to(model.device), y.to(model.device)
@@ -113,7 +113,7 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
     for r, ((label, imgs), pred) in enumerate(zip(rows, preds)):
         for i in range(n):
             ax = axes[r][i]
-            img = _numpy(imgs[i]).astype("float32")
+            img = to_numpy(imgs[i]).astype("float32")
             img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
             ax.imshow((img - lo) / (hi - lo), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
@@ -134,7 +134,7 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
         color="#4b5563",
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1), h_pad=1.2)
-    return _finish(fig, None)
+    return save_png(fig, None)
 
 
 def run(args: argparse.Namespace) -> int:

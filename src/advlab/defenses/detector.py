@@ -17,7 +17,7 @@ from advlab.defenses._adversarial import crafting
 from advlab.defenses.base import Trainer
 from advlab.losses import cross_entropy
 from advlab.models import Classifier, as_classifier
-from advlab.threat import ThreatModel, _per_example
+from advlab.threat import ThreatModel, per_example
 
 DETECTOR_FILE = "detector.safetensors"
 DETECTOR_CARD = "detector.json"
@@ -183,13 +183,13 @@ def adaptive_attack(
                 (grad,) = torch.autograd.grad(loss_fn(logits, y, False).sum(), x_adv)
                 with torch.no_grad():
                     fooled = (logits.argmax(1) != y) & ~rejected(logits) & ~done
-                    best = torch.where(_per_example(fooled, x), x_adv.detach(), best)
+                    best = torch.where(per_example(fooled, x), x_adv.detach(), best)
                     done |= fooled
                 x_adv = threat.project(x_adv.detach() + step_size * threat.ascent_direction(grad, x_adv), x)
             with torch.no_grad():
                 logits = combined(x_adv)
                 fooled = (logits.argmax(1) != y) & ~rejected(logits) & ~done
-                best = torch.where(_per_example(fooled | (~done & (r == restarts - 1)), x), x_adv, best)
+                best = torch.where(per_example(fooled | (~done & (r == restarts - 1)), x), x_adv, best)
                 done |= fooled
     return best.detach()
 

@@ -12,12 +12,12 @@ from advlab import validation
 from advlab.defenses.base import Trainer
 from advlab.defenses.trades import kl_to
 from advlab.models import Classifier
-from advlab.threat import _flat, _per_example
+from advlab.threat import flatten, per_example
 
 
 def _unit(d: torch.Tensor) -> torch.Tensor:
     """Each example of ``d`` scaled to unit L2 norm."""
-    return d / _per_example(_flat(d).norm(dim=1) + 1e-12, d)
+    return d / per_example(flatten(d).norm(dim=1) + 1e-12, d)
 
 
 def vat_direction(

@@ -12,7 +12,7 @@ from advlab.explain.gradients import GradientAmplitudes
 from advlab.explain.linearity import LogitResponse
 from advlab.explain.noise import PerturbationComparison
 from advlab.explain.visualize import ClassVisualization
-from advlab.reports.figures import PALETTE, _as_image, _finish, plt
+from advlab.reports.figures import PALETTE, as_image, plt, save_png
 
 
 def cross_sections_figure(sections: Sequence[CrossSection], classes: Sequence[str]) -> bytes:
@@ -50,7 +50,7 @@ def cross_sections_figure(sections: Sequence[CrossSection], classes: Sequence[st
         bbox_to_anchor=(0.5, -0.06),
     )
     fig.tight_layout()
-    return _finish(fig, None)
+    return save_png(fig, None)
 
 
 def logit_response_figure(resp: LogitResponse, classes: Sequence[str]) -> bytes:
@@ -71,7 +71,7 @@ def logit_response_figure(resp: LogitResponse, classes: Sequence[str]) -> bytes:
     a1.legend(fontsize=7, ncol=2)
     fig.suptitle(f"true class {classes[resp.label]} (thick); mean R² of a linear fit {resp.r2:.3f}", fontsize=10)
     fig.tight_layout()
-    return _finish(fig, None)
+    return save_png(fig, None)
 
 
 def perturbation_figure(cmps: dict[str, PerturbationComparison]) -> bytes:
@@ -90,7 +90,7 @@ def perturbation_figure(cmps: dict[str, PerturbationComparison]) -> bytes:
     ax.legend(fontsize=8, loc="upper right", ncol=len(cmps))
     ax.set_title(f"perturbations of the same size (L∞ eps = {next(iter(cmps.values())).eps:g})", fontsize=10)
     fig.tight_layout()
-    return _finish(fig, None)
+    return save_png(fig, None)
 
 
 def gradient_figure(amps: dict[str, GradientAmplitudes]) -> bytes:
@@ -110,7 +110,7 @@ def gradient_figure(amps: dict[str, GradientAmplitudes]) -> bytes:
     ax.set_ylabel("examples")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _finish(fig, None)
+    return save_png(fig, None)
 
 
 def visualization_figure(vizs: dict[str, ClassVisualization], classes: Sequence[str]) -> bytes:
@@ -118,16 +118,16 @@ def visualization_figure(vizs: dict[str, ClassVisualization], classes: Sequence[
     k = next(iter(vizs.values())).x.shape[0]
     fig, axes = plt.subplots(rows, k + 1, figsize=(1.25 * (k + 1), 1.45 * rows), squeeze=False)
     for r, (label, viz) in enumerate(vizs.items()):
-        img = _as_image(viz.start[0].numpy())
+        img = as_image(viz.start[0].numpy())
         axes[r][0].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
         axes[r][0].set_title("start", fontsize=8)
         axes[r][0].set_ylabel(label, fontsize=9)
         for c in range(k):
-            img = _as_image(viz.x[c].numpy())
+            img = as_image(viz.x[c].numpy())
             axes[r][c + 1].imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
             axes[r][c + 1].set_title(f"{classes[c]} {100 * float(viz.confidence[c]):.0f}%", fontsize=8)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    return _finish(fig, None)
+    return save_png(fig, None)

@@ -51,7 +51,7 @@ class ExplainReport:
         """Write ``explain.json``, one PNG per figure (``KIND`` or ``KIND__MODEL``) and the self-contained ``explain.html``; return the HTML path."""
         import base64
 
-        from advlab.reports.html import _env
+        from advlab.reports.html import environment
 
         out = Path(out)
         for name, png in self.figures.items():
@@ -69,7 +69,7 @@ class ExplainReport:
                 }
             )
         html = (
-            _env()
+            environment()
             .get_template("explain.html.j2")
             .render(title=title, r=self.numbers, sections=sections, notes=self.notes)
         )

@@ -26,7 +26,7 @@ NORM_SYMBOL = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
 DPI = 110
 
 
-def _finish(fig: Figure, path: str | Path | None) -> bytes:
+def save_png(fig: Figure, path: str | Path | None) -> bytes:
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
     plt.close(fig)
@@ -36,13 +36,13 @@ def _finish(fig: Figure, path: str | Path | None) -> bytes:
     return data
 
 
-def _numpy(a: Any) -> np.ndarray:
+def to_numpy(a: Any) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
     return np.asarray(a)
 
 
-def _as_image(v: np.ndarray) -> np.ndarray:
+def as_image(v: np.ndarray) -> np.ndarray:
     """One example as an (H, W) or (H, W, 3) array: CHW images, HWC images, or flat vectors (squared when possible)."""
     if v.ndim == 3 and v.shape[0] in (1, 3):
         v = np.transpose(v, (1, 2, 0))
@@ -94,19 +94,19 @@ def example_grid(
         >>> png = example_grid(x[:8], result.x_adv[:8], y[:8], model.predict(x[:8]), model.predict(result.x_adv[:8]),
         ...                    ["0", "1", ...], "grid.png")
     """
-    xs, xa = _numpy(x).astype(np.float32), _numpy(x_adv).astype(np.float32)
-    ys, pc, pa = _numpy(y).astype(int), _numpy(pred_clean).astype(int), _numpy(pred_adv).astype(int)
+    xs, xa = to_numpy(x).astype(np.float32), to_numpy(x_adv).astype(np.float32)
+    ys, pc, pa = to_numpy(y).astype(int), to_numpy(pred_clean).astype(int), to_numpy(pred_adv).astype(int)
     n = xs.shape[0]
     if n == 0:
         fig = plt.figure(figsize=(4, 1))
         fig.text(0.5, 0.5, "no adversarial examples to show", ha="center", va="center", color="#6b7280")
-        return _finish(fig, path)
+        return save_png(fig, path)
     lo, hi = bounds
     cols = n
     fig, axes = plt.subplots(3, cols, figsize=(1.5 * cols + 0.9, 6.0), squeeze=False)
     for j in range(cols):
-        img, adv = _as_image(xs[j]), _as_image(xa[j])
-        delta = _as_image(xa[j] - xs[j])
+        img, adv = as_image(xs[j]), as_image(xa[j])
+        delta = as_image(xa[j] - xs[j])
         amp = float(np.abs(delta).max())
         gray = img.ndim == 2
         kw = dict(cmap="gray", vmin=lo, vmax=hi) if gray else {}
@@ -137,7 +137,7 @@ def example_grid(
     for r, name in enumerate(("original", "perturbation\n(amplified)", "adversarial")):
         axes[r, 0].set_ylabel(name, fontsize=8, color="#374151")
     fig.tight_layout(h_pad=1.4, w_pad=0.4)
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def robustness_curve(
@@ -181,7 +181,7 @@ def robustness_curve(
         ax.set_title(title, fontsize=11)
     ax.legend(frameon=False, fontsize=9, loc="best")
     ax.text(1.0, -0.2, "shaded: 95% Wilson interval", transform=ax.transAxes, ha="right", fontsize=7.5, color="#6b7280")
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def attack_bars(report: Any, path: str | Path | None = None) -> bytes:
@@ -226,4 +226,4 @@ def attack_bars(report: Any, path: str | Path | None = None) -> bytes:
     for s in ("top", "right"):
         ax.spines[s].set_visible(False)
     ax.legend(frameon=False, fontsize=8, ncol=min(k, 4), loc="upper center", bbox_to_anchor=(0.5, -0.12))
-    return _finish(fig, path)
+    return save_png(fig, path)

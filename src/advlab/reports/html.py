@@ -25,7 +25,7 @@ EXAMPLES_FILE = "examples.safetensors"
 """Inputs and worst-case adversarial examples saved beside report.json, so a report can be re-rendered."""
 
 
-def _env() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -103,7 +103,7 @@ def render_report(report: EvaluationReport, *, title: str | None = None) -> str:
     folder = _model_folder(report)
     default_title = f"Robustness of {report.model}" + (f" ({folder})" if folder and folder != report.model else "")
     return (
-        _env()
+        environment()
         .get_template("report.html.j2")
         .render(
             title=title or default_title,
@@ -237,7 +237,7 @@ def render_comparison(reports: Sequence[EvaluationReport], labels: Sequence[str]
     names = [m["label"] for m in data["models"]]
     curve = figures.robustness_curve([_curve(r, n) for r, n in zip(reports, names)], data["norm"])
     return (
-        _env()
+        environment()
         .get_template("compare.html.j2")
         .render(
             title="Robustness comparison",

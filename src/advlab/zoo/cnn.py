@@ -8,7 +8,7 @@ from torch import nn
 
 from advlab import validation
 from advlab.zoo.base import ArchSpec, check_shape, check_spatial, conv_out, image_shape, register
-from advlab.zoo.mlp import _check_sizes
+from advlab.zoo.mlp import check_sizes
 
 
 def _wong_side(s: int) -> int:
@@ -146,8 +146,8 @@ class CifarCNN(nn.Sequential):
         shape = image_shape("cifar-cnn", check_shape(input_shape))
         c = shape[0]
         num_classes = validation.check_int("num_classes", num_classes, minimum=2)
-        ch = _check_sizes("channels", channels, allow_empty=False)
-        fc = _check_sizes("hidden", hidden, allow_empty=False)
+        ch = check_sizes("channels", channels, allow_empty=False)
+        fc = check_sizes("hidden", hidden, allow_empty=False)
         if len(ch) != 4 or len(fc) != 2:
             raise ValueError(
                 f"channels/hidden: cifar-cnn has 4 convolutions and 2 hidden layers, got channels={tuple(ch)}, "

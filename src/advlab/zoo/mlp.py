@@ -12,7 +12,7 @@ from advlab import validation
 from advlab.zoo.base import ArchSpec, check_shape, flat_size, register
 
 
-def _check_sizes(name: str, sizes: Sequence[int], *, allow_empty: bool) -> list[int]:
+def check_sizes(name: str, sizes: Sequence[int], *, allow_empty: bool) -> list[int]:
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
         raise TypeError(f"{name}: expected a sequence of layer sizes such as (256, 256), got {type(sizes).__name__}")
     out = [validation.check_int(f"{name}[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
@@ -41,7 +41,7 @@ class MLP(nn.Sequential):
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int] = (256, 256)) -> None:
         input_shape = check_shape(input_shape)
         num_classes = validation.check_int("num_classes", num_classes, minimum=2)
-        sizes = [flat_size(input_shape), *_check_sizes("hidden", hidden, allow_empty=True)]
+        sizes = [flat_size(input_shape), *check_sizes("hidden", hidden, allow_empty=True)]
         layers: list[nn.Module] = [nn.Flatten()]
         for d_in, d_out in itertools.pairwise(sizes):
             layers += [nn.Linear(d_in, d_out), nn.ReLU()]
@@ -113,7 +113,7 @@ class Maxout(nn.Sequential):
     ) -> None:
         input_shape = check_shape(input_shape)
         num_classes = validation.check_int("num_classes", num_classes, minimum=2)
-        widths = _check_sizes("units", units, allow_empty=False)
+        widths = check_sizes("units", units, allow_empty=False)
         pieces = validation.check_int("pieces", pieces, minimum=1)
         dropout = validation.check_float("dropout", dropout, minimum=0.0, maximum=1.0, strict_max=True)
         input_dropout = validation.check_float(
