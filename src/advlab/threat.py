@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -219,3 +220,12 @@ class ThreatModel:
             if math.isclose(self.eps * den, round(self.eps * den), abs_tol=1e-9) and self.eps * den >= 1:
                 eps = f"{round(self.eps * den)}/{den}" if self.bounds == (0.0, 1.0) and self.eps < 0.1 else eps
         return f"{sym} ≤ {eps}"
+
+
+def check_threat_model(threat: Any) -> None:
+    """Raise ``TypeError`` unless ``threat`` is an :class:`advlab.ThreatModel` (checked before any use of it)."""
+    if not isinstance(threat, ThreatModel):
+        raise TypeError(
+            f"threat: expected advlab.ThreatModel, got {type(threat).__name__}. "
+            "Build one with advlab.ThreatModel('linf', eps=0.3)."
+        )

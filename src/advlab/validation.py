@@ -276,17 +276,6 @@ def check_strength_range(
     return low, high
 
 
-def check_threat_model(threat: Any) -> None:
-    """Raise ``TypeError`` unless ``threat`` is an :class:`advlab.ThreatModel` (checked before any use of it)."""
-    from advlab.threat import ThreatModel
-
-    if not isinstance(threat, ThreatModel):
-        raise TypeError(
-            f"threat: expected advlab.ThreatModel, got {type(threat).__name__}. "
-            "Build one with advlab.ThreatModel('linf', eps=0.3)."
-        )
-
-
 def did_you_mean(name: Any, choices: Iterable[str]) -> str:
     """`` Did you mean 'pgd'?`` for the closest of ``choices`` to ``name``, or an empty string."""
     import difflib

@@ -25,7 +25,7 @@ from advlab.goals import Goal, as_goal, is_success
 from advlab.losses import LossFn
 from advlab.models import Classifier, as_classifier, check_suspicious_outputs
 from advlab.result import ArrayLike, AttackResult
-from advlab.threat import ThreatModel
+from advlab.threat import ThreatModel, check_threat_model
 
 DEFAULT_SEED = 0
 """Seed used when an attack that draws random numbers gets no ``generator``: results are reproducible by default."""
@@ -91,7 +91,7 @@ def prepare_inputs(
     model: nn.Module, x: Any, y: Any, threat: ThreatModel
 ) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
     """Validate and convert ``(model, x, y)`` for an attack; moves data to the model's device."""
-    validation.check_threat_model(threat)
+    check_threat_model(threat)
     clf = as_classifier(model, threat.bounds)
     x_t = to_tensor("x", x)
     y_t = to_tensor("y", y)

@@ -30,11 +30,10 @@ from advlab.goals import Goal, Untargeted, as_goal
 from advlab.registry import Registry
 from advlab.result import AttackResult
 from advlab.settings import Setting
+from advlab.threat import ThreatModel, check_threat_model
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from advlab.threat import ThreatModel
 
 P = ParamSpec("P")
 
@@ -68,7 +67,7 @@ class AttackSpec:
 
     def check_call(self, threat: Any, goal: Any) -> None:
         """The threat model's norm and the goal are ones this attack supports (before any work)."""
-        validation.check_threat_model(threat)
+        check_threat_model(threat)
         if threat.norm not in self.norms:
             raise ValueError(
                 f"threat: attack {self.name!r} does not support norm {threat.norm!r}; it supports {list(self.norms)}. "
