@@ -201,3 +201,17 @@ def test_train_mode_forwards_are_not_chunked():
     clf(xg).sum().backward()
     assert net.seen == [n, n]
     assert xg.grad is not None and xg.grad.shape == x.shape
+
+
+def test_predict_batches_without_gradients_and_keeps_the_input_device():
+    from advlab.models import predict
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+    x = torch.randn(10, 2, 4, requires_grad=True)
+    whole = net(x).detach()
+    for batch in (1, 3, 10, 64):
+        torch.testing.assert_close(predict(net, x, batch_size=batch, logits=True), whole)
+        assert torch.equal(predict(net, x, batch_size=batch), whole.argmax(1))
+    assert not predict(net, x, logits=True).requires_grad
+    assert predict(net, x[:0]).shape == (0,)

@@ -186,3 +186,24 @@ def test_library_warnings_point_at_the_users_line(mlp_model, digits_batch):
             match,
             [(w.filename, w.lineno) for w in hits],
         )
+
+
+def test_as_xy_accepts_the_forms_users_have():
+    import numpy as np
+
+    from advlab.data import load_dataset
+    from advlab.validation import as_xy
+
+    digits = load_dataset("digits", "test", n=5)
+    x, y = as_xy(digits)
+    assert x is digits.x and torch.equal(y, digits.y)
+    x, y = as_xy((np.zeros((3, 4)), np.array([0, 1, 2], dtype=np.int32)))
+    assert x.dtype == torch.float32 and y.dtype == torch.int64 and x.shape == (3, 4)
+    x, y = as_xy(torch.zeros(2, 3), labels="optional")
+    assert y is None
+    with pytest.raises(ValueError, match="train: labels are needed"):
+        as_xy((torch.zeros(2, 3), None), "train")
+    with pytest.raises(TypeError, match=r"data: expected a Dataset \(with .x and .y\) or a pair"):
+        as_xy([1, 2, 3])
+    with pytest.raises(TypeError, match="data x: expected a torch.Tensor or numpy.ndarray"):
+        as_xy(([1.0], [0]))

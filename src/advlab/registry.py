@@ -48,6 +48,9 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def values(self) -> Iterator[T]:
+        return (v for _, v in self.items())
+
     def items(self) -> Iterator[tuple[str, T]]:
         return iter(sorted(self._items.items()))
 

@@ -198,8 +198,8 @@ class Setting:
         return _literal(raw)
 
     def describe(self) -> str:
-        """One line for ``--help`` and ``advlab attacks NAME``: the help text, the constraint, the default."""
-        parts = [self.doc.rstrip(".")] if self.doc else []
+        """One line for ``--help`` and ``advlab attacks NAME``: the help text (plain), the constraint."""
+        parts = [plain_text(self.doc).rstrip(".")] if self.doc else []
         rng = next((c for c in self.constraints if isinstance(c, Range)), None)
         choice = next((c for c in self.constraints if isinstance(c, OneOf)), None)
         if choice is not None:
@@ -207,6 +207,11 @@ class Setting:
         elif rng is not None and rng.describe():
             parts.append(rng.describe())
         return "; ".join(parts)
+
+
+def plain_text(doc: str) -> str:
+    """Docstring markup made readable on a terminal: ``code`` -> code, :func:`name` -> name."""
+    return re.sub(r":\w+:`~?([^`]+)`", r"\1", doc).replace("``", "")
 
 
 def parse_number(text: str, name: str) -> float:
@@ -329,13 +334,19 @@ def rename_deprecated(owner: str, values: dict[str, Any], renamed: Mapping[str, 
     return out
 
 
-def validate_all(owner: str, declared: Mapping[str, Setting], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Each of ``values`` validated by its declared :class:`Setting`; an unknown name raises with the known ones."""
-    unknown = sorted(set(values) - set(declared))
+def check_known(owner: str, declared: Mapping[str, Setting], names: Iterable[str]) -> None:
+    """Raise ``TypeError`` for a name that is not a declared setting, listing the settings (and the shared name
+    when the unknown one is a known synonym)."""
+    unknown = sorted(set(names) - set(declared))
     if unknown:
         hints = [f"{u!r} (did you mean {SYNONYMS[u]!r}?)" if SYNONYMS.get(u) in declared else repr(u) for u in unknown]
         raise TypeError(
             f"{owner}: no setting {', '.join(hints)}; its settings are {', '.join(declared) or 'none'}"
             + validation.did_you_mean(unknown[0], declared)
         )
+
+
+def validate_all(owner: str, declared: Mapping[str, Setting], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Each of ``values`` validated by its declared :class:`Setting`; an unknown name raises with the known ones."""
+    check_known(owner, declared, values)
     return {k: declared[k].validate(v) for k, v in values.items()}

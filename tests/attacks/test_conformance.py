@@ -25,14 +25,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import random
+import typing
 
 import numpy as np
 import pytest
 import torch
 
+import advlab.attacks
 from advlab import Classifier, Targeted, ThreatModel
-from advlab.attacks import ATTACKS
+from advlab.attacks import ALIASES, ATTACKS, get_attack, make_attack
+from advlab.settings import SYNONYMS
 
 ALL_NORMS = ("linf", "l2", "l1", "l0")
 
@@ -95,6 +99,8 @@ NOT_OPTIMAL_ON_LINEAR: dict[str, str] = {
     "in test_gradient_attacks.py)",
 }
 """Gradient attacks that by design do not reach the loss maximum on a linear model."""
+NOT_BINARY: dict[str, str] = {"apgd-dlr": "the DLR loss needs at least 3 classes; the linear model has 2"}
+"""Attacks the two-class linear model cannot be attacked with (checked to raise in test_apgd.py)."""
 
 KNOWN_FAILURES: dict[tuple[str, str, str, str], str] = {
     # C&W's Adam steps on the tanh variables move x by ~learning_rate * (high - low) / 2 per coordinate: ~1 on
@@ -116,10 +122,21 @@ QUERY_BASED_MAX_EXAMPLES = 8
 
 
 # ---------------------------------------------------------------------- case generation
+def _suite_names() -> list[tuple[str, type]]:
+    """Every registered attack, and every alias that is not merely one attack per norm (``illc``, ``apgd-dlr``)."""
+    names = [(name, cls) for name, cls in ATTACKS.items()]
+    names += [(name, ATTACKS.get(alias.attack)) for name, alias in sorted(ALIASES.items()) if not alias.per_norm]
+    return names
+
+
+def _targetable(name: str, cls) -> bool:
+    return cls.supports_targeted and (name not in ALIASES or ALIASES[name].goal is None)
+
+
 def _cases() -> list:
     cases = []
-    for name, cls in ATTACKS.items():
-        goals = ("untargeted", "targeted") if cls.supports_targeted else ("untargeted",)
+    for name, cls in _suite_names():
+        goals = ("untargeted", "targeted") if _targetable(name, cls) else ("untargeted",)
         for norm in cls.norms:
             for goal in goals:
                 marks = [pytest.mark.slow] if (name, norm) in SLOW else []
@@ -130,14 +147,14 @@ def _cases() -> list:
 def _attack_norms() -> list:
     return [
         pytest.param(name, norm, id=f"{name}-{norm}", marks=[pytest.mark.slow] if (name, norm) in SLOW else [])
-        for name, cls in ATTACKS.items()
+        for name, cls in _suite_names()
         for norm in cls.norms
     ]
 
 
 CASES = _cases()
 ATTACK_NORMS = _attack_norms()
-NAMES = ATTACKS.names()
+NAMES = [name for name, _ in _suite_names()]
 
 
 def known_failure(request, name: str, norm: str, goal: str, prop: str) -> None:
@@ -158,20 +175,25 @@ def _overrides(table: dict, name: str, threat: ThreatModel | None) -> dict | Non
 
 def build(name: str, threat: ThreatModel | None = None, **extra):
     """The attack's config with default settings, made fast by the override dict or the fallback caps."""
-    cls = ATTACKS.get(name)
+    defaults = make_attack(name, norm=threat.norm if threat is not None else None)
     settings: dict = {}
     override = _overrides(FAST_SETTINGS, name, threat)
     if override is not None:
         settings.update(override)
     else:
-        defaults = cls()
-        for f in dataclasses.fields(cls):
-            cap = FALLBACK_SETTINGS.get(f.name)
-            value = getattr(defaults, f.name)
+        for key, value in defaults.settings().items():
+            cap = FALLBACK_SETTINGS.get(key)
             if cap is not None and isinstance(value, int) and not isinstance(value, bool) and value > cap:
-                settings[f.name] = cap
+                settings[key] = cap
     settings.update(extra)
-    return cls(**settings)
+    return dataclasses.replace(defaults, **settings)
+
+
+def _first_norm(name: str) -> str:
+    alias = ALIASES.get(name)
+    if alias is not None and alias.per_norm:  # "cw": the first norm it has an attack for
+        return next(iter(alias.attack))
+    return get_attack(name).norms[0]
 
 
 def threat_for(norm: str, eps: float | None = None, bounds=(0.0, 1.0), scale: float = 1.0) -> ThreatModel:
@@ -185,7 +207,7 @@ def goal_for(goal: str, y: torch.Tensor):
 
 def batch_for(name: str, digits_batch):
     x, y = digits_batch
-    if ATTACKS.get(name).query_based:
+    if make_attack(name, norm=_first_norm(name)).query_based:
         x, y = x[:QUERY_BASED_MAX_EXAMPLES], y[:QUERY_BASED_MAX_EXAMPLES]
     return x.clone(), y.clone()
 
@@ -343,7 +365,7 @@ def test_same_seed_same_result(name, norm, goal, mlp_model, digits_batch, reques
     assert torch.equal(a.x_adv, c.x_adv), "an int seed and a generator seeded with it must agree"
 
 
-@pytest.mark.parametrize("name,norm", [p for p in ATTACK_NORMS if ATTACKS.get(p.values[0]).stochastic])
+@pytest.mark.parametrize("name,norm", [p for p in ATTACK_NORMS if get_attack(p.values[0]).stochastic])
 def test_stochastic_attack_uses_the_generator(name, norm, mlp_model, digits_batch, request):
     """A stochastic attack that ignored its generator would give identical results for any seed."""
     known_failure(request, name, norm, "untargeted", "seed_matters")
@@ -377,7 +399,7 @@ def test_numpy_float64_in_float64_out(name, mlp_model, digits_batch, request):
     """float64 numpy input is attacked in float32 (the model's dtype) and returned as float64 numpy."""
     known_failure(request, name, "*", "untargeted", "numpy")
     x, y = batch_for(name, digits_batch)
-    threat = threat_for(ATTACKS.get(name).norms[0])
+    threat = threat_for(get_attack(name).norms[0])
     result = build(name, threat)(mlp_model, x.double().numpy(), y.numpy(), threat, generator=0)
     assert isinstance(result.x_adv, np.ndarray) and result.x_adv.dtype == np.float64
     assert float(result.x_adv.min()) >= 0.0 and float(result.x_adv.max()) <= 1.0
@@ -426,8 +448,9 @@ DUAL = {"linf": lambda w: w.abs().sum(), "l2": lambda w: w.norm(), "l1": lambda 
         p
         for p in ATTACK_NORMS
         if p.values[1] in LINEAR_EPS
-        and ATTACKS.get(p.values[0]).needs_gradients
-        and not ATTACKS.get(p.values[0]).minimum_norm
+        and p.values[0] not in NOT_BINARY
+        and get_attack(p.values[0]).needs_gradients
+        and not get_attack(p.values[0]).minimum_norm
     ],
 )
 def test_linear_model_reaches_analytic_optimum(name, norm, make_linear_binary, request):
@@ -437,7 +460,7 @@ def test_linear_model_reaches_analytic_optimum(name, norm, make_linear_binary, r
     eps = LINEAR_EPS[norm]
     threat = ThreatModel(norm, eps, (-100.0, 100.0))
     settings = _overrides(LINEAR_SETTINGS, name, threat) or {}
-    result = ATTACKS.get(name)(**settings)(model, x, y, threat, generator=0)
+    result = make_attack(name, norm=norm, **settings)(model, x, y, threat, generator=0)
     sign = torch.where(y == 1, 1.0, -1.0)  # margin moves toward the other class: down for y = 1
     moved = sign * ((x - result.x_adv) @ w)  # decrease of the signed margin
     optimum = eps * DUAL[norm](w)
@@ -451,7 +474,7 @@ def test_linear_model_reaches_analytic_optimum(name, norm, make_linear_binary, r
 
 @pytest.mark.parametrize(
     "name,norm",
-    [p for p in ATTACK_NORMS if p.values[1] in LINEAR_EPS and ATTACKS.get(p.values[0]).minimum_norm],
+    [p for p in ATTACK_NORMS if p.values[1] in LINEAR_EPS and get_attack(p.values[0]).minimum_norm],
 )
 def test_minimum_norm_attack_finds_analytic_minimum_on_linear_model(name, norm, make_linear_binary, request):
     """The smallest perturbation that flips sign(w.x + b) has norm |margin| / ||w||_dual."""
@@ -460,9 +483,9 @@ def test_minimum_norm_attack_finds_analytic_minimum_on_linear_model(name, norm, 
     margin = (x @ w + b).abs()
     minimal = margin / DUAL[norm](w)
     threat = ThreatModel(norm, float(minimal.max()) * 3, (-100.0, 100.0))
-    cls = ATTACKS.get(name)
+    cls = get_attack(name)
     if cls.needs_gradients:  # default settings: DeepFool, C&W, FMN... must find the minimum on a linear model
-        result = cls()(model, x, y, threat, generator=0)
+        result = make_attack(name, norm=norm)(model, x, y, threat, generator=0)
         assert bool(result.success.all())
         assert bool((result.distance >= minimal * (1 - 1e-4)).all()), "below the analytic minimum: impossible"
         assert bool((result.distance <= minimal * 1.1 + 1e-3).all()), "more than 10% above the minimal perturbation"
@@ -476,7 +499,8 @@ def test_minimum_norm_attack_finds_analytic_minimum_on_linear_model(name, norm, 
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_input_raises(name, mlp_model, digits_batch, request):
     known_failure(request, name, "*", "*", "errors")
-    cls = ATTACKS.get(name)
+    cls = get_attack(name)
+    targetable = _targetable(name, cls)
     norm = cls.norms[0]
     threat = threat_for(norm)
     attack = build(name, threat)
@@ -507,9 +531,9 @@ def test_bad_input_raises(name, mlp_model, digits_batch, request):
         run(yy=y.float())
     # A goal that is not a Goal: TypeError from the boundary; attacks with a fixed goal (ILLC) may refuse any
     # user goal up front with a ValueError. Either way the message starts with the argument's name.
-    with pytest.raises(TypeError if cls.supports_targeted else (TypeError, ValueError), match="^goal"):
+    with pytest.raises(TypeError if targetable else (TypeError, ValueError), match="^goal"):
         run(goal="targeted")
-    if cls.supports_targeted:
+    if targetable:
         with pytest.raises(ValueError, match="target: equals the true label"):
             run(goal=Targeted(y.clone()))
         with pytest.raises(ValueError, match="target: class index"):
@@ -527,7 +551,7 @@ def test_bad_input_raises(name, mlp_model, digits_batch, request):
 def test_non_threat_model_raises_type_error(name, mlp_model, digits_batch, request):
     known_failure(request, name, "*", "*", "threat_type")
     x, y = batch_for(name, digits_batch)
-    attack = ATTACKS.get(name)()
+    attack = make_attack(name, norm=_first_norm(name))
     with pytest.raises(TypeError, match="threat: expected advlab.ThreatModel"):
         attack(mlp_model, x, y, ("linf", 0.1), generator=0)
 
@@ -548,3 +572,138 @@ def test_every_attack_has_capabilities_and_a_paper():
         assert set(caps["norms"]) <= set(ALL_NORMS) and caps["norms"]
         assert cls.paper, f"{name}: cite the paper (with arXiv id) in AttackConfig.paper"
         assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
+
+
+# ---------------------------------------------------------------------- one source of truth
+REGISTERED = ATTACKS.names()
+
+
+def _public_keywords(fn) -> dict[str, inspect.Parameter]:
+    """The keyword-only parameters of an attack function that are settings (not goal/generator, not data)."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    out = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY or p.name in ("goal", "generator"):
+            continue
+        meta = getattr(hints.get(p.name), "__metadata__", ())
+        if not any(type(m).__name__ == "NotASetting" for m in meta):
+            out[p.name] = p
+    return out
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_config_is_derived_from_the_function_signature(name):
+    """The config's fields, defaults and order are the function's keyword-only settings: written once."""
+    cls = ATTACKS.get(name)
+    fn = cls.spec.function
+    params = _public_keywords(fn)
+    fields = [f.name for f in dataclasses.fields(cls) if f.name != "goal"]
+    assert fields == list(params), f"{name}: config fields {fields} differ from the signature {list(params)}"
+    assert cls().settings() == {k: p.default for k, p in params.items()}
+    signature = inspect.signature(fn)
+    assert list(signature.parameters)[:4] == ["model", "x", "y", "threat"]
+    assert {"goal", "generator"} <= set(signature.parameters), f"{name}: every attack takes goal= and generator="
+    assert getattr(advlab.attacks, cls.__name__) is cls, f"advlab.attacks must export {cls.__name__}"
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_settings_use_the_shared_vocabulary_and_are_documented(name):
+    """No synonym of a shared name (n_iter, max_iter, learning_rate, n_queries, decay...); every setting has help."""
+    spec = ATTACKS.get(name).spec
+    synonyms = sorted(set(spec.settings) & set(SYNONYMS))
+    assert not synonyms, f"{name}: use {[SYNONYMS[s] for s in synonyms]} instead of {synonyms}"
+    for setting in spec.settings.values():
+        assert setting.doc, f"{name}: document the setting {setting.name!r} in the docstring's Args section"
+    for old, new in spec.renamed.items():
+        assert new in spec.settings and old not in spec.settings
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_renamed_settings_still_work_with_a_warning(name):
+    """An old setting name gives the same config as the new one, with a FutureWarning naming both."""
+    cls = ATTACKS.get(name)
+    for old, new in cls.spec.renamed.items():
+        value = _other_value(cls.spec.settings[new], getattr(cls(), new))
+        with pytest.warns(FutureWarning, match=f"'{old}' is now called '{new}'"):
+            assert cls(**{old: value}) == cls(**{new: value})
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_bad_setting_value_raises_naming_the_setting(name):
+    cls = ATTACKS.get(name)
+    for setting in cls.spec.settings.values():
+        bad = "not a number" if setting.type in (int, float) else 3.5 if setting.type in (bool, str) else None
+        if bad is None:
+            continue
+        with pytest.raises((TypeError, ValueError), match=f"^{setting.name}: "):
+            cls(**{setting.name: bad})
+    with pytest.raises(TypeError, match="no setting 'nosuch'"):
+        cls(nosuch=1)
+
+
+def _other_value(setting, default):
+    """A valid value of ``setting`` other than ``default`` (to check that it travels)."""
+    choices = next((c.choices for c in setting.constraints if hasattr(c, "choices")), None)
+    if choices:
+        candidates = list(choices)
+    elif setting.type is bool:
+        candidates = [not default]
+    elif setting.type is int:
+        base = default if default is not None else 1
+        candidates = [base + 1, base * 2, 2, 3]
+    elif setting.type is float:
+        base = default if default is not None else 0.5
+        candidates = [base * 0.5, base * 1.5, 0.5, 0.9, 2.0]
+    elif setting.name == "loss":
+        candidates = ["margin", "ce"]
+    else:
+        candidates = []
+    for value in candidates:
+        try:
+            if value != default and setting.validate(value) == value:
+                return value
+        except (TypeError, ValueError):
+            continue
+    pytest.fail(f"no valid non-default value found for {setting.name}")
+
+
+@pytest.mark.parametrize("name", sorted(set(REGISTERED) | {n for n, a in ALIASES.items()}))
+def test_every_setting_reaches_the_attack_from_the_command_line(name):
+    """``advlab attack --attack NAME --SETTING VALUE`` builds the config with that value, for every setting."""
+    from advlab.cli import build_parser
+    from advlab.cli.attack import attack_options
+
+    norm = _first_norm(name)
+    base = make_attack(name, norm=norm)
+    for setting in base.spec.settings.values():
+        if name in ALIASES and setting.name in ALIASES[name].settings:
+            continue  # fixed by the alias
+        value = _other_value(setting, getattr(base, setting.name))
+        flag = "--" + setting.name.replace("_", "-")
+        for line in ([flag, str(value)], ["--set", f"{setting.name}={value}"]):
+            argv = ["attack", "--model", "m", "--eps", "0.1", "--out", "o", "--attack", name, "--norm", norm, *line]
+            args = build_parser().parse_args(argv)
+            config = dataclasses.replace(base, **attack_options(args, base))
+            assert getattr(config, setting.name) == value, f"{name}: {' '.join(line)}"
+
+
+@pytest.mark.parametrize("name", sorted(ALIASES))
+def test_aliases_resolve_the_same_everywhere(name):
+    """Library, CLI and evaluation presets build the same config from an alias name."""
+    from advlab.cli import build_parser
+    from advlab.evaluation.presets import resolve_attacks
+
+    alias = ALIASES[name]
+    for norm in ALL_NORMS:
+        if not alias.covers(norm) or norm not in get_attack(alias.target(name, norm)).norms:
+            continue
+        config = make_attack(name, norm=norm)
+        _, entries = resolve_attacks([name], norm)
+        assert entries[0].config == config
+        args = build_parser().parse_args(
+            ["attack", "--model", "m", "--eps", "0.1", "--out", "o", "--attack", name, "--norm", norm]
+        )
+        assert make_attack(args.attack, norm=args.norm) == config
+        for key, value in alias.settings.items():
+            assert getattr(config, key) == value
+        assert config.goal == alias.goal or (alias.goal is not None and type(config.goal) is type(alias.goal))

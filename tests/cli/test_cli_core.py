@@ -190,3 +190,91 @@ def test_library_warnings_are_one_line_on_the_command_line(monkeypatch, caplog):
         "warning (DeprecationWarning): an old option",
     ]
     assert warnings.showwarning is before
+
+
+def test_apgd_steps_from_the_command_line(trained, tmp_path):
+    """The setting is called steps everywhere: ``advlab attack --attack apgd --steps 7`` runs APGD with 7 steps."""
+    out = tmp_path / "apgd"
+    argv = ["attack", "--model", str(trained), "--attack", "apgd", "--steps", "7", "--loss", "dlr"]
+    assert main([*argv, "--eps", "0.1", "--n", "20", "--out", str(out)]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["attack"]["settings"] == {"steps": 7, "restarts": 1, "loss": "dlr", "rho": 0.75}
+    assert (
+        main(["attack", "--model", str(trained), "--attack", "apgd-ce", "--eps", "0.1", "--n", "5", "--out", str(out)])
+        == 0
+    )
+    res = json.loads((out / "result.json").read_text())
+    assert res["attack"]["name"] == "apgd-ce" and res["attack"]["attack"] == "apgd"
+    assert res["attack"]["settings"]["loss"] == "ce"
+
+
+@pytest.mark.filterwarnings("default::FutureWarning")
+def test_old_option_names_still_work_with_one_warning_line(trained, tmp_path, caplog):
+    out = tmp_path / "old"
+    with caplog.at_level("WARNING", logger="advlab"):
+        assert (
+            main(
+                [
+                    "attack",
+                    "--model",
+                    str(trained),
+                    "--attack",
+                    "apgd",
+                    "--n-iter",
+                    "3",
+                    "--eps",
+                    "0.1",
+                    "--n",
+                    "5",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+    assert json.loads((out / "result.json").read_text())["attack"]["settings"]["steps"] == 3
+    assert any("'n_iter' is now called 'steps'" in r.getMessage() for r in caplog.records)
+
+
+def test_illc_is_the_least_likely_goal(trained, tmp_path, capsys):
+    out = tmp_path / "illc"
+    assert (
+        main(["attack", "--model", str(trained), "--attack", "illc", "--eps", "0.1", "--n", "10", "--out", str(out)])
+        == 0
+    )
+    assert json.loads((out / "result.json").read_text())["goal"] == "least-likely"
+    assert (
+        main(["attack", "--model", str(trained), "--attack", "illc", "--targeted", "--eps", "0.1", "--out", str(out)])
+        == 2
+    )
+    assert "--targeted: attack 'illc' fixes its goal" in capsys.readouterr().err
+
+
+def test_a_setting_the_attack_does_not_have_is_named(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "--model", "m", "--attack", "fgsm", "--steps", "3", "--eps", "0.1", "--out", "o"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--steps: attack 'fgsm' has no setting 'steps'; its settings are --loss" in err
+
+
+def test_attack_help_lists_the_chosen_attack_settings_with_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["attack", "--attack", "square", "--help"])
+    text = capsys.readouterr().out
+    assert "settings of square (Andriushchenko et al. 2020" in text
+    for flag in ("--max-queries", "--p-init", "--restarts", "--focus", "--focus-after"):
+        assert flag in text
+    assert "(default: 5000)" in text
+
+
+def test_attacks_name_describes_settings_and_aliases(capsys):
+    assert main(["attacks", "apgd"]) == 0
+    text = capsys.readouterr().out
+    assert "Croce & Hein 2020" in text and "--steps" in text and "(default: 100)" in text
+    assert "--n-iter" in text and "old name of --steps" in text
+    assert main(["attacks"]) == 0
+    text = capsys.readouterr().out
+    assert "illc" in text and "goal=least-likely" in text and "apgd-ce" in text
+    assert main(["attacks", "illc", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "bim"

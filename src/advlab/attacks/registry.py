@@ -305,7 +305,9 @@ def _derive_config(class_name: str, spec: AttackSpec) -> type[AttackConfig]:
     generated_init = cls.__init__
 
     def __init__(self: Any, **values: Any) -> None:
-        generated_init(self, **settings_mod.rename_deprecated(spec.name, values, spec.renamed))
+        values = settings_mod.rename_deprecated(spec.name, values, spec.renamed)
+        settings_mod.check_known(spec.name, spec.settings, (k for k in values if k != "goal"))
+        generated_init(self, **values)
 
     __init__.__signature__ = inspect.signature(generated_init)  # type: ignore[attr-defined]
     cls.__init__ = __init__  # type: ignore[misc]

@@ -13,6 +13,8 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
+from advlab.cli._common import AdvlabParser
+
 COMMANDS = (
     "train",
     "attack",
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"advlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=AdvlabParser)
     for name in COMMANDS:
         importlib.import_module(f"advlab.cli.{name.replace('-', '_')}").add_parser(sub)
     return parser

@@ -5,10 +5,80 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from advlab import validation
+from advlab.settings import Setting, parse_number
+
+
+class AdvlabParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose options may depend on the command line itself.
+
+    A command sets ``before_parse`` to add options derived from what the line names (``advlab attack --attack
+    apgd`` gets APGD's settings as ``--steps``, ``--rho``, ...) before argparse parses it, so that ``--help``
+    shows them too.
+    """
+
+    before_parse: Callable[[argparse.ArgumentParser, list[str]], None] | None = None
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self.before_parse is not None:
+            self.before_parse(self, list(sys.argv[1:] if args is None else args))
+        return super().parse_known_args(args, namespace)
+
+
+def option_value(argv: Sequence[str], option: str, default: str) -> str:
+    """The value given to ``option`` on a command line (``--attack apgd`` or ``--attack=apgd``), else ``default``."""
+    for i, token in enumerate(argv):
+        if token == option and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith(option + "="):
+            return token.split("=", 1)[1]
+    return default
+
+
+def setting_type(setting: Setting) -> Callable[[str], Any]:
+    """An argparse ``type`` reading one setting, whose errors argparse shows as they are."""
+
+    def parse(text: str) -> Any:
+        try:
+            return setting.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+
+    parse.__name__ = setting.type_name
+    return parse
+
+
+def parse_set_options(
+    pairs: Sequence[str], declared: Mapping[str, Setting], owner: str, renamed: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs read by each declared setting's type (``"8/255"``, ``"none"``, ``"true"``).
+
+    Raises:
+        ValueError: a pair without ``=``, a value that does not parse, or a key that is not a setting of ``owner``.
+    """
+    out: dict[str, Any] = {}
+    renamed = renamed or {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set: expected KEY=VALUE, got {pair!r}")
+        key, text = pair.split("=", 1)
+        key = key.strip().replace("-", "_")
+        setting = declared.get(renamed.get(key, key))
+        if setting is None:
+            raise ValueError(
+                f"--set: {owner} has no setting {key!r}; its settings are {', '.join(declared) or 'none'}."
+                + validation.did_you_mean(key, declared)
+            )
+        out[key] = setting.parse(text)
+    return out
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -91,20 +161,7 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 def parse_float_list(text: str, name: str) -> list[float]:
     """Parse ``"0.1,0.2,8/255"`` into floats; fractions like ``8/255`` are allowed."""
-    out = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "/" in part:
-                num, den = part.split("/", 1)
-                out.append(float(num) / float(den))
-            else:
-                out.append(float(part))
-        except (ValueError, ZeroDivisionError) as exc:
-            raise ValueError(f"{name}: cannot read {part!r} as a number (examples: 0.3, 8/255)") from exc
-    return out
+    return [parse_number(part.strip(), name) for part in str(text).split(",") if part.strip()]
 
 
 def check_output_dir(path: str, name: str = "--out") -> Path:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from tqdm.auto import tqdm
 
+from advlab import io
+from advlab.attacks.base import attack_in_batches
+from advlab.attacks.registry import ATTACKS, AttackConfig, make_attack
 from advlab.cli._common import (
     add_command,
     add_data_options,
@@ -17,12 +24,23 @@ from advlab.cli._common import (
     check_data_for_model,
     check_output_dir,
     load_split,
+    option_value,
     output_dir,
+    parse_float_list,
+    parse_set_options,
     positive_int,
     resolve_device,
+    setting_type,
     show_progress,
 )
-from advlab.cli.train import parse_settings
+from advlab.data import Dataset
+from advlab.goals import Goal, LeastLikely, Targeted
+from advlab.models import Classifier, predict
+from advlab.provenance import provenance
+from advlab.result import AttackResult
+from advlab.settings import Setting, rename_deprecated
+from advlab.threat import ThreatModel, norm_of
+from advlab.zoo import load_model
 
 log = logging.getLogger("advlab")
 
@@ -32,15 +50,21 @@ EXAMPLES_SHOWN = 8
 EXAMPLES = """\
   advlab attack --model runs/m1 --data mnist --attack pgd --eps 0.3 --norm linf --n 1000 --out runs/m1-pgd
   advlab attack --model runs/m1 --data mnist --attack pgd --eps 0.3 --steps 40 --restarts 10 --out runs/pgd10
+  advlab attack --model runs/m1 --data mnist --attack apgd --eps 0.3 --steps 100 --loss dlr --out runs/apgd
   advlab attack --model runs/m1 --data mnist --attack fgsm --eps 2.0 --norm l2 --targeted --out runs/fgm-t
-  advlab attack --model runs/m1 --data mnist --attack bim --eps 0.1 --least-likely --out runs/illc
-  advlab attack --model runs/m1 --data mnist --attack mifgsm --eps 0.2 --set decay=0.5 --out runs/mi
+  advlab attack --model runs/m1 --data mnist --attack illc --eps 0.1 --out runs/illc
+  advlab attack --model runs/m1 --data mnist --attack mifgsm --eps 0.2 --set momentum=0.5 --out runs/mi
 
-List attacks with 'advlab attacks'. Settings an attack does not have are refused.
+Every setting of the chosen attack is an option (its name with '-' for '_'), or --set KEY=VALUE. Run
+'advlab attack --attack NAME --help' to see them with their defaults, or 'advlab attacks NAME'.
 """
 
+DEFAULT_ATTACK = "pgd"
+SETTING_DEST = "setting:"
+"""Namespace prefix of the options derived from the attack's settings."""
 
-def add_parser(sub) -> None:
+
+def add_parser(sub: Any) -> None:
     p = add_command(
         sub,
         "attack",
@@ -53,13 +77,10 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model folder (with card.json and model.safetensors)")
     add_data_options(p, default=None)
-    p.add_argument("--attack", default="pgd", help="attack name (see 'advlab attacks')")
+    p.add_argument("--attack", default=DEFAULT_ATTACK, help="attack or alias name (see 'advlab attacks')")
     p.add_argument("--eps", required=True, help="perturbation budget in raw input units (fractions like 8/255 allowed)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1", "l0"], help="threat-model norm")
     p.add_argument("--n", type=positive_int, default=1000, help="number of test examples (the first N)")
-    p.add_argument("--steps", type=int, default=None, help="iterations (attack default when omitted)")
-    p.add_argument("--step-size", type=float, default=None, help="step size (attack default when omitted)")
-    p.add_argument("--restarts", type=int, default=None, help="random restarts (attack default when omitted)")
     goal = p.add_mutually_exclusive_group()
     goal.add_argument(
         "--targeted", action="store_true", help="targeted: a random target class != true label per example"
@@ -69,17 +90,71 @@ def add_parser(sub) -> None:
     )
     goal.add_argument("--least-likely", action="store_true", help="target the least-likely class (ILLC)")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="any other attack setting (repeatable)"
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any setting of the attack (repeatable)"
     )
     add_run_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
+    cast(Any, p).before_parse = add_attack_settings
+
+
+def add_attack_settings(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Add the settings of the attack named on the command line as options (``--steps``, ``--rho``, ...)."""
+    name = option_value(argv, "--attack", DEFAULT_ATTACK)
+    try:
+        config = make_attack(name, norm=option_value(argv, "--norm", "linf"))
+    except (ValueError, TypeError):
+        return  # an unknown name or a norm the alias lacks: run() reports it with the full message
+    spec = config.spec
+    group = parser.add_argument_group(f"settings of {name} ({spec.paper})")
+    taken = {o for action in parser._actions for o in action.option_strings}
+    for setting in spec.settings.values():
+        flag = "--" + setting.name.replace("_", "-")
+        if flag in taken:
+            continue  # a command-level option of the same name: the setting is given with --set
+        fixed = getattr(config, setting.name)
+        group.add_argument(
+            flag, dest=SETTING_DEST + setting.name, type=setting_type(setting), default=argparse.SUPPRESS,
+            metavar=setting.type_name.upper(), help=f"{setting.describe()} (default: {fixed})",
+        )  # fmt: skip
+    for old, new in spec.renamed.items():
+        flag = "--" + old.replace("_", "-")
+        if flag not in taken:
+            group.add_argument(
+                flag, dest=SETTING_DEST + old, type=setting_type(spec.settings[new]), default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )  # fmt: skip
+    _refuse_foreign_settings(parser, argv, name, spec.settings)
+
+
+def _refuse_foreign_settings(
+    parser: argparse.ArgumentParser, argv: list[str], name: str, settings: Mapping[str, Setting]
+) -> None:
+    """A setting of another attack given to this one gets a message naming the attack's own settings."""
+    known = {o for action in parser._actions for o in action.option_strings}
+    others = {s for cls in ATTACKS.values() for s in cls.spec.settings} | {
+        old for cls in ATTACKS.values() for old in cls.spec.renamed
+    }
+    for token in argv:
+        flag = token.split("=", 1)[0]
+        key = flag[2:].replace("-", "_")
+        if flag.startswith("--") and flag not in known and key in others:
+            parser.error(
+                f"{flag}: attack {name!r} has no setting {key!r}; its settings are "
+                f"{', '.join('--' + s.replace('_', '-') for s in settings) or 'none'} (see 'advlab attacks {name}')"
+            )
+
+
+def attack_options(args: argparse.Namespace, config: AttackConfig) -> dict[str, Any]:
+    """The attack's settings given on the command line: derived options, then ``--set`` pairs."""
+    spec = config.spec
+    options = {k[len(SETTING_DEST) :]: v for k, v in vars(args).items() if k.startswith(SETTING_DEST)}
+    options.update(parse_set_options(args.set, spec.settings, f"attack {spec.name!r}", spec.renamed))
+    return rename_deprecated(spec.name, options, spec.renamed)
 
 
 def make_goal(args: argparse.Namespace, y: torch.Tensor, num_classes: int, generator: torch.Generator):
     """The goal from --targeted / --target / --least-likely, and the index of the examples it keeps."""
-    from advlab.goals import LeastLikely, Targeted
-
     keep = torch.arange(y.shape[0])
     if args.least_likely:
         return LeastLikely(), keep
@@ -98,8 +173,6 @@ def summarize(
     result: Any, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, targeted: bool
 ) -> dict[str, Any]:
     """Numbers for result.json, computed from the attack result (all floats)."""
-    from advlab.threat import norm_of
-
     pred_clean = clean_logits.argmax(1)
     adv_logits = result.logits
     pred_adv = adv_logits.argmax(1)
@@ -138,109 +211,123 @@ def summarize(
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    from advlab import io
-    from advlab.attacks import attack_in_batches, get_attack
-    from advlab.cli._common import parse_float_list
-    from advlab.provenance import provenance
-    from advlab.threat import ThreatModel
-    from advlab.zoo import load_model
+@dataclass(frozen=True)
+class _Setup:
+    """What ``advlab attack`` works on once the command line is read."""
 
+    model: Classifier
+    data: Dataset
+    threat: ThreatModel
+    attack: AttackConfig
+    device: torch.device
+
+
+def run(args: argparse.Namespace) -> int:
+    """``advlab attack``: set up, run the attack in batches, write result.json and examples.png."""
+    setup = _set_up(args)
+    x, y = setup.data.x.to(setup.device), setup.data.y.to(setup.device)
+    goal, keep = make_goal(args, y.cpu(), setup.data.num_classes, torch.Generator().manual_seed(args.seed))
+    x, y = x[keep.to(setup.device)], y[keep.to(setup.device)]
+    setup.model.eval()
+    clean_logits = predict(setup.model, x, batch_size=args.batch_size, logits=True)
+    log.info(
+        "attacking %d %s images with %s (%s) on %s", len(x), setup.data.name, args.attack, setup.threat.describe(),
+        setup.device,
+    )  # fmt: skip
+    result, seconds = _attack(args, setup, x, y, goal)
+    summary = summarize(
+        result, x, y, clean_logits, bool(goal is not None and goal.targeted) or setup.attack.goal is not None
+    )
+    out = output_dir(args.out)
+    io.write_json(out / "result.json", _record(args, setup, summary, seconds, goal, len(x)))
+    written = [out / "result.json", *_write_examples(out, setup, x, y, clean_logits, result)]
+    log.info(
+        "clean accuracy %.2f%%  robust accuracy %.2f%%  success rate %.2f%%  (%.1fs)",
+        100 * summary["clean_accuracy"], 100 * summary["robust_accuracy"], 100 * summary["attack_success_rate"],
+        seconds,
+    )  # fmt: skip
+    log.info("wrote %s", " and ".join(map(str, written)))
+    return 0
+
+
+def _set_up(args: argparse.Namespace) -> _Setup:
+    """Model, data, threat model and attack config from the command line, all checked before any work."""
     check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
-    card = model.card
-    data_name = args.data or card.get("dataset")
+    data_name = args.data or model.card.get("dataset")
     if not data_name:
         raise ValueError("--data: the model card names no dataset; pass --data")
     eps_values = parse_float_list(args.eps, "--eps")
     if len(eps_values) != 1:
         raise ValueError(f"--eps: 'advlab attack' takes one eps, got {eps_values}; use 'advlab evaluate' for a sweep")
-    threat = ThreatModel(args.norm, eps_values[0], tuple(model.bounds))
-    cls = get_attack(args.attack)
-    if threat.norm not in cls.norms:
-        raise ValueError(f"--norm: attack {args.attack!r} supports {list(cls.norms)}, not {threat.norm!r}")
-    options = parse_settings(args.set)
-    for key in ("steps", "step_size", "restarts"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    attack = cls.from_options(options)
+    threat = ThreatModel(args.norm, eps_values[0], (model.bounds[0], model.bounds[1]))
+    config = make_attack(args.attack, norm=args.norm, argument="--attack")
+    if threat.norm not in config.norms:
+        raise ValueError(f"--norm: attack {args.attack!r} supports {list(config.norms)}, not {threat.norm!r}")
+    config = dataclasses.replace(config, **attack_options(args, config))
+    _check_goal(args, config)
     data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)
-    x, y = data.x.to(device), data.y.to(device)
-    gen = torch.Generator().manual_seed(args.seed)
-    goal, keep = make_goal(args, y.cpu(), data.num_classes, gen)
-    if goal is not None and goal.targeted and not cls.supports_targeted and args.attack != "illc":
-        raise ValueError(f"--targeted: attack {args.attack!r} is untargeted only")
-    x, y = x[keep.to(device)], y[keep.to(device)]
-    with torch.no_grad():
-        model.eval()
-        clean_logits = torch.cat([model(x[i : i + args.batch_size]) for i in range(0, len(x), args.batch_size)])
-    log.info("attacking %d %s images with %s (%s) on %s", len(x), data_name, args.attack, threat.describe(), device)
-    bar = None
-    if show_progress(args):
-        from tqdm.auto import tqdm
+    return _Setup(model, data, threat, config, device)
 
-        bar = tqdm(total=len(x), desc=args.attack, unit="img")
+
+def _check_goal(args: argparse.Namespace, attack: AttackConfig) -> None:
+    """The goal options agree with the attack (before any data is loaded)."""
+    if not (args.least_likely or args.targeted or args.target is not None):
+        return
+    flag = "--least-likely" if args.least_likely else "--target" if args.target is not None else "--targeted"
+    if attack.goal is not None:
+        raise ValueError(f"{flag}: attack {args.attack!r} fixes its goal ({attack.goal.name}); drop {flag}")
+    if not attack.supports_targeted:
+        raise ValueError(f"{flag}: attack {args.attack!r} is untargeted only")
+
+
+def _attack(
+    args: argparse.Namespace, setup: _Setup, x: torch.Tensor, y: torch.Tensor, goal: Goal | None
+) -> tuple[AttackResult, float]:
+    """The attack over all examples in batches, with a progress bar on a terminal; returns the wall time too."""
+    bar = tqdm(total=len(x), desc=args.attack, unit="img") if show_progress(args) else None
     t0 = time.perf_counter()
     result = attack_in_batches(
-        attack,
-        model,
-        x,
-        y,
-        threat,
-        goal=goal,
-        batch_size=args.batch_size,
-        seed=args.seed,
+        setup.attack, setup.model, x, y, setup.threat, goal=goal, batch_size=args.batch_size, seed=args.seed,
         progress=(lambda done: bar.update(done - bar.n)) if bar is not None else None,
-    )
-    seconds = time.perf_counter() - t0
+    )  # fmt: skip
     if bar is not None:
         bar.close()
-    targeted = bool(goal is not None and goal.targeted)
-    summary = summarize(result, x, y, clean_logits, targeted)
-    out = output_dir(args.out)
-    record = {
+    return result, time.perf_counter() - t0
+
+
+def _record(
+    args: argparse.Namespace, setup: _Setup, summary: dict[str, Any], seconds: float, goal: Goal | None, n: int
+) -> dict[str, Any]:
+    """result.json: the figures, the attack with its settings, the threat model, data, model and provenance."""
+    attack = setup.attack
+    effective_goal = goal or attack.goal
+    return {
         **summary,
         "wall_seconds": seconds,
-        "attack": {"name": cls.name, "paper": cls.paper, "settings": attack.settings()},
-        "threat": {"norm": threat.norm, "eps": threat.eps, "bounds": list(threat.bounds)},
-        "goal": "untargeted" if goal is None else goal.name,
-        "data": {"name": data_name, "split": "test", "n": len(x)},
-        "model": {"path": str(Path(args.model).resolve()), "card": card},
+        "attack": {"name": args.attack, "attack": attack.name, "paper": attack.paper, "settings": attack.settings()},
+        "threat": {"norm": setup.threat.norm, "eps": setup.threat.eps, "bounds": list(setup.threat.bounds)},
+        "goal": "untargeted" if effective_goal is None else effective_goal.name,
+        "data": {"name": setup.data.name, "split": "test", "n": n},
+        "model": {"path": str(Path(args.model).resolve()), "card": setup.model.card},
         "seed": args.seed,
-        "device": str(device),
+        "device": str(setup.device),
         "provenance": provenance(),
     }
-    io.write_json(out / "result.json", record)
-    written = [out / "result.json"]
-    try:
-        from advlab.reports.figures import example_grid
 
-        k = min(len(x), EXAMPLES_SHOWN)  # a readable strip: the first k examples, not all N
-        pred_adv = result.logits.argmax(1)
-        io.write_bytes(
-            out / "examples.png",
-            example_grid(
-                x[:k].cpu(),
-                torch.as_tensor(result.x_adv)[:k].cpu(),
-                y[:k].cpu(),
-                clean_logits.argmax(1)[:k].cpu(),
-                pred_adv[:k].cpu(),
-                data.classes,
-                None,
-                bounds=tuple(model.bounds),
-            ),
-        )
-        written.append(out / "examples.png")
-    except ImportError:  # reports package absent in a minimal install
-        log.warning("examples.png skipped: advlab.reports is not available")
-    log.info(
-        "clean accuracy %.2f%%  robust accuracy %.2f%%  success rate %.2f%%  (%.1fs)",
-        100 * summary["clean_accuracy"],
-        100 * summary["robust_accuracy"],
-        100 * summary["attack_success_rate"],
-        seconds,
-    )
-    log.info("wrote %s", " and ".join(map(str, written)))
-    return 0
+
+def _write_examples(
+    out: Path, setup: _Setup, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, result: AttackResult
+) -> list[Path]:
+    """examples.png: the first few originals, perturbations and adversarial examples with predicted labels."""
+    from advlab.reports.figures import example_grid  # matplotlib: only when a figure is drawn
+
+    k = min(len(x), EXAMPLES_SHOWN)  # a readable strip: the first k examples, not all N
+    assert result.logits is not None  # set by the attack boundary
+    grid = example_grid(
+        x[:k].cpu(), torch.as_tensor(result.x_adv)[:k].cpu(), y[:k].cpu(), clean_logits.argmax(1)[:k].cpu(),
+        result.logits.argmax(1)[:k].cpu(), setup.data.classes, None, bounds=setup.threat.bounds,
+    )  # fmt: skip
+    return [io.write_bytes(out / "examples.png", grid)]
