@@ -7,13 +7,12 @@ Example:
 """
 
 from advlab import attacks
+from advlab._version import __version__
 from advlab.evaluation import evaluate
 from advlab.goals import LeastLikely, Targeted, Untargeted
 from advlab.models import Classifier
 from advlab.result import AttackResult
 from advlab.threat import ThreatModel
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AttackResult",

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advlab import io
+from advlab import io, zoo
 from advlab.attacks import FGSM, PGD, attack_in_batches
-from advlab.data import load_dataset
-from advlab.defenses import PGDTraining, StandardTraining, accuracy
+from advlab.data import Dataset, load_dataset
+from advlab.defenses import PGDTraining, StandardTraining, Trainer, accuracy
+from advlab.models import Classifier
 from advlab.provenance import provenance
+from advlab.reports.figures import example_grid, plt, save_png
 from advlab.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -33,9 +36,7 @@ def _robust_curve(model, x, y, attack, eps_grid, seed) -> list[float]:
     return out
 
 
-def _plot_curves(curves: dict[str, list[float]], eps_grid, path: Path) -> None:
-    from advlab.reports.figures import plt, save_png
-
+def _plot_curves(curves: dict[str, list[float]], eps_grid: list[float], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label, values in curves.items():
         style = "-" if "adv" in label else "--"
@@ -61,80 +62,73 @@ def run_demo(
     Returns:
         The JSON record.
     """
-    from advlab import zoo
-
     out = Path(out)
     t_start = time.perf_counter()
     train = load_dataset("digits", split="train")
     test = load_dataset("digits", split="test")
     eps_grid = list(EPS_GRID)
-    record: dict[str, Any] = {
-        "dataset": "digits",
-        "n_train": len(train),
-        "n_test": len(test),
-        "eps": eps_grid,
-        "models": {},
-    }
-    curves: dict[str, list[float]] = {}
-    models = {}
-    for label, trainer in (
-        ("standard", StandardTraining(epochs=epochs, lr=3e-3, seed=seed, progress=progress)),
-        (
-            "adversarial",
-            PGDTraining(eps=TRAIN_EPS, steps=TRAIN_STEPS, epochs=epochs, lr=3e-3, seed=seed, progress=progress),
+    record: dict[str, Any] = {"dataset": "digits", "n_train": len(train), "n_test": len(test), "eps": eps_grid}
+    trainers = {
+        "standard": StandardTraining(epochs=epochs, lr=3e-3, seed=seed, progress=progress),
+        "adversarial": PGDTraining(
+            eps=TRAIN_EPS, steps=TRAIN_STEPS, epochs=epochs, lr=3e-3, seed=seed, progress=progress
         ),
-    ):
-        clf = zoo.build_classifier(
-            ARCH,
-            input_shape=train.input_shape,
-            num_classes=train.num_classes,
-            mean=train.mean,
-            std=train.std,
-            seed=seed,
-        )
-        t0 = time.perf_counter()
-        log.info("training the %s model (%s)...", label, trainer.name)
-        trainer.fit(clf, train, test)
-        train_seconds = time.perf_counter() - t0
-        models[label] = clf
-        fgsm_curve = _robust_curve(clf, test.x, test.y, FGSM(), eps_grid, seed)
-        pgd_curve = _robust_curve(clf, test.x, test.y, PGD(steps=20, restarts=2), eps_grid, seed)
-        curves[f"{label}: FGSM"] = fgsm_curve
-        curves[f"{label}: PGD-20"] = pgd_curve
-        record["models"][label] = {
-            "training": trainer.settings(),
-            "train_seconds": train_seconds,
-            "clean_accuracy": accuracy(clf, test.x, test.y),
-            "fgsm_accuracy": fgsm_curve,
-            "pgd_accuracy": pgd_curve,
-        }
-        log.info(
-            "  clean %.1f%%, PGD at eps=%.2f: %.1f%%",
-            100 * record["models"][label]["clean_accuracy"],
-            TRAIN_EPS,
-            100 * pgd_curve[eps_grid.index(TRAIN_EPS)],
-        )
+    }
+    runs = {
+        label: _train_and_attack(label, trainer, train, test, eps_grid, seed) for label, trainer in trainers.items()
+    }
+    record["models"] = {label: run.record for label, run in runs.items()}
     out.mkdir(parents=True, exist_ok=True)
-    _plot_curves(curves, eps_grid, out / "robust_accuracy.png")
-    try:
-        from advlab.reports.figures import example_grid
-
-        threat = ThreatModel("linf", TRAIN_EPS)
-        for label, clf in models.items():
-            res = PGD(steps=20)(clf, test.x[:8], test.y[:8], threat)
-            io.write_bytes(
-                out / f"examples_{label}.png",
-                example_grid(
-                    test.x[:8], res.x_adv, test.y[:8], clf.predict(test.x[:8]), res.logits.argmax(1), test.classes, None
-                ),
-            )
-    except ImportError:
-        log.warning("example grids skipped: advlab.reports is not available")
+    _plot_curves({k: v for run in runs.values() for k, v in run.curves.items()}, eps_grid, out / "robust_accuracy.png")
+    threat = ThreatModel("linf", TRAIN_EPS)
+    for label, run in runs.items():
+        res = PGD(steps=20)(run.model, test.x[:8], test.y[:8], threat)
+        assert res.logits is not None  # set by the attack boundary
+        grid = example_grid(
+            test.x[:8], res.x_adv, test.y[:8], run.model.predict(test.x[:8]), res.logits.argmax(1), test.classes, None
+        )
+        io.write_bytes(out / f"examples_{label}.png", grid)
     record["wall_seconds"] = time.perf_counter() - t_start
     record["provenance"] = provenance(seed=seed)
     io.write_json(out / "demo.json", record)
     io.write_text(out / "summary.md", _summary(record))
     return record
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One trained model of the demo, its record and its accuracy curves."""
+
+    model: Classifier
+    record: dict[str, Any]
+    curves: dict[str, list[float]]
+
+
+def _train_and_attack(
+    label: str, trainer: Trainer, train: Dataset, test: Dataset, eps_grid: list[float], seed: int
+) -> _Run:
+    """Train a fresh MLP with ``trainer``, then measure its accuracy under FGSM and PGD-20 across ``eps_grid``."""
+    clf = zoo.build_classifier(
+        ARCH, input_shape=train.input_shape, num_classes=train.num_classes, mean=train.mean, std=train.std, seed=seed
+    )
+    t0 = time.perf_counter()
+    log.info("training the %s model (%s)...", label, trainer.name)
+    trainer.fit(clf, train, test)
+    train_seconds = time.perf_counter() - t0
+    fgsm_curve = _robust_curve(clf, test.x, test.y, FGSM(), eps_grid, seed)
+    pgd_curve = _robust_curve(clf, test.x, test.y, PGD(steps=20, restarts=2), eps_grid, seed)
+    record = {
+        "training": trainer.settings(),
+        "train_seconds": train_seconds,
+        "clean_accuracy": accuracy(clf, test.x, test.y),
+        "fgsm_accuracy": fgsm_curve,
+        "pgd_accuracy": pgd_curve,
+    }
+    log.info(
+        "  clean %.1f%%, PGD at eps=%.2f: %.1f%%", 100 * record["clean_accuracy"], TRAIN_EPS,
+        100 * pgd_curve[eps_grid.index(TRAIN_EPS)],
+    )  # fmt: skip
+    return _Run(clf, record, {f"{label}: FGSM": fgsm_curve, f"{label}: PGD-20": pgd_curve})
 
 
 def _summary(record: dict[str, Any]) -> str:

@@ -6,25 +6,24 @@ import contextlib
 import datetime as _dt
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import numpy
+import torch
+
+from advlab._version import __version__
 
 
 def versions() -> dict[str, str]:
     """Versions of advlab, Python and the main dependencies."""
-    import numpy
-    import torch
-
-    import advlab
-
     out = {
-        "advlab": advlab.__version__,
+        "advlab": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
     }
-    from importlib import metadata
-
     for dist in ("scikit-learn", "safetensors"):  # read from metadata: importing scikit-learn takes seconds
         with contextlib.suppress(metadata.PackageNotFoundError):  # hard dependencies, but never fail here
             out[dist] = metadata.version(dist)
@@ -48,8 +47,6 @@ def git_commit(path: str | Path | None = None) -> str | None:
 
 def device_name(device: Any = None) -> str:
     """A short description of the compute device, e.g. ``cpu (2 threads)`` or the CUDA device name."""
-    import torch
-
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(dev)

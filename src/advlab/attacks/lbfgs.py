@@ -38,6 +38,39 @@ def _loss_f(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch
     return torch.logsumexp(logits, dim=1) - torch.logsumexp(others, dim=1)
 
 
+def _minimise(
+    model: nn.Module,
+    xs: torch.Tensor,
+    x64: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    c: torch.Tensor,
+    box: Any,
+    steps: int,
+) -> Any:
+    """One box-constrained L-BFGS-B run on ``c |r|_2^2 + loss_f(x + r)`` for every example at once, from ``x``.
+
+    One objective for the whole batch: a sum of per-example terms in disjoint variables, so its minimiser is every
+    example's own minimiser and one L-BFGS-B call serves the batch.
+    """
+    from scipy.optimize import minimize  # scipy comes with scikit-learn
+
+    dev, dtype = xs.device, xs.dtype
+
+    def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
+        zt = torch.from_numpy(z).to(dev).view_as(x64).requires_grad_(True)
+        logits = model(zt.to(dtype).view_as(xs))
+        total = (c * (zt - x64).pow(2).sum(1) + _loss_f(logits, labels, targeted).double()).sum()
+        (grad,) = torch.autograd.grad(total, zt)
+        return float(total.detach()), grad.cpu().numpy().ravel()
+
+    # ftol = 0: the relative-decrease test would look at the batch total, where one example's progress can hide
+    # another's; stop on the per-coordinate projected gradient (gtol) or ``steps`` instead.
+    start = x64.cpu().numpy().ravel()
+    options = {"maxiter": steps, "ftol": 0.0, "gtol": GTOL}
+    return minimize(objective, start, jac=True, method="L-BFGS-B", bounds=box, options=options)
+
+
 def _core(
     model: nn.Module,
     x: torch.Tensor,
@@ -49,7 +82,7 @@ def _core(
     binary_search_steps: int,
     steps: int,
 ) -> AttackOutput:
-    from scipy.optimize import Bounds, minimize  # scipy comes with scikit-learn
+    from scipy.optimize import Bounds  # scipy comes with scikit-learn
 
     n, dev, dtype = x.shape[0], x.device, x.dtype
     low, high = threat.bounds
@@ -66,31 +99,10 @@ def _core(
         return AttackOutput(best, info={"const": torch.full((n,), math.nan, device=dev, dtype=torch.float64)})
     xs, ls = x[todo], labels[todo]
     x64 = flatten(xs).double()
-    start = x64.cpu().numpy().ravel()
-    box = Bounds(np.full(start.size, low), np.full(start.size, high))
-
+    box = Bounds(np.full(x64.numel(), low), np.full(x64.numel(), high))
     for step in range(binary_search_steps):
         c = const[todo]
-
-        def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
-            # One objective for the whole batch: a sum of per-example terms in disjoint variables, so its
-            # minimiser is every example's own minimiser and one L-BFGS-B call serves the batch.
-            zt = torch.from_numpy(z).to(dev).view_as(x64).requires_grad_(True)
-            logits = model(zt.to(dtype).view_as(xs))
-            total = (c * (zt - x64).pow(2).sum(1) + _loss_f(logits, ls, targeted).double()).sum()  # noqa: B023 - called within this iteration
-            (grad,) = torch.autograd.grad(total, zt)
-            return float(total.detach()), grad.cpu().numpy().ravel()
-
-        # ftol = 0: the relative-decrease test would look at the batch total, where one example's progress can
-        # hide another's; stop on the per-coordinate projected gradient (gtol) or steps instead.
-        res = minimize(
-            objective,
-            start,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=box,
-            options={"maxiter": steps, "ftol": 0.0, "gtol": GTOL},
-        )
+        res = _minimise(model, xs, x64, ls, targeted, c, box, steps)
         z = torch.from_numpy(res.x).to(dev).view_as(x64)
         x_c = z.to(dtype).view_as(xs)
         with torch.no_grad():

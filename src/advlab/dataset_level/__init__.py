@@ -1,0 +1,1 @@
+"""Dataset-level procedures: universal adversarial perturbations and fooling images."""
