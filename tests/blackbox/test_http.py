@@ -124,6 +124,35 @@ def test_model_without_declared_shape_answers_422_on_a_mismatch():
     assert resp.status_code == 422 and "cannot evaluate" in resp.json()["error"]
 
 
+def test_number_of_classes_is_learned_from_one_forward_pass_that_is_not_a_query():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    class NoLinear(nn.Module):  # nothing declares the number of classes: no Classifier, no final nn.Linear
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(D, C, generator=torch.Generator().manual_seed(0)))
+
+        def forward(self, x):
+            return x @ self.w
+
+    app = create_app(NoLinear().eval(), mode="labels", input_shape=(D,))
+    info = TestClient(app).get("/info").json()
+    assert info["num_classes"] == C and info["queries"] == 0 and info["input_shape"] == [D]
+
+
+def test_cli_serve_options():
+    from advlab.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--model", "m"])
+    assert args.device == "auto" and args.max_batch == 1024 and args.max_queries is None
+    for bad in (["--max-batch", "0"], ["--max-queries", "-5"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", "--model", "m", *bad])
+
+
 def test_batch_too_large_is_413(client_factory):
     client = client_factory(max_batch=3)
     assert client.post("/predict", json={"inputs": _x(4).tolist()}).status_code == 413

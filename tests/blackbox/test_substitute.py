@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -10,7 +13,13 @@ from torch import nn
 from advlab import ThreatModel
 from advlab.attacks import fgsm
 from advlab.blackbox import BudgetExceeded, TorchOracle
-from advlab.blackbox.substitute import jacobian_augmentation, papernot_blackbox, step_size
+from advlab.blackbox.substitute import (
+    SubstituteAttack,
+    SubstituteSettings,
+    jacobian_augmentation,
+    papernot_blackbox,
+    step_size,
+)
 from advlab.nonneural import from_sklearn
 
 SEED_SIZE = 20
@@ -112,6 +121,68 @@ def test_errors(target, digits):
     with pytest.raises(ValueError, match="exhausted"):
         papernot_blackbox(spent, x)
     assert issubclass(BudgetExceeded, RuntimeError)
+
+
+def test_settings_are_validated_once_with_the_papers_defaults():
+    s = SubstituteSettings()
+    assert (s.rounds, s.lam, s.tau, s.sigma, s.kappa, s.epochs, s.lr, s.batch_size) == (
+        6,
+        0.1,
+        3,
+        None,
+        400,
+        10,
+        1e-2,
+        32,
+    )
+    assert (s.eps, s.norm, s.attack, s.seed, s.eval_every_round) == (0.3, "linf", "fgsm", 0, True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.rounds = 3  # type: ignore[misc]
+    assert SubstituteSettings(kappa=np.int64(7)).kappa == 7 and type(SubstituteSettings(kappa=np.int64(7)).kappa) is int
+    for bad, error, message in [
+        ({"lam": 0.0}, ValueError, "lam: expected a number > 0"),
+        ({"tau": 0}, ValueError, "tau: expected an int >= 1"),
+        ({"sigma": -1}, ValueError, "sigma: expected an int >= 0"),
+        ({"kappa": 1.5}, TypeError, "kappa: expected an int"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"eval_every_round": "yes"}, TypeError, "eval_every_round"),
+    ]:
+        with pytest.raises(error, match=message):
+            SubstituteSettings.from_options(bad)
+    with pytest.raises(TypeError, match="did you mean 'lr'"):
+        SubstituteSettings.from_options({"learning_rate": 0.1})
+
+
+def test_unknown_setting_is_refused_before_any_query(target, digits):
+    oracle = TorchOracle(target, mode="labels")
+    with pytest.raises(TypeError, match="no setting 'n_iter'; its settings are rounds, lam"):
+        papernot_blackbox(oracle, digits["x_test"][:5], n_iter=3)
+    assert oracle.queries == 0
+
+
+def test_the_procedure_class_runs_once_and_matches_the_function(target, digits):
+    x = digits["x_test"]
+    settings = SubstituteSettings(rounds=1, **FAST)
+    attack = SubstituteAttack(TorchOracle(target, mode="labels"), "mlp", settings)
+    res = attack.run(x[:SEED_SIZE], x[60:80], digits["y_test"][60:80])
+    again = papernot_blackbox(
+        TorchOracle(target, mode="labels"),
+        x[:SEED_SIZE],
+        x_test=x[60:80],
+        y_test=digits["y_test"][60:80],
+        rounds=1,
+        **FAST,
+    )
+    assert torch.equal(res.x_adv, again.x_adv) and torch.equal(res.x_train, again.x_train)
+    assert res.settings == again.settings and res.settings["rounds"] == 1
+    with pytest.raises(RuntimeError, match="once"):
+        attack.run(x[:SEED_SIZE])
+
+
+def test_float_test_labels_are_refused_naming_y_test(target, digits):
+    x, y = digits["x_test"], digits["y_test"]
+    with pytest.raises(TypeError, match="y_test"):
+        papernot_blackbox(TorchOracle(target, mode="labels"), x[:5], x_test=x[5:10], y_test=y[5:10].float(), rounds=0)
 
 
 # ---------------------------------------------------------------------- CLI

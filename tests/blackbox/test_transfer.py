@@ -16,8 +16,9 @@ from torch import nn
 
 from advlab import Classifier, ThreatModel, io
 from advlab.attacks import fgsm
-from advlab.blackbox import Ensemble, SklearnOracle, ensemble_classifier, plot_transfer_matrix, transfer_matrix
+from advlab.blackbox import Ensemble, SklearnOracle, ensemble_classifier, transfer_matrix
 from advlab.nonneural import from_sklearn, tree_attack
+from advlab.reports.figures import transfer_heatmap
 
 EPS = 0.2
 N = 60
@@ -107,8 +108,8 @@ def test_matrix_shape_json_and_plot(matrix, tmp_path):
     path = io.write_json(tmp_path / "m.json", matrix.to_dict())
     back = json.loads(path.read_text())
     assert isinstance(back["error"][0][0], float) and back["settings"]["eps"] == EPS
-    png = plot_transfer_matrix(matrix, tmp_path / "m.png")
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "m.png").exists()
+    png = transfer_heatmap(matrix.error, matrix.sources, matrix.targets, tmp_path / "m.png", title="t")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "m.png").read_bytes() == png
 
 
 def test_leave_one_out_ensemble_excludes_the_target(zoo, batch, matrix):
@@ -169,6 +170,11 @@ def test_cli_transfer(zoo, tmp_path):
     assert rec["targets"] == ["net", "lr", "dt", "knn"]
     assert rec["models"]["lr"]["train_images"] == 300 and rec["models"]["net"]["kind"] == "advlab"
     assert (out / "transfer.png").read_bytes()[:4] == b"\x89PNG"
+    # the figure is the reports layer's heat map of the recorded matrix
+    title = "transferability, fgsm linf eps=0.2, n=40"
+    assert (out / "transfer.png").read_bytes() == transfer_heatmap(
+        rec["error"], rec["sources"], rec["targets"], title=title
+    )
     # the white-box entry of the saved network equals FGSM recomputed through the API
     test = load_dataset("digits", "test", n=40)
     x_adv = fgsm(clf, test.x, test.y, ThreatModel("linf", 0.2)).x_adv

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -71,10 +71,10 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [m(x).to(x.dtype) for m in self.members]
         if self.combine == "logits":
-            return sum(w * z for w, z in zip(self.weights, outs))
+            return cast(torch.Tensor, sum(w * z for w, z in zip(self.weights, outs)))
         logp = [torch.log_softmax(z, dim=1) for z in outs]
         if self.combine == "log_softmax":
-            return sum(w * lp for w, lp in zip(self.weights, logp))
+            return cast(torch.Tensor, sum(w * lp for w, lp in zip(self.weights, logp)))
         stacked = torch.stack([lp + math.log(w) for w, lp in zip(self.weights, logp) if w > 0])
         return torch.logsumexp(stacked, dim=0)
 

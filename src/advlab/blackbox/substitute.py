@@ -15,26 +15,32 @@ Then adversarial examples are crafted on the substitute with any registered whit
 paper) and sent to the oracle; the transfer success rate is the fraction the oracle misclassifies.
 
 This is not an ``x -> x_adv`` attack of the :data:`~advlab.attacks.ATTACKS` registry but a procedure over an
-oracle, so it is a function returning a :class:`SubstituteResult`.
+oracle: :class:`SubstituteAttack` holds its steps, :class:`SubstituteSettings` its settings, and
+:func:`papernot_blackbox` runs it and returns a :class:`SubstituteResult`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from advlab import validation
-from advlab.models import Classifier
+from advlab import settings as settings_mod
+from advlab import validation, zoo
+from advlab.attacks.base import make_generator
+from advlab.attacks.registry import make_attack
+from advlab.defenses.standard import StandardTraining
+from advlab.models import Classifier, predict
+from advlab.oracles import BudgetExceeded, Oracle
+from advlab.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from advlab.threat import ThreatModel
-
-if TYPE_CHECKING:  # imported lazily at run time: advlab.blackbox imports this module
-    from advlab.oracles import Oracle
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,99 @@ PAPER_LR = 1e-2
 PAPER_MOMENTUM = 0.9  # SGD momentum used by the defenses' "sgd" optimiser
 PAPER_EPOCHS = 10
 """Section 4.1: each substitute round trains for 10 epochs, learning rate 1e-2, momentum 0.9."""
+OWNER = "papernot_blackbox"
+"""The name settings errors are reported under."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubstituteSettings:
+    """Settings of Papernot et al.'s substitute attack, validated once when created.
+
+    Args:
+        rounds: number of augmentation rounds ``ρ``; the substitute is trained ``rounds + 1`` times, on
+            ``S_0 .. S_ρ``.
+        lam: Jacobian augmentation step ``λ`` (0.1 in the paper).
+        tau: period of the step-size sign flip, ``λ_p = λ (-1)^⌊p/τ⌋`` (``None``: constant ``λ``).
+        sigma: first round of reservoir sampling (``None``: always augment every point, doubling ``S``).
+        kappa: points augmented per round from round ``sigma`` on.
+        epochs: training epochs per round (10 in the paper).
+        lr: SGD learning rate of the substitute (1e-2 in the paper, momentum 0.9).
+        batch_size: substitute training batch size.
+        eps: radius of the transfer attack on the substitute (0.3 for MNIST in the paper).
+        norm: threat norm of the transfer attack.
+        attack: any registered white-box attack name (``"fgsm"`` in the paper; ``"pgd"``, ``"mifgsm"``...).
+        attack_options: settings of that attack (e.g. ``{"steps": 20}``).
+        eval_every_round: evaluate after every round (else only after the last one).
+        arch_kwargs: keyword arguments of the substitute architecture.
+        seed: seeds the substitute's initialisation, the data order, reservoir draws and the attack.
+        device: where the substitute trains (default cpu).
+        progress: show training progress bars (on a terminal).
+
+    Raises:
+        TypeError, ValueError: a setting of the wrong type or out of range, naming it.
+
+    Example:
+        >>> SubstituteSettings(rounds=4, sigma=2, kappa=200).rounds
+        4
+    """
+
+    rounds: NonNegativeInt = 6
+    lam: PositiveFloat = 0.1
+    tau: PositiveInt | None = 3
+    sigma: NonNegativeInt | None = None
+    kappa: PositiveInt = 400
+    epochs: PositiveInt = PAPER_EPOCHS
+    lr: PositiveFloat = PAPER_LR
+    batch_size: PositiveInt = 32
+    eps: NonNegativeFloat = 0.3
+    norm: str = "linf"
+    attack: str = "fgsm"
+    attack_options: Mapping[str, Any] | None = None
+    eval_every_round: bool = True
+    arch_kwargs: Mapping[str, Any] | None = None
+    seed: NonNegativeInt = 0
+    device: str | torch.device | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in settings_mod.validate_all(OWNER, SETTINGS, values).items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SubstituteSettings:
+        """Build from keyword settings; an unknown name raises ``TypeError`` listing the known ones.
+
+        Raises:
+            TypeError: an unknown setting (with a "did you mean" hint for another library's name), or a bad type.
+            ValueError: a setting out of range.
+        """
+        return cls(**settings_mod.validate_all(OWNER, SETTINGS, options))
+
+    def record(self, substitute: nn.Module | str, seed_size: int, budget: int | None) -> dict[str, Any]:
+        """The settings of a run as a JSON-friendly dict (with the substitute's name, seed size and budget)."""
+        return {
+            "substitute": substitute if isinstance(substitute, str) else type(substitute).__name__,
+            "rounds": self.rounds,
+            "lam": self.lam,
+            "tau": self.tau,
+            "sigma": self.sigma,
+            "kappa": self.kappa,
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "eps": self.eps,
+            "norm": self.norm,
+            "attack": self.attack,
+            "attack_options": dict(self.attack_options or {}),
+            "seed_size": seed_size,
+            "seed": self.seed,
+            "budget": budget,
+        }
+
+
+SETTINGS = settings_mod.settings_of(SubstituteSettings)
+"""The declared settings of :class:`SubstituteSettings` (name, default, constraint, help text)."""
 
 
 @dataclass
@@ -152,44 +251,48 @@ def jacobian_augmentation(
     return torch.cat(out)
 
 
-def _build_substitute(
+def build_substitute(
     substitute: nn.Module | str,
     input_shape: tuple[int, ...],
     num_classes: int,
     bounds: tuple[float, float],
-    seed: int,
-    arch_kwargs: dict[str, Any] | None,
+    *,
+    seed: int = 0,
+    arch_kwargs: Mapping[str, Any] | None = None,
 ) -> Classifier:
-    if isinstance(substitute, str):
-        from advlab import zoo
+    """The substitute to train: a :mod:`advlab.zoo` architecture by name, or a copy of the module given.
 
+    Raises:
+        TypeError: ``substitute`` is neither a name nor a ``torch.nn.Module``.
+    """
+    if isinstance(substitute, str):
         kwargs = dict(DEFAULT_SUBSTITUTE_KWARGS) if substitute == DEFAULT_SUBSTITUTE and arch_kwargs is None else {}
         kwargs.update(arch_kwargs or {})
         return zoo.build_classifier(substitute, input_shape, num_classes, bounds=bounds, seed=seed, **kwargs)
-    if isinstance(substitute, nn.Module):
-        module = copy.deepcopy(substitute.module if isinstance(substitute, Classifier) else substitute)
-    else:
+    if not isinstance(substitute, nn.Module):
         raise TypeError(
             f"substitute: expected an architecture name (e.g. 'mlp', 'wong-cnn') or a torch.nn.Module, "
             f"got {type(substitute).__name__}"
         )
+    module = copy.deepcopy(substitute.module if isinstance(substitute, Classifier) else substitute)
     return Classifier(module, bounds=bounds, num_classes=num_classes, input_shape=input_shape)
 
 
 class _LabelledSet:
     """The substitute's training set with cached oracle labels; counts the training queries."""
 
-    def __init__(self, oracle: Oracle) -> None:
+    def __init__(self, oracle: Oracle, like: torch.Tensor) -> None:
         self.oracle = oracle
-        self.x: torch.Tensor | None = None
-        self.y: torch.Tensor | None = None
+        self.x = like[:0].detach().cpu()
+        self.y = torch.empty(0, dtype=torch.int64)
         self.queries = 0
         self.exhausted = False
 
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
     def add(self, x_new: torch.Tensor) -> int:
         """Label as many of ``x_new`` as the budget allows and add them; returns how many were added."""
-        from advlab.oracles import BudgetExceeded
-
         remaining = self.oracle.remaining()
         if remaining is not None and remaining < x_new.shape[0]:
             log.warning(
@@ -209,10 +312,241 @@ class _LabelledSet:
             self.exhausted = True
             return 0
         self.queries += x_new.shape[0]
-        x_new = x_new.detach().cpu()
-        self.x = x_new if self.x is None else torch.cat([self.x, x_new])
-        self.y = y_new if self.y is None else torch.cat([self.y, y_new])
+        self.x = torch.cat([self.x, x_new.detach().cpu()])
+        self.y = torch.cat([self.y, y_new])
         return x_new.shape[0]
+
+
+class SubstituteAttack:
+    """Papernot et al.'s Algorithm 1 against one oracle; :meth:`run` reads as the list of its steps.
+
+    Args:
+        oracle: the target; only its labels are used, and every query counts against its budget.
+        substitute: an :mod:`advlab.zoo` architecture name or a ``torch.nn.Module`` (copied, never modified).
+        settings: the procedure's settings.
+
+    Attributes:
+        substitute_: the substitute ``F`` being trained (built by :meth:`run`).
+        data: the training set ``S_p`` and its oracle labels.
+        history: one :class:`SubstituteRound` per training round so far.
+        x_adv, fooled: the adversarial test examples of the last evaluation and the oracle's verdict on them.
+
+    Raises:
+        TypeError: ``oracle`` is not an Oracle.
+        ValueError: a bad norm, eps or attack.
+    """
+
+    substitute_: Classifier
+    data: _LabelledSet
+
+    def __init__(self, oracle: Oracle, substitute: nn.Module | str, settings: SubstituteSettings) -> None:
+        if not isinstance(oracle, Oracle):
+            raise TypeError(
+                f"oracle: expected an advlab.blackbox.Oracle (TorchOracle, SklearnOracle, HTTPOracle...), got "
+                f"{type(oracle).__name__}. Wrap a local model with advlab.blackbox.TorchOracle(model, mode='labels')."
+            )
+        self.oracle = oracle
+        self.substitute = substitute
+        self.settings = settings
+        self.threat = ThreatModel(settings.norm, settings.eps, oracle.bounds)
+        self.attack = make_attack(settings.attack, norm=settings.norm, **dict(settings.attack_options or {}))
+        if not self.attack.needs_gradients:
+            log.info("attack %r does not need gradients; it still runs on the substitute", settings.attack)
+        self.device = torch.device(settings.device) if settings.device is not None else torch.device("cpu")
+        self.generator = make_generator(settings.seed)
+        self.history: list[SubstituteRound] = []
+        self.eval_queries = 0
+        self.eval_exhausted = False
+        self.x_test: torch.Tensor | None = None
+        self.y_test: torch.Tensor | None = None
+        self.oracle_test: torch.Tensor | None = None
+        self.x_adv: torch.Tensor | None = None
+        self.fooled: torch.Tensor | None = None
+
+    def run(self, seed_x: Any, x_test: Any = None, y_test: Any = None) -> SubstituteResult:
+        """Label the seed set, then train, evaluate and augment round after round; craft on the last substitute.
+
+        Raises:
+            ValueError: seed or test inputs outside the oracle's bounds or of the wrong shape, or a budget too
+                small for even one seed point.
+        """
+        if self.history:
+            raise RuntimeError("SubstituteAttack.run: an attack runs once; create a new SubstituteAttack")
+        x0 = self.check_data(seed_x, x_test, y_test)
+        self.substitute_ = build_substitute(
+            self.substitute,
+            tuple(x0.shape[1:]),
+            self.oracle.num_classes,
+            self.oracle.bounds,
+            seed=self.settings.seed,
+            arch_kwargs=self.settings.arch_kwargs,
+        ).to(self.device)
+        self.label_seed_set(x0)
+        for p in range(self.settings.rounds + 1):
+            if self.substitute_round(p):
+                break
+        return self.result(seed_size=int(x0.shape[0]))
+
+    # ------------------------------------------------------------------ the steps
+    def check_data(self, seed_x: Any, x_test: Any, y_test: Any) -> torch.Tensor:
+        """The seed set as a float tensor inside the oracle's bounds; the test data kept for evaluation."""
+        x0 = validation.as_xy(seed_x, "seed_x", labels="none")[0].float()
+        validation.check_input(x0, self.oracle.bounds, name="seed_x")
+        validation.check_input_shape(x0, self.oracle.input_shape, name="seed_x")
+        if x_test is not None:
+            if y_test is None:
+                raise ValueError("y_test: give the true labels of x_test (or leave both out)")
+            xt, yt = validation.as_xy((x_test, y_test), "x_test/y_test")
+            assert yt is not None  # as_xy requires labels by default
+            self.x_test, self.y_test = xt.float(), yt
+            validation.check_input(self.x_test, self.oracle.bounds, name="x_test")
+            validation.check_input_shape(self.x_test, tuple(x0.shape[1:]), name="x_test")
+            validation.check_labels(yt, xt.shape[0], self.oracle.num_classes, name="y_test")
+        remaining = self.oracle.remaining()
+        if remaining is not None and remaining < 1:
+            raise ValueError(
+                f"oracle: its query budget is exhausted ({self.oracle.queries} of {self.oracle.budget} spent)"
+            )
+        if self.oracle.num_classes is None:
+            raise ValueError("oracle: num_classes is unknown; create the oracle with num_classes=")
+        return x0
+
+    def label_seed_set(self, x0: torch.Tensor) -> None:
+        """Step 1 on ``S_0``: the oracle labels the seed set."""
+        self.data = _LabelledSet(self.oracle, x0)
+        self.data.add(x0)
+        if len(self.data) == 0:
+            raise ValueError("oracle: the budget does not allow labelling a single seed point")
+
+    def substitute_round(self, p: int) -> bool:
+        """Train on ``S_p``, measure, and build ``S_{p+1}``; returns whether this round was the last."""
+        t0 = time.perf_counter()
+        self.train_substitute(p)
+        last = p == self.settings.rounds or self.data.exhausted
+        step = None if last else step_size(self.settings.lam, p, self.settings.tau)
+        record = SubstituteRound(round=p, train_size=len(self.data), queries=self.data.queries, step=step)
+        if self.settings.eval_every_round or last:
+            self.evaluate_round(record)
+        record.eval_queries = self.eval_queries
+        _log_round(record)
+        self.history.append(record)
+        if step is None:
+            record.seconds = time.perf_counter() - t0
+            return True
+        added = self.augment(p, step)
+        record.seconds = time.perf_counter() - t0
+        if added == 0:  # the budget is spent: the substitute of this round is the final one
+            record.step = None
+            if not self.settings.eval_every_round:
+                self.evaluate_round(record)
+            return True
+        return False
+
+    def train_substitute(self, p: int) -> None:
+        """Step 2: train ``F`` on ``{(x, O(x)) : x in S_p}`` (SGD with momentum, from the previous weights)."""
+        s = self.settings
+        trainer = StandardTraining(
+            epochs=s.epochs,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            optimizer="sgd",
+            seed=s.seed + p,
+            device=self.device,
+            progress=s.progress,
+        )
+        trainer.fit(self.substitute_, (self.data.x, self.data.y))
+        self.substitute_.eval()
+
+    def augment(self, p: int, step: float) -> int:
+        """Step 3: Jacobian-based augmentation (of ``κ`` random points from round ``σ`` on), labelled by the oracle.
+
+        Returns:
+            How many new points the oracle labelled (0 when the budget is spent).
+        """
+        s = self.settings
+        x_cur, y_cur = self.data.x, self.data.y
+        if s.sigma is not None and p >= s.sigma and x_cur.shape[0] > s.kappa:
+            pick = torch.randperm(x_cur.shape[0], generator=self.generator)[: s.kappa]
+            x_cur, y_cur = x_cur[pick], y_cur[pick]
+        x_new = jacobian_augmentation(
+            self.substitute_, x_cur.to(self.device), y_cur.to(self.device), step, self.oracle.bounds
+        )
+        return self.data.add(x_new)
+
+    def evaluate_round(self, record: SubstituteRound) -> None:
+        """Substitute accuracy, agreement with the oracle and transfer success on the test data (costs queries)."""
+        xt, yt = self.x_test, self.y_test
+        if xt is None or yt is None:
+            return
+        sub_pred = predict(self.substitute_, xt)
+        record.substitute_accuracy = float((sub_pred == yt).float().mean())
+        if self.oracle_test is None:
+            self.oracle_test = self.ask_oracle(xt)
+        if self.oracle_test is not None:
+            record.agreement = float((sub_pred == self.oracle_test).float().mean())
+        self.craft_examples(xt, yt)
+        if self.fooled is not None:
+            record.transfer_success = float(self.fooled.float().mean())
+        record.eval_queries = self.eval_queries
+
+    def craft_examples(self, xt: torch.Tensor, yt: torch.Tensor) -> None:
+        """Adversarial test examples crafted on the substitute with the white-box attack; the oracle's verdict."""
+        res = self.attack(
+            self.substitute_,
+            xt.to(self.device),
+            yt.to(self.device),
+            self.threat,
+            generator=make_generator(self.settings.seed),
+        )
+        self.x_adv = torch.as_tensor(res.x_adv).detach().cpu()
+        pred = self.ask_oracle(self.x_adv)
+        self.fooled = None if pred is None else (pred != yt)
+
+    def ask_oracle(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The oracle's labels for evaluation, counted apart; ``None`` (and no more evaluation) past the budget."""
+        if self.eval_exhausted:
+            return None
+        remaining = self.oracle.remaining()
+        if remaining is not None and remaining < x.shape[0]:
+            log.warning("query budget: %d left, evaluation needs %d; skipping evaluation", remaining, x.shape[0])
+            self.eval_exhausted = True
+            return None
+        try:
+            out = self.oracle.predict(x.cpu())
+        except BudgetExceeded:
+            self.eval_exhausted = True
+            return None
+        self.eval_queries += x.shape[0]
+        return out
+
+    def result(self, seed_size: int) -> SubstituteResult:
+        """The trained substitute, the rounds' measurements and the final transfer success."""
+        return SubstituteResult(
+            substitute=self.substitute_,
+            rounds=self.history,
+            queries=self.data.queries,
+            eval_queries=self.eval_queries,
+            x_train=self.data.x,
+            y_train=self.data.y,
+            x_adv=self.x_adv,
+            oracle_fooled=self.fooled,
+            transfer_success=None if self.fooled is None else float(self.fooled.float().mean()),
+            budget_exhausted=self.data.exhausted or self.eval_exhausted,
+            settings=self.settings.record(self.substitute, seed_size, self.oracle.budget),
+        )
+
+
+def _log_round(record: SubstituteRound) -> None:
+    log.info(
+        "substitute round %d: |S|=%d queries=%d accuracy=%s agreement=%s transfer=%s",
+        record.round,
+        record.train_size,
+        record.queries,
+        *(
+            "n/a" if v is None else f"{v:.3f}"
+            for v in (record.substitute_accuracy, record.agreement, record.transfer_success)
+        ),
+    )
 
 
 def papernot_blackbox(
@@ -220,25 +554,9 @@ def papernot_blackbox(
     seed_x: Any,
     substitute: nn.Module | str = DEFAULT_SUBSTITUTE,
     *,
-    rounds: int = 6,
-    lam: float = 0.1,
-    tau: int | None = 3,
-    sigma: int | None = None,
-    kappa: int = 400,
-    epochs: int = PAPER_EPOCHS,
-    lr: float = PAPER_LR,
-    batch_size: int = 32,
-    eps: float = 0.3,
-    norm: str = "linf",
-    attack: str = "fgsm",
-    attack_options: dict[str, Any] | None = None,
     x_test: Any = None,
     y_test: Any = None,
-    eval_every_round: bool = True,
-    arch_kwargs: dict[str, Any] | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    progress: bool = False,
+    **settings: Any,
 ) -> SubstituteResult:
     """Papernot et al.'s practical black-box attack: substitute training by Jacobian augmentation, then transfer.
 
@@ -250,31 +568,19 @@ def papernot_blackbox(
             uses 150 MNIST test images, disjoint from the evaluation images).
         substitute: an architecture name from :mod:`advlab.zoo` (default ``"mlp"`` with two hidden layers of
             200 units, the paper's reference substitute) or a ``torch.nn.Module`` (copied, never modified).
-        rounds: number of augmentation rounds ``ρ``; the substitute is trained ``rounds + 1`` times, on
-            ``S_0 .. S_ρ``.
-        lam: Jacobian augmentation step ``λ`` (0.1 in the paper).
-        tau: period of the step-size sign flip, ``λ_p = λ (-1)^⌊p/τ⌋`` (``None``: constant ``λ``).
-        sigma: first round of reservoir sampling (``None``: always augment every point, doubling ``S``).
-        kappa: points augmented per round from round ``sigma`` on.
-        epochs: training epochs per round (10 in the paper); lr: SGD learning rate (1e-2, momentum 0.9).
-        batch_size: substitute training batch size.
-        eps: radius of the transfer attack on the substitute (0.3 for MNIST in the paper).
-        norm: threat norm of the transfer attack.
-        attack: any registered white-box attack name (``"fgsm"`` in the paper; ``"pgd"``, ``"mifgsm"``...).
-        attack_options: settings of that attack (e.g. ``{"steps": 20}``).
         x_test, y_test: evaluation data (true labels); measuring agreement and transfer costs oracle queries,
             reported separately as ``eval_queries``.
-        eval_every_round: evaluate after every round (else only after the last one).
-        arch_kwargs: keyword arguments of the substitute architecture.
-        seed: seeds the substitute's initialisation, the data order, reservoir draws and the attack.
-        device: where the substitute trains (default cpu).
-        progress: show training progress bars (on a terminal).
+        **settings: the settings of :class:`SubstituteSettings`, with its defaults: ``rounds=6``, ``lam=0.1``,
+            ``tau=3``, ``sigma=None``, ``kappa=400``, ``epochs=10``, ``lr=1e-2``, ``batch_size=32``, ``eps=0.3``,
+            ``norm="linf"``, ``attack="fgsm"``, ``attack_options=None``, ``eval_every_round=True``,
+            ``arch_kwargs=None``, ``seed=0``, ``device=None`` (cpu), ``progress=False``.
 
     Returns:
         SubstituteResult with the trained substitute, per-round measurements and the final transfer success.
 
     Raises:
-        TypeError: ``oracle`` is not an Oracle, or ``substitute`` is neither a name nor a module.
+        TypeError: ``oracle`` is not an Oracle, ``substitute`` is neither a name nor a module, or an unknown
+            setting.
         ValueError: bad settings, seed inputs outside the oracle's bounds or of the wrong shape, or a budget too
             small for even one seed point.
 
@@ -287,185 +593,5 @@ def papernot_blackbox(
         >>> res = papernot_blackbox(oracle, x_test[:150], rounds=6, x_test=x_test[150:1150], y_test=y_test[150:1150])
         >>> res.transfer_success, res.queries
     """
-    from advlab.attacks.base import make_generator
-    from advlab.attacks.registry import make_attack
-    from advlab.defenses.standard import StandardTraining
-    from advlab.oracles import BudgetExceeded, Oracle
-
-    if not isinstance(oracle, Oracle):
-        raise TypeError(
-            f"oracle: expected an advlab.blackbox.Oracle (TorchOracle, SklearnOracle, HTTPOracle...), got "
-            f"{type(oracle).__name__}. Wrap a local model with advlab.blackbox.TorchOracle(model, mode='labels')."
-        )
-    rounds = validation.check_int("rounds", rounds, minimum=0)
-    lam = validation.check_float("lam", lam, minimum=0.0, strict_min=True)
-    if tau is not None:
-        tau = validation.check_int("tau", tau, minimum=1)
-    if sigma is not None:
-        sigma = validation.check_int("sigma", sigma, minimum=0)
-    kappa = validation.check_int("kappa", kappa, minimum=1)
-    epochs = validation.check_int("epochs", epochs, minimum=1)
-    lr = validation.check_float("lr", lr, minimum=0.0, strict_min=True)
-    batch_size = validation.check_int("batch_size", batch_size, minimum=1)
-    seed = validation.check_int("seed", seed, minimum=0)
-    threat = ThreatModel(norm, eps, oracle.bounds)
-    attack_cfg = make_attack(attack, norm=norm, **dict(attack_options or {}))
-    if not attack_cfg.needs_gradients:
-        log.info("attack %r does not need gradients; it still runs on the substitute", attack)
-
-    validation.check_tensor_like("seed_x", seed_x)
-    x0 = torch.as_tensor(seed_x).float()
-    validation.check_input(x0, oracle.bounds, name="seed_x")
-    validation.check_input_shape(x0, oracle.input_shape, name="seed_x")
-    has_test = x_test is not None
-    if has_test:
-        if y_test is None:
-            raise ValueError("y_test: give the true labels of x_test (or leave both out)")
-        validation.check_tensor_like("x_test", x_test)
-        validation.check_tensor_like("y_test", y_test)
-        xt = torch.as_tensor(x_test).float()
-        yt = torch.as_tensor(y_test).long()
-        validation.check_input(xt, oracle.bounds, name="x_test")
-        validation.check_input_shape(xt, tuple(x0.shape[1:]), name="x_test")
-        validation.check_labels(yt, xt.shape[0], oracle.num_classes, name="y_test")
-    remaining = oracle.remaining()
-    if remaining is not None and remaining < 1:
-        raise ValueError(f"oracle: its query budget is exhausted ({oracle.queries} of {oracle.budget} spent)")
-
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    num_classes = oracle.num_classes
-    if num_classes is None:
-        raise ValueError("oracle: num_classes is unknown; create the oracle with num_classes=")
-    input_shape = tuple(x0.shape[1:])
-    sub = _build_substitute(substitute, input_shape, num_classes, oracle.bounds, seed, arch_kwargs).to(dev)
-    gen = make_generator(seed)
-    settings = {
-        "substitute": substitute if isinstance(substitute, str) else type(substitute).__name__,
-        "rounds": rounds,
-        "lam": lam,
-        "tau": tau,
-        "sigma": sigma,
-        "kappa": kappa,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "eps": eps,
-        "norm": norm,
-        "attack": attack,
-        "attack_options": dict(attack_options or {}),
-        "seed_size": int(x0.shape[0]),
-        "seed": seed,
-        "budget": oracle.budget,
-    }
-
-    data = _LabelledSet(oracle)
-    data.add(x0)
-    if data.x is None:
-        raise ValueError("oracle: the budget does not allow labelling a single seed point")
-
-    eval_queries = 0
-    oracle_test: torch.Tensor | None = None
-    eval_dead = False
-
-    def query_eval(x: torch.Tensor) -> torch.Tensor | None:
-        nonlocal eval_queries, eval_dead
-        if eval_dead:
-            return None
-        remaining = oracle.remaining()
-        if remaining is not None and remaining < x.shape[0]:
-            log.warning("query budget: %d left, evaluation needs %d; skipping evaluation", remaining, x.shape[0])
-            eval_dead = True
-            return None
-        try:
-            out = oracle.predict(x.cpu())
-        except BudgetExceeded:
-            eval_dead = True
-            return None
-        eval_queries += x.shape[0]
-        return out
-
-    def craft() -> tuple[torch.Tensor, torch.Tensor | None]:
-        res = attack_cfg(sub, xt.to(dev), yt.to(dev), threat, generator=make_generator(seed))
-        x_adv = res.x_adv.detach().cpu()
-        pred = query_eval(x_adv)
-        return x_adv, None if pred is None else (pred != yt)
-
-    history: list[SubstituteRound] = []
-    final: dict[str, torch.Tensor | None] = {"x_adv": None, "fooled": None}
-
-    def evaluate(record: SubstituteRound) -> None:
-        nonlocal oracle_test
-        with torch.no_grad():
-            sub_pred = sub.predict(xt.to(dev)).cpu()
-        record.substitute_accuracy = float((sub_pred == yt).float().mean())
-        if oracle_test is None:
-            oracle_test = query_eval(xt)
-        if oracle_test is not None:
-            record.agreement = float((sub_pred == oracle_test).float().mean())
-        x_adv, fooled = craft()
-        if fooled is not None:
-            record.transfer_success = float(fooled.float().mean())
-        final["x_adv"], final["fooled"] = x_adv, fooled
-        record.eval_queries = eval_queries
-
-    for p in range(rounds + 1):
-        t0 = time.perf_counter()
-        assert data.x is not None and data.y is not None
-        trainer = StandardTraining(
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer="sgd",
-            seed=seed + p,
-            device=dev,
-            progress=progress,
-        )
-        trainer.fit(sub, (data.x, data.y))
-        sub.eval()
-        last = p == rounds or data.exhausted
-        lam_p = None if last else step_size(lam, p, tau)
-        record = SubstituteRound(round=p, train_size=int(data.x.shape[0]), queries=data.queries, step=lam_p)
-        if has_test and (eval_every_round or last):
-            evaluate(record)
-        record.eval_queries = eval_queries
-        log.info(
-            "substitute round %d: |S|=%d queries=%d accuracy=%s agreement=%s transfer=%s",
-            p,
-            record.train_size,
-            record.queries,
-            *(
-                "n/a" if v is None else f"{v:.3f}"
-                for v in (record.substitute_accuracy, record.agreement, record.transfer_success)
-            ),
-        )
-        history.append(record)
-        if last:
-            record.seconds = time.perf_counter() - t0
-            break
-        x_cur, y_cur = data.x, data.y
-        if sigma is not None and p >= sigma and x_cur.shape[0] > kappa:
-            pick = torch.randperm(x_cur.shape[0], generator=gen)[:kappa]
-            x_cur, y_cur = x_cur[pick], y_cur[pick]
-        x_new = jacobian_augmentation(sub, x_cur.to(dev), y_cur.to(dev), lam_p, oracle.bounds)
-        added = data.add(x_new)
-        record.seconds = time.perf_counter() - t0
-        if added == 0:  # the budget is spent: the substitute of this round is the final one
-            record.step = None
-            if has_test and not eval_every_round:
-                evaluate(record)
-            break
-    x_adv_final, fooled_final = final["x_adv"], final["fooled"]
-    assert data.x is not None and data.y is not None
-    return SubstituteResult(
-        substitute=sub,
-        rounds=history,
-        queries=data.queries,
-        eval_queries=eval_queries,
-        x_train=data.x,
-        y_train=data.y,
-        x_adv=x_adv_final,
-        oracle_fooled=fooled_final,
-        transfer_success=None if fooled_final is None else float(fooled_final.float().mean()),
-        budget_exhausted=data.exhausted or eval_dead,
-        settings=settings,
-    )
+    procedure = SubstituteAttack(oracle, substitute, SubstituteSettings.from_options(settings))
+    return procedure.run(seed_x, x_test, y_test)

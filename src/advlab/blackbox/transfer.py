@@ -24,16 +24,18 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from advlab import validation
+from advlab import models, validation
 from advlab.attacks.registry import make_attack
+from advlab.blackbox.ensemble import ensemble_classifier
 from advlab.models import Classifier
+from advlab.nonneural import forest_attack, from_sklearn, knn_attack, tree_attack
+from advlab.oracles import Oracle
 from advlab.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -79,16 +81,12 @@ class TransferMatrix:
 # ---------------------------------------------------------------------- model kinds
 def _kind(model: Any) -> str:
     """``"torch"``, ``"sklearn-diff"``, ``"tree"``, ``"forest"``, ``"knn"``, ``"sklearn"`` or ``"oracle"``."""
-    from advlab.oracles import Oracle
-
     if isinstance(model, Oracle):
         return "oracle"
     if isinstance(model, nn.Module):
         return "torch"
-    try:
-        from sklearn.base import BaseEstimator
-    except ImportError:  # pragma: no cover
-        BaseEstimator = ()  # type: ignore[assignment,misc]
+    from sklearn.base import BaseEstimator
+
     if isinstance(model, BaseEstimator):
         from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
         from sklearn.neighbors import KNeighborsClassifier
@@ -102,8 +100,6 @@ def _kind(model: Any) -> str:
         if isinstance(model, KNeighborsClassifier):
             return "knn"
         try:
-            from advlab.nonneural import from_sklearn
-
             from_sklearn(model)
             return "sklearn-diff"
         except TypeError:
@@ -119,8 +115,6 @@ def _differentiable(model: Any, kind: str, input_shape: tuple[int, ...], bounds:
         if isinstance(model, Classifier):
             return model
         return Classifier(model, bounds=bounds, input_shape=input_shape)
-    from advlab.nonneural import from_sklearn
-
     return from_sklearn(model, input_shape=input_shape, bounds=bounds)
 
 
@@ -131,10 +125,8 @@ def predict(model: Any, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         return model.predict(x.detach().cpu())
     if kind == "torch":
         clf = model if isinstance(model, Classifier) else Classifier(model)
-        with clf.attack_mode(), torch.no_grad():
-            return torch.cat(
-                [clf(x[i : i + batch_size].to(clf.device)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)]
-            )
+        with clf.attack_mode():
+            return models.predict(clf, x, batch_size=batch_size).cpu()
     flat = x.detach().cpu().reshape(x.shape[0], -1).numpy()
     pred = np.asarray(model.predict(flat.astype(np.float32) if kind in ("tree", "forest") else flat))
     return torch.from_numpy(np.searchsorted(model.classes_, pred).astype(np.int64))
@@ -158,31 +150,33 @@ def craft(
     Raises:
         TypeError: the model is an Oracle or a scikit-learn model without a white-box attack (target only).
     """
-    from advlab.nonneural import forest_attack, knn_attack, tree_attack
-
     kind = _kind(model)
-    shape = tuple(x.shape[1:])
     if kind in ("torch", "sklearn-diff"):
-        clf = _differentiable(model, kind, shape, threat.bounds)
+        clf = _differentiable(model, kind, tuple(x.shape[1:]), threat.bounds)
         cfg = make_attack(attack, norm=threat.norm, **dict(attack_options or {}))
         res = cfg(clf, x.to(clf.device), y.to(clf.device), threat, generator=seed)
-        return res.x_adv.detach().cpu(), attack
+        return torch.as_tensor(res.x_adv).detach().cpu(), attack
+    x_min, method = _minimal_adversarial(model, kind, x, y, threat)
+    return threat.project(torch.as_tensor(x_min).to(x.dtype), x), method
+
+
+def _minimal_adversarial(
+    model: Any, kind: str, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel
+) -> tuple[Any, str]:
+    """The minimal adversarial examples of a tree, forest or kNN source (before projection), and the method."""
     if kind == "tree":
-        res = tree_attack(model, x, y, norm=threat.norm, bounds=threat.bounds)
-        method = "tree leaf search (exact), projected to eps"
-    elif kind == "forest":
-        res = forest_attack(model, x, y, norm=threat.norm, bounds=threat.bounds)
-        method = "forest leaf hopping (heuristic), projected to eps"
-    elif kind == "knn":
-        res = knn_attack(model, x, y, norm=threat.norm if threat.norm != "l0" else "l2", bounds=threat.bounds)
-        method = "kNN bisection, projected to eps"
-    else:
-        raise TypeError(
-            f"source: {type(model).__name__} has no white-box attack in advlab (it can only be a target); "
-            "use it as a target or wrap an equivalent differentiable model"
-        )
-    x_min = torch.as_tensor(res.x_adv).to(x.dtype)
-    return threat.project(x_min, x), method
+        tree = tree_attack(model, x, y, norm=threat.norm, bounds=threat.bounds)
+        return tree.x_adv, "tree leaf search (exact), projected to eps"
+    if kind == "forest":
+        forest = forest_attack(model, x, y, norm=threat.norm, bounds=threat.bounds)
+        return forest.x_adv, "forest leaf hopping (heuristic), projected to eps"
+    if kind == "knn":
+        norm = threat.norm if threat.norm != "l0" else "l2"
+        return knn_attack(model, x, y, norm=norm, bounds=threat.bounds).x_adv, "kNN bisection, projected to eps"
+    raise TypeError(
+        f"source: {type(model).__name__} has no white-box attack in advlab (it can only be a target); "
+        "use it as a target or wrap an equivalent differentiable model"
+    )
 
 
 def transfer_matrix(
@@ -228,123 +222,133 @@ def transfer_matrix(
         >>> tm = transfer_matrix({"dnn": net, "lr": lr, "dt": tree, "knn": knn}, x_test[:500], y_test[:500])
         >>> tm.rate("dnn", "lr")
     """
-    from advlab.blackbox.ensemble import ensemble_classifier
-
     if not sources:
         raise ValueError("sources: expected at least one source model, got none")
-    threat = ThreatModel(norm, eps, bounds)
+    crafting = _Crafting(ThreatModel(norm, eps, bounds), attack, dict(attack_options or {}), seed)
     if ensemble is not None:
         validation.check_choice("ensemble", ensemble, ENSEMBLE_MODES)
-    validation.check_tensor_like("x", x)
-    validation.check_tensor_like("y", y)
-    x_t = torch.as_tensor(x).float().cpu()
-    y_t = torch.as_tensor(y).long().cpu()
+    x_t, y_t = _check_data(x, y, crafting.threat)
+    targets = dict(sources) if targets is None else dict(targets)
+    kinds = _check_kinds(sources, targets)
+    examples, method, seconds = crafting.on_sources(sources, list(targets), x_t, y_t)
+    diff = {
+        n: _differentiable(m, kinds[n], tuple(x_t.shape[1:]), crafting.threat.bounds)
+        for n, m in sources.items()
+        if kinds[n] in ("torch", "sklearn-diff")
+    }
+    if ensemble is not None and len(diff) >= 2:
+        t0 = time.perf_counter()
+        row = ENSEMBLE_NAME[ensemble]
+        examples[row] = crafting.on_ensembles(diff, list(targets), ensemble, x_t, y_t)
+        method[row] = f"{attack} on ensemble of {', '.join(diff)}" + (" minus the target" if ensemble == "loo" else "")
+        seconds[row] = time.perf_counter() - t0
+    elif ensemble is not None:
+        log.info("ensemble: skipped (needs at least two differentiable sources, got %d)", len(diff))
+    error, conditional, mean_distance, clean_acc = _rates(examples, targets, x_t, y_t, crafting.threat)
+    settings = crafting.record(norm=norm, ensemble=ensemble, n=int(x_t.shape[0]))
+    rows = list(examples)
+    return TransferMatrix(rows, list(targets), error, conditional, clean_acc, method, mean_distance, seconds, settings)
+
+
+def _check_data(x: Any, y: Any, threat: ThreatModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` as a float CPU batch inside the threat model's box, ``y`` as its int64 labels."""
+    x_t, y_t = validation.as_xy((x, y), "transfer_matrix")
+    assert y_t is not None  # as_xy requires labels by default
+    x_t, y_t = x_t.float().cpu(), y_t.cpu()
     validation.check_input(x_t, threat.bounds)
     validation.check_labels(y_t, x_t.shape[0], None)
-    targets = dict(sources) if targets is None else dict(targets)
+    return x_t, y_t
+
+
+def _check_kinds(sources: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, str]:
+    """The kind of every model; a model that can only be a target given as a source raises ``TypeError``."""
     kinds = {name: _kind(m) for name, m in {**sources, **targets}.items()}
     for name, model in sources.items():
         if kinds[name] in ("oracle", "sklearn"):
             raise TypeError(f"sources[{name!r}]: a {type(model).__name__} can only be a target (no white-box attack)")
+    return kinds
 
-    crafted: dict[str, torch.Tensor] = {}
-    method: dict[str, str] = {}
-    seconds: dict[str, float] = {}
-    for name, model in sources.items():
-        t0 = time.perf_counter()
-        crafted[name], method[name] = craft(
-            model, x_t, y_t, threat, attack=attack, attack_options=attack_options, seed=seed
-        )
-        seconds[name] = time.perf_counter() - t0
-        log.info("crafted on %s (%s) in %.1fs", name, method[name], seconds[name])
 
-    shape = tuple(x_t.shape[1:])
-    diff = {
-        n: _differentiable(m, kinds[n], shape, threat.bounds)
-        for n, m in sources.items()
-        if kinds[n] in ("torch", "sklearn-diff")
-    }
-    ens_rows: dict[str, dict[str, torch.Tensor]] = {}
-    if ensemble is not None and len(diff) >= 2:
-        cfg = make_attack(attack, norm=threat.norm, **dict(attack_options or {}))
+@dataclass(frozen=True)
+class _Crafting:
+    """How the rows' adversarial examples are made: the threat model, and the white-box attack with its settings."""
+
+    threat: ThreatModel
+    attack: str
+    attack_options: dict[str, Any]
+    seed: int
+
+    def on_sources(
+        self, sources: Mapping[str, Any], targets: list[str], x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str], dict[str, float]]:
+        """Each source's examples (the same for every target), how they were made, and the time it took."""
+        examples: dict[str, dict[str, torch.Tensor]] = {}
+        method: dict[str, str] = {}
+        seconds: dict[str, float] = {}
+        for name, model in sources.items():
+            t0 = time.perf_counter()
+            x_adv, method[name] = craft(
+                model, x, y, self.threat, attack=self.attack, attack_options=self.attack_options, seed=self.seed
+            )
+            examples[name] = dict.fromkeys(targets, x_adv)
+            seconds[name] = time.perf_counter() - t0
+            log.info("crafted on %s (%s) in %.1fs", name, method[name], seconds[name])
+        return examples, method, seconds
+
+    def on_ensembles(
+        self, diff: Mapping[str, Classifier], targets: list[str], mode: str, x: torch.Tensor, y: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Per target, examples crafted on the ensemble of the differentiable sources (without the target in
+        ``"loo"`` mode); each distinct ensemble is attacked once."""
+        cfg = make_attack(self.attack, norm=self.threat.norm, **self.attack_options)
         cache: dict[tuple[str, ...], torch.Tensor] = {}
-
-        def on(members: tuple[str, ...]) -> torch.Tensor:
+        per_target = {}
+        for target in targets:
+            members = tuple(n for n in diff if not (mode == "loo" and n == target))
             if members not in cache:
-                clf = ensemble_classifier([diff[n] for n in members], bounds=threat.bounds, input_shape=shape)
-                cache[members] = cfg(clf, x_t, y_t, threat, generator=seed).x_adv.detach().cpu()
-            return cache[members]
+                clf = ensemble_classifier(
+                    [diff[n] for n in members], bounds=self.threat.bounds, input_shape=tuple(x.shape[1:])
+                )
+                cache[members] = torch.as_tensor(cfg(clf, x, y, self.threat, generator=self.seed).x_adv).detach().cpu()
+            per_target[target] = cache[members]
+        return per_target
 
-        t0 = time.perf_counter()
-        row_name = ENSEMBLE_NAME[ensemble]
-        ens_rows[row_name] = {}
-        for tname in targets:
-            members = tuple(n for n in diff if not (ensemble == "loo" and n == tname))
-            ens_rows[row_name][tname] = on(members)
-        method[row_name] = f"{attack} on ensemble of {', '.join(diff)}" + (
-            " minus the target" if ensemble == "loo" else ""
-        )
-        seconds[row_name] = time.perf_counter() - t0
-    elif ensemble is not None:
-        log.info("ensemble: skipped (needs at least two differentiable sources, got %d)", len(diff))
+    def record(self, *, norm: str, ensemble: str | None, n: int) -> dict[str, Any]:
+        """The settings of the matrix, JSON-friendly."""
+        return {
+            "eps": self.threat.eps,
+            "norm": norm,
+            "bounds": list(self.threat.bounds),
+            "attack": self.attack,
+            "attack_options": self.attack_options,
+            "ensemble": ensemble,
+            "n": n,
+            "seed": self.seed,
+        }
 
-    clean_pred = {t: predict(m, x_t) for t, m in targets.items()}
-    clean_acc = {t: float((p == y_t).float().mean()) for t, p in clean_pred.items()}
-    rows = list(sources) + list(ens_rows)
+
+def _rates(
+    examples: Mapping[str, Mapping[str, torch.Tensor]],
+    targets: Mapping[str, Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+) -> tuple[list[list[float]], list[list[float]], dict[str, float], dict[str, float]]:
+    """Every target on every row's examples: error and conditional error rates, mean distances, clean accuracy."""
+    clean_pred = {t: predict(m, x) for t, m in targets.items()}
+    clean_acc = {t: float((p == y).float().mean()) for t, p in clean_pred.items()}
     error, conditional = [], []
     mean_distance: dict[str, float] = {}
-    for s in rows:
-        err_row, cond_row = [], []
-        dists = []
+    for source, per_target in examples.items():
+        err_row, cond_row, dists = [], [], []
         for t, m in targets.items():
-            x_adv = crafted[s] if s in crafted else ens_rows[s][t]
-            dists.append(float(threat.distance(x_adv, x_t).mean()))
-            wrong = predict(m, x_adv) != y_t
+            x_adv = per_target[t]
+            dists.append(float(threat.distance(x_adv, x).mean()))
+            wrong = predict(m, x_adv) != y
             err_row.append(float(wrong.float().mean()))
-            ok = clean_pred[t] == y_t
+            ok = clean_pred[t] == y
             cond_row.append(float(wrong[ok].float().mean()) if bool(ok.any()) else float("nan"))
-        mean_distance[s] = float(np.mean(dists))
+        mean_distance[source] = float(np.mean(dists))
         error.append(err_row)
         conditional.append(cond_row)
-    settings = {
-        "eps": threat.eps,
-        "norm": norm,
-        "bounds": list(threat.bounds),
-        "attack": attack,
-        "attack_options": dict(attack_options or {}),
-        "ensemble": ensemble,
-        "n": int(x_t.shape[0]),
-        "seed": seed,
-    }
-    return TransferMatrix(rows, list(targets), error, conditional, clean_acc, method, mean_distance, seconds, settings)
-
-
-def plot_transfer_matrix(tm: TransferMatrix, path: str | Path | None = None, *, title: str | None = None) -> bytes:
-    """Heat map of ``tm.error`` (rows: sources, columns: targets) with the rates written in each cell.
-
-    Returns the PNG bytes; writes them atomically to ``path`` when given.
-    """
-    from advlab.reports.figures import plt, save_png
-
-    data = np.asarray(tm.error, dtype=float) * 100
-    fig, ax = plt.subplots(figsize=(1.1 * len(tm.targets) + 2.5, 0.6 * len(tm.sources) + 1.8))
-    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(range(len(tm.targets)), tm.targets, rotation=30, ha="right")
-    ax.set_yticks(range(len(tm.sources)), tm.sources)
-    ax.set_xlabel("target (evaluated on)")
-    ax.set_ylabel("source (crafted on)")
-    for i in range(data.shape[0]):
-        for j in range(data.shape[1]):
-            ax.text(
-                j,
-                i,
-                f"{data[i, j]:.0f}",
-                ha="center",
-                va="center",
-                color="white" if data[i, j] < 60 else "black",
-                fontsize=9,
-            )
-    fig.colorbar(im, ax=ax, label="target error on adversarial examples (%)")
-    s = tm.settings
-    ax.set_title(title or f"transferability, {s.get('attack')} {s.get('norm')} eps={s.get('eps'):g}, n={s.get('n')}")
-    return save_png(fig, path)
+    return error, conditional, mean_distance, clean_acc

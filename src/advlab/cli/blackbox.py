@@ -7,7 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from advlab.cli._common import add_command, add_data_options, check_output_dir, output_dir, parse_float_list
+from advlab.cli._common import (
+    add_command,
+    add_data_options,
+    check_output_dir,
+    output_dir,
+    parse_float_list,
+    positive_int,
+)
 
 log = logging.getLogger("advlab")
 
@@ -37,15 +44,17 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--target", required=True, help="http(s)://HOST:PORT of a server, or a model folder")
     add_data_options(p, default="mnist")
-    p.add_argument("--seed-size", type=int, default=150, help="initial substitute training set (first test images)")
+    p.add_argument(
+        "--seed-size", type=positive_int, default=150, help="initial substitute training set (first test images)"
+    )
     p.add_argument("--n-eval", type=int, default=1000, help="test images (after the seed images) for evaluation")
     p.add_argument("--rounds", type=int, default=6, help="substitute augmentation rounds rho")
     p.add_argument("--lam", type=float, default=0.1, help="Jacobian augmentation step lambda")
     p.add_argument("--tau", type=int, default=3, help="period of the step sign flip (0: never flip)")
     p.add_argument("--sigma", type=int, default=None, help="reservoir sampling from this round on (default: off)")
-    p.add_argument("--kappa", type=int, default=400, help="points augmented per round with reservoir sampling")
+    p.add_argument("--kappa", type=positive_int, default=400, help="points augmented per round with reservoir sampling")
     p.add_argument("--substitute", default="mlp", help="substitute architecture (advlab zoo name); mlp = FC200-200")
-    p.add_argument("--epochs", type=int, default=10, help="substitute training epochs per round")
+    p.add_argument("--epochs", type=positive_int, default=10, help="substitute training epochs per round")
     p.add_argument("--lr", type=float, default=0.01, help="substitute SGD learning rate (momentum 0.9)")
     p.add_argument("--eps", default="0.3", help="transfer attack radius (fractions like 8/255 allowed)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="transfer attack norm")
@@ -128,13 +137,10 @@ def plot_rounds(rounds: list[dict[str, Any]], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from advlab import io, validation
+    from advlab import validation
     from advlab.blackbox.substitute import papernot_blackbox
-    from advlab.cli.train import parse_settings
-    from advlab.data import load_dataset
     from advlab.provenance import provenance
 
-    seed_size = validation.check_int("--seed-size", args.seed_size, minimum=1)
     n_eval = validation.check_int("--n-eval", args.n_eval, minimum=0)
     check_output_dir(args.out)
     eps_values = parse_float_list(args.eps, "--eps")
@@ -145,69 +151,95 @@ def run(args: argparse.Namespace) -> int:
     oracle, target_info = open_target(
         args.target, args.budget, api_key=args.api_key, timeout=args.timeout, retries=args.retries
     )
-    data = load_dataset(args.data, split="test", data_dir=args.data_dir)
-    if oracle.input_shape is not None and tuple(data.x.shape[1:]) != tuple(oracle.input_shape):
-        raise ValueError(
-            f"--data: {args.data} images have shape {tuple(data.x.shape[1:])} but the target expects "
-            f"{tuple(oracle.input_shape)}; pick the dataset the target was trained on"
-        )
-    if seed_size + n_eval > len(data):
-        raise ValueError(
-            f"--seed-size + --n-eval: {seed_size} + {n_eval} test images asked for but the {args.data} test split "
-            f"has {len(data)}; lower them so that they add up to at most {len(data)}"
-        )
-    x_seed = data.x[:seed_size]
-    stop = seed_size + n_eval
-    x_eval, y_eval = (data.x[seed_size:stop], data.y[seed_size:stop]) if n_eval else (None, None)
+    x_seed, x_eval, y_eval = split_test_images(args.data, args.data_dir, args.seed_size, n_eval, oracle.input_shape)
     log.info(
         "black-box attack on %s: %d seed images, %d rounds, eval on %d images",
         args.target,
-        seed_size,
+        args.seed_size,
         args.rounds,
         n_eval,
     )
     res = papernot_blackbox(
-        oracle,
-        x_seed,
-        args.substitute,
-        rounds=args.rounds,
-        lam=args.lam,
-        tau=args.tau or None,
-        sigma=args.sigma,
-        kappa=args.kappa,
-        epochs=args.epochs,
-        lr=args.lr,
-        eps=eps_values[0],
-        norm=args.norm,
-        attack=args.attack,
-        attack_options=parse_settings(args.set),
-        x_test=x_eval,
-        y_test=y_eval,
-        seed=args.seed,
-        arch_kwargs=None if args.substitute != "mlp" else {"hidden": (200, 200)},
+        oracle, x_seed, args.substitute, x_test=x_eval, y_test=y_eval, **_settings(args, eps_values[0])
     )
-    out = output_dir(args.out)
     record = {
         **res.to_dict(),
         "target": target_info,
-        "data": {"name": args.data, "split": "test", "seed_images": seed_size, "eval_images": n_eval},
+        "data": {"name": args.data, "split": "test", "seed_images": args.seed_size, "eval_images": n_eval},
         "oracle_queries_total": oracle.queries,
         "provenance": provenance(),
     }
-    io.write_json(out / "result.json", record)
-    if res.substitute.card.get("arch"):
-        from advlab.zoo import save_model
+    written = _write_outputs(args, res, record)
+    _log_summary(res)
+    log.info("wrote %s", ", ".join(map(str, written)))
+    return 0
 
+
+def split_test_images(
+    data_name: str, data_dir: str | None, seed_size: int, n_eval: int, input_shape: tuple[int, ...] | None
+) -> tuple[Any, Any, Any]:
+    """The first ``seed_size`` test images (the seed set), then ``n_eval`` images and labels for evaluation
+    (``None`` when ``n_eval`` is 0)."""
+    from advlab.data import load_dataset
+
+    data = load_dataset(data_name, split="test", data_dir=data_dir)
+    if input_shape is not None and tuple(data.x.shape[1:]) != tuple(input_shape):
+        raise ValueError(
+            f"--data: {data_name} images have shape {tuple(data.x.shape[1:])} but the target expects "
+            f"{tuple(input_shape)}; pick the dataset the target was trained on"
+        )
+    if seed_size + n_eval > len(data):
+        raise ValueError(
+            f"--seed-size + --n-eval: {seed_size} + {n_eval} test images asked for but the {data_name} test split "
+            f"has {len(data)}; lower them so that they add up to at most {len(data)}"
+        )
+    stop = seed_size + n_eval
+    if not n_eval:
+        return data.x[:seed_size], None, None
+    return data.x[:seed_size], data.x[seed_size:stop], data.y[seed_size:stop]
+
+
+def _settings(args: argparse.Namespace, eps: float) -> dict[str, Any]:
+    """The settings of :func:`~advlab.blackbox.papernot_blackbox` given on the command line."""
+    from advlab.cli.train import parse_settings
+
+    return {
+        "rounds": args.rounds,
+        "lam": args.lam,
+        "tau": args.tau or None,
+        "sigma": args.sigma,
+        "kappa": args.kappa,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "eps": eps,
+        "norm": args.norm,
+        "attack": args.attack,
+        "attack_options": parse_settings(args.set),
+        "seed": args.seed,
+    }
+
+
+def _write_outputs(args: argparse.Namespace, res: Any, record: dict[str, Any]) -> list[Path]:
+    """DIR/result.json, the substitute's model folder (for a zoo architecture) and DIR/rounds.png."""
+    from advlab import io
+    from advlab.zoo import save_model
+
+    out = output_dir(args.out)
+    io.write_json(out / "result.json", record)
+    written = [out / "result.json", out / "rounds.png"]
+    if res.substitute.card.get("arch"):
         save_model(
             res.substitute,
             out / "substitute",
             dataset=args.data,
             extra={"papernot_blackbox": {"queries": res.queries, "target": args.target}},
         )
-    plot_rounds(record["rounds"], out / "rounds.png")
-    written = [out / "result.json", out / "rounds.png"]
-    if res.substitute.card.get("arch"):
         written.append(out / "substitute")
+    plot_rounds(record["rounds"], out / "rounds.png")
+    return written
+
+
+def _log_summary(res: Any) -> None:
     last = res.rounds[-1]
     log.info(
         "substitute accuracy %s, agreement %s, transfer success %s, %d training + %d evaluation queries%s",
@@ -218,8 +250,6 @@ def run(args: argparse.Namespace) -> int:
         res.eval_queries,
         " (budget exhausted)" if res.budget_exhausted else "",
     )
-    log.info("wrote %s", ", ".join(map(str, written)))
-    return 0
 
 
 def _pct(v: float | None) -> str:

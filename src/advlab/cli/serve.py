@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import os
 
-from advlab.cli._common import add_command
+from advlab.cli._common import add_command, positive_int, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--max-queries",
-        type=int,
+        type=positive_int,
         default=None,
         help="total examples the server evaluates before answering 429; unlimited when omitted",
     )
@@ -46,19 +46,17 @@ def add_parser(sub) -> None:
         help="require 'Authorization: Bearer KEY' on every request (default: $ADVLAB_API_KEY; the "
         "environment keeps the key out of the process list)",
     )
-    p.add_argument("--max-batch", type=int, default=1024, help="largest batch per request (larger ones get 413)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument(
+        "--max-batch", type=positive_int, default=1024, help="largest batch per request (larger ones get 413)"
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (cuda when available)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from advlab import validation
-    from advlab.cli._common import resolve_device
 
     port = validation.check_int("--port", args.port, minimum=0, maximum=65535)
-    max_batch = validation.check_int("--max-batch", args.max_batch, minimum=1)
-    if args.max_queries is not None:
-        validation.check_int("--max-queries", args.max_queries, minimum=1)
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -70,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from advlab.zoo import load_model
 
     model = load_model(args.model, device=resolve_device(args.device))
-    app = create_app(model, mode=args.mode, max_queries=args.max_queries, api_key=args.api_key, max_batch=max_batch)
+    app = create_app(
+        model, mode=args.mode, max_queries=args.max_queries, api_key=args.api_key, max_batch=args.max_batch
+    )
     if not _is_loopback(args.host) and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach this address can query the model", args.host)
     info = app.state.oracle

@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from advlab.cli._common import add_command, add_data_options, check_output_dir, output_dir, parse_float_list
+from advlab.cli._common import (
+    add_command,
+    add_data_options,
+    check_output_dir,
+    output_dir,
+    parse_float_list,
+    positive_int,
+)
 
 log = logging.getLogger("advlab")
 
@@ -40,7 +47,7 @@ def add_parser(sub) -> None:
         "--models", required=True, help="comma-separated model folders and/or keywords (lr, svm, dt, knn...)"
     )
     add_data_options(p, default="mnist")
-    p.add_argument("--n", type=int, default=1000, help="test images to craft on (the first N)")
+    p.add_argument("--n", type=positive_int, default=1000, help="test images to craft on (the first N)")
     p.add_argument("--train-n", type=int, default=5000, help="training images used to fit the scikit-learn models")
     p.add_argument("--eps", default="0.3", help="attack radius (fractions like 8/255 allowed)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat norm")
@@ -52,8 +59,8 @@ def add_parser(sub) -> None:
         choices=["loo", "all", "none"],
         help="ensemble source: leave-one-out per target, all differentiable models, or none",
     )
-    p.add_argument("--knn-k", type=int, default=3, help="neighbours of the knn keyword model")
-    p.add_argument("--dt-depth", type=int, default=None, help="maximum depth of the dt/rf keyword models")
+    p.add_argument("--knn-k", type=positive_int, default=3, help="neighbours of the knn keyword model")
+    p.add_argument("--dt-depth", type=positive_int, default=None, help="maximum depth of the dt/rf keyword models")
     p.add_argument("--seed", type=int, default=0, help="random seed (model fitting, stochastic attacks)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
@@ -90,19 +97,9 @@ def load_models(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``--models`` to ``{name: model}`` and a JSON description of each."""
     from advlab import validation
-    from advlab.data import load_dataset
     from advlab.zoo import load_model
 
-    entries = [s.strip() for s in spec.split(",") if s.strip()]
-    if not entries:
-        raise ValueError("--models: expected a comma-separated list such as runs/m1,lr,svm,dt,knn")
-    if len(set(entries)) != len(entries):
-        raise ValueError(f"--models: duplicate entries in {entries}")
-    for entry in entries:
-        if entry.lower() not in SKLEARN_KEYWORDS and not Path(entry).exists():
-            raise FileNotFoundError(
-                f"--models: {entry!r} is neither a model folder nor a keyword ({', '.join(SKLEARN_KEYWORDS)})"
-            )
+    entries = _model_entries(spec)
     models: dict[str, Any] = {}
     info: dict[str, Any] = {}
     train: tuple[Any, Any] | None = None
@@ -110,24 +107,8 @@ def load_models(
         key = entry.lower()
         if key in SKLEARN_KEYWORDS and not Path(entry).exists():
             if train is None:
-                train_n = validation.check_int("--train-n", train_n, minimum=10)
-                data = load_dataset(data_name, split="train", data_dir=data_dir)
-                if len(data) < train_n:
-                    log.info("--train-n: the %s training split has only %d images; using all", data_name, len(data))
-                train = (data.x[:train_n].reshape(min(train_n, len(data)), -1).numpy(), data.y[:train_n].numpy())
-            t0 = time.perf_counter()
-            models[key] = fit_keyword(key, train[0], train[1], seed=seed, knn_k=knn_k, dt_depth=dt_depth)
-            info[key] = {
-                "kind": "scikit-learn",
-                "estimator": type(models[key]).__name__,
-                "params": {
-                    k: v
-                    for k, v in models[key].get_params().items()
-                    if isinstance(v, (int, float, str, bool)) or v is None
-                },
-                "train_images": len(train[1]),
-                "fit_seconds": time.perf_counter() - t0,
-            }
+                train = _flat_training_data(data_name, data_dir, validation.check_int("--train-n", train_n, minimum=10))
+            models[key], info[key] = _fit(key, train, seed=seed, knn_k=knn_k, dt_depth=dt_depth)
             continue
         path = Path(entry)
         name = path.name or entry
@@ -138,14 +119,52 @@ def load_models(
     return models, info
 
 
+def _model_entries(spec: str) -> list[str]:
+    """The entries of ``--models``, each an existing folder or a keyword."""
+    entries = [s.strip() for s in spec.split(",") if s.strip()]
+    if not entries:
+        raise ValueError("--models: expected a comma-separated list such as runs/m1,lr,svm,dt,knn")
+    if len(set(entries)) != len(entries):
+        raise ValueError(f"--models: duplicate entries in {entries}")
+    for entry in entries:
+        if entry.lower() not in SKLEARN_KEYWORDS and not Path(entry).exists():
+            raise FileNotFoundError(
+                f"--models: {entry!r} is neither a model folder nor a keyword ({', '.join(SKLEARN_KEYWORDS)})"
+            )
+    return entries
+
+
+def _flat_training_data(data_name: str, data_dir: str | None, train_n: int) -> tuple[Any, Any]:
+    """The first ``train_n`` training images, flattened, and their labels (numpy) for the scikit-learn models."""
+    from advlab.data import load_dataset
+
+    data = load_dataset(data_name, split="train", data_dir=data_dir)
+    if len(data) < train_n:
+        log.info("--train-n: the %s training split has only %d images; using all", data_name, len(data))
+    return data.x[:train_n].reshape(min(train_n, len(data)), -1).numpy(), data.y[:train_n].numpy()
+
+
+def _fit(key: str, train: tuple[Any, Any], **options: Any) -> tuple[Any, dict[str, Any]]:
+    """The keyword's scikit-learn model fitted on ``train``, and its JSON description."""
+    t0 = time.perf_counter()
+    model = fit_keyword(key, train[0], train[1], **options)
+    params = {k: v for k, v in model.get_params().items() if isinstance(v, (int, float, str, bool)) or v is None}
+    return model, {
+        "kind": "scikit-learn",
+        "estimator": type(model).__name__,
+        "params": params,
+        "train_images": len(train[1]),
+        "fit_seconds": time.perf_counter() - t0,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    from advlab import io, validation
-    from advlab.blackbox.transfer import plot_transfer_matrix, transfer_matrix
+    from advlab import io
+    from advlab.blackbox.transfer import transfer_matrix
     from advlab.cli.train import parse_settings
     from advlab.data import load_dataset
     from advlab.provenance import provenance
 
-    n = validation.check_int("--n", args.n, minimum=1)
     check_output_dir(args.out)
     eps_values = parse_float_list(args.eps, "--eps")
     if len(eps_values) != 1:
@@ -153,16 +172,15 @@ def run(args: argparse.Namespace) -> int:
     models, info = load_models(
         args.models, args.data, args.data_dir, args.train_n, seed=args.seed, knn_k=args.knn_k, dt_depth=args.dt_depth
     )
-    test = load_dataset(args.data, split="test", data_dir=args.data_dir, n=n)
-    for name, model in models.items():
-        shape = getattr(model, "input_shape", None)
-        if shape is not None and tuple(shape) != tuple(test.x.shape[1:]):
-            raise ValueError(
-                f"--models: {name} expects inputs of shape {tuple(shape)}, but {args.data} images are "
-                f"{tuple(test.x.shape[1:])}"
-            )
+    test = load_dataset(args.data, split="test", data_dir=args.data_dir, n=args.n)
+    _check_shapes(models, test, args.data)
     log.info(
-        "transfer matrix: %s on %d %s test images, %s eps=%g", ", ".join(models), n, args.data, args.norm, eps_values[0]
+        "transfer matrix: %s on %d %s test images, %s eps=%g",
+        ", ".join(models),
+        args.n,
+        args.data,
+        args.norm,
+        eps_values[0],
     )
     t0 = time.perf_counter()
     tm = transfer_matrix(
@@ -176,22 +194,42 @@ def run(args: argparse.Namespace) -> int:
         ensemble=None if args.ensemble == "none" else args.ensemble,
         seed=args.seed,
     )
-    seconds = time.perf_counter() - t0
+    record = {
+        **tm.to_dict(),
+        "models": info,
+        "wall_seconds": time.perf_counter() - t0,
+        "data": {"name": args.data, "split": "test", "n": args.n},
+        "provenance": provenance(),
+    }
     out = output_dir(args.out)
-    io.write_json(
-        out / "transfer.json",
-        {
-            **tm.to_dict(),
-            "models": info,
-            "wall_seconds": seconds,
-            "data": {"name": args.data, "split": "test", "n": n},
-            "provenance": provenance(),
-        },
-    )
-    plot_transfer_matrix(tm, out / "transfer.png")
+    io.write_json(out / "transfer.json", record)
+    _plot(tm, out / "transfer.png")
+    _log_matrix(tm)
+    log.info("wrote %s and %s", out / "transfer.json", out / "transfer.png")
+    return 0
+
+
+def _check_shapes(models: dict[str, Any], test: Any, data_name: str) -> None:
+    for name, model in models.items():
+        shape = getattr(model, "input_shape", None)
+        if shape is not None and tuple(shape) != tuple(test.x.shape[1:]):
+            raise ValueError(
+                f"--models: {name} expects inputs of shape {tuple(shape)}, but {data_name} images are "
+                f"{tuple(test.x.shape[1:])}"
+            )
+
+
+def _plot(tm: Any, path: Path) -> None:
+    """The heat map of ``tm.error``, titled with the attack, norm, eps and number of examples."""
+    from advlab.reports.figures import transfer_heatmap
+
+    s = tm.settings
+    title = f"transferability, {s.get('attack')} {s.get('norm')} eps={s.get('eps'):g}, n={s.get('n')}"
+    transfer_heatmap(tm.error, tm.sources, tm.targets, path, title=title)
+
+
+def _log_matrix(tm: Any) -> None:
     width = max(len(s) for s in tm.sources)
     log.info("%s  %s", " " * width, "  ".join(f"{t[:8]:>8}" for t in tm.targets))
     for s, row in zip(tm.sources, tm.error):
         log.info("%s  %s", s.ljust(width), "  ".join(f"{100 * v:7.1f}%" for v in row))
-    log.info("wrote %s and %s", out / "transfer.json", out / "transfer.png")
-    return 0

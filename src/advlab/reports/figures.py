@@ -1,4 +1,5 @@
-"""Report figures as PNG bytes (matplotlib, Agg backend): example grids, robust-accuracy curves, per-attack bars.
+"""Report figures as PNG bytes (matplotlib, Agg backend): example grids, robust-accuracy curves, per-attack bars,
+transferability heat maps.
 
 Every function returns the PNG bytes and, when given a path, also writes them there atomically.
 """
@@ -226,4 +227,46 @@ def attack_bars(report: Any, path: str | Path | None = None) -> bytes:
     for s in ("top", "right"):
         ax.spines[s].set_visible(False)
     ax.legend(frameon=False, fontsize=8, ncol=min(k, 4), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    return save_png(fig, path)
+
+
+def transfer_heatmap(
+    error: Sequence[Sequence[float]],
+    sources: Sequence[str],
+    targets: Sequence[str],
+    path: str | Path | None = None,
+    *,
+    title: str | None = None,
+) -> bytes:
+    """Heat map of a transferability matrix (rows: sources, columns: targets) with the rate written in each cell.
+
+    Args:
+        error: ``error[i][j]``, the fraction of source ``i``'s adversarial examples target ``j`` misclassifies
+            (:attr:`advlab.blackbox.TransferMatrix.error`).
+        sources: row names (where the examples were crafted).
+        targets: column names (where they were evaluated).
+        path: where to also write the PNG.
+        title: optional title.
+
+    Returns:
+        The PNG bytes.
+
+    Example:
+        >>> tm = transfer_matrix({"dnn": net, "lr": lr}, x, y)
+        >>> transfer_heatmap(tm.error, tm.sources, tm.targets, "transfer.png")
+    """
+    data = np.asarray(error, dtype=float) * 100
+    fig, ax = plt.subplots(figsize=(1.1 * len(targets) + 2.5, 0.6 * len(sources) + 1.8))
+    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
+    ax.set_yticks(range(len(sources)), sources)
+    ax.set_xlabel("target (evaluated on)")
+    ax.set_ylabel("source (crafted on)")
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            colour = "white" if data[i, j] < 60 else "black"
+            ax.text(j, i, f"{data[i, j]:.0f}", ha="center", va="center", color=colour, fontsize=9)
+    fig.colorbar(im, ax=ax, label="target error on adversarial examples (%)")
+    if title:
+        ax.set_title(title)
     return save_png(fig, path)
