@@ -29,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main() -> None:
     from advlab import io
-    from advlab.blackbox import plot_transfer_matrix, transfer_matrix
+    from advlab.blackbox import transfer_matrix
     from advlab.cli.transfer import fit_keyword
     from advlab.data import load_dataset
     from advlab.nonneural import knn_attack, tree_attack
     from advlab.provenance import provenance
+    from advlab.reports.figures import transfer_heatmap
     from blackbox_mnist import target_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,8 +67,10 @@ def main() -> None:
         models, test.x, test.y, eps=args.eps, norm="linf", attack="fgsm", ensemble="loo", seed=args.seed
     )
     matrix_seconds = time.perf_counter() - t2
-    plot_transfer_matrix(
-        tm,
+    transfer_heatmap(
+        tm.error,
+        tm.sources,
+        tm.targets,
         out / "transfer.png",
         title=f"MNIST transferability, linf eps={args.eps:g}, n={args.n} (FGSM / tree / kNN attacks)",
     )

@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -285,6 +285,12 @@ def did_you_mean(name: Any, choices: Iterable[str]) -> str:
 
 
 # ---------------------------------------------------------------------- data
+@overload
+def as_xy(data: Any, name: str = ..., *, labels: Literal["required"] = ...) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def as_xy(
+    data: Any, name: str = ..., *, labels: Literal["optional", "none"]
+) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 def as_xy(data: Any, name: str = "data", *, labels: str = "required") -> tuple[torch.Tensor, torch.Tensor | None]:
     """The one place where data in the forms users have becomes ``(x, y)`` tensors.
 
