@@ -31,6 +31,7 @@ def _robust_curve(model, x, y, attack, eps_grid, seed) -> list[float]:
     out = []
     for eps in eps_grid:
         res = attack_in_batches(attack, model, x, y, ThreatModel("linf", eps), batch_size=500, seed=seed)
+        assert res.logits is not None  # set by the attack boundary
         robust = (res.logits.argmax(1) == y) & (model.predict(x) == y)
         out.append(float(robust.double().mean()))
     return out
@@ -117,7 +118,7 @@ def _train_and_attack(
     train_seconds = time.perf_counter() - t0
     fgsm_curve = _robust_curve(clf, test.x, test.y, FGSM(), eps_grid, seed)
     pgd_curve = _robust_curve(clf, test.x, test.y, PGD(steps=20, restarts=2), eps_grid, seed)
-    record = {
+    record: dict[str, Any] = {
         "training": trainer.settings(),
         "train_seconds": train_seconds,
         "clean_accuracy": accuracy(clf, test.x, test.y),

@@ -39,7 +39,11 @@ def _umask() -> int:
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Atomically write ``data`` to ``path``."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_bytes(data)
+
+    return atomic_write(path, write)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -55,6 +55,9 @@ class Classifier(nn.Module):
         ...     logits = clf(x)
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         module: nn.Module,
@@ -173,10 +176,10 @@ def predict(
 
 def device_of(model: nn.Module) -> torch.device:
     """The device of the first parameter (or buffer) of ``model``; the CPU for a module with neither."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 

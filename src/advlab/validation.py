@@ -11,6 +11,7 @@ import itertools
 import math
 import os
 import sys
+import types
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, overload
@@ -38,7 +39,7 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     warning names the user's file and line, and ``warnings.filterwarnings(module=...)`` on the user's module
     works.
     """
-    frame = sys._getframe(1)  # the caller of warn
+    frame: types.FrameType | None = sys._getframe(1)  # the caller of warn
     level = 2
     while frame is not None and _is_internal(frame.f_code.co_filename):
         frame = frame.f_back

@@ -77,7 +77,7 @@ def _core(
     k = min(candidates, clean_logits.shape[1])
     # The class to leave first, then the k - 1 other classes the model finds most likely on the clean input.
     others = clean_logits.scatter(1, labels[:, None], float("-inf")).topk(k - 1, dim=1).indices
-    candidates = torch.cat([labels[:, None], others], dim=1)
+    classes = torch.cat([labels[:, None], others], dim=1)
     r_tot = torch.zeros_like(x)
     x_adv = x.clone()
     iterations = torch.zeros(n, dtype=torch.long, device=x.device)
@@ -87,7 +87,7 @@ def _core(
         idx = active.nonzero().flatten()
         if idx.numel() == 0:
             break
-        logits, step = _candidate_step(model, x_adv[idx], candidates[idx], threat.norm, margin)
+        logits, step = _candidate_step(model, x_adv[idx], classes[idx], threat.norm, margin)
         if i == 0:
             warn_once_zero_grad(step, "deepfool")
         still = ~is_success(logits, labels[idx], targeted)

@@ -139,6 +139,10 @@ class AttackConfig:
             )
         return self.goal
 
+    def replace(self, **changes: Any) -> AttackConfig:
+        """A copy with some settings (or the fixed goal) changed, validated like a new config."""
+        return cast(AttackConfig, dataclasses.replace(cast(Any, self), **changes))
+
     def settings(self) -> dict[str, Any]:
         """The settings as a JSON-friendly dict (the fixed goal of an alias is not a setting)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(cast(Any, self)) if f.name != "goal"}
@@ -302,7 +306,7 @@ def _derive_config(class_name: str, spec: AttackSpec) -> type[AttackConfig]:
     }
     cls = dataclasses.make_dataclass(class_name, fields, bases=(AttackConfig,), namespace=namespace, frozen=True)
     cls.__module__ = spec.function.__module__
-    generated_init = cls.__init__
+    generated_init = cast(Any, cls).__init__
 
     def __init__(self: Any, **values: Any) -> None:
         values = settings_mod.rename_deprecated(spec.name, values, spec.renamed)

@@ -94,7 +94,7 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
             or "default" in text
         ):
             return text  # "(default: None)" on a required or optional-by-absence option says nothing
-        return super()._get_help_string(action)
+        return super()._get_help_string(action) or text
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if "\n" not in text.strip():  # a description paragraph: wrap it to the terminal

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -265,7 +264,7 @@ def _set_up(args: argparse.Namespace) -> _Setup:
     config = make_attack(args.attack, norm=args.norm, argument="--attack")
     if threat.norm not in config.norms:
         raise ValueError(f"--norm: attack {args.attack!r} supports {list(config.norms)}, not {threat.norm!r}")
-    config = dataclasses.replace(config, **attack_options(args, config))
+    config = config.replace(**attack_options(args, config))
     _check_goal(args, config)
     data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)

@@ -74,7 +74,7 @@ def _example_png(report: EvaluationReport) -> bytes | None:
         [ex["pred_adv"][j] for j in idx],
         report.classes,
         None,
-        bounds=tuple(report.bounds),
+        bounds=(report.bounds[0], report.bounds[1]),
     )
 
 
