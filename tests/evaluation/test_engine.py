@@ -149,9 +149,9 @@ def test_resume_skips_done_work(tmp_path):
 def test_checkpoint_of_other_config_refused(tmp_path):
     x, y, _ = toy_data()
     evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="different configuration.*eps"):
+    with pytest.raises(ValueError, match=r"another configuration \(differs in: eps\)"):
         evaluate(toy_model(), (x, y), [0.1, 0.2], attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="different configuration.*seed"):
+    with pytest.raises(ValueError, match=r"another configuration \(differs in: seed\)"):
         evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path, seed=1)
     rep = evaluate(
         toy_model(), (x, y), [0.1, 0.2], attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path, overwrite=True

@@ -64,7 +64,7 @@ def test_evaluate_cli_writes_report_and_resumes(tmp_path, saved_model, capsys):
     # a changed configuration is refused without --overwrite
     changed = [a if a != "0.05,0.1" else "0.05,0.2" for a in args]
     assert main(changed) == 2
-    assert "different configuration" in capsys.readouterr().err
+    assert "another configuration (differs in: eps)" in capsys.readouterr().err
     assert main(changed + ["--overwrite"]) == 0
     # advlab report: side by side
     cmp_dir = tmp_path / "cmp"
