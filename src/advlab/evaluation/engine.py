@@ -254,7 +254,8 @@ def _sha256_tensors(*tensors: torch.Tensor) -> str:
     for t in tensors:
         a = t.detach().cpu().contiguous()
         h.update(str((tuple(a.shape), str(a.dtype))).encode())
-        h.update(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+        # 1-D before the byte view: a 0-dim tensor (BatchNorm's num_batches_tracked) has no byte view
+        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
     return h.hexdigest()
 
 
