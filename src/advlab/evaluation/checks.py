@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from advlab.attacks.pgd import pgd
 from advlab.attacks.square import Square, square
 from advlab.evaluation.report import CheckResult
 from advlab.losses import cross_entropy
@@ -68,8 +69,6 @@ def _large_eps(norm: str, bounds: tuple[float, float], d: int) -> float:
 
 
 def _pgd_accuracy(ctx: CheckContext, eps: float, steps: int) -> tuple[float, torch.Tensor | None]:
-    from advlab.attacks.pgd import pgd
-
     threat = ThreatModel(ctx.norm, eps, ctx.bounds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-gradient warnings are reported by the gradient check
