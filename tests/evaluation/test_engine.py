@@ -210,3 +210,25 @@ def test_random_model_gets_eot_and_leaves_global_rng_alone():
         warnings.simplefilter("ignore")
         again = evaluate(toy_model(noisy=True), (x, y), [0.1, 0.3], attacks=[PGD5], checks=False, eot_samples=4)
     assert _numbers(again) == _numbers(rep)
+
+
+def test_checks_on_a_random_model_are_seeded_and_leave_global_rng_alone():
+    x, y, _ = toy_data()
+    state = torch.get_rng_state()
+    runs = []
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rep = evaluate(toy_model(noisy=True), (x, y), [0.1, 0.3], attacks=[PGD5], eot_samples=3)
+        runs.append([(c.name, c.status, c.value, c.detail) for c in rep.checks])
+    assert torch.equal(torch.get_rng_state(), state)
+    assert runs[0] == runs[1]
+    assert [name for name, *_ in runs[0]] == [
+        "randomness",
+        "gradients",
+        "large_eps",
+        "more_steps",
+        "loss_increases",
+        "blackbox",
+    ]
+    assert runs[0][0][1] == "fail"  # the randomness check names the noise

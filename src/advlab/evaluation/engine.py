@@ -583,7 +583,9 @@ class Evaluation:
         randomness = checks_mod.check_randomness(float(self.state.meta["max_change"]), self.eot)
         if idx.numel() == 0:
             return [randomness, *_skipped_checks("no correctly classified example to run the check on")]
-        return checks_mod.run_checks(self._check_context(idx), randomness)
+        context = self._check_context(idx)
+        with seeded(context.seed, self.device, self.randomized):  # a random model draws from the seeded RNG
+            return checks_mod.run_checks(context, randomness)
 
     def _check_context(self, idx: torch.Tensor) -> checks_mod.CheckContext:
         """What the checks need: the check examples, the judge, and the cascade's outcome on them."""
