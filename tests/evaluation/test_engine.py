@@ -232,3 +232,23 @@ def test_checks_on_a_random_model_are_seeded_and_leave_global_rng_alone():
         "blackbox",
     ]
     assert runs[0][0][1] == "fail"  # the randomness check names the noise
+
+
+def test_checkpoint_file_that_is_not_a_checkpoint_is_refused_clearly(tmp_path):
+    x, y, _ = toy_data()
+    (tmp_path / "state.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=r"checkpoint_dir: .*state.safetensors is not a readable advlab checkpoint"):
+        evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path)
+    assert CALLS.get("shift", 0) == 0  # refused before any work
+
+
+def test_checkpoint_of_an_older_format_is_refused_then_overwritten(tmp_path):
+    from safetensors.torch import save_file
+
+    x, y, _ = toy_data()
+    save_file({"correct": torch.zeros(3, dtype=torch.uint8)}, str(tmp_path / "state.safetensors"), {"state": "{}"})
+    with pytest.raises(ValueError, match=r"another configuration \(differs in: .*format"):
+        evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path)
+    fresh = evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False)
+    over = evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path, overwrite=True)
+    assert _numbers(over) == _numbers(fresh)  # started over: the numbers of a run without checkpoint
