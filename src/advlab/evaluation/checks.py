@@ -73,7 +73,7 @@ def _pgd_accuracy(ctx: CheckContext, eps: float, steps: int) -> tuple[float, tor
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-gradient warnings are reported by the gradient check
         res = pgd(ctx.model, ctx.x, ctx.y, threat, steps=steps, generator=ctx.seed)
-    pred = ctx.judge(res.x_adv, ctx.seed)
+    pred = ctx.judge(torch.as_tensor(res.x_adv), ctx.seed)
     return float((pred == ctx.y).float().mean()), res.loss_trace
 
 
@@ -233,7 +233,7 @@ def check_blackbox(ctx: CheckContext) -> CheckResult:
     if idx.numel():
         threat = ThreatModel(ctx.norm, ctx.eps_max, ctx.bounds)
         res = square(ctx.model, ctx.x[idx], ctx.y[idx], threat, max_queries=BLACKBOX_QUERY_BUDGET, generator=ctx.seed)
-        broke = int((ctx.judge(res.x_adv, ctx.seed) != ctx.y[idx]).sum())
+        broke = int((ctx.judge(torch.as_tensor(res.x_adv), ctx.seed) != ctx.y[idx]).sum())
     limit_sub = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.x.shape[0]))
     return CheckResult(
         name="blackbox",

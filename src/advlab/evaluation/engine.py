@@ -262,7 +262,8 @@ def _sha256_tensors(*tensors: torch.Tensor) -> str:
 def _model_fingerprint(clf: Classifier) -> str:
     state = clf.module.state_dict()
     h = hashlib.sha256(type(clf.module).__name__.encode())
-    h.update(_sha256_tensors(*[state[k] for k in sorted(state)], clf.mean, clf.std).encode())
+    mean, std = torch.as_tensor(clf.mean), torch.as_tensor(clf.std)
+    h.update(_sha256_tensors(*[state[k] for k in sorted(state)], mean, std).encode())
     return h.hexdigest()
 
 
@@ -348,14 +349,15 @@ class _State:
 
     def store_minimum_norm(self, k: int, idx: torch.Tensor, res: AttackResult) -> None:
         """Keep minimum-norm attack ``k``'s points and distances (``inf`` where it failed) for examples ``idx``."""
+        success, distance = torch.as_tensor(res.success), torch.as_tensor(res.distance)
         dist = res.info.get("min_distance")
         if dist is None:
-            dist = torch.where(res.success, res.distance, torch.full_like(res.distance, float("inf")))
+            dist = torch.where(success, distance, torch.full_like(distance, float("inf")))
         dist = torch.as_tensor(dist, dtype=torch.float32).detach().cpu()
         points = self.t[f"minnorm_x_{k}"]
-        points[idx] = res.x_adv.detach().cpu().to(points.dtype)
+        points[idx] = torch.as_tensor(res.x_adv).detach().cpu().to(points.dtype)
         self.t[f"minnorm_dist_{k}"][idx] = torch.where(
-            res.success.detach().cpu(), dist, torch.full_like(dist, float("inf"))
+            success.detach().cpu(), dist, torch.full_like(dist, float("inf"))
         )
 
 
@@ -529,7 +531,11 @@ class Evaluation:
         else:
             with seeded(g, self.device, self.randomized):
                 res = entry.config(self.attack_model, x_b, y_b, self.threats[i], generator=g)
-            x_cand, found, queries = res.x_adv.detach().cpu(), torch.ones(idx.numel(), dtype=torch.bool), res.queries
+            x_cand, found, queries = (
+                torch.as_tensor(res.x_adv).detach().cpu(),
+                torch.ones(idx.numel(), dtype=torch.bool),
+                res.queries,
+            )
         pred = self.judge(x_cand, g + 1)
         broken = found & (pred != self.y[idx])
         self.state.record(idx, x_cand, pred, broken, i, k)
@@ -630,7 +636,7 @@ class Evaluation:
             model=_model_name(self.clf),
             norm=s.norm,
             eps=list(s.eps),
-            bounds=tuple(self.clf.bounds),
+            bounds=self.clf.bounds,
             n=self.n,
             clean_accuracy=n_correct / self.n,
             clean_ci=Interval(lo, hi),
