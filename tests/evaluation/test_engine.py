@@ -252,3 +252,11 @@ def test_checkpoint_of_an_older_format_is_refused_then_overwritten(tmp_path):
     fresh = evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False)
     over = evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path, overwrite=True)
     assert _numbers(over) == _numbers(fresh)  # started over: the numbers of a run without checkpoint
+
+
+def test_progress_bar_does_not_change_the_numbers():
+    x, y, _ = toy_data()
+    kwargs = dict(attacks=[ShiftA(), MinNorm(), ShiftB()], checks=False, batch_size=8)
+    quiet = evaluate(toy_model(), (x, y), EPS, progress=False, **kwargs)
+    shown = evaluate(toy_model(), (x, y), EPS, progress=True, **kwargs)
+    assert _numbers(shown) == _numbers(quiet)

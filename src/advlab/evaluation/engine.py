@@ -381,8 +381,8 @@ class Evaluation:
     2. :meth:`detect_randomness`: a model whose output is random is attacked through EOT;
     3. :meth:`clean_pass`: the clean predictions;
     4. :meth:`attack_stages`: for each eps, each attack on the examples still robust (:meth:`run_stage`,
-       :meth:`attack_batch`), each example keeping its first adversarial example; a minimum-norm attack
-       runs once and serves every eps (:meth:`minimum_norm_points`);
+       :meth:`attack_batch`, :meth:`attack_points`), each example keeping its first adversarial example; the
+       minimum-norm stage: a minimum-norm attack runs once and serves every eps (:meth:`minimum_norm_points`);
     5. :meth:`masking_checks`: the gradient-masking checks;
     6. :meth:`report`: the typed report.
 
@@ -529,13 +529,7 @@ class Evaluation:
         if type(entry.config).minimum_norm:
             x_cand, found, queries = self.minimum_norm_points(i, k, entry, idx, x_b, y_b, g)
         else:
-            with seeded(g, self.device, self.randomized):
-                res = entry.config(self.attack_model, x_b, y_b, self.threats[i], generator=g)
-            x_cand, found, queries = (
-                torch.as_tensor(res.x_adv).detach().cpu(),
-                torch.ones(idx.numel(), dtype=torch.bool),
-                res.queries,
-            )
+            x_cand, found, queries = self.attack_points(i, entry, x_b, y_b, g)
         pred = self.judge(x_cand, g + 1)
         broken = found & (pred != self.y[idx])
         self.state.record(idx, x_cand, pred, broken, i, k)
@@ -548,6 +542,14 @@ class Evaluation:
             self.bar.set_postfix(
                 eps=f"{self.settings.eps[i]:g}", attack=entry.label, robust=f"{100 * robust / self.n:.1f}%"
             )
+
+    def attack_points(
+        self, i: int, entry: CascadeEntry, x_b: torch.Tensor, y_b: torch.Tensor, g: int
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``(candidates, found, queries)`` of attack ``entry`` at eps ``i``: every returned point is a candidate."""
+        with seeded(g, self.device, self.randomized):
+            res = entry.config(self.attack_model, x_b, y_b, self.threats[i], generator=g)
+        return torch.as_tensor(res.x_adv).detach().cpu(), torch.ones(x_b.shape[0], dtype=torch.bool), res.queries
 
     def minimum_norm_points(
         self, i: int, k: int, entry: CascadeEntry, idx: torch.Tensor, x_b: torch.Tensor, y_b: torch.Tensor, g: int
