@@ -149,9 +149,9 @@ def test_resume_skips_done_work(tmp_path):
 def test_checkpoint_of_other_config_refused(tmp_path):
     x, y, _ = toy_data()
     evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="different configuration.*eps"):
+    with pytest.raises(ValueError, match=r"another configuration \(differs in: eps\)"):
         evaluate(toy_model(), (x, y), [0.1, 0.2], attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="different configuration.*seed"):
+    with pytest.raises(ValueError, match=r"another configuration \(differs in: seed\)"):
         evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path, seed=1)
     rep = evaluate(
         toy_model(), (x, y), [0.1, 0.2], attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path, overwrite=True
@@ -210,3 +210,53 @@ def test_random_model_gets_eot_and_leaves_global_rng_alone():
         warnings.simplefilter("ignore")
         again = evaluate(toy_model(noisy=True), (x, y), [0.1, 0.3], attacks=[PGD5], checks=False, eot_samples=4)
     assert _numbers(again) == _numbers(rep)
+
+
+def test_checks_on_a_random_model_are_seeded_and_leave_global_rng_alone():
+    x, y, _ = toy_data()
+    state = torch.get_rng_state()
+    runs = []
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rep = evaluate(toy_model(noisy=True), (x, y), [0.1, 0.3], attacks=[PGD5], eot_samples=3)
+        runs.append([(c.name, c.status, c.value, c.detail) for c in rep.checks])
+    assert torch.equal(torch.get_rng_state(), state)
+    assert runs[0] == runs[1]
+    assert [name for name, *_ in runs[0]] == [
+        "randomness",
+        "gradients",
+        "large_eps",
+        "more_steps",
+        "loss_increases",
+        "blackbox",
+    ]
+    assert runs[0][0][1] == "fail"  # the randomness check names the noise
+
+
+def test_checkpoint_file_that_is_not_a_checkpoint_is_refused_clearly(tmp_path):
+    x, y, _ = toy_data()
+    (tmp_path / "state.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=r"checkpoint_dir: .*state.safetensors is not a readable advlab checkpoint"):
+        evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path)
+    assert CALLS.get("shift", 0) == 0  # refused before any work
+
+
+def test_checkpoint_of_an_older_format_is_refused_then_overwritten(tmp_path):
+    from safetensors.torch import save_file
+
+    x, y, _ = toy_data()
+    save_file({"correct": torch.zeros(3, dtype=torch.uint8)}, str(tmp_path / "state.safetensors"), {"state": "{}"})
+    with pytest.raises(ValueError, match=r"another configuration \(differs in: .*format"):
+        evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path)
+    fresh = evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False)
+    over = evaluate(toy_model(), (x, y), EPS, attacks=[ShiftA()], checks=False, checkpoint_dir=tmp_path, overwrite=True)
+    assert _numbers(over) == _numbers(fresh)  # started over: the numbers of a run without checkpoint
+
+
+def test_progress_bar_does_not_change_the_numbers():
+    x, y, _ = toy_data()
+    kwargs = dict(attacks=[ShiftA(), MinNorm(), ShiftB()], checks=False, batch_size=8)
+    quiet = evaluate(toy_model(), (x, y), EPS, progress=False, **kwargs)
+    shown = evaluate(toy_model(), (x, y), EPS, progress=True, **kwargs)
+    assert _numbers(shown) == _numbers(quiet)

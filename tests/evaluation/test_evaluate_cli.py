@@ -64,7 +64,7 @@ def test_evaluate_cli_writes_report_and_resumes(tmp_path, saved_model, capsys):
     # a changed configuration is refused without --overwrite
     changed = [a if a != "0.05,0.1" else "0.05,0.2" for a in args]
     assert main(changed) == 2
-    assert "different configuration" in capsys.readouterr().err
+    assert "another configuration (differs in: eps)" in capsys.readouterr().err
     assert main(changed + ["--overwrite"]) == 0
     # advlab report: side by side
     cmp_dir = tmp_path / "cmp"
@@ -128,3 +128,29 @@ def test_evaluate_cli_shows_a_failed_check_once_and_sums_up(tmp_path, saved_mode
     ]
     assert lines.index(shown[0]) < next(i for i, ln in enumerate(lines) if ln.startswith("robust accuracy"))
     assert any(ln.startswith("1 gradient-masking check failed") for ln in lines)
+
+
+@pytest.mark.parametrize("option", ["--n", "--eot-samples"])
+def test_evaluate_cli_non_positive_sizes_are_refused_with_the_option_name(option, saved_model, tmp_path, capsys):
+    argv = ["evaluate", "--model", str(saved_model), "--eps", "0.1", option, "0", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert f"argument {option}: expected a whole number >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_cli_data_errors_name_the_option(saved_model, tmp_path, capsys):
+    from advlab.zoo import build_classifier, save_model
+
+    out = tmp_path / "o"
+    base = ["evaluate", "--eps", "0.1", "--preset", "fast", "--out", str(out)]
+    assert main([*base, "--model", str(saved_model), "--n", "100000"]) == 2  # digits' test split has 360
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("advlab evaluate: error: --n: asked for 100000 examples")
+    mnist_shaped = tmp_path / "mnist-shaped"
+    save_model(build_classifier("mlp", input_shape=(1, 28, 28), num_classes=10), mnist_shaped, dataset="mnist")
+    assert main([*base, "--model", str(mnist_shaped), "--data", "digits", "--n", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--data: digits images have shape (1, 8, 8) but the model expects (1, 28, 28)" in err
+    assert not out.exists()

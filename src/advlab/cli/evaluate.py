@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from advlab.cli._common import (
     add_command,
     add_data_options,
     add_run_options,
+    check_data_for_model,
+    load_split,
     output_dir,
     parse_float_list,
+    positive_int,
     resolve_device,
     show_progress,
 )
@@ -49,7 +53,7 @@ def add_parser(sub) -> None:
         "--eps", required=True, help="comma-separated radii in raw input units (fractions like 8/255 allowed)"
     )
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat-model norm")
-    p.add_argument("--n", type=int, default=1000, help="number of test examples (the first N)")
+    p.add_argument("--n", type=positive_int, default=1000, help="number of test examples (the first N)")
     group = p.add_mutually_exclusive_group()
     group.add_argument(
         "--preset", default="standard", choices=["fast", "standard", "strong"], help="attack cascade preset"
@@ -58,7 +62,9 @@ def add_parser(sub) -> None:
         "--attacks", default=None, help="custom cascade: comma-separated attack names, e.g. pgd,apgd-ce,square"
     )
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
-    p.add_argument("--eot-samples", type=int, default=None, help="logit draws averaged for random models (None: 10)")
+    p.add_argument(
+        "--eot-samples", type=positive_int, default=None, help="logit draws averaged for random models (None: 10)"
+    )
     p.add_argument("--overwrite", action="store_true", help="discard a checkpoint of a different configuration")
     add_run_options(p)
     p.add_argument("--out", required=True, help="output folder")
@@ -66,19 +72,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from advlab.data import load_dataset
     from advlab.evaluation import evaluate
     from advlab.reports import write_report
-    from advlab.zoo import load_model
 
     device = resolve_device(args.device)
     eps = parse_float_list(args.eps, "--eps")
     attacks = args.attacks.split(",") if args.attacks else args.preset
-    model = load_model(args.model, device=device)
-    data_name = args.data or model.card.get("dataset")
-    if not data_name:
-        raise ValueError("--data: the model card names no dataset; pass --data")
-    data = load_dataset(data_name, split="test", data_dir=args.data_dir, n=args.n)
+    model, data, data_name = _load(args, device)
     out = output_dir(args.out)
     log.info(
         "evaluating %s on %d %s images (%s, eps %s) on %s",
@@ -107,12 +107,30 @@ def run(args: argparse.Namespace) -> int:
     report.settings["model_path"] = str(Path(args.model).resolve())
     json_path, html_path = write_report(report, out)
     log.info("%s", report.headline())
-    if report.failed_checks:  # each was shown in full above, as evaluate's warning
+    _sum_up_failed_checks(report)
+    log.info("wrote %s and %s", json_path, html_path)
+    return 0
+
+
+def _load(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str]:
+    """The saved model and the first ``--n`` test examples of ``--data`` (default: the model card's dataset)."""
+    from advlab.zoo import load_model
+
+    model = load_model(args.model, device=device)
+    data_name = args.data or model.card.get("dataset")
+    if not data_name:
+        raise ValueError("--data: the model card names no dataset; pass --data")
+    data = load_split(data_name, "test", args.data_dir, args.n)
+    check_data_for_model(data, model)
+    return model, data, data_name
+
+
+def _sum_up_failed_checks(report: Any) -> None:
+    """One line under the headline counting the failed checks (each was shown in full, as evaluate's warning)."""
+    if report.failed_checks:
         n = len(report.failed_checks)
         log.warning(
             "%d gradient-masking check%s failed: this robust accuracy may be overstated (see the report's Checks)",
             n,
             "" if n == 1 else "s",
         )
-    log.info("wrote %s and %s", json_path, html_path)
-    return 0

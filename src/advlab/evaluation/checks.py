@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from advlab.attacks.pgd import pgd
 from advlab.attacks.square import Square, square
 from advlab.evaluation.report import CheckResult
 from advlab.losses import cross_entropy
@@ -68,13 +69,11 @@ def _large_eps(norm: str, bounds: tuple[float, float], d: int) -> float:
 
 
 def _pgd_accuracy(ctx: CheckContext, eps: float, steps: int) -> tuple[float, torch.Tensor | None]:
-    from advlab.attacks.pgd import pgd
-
     threat = ThreatModel(ctx.norm, eps, ctx.bounds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-gradient warnings are reported by the gradient check
         res = pgd(ctx.model, ctx.x, ctx.y, threat, steps=steps, generator=ctx.seed)
-    pred = ctx.judge(res.x_adv, ctx.seed)
+    pred = ctx.judge(torch.as_tensor(res.x_adv), ctx.seed)
     return float((pred == ctx.y).float().mean()), res.loss_trace
 
 
@@ -187,67 +186,55 @@ def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
     return steps, loss
 
 
-def check_blackbox(ctx: CheckContext) -> CheckResult:
-    """A black-box attack must not beat the white-box ones."""
-    limit = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.n_correct))
-    meaning = (
-        "Square uses no gradients. When it breaks examples that the gradient attacks could not, the "
-        "gradients are misleading (masked); the white-box numbers alone would overstate robustness."
-    )
-    if ctx.blackbox_breaks:
-        worst = max(ctx.blackbox_breaks, key=lambda t: t[2])
-        bad = worst[2] > limit
-        return CheckResult(
-            name="blackbox",
-            title="Black-box does not beat white-box",
-            status="fail" if bad else "pass",
-            value=float(worst[2]),
-            threshold=float(limit),
-            detail=(
-                f"{worst[1]} broke {worst[2]} example(s) at eps = {worst[0]:g} that the gradient attacks "
-                f"before it left robust (tolerated: {limit})"
-            ),
-            meaning=meaning,
-        )
-    if ctx.norm not in Square.norms:
-        return CheckResult(
-            name="blackbox",
-            title="Black-box does not beat white-box",
-            status="skipped",
-            value=None,
-            threshold=None,
-            detail=f"no black-box attack in the cascade, and Square is not available for {ctx.norm}",
-            meaning=meaning,
-        )
-    idx = ctx.robust_at_max.nonzero().flatten()
-    if idx.numel() == 0:
-        return CheckResult(
-            name="blackbox",
-            title="Black-box does not beat white-box",
-            status="skipped",
-            value=None,
-            threshold=None,
-            detail=f"the cascade left no check example robust at eps = {ctx.eps_max:g}: nothing for Square to beat",
-            meaning=meaning,
-        )
-    broke = 0
-    if idx.numel():
-        threat = ThreatModel(ctx.norm, ctx.eps_max, ctx.bounds)
-        res = square(ctx.model, ctx.x[idx], ctx.y[idx], threat, max_queries=BLACKBOX_QUERY_BUDGET, generator=ctx.seed)
-        broke = int((ctx.judge(res.x_adv, ctx.seed) != ctx.y[idx]).sum())
-    limit_sub = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.x.shape[0]))
+_BLACKBOX_MEANING = (
+    "Square uses no gradients. When it breaks examples that the gradient attacks could not, the "
+    "gradients are misleading (masked); the white-box numbers alone would overstate robustness."
+)
+
+
+def _blackbox_result(broke: int | None, limit: int, detail: str) -> CheckResult:
+    """The black-box check's result: ``broke`` examples broken against ``limit`` tolerated (``None``: skipped)."""
     return CheckResult(
         name="blackbox",
         title="Black-box does not beat white-box",
-        status="fail" if broke > limit_sub else "pass",
-        value=float(broke),
-        threshold=float(limit_sub),
-        detail=(
-            f"Square broke {broke} of the {idx.numel()} check examples the cascade left robust at "
-            f"eps = {ctx.eps_max:g} (tolerated: {limit_sub})"
-        ),
-        meaning=meaning,
+        status="skipped" if broke is None else ("fail" if broke > limit else "pass"),
+        value=None if broke is None else float(broke),
+        threshold=None if broke is None else float(limit),
+        detail=detail,
+        meaning=_BLACKBOX_MEANING,
     )
+
+
+def check_blackbox(ctx: CheckContext) -> CheckResult:
+    """A black-box attack must not beat the white-box ones.
+
+    The cascade's own black-box stages after a gradient attack are judged when there are any; otherwise Square
+    runs on the check examples the cascade left robust at the largest eps.
+    """
+    if ctx.blackbox_breaks:
+        limit = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.n_correct))
+        eps, attack, broke = max(ctx.blackbox_breaks, key=lambda t: t[2])
+        detail = (
+            f"{attack} broke {broke} example(s) at eps = {eps:g} that the gradient attacks before it left robust "
+            f"(tolerated: {limit})"
+        )
+        return _blackbox_result(broke, limit, detail)
+    if ctx.norm not in Square.norms:
+        detail = f"no black-box attack in the cascade, and Square is not available for {ctx.norm}"
+        return _blackbox_result(None, 0, detail)
+    idx = ctx.robust_at_max.nonzero().flatten()
+    if idx.numel() == 0:
+        detail = f"the cascade left no check example robust at eps = {ctx.eps_max:g}: nothing for Square to beat"
+        return _blackbox_result(None, 0, detail)
+    threat = ThreatModel(ctx.norm, ctx.eps_max, ctx.bounds)
+    res = square(ctx.model, ctx.x[idx], ctx.y[idx], threat, max_queries=BLACKBOX_QUERY_BUDGET, generator=ctx.seed)
+    broke = int((ctx.judge(torch.as_tensor(res.x_adv), ctx.seed) != ctx.y[idx]).sum())
+    limit = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.x.shape[0]))
+    detail = (
+        f"Square broke {broke} of the {idx.numel()} check examples the cascade left robust at "
+        f"eps = {ctx.eps_max:g} (tolerated: {limit})"
+    )
+    return _blackbox_result(broke, limit, detail)
 
 
 def run_checks(ctx: CheckContext, randomness: CheckResult) -> list[CheckResult]:

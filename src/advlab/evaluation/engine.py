@@ -7,24 +7,30 @@ attack that found it. Minimum-norm attacks run once, at the largest eps, and the
 points serve every eps. The state is written atomically after every (eps, attack, batch) stage, and every
 stage draws its randomness from a generator seeded by ``(seed, eps index, attack index, batch index)``, so a
 killed run started again continues and ends with the same numbers.
+
+:func:`evaluate` validates its arguments once into an :class:`EvaluationSettings` and runs an
+:class:`Evaluation`, whose methods are the stages in order: preparation, the clean pass, the attack stages (with
+the minimum-norm stage), the gradient-masking checks and the report.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from advlab import io, validation
+from advlab import validation
 from advlab.attacks.registry import AttackConfig
+from advlab.checkpoint import Checkpoint, Saved, config_hash
 from advlab.evaluation import checks as checks_mod
 from advlab.evaluation.eot import DEFAULT_EOT_SAMPLES, output_changes, seeded, stage_seed, with_eot
 from advlab.evaluation.presets import CascadeEntry, resolve_attacks
@@ -37,148 +43,22 @@ from advlab.evaluation.report import (
     StageResult,
 )
 from advlab.evaluation.stats import wilson_interval
-from advlab.models import Classifier, as_classifier
+from advlab.models import Classifier, as_classifier, predict
 from advlab.provenance import provenance
+from advlab.result import AttackResult
 from advlab.threat import NORMS, ThreatModel, norm_of
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.safetensors"
 """Name of the checkpoint file inside ``checkpoint_dir`` (tensors + the JSON state in its metadata)."""
-STATE_FORMAT = 1
 RANDOMNESS_PROBE = 16
 """Examples used to test whether the model's output is random."""
 _CLEAN, _CHECKS = 1_000_003, 1_000_033  # seed-sequence tags of the clean pass and the checks
+_CHECK_NAMES = ("gradients", "large_eps", "more_steps", "loss_increases", "blackbox")
 
 
-def as_xy(data: Any) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-    """``(x, y, classes)`` from a Dataset (``.x``, ``.y``, ``.classes``) or an ``(x, y)`` pair."""
-    classes = None
-    if hasattr(data, "x") and hasattr(data, "y"):
-        x, y = data.x, data.y
-        classes = list(getattr(data, "classes", None) or []) or None
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    else:
-        raise TypeError(
-            f"data: expected an advlab Dataset (with .x and .y) or a pair (x, y), got {type(data).__name__}. "
-            "Example: evaluate(model, advlab.data.load_dataset('mnist', 'test'), 0.3) or evaluate(model, (x, y), 0.3)"
-        )
-    validation.check_tensor_like("data x", x)
-    validation.check_tensor_like("data y", y)
-    x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-    y = torch.from_numpy(np.ascontiguousarray(y)) if isinstance(y, np.ndarray) else y
-    if torch.is_floating_point(x) and x.dtype == torch.float64:
-        x = x.float()
-    return x.detach().cpu(), y.detach().cpu(), classes
-
-
-def _sha256_tensors(*tensors: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        a = t.detach().cpu().contiguous()
-        h.update(str((tuple(a.shape), str(a.dtype))).encode())
-        h.update(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"")
-    return h.hexdigest()
-
-
-def _model_fingerprint(clf: Classifier) -> str:
-    state = clf.module.state_dict()
-    h = hashlib.sha256(type(clf.module).__name__.encode())
-    h.update(_sha256_tensors(*[state[k] for k in sorted(state)], clf.mean, clf.std).encode())
-    return h.hexdigest()
-
-
-def _model_name(clf: Classifier) -> str:
-    card = clf.card or {}
-    for key in ("name", "arch", "architecture"):
-        if isinstance(card.get(key), str) and card[key]:
-            return card[key]
-    return type(clf.module).__name__
-
-
-# ---------------------------------------------------------------------- checkpoint
-class _State:
-    """Per-example cascade state plus per-stage bookkeeping; saved as one atomic safetensors file."""
-
-    def __init__(self, n: int, x: torch.Tensor, config_hash: str, config: dict[str, Any], entries: list[CascadeEntry]):
-        self.meta: dict[str, Any] = {
-            "format": STATE_FORMAT,
-            "config_hash": config_hash,
-            "config": config,
-            "stages": {},
-            "clean_done": False,
-            "done": False,
-            "checks": None,
-            "clean_wall_s": 0.0,
-            "checks_wall_s": 0.0,
-            "randomized": None,
-            "max_change": None,
-        }
-        self.t: dict[str, torch.Tensor] = {
-            "correct": torch.zeros(n, dtype=torch.bool),
-            "pred_clean": torch.zeros(n, dtype=torch.int64),
-            "pred_adv": torch.zeros(n, dtype=torch.int64),
-            "broken_eps": torch.full((n,), -1, dtype=torch.int64),
-            "broken_attack": torch.full((n,), -1, dtype=torch.int64),
-            "x_adv": x.clone(),
-        }
-        for k, e in enumerate(entries):
-            if type(e.config).minimum_norm:
-                self.t[f"minnorm_x_{k}"] = x.clone()
-                self.t[f"minnorm_dist_{k}"] = torch.full((n,), float("inf"))
-
-    def save(self, directory: Path | None) -> None:
-        if directory is None:
-            return
-        tensors = {k: (v.to(torch.uint8) if v.dtype == torch.bool else v) for k, v in self.t.items()}
-        io.save_safetensors(directory / STATE_FILE, tensors, metadata={"state": json.dumps(self.meta)})
-
-    def load(self, directory: Path) -> None:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        path = directory / STATE_FILE
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("state", "{}"))
-        tensors = load_file(str(path))
-        for k, v in tensors.items():
-            self.t[k] = v.bool() if k == "correct" else v
-        self.meta = meta
-
-    def stage(self, i: int, k: int) -> dict[str, Any]:
-        return self.meta["stages"].setdefault(
-            f"{i}:{k}",
-            {
-                "done": False,
-                "batches_done": 0,
-                "n_attacked": 0,
-                "n_broken": 0,
-                "wall_s": 0.0,
-                "queries_broken": [],
-                "queries_sum": 0.0,
-                "queries_count": 0,
-            },
-        )
-
-
-def _peek_config_hash(directory: Path) -> tuple[str | None, dict[str, Any] | None]:
-    from safetensors import safe_open
-
-    path = directory / STATE_FILE
-    if not path.exists():
-        return None, None
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("state", "{}"))
-    except Exception as exc:  # a truncated or foreign file
-        raise ValueError(
-            f"checkpoint_dir: {path} is not a readable advlab checkpoint ({exc}); delete it or pass overwrite=True"
-        ) from exc
-    return meta.get("config_hash"), meta.get("config")
-
-
-# ---------------------------------------------------------------------- the engine
+# ---------------------------------------------------------------------- the entry point
 def evaluate(
     model: nn.Module,
     data: Any,
@@ -244,300 +124,614 @@ def evaluate(
         >>> report.robust_accuracy(0.3), report.at(0.3).ci
         >>> print(report.headline())
     """
-    t_start = time.perf_counter()
-    # ------------------------------------------------------------------ validation, before any work
-    validation.check_choice("norm", norm, NORMS)
-    eps_list = validation.check_eps_list([eps] if not isinstance(eps, (list, tuple)) else list(eps))
-    batch_size = validation.check_int("batch_size", batch_size, minimum=1)
-    seed = validation.check_int("seed", seed, minimum=0)
-    if n is not None:
-        n = validation.check_int("n", n, minimum=1)
-    if eot_samples is not None:
-        eot_samples = validation.check_int("eot_samples", eot_samples, minimum=1)
-    preset, entries = resolve_attacks(attacks, norm)
-    clf = as_classifier(model)
-    x_all, y_all, classes = as_xy(data)
-    if n is not None:
-        x_all, y_all = x_all[:n], y_all[:n]
-    validation.check_input(x_all, clf.bounds, name="data x")
-    validation.check_input_shape(x_all, clf.input_shape, name="data x")
-    validation.check_labels(y_all, x_all.shape[0], clf.num_classes, name="data y")
-    y_all = y_all.long()
-    N = x_all.shape[0]
-    device = clf.device
-    show = sys.stderr.isatty() if progress is None else bool(progress)
-
-    config = {
-        "norm": norm,
-        "eps": eps_list,
-        "bounds": list(clf.bounds),
-        "n": N,
-        "batch_size": batch_size,
-        "seed": seed,
-        "attacks": [e.describe() for e in entries],
-        "checks": bool(checks),
-        "eot_samples": eot_samples,
-        "data_sha256": _sha256_tensors(x_all, y_all),
-        "model_sha256": _model_fingerprint(clf),
-    }
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    state = _State(N, x_all, config_hash, config, entries)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None:
-        old_hash, old_config = _peek_config_hash(ckpt)
-        if old_hash is not None and old_hash != config_hash:
-            if not overwrite:
-                diff = sorted(
-                    k for k in set(config) | set(old_config or {}) if (old_config or {}).get(k) != config.get(k)
-                )
-                raise ValueError(
-                    f"checkpoint_dir: {ckpt} holds a checkpoint of a different configuration (differs in: "
-                    f"{', '.join(diff) or 'format'}); resume with the same settings, choose another folder, or "
-                    "pass overwrite=True (--overwrite) to start over"
-                )
-            log.info("discarding the checkpoint in %s (different configuration, overwrite=True)", ckpt)
-        elif old_hash is not None:
-            state.load(ckpt)
-            log.info("resuming the evaluation from %s", ckpt)
-
-    threat_of = {i: ThreatModel(norm, e, clf.bounds) for i, e in enumerate(eps_list)}
-    E, K = len(eps_list), len(entries)
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=E * K, desc="evaluate", unit="stage", disable=not show, leave=False)
-
-    with clf.attack_mode():
-        # ------------------------------------------------------------------ randomness and EOT
-        if state.meta["randomized"] is None:
-            probe = x_all[: min(N, RANDOMNESS_PROBE)].to(device)
-            state.meta["max_change"] = output_changes(clf, probe, stage_seed(seed, _CLEAN, 1))
-            state.meta["randomized"] = state.meta["max_change"] > checks_mod.RANDOM_TOLERANCE
-        randomized = bool(state.meta["randomized"])
-        eot = (eot_samples or DEFAULT_EOT_SAMPLES) if randomized else None
-        if randomized:
-            validation.warn(
-                f"model: its output changes between two identical calls (up to {state.meta['max_change']:.3g} in "
-                f"the logits): it is random (dropout at test time, noise layers...). Attacking it through "
-                f"expectation over transformation with {eot} samples per forward pass; accuracies are measured "
-                "with the randomness on.",
-            )
-        attack_model = with_eot(clf, eot) if randomized else clf
-
-        @torch.no_grad()
-        def judge(x: torch.Tensor, s: int) -> torch.Tensor:
-            """Predicted labels as reported: one draw of the model, seeded by ``s`` when it is random."""
-            with seeded(s, device, randomized):
-                preds = [
-                    clf(x[j : j + batch_size].to(device)).argmax(1).cpu() for j in range(0, x.shape[0], batch_size)
-                ]
-            return torch.cat(preds)
-
-        # ------------------------------------------------------------------ clean pass
-        if not state.meta["clean_done"]:
-            t0 = time.perf_counter()
-            pred = judge(x_all, stage_seed(seed, _CLEAN))
-            state.t["pred_clean"] = pred
-            state.t["pred_adv"] = pred.clone()
-            state.t["correct"] = pred == y_all
-            state.meta["clean_done"] = True
-            state.meta["clean_wall_s"] = time.perf_counter() - t0
-            state.save(ckpt)
-        correct = state.t["correct"]
-
-        def robust_before(i: int, k: int) -> torch.Tensor:
-            be, ba = state.t["broken_eps"], state.t["broken_attack"]
-            broken = (be >= 0) & ((be < i) | ((be == i) & (ba < k)))
-            return (correct & ~broken).nonzero().flatten()
-
-        def record(
-            idx: torch.Tensor, x_cand: torch.Tensor, pred: torch.Tensor, ok: torch.Tensor, i: int, k: int
-        ) -> int:
-            broken = ok & (pred != y_all[idx])
-            sel = idx[broken]
-            state.t["broken_eps"][sel] = i
-            state.t["broken_attack"][sel] = k
-            state.t["x_adv"][sel] = x_cand[broken].to(state.t["x_adv"].dtype)
-            state.t["pred_adv"][sel] = pred[broken]
-            return int(broken.sum())
-
-        # ------------------------------------------------------------------ the cascade
-        for i in range(E):
-            for k, entry in enumerate(entries):
-                st = state.stage(i, k)
-                if st["done"]:
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                start = robust_before(i, k)
-                minimum_norm = bool(type(entry.config).minimum_norm)
-                batches = list(torch.split(start, batch_size)) if start.numel() else []
-                st["n_batches"] = len(batches)
-                if minimum_norm and i > 0:
-                    batches = [start] if start.numel() else []  # no attack: re-check the stored points
-                for b in range(st["batches_done"], len(batches)):
-                    idx = batches[b]
-                    t0 = time.perf_counter()
-                    g = stage_seed(seed, i, k, b)
-                    x_b, y_b = x_all[idx].to(device), y_all[idx].to(device)
-                    queries = None
-                    if minimum_norm:
-                        if i == 0:
-                            with seeded(g, device, randomized):
-                                res = entry.config(attack_model, x_b, y_b, threat_of[E - 1], generator=g)
-                            dist = res.info.get("min_distance")
-                            if dist is None:
-                                dist = torch.where(
-                                    res.success, res.distance, torch.full_like(res.distance, float("inf"))
-                                )
-                            dist = torch.as_tensor(dist, dtype=torch.float32).detach().cpu()
-                            state.t[f"minnorm_x_{k}"][idx] = res.x_adv.detach().cpu().to(x_all.dtype)
-                            state.t[f"minnorm_dist_{k}"][idx] = torch.where(
-                                res.success.detach().cpu(), dist, torch.full_like(dist, float("inf"))
-                            )
-                            queries = res.queries
-                        found = torch.isfinite(state.t[f"minnorm_dist_{k}"][idx])
-                        x_cand = threat_of[i].project(state.t[f"minnorm_x_{k}"][idx].to(device), x_b).cpu()
-                    else:
-                        with seeded(g, device, randomized):
-                            res = entry.config(attack_model, x_b, y_b, threat_of[i], generator=g)
-                        x_cand = res.x_adv.detach().cpu()
-                        found = torch.ones(idx.numel(), dtype=torch.bool)
-                        queries = res.queries
-                    pred = judge(x_cand, g + 1)
-                    nb = record(idx, x_cand, pred, found, i, k)
-                    st["n_attacked"] += int(idx.numel())
-                    st["n_broken"] += nb
-                    if queries is not None:
-                        q = torch.as_tensor(queries).detach().cpu().double()
-                        broken_now = (pred != y_all[idx]) & found
-                        st["queries_broken"].extend(q[broken_now].tolist())
-                        st["queries_sum"] += float(q.sum())
-                        st["queries_count"] += int(q.numel())
-                    st["wall_s"] += time.perf_counter() - t0
-                    st["batches_done"] = b + 1
-                    state.save(ckpt)
-                    if bar is not None:
-                        robust = int(correct.sum() - (state.t["broken_eps"] >= 0).sum())
-                        bar.set_postfix(eps=f"{eps_list[i]:g}", attack=entry.label, robust=f"{100 * robust / N:.1f}%")
-                st["done"] = True
-                state.save(ckpt)
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
-
-        # ------------------------------------------------------------------ masking checks
-        if checks and state.meta["checks"] is None:
-            t0 = time.perf_counter()
-            state.meta["checks"] = [
-                _plain_check(c)
-                for c in _run_checks(
-                    attack_model,
-                    judge,
-                    x_all,
-                    y_all,
-                    state,
-                    entries,
-                    eps_list,
-                    norm,
-                    clf.bounds,
-                    seed,
-                    eot,
-                    device,
-                    correct,
-                )
-            ]
-            state.meta["checks_wall_s"] = time.perf_counter() - t0
-            state.save(ckpt)
-        if checks:  # fresh or resumed, each failed check warns from here: the warning points at the caller
-            for c in state.meta["checks"]:
-                if c["status"] == "fail" and c["name"] != "randomness":  # randomness warned when it was detected
-                    validation.warn(f"gradient-masking check failed: {c['title']}: {c['detail']}. {c['meaning']}")
-        if not state.meta["done"]:
-            state.meta["done"] = True
-            state.save(ckpt)
-
-    log.debug("evaluation finished in %.1f s", time.perf_counter() - t_start)
-    return _build_report(
-        clf,
-        state,
-        entries,
-        eps_list,
-        norm,
-        N,
-        preset,
-        batch_size,
-        seed,
-        eot,
-        classes,
-        x_all,
-        y_all,
-        checks,
-        checkpoint_dir,
-    )
-
-
-def _plain_check(c: CheckResult) -> dict[str, Any]:
-    return {
-        "name": c.name,
-        "title": c.title,
-        "status": c.status,
-        "value": c.value,
-        "threshold": c.threshold,
-        "detail": c.detail,
-        "meaning": c.meaning,
-    }
-
-
-def _run_checks(attack_model, judge, x_all, y_all, state, entries, eps_list, norm, bounds, seed, eot, device, correct):
-    """Build the check context from the cascade's state and run every check."""
-    idx = correct.nonzero().flatten()[: checks_mod.CHECK_EXAMPLES]
-    randomness = checks_mod.check_randomness(float(state.meta["max_change"]), eot)
-    if idx.numel() == 0:
-        skipped = [
-            CheckResult(
-                name=nm,
-                title=nm,
-                status="skipped",
-                value=None,
-                threshold=None,
-                detail="no correctly classified example to run the check on",
-                meaning="",
-            )
-            for nm in ("gradients", "large_eps", "more_steps", "loss_increases", "blackbox")
-        ]
-        return [randomness, *skipped]
-    blackbox = []
-    for i, e in enumerate(eps_list):
-        seen_whitebox = False
-        for k, entry in enumerate(entries):
-            cls = type(entry.config)
-            if cls.needs_gradients:
-                seen_whitebox = True
-            elif seen_whitebox:
-                blackbox.append((e, entry.label, int(state.stage(i, k)["n_broken"])))
-    last = len(eps_list) - 1
-    be = state.t["broken_eps"][idx]
-    ctx = checks_mod.CheckContext(
-        model=attack_model,
-        judge=lambda x, s: judge(x, s).to(device),
-        x=x_all[idx].to(device),
-        y=y_all[idx].to(device),
+    settings = EvaluationSettings.from_arguments(
+        eps=eps,
         norm=norm,
-        eps_max=eps_list[last],
-        bounds=bounds,
-        seed=checks_mod_seed(seed),
-        n_correct=int(correct.sum()),
-        blackbox_breaks=blackbox,
-        robust_at_max=((be < 0) | (be > last)).to(device),
+        attacks=attacks,
+        n=n,
+        batch_size=batch_size,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        overwrite=overwrite,
+        progress=progress,
+        checks=checks,
+        eot_samples=eot_samples,
     )
-    return checks_mod.run_checks(ctx, randomness)
+    return Evaluation(model, data, settings).run()
 
 
-def checks_mod_seed(seed: int) -> int:
-    return stage_seed(seed, _CHECKS)
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The validated settings of one :func:`evaluate` call, built once by :meth:`from_arguments`.
+
+    Attributes:
+        norm: the threat model's norm.
+        eps: the radii, strictly increasing.
+        preset: the preset name, or ``None`` for a custom list of attacks.
+        entries: the cascade, in order.
+        n: evaluate the first ``n`` examples only (``None``: all).
+        batch_size: examples per attack call (and per prediction batch).
+        seed: the base seed of every stage's generator.
+        checkpoint_dir: the folder of the resumable state, as given (``None``: no checkpoint).
+        overwrite: discard a checkpoint of another configuration instead of refusing it.
+        progress: show a progress bar.
+        checks: run the gradient-masking checks.
+        eot_samples: draws averaged per forward pass for random models (``None``: the default).
+    """
+
+    norm: str
+    eps: tuple[float, ...]
+    preset: str | None
+    entries: tuple[CascadeEntry, ...]
+    n: int | None
+    batch_size: int
+    seed: int
+    checkpoint_dir: str | Path | None
+    overwrite: bool
+    progress: bool
+    checks: bool
+    eot_samples: int | None
+
+    @classmethod
+    def from_arguments(
+        cls,
+        *,
+        eps: float | list[float],
+        norm: str = "linf",
+        attacks: str | list[str | AttackConfig] = "standard",
+        n: int | None = None,
+        batch_size: int = 250,
+        seed: int = 0,
+        checkpoint_dir: str | Path | None = None,
+        overwrite: bool = False,
+        progress: bool | None = None,
+        checks: bool = True,
+        eot_samples: int | None = None,
+    ) -> EvaluationSettings:
+        """Validate :func:`evaluate`'s arguments (before any work) and resolve the cascade.
+
+        Raises:
+            ValueError: a bad norm, eps list, batch size, seed, ``n`` or ``eot_samples``; an unknown preset or
+                attack, or an attack that does not support the norm.
+            TypeError: a setting of the wrong type.
+        """
+        validation.check_choice("norm", norm, NORMS)
+        eps_list = validation.check_eps_list([eps] if not isinstance(eps, (list, tuple)) else list(eps))
+        batch_size = validation.check_int("batch_size", batch_size, minimum=1)
+        seed = validation.check_int("seed", seed, minimum=0)
+        if n is not None:
+            n = validation.check_int("n", n, minimum=1)
+        if eot_samples is not None:
+            eot_samples = validation.check_int("eot_samples", eot_samples, minimum=1)
+        preset, entries = resolve_attacks(attacks, norm)
+        return cls(
+            norm=norm,
+            eps=tuple(eps_list),
+            preset=preset,
+            entries=tuple(entries),
+            n=n,
+            batch_size=batch_size,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            overwrite=bool(overwrite),
+            progress=sys.stderr.isatty() if progress is None else bool(progress),
+            checks=bool(checks),
+            eot_samples=eot_samples,
+        )
+
+
+# ---------------------------------------------------------------------- inputs and fingerprints
+def dataset_classes(data: Any) -> list[str] | None:
+    """The class names of an advlab Dataset (its ``.classes``), or ``None`` for a pair or a dataset without."""
+    if not (hasattr(data, "x") and hasattr(data, "y")):
+        return None
+    return list(getattr(data, "classes", None) or []) or None
+
+
+def as_xy(data: Any) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """``(x, y, classes)`` on the CPU: :func:`advlab.validation.as_xy` plus :func:`dataset_classes`.
+
+    Kept for :mod:`advlab.explain.report`, which imports it; new code calls ``validation.as_xy`` directly.
+    """
+    x, y = validation.as_xy(data, "data")
+    return x.detach().cpu(), cast(torch.Tensor, y).detach().cpu(), dataset_classes(data)
+
+
+def _inputs(data: Any, n: int | None, clf: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` examples of ``data`` as CPU tensors, checked against the classifier."""
+    x, labels = validation.as_xy(data, "data")  # labels are required: never None
+    x, y = x.detach().cpu(), cast(torch.Tensor, labels).detach().cpu()
+    if n is not None:
+        x, y = x[:n], y[:n]
+    validation.check_input(x, clf.bounds, name="data x")
+    validation.check_input_shape(x, clf.input_shape, name="data x")
+    validation.check_labels(y, x.shape[0], clf.num_classes, name="data y")
+    return x, y.long()
+
+
+def _sha256_tensors(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        a = t.detach().cpu().contiguous()
+        h.update(str((tuple(a.shape), str(a.dtype))).encode())
+        # 1-D before the byte view: a 0-dim tensor (BatchNorm's num_batches_tracked) has no byte view
+        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    return h.hexdigest()
+
+
+def _model_fingerprint(clf: Classifier) -> str:
+    state = clf.module.state_dict()
+    h = hashlib.sha256(type(clf.module).__name__.encode())
+    mean, std = torch.as_tensor(clf.mean), torch.as_tensor(clf.std)
+    h.update(_sha256_tensors(*[state[k] for k in sorted(state)], mean, std).encode())
+    return h.hexdigest()
+
+
+def _model_name(clf: Classifier) -> str:
+    card = clf.card or {}
+    for key in ("name", "arch", "architecture"):
+        if isinstance(card.get(key), str) and card[key]:
+            return card[key]
+    return type(clf.module).__name__
+
+
+# ---------------------------------------------------------------------- the resumable state
+def _new_stage() -> dict[str, Any]:
+    return {
+        "done": False,
+        "batches_done": 0,
+        "n_attacked": 0,
+        "n_broken": 0,
+        "wall_s": 0.0,
+        "queries_broken": [],
+        "queries_sum": 0.0,
+        "queries_count": 0,
+    }
+
+
+class _State:
+    """Per-example cascade state (tensors) and per-stage bookkeeping (a JSON-friendly dict), resumable.
+
+    Tensors: ``correct``, ``pred_clean``, ``pred_adv``, ``broken_eps`` / ``broken_attack`` (indices of the
+    stage that first broke each example, -1 for none), ``x_adv`` (each example's worst case), and per
+    minimum-norm attack ``k`` its points ``minnorm_x_k`` and distances ``minnorm_dist_k``.
+    """
+
+    def __init__(self, x: torch.Tensor, entries: tuple[CascadeEntry, ...], saved: Saved | None) -> None:
+        n = x.shape[0]
+        self.meta: dict[str, Any] = {
+            "stages": {},
+            "clean_done": False,
+            "done": False,
+            "checks": None,
+            "clean_wall_s": 0.0,
+            "checks_wall_s": 0.0,
+            "randomized": None,
+            "max_change": None,
+        }
+        self.t: dict[str, torch.Tensor] = {
+            "correct": torch.zeros(n, dtype=torch.bool),
+            "pred_clean": torch.zeros(n, dtype=torch.int64),
+            "pred_adv": torch.zeros(n, dtype=torch.int64),
+            "broken_eps": torch.full((n,), -1, dtype=torch.int64),
+            "broken_attack": torch.full((n,), -1, dtype=torch.int64),
+            "x_adv": x.clone(),
+        }
+        for k, e in enumerate(entries):
+            if type(e.config).minimum_norm:
+                self.t[f"minnorm_x_{k}"] = x.clone()
+                self.t[f"minnorm_dist_{k}"] = torch.full((n,), float("inf"))
+        if saved is not None:  # the checkpoint stores booleans as uint8
+            self.t.update({k: (v.bool() if k == "correct" else v) for k, v in saved.tensors.items()})
+            self.meta = saved.state
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        checkpoint.save(self.t, self.meta)
+
+    def stage(self, i: int, k: int) -> dict[str, Any]:
+        """The bookkeeping of stage (eps ``i``, attack ``k``), created on first use."""
+        return self.meta["stages"].setdefault(f"{i}:{k}", _new_stage())
+
+    def broken_before(self, i: int, k: int) -> torch.Tensor:
+        """Examples broken by a stage before (eps ``i``, attack ``k``) in cascade order."""
+        be, ba = self.t["broken_eps"], self.t["broken_attack"]
+        return (be >= 0) & ((be < i) | ((be == i) & (ba < k)))
+
+    def record(
+        self, idx: torch.Tensor, x_cand: torch.Tensor, pred: torch.Tensor, broken: torch.Tensor, i: int, k: int
+    ) -> None:
+        """Keep the candidates that break examples ``idx[broken]`` as their worst case, found by stage (i, k)."""
+        sel = idx[broken]
+        self.t["broken_eps"][sel] = i
+        self.t["broken_attack"][sel] = k
+        self.t["x_adv"][sel] = x_cand[broken].to(self.t["x_adv"].dtype)
+        self.t["pred_adv"][sel] = pred[broken]
+
+    def store_minimum_norm(self, k: int, idx: torch.Tensor, res: AttackResult) -> None:
+        """Keep minimum-norm attack ``k``'s points and distances (``inf`` where it failed) for examples ``idx``."""
+        success, distance = torch.as_tensor(res.success), torch.as_tensor(res.distance)
+        dist = res.info.get("min_distance")
+        if dist is None:
+            dist = torch.where(success, distance, torch.full_like(distance, float("inf")))
+        dist = torch.as_tensor(dist, dtype=torch.float32).detach().cpu()
+        points = self.t[f"minnorm_x_{k}"]
+        points[idx] = torch.as_tensor(res.x_adv).detach().cpu().to(points.dtype)
+        self.t[f"minnorm_dist_{k}"][idx] = torch.where(
+            success.detach().cpu(), dist, torch.full_like(dist, float("inf"))
+        )
+
+
+def _count(stage: dict[str, Any], idx: torch.Tensor, broken: torch.Tensor, queries: Any) -> None:
+    """Add one batch's examples, breaks and query counts to a stage's bookkeeping."""
+    stage["n_attacked"] += int(idx.numel())
+    stage["n_broken"] += int(broken.sum())
+    if queries is not None:
+        q = torch.as_tensor(queries).detach().cpu().double()
+        stage["queries_broken"].extend(q[broken].tolist())
+        stage["queries_sum"] += float(q.sum())
+        stage["queries_count"] += int(q.numel())
+
+
+# ---------------------------------------------------------------------- the evaluation, stage by stage
+class Evaluation:
+    """One evaluation: its stages are the methods below, called in this order by :meth:`run`.
+
+    1. preparation (the constructor): the model, the inputs checked against it, the configuration that keys
+       the checkpoint, and the state (resumed from the checkpoint when it holds this configuration);
+    2. :meth:`detect_randomness`: a model whose output is random is attacked through EOT;
+    3. :meth:`clean_pass`: the clean predictions;
+    4. :meth:`attack_stages`: for each eps, each attack on the examples still robust (:meth:`run_stage`,
+       :meth:`attack_batch`, :meth:`attack_points`), each example keeping its first adversarial example; the
+       minimum-norm stage: a minimum-norm attack runs once and serves every eps (:meth:`minimum_norm_points`);
+    5. :meth:`masking_checks`: the gradient-masking checks;
+    6. :meth:`report`: the typed report.
+
+    Every stage that is done is recorded in the checkpoint and skipped when the run is started again.
+
+    Args:
+        model: a ``torch.nn.Module`` returning logits, or an :class:`advlab.Classifier`.
+        data: an advlab Dataset or a pair ``(x, y)``.
+        settings: the validated settings.
+    """
+
+    def __init__(self, model: nn.Module, data: Any, settings: EvaluationSettings) -> None:
+        self.settings = settings
+        self.clf = as_classifier(model)
+        self.x, self.y = _inputs(data, settings.n, self.clf)
+        self.classes = dataset_classes(data)
+        self.n = self.x.shape[0]
+        self.device = self.clf.device
+        self.config = self._configuration()
+        self.checkpoint = Checkpoint(
+            settings.checkpoint_dir, self.config, file=STATE_FILE, overwrite=settings.overwrite
+        )
+        self.state = _State(self.x, settings.entries, self.checkpoint.load())
+        self.threats = [ThreatModel(settings.norm, e, self.clf.bounds) for e in settings.eps]
+        self.randomized = False
+        self.eot: int | None = None
+        self.attack_model = self.clf
+        self.bar: Any = None
+
+    def _configuration(self) -> dict[str, Any]:
+        """Everything a resumed run must share with the checkpoint: settings, data and model fingerprints."""
+        s = self.settings
+        return {
+            "norm": s.norm,
+            "eps": list(s.eps),
+            "bounds": list(self.clf.bounds),
+            "n": self.n,
+            "batch_size": s.batch_size,
+            "seed": s.seed,
+            "attacks": [e.describe() for e in s.entries],
+            "checks": s.checks,
+            "eot_samples": s.eot_samples,
+            "data_sha256": _sha256_tensors(self.x, self.y),
+            "model_sha256": _model_fingerprint(self.clf),
+        }
+
+    def run(self) -> EvaluationReport:
+        """Run every stage not yet done (in attack mode) and return the report."""
+        t_start = time.perf_counter()
+        with self.clf.attack_mode():
+            self.detect_randomness()
+            self.clean_pass()
+            self.attack_stages()
+            self.masking_checks()
+            if not self.state.meta["done"]:
+                self.state.meta["done"] = True
+                self.state.save(self.checkpoint)
+        log.debug("evaluation finished in %.1f s", time.perf_counter() - t_start)
+        return self.report()
+
+    # ------------------------------------------------------------------ randomness, predictions, clean pass
+    def detect_randomness(self) -> None:
+        """Probe whether two identical calls differ; a random model is attacked through EOT (with a warning)."""
+        meta = self.state.meta
+        if meta["randomized"] is None:
+            probe = self.x[: min(self.n, RANDOMNESS_PROBE)].to(self.device)
+            meta["max_change"] = output_changes(self.clf, probe, stage_seed(self.settings.seed, _CLEAN, 1))
+            meta["randomized"] = meta["max_change"] > checks_mod.RANDOM_TOLERANCE
+        self.randomized = bool(meta["randomized"])
+        if not self.randomized:
+            return
+        self.eot = self.settings.eot_samples or DEFAULT_EOT_SAMPLES
+        self.attack_model = with_eot(self.clf, self.eot)
+        validation.warn(
+            f"model: its output changes between two identical calls (up to {meta['max_change']:.3g} in "
+            f"the logits): it is random (dropout at test time, noise layers...). Attacking it through "
+            f"expectation over transformation with {self.eot} samples per forward pass; accuracies are measured "
+            "with the randomness on.",
+        )
+
+    def judge(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """Predicted labels as reported: one draw of the model, seeded by ``seed`` when it is random."""
+        with seeded(seed, self.device, self.randomized):
+            return predict(self.clf, x, batch_size=self.settings.batch_size)
+
+    def clean_pass(self) -> None:
+        """Predict the clean inputs; the correctly classified ones enter the cascade."""
+        meta, t = self.state.meta, self.state.t
+        if meta["clean_done"]:
+            return
+        t0 = time.perf_counter()
+        pred = self.judge(self.x, stage_seed(self.settings.seed, _CLEAN))
+        t["pred_clean"] = pred
+        t["pred_adv"] = pred.clone()
+        t["correct"] = pred == self.y
+        meta["clean_done"] = True
+        meta["clean_wall_s"] = time.perf_counter() - t0
+        self.state.save(self.checkpoint)
+
+    # ------------------------------------------------------------------ the cascade
+    def attack_stages(self) -> None:
+        """For each eps (ascending), each attack of the cascade in order: one stage each."""
+        s = self.settings
+        if s.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(s.eps) * len(s.entries), desc="evaluate", unit="stage", leave=False)
+        try:
+            for i in range(len(s.eps)):
+                for k, entry in enumerate(s.entries):
+                    self.run_stage(i, k, entry)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    def run_stage(self, i: int, k: int, entry: CascadeEntry) -> None:
+        """Attack ``k`` at eps ``i`` on the examples still robust, batch by batch (resuming after the last done)."""
+        st = self.state.stage(i, k)
+        if not st["done"]:
+            batches = self._batches(i, k, entry, st)
+            for b in range(st["batches_done"], len(batches)):
+                self.attack_batch(i, k, b, entry, batches[b])
+            st["done"] = True
+            self.state.save(self.checkpoint)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def _batches(self, i: int, k: int, entry: CascadeEntry, st: dict[str, Any]) -> list[torch.Tensor]:
+        """Indices of the examples still robust before stage (i, k), in batches (one for re-checked points)."""
+        start = (self.state.t["correct"] & ~self.state.broken_before(i, k)).nonzero().flatten()
+        batches = list(torch.split(start, self.settings.batch_size)) if start.numel() else []
+        st["n_batches"] = len(batches)
+        if type(entry.config).minimum_norm and i > 0:
+            batches = [start] if start.numel() else []  # no attack: re-check the stored points
+        return batches
+
+    def attack_batch(self, i: int, k: int, b: int, entry: CascadeEntry, idx: torch.Tensor) -> None:
+        """Batch ``b`` of stage (i, k): attack (seeded by the stage), verify, keep the breaks, save."""
+        st = self.state.stage(i, k)
+        t0 = time.perf_counter()
+        g = stage_seed(self.settings.seed, i, k, b)
+        x_b, y_b = self.x[idx].to(self.device), self.y[idx].to(self.device)
+        if type(entry.config).minimum_norm:
+            x_cand, found, queries = self.minimum_norm_points(i, k, entry, idx, x_b, y_b, g)
+        else:
+            x_cand, found, queries = self.attack_points(i, entry, x_b, y_b, g)
+        pred = self.judge(x_cand, g + 1)
+        broken = found & (pred != self.y[idx])
+        self.state.record(idx, x_cand, pred, broken, i, k)
+        _count(st, idx, broken, queries)
+        st["wall_s"] += time.perf_counter() - t0
+        st["batches_done"] = b + 1
+        self.state.save(self.checkpoint)
+        if self.bar is not None:
+            robust = int(self.state.t["correct"].sum() - (self.state.t["broken_eps"] >= 0).sum())
+            self.bar.set_postfix(
+                eps=f"{self.settings.eps[i]:g}", attack=entry.label, robust=f"{100 * robust / self.n:.1f}%"
+            )
+
+    def attack_points(
+        self, i: int, entry: CascadeEntry, x_b: torch.Tensor, y_b: torch.Tensor, g: int
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``(candidates, found, queries)`` of attack ``entry`` at eps ``i``: every returned point is a candidate."""
+        with seeded(g, self.device, self.randomized):
+            res = entry.config(self.attack_model, x_b, y_b, self.threats[i], generator=g)
+        return torch.as_tensor(res.x_adv).detach().cpu(), torch.ones(x_b.shape[0], dtype=torch.bool), res.queries
+
+    def minimum_norm_points(
+        self, i: int, k: int, entry: CascadeEntry, idx: torch.Tensor, x_b: torch.Tensor, y_b: torch.Tensor, g: int
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """The minimum-norm stage: ``(candidates, found, queries)`` of minimum-norm attack ``k`` at eps ``i``.
+
+        The attack runs once, at the first eps, with the largest eps as its threat model; its points are stored,
+        and at every eps they are projected onto that eps-ball and re-checked (a point found within a smaller
+        distance stays adversarial after the projection).
+        """
+        queries = None
+        if i == 0:
+            with seeded(g, self.device, self.randomized):
+                res = entry.config(self.attack_model, x_b, y_b, self.threats[-1], generator=g)
+            self.state.store_minimum_norm(k, idx, res)
+            queries = res.queries
+        found = torch.isfinite(self.state.t[f"minnorm_dist_{k}"][idx])
+        x_cand = self.threats[i].project(self.state.t[f"minnorm_x_{k}"][idx].to(self.device), x_b).cpu()
+        return x_cand, found, queries
+
+    # ------------------------------------------------------------------ gradient-masking checks
+    def masking_checks(self) -> None:
+        """Run the checks once (stored in the checkpoint); each failed check warns, fresh or resumed."""
+        if not self.settings.checks:
+            return
+        meta = self.state.meta
+        if meta["checks"] is None:
+            t0 = time.perf_counter()
+            meta["checks"] = [dataclasses.asdict(c) for c in self._run_checks()]
+            meta["checks_wall_s"] = time.perf_counter() - t0
+            self.state.save(self.checkpoint)
+        for c in meta["checks"]:  # the warning points at the caller; randomness warned when it was detected
+            if c["status"] == "fail" and c["name"] != "randomness":
+                validation.warn(f"gradient-masking check failed: {c['title']}: {c['detail']}. {c['meaning']}")
+
+    def _run_checks(self) -> list[CheckResult]:
+        """Every check, on the first clean-correct examples (skipped when there is none)."""
+        idx = self.state.t["correct"].nonzero().flatten()[: checks_mod.CHECK_EXAMPLES]
+        randomness = checks_mod.check_randomness(float(self.state.meta["max_change"]), self.eot)
+        if idx.numel() == 0:
+            return [randomness, *_skipped_checks("no correctly classified example to run the check on")]
+        context = self._check_context(idx)
+        with seeded(context.seed, self.device, self.randomized):  # a random model draws from the seeded RNG
+            return checks_mod.run_checks(context, randomness)
+
+    def _check_context(self, idx: torch.Tensor) -> checks_mod.CheckContext:
+        """What the checks need: the check examples, the judge, and the cascade's outcome on them."""
+        last = len(self.settings.eps) - 1
+        be = self.state.t["broken_eps"][idx]
+        return checks_mod.CheckContext(
+            model=self.attack_model,
+            judge=lambda x, s: self.judge(x, s).to(self.device),
+            x=self.x[idx].to(self.device),
+            y=self.y[idx].to(self.device),
+            norm=self.settings.norm,
+            eps_max=self.settings.eps[last],
+            bounds=self.clf.bounds,
+            seed=stage_seed(self.settings.seed, _CHECKS),
+            n_correct=int(self.state.t["correct"].sum()),
+            blackbox_breaks=self._blackbox_breaks(),
+            robust_at_max=((be < 0) | (be > last)).to(self.device),
+        )
+
+    def _blackbox_breaks(self) -> list[tuple[float, str, int]]:
+        """``(eps, attack, examples broken)`` of each gradient-free stage that follows a gradient attack."""
+        out = []
+        for i, e in enumerate(self.settings.eps):
+            seen_whitebox = False
+            for k, entry in enumerate(self.settings.entries):
+                if type(entry.config).needs_gradients:
+                    seen_whitebox = True
+                elif seen_whitebox:
+                    out.append((e, entry.label, int(self.state.stage(i, k)["n_broken"])))
+        return out
+
+    # ------------------------------------------------------------------ the report
+    def report(self) -> EvaluationReport:
+        """The typed report of the (finished) evaluation."""
+        s, meta = self.settings, self.state.meta
+        n_correct = int(self.state.t["correct"].sum())
+        lo, hi = wilson_interval(n_correct, self.n)
+        delta = self.state.t["x_adv"] - self.x
+        norms = {p: norm_of(delta, p) for p in ("linf", "l2")}
+        wall = meta["clean_wall_s"] + meta["checks_wall_s"] + sum(st["wall_s"] for st in meta["stages"].values())
+        return EvaluationReport(
+            model=_model_name(self.clf),
+            norm=s.norm,
+            eps=list(s.eps),
+            bounds=self.clf.bounds,
+            n=self.n,
+            clean_accuracy=n_correct / self.n,
+            clean_ci=Interval(lo, hi),
+            results=[self._eps_result(i, norms) for i in range(len(s.eps))],
+            checks=[CheckResult(**c) for c in (meta["checks"] or [])],
+            attacks=[e.describe() for e in s.entries],
+            settings=self._report_settings(),
+            seed=s.seed,
+            randomized=self.randomized,
+            eot_samples=self.eot,
+            wall_time_s=float(wall),
+            provenance=provenance(device=str(self.clf.device)),
+            model_card=dict(self.clf.card) or None,
+            examples=self._examples(),
+            classes=self.classes,
+            x=self.x,
+            x_adv=self.state.t["x_adv"].clone(),
+        )
+
+    def _eps_result(self, i: int, norms: dict[str, torch.Tensor]) -> EpsResult:
+        """Robust accuracy, its interval, the stages, who broke what and the perturbation norms at eps ``i``."""
+        correct, be, ba = self.state.t["correct"], self.state.t["broken_eps"], self.state.t["broken_attack"]
+        n_correct = int(correct.sum())
+        broken = (be >= 0) & (be <= i)
+        n_robust = int((correct & ~broken).sum())
+        lo, hi = wilson_interval(n_robust, self.n)
+        by = {"clean": self.n - n_correct}
+        for k, entry in enumerate(self.settings.entries):
+            by[entry.label] = int((broken & (ba == k)).sum())
+        return EpsResult(
+            eps=self.settings.eps[i],
+            n=self.n,
+            clean_accuracy=n_correct / self.n,
+            robust_accuracy=n_robust / self.n,
+            n_robust=n_robust,
+            ci=Interval(lo, hi),
+            stages=[self._stage_result(i, k) for k in range(len(self.settings.entries))],
+            broken_by=by,
+            perturbation={p: _norm_stats(v[broken]) for p, v in norms.items()},
+        )
+
+    def _stage_result(self, i: int, k: int) -> StageResult:
+        st = self.state.stage(i, k)
+        after = self.state.t["correct"] & ~self.state.broken_before(i, k + 1)
+        qb = st["queries_broken"]
+        return StageResult(
+            attack=self.settings.entries[k].label,
+            eps=self.settings.eps[i],
+            n_attacked=int(st["n_attacked"]),
+            n_broken=int(st["n_broken"]),
+            success_rate=(st["n_broken"] / st["n_attacked"]) if st["n_attacked"] else None,
+            accuracy_after=int(after.sum()) / self.n,
+            wall_time_s=float(st["wall_s"]),
+            queries_median=float(np.median(qb)) if qb else None,
+            queries_mean=(st["queries_sum"] / st["queries_count"]) if st["queries_count"] else None,
+        )
+
+    def _examples(self) -> dict[str, list[Any]]:
+        """Per-example outcomes: robust per eps, who broke it and at which eps, labels and predictions."""
+        t, eps, labels = self.state.t, self.settings.eps, [e.label for e in self.settings.entries]
+        correct, be, ba = t["correct"].tolist(), t["broken_eps"].tolist(), t["broken_attack"].tolist()
+        return {
+            "robust": [[correct[j] and not (0 <= be[j] <= i) for i in range(len(eps))] for j in range(self.n)],
+            "broken_by": [
+                "clean" if not correct[j] else (labels[ba[j]] if be[j] >= 0 else None) for j in range(self.n)
+            ],
+            "broken_eps": [0.0 if not correct[j] else (eps[be[j]] if be[j] >= 0 else None) for j in range(self.n)],
+            "label": self.y.tolist(),
+            "pred_clean": t["pred_clean"].tolist(),
+            "pred_adv": t["pred_adv"].tolist(),
+        }
+
+    def _report_settings(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "preset": s.preset,
+            "n": self.n,
+            "batch_size": s.batch_size,
+            "checks": s.checks,
+            "eot_samples": self.eot,
+            "checkpoint_dir": str(s.checkpoint_dir) if s.checkpoint_dir is not None else None,
+            "ci": "95% Wilson score interval",
+            "config_hash": config_hash(self.config),
+            "data_sha256": self.config["data_sha256"],
+            "model_sha256": self.config["model_sha256"],
+        }
+
+
+def _skipped_checks(reason: str) -> list[CheckResult]:
+    return [
+        CheckResult(name=nm, title=nm, status="skipped", value=None, threshold=None, detail=reason, meaning="")
+        for nm in _CHECK_NAMES
+    ]
 
 
 def _norm_stats(values: torch.Tensor) -> NormStats:
@@ -545,111 +739,3 @@ def _norm_stats(values: torch.Tensor) -> NormStats:
         return NormStats(mean=None, median=None, max=None, count=0)
     v = values.double()
     return NormStats(mean=float(v.mean()), median=float(v.median()), max=float(v.max()), count=int(v.numel()))
-
-
-def _build_report(
-    clf, state, entries, eps_list, norm, N, preset, batch_size, seed, eot, classes, x_all, y_all, checks, checkpoint_dir
-) -> EvaluationReport:
-    correct = state.t["correct"]
-    be, ba = state.t["broken_eps"], state.t["broken_attack"]
-    n_correct = int(correct.sum())
-    clean_acc = n_correct / N
-    delta = state.t["x_adv"] - x_all
-    linf, l2 = norm_of(delta, "linf"), norm_of(delta, "l2")
-    labels = [e.label for e in entries]
-    results = []
-    for i, e in enumerate(eps_list):
-        stages = []
-        for k, entry in enumerate(entries):
-            st = state.stage(i, k)
-            broken_upto = (be >= 0) & ((be < i) | ((be == i) & (ba <= k)))
-            acc_after = int((correct & ~broken_upto).sum()) / N
-            qb = st["queries_broken"]
-            stages.append(
-                StageResult(
-                    attack=entry.label,
-                    eps=e,
-                    n_attacked=int(st["n_attacked"]),
-                    n_broken=int(st["n_broken"]),
-                    success_rate=(st["n_broken"] / st["n_attacked"]) if st["n_attacked"] else None,
-                    accuracy_after=acc_after,
-                    wall_time_s=float(st["wall_s"]),
-                    queries_median=float(np.median(qb)) if qb else None,
-                    queries_mean=(st["queries_sum"] / st["queries_count"]) if st["queries_count"] else None,
-                )
-            )
-        broken = (be >= 0) & (be <= i)
-        n_robust = int((correct & ~broken).sum())
-        lo, hi = wilson_interval(n_robust, N)
-        by = {"clean": N - n_correct}
-        for k, lab in enumerate(labels):
-            by[lab] = int((broken & (ba == k)).sum())
-        results.append(
-            EpsResult(
-                eps=e,
-                n=N,
-                clean_accuracy=clean_acc,
-                robust_accuracy=n_robust / N,
-                n_robust=n_robust,
-                ci=Interval(lo, hi),
-                stages=stages,
-                broken_by=by,
-                perturbation={"linf": _norm_stats(linf[broken]), "l2": _norm_stats(l2[broken])},
-            )
-        )
-    robust = [[bool(correct[j]) and not (0 <= int(be[j]) <= i) for i in range(len(eps_list))] for j in range(N)]
-    broken_by = [
-        "clean" if not bool(correct[j]) else (labels[int(ba[j])] if int(be[j]) >= 0 else None) for j in range(N)
-    ]
-    broken_eps = [
-        0.0 if not bool(correct[j]) else (eps_list[int(be[j])] if int(be[j]) >= 0 else None) for j in range(N)
-    ]
-    examples = {
-        "robust": robust,
-        "broken_by": broken_by,
-        "broken_eps": broken_eps,
-        "label": y_all.tolist(),
-        "pred_clean": state.t["pred_clean"].tolist(),
-        "pred_adv": state.t["pred_adv"].tolist(),
-    }
-    lo, hi = wilson_interval(n_correct, N)
-    wall = (
-        state.meta["clean_wall_s"]
-        + state.meta["checks_wall_s"]
-        + sum(s["wall_s"] for s in state.meta["stages"].values())
-    )
-    settings = {
-        "preset": preset,
-        "n": N,
-        "batch_size": batch_size,
-        "checks": bool(checks),
-        "eot_samples": eot,
-        "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir is not None else None,
-        "ci": "95% Wilson score interval",
-        "config_hash": state.meta["config_hash"],
-        "data_sha256": state.meta["config"]["data_sha256"],
-        "model_sha256": state.meta["config"]["model_sha256"],
-    }
-    return EvaluationReport(
-        model=_model_name(clf),
-        norm=norm,
-        eps=list(eps_list),
-        bounds=tuple(clf.bounds),
-        n=N,
-        clean_accuracy=clean_acc,
-        clean_ci=Interval(lo, hi),
-        results=results,
-        checks=[CheckResult(**c) for c in (state.meta["checks"] or [])],
-        attacks=[e.describe() for e in entries],
-        settings=settings,
-        seed=seed,
-        randomized=bool(state.meta["randomized"]),
-        eot_samples=eot,
-        wall_time_s=float(wall),
-        provenance=provenance(device=str(clf.device)),
-        model_card=dict(clf.card) or None,
-        examples=examples,
-        classes=classes,
-        x=x_all,
-        x_adv=state.t["x_adv"].clone(),
-    )

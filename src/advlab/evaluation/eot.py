@@ -43,8 +43,8 @@ class EOT(nn.Module):
 
 def with_eot(clf: Classifier, samples: int) -> Classifier:
     """A :class:`~advlab.models.Classifier` like ``clf`` whose forward pass averages ``samples`` draws."""
-    mean = clf.mean.tolist() if clf.has_normalization else None
-    std = clf.std.tolist() if clf.has_normalization else None
+    mean = torch.as_tensor(clf.mean).tolist() if clf.has_normalization else None
+    std = torch.as_tensor(clf.std).tolist() if clf.has_normalization else None
     out = Classifier(
         EOT(clf.module, samples),
         mean=mean,
