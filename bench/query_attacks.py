@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             if "square" not in ATTACKS.names():
                 print("square: not registered, skipped", file=sys.stderr)
                 continue
-            res = ATTACKS.get("square")(n_queries=cap)(model, x, y, linf, generator=args.seed)
+            res = ATTACKS.get("square")(max_queries=cap)(model, x, y, linf, generator=args.seed)
             q = torch.as_tensor(res.queries)
             first = torch.where(torch.as_tensor(res.success), q, torch.full_like(q, -1))
             threat, spent = linf, int(q.sum())

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
             x,
             y,
             threat,
-            n_queries=queries,
+            max_queries=queries,
             restarts=restarts,
             generator=seed,
             p_init=P_INIT if args.p_init is None else args.p_init,

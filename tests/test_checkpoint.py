@@ -38,3 +38,8 @@ def test_no_directory_means_no_checkpoint(tmp_path):
     ckpt = Checkpoint(None, {"a": 1})
     ckpt.save({"x": torch.zeros(1)}, {})
     assert ckpt.load() is None and ckpt.path is None
+
+
+def test_overwrite_discards_an_unreadable_file(tmp_path):
+    (tmp_path / "state.safetensors").write_bytes(b"not a checkpoint")
+    assert Checkpoint(tmp_path, {}, overwrite=True).load() is None

@@ -85,7 +85,13 @@ class Checkpoint:
         path = self.path
         if path is None or not path.exists():
             return None
-        meta = self._read_meta(path)
+        try:
+            meta = self._read_meta(path)
+        except ValueError:
+            if not self.overwrite:
+                raise
+            log.info("discarding the unreadable checkpoint %s (overwrite asked)", path)
+            return None
         if meta.get("config_hash") != self.hash:
             if self.overwrite:
                 log.info("discarding the checkpoint in %s (another configuration; overwrite asked)", self.directory)

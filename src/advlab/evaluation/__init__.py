@@ -5,7 +5,7 @@ Example:
     >>> print(report.headline())
 """
 
-from advlab.evaluation.engine import evaluate
+from advlab.evaluation.engine import Evaluation, EvaluationSettings, evaluate
 from advlab.evaluation.eot import EOT, with_eot
 from advlab.evaluation.presets import ALIASES, PRESETS, resolve_attacks
 from advlab.evaluation.report import (
@@ -24,7 +24,9 @@ __all__ = [
     "PRESETS",
     "CheckResult",
     "EpsResult",
+    "Evaluation",
     "EvaluationReport",
+    "EvaluationSettings",
     "Interval",
     "NormStats",
     "StageResult",
