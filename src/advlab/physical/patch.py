@@ -1,8 +1,9 @@
 """Adversarial patch (Brown et al. 2017): a universal, location-independent patch that makes a model predict one class.
 
-:func:`apply_patch` pastes a patch into images at given locations, scales and angles (differentiable, via
-``grid_sample``); :func:`train_patch` learns the patch over a data set with random placements (expectation
-over transformation, as in the paper); :func:`patch_success_rate` measures it on held-out images.
+:func:`apply_patch` pastes a patch into images at given locations, scales and angles (differentiable; the warp
+is :func:`~advlab.physical.transforms.affine`, the geometry of the image transformations); :func:`train_patch`
+learns the patch over a data set with random placements (expectation over transformation, as in the paper);
+:func:`patch_success_rate` measures it on held-out images.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab import validation
+from advlab.attacks.base import make_generator
 from advlab.models import as_classifier
+from advlab.physical.transforms import affine, compose_affine, rotation_matrix, scaling_matrix, translation_matrix
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +90,19 @@ def apply_patch(
     _, h, w = patch.shape
     dev = x.device
     s = torch.as_tensor(scale, dtype=torch.float64).expand(n).to(dev)
-    a = torch.deg2rad(torch.as_tensor(angle, dtype=torch.float64).expand(n)).to(dev)
-    bh, bw = _extent(h, w, s, a)
+    degrees = torch.as_tensor(angle, dtype=torch.float64).expand(n).to(dev)
+    bh, bw = _extent(h, w, s, torch.deg2rad(degrees))
     tl = torch.as_tensor(top_left, dtype=torch.float64).to(dev)
-    cy, cx = tl[:, 0] + bh / 2, tl[:, 1] + bw / 2
-    # image pixel centres relative to the patch centre, mapped back into patch pixel coordinates
-    yy = torch.arange(hh, dtype=torch.float64, device=dev)[None, :, None] + 0.5 - cy[:, None, None]
-    xx = torch.arange(ww, dtype=torch.float64, device=dev)[None, None, :] + 0.5 - cx[:, None, None]
-    cos, sin = a.cos()[:, None, None], a.sin()[:, None, None]
-    # inverse of a visual counter-clockwise rotation (y down), then of the scaling
-    px = (cos * xx - sin * yy) / s[:, None, None] + w / 2
-    py = (sin * xx + cos * yy) / s[:, None, None] + h / 2
-    grid = torch.stack([2 * px / w - 1, 2 * py / h - 1], -1).to(x.dtype)
+    # the patch centre (x, y) relative to the image centre; image pixels are mapped back into the patch:
+    # shifted to the patch centre, turned back, scaled back (output-to-input maps, as for every warp)
+    centre = torch.stack([tl[:, 1] + bw / 2 - ww / 2, tl[:, 0] + bh / 2 - hh / 2], 1)
+    to_patch = compose_affine(
+        scaling_matrix(s, n), compose_affine(rotation_matrix(degrees, n), translation_matrix(-centre))
+    )
     m = mask if mask is not None else torch.ones(1, h, w, dtype=x.dtype)
     m = m.to(dev, x.dtype)
     src = torch.cat([patch.to(dev, x.dtype) * m, m], 0)[None].expand(n, c + 1, h, w)
-    warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped = affine(src, to_patch, size=(hh, ww), padding="zeros")
     p, mm = warped[:, :c], warped[:, c:]
     return x * (1 - mm) + p
 
@@ -200,8 +200,6 @@ class AdversarialPatch:
 
     def apply(self, x: torch.Tensor, generator: torch.Generator | int | None = None) -> torch.Tensor:
         """Paste the patch at random placements (from ``generator``) into ``x``."""
-        from advlab.attacks.base import make_generator
-
         g = make_generator(generator)
         pl = sample_placements(
             x.shape[0], tuple(x.shape[2:]), tuple(self.patch.shape[1:]), g, scale=self.scale, rotation=self.rotation
@@ -267,8 +265,6 @@ def train_patch(
         >>> p = train_patch(clf, x_train[:5000], target=3, patch_size=8, rotation=(-20, 20), epochs=3)
         >>> patch_success_rate(clf, x_test, p, y=y_test)
     """
-    from advlab.attacks.base import make_generator
-
     clf, x_t = _check_images(model, x)
     num_classes = clf.num_classes
     target = validation.check_int("target", target, minimum=0, maximum=(num_classes - 1) if num_classes else None)
@@ -349,8 +345,6 @@ def patch_success_rate(
     Example:
         >>> patch_success_rate(clf, x_test, patch, y=y_test, draws=5, generator=1)
     """
-    from advlab.attacks.base import make_generator
-
     clf, x_t = _check_images(model, x)
     draws = validation.check_int("draws", draws, minimum=1)
     if y is not None:
