@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab import validation
+from advlab.attacks.registry import AttackConfig, make_attack
 from advlab.models import Classifier, as_classifier
 from advlab.physical.transforms import Transform, parse_transform, with_jpeg_method
 
@@ -171,8 +172,6 @@ def eot_attack(
     Example:
         >>> result = eot_attack("pgd", clf, x, y, ThreatModel("linf", 0.2), "noise=0..0.1", samples=20)
     """
-    from advlab.attacks.registry import AttackConfig, make_attack
-
     cfg = make_attack(attack, norm=threat.norm) if isinstance(attack, str) else attack
     if not isinstance(cfg, AttackConfig):
         raise TypeError(f"attack: expected an attack name or an AttackConfig, got {type(attack).__name__}")
