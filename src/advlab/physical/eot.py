@@ -78,17 +78,16 @@ class ExpectationOverTransformation(nn.Module):
         self.generator.manual_seed(self.seed if seed is None else validation.check_int("seed", seed, minimum=0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = None
-        acc = None
-        for _ in range(self.samples):
-            out = self.model(self.transform(x, self.generator))
-            if self.average == "log_probs":
-                out = F.log_softmax(out, dim=1)
-            if first is None:
-                first, acc = out, torch.zeros_like(out)
-            else:
-                acc = acc + (out - first)
+        first = self._sample(x)
+        acc = torch.zeros_like(first)
+        for _ in range(self.samples - 1):
+            acc = acc + (self._sample(x) - first)
         return first + acc / self.samples
+
+    def _sample(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output (logits or log-probabilities) on one random transformation of ``x``."""
+        out = self.model(self.transform(x, self.generator))
+        return F.log_softmax(out, dim=1) if self.average == "log_probs" else out
 
     def extra_repr(self) -> str:
         return (

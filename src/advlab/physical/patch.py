@@ -41,6 +41,11 @@ def _pair(name: str, value: Any) -> tuple[int, int]:
     return v, v
 
 
+def _hw(shape: Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` from the last two sizes."""
+    return int(shape[-2]), int(shape[-1])
+
+
 def patch_mask(size: tuple[int, int], shape: str = "square") -> torch.Tensor:
     """The patch's support, ``(1, h, w)`` of 0/1: all ones, or the inscribed disc for ``"circle"``."""
     validation.check_choice("shape", shape, SHAPES)
@@ -202,7 +207,7 @@ class AdversarialPatch:
         """Paste the patch at random placements (from ``generator``) into ``x``."""
         g = make_generator(generator)
         pl = sample_placements(
-            x.shape[0], tuple(x.shape[2:]), tuple(self.patch.shape[1:]), g, scale=self.scale, rotation=self.rotation
+            x.shape[0], _hw(x.shape[2:]), _hw(self.patch.shape[1:]), g, scale=self.scale, rotation=self.rotation
         )
         return apply_patch(x, self.patch, pl.top_left, scale=pl.scale, angle=pl.angle, mask=self.mask)
 
@@ -314,7 +319,7 @@ class _PatchTraining:
     def step(self, xb: torch.Tensor) -> float:
         """One Adam step on ``-mean log p(target)`` over random placements, then back into the box."""
         s = self.s
-        pl = sample_placements(xb.shape[0], tuple(xb.shape[2:]), s.size, self.g, scale=s.scale, rotation=s.rotation)
+        pl = sample_placements(xb.shape[0], _hw(xb.shape[2:]), s.size, self.g, scale=s.scale, rotation=s.rotation)
         xp = apply_patch(xb, self.patch, pl.top_left, scale=pl.scale, angle=pl.angle, mask=self.mask)
         logp = F.log_softmax(self.clf(xp), dim=1)[:, self.target]
         loss = -logp.mean()
@@ -379,7 +384,7 @@ def train_patch(
     num_classes = clf.num_classes
     target = validation.check_int("target", target, minimum=0, maximum=(num_classes - 1) if num_classes else None)
     settings = PatchSettings.check(
-        tuple(x_t.shape[2:]),
+        _hw(x_t.shape[2:]),
         patch_size=patch_size,
         shape=shape,
         scale=scale,
