@@ -115,3 +115,23 @@ def test_keep_best_returns_the_best_end_of_pass_perturbation(softmax_model, digi
     assert best.fooling_rate == pytest.approx(max(best.history))
     assert last.fooling_rate == pytest.approx(last.history[-1])
     assert fooling_rate(softmax_model, x, best.perturbation) == pytest.approx(best.fooling_rate)
+
+
+def test_old_deepfool_setting_names_still_work_with_a_future_warning(softmax_model, digits):
+    # deepfool_max_iter -> deepfool_steps, num_classes -> candidates (DeepFool's own names), one release
+    x = digits["x_train"][:30]
+    threat = ThreatModel("linf", 0.2)
+    new = universal_perturbation(softmax_model, x, threat, max_passes=1, deepfool_steps=3, candidates=4)
+    with pytest.warns(FutureWarning, match="is now called") as caught:
+        old = universal_perturbation(softmax_model, x, threat, max_passes=1, deepfool_max_iter=3, num_classes=4)
+    said = [str(w.message) for w in caught]
+    assert any("'deepfool_max_iter' is now called 'deepfool_steps'" in m for m in said)
+    assert any("'num_classes' is now called 'candidates'" in m for m in said)
+    assert torch.equal(new.perturbation, old.perturbation) and new.deepfool_calls == old.deepfool_calls
+    # the settings really reach DeepFool: one step per point changes the result
+    one = universal_perturbation(softmax_model, x, threat, max_passes=1, deepfool_steps=1, candidates=4)
+    assert not torch.equal(one.perturbation, new.perturbation)
+    with pytest.raises(TypeError, match="deepfool_steps"):
+        universal_perturbation(softmax_model, x, threat, deepfool_steps=3, deepfool_max_iter=3)
+    with pytest.raises(ValueError, match="deepfool_steps"):
+        universal_perturbation(softmax_model, x, threat, deepfool_steps=0)

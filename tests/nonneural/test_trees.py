@@ -131,3 +131,21 @@ def test_errors(digits):
         tree_attack(tree, x + 2, y)
     with pytest.raises(TypeError, match="RandomForest"):
         forest_attack(tree, x, y)
+
+
+def test_forest_attack_steps_bound_the_moves_and_max_iter_still_works(digits):
+    xf = digits["x_train"][:400].reshape(400, -1).numpy()
+    yf = digits["y_train"][:400].numpy()
+    rf = RandomForestClassifier(n_estimators=6, max_depth=5, random_state=0).fit(xf, yf)
+    x = digits["x_test"][:15].reshape(15, -1).numpy()
+    y = digits["y_test"][:15].numpy()
+    one = forest_attack(rf, x, y, steps=1, candidates=3)
+    more = forest_attack(rf, x, y, steps=20, candidates=3)
+    assert one.success.sum() < more.success.sum()  # one leaf move per example is not enough for every example
+    with pytest.warns(FutureWarning, match="'max_iter' is now called 'steps'"):
+        old = forest_attack(rf, x, y, max_iter=1, candidates=3)
+    np.testing.assert_array_equal(old.x_adv, one.x_adv)
+    with pytest.raises(TypeError, match="steps"):
+        forest_attack(rf, x, y, steps=1, max_iter=1)
+    with pytest.raises(ValueError, match="steps"):
+        forest_attack(rf, x, y, steps=0)

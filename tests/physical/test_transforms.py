@@ -19,12 +19,17 @@ from advlab.physical import (
     Perspective,
     Rotation,
     Scaling,
+    affine,
+    compose_affine,
     gaussian_blur,
     jpeg_dct,
     jpeg_round_trip,
     parse_transform,
     rotate,
+    rotation_matrix,
     scale,
+    scaling_matrix,
+    translation_matrix,
 )
 
 
@@ -233,3 +238,31 @@ def test_transforms_refuse_non_images():
         GaussianBlur(1.0)(torch.rand(4, 64))
     with pytest.raises(ValueError, match="channels"):
         jpeg_round_trip(torch.rand(1, 2, 8, 8), 50)
+
+
+def test_affine_maps_compose_like_the_warps_they_describe():
+    # rotations add up, a zoom's inverse undoes it, translations add: checked on the matrices themselves
+    both = compose_affine(rotation_matrix(30.0), rotation_matrix(60.0))
+    assert torch.allclose(both, rotation_matrix(90.0), atol=1e-12)
+    assert torch.allclose(compose_affine(scaling_matrix(2.0), scaling_matrix(0.5)), scaling_matrix(1.0), atol=0)
+    shift = compose_affine(
+        translation_matrix(torch.tensor([[1.0, 2.0]])), translation_matrix(torch.tensor([[3.0, -5.0]]))
+    )
+    assert torch.equal(shift, translation_matrix(torch.tensor([[4.0, -3.0]])))
+    # p -> outer(inner(p)) on a point, by hand: inner doubles the content (halves coordinates), outer shifts
+    m = compose_affine(translation_matrix(torch.tensor([[1.0, 0.0]])), scaling_matrix(2.0))
+    assert torch.allclose(m[0] @ torch.tensor([4.0, 6.0, 1.0], dtype=torch.float64), torch.tensor([3.0, 3.0]).double())
+
+
+def test_affine_into_a_larger_canvas_pastes_the_image_and_pads_with_zeros():
+    x = torch.rand(2, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    eye = translation_matrix(torch.zeros(2, 2))
+    out = affine(x, eye, size=(8, 10), padding="zeros")
+    assert out.shape == (2, 3, 8, 10)
+    assert torch.allclose(out[:, :, 2:6, 2:8], x, atol=1e-6)  # centred, pixel for pixel
+    out[:, :, 2:6, 2:8] = 0
+    assert float(out.abs().max()) <= 1e-6  # zeros around it (up to float rounding of the weights)
+    # the same map with the default size and padding is the identity warp
+    assert torch.allclose(affine(x, eye), x, atol=1e-6)
+    with pytest.raises(ValueError, match="padding"):
+        affine(x, eye, padding="reflect")

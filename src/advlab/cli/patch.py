@@ -69,11 +69,7 @@ def _range(text: str, name: str) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from advlab import io
-    from advlab.physical.patch import AdversarialPatch, patch_success_rate, train_patch
-    from advlab.provenance import provenance
+    from advlab.physical.patch import patch_success_rate, train_patch
     from advlab.zoo import load_model
 
     check_output_dir(args.out)
@@ -100,17 +96,41 @@ def run(args: argparse.Namespace) -> int:
         generator=args.seed,
     )
     rate = patch_success_rate(model, test.x, patch, y=test.y, draws=args.draws, generator=args.seed + 1)
-    lo, hi = model.bounds
-    control = AdversarialPatch(
-        lo + (hi - lo) * torch.rand(patch.patch.shape, generator=torch.Generator().manual_seed(args.seed + 2)),
-        patch.mask,
-        patch.target,
-        patch.scale,
-        patch.rotation,
-    )
+    control = _random_patch_like(patch, model.bounds, args.seed + 2)
     base = patch_success_rate(model, test.x, control, y=test.y, draws=args.draws, generator=args.seed + 1)
     out = output_dir(args.out)
-    record = {
+    record = _record(args, patch, rate, base, model, data_name, train, test, device)
+    written = _write(out, record, patch, model, test, args.seed + 3, device)
+    log.info(
+        "patch %dx%d for class %d: success rate %.3f on held-out images (random patch %.3f), trained in %.1fs",
+        args.patch_size,
+        args.patch_size,
+        args.target,
+        rate,
+        base,
+        patch.seconds,
+    )
+    log.info("wrote %s", ", ".join(map(str, written)))
+    return 0
+
+
+def _random_patch_like(patch, bounds: tuple[float, float], seed: int):
+    """The control: a uniformly random patch of the same size, shape and placement ranges."""
+    import torch
+
+    from advlab.physical.patch import AdversarialPatch
+
+    lo, hi = bounds
+    pixels = lo + (hi - lo) * torch.rand(patch.patch.shape, generator=torch.Generator().manual_seed(seed))
+    return AdversarialPatch(pixels, patch.mask, patch.target, patch.scale, patch.rotation)
+
+
+def _record(
+    args: argparse.Namespace, patch, rate: float, base: float, model, data_name: str, train, test, device
+) -> dict:
+    from advlab.provenance import provenance
+
+    return {
         "target": args.target,
         "patch_size": args.patch_size,
         "shape": args.shape,
@@ -131,33 +151,36 @@ def run(args: argparse.Namespace) -> int:
         "device": str(device),
         "provenance": provenance(),
     }
-    io.write_json(out / "result.json", record)
+
+
+def _write(out: Path, record: dict, patch, model, test, seed: int, device) -> list[Path]:
+    """DIR/result.json, DIR/patch.safetensors and DIR/examples.png; the paths written."""
     from safetensors.torch import save as st_save
 
+    from advlab import io
+
+    io.write_json(out / "result.json", record)
     written = [out / "result.json", out / "patch.safetensors"]
     io.write_bytes(
         out / "patch.safetensors",
         st_save({"patch": patch.patch.cpu().contiguous(), "mask": patch.mask.cpu().contiguous()}),
     )
     try:
-        from advlab.reports.figures import example_grid
-
-        x = test.x[:8].to(device)
-        xp = patch.apply(x, args.seed + 3)
-        with torch.no_grad():
-            pc, pp = model(x).argmax(1).cpu(), model(xp).argmax(1).cpu()
-        io.write_bytes(out / "examples.png", example_grid(x.cpu(), xp.cpu(), test.y[:8], pc, pp, test.classes, None))
+        io.write_bytes(out / "examples.png", _examples_png(patch, model, test, seed, device))
         written.append(out / "examples.png")
     except ImportError:  # reports package absent in a minimal install
         log.warning("examples.png skipped: advlab.reports is not available")
-    log.info(
-        "patch %dx%d for class %d: success rate %.3f on held-out images (random patch %.3f), trained in %.1fs",
-        args.patch_size,
-        args.patch_size,
-        args.target,
-        rate,
-        base,
-        patch.seconds,
-    )
-    log.info("wrote %s", ", ".join(map(str, written)))
-    return 0
+    return written
+
+
+def _examples_png(patch, model, test, seed: int, device) -> bytes:
+    """The patch pasted into the first 8 test images (placements from ``seed``), with the model's predictions."""
+    import torch
+
+    from advlab.reports.figures import example_grid
+
+    x = test.x[:8].to(device)
+    xp = patch.apply(x, seed)
+    with torch.no_grad():
+        pc, pp = model(x).argmax(1).cpu(), model(xp).argmax(1).cpu()
+    return example_grid(x.cpu(), xp.cpu(), test.y[:8], pc, pp, test.classes, None)

@@ -138,10 +138,7 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from advlab import io
-    from advlab.physical import measure_destruction, parse_transform
-    from advlab.provenance import provenance
+    from advlab.physical import measure_destruction
     from advlab.zoo import load_model
 
     check_output_dir(args.out)
@@ -150,13 +147,7 @@ def run(args: argparse.Namespace) -> int:
     data_name = args.data or model.card.get("dataset")
     if not data_name:
         raise ValueError("--data: the model card names no dataset; pass --data")
-    eps = parse_float_list(args.eps, "--eps")
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    if not attacks:
-        raise ValueError("--attacks: expected at least one attack name, e.g. fgsm,bim,illc")
-    if args.eot < 0:
-        raise ValueError(f"--eot: expected a number of samples >= 0, got {args.eot}")
-    transform = parse_transform(args.transform, bounds=model.bounds)
+    eps, attacks, transform = _settings(args, model)
     data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)
     samples = [0] + ([args.eot] if args.eot > 0 else [])
@@ -185,6 +176,33 @@ def run(args: argparse.Namespace) -> int:
         eot_jpeg=args.eot_jpeg,
     )
     seconds = time.perf_counter() - t0
+    written = _write(args, report, model, data, data_name, transform, eps, attacks, seconds, device)
+    for line in report.table().splitlines():
+        log.info("%s", line)
+    log.info("wrote %s (%.1fs)", ", ".join(map(str, written)), seconds)
+    return 0
+
+
+def _settings(args: argparse.Namespace, model):
+    """The eps values, the attack names and the transformation, checked before any work."""
+    from advlab.physical import parse_transform
+
+    eps = parse_float_list(args.eps, "--eps")
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    if not attacks:
+        raise ValueError("--attacks: expected at least one attack name, e.g. fgsm,bim,illc")
+    if args.eot < 0:
+        raise ValueError(f"--eot: expected a number of samples >= 0, got {args.eot}")
+    return eps, attacks, parse_transform(args.transform, bounds=model.bounds)
+
+
+def _write(
+    args: argparse.Namespace, report, model, data, data_name: str, transform, eps, attacks, seconds: float, device
+) -> list[Path]:
+    """DIR/result.json, DIR/table.md and DIR/examples.png (the first attack at the largest eps); the paths written."""
+    from advlab import io
+    from advlab.provenance import provenance
+
     out = output_dir(args.out)
     record = {
         **report.to_dict(),
@@ -214,7 +232,4 @@ def run(args: argparse.Namespace) -> int:
         written.append(out / "examples.png")
     except ImportError:  # reports package absent in a minimal install
         log.warning("examples.png skipped: advlab.reports is not available")
-    for line in report.table().splitlines():
-        log.info("%s", line)
-    log.info("wrote %s (%.1fs)", ", ".join(map(str, written)), seconds)
-    return 0
+    return written

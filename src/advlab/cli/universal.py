@@ -60,12 +60,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from advlab import io
     from advlab.dataset_level.universal import fooling_rate, universal_perturbation
-    from advlab.provenance import provenance
-    from advlab.threat import ThreatModel
     from advlab.zoo import load_model
 
     check_output_dir(args.out)
@@ -74,19 +69,8 @@ def run(args: argparse.Namespace) -> int:
     data_name = args.data or model.card.get("dataset")
     if not data_name:
         raise ValueError("--data: the model card names no dataset; pass --data")
-    eps = parse_float_list(args.eps, "--eps")
-    if len(eps) != 1:
-        raise ValueError(f"--eps: expected one radius, got {eps}")
-    threat = ThreatModel(args.norm, eps[0], model.bounds)
-    train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train")
-    test = load_split(data_name, "test", args.data_dir, args.n)
-    check_data_for_model(train, model)
-    others = {
-        str(Path(path).resolve()): load_model(path, device=device)  # loaded first: a bad path fails fast
-        for path in [s.strip() for s in args.transfer.split(",") if s.strip()]
-    }
-    for other in others.values():
-        check_data_for_model(test, other, "--transfer")
+    threat = _threat(args, model)
+    train, test, others = _load_data(args, model, data_name, device)
     uap = universal_perturbation(
         model,
         train.x,
@@ -98,19 +82,62 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     v = uap.perturbation
-    g = torch.Generator().manual_seed(args.seed + 1)
-    noise = torch.randn(v.shape, generator=g).to(v.device)
-    noise = threat.eps * (noise.sign() if threat.norm == "linf" else noise / noise.norm())
+    noise = _noise_of_the_same_norm(v, threat, args.seed + 1)
     rates = {"model": fooling_rate(model, test.x, v), "random_noise_same_norm": fooling_rate(model, test.x, noise)}
-    transfer = {}
-    for path, other in others.items():
-        transfer[path] = {
+    transfer = {
+        path: {
             "fooling_rate": fooling_rate(other, test.x, v),
             "random_noise_same_norm": fooling_rate(other, test.x, noise),
             "arch": other.card.get("arch"),
         }
+        for path, other in others.items()
+    }
     out = output_dir(args.out)
-    record = {
+    record = _record(args, uap, rates, transfer, model, data_name, train, test, device)
+    written = _write(out, record, model, threat, v, test, device)
+    _log_summary(threat, uap, rates, transfer, len(test.y), written)
+    return 0
+
+
+def _threat(args: argparse.Namespace, model):
+    """The perturbation's norm ball: one --eps radius, in --norm, in the model's box."""
+    from advlab.threat import ThreatModel
+
+    eps = parse_float_list(args.eps, "--eps")
+    if len(eps) != 1:
+        raise ValueError(f"--eps: expected one radius, got {eps}")
+    return ThreatModel(args.norm, eps[0], model.bounds)
+
+
+def _load_data(args: argparse.Namespace, model, data_name: str, device):
+    """The training and test images, and the --transfer models (loaded first: a bad path fails fast)."""
+    from advlab.zoo import load_model
+
+    train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train")
+    test = load_split(data_name, "test", args.data_dir, args.n)
+    check_data_for_model(train, model)
+    others = {
+        str(Path(path).resolve()): load_model(path, device=device)
+        for path in [s.strip() for s in args.transfer.split(",") if s.strip()]
+    }
+    for other in others.values():
+        check_data_for_model(test, other, "--transfer")
+    return train, test, others
+
+
+def _noise_of_the_same_norm(v, threat, seed: int):
+    """Random noise with the perturbation's norm: random signs times eps (linf), a Gaussian direction (l2)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(v.shape, generator=g).to(v.device)
+    return threat.eps * (noise.sign() if threat.norm == "linf" else noise / noise.norm())
+
+
+def _record(args: argparse.Namespace, uap, rates, transfer, model, data_name: str, train, test, device) -> dict:
+    from advlab.provenance import provenance
+
+    return {
         **uap.to_dict(),
         "fooling_rate_test": rates["model"],
         "random_noise_fooling_rate_test": rates["random_noise_same_norm"],
@@ -124,30 +151,44 @@ def run(args: argparse.Namespace) -> int:
         "device": str(device),
         "provenance": provenance(),
     }
-    io.write_json(out / "result.json", record)
+
+
+def _write(out: Path, record: dict, model, threat, v, test, device) -> list[Path]:
+    """DIR/result.json, DIR/perturbation.safetensors and DIR/examples.png; the paths written."""
     from safetensors.torch import save as st_save
 
+    from advlab import io
+
+    io.write_json(out / "result.json", record)
     io.write_bytes(out / "perturbation.safetensors", st_save({"perturbation": v.detach().cpu().contiguous()}))
     written = [out / "result.json", out / "perturbation.safetensors"]
     try:
-        from advlab.reports.figures import example_grid
-
-        x = test.x[:8].to(device)
-        x_adv = threat.project(x + v.to(device), x)
-        with torch.no_grad():
-            pc, pa = model(x).argmax(1).cpu(), model(x_adv).argmax(1).cpu()
-        io.write_bytes(
-            out / "examples.png",
-            example_grid(x.cpu(), x_adv.cpu(), test.y[:8], pc, pa, test.classes, None, bounds=tuple(model.bounds)),
-        )
+        io.write_bytes(out / "examples.png", _examples_png(model, threat, v, test, device))
         written.append(out / "examples.png")
     except ImportError:  # reports package absent in a minimal install
         log.warning("examples.png skipped: advlab.reports is not available")
+    return written
+
+
+def _examples_png(model, threat, v, test, device) -> bytes:
+    """The perturbation added to the first 8 test images, with the model's predictions."""
+    import torch
+
+    from advlab.reports.figures import example_grid
+
+    x = test.x[:8].to(device)
+    x_adv = threat.project(x + v.to(device), x)
+    with torch.no_grad():
+        pc, pa = model(x).argmax(1).cpu(), model(x_adv).argmax(1).cpu()
+    return example_grid(x.cpu(), x_adv.cpu(), test.y[:8], pc, pa, test.classes, None, bounds=tuple(model.bounds))
+
+
+def _log_summary(threat, uap, rates, transfer, n_test: int, written: list[Path]) -> None:
     log.info(
         "universal perturbation (%s): fooling rate %.3f on %d test images (random noise %.3f), %d passes, %.1fs",
         threat.describe(),
         rates["model"],
-        len(test.y),
+        n_test,
         rates["random_noise_same_norm"],
         uap.passes,
         uap.seconds,
@@ -155,4 +196,3 @@ def run(args: argparse.Namespace) -> int:
     for path, t in transfer.items():
         log.info("  transfer to %s: %.3f (noise %.3f)", path, t["fooling_rate"], t["random_noise_same_norm"])
     log.info("wrote %s", ", ".join(map(str, written)))
-    return 0

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab import validation
+from advlab.attacks.base import make_generator
 from advlab.models import Classifier, as_classifier
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,6 @@ def fooling_images(
         >>> fool = fooling_images(clf, start="noise", confidence=0.99)
         >>> fool.fraction_reached, fool.confidence
     """
-    from advlab.attacks.base import make_generator
-
     clf = as_classifier(model)
     shape = _input_shape(clf, input_shape)
     validation.check_choice("start", start, STARTS)
@@ -147,50 +146,19 @@ def fooling_images(
     steps = validation.check_int("steps", steps, minimum=1)
     step_size = validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
     l2 = validation.check_float("l2", l2, minimum=0.0)
-    k_all = _num_classes(clf, shape)
-    if classes is None:
-        cls = torch.arange(k_all)
-    else:
-        cls = torch.as_tensor(classes).long().reshape(-1)
-        validation.check_labels(cls, cls.shape[0], k_all, name="classes")
-    gen = make_generator(generator)
-    lo, hi = clf.bounds
-    dev = clf.device
-    k = cls.shape[0]
-    if start == "noise":
-        x0 = lo + (hi - lo) * torch.rand((k, *shape), generator=gen)
-    elif start == "blank":
-        x0 = torch.full((k, *shape), lo)
-    else:
-        x0 = torch.full((k, *shape), (lo + hi) / 2)
-    x0 = x0.to(dev)
-    cls = cls.to(dev)
-    x = x0.clone()
-    done = torch.zeros(k, dtype=torch.bool, device=dev)
-    used = torch.full((k,), steps, dtype=torch.long, device=dev)
+    cls = _classes(clf, classes, shape)
+    x0 = _start_images(start, cls.shape[0], shape, clf.bounds, make_generator(generator)).to(clf.device)
+    cls = cls.to(clf.device)
     t0 = time.perf_counter()
     with clf.attack_mode(warn_train_mode=False):
-        for i in range(steps):
-            xg = x.detach().requires_grad_(True)
-            logp = F.log_softmax(clf(xg), dim=1).gather(1, cls[:, None]).squeeze(1)
-            newly = (~done) & (logp.detach().exp() >= confidence)
-            used[newly] = i
-            done |= newly
-            if bool(done.all()):
-                break
-            objective = logp - l2 * (xg - x0).reshape(k, -1).pow(2).sum(1)
-            (grad,) = torch.autograd.grad(objective.sum(), xg)
-            step = step_size * grad.sign()
-            step[done] = 0
-            x = (x + step).clamp(lo, hi)
+        x, used = _ascend(clf, x0, cls, confidence=confidence, steps=steps, step_size=step_size, l2=l2)
         with torch.no_grad():
             prob = F.softmax(clf(x), dim=1).gather(1, cls[:, None]).squeeze(1)
-    reached = prob >= confidence
     return FoolingImages(
         x=x.detach(),
         classes=cls.cpu(),
         confidence=prob.cpu(),
-        reached=reached.cpu(),
+        reached=(prob >= confidence).cpu(),
         steps=used.cpu(),
         start=start,
         target_confidence=confidence,
@@ -202,6 +170,63 @@ def fooling_images(
             "method": "gradient ascent (sign steps) on log p_c",
         },
     )
+
+
+def _classes(clf: Classifier, classes: Any, shape: tuple[int, ...]) -> torch.Tensor:
+    """The requested class indices (default all), checked against the model's classes."""
+    k_all = _num_classes(clf, shape)
+    if classes is None:
+        return torch.arange(k_all)
+    cls = torch.as_tensor(classes).long().reshape(-1)
+    validation.check_labels(cls, cls.shape[0], k_all, name="classes")
+    return cls
+
+
+def _start_images(
+    start: str, k: int, shape: tuple[int, ...], bounds: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """``k`` starting images: uniform noise in the box, its lower bound, or its middle."""
+    lo, hi = bounds
+    if start == "noise":
+        return lo + (hi - lo) * torch.rand((k, *shape), generator=generator)
+    if start == "blank":
+        return torch.full((k, *shape), lo)
+    return torch.full((k, *shape), (lo + hi) / 2)
+
+
+def _ascend(
+    clf: Classifier,
+    x0: torch.Tensor,
+    cls: torch.Tensor,
+    *,
+    confidence: float,
+    steps: int,
+    step_size: float,
+    l2: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sign-gradient ascent on ``log p_c - l2 |x - x0|^2``; each image stops once ``p_c >= confidence``.
+
+    Returns the images and, per image, the step at which the target was reached (``steps`` if never).
+    """
+    k = x0.shape[0]
+    lo, hi = clf.bounds
+    x = x0.clone()
+    done = torch.zeros(k, dtype=torch.bool, device=x0.device)
+    used = torch.full((k,), steps, dtype=torch.long, device=x0.device)
+    for i in range(steps):
+        xg = x.detach().requires_grad_(True)
+        logp = F.log_softmax(clf(xg), dim=1).gather(1, cls[:, None]).squeeze(1)
+        newly = (~done) & (logp.detach().exp() >= confidence)
+        used[newly] = i
+        done |= newly
+        if bool(done.all()):
+            break
+        objective = logp - l2 * (xg - x0).reshape(k, -1).pow(2).sum(1)
+        (grad,) = torch.autograd.grad(objective.sum(), xg)
+        step = step_size * grad.sign()
+        step[done] = 0
+        x = (x + step).clamp(lo, hi)
+    return x, used
 
 
 @dataclass
@@ -249,8 +274,6 @@ def rubbish_class_rate(
     Example:
         >>> rubbish_class_rate(clf, n=10000).fraction
     """
-    from advlab.attacks.base import make_generator
-
     clf = as_classifier(model)
     shape = _input_shape(clf, input_shape)
     n = validation.check_int("n", n, minimum=1)

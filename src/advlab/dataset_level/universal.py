@@ -7,16 +7,22 @@ measures how often a perturbation changes a model's prediction, on held-out data
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import nn
 
 from advlab import validation
-from advlab.models import Classifier, as_classifier
+from advlab.attacks.base import make_generator
+from advlab.attacks.deepfool import deepfool
+from advlab.models import Classifier, as_classifier, predict
+from advlab.settings import rename_deprecated
 from advlab.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -25,6 +31,22 @@ DEFAULT_TARGET_FOOLING_RATE = 0.8
 """The paper's ``1 - delta`` with ``delta = 0.2``: stop once 80% of the training points are fooled."""
 DEFAULT_MAX_PASSES = 10
 """Upper bound on passes over the data (the paper stops on the fooling rate; 10 passes is the reference code's cap)."""
+RENAMED = {"deepfool_max_iter": "deepfool_steps", "num_classes": "candidates"}
+"""Old setting names of :func:`universal_perturbation` (DeepFool calls them ``steps`` and ``candidates``); they
+still work in this release, with a ``FutureWarning``."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _old_names(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Accept the :data:`RENAMED` keywords through :func:`advlab.settings.rename_deprecated`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return fn(*args, **rename_deprecated(fn.__name__, kwargs, RENAMED))
+
+    return wrapper
 
 
 @dataclass
@@ -68,11 +90,6 @@ class UniversalPerturbation:
         }
 
 
-@torch.no_grad()
-def _predict(clf: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([clf(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
-
-
 def fooling_rate(
     model: nn.Module,
     x: Any,
@@ -113,10 +130,151 @@ def fooling_rate(
             f"perturbation: shape {tuple(v.shape)} does not broadcast against x {tuple(x_t.shape)}"
         ) from exc
     with clf.attack_mode(warn_train_mode=False):
-        changed = _predict(clf, x_t, batch_size) != _predict(clf, x_pert, batch_size)
+        changed = predict(clf, x_t, batch_size=batch_size) != predict(clf, x_pert, batch_size=batch_size)
     return float(changed.float().mean())
 
 
+@dataclass(frozen=True)
+class UniversalSettings:
+    """The checked settings of :func:`universal_perturbation` (see there); built with :meth:`check`."""
+
+    target_fooling_rate: float
+    max_passes: int
+    overshoot: float
+    deepfool_steps: int
+    candidates: int
+    batch_size: int
+    keep_best: bool
+    progress: bool
+
+    @classmethod
+    def check(
+        cls,
+        *,
+        target_fooling_rate: float,
+        max_passes: int,
+        overshoot: float,
+        deepfool_steps: int,
+        candidates: int,
+        batch_size: int,
+        keep_best: bool,
+        progress: bool,
+    ) -> UniversalSettings:
+        """Validate the settings (errors name the argument); DeepFool checks ``overshoot`` and ``candidates``."""
+        return cls(
+            validation.check_float(
+                "target_fooling_rate", target_fooling_rate, minimum=0.0, maximum=1.0, strict_min=True
+            ),
+            validation.check_int("max_passes", max_passes, minimum=1),
+            overshoot,
+            validation.check_int("deepfool_steps", deepfool_steps, minimum=1),
+            candidates,
+            validation.check_int("batch_size", batch_size, minimum=1),
+            keep_best,
+            progress,
+        )
+
+
+class _UniversalSearch:
+    """The steps of Algorithm 1: passes over the points in random order, DeepFool on each point not yet fooled."""
+
+    def __init__(
+        self,
+        clf: Classifier,
+        x: torch.Tensor,
+        threat: ThreatModel,
+        settings: UniversalSettings,
+        generator: torch.Generator,
+    ) -> None:
+        self.clf, self.x, self.threat, self.s, self.gen = clf, x, threat, settings, generator
+        self.v = torch.zeros_like(x[0])
+        # DeepFool (l2, minimum-norm): give it a radius no perturbation in the box can exceed
+        width = threat.bounds[1] - threat.bounds[0]
+        self.df_threat = ThreatModel("l2", width * x[0].numel(), threat.bounds)
+        self.candidates = min(settings.candidates, clf.num_classes or settings.candidates)
+        self.calls = 0
+
+    def run(self) -> UniversalPerturbation:
+        t0 = time.perf_counter()
+        n = self.x.shape[0]
+        history: list[float] = []
+        best_rate, best_v = -1.0, self.v
+        passes = 0
+        rate = 0.0
+        with self.clf.attack_mode(warn_train_mode=False):
+            self.clean_pred = predict(self.clf, self.x, batch_size=self.s.batch_size)
+            for passes in range(1, self.s.max_passes + 1):
+                self.one_pass(passes)
+                rate = self.training_fooling_rate()
+                history.append(rate)
+                if rate > best_rate:
+                    best_rate, best_v = rate, self.v.clone()
+                log.info(
+                    "UAP pass %d: fooling rate %.3f on %d points (%d DeepFool calls so far)",
+                    passes,
+                    rate,
+                    n,
+                    self.calls,
+                )
+                if rate >= self.s.target_fooling_rate:
+                    break
+        v = self.v
+        if self.s.keep_best and best_rate > rate:
+            v, rate = best_v, best_rate
+        return UniversalPerturbation(
+            perturbation=v.detach(),
+            threat=self.threat,
+            fooling_rate=rate,
+            history=history,
+            passes=passes,
+            deepfool_calls=self.calls,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def one_pass(self, number: int) -> None:
+        """Visit every point once, in an order drawn from the generator."""
+        n = self.x.shape[0]
+        order = torch.randperm(n, generator=self.gen).tolist()
+        bar = None
+        if self.s.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc=f"UAP pass {number}", disable=not sys.stderr.isatty(), leave=False)
+        for i in order:
+            self.visit(i)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+
+    def visit(self, i: int) -> None:
+        """If ``v`` does not fool point ``i`` yet, add DeepFool's step at ``clip(x_i + v)`` and project."""
+        xi = self.threat.clip_box(self.x[i : i + 1] + self.v)
+        with torch.no_grad():
+            fooled = bool(self.clf(xi).argmax(1)[0] != self.clean_pred[i])
+        if fooled:
+            return
+        self.calls += 1
+        res = deepfool(
+            self.clf,
+            xi,
+            self.clean_pred[i : i + 1],
+            self.df_threat,
+            overshoot=self.s.overshoot,
+            steps=self.s.deepfool_steps,
+            candidates=self.candidates,
+        )
+        if bool(torch.as_tensor(res.success)[0]):
+            dv = torch.as_tensor(res.x_adv)[0] - xi[0]
+            self.v = self.threat.project_delta((self.v + dv)[None])[0]
+
+    def training_fooling_rate(self) -> float:
+        """The fraction of the points whose prediction ``v`` changes."""
+        perturbed = predict(self.clf, self.threat.clip_box(self.x + self.v), batch_size=self.s.batch_size)
+        return float((perturbed != self.clean_pred).float().mean())
+
+
+@_old_names
 def universal_perturbation(
     model: nn.Module,
     x: Any,
@@ -125,8 +283,8 @@ def universal_perturbation(
     target_fooling_rate: float = DEFAULT_TARGET_FOOLING_RATE,
     max_passes: int = DEFAULT_MAX_PASSES,
     overshoot: float = 0.02,
-    deepfool_max_iter: int = 50,
-    num_classes: int = 10,
+    deepfool_steps: int = 50,
+    candidates: int = 10,
     generator: torch.Generator | int | None = None,
     batch_size: int = 500,
     keep_best: bool = True,
@@ -155,8 +313,8 @@ def universal_perturbation(
         target_fooling_rate: the paper's ``1 - delta`` (default 0.8).
         max_passes: maximum passes over ``x``.
         overshoot: DeepFool's overshoot.
-        deepfool_max_iter: DeepFool's iteration cap per point.
-        num_classes: DeepFool's candidate classes.
+        deepfool_steps: DeepFool's iteration cap per point (formerly ``deepfool_max_iter``).
+        candidates: DeepFool's candidate classes (formerly ``num_classes``).
         generator: ``torch.Generator`` or seed for the visiting order (default seed 0).
         batch_size: batch size of the fooling-rate evaluations.
         keep_best: return the end-of-pass perturbation with the highest fooling rate on ``x``.
@@ -175,83 +333,22 @@ def universal_perturbation(
         >>> uap = universal_perturbation(clf, x_train[:2000], ThreatModel("linf", 0.3))
         >>> fooling_rate(clf, x_test, uap.perturbation), fooling_rate(other_clf, x_test, uap.perturbation)
     """
-    from advlab.attacks.base import make_generator
-    from advlab.attacks.deepfool import deepfool
-
     if not isinstance(threat, ThreatModel):
         raise TypeError(f"threat: expected advlab.ThreatModel, got {type(threat).__name__}")
     validation.check_choice("threat.norm", threat.norm, ("linf", "l2"), "The paper projects onto l2 or linf balls.")
-    target_fooling_rate = validation.check_float(
-        "target_fooling_rate", target_fooling_rate, minimum=0.0, maximum=1.0, strict_min=True
+    settings = UniversalSettings.check(
+        target_fooling_rate=target_fooling_rate,
+        max_passes=max_passes,
+        overshoot=overshoot,
+        deepfool_steps=deepfool_steps,
+        candidates=candidates,
+        batch_size=batch_size,
+        keep_best=keep_best,
+        progress=progress,
     )
-    max_passes = validation.check_int("max_passes", max_passes, minimum=1)
-    deepfool_max_iter = validation.check_int("deepfool_max_iter", deepfool_max_iter, minimum=1)
-    batch_size = validation.check_int("batch_size", batch_size, minimum=1)
     gen = make_generator(generator)
     clf: Classifier = as_classifier(model, threat.bounds)
     x_t = torch.as_tensor(x)
     validation.check_input(x_t, threat.bounds)
     validation.check_input_shape(x_t, clf.input_shape)
-    x_t = x_t.to(clf.device)
-    n = x_t.shape[0]
-    t0 = time.perf_counter()
-    v = torch.zeros_like(x_t[0])
-    # DeepFool (l2, minimum-norm): give it a radius no perturbation in the box can exceed
-    width = threat.bounds[1] - threat.bounds[0]
-    df_threat = ThreatModel("l2", width * x_t[0].numel(), threat.bounds)
-    history: list[float] = []
-    best_rate, best_v = -1.0, v
-    calls = 0
-    passes = 0
-    with clf.attack_mode(warn_train_mode=False):
-        clean_pred = _predict(clf, x_t, batch_size)
-        rate = 0.0
-        for passes in range(1, max_passes + 1):
-            order = torch.randperm(n, generator=gen).tolist()
-            bar = None
-            if progress:
-                import sys
-
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=n, desc=f"UAP pass {passes}", disable=not sys.stderr.isatty(), leave=False)
-            for i in order:
-                xi = threat.clip_box(x_t[i : i + 1] + v)
-                with torch.no_grad():
-                    fooled = bool(clf(xi).argmax(1)[0] != clean_pred[i])
-                if not fooled:
-                    calls += 1
-                    res = deepfool(
-                        clf,
-                        xi,
-                        clean_pred[i : i + 1],
-                        df_threat,
-                        overshoot=overshoot,
-                        steps=deepfool_max_iter,
-                        candidates=min(num_classes, clf.num_classes or num_classes),
-                    )
-                    if bool(torch.as_tensor(res.success)[0]):
-                        dv = torch.as_tensor(res.x_adv)[0] - xi[0]
-                        v = threat.project_delta((v + dv)[None])[0]
-                if bar is not None:
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
-            rate = float((_predict(clf, threat.clip_box(x_t + v), batch_size) != clean_pred).float().mean())
-            history.append(rate)
-            if rate > best_rate:
-                best_rate, best_v = rate, v.clone()
-            log.info("UAP pass %d: fooling rate %.3f on %d points (%d DeepFool calls so far)", passes, rate, n, calls)
-            if rate >= target_fooling_rate:
-                break
-    if keep_best and best_rate > rate:
-        v, rate = best_v, best_rate
-    return UniversalPerturbation(
-        perturbation=v.detach(),
-        threat=threat,
-        fooling_rate=rate,
-        history=history,
-        passes=passes,
-        deepfool_calls=calls,
-        seconds=time.perf_counter() - t0,
-    )
+    return _UniversalSearch(clf, x_t.to(clf.device), threat, settings, gen).run()

@@ -6,7 +6,7 @@ import torch
 
 from advlab.attacks.base import loss_and_grad
 from advlab.losses import cross_entropy
-from advlab.models import Classifier
+from advlab.models import Classifier, predict
 
 
 def fgsm_direction(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -16,11 +16,10 @@ def fgsm_direction(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch
     return grad.sign()
 
 
-@torch.no_grad()
 def batched_logits(model: Classifier, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for a large batch of points, in eval mode (mode restored)."""
+    """Logits for a large batch of points (:func:`advlab.models.predict`), in eval mode (mode restored)."""
     with model.attack_mode(warn_train_mode=False):
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+        return predict(model, x, batch_size=batch_size, logits=True)
 
 
 def is_image(input_shape: tuple[int, ...] | None) -> bool:

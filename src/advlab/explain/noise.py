@@ -69,7 +69,9 @@ def compare_perturbations(
     eps = validation.check_float("eps", eps, minimum=0.0, strict_min=True)
     threat = ThreatModel("linf", eps, model.bounds)
     gen = torch.Generator().manual_seed(seed)
-    adv = attack_in_batches(PGD(steps=steps), model, x, y, threat, batch_size=batch_size, seed=seed).x_adv
+    adv = torch.as_tensor(
+        attack_in_batches(PGD(steps=steps), model, x, y, threat, batch_size=batch_size, seed=seed).x_adv
+    )
     adv_l2 = norm_of(adv - x, "l2")
     signs = (torch.randint(0, 2, x.shape, generator=gen).to(x) * 2 - 1) * eps
     gauss = torch.randn(x.shape, generator=gen).to(x)

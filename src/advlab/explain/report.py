@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from advlab import io, validation
-from advlab.evaluation.engine import as_xy
 from advlab.explain import figures
 from advlab.explain._common import is_image
-from advlab.explain.cross_section import cross_section
-from advlab.explain.gradients import gradient_amplitudes
-from advlab.explain.linearity import logit_response
-from advlab.explain.noise import compare_perturbations
-from advlab.explain.visualize import visualize_classes
+from advlab.explain.cross_section import CrossSection, cross_section
+from advlab.explain.gradients import GradientAmplitudes, gradient_amplitudes
+from advlab.explain.linearity import LogitResponse, logit_response
+from advlab.explain.noise import PerturbationComparison, compare_perturbations
+from advlab.explain.visualize import ClassVisualization, visualize_classes
 from advlab.models import Classifier
 from advlab.provenance import provenance
+from advlab.reports.html import environment
+from advlab.validation import as_xy
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,6 @@ class ExplainReport:
 
     def write(self, out: str | Path, title: str = "advlab explain") -> Path:
         """Write ``explain.json``, one PNG per figure (``KIND`` or ``KIND__MODEL``) and the self-contained ``explain.html``; return the HTML path."""
-        import base64
-
-        from advlab.reports.html import environment
-
         out = Path(out)
         for name, png in self.figures.items():
             io.write_bytes(out / f"{name}.png", png)
@@ -110,13 +108,14 @@ def explain(
     """
     n = validation.check_int("n", n, minimum=1)
     eps = validation.check_float("eps", eps, minimum=0.0, strict_min=True)
-    x, y, classes = as_xy(data)
-    x, y = x[:n], y[:n]
+    x, labels_given = as_xy(data, "data")
+    y = cast(torch.Tensor, labels_given)  # labels are required: as_xy raised otherwise
+    classes = list(getattr(data, "classes", None) or []) or None  # a Dataset names its classes
     models = {labels[0]: model} if compare is None else {labels[0]: model, labels[1]: compare}
     device = model.device
-    x, y = x.to(device), y.to(device)
+    x, y = x[:n].to(device), y[:n].to(device)
     num_classes = int(model.num_classes or int(y.max()) + 1)
-    classes = classes or [str(i) for i in range(num_classes)]
+    run = _Explanation(x, y, classes or [str(i) for i in range(num_classes)], num_classes, eps=eps, seed=seed)
     t0 = time.perf_counter()
     report = ExplainReport(numbers={"n": int(x.shape[0]), "eps": eps, "seed": seed, "models": {}})
     with torch.no_grad():
@@ -125,38 +124,68 @@ def explain(
     ok = torch.stack([p == y for p in preds.values()]).all(0).nonzero().flatten()
     i0 = int(ok[0]) if ok.numel() else 0
     shape = tuple(model.input_shape) if model.input_shape else tuple(x.shape[1:])
-    comparisons, amplitudes, vizs = {}, {}, {}
+    start_image = (x.mean(0, keepdim=True) if start is None else start.to(device)) if is_image(shape) else None
     for label, m in models.items():
-        gen = torch.Generator().manual_seed(seed)
-        sections = [
-            cross_section(m, x[i0 : i0 + 1], int(y[i0]), kind=k, generator=gen) for k in ("adversarial", "random")
-        ]
-        resp = logit_response(m, x[: min(32, len(x))].roll(-i0, 0), y[: min(32, len(y))].roll(-i0, 0), eps_max=eps * 2)
-        comparisons[label] = compare_perturbations(m, x, y, eps=eps, seed=seed)
-        amplitudes[label] = gradient_amplitudes(m, x, y)
-        entry: dict[str, Any] = {
-            "clean_accuracy": float((preds[label] == y).double().mean()),
-            "cross_sections": [s.to_dict() for s in sections],
-            "linearity": resp.to_dict(),
-            "perturbations": comparisons[label].to_dict(),
-            "gradients": amplitudes[label].to_dict(),
-        }
         suffix = "" if len(models) == 1 else f"__{label}"
-        report.figures[f"cross_sections{suffix}"] = figures.cross_sections_figure(sections, classes)
-        report.figures[f"linearity{suffix}"] = figures.logit_response_figure(resp, classes)
-        if is_image(shape):
-            s = x.mean(0, keepdim=True) if start is None else start.to(device)
-            vizs[label] = visualize_classes(m, s, num_classes)
-            entry["visualization"] = vizs[label].to_dict()
-        report.numbers["models"][label] = entry
-    report.figures["perturbations"] = figures.perturbation_figure(comparisons)
-    report.figures["gradients"] = figures.gradient_figure(amplitudes)
-    if vizs:
-        report.figures["visualization"] = figures.visualization_figure(vizs, classes)
-    else:
-        report.notes.append(f"The input (shape {shape}) is not an image: the class visualisation is skipped.")
-    if len(models) == 1:
-        report.notes.append("Give a second model (e.g. an adversarially trained or distilled one) to compare.")
+        accuracy = float((preds[label] == y).double().mean())
+        entry = run.analyse(label, m, i0, start_image, report.figures, suffix)
+        report.numbers["models"][label] = {"clean_accuracy": accuracy, **entry}
+    run.comparison_figures(report, shape, single=len(models) == 1)
     report.numbers["wall_seconds"] = time.perf_counter() - t0
     report.numbers["provenance"] = provenance(seed=seed)
     return report
+
+
+class _Explanation:
+    """The analyses of :func:`explain` per model, and the figures that compare the models."""
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, classes: list[str], num_classes: int, *, eps: float, seed: int
+    ) -> None:
+        self.x, self.y, self.classes, self.num_classes, self.eps, self.seed = x, y, classes, num_classes, eps, seed
+        self.comparisons: dict[str, PerturbationComparison] = {}
+        self.amplitudes: dict[str, GradientAmplitudes] = {}
+        self.vizs: dict[str, ClassVisualization] = {}
+
+    def analyse(
+        self,
+        label: str,
+        m: Classifier,
+        i0: int,
+        start: torch.Tensor | None,
+        figs: dict[str, bytes],
+        suffix: str,
+    ) -> dict[str, Any]:
+        """Cross-sections, linear response, perturbations, gradients (and the class visualisation for images)."""
+        x, y = self.x, self.y
+        gen = torch.Generator().manual_seed(self.seed)
+        sections: list[CrossSection] = [
+            cross_section(m, x[i0 : i0 + 1], int(y[i0]), kind=k, generator=gen) for k in ("adversarial", "random")
+        ]
+        k = min(32, len(x))
+        resp: LogitResponse = logit_response(m, x[:k].roll(-i0, 0), y[:k].roll(-i0, 0), eps_max=self.eps * 2)
+        self.comparisons[label] = compare_perturbations(m, x, y, eps=self.eps, seed=self.seed)
+        self.amplitudes[label] = gradient_amplitudes(m, x, y)
+        entry: dict[str, Any] = {
+            "cross_sections": [s.to_dict() for s in sections],
+            "linearity": resp.to_dict(),
+            "perturbations": self.comparisons[label].to_dict(),
+            "gradients": self.amplitudes[label].to_dict(),
+        }
+        figs[f"cross_sections{suffix}"] = figures.cross_sections_figure(sections, self.classes)
+        figs[f"linearity{suffix}"] = figures.logit_response_figure(resp, self.classes)
+        if start is not None:
+            self.vizs[label] = visualize_classes(m, start, self.num_classes)
+            entry["visualization"] = self.vizs[label].to_dict()
+        return entry
+
+    def comparison_figures(self, report: ExplainReport, shape: tuple[int, ...], *, single: bool) -> None:
+        """The figures over all models, and the notes on what was skipped or could be added."""
+        report.figures["perturbations"] = figures.perturbation_figure(self.comparisons)
+        report.figures["gradients"] = figures.gradient_figure(self.amplitudes)
+        if self.vizs:
+            report.figures["visualization"] = figures.visualization_figure(self.vizs, self.classes)
+        else:
+            report.notes.append(f"The input (shape {shape}) is not an image: the class visualisation is skipped.")
+        if single:
+            report.notes.append("Give a second model (e.g. an adversarially trained or distilled one) to compare.")

@@ -78,6 +78,7 @@ def visualize_classes(
     res = pgd(
         model, x0, dummy, threat, goal=Targeted(target), steps=steps, step_size=2.5 * radius / steps, random_start=False
     )
-    probs = torch.softmax(batched_logits(model, res.x_adv), 1)
+    x_adv = torch.as_tensor(res.x_adv)
+    probs = torch.softmax(batched_logits(model, x_adv), 1)
     conf = probs[torch.arange(num_classes), target].cpu()
-    return ClassVisualization(res.x_adv.cpu(), conf, start.cpu(), radius)
+    return ClassVisualization(x_adv.cpu(), conf, start.cpu(), radius)

@@ -19,6 +19,7 @@ differentiable substitute; :func:`advlab.blackbox.transfer_matrix` compares both
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from advlab import validation
-from advlab.nonneural.trees import _check_common, _distance, _labels, _restore, _to_flat
+from advlab.nonneural.arrays import check_flat_inputs, distance, label_array, restore, to_flat
 from advlab.threat import ThreatModel, norm_of
 
 KNN_NORMS = ("linf", "l2", "l1")
@@ -63,8 +64,8 @@ def _training_data(knn: Any, x_train: Any, y_train: Any) -> tuple[np.ndarray, np
                 "x_train: this estimator does not expose its training data; pass x_train and y_train explicitly"
             )
         return np.asarray(fit_x, dtype=np.float64), np.asarray(fit_y, dtype=np.int64)
-    xt, _ = _to_flat(x_train)
-    yt = _labels("y_train", y_train, xt.shape[0], len(knn.classes_))
+    xt, _ = to_flat(x_train)
+    yt = label_array("y_train", y_train, xt.shape[0], len(knn.classes_))
     return xt, yt
 
 
@@ -112,22 +113,51 @@ def knn_attack(
         raise TypeError(f"knn: expected a fitted KNeighborsClassifier, got {type(knn).__name__}")
     validation.check_choice("norm", norm, KNN_NORMS)
     n_points = validation.check_int("n_points", n_points, minimum=1)
-    flat, shape = _to_flat(x)
-    _check_common(norm, bounds, flat, int(knn.n_features_in_))
-    k_cls = len(knn.classes_)
-    y_np = _labels("y", y, flat.shape[0], k_cls)
+    flat, shape = to_flat(x)
+    check_flat_inputs(norm, bounds, flat, int(knn.n_features_in_))
+    y_np = label_array("y", y, flat.shape[0], len(knn.classes_))
     xt, yt = _training_data(knn, x_train, y_train)
-    k = int(knn.n_neighbors)
 
     def predict(points: np.ndarray) -> np.ndarray:
         return np.searchsorted(knn.classes_, knn.predict(points))
 
     n = flat.shape[0]
-    # Candidate destinations: nearest other-class training points and the centroids of their classes.
+    dest = _destinations(flat, y_np, xt, yt, n_points, int(knn.n_neighbors), bounds)
+    width = dest.shape[1]
+    a = np.repeat(flat[:, None, :], width, axis=1).reshape(-1, flat.shape[1])
+    yy = np.repeat(y_np[:, None], width, axis=1).reshape(-1)
+    pts, fooled = _bisect(predict, a, dest.reshape(-1, flat.shape[1]), yy, norm, bounds)
+    dist = np.where(fooled, distance(pts - a, norm), np.inf).reshape(n, width)
+    best = dist.argmin(1)
+    rows = np.arange(n)
+    pts = pts.reshape(n, width, -1)
+    clean_wrong = predict(flat) != y_np
+    success = np.isfinite(dist[rows, best]) | clean_wrong
+    x_adv = np.where(clean_wrong[:, None], flat, np.where(success[:, None], pts[rows, best], flat))
+    distance_found = np.where(clean_wrong, 0.0, dist[rows, best])
+    return KNNAttackResult(restore(x_adv, shape, x), distance_found, success, dest[rows, best], norm)
+
+
+def _destinations(
+    flat: np.ndarray,
+    y: np.ndarray,
+    xt: np.ndarray,
+    yt: np.ndarray,
+    n_points: int,
+    k: int,
+    bounds: tuple[float, float],
+) -> np.ndarray:
+    """``(N, width, D)`` candidate destinations: the nearest other-class training points and their classes' centroids.
+
+    Each input gets its ``n_points`` nearest training points of another class and, for each of their classes,
+    the centroid of that class's ``k`` training points nearest to the input; inputs with fewer candidates are
+    padded with their first one. Clipped to ``bounds``.
+    """
+    n = flat.shape[0]
     sq = (flat * flat).sum(1)[:, None] + (xt * xt).sum(1)[None] - 2 * flat @ xt.T  # (N, M) squared L2
     blocks = []
     for i in range(n):
-        other = np.flatnonzero(yt != y_np[i])
+        other = np.flatnonzero(yt != y[i])
         near = other[np.argsort(sq[i, other])[:n_points]]
         rows_i = [xt[j] for j in near]
         for c in np.unique(yt[near]):
@@ -139,14 +169,26 @@ def knn_attack(
     for i, blk in enumerate(blocks):  # pad with the first destination so all inputs have ``width`` candidates
         dest[i, : len(blk)] = blk
         dest[i, len(blk) :] = blk[0]
-    dest = np.clip(dest, bounds[0], bounds[1])
-    start = np.repeat(flat[:, None, :], width, axis=1)
-    yy = np.repeat(y_np[:, None], width, axis=1).reshape(-1)
-    a = start.reshape(-1, flat.shape[1])
-    b = dest.reshape(-1, flat.shape[1])
-    flips_at_end = predict(b) != yy
-    # Path toward each destination: the point of the norm ball of radius r around x nearest to the destination
-    # (a straight segment for l2; for linf it moves every coordinate at once, then stops those that arrive).
+    return np.clip(dest, bounds[0], bounds[1])
+
+
+def _bisect(
+    predict: Callable[[np.ndarray], np.ndarray],
+    a: np.ndarray,
+    b: np.ndarray,
+    y: np.ndarray,
+    norm: str,
+    bounds: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bisect every path ``a[j] -> b[j]`` at once for the smallest radius whose point leaves class ``y[j]``.
+
+    The path toward a destination is the point of the norm ball of radius ``r`` around ``a`` nearest to it
+    (a straight segment for l2; for linf every coordinate moves at once, and stops when it arrives).
+
+    Returns:
+        The points found (clipped to ``bounds`` and rounded to float32) and whether each flips the prediction.
+    """
+    flips_at_end = predict(b) != y
     geometry = ThreatModel(norm, 1.0)  # only its ball projection is used (per-example radius)
     delta = torch.from_numpy(b - a)
     full = norm_of(delta, norm)
@@ -155,20 +197,11 @@ def knn_attack(
         radius = full * torch.from_numpy(frac)
         return a + geometry.project_delta(delta, radius).numpy()
 
-    lo, hi = np.zeros(len(yy)), np.ones(len(yy))
+    lo, hi = np.zeros(len(y)), np.ones(len(y))
     for _ in range(BISECTION_STEPS):
         mid = (lo + hi) / 2
-        ok = predict(along(mid)) != yy
+        ok = predict(along(mid)) != y
         hi = np.where(ok, mid, hi)
         lo = np.where(ok, lo, mid)
     pts = np.clip(along(hi), bounds[0], bounds[1]).astype(np.float32).astype(np.float64)
-    fooled = flips_at_end & (predict(pts) != yy)
-    dist = np.where(fooled, _distance(pts - a, norm), np.inf).reshape(n, width)
-    best = dist.argmin(1)
-    rows = np.arange(n)
-    pts = pts.reshape(n, width, -1)
-    clean_wrong = predict(flat) != y_np
-    success = np.isfinite(dist[rows, best]) | clean_wrong
-    x_adv = np.where(clean_wrong[:, None], flat, np.where(success[:, None], pts[rows, best], flat))
-    distance = np.where(clean_wrong, 0.0, dist[rows, best])
-    return KNNAttackResult(_restore(x_adv, shape, x), distance, success, dest[rows, best], norm)
+    return pts, flips_at_end & (predict(pts) != y)

@@ -19,6 +19,7 @@ The weights are read off any affine model as its (constant) input Jacobian, so i
 
 from __future__ import annotations
 
+import io as _io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab import validation
+from advlab import io, validation
 from advlab.attacks.base import prepare_inputs
 from advlab.threat import ThreatModel
 
@@ -181,14 +182,10 @@ def plot_linear_fooling(
     Returns:
         The path written.
     """
-    import io as _io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from advlab import io
 
     def img(t: torch.Tensor):
         t = t.detach().cpu().float()

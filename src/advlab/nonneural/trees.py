@@ -18,21 +18,39 @@ features; this works at the level of leaves), then shortens the found perturbati
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
-import torch
 
 from advlab import validation
+from advlab.nonneural.arrays import NORMS, check_flat_inputs, distance, label_array, restore, to_flat
+from advlab.settings import rename_deprecated
 
 log = logging.getLogger(__name__)
 
-TREE_NORMS = ("linf", "l2", "l1", "l0")
+TREE_NORMS = NORMS
 _CHUNK_ELEMENTS = 20_000_000  # examples x leaves x features per vectorised block
 LINE_SEARCH_STEPS = 20
 """Bisection steps of the final line search of :func:`forest_attack` (relative precision 2**-20)."""
+RENAMED = {"max_iter": "steps"}
+"""Old setting names of :func:`forest_attack`; they still work in this release, with a ``FutureWarning``."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _old_names(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Accept the :data:`RENAMED` keywords through :func:`advlab.settings.rename_deprecated`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return fn(*args, **rename_deprecated(fn.__name__, kwargs, RENAMED))
+
+    return wrapper
 
 
 @dataclass
@@ -110,56 +128,6 @@ def leaf_boxes(tree: Any) -> LeafBoxes:
     return LeafBoxes(np.stack(lows), np.stack(highs), np.asarray(labels), np.asarray(nodes))
 
 
-def _distance(delta: np.ndarray, norm: str) -> np.ndarray:
-    """Norm over the last axis."""
-    if norm == "linf":
-        return np.abs(delta).max(-1)
-    if norm == "l2":
-        return np.sqrt((delta * delta).sum(-1))
-    if norm == "l1":
-        return np.abs(delta).sum(-1)
-    return (delta != 0).sum(-1).astype(np.float64)
-
-
-def _to_flat(x: Any) -> tuple[np.ndarray, tuple[int, ...]]:
-    validation.check_tensor_like("x", x)
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if arr.ndim < 2 or arr.shape[0] == 0:
-        raise ValueError(f"x: expected a non-empty batch of shape (N, ...), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise TypeError(f"x: expected floating-point inputs, got dtype {arr.dtype}. Convert with x.float() / 255.")
-    if not np.isfinite(arr).all():
-        raise ValueError("x: contains NaN or inf; clean the data before attacking")
-    return arr.reshape(arr.shape[0], -1).astype(np.float64), arr.shape
-
-
-def _restore(flat: np.ndarray, shape: tuple[int, ...], like: Any) -> Any:
-    out = flat.reshape(shape)
-    if isinstance(like, torch.Tensor):
-        return torch.from_numpy(out).to(dtype=like.dtype, device=like.device)
-    return out.astype(np.asarray(like).dtype)
-
-
-def _labels(name: str, y: Any, n: int, num_classes: int) -> np.ndarray:
-    validation.check_tensor_like(name, y)
-    t = torch.as_tensor(y.detach().cpu() if isinstance(y, torch.Tensor) else np.asarray(y))
-    validation.check_labels(t, n, num_classes, name=name)
-    return t.numpy().astype(np.int64)
-
-
-def _check_common(norm: str, bounds: tuple[float, float], flat: np.ndarray, n_features: int) -> None:
-    validation.check_choice("norm", norm, TREE_NORMS)
-    validation.check_threat_args("linf", 0.0, bounds)
-    if flat.shape[1] != n_features:
-        raise ValueError(
-            f"x: has {flat.shape[1]} features per example but the model was fitted on {n_features}; "
-            "pass inputs with the training data's layout"
-        )
-    lo, hi = bounds
-    if flat.min() < lo or flat.max() > hi:
-        raise ValueError(f"x: values must lie inside bounds {bounds}, got range [{flat.min():.4g}, {flat.max():.4g}]")
-
-
 def nearest_leaf(
     boxes: LeafBoxes, flat: np.ndarray, allowed: np.ndarray, norm: str, bounds: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +155,7 @@ def nearest_leaf(
     for s in range(0, n, chunk):
         xs = flat[s : s + chunk]
         proj = np.clip(xs[:, None, :], lo[None], hi[None])  # (n, L, D)
-        dist = _distance(proj - xs[:, None, :], norm)
+        dist = distance(proj - xs[:, None, :], norm)
         dist = np.where(allowed[s : s + chunk] & feasible[None], dist, np.inf)
         idx = dist.argmin(1)
         rows = np.arange(xs.shape[0])
@@ -250,22 +218,130 @@ def tree_attack(
             f"tree: expected a fitted DecisionTreeClassifier, got {type(tree).__name__}; for forests use "
             "advlab.nonneural.trees.forest_attack"
         )
-    flat, shape = _to_flat(x)
-    _check_common(norm, bounds, flat, int(tree.n_features_in_))
+    flat, shape = to_flat(x)
+    check_flat_inputs(norm, bounds, flat, int(tree.n_features_in_))
     k = len(tree.classes_)
-    y_np = _labels("y", y, flat.shape[0], k)
-    tgt = None if target is None else _labels("target", target, flat.shape[0], k)
+    y_np = label_array("y", y, flat.shape[0], k)
+    tgt = None if target is None else label_array("target", target, flat.shape[0], k)
     boxes = leaf_boxes(tree)
     x_adv, dist = nearest_leaf(boxes, flat, _goal_mask(boxes.label, y_np, tgt), norm, bounds)
     pred = np.searchsorted(tree.classes_, tree.predict(x_adv.astype(np.float32)))
     success = (pred == tgt) if tgt is not None else (pred != y_np)
-    return TreeAttackResult(_restore(x_adv, shape, x), dist, success, norm, True)
+    return TreeAttackResult(restore(x_adv, shape, x), dist, success, norm, True)
 
 
 def _forest_proba(forest: Any, flat: np.ndarray) -> np.ndarray:
     return forest.predict_proba(flat.astype(np.float32))
 
 
+class _ForestSearch:
+    """The steps of :func:`forest_attack`: greedy leaf moves while the forest still predicts ``y``, then a line search.
+
+    Every example is confined to a box: the intersection of the input bounds and of the other-class leaves chosen
+    so far (one per tree). Trees already constrained keep voting against ``y`` whatever comes next.
+    """
+
+    def __init__(
+        self, forest: Any, flat: np.ndarray, y: np.ndarray, norm: str, bounds: tuple[float, float], candidates: int
+    ) -> None:
+        self.forest, self.flat, self.y = forest, flat, y
+        self.norm, self.bounds, self.candidates = norm, bounds, candidates
+        self.trees = [leaf_boxes(t) for t in forest.estimators_]
+        n, d = flat.shape
+        self.box_lo = np.full((n, d), float(bounds[0]))
+        self.box_hi = np.full((n, d), float(bounds[1]))
+        self.used = np.zeros((n, len(self.trees)), dtype=bool)
+        self.cur = flat.copy()
+        self.onehot = np.eye(len(forest.classes_), dtype=bool)[y]
+
+    def margin(self, points: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``p_y - max_{c != y} p_c`` of the forest at ``points`` (the examples ``rows``)."""
+        p = _forest_proba(self.forest, points)
+        return p[np.arange(len(rows)), self.y[rows]] - np.where(self.onehot[rows], -np.inf, p).max(1)
+
+    def run(self, steps: int) -> TreeAttackResult:
+        active = self.margin(self.cur, np.arange(self.flat.shape[0])) >= 0
+        for _ in range(steps):
+            idx = np.flatnonzero(active)
+            if idx.size == 0:
+                break
+            active[idx] = self.move(idx)
+        return self.shortened()
+
+    def move(self, idx: np.ndarray) -> np.ndarray:
+        """One leaf move for each example in ``idx``; whether it is still classified ``y`` (and moved)."""
+        moves = self.nearest_moves(idx)
+        best_m, best_t = self.best_moves(idx, moves)
+        cand_x, _, cand_lo, cand_hi = moves
+        moved = best_t >= 0
+        for i in np.flatnonzero(moved):
+            t, g = best_t[i], idx[i]
+            self.box_lo[g], self.box_hi[g] = cand_lo[t][i], cand_hi[t][i]
+            self.cur[g] = cand_x[t][i]
+            self.used[g, t] = True
+        return moved & (best_m >= 0)
+
+    def nearest_moves(self, idx: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """Per tree not yet used: the nearest point of an other-class leaf meeting the current box, its distance
+        ``(n, T)`` and the box it leaves."""
+        xs, lo_b, hi_b = self.flat[idx], self.box_lo[idx], self.box_hi[idx]
+        cand_x, cand_d, cand_lo, cand_hi = [], [], [], []
+        r = np.arange(len(idx))
+        for t, boxes in enumerate(self.trees):
+            lo = np.maximum(lo_b[:, None, :], boxes.low[None])  # (n, L, D)
+            hi = np.minimum(hi_b[:, None, :], boxes.high[None])
+            ok = (lo <= hi).all(2) & (boxes.label[None, :] != self.y[idx, None]) & ~self.used[idx, t][:, None]
+            proj = np.clip(xs[:, None, :], lo, hi)
+            dist = np.where(ok, distance(proj - xs[:, None, :], self.norm), np.inf)
+            best = dist.argmin(1)
+            cand_x.append(proj[r, best])
+            cand_d.append(dist[r, best])
+            cand_lo.append(lo[r, best])
+            cand_hi.append(hi[r, best])
+        return cand_x, np.stack(cand_d, 1), cand_lo, cand_hi
+
+    def best_moves(
+        self, idx: np.ndarray, moves: tuple[list[np.ndarray], np.ndarray, list[np.ndarray], list[np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Among the ``candidates`` nearest moves, the one with the smallest forest margin (tree -1: none)."""
+        cand_x, dists = moves[0], moves[1]
+        order = np.argsort(dists, axis=1)[:, : self.candidates]
+        r = np.arange(len(idx))
+        best_m = np.full(len(idx), np.inf)
+        best_t = np.full(len(idx), -1)
+        for c in range(order.shape[1]):
+            t_sel = order[:, c]
+            finite = np.isfinite(dists[r, t_sel])
+            pts = np.stack([cand_x[t][i] for i, t in enumerate(t_sel)])
+            m = np.where(finite, self.margin(pts, idx), np.inf)
+            better = m < best_m
+            best_m = np.where(better, m, best_m)
+            best_t = np.where(better, t_sel, best_t)
+        return best_m, best_t
+
+    def shortened(self) -> TreeAttackResult:
+        """Line search along ``x -> cur`` for the smallest fooling multiple, then the result.
+
+        The prediction along the segment is not monotone; bisection keeps the invariant "hi fools".
+        """
+        flat, cur, y = self.flat, self.cur, self.y
+        fooled = _forest_proba(self.forest, cur).argmax(1) != y
+        lo_a, hi_a = np.zeros(len(y)), np.ones(len(y))
+        for _ in range(LINE_SEARCH_STEPS):
+            mid = (lo_a + hi_a) / 2
+            pts = flat + mid[:, None] * (cur - flat)
+            ok = _forest_proba(self.forest, pts).argmax(1) != y
+            hi_a = np.where(ok & fooled, mid, hi_a)
+            lo_a = np.where(ok & fooled, lo_a, mid)
+        x_adv = np.where(fooled[:, None], flat + hi_a[:, None] * (cur - flat), flat)
+        x_adv = np.clip(x_adv.astype(np.float32).astype(np.float64), self.bounds[0], self.bounds[1])
+        success = _forest_proba(self.forest, x_adv).argmax(1) != y
+        x_adv = np.where(success[:, None], x_adv, flat)
+        dist = np.where(success, distance(x_adv - flat, self.norm), np.inf)
+        return TreeAttackResult(x_adv, dist, success, self.norm, False)
+
+
+@_old_names
 def forest_attack(
     forest: Any,
     x: Any,
@@ -273,7 +349,7 @@ def forest_attack(
     *,
     norm: str = "linf",
     bounds: tuple[float, float] = (0.0, 1.0),
-    max_iter: int = 50,
+    steps: int = 50,
     candidates: int = 10,
 ) -> TreeAttackResult:
     """Greedy leaf-hopping heuristic against a random forest / extra-trees classifier (untargeted).
@@ -293,7 +369,7 @@ def forest_attack(
         y: true class indices ``(N,)``.
         norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``.
         bounds: valid input range.
-        max_iter: maximum number of leaf moves per example.
+        steps: maximum number of leaf moves per example (formerly ``max_iter``).
         candidates: trees tried per move (the cost is ``candidates`` forest evaluations per move).
 
     Returns:
@@ -317,79 +393,11 @@ def forest_attack(
         raise TypeError(
             f"forest: expected a fitted RandomForestClassifier or ExtraTreesClassifier, got {type(forest).__name__}"
         )
-    max_iter = validation.check_int("max_iter", max_iter, minimum=1)
+    steps = validation.check_int("steps", steps, minimum=1)
     candidates = validation.check_int("candidates", candidates, minimum=1)
-    flat, shape = _to_flat(x)
-    _check_common(norm, bounds, flat, int(forest.n_features_in_))
-    y_np = _labels("y", y, flat.shape[0], len(forest.classes_))
-    trees = [leaf_boxes(t) for t in forest.estimators_]
-    n, d = flat.shape
-    k = len(forest.classes_)
-    # The box every example is confined to: the intersection of the input bounds and of the other-class leaves
-    # chosen so far (one per tree). Trees already constrained keep voting against y whatever comes next.
-    box_lo = np.full((n, d), float(bounds[0]))
-    box_hi = np.full((n, d), float(bounds[1]))
-    used = np.zeros((n, len(trees)), dtype=bool)
-    cur = flat.copy()
-    onehot = np.eye(k, dtype=bool)[y_np]
-
-    def margin(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        p = _forest_proba(forest, points)
-        return p[np.arange(len(rows)), y_np[rows]] - np.where(onehot[rows], -np.inf, p).max(1)
-
-    active = margin(cur, np.arange(n)) >= 0
-    for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        xs, lo_b, hi_b = flat[idx], box_lo[idx], box_hi[idx]
-        cand_x, cand_d, cand_lo, cand_hi = [], [], [], []
-        for t, boxes in enumerate(trees):
-            lo = np.maximum(lo_b[:, None, :], boxes.low[None])  # (n, L, D)
-            hi = np.minimum(hi_b[:, None, :], boxes.high[None])
-            ok = (lo <= hi).all(2) & (boxes.label[None, :] != y_np[idx, None]) & ~used[idx, t][:, None]
-            proj = np.clip(xs[:, None, :], lo, hi)
-            dist = np.where(ok, _distance(proj - xs[:, None, :], norm), np.inf)
-            best = dist.argmin(1)
-            r = np.arange(len(idx))
-            cand_x.append(proj[r, best])
-            cand_d.append(dist[r, best])
-            cand_lo.append(lo[r, best])
-            cand_hi.append(hi[r, best])
-        dists = np.stack(cand_d, 1)  # (n, T)
-        order = np.argsort(dists, axis=1)[:, :candidates]
-        r = np.arange(len(idx))
-        best_m = np.full(len(idx), np.inf)
-        best_t = np.full(len(idx), -1)
-        for c in range(order.shape[1]):
-            t_sel = order[:, c]
-            finite = np.isfinite(dists[r, t_sel])
-            pts = np.stack([cand_x[t][i] for i, t in enumerate(t_sel)])
-            m = np.where(finite, margin(pts, idx), np.inf)
-            better = m < best_m
-            best_m = np.where(better, m, best_m)
-            best_t = np.where(better, t_sel, best_t)
-        moved = best_t >= 0
-        for i in np.flatnonzero(moved):
-            t, g = best_t[i], idx[i]
-            box_lo[g], box_hi[g] = cand_lo[t][i], cand_hi[t][i]
-            cur[g] = cand_x[t][i]
-            used[g, t] = True
-        active[idx] = moved & (best_m >= 0)
-    fooled = _forest_proba(forest, cur).argmax(1) != y_np
-    # Line search along x -> cur: smallest fooling multiple (the prediction along the segment is not monotone;
-    # bisection keeps the invariant "hi fools").
-    lo_a, hi_a = np.zeros(n), np.ones(n)
-    for _ in range(LINE_SEARCH_STEPS):
-        mid = (lo_a + hi_a) / 2
-        pts = flat + mid[:, None] * (cur - flat)
-        ok = _forest_proba(forest, pts).argmax(1) != y_np
-        hi_a = np.where(ok & fooled, mid, hi_a)
-        lo_a = np.where(ok & fooled, lo_a, mid)
-    x_adv = np.where(fooled[:, None], flat + hi_a[:, None] * (cur - flat), flat)
-    x_adv = np.clip(x_adv.astype(np.float32).astype(np.float64), bounds[0], bounds[1])
-    pred = _forest_proba(forest, x_adv).argmax(1)
-    success = pred != y_np
-    x_adv = np.where(success[:, None], x_adv, flat)
-    dist = np.where(success, _distance(x_adv - flat, norm), np.inf)
-    return TreeAttackResult(_restore(x_adv, shape, x), dist, success, norm, False)
+    flat, shape = to_flat(x)
+    check_flat_inputs(norm, bounds, flat, int(forest.n_features_in_))
+    y_np = label_array("y", y, flat.shape[0], len(forest.classes_))
+    res = _ForestSearch(forest, flat, y_np, norm, bounds, candidates).run(steps)
+    res.x_adv = restore(res.x_adv, shape, x)
+    return res

@@ -20,8 +20,12 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.models import as_classifier
+from advlab.attacks import AttackConfig, attack_in_batches, make_attack
+from advlab.goals import Goal, LeastLikely, Targeted
+from advlab.models import Classifier, as_classifier, predict
+from advlab.physical.eot import with_transformations
 from advlab.physical.transforms import Transform, parse_transform
+from advlab.threat import ThreatModel
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +141,154 @@ class DestructionReport:
         return "\n".join(lines)
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)]).cpu()
-
-
 def _transform_in_batches(
     transform: Transform, x: torch.Tensor, generator: torch.Generator, batch_size: int
 ) -> torch.Tensor:
     return torch.cat([transform(x[i : i + batch_size], generator) for i in range(0, x.shape[0], batch_size)])
+
+
+def _accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return float((pred == y).float().mean())
+
+
+CLEAN_DRAW_OFFSET = 1000
+"""The clean images' transformation draws are seeded apart from the adversarial images' (``seed * 7919 + 1000 + d``)."""
+
+
+@dataclass(frozen=True)
+class DestructionSettings:
+    """The checked settings of :func:`measure_destruction` (see there); built with :meth:`check`."""
+
+    transform: Transform
+    attacks: dict[str, AttackConfig]
+    eps: list[float]
+    norm: str
+    eot_samples: list[int]
+    draws: int
+    seed: int
+    batch_size: int
+    eot_jpeg: str
+
+    @classmethod
+    def check(
+        cls,
+        clf: Classifier,
+        transform: Transform | str,
+        *,
+        attacks: Sequence[str],
+        eps: Sequence[float],
+        norm: str,
+        eot_samples: Sequence[int],
+        draws: int,
+        seed: int,
+        batch_size: int,
+        attack_options: dict[str, dict[str, Any]] | None,
+        eot_jpeg: str,
+    ) -> DestructionSettings:
+        """Validate every setting (errors name the argument) and resolve the attack names."""
+        tf = parse_transform(transform, bounds=clf.bounds)
+        eps_list = validation.check_eps_list(list(eps))
+        samples = [validation.check_int(f"eot_samples[{i}]", k, minimum=0) for i, k in enumerate(eot_samples)]
+        if not samples:
+            raise ValueError("eot_samples: expected at least one value (0 = plain attack), got an empty list")
+        draws = validation.check_int("draws", draws, minimum=1)
+        seed = validation.check_int("seed", seed, minimum=0)
+        batch_size = validation.check_int("batch_size", batch_size, minimum=1)
+        options = dict(attack_options or {})
+        configs = {name: make_attack(name, norm=norm, **options.get(name, {})) for name in attacks}
+        return cls(tf, configs, eps_list, norm, samples, draws, seed, batch_size, eot_jpeg)
+
+
+class _Destruction:
+    """The steps of :func:`measure_destruction`: clean predictions once, then one row per (attack, eps, EOT)."""
+
+    def __init__(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, settings: DestructionSettings) -> None:
+        self.clf, self.x, self.y, self.s = clf, x, y, settings
+        self.y_cpu = y.cpu()
+
+    def run(self) -> DestructionReport:
+        s = self.s
+        self.predict_clean()
+        report = DestructionReport(s.transform.spec(), s.norm, s.draws, s.seed)
+        for name, cfg in s.attacks.items():
+            cfg, goal = self.goal_of(cfg)
+            for e in s.eps:
+                threat = ThreatModel(s.norm, e, self.clf.bounds)
+                report.rows.extend(self.row(name, cfg, goal, threat, k) for k in s.eot_samples)
+        return report
+
+    def predict_clean(self) -> None:
+        """Clean predictions, the least-likely targets, and the accuracy on transformed clean images."""
+        s = self.s
+        clean_logits = predict(self.clf, self.x, batch_size=s.batch_size, logits=True)
+        self.pred_clean = clean_logits.argmax(1).cpu()
+        least_likely = clean_logits.argmin(1)
+        # clean-misclassified images whose least-likely class is their label are not counted anyway
+        y = self.y
+        self.ll_target = torch.where(least_likely == y, (y + 1) % clean_logits.shape[1], least_likely)
+        transformed_clean = [
+            self.predict_transformed(self.x, s.seed * 7919 + CLEAN_DRAW_OFFSET + d) for d in range(s.draws)
+        ]
+        self.transformed_clean_accuracy = sum(_accuracy(p, self.y_cpu) for p in transformed_clean) / s.draws
+
+    def predict_transformed(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return predict(
+            self.clf, _transform_in_batches(self.s.transform, x, g, self.s.batch_size), batch_size=self.s.batch_size
+        ).cpu()
+
+    def goal_of(self, cfg: AttackConfig) -> tuple[AttackConfig, Goal | None]:
+        """A least-likely goal (ILLC) becomes the plain model's least-likely class, also through EOT."""
+        if isinstance(cfg.goal, LeastLikely):
+            return dataclasses.replace(cfg, goal=None), Targeted(self.ll_target)
+        return cfg, None
+
+    def craft(self, cfg: AttackConfig, goal: Goal | None, threat: ThreatModel, samples: int) -> torch.Tensor:
+        """Adversarial examples against the model itself (``samples`` 0) or its EOT average."""
+        s = self.s
+        target = self.clf
+        if samples:
+            target = with_transformations(self.clf, s.transform, samples, seed=s.seed + 17, jpeg=s.eot_jpeg)
+        result = attack_in_batches(cfg, target, self.x, self.y, threat, goal=goal, batch_size=s.batch_size, seed=s.seed)
+        return torch.as_tensor(result.x_adv).to(self.x.device)
+
+    def row(self, name: str, cfg: AttackConfig, goal: Goal | None, threat: ThreatModel, samples: int) -> DestructionRow:
+        """Craft, transform ``draws`` times, and measure one cell of the table."""
+        s, y = self.s, self.y_cpu
+        t0 = time.perf_counter()
+        x_adv = self.craft(cfg, goal, threat, samples)
+        pred_adv = predict(self.clf, x_adv, batch_size=s.batch_size).cpu()
+        rates, accs = [], []
+        for d in range(s.draws):
+            pred_t = self.predict_transformed(x_adv, s.seed * 7919 + d)
+            rates.append(destruction_rate(y, self.pred_clean, pred_adv, pred_t))
+            accs.append(_accuracy(pred_t, y))
+        counted = int(((self.pred_clean == y) & (pred_adv != y)).sum())
+        row = DestructionRow(
+            attack=name,
+            eps=threat.eps,
+            eot_samples=samples,
+            n=len(y),
+            clean_accuracy=_accuracy(self.pred_clean, y),
+            adversarial_accuracy=_accuracy(pred_adv, y),
+            transformed_clean_accuracy=self.transformed_clean_accuracy,
+            transformed_adversarial_accuracy=sum(accs) / s.draws,
+            counted=counted,
+            destruction_rate=sum(rates) / s.draws if counted else math.nan,
+            destruction_rate_per_draw=rates,
+            seconds=time.perf_counter() - t0,
+        )
+        log.info(
+            "%s eps=%g eot=%d: adversarial accuracy %.3f, destruction rate %.3f (%d counted, %.1fs)",
+            name,
+            threat.eps,
+            samples,
+            row.adversarial_accuracy,
+            row.destruction_rate,
+            counted,
+            row.seconds,
+        )
+        return row
 
 
 def measure_destruction(
@@ -202,93 +345,27 @@ def measure_destruction(
         >>> report = measure_destruction(clf, x, y, "print-photo", eps=[0.1, 0.2], eot_samples=[0, 30])
         >>> print(report.table())
     """
-    from advlab.attacks import attack_in_batches, make_attack
-    from advlab.goals import LeastLikely, Targeted
-    from advlab.physical.eot import with_transformations
-    from advlab.threat import ThreatModel
-
     clf = as_classifier(model)
-    tf = parse_transform(transform, bounds=clf.bounds)
-    eps_list = validation.check_eps_list(list(eps))
-    samples_list = [validation.check_int(f"eot_samples[{i}]", k, minimum=0) for i, k in enumerate(eot_samples)]
-    if not samples_list:
-        raise ValueError("eot_samples: expected at least one value (0 = plain attack), got an empty list")
-    draws = validation.check_int("draws", draws, minimum=1)
-    seed = validation.check_int("seed", seed, minimum=0)
-    batch_size = validation.check_int("batch_size", batch_size, minimum=1)
-    options = dict(attack_options or {})
-    configs = {name: make_attack(name, norm=norm, **options.get(name, {})) for name in attacks}
+    settings = DestructionSettings.check(
+        clf,
+        transform,
+        attacks=attacks,
+        eps=eps,
+        norm=norm,
+        eot_samples=eot_samples,
+        draws=draws,
+        seed=seed,
+        batch_size=batch_size,
+        attack_options=attack_options,
+        eot_jpeg=eot_jpeg,
+    )
     x = torch.as_tensor(x)
     y = torch.as_tensor(y).long()
     validation.check_input(x, clf.bounds)
     validation.check_labels(y, x.shape[0], clf.num_classes)
-    x, y = x.to(clf.device), y.to(clf.device)
     was_training = clf.training
     clf.eval()
     try:
-        with torch.no_grad():
-            clean_logits = torch.cat([clf(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-        pred_clean = clean_logits.argmax(1).cpu()
-        least_likely = clean_logits.argmin(1)
-        # clean-misclassified images whose least-likely class is their label are not counted anyway
-        ll_target = torch.where(least_likely == y, (y + 1) % clean_logits.shape[1], least_likely)
-        transformed_clean = [
-            _predict(
-                clf,
-                _transform_in_batches(tf, x, torch.Generator().manual_seed(seed * 7919 + 1000 + d), batch_size),
-                batch_size,
-            )
-            for d in range(draws)
-        ]
-        report = DestructionReport(tf.spec(), norm, draws, seed)
-        y_cpu = y.cpu()
-        for name, cfg in configs.items():
-            goal = None
-            if isinstance(cfg.goal, LeastLikely):  # ILLC: the plain model's least-likely class, also through EOT
-                cfg, goal = dataclasses.replace(cfg, goal=None), Targeted(ll_target)
-            for e in eps_list:
-                threat = ThreatModel(norm, e, clf.bounds)
-                for k in samples_list:
-                    t0 = time.perf_counter()
-                    target_model = clf if k == 0 else with_transformations(clf, tf, k, seed=seed + 17, jpeg=eot_jpeg)
-                    result = attack_in_batches(
-                        cfg, target_model, x, y, threat, goal=goal, batch_size=batch_size, seed=seed
-                    )
-                    x_adv = torch.as_tensor(result.x_adv).to(x.device)
-                    pred_adv = _predict(clf, x_adv, batch_size)
-                    rates, accs = [], []
-                    for d in range(draws):
-                        g = torch.Generator().manual_seed(seed * 7919 + d)
-                        pred_t = _predict(clf, _transform_in_batches(tf, x_adv, g, batch_size), batch_size)
-                        rates.append(destruction_rate(y_cpu, pred_clean, pred_adv, pred_t))
-                        accs.append(float((pred_t == y_cpu).float().mean()))
-                    counted = int(((pred_clean == y_cpu) & (pred_adv != y_cpu)).sum())
-                    row = DestructionRow(
-                        attack=name,
-                        eps=e,
-                        eot_samples=k,
-                        n=len(y_cpu),
-                        clean_accuracy=float((pred_clean == y_cpu).float().mean()),
-                        adversarial_accuracy=float((pred_adv == y_cpu).float().mean()),
-                        transformed_clean_accuracy=sum(float((p == y_cpu).float().mean()) for p in transformed_clean)
-                        / draws,
-                        transformed_adversarial_accuracy=sum(accs) / draws,
-                        counted=counted,
-                        destruction_rate=sum(rates) / draws if counted else math.nan,
-                        destruction_rate_per_draw=rates,
-                        seconds=time.perf_counter() - t0,
-                    )
-                    report.rows.append(row)
-                    log.info(
-                        "%s eps=%g eot=%d: adversarial accuracy %.3f, destruction rate %.3f (%d counted, %.1fs)",
-                        name,
-                        e,
-                        k,
-                        row.adversarial_accuracy,
-                        row.destruction_rate,
-                        counted,
-                        row.seconds,
-                    )
+        return _Destruction(clf, x.to(clf.device), y.to(clf.device), settings).run()
     finally:
         clf.train(was_training)
-    return report

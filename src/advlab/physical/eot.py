@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab import validation
+from advlab.attacks.registry import AttackConfig, make_attack
 from advlab.models import Classifier, as_classifier
 from advlab.physical.transforms import Transform, parse_transform, with_jpeg_method
 
@@ -77,17 +78,16 @@ class ExpectationOverTransformation(nn.Module):
         self.generator.manual_seed(self.seed if seed is None else validation.check_int("seed", seed, minimum=0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = None
-        acc = None
-        for _ in range(self.samples):
-            out = self.model(self.transform(x, self.generator))
-            if self.average == "log_probs":
-                out = F.log_softmax(out, dim=1)
-            if first is None:
-                first, acc = out, torch.zeros_like(out)
-            else:
-                acc = acc + (out - first)
+        first = self._sample(x)
+        acc = torch.zeros_like(first)
+        for _ in range(self.samples - 1):
+            acc = acc + (self._sample(x) - first)
         return first + acc / self.samples
+
+    def _sample(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output (logits or log-probabilities) on one random transformation of ``x``."""
+        out = self.model(self.transform(x, self.generator))
+        return F.log_softmax(out, dim=1) if self.average == "log_probs" else out
 
     def extra_repr(self) -> str:
         return (
@@ -171,8 +171,6 @@ def eot_attack(
     Example:
         >>> result = eot_attack("pgd", clf, x, y, ThreatModel("linf", 0.2), "noise=0..0.1", samples=20)
     """
-    from advlab.attacks.registry import AttackConfig, make_attack
-
     cfg = make_attack(attack, norm=threat.norm) if isinstance(attack, str) else attack
     if not isinstance(cfg, AttackConfig):
         raise TypeError(f"attack: expected an attack name or an AttackConfig, got {type(attack).__name__}")

@@ -1,8 +1,9 @@
 """Adversarial patch (Brown et al. 2017): a universal, location-independent patch that makes a model predict one class.
 
-:func:`apply_patch` pastes a patch into images at given locations, scales and angles (differentiable, via
-``grid_sample``); :func:`train_patch` learns the patch over a data set with random placements (expectation
-over transformation, as in the paper); :func:`patch_success_rate` measures it on held-out images.
+:func:`apply_patch` pastes a patch into images at given locations, scales and angles (differentiable; the warp
+is :func:`~advlab.physical.transforms.affine`, the geometry of the image transformations); :func:`train_patch`
+learns the patch over a data set with random placements (expectation over transformation, as in the paper);
+:func:`patch_success_rate` measures it on held-out images.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab import validation
-from advlab.models import as_classifier
+from advlab.attacks.base import make_generator
+from advlab.models import Classifier, as_classifier
+from advlab.physical.transforms import affine, compose_affine, rotation_matrix, scaling_matrix, translation_matrix
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,11 @@ def _pair(name: str, value: Any) -> tuple[int, int]:
         )
     v = validation.check_int(name, value, minimum=1)
     return v, v
+
+
+def _hw(shape: Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` from the last two sizes."""
+    return int(shape[-2]), int(shape[-1])
 
 
 def patch_mask(size: tuple[int, int], shape: str = "square") -> torch.Tensor:
@@ -87,22 +95,19 @@ def apply_patch(
     _, h, w = patch.shape
     dev = x.device
     s = torch.as_tensor(scale, dtype=torch.float64).expand(n).to(dev)
-    a = torch.deg2rad(torch.as_tensor(angle, dtype=torch.float64).expand(n)).to(dev)
-    bh, bw = _extent(h, w, s, a)
+    degrees = torch.as_tensor(angle, dtype=torch.float64).expand(n).to(dev)
+    bh, bw = _extent(h, w, s, torch.deg2rad(degrees))
     tl = torch.as_tensor(top_left, dtype=torch.float64).to(dev)
-    cy, cx = tl[:, 0] + bh / 2, tl[:, 1] + bw / 2
-    # image pixel centres relative to the patch centre, mapped back into patch pixel coordinates
-    yy = torch.arange(hh, dtype=torch.float64, device=dev)[None, :, None] + 0.5 - cy[:, None, None]
-    xx = torch.arange(ww, dtype=torch.float64, device=dev)[None, None, :] + 0.5 - cx[:, None, None]
-    cos, sin = a.cos()[:, None, None], a.sin()[:, None, None]
-    # inverse of a visual counter-clockwise rotation (y down), then of the scaling
-    px = (cos * xx - sin * yy) / s[:, None, None] + w / 2
-    py = (sin * xx + cos * yy) / s[:, None, None] + h / 2
-    grid = torch.stack([2 * px / w - 1, 2 * py / h - 1], -1).to(x.dtype)
+    # the patch centre (x, y) relative to the image centre; image pixels are mapped back into the patch:
+    # shifted to the patch centre, turned back, scaled back (output-to-input maps, as for every warp)
+    centre = torch.stack([tl[:, 1] + bw / 2 - ww / 2, tl[:, 0] + bh / 2 - hh / 2], 1)
+    to_patch = compose_affine(
+        scaling_matrix(s, n), compose_affine(rotation_matrix(degrees, n), translation_matrix(-centre))
+    )
     m = mask if mask is not None else torch.ones(1, h, w, dtype=x.dtype)
     m = m.to(dev, x.dtype)
     src = torch.cat([patch.to(dev, x.dtype) * m, m], 0)[None].expand(n, c + 1, h, w)
-    warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped = affine(src, to_patch, size=(hh, ww), padding="zeros")
     p, mm = warped[:, :c], warped[:, c:]
     return x * (1 - mm) + p
 
@@ -200,11 +205,9 @@ class AdversarialPatch:
 
     def apply(self, x: torch.Tensor, generator: torch.Generator | int | None = None) -> torch.Tensor:
         """Paste the patch at random placements (from ``generator``) into ``x``."""
-        from advlab.attacks.base import make_generator
-
         g = make_generator(generator)
         pl = sample_placements(
-            x.shape[0], tuple(x.shape[2:]), tuple(self.patch.shape[1:]), g, scale=self.scale, rotation=self.rotation
+            x.shape[0], _hw(x.shape[2:]), _hw(self.patch.shape[1:]), g, scale=self.scale, rotation=self.rotation
         )
         return apply_patch(x, self.patch, pl.top_left, scale=pl.scale, angle=pl.angle, mask=self.mask)
 
@@ -216,6 +219,116 @@ def _check_images(model: nn.Module, x: Any, name: str = "x") -> tuple[Any, torch
     if x_t.dim() != 4:
         raise ValueError(f"{name}: patches need images (N, C, H, W), got shape {tuple(x_t.shape)}")
     return clf, x_t.to(clf.device)
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    """The checked settings of :func:`train_patch` (see there); built with :meth:`check`."""
+
+    size: tuple[int, int]
+    shape: str
+    scale: tuple[float, float]
+    rotation: tuple[float, float]
+    epochs: int
+    batch_size: int
+    lr: float
+
+    @classmethod
+    def check(
+        cls,
+        image_hw: tuple[int, int],
+        *,
+        patch_size: int | Sequence[int],
+        shape: str,
+        scale: float | Sequence[float],
+        rotation: float | Sequence[float],
+        epochs: int,
+        batch_size: int,
+        lr: float,
+    ) -> PatchSettings:
+        """Validate every setting (errors name the argument) and that the patch fits ``image_hw``."""
+        size = _pair("patch_size", patch_size)
+        validation.check_choice("shape", shape, SHAPES)
+        scale_r = validation.check_strength_range("scale", scale, minimum=1e-3, maximum=4.0)
+        if scale_r[0] <= 0:
+            raise ValueError(f"scale: expected factors > 0, got {scale_r}")
+        rot_r = validation.check_strength_range("rotation", rotation, minimum=-180.0, maximum=180.0)
+        epochs = validation.check_int("epochs", epochs, minimum=1)
+        batch_size = validation.check_int("batch_size", batch_size, minimum=1)
+        lr = validation.check_float("lr", lr, minimum=0.0, strict_min=True)
+        _check_fits(image_hw, size, scale_r, rot_r)
+        return cls(size, shape, scale_r, rot_r, epochs, batch_size, lr)
+
+
+def _other_classes(x: torch.Tensor, y: Any, target: int, num_classes: int | None) -> torch.Tensor:
+    """The images whose label is not ``target``."""
+    y_t = torch.as_tensor(y).long()
+    validation.check_labels(y_t, x.shape[0], num_classes)
+    keep = (y_t != target).nonzero().flatten().to(x.device)
+    x = x[keep]
+    if x.shape[0] == 0:
+        raise ValueError("y: every image has the target label; give images of other classes")
+    return x
+
+
+class _PatchTraining:
+    """The steps of :func:`train_patch`: a random patch, then epochs of Adam steps on random placements."""
+
+    def __init__(
+        self, clf: Classifier, x: torch.Tensor, target: int, settings: PatchSettings, generator: torch.Generator
+    ) -> None:
+        self.clf, self.x, self.target, self.s, self.g = clf, x, target, settings, generator
+        self.lo, self.hi = clf.bounds
+        self.mask = patch_mask(settings.size, settings.shape).to(x.device, x.dtype)
+        init = self.lo + (self.hi - self.lo) * torch.rand(
+            (x.shape[1], *settings.size), generator=generator, dtype=torch.float64
+        )
+        self.patch = init.to(x.device, x.dtype).requires_grad_(True)
+        self.opt = torch.optim.Adam([self.patch], lr=settings.lr)
+
+    def run(self) -> AdversarialPatch:
+        history: list[float] = []
+        t0 = time.perf_counter()
+        with self.clf.attack_mode(warn_train_mode=False):
+            for epoch in range(self.s.epochs):
+                history.append(self.epoch())
+                log.info("patch epoch %d: mean target probability %.3f", epoch + 1, history[-1])
+        result = AdversarialPatch(
+            patch=self.patch.detach(),
+            mask=self.mask,
+            target=self.target,
+            scale=self.s.scale,
+            rotation=self.s.rotation,
+            history=history,
+            seconds=time.perf_counter() - t0,
+        )
+        result.success_rate_train = patch_success_rate(self.clf, self.x, result, generator=self.g)
+        return result
+
+    def epoch(self) -> float:
+        """One pass over the images in a random order; the mean target probability seen during it."""
+        n = self.x.shape[0]
+        order = torch.randperm(n, generator=self.g).to(self.x.device)
+        total, count = 0.0, 0
+        for start in range(0, n, self.s.batch_size):
+            xb = self.x[order[start : start + self.s.batch_size]]
+            total += self.step(xb)
+            count += xb.shape[0]
+        return total / count
+
+    def step(self, xb: torch.Tensor) -> float:
+        """One Adam step on ``-mean log p(target)`` over random placements, then back into the box."""
+        s = self.s
+        pl = sample_placements(xb.shape[0], _hw(xb.shape[2:]), s.size, self.g, scale=s.scale, rotation=s.rotation)
+        xp = apply_patch(xb, self.patch, pl.top_left, scale=pl.scale, angle=pl.angle, mask=self.mask)
+        logp = F.log_softmax(self.clf(xp), dim=1)[:, self.target]
+        loss = -logp.mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            self.patch.clamp_(self.lo, self.hi)
+        return float(logp.detach().exp().sum())
 
 
 def train_patch(
@@ -267,67 +380,22 @@ def train_patch(
         >>> p = train_patch(clf, x_train[:5000], target=3, patch_size=8, rotation=(-20, 20), epochs=3)
         >>> patch_success_rate(clf, x_test, p, y=y_test)
     """
-    from advlab.attacks.base import make_generator
-
     clf, x_t = _check_images(model, x)
     num_classes = clf.num_classes
     target = validation.check_int("target", target, minimum=0, maximum=(num_classes - 1) if num_classes else None)
-    size = _pair("patch_size", patch_size)
-    validation.check_choice("shape", shape, SHAPES)
-    scale_r = validation.check_strength_range("scale", scale, minimum=1e-3, maximum=4.0)
-    if scale_r[0] <= 0:
-        raise ValueError(f"scale: expected factors > 0, got {scale_r}")
-    rot_r = validation.check_strength_range("rotation", rotation, minimum=-180.0, maximum=180.0)
-    epochs = validation.check_int("epochs", epochs, minimum=1)
-    batch_size = validation.check_int("batch_size", batch_size, minimum=1)
-    lr = validation.check_float("lr", lr, minimum=0.0, strict_min=True)
-    _check_fits(tuple(x_t.shape[2:]), size, scale_r, rot_r)
-    if y is not None:
-        y_t = torch.as_tensor(y).long()
-        validation.check_labels(y_t, x_t.shape[0], num_classes)
-        keep = (y_t != target).nonzero().flatten().to(x_t.device)
-        x_t = x_t[keep]
-        if x_t.shape[0] == 0:
-            raise ValueError("y: every image has the target label; give images of other classes")
-    g = make_generator(generator)
-    lo, hi = clf.bounds
-    mask = patch_mask(size, shape).to(x_t.device, x_t.dtype)
-    init = lo + (hi - lo) * torch.rand((x_t.shape[1], *size), generator=g, dtype=torch.float64)
-    patch = init.to(x_t.device, x_t.dtype).requires_grad_(True)
-    opt = torch.optim.Adam([patch], lr=lr)
-    history: list[float] = []
-    t0 = time.perf_counter()
-    n = x_t.shape[0]
-    with clf.attack_mode(warn_train_mode=False):
-        for epoch in range(epochs):
-            order = torch.randperm(n, generator=g).to(x_t.device)
-            total, count = 0.0, 0
-            for start in range(0, n, batch_size):
-                xb = x_t[order[start : start + batch_size]]
-                pl = sample_placements(xb.shape[0], tuple(xb.shape[2:]), size, g, scale=scale_r, rotation=rot_r)
-                xp = apply_patch(xb, patch, pl.top_left, scale=pl.scale, angle=pl.angle, mask=mask)
-                logp = F.log_softmax(clf(xp), dim=1)[:, target]
-                loss = -logp.mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    patch.clamp_(lo, hi)
-                total += float(logp.detach().exp().sum())
-                count += xb.shape[0]
-            history.append(total / count)
-            log.info("patch epoch %d: mean target probability %.3f", epoch + 1, history[-1])
-    result = AdversarialPatch(
-        patch=patch.detach(),
-        mask=mask,
-        target=target,
-        scale=scale_r,
-        rotation=rot_r,
-        history=history,
-        seconds=time.perf_counter() - t0,
+    settings = PatchSettings.check(
+        _hw(x_t.shape[2:]),
+        patch_size=patch_size,
+        shape=shape,
+        scale=scale,
+        rotation=rotation,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
     )
-    result.success_rate_train = patch_success_rate(clf, x_t, result, generator=g)
-    return result
+    if y is not None:
+        x_t = _other_classes(x_t, y, target, num_classes)
+    return _PatchTraining(clf, x_t, target, settings, make_generator(generator)).run()
 
 
 @torch.no_grad()
@@ -349,8 +417,6 @@ def patch_success_rate(
     Example:
         >>> patch_success_rate(clf, x_test, patch, y=y_test, draws=5, generator=1)
     """
-    from advlab.attacks.base import make_generator
-
     clf, x_t = _check_images(model, x)
     draws = validation.check_int("draws", draws, minimum=1)
     if y is not None:

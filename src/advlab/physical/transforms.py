@@ -400,26 +400,83 @@ class JPEGCompression(Transform):
 
 
 # ---------------------------------------------------------------------- geometric (grid_sample based)
-def _sample_grid(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear resampling at ``grid`` (normalised coordinates, ``align_corners=False``), edges replicated."""
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+def _sample_grid(x: torch.Tensor, grid: torch.Tensor, padding: str = "border") -> torch.Tensor:
+    """Bilinear resampling at ``grid`` (normalised coordinates, ``align_corners=False``), edges replicated or zeros."""
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode=padding, align_corners=False)
 
 
-def affine(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+GRID_PADDING = ("border", "zeros")
+"""What :func:`affine` samples outside the input: the replicated edge, or zeros (nothing, for pasting)."""
+
+
+def affine(
+    x: torch.Tensor,
+    matrix: torch.Tensor,
+    *,
+    size: tuple[int, int] | None = None,
+    padding: str = "border",
+) -> torch.Tensor:
     """Resample each image with the affine map ``matrix[i]`` (N, 2, 3) from output to input pixel coordinates.
 
-    Coordinates are pixel units relative to the image centre (x to the right, y down); the map is
-    converted to PyTorch's normalised coordinates so that rotations are true rotations on non-square images.
-    Bilinear interpolation, edges replicated (the output stays inside the range of the input).
+    Coordinates are pixel units relative to the centre of each image (the output's for the output pixels, the
+    input's for the input pixels; x to the right, y down); the map is converted to PyTorch's normalised
+    coordinates so that rotations are true rotations on non-square images. Bilinear interpolation.
+
+    Args:
+        x: images ``(N, C, H, W)``.
+        matrix: ``(N, 2, 3)`` maps ``p_in = A p_out + t`` (build them with :func:`rotation_matrix`,
+            :func:`scaling_matrix`, :func:`translation_matrix` and :func:`compose_affine`).
+        size: the output's ``(height, width)``; default the input's.
+        padding: ``"border"`` (edges replicated: the output stays inside the range of the input) or ``"zeros"``.
+
+    Returns:
+        The resampled images ``(N, C, *size)``.
     """
+    validation.check_choice("padding", padding, GRID_PADDING)
     n, _, h, w = x.shape
+    out_h, out_w = (h, w) if size is None else size
     m = matrix.to(torch.float64)
-    d = torch.tensor([w / 2.0, h / 2.0], dtype=torch.float64, device=m.device)
+    d_in = torch.tensor([w / 2.0, h / 2.0], dtype=torch.float64, device=m.device)
+    d_out = torch.tensor([out_w / 2.0, out_h / 2.0], dtype=torch.float64, device=m.device)
     theta = torch.empty_like(m)
-    theta[:, :, :2] = m[:, :, :2] * d[None, None, :] / d[None, :, None]  # D^-1 A D
-    theta[:, :, 2] = m[:, :, 2] / d[None, :]
-    grid = F.affine_grid(theta.to(x.device), [n, 1, h, w], align_corners=False)
-    return _sample_grid(x, grid)
+    theta[:, :, :2] = m[:, :, :2] * d_out[None, None, :] / d_in[None, :, None]  # D_in^-1 A D_out
+    theta[:, :, 2] = m[:, :, 2] / d_in[None, :]
+    grid = F.affine_grid(theta.to(x.device), [n, 1, out_h, out_w], align_corners=False)
+    return _sample_grid(x, grid, padding)
+
+
+def rotation_matrix(degrees: torch.Tensor | float, n: int = 1) -> torch.Tensor:
+    """``(N, 2, 3)`` output-to-input maps of counter-clockwise rotations (as displayed) by ``degrees[i]``.
+
+    ``degrees`` is one angle or one per example (``n`` of them).
+    """
+    a = torch.deg2rad(torch.as_tensor(degrees, dtype=torch.float64).expand(n))
+    cos, sin = torch.cos(a), torch.sin(a)
+    zero = torch.zeros_like(a)
+    # output pixel p' -> input pixel p = R^-1 p'; with y pointing down, a visual counter-clockwise turn is
+    # a clockwise one in (x, y-down) coordinates
+    return torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+
+
+def scaling_matrix(factor: torch.Tensor | float, n: int = 1) -> torch.Tensor:
+    """``(N, 2, 3)`` output-to-input maps of zooms by ``factor[i]`` (> 1 enlarges the content)."""
+    f = torch.as_tensor(factor, dtype=torch.float64).expand(n)
+    zero = torch.zeros_like(f)
+    inv = 1.0 / f
+    return torch.stack([torch.stack([inv, zero, zero], 1), torch.stack([zero, inv, zero], 1)], 1)
+
+
+def translation_matrix(offset: torch.Tensor) -> torch.Tensor:
+    """``(N, 2, 3)`` maps ``p -> p + offset[i]`` (``offset`` is ``(N, 2)``, pixels ``(x, y)``)."""
+    t = torch.as_tensor(offset, dtype=torch.float64)
+    eye = torch.eye(2, dtype=torch.float64, device=t.device).expand(t.shape[0], 2, 2)
+    return torch.cat([eye, t[:, :, None]], 2)
+
+
+def compose_affine(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """The ``(N, 2, 3)`` maps ``p -> outer(inner(p))``."""
+    linear = outer[:, :, :2] @ inner[:, :, :2]
+    return torch.cat([linear, outer[:, :, :2] @ inner[:, :, 2:] + outer[:, :, 2:]], 2)
 
 
 def rotate(x: torch.Tensor, degrees: torch.Tensor | float) -> torch.Tensor:
@@ -427,24 +484,12 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor | float) -> torch.Tensor:
 
     ``rotate(x, 90)`` equals ``torch.rot90(x, 1, dims=(2, 3))`` on square images up to float rounding.
     """
-    n = x.shape[0]
-    a = torch.deg2rad(torch.as_tensor(degrees, dtype=torch.float64).expand(n))
-    cos, sin = torch.cos(a), torch.sin(a)
-    zero = torch.zeros_like(a)
-    # output pixel p' -> input pixel p = R^-1 p'; with y pointing down, a visual counter-clockwise turn is
-    # a clockwise one in (x, y-down) coordinates
-    matrix = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    return affine(x, matrix)
+    return affine(x, rotation_matrix(degrees, x.shape[0]))
 
 
 def scale(x: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
     """Zoom each image by ``factor[i]`` about its centre (> 1 enlarges the content, < 1 shrinks it)."""
-    n = x.shape[0]
-    f = torch.as_tensor(factor, dtype=torch.float64).expand(n)
-    zero = torch.zeros_like(f)
-    inv = 1.0 / f
-    matrix = torch.stack([torch.stack([inv, zero, zero], 1), torch.stack([zero, inv, zero], 1)], 1)
-    return affine(x, matrix)
+    return affine(x, scaling_matrix(factor, x.shape[0]))
 
 
 def _homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
