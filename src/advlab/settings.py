@@ -19,15 +19,19 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from advlab import validation
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 # ---------------------------------------------------------------------------------------------- constraints
 
@@ -344,6 +348,24 @@ def check_known(owner: str, declared: Mapping[str, Setting], names: Iterable[str
             f"{owner}: no setting {', '.join(hints)}; its settings are {', '.join(declared) or 'none'}"
             + validation.did_you_mean(unknown[0], declared)
         )
+
+
+def renamed(mapping: Mapping[str, str]) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Decorate a function whose keywords were renamed: the old names keep working one release (FutureWarning).
+
+    Example:
+        >>> @renamed({"max_iter": "steps"})
+        ... def forest_attack(model, x, y, *, steps=50): ...
+    """
+
+    def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            return fn(*args, **rename_deprecated(fn.__name__, kwargs, mapping))
+
+        return wrapper
+
+    return decorate
 
 
 def validate_all(owner: str, declared: Mapping[str, Setting], values: Mapping[str, Any]) -> dict[str, Any]:

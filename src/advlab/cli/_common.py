@@ -205,6 +205,14 @@ def load_split(name: str, split: str, data_dir: str | None, n: int | None, optio
         raise ValueError(f"{option}: {text}") from exc
 
 
+def dataset_name(option: str | None, model: Any) -> str:
+    """The dataset named by ``--data``, else by the model's card; a clear error when neither names one."""
+    name = option or (getattr(model, "card", None) or {}).get("dataset")
+    if not name:
+        raise ValueError("--data: the model card names no dataset; pass --data")
+    return str(name)
+
+
 def check_data_for_model(data: Any, model: Any, name: str = "--data") -> None:
     """The dataset's images and classes fit the model (an MNIST model cannot be attacked on CIFAR-10)."""
     shape = getattr(model, "input_shape", None)

@@ -22,6 +22,7 @@ from advlab.cli._common import (
     add_run_options,
     check_data_for_model,
     check_output_dir,
+    dataset_name,
     load_split,
     option_value,
     output_dir,
@@ -254,9 +255,7 @@ def _set_up(args: argparse.Namespace) -> _Setup:
     check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
-    data_name = args.data or model.card.get("dataset")
-    if not data_name:
-        raise ValueError("--data: the model card names no dataset; pass --data")
+    data_name = dataset_name(args.data, model)
     eps_values = parse_float_list(args.eps, "--eps")
     if len(eps_values) != 1:
         raise ValueError(f"--eps: 'advlab attack' takes one eps, got {eps_values}; use 'advlab evaluate' for a sweep")

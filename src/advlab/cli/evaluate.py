@@ -12,6 +12,7 @@ from advlab.cli._common import (
     add_data_options,
     add_run_options,
     check_data_for_model,
+    dataset_name,
     load_split,
     output_dir,
     parse_float_list,
@@ -117,9 +118,7 @@ def _load(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str]:
     from advlab.zoo import load_model
 
     model = load_model(args.model, device=device)
-    data_name = args.data or model.card.get("dataset")
-    if not data_name:
-        raise ValueError("--data: the model card names no dataset; pass --data")
+    data_name = dataset_name(args.data, model)
     data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)
     return model, data, data_name

@@ -10,6 +10,7 @@ from advlab.cli._common import (
     add_data_options,
     check_data_for_model,
     check_output_dir,
+    dataset_name,
     load_split,
     resolve_device,
 )
@@ -56,9 +57,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
     compare = load_model(args.compare, device=device) if args.compare else None
-    data_name = args.data or model.card.get("dataset")
-    if not data_name:
-        raise ValueError("--data: the model card names no dataset; pass --data")
+    data_name = dataset_name(args.data, model)
     data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)
     if compare is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from advlab.cli._common import (
     add_run_options,
     check_data_for_model,
     check_output_dir,
+    dataset_name,
     load_split,
     output_dir,
     parse_float_list,
@@ -98,7 +98,7 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
     cfg = make_attack(attack, norm=norm)
     if isinstance(cfg.goal, LeastLikely):  # as measure_destruction: the least-likely class of the clean model
         ll = logits.argmin(1)
-        cfg, goal = dataclasses.replace(cfg, goal=None), Targeted(torch.where(ll == y, (y + 1) % logits.shape[1], ll))
+        cfg, goal = cfg.replace(goal=None), Targeted(torch.where(ll == y, (y + 1) % logits.shape[1], ll))
     x_adv = torch.as_tensor(
         attack_in_batches(cfg, model, x, y, ThreatModel(norm, eps, model.bounds), goal=goal, seed=seed).x_adv
     ).to(x.device)
@@ -144,9 +144,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
-    data_name = args.data or model.card.get("dataset")
-    if not data_name:
-        raise ValueError("--data: the model card names no dataset; pass --data")
+    data_name = dataset_name(args.data, model)
     eps, attacks, transform = _settings(args, model)
     data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)

@@ -12,6 +12,7 @@ from advlab.cli._common import (
     add_run_options,
     check_data_for_model,
     check_output_dir,
+    dataset_name,
     load_split,
     output_dir,
     parse_float_list,
@@ -66,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
-    data_name = args.data or model.card.get("dataset")
-    if not data_name:
-        raise ValueError("--data: the model card names no dataset; pass --data")
+    data_name = dataset_name(args.data, model)
     threat = _threat(args, model)
     train, test, others = _load_data(args, model, data_name, device)
     uap = universal_perturbation(

@@ -7,13 +7,11 @@ measures how often a perturbation changes a model's prediction, on held-out data
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +20,7 @@ from advlab import validation
 from advlab.attacks.base import make_generator
 from advlab.attacks.deepfool import deepfool
 from advlab.models import Classifier, as_classifier, predict
-from advlab.settings import rename_deprecated
+from advlab.settings import renamed
 from advlab.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -34,19 +32,6 @@ DEFAULT_MAX_PASSES = 10
 RENAMED = {"deepfool_max_iter": "deepfool_steps", "num_classes": "candidates"}
 """Old setting names of :func:`universal_perturbation` (DeepFool calls them ``steps`` and ``candidates``); they
 still work in this release, with a ``FutureWarning``."""
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _old_names(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Accept the :data:`RENAMED` keywords through :func:`advlab.settings.rename_deprecated`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        return fn(*args, **rename_deprecated(fn.__name__, kwargs, RENAMED))
-
-    return wrapper
 
 
 @dataclass
@@ -274,7 +259,7 @@ class _UniversalSearch:
         return float((perturbed != self.clean_pred).float().mean())
 
 
-@_old_names
+@renamed(RENAMED)
 def universal_perturbation(
     model: nn.Module,
     x: Any,

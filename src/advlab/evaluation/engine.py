@@ -228,15 +228,6 @@ def dataset_classes(data: Any) -> list[str] | None:
     return list(getattr(data, "classes", None) or []) or None
 
 
-def as_xy(data: Any) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-    """``(x, y, classes)`` on the CPU: :func:`advlab.validation.as_xy` plus :func:`dataset_classes`.
-
-    Kept for :mod:`advlab.explain.report`, which imports it; new code calls ``validation.as_xy`` directly.
-    """
-    x, y = validation.as_xy(data, "data")
-    return x.detach().cpu(), cast(torch.Tensor, y).detach().cpu(), dataset_classes(data)
-
-
 def _inputs(data: Any, n: int | None, clf: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` examples of ``data`` as CPU tensors, checked against the classifier."""
     x, labels = validation.as_xy(data, "data")  # labels are required: never None

@@ -18,17 +18,15 @@ features; this works at the level of leaves), then shortens the found perturbati
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 
 from advlab import validation
 from advlab.nonneural.arrays import NORMS, check_flat_inputs, distance, label_array, restore, to_flat
-from advlab.settings import rename_deprecated
+from advlab.settings import renamed
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +36,6 @@ LINE_SEARCH_STEPS = 20
 """Bisection steps of the final line search of :func:`forest_attack` (relative precision 2**-20)."""
 RENAMED = {"max_iter": "steps"}
 """Old setting names of :func:`forest_attack`; they still work in this release, with a ``FutureWarning``."""
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _old_names(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Accept the :data:`RENAMED` keywords through :func:`advlab.settings.rename_deprecated`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        return fn(*args, **rename_deprecated(fn.__name__, kwargs, RENAMED))
-
-    return wrapper
 
 
 @dataclass
@@ -341,7 +326,7 @@ class _ForestSearch:
         return TreeAttackResult(x_adv, dist, success, self.norm, False)
 
 
-@_old_names
+@renamed(RENAMED)
 def forest_attack(
     forest: Any,
     x: Any,

@@ -8,7 +8,6 @@ and eps.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -240,7 +239,7 @@ class _Destruction:
     def goal_of(self, cfg: AttackConfig) -> tuple[AttackConfig, Goal | None]:
         """A least-likely goal (ILLC) becomes the plain model's least-likely class, also through EOT."""
         if isinstance(cfg.goal, LeastLikely):
-            return dataclasses.replace(cfg, goal=None), Targeted(self.ll_target)
+            return cfg.replace(goal=None), Targeted(self.ll_target)
         return cfg, None
 
     def craft(self, cfg: AttackConfig, goal: Goal | None, threat: ThreatModel, samples: int) -> torch.Tensor:
