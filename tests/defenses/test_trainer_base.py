@@ -78,7 +78,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
 def test_checkpoint_of_other_config_is_refused(tmp_path):
     x, y = _digits()
     StandardTraining(epochs=1, progress=False, checkpoint_dir=tmp_path).fit(_model(), (x[:200], y[:200]))
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match="another configuration"):
         StandardTraining(epochs=1, lr=0.01, progress=False, checkpoint_dir=tmp_path).fit(_model(), (x[:200], y[:200]))
 
 
