@@ -7,6 +7,22 @@ validation of every setting and its storage as an attribute of the same name, :m
 the model card and the checkpoint's configuration), batching, schedules, evaluation, and checkpoints written
 atomically after every epoch (one :class:`~advlab.checkpoint.Checkpoint` file), so a killed run resumes with no lost
 epoch and a checkpoint of another configuration is refused.
+
+Example:
+    >>> @register_defense("label-smoothing")
+    ... class LabelSmoothing(Trainer):
+    ...     '''Cross-entropy against smoothed labels.
+    ...
+    ...     Args:
+    ...         smoothing: probability mass moved from the true class to the others.
+    ...     '''
+    ...     def __init__(self, *, smoothing: Fraction = 0.1, **settings: Any) -> None:
+    ...         super().__init__(**settings)  # smoothing is checked and stored as self.smoothing
+    ...     def training_step(self, model, x, y, epoch):
+    ...         logits = model(x)
+    ...         return F.cross_entropy(logits, y, label_smoothing=self.smoothing), logits
+    >>> LabelSmoothing(smoothing=0.2, epochs=3).settings()["smoothing"]
+    0.2
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The conformance suite every registered defense must pass (STYLE.md: trainers in the scikit-learn manner, checked
 like scikit-learn's ``check_estimator``).
 
-Parametrised over ``advlab.defenses.DEFENSES``, so a defense registered later is picked up. Each trainer runs with
+Parametrised over ``advlab.defenses.DEFENSES``, so a defense registered later is picked up. (Not named
+``test_conformance.py``: the test folders are not packages, so basenames must differ from the attacks' suite.) Each trainer runs with
 :data:`COMMON` (2 epochs on 192 digits in batches of 64, a 16-unit MLP) plus its overrides in :data:`FAST`.
 
 The properties:
