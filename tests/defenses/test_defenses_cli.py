@@ -109,3 +109,41 @@ def test_cli_uses_the_defense_schedule_unless_given(tmp_path):
     assert given["schedule"] == "constant" and given["history"][0]["lr"] == given["lr"]
     assert _train(tmp_path / "std", "standard") == 0  # the base trainer's default stays constant
     assert json.loads((tmp_path / "std" / "card.json").read_text())["training"]["schedule"] == "constant"
+
+
+def test_set_values_are_read_by_the_declared_types(tmp_path, capsys):
+    # a fraction for a float, a word for a bool, none for an optional setting
+    extra = ["--set", "eps=8/255", "--set", "steps=2", "--set", "step_size=none", "--set", "eps_rampup=0.5"]
+    assert _train(tmp_path / "pgd", "pgd", extra) == 0
+    training = json.loads((tmp_path / "pgd" / "card.json").read_text())["training"]
+    assert training["eps"] == 8 / 255 and training["steps"] == 2 and training["step_size"] == 2.5 * (8 / 255) / 2
+    assert _train(tmp_path / "vat", "vat", ["--set", "entmin=yes", "--set", "xi=1e-5"]) == 0
+    training = json.loads((tmp_path / "vat" / "card.json").read_text())["training"]
+    assert training["entmin"] is True and training["xi"] == 1e-5
+    assert _train(tmp_path / "bad", "pgd", ["--set", "steps=2.5"]) != 0
+    assert "--set: steps: expected a whole number, got '2.5'" in capsys.readouterr().err
+
+
+def test_set_refuses_settings_with_their_own_option(tmp_path, capsys):
+    assert _train(tmp_path / "o", "pgd", ["--set", "epochs=3"]) != 0
+    assert "use --epochs" in capsys.readouterr().err
+    assert _train(tmp_path / "o", "pgd", ["--set", "stpes=3"]) != 0
+    err = capsys.readouterr().err
+    assert "no setting 'stpes'" in err and "Did you mean 'steps'?" in err
+
+
+def test_list_defenses_shows_every_defense_with_its_settings(capsys):
+    assert main(["train", "--list-defenses"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines if not line.startswith(" ")]
+    assert names == DEFENSES.names()
+    pgd = lines[lines.index(next(line for line in lines if line.startswith("pgd "))) + 1]
+    assert "eps=0.3" in pgd and "steps=10" in pgd and "step_size=None" in pgd and "epochs" not in pgd
+
+
+def test_overwrite_discards_a_checkpoint_of_another_configuration(tmp_path, capsys):
+    assert _train(tmp_path / "o", "standard") == 0
+    assert _train(tmp_path / "o", "standard", ["--lr", "0.01"]) != 0
+    assert "another configuration" in capsys.readouterr().err
+    assert _train(tmp_path / "o", "standard", ["--lr", "0.01", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "o" / "card.json").read_text())["training"]["lr"] == 0.01

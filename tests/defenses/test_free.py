@@ -20,7 +20,7 @@ def test_replays_match_the_algorithm_by_hand():
     xb, yb = x[:32], y[:32]
     eps, lr = 0.1, 0.05
     t = FreeTraining(m=2, eps=eps, epochs=2, lr=lr, optimizer="sgd", batch_size=32, progress=False)
-    assert t.epochs == 1  # budget of 2 natural epochs / m = 2 replays
+    assert t.epochs == 2 and t.epochs_run == 1  # budget of 2 natural epochs / m = 2 replays: one pass
     t.fit(mlp(), (xb, yb))
 
     ref = mlp()
@@ -41,7 +41,7 @@ def test_replays_match_the_algorithm_by_hand():
 
 def test_budget_and_settings():
     t = FreeTraining(m=4, epochs=10)
-    assert t.epochs == math.ceil(10 / 4) and t.replays == 4
+    assert t.epochs == 10 and t.epochs_run == math.ceil(10 / 4) and t.replays == 4
     s = t.settings()
     assert s["epochs"] == 10 and s["epochs_run"] == 3 and s["m"] == 4
     with pytest.raises(ValueError, match="m"):
@@ -83,5 +83,5 @@ def test_resume_after_mid_epoch_kill_matches_uninterrupted(tmp_path):
 def test_checkpoint_of_other_configuration_is_refused(tmp_path):
     x, y = digits()
     FreeTraining(m=2, epochs=2, progress=False, checkpoint_dir=tmp_path).fit(mlp(), (x[:100], y[:100]))
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match="another configuration"):
         FreeTraining(m=3, epochs=2, progress=False, checkpoint_dir=tmp_path).fit(mlp(), (x[:100], y[:100]))

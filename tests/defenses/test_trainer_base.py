@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from sklearn.datasets import load_digits
 
 import advlab
 from advlab.defenses import StandardTraining, Trainer
+from advlab.settings import PositiveInt
 
 
 def _digits():
@@ -78,7 +80,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
 def test_checkpoint_of_other_config_is_refused(tmp_path):
     x, y = _digits()
     StandardTraining(epochs=1, progress=False, checkpoint_dir=tmp_path).fit(_model(), (x[:200], y[:200]))
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match="another configuration"):
         StandardTraining(epochs=1, lr=0.01, progress=False, checkpoint_dir=tmp_path).fit(_model(), (x[:200], y[:200]))
 
 
@@ -112,3 +114,70 @@ def test_bad_data():
         StandardTraining(progress=False).fit(_model(), (x[:10], y[:9]))
     with pytest.raises(ValueError, match="train.x"):
         StandardTraining(progress=False).fit(_model(), (x[:10] * 20, y[:10]))
+
+
+def test_checkpoint_of_other_config_is_discarded_with_overwrite(tmp_path):
+    x, y = _digits()
+    data = (x[:200], y[:200])
+    StandardTraining(epochs=1, progress=False, checkpoint_dir=tmp_path).fit(_model(), data)
+    with pytest.raises(ValueError, match=r"differs in: lr"):
+        StandardTraining(epochs=1, lr=0.01, progress=False, checkpoint_dir=tmp_path).fit(_model(), data)
+    fresh = StandardTraining(epochs=1, lr=0.01, progress=False).fit(_model(), data)
+    over = StandardTraining(epochs=1, lr=0.01, progress=False, checkpoint_dir=tmp_path, overwrite=True).fit(
+        _model(), data
+    )
+    for a, b in zip(fresh.model_.parameters(), over.model_.parameters()):
+        assert torch.equal(a, b)  # trained from scratch, not resumed from the other configuration
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors"]  # one file
+
+
+def test_settings_are_attributes_and_run_options_are_not_recorded(tmp_path):
+    t = StandardTraining(epochs=3, lr=0.02, checkpoint_dir=str(tmp_path), progress=False, eval_batch_size=10)
+    assert (t.epochs, t.lr, t.checkpoint_dir, t.progress, t.eval_batch_size) == (3, 0.02, tmp_path, False, 10)
+    assert t.settings() == {
+        "defense": "standard",
+        "epochs": 3,
+        "batch_size": 128,
+        "lr": 0.02,
+        "optimizer": "adam",
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "seed": 0,
+    }
+    with pytest.raises(TypeError, match="no setting 'nosuch'"):
+        StandardTraining(nosuch=1)
+    with pytest.raises(TypeError, match="checkpoint_dir"):
+        StandardTraining(checkpoint_dir=3)
+
+
+class _Renamed(StandardTraining):
+    """A trainer whose setting was renamed in this release (``n_iter`` is now ``steps``).
+
+    Args:
+        steps: how many.
+    """
+
+    renamed: ClassVar[dict[str, str]] = {"n_iter": "steps"}
+
+    def __init__(self, *, steps: PositiveInt = 3, **settings):
+        super().__init__(**settings)
+
+
+def test_renamed_setting_keeps_working_with_a_future_warning():
+    with pytest.warns(FutureWarning, match="'n_iter' is now called 'steps'"):
+        t = _Renamed(n_iter=5)
+    assert t.steps == 5 and t.settings()["steps"] == 5 and "n_iter" not in t.settings()
+    with pytest.raises(TypeError, match="both 'n_iter' and 'steps'"):
+        _Renamed(n_iter=5, steps=4)
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="steps"):
+        _Renamed(n_iter=0)  # validated under its new name
+
+
+def test_subclass_default_keeps_the_base_constraint():
+    class Cyclic(StandardTraining):
+        def __init__(self, *, schedule: str = "cyclic", **settings):  # no constraint written here
+            super().__init__(schedule=schedule, **settings)
+
+    assert Cyclic().schedule == "cyclic"
+    with pytest.raises(ValueError, match="schedule"):
+        Cyclic(schedule="x")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from advlab import validation, zoo
 from advlab.cli._common import (
     add_command,
     add_data_options,
@@ -17,8 +22,17 @@ from advlab.cli._common import (
     resolve_device,
     show_progress,
 )
+from advlab.data import Dataset, load_dataset
+from advlab.defenses import DEFENSES, Trainer, accuracy
+from advlab.defenses.base import is_recorded
+from advlab.defenses.vat import split_labelled
+from advlab.models import Classifier
+from advlab.settings import Setting
 
 log = logging.getLogger("advlab")
+
+EVAL_TRAIN_EXAMPLES = 10_000
+"""The train accuracy in the card is measured on at most this many training examples."""
 
 EXAMPLES = """\
   advlab train --data mnist --arch wong-cnn --epochs 5 --out runs/m1
@@ -70,25 +84,47 @@ def add_parser(sub) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a setting of the defense, e.g. --set eps=0.3 --set steps=40 (repeatable)",
+        help="a setting of the defense, e.g. --set eps=8/255 --set steps=40 (repeatable; see --list-defenses)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", default=None, help="output folder for model.safetensors, card.json and checkpoints")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard a checkpoint of a different configuration in the output folder instead of refusing it",
+    )
     p.add_argument("--list-archs", action="store_true", help="list architectures and exit")
-    p.add_argument("--list-defenses", action="store_true", help="list defenses and exit")
+    p.add_argument("--list-defenses", action="store_true", help="list defenses with their settings and exit")
     p.set_defaults(func=run)
 
 
+CLI_SETTINGS = {
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "optimizer": "--optimizer",
+    "weight_decay": "--weight-decay",
+    "schedule": "--schedule",
+    "seed": "--seed",
+    "device": "--device",
+    "checkpoint_dir": "--out",
+    "progress": "--quiet",
+    "overwrite": "--overwrite",
+}
+"""Trainer settings that ``advlab train`` sets from its own options, never through ``--set``."""
+
+
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
-    """``["eps=0.3", "norm=linf"]`` -> ``{"eps": 0.3, "norm": "linf"}`` (values read as JSON when they parse)."""
+    """``["eps=0.3", "norm=linf"]`` -> ``{"eps": 0.3, "norm": "linf"}`` (values read as JSON when they parse).
+
+    The untyped reading used by commands whose settings are not declared in one place; ``advlab train`` reads its
+    ``--set`` values by the trainer's declared types (:func:`trainer_settings`).
+    """
     out: dict[str, Any] = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set: expected KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        key = key.strip().replace("-", "_")
+        key, value = _split_pair(pair)
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -96,80 +132,82 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from advlab import zoo
-    from advlab.data import load_dataset
-    from advlab.defenses import DEFENSES, accuracy
+def _split_pair(pair: str) -> tuple[str, str]:
+    if "=" not in pair:
+        raise ValueError(f"--set: expected KEY=VALUE, got {pair!r}")
+    key, value = pair.split("=", 1)
+    return key.strip().replace("-", "_"), value
 
+
+def settable(trainer_cls: type[Trainer]) -> dict[str, Setting]:
+    """The settings of a trainer that ``--set`` can give (those without an option of their own), its own first."""
+    declared = {k: s for k, s in trainer_cls.declared_settings().items() if k not in CLI_SETTINGS}
+    return dict(sorted(declared.items(), key=lambda item: not is_recorded(item[1])))
+
+
+def parse_value(setting: Setting, text: str) -> Any:
+    """``text`` read by the setting's declared type: numbers (``8/255``), booleans, ``none``; JSON for lists."""
+    if setting.type in (int, float, bool, str):
+        return setting.parse(text)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # e.g. one model folder for a list of static models
+
+
+def trainer_settings(trainer_cls: type[Trainer], pairs: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs parsed by the trainer's declared settings; unknown keys refused with the known ones.
+
+    Raises:
+        ValueError: a malformed pair, a key the trainer does not have (or one with its own option), a value that
+            cannot be read as the setting's type.
+    """
+    known = settable(trainer_cls)
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, text = _split_pair(pair)
+        name = trainer_cls.renamed.get(key, key)  # an old name still works (the trainer warns)
+        if name in CLI_SETTINGS:
+            raise ValueError(f"--set: {key!r} has an option of its own; use {CLI_SETTINGS[name]}")
+        if name not in known:
+            raise ValueError(
+                f"--set: defense {trainer_cls.name!r} has no setting {key!r}; its settings are "
+                f"{', '.join(map(repr, known))}." + validation.did_you_mean(key, known)
+            )
+        try:
+            out[key] = parse_value(known[name], text)
+        except ValueError as exc:
+            raise ValueError(f"--set: {exc}") from exc
+    return out
+
+
+def describe_defenses() -> list[str]:
+    """One line per defense (name and summary), then its ``--set`` settings with their defaults."""
+    lines = []
+    for name, cls in DEFENSES.items():
+        summary = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
+        lines.append(f"{name:<22}{summary}")
+        options = "  ".join(f"{k}={s.default}" for k, s in settable(cls).items() if is_recorded(s))
+        lines.append(f"{'':<22}--set {options}" if options else f"{'':<22}(the common options only)")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
     if args.list_archs:
-        for name in zoo.list_archs():
-            print(name)
+        print("\n".join(zoo.list_archs()))
         return 0
     if args.list_defenses:
-        for name, cls in DEFENSES.items():
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            print(f"{name:<22}{doc}")
+        print("\n".join(describe_defenses()))
         return 0
     if not args.out:
         raise ValueError("--out: give an output folder, e.g. --out runs/m1")
-    check_output_dir(args.out)
+    out = check_output_dir(args.out)
     device = resolve_device(args.device)
-    trainer_cls = DEFENSES.get(args.defense)
-    settings = parse_settings(args.set)
-    train = load_split(args.data, "train", args.data_dir, args.n_train, "--n-train")
-    test = load_dataset(args.data, split="test", data_dir=args.data_dir)
+    trainer = make_trainer(args, device, out)
+    train, test, unlabeled = load_data(args)
     clf = zoo.build_classifier(
-        args.arch,
-        input_shape=train.input_shape,
-        num_classes=train.num_classes,
-        mean=train.mean,
-        std=train.std,
+        args.arch, input_shape=train.input_shape, num_classes=train.num_classes, mean=train.mean, std=train.std
     ).to(device)
-    from pathlib import Path
-
-    out = Path(args.out)
-    try:
-        trainer = trainer_cls(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            optimizer=args.optimizer,
-            weight_decay=args.weight_decay,
-            seed=args.seed,
-            device=device,
-            checkpoint_dir=out / "checkpoint",
-            progress=show_progress(args),
-            **({} if args.schedule is None else {"schedule": args.schedule}),
-            **settings,
-        )
-    except TypeError as exc:
-        import inspect
-
-        given = {
-            "epochs",
-            "batch_size",
-            "lr",
-            "optimizer",
-            "weight_decay",
-            "schedule",
-            "seed",
-            "device",
-            "checkpoint_dir",
-            "progress",
-        }
-        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        known = sorted(
-            {
-                k
-                for klass in trainer_cls.__mro__
-                if "__init__" in vars(klass)
-                for k, v in inspect.signature(klass.__init__).parameters.items()
-                if v.kind in named and k not in given | {"self"}
-            }
-        )
-        unknown = sorted(set(settings) - set(known))
-        what = f"defense {args.defense!r} has no setting(s) {unknown}" if unknown else str(exc)
-        raise ValueError(f"--set: {what}; its settings are {known}") from exc
     log.info(
         "training %s on %s (%d examples, %s) with defense %r on %s",
         args.arch,
@@ -179,30 +217,77 @@ def run(args: argparse.Namespace) -> int:
         args.defense,
         device,
     )
-    unlabeled = None
-    if args.labels is not None:
-        from advlab.defenses.vat import split_labelled
-
-        labelled, rest = split_labelled(train.y, args.labels, train.num_classes, seed=args.seed)
-        unlabeled = train.x[rest]
-        train = type(train)(
-            train.x[labelled],
-            train.y[labelled],
-            name=train.name,
-            split=train.split,
-            classes=train.classes,
-            mean=train.mean,
-            std=train.std,
-        )
     t0 = time.perf_counter()
     trainer.fit(clf, train, test, **({} if unlabeled is None else {"unlabeled": unlabeled}))
     seconds = time.perf_counter() - t0
-    n_eval = min(len(train), 10_000)
-    acc = {
+    acc = evaluate_accuracy(clf, train, test)
+    path = save(args, clf, trainer, train, acc, seconds=seconds, device=device, out=out)
+    log.info("test accuracy %.2f%%  (train %.2f%%)  in %.1fs", 100 * acc["test"], 100 * acc["train"], seconds)
+    log.info("saved %s", path)
+    return 0
+
+
+def make_trainer(args: argparse.Namespace, device: torch.device, out: Path) -> Trainer:
+    """The trainer of ``--defense`` with the common options and the ``--set`` settings."""
+    trainer_cls = DEFENSES.get(args.defense)
+    settings = trainer_settings(trainer_cls, args.set)
+    return trainer_cls(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        device=device,
+        checkpoint_dir=out / "checkpoint",
+        progress=show_progress(args),
+        overwrite=args.overwrite,
+        **({} if args.schedule is None else {"schedule": args.schedule}),
+        **settings,
+    )
+
+
+def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset, torch.Tensor | None]:
+    """The training and test sets; with ``--labels``, the training set keeps that many labels, the rest unlabelled."""
+    train = load_split(args.data, "train", args.data_dir, args.n_train, "--n-train")
+    test = load_dataset(args.data, split="test", data_dir=args.data_dir)
+    if args.labels is None:
+        return train, test, None
+    labelled, rest = split_labelled(train.y, args.labels, train.num_classes, seed=args.seed)
+    kept = type(train)(
+        train.x[labelled],
+        train.y[labelled],
+        name=train.name,
+        split=train.split,
+        classes=train.classes,
+        mean=train.mean,
+        std=train.std,
+    )
+    return kept, test, train.x[rest]
+
+
+def evaluate_accuracy(clf: Classifier, train: Dataset, test: Dataset) -> dict[str, Any]:
+    """Train accuracy (on at most 10,000 examples) and test accuracy of the trained model."""
+    n_eval = min(len(train), EVAL_TRAIN_EXAMPLES)
+    return {
         "train": accuracy(clf, train.x[:n_eval], train.y[:n_eval]),
         "train_examples_evaluated": n_eval,
         "test": accuracy(clf, test.x, test.y),
     }
+
+
+def save(
+    args: argparse.Namespace,
+    clf: Classifier,
+    trainer: Trainer,
+    train: Dataset,
+    acc: dict[str, Any],
+    *,
+    seconds: float,
+    device: torch.device,
+    out: Path,
+) -> Path:
+    """Write the model folder (weights, card with the trainer's settings and history) and the defense's artifacts."""
     path = zoo.save_model(
         clf,
         out,
@@ -218,6 +303,4 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     trainer.save_artifacts(out)
-    log.info("test accuracy %.2f%%  (train %.2f%%)  in %.1fs", 100 * acc["test"], 100 * acc["train"], seconds)
-    log.info("saved %s", path)
-    return 0
+    return path

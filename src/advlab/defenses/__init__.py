@@ -1,9 +1,10 @@
 """Defenses as trainers in the scikit-learn manner: settings in the constructor, ``fit`` returns self.
 
-:data:`DEFENSES` maps the names used by ``advlab train --defense NAME`` to trainer classes.
+:data:`DEFENSES` maps the names used by ``advlab train --defense NAME`` to trainer classes; each trainer registers
+itself next to its class with :func:`register_defense`, so importing this package registers them all.
 """
 
-from advlab.defenses.base import Trainer, accuracy
+from advlab.defenses.base import DEFENSES, Trainer, accuracy, register_defense
 from advlab.defenses.denoiser import DenoiserDefense
 from advlab.defenses.detector import DetectorTraining
 from advlab.defenses.distillation import DefensiveDistillation
@@ -20,25 +21,6 @@ from advlab.defenses.regularization import RegularizedTraining
 from advlab.defenses.standard import StandardTraining
 from advlab.defenses.trades import TRADES
 from advlab.defenses.vat import VAT
-from advlab.registry import Registry
-
-DEFENSES: Registry[type[Trainer]] = Registry("defense")
-DEFENSES.register("standard")(StandardTraining)
-DEFENSES.register("pgd")(PGDTraining)
-DEFENSES.register("goodfellow")(GoodfellowTraining)
-DEFENSES.register("fast-fgsm")(FastFGSMTraining)
-DEFENSES.register("free")(FreeTraining)
-DEFENSES.register("trades")(TRADES)
-DEFENSES.register("ensemble-adversarial")(EnsembleAdversarialTraining)
-DEFENSES.register("vat")(VAT)
-DEFENSES.register("distillation")(DefensiveDistillation)
-DEFENSES.register("noise")(GaussianNoiseTraining)
-DEFENSES.register("denoiser")(DenoiserDefense)
-DEFENSES.register("ensemble")(EnsembleTraining)
-DEFENSES.register("regularization")(RegularizedTraining)
-DEFENSES.register("dropout")(DropoutTraining)
-DEFENSES.register("rbf")(RBFTraining)
-DEFENSES.register("detector")(DetectorTraining)
 
 __all__ = [
     "DEFENSES",
@@ -60,4 +42,5 @@ __all__ = [
     "StandardTraining",
     "Trainer",
     "accuracy",
+    "register_defense",
 ]

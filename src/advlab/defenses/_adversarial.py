@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -15,7 +16,8 @@ from advlab.attacks.base import loss_and_grad
 from advlab.defenses.base import Trainer
 from advlab.losses import cross_entropy
 from advlab.models import Classifier
-from advlab.threat import ThreatModel
+from advlab.settings import Check, Fraction, NonNegativeFloat, OneOf, Range
+from advlab.threat import NORMS, ThreatModel
 
 
 @contextlib.contextmanager
@@ -41,8 +43,6 @@ def reinitialized_copy(model: Classifier, seed: int) -> Classifier:
     The default initialisers draw from the global RNG, so they run inside ``torch.random.fork_rng``: the
     caller's RNG stream is left exactly as it was.
     """
-    import copy
-
     clone = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -51,6 +51,23 @@ def reinitialized_copy(model: Classifier, seed: int) -> Classifier:
             if callable(reset) and module is not clone:
                 reset()
     return clone
+
+
+def check_bounds(name: str, value: Any) -> tuple[float, float]:
+    """``value`` as a pair of floats ``(low, high)`` with ``low < high``."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"{name}: expected a pair (low, high), got {value!r}")
+    low = validation.check_float(f"{name}[0]", value[0])
+    high = validation.check_float(f"{name}[1]", value[1])
+    if not low < high:
+        raise ValueError(f"{name}: expected low < high, got {(low, high)!r}")
+    return low, high
+
+
+Norm = Annotated[str, OneOf(NORMS)]
+Bounds = Annotated[tuple[float, float], Check(check_bounds)]
+OptionalStep = Annotated[float | None, Range(0, strict_min=True)]
+"""A step size that defaults (``None``) to a multiple of ``eps`` chosen by the trainer."""
 
 
 class AdversarialTrainer(Trainer):
@@ -64,42 +81,32 @@ class AdversarialTrainer(Trainer):
         **trainer_settings: see :class:`~advlab.defenses.base.Trainer`.
     """
 
+    eps: float
+    norm: str
+    eps_rampup: float
+    bounds: tuple[float, float]
+
     def __init__(
         self,
         *,
-        eps: float = 0.3,
-        norm: str = "linf",
-        eps_rampup: float = 0.0,
-        bounds: tuple[float, float] = (0.0, 1.0),
+        eps: NonNegativeFloat = 0.3,
+        norm: Norm = "linf",
+        eps_rampup: Fraction = 0.0,
+        bounds: Bounds = (0.0, 1.0),
         **trainer_settings: Any,
     ) -> None:
         super().__init__(**trainer_settings)
-        self.threat = ThreatModel(norm, eps, tuple(bounds))
-        self.eps_rampup = validation.check_float("eps_rampup", eps_rampup, minimum=0.0, maximum=1.0)
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "eps": self.threat.eps,
-            "norm": self.threat.norm,
-            "eps_rampup": self.eps_rampup,
-            "bounds": list(self.threat.bounds),
-        }
+        self.threat = ThreatModel(norm, eps, bounds)
 
     def eps_at(self, epoch: float) -> float:
         """The training eps at fractional ``epoch`` (linear ramp over the first ``eps_rampup`` of training)."""
         if self.eps_rampup <= 0:
             return self.threat.eps
-        return self.threat.eps * min(1.0, epoch / (self.eps_rampup * self.epochs))
+        return self.threat.eps * min(1.0, epoch / (self.eps_rampup * self.epochs_run))
 
     def threat_at(self, epoch: float) -> ThreatModel:
         """The threat model with the ramped eps."""
         return self.threat.with_eps(self.eps_at(epoch))
-
-    def generator_at(self, epoch: float, device: torch.device, salt: int = 0) -> torch.Generator:
-        """A generator seeded from the position in training, so a resumed run draws the same numbers."""
-        seed = (self.seed * 1_000_003 + round(epoch * 1_000_000) + salt * 7_919) % (2**63 - 1)
-        return torch.Generator(device=device).manual_seed(seed)
 
 
 def fgsm_from(

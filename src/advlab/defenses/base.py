@@ -1,77 +1,276 @@
-"""The trainer base class: epochs, optimiser, learning-rate schedule, progress, per-epoch checkpoint and resume.
+"""The trainer base class: settings, epochs, optimiser, learning-rate schedule, progress, per-epoch checkpoint and resume.
 
-Defenses subclass :class:`Trainer` and override :meth:`Trainer.training_step` (and :meth:`Trainer.settings`
-for their own hyper-parameters). Everything else — batching, schedules, evaluation, checkpoints written
-atomically after every epoch, resuming after a kill with no lost epochs, refusing a checkpoint of a different
-configuration — lives here once.
+A defense subclasses :class:`Trainer`, declares its settings once as keyword-only parameters of its ``__init__``
+(constraints in ``Annotated`` metadata, help text in the class docstring's ``Args:``), registers itself with
+:func:`register_defense`, and overrides :meth:`Trainer.training_step`. Everything else lives here once: the
+validation of every setting and its storage as an attribute of the same name, :meth:`Trainer.settings` (recorded in
+the model card and the checkpoint's configuration), batching, schedules, evaluation, and checkpoints written
+atomically after every epoch (one :class:`~advlab.checkpoint.Checkpoint` file), so a killed run resumes with no lost
+epoch and a checkpoint of another configuration is refused.
+
+Example:
+    >>> @register_defense("label-smoothing")
+    ... class LabelSmoothing(Trainer):
+    ...     '''Cross-entropy against smoothed labels.
+    ...
+    ...     Args:
+    ...         smoothing: probability mass moved from the true class to the others.
+    ...     '''
+    ...     def __init__(self, *, smoothing: Fraction = 0.1, **settings: Any) -> None:
+    ...         super().__init__(**settings)  # smoothing is checked and stored as self.smoothing
+    ...     def training_step(self, model, x, y, epoch):
+    ...         logits = model(x)
+    ...         return F.cross_entropy(logits, y, label_smoothing=self.smoothing), logits
+    >>> LabelSmoothing(smoothing=0.2, epochs=3).settings()["smoothing"]
+    0.2
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
+import inspect
 import logging
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab import io, validation
-from advlab.models import Classifier, as_classifier
+from advlab import validation
+from advlab.checkpoint import Checkpoint
+from advlab.models import Classifier, as_classifier, predict
+from advlab.registry import Registry
+from advlab.settings import (
+    Check,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OneOf,
+    PositiveFloat,
+    PositiveInt,
+    Setting,
+    docstring_args,
+    rename_deprecated,
+    settings_of,
+    validate_all,
+)
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-CHECKPOINT_META = "checkpoint.json"
+"""The one checkpoint file a trainer writes in its ``checkpoint_dir`` (weights, optimiser, history, extra state)."""
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "cyclic", "step")
+SGD_MOMENTUM = 0.9
+CYCLIC_PEAK = 0.4
+"""The cyclic schedule peaks at this fraction of training (Wong et al. 2020)."""
+DATA_ORDER_STRIDE = 100_003
+"""The data order of epoch ``e`` is drawn from the seed ``seed * DATA_ORDER_STRIDE + e``."""
+POSITION_STRIDE = 1_000_003
+SALT_STRIDE = 7_919
+"""A defense's draws at fractional epoch ``t`` come from ``seed * POSITION_STRIDE + round(t * 1e6) + salt * SALT_STRIDE``."""
 
 
-def as_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Accept a Dataset-like object with ``.x``/``.y``, a pair ``(x, y)``, or ``x`` alone (unlabelled)."""
-    if data is None:
-        raise ValueError(f"{name}: expected training data, got None")
-    if hasattr(data, "x") and hasattr(data, "y"):
-        return data.x, data.y
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-        return torch.as_tensor(x), None if y is None else torch.as_tensor(y).long()
-    if isinstance(data, torch.Tensor):
-        return data, None
-    raise TypeError(
-        f"{name}: expected a Dataset (with .x and .y), a pair (x, y) or a tensor x, got {type(data).__name__}"
-    )
+# ---------------------------------------------------------------------------------------------- setting markers
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Marks a constructor setting that says how a run is carried out (device, checkpoint folder, progress bar),
+    not what is trained: validated like any setting, stored as an attribute, but not recorded in
+    :meth:`Trainer.settings`, the checkpoint's configuration or the model card."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """How a setting is written in :meth:`Trainer.settings` when its value is not JSON-friendly (e.g. the names of
+    static models instead of the models): ``Annotated[..., Recorded(fn)]`` records ``fn(value)``."""
+
+    fn: Callable[[Any], Any]
+
+
+def _folder(name: str, value: Any) -> Path:
+    if not isinstance(value, (str, Path)):
+        raise TypeError(f"{name}: expected a folder path (str or Path), got {type(value).__name__} {value!r}")
+    return Path(value)
+
+
+Optimizer = Annotated[str, OneOf(OPTIMIZERS)]
+Schedule = Annotated[str, OneOf(SCHEDULES)]
+Device = Annotated[str | torch.device | None, Runtime()]
+Folder = Annotated[str | Path | None, Check(_folder), Runtime()]
+
+
+def is_recorded(setting: Setting) -> bool:
+    """Whether ``setting`` is recorded in :meth:`Trainer.settings` (every setting but the :class:`Runtime` ones)."""
+    return not any(isinstance(c, Runtime) for c in setting.constraints)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly form of a setting's value: tuples become lists, paths strings."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- declared settings
+
+
+_DECLARED: dict[type, dict[str, Setting]] = {}
+
+
+def declared_settings(cls: type) -> dict[str, Setting]:
+    """The settings of trainer class ``cls``: the keyword-only parameters of each ``__init__`` along the MRO.
+
+    Base classes come first, so the order is the recording order. A subclass that declares a setting again changes
+    its default (``schedule="cyclic"``); when it gives no constraint, the base's constraints still apply. Help texts
+    come from the ``Args:`` sections of the class docstrings. Computed once per class.
+    """
+    if cls not in _DECLARED:
+        _DECLARED[cls] = _declare(cls)
+    return _DECLARED[cls]
+
+
+def _declare(cls: type) -> dict[str, Setting]:
+    out: dict[str, Setting] = {}
+    for klass in reversed(cls.__mro__):
+        init = vars(klass).get("__init__")
+        if init is None or klass is object:
+            continue
+        docs = docstring_args(inspect.getdoc(klass) or "")
+        for name, s in settings_of(inspect.unwrap(init)).items():
+            base = out.get(name)
+            if base is not None and not s.constraints:
+                s = replace(s, type=base.type, optional=base.optional, constraints=base.constraints)
+            out[name] = replace(s, doc=docs.get(name) or s.doc or (base.doc if base else ""))
+    return out
+
+
+def _configured(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a trainer's ``__init__``: the outermost call validates every setting once and stores it as an attribute
+    of the same name before the ``__init__`` bodies run (they then only derive what is not a plain setting)."""
+
+    @functools.wraps(init)
+    def __init__(self: Trainer, *args: Any, **kwargs: Any) -> None:
+        if self.__dict__.get("_configuring"):  # a super().__init__ inside the outermost call
+            init(self, *args, **kwargs)
+            return
+        values, passthrough = self._checked_settings(init, kwargs)
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.__dict__["_configuring"] = True
+        try:
+            init(self, *args, **values, **passthrough)
+        finally:
+            del self.__dict__["_configuring"]
+
+    return __init__
+
+
+TrainerClass = TypeVar("TrainerClass", bound="type[Trainer]")
+
+DEFENSES: Registry[type[Trainer]] = Registry("defense")
+"""The trainer class of every registered defense, by the name ``advlab train --defense NAME`` uses."""
+
+
+def register_defense(name: str) -> Callable[[TrainerClass], TrainerClass]:
+    """Register a trainer class under ``name`` in :data:`DEFENSES` (and so in the CLI and the conformance suite).
+
+    Example:
+        >>> @register_defense("my-defense")
+        ... class MyDefense(Trainer): ...
+    """
+
+    def deco(cls: TrainerClass) -> TrainerClass:
+        cls.name = name
+        DEFENSES.register(name)(cls)
+        return cls
+
+    return deco
+
+
+# ---------------------------------------------------------------------------------------------- accuracy
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     """Clean accuracy of ``model`` on ``(x, y)`` in eval mode (mode restored afterwards)."""
     was_training = model.training
     model.eval()
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-            correct += int((model(xb).argmax(1) == yb).sum())
-    model.train(was_training)
+    try:
+        correct = int((predict(model, x, batch_size=batch_size) == y.to(x.device)).sum())
+    finally:
+        model.train(was_training)
     return correct / max(1, x.shape[0])
 
 
-def _config_hash(config: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+# ---------------------------------------------------------------------------------------------- one fit
+
+
+@dataclass
+class TrainingData:
+    """The data of one fit: labelled ``x``, ``y``, the unlabelled ``x_u`` (semi-supervised trainers) and ``val``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    x_u: torch.Tensor | None
+    val: tuple[torch.Tensor, torch.Tensor] | None
+
+    def batches(self, batch_size: int, unlabeled_batch_size: int) -> int:
+        """Minibatches per epoch: one pass over the labelled set, or over the unlabelled set when there is one."""
+        if self.x_u is None:
+            return math.ceil(self.x.shape[0] / batch_size)
+        return math.ceil(self.x_u.shape[0] / unlabeled_batch_size)
+
+    def order(
+        self, generator: torch.Generator, batches: int, batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This epoch's order of the labelled examples (cycled to cover ``batches``) and of the unlabelled ones."""
+        order = torch.randperm(self.x.shape[0], generator=generator)
+        if self.x_u is None:
+            return order, None
+        u_order = torch.randperm(self.x_u.shape[0], generator=generator)
+        cycles = math.ceil(batches * batch_size / self.x.shape[0])
+        extra = [torch.randperm(self.x.shape[0], generator=generator) for _ in range(cycles - 1)]
+        return torch.cat([order, *extra]), u_order
+
+
+@dataclass
+class _Run:
+    """What one :meth:`Trainer.fit` works on, shared by its steps."""
+
+    model: Classifier
+    data: TrainingData
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    checkpoint: Checkpoint
+    batches: int
+    unlabeled_batch_size: int
+
+
+@dataclass
+class _Tally:
+    """Running loss and accuracy of one epoch."""
+
+    loss: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+
+# ---------------------------------------------------------------------------------------------- the trainer
 
 
 class Trainer:
     """Standard training loop with the hooks defenses need (scikit-learn style).
 
-    Settings go in the constructor, :meth:`fit` returns ``self``, learned state ends in ``_``
-    (``model_``, ``history_``).
+    Settings go in the constructor (each stored as an attribute of the same name), :meth:`fit` returns ``self``,
+    learned state ends in ``_`` (``model_``, ``history_``).
 
     Args:
         epochs: passes over the training data.
@@ -86,6 +285,7 @@ class Trainer:
         checkpoint_dir: folder for per-epoch checkpoints; a later ``fit`` with the same settings resumes there.
         progress: show a tqdm bar (only on a terminal).
         eval_batch_size: batch size for the per-epoch accuracy.
+        overwrite: discard a checkpoint of another configuration in ``checkpoint_dir`` instead of refusing it.
 
     Example:
         >>> trainer = StandardTraining(epochs=5, lr=1e-3).fit(model, train, val)
@@ -97,50 +297,93 @@ class Trainer:
     """Semi-supervised trainers set this; they receive an unlabelled batch as ``x_unlabeled`` in ``training_step``."""
     replays: int = 1
     """How many consecutive optimiser steps each minibatch gets (free adversarial training replays it ``m`` times)."""
+    renamed: ClassVar[Mapping[str, str]] = {}
+    """``{old name: new name}`` of settings renamed in this release (accepted with a ``FutureWarning``)."""
 
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    weight_decay: float
+    schedule: str
+    seed: int
+    device: str | torch.device | None
+    checkpoint_dir: Path | None
+    progress: bool
+    eval_batch_size: int
+    overwrite: bool
+
+    @_configured
     def __init__(
         self,
         *,
-        epochs: int = 5,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        schedule: str = "constant",
-        seed: int = 0,
-        device: str | torch.device | None = None,
-        checkpoint_dir: str | Path | None = None,
-        progress: bool = True,
-        eval_batch_size: int = 1000,
+        epochs: PositiveInt = 5,
+        batch_size: PositiveInt = 128,
+        lr: PositiveFloat = 1e-3,
+        optimizer: Optimizer = "adam",
+        weight_decay: NonNegativeFloat = 0.0,
+        schedule: Schedule = "constant",
+        seed: NonNegativeInt = 0,
+        device: Device = None,
+        checkpoint_dir: Folder = None,
+        progress: Annotated[bool, Runtime()] = True,
+        eval_batch_size: Annotated[PositiveInt, Runtime()] = 1000,
+        overwrite: Annotated[bool, Runtime()] = False,
     ) -> None:
-        self.epochs = validation.check_int("epochs", epochs, minimum=1)
-        self.batch_size = validation.check_int("batch_size", batch_size, minimum=1)
-        self.lr = validation.check_float("lr", lr, minimum=0.0, strict_min=True)
-        validation.check_choice("optimizer", optimizer, OPTIMIZERS)
-        self.optimizer = optimizer
-        self.weight_decay = validation.check_float("weight_decay", weight_decay, minimum=0.0)
-        validation.check_choice("schedule", schedule, SCHEDULES)
-        self.schedule = schedule
-        self.seed = validation.check_int("seed", seed, minimum=0)
-        self.device = device
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.progress = progress
-        self.eval_batch_size = validation.check_int("eval_batch_size", eval_batch_size, minimum=1)
+        """The settings are validated and stored by the base class; see the class docstring."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__ = _configured(vars(cls)["__init__"])  # type: ignore[method-assign]
+
+    # ------------------------------------------------------------------ settings
+    @classmethod
+    def declared_settings(cls) -> dict[str, Setting]:
+        """Every setting of this trainer's constructor (recorded ones and :class:`Runtime` options), in order."""
+        return dict(declared_settings(cls))
+
+    def _checked_settings(
+        self, init: Callable[..., None], kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Every declared setting's value (given or default), validated; and the non-setting keywords of ``init``."""
+        cls = type(self)
+        declared = declared_settings(cls)
+        kwargs = rename_deprecated(cls.name, kwargs, cls.renamed)
+        named = inspect.signature(init).parameters
+        passthrough = {
+            k: v
+            for k, v in kwargs.items()
+            if k not in declared and k in named and named[k].kind is not inspect.Parameter.VAR_KEYWORD
+        }
+        given = {k: v for k, v in kwargs.items() if k not in passthrough}
+        defaults = {name: s.default for name, s in declared.items()}
+        return validate_all(cls.name, declared, {**defaults, **given}), passthrough
+
+    def settings(self) -> dict[str, Any]:
+        """All hyper-parameters, JSON-friendly; recorded in the model card and the checkpoint's configuration.
+
+        ``{"defense": name}``, then every constructor setting but the :class:`Runtime` options, by its attribute
+        (so a default the constructor resolved, such as ``step_size=None``, is recorded as the value used), then
+        :meth:`derived_settings`.
+        """
+        out: dict[str, Any] = {"defense": self.name}
+        for name, s in declared_settings(type(self)).items():
+            if is_recorded(s):
+                record = next((c.fn for c in s.constraints if isinstance(c, Recorded)), _plain)
+                out[name] = record(getattr(self, name))
+        return {**out, **self.derived_settings()}
+
+    def derived_settings(self) -> dict[str, Any]:
+        """Values derived from the settings that the card should show too (free training's ``epochs_run``)."""
+        return {}
+
+    @property
+    def epochs_run(self) -> int:
+        """Passes over the training data (``epochs``; fewer for trainers that replay each minibatch)."""
+        return self.epochs
 
     # ------------------------------------------------------------------ hooks for defenses
-    def settings(self) -> dict[str, Any]:
-        """All hyper-parameters, JSON-friendly; recorded in the model card and the checkpoint's config hash."""
-        return {
-            "defense": self.name,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "optimizer": self.optimizer,
-            "weight_decay": self.weight_decay,
-            "schedule": self.schedule,
-            "seed": self.seed,
-        }
-
     def setup(self, model: Classifier, x: torch.Tensor, y: torch.Tensor | None) -> None:
         """Called once before training (after resume state is known); e.g. to build auxiliary models."""
 
@@ -171,92 +414,28 @@ class Trainer:
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`extra_state` saved."""
 
+    def generator_at(self, epoch: float, device: torch.device | str, salt: int = 0) -> torch.Generator:
+        """A generator seeded from the seed and the position in training, so a resumed run draws the same numbers."""
+        seed = (self.seed * POSITION_STRIDE + round(epoch * 1_000_000) + salt * SALT_STRIDE) % (2**63 - 1)
+        return torch.Generator(device=device).manual_seed(seed)
+
     # ------------------------------------------------------------------ schedule
     def lr_at(self, epoch: float) -> float:
-        """Learning rate at fractional ``epoch`` in ``[0, epochs)``."""
-        t = epoch / self.epochs
+        """Learning rate at fractional ``epoch`` in ``[0, epochs_run)``."""
+        t = epoch / self.epochs_run
         if self.schedule == "constant":
             return self.lr
         if self.schedule == "cosine":
             return 0.5 * self.lr * (1 + math.cos(math.pi * t))
         if self.schedule == "cyclic":
-            peak = 0.4
-            return self.lr * (t / peak if t < peak else max(0.0, (1 - t) / (1 - peak)))
+            return self.lr * (t / CYCLIC_PEAK if t < CYCLIC_PEAK else max(0.0, (1 - t) / (1 - CYCLIC_PEAK)))
         return self.lr * (0.1 ** (int(t >= 0.5) + int(t >= 0.75)))  # step
 
     def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         params = [p for p in model.parameters() if p.requires_grad]
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
-
-    # ------------------------------------------------------------------ checkpoints
-    def _config(self, model: Classifier, n_train: int, n_unlabeled: int = 0) -> dict[str, Any]:
-        config = {
-            "settings": self.settings(),
-            "n_train": n_train,
-            "model": type(model.module).__name__,
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }
-        if n_unlabeled:
-            config["n_unlabeled"] = n_unlabeled
-        return config
-
-    def _save_checkpoint(
-        self, model: Classifier, opt: torch.optim.Optimizer, epoch: int, config: dict[str, Any]
-    ) -> None:
-        assert self.checkpoint_dir is not None
-        tensors = {f"model.{k}": v for k, v in model.module.state_dict().items()}
-        opt_state = opt.state_dict()
-        scalars: dict[str, Any] = {}
-        for pid, state in opt_state["state"].items():
-            for key, value in state.items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"opt.{pid}.{key}"] = value
-                else:
-                    scalars[f"{pid}.{key}"] = value
-        for key, value in self.extra_state().items():
-            tensors[f"extra.{key}"] = value
-        io.save_safetensors(self.checkpoint_dir / CHECKPOINT_FILE, tensors)
-        meta = {
-            "epoch": epoch,
-            "config": config,
-            "config_hash": _config_hash(config),
-            "history": self.history_,
-            "optimizer_scalars": scalars,
-            "param_groups": opt_state["param_groups"],
-        }
-        io.write_json(self.checkpoint_dir / CHECKPOINT_META, meta)  # written last: it marks the epoch done
-
-    def _try_resume(self, model: Classifier, opt: torch.optim.Optimizer, config: dict[str, Any]) -> int:
-        """Load the checkpoint if there is one; return the number of epochs already done."""
-        if self.checkpoint_dir is None or not (self.checkpoint_dir / CHECKPOINT_META).exists():
-            return 0
-        meta = io.read_json(self.checkpoint_dir / CHECKPOINT_META)
-        if meta.get("config_hash") != _config_hash(config):
-            raise ValueError(
-                f"checkpoint_dir: {self.checkpoint_dir} holds a checkpoint of a different configuration "
-                f"({json.dumps(meta.get('config', {}).get('settings'), sort_keys=True)}); "
-                f"this run is {json.dumps(config['settings'], sort_keys=True)}. "
-                "Use another folder, or delete the checkpoint to start over."
-            )
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(self.checkpoint_dir / CHECKPOINT_FILE), device=str(model.device))
-        model.module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        state: dict[int, dict[str, Any]] = {}
-        for k, v in tensors.items():
-            if k.startswith("opt."):
-                _, pid, key = k.split(".", 2)
-                state.setdefault(int(pid), {})[key] = v
-        for k, v in meta.get("optimizer_scalars", {}).items():
-            pid, key = k.split(".", 1)
-            state.setdefault(int(pid), {})[key] = v
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        self.load_extra_state({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
-        self.history_ = list(meta["history"])
-        log.info("resuming from %s after epoch %d", self.checkpoint_dir, meta["epoch"] + 1)
-        return int(meta["epoch"]) + 1
+        return torch.optim.SGD(params, lr=self.lr, momentum=SGD_MOMENTUM, weight_decay=self.weight_decay)
 
     # ------------------------------------------------------------------ fit
     def fit(self, model: nn.Module, train: Any, val: Any = None, *, unlabeled: Any = None) -> Trainer:
@@ -274,115 +453,218 @@ class Trainer:
             self, with ``model_`` and ``history_`` (one dict per epoch: losses, accuracies, lr, seconds).
 
         Raises:
-            ValueError: bad data, unlabelled data for a supervised trainer, or a checkpoint of a different
-                configuration in ``checkpoint_dir``.
+            ValueError: bad data, unlabelled data for a supervised trainer, or a checkpoint of another
+                configuration in ``checkpoint_dir`` (unless ``overwrite``).
         """
         model = as_classifier(model)
-        x, y = as_tensors(train, "train")
-        if y is None:
-            raise ValueError("train: this trainer is supervised and needs labels; pass (x, y) or a Dataset")
-        x_u: torch.Tensor | None = None
-        if unlabeled is not None:
-            if not self.accepts_unlabeled:
-                raise ValueError(
-                    f"unlabeled: the {self.name!r} trainer is supervised and cannot use unlabelled data; "
-                    "use a semi-supervised defense (e.g. 'vat') or drop the unlabelled set"
-                )
-            x_u, _ = as_tensors(unlabeled, "unlabeled")
-            validation.check_input(x_u, model.bounds, name="unlabeled")
-        if y.dim() == 1 and y.numel() and bool((y == -1).any()):
-            if not self.accepts_unlabeled:
-                raise ValueError(
-                    f"train.y: {int((y == -1).sum())} label(s) are -1 (unlabelled), but the {self.name!r} trainer is "
-                    "supervised; drop those examples or use a semi-supervised defense (e.g. 'vat')"
-                )
-            keep = y != -1
-            x_u = x[~keep] if x_u is None else torch.cat([x_u, x[~keep]])
-            x, y = x[keep], y[keep]
-            if x.shape[0] == 0:
-                raise ValueError("train.y: every label is -1; at least one labelled example is needed")
-        validation.check_input(x, model.bounds, name="train.x")
-        validation.check_labels(y, x.shape[0], model.num_classes, name="train.y")
-        xv, yv = (None, None) if val is None else as_tensors(val, "val")
-        device = torch.device(self.device) if self.device is not None else model.device
-        model.to(device)
-        self.model_ = model
-        self.history_: list[dict[str, Any]] = []
-        opt = self._make_optimizer(model)
-        config = self._config(model, x.shape[0], 0 if x_u is None else x_u.shape[0])
-        self.unlabeled_ = x_u
-        start = self._try_resume(model, opt, config)
-        self.setup(model, x, y)
-        u_batch = getattr(self, "unlabeled_batch_size", self.batch_size)
-        batches = math.ceil(
-            (x.shape[0] if x_u is None else x_u.shape[0]) / (self.batch_size if x_u is None else u_batch)
-        )
-        for epoch in range(start, self.epochs):
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            order = torch.randperm(x.shape[0], generator=gen)
-            u_order = None
-            if x_u is not None:  # one pass over the unlabelled set; the labelled set cycles
-                u_order = torch.randperm(x_u.shape[0], generator=gen)
-                cycles = math.ceil(batches * self.batch_size / x.shape[0])
-                order = torch.cat([order] + [torch.randperm(x.shape[0], generator=gen) for _ in range(cycles - 1)])
-            model.train()
-            t0 = time.perf_counter()
-            total_loss, correct, seen = 0.0, 0, 0
-            bar = self._bar(batches, f"epoch {epoch + 1}/{self.epochs}")
-            for b in range(batches):
-                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-                kwargs = {}
-                if u_order is not None and x_u is not None:
-                    kwargs["x_unlabeled"] = x_u[u_order[b * u_batch : (b + 1) * u_batch]].to(device, non_blocking=True)
-                frac = epoch + b / batches
-                for group in opt.param_groups:
-                    group["lr"] = self.lr_at(frac)
-                for _ in range(self.replays):
-                    loss, logits = self.training_step(model, xb, yb, frac, **kwargs)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.after_backward(model)
-                    opt.step()
-                    total_loss += float(loss.detach()) * xb.shape[0]
-                    correct += int((logits.detach().argmax(1) == yb).sum())
-                    seen += xb.shape[0]
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
-            if bar is not None:
-                bar.close()
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": total_loss / seen,
-                "train_accuracy": correct / seen,
-                "lr": self.lr_at(epoch),
-                "seconds": time.perf_counter() - t0,
-            }
-            if xv is not None and yv is not None:
-                record["val_accuracy"] = accuracy(model, xv, yv, self.eval_batch_size)
-            stop = self.end_epoch(model, epoch, record)
-            self.history_.append(record)
-            log.info(
-                "epoch %d/%d  loss %.4f  train acc %.4f%s  (%.1fs)",
-                epoch + 1,
-                self.epochs,
-                record["train_loss"],
-                record["train_accuracy"],
-                f"  test acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "",
-                record["seconds"],
-            )
-            if self.checkpoint_dir is not None:
-                self._save_checkpoint(model, opt, epoch, config)
+        data = self._training_data(model, train, val, unlabeled)
+        run = self._start(model, data)
+        for epoch in range(self._resume(run), self.epochs_run):
+            record = self._train_epoch(run, epoch)
+            stop = self._finish_epoch(run, epoch, record)
             if stop:
                 log.warning("stopping early after epoch %d", epoch + 1)
                 break
         model.eval()
         return self
 
-    def _bar(self, total: int, desc: str):
+    def _training_data(self, model: Classifier, train: Any, val: Any, unlabeled: Any) -> TrainingData:
+        """``train``, ``val`` and ``unlabeled`` as tensors, checked; labels ``-1`` moved to the unlabelled set."""
+        x, y = validation.as_xy(train, "train", labels="optional")
+        if y is None:
+            raise ValueError("train: this trainer is supervised and needs labels; pass (x, y) or a Dataset")
+        x_u = self._unlabeled(model, unlabeled)
+        if y.dim() == 1 and y.numel() and bool((y == -1).any()):
+            x, y, x_u = self._split_marked(x, y, x_u)
+        validation.check_input(x, model.bounds, name="train.x")
+        validation.check_labels(y, x.shape[0], model.num_classes, name="train.y")
+        xv, yv = (None, None) if val is None else validation.as_xy(val, "val", labels="optional")
+        return TrainingData(x, y, x_u, None if xv is None or yv is None else (xv, yv))
+
+    def _unlabeled(self, model: Classifier, unlabeled: Any) -> torch.Tensor | None:
+        if unlabeled is None:
+            return None
+        if not self.accepts_unlabeled:
+            raise ValueError(
+                f"unlabeled: the {self.name!r} trainer is supervised and cannot use unlabelled data; "
+                "use a semi-supervised defense (e.g. 'vat') or drop the unlabelled set"
+            )
+        x_u, _ = validation.as_xy(unlabeled, "unlabeled", labels="optional")
+        validation.check_input(x_u, model.bounds, name="unlabeled")
+        return x_u
+
+    def _split_marked(
+        self, x: torch.Tensor, y: torch.Tensor, x_u: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Examples labelled ``-1`` join the unlabelled set (semi-supervised trainers only)."""
+        if not self.accepts_unlabeled:
+            raise ValueError(
+                f"train.y: {int((y == -1).sum())} label(s) are -1 (unlabelled), but the {self.name!r} trainer is "
+                "supervised; drop those examples or use a semi-supervised defense (e.g. 'vat')"
+            )
+        keep = y != -1
+        x_u = x[~keep] if x_u is None else torch.cat([x_u, x[~keep]])
+        x, y = x[keep], y[keep]
+        if x.shape[0] == 0:
+            raise ValueError("train.y: every label is -1; at least one labelled example is needed")
+        return x, y, x_u
+
+    def _start(self, model: Classifier, data: TrainingData) -> _Run:
+        """Move the model to the device; set up the optimiser, the checkpoint and the learned state."""
+        device = torch.device(self.device) if self.device is not None else model.device
+        model.to(device)
+        self.model_ = model
+        self.history_: list[dict[str, Any]] = []
+        self.unlabeled_ = data.x_u
+        optimizer = self._make_optimizer(model)
+        u_batch = getattr(self, "unlabeled_batch_size", self.batch_size)
+        return _Run(
+            model,
+            data,
+            device,
+            optimizer,
+            self._checkpoint(model, data),
+            data.batches(self.batch_size, u_batch),
+            u_batch,
+        )
+
+    def _checkpoint(self, model: Classifier, data: TrainingData) -> Checkpoint:
+        """The run's checkpoint, keyed by the settings and fingerprints of the data and the model."""
+        config: dict[str, Any] = {
+            **self.settings(),
+            "n_train": data.x.shape[0],
+            "model": type(model.module).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+        if data.x_u is not None and data.x_u.shape[0]:
+            config["n_unlabeled"] = data.x_u.shape[0]
+        return Checkpoint(self.checkpoint_dir, config, file=CHECKPOINT_FILE, overwrite=self.overwrite)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume(self, run: _Run) -> int:
+        """Load the checkpoint if there is one, then :meth:`setup`; return the number of epochs already done."""
+        saved = run.checkpoint.load()
+        start = 0
+        if saved is not None:
+            tensors = {k: v.to(run.model.device) for k, v in saved.tensors.items()}
+            run.model.module.load_state_dict(_strip("model.", tensors))
+            run.optimizer.load_state_dict(_optimizer_state(tensors, saved.state))
+            self.load_extra_state(_strip("extra.", tensors))
+            self.history_ = list(saved.state["history"])
+            start = int(saved.state["epoch"]) + 1
+            log.info("resuming from %s after epoch %d", self.checkpoint_dir, start)
+        self.setup(run.model, run.data.x, run.data.y)
+        return start
+
+    def _save(self, run: _Run, epoch: int) -> None:
+        """Checkpoint the model, optimiser, history and extra state after ``epoch`` (a no-op without a folder)."""
+        if self.checkpoint_dir is None:
+            return
+        tensors = {f"model.{k}": v for k, v in run.model.module.state_dict().items()}
+        opt_state = run.optimizer.state_dict()
+        scalars: dict[str, Any] = {}
+        for pid, state in opt_state["state"].items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"opt.{pid}.{key}"] = value
+                else:
+                    scalars[f"{pid}.{key}"] = value
+        tensors.update({f"extra.{k}": v for k, v in self.extra_state().items()})
+        state = {
+            "epoch": epoch,
+            "history": self.history_,
+            "optimizer_scalars": scalars,
+            "param_groups": opt_state["param_groups"],
+        }
+        run.checkpoint.save(tensors, state)
+
+    # ------------------------------------------------------------------ one epoch
+    def _train_epoch(self, run: _Run, epoch: int) -> dict[str, Any]:
+        """One pass: the minibatches in this epoch's seeded order; returns the epoch's history record."""
+        gen = torch.Generator().manual_seed(self.seed * DATA_ORDER_STRIDE + epoch)
+        order, u_order = run.data.order(gen, run.batches, self.batch_size)
+        run.model.train()
+        t0 = time.perf_counter()
+        tally = _Tally()
+        bar = self._bar(run.batches, f"epoch {epoch + 1}/{self.epochs_run}")
+        for b in range(run.batches):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            xb, yb = (
+                run.data.x[idx].to(run.device, non_blocking=True),
+                run.data.y[idx].to(run.device, non_blocking=True),
+            )
+            kwargs = {}
+            if u_order is not None and run.data.x_u is not None:
+                u_idx = u_order[b * run.unlabeled_batch_size : (b + 1) * run.unlabeled_batch_size]
+                kwargs["x_unlabeled"] = run.data.x_u[u_idx].to(run.device, non_blocking=True)
+            self._train_batch(run, xb, yb, epoch + b / run.batches, kwargs, tally)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{tally.loss / tally.seen:.4f}", acc=f"{tally.correct / tally.seen:.3f}")
+        if bar is not None:
+            bar.close()
+        return {
+            "epoch": epoch + 1,
+            "train_loss": tally.loss / tally.seen,
+            "train_accuracy": tally.correct / tally.seen,
+            "lr": self.lr_at(epoch),
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def _train_batch(
+        self, run: _Run, xb: torch.Tensor, yb: torch.Tensor, frac: float, kwargs: dict[str, Any], tally: _Tally
+    ) -> None:
+        """The optimiser step(s) on one minibatch at fractional epoch ``frac`` (``replays`` of them)."""
+        for group in run.optimizer.param_groups:
+            group["lr"] = self.lr_at(frac)
+        for _ in range(self.replays):
+            loss, logits = self.training_step(run.model, xb, yb, frac, **kwargs)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.after_backward(run.model)
+            run.optimizer.step()
+            tally.loss += float(loss.detach()) * xb.shape[0]
+            tally.correct += int((logits.detach().argmax(1) == yb).sum())
+            tally.seen += xb.shape[0]
+
+    def _finish_epoch(self, run: _Run, epoch: int, record: dict[str, Any]) -> bool:
+        """Validate, call :meth:`end_epoch`, record, log and checkpoint; return whether to stop early."""
+        if run.data.val is not None:
+            record["val_accuracy"] = accuracy(run.model, *run.data.val, self.eval_batch_size)
+        stop = self.end_epoch(run.model, epoch, record)
+        self.history_.append(record)
+        log.info(
+            "epoch %d/%d  loss %.4f  train acc %.4f%s  (%.1fs)",
+            epoch + 1,
+            self.epochs_run,
+            record["train_loss"],
+            record["train_accuracy"],
+            f"  test acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "",
+            record["seconds"],
+        )
+        self._save(run, epoch)
+        return stop
+
+    def _bar(self, total: int, desc: str) -> Any:
         if not self.progress or not sys.stderr.isatty():
             return None
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _strip(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors whose names start with ``prefix``, without it."""
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _optimizer_state(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> dict[str, Any]:
+    """The optimiser's ``state_dict`` from the checkpoint's ``opt.<param>.<key>`` tensors and its scalars."""
+    per_param: dict[int, dict[str, Any]] = {}
+    for k, v in _strip("opt.", tensors).items():
+        pid, key = k.split(".", 1)
+        per_param.setdefault(int(pid), {})[key] = v
+    for k, v in state.get("optimizer_scalars", {}).items():
+        pid, key = k.split(".", 1)
+        per_param.setdefault(int(pid), {})[key] = v
+    return {"state": per_param, "param_groups": state["param_groups"]}

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
-from advlab import io, validation
+from advlab import io
 from advlab.defenses._adversarial import fgsm_from
-from advlab.defenses.base import Trainer
+from advlab.defenses.base import Trainer, register_defense
 from advlab.models import Classifier, as_classifier
+from advlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt
 from advlab.threat import ThreatModel
+from advlab.zoo import load_model
 
 DENOISER_FILE = "denoiser.safetensors"
 DENOISER_CARD = "denoiser.json"
@@ -85,6 +88,7 @@ def denoised_classifier(denoiser: Denoiser, classifier: Classifier) -> Classifie
     return out
 
 
+@register_defense("denoiser")
 class DenoiserDefense(Trainer):
     """A denoising autoencoder ``D`` trained in front of the classifier ``f``; the defended model is ``f(D(x))``.
 
@@ -120,38 +124,25 @@ class DenoiserDefense(Trainer):
         >>> defended = t.model_
     """
 
-    name = "denoiser"
+    sigma: float
+    eps: float
+    recon_weight: float
+    hidden: int
+    train_classifier: bool
 
     def __init__(
         self,
         *,
-        sigma: float = 0.3,
-        eps: float = 0.2,
-        recon_weight: float = 1.0,
-        hidden: int = 32,
+        sigma: NonNegativeFloat = 0.3,
+        eps: NonNegativeFloat = 0.2,
+        recon_weight: PositiveFloat = 1.0,
+        hidden: PositiveInt = 32,
         train_classifier: bool = True,
         **settings: Any,
     ) -> None:
         super().__init__(**settings)
-        self.sigma = validation.check_float("sigma", sigma, minimum=0.0)
-        self.eps = validation.check_float("eps", eps, minimum=0.0)
-        self.recon_weight = validation.check_float("recon_weight", recon_weight, minimum=0.0, strict_min=True)
-        self.hidden = validation.check_int("hidden", hidden, minimum=1)
-        if not isinstance(train_classifier, bool):
-            raise TypeError(f"train_classifier: expected True or False, got {train_classifier!r}")
-        self.train_classifier = train_classifier
 
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "sigma": self.sigma,
-            "eps": self.eps,
-            "recon_weight": self.recon_weight,
-            "hidden": self.hidden,
-            "train_classifier": self.train_classifier,
-        }
-
-    def fit(self, model, train, val=None, **kwargs):
+    def fit(self, model: torch.nn.Module, train: Any, val: Any = None, **kwargs: Any) -> DenoiserDefense:
         model = as_classifier(model)
         if model.input_shape is None:
             raise ValueError("model: the denoiser needs the model's input_shape; give Classifier(input_shape=...)")
@@ -160,16 +151,19 @@ class DenoiserDefense(Trainer):
             for p in model.parameters():
                 p.requires_grad_(False)
         try:
-            return super().fit(denoised_classifier(self.denoiser_, model), train, val, **kwargs)
+            super().fit(denoised_classifier(self.denoiser_, model), train, val, **kwargs)
         finally:
             if not self.train_classifier:
                 for p in model.parameters():
                     p.requires_grad_(True)
+        return self
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
-        clf, den = model.module.classifier, model.module.denoiser
-        seed = (self.seed * 1_000_003 + round(epoch * 1_000_000)) % (2**63 - 1)
-        gen = torch.Generator(device=x.device).manual_seed(seed)
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        composed = cast(DenoisedModel, model.module)
+        clf, den = composed.classifier, composed.denoiser
+        gen = self.generator_at(epoch, x.device)
         half = x.shape[0] // 2
         noisy = (x[half:] + self.sigma * torch.randn(x[half:].shape, generator=gen, device=x.device)).clamp(*clf.bounds)
         if self.eps > 0 and half > 0:
@@ -199,10 +193,6 @@ class DenoiserDefense(Trainer):
 
 def load_denoised(folder: str | Path, device: str | torch.device | None = None) -> Classifier:
     """The composed ``f(D(x))`` of a folder written by ``advlab train --defense denoiser``."""
-    from safetensors.torch import load_file
-
-    from advlab.zoo import load_model
-
     folder = Path(folder)
     clf = load_model(folder, device=device)
     meta = io.read_json(folder / DENOISER_CARD)

@@ -5,22 +5,27 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from advlab import io, validation
 from advlab.attacks._iterative import iterate
 from advlab.defenses._adversarial import crafting
-from advlab.defenses.base import Trainer
+from advlab.defenses.base import Trainer, register_defense
 from advlab.losses import cross_entropy
 from advlab.models import Classifier, as_classifier
+from advlab.settings import NonNegativeFloat, NonNegativeInt, PositiveInt
 from advlab.threat import ThreatModel, per_example
+from advlab.zoo import load_model
 
 DETECTOR_FILE = "detector.safetensors"
 DETECTOR_CARD = "detector.json"
+STEP_FACTOR = 2.5
+"""The PGD training examples step by ``STEP_FACTOR * eps / steps``."""
 
 
 class DetectorNetwork(nn.Module):
@@ -194,6 +199,7 @@ def adaptive_attack(
     return best.detach()
 
 
+@register_defense("detector")
 class DetectorTraining(Trainer):
     """A binary detector trained to separate clean inputs from PGD examples (Metzen et al. 2017).
 
@@ -232,49 +238,46 @@ class DetectorTraining(Trainer):
         >>> accuracy_with_rejection(t.model_, x_adv, y)
     """
 
-    name = "detector"
+    eps: float
+    steps: int
+    classifier_epochs: int
+    hidden: int
 
     def __init__(
-        self, *, eps: float = 0.3, steps: int = 10, classifier_epochs: int = 0, hidden: int = 16, **settings: Any
+        self,
+        *,
+        eps: NonNegativeFloat = 0.3,
+        steps: PositiveInt = 10,
+        classifier_epochs: NonNegativeInt = 0,
+        hidden: PositiveInt = 16,
+        **settings: Any,
     ) -> None:
         super().__init__(**settings)
-        self.threat = ThreatModel("linf", eps)
-        self.steps = validation.check_int("steps", steps, minimum=1)
-        self.classifier_epochs = validation.check_int(
-            "classifier_epochs", classifier_epochs, minimum=0, maximum=self.epochs - 1
-        )
-        self.hidden = validation.check_int("hidden", hidden, minimum=1)
+        validation.check_int("classifier_epochs", classifier_epochs, maximum=self.epochs - 1)
+        self.threat = ThreatModel("linf", self.eps)
 
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "eps": self.threat.eps,
-            "steps": self.steps,
-            "classifier_epochs": self.classifier_epochs,
-            "hidden": self.hidden,
-        }
-
-    def fit(self, model, train, val=None, **kwargs):
+    def fit(self, model: torch.nn.Module, train: Any, val: Any = None, **kwargs: Any) -> DetectorTraining:
         model = as_classifier(model)
         if model.input_shape is None:
             raise ValueError("model: the detector needs the model's input_shape; give Classifier(input_shape=...)")
-        self.threat = ThreatModel("linf", self.threat.eps, model.bounds)
+        self.threat = ThreatModel("linf", self.eps, model.bounds)
         self.detector_ = DetectorNetwork(model.input_shape, self.hidden, seed=self.seed).to(model.device)
         super().fit(detected_classifier(model, self.detector_), train, None, **kwargs)
         if val is not None:  # the history's val_accuracy is not meaningful with C + 1 outputs: report it here
-            from advlab.defenses.base import as_tensors
-
-            xv, yv = as_tensors(val, "val")
-            self.val_metrics_ = accuracy_with_rejection(self.model_, xv.to(model.device), yv.to(model.device))
+            xv, yv = validation.as_xy(val, "val")
+            labels = cast(torch.Tensor, yv)  # as_xy raises when labels are missing
+            self.val_metrics_ = accuracy_with_rejection(self.model_, xv.to(model.device), labels.to(model.device))
         return self
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
-        clf, det = model.module.classifier, model.module.detector
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        combined = cast(DetectedModel, model.module)
+        clf, det = combined.classifier, combined.detector
         if epoch < self.classifier_epochs:
             logits = clf(x)
             return F.cross_entropy(logits, y), logits
-        seed = (self.seed * 1_000_003 + round(epoch * 1_000_000)) % (2**63 - 1)
-        gen = torch.Generator(device=x.device).manual_seed(seed)
+        gen = self.generator_at(epoch, x.device)
         with crafting(clf):
             x0 = self.threat.random_start(x, gen)
             x_adv, _, _, _ = iterate(
@@ -285,7 +288,7 @@ class DetectorTraining(Trainer):
                 False,
                 self.threat,
                 steps=self.steps,
-                step_size=2.5 * self.threat.eps / self.steps,
+                step_size=STEP_FACTOR * self.threat.eps / self.steps,
                 loss_fn=cross_entropy,
                 name="detector-training",
             )
@@ -304,10 +307,6 @@ class DetectorTraining(Trainer):
 
 def load_detected(folder: str | Path, device: str | torch.device | None = None) -> Classifier:
     """The combined model of a folder written by ``advlab train --defense detector``."""
-    from safetensors.torch import load_file
-
-    from advlab.zoo import load_model
-
     folder = Path(folder)
     clf = load_model(folder, device=device)
     meta = io.read_json(folder / DETECTOR_CARD)

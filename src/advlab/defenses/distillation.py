@@ -9,30 +9,34 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from advlab import validation
-from advlab.defenses.base import Trainer
-from advlab.models import Classifier
+from advlab.defenses.base import Trainer, declared_settings, register_defense
+from advlab.models import Classifier, as_classifier
+from advlab.settings import PositiveFloat, PositiveInt
 
 log = logging.getLogger(__name__)
 
 
 class _TemperatureTraining(Trainer):
-    """Cross-entropy of ``softmax(z / T)`` with the hard labels (the teacher of defensive distillation)."""
+    """Cross-entropy of ``softmax(z / T)`` with the hard labels (the teacher of defensive distillation).
+
+    Args:
+        temperature: ``T > 0``.
+    """
 
     name = "distillation-teacher"
+    temperature: float
 
-    def __init__(self, *, temperature: float, **settings: Any) -> None:
+    def __init__(self, *, temperature: PositiveFloat = 1.0, **settings: Any) -> None:
         super().__init__(**settings)
-        self.temperature = temperature
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "temperature": self.temperature}
-
-    def training_step(self, model, x, y, epoch):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x)
         return F.cross_entropy(logits / self.temperature, y), logits
 
 
+@register_defense("distillation")
 class DefensiveDistillation(Trainer):
     """Defensive distillation: a teacher and a student trained at temperature ``T``, deployed at ``T = 1``.
 
@@ -64,36 +68,35 @@ class DefensiveDistillation(Trainer):
         >>> DefensiveDistillation(temperature=100, epochs=5).fit(model, train, test)
     """
 
-    name = "distillation"
+    temperature: float
+    teacher_epochs: int
 
-    def __init__(self, *, temperature: float = 100.0, teacher_epochs: int | None = None, **settings: Any) -> None:
+    def __init__(
+        self, *, temperature: PositiveFloat = 100.0, teacher_epochs: PositiveInt | None = None, **settings: Any
+    ) -> None:
         super().__init__(**settings)
-        self.temperature = validation.check_float("temperature", temperature, minimum=0.0, strict_min=True)
-        self.teacher_epochs = (
-            self.epochs if teacher_epochs is None else validation.check_int("teacher_epochs", teacher_epochs, minimum=1)
-        )
-        self._settings = settings
+        if teacher_epochs is None:
+            self.teacher_epochs = self.epochs
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "temperature": self.temperature, "teacher_epochs": self.teacher_epochs}
-
-    def fit(self, model, train, val=None, **kwargs):
-        from advlab.models import as_classifier
-
+    def fit(self, model: torch.nn.Module, train: Any, val: Any = None, **kwargs: Any) -> DefensiveDistillation:
         model = as_classifier(model)
         self._initial = copy.deepcopy(model)  # the teacher starts where the student starts
         self._val = val
-        self._train = train
-        return super().fit(model, train, val, **kwargs)
+        super().fit(model, train, val, **kwargs)
+        return self
+
+    def teacher_trainer(self) -> Trainer:
+        """The teacher's trainer: this trainer's settings at the same temperature, for ``teacher_epochs`` epochs,
+        checkpointed in ``checkpoint_dir / "teacher"``."""
+        settings = {name: getattr(self, name) for name in declared_settings(Trainer)}
+        ckpt = None if self.checkpoint_dir is None else self.checkpoint_dir / "teacher"
+        settings.update(epochs=self.teacher_epochs, checkpoint_dir=ckpt)
+        return _TemperatureTraining(temperature=self.temperature, **settings)
 
     def setup(self, model: Classifier, x: torch.Tensor, y: torch.Tensor | None) -> None:
-        teacher = self._initial
-        settings = {k: v for k, v in self._settings.items() if k != "checkpoint_dir"}
-        ckpt = None if self.checkpoint_dir is None else self.checkpoint_dir / "teacher"
         log.info("distillation: training the teacher at T = %g", self.temperature)
-        _TemperatureTraining(
-            temperature=self.temperature, **{**settings, "epochs": self.teacher_epochs}, checkpoint_dir=ckpt
-        ).fit(teacher, (x, y), self._val)
+        teacher = self._initial
+        self.teacher_trainer().fit(teacher, (x, y), self._val)
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -104,7 +107,9 @@ class DefensiveDistillation(Trainer):
         with torch.no_grad():
             return F.softmax(self.teacher_(x) / self.temperature, dim=1)
 
-    def training_step(self, model, x, y, epoch):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x)
         target = self.soft_labels(x)
         loss = -(target * F.log_softmax(logits / self.temperature, dim=1)).sum(1).mean()

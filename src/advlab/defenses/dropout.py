@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from advlab import validation
-from advlab.defenses.base import Trainer
-from advlab.models import Classifier
+from advlab.defenses.base import Trainer, register_defense
+from advlab.models import Classifier, as_classifier
+from advlab.settings import Range
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+Probability = Annotated[float, Range(0, 1, strict_max=True)]
+"""A drop probability in ``[0, 1)``."""
 
 
 def _drop(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -59,6 +63,7 @@ def dropout_classifier(model: Classifier, p: float = 0.5, input_p: float = 0.2) 
     return clone
 
 
+@register_defense("dropout")
 class DropoutTraining(Trainer):
     """Cross-entropy training with (inverted) dropout on the input of every Linear/Conv layer.
 
@@ -88,23 +93,17 @@ class DropoutTraining(Trainer):
         >>> DropoutTraining(p=0.5, test_time=True).fit(model, train).defended_model_
     """
 
-    name = "dropout"
+    p: float
+    input_p: float
+    test_time: bool
 
-    def __init__(self, *, p: float = 0.5, input_p: float = 0.2, test_time: bool = False, **settings: Any) -> None:
+    def __init__(
+        self, *, p: Probability = 0.5, input_p: Probability = 0.2, test_time: bool = False, **settings: Any
+    ) -> None:
         super().__init__(**settings)
-        self.p = validation.check_float("p", p, minimum=0.0, maximum=1.0, strict_max=True)
-        self.input_p = validation.check_float("input_p", input_p, minimum=0.0, maximum=1.0, strict_max=True)
-        if not isinstance(test_time, bool):
-            raise TypeError(f"test_time: expected True or False, got {type(test_time).__name__} {test_time!r}")
-        self.test_time = test_time
         self._gen: torch.Generator | None = None
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "p": self.p, "input_p": self.input_p, "test_time": self.test_time}
-
-    def fit(self, model, train, val=None, **kwargs):
-        from advlab.models import as_classifier
-
+    def fit(self, model: torch.nn.Module, train: Any, val: Any = None, **kwargs: Any) -> DropoutTraining:
         model = as_classifier(model)
         handles = install_dropout(model.module, self.p, self.input_p, lambda: self._gen)
         try:
@@ -115,8 +114,9 @@ class DropoutTraining(Trainer):
         self.defended_model_ = dropout_classifier(self.model_, self.p, self.input_p) if self.test_time else self.model_
         return self
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
-        seed = (self.seed * 1_000_003 + round(epoch * 1_000_000)) % (2**63 - 1)
-        self._gen = torch.Generator(device=x.device).manual_seed(seed)  # masks seeded by position: resumable
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._gen = self.generator_at(epoch, x.device)  # masks seeded by position: resumable
         logits = model(x)
         return F.cross_entropy(logits, y), logits

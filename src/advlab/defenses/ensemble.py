@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab import validation
 from advlab.defenses._adversarial import reinitialized_copy
-from advlab.defenses.base import Trainer
+from advlab.defenses.base import Trainer, register_defense
 from advlab.models import Classifier, as_classifier
+from advlab.settings import Range
+from advlab.zoo import load_model, save_model
+
+MEMBER_SEED_STRIDE = 1_000
+"""Member ``i`` is re-initialised from the seed ``seed * MEMBER_SEED_STRIDE + i``."""
 
 
 class AveragedLogits(nn.Module):
@@ -42,6 +46,7 @@ def averaged_classifier(members: list[Classifier]) -> Classifier:
     return out
 
 
+@register_defense("ensemble")
 class EnsembleTraining(Trainer):
     """An ensemble of independently initialised copies of the model whose logits are averaged.
 
@@ -72,38 +77,33 @@ class EnsembleTraining(Trainer):
         >>> t.model_  # averaged logits
     """
 
-    name = "ensemble"
+    members: int
 
-    def __init__(self, *, members: int = 3, **settings: Any) -> None:
+    def __init__(self, *, members: Annotated[int, Range(2)] = 3, **settings: Any) -> None:
         super().__init__(**settings)
-        self.members = validation.check_int("members", members, minimum=2)
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "members": self.members}
-
-    def fit(self, model, train, val=None, **kwargs):
+    def fit(self, model: torch.nn.Module, train: Any, val: Any = None, **kwargs: Any) -> EnsembleTraining:
         model = as_classifier(model)
-        others = [reinitialized_copy(model, self.seed * 1_000 + i) for i in range(1, self.members)]
+        others = [reinitialized_copy(model, self.seed * MEMBER_SEED_STRIDE + i) for i in range(1, self.members)]
         self.ensemble_members_ = [model, *others]
-        return super().fit(averaged_classifier(self.ensemble_members_), train, val, **kwargs)
+        super().fit(averaged_classifier(self.ensemble_members_), train, val, **kwargs)
+        return self
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
-        outs = [m(x) for m in model.module.members]
-        loss = sum(F.cross_entropy(z, y) for z in outs)
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        outs = [m(x) for m in cast(AveragedLogits, model.module).members]
+        loss = cast(torch.Tensor, sum(F.cross_entropy(z, y) for z in outs))
         return loss, torch.stack(outs).mean(0)
 
     def save_artifacts(self, folder: str | Path) -> None:
         """Save members 1..k-1 as model folders ``folder/member-i`` (member 0 is the model saved by the CLI)."""
-        from advlab.zoo import save_model
-
         for i, m in enumerate(self.ensemble_members_[1:], start=1):
             save_model(m, Path(folder) / f"member-{i}", training=self.settings())
 
 
 def load_ensemble(folder: str | Path) -> Classifier:
     """The averaged classifier of a folder written by ``advlab train --defense ensemble``."""
-    from advlab.zoo import load_model
-
     folder = Path(folder)
     members = [load_model(folder)] + [load_model(p) for p in sorted(folder.glob("member-*"))]
     return averaged_classifier(members)

@@ -5,18 +5,49 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 
-from advlab import validation
 from advlab.defenses._adversarial import AdversarialTrainer, batches_per_epoch, fgsm_from
-from advlab.models import Classifier
+from advlab.defenses.base import Recorded, register_defense
+from advlab.models import Classifier, as_classifier
+from advlab.settings import Check, Fraction, NonNegativeFloat, OneOf
+from advlab.zoo import load_model
 
 METHODS = ("rfgsm", "fgsm")
+RFGSM_DIVISOR = 2
+"""Default R+FGSM random step ``rfgsm_alpha = eps / RFGSM_DIVISOR``."""
 
 
+def check_static_models(name: str, value: Any) -> list[Any]:
+    """One or more static models (``Classifier``/module objects or model folders) as a list."""
+    if isinstance(value, (str, Path, torch.nn.Module)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(
+            f"{name}: expected at least one pre-trained model (Classifier or model folder), got "
+            f"{value!r}; e.g. {name}=['runs/a', 'runs/b']"
+        )
+    for i, m in enumerate(value):
+        if not isinstance(m, (str, Path, torch.nn.Module)):
+            raise TypeError(f"{name}[{i}]: expected a Classifier or a model folder, got {type(m).__name__}")
+    return list(value)
+
+
+def model_names(models: Sequence[Any]) -> list[str]:
+    """How static models are recorded: a folder by its path, a model object by the architecture in its card."""
+    return [
+        str(m) if isinstance(m, (str, Path)) else (getattr(m, "card", {}) or {}).get("arch", type(m).__name__)
+        for m in models
+    ]
+
+
+StaticModels = Annotated[Sequence[Any], Check(check_static_models), Recorded(model_names)]
+
+
+@register_defense("ensemble-adversarial")
 class EnsembleAdversarialTraining(AdversarialTrainer):
     """Ensemble adversarial training: examples from the model itself or from fixed pre-trained models.
 
@@ -48,58 +79,28 @@ class EnsembleAdversarialTraining(AdversarialTrainer):
         >>> EnsembleAdversarialTraining(static_models=["runs/a", "runs/b"], eps=0.3).fit(model, train, test)
     """
 
-    name = "ensemble-adversarial"
+    static_models: list[Any]
+    method: str
+    rfgsm_alpha: float
+    clean_weight: float
 
     def __init__(
         self,
         *,
-        static_models: Sequence[Any] = (),
-        method: str = "rfgsm",
-        rfgsm_alpha: float | None = None,
-        clean_weight: float = 0.5,
-        eps: float = 0.3,
+        static_models: StaticModels = (),
+        method: Annotated[str, OneOf(METHODS)] = "rfgsm",
+        rfgsm_alpha: NonNegativeFloat | None = None,
+        clean_weight: Fraction = 0.5,
+        eps: NonNegativeFloat = 0.3,
         **settings: Any,
     ) -> None:
         super().__init__(eps=eps, **settings)
-        if isinstance(static_models, (str, Path, torch.nn.Module)):
-            static_models = [static_models]
-        if not isinstance(static_models, (list, tuple)) or not static_models:
-            raise ValueError(
-                "static_models: expected at least one pre-trained model (Classifier or model folder), got "
-                f"{static_models!r}; e.g. static_models=['runs/a', 'runs/b']"
-            )
-        self.static_models = list(static_models)
-        for i, m in enumerate(self.static_models):
-            if not isinstance(m, (str, Path, torch.nn.Module)):
-                raise TypeError(f"static_models[{i}]: expected a Classifier or a model folder, got {type(m).__name__}")
-        validation.check_choice("method", method, METHODS)
-        self.method = method
-        self.rfgsm_alpha = (
-            self.threat.eps / 2
-            if rfgsm_alpha is None
-            else validation.check_float("rfgsm_alpha", rfgsm_alpha, minimum=0.0)
-        )
-        if self.rfgsm_alpha > self.threat.eps:
-            raise ValueError(f"rfgsm_alpha: expected <= eps = {self.threat.eps}, got {self.rfgsm_alpha}")
-        self.clean_weight = validation.check_float("clean_weight", clean_weight, minimum=0.0, maximum=1.0)
-
-    def settings(self) -> dict[str, Any]:
-        names = [
-            str(m) if isinstance(m, (str, Path)) else (getattr(m, "card", {}) or {}).get("arch", type(m).__name__)
-            for m in self.static_models
-        ]
-        return {
-            **super().settings(),
-            "static_models": names,
-            "method": self.method,
-            "rfgsm_alpha": self.rfgsm_alpha,
-            "clean_weight": self.clean_weight,
-        }
+        if rfgsm_alpha is None:
+            self.rfgsm_alpha = self.eps / RFGSM_DIVISOR
+        if self.rfgsm_alpha > self.eps:
+            raise ValueError(f"rfgsm_alpha: expected <= eps = {self.eps}, got {self.rfgsm_alpha}")
 
     def setup(self, model: Classifier, x: torch.Tensor, y: torch.Tensor | None) -> None:
-        from advlab.models import as_classifier
-        from advlab.zoo import load_model
-
         static = []
         for m in self.static_models:
             clf = (
@@ -116,6 +117,7 @@ class EnsembleAdversarialTraining(AdversarialTrainer):
         return step % (1 + len(self.static_))
 
     def perturb(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float) -> torch.Tensor:
+        """The adversarial examples of this step, crafted on its source (R+FGSM or FGSM)."""
         threat = self.threat_at(epoch)
         if threat.eps == 0:
             return x
@@ -129,7 +131,9 @@ class EnsembleAdversarialTraining(AdversarialTrainer):
             start = threat.project(x + alpha * threat.ascent_direction(noise, x), x)
         return fgsm_from(source, x, start, y, threat, threat.eps - alpha)
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x_adv = self.perturb(model, x, y, epoch)
         logits = model(x)
         loss = self.clean_weight * F.cross_entropy(logits, y) + (1 - self.clean_weight) * F.cross_entropy(

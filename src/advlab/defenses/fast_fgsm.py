@@ -4,25 +4,31 @@ and the catastrophic-overfitting check with early stopping."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 
 from advlab import validation
 from advlab.attacks._iterative import iterate
-from advlab.defenses._adversarial import AdversarialTrainer, crafting, fgsm_from
-from advlab.defenses.base import as_tensors
+from advlab.defenses._adversarial import AdversarialTrainer, OptionalStep, crafting, fgsm_from
+from advlab.defenses.base import Schedule, register_defense
 from advlab.losses import cross_entropy
 from advlab.models import Classifier
+from advlab.settings import NonNegativeFloat, NonNegativeInt, OneOf, PositiveInt, Range
 
 log = logging.getLogger(__name__)
 
 ON_OVERFIT = ("stop", "warn")
 CHECK_SEED = 2020
 """Seed of the random starts of the held-out PGD check (fixed, so epochs are compared on equal terms)."""
+STEP_FACTOR = 1.25
+"""Default FGSM step ``STEP_FACTOR * eps`` (the paper's alpha)."""
+CHECK_STEP_FACTOR = 2.5
+"""The held-out PGD check steps by ``CHECK_STEP_FACTOR * eps / check_steps``."""
 
 
+@register_defense("fast-fgsm")
 class FastFGSMTraining(AdversarialTrainer):
     """FGSM adversarial training from a uniform random start ("fast is better than free").
 
@@ -58,54 +64,42 @@ class FastFGSMTraining(AdversarialTrainer):
         >>> FastFGSMTraining(eps=0.3, epochs=10, lr=5e-3).fit(model, train, test).history_[-1]["check_pgd_accuracy"]
     """
 
-    name = "fast-fgsm"
+    step_size: float
+    check_size: int
+    check_steps: int
+    overfit_drop: float
+    on_overfit: str
 
     def __init__(
         self,
         *,
-        eps: float = 0.3,
-        step_size: float | None = None,
-        check_size: int = 256,
-        check_steps: int = 10,
-        overfit_drop: float = 0.2,
-        on_overfit: str = "stop",
-        schedule: str = "cyclic",
+        eps: NonNegativeFloat = 0.3,
+        step_size: OptionalStep = None,
+        check_size: NonNegativeInt = 256,
+        check_steps: PositiveInt = 10,
+        overfit_drop: Annotated[float, Range(0, 1, strict_min=True)] = 0.2,
+        on_overfit: Annotated[str, OneOf(ON_OVERFIT)] = "stop",
+        schedule: Schedule = "cyclic",
         **settings: Any,
     ) -> None:
         super().__init__(eps=eps, schedule=schedule, **settings)
-        self.step_size = (
-            1.25 * self.threat.eps
-            if step_size is None
-            else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
-        )
-        self.check_size = validation.check_int("check_size", check_size, minimum=0)
-        self.check_steps = validation.check_int("check_steps", check_steps, minimum=1)
-        self.overfit_drop = validation.check_float(
-            "overfit_drop", overfit_drop, minimum=0.0, maximum=1.0, strict_min=True
-        )
-        validation.check_choice("on_overfit", on_overfit, ON_OVERFIT)
-        self.on_overfit = on_overfit
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "step_size": self.step_size,
-            "check_size": self.check_size,
-            "check_steps": self.check_steps,
-            "overfit_drop": self.overfit_drop,
-            "on_overfit": self.on_overfit,
-        }
+        if step_size is None:
+            self.step_size = STEP_FACTOR * self.eps
 
     # ------------------------------------------------------------------ training
-    def fit(self, model, train, val=None, **kwargs):
+    def fit(self, model: torch.nn.Module, train: Any, val: Any = None, **kwargs: Any) -> FastFGSMTraining:
         source = val if val is not None else train
-        xc, yc = as_tensors(source, "val" if val is not None else "train")
+        xc, yc = validation.as_xy(source, "val" if val is not None else "train", labels="optional")
         self._check = (xc[: self.check_size], None if yc is None else yc[: self.check_size])
         self._good: dict[str, torch.Tensor] = {}
         self._best = -1.0
-        return super().fit(model, train, val, **kwargs)
+        self._good_epoch = 0
+        super().fit(model, train, val, **kwargs)
+        return self
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         threat = self.threat_at(epoch)
         if threat.eps > 0:
             start = threat.random_start(x, self.generator_at(epoch, x.device))
@@ -133,7 +127,7 @@ class FastFGSMTraining(AdversarialTrainer):
                 False,
                 self.threat,
                 steps=self.check_steps,
-                step_size=2.5 * self.threat.eps / self.check_steps,
+                step_size=CHECK_STEP_FACTOR * self.threat.eps / self.check_steps,
                 loss_fn=cross_entropy,
                 name="overfit-check",
             )
@@ -157,7 +151,7 @@ class FastFGSMTraining(AdversarialTrainer):
             if self._good:
                 model.module.load_state_dict(self._good)
                 record["restored_epoch"] = int(self._good_epoch)
-            log.warning("%s; restoring the weights of epoch %d and stopping", msg, getattr(self, "_good_epoch", 0))
+            log.warning("%s; restoring the weights of epoch %d and stopping", msg, self._good_epoch)
             return True
         if acc >= self._best:
             self._best = acc
@@ -167,7 +161,7 @@ class FastFGSMTraining(AdversarialTrainer):
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         out = {f"good.{k}": v for k, v in self._good.items()}
-        out["best"] = torch.tensor([self._best, float(getattr(self, "_good_epoch", 0))])
+        out["best"] = torch.tensor([self._best, float(self._good_epoch)])
         return out
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
-from advlab import validation
-from advlab.defenses._adversarial import AdversarialTrainer
+from advlab.defenses._adversarial import AdversarialTrainer, OptionalStep
+from advlab.defenses.base import register_defense
 from advlab.models import Classifier
+from advlab.settings import NonNegativeFloat, PositiveInt
 
 
+@register_defense("free")
 class FreeTraining(AdversarialTrainer):
     """Free adversarial training: minibatch replay, one backward pass for both weights and perturbation.
 
@@ -24,7 +26,7 @@ class FreeTraining(AdversarialTrainer):
     ``delta <- clip_eps(delta + step_size * sign(grad_delta))``, optimiser step.
 
     Budget: ``epochs`` is the budget in passes of gradient computations, as for natural training; the data is
-    traversed ``ceil(epochs / m)`` times (``epochs_run`` in :meth:`settings`), each example getting ``m``
+    traversed ``ceil(epochs / m)`` times (:attr:`epochs_run`, also recorded in :meth:`settings`), each example getting ``m``
     updates, so the total number of gradient computations matches ``epochs`` natural epochs (the paper's
     ``N_ep / m``).
 
@@ -45,41 +47,45 @@ class FreeTraining(AdversarialTrainer):
         >>> FreeTraining(m=8, eps=8 / 255, epochs=40, optimizer="sgd", lr=0.1).fit(model, train, test)
     """
 
-    name = "free"
+    m: int
+    step_size: float
 
     def __init__(
-        self, *, m: int = 4, eps: float = 0.3, step_size: float | None = None, epochs: int = 5, **settings: Any
+        self,
+        *,
+        m: PositiveInt = 4,
+        eps: NonNegativeFloat = 0.3,
+        step_size: OptionalStep = None,
+        epochs: PositiveInt = 5,
+        **settings: Any,
     ) -> None:
-        self.m = validation.check_int("m", m, minimum=1)
-        self.budget_epochs = validation.check_int("epochs", epochs, minimum=1)
-        super().__init__(eps=eps, epochs=max(1, math.ceil(self.budget_epochs / self.m)), **settings)
-        self.step_size = (
-            self.threat.eps
-            if step_size is None
-            else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
-        )
-        self.replays = self.m
+        super().__init__(eps=eps, epochs=epochs, **settings)
+        if step_size is None:
+            self.step_size = self.eps
+        self.replays = m
         self.delta_: torch.Tensor | None = None
         self._current: tuple[torch.Tensor, float] | None = None
 
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "epochs": self.budget_epochs,
-            "epochs_run": self.epochs,
-            "m": self.m,
-            "step_size": self.step_size,
-        }
+    @property
+    def epochs_run(self) -> int:
+        """Passes over the data: ``ceil(epochs / m)``, so the gradient computations match ``epochs`` natural epochs."""
+        return max(1, math.ceil(self.epochs / self.m))
 
-    def fit(self, model, train, val=None, **kwargs):
+    def derived_settings(self) -> dict[str, Any]:
+        return {"epochs_run": self.epochs_run}
+
+    def fit(self, model: torch.nn.Module, train: Any, val: Any = None, **kwargs: Any) -> FreeTraining:
         self.delta_ = None  # a fresh run starts from delta = 0; a resumed one gets its delta from the checkpoint
-        return super().fit(model, train, val, **kwargs)
+        super().fit(model, train, val, **kwargs)
+        return self
 
     def reset_perturbation(self) -> None:
         """Forget the carried perturbation (the next batch starts from ``delta = 0``)."""
         self.delta_ = None
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.delta_ is None or self.delta_.shape[1:] != x.shape[1:] or self.delta_.shape[0] < x.shape[0]:
             grown = torch.zeros(
                 (max(x.shape[0], 0 if self.delta_ is None else self.delta_.shape[0]), *x.shape[1:]),
@@ -96,12 +102,14 @@ class FreeTraining(AdversarialTrainer):
         return F.cross_entropy(logits, y), logits
 
     def after_backward(self, model: Classifier) -> None:
-        delta, epoch = self._current
-        self._current = None
+        current, self._current = self._current, None
+        if current is None or self.delta_ is None:
+            raise RuntimeError("after_backward: called without a training_step before it")
+        delta, epoch = current
         eps = self.eps_at(epoch)
         scale = eps / self.threat.eps if self.threat.eps > 0 else 0.0
         with torch.no_grad():
-            step = self.step_size * scale * self.threat.ascent_direction(delta.grad, None)
+            step = self.step_size * scale * self.threat.ascent_direction(cast(torch.Tensor, delta.grad), None)
             self.delta_[: delta.shape[0]] = self.threat.project_delta(delta + step, eps)
 
     def extra_state(self) -> dict[str, torch.Tensor]:

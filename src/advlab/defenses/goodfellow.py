@@ -7,11 +7,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from advlab import validation
 from advlab.defenses._adversarial import AdversarialTrainer, fgsm_from
+from advlab.defenses.base import register_defense
 from advlab.models import Classifier
+from advlab.settings import Fraction, NonNegativeFloat
 
 
+@register_defense("goodfellow")
 class GoodfellowTraining(AdversarialTrainer):
     """Minimise ``alpha * J(x, y) + (1 - alpha) * J(x + eps * sign(grad_x J(x, y)), y)``.
 
@@ -24,7 +26,7 @@ class GoodfellowTraining(AdversarialTrainer):
         norm: ``"linf"`` (the paper), ``"l2"`` or ``"l1"`` (steepest-ascent step of that norm).
         eps_rampup: fraction of training over which eps grows linearly from 0.
         bounds: the input box.
-        **trainer_settings: see :class:`~advlab.defenses.base.Trainer`.
+        **settings: see :class:`~advlab.defenses.base.Trainer`.
 
     Raises:
         ValueError: ``alpha`` outside ``[0, 1]``, ``eps < 0``, unknown norm.
@@ -37,16 +39,14 @@ class GoodfellowTraining(AdversarialTrainer):
         >>> GoodfellowTraining(eps=0.25, alpha=0.5, epochs=5).fit(model, train, test)
     """
 
-    name = "goodfellow"
+    alpha: float
 
-    def __init__(self, *, alpha: float = 0.5, eps: float = 0.25, **settings: Any) -> None:
+    def __init__(self, *, alpha: Fraction = 0.5, eps: NonNegativeFloat = 0.25, **settings: Any) -> None:
         super().__init__(eps=eps, **settings)
-        self.alpha = validation.check_float("alpha", alpha, minimum=0.0, maximum=1.0)
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "alpha": self.alpha}
-
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         threat = self.threat_at(epoch)
         x_adv = fgsm_from(model, x, x, y, threat, threat.eps) if threat.eps > 0 else x
         logits = model(x)

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab import validation
-from advlab.defenses.base import Trainer
+from advlab.defenses.base import Trainer, register_defense
 from advlab.models import Classifier, as_classifier
+from advlab.settings import NonNegativeFloat
 
 
 class _InputNoise(nn.Module):
@@ -51,6 +52,7 @@ def noisy_classifier(model: Classifier, sigma: float) -> Classifier:
     return out
 
 
+@register_defense("noise")
 class GaussianNoiseTraining(Trainer):
     """Train on ``clip(x + N(0, sigma^2 I))`` (Gaussian data augmentation); optionally add noise at test time.
 
@@ -78,24 +80,21 @@ class GaussianNoiseTraining(Trainer):
         >>> random_model = t.defended_model_
     """
 
-    name = "noise"
+    sigma: float
+    test_sigma: float
 
-    def __init__(self, *, sigma: float = 0.3, test_sigma: float = 0.0, **settings: Any) -> None:
+    def __init__(self, *, sigma: NonNegativeFloat = 0.3, test_sigma: NonNegativeFloat = 0.0, **settings: Any) -> None:
         super().__init__(**settings)
-        self.sigma = validation.check_float("sigma", sigma, minimum=0.0)
-        self.test_sigma = validation.check_float("test_sigma", test_sigma, minimum=0.0)
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "sigma": self.sigma, "test_sigma": self.test_sigma}
-
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
-        seed = (self.seed * 1_000_003 + round(epoch * 1_000_000)) % (2**63 - 1)
-        gen = torch.Generator(device=x.device).manual_seed(seed)
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = self.generator_at(epoch, x.device)
         noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
         logits = model((x + self.sigma * noise).clamp(*model.bounds))
         return F.cross_entropy(logits, y), logits
 
-    def fit(self, model, train, val=None, **kwargs):
+    def fit(self, model: torch.nn.Module, train: Any, val: Any = None, **kwargs: Any) -> GaussianNoiseTraining:
         super().fit(model, train, val, **kwargs)
         self.defended_model_ = noisy_classifier(self.model_, self.test_sigma) if self.test_sigma > 0 else self.model_
         return self

@@ -7,15 +7,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from advlab import validation
 from advlab.attacks._iterative import iterate
-from advlab.defenses.base import Trainer
+from advlab.defenses._adversarial import AdversarialTrainer, OptionalStep, crafting
+from advlab.defenses.base import register_defense
 from advlab.losses import cross_entropy
 from advlab.models import Classifier
-from advlab.threat import ThreatModel
+from advlab.settings import PositiveInt
+
+STEP_FACTOR = 2.5
+"""Default ``step_size = STEP_FACTOR * eps / steps`` (Madry et al.)."""
 
 
-class PGDTraining(Trainer):
+@register_defense("pgd")
+class PGDTraining(AdversarialTrainer):
     """Adversarial training with PGD examples: ``min_theta E[max_{|delta| <= eps} L(x + delta, y)]``.
 
     Args:
@@ -25,7 +29,7 @@ class PGDTraining(Trainer):
         step_size: default ``2.5 * eps / steps``.
         eps_rampup: fraction of training over which eps grows linearly from 0 (0 = none).
         bounds: the input box.
-        **trainer_settings: see :class:`~advlab.defenses.base.Trainer`.
+        **settings: see :class:`~advlab.defenses.base.Trainer`.
 
     References:
         Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", arXiv:1706.06083.
@@ -40,56 +44,22 @@ class PGDTraining(Trainer):
         >>> PGDTraining(eps=0.3, steps=40, epochs=10).fit(model, train, test)
     """
 
-    name = "pgd"
+    steps: int
+    step_size: float
 
-    def __init__(
-        self,
-        *,
-        eps: float = 0.3,
-        norm: str = "linf",
-        steps: int = 10,
-        step_size: float | None = None,
-        eps_rampup: float = 0.0,
-        bounds: tuple[float, float] = (0.0, 1.0),
-        **trainer_settings: Any,
-    ) -> None:
-        super().__init__(**trainer_settings)
-        self.threat = ThreatModel(norm, eps, bounds)
-        self.steps = validation.check_int("steps", steps, minimum=1)
-        self.step_size = (
-            2.5 * self.threat.eps / self.steps
-            if step_size is None
-            else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
-        )
-        self.eps_rampup = validation.check_float("eps_rampup", eps_rampup, minimum=0.0, maximum=1.0)
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "eps": self.threat.eps,
-            "norm": self.threat.norm,
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "eps_rampup": self.eps_rampup,
-            "bounds": list(self.threat.bounds),
-        }
-
-    def eps_at(self, epoch: float) -> float:
-        """The training eps at fractional ``epoch`` (linear ramp over the first ``eps_rampup`` of training)."""
-        if self.eps_rampup <= 0:
-            return self.threat.eps
-        return self.threat.eps * min(1.0, epoch / (self.eps_rampup * self.epochs))
+    def __init__(self, *, steps: PositiveInt = 10, step_size: OptionalStep = None, **settings: Any) -> None:
+        super().__init__(**settings)
+        if step_size is None:
+            self.step_size = STEP_FACTOR * self.eps / steps
 
     def perturb(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float) -> torch.Tensor:
         """PGD examples for a batch, crafted in eval mode with parameter gradients off."""
-        eps = self.eps_at(epoch)
-        if eps == 0:
+        threat = self.threat_at(epoch)
+        if threat.eps == 0:
             return x
-        threat = self.threat.with_eps(eps)
-        scale = eps / self.threat.eps
-        # Seeded from the position in training, so a resumed run draws the same random starts.
-        gen = torch.Generator(device=x.device).manual_seed(self.seed * 1_000_003 + round(epoch * 1_000_000))
-        with model.attack_mode(warn_train_mode=False):
+        scale = threat.eps / self.eps
+        gen = self.generator_at(epoch, x.device)  # seeded from the position: a resumed run draws the same starts
+        with crafting(model):
             x0 = threat.random_start(x, gen)
             x_adv, _, _, _ = iterate(
                 model,
@@ -105,7 +75,9 @@ class PGDTraining(Trainer):
             )
         return x_adv.detach()
 
-    def training_step(self, model, x, y, epoch):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x_adv = self.perturb(model, x, y, epoch)
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits

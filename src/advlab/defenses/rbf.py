@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
-from advlab import validation
-from advlab.defenses.base import Trainer
+from advlab.defenses.base import Trainer, register_defense
 from advlab.models import Classifier
+from advlab.settings import NonNegativeFloat, PositiveFloat
+from advlab.zoo import RBFNetwork
 
 
+@register_defense("rbf")
 class RBFTraining(Trainer):
     """Cross-entropy training of the shallow RBF network (arch ``rbf``) of Goodfellow et al.
 
@@ -40,27 +42,23 @@ class RBFTraining(Trainer):
         >>> RBFTraining(epochs=5).fit(clf, train, test)
     """
 
-    name = "rbf"
+    precision_decay: float
 
-    def __init__(self, *, precision_decay: float = 0.0, lr: float = 1e-2, **settings: Any) -> None:
+    def __init__(self, *, precision_decay: NonNegativeFloat = 0.0, lr: PositiveFloat = 1e-2, **settings: Any) -> None:
         super().__init__(lr=lr, **settings)
-        self.precision_decay = validation.check_float("precision_decay", precision_decay, minimum=0.0)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "precision_decay": self.precision_decay}
 
     def setup(self, model: Classifier, x: torch.Tensor, y: torch.Tensor | None) -> None:
-        from advlab.zoo import RBFNetwork
-
         if not isinstance(model.module, RBFNetwork):
             raise TypeError(
                 f"model: the 'rbf' defense trains an RBF network, got {type(model.module).__name__}; "
                 "build it with advlab.zoo.build_classifier('rbf', ...) or --arch rbf"
             )
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         if self.precision_decay:
-            loss = loss + self.precision_decay * model.module.precision.mean()
+            loss = loss + self.precision_decay * cast(RBFNetwork, model.module).precision.mean()
         return loss, logits

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
-from advlab import validation
 from advlab.defenses._adversarial import first_layer
-from advlab.defenses.base import Trainer
+from advlab.defenses.base import Trainer, register_defense
 from advlab.models import Classifier
+from advlab.settings import NonNegativeFloat
 
 
+@register_defense("regularization")
 class RegularizedTraining(Trainer):
     """Cross-entropy plus ``l1 * |W_1|_1`` on the first layer's weights, with L2 weight decay on all weights.
 
@@ -36,22 +37,20 @@ class RegularizedTraining(Trainer):
         >>> RegularizedTraining(l1=1e-4, weight_decay=5e-4).fit(model, train)
     """
 
-    name = "regularization"
+    l1: float
 
-    def __init__(self, *, l1: float = 1e-4, weight_decay: float = 5e-4, **settings: Any) -> None:
+    def __init__(self, *, l1: NonNegativeFloat = 1e-4, weight_decay: NonNegativeFloat = 5e-4, **settings: Any) -> None:
         super().__init__(weight_decay=weight_decay, **settings)
-        self.l1 = validation.check_float("l1", l1, minimum=0.0)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "l1": self.l1}
 
     def setup(self, model: Classifier, x: torch.Tensor, y: torch.Tensor | None) -> None:
         self._first = first_layer(model.module)
 
     def l1_penalty(self) -> torch.Tensor:
         """``|W_1|_1`` of the first layer."""
-        return self._first.weight.abs().sum()
+        return cast(torch.Tensor, self._first.weight).abs().sum()
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x)
         return F.cross_entropy(logits, y) + self.l1 * self.l1_penalty(), logits

@@ -7,12 +7,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from advlab import validation
-from advlab.defenses._adversarial import AdversarialTrainer, crafting
+from advlab.defenses._adversarial import AdversarialTrainer, OptionalStep, crafting
+from advlab.defenses.base import register_defense
 from advlab.models import Classifier
+from advlab.settings import NonNegativeFloat, PositiveInt
 
 INIT_SCALE = 0.001
 """The PGD of TRADES starts at ``x + 0.001 * N(0, I)`` (the authors' code)."""
+STEP_DIVISOR = 4
+"""Default ``step_size = eps / STEP_DIVISOR``."""
 
 
 def kl_to(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
@@ -22,6 +25,7 @@ def kl_to(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
     return (p_log.exp() * (p_log - q_log)).sum(1)
 
 
+@register_defense("trades")
 class TRADES(AdversarialTrainer):
     """Minimise ``CE(f(x), y) + beta * KL(f(x) || f(x_adv))``, ``x_adv = argmax_{x' in ball} KL(f(x) || f(x'))``.
 
@@ -49,22 +53,22 @@ class TRADES(AdversarialTrainer):
         >>> TRADES(beta=6.0, eps=0.3, steps=40).fit(model, train, test)
     """
 
-    name = "trades"
+    beta: float
+    steps: int
+    step_size: float
 
     def __init__(
-        self, *, beta: float = 6.0, eps: float = 0.3, steps: int = 10, step_size: float | None = None, **settings: Any
+        self,
+        *,
+        beta: NonNegativeFloat = 6.0,
+        eps: NonNegativeFloat = 0.3,
+        steps: PositiveInt = 10,
+        step_size: OptionalStep = None,
+        **settings: Any,
     ) -> None:
         super().__init__(eps=eps, **settings)
-        self.beta = validation.check_float("beta", beta, minimum=0.0)
-        self.steps = validation.check_int("steps", steps, minimum=1)
-        self.step_size = (
-            self.threat.eps / 4
-            if step_size is None
-            else validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
-        )
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "beta": self.beta, "steps": self.steps, "step_size": self.step_size}
+        if step_size is None:
+            self.step_size = self.eps / STEP_DIVISOR
 
     def perturb(self, model: Classifier, x: torch.Tensor, epoch: float) -> torch.Tensor:
         """The TRADES inner maximisation: PGD on ``KL(f(x) || f(x'))`` from ``x + 0.001 N(0, I)``."""
@@ -84,7 +88,9 @@ class TRADES(AdversarialTrainer):
                 x_adv = threat.project(x_adv + self.step_size * scale * threat.ascent_direction(grad, x_adv), x)
         return x_adv.detach()
 
-    def training_step(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float):
+    def training_step(
+        self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x_adv = self.perturb(model, x, epoch)
         logits = model(x)
         loss = F.cross_entropy(logits, y) + self.beta * kl_to(logits, model(x_adv)).mean()

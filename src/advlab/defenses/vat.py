@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from advlab import validation
-from advlab.defenses.base import Trainer
+from advlab.defenses.base import Trainer, register_defense
 from advlab.defenses.trades import kl_to
 from advlab.models import Classifier
+from advlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt
 from advlab.threat import flatten, per_example
 
 
@@ -87,6 +88,7 @@ def split_labelled(
     return labelled, mask.nonzero().flatten()
 
 
+@register_defense("vat")
 class VAT(Trainer):
     """Minimise ``CE(labelled) + alpha * mean LDS(x)`` with ``LDS(x) = KL(p(.|x) || p(.|x + r_vadv))``.
 
@@ -123,45 +125,30 @@ class VAT(Trainer):
         >>> VAT(eps=2.0, epochs=20).fit(model, (x_l, y_l), test, unlabeled=x_u)
     """
 
-    name = "vat"
     accepts_unlabeled = True
+    eps: float
+    xi: float
+    n_power: int
+    alpha: float
+    entmin: bool
+    unlabeled_batch_size: int
 
     def __init__(
         self,
         *,
-        eps: float = 2.0,
-        xi: float = 1e-6,
-        n_power: int = 1,
-        alpha: float = 1.0,
+        eps: PositiveFloat = 2.0,
+        xi: PositiveFloat = 1e-6,
+        n_power: PositiveInt = 1,
+        alpha: NonNegativeFloat = 1.0,
         entmin: bool = False,
-        unlabeled_batch_size: int = 256,
+        unlabeled_batch_size: PositiveInt = 256,
         **settings: Any,
     ) -> None:
         super().__init__(**settings)
-        self.eps = validation.check_float("eps", eps, minimum=0.0, strict_min=True)
-        self.xi = validation.check_float("xi", xi, minimum=0.0, strict_min=True)
-        self.n_power = validation.check_int("n_power", n_power, minimum=1)
-        self.alpha = validation.check_float("alpha", alpha, minimum=0.0)
-        if not isinstance(entmin, bool):
-            raise TypeError(f"entmin: expected True or False, got {type(entmin).__name__} {entmin!r}")
-        self.entmin = entmin
-        self.unlabeled_batch_size = validation.check_int("unlabeled_batch_size", unlabeled_batch_size, minimum=1)
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "eps": self.eps,
-            "xi": self.xi,
-            "n_power": self.n_power,
-            "alpha": self.alpha,
-            "entmin": self.entmin,
-            "unlabeled_batch_size": self.unlabeled_batch_size,
-        }
 
     def lds(self, model: Classifier, x: torch.Tensor, epoch: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean LDS on ``x`` and the logits of ``x`` (with gradient), for the training loss."""
-        seed = (self.seed * 1_000_003 + round(epoch * 1_000_000)) % (2**63 - 1)
-        gen = torch.Generator(device=x.device).manual_seed(seed)
+        gen = self.generator_at(epoch, x.device)
         logits = model(x)
         d = vat_direction(model, x, xi=self.xi, n_power=self.n_power, generator=gen, logits=logits)
         lds = kl_to(logits.detach(), model(x + self.eps * d)).mean()
@@ -169,7 +156,7 @@ class VAT(Trainer):
 
     def training_step(
         self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float, x_unlabeled: torch.Tensor | None = None
-    ):
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if x_unlabeled is None:
             lds, logits = self.lds(model, x, epoch)
             loss = F.cross_entropy(logits, y) + self.alpha * lds

@@ -245,6 +245,23 @@ def save_model(
         >>> save_model(clf, "runs/m1", dataset="mnist", training={"epochs": 5}, accuracy={"test": 0.987}, seed=0)
         PosixPath('runs/m1')
     """
+    base = _card_of(clf)
+    folder = _output_folder(path)
+    given = _given_fields(base, dataset=dataset, training=training, accuracy=accuracy, seed=seed, extra=extra)
+    card = _new_card(clf, base, given)
+    try:  # fail before writing anything when a field cannot be stored as JSON
+        json.dumps(card, default=io.json_default)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"save_model: the card cannot be written as JSON ({exc}); pass plain numbers, strings, lists and dicts"
+        ) from exc
+    _write_model(clf, folder, card)
+    log.debug("saved %s to %s", card_summary(card), folder)
+    return folder
+
+
+def _card_of(clf: Classifier) -> dict[str, Any]:
+    """The card of a classifier that :func:`save_model` can save (one naming a registered architecture)."""
     if not isinstance(clf, Classifier):
         raise TypeError(
             f"clf: expected an advlab.Classifier built by advlab.zoo.build_classifier, got {type(clf).__name__}"
@@ -256,16 +273,43 @@ def save_model(
             f"{base.get('arch')!r}); build the model with advlab.zoo.build_classifier(...) so it can be rebuilt "
             "when loaded"
         )
+    return base
+
+
+def _output_folder(path: str | os.PathLike[str]) -> Path:
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"path: {folder} is an existing file; save_model writes a folder. Choose another path.")
+    return folder
+
+
+def _given_fields(
+    base: Mapping[str, Any],
+    *,
+    dataset: str | None,
+    training: Mapping[str, Any] | None,
+    accuracy: Mapping[str, float] | None,
+    seed: int | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The fields :func:`save_model` was given, checked, each falling back to the classifier's card."""
     if seed is not None:
         seed = validation.check_int("seed", seed)
     if dataset is not None and not isinstance(dataset, str):
         raise TypeError(f"dataset: expected a name such as 'mnist', got {type(dataset).__name__}")
+    return {
+        "dataset": dataset if dataset is not None else base.get("dataset"),
+        "training": _check_mapping("training", training) if training is not None else base.get("training"),
+        "accuracy": _check_accuracy(accuracy) if accuracy is not None else base.get("accuracy"),
+        "seed": seed if seed is not None else base.get("seed"),
+        "extra": _check_mapping("extra", extra) if extra is not None else base.get("extra"),
+    }
+
+
+def _new_card(clf: Classifier, base: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The card to write: how to rebuild the classifier, the given fields, versions and time (weights added later)."""
     input_shape = clf.input_shape or tuple(base.get("input_shape") or ())
     num_classes = clf.num_classes or base.get("num_classes")
-    normalization = _normalization_of(clf, base.get("normalization"))
     if not input_shape or not num_classes:
         raise ValueError(
             "clf: input_shape and num_classes are unknown; build the model with advlab.zoo.build_classifier"
@@ -275,30 +319,27 @@ def save_model(
         "format_version": CARD_VERSION,
         "arch": base["arch"],
         "arch_kwargs": dict(base.get("arch_kwargs") or {}),
-        "dataset": dataset if dataset is not None else base.get("dataset"),
+        "dataset": given["dataset"],
         "input_shape": list(input_shape),
         "num_classes": num_classes,
-        "normalization": normalization,
+        "normalization": _normalization_of(clf, base.get("normalization")),
         "bounds": list(clf.bounds),
-        "training": _check_mapping("training", training) if training is not None else base.get("training"),
-        "accuracy": _check_accuracy(accuracy) if accuracy is not None else base.get("accuracy"),
-        "seed": seed if seed is not None else base.get("seed"),
+        "training": given["training"],
+        "accuracy": given["accuracy"],
+        "seed": given["seed"],
         "versions": provenance.versions(),
         "git_commit": provenance.git_commit(),
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if "init_seed" in base:
         card["init_seed"] = base["init_seed"]
-    extra_map = _check_mapping("extra", extra) if extra is not None else base.get("extra")
-    if extra_map is not None:
-        card["extra"] = extra_map
-    try:  # fail before writing anything when a field cannot be stored as JSON
-        json.dumps(card, default=io.json_default)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"save_model: the card cannot be written as JSON ({exc}); pass plain numbers, strings, lists and dicts"
-        ) from exc
+    if given["extra"] is not None:
+        card["extra"] = given["extra"]
+    return card
 
+
+def _write_model(clf: Classifier, folder: Path, card: dict[str, Any]) -> None:
+    """Weights first, then the card with their SHA-256 (so a crash in between leaves a folder load_model refuses)."""
     state = clf.module.state_dict()
     weights_path = folder / WEIGHTS_FILE
     io.save_safetensors(weights_path, state, metadata={"format": "pt", "advlab_arch": card["arch"]})
@@ -310,8 +351,6 @@ def save_model(
     }
     io.write_json(folder / CARD_FILE, card)
     clf.card = json.loads(json.dumps(card, default=io.json_default))
-    log.debug("saved %s to %s", card_summary(card), folder)
-    return folder
 
 
 # ---------------------------------------------------------------------- loading
