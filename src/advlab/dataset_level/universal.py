@@ -102,7 +102,7 @@ def fooling_rate(
         >>> fooling_rate(other_model, x_test, uap.perturbation)
     """
     clf = as_classifier(model)
-    box = tuple(bounds) if bounds is not None else clf.bounds
+    box = (bounds[0], bounds[1]) if bounds is not None else clf.bounds
     x_t = torch.as_tensor(x)
     validation.check_input(x_t, box)
     validation.check_tensor_like("perturbation", perturbation)

@@ -265,8 +265,7 @@ class DetectorTraining(Trainer):
         super().fit(detected_classifier(model, self.detector_), train, None, **kwargs)
         if val is not None:  # the history's val_accuracy is not meaningful with C + 1 outputs: report it here
             xv, yv = validation.as_xy(val, "val")
-            labels = cast(torch.Tensor, yv)  # as_xy raises when labels are missing
-            self.val_metrics_ = accuracy_with_rejection(self.model_, xv.to(model.device), labels.to(model.device))
+            self.val_metrics_ = accuracy_with_rejection(self.model_, xv.to(model.device), yv.to(model.device))
         return self
 
     def training_step(

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -230,8 +230,8 @@ def dataset_classes(data: Any) -> list[str] | None:
 
 def _inputs(data: Any, n: int | None, clf: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` examples of ``data`` as CPU tensors, checked against the classifier."""
-    x, labels = validation.as_xy(data, "data")  # labels are required: never None
-    x, y = x.detach().cpu(), cast(torch.Tensor, labels).detach().cpu()
+    x, y = validation.as_xy(data, "data")
+    x, y = x.detach().cpu(), y.detach().cpu()
     if n is not None:
         x, y = x[:n], y[:n]
     validation.check_input(x, clf.bounds, name="data x")

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -108,8 +108,7 @@ def explain(
     """
     n = validation.check_int("n", n, minimum=1)
     eps = validation.check_float("eps", eps, minimum=0.0, strict_min=True)
-    x, labels_given = as_xy(data, "data")
-    y = cast(torch.Tensor, labels_given)  # labels are required: as_xy raised otherwise
+    x, y = as_xy(data, "data")
     classes = list(getattr(data, "classes", None) or []) or None  # a Dataset names its classes
     models = {labels[0]: model} if compare is None else {labels[0]: model, labels[1]: compare}
     device = model.device

@@ -51,6 +51,9 @@ def _binary_logits(d: torch.Tensor) -> torch.Tensor:
 class Affine(nn.Module):
     """``x * scale + offset`` feature-wise on flat inputs: the fitted affine scalers of a Pipeline."""
 
+    scale: torch.Tensor
+    offset: torch.Tensor
+
     def __init__(self, scale: np.ndarray, offset: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("scale", _f64(scale))
@@ -68,6 +71,9 @@ class LinearDecision(nn.Module):
         bias: ``intercept_``, shape ``(K,)``.
         preprocess: optional affine scaling applied to the flat input first.
     """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, preprocess: nn.Module | None = None) -> None:
         super().__init__()
@@ -116,6 +122,10 @@ class KernelSVM(nn.Module):
         n_support: support vectors per class ``(K,)``; kernel, gamma, coef0, degree: the kernel;
         multiclass: ``"vote"``, ``"ovr"`` or ``"sum"``; preprocess: optional affine scaling.
     """
+
+    support_vectors: torch.Tensor
+    dual_coef: torch.Tensor
+    intercept: torch.Tensor
 
     def __init__(
         self,
@@ -260,10 +270,11 @@ def _module_for(estimator: Any, preprocess: nn.Module | None, svm_multiclass: st
         if len(estimator.classes_) == 2:
             return _module_for(estimator.estimators_[0], preprocess, svm_multiclass)
         parts = [_module_for(e, None, svm_multiclass) for e in estimator.estimators_]
-        if not all(isinstance(p, LinearDecision) and p.binary for p in parts):
+        linear = [p for p in parts if isinstance(p, LinearDecision) and p.binary]
+        if len(linear) != len(parts):
             raise TypeError("estimator: OneVsRestClassifier is supported around binary linear classifiers only")
-        w = np.concatenate([p.weight.numpy() for p in parts])
-        b = np.concatenate([p.bias.numpy() for p in parts])
+        w = np.concatenate([p.weight.numpy() for p in linear])
+        b = np.concatenate([p.bias.numpy() for p in linear])
         return LinearDecision(w, b, preprocess)
     raise TypeError(
         f"estimator: {type(estimator).__name__} has no exact differentiable re-implementation; supported: "

@@ -554,12 +554,12 @@ def card_summary(card: Mapping[str, Any]) -> str:
     text = str(card.get("arch") or "unknown arch")
     if card.get("dataset"):
         text += f" on {card['dataset']}"
-    training = card.get("training") if isinstance(card.get("training"), Mapping) else {}
+    training: Mapping[str, Any] = card["training"] if isinstance(card.get("training"), Mapping) else {}
     defense = training.get("defense")
     if defense and defense not in ("standard", "none"):
         text += f" (defense {defense})"
     parts = [text]
-    accuracy = card.get("accuracy") if isinstance(card.get("accuracy"), Mapping) else {}
+    accuracy: Mapping[str, Any] = card["accuracy"] if isinstance(card.get("accuracy"), Mapping) else {}
     for key in ("test", "train"):
         value = accuracy.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
