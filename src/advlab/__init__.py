@@ -1,6 +1,6 @@
 """advlab: adversarial machine learning — attacks, defenses and honest robustness benchmarks.
 
-Example:
+Examples:
     >>> import advlab
     >>> threat = advlab.ThreatModel("linf", 0.3)
     >>> result = advlab.attacks.pgd(model, x, y, threat, steps=40)

@@ -5,7 +5,7 @@ the file's metadata), written atomically, so a run killed at any moment leaves e
 the new one. It remembers a hash of the run's configuration: a later run with the same configuration resumes, one
 with another configuration is refused (naming what differs) unless it asks to start over.
 
-Example:
+Examples:
     >>> ckpt = Checkpoint("runs/eval", {"eps": [0.3], "seed": 0})
     >>> saved = ckpt.load()            # None on a fresh start
     >>> ckpt.save({"x_adv": x_adv}, {"done": False})

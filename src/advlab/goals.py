@@ -47,7 +47,7 @@ class Untargeted(Goal):
 class Targeted(Goal):
     """Success means the model predicts ``target`` (one class index per example).
 
-    Example:
+    Examples:
         >>> result = pgd(model, x, y, threat, goal=Targeted((y + 1) % 10))
     """
 

@@ -49,7 +49,7 @@ class Classifier(nn.Module):
     same logits and gradients, up to float rounding, at up to half the cost); ``module`` must therefore treat
     examples independently in eval mode, as classifiers do.
 
-    Example:
+    Examples:
         >>> clf = Classifier(net, mean=[0.1307], std=[0.3081], num_classes=10, input_shape=(1, 28, 28))
         >>> with clf.attack_mode():
         ...     logits = clf(x)
@@ -160,7 +160,7 @@ def predict(
     Each batch is moved to the model's device; the result is on the device of ``x``. The model's mode is left as
     it is (call it inside :meth:`Classifier.attack_mode` or after ``model.eval()``).
 
-    Example:
+    Examples:
         >>> labels = predict(model, x_test, batch_size=1000)
         >>> accuracy = (labels == y_test).float().mean()
     """

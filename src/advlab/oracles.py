@@ -99,7 +99,7 @@ class Oracle(abc.ABC):
         budget: maximum total number of examples evaluated, ``None`` for unlimited.
         queries: examples evaluated so far (each example of a batch costs one query).
 
-    Example:
+    Examples:
         >>> oracle = TorchOracle(model, mode="labels", budget=10_000)
         >>> labels = oracle.predict(x)          # costs x.shape[0] queries
         >>> oracle.remaining()
@@ -222,7 +222,7 @@ class TorchOracle(Oracle):
         input_shape: per-example shape; taken from the ``Classifier`` when omitted.
         bounds: valid input range; taken from the ``Classifier`` when omitted.
 
-    Example:
+    Examples:
         >>> oracle = TorchOracle(model, mode="labels", budget=5000)
         >>> oracle.predict(x[:10]); oracle.queries
         10
@@ -307,7 +307,7 @@ class SklearnOracle(Oracle):
         ValueError: when the estimator is not fitted, lacks ``predict_proba`` in scores mode, or
             ``input_shape`` does not match its feature count.
 
-    Example:
+    Examples:
         >>> oracle = SklearnOracle(LogisticRegression().fit(X, y), mode="scores", input_shape=(1, 8, 8))
     """
 
@@ -412,7 +412,7 @@ class CallableOracle(Oracle):
     Raises:
         OracleResponseError: when ``fn`` returns something of the wrong shape or with labels out of range.
 
-    Example:
+    Examples:
         >>> oracle = CallableOracle(lambda x: clf.predict(x.reshape(len(x), -1)), "labels", num_classes=10)
     """
 
@@ -565,7 +565,7 @@ def as_module(oracle: Oracle) -> Classifier:
     Returns:
         A ``Classifier`` with the oracle's bounds, number of classes and input shape.
 
-    Example:
+    Examples:
         >>> model = as_module(TorchOracle(net, mode="labels", budget=20_000))
         >>> result = hopskipjump(model, x, y, ThreatModel("l2", 2.0))
     """

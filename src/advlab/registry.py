@@ -13,7 +13,7 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A mapping from lower-case names to objects, with helpful errors for unknown names.
 
-    Example:
+    Examples:
         >>> ATTACKS = Registry("attack")
         >>> @ATTACKS.register("pgd")
         ... class PGD: ...

@@ -6,7 +6,7 @@ type are the parameter's; a constraint rides along in the annotation (``steps: P
 docstring. Everything else — the frozen config class, the capability table, the ``--steps`` flag of
 ``advlab attack``, the check that refuses ``steps=0`` — is derived from that one place by :func:`settings_of`.
 
-Example:
+Examples:
     >>> def attack(model, x, y, threat, *, steps: PositiveInt = 40, lr: PositiveFloat = 0.01):
     ...     '''Args:
     ...         steps: iterations.
@@ -353,7 +353,7 @@ def check_known(owner: str, declared: Mapping[str, Setting], names: Iterable[str
 def renamed(mapping: Mapping[str, str]) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Decorate a function whose keywords were renamed: the old names keep working one release (FutureWarning).
 
-    Example:
+    Examples:
         >>> @renamed({"max_iter": "steps"})
         ... def forest_attack(model, x, y, *, steps=50): ...
     """

@@ -78,7 +78,7 @@ class ThreatModel:
         eps: radius of the ball, in raw input units (before any normalisation of the model).
         bounds: ``(low, high)`` of valid inputs, e.g. ``(0.0, 1.0)`` for images.
 
-    Example:
+    Examples:
         >>> threat = ThreatModel("linf", 8 / 255)
         >>> x_adv = threat.project(x + noise, x)
         >>> threat.distance(x_adv, x).max() <= 8 / 255

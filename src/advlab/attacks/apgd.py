@@ -73,7 +73,7 @@ def checkpoints(steps: int) -> list[int]:
     Returns:
         Sorted list starting at 0, e.g. ``[0, 22, 41, 57, 70, 80, 87, 93, 99]`` for ``steps = 100``.
 
-    Example:
+    Examples:
         >>> checkpoints(100)[:4]
         [0, 22, 41, 57]
     """
@@ -113,7 +113,7 @@ def project_l1_box(
         Croce & Hein, "Mind the box: l1-APGD for sparse adversarial attacks on image classifiers",
         arXiv:2103.01208 (Sec. 3.1).
 
-    Example:
+    Examples:
         >>> d = project_l1_box(torch.randn(4, 10), torch.rand(4, 10), 1.0, (0.0, 1.0))
         >>> d.abs().sum(1)  # <= 1
     """
@@ -416,7 +416,7 @@ def apgd(
         parameter-free attacks", arXiv:2003.01690. Croce & Hein, "Mind the box: l1-APGD for sparse
         adversarial attacks on image classifiers", arXiv:2103.01208 (the l1 version).
 
-    Example:
+    Examples:
         >>> threat = ThreatModel("linf", 8 / 255)
         >>> result = apgd(model, x, y, threat, loss="dlr")
         >>> robust_accuracy = 1 - result.success.float().mean()
@@ -562,7 +562,7 @@ def apgd_t(
         Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
         parameter-free attacks", arXiv:2003.01690.
 
-    Example:
+    Examples:
         >>> result = apgd_t(model, x, y, ThreatModel("linf", 8 / 255))
         >>> robust_accuracy = 1 - result.success.float().mean()
     """

@@ -93,7 +93,7 @@ def bim(
     References:
         Kurakin, Goodfellow & Bengio, "Adversarial examples in the physical world", arXiv:1607.02533.
 
-    Example:
+    Examples:
         >>> result = bim(model, x, y, ThreatModel("linf", 8 / 255))   # 10 steps of 1/255
     """
     default_steps, default_size = paper_defaults(threat)
@@ -113,7 +113,7 @@ def illc(model: nn.Module, x: Any, y: Any, threat: ThreatModel, **settings: Any)
     References:
         Kurakin, Goodfellow & Bengio, arXiv:1607.02533, section 2.3.
 
-    Example:
+    Examples:
         >>> result = illc(model, x, y, ThreatModel("linf", 16 / 255))
     """
     if settings.get("goal") is not None:

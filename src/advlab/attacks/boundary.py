@@ -241,7 +241,7 @@ def boundary(
         Brendel et al., "Decision-Based Adversarial Attacks: Reliable Attacks Against Black-Box Machine
         Learning Models", arXiv:1712.04248.
 
-    Example:
+    Examples:
         >>> result = boundary(TorchOracle(model, mode="labels"), x, y, ThreatModel("l2", 100.0), steps=5000)
         >>> result.distance.median()  # minimal L2 perturbations found
     """

@@ -233,7 +233,7 @@ def carlini_wagner_l2(
         Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017,
         arXiv:1608.04644.
 
-    Example:
+    Examples:
         >>> result = carlini_wagner_l2(model, x, y, ThreatModel("l2", 10.0), steps=1000)
         >>> result.distance  # the smallest successful L2 perturbation per example
     """
@@ -396,7 +396,7 @@ def carlini_wagner_linf(
         Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017,
         arXiv:1608.04644.
 
-    Example:
+    Examples:
         >>> result = carlini_wagner_linf(model, x, y, ThreatModel("linf", 1.0))
         >>> result.distance  # the smallest L∞ perturbation found per example
     """

@@ -164,7 +164,7 @@ def deepfool(
         Moosavi-Dezfooli, Fawzi, Frossard, "DeepFool: a simple and accurate method to fool deep neural
         networks", CVPR 2016, arXiv:1511.04599.
 
-    Example:
+    Examples:
         >>> result = deepfool(model, x, y, ThreatModel("l2", 10.0))
         >>> result.distance.median()  # the minimal l2 perturbation DeepFool found
     """

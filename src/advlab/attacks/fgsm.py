@@ -70,7 +70,7 @@ def fgsm(
     References:
         Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", arXiv:1412.6572.
 
-    Example:
+    Examples:
         >>> result = fgsm(model, x, y, ThreatModel("linf", 0.1))
         >>> result.success.float().mean()
     """

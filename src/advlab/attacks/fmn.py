@@ -192,7 +192,7 @@ def fmn(
         Pintor, Roli, Brendel & Biggio, "Fast Minimum-norm Adversarial Attacks through Adaptive Norm
         Constraints", arXiv:2102.12827.
 
-    Example:
+    Examples:
         >>> result = fmn(model, x, y, ThreatModel("l2", 1.0), steps=100)
         >>> curve = [(result.info["min_distance"] > r).float().mean() for r in (0.5, 1.0, 1.5)]
     """

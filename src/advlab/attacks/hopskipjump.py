@@ -265,7 +265,7 @@ def hopskipjump(
         Chen, Jordan & Wainwright, "HopSkipJumpAttack: A Query-Efficient Decision-Based Attack",
         arXiv:1904.02144.
 
-    Example:
+    Examples:
         >>> oracle = TorchOracle(model, mode="labels", budget=100 * 5000)
         >>> result = hopskipjump(oracle, x, y, ThreatModel("l2", 2.0), max_queries=5000)
         >>> result.success.float().mean()

@@ -160,7 +160,7 @@ def jsma(
         Papernot et al., "The Limitations of Deep Learning in Adversarial Settings", EuroS&P 2016,
         arXiv:1511.07528.
 
-    Example:
+    Examples:
         >>> threat = ThreatModel("l0", 20)
         >>> result = jsma(model, x, y, threat, goal=Targeted((y + 1) % 10))
         >>> result.distance  # number of changed features per example

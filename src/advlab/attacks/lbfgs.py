@@ -188,7 +188,7 @@ def lbfgs(
     References:
         Szegedy et al., "Intriguing properties of neural networks", ICLR 2014, arXiv:1312.6199.
 
-    Example:
+    Examples:
         >>> result = lbfgs(model, x, y, ThreatModel("l2", 10.0), goal=Targeted((y + 1) % 10))
         >>> result.distance  # the L2 norm of each adversarial perturbation found
     """

@@ -77,7 +77,7 @@ def mifgsm(
     References:
         Dong et al., "Boosting Adversarial Attacks with Momentum", arXiv:1710.06081.
 
-    Example:
+    Examples:
         >>> result = mifgsm(model, x, y, ThreatModel("linf", 16 / 255), steps=10, momentum=1.0)
     """
     return run_attack(

@@ -210,7 +210,7 @@ def nes(
     References:
         Ilyas et al., "Black-box Adversarial Attacks with Limited Queries and Information", arXiv:1804.08598.
 
-    Example:
+    Examples:
         >>> result = nes(TorchOracle(model, budget=100_000), x, y, ThreatModel("linf", 0.05))
         >>> result.success.float().mean(), result.queries.median()
     """

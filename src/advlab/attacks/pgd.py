@@ -101,7 +101,7 @@ def pgd(
     References:
         Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", arXiv:1706.06083.
 
-    Example:
+    Examples:
         >>> threat = ThreatModel("linf", 0.3)
         >>> result = pgd(model, x, y, threat, steps=40, restarts=10)
         >>> robust_accuracy = 1 - result.success.float().mean()

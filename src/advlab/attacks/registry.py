@@ -235,7 +235,7 @@ def register_attack(
         register: add the attack to :data:`ATTACKS` (and so to the CLI, the presets and the conformance suite);
             ``False`` derives the config without registering it (a user's private attack, a test's toy attack).
 
-    Example:
+    Examples:
         >>> @register_attack("PGD", norms=("linf", "l2"), paper="Madry et al. 2018, arXiv:1706.06083")
         ... def pgd(model, x, y, threat, *, goal=None, steps: PositiveInt = 40, generator=None): ...
         >>> PGD = pgd.config
@@ -364,7 +364,7 @@ def resolve(
 def make_attack(name: str, *, norm: str | None = None, argument: str = "attack", **settings: Any) -> AttackConfig:
     """The config of an attack or alias with ``settings`` on top of the alias's fixed ones.
 
-    Example:
+    Examples:
         >>> make_attack("apgd-ce", steps=50)   # APGD(steps=50, loss="ce")
         >>> make_attack("cw", norm="l2")        # CarliniWagnerL2()
     """

@@ -68,7 +68,7 @@ def rfgsm(
     References:
         Tramèr et al., "Ensemble Adversarial Training: Attacks and Defenses", arXiv:1705.07204.
 
-    Example:
+    Examples:
         >>> result = rfgsm(model, x, y, ThreatModel("linf", 16 / 255), alpha=8 / 255)
     """
     if alpha is None:

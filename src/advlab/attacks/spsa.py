@@ -197,7 +197,7 @@ def spsa(
     References:
         Uesato et al., "Adversarial Risk and the Dangers of Evaluating Against Weak Attacks", arXiv:1802.05666.
 
-    Example:
+    Examples:
         >>> oracle = TorchOracle(model, mode="scores", budget=200_000)
         >>> result = spsa(oracle, x, y, ThreatModel("linf", 0.3), steps=100)
         >>> result.queries.float().median()

@@ -48,7 +48,7 @@ def p_schedule(i: int, n_queries: int, p_init: float = P_INIT) -> float:
     ``p_init`` halves after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a 10,000-query
     budget; for another budget the iteration is rescaled to ``int(i / n_queries * 10000)``.
 
-    Example:
+    Examples:
         >>> p_schedule(0, 10_000), p_schedule(11, 10_000), p_schedule(8001, 10_000)
         (0.8, 0.4, 0.0015625)
     """
@@ -466,7 +466,7 @@ def square(
         Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient black-box adversarial
         attack via random search", arXiv:1912.00049.
 
-    Example:
+    Examples:
         >>> result = square(model, x, y, ThreatModel("linf", 8 / 255), max_queries=1000)
         >>> result.queries.float().mean()
     """

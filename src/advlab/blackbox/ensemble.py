@@ -34,7 +34,7 @@ class Ensemble(nn.Module):
         weights: non-negative ensemble weights ``alpha_i`` (normalised to sum to 1); default uniform.
         combine: ``"probs"`` (Liu et al. 2017), ``"logits"`` or ``"log_softmax"``.
 
-    Example:
+    Examples:
         >>> ens = Ensemble([cnn, mlp, from_sklearn(lr, (1, 28, 28))])
         >>> x_adv = advlab.attacks.pgd(ensemble_classifier([cnn, mlp]), x, y, threat).x_adv
     """
@@ -93,7 +93,8 @@ def ensemble_classifier(
         models: surrogate models (``Classifier`` members keep their own normalisation).
         weights: ensemble weights (default uniform).
         combine: ``"probs"`` (Liu et al.), ``"logits"`` or ``"log_softmax"``.
-        bounds, input_shape: default to the first ``Classifier`` member's.
+        bounds: the input box; default the first ``Classifier`` member's.
+        input_shape: per-example input shape; default the first ``Classifier`` member's.
 
     Returns:
         Classifier in eval mode.
@@ -102,7 +103,7 @@ def ensemble_classifier(
         Liu, Chen, Liu & Song, "Delving into Transferable Adversarial Examples and Black-box Attacks",
         arXiv:1611.02770.
 
-    Example:
+    Examples:
         >>> source = ensemble_classifier([net_a, net_b, net_c])
         >>> x_adv = advlab.attacks.fgsm(source, x, y, ThreatModel("linf", 0.3)).x_adv
     """

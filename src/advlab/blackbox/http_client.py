@@ -55,7 +55,7 @@ class HTTPOracle(Oracle):
         OracleResponseError: when it answers something that is not the protocol.
         PermissionError: when the API key is missing or wrong (401/403).
 
-    Example:
+    Examples:
         >>> oracle = HTTPOracle("http://127.0.0.1:8000", budget=10_000)
         >>> result = hopskipjump(as_module(oracle), x, y, ThreatModel("l2", 2.0))
     """

@@ -80,7 +80,7 @@ def create_app(
     Raises:
         ValueError: on a bad mode, limit or batch size.
 
-    Example:
+    Examples:
         >>> app = create_app(model, mode="labels", max_queries=10_000)
         >>> uvicorn.run(app, host="127.0.0.1", port=8000)
     """

@@ -82,7 +82,7 @@ class SubstituteSettings:
     Raises:
         TypeError, ValueError: a setting of the wrong type or out of range, naming it.
 
-    Example:
+    Examples:
         >>> SubstituteSettings(rounds=4, sigma=2, kappa=200).rounds
         4
     """
@@ -568,8 +568,9 @@ def papernot_blackbox(
             uses 150 MNIST test images, disjoint from the evaluation images).
         substitute: an architecture name from :mod:`advlab.zoo` (default ``"mlp"`` with two hidden layers of
             200 units, the paper's reference substitute) or a ``torch.nn.Module`` (copied, never modified).
-        x_test, y_test: evaluation data (true labels); measuring agreement and transfer costs oracle queries,
-            reported separately as ``eval_queries``.
+        x_test: evaluation inputs; measuring agreement and transfer costs oracle queries, reported separately
+            as ``eval_queries``.
+        y_test: the true labels of ``x_test``.
         **settings: the settings of :class:`SubstituteSettings`, with its defaults: ``rounds=6``, ``lam=0.1``,
             ``tau=3``, ``sigma=None``, ``kappa=400``, ``epochs=10``, ``lr=1e-2``, ``batch_size=32``, ``eps=0.3``,
             ``norm="linf"``, ``attack="fgsm"``, ``attack_options=None``, ``eval_every_round=True``,
@@ -588,7 +589,7 @@ def papernot_blackbox(
         Papernot, McDaniel, Goodfellow, Jha, Celik & Swami, "Practical Black-Box Attacks against Machine
         Learning", arXiv:1602.02697 (Algorithm 1; periodic step size and reservoir sampling, section 6).
 
-    Example:
+    Examples:
         >>> oracle = TorchOracle(target_model, mode="labels", budget=20_000)
         >>> res = papernot_blackbox(oracle, x_test[:150], rounds=6, x_test=x_test[150:1150], y_test=y_test[150:1150])
         >>> res.transfer_success, res.queries

@@ -197,9 +197,12 @@ def transfer_matrix(
 
     Args:
         sources: name -> model (torch module, Classifier, fitted scikit-learn classifier).
-        x, y: clean inputs ``(N, ...)`` inside ``bounds`` and their true labels ``(N,)``.
+        x: clean inputs ``(N, ...)`` inside ``bounds``.
+        y: their true labels ``(N,)``.
         targets: name -> model (any source kind, or an :class:`~advlab.blackbox.Oracle`); default the sources.
-        eps, norm, bounds: the threat model every source's examples are confined to.
+        eps: radius of the threat model every source's examples are confined to.
+        norm: its norm.
+        bounds: its input box.
         attack: registered white-box attack for differentiable sources (``"fgsm"`` in the paper).
         attack_options: that attack's settings.
         ensemble: add an ensemble of the differentiable sources as a source: ``"loo"`` (per target, the
@@ -218,7 +221,7 @@ def transfer_matrix(
         Papernot, McDaniel & Goodfellow, "Transferability in Machine Learning", arXiv:1605.07277;
         Liu, Chen, Liu & Song, arXiv:1611.02770 (ensembles).
 
-    Example:
+    Examples:
         >>> tm = transfer_matrix({"dnn": net, "lr": lr, "dt": tree, "knn": knn}, x_test[:500], y_test[:500])
         >>> tm.rate("dnn", "lr")
     """

@@ -5,7 +5,7 @@ folder per dataset with the official file names (``mnist/``, ``fashion-mnist/``,
 checked against its published checksum on first use; missing files are downloaded from the official source when
 allowed, and otherwise the error says which file to put where.
 
-Example:
+Examples:
     >>> from advlab.data import load_dataset
     >>> ds = load_dataset("mnist", split="test", n=1000)
     >>> ds.x.shape, ds.y[:3]
@@ -73,7 +73,7 @@ def load_dataset(
         ChecksumError: a file does not match its published checksum (a ``ValueError``).
         CorruptFileError: a file cannot be decoded, e.g. a bad IDX magic number or a truncated file.
 
-    Example:
+    Examples:
         >>> ds = load_dataset("digits", split="train")
         >>> len(ds), ds.input_shape, ds.mean
         (1257, (1, 8, 8), (0.3056,))

@@ -115,7 +115,7 @@ class Dataset(torch.utils.data.Dataset):
         mean: per-channel training-set mean (normalisation constant; give it to ``Classifier(mean=...)``).
         std: per-channel training-set standard deviation.
 
-    Example:
+    Examples:
         >>> ds = load_dataset("digits", split="test")
         >>> ds.x.shape, ds.num_classes
         (torch.Size([540, 1, 8, 8]), 10)

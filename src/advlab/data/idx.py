@@ -42,7 +42,7 @@ def parse_idx(data: bytes, *, source: str = "<bytes>", ndim: int | None = None) 
     Raises:
         CorruptFileError: bad magic number, unknown type, unexpected rank, truncated or oversized data.
 
-    Example:
+    Examples:
         >>> parse_idx(bytes([0, 0, 8, 1, 0, 0, 0, 2, 7, 9]))
         array([7, 9], dtype=uint8)
     """

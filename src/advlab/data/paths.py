@@ -33,7 +33,7 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
         TypeError: ``data_dir`` is not a string or path.
         ValueError: ``data_dir`` is empty or names an existing file rather than a folder.
 
-    Example:
+    Examples:
         >>> resolve_data_dir("/work/shared/data")
         PosixPath('/work/shared/data')
     """

@@ -133,7 +133,7 @@ def fooling_images(
         Nguyen, Yosinski & Clune, "Deep Neural Networks are Easily Fooled: High Confidence Predictions for
         Unrecognizable Images", arXiv:1412.1897.
 
-    Example:
+    Examples:
         >>> fool = fooling_images(clf, start="noise", confidence=0.99)
         >>> fool.fraction_reached, fool.confidence
     """
@@ -271,7 +271,7 @@ def rubbish_class_rate(
     Returns:
         :class:`RubbishRate` with the fraction, the mean top-1 confidence and the predicted-class counts.
 
-    Example:
+    Examples:
         >>> rubbish_class_rate(clf, n=10000).fraction
     """
     clf = as_classifier(model)

@@ -98,7 +98,7 @@ def fooling_rate(
     Returns:
         The fooling rate in [0, 1].
 
-    Example:
+    Examples:
         >>> fooling_rate(other_model, x_test, uap.perturbation)
     """
     clf = as_classifier(model)
@@ -314,7 +314,7 @@ def universal_perturbation(
     References:
         Moosavi-Dezfooli, Fawzi, Fawzi & Frossard, "Universal adversarial perturbations", arXiv:1610.08401.
 
-    Example:
+    Examples:
         >>> uap = universal_perturbation(clf, x_train[:2000], ThreatModel("linf", 0.3))
         >>> fooling_rate(clf, x_test, uap.perturbation), fooling_rate(other_clf, x_test, uap.perturbation)
     """

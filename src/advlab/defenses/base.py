@@ -8,7 +8,7 @@ the model card and the checkpoint's configuration), batching, schedules, evaluat
 atomically after every epoch (one :class:`~advlab.checkpoint.Checkpoint` file), so a killed run resumes with no lost
 epoch and a checkpoint of another configuration is refused.
 
-Example:
+Examples:
     >>> @register_defense("label-smoothing")
     ... class LabelSmoothing(Trainer):
     ...     '''Cross-entropy against smoothed labels.
@@ -183,7 +183,7 @@ DEFENSES: Registry[type[Trainer]] = Registry("defense")
 def register_defense(name: str) -> Callable[[TrainerClass], TrainerClass]:
     """Register a trainer class under ``name`` in :data:`DEFENSES` (and so in the CLI and the conformance suite).
 
-    Example:
+    Examples:
         >>> @register_defense("my-defense")
         ... class MyDefense(Trainer): ...
     """
@@ -287,7 +287,7 @@ class Trainer:
         eval_batch_size: batch size for the per-epoch accuracy.
         overwrite: discard a checkpoint of another configuration in ``checkpoint_dir`` instead of refusing it.
 
-    Example:
+    Examples:
         >>> trainer = StandardTraining(epochs=5, lr=1e-3).fit(model, train, val)
         >>> trainer.history_[-1]["val_accuracy"]
     """

@@ -119,7 +119,7 @@ class DenoiserDefense(Trainer):
         Gu & Rigazio, "Towards Deep Neural Network Architectures Robust to Adversarial Examples",
         arXiv:1412.5068; Meng & Chen, "MagNet", arXiv:1705.09064; Carlini & Wagner, arXiv:1711.08478.
 
-    Example:
+    Examples:
         >>> t = DenoiserDefense(sigma=0.3, eps=0.2).fit(model, train)
         >>> defended = t.model_
     """

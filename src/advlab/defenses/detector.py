@@ -169,7 +169,7 @@ def adaptive_attack(
         Carlini & Wagner, "Adversarial Examples Are Not Easily Detected: Bypassing Ten Detection Methods",
         AISec 2017, arXiv:1705.07263.
 
-    Example:
+    Examples:
         >>> x_adv = adaptive_attack(combined, x, y, ThreatModel("linf", 0.3))
         >>> accuracy_with_rejection(combined, x_adv, y)["defended"]
     """
@@ -233,7 +233,7 @@ class DetectorTraining(Trainer):
         Metzen, Genewein, Fischer & Bischoff, "On Detecting Adversarial Perturbations", ICLR 2017,
         arXiv:1702.04267; Carlini & Wagner, arXiv:1705.07263.
 
-    Example:
+    Examples:
         >>> t = DetectorTraining(eps=0.3, classifier_epochs=3, epochs=5).fit(model, train)
         >>> accuracy_with_rejection(t.model_, x_adv, y)
     """

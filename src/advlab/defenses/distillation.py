@@ -64,7 +64,7 @@ class DefensiveDistillation(Trainer):
         Papernot, McDaniel, Wu, Jha & Swami, "Distillation as a Defense to Adversarial Perturbations against
         Deep Neural Networks", IEEE S&P 2016, arXiv:1511.04508.
 
-    Example:
+    Examples:
         >>> DefensiveDistillation(temperature=100, epochs=5).fit(model, train, test)
     """
 

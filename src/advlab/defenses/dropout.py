@@ -52,7 +52,7 @@ def install_dropout(module: nn.Module, p: float, input_p: float, generator_fn, *
 def dropout_classifier(model: Classifier, p: float = 0.5, input_p: float = 0.2) -> Classifier:
     """A copy of ``model`` that keeps dropout on at test time (a random model; masks from torch's default RNG).
 
-    Example:
+    Examples:
         >>> random_clf = dropout_classifier(clf, p=0.5)
     """
     p = validation.check_float("p", p, minimum=0.0, maximum=1.0, strict_max=True)
@@ -89,7 +89,7 @@ class DropoutTraining(Trainer):
         Srivastava et al., "Dropout: A Simple Way to Prevent Neural Networks from Overfitting", JMLR 2014;
         Gal & Ghahramani, "Dropout as a Bayesian Approximation", arXiv:1506.02142 (test-time dropout).
 
-    Example:
+    Examples:
         >>> DropoutTraining(p=0.5, test_time=True).fit(model, train).defended_model_
     """
 

@@ -72,7 +72,7 @@ class EnsembleTraining(Trainer):
         He, Wei, Chen, Carlini & Song, "Adversarial Example Defenses: Ensembles of Weak Defenses are not
         Strong", WOOT 2017, arXiv:1706.04701.
 
-    Example:
+    Examples:
         >>> t = EnsembleTraining(members=3, epochs=5).fit(model, train)
         >>> t.model_  # averaged logits
     """

@@ -75,7 +75,7 @@ class EnsembleAdversarialTraining(AdversarialTrainer):
         Tramèr, Kurakin, Papernot, Goodfellow, Boneh & McDaniel, "Ensemble Adversarial Training: Attacks and
         Defenses", ICLR 2018, arXiv:1705.07204.
 
-    Example:
+    Examples:
         >>> EnsembleAdversarialTraining(static_models=["runs/a", "runs/b"], eps=0.3).fit(model, train, test)
     """
 

@@ -60,7 +60,7 @@ class FastFGSMTraining(AdversarialTrainer):
         Wong, Rice & Kolter, "Fast is better than free: Revisiting adversarial training", ICLR 2020,
         arXiv:2001.03994.
 
-    Example:
+    Examples:
         >>> FastFGSMTraining(eps=0.3, epochs=10, lr=5e-3).fit(model, train, test).history_[-1]["check_pgd_accuracy"]
     """
 

@@ -43,7 +43,7 @@ class FreeTraining(AdversarialTrainer):
     References:
         Shafahi et al., "Adversarial Training for Free!", NeurIPS 2019, arXiv:1904.12843, Algorithm 1.
 
-    Example:
+    Examples:
         >>> FreeTraining(m=8, eps=8 / 255, epochs=40, optimizer="sgd", lr=0.1).fit(model, train, test)
     """
 

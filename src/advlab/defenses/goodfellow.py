@@ -23,10 +23,9 @@ class GoodfellowTraining(AdversarialTrainer):
     Args:
         alpha: weight of the clean loss, in ``[0, 1]`` (paper: 0.5).
         eps: FGSM radius (paper: 0.25 on MNIST).
-        norm: ``"linf"`` (the paper), ``"l2"`` or ``"l1"`` (steepest-ascent step of that norm).
-        eps_rampup: fraction of training over which eps grows linearly from 0.
-        bounds: the input box.
-        **settings: see :class:`~advlab.defenses.base.Trainer`.
+        **settings: ``norm`` (``"linf"`` in the paper; ``"l2"`` or ``"l1"`` take that norm's steepest-ascent
+            step), ``eps_rampup`` and ``bounds`` of :class:`~advlab.defenses._adversarial.AdversarialTrainer`,
+            and those of :class:`~advlab.defenses.base.Trainer`.
 
     Raises:
         ValueError: ``alpha`` outside ``[0, 1]``, ``eps < 0``, unknown norm.
@@ -35,7 +34,7 @@ class GoodfellowTraining(AdversarialTrainer):
         Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015,
         arXiv:1412.6572, §6.
 
-    Example:
+    Examples:
         >>> GoodfellowTraining(eps=0.25, alpha=0.5, epochs=5).fit(model, train, test)
     """
 

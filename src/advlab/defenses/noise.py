@@ -36,7 +36,7 @@ def noisy_classifier(model: Classifier, sigma: float) -> Classifier:
     Raises:
         ValueError: ``sigma < 0``.
 
-    Example:
+    Examples:
         >>> random_clf = noisy_classifier(clf, sigma=0.3)
     """
     sigma = validation.check_float("sigma", sigma, minimum=0.0)
@@ -75,7 +75,7 @@ class GaussianNoiseTraining(Trainer):
         Zantedeschi, Nicolae & Rawat, "Efficient Defenses Against Adversarial Attacks", arXiv:1707.06728
         (Gaussian augmentation); Athalye, Carlini & Wagner, arXiv:1802.00420 (EOT breaks randomised defenses).
 
-    Example:
+    Examples:
         >>> t = GaussianNoiseTraining(sigma=0.3, test_sigma=0.3).fit(model, train)
         >>> random_model = t.defended_model_
     """

@@ -23,13 +23,11 @@ class PGDTraining(AdversarialTrainer):
     """Adversarial training with PGD examples: ``min_theta E[max_{|delta| <= eps} L(x + delta, y)]``.
 
     Args:
-        eps: radius of the training threat model.
-        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
         steps: PGD steps per batch (Madry et al.: 40 on MNIST, 7 on CIFAR-10).
         step_size: default ``2.5 * eps / steps``.
-        eps_rampup: fraction of training over which eps grows linearly from 0 (0 = none).
-        bounds: the input box.
-        **settings: see :class:`~advlab.defenses.base.Trainer`.
+        **settings: ``eps``, ``norm``, ``eps_rampup`` and ``bounds`` of
+            :class:`~advlab.defenses._adversarial.AdversarialTrainer`, and those of
+            :class:`~advlab.defenses.base.Trainer`.
 
     References:
         Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", arXiv:1706.06083.
@@ -40,7 +38,7 @@ class PGDTraining(AdversarialTrainer):
     ``advlab train --data mnist --arch wong-cnn --defense pgd --epochs 12 --lr 5e-3 --schedule cyclic
     --batch-size 100 --set eps=0.3 --set steps=5 --set eps_rampup=0.2 --out runs/mnist-pgd``.
 
-    Example:
+    Examples:
         >>> PGDTraining(eps=0.3, steps=40, epochs=10).fit(model, train, test)
     """
 

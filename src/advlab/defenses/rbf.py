@@ -37,7 +37,7 @@ class RBFTraining(Trainer):
     References:
         Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", arXiv:1412.6572, §7.
 
-    Example:
+    Examples:
         >>> clf = advlab.zoo.build_classifier("rbf", (1, 28, 28), 10)
         >>> RBFTraining(epochs=5).fit(clf, train, test)
     """

@@ -33,7 +33,7 @@ class RegularizedTraining(Trainer):
     References:
         Goodfellow, Shlens & Szegedy, arXiv:1412.6572, §5 and §6 (weight decay versus adversarial training).
 
-    Example:
+    Examples:
         >>> RegularizedTraining(l1=1e-4, weight_decay=5e-4).fit(model, train)
     """
 

@@ -9,6 +9,6 @@ from advlab.defenses.base import Trainer, register_defense
 class StandardTraining(Trainer):
     """Empirical risk minimisation with cross-entropy; all settings are :class:`~advlab.defenses.base.Trainer`'s.
 
-    Example:
+    Examples:
         >>> StandardTraining(epochs=5).fit(model, train_data, test_data).history_[-1]
     """

@@ -49,7 +49,7 @@ class TRADES(AdversarialTrainer):
         Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy", ICML 2019,
         arXiv:1901.08573.
 
-    Example:
+    Examples:
         >>> TRADES(beta=6.0, eps=0.3, steps=40).fit(model, train, test)
     """
 

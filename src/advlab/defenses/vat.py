@@ -50,7 +50,7 @@ def vat_direction(
     References:
         Miyato et al., "Virtual Adversarial Training", TPAMI 2018, arXiv:1704.03976, §3.3.
 
-    Example:
+    Examples:
         >>> r_adv = eps * vat_direction(model, x, generator=torch.Generator().manual_seed(0))
     """
     with torch.no_grad():
@@ -121,7 +121,7 @@ class VAT(Trainer):
     core: ``advlab train --data mnist --defense vat --labels 100 --epochs 30 --batch-size 64 --schedule cosine
     --set eps=2.0 --set entmin=true --out runs/vat100``.
 
-    Example:
+    Examples:
         >>> VAT(eps=2.0, epochs=20).fit(model, (x_l, y_l), test, unlabeled=x_u)
     """
 

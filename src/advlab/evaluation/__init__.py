@@ -1,6 +1,6 @@
 """Robustness evaluation: the attack cascade over an eps sweep, masking checks, and the typed report.
 
-Example:
+Examples:
     >>> report = advlab.evaluate(model, (x, y), [0.1, 0.2, 0.3], norm="linf", attacks="standard")
     >>> print(report.headline())
 """

@@ -119,7 +119,7 @@ def evaluate(
         attacks", arXiv:2003.01690; Carlini et al., "On Evaluating Adversarial Robustness", arXiv:1902.06705;
         Athalye et al., "Obfuscated Gradients Give a False Sense of Security", arXiv:1802.00420.
 
-    Example:
+    Examples:
         >>> report = advlab.evaluate(model, (x, y), [0.1, 0.2, 0.3], norm="linf", attacks="standard")
         >>> report.robust_accuracy(0.3), report.at(0.3).ci
         >>> print(report.headline())

@@ -27,7 +27,7 @@ class EOT(nn.Module):
         module: the (random) network.
         samples: number of forward passes averaged.
 
-    Example:
+    Examples:
         >>> clf = with_eot(clf, samples=10)
         >>> result = advlab.attacks.pgd(clf, x, y, threat)
     """

@@ -26,7 +26,7 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
         Wilson, "Probable inference, the law of succession, and statistical inference", JASA 1927;
         Brown, Cai & DasGupta, "Interval Estimation for a Binomial Proportion", Statistical Science 2001.
 
-    Example:
+    Examples:
         >>> low, high = wilson_interval(90, 100)
         >>> round(low, 4), round(high, 4)
         (0.8256, 0.9448)

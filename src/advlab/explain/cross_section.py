@@ -77,7 +77,7 @@ def cross_section(
         Warde-Farley & Goodfellow, "Adversarial Perturbations of Deep Neural Networks", 2016;
         Goodfellow et al., arXiv:1412.6572.
 
-    Example:
+    Examples:
         >>> cs = cross_section(model, x[:1], int(y[0]), kind="adversarial")
         >>> cs.flip_distance
     """

@@ -49,13 +49,14 @@ def gradient_amplitudes(
 
     Args:
         model: the classifier.
-        x, y: inputs and labels.
+        x: inputs.
+        y: their labels.
         batch_size: examples per backward pass.
 
     Returns:
         GradientAmplitudes.
 
-    Example:
+    Examples:
         >>> a, b = gradient_amplitudes(model, x, y), gradient_amplitudes(distilled, x, y)
         >>> a.l2.median() / b.l2.median()
     """

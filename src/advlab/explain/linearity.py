@@ -71,7 +71,7 @@ def logit_response(
     References:
         Goodfellow, Shlens & Szegedy, arXiv:1412.6572, section 5 and figure 4.
 
-    Example:
+    Examples:
         >>> resp = logit_response(model, x[:16], y[:16])
         >>> resp.r2   # close to 1 for ReLU networks
     """

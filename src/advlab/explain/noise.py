@@ -62,7 +62,7 @@ def compare_perturbations(
     References:
         Goodfellow et al., arXiv:1412.6572; Szegedy et al., arXiv:1312.6199; Fawzi et al., arXiv:1608.08967.
 
-    Example:
+    Examples:
         >>> cmp = compare_perturbations(model, x, y, eps=0.3)
         >>> [(r["name"], r["accuracy"]) for r in cmp.rows]
     """

@@ -103,7 +103,7 @@ def explain(
     Returns:
         ExplainReport; call ``.write(out)`` for files.
 
-    Example:
+    Examples:
         >>> explain(standard, test, compare=robust, labels=("standard", "robust")).write("runs/explain")
     """
     n = validation.check_int("n", n, minimum=1)

@@ -64,7 +64,7 @@ def visualize_classes(
     Returns:
         ClassVisualization.
 
-    Example:
+    Examples:
         >>> viz = visualize_classes(robust_model, train.x.mean(0, keepdim=True), 10)
     """
     steps = validation.check_int("steps", steps, minimum=1)

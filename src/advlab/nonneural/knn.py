@@ -90,7 +90,8 @@ def knn_attack(
         bounds: valid input range (segments between points of the box stay in the box).
         n_points: number of nearest other-class training points per input (each also contributes the
             centroid of the ``k`` nearest training points of its class).
-        x_train, y_train: the training data; default read from the fitted estimator (``_fit_X``, ``_y``).
+        x_train: the training inputs; default read from the fitted estimator (``_fit_X``).
+        y_train: the training labels; default read from the fitted estimator (``_y``).
 
     Returns:
         KNNAttackResult; ``distance`` is 0 where ``x`` is already misclassified.
@@ -101,7 +102,7 @@ def knn_attack(
     References:
         Papernot, McDaniel & Goodfellow, "Transferability in Machine Learning", arXiv:1605.07277.
 
-    Example:
+    Examples:
         >>> knn = KNeighborsClassifier(n_neighbors=3).fit(xf_train, y_train)
         >>> res = knn_attack(knn, x_test, y_test, norm="l2")
         >>> np.median(res.distance)

@@ -118,7 +118,7 @@ def fool_linear(
         Karpathy, "Breaking Linear Classifiers on ImageNet", blog post, 2015;
         Goodfellow, Shlens & Szegedy, arXiv:1412.6572 (the linear explanation and the sign step).
 
-    Example:
+    Examples:
         >>> clf = from_sklearn(LogisticRegression(max_iter=1000).fit(xf, y), input_shape=(1, 8, 8))
         >>> out = fool_linear(clf, x[:10], y[:10], target=3, eps=0.1)
         >>> out.success.float().mean(), out.templates.shape   # (10, 1, 8, 8)

@@ -314,7 +314,7 @@ def from_sklearn(
         TypeError: the estimator is not a supported kind (the message says where to go instead).
         ValueError: the estimator is not fitted, or ``input_shape`` does not match ``n_features_in_``.
 
-    Example:
+    Examples:
         >>> lr = LogisticRegression(max_iter=1000).fit(x_train.reshape(len(x_train), -1), y_train)
         >>> clf = from_sklearn(lr, input_shape=(1, 8, 8))
         >>> result = advlab.attacks.pgd(clf, x_test, y_test, ThreatModel("linf", 0.1))

@@ -190,7 +190,7 @@ def tree_attack(
         Papernot, McDaniel & Goodfellow, "Transferability in Machine Learning", arXiv:1605.07277, section 4.2;
         Kantchelian, Tygar & Joseph, "Evasion and Hardening of Tree Ensemble Classifiers", arXiv:1509.07892.
 
-    Example:
+    Examples:
         >>> dt = DecisionTreeClassifier(max_depth=8).fit(x_train.reshape(len(x_train), -1), y_train)
         >>> res = tree_attack(dt, x_test, y_test, norm="l2")
         >>> res.distance.mean()
@@ -367,7 +367,7 @@ def forest_attack(
         Kantchelian, Tygar & Joseph, arXiv:1509.07892 (heuristic evasion of tree ensembles);
         Papernot, McDaniel & Goodfellow, arXiv:1605.07277.
 
-    Example:
+    Examples:
         >>> rf = RandomForestClassifier(n_estimators=20).fit(xf_train, y_train)
         >>> res = forest_attack(rf, x_test, y_test, norm="linf")
     """

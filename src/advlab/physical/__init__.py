@@ -1,6 +1,6 @@
 """The physical world: print-and-photograph transformations, destruction rates, and expectation over transformation.
 
-Example:
+Examples:
     >>> from advlab.physical import parse_transform, measure_destruction, with_transformations
     >>> report = measure_destruction(clf, x, y, "print-photo", attacks=["fgsm", "bim", "illc"], eps=[0.1, 0.2],
     ...                              eot_samples=[0, 30])

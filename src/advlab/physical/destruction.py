@@ -60,7 +60,7 @@ def destruction_rate(y: Any, pred_clean: Any, pred_adv: Any, pred_transformed: A
     References:
         Kurakin, Goodfellow & Bengio, "Adversarial examples in the physical world", arXiv:1607.02533.
 
-    Example:
+    Examples:
         >>> destruction_rate(y, clf(x), clf(x_adv), clf(transform(x_adv, g)))
     """
     yt, pc, pa, pt = (
@@ -340,7 +340,7 @@ def measure_destruction(
     References:
         Kurakin et al. 2016, arXiv:1607.02533 (section 4); Athalye et al. 2018, arXiv:1707.07397 (EOT).
 
-    Example:
+    Examples:
         >>> report = measure_destruction(clf, x, y, "print-photo", eps=[0.1, 0.2], eot_samples=[0, 30])
         >>> print(report.table())
     """

@@ -41,7 +41,7 @@ class ExpectationOverTransformation(nn.Module):
     The mean is computed as ``out_1 + mean_k (out_k - out_1)`` so that identical samples (an identity
     transformation) give the plain model's output bit for bit.
 
-    Example:
+    Examples:
         >>> eot = ExpectationOverTransformation(clf, "rotate=-10..10,noise=0..0.05", samples=30)
         >>> logits = eot(x)
     """
@@ -124,7 +124,7 @@ def with_transformations(
     References:
         Athalye, Engstrom, Ilyas & Kwok, "Synthesizing Robust Adversarial Examples", arXiv:1707.07397.
 
-    Example:
+    Examples:
         >>> eot_clf = with_transformations(clf, "print-photo", samples=30)
         >>> result = advlab.attacks.pgd(eot_clf, x, y, ThreatModel("linf", 0.2))
     """
@@ -168,7 +168,7 @@ def eot_attack(
     Returns the attack's :class:`~advlab.result.AttackResult`; its ``success`` is judged on the EOT model
     (the averaged logits). Judge the result on the plain model, or on transformed inputs, yourself.
 
-    Example:
+    Examples:
         >>> result = eot_attack("pgd", clf, x, y, ThreatModel("linf", 0.2), "noise=0..0.1", samples=20)
     """
     cfg = make_attack(attack, norm=threat.norm) if isinstance(attack, str) else attack

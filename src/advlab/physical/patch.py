@@ -376,7 +376,7 @@ def train_patch(
     References:
         Brown, Mané, Roy, Abadi & Gilmer, "Adversarial Patch", arXiv:1712.09665.
 
-    Example:
+    Examples:
         >>> p = train_patch(clf, x_train[:5000], target=3, patch_size=8, rotation=(-20, 20), epochs=3)
         >>> patch_success_rate(clf, x_test, p, y=y_test)
     """
@@ -414,7 +414,7 @@ def patch_success_rate(
     Images whose label ``y`` is the target are left out when labels are given. Each image gets ``draws``
     independent placements from the patch's scale and rotation ranges.
 
-    Example:
+    Examples:
         >>> patch_success_rate(clf, x_test, patch, y=y_test, draws=5, generator=1)
     """
     clf, x_t = _check_images(model, x)

@@ -7,7 +7,7 @@ with a straight-through (BPDA) gradient. Kurakin et al. 2016 (arXiv:1607.02533) 
 and photographed them with a phone; the pipeline here (perspective, rotation, scale, brightness, contrast,
 blur, noise, JPEG) stands in for that and for the "artificial image transformations" of their section 4.
 
-Example:
+Examples:
     >>> t = parse_transform("blur=0.5..1.5,noise=0..0.05,jpeg=50..90,rotate=-5..5")
     >>> x_photo = t(x, torch.Generator().manual_seed(0))
 """
@@ -149,7 +149,7 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
 class GaussianBlur(Transform):
     """Gaussian blur with ``sigma`` (pixels) drawn per example from a range in ``[0, 10]``.
 
-    Example:
+    Examples:
         >>> GaussianBlur((0.5, 1.5))(x, generator)
     """
 
@@ -167,7 +167,7 @@ class GaussianBlur(Transform):
 class GaussianNoise(Transform):
     """Additive Gaussian noise with standard deviation drawn per example, in units of the box width, then clipped.
 
-    Example:
+    Examples:
         >>> GaussianNoise((0.0, 0.05))(x, generator)
     """
 
@@ -197,7 +197,7 @@ class GaussianNoise(Transform):
 class Brightness(Transform):
     """Add ``delta * (high - low)`` to every pixel (``delta`` drawn per example from ``[-1, 1]``), then clip.
 
-    Example:
+    Examples:
         >>> Brightness((-0.1, 0.1))(x, generator)
     """
 
@@ -219,7 +219,7 @@ class Contrast(Transform):
     ``x' = clip(mean(x) + factor * (x - mean(x)))`` with the mean over all pixels and channels of the image
     (factor 1 is the identity, 0 a flat grey image).
 
-    Example:
+    Examples:
         >>> Contrast((0.8, 1.2))(x, generator)
     """
 
@@ -373,7 +373,7 @@ class JPEGCompression(Transform):
     other transformations, quality 100 is not the identity: pixels are rounded to 8 bits and the DCT
     coefficients quantised with step 1.
 
-    Example:
+    Examples:
         >>> JPEGCompression((50, 90))(x, generator)
     """
 
@@ -535,7 +535,7 @@ def perspective(x: torch.Tensor, corner_offsets: torch.Tensor) -> torch.Tensor:
 class Rotation(Transform):
     """Rotation about the image centre by an angle (degrees, counter-clockwise) drawn per example from ``[-45, 45]``.
 
-    Example:
+    Examples:
         >>> Rotation((-5, 5))(x, generator)
     """
 
@@ -553,7 +553,7 @@ class Rotation(Transform):
 class Scaling(Transform):
     """Zoom about the image centre by a factor drawn per example from ``[0.5, 2]`` (edges replicated).
 
-    Example:
+    Examples:
         >>> Scaling((0.9, 1.1))(x, generator)
     """
 
@@ -574,7 +574,7 @@ class Perspective(Transform):
     The distortion is drawn per example from the range, then each corner's (x, y) offset uniformly from
     ``[-distortion, distortion]``.
 
-    Example:
+    Examples:
         >>> Perspective((0.0, 0.05))(x, generator)
     """
 
@@ -599,7 +599,7 @@ class Compose(Transform):
 
     ``Compose([])`` is the identity.
 
-    Example:
+    Examples:
         >>> t = Compose([Rotation((-5, 5)), GaussianBlur((0.5, 1.5)), JPEGCompression((50, 90))])
         >>> x_t = t(x, torch.Generator().manual_seed(0))
     """
@@ -650,7 +650,7 @@ def parse_transform(spec: str | Transform, bounds: tuple[float, float] = (0.0, 1
     Raises:
         ValueError: unknown names (with a did-you-mean hint), unreadable numbers, strengths out of range.
 
-    Example:
+    Examples:
         >>> parse_transform("rotate=-5..5,jpeg=75").spec()
         'rotate=-5..5,jpeg=75'
     """

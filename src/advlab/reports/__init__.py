@@ -1,6 +1,6 @@
 """Reports: figures (matplotlib, Agg backend) and self-contained HTML/JSON pages for evaluations.
 
-Example:
+Examples:
     >>> from advlab.reports import write_report
     >>> write_report(advlab.evaluate(model, (x, y), [0.1, 0.3]), "runs/eval")
 """

@@ -91,7 +91,7 @@ def example_grid(
     Returns:
         The PNG bytes.
 
-    Example:
+    Examples:
         >>> png = example_grid(x[:8], result.x_adv[:8], y[:8], model.predict(x[:8]), model.predict(result.x_adv[:8]),
         ...                    ["0", "1", ...], "grid.png")
     """
@@ -251,7 +251,7 @@ def transfer_heatmap(
     Returns:
         The PNG bytes.
 
-    Example:
+    Examples:
         >>> tm = transfer_matrix({"dnn": net, "lr": lr}, x, y)
         >>> transfer_heatmap(tm.error, tm.sources, tm.targets, "transfer.png")
     """

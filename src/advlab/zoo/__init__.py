@@ -1,6 +1,6 @@
 """Architectures from the literature and saved models (safetensors weights + a JSON card).
 
-Example:
+Examples:
     >>> from advlab.zoo import build_classifier, save_model, load_model
     >>> clf = build_classifier("wong-cnn", input_shape=(1, 28, 28), num_classes=10, mean=(0.1307,), std=(0.3081,))
     >>> save_model(clf, "runs/m1", dataset="mnist", training={"epochs": 5}, accuracy={"test": 0.987}, seed=0)

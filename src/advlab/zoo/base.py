@@ -63,7 +63,7 @@ def register(spec: ArchSpec) -> ArchSpec:
 def list_archs() -> list[str]:
     """Names of all registered architectures, sorted.
 
-    Example:
+    Examples:
         >>> "wong-cnn" in list_archs()
         True
     """
@@ -190,7 +190,7 @@ def create(
             cannot take.
         TypeError: arguments of the wrong type.
 
-    Example:
+    Examples:
         >>> net = create("wong-cnn", input_shape=(1, 28, 28), num_classes=10)
         >>> net(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])

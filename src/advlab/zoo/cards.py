@@ -114,7 +114,7 @@ def build_classifier(
     Raises:
         ValueError: unknown architecture or keyword, unsuitable input shape, bad normalisation or bounds.
 
-    Example:
+    Examples:
         >>> clf = build_classifier("wong-cnn", (1, 28, 28), 10, mean=(0.1307,), std=(0.3081,))
         >>> clf.card["arch"]
         'wong-cnn'
@@ -241,7 +241,7 @@ def save_model(
             train/test value is not in [0, 1], a field cannot be written to JSON, or ``path`` is an existing file.
         TypeError: ``training``/``accuracy``/``extra`` are not dicts.
 
-    Example:
+    Examples:
         >>> save_model(clf, "runs/m1", dataset="mnist", training={"epochs": 5}, accuracy={"test": 0.987}, seed=0)
         PosixPath('runs/m1')
     """
@@ -478,7 +478,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
             pickle ``.pt`` file included) or does not match the architecture (missing, unexpected or
             mis-shaped tensors, the first few listed).
 
-    Example:
+    Examples:
         >>> clf = load_model("runs/m1")
         >>> clf.card["accuracy"]["test"]
         0.987
@@ -544,7 +544,7 @@ def card_summary(card: Mapping[str, Any]) -> str:
     Returns:
         For example ``"wong-cnn on mnist (defense pgd-at), test acc 98.7%, trained 5 epochs"``.
 
-    Example:
+    Examples:
         >>> card_summary({"arch": "wong-cnn", "dataset": "mnist", "accuracy": {"test": 0.987},
         ...               "training": {"epochs": 5}})
         'wong-cnn on mnist, test acc 98.7%, trained 5 epochs'

@@ -35,7 +35,7 @@ class WongCNN(nn.Sequential):
         "Provable defenses against adversarial examples via the convex outer adversarial polytope", ICML 2018,
         arXiv:1711.00851.
 
-    Example:
+    Examples:
         >>> net = WongCNN((1, 28, 28), 10)
     """
 
@@ -79,7 +79,7 @@ class MadryCNN(nn.Sequential):
         Attacks", ICLR 2018, arXiv:1706.06083, §5 (MNIST: two conv layers of 32 and 64 filters, each
         followed by 2x2 max-pooling, and a fully connected layer of 1024 units).
 
-    Example:
+    Examples:
         >>> net = MadryCNN((1, 28, 28), 10)
     """
 
@@ -131,7 +131,7 @@ class CifarCNN(nn.Sequential):
         arXiv:1608.04644, §4 Table 1 (architecture) and Table 2 (training); the same architecture as
         Papernot et al., "Distillation as a Defense to Adversarial Perturbations", arXiv:1511.04508, Table 1.
 
-    Example:
+    Examples:
         >>> net = CifarCNN((3, 32, 32), 10)
     """
 

@@ -27,7 +27,7 @@ class SoftmaxRegression(nn.Sequential):
         Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015,
         arXiv:1412.6572, §5.
 
-    Example:
+    Examples:
         >>> net = SoftmaxRegression((1, 8, 8), 10)
     """
 
@@ -52,7 +52,7 @@ class LogisticRegression(nn.Module):
     References:
         Goodfellow, Shlens & Szegedy, arXiv:1412.6572, §5 ("adversarial training of linear models").
 
-    Example:
+    Examples:
         >>> net = LogisticRegression((64,), 2)
         >>> net(torch.zeros(3, 64))[:, 0]
         tensor([0., 0., 0.], grad_fn=<SelectBackward0>)
@@ -94,7 +94,7 @@ class RBFNetwork(nn.Module):
         Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015,
         arXiv:1412.6572, §7 ("Different kinds of model capacity").
 
-    Example:
+    Examples:
         >>> net = RBFNetwork((1, 28, 28), 10)
         >>> net.precision.shape
         torch.Size([10, 784])

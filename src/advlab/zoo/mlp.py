@@ -34,7 +34,7 @@ class MLP(nn.Sequential):
         properties of neural networks", ICLR 2014, arXiv:1312.6199, §4 (here with ReLU units, Nair & Hinton,
         ICML 2010).
 
-    Example:
+    Examples:
         >>> net = MLP((1, 28, 28), 10, hidden=(256, 256))
     """
 
@@ -98,7 +98,7 @@ class Maxout(nn.Sequential):
         Goodfellow, Warde-Farley, Mirza, Courville & Bengio, "Maxout Networks", ICML 2013, arXiv:1302.4389,
         §5.1; Goodfellow, Shlens & Szegedy, arXiv:1412.6572, §6.
 
-    Example:
+    Examples:
         >>> net = Maxout((1, 28, 28), 10)              # 2 x 240 units x 5 pieces
     """
 

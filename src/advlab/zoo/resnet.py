@@ -72,7 +72,7 @@ class PreActResNet18(nn.Module):
         Wong, Rice & Kolter, arXiv:2001.03994 (CIFAR-10 experiments); Rice, Wong & Kolter, "Overfitting in
         adversarially robust deep learning", ICML 2020, arXiv:2002.11569.
 
-    Example:
+    Examples:
         >>> net = PreActResNet18((3, 32, 32), 10)
     """
 
