@@ -172,6 +172,7 @@ def _step(
     """``P(x_adv + eta * direction)`` for the threat norm; for l1 the sparse step and the exact l1-box projection."""
     eta_b = per_example(eta, x)
     if threat.norm == "l1":
+        assert topk is not None, "the l1 rule always sets the sparsity"
         moved = x_adv + eta_b * _l1_sparse_direction(grad, topk)
         return x + project_l1_box(moved - x, x, threat.eps, threat.bounds)
     return threat.project(x_adv + eta_b * threat.ascent_direction(grad, x_adv), x)
