@@ -323,8 +323,8 @@ class _LinfSearch:
     def evaluate(
         self, model: nn.Module, idx: torch.Tensor, labels: torch.Tensor, targeted: bool, confidence: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For examples ``idx``: ``(w, x_adv, d loss / d w, accepted)``, one forward/backward of
-        ``c * max(confidence - margin, 0) + sum_i max(|delta_i| - tau, 0)``."""
+        """For examples ``idx``: ``(w, x_adv, d loss / d w, accepted)`` (``w`` and ``x_adv`` still attached to the
+        graph), one forward/backward of ``c * max(confidence - margin, 0) + sum_i max(|delta_i| - tau, 0)``."""
         wa = self.w[idx].requires_grad_(True)
         xa = _from_tanh(wa, self.low, self.high)
         logits = model(xa)
@@ -339,7 +339,7 @@ class _LinfSearch:
             accept = (loss.detach() < _LINF_SUCCESS_TOLERANCE * c) & _reaches_goal(
                 logits.detach(), labels, targeted, confidence
             )
-        return wa.detach(), xa.detach(), grad, accept
+        return wa, xa, grad, accept
 
     @torch.no_grad()
     def tighten(
@@ -349,7 +349,7 @@ class _LinfSearch:
         idx = idx[accept]
         if not idx.numel():
             return
-        x_new = x_adv[accept]
+        x_new = x_adv.detach()[accept]
         actual = flatten(x_new - self.x[idx]).abs().amax(1)
         self.prev[idx] = x_new
         self.tau[idx] = torch.minimum(self.tau[idx], actual) * decrease_factor
@@ -376,7 +376,7 @@ class _LinfSearch:
         idx = idx[fail]
         if not idx.numel():
             return
-        self.w[idx] = self.adam.step(w[fail], grad[fail], idx)
+        self.w[idx] = self.adam.step(w.detach()[fail], grad[fail], idx)
         self.count[idx] += 1
         raise_c = idx[self.count[idx] >= steps]
         self.const[raise_c] *= const_factor
