@@ -119,9 +119,8 @@ class _L2Search:
         self.model, self.labels, self.targeted, self.confidence = model, labels, targeted, confidence
         self.low, self.high = threat.bounds
         self.w0 = _to_tanh(x, self.low, self.high)
-        self.x0 = _from_tanh(
-            self.w0, self.low, self.high
-        )  # x as the tanh variables see it (differs by < 1e-6 of the box)
+        # x as the tanh variables see it (differs by < 1e-6 of the box)
+        self.x0 = _from_tanh(self.w0, self.low, self.high)
         self.lower = torch.zeros(n, device=dev, dtype=torch.float64)
         self.upper = torch.full((n,), _UPPER_UNKNOWN, device=dev, dtype=torch.float64)
         self.const = torch.full((n,), initial_const, device=dev, dtype=torch.float64)
@@ -311,9 +310,8 @@ class _LinfSearch:
         self.x0 = _from_tanh(w0, self.low, self.high)
         self.w = w0.clone()
         self.prev = x.clone()  # the last accepted (adversarial) iterate; x until one is found
-        self.tau = torch.full(
-            (n,), float(self.high - self.low), device=dev, dtype=dtype
-        )  # the paper's tau = 1 on [0, 1]
+        # the paper's tau = 1 on [0, 1]
+        self.tau = torch.full((n,), float(self.high - self.low), device=dev, dtype=dtype)
         self.const = torch.full((n,), initial_const, device=dev, dtype=torch.float64)
         self.count = torch.zeros(n, dtype=torch.long, device=dev)  # Adam steps at the current c
         self.rounds = torch.zeros(n, dtype=torch.long, device=dev)  # accepted tau reductions
