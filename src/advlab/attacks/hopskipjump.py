@@ -118,12 +118,13 @@ class _Walk:
         counter: the run's query counter.
         x: the clean batch.
         threat: the threat model (its norm is the attack's).
-        theta: the binary-search threshold.
+        gamma: sets the binary-search threshold ``theta = gamma / d^(3/2)`` (l2) or ``gamma / d^2`` (linf).
     """
 
-    def __init__(self, counter: QueryCounter, x: torch.Tensor, threat: ThreatModel, theta: float) -> None:
-        n = x.shape[0]
-        self.counter, self.x, self.threat, self.theta = counter, x, threat, theta
+    def __init__(self, counter: QueryCounter, x: torch.Tensor, threat: ThreatModel, gamma: float) -> None:
+        n, d = x.shape[0], x[0].numel()
+        self.counter, self.x, self.threat, self.d = counter, x, threat, d
+        self.theta = gamma / (d * math.sqrt(d)) if threat.norm == "l2" else gamma / d**2
         self.best = x.clone()
         self.found = torch.zeros(n, dtype=torch.bool, device=x.device)
         self.best_dist = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
@@ -187,7 +188,7 @@ class _Walk:
         if t == 1:
             lo, hi = self.threat.bounds
             return torch.full((idx.numel(),), FIRST_DELTA * (hi - lo), device=x.device, dtype=x.dtype)
-        d = x[0].numel()
+        d = self.d
         scale = math.sqrt(d) * self.theta if self.threat.norm == "l2" else d * self.theta
         return (scale * self.dist[idx]).clamp_min(1e-12)
 
@@ -234,10 +235,8 @@ def _core(
     generator: torch.Generator,
     counter: QueryCounter,
 ) -> AttackOutput:
-    d = x[0].numel()
-    theta = gamma / (d * math.sqrt(d)) if threat.norm == "l2" else gamma / d**2
     clean_pred = counter.clean_log_probs(x).argmax(1)
-    walk = _Walk(counter, x, threat, theta)
+    walk = _Walk(counter, x, threat, gamma)
     try:
         given = None if starting_points_ is None else starting_points_.to(x.device, x.dtype)
         walk.start(clean_pred, given, init_attempts, generator)
