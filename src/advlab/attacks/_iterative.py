@@ -50,7 +50,7 @@ def iterate(
         succ = is_success(logits, labels, targeted)
         x_found = torch.where(per_example(succ, x), x_adv, x_found)
         found |= succ
-        if g is not None:
+        if g is not None and momentum is not None:
             l1 = flatten(grad).abs().sum(1).clamp_min(1e-12)
             g = momentum * g + grad / per_example(l1, grad)
             grad = g

@@ -28,7 +28,8 @@ from torch import nn
 
 from advlab import validation
 from advlab.attacks.base import AttackOutput, PreparedAttack, attack_boundary, to_container, to_tensor
-from advlab.goals import Goal
+from advlab.goals import Goal, is_success
+from advlab.losses import LossFn
 from advlab.oracles import BudgetExceeded, Oracle, OracleUnavailable, TorchOracle, as_module, find_oracle
 from advlab.result import AttackResult
 from advlab.settings import Range
@@ -282,6 +283,56 @@ def check_starting_points(starting_points: Any, x: Any, threat: Any) -> torch.Te
         validation.check_input(start, threat.bounds, name="starting_points")
     device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
     return start.float().to(device)
+
+
+# ---------------------------------------------------------------------- score-based search state
+class ScoreSearch:
+    """The best points of a score-based query attack (SPSA, NES): per example the best loss, success, and point.
+
+    Starts from the clean inputs, whose scores the framework's clean pass already paid for. An example's point
+    is replaced when a new one reaches the goal or raises the loss, until the example first succeeds.
+
+    Args:
+        counter: the run's query counter.
+        x: the clean batch.
+        labels: true labels (untargeted) or targets (targeted).
+        targeted: whether ``labels`` are targets.
+        loss_fn: ``(log_probs, labels, targeted) -> (N,)`` loss to maximise.
+    """
+
+    def __init__(
+        self, counter: QueryCounter, x: torch.Tensor, labels: torch.Tensor, targeted: bool, loss_fn: LossFn
+    ) -> None:
+        self.counter, self.labels, self.targeted, self.loss_fn = counter, labels, targeted, loss_fn
+        logp = counter.clean_log_probs(x)
+        self.best_loss = loss_fn(logp, labels, targeted)
+        self.success = is_success(logp, labels, targeted)
+        counter.note_success(torch.arange(x.shape[0], device=x.device), self.success)
+        self.x_best = x.clone()
+        self.trace: list[float] = []
+
+    def loss(self, points: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        """The loss at ``points`` ``(M, ...)``; query ``j`` is charged to (and scored for) example ``owner[j]``."""
+        return self.loss_fn(self.counter.log_probs(points, owner), self.labels[owner], self.targeted)
+
+    def visit(self, x_new: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Query the new points of examples ``idx`` (one each), keep the better ones; their loss."""
+        lp = self.counter.log_probs(x_new, idx)
+        loss = self.loss_fn(lp, self.labels[idx], self.targeted)
+        succ = is_success(lp, self.labels[idx], self.targeted)
+        better = (succ | (loss > self.best_loss[idx])) & ~self.success[idx]
+        self.x_best[idx[better]] = x_new[better]
+        self.best_loss[idx[better]] = loss[better]
+        self.counter.note_success(idx, succ)
+        self.success[idx] |= succ
+        self.trace.append(float(loss.mean()))
+        return loss
+
+    def output(self) -> AttackOutput:
+        """The core's result: the best points, their success, the mean loss per step as the loss trace."""
+        out = self.counter.output(self.x_best, self.success)
+        out.loss_trace = torch.tensor(self.trace) if self.trace else None
+        return out
 
 
 # ---------------------------------------------------------------------- decision-based starting points

@@ -172,6 +172,7 @@ def _step(
     """``P(x_adv + eta * direction)`` for the threat norm; for l1 the sparse step and the exact l1-box projection."""
     eta_b = per_example(eta, x)
     if threat.norm == "l1":
+        assert topk is not None, "the l1 rule always sets the sparsity"
         moved = x_adv + eta_b * _l1_sparse_direction(grad, topk)
         return x + project_l1_box(moved - x, x, threat.eps, threat.bounds)
     return threat.project(x_adv + eta_b * threat.ascent_direction(grad, x_adv), x)
@@ -184,6 +185,137 @@ def _project(threat: ThreatModel, x_new: torch.Tensor, x: torch.Tensor) -> torch
 
 
 # ---------------------------------------------------------------------------------------------- one run
+class _RunState:
+    """Per-example state of one APGD run: iterate, previous iterate, step size, highest-loss point, successes.
+
+    Created from the start point, which costs the run's first forward and backward pass.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        x_init: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        threat: ThreatModel,
+        loss_fn: LossFn,
+        name: str,
+    ) -> None:
+        self.model, self.x, self.labels, self.targeted = model, x, labels, targeted
+        self.threat, self.loss_fn = threat, loss_fn
+        self.x_adv = x_init.detach()
+        self.loss, self.grad, logits = loss_and_grad(model, self.x_adv, labels, targeted, loss_fn)
+        warn_once_zero_grad(self.grad, name)
+        self.found = is_success(logits, labels, targeted)
+        self.x_found = self.x_adv.clone()
+        self.best_loss = self.loss.clone()
+        self.x_max, self.grad_max = self.x_adv.clone(), self.grad.clone()
+        self.x_prev = self.x_adv
+        self.eta_max = STEP_FACTOR[threat.norm] * threat.eps
+        self.eta = torch.full((x.shape[0],), self.eta_max, dtype=x.dtype, device=x.device)
+
+    def step(self, a: float, topk: torch.Tensor | None) -> torch.Tensor:
+        """Move (with weight ``a`` on the new step, ``1 - a`` on the previous update), evaluate; the new loss."""
+        threat, x, x_adv = self.threat, self.x, self.x_adv
+        z = _step(threat, x, x_adv, self.grad, self.eta, topk)
+        if a < 1.0:
+            x_new = _project(threat, x_adv + a * (z - x_adv) + (1.0 - a) * (x_adv - self.x_prev), x)
+        else:
+            x_new = z
+        self.x_prev, self.x_adv = x_adv, x_new.detach()
+        self.loss, self.grad, logits = loss_and_grad(self.model, self.x_adv, self.labels, self.targeted, self.loss_fn)
+        succ = is_success(logits, self.labels, self.targeted)
+        self.x_found = torch.where(per_example(succ, x), self.x_adv, self.x_found)
+        self.found |= succ
+        return self.loss
+
+    def track_best(self) -> None:
+        """Keep the highest-loss point and its gradient per example."""
+        # Ties go to the newer point: where the loss saturates in float32 (a confidently classified point's
+        # cross-entropy rounds to a constant) the best point still follows the iterates.
+        improved = self.loss >= self.best_loss
+        self.best_loss = torch.where(improved, self.loss, self.best_loss)
+        self.x_max = torch.where(per_example(improved, self.x), self.x_adv, self.x_max)
+        self.grad_max = torch.where(per_example(improved, self.x), self.grad, self.grad_max)
+
+    def restart_from_best(self, restart: torch.Tensor) -> None:
+        """Examples in ``restart`` go on from their highest-loss point."""
+        r = per_example(restart, self.x)
+        self.x_adv = torch.where(r, self.x_max, self.x_adv)
+        self.grad = torch.where(r, self.grad_max, self.grad)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_adv, success, best_loss)``: the last successful iterate, else the highest-loss point."""
+        x_out = torch.where(per_example(self.found, self.x), self.x_found, self.x_max)
+        return x_out, self.found, self.best_loss
+
+
+class _HalvingRule:
+    """APGD's step-size rule (linf, l2): conditions 1 and 2 at the checkpoints of :func:`checkpoints`."""
+
+    alpha = MOMENTUM
+    topk = None
+
+    def __init__(self, steps: int, state: _RunState, rho: float) -> None:
+        x = state.x
+        self.check_at = set(checkpoints(steps)[1:])
+        self.rho = rho
+        self.last_check = 0
+        self.increases = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        self.loss_prev = state.loss
+        self.best_at_check = state.best_loss.clone()
+        self.reduced_at_check = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def observe(self, loss: torch.Tensor) -> None:
+        """Count the steps that increased the loss (condition 1)."""
+        self.increases += (loss > self.loss_prev).to(self.increases.dtype)
+        self.loss_prev = loss
+
+    def checkpoint(self, k: int, state: _RunState) -> torch.Tensor:
+        """At checkpoint ``k``: halve the step of the examples meeting condition 1 or 2; those restart."""
+        span = k - self.last_check
+        cond1 = self.increases < self.rho * span
+        cond2 = ~self.reduced_at_check & (state.best_loss <= self.best_at_check)
+        restart = cond1 | cond2
+        state.eta = torch.where(restart, state.eta / 2.0, state.eta)
+        self.reduced_at_check = restart
+        self.best_at_check = state.best_loss.clone()
+        # the next increase is measured from the restart point
+        self.loss_prev = torch.where(restart, state.best_loss, self.loss_prev)
+        self.increases.zero_()
+        self.last_check = k
+        return restart
+
+
+class _SparsityRule:
+    """APGD-L1's rule (Croce & Hein 2021): adapt the step's sparsity and size every 4% of the iterations."""
+
+    alpha = 1.0  # as in the reference code, APGD-L1 uses no momentum
+
+    def __init__(self, steps: int, state: _RunState) -> None:
+        x = state.x
+        check_every = max(int(L1_CHECK_FRACTION * steps), 1)
+        self.check_at = set(range(check_every, steps + 1, check_every))
+        self.n_features = x[0].numel()
+        self.topk = torch.full((x.shape[0],), L1_INIT_TOPK, dtype=x.dtype, device=x.device)
+        self.sparsity_old = torch.full((x.shape[0],), float(self.n_features), dtype=x.dtype, device=x.device)
+
+    def observe(self, loss: torch.Tensor) -> None:
+        """Nothing to count between checkpoints."""
+
+    def checkpoint(self, k: int, state: _RunState) -> torch.Tensor:
+        """Set the sparsity from the best point's; restart (full step) where it dropped, else shrink the step."""
+        sparsity = (flatten(state.x_max - state.x) != 0).sum(dim=1).to(state.x.dtype)
+        restart = sparsity / self.sparsity_old < L1_SPARSITY_DROP
+        self.topk = sparsity / self.n_features / L1_TOPK_DIVISOR
+        eta_max = state.eta_max
+        eta = torch.where(restart, torch.full_like(state.eta, eta_max), state.eta / L1_STEP_DECAY)
+        state.eta = eta.clamp(eta_max / L1_MIN_STEP_DIVISOR, eta_max)
+        self.sparsity_old = sparsity
+        return restart
+
+
 def apgd_run(
     model: nn.Module,
     x: torch.Tensor,
@@ -222,87 +354,20 @@ def apgd_run(
         highest-loss point; whether the goal was reached; the highest loss; the mean loss per iteration. The
         run stops early once every example has reached the goal (the trace is then shorter than ``steps``).
     """
-    n = x.shape[0]
-    l1 = threat.norm == "l1"
-    x_adv = x_init.detach()
-    loss, grad, logits = loss_and_grad(model, x_adv, labels, targeted, loss_fn)
-    warn_once_zero_grad(grad, name)
-    found = is_success(logits, labels, targeted)
-    x_found = x_adv.clone()
-    best_loss = loss.clone()
-    x_max, grad_max = x_adv.clone(), grad.clone()
-    eta_max = STEP_FACTOR[threat.norm] * threat.eps
-    eta = torch.full((n,), eta_max, dtype=x.dtype, device=x.device)
+    state = _RunState(model, x, x_init, labels, targeted, threat, loss_fn, name)
+    rule = _SparsityRule(steps, state) if threat.norm == "l1" else _HalvingRule(steps, state, rho)
     trace = torch.empty(steps, device=x.device)
-
-    if l1:
-        check_every = max(int(L1_CHECK_FRACTION * steps), 1)
-        check_at = set(range(check_every, steps + 1, check_every))
-        n_features = x[0].numel()
-        topk = torch.full((n,), L1_INIT_TOPK, dtype=x.dtype, device=x.device)
-        sparsity_old = torch.full((n,), float(n_features), dtype=x.dtype, device=x.device)
-    else:
-        check_at = set(checkpoints(steps)[1:])
-        topk = None
-    last_check = 0
-    increases = torch.zeros(n, dtype=x.dtype, device=x.device)
-    loss_prev = loss
-    best_at_check = best_loss.clone()
-    reduced_at_check = torch.zeros(n, dtype=torch.bool, device=x.device)
-
-    x_prev = x_adv
     for k in range(steps):
-        z = _step(threat, x, x_adv, grad, eta, topk)
-        a = 1.0 if (k == 0 or l1) else MOMENTUM  # first step: no previous update; APGD-L1 uses no momentum
-        if a < 1.0:
-            x_new = _project(threat, x_adv + a * (z - x_adv) + (1.0 - a) * (x_adv - x_prev), x)
-        else:
-            x_new = z
-        x_prev, x_adv = x_adv, x_new.detach()
-
-        loss, grad, logits = loss_and_grad(model, x_adv, labels, targeted, loss_fn)
+        loss = state.step(1.0 if k == 0 else rule.alpha, rule.topk)  # first step: no previous update
         trace[k] = loss.mean()
-        succ = is_success(logits, labels, targeted)
-        x_found = torch.where(per_example(succ, x), x_adv, x_found)
-        found |= succ
-        if bool(found.all()):  # every example has a successful point: more steps cannot change the outcome
+        if bool(state.found.all()):  # every example has a successful point: more steps cannot change the outcome
             trace = trace[: k + 1]
             break
-        increases += (loss > loss_prev).to(x.dtype)
-        loss_prev = loss
-        # Ties go to the newer point: where the loss saturates in float32 (a confidently classified point's
-        # cross-entropy rounds to a constant) the best point still follows the iterates.
-        improved = loss >= best_loss
-        best_loss = torch.where(improved, loss, best_loss)
-        x_max = torch.where(per_example(improved, x), x_adv, x_max)
-        grad_max = torch.where(per_example(improved, x), grad, grad_max)
-
-        if k + 1 not in check_at:
-            continue
-        if l1:
-            sparsity = (flatten(x_max - x) != 0).sum(dim=1).to(x.dtype)
-            restart = sparsity / sparsity_old < L1_SPARSITY_DROP
-            topk = sparsity / n_features / L1_TOPK_DIVISOR
-            eta = torch.where(restart, torch.full_like(eta, eta_max), eta / L1_STEP_DECAY)
-            eta = eta.clamp(eta_max / L1_MIN_STEP_DIVISOR, eta_max)
-            sparsity_old = sparsity
-        else:
-            span = k + 1 - last_check
-            cond1 = increases < rho * span
-            cond2 = ~reduced_at_check & (best_loss <= best_at_check)
-            restart = cond1 | cond2
-            eta = torch.where(restart, eta / 2.0, eta)
-            reduced_at_check = restart
-            best_at_check = best_loss.clone()
-        r = per_example(restart, x)
-        x_adv = torch.where(r, x_max, x_adv)
-        grad = torch.where(r, grad_max, grad)
-        loss_prev = torch.where(restart, best_loss, loss_prev)
-        increases.zero_()
-        last_check = k + 1
-
-    x_out = torch.where(per_example(found, x), x_found, x_max)
-    return x_out, found, best_loss, trace
+        rule.observe(loss)
+        state.track_best()
+        if k + 1 in rule.check_at:
+            state.restart_from_best(rule.checkpoint(k + 1, state))
+    return (*state.result(), trace)
 
 
 # ---------------------------------------------------------------------------------------------- APGD

@@ -96,6 +96,95 @@ class _BatchedAdam:
 # ---------------------------------------------------------------------- L2
 
 
+class _L2Search:
+    """The C&W L2 attack on a batch: Adam runs on the tanh variables, the search over ``c``, the best results.
+
+    Per example: the bracket ``[lower, upper]`` of ``c`` (``upper = 1e10`` until some ``c`` succeeds), the
+    current ``c``, and the successful iterate with the smallest L2 distance over all runs with its ``c``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        threat: ThreatModel,
+        *,
+        confidence: float,
+        lr: float,
+        initial_const: float,
+    ) -> None:
+        n, dev, dtype = x.shape[0], x.device, x.dtype
+        self.model, self.labels, self.targeted, self.confidence = model, labels, targeted, confidence
+        self.low, self.high = threat.bounds
+        self.w0 = _to_tanh(x, self.low, self.high)
+        # x as the tanh variables see it (differs by < 1e-6 of the box)
+        self.x0 = _from_tanh(self.w0, self.low, self.high)
+        self.lower = torch.zeros(n, device=dev, dtype=torch.float64)
+        self.upper = torch.full((n,), _UPPER_UNKNOWN, device=dev, dtype=torch.float64)
+        self.const = torch.full((n,), initial_const, device=dev, dtype=torch.float64)
+        self.best_l2 = torch.full((n,), math.inf, device=dev, dtype=dtype)
+        self.best_adv = x.clone()
+        self.best_const = torch.full((n,), math.nan, device=dev, dtype=torch.float64)
+        self.adam = _BatchedAdam(self.w0, lr)
+
+    def retry_smallest_success(self) -> None:
+        """The reference's last run ("repeat"): retry each example at the smallest c that worked."""
+        self.const = torch.where(self.upper < _UPPER_UNKNOWN, self.upper, self.const)
+
+    def run(self, steps: int, abort_early: bool) -> torch.Tensor:
+        """One run of ``steps`` Adam steps from ``x`` at the current ``c``; the smallest successful squared L2
+        distance of the run per example (inf where none). Stops early when the loss stalls (``abort_early``)."""
+        c = self.const.to(self.x0.dtype)
+        w = self.w0.clone()
+        self.adam.reset()
+        outer_best = torch.full_like(self.best_l2, math.inf)
+        prev = math.inf
+        check_every = max(steps // 10, 1)
+        for i in range(steps):
+            loss, grad, x_adv, l2, logits = self._loss_and_grad(w, c)
+            with torch.no_grad():
+                ok = _reaches_goal(logits, self.labels, self.targeted, self.confidence)
+                outer_best = torch.where(ok & (l2 < outer_best), l2, outer_best)
+                self._keep_smallest(ok, l2, x_adv)
+                if abort_early and i % check_every == 0:
+                    total = float(loss.sum())
+                    if total > prev * _ABORT_TOLERANCE:
+                        break
+                    prev = total
+                w = self.adam.step(w.detach(), grad)
+        return outer_best
+
+    def _loss_and_grad(
+        self, w: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, d loss / d w, x_adv, l2, logits)`` of ``|x_adv - x|_2^2 + c f6(x_adv)``, one forward/backward."""
+        w.requires_grad_(True)
+        x_adv = _from_tanh(w, self.low, self.high)
+        logits = self.model(x_adv)
+        l2 = flatten(x_adv - self.x0).pow(2).sum(1)
+        f6 = -margin(logits, self.labels, self.targeted, kappa=self.confidence)  # max(max_{i!=t} Z_i - Z_t, -kappa)
+        loss = l2 + c * f6
+        (grad,) = torch.autograd.grad(loss.sum(), w)
+        return loss, grad, x_adv.detach(), l2.detach(), logits.detach()
+
+    def _keep_smallest(self, ok: torch.Tensor, l2: torch.Tensor, x_adv: torch.Tensor) -> None:
+        better = ok & (l2 < self.best_l2)
+        if bool(better.any()):
+            self.best_l2 = torch.where(better, l2, self.best_l2)
+            self.best_adv[better] = x_adv[better]
+            self.best_const[better] = self.const[better]
+
+    def update_const(self, outer_best: torch.Tensor) -> torch.Tensor:
+        """Bisect ``c`` where a bracket exists, else multiply it by 10; returns which examples the run fooled."""
+        found = torch.isfinite(outer_best)
+        self.upper = torch.where(found, torch.minimum(self.upper, self.const), self.upper)
+        self.lower = torch.where(found, self.lower, torch.maximum(self.lower, self.const))
+        self.const = torch.where(self.upper < _UPPER_UNKNOWN, (self.lower + self.upper) / 2, self.const * 10)
+        return found
+
+
 def _core_l2(
     model: nn.Module,
     x: torch.Tensor,
@@ -111,58 +200,16 @@ def _core_l2(
     abort_early: bool,
 ) -> AttackOutput:
     n = x.shape[0]
-    low, high = threat.bounds
-    dev, dtype = x.device, x.dtype
-    w0 = _to_tanh(x, low, high)
-    x0 = _from_tanh(w0, low, high)  # x as the tanh variables see it (differs by < 1e-6 of the box)
-    lower = torch.zeros(n, device=dev, dtype=torch.float64)
-    upper = torch.full((n,), _UPPER_UNKNOWN, device=dev, dtype=torch.float64)
-    const = torch.full((n,), initial_const, device=dev, dtype=torch.float64)
-    best_l2 = torch.full((n,), math.inf, device=dev, dtype=dtype)
-    best_adv = x.clone()
-    best_const = torch.full((n,), math.nan, device=dev, dtype=torch.float64)
-    search_l2 = torch.full((binary_search_steps, n), math.inf, device=dev, dtype=dtype)
-    adam = _BatchedAdam(w0, lr)
-    check_every = max(steps // 10, 1)
+    cw = _L2Search(model, x, labels, targeted, threat, confidence=confidence, lr=lr, initial_const=initial_const)
+    search_l2 = torch.full((binary_search_steps, n), math.inf, device=x.device, dtype=x.dtype)
     for outer in range(binary_search_steps):
         if binary_search_steps >= 10 and outer == binary_search_steps - 1:
-            # The reference's last run ("repeat"): retry each example at the smallest c that worked.
-            const = torch.where(upper < _UPPER_UNKNOWN, upper, const)
-        c = const.to(dtype)
-        w = w0.clone()
-        adam.reset()
-        outer_best = torch.full((n,), math.inf, device=dev, dtype=dtype)
-        prev = math.inf
-        for i in range(steps):
-            w.requires_grad_(True)
-            x_adv = _from_tanh(w, low, high)
-            logits = model(x_adv)
-            l2 = flatten(x_adv - x0).pow(2).sum(1)
-            f6 = -margin(logits, labels, targeted, kappa=confidence)  # max(max_{i!=t} Z_i - Z_t, -kappa)
-            loss = l2 + c * f6
-            (grad,) = torch.autograd.grad(loss.sum(), w)
-            with torch.no_grad():
-                x_adv, l2 = x_adv.detach(), l2.detach()
-                ok = _reaches_goal(logits.detach(), labels, targeted, confidence)
-                outer_best = torch.where(ok & (l2 < outer_best), l2, outer_best)
-                better = ok & (l2 < best_l2)
-                if bool(better.any()):
-                    best_l2 = torch.where(better, l2, best_l2)
-                    best_adv[better] = x_adv[better]
-                    best_const[better] = const[better]
-                if abort_early and i % check_every == 0:
-                    total = float(loss.sum())
-                    if total > prev * _ABORT_TOLERANCE:
-                        break
-                    prev = total
-                w = adam.step(w.detach(), grad)
+            cw.retry_smallest_success()
+        outer_best = cw.run(steps, abort_early)
         search_l2[outer] = outer_best.sqrt()
-        found = torch.isfinite(outer_best)
-        upper = torch.where(found, torch.minimum(upper, const), upper)
-        lower = torch.where(found, lower, torch.maximum(lower, const))
-        const = torch.where(upper < _UPPER_UNKNOWN, (lower + upper) / 2, const * 10)
+        found = cw.update_const(outer_best)
         log.debug("cw-l2 search step %d: %d/%d successful", outer, int(found.sum()), n)
-    return AttackOutput(best_adv, info={"const": best_const, "search_distances": search_l2.T.contiguous()})
+    return AttackOutput(cw.best_adv, info={"const": cw.best_const, "search_distances": search_l2.T.contiguous()})
 
 
 @register_attack(
@@ -249,6 +296,92 @@ CarliniWagnerL2 = carlini_wagner_l2.config
 # ---------------------------------------------------------------------- L∞
 
 
+class _LinfSearch:
+    """Per-example state of the C&W L∞ attack: tanh variables, tau, c, Adam state, and the accepted iterate.
+
+    Examples run in lockstep, each at its own stage; :meth:`evaluate` works on the unfinished ones ``idx``.
+    """
+
+    def __init__(self, x: torch.Tensor, threat: ThreatModel, *, lr: float, initial_const: float) -> None:
+        n, dev, dtype = x.shape[0], x.device, x.dtype
+        self.x = x
+        self.low, self.high = threat.bounds
+        w0 = _to_tanh(x, self.low, self.high)
+        self.x0 = _from_tanh(w0, self.low, self.high)
+        self.w = w0.clone()
+        self.prev = x.clone()  # the last accepted (adversarial) iterate; x until one is found
+        # the paper's tau = 1 on [0, 1]
+        self.tau = torch.full((n,), float(self.high - self.low), device=dev, dtype=dtype)
+        self.const = torch.full((n,), initial_const, device=dev, dtype=torch.float64)
+        self.count = torch.zeros(n, dtype=torch.long, device=dev)  # Adam steps at the current c
+        self.rounds = torch.zeros(n, dtype=torch.long, device=dev)  # accepted tau reductions
+        self.done = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.adam = _BatchedAdam(w0, lr)
+
+    def evaluate(
+        self, model: nn.Module, idx: torch.Tensor, labels: torch.Tensor, targeted: bool, confidence: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For examples ``idx``: ``(w, x_adv, d loss / d w, accepted)`` (``w`` and ``x_adv`` still attached to the
+        graph), one forward/backward of ``c * max(confidence - margin, 0) + sum_i max(|delta_i| - tau, 0)``."""
+        wa = self.w[idx].requires_grad_(True)
+        xa = _from_tanh(wa, self.low, self.high)
+        logits = model(xa)
+        hinge = (confidence - margin(logits, labels, targeted)).clamp_min(0)
+        excess = flatten((xa - self.x0[idx]).abs() - per_example(self.tau[idx], xa)).clamp_min(0).sum(1)
+        c = self.const[idx].to(xa.dtype)
+        loss = c * hinge + excess
+        (grad,) = torch.autograd.grad(loss.sum(), wa)
+        with torch.no_grad():
+            # The reference code's test, and (as there) the prediction must really reach the goal: a hinge
+            # below the tolerance can still leave the target a hair behind.
+            accept = (loss.detach() < _LINF_SUCCESS_TOLERANCE * c) & _reaches_goal(
+                logits.detach(), labels, targeted, confidence
+            )
+        return wa, xa, grad, accept
+
+    @torch.no_grad()
+    def tighten(
+        self, idx: torch.Tensor, accept: torch.Tensor, x_adv: torch.Tensor, decrease_factor: float, tau_stop: float
+    ) -> None:
+        """Accepted (``idx[accept]``): keep the iterate, set tau below its actual L∞ size, restart Adam from it."""
+        idx = idx[accept]
+        if not idx.numel():
+            return
+        x_new = x_adv.detach()[accept]
+        actual = flatten(x_new - self.x[idx]).abs().amax(1)
+        self.prev[idx] = x_new
+        self.tau[idx] = torch.minimum(self.tau[idx], actual) * decrease_factor
+        self.done[idx] = self.tau[idx] <= tau_stop
+        self.w[idx] = _to_tanh(x_new, self.low, self.high)
+        self.adam.reset(idx)
+        self.count[idx] = 0
+        self.rounds[idx] += 1
+
+    @torch.no_grad()
+    def adam_step(
+        self,
+        idx: torch.Tensor,
+        fail: torch.Tensor,
+        w: torch.Tensor,
+        grad: torch.Tensor,
+        *,
+        steps: int,
+        const_factor: float,
+        largest_const: float,
+    ) -> None:
+        """Not yet (``idx[fail]``): one Adam step; after ``steps`` of them at this c, raise c (give up past
+        ``largest_const``)."""
+        idx = idx[fail]
+        if not idx.numel():
+            return
+        self.w[idx] = self.adam.step(w.detach()[fail], grad[fail], idx)
+        self.count[idx] += 1
+        raise_c = idx[self.count[idx] >= steps]
+        self.const[raise_c] *= const_factor
+        self.count[raise_c] = 0
+        self.done[raise_c[self.const[raise_c] >= largest_const]] = True
+
+
 def _core_linf(
     model: nn.Module,
     x: torch.Tensor,
@@ -265,60 +398,17 @@ def _core_linf(
     decrease_factor: float,
     tau_min: float | None,
 ) -> AttackOutput:
-    n = x.shape[0]
     low, high = threat.bounds
-    dev, dtype = x.device, x.dtype
     tau_stop = (high - low) / TAU_LEVELS if tau_min is None else tau_min
-    w0 = _to_tanh(x, low, high)
-    x0 = _from_tanh(w0, low, high)
-    w = w0.clone()
-    prev = x.clone()  # the last accepted (adversarial) iterate; x until one is found
-    tau = torch.full((n,), float(high - low), device=dev, dtype=dtype)  # the paper's tau = 1 on [0, 1]
-    const = torch.full((n,), initial_const, device=dev, dtype=torch.float64)
-    count = torch.zeros(n, dtype=torch.long, device=dev)  # Adam steps at the current c
-    rounds = torch.zeros(n, dtype=torch.long, device=dev)  # accepted tau reductions
-    done = torch.zeros(n, dtype=torch.bool, device=dev)
-    adam = _BatchedAdam(w0, lr)
+    cw = _LinfSearch(x, threat, lr=lr, initial_const=initial_const)
     while True:
-        idx = (~done).nonzero().flatten()
+        idx = (~cw.done).nonzero().flatten()
         if idx.numel() == 0:
             break
-        wa = w[idx].requires_grad_(True)
-        xa = _from_tanh(wa, low, high)
-        logits = model(xa)
-        hinge = (confidence - margin(logits, labels[idx], targeted)).clamp_min(0)
-        excess = flatten((xa - x0[idx]).abs() - per_example(tau[idx], xa)).clamp_min(0).sum(1)
-        c = const[idx].to(dtype)
-        loss = c * hinge + excess
-        (grad,) = torch.autograd.grad(loss.sum(), wa)
-        with torch.no_grad():
-            # The reference code's test, and (as there) the prediction must really reach the goal: a hinge
-            # below the tolerance can still leave the target a hair behind.
-            accept = (loss.detach() < _LINF_SUCCESS_TOLERANCE * c) & _reaches_goal(
-                logits.detach(), labels[idx], targeted, confidence
-            )
-            # Accepted: keep the iterate, set tau below its actual L∞ size, restart Adam from it.
-            s_idx = idx[accept]
-            if s_idx.numel():
-                x_new = xa.detach()[accept]
-                actual = flatten(x_new - x[s_idx]).abs().amax(1)
-                prev[s_idx] = x_new
-                tau[s_idx] = torch.minimum(tau[s_idx], actual) * decrease_factor
-                done[s_idx] = tau[s_idx] <= tau_stop
-                w[s_idx] = _to_tanh(x_new, low, high)
-                adam.reset(s_idx)
-                count[s_idx] = 0
-                rounds[s_idx] += 1
-            # Not yet: one Adam step; after `steps` of them at this c, double c (give up past largest_const).
-            f_idx = idx[~accept]
-            if f_idx.numel():
-                w[f_idx] = adam.step(wa.detach()[~accept], grad[~accept], f_idx)
-                count[f_idx] += 1
-                raise_c = f_idx[count[f_idx] >= steps]
-                const[raise_c] *= const_factor
-                count[raise_c] = 0
-                done[raise_c[const[raise_c] >= largest_const]] = True
-    return AttackOutput(prev, info={"const": const, "tau": tau, "rounds": rounds})
+        w, x_adv, grad, accept = cw.evaluate(model, idx, labels[idx], targeted, confidence)
+        cw.tighten(idx, accept, x_adv, decrease_factor, tau_stop)
+        cw.adam_step(idx, ~accept, w, grad, steps=steps, const_factor=const_factor, largest_const=largest_const)
+    return AttackOutput(cw.prev, info={"const": cw.const, "tau": cw.tau, "rounds": cw.rounds})
 
 
 @register_attack(

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import torch
 from torch import nn
 
-from advlab.attacks.base import AttackOutput, run_attack, warn_once_zero_grad
+from advlab.attacks.base import AttackOutput, loss_and_grad, run_attack, warn_once_zero_grad
 from advlab.attacks.registry import register_attack
 from advlab.goals import Goal, is_success
 from advlab.losses import margin
@@ -45,6 +45,70 @@ def _project_l0(delta: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return (flat * (rank < k[:, None])).reshape(delta.shape)
 
 
+def _free_gradient(x_adv: torch.Tensor, grad: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``grad`` without the coordinates pinned at the box with the gradient pointing out (they cannot move)."""
+    blocked = ((x_adv <= lo) & (grad < 0)) | ((x_adv >= hi) & (grad > 0))
+    return grad.masked_fill(blocked, 0.0)
+
+
+class _SearchState:
+    """Per-example state of FMN: the iterate, the radius ``eps_k`` and the smallest adversarial point so far."""
+
+    def __init__(self, x: torch.Tensor, threat: ThreatModel) -> None:
+        n = x.shape[0]
+        lo, hi = threat.bounds
+        inf = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
+        self.x, self.threat = x, threat
+        self.l0 = threat.norm == "l0"
+        self.worst = norm_of(torch.maximum(x - lo, hi - x), threat.norm)  # the largest perturbation the box allows
+        self.eps_k = torch.ones(n, dtype=x.dtype, device=x.device) if self.l0 else inf.clone()
+        self.best_norm = inf.clone()
+        self.best_adv = x.clone()
+        self.found = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.x_adv = x.clone()
+
+    def keep_smallest(self, is_adv: torch.Tensor, delta_norm: torch.Tensor) -> None:
+        """Record the iterates that are adversarial and smaller than the best so far."""
+        smaller = is_adv & (delta_norm < self.best_norm)
+        self.best_norm = torch.where(smaller, delta_norm, self.best_norm)
+        self.best_adv = torch.where(per_example(smaller, self.x), self.x_adv, self.best_adv)
+
+    def adapt_radius(
+        self, is_adv: torch.Tensor, delta_norm: torch.Tensor, loss: torch.Tensor, free_grad: torch.Tensor, gamma: float
+    ) -> None:
+        """Shrink ``eps_k`` where adversarial, grow it elsewhere (before a success: the linearised distance)."""
+        eps_k, best_norm = self.eps_k, self.best_norm
+        if self.l0:  # integer radius: at least one feature fewer / more per step
+            eps_k = torch.where(
+                is_adv,
+                torch.minimum(torch.minimum(eps_k - 1, (eps_k * (1.0 - gamma)).floor()), best_norm),
+                torch.maximum(eps_k + 1, (eps_k * (1.0 + gamma)).floor()),
+            ).clamp_min(0.0)
+        else:
+            # Linearised distance to the boundary. Coordinates pinned at the box with the gradient pointing out
+            # cannot move, so they are left out of the dual norm (with them the estimate is too short and the
+            # iterates creep toward the boundary of a box-saturated input without ever crossing it).
+            to_boundary = loss.abs() / norm_of(free_grad, DUAL_NORM[self.threat.norm]).clamp_min(_TINY)
+            eps_k = torch.where(
+                is_adv,
+                torch.minimum(eps_k * (1.0 - gamma), best_norm),
+                torch.where(self.found, eps_k * (1.0 + gamma), delta_norm + to_boundary),
+            )
+        self.eps_k = torch.minimum(eps_k, self.worst)
+
+    def move(self, free_grad: torch.Tensor, alpha: float) -> None:
+        """Step ``alpha`` along the l2-normalised free gradient, then project onto the ``eps_k`` ball and the box."""
+        # The step uses the same free coordinates: mass put on pinned ones would be clipped away by the box
+        # after the ball projection has already rescaled the rest.
+        x, threat = self.x, self.threat
+        g_norm = flatten(free_grad).norm(dim=1).clamp_min(_TINY)
+        step = alpha * free_grad / per_example(g_norm, free_grad)
+        if self.l0:
+            self.x_adv = threat.clip_box(x + _project_l0(self.x_adv + step - x, self.eps_k)).detach()
+        else:
+            self.x_adv = threat.project(self.x_adv + step, x, eps=self.eps_k).detach()
+
+
 def _core(
     model: nn.Module,
     x: torch.Tensor,
@@ -58,75 +122,30 @@ def _core(
     gamma_init: float,
     gamma_final: float,
 ) -> AttackOutput:
-    n = x.shape[0]
-    norm = threat.norm
     lo, hi = threat.bounds
-    inf = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
-    worst = norm_of(torch.maximum(x - lo, hi - x), norm)  # the largest perturbation the box allows
-    l0 = norm == "l0"
-    eps_k = torch.ones(n, dtype=x.dtype, device=x.device) if l0 else inf.clone()
-    best_norm = inf.clone()
-    best_adv = x.clone()
-    found = torch.zeros(n, dtype=torch.bool, device=x.device)
-    x_adv = x.clone()
+    state = _SearchState(x, threat)
     trace = torch.empty(steps, device=x.device)
     for k in range(steps):
         alpha = _cosine(k, steps, alpha_init, alpha_final)
         gamma = _cosine(k, steps, gamma_init, gamma_final)
-        delta_norm = threat.distance(x_adv, x)
-        x_req = x_adv.detach().requires_grad_(True)
-        logits = model(x_req)
+        delta_norm = threat.distance(state.x_adv, x)
         # Logit difference toward the goal: max_{j != y} z_j - z_y (untargeted), z_t - max_{j != t} z_j (targeted).
-        loss = margin(logits, labels, targeted)
-        (grad,) = torch.autograd.grad(loss.sum(), x_req)
-        loss, logits = loss.detach(), logits.detach()
+        loss, grad, logits = loss_and_grad(model, state.x_adv, labels, targeted, margin)
         if k == 0:
             warn_once_zero_grad(grad, "fmn")
         trace[k] = loss.mean()
-
         is_adv = is_success(logits, labels, targeted)
-        smaller = is_adv & (delta_norm < best_norm)
-        best_norm = torch.where(smaller, delta_norm, best_norm)
-        best_adv = torch.where(per_example(smaller, x), x_adv, best_adv)
-        found |= is_adv
-
-        # Linearised distance to the boundary. Coordinates pinned at the box with the gradient pointing out
-        # cannot move, so they are left out of the dual norm (with them the estimate is too short and the
-        # iterates creep toward the boundary of a box-saturated input without ever crossing it).
-        blocked = ((x_adv <= lo) & (grad < 0)) | ((x_adv >= hi) & (grad > 0))
-        free_grad = grad.masked_fill(blocked, 0.0)
-        if l0:  # integer radius: at least one feature fewer / more per step
-            eps_k = torch.where(
-                is_adv,
-                torch.minimum(torch.minimum(eps_k - 1, (eps_k * (1.0 - gamma)).floor()), best_norm),
-                torch.maximum(eps_k + 1, (eps_k * (1.0 + gamma)).floor()),
-            ).clamp_min(0.0)
-        else:
-            to_boundary = loss.abs() / norm_of(free_grad, DUAL_NORM[norm]).clamp_min(_TINY)
-            eps_k = torch.where(
-                is_adv,
-                torch.minimum(eps_k * (1.0 - gamma), best_norm),
-                torch.where(found, eps_k * (1.0 + gamma), delta_norm + to_boundary),
-            )
-        eps_k = torch.minimum(eps_k, worst)
-
-        # The step uses the same free coordinates: mass put on pinned ones would be clipped away by the box
-        # after the ball projection has already rescaled the rest.
-        g_norm = flatten(free_grad).norm(dim=1).clamp_min(_TINY)
-        step = alpha * free_grad / per_example(g_norm, free_grad)
-        if l0:
-            x_adv = threat.clip_box(x + _project_l0(x_adv + step - x, eps_k)).detach()
-        else:
-            x_adv = threat.project(x_adv + step, x, eps=eps_k).detach()
+        state.keep_smallest(is_adv, delta_norm)
+        state.found |= is_adv
+        free_grad = _free_gradient(state.x_adv, grad, lo, hi)
+        state.adapt_radius(is_adv, delta_norm, loss, free_grad, gamma)
+        state.move(free_grad, alpha)
 
     # The last iterate has not been evaluated yet: one more forward pass to see whether it is smaller.
     with torch.no_grad():
-        is_adv = is_success(model(x_adv), labels, targeted)
-    delta_norm = threat.distance(x_adv, x)
-    smaller = is_adv & (delta_norm < best_norm)
-    best_norm = torch.where(smaller, delta_norm, best_norm)
-    best_adv = torch.where(per_example(smaller, x), x_adv, best_adv)
-    return AttackOutput(best_adv, loss_trace=trace, info={"min_distance": best_norm.detach()})
+        is_adv = is_success(model(state.x_adv), labels, targeted)
+    state.keep_smallest(is_adv, threat.distance(state.x_adv, x))
+    return AttackOutput(state.best_adv, loss_trace=trace, info={"min_distance": state.best_norm.detach()})
 
 
 @register_attack(

@@ -111,6 +111,114 @@ def _estimate_gradient(
     return grad.reshape(x_b.shape)
 
 
+class _Walk:
+    """Per-example state of HopSkipJump: the current boundary point, its distance, the closest adversarial point.
+
+    Args:
+        counter: the run's query counter.
+        x: the clean batch.
+        threat: the threat model (its norm is the attack's).
+        gamma: sets the binary-search threshold ``theta = gamma / d^(3/2)`` (l2) or ``gamma / d^2`` (linf).
+    """
+
+    def __init__(self, counter: QueryCounter, x: torch.Tensor, threat: ThreatModel, gamma: float) -> None:
+        n, d = x.shape[0], x[0].numel()
+        self.counter, self.x, self.threat, self.d = counter, x, threat, d
+        self.theta = gamma / (d * math.sqrt(d)) if threat.norm == "l2" else gamma / d**2
+        self.best = x.clone()
+        self.found = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.best_dist = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
+        self.iterations = 0
+        # set by start(): the points on the boundary, their distances, the examples that start at x itself
+        self.current = x.clone()
+        self.dist = torch.zeros_like(self.best_dist)
+        self.already = torch.zeros_like(self.found)
+
+    def start(
+        self, clean_pred: torch.Tensor, given: torch.Tensor | None, init_attempts: int, generator: torch.Generator
+    ) -> None:
+        """Find adversarial starts, then move them onto the boundary (blend search, binary search)."""
+        counter, x, threat = self.counter, self.x, self.threat
+        start, self.found = starting_points(
+            counter, x, clean_pred, threat, given=given, init_attempts=init_attempts, generator=generator
+        )
+        self.already = self.found & (threat.distance(start, x) == 0)
+        self.best = torch.where(per_example(self.found, x), start, x)
+        self.best_dist = torch.where(self.found, threat.distance(self.best, x), self.best_dist)
+        moving = self.found & ~self.already
+        current = blend_search(counter, x, self.best, moving)
+        idx = moving.nonzero().flatten()
+        if idx.numel():
+            current[idx] = _binary_search(counter, x, current, idx, threat.norm, self.theta)
+        self.current = current
+        # distance after the last binary search, in the threat norm (drives the probe radius)
+        self.dist = threat.distance(current, x)
+        improved = self.found & (self.dist < self.best_dist)
+        self.best[improved], self.best_dist[improved] = current[improved], self.dist[improved]
+        counter.note_success(torch.arange(x.shape[0], device=x.device), self.found & (self.best_dist <= threat.eps))
+
+    def iterate(self, t: int, num_evals: int, generator: torch.Generator) -> bool:
+        """Iteration ``t`` on the examples that can pay for it: estimate the boundary normal from ``num_evals``
+        probes, step along it, binary-search back to the boundary. False when no example can."""
+        counter, x, threat = self.counter, self.x, self.threat
+        # an iteration needs the estimate plus at least a step search and a binary search query
+        active = self.found & ~self.already & counter.can_afford(num_evals + 2)
+        idx = active.nonzero().flatten()
+        if idx.numel() == 0:
+            return False
+        delta = self._probe_radius(t, idx)
+        grad = _estimate_gradient(counter, self.current[idx], idx, num_evals, delta, threat, generator)
+        update = grad if threat.norm == "l2" else grad.sign()
+        moved = self._geometric_step(t, idx, update)
+        # binary search back to the boundary between x and the moved point
+        stepped = self.current.clone()
+        stepped[idx] = moved
+        self.current[idx] = _binary_search(counter, x, stepped, idx, threat.norm, self.theta)
+        self.dist[idx] = threat.distance(self.current[idx], x[idx])
+        improved = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        improved[idx] = self.dist[idx] < self.best_dist[idx]
+        self.best[improved], self.best_dist[improved] = self.current[improved], self.dist[improved]
+        counter.note_success(idx, self.best_dist[idx] <= threat.eps)
+        self.iterations = t
+        return True
+
+    def _probe_radius(self, t: int, idx: torch.Tensor) -> torch.Tensor:
+        """``delta_t``: a tenth of the box at first, then ``sqrt(d) theta dist`` (l2) or ``d theta dist`` (linf)."""
+        x = self.x
+        if t == 1:
+            lo, hi = self.threat.bounds
+            return torch.full((idx.numel(),), FIRST_DELTA * (hi - lo), device=x.device, dtype=x.dtype)
+        d = self.d
+        scale = math.sqrt(d) * self.theta if self.threat.norm == "l2" else d * self.theta
+        return (scale * self.dist[idx]).clamp_min(1e-12)
+
+    def _geometric_step(self, t: int, idx: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """Geometric step-size search: start at ``dist / sqrt(t)``, halve until the step stays adversarial."""
+        counter, current = self.counter, self.current
+        eps = self.dist[idx] / math.sqrt(t)
+        moved = current[idx].clone()
+        pending = torch.ones(idx.numel(), dtype=torch.bool, device=self.x.device)
+        for _ in range(MAX_HALVINGS):
+            sel = (pending & counter.can_afford(1)[idx]).nonzero().flatten()
+            if sel.numel() == 0:
+                break
+            cand = self.threat.clip_box(current[idx[sel]] + per_example(eps[sel], update[sel]) * update[sel])
+            adv = counter.is_adversarial(cand, idx[sel])
+            moved[sel[adv]] = cand[adv]
+            pending[sel[adv]] = False
+            eps[sel[~adv]] /= 2
+        return moved
+
+    def output(self) -> AttackOutput:
+        """The closest adversarial points found, with the attack's ``info``."""
+        found, x = self.found, self.x
+        inf = torch.full_like(found, float("inf"), dtype=x.dtype)
+        min_distance = torch.where(found, self.threat.distance(self.best, x), inf)
+        return self.counter.output(
+            self.best, found, iterations=self.iterations, found_start=found.detach(), min_distance=min_distance
+        )
+
+
 def _core(
     model: nn.Module,
     x: torch.Tensor,
@@ -127,77 +235,17 @@ def _core(
     generator: torch.Generator,
     counter: QueryCounter,
 ) -> AttackOutput:
-    n, d = x.shape[0], x[0].numel()
-    norm = threat.norm
-    theta = gamma / (d * math.sqrt(d)) if norm == "l2" else gamma / d**2
-    lo, hi = threat.bounds
     clean_pred = counter.clean_log_probs(x).argmax(1)
-    best = x.clone()
-    found = torch.zeros(n, dtype=torch.bool, device=x.device)
-    best_dist = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
-    done_iterations = 0
+    walk = _Walk(counter, x, threat, gamma)
     try:
         given = None if starting_points_ is None else starting_points_.to(x.device, x.dtype)
-        start, found = starting_points(
-            counter, x, clean_pred, threat, given=given, init_attempts=init_attempts, generator=generator
-        )
-        already = found & (threat.distance(start, x) == 0)
-        best = torch.where(per_example(found, x), start, x)
-        best_dist = torch.where(found, threat.distance(best, x), best_dist)
-        current = blend_search(counter, x, best, found & ~already)
-        idx = (found & ~already).nonzero().flatten()
-        if idx.numel():
-            current[idx] = _binary_search(counter, x, current, idx, norm, theta)
-        dist = threat.distance(current, x)
-        improved = found & (dist < best_dist)
-        best[improved], best_dist[improved] = current[improved], dist[improved]
-        counter.note_success(torch.arange(n, device=x.device), found & (best_dist <= threat.eps))
-        # distance after the last binary search, in the threat norm (drives the probe radius)
-        dist_post = dist.clone()
+        walk.start(clean_pred, given, init_attempts, generator)
         for t in range(1, steps + 1):
-            num_evals = int(min(init_num_evals * math.sqrt(t), max_num_evals))
-            # an iteration needs the estimate plus at least a step search and a binary search query
-            active = found & ~already & counter.can_afford(num_evals + 2)
-            idx = active.nonzero().flatten()
-            if idx.numel() == 0:
+            if not walk.iterate(t, int(min(init_num_evals * math.sqrt(t), max_num_evals)), generator):
                 break
-            if t == 1:
-                delta = torch.full((idx.numel(),), FIRST_DELTA * (hi - lo), device=x.device, dtype=x.dtype)
-            else:
-                scale = math.sqrt(d) * theta if norm == "l2" else d * theta
-                delta = (scale * dist_post[idx]).clamp_min(1e-12)
-            grad = _estimate_gradient(counter, current[idx], idx, num_evals, delta, threat, generator)
-            update = grad if norm == "l2" else grad.sign()
-            # geometric step-size search: start at dist / sqrt(t), halve until the step stays adversarial
-            eps = dist[idx] / math.sqrt(t)
-            moved = current[idx].clone()
-            pending = torch.ones(idx.numel(), dtype=torch.bool, device=x.device)
-            for _ in range(MAX_HALVINGS):
-                sel = (pending & counter.can_afford(1)[idx]).nonzero().flatten()
-                if sel.numel() == 0:
-                    break
-                cand = threat.clip_box(current[idx[sel]] + per_example(eps[sel], update[sel]) * update[sel])
-                adv = counter.is_adversarial(cand, idx[sel])
-                moved[sel[adv]] = cand[adv]
-                pending[sel[adv]] = False
-                eps[sel[~adv]] /= 2
-            # binary search back to the boundary between x and the moved point
-            stepped = current.clone()
-            stepped[idx] = moved
-            current[idx] = _binary_search(counter, x, stepped, idx, norm, theta)
-            dist[idx] = threat.distance(current[idx], x[idx])
-            dist_post[idx] = dist[idx]
-            improved = torch.zeros(n, dtype=torch.bool, device=x.device)
-            improved[idx] = dist[idx] < best_dist[idx]
-            best[improved], best_dist[improved] = current[improved], dist[improved]
-            counter.note_success(idx, best_dist[idx] <= threat.eps)
-            done_iterations = t
     except STOP_ERRORS as exc:
         counter.stop(exc)
-    min_distance = torch.where(found, threat.distance(best, x), torch.full_like(found, float("inf"), dtype=x.dtype))
-    return counter.output(
-        best, found, iterations=done_iterations, found_start=found.detach(), min_distance=min_distance
-    )
+    return walk.output()
 
 
 @register_attack(

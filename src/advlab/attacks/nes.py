@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import torch
 from torch import nn
 
-from advlab.attacks._query import STOP_ERRORS, MaxQueries, QueryCounter, run_query_attack
+from advlab.attacks._query import STOP_ERRORS, MaxQueries, QueryCounter, ScoreSearch, run_query_attack
 from advlab.attacks.base import AttackOutput, make_generator
 from advlab.attacks.registry import register_attack
-from advlab.goals import Goal, is_success
+from advlab.goals import Goal
 from advlab.losses import LossFn, LossSetting, get_loss
 from advlab.oracles import Oracle
 from advlab.result import AttackResult
@@ -68,6 +68,30 @@ def nes_gradient(
     return g / (2 * half * sigma)
 
 
+class _PlateauSchedule:
+    """The authors' step-size schedule: no improvement of an example's loss over the last ``length`` steps
+    divides its step size by ``drop`` (down to ``min_step_size``) and restarts its window."""
+
+    def __init__(self, x: torch.Tensor, step_size: float, min_step_size: float, length: int, drop: float) -> None:
+        self.lr = torch.full((x.shape[0],), step_size, device=x.device, dtype=x.dtype)
+        self.min_step_size, self.length, self.drop = min_step_size, length, drop
+        self.history: list[torch.Tensor] = []
+
+    def observe(self, idx: torch.Tensor, loss: torch.Tensor) -> None:
+        """Record the losses of the examples ``idx`` that stepped (the others' entry is NaN) and adapt."""
+        current = torch.full_like(self.lr, float("nan"))
+        current[idx] = loss
+        length = self.length
+        self.history = self.history[-(length - 1) :] + [current] if length > 1 else [current]
+        if len(self.history) >= length:
+            old = self.history[-length]
+            stalled = (current <= old) & ~torch.isnan(current) & ~torch.isnan(old)
+            self.lr = torch.where(stalled, (self.lr / self.drop).clamp_min(self.min_step_size), self.lr)
+            if bool(stalled.any()):
+                for h in self.history[-length:]:
+                    h[stalled] = float("nan")  # restart the window of the examples that decayed
+
+
 def _core(
     model: nn.Module,
     x: torch.Tensor,
@@ -87,26 +111,20 @@ def _core(
     generator: torch.Generator,
     counter: QueryCounter,
 ) -> AttackOutput:
-    n = x.shape[0]
-    logp = counter.clean_log_probs(x)
-    best_loss = loss_fn(logp, labels, targeted)
-    success = is_success(logp, labels, targeted)
-    counter.note_success(torch.arange(n, device=x.device), success)
-    x_best, x_adv = x.clone(), x.clone()
+    search = ScoreSearch(counter, x, labels, targeted, loss_fn)
+    x_adv = x.clone()
     g_prev = torch.zeros_like(x)
-    lr = torch.full((n,), step_size, device=x.device, dtype=x.dtype)
-    history: list[torch.Tensor] = []
-    trace = []
+    schedule = _PlateauSchedule(x, step_size, min_step_size, plateau_length, plateau_drop)
     per_step = 2 * max(1, n_samples // 2) + 1
     shape = (-1,) + (1,) * (x.dim() - 1)
 
     def f(points: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
         # sample points stay in the box (the target refuses others); the estimate is unchanged inside it
-        return loss_fn(counter.log_probs(threat.clip_box(points), owner), labels[owner], targeted)
+        return search.loss(threat.clip_box(points), owner)
 
     try:
         for _ in range(steps):
-            idx = (counter.can_afford(per_step) & ~success).nonzero().flatten()
+            idx = (counter.can_afford(per_step) & ~search.success).nonzero().flatten()
             if idx.numel() == 0:
                 break
             grad = nes_gradient(
@@ -118,33 +136,12 @@ def _core(
             )
             g = momentum * g_prev[idx] + (1 - momentum) * grad
             g_prev[idx] = g
-            x_new = threat.project(x_adv[idx] + lr[idx].view(shape) * threat.ascent_direction(g), x[idx])
+            x_new = threat.project(x_adv[idx] + schedule.lr[idx].view(shape) * threat.ascent_direction(g), x[idx])
             x_adv[idx] = x_new
-            lp = counter.log_probs(x_new, idx)
-            loss = loss_fn(lp, labels[idx], targeted)
-            succ = is_success(lp, labels[idx], targeted)
-            better = (succ | (loss > best_loss[idx])) & ~success[idx]
-            x_best[idx[better]] = x_new[better]
-            best_loss[idx[better]] = loss[better]
-            counter.note_success(idx, succ)
-            success[idx] |= succ
-            trace.append(float(loss.mean()))
-            # plateau schedule: no improvement of the loss over the last plateau_length steps halves the step
-            current = torch.full((n,), float("nan"), device=x.device, dtype=x.dtype)
-            current[idx] = loss
-            history = history[-(plateau_length - 1) :] + [current] if plateau_length > 1 else [current]
-            if len(history) >= plateau_length:
-                old = history[-plateau_length]
-                stalled = (current <= old) & ~torch.isnan(current) & ~torch.isnan(old)
-                lr = torch.where(stalled, (lr / plateau_drop).clamp_min(min_step_size), lr)
-                if bool(stalled.any()):
-                    for h in history[-plateau_length:]:
-                        h[stalled] = float("nan")  # restart the window of the examples that decayed
+            schedule.observe(idx, search.visit(x_new, idx))
     except STOP_ERRORS as exc:
         counter.stop(exc)
-    out = counter.output(x_best, success)
-    out.loss_trace = torch.tensor(trace) if trace else None
-    return out
+    return search.output()
 
 
 @register_attack(

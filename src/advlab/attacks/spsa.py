@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import torch
 from torch import nn
 
-from advlab.attacks._query import STOP_ERRORS, MaxQueries, QueryCounter, run_query_attack
+from advlab.attacks._query import STOP_ERRORS, MaxQueries, QueryCounter, ScoreSearch, run_query_attack
 from advlab.attacks.base import AttackOutput, make_generator
 from advlab.attacks.registry import register_attack
-from advlab.goals import Goal, is_success
+from advlab.goals import Goal
 from advlab.losses import LossFn, LossSetting, get_loss
 from advlab.oracles import Oracle
 from advlab.result import AttackResult
@@ -68,6 +68,20 @@ def spsa_gradient(
     return g.reshape(x.shape)
 
 
+class _Adam:
+    """Adam's moment estimates per example; examples step only while they are active."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.m, self.v = torch.zeros_like(x), torch.zeros_like(x)
+
+    def update(self, idx: torch.Tensor, grad: torch.Tensor, t: int) -> torch.Tensor:
+        """Adam's bias-corrected update at step ``t`` for examples ``idx``."""
+        b1, b2 = ADAM_BETAS
+        self.m[idx] = b1 * self.m[idx] + (1 - b1) * grad
+        self.v[idx] = b2 * self.v[idx] + (1 - b2) * grad**2
+        return (self.m[idx] / (1 - b1**t)) / ((self.v[idx] / (1 - b2**t)).sqrt() + ADAM_EPS)
+
+
 def _core(
     model: nn.Module,
     x: torch.Tensor,
@@ -84,58 +98,36 @@ def _core(
     generator: torch.Generator,
     counter: QueryCounter,
 ) -> AttackOutput:
-    n = x.shape[0]
-    logp = counter.clean_log_probs(x)
-    best_loss = loss_fn(logp, labels, targeted)
-    success = is_success(logp, labels, targeted)
-    counter.note_success(torch.arange(n, device=x.device), success)
-    x_best, x_adv = x.clone(), x.clone()
-    m, v = torch.zeros_like(x), torch.zeros_like(x)
-    b1, b2 = ADAM_BETAS
-    trace = []
+    search = ScoreSearch(counter, x, labels, targeted, loss_fn)
+    x_adv = x.clone()
+    adam = _Adam(x)
     per_step = 2 * max(1, n_samples // 2) + 1
-
-    def f(points: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
-        return loss_fn(counter.log_probs(points, owner), labels[owner], targeted)
-
     try:
         for t in range(1, steps + 1):
             active = counter.can_afford(per_step)
             if early_stop:
-                active &= ~success
+                active &= ~search.success
             idx = active.nonzero().flatten()
             if idx.numel() == 0:
                 break
             xa = x_adv[idx]
             grad = spsa_gradient(
-                lambda p, o: f(p, idx[o]),  # noqa: B023 - called within this iteration
+                lambda p, o: search.loss(p, idx[o]),  # noqa: B023 - called within this iteration
                 xa,
                 delta=delta,
                 n_samples=n_samples,
                 generator=generator,
                 clip=threat.clip_box,
             )
-            m[idx] = b1 * m[idx] + (1 - b1) * grad
-            v[idx] = b2 * v[idx] + (1 - b2) * grad**2
-            update = (m[idx] / (1 - b1**t)) / ((v[idx] / (1 - b2**t)).sqrt() + ADAM_EPS)
+            update = adam.update(idx, grad, t)
             if threat.norm == "l2":  # an Adam-preconditioned direction, scaled to step_size in L2
                 update = update / per_example(flatten(update).norm(dim=1).clamp_min(1e-12), update)
             x_new = threat.project(xa + step_size * update, x[idx])
             x_adv[idx] = x_new
-            lp = counter.log_probs(x_new, idx)
-            loss = loss_fn(lp, labels[idx], targeted)
-            succ = is_success(lp, labels[idx], targeted)
-            better = (succ & ~success[idx]) | ((loss > best_loss[idx]) & ~success[idx])
-            x_best[idx[better]] = x_new[better]
-            best_loss[idx[better]] = loss[better]
-            counter.note_success(idx, succ)
-            success[idx] |= succ
-            trace.append(float(loss.mean()))
+            search.visit(x_new, idx)
     except STOP_ERRORS as exc:
         counter.stop(exc)
-    out = counter.output(x_best, success)
-    out.loss_trace = torch.tensor(trace) if trace else None
-    return out
+    return search.output()
 
 
 @register_attack(

@@ -256,6 +256,88 @@ def _query(
     return loss, is_success(logits, labels, targeted)
 
 
+def _start(xs: torch.Tensor, threat: ThreatModel, generator: torch.Generator) -> torch.Tensor:
+    """The initial point: vertical stripes of ``+-eps`` (linf), a grid of pseudo-Gaussian blocks of norm eps (l2)."""
+    eps, bounds = threat.eps, threat.bounds
+    if threat.norm == "linf":
+        stripes = _random_signs((xs.shape[0], xs.shape[1], 1, xs.shape[3]), generator, xs)
+        return (xs + eps * stripes).clamp(*bounds)
+    return (xs + _l2_init(xs, eps, generator)).clamp(*bounds)
+
+
+class _Run:
+    """One run of the random search: per-example best point, best loss, success and queries, and the loss trace.
+
+    The loop works on compact copies of the examples still being attacked ("active"), written back and
+    re-gathered only when some of them leave (fooled, or stopped by the focus), so an iteration costs one
+    proposal and one forward.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        xs: torch.Tensor,
+        lab: torch.Tensor,
+        targeted: bool,
+        threat: ThreatModel,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        *,
+        outside_sum: torch.Tensor,
+        n_total: int,
+    ) -> None:
+        self.model, self.targeted, self.threat, self.shape, self.generator = model, targeted, threat, shape, generator
+        self.propose = _propose_linf if threat.norm == "linf" else _propose_l2
+        m = xs.shape[0]
+        self.x_best = _start(xs, threat, generator)
+        self.best_loss, self.fooled = _query(model, self.x_best, lab, targeted, shape)
+        self.queries = torch.ones(m, dtype=torch.int64, device=xs.device)
+        self.dropped = torch.zeros(m, dtype=torch.bool, device=xs.device)
+        self.trace: list[torch.Tensor] = []
+        active = (~self.fooled).nonzero().flatten()
+        self.active = active
+        self.xa, self.xb, self.la, self.bl = xs[active], self.x_best[active], lab[active], self.best_loss[active]
+        self.spent = 0  # iterations since the last write-back: every active example made one query in each
+        # the trace is the mean best loss over all n_total examples of the attack, those outside the run and those
+        # no longer active contributing their fixed best losses (done_sum)
+        self.n_total = n_total
+        self.done_sum = outside_sum + self.best_loss.sum() - self.bl.sum()
+
+    def should_focus(self, n_keep: int) -> bool:
+        """Focus unless at most ``n_keep`` examples are left or the run already fooled ``n_keep / 2`` or more."""
+        return self.active.numel() > n_keep and 2 * int(self.fooled.sum()) < n_keep
+
+    def focus(self, n_keep: int) -> None:
+        """Only the ``n_keep`` active examples with the highest loss go on; the others stop at their best point."""
+        gone = torch.ones_like(self.la, dtype=torch.bool)
+        gone[self.bl.topk(n_keep).indices] = False
+        self.dropped[self.active[gone]] = True
+        self.write_back_and_drop(gone)
+
+    def step(self, p: float) -> None:
+        """Propose a window change of area ``p`` per active example; keep it where the loss rises or the goal is met."""
+        x_new = self.propose(self.xa, self.xb, p, self.threat.eps, self.threat.bounds, self.generator)
+        loss, succ = _query(self.model, x_new, self.la, self.targeted, self.shape)
+        self.spent += 1
+        accept = (loss > self.bl) | succ
+        self.xb = torch.where(accept[:, None, None, None], x_new, self.xb)
+        self.bl = torch.where(accept, loss, self.bl)
+        self.trace.append((self.done_sum + self.bl.sum()) / self.n_total)
+        if bool(succ.any()):
+            self.fooled[self.active] = succ
+            self.write_back_and_drop(succ)
+
+    def write_back_and_drop(self, gone: torch.Tensor) -> None:
+        """Write every active example back, then drop those in ``gone`` from the active set."""
+        self.x_best[self.active], self.best_loss[self.active] = self.xb, self.bl
+        self.queries[self.active] += self.spent
+        self.spent = 0
+        self.done_sum = self.done_sum + self.bl[gone].sum()
+        stay = ~gone
+        self.active, self.xa, self.xb = self.active[stay], self.xa[stay], self.xb[stay]
+        self.la, self.bl = self.la[stay], self.bl[stay]
+
+
 def _search(
     model: nn.Module,
     xs: torch.Tensor,
@@ -281,58 +363,17 @@ def _search(
     marks the examples the focus stopped; the trace is the mean best loss over all ``n_total`` examples of the
     attack, the ones outside this run contributing ``outside_sum``.
     """
-    eps, bounds = threat.eps, threat.bounds
-    m = xs.shape[0]
-    if threat.norm == "linf":
-        stripes = _random_signs((m, xs.shape[1], 1, xs.shape[3]), generator, xs)
-        x_best = (xs + eps * stripes).clamp(*bounds)
-    else:
-        x_best = (xs + _l2_init(xs, eps, generator)).clamp(*bounds)
-    best_loss, fooled = _query(model, x_best, lab, targeted, shape)
-    queries = torch.ones(m, dtype=torch.int64, device=xs.device)
-    dropped = torch.zeros(m, dtype=torch.bool, device=xs.device)
-    trace: list[torch.Tensor] = []
-    propose = _propose_linf if threat.norm == "linf" else _propose_l2
-    # The loop works on compact copies of the examples still being attacked ("active"), written back and
-    # re-gathered only when some of them leave (fooled, or stopped by the focus), so an iteration costs one
-    # proposal and one forward.
-    active = (~fooled).nonzero().flatten()
-    xa, xb, la, bl = xs[active], x_best[active], lab[active], best_loss[active]
-    done_sum = outside_sum + best_loss.sum() - bl.sum()  # best losses no longer moving
-    spent = 0  # iterations since the last write-back: every active example made one query in each
-
-    def write_back_and_drop(gone: torch.Tensor) -> None:
-        """Write every active example back, then drop those in ``gone`` from the active set."""
-        nonlocal active, xa, xb, la, bl, done_sum, spent
-        x_best[active], best_loss[active] = xb, bl
-        queries[active] += spent
-        spent = 0
-        done_sum = done_sum + bl[gone].sum()
-        stay = ~gone
-        active, xa, xb, la, bl = active[stay], xa[stay], xb[stay], la[stay], bl[stay]
-
+    run = _Run(model, xs, lab, targeted, threat, shape, generator, outside_sum=outside_sum, n_total=n_total)
     for i in range(max(n_queries - 2, 0)):
-        if active.numel() == 0:
+        if run.active.numel() == 0:
             break
-        if n_keep is not None and i == focus_after - 1 and active.numel() > n_keep and 2 * int(fooled.sum()) < n_keep:
+        if n_keep is not None and i == focus_after - 1 and run.should_focus(n_keep):
             # Focus: the examples with the highest loss so far are the ones Square goes on to fool
             # (bench/square_focus.py); the others stop here, at their best point.
-            gone = torch.ones_like(la, dtype=torch.bool)
-            gone[bl.topk(n_keep).indices] = False
-            dropped[active[gone]] = True
-            write_back_and_drop(gone)
-        x_new = propose(xa, xb, p_schedule(i, n_queries, p_init), eps, bounds, generator)
-        loss, succ = _query(model, x_new, la, targeted, shape)
-        spent += 1
-        accept = (loss > bl) | succ
-        xb = torch.where(accept[:, None, None, None], x_new, xb)
-        bl = torch.where(accept, loss, bl)
-        trace.append((done_sum + bl.sum()) / n_total)
-        if bool(succ.any()):
-            fooled[active] = succ
-            write_back_and_drop(succ)
-    write_back_and_drop(torch.zeros_like(la, dtype=torch.bool))
-    return x_best, best_loss, fooled, queries, dropped, trace
+            run.focus(n_keep)
+        run.step(p_schedule(i, n_queries, p_init))
+    run.write_back_and_drop(torch.zeros_like(run.la, dtype=torch.bool))
+    return run.x_best, run.best_loss, run.fooled, run.queries, run.dropped, run.trace
 
 
 def _core(
