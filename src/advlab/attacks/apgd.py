@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.attacks._iterative import best_of_restarts
 from advlab.attacks.base import AttackOutput, loss_and_grad, make_generator, run_attack, warn_once_zero_grad
+from advlab.attacks.iterative import best_of_restarts
 from advlab.attacks.registry import ALL_NORMS, Alias, register_attack
 from advlab.goals import Goal, is_success
 from advlab.losses import LossFn, cross_entropy, dlr, dlr_targeted, margin

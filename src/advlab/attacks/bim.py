@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.attacks._iterative import iterate
 from advlab.attacks.base import AttackOutput, run_attack
+from advlab.attacks.iterative import iterate
 from advlab.attacks.registry import ALL_NORMS, Alias, AttackConfig, make_attack, register_attack
 from advlab.goals import Goal, LeastLikely
 from advlab.losses import LossSetting, get_loss

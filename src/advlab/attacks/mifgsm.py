@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.attacks._iterative import iterate
 from advlab.attacks.base import AttackOutput, run_attack
+from advlab.attacks.iterative import iterate
 from advlab.attacks.registry import register_attack
 from advlab.goals import Goal
 from advlab.losses import LossSetting, get_loss

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.attacks._iterative import best_of_restarts, iterate
 from advlab.attacks.base import AttackOutput, make_generator, run_attack
+from advlab.attacks.iterative import best_of_restarts, iterate
 from advlab.attacks.registry import ALL_NORMS, register_attack
 from advlab.goals import Goal
 from advlab.losses import LossFn, LossSetting, get_loss

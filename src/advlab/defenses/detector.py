@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from advlab import io, validation
-from advlab.attacks._iterative import iterate
+from advlab.attacks.iterative import iterate
 from advlab.defenses._adversarial import crafting
 from advlab.defenses.base import Trainer, register_defense
 from advlab.losses import cross_entropy

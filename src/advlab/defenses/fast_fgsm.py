@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from advlab import validation
-from advlab.attacks._iterative import iterate
+from advlab.attacks.iterative import iterate
 from advlab.defenses._adversarial import AdversarialTrainer, OptionalStep, crafting, fgsm_from
 from advlab.defenses.base import Schedule, register_defense
 from advlab.losses import cross_entropy

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from advlab.attacks._iterative import iterate
+from advlab.attacks.iterative import iterate
 from advlab.defenses._adversarial import AdversarialTrainer, OptionalStep, crafting
 from advlab.defenses.base import register_defense
 from advlab.losses import cross_entropy
