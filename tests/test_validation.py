@@ -207,3 +207,17 @@ def test_as_xy_accepts_the_forms_users_have():
         as_xy([1, 2, 3])
     with pytest.raises(TypeError, match="data x: expected a torch.Tensor or numpy.ndarray"):
         as_xy(([1.0], [0]))
+
+
+def test_as_tensor_is_the_one_conversion_of_user_arrays():
+    import numpy as np
+
+    from advlab.validation import as_tensor
+
+    assert as_tensor("x", np.zeros(3)).dtype == torch.float32  # numpy float64: numpy's default, not the model's
+    assert as_tensor("x", torch.zeros(3, dtype=torch.float64)).dtype == torch.float64  # a float64 model's input
+    assert as_tensor("x", torch.zeros(3, dtype=torch.float64), float32="float64").dtype == torch.float32
+    assert as_tensor("x", torch.zeros(3, dtype=torch.float16), float32="all").dtype == torch.float32
+    assert as_tensor("y", np.arange(3)).dtype == torch.int64
+    with pytest.raises(TypeError, match="^x: expected a torch.Tensor or numpy.ndarray, got list"):
+        as_tensor("x", [1.0])

@@ -80,14 +80,6 @@ def check_budget(budget: Any) -> int | None:
     return int(budget)
 
 
-def _to_float_tensor(x: Any) -> torch.Tensor:
-    validation.check_tensor_like("x", x)
-    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-    if torch.is_floating_point(t) and t.dtype != torch.float32:
-        t = t.float()
-    return t
-
-
 class Oracle(abc.ABC):
     """A target that only answers queries; subclasses implement :meth:`_labels` and :meth:`_scores`.
 
@@ -187,7 +179,7 @@ class Oracle(abc.ABC):
         raise NotImplementedError
 
     def _check(self, x: Any) -> torch.Tensor:
-        x_t = _to_float_tensor(x)
+        x_t = validation.as_tensor("x", x, float32="all")
         validation.check_input(x_t, self.bounds)
         validation.check_input_shape(x_t, self.input_shape)
         return x_t
@@ -366,7 +358,7 @@ class SklearnOracle(Oracle):
         return flat
 
     def _check(self, x: Any) -> torch.Tensor:
-        x_t = _to_float_tensor(x)
+        x_t = validation.as_tensor("x", x, float32="all")
         validation.check_input(x_t, self.bounds)
         if self.input_shape is not None and tuple(x_t.shape[1:]) != self.input_shape:
             if int(np.prod(x_t.shape[1:])) == int(np.prod(self.input_shape)):

@@ -286,6 +286,24 @@ def did_you_mean(name: Any, choices: Iterable[str]) -> str:
 
 
 # ---------------------------------------------------------------------- data
+def as_tensor(name: str, value: Any, *, float32: Literal["numpy", "float64", "all"] = "numpy") -> torch.Tensor:
+    """``value`` (a torch tensor or a numpy array) as a tensor: the one conversion of user arrays.
+
+    A float64 numpy array becomes float32 (numpy's default, not what models hold); ``float32="float64"`` converts
+    float64 tensors too, ``"all"`` every floating dtype (an oracle's inputs). Other dtypes are kept.
+
+    Raises:
+        TypeError: ``value`` is neither a tensor nor an array.
+    """
+    check_tensor_like(name, value)
+    numpy = isinstance(value, np.ndarray)
+    t = torch.from_numpy(np.ascontiguousarray(value)) if numpy else value
+    wide = t.dtype == torch.float64 and (numpy or float32 == "float64")
+    if torch.is_floating_point(t) and t.dtype != torch.float32 and (float32 == "all" or wide):
+        t = t.float()
+    return t
+
+
 @overload
 def as_xy(data: Any, name: str = ..., *, labels: Literal["required"] = ...) -> tuple[torch.Tensor, torch.Tensor]: ...
 @overload
@@ -319,14 +337,10 @@ def as_xy(data: Any, name: str = "data", *, labels: str = "required") -> tuple[t
     else:
         expected = "a Dataset (with .x and .y) or a pair (x, y)" + (" or inputs x" if labels != "required" else "")
         raise TypeError(f"{name}: expected {expected}, got {type(data).__name__}")
-    check_tensor_like(f"{name} x", x)
-    x_t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-    if torch.is_floating_point(x_t) and x_t.dtype == torch.float64:
-        x_t = x_t.float()
+    x_t = as_tensor(f"{name} x", x, float32="float64")
     if y is None:
         if labels == "required":
             raise ValueError(f"{name}: labels are needed; pass (x, y) or a Dataset")
         return x_t, None
-    check_tensor_like(f"{name} y", y)
-    y_t = torch.from_numpy(np.ascontiguousarray(y)) if isinstance(y, np.ndarray) else y
+    y_t = as_tensor(f"{name} y", y)
     return x_t, y_t.long() if not (y_t.dtype.is_floating_point or y_t.dtype == torch.bool) else y_t

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.attacks.base import AttackOutput, PreparedAttack, attack_boundary, to_container, to_tensor
+from advlab.attacks.base import AttackOutput, PreparedAttack, attack_boundary, to_container
 from advlab.goals import Goal, is_success
 from advlab.losses import LossFn
 from advlab.oracles import BudgetExceeded, Oracle, OracleUnavailable, TorchOracle, as_module, find_oracle
@@ -272,7 +272,7 @@ def check_starting_points(starting_points: Any, x: Any, threat: Any) -> torch.Te
     """``None`` or a float batch with the shape of ``x`` inside the threat model's bounds."""
     if starting_points is None:
         return None
-    start = to_tensor("starting_points", starting_points)
+    start = validation.as_tensor("starting_points", starting_points)
     if tuple(start.shape) != tuple(getattr(x, "shape", ())):
         raise ValueError(
             f"starting_points: expected the shape of x {tuple(getattr(x, 'shape', ()))}, got {tuple(start.shape)}"

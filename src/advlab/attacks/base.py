@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, cast, overload
+from typing import Any, Protocol, overload
 
 import numpy as np
 import torch
@@ -62,29 +62,18 @@ def loss_and_grad(
     return loss.detach(), grad, logits.detach()
 
 
-def to_tensor(name: str, value: Any) -> torch.Tensor:
-    """``value`` (a torch tensor or numpy array) as a tensor; float64 inputs ``x`` become float32."""
-    validation.check_tensor_like(name, value)
-    if isinstance(value, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(value))
-        if name == "x" and t.dtype == torch.float64:
-            t = t.float()
-        return t
-    return cast(torch.Tensor, value)
-
-
 @overload
 def to_container(t: torch.Tensor, like: Any, *, dtype: Any = None) -> ArrayLike: ...
 @overload
 def to_container(t: None, like: Any, *, dtype: Any = None) -> None: ...
 def to_container(t: torch.Tensor | None, like: Any, *, dtype: Any = None) -> ArrayLike | None:
-    """``t`` in the container of ``like``: numpy for numpy input (cast to ``dtype``), else ``like``'s device."""
+    """``t`` in the container of ``like``: numpy for numpy input, else on ``like``'s device; cast to ``dtype``."""
     if t is None:
         return None
     if isinstance(like, np.ndarray):
         arr = t.detach().cpu().numpy()
         return arr.astype(dtype) if dtype is not None else arr
-    return t.detach().to(like.device)
+    return t.detach().to(like.device, dtype=dtype)
 
 
 def prepare_inputs(
@@ -93,8 +82,8 @@ def prepare_inputs(
     """Validate and convert ``(model, x, y)`` for an attack; moves data to the model's device."""
     check_threat_model(threat)
     clf = as_classifier(model, threat.bounds)
-    x_t = to_tensor("x", x)
-    y_t = to_tensor("y", y)
+    x_t = validation.as_tensor("x", x)
+    y_t = validation.as_tensor("y", y)
     validation.check_input(x_t, threat.bounds)
     validation.check_input_shape(x_t, clf.input_shape)
     validation.check_labels(y_t, x_t.shape[0], clf.num_classes)
