@@ -177,18 +177,20 @@ class EvaluationSettings:
         cls,
         *,
         eps: float | list[float],
-        norm: str = "linf",
-        attacks: str | list[str | AttackConfig] = "standard",
-        n: int | None = None,
-        batch_size: int = 250,
-        seed: int = 0,
-        checkpoint_dir: str | Path | None = None,
-        overwrite: bool = False,
-        progress: bool | None = None,
-        checks: bool = True,
-        eot_samples: int | None = None,
+        norm: str,
+        attacks: str | list[str | AttackConfig],
+        n: int | None,
+        batch_size: int,
+        seed: int,
+        checkpoint_dir: str | Path | None,
+        overwrite: bool,
+        progress: bool | None,
+        checks: bool,
+        eot_samples: int | None,
     ) -> EvaluationSettings:
         """Validate :func:`evaluate`'s arguments (before any work) and resolve the cascade.
+
+        The defaults are :func:`evaluate`'s, written once in its signature.
 
         Raises:
             ValueError: a bad norm, eps list, batch size, seed, ``n`` or ``eot_samples``; an unknown preset or
