@@ -254,7 +254,7 @@ def test_card_not_json(saved):
         (lambda c: c.pop("arch_kwargs"), "missing key.*arch_kwargs"),
         (lambda c: c.pop("weights"), "missing key.*weights"),
         (lambda c: c.update(format="something-else"), "not an advlab model card"),
-        (lambda c: c.update(format_version=2), "format_version 2 is not supported"),
+        (lambda c: c.update(format_version=3), "format_version 3 is not supported"),  # 2: cards with a network
         (lambda c: c.update(arch="resnet-9000"), "unknown arch 'resnet-9000'"),
         (lambda c: c.update(arch_kwargs={"hidden": [4]}), "cannot rebuild.*does not take 'hidden'"),
         (lambda c: c.update(input_shape=[64]), r"cannot rebuild.*needs images \(C, H, W\)"),

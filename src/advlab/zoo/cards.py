@@ -22,6 +22,7 @@ import torch
 from advlab import io, provenance, validation
 from advlab.models import Classifier
 from advlab.zoo.base import ARCHS, check_shape, count_parameters, create, resolve_kwargs
+from advlab.zoo.networks import KINDS, build_network, compare_state, write_network
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FORMAT = "advlab-model"
 CARD_VERSION = 1
+"""The format version of a card naming a registered architecture."""
+NETWORK_CARD_VERSION = 2
+"""The format version of a card with a ``network`` entry (a user's own network; older advlab refuses it)."""
 REQUIRED_KEYS = (
     "format",
     "format_version",
@@ -41,8 +45,6 @@ REQUIRED_KEYS = (
     "weights",
 )
 """Keys ``load_model`` needs; the others (dataset, training, accuracy, ...) are descriptive."""
-MAX_LISTED = 5
-"""How many mismatching weight names an error message lists."""
 
 
 # ---------------------------------------------------------------------- building
@@ -213,18 +215,25 @@ def save_model(
     accuracy: Mapping[str, float] | None = None,
     seed: int | None = None,
     extra: Mapping[str, Any] | None = None,
+    network: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``clf`` to the folder ``path`` as ``model.safetensors`` + ``card.json``, both atomically.
 
-    The card starts from ``clf.card`` (set by :func:`build_classifier`, possibly extended by a trainer); the
-    arguments given here override its ``dataset``, ``training``, ``accuracy``, ``seed`` and ``extra`` fields.
-    Weights are written first and the card last, so a crash in between leaves a card whose SHA-256 does not
-    match and :func:`load_model` refuses the folder instead of loading mismatched weights. On success
-    ``clf.card`` is replaced by the card written.
+    The card starts from ``clf.card`` (set by :func:`build_classifier` or :func:`advlab.zoo.load_model`,
+    possibly extended by a trainer); the arguments given here override its ``dataset``, ``training``,
+    ``accuracy``, ``seed`` and ``extra`` fields. Weights are written first and the card last, so a crash in
+    between leaves a card whose SHA-256 does not match and :func:`load_folder` refuses the folder instead of
+    loading mismatched weights. On success ``clf.card`` is replaced by the card written.
+
+    A network that is not a registered architecture (your own class) is saved when ``network`` says how to
+    rebuild it, or when ``clf`` was loaded from a file or factory (its card already says): the card then holds
+    a ``network`` entry (see :mod:`advlab.zoo.networks`) and, for a file, the folder a copy of it
+    (``network.py``, ``network.pt`` or ``network.pt2``). Loading such a folder runs that network's code.
 
     Args:
-        clf: a classifier built by :func:`build_classifier` (or any ``Classifier`` whose card has ``arch`` and
-            ``arch_kwargs``).
+        clf: a classifier built by :func:`build_classifier`, loaded by :func:`advlab.zoo.load_model`, or any
+            ``Classifier`` (with ``network``).
         path: output folder (created when missing); an existing model there is overwritten.
         dataset: dataset name, e.g. ``"mnist"``.
         training: training settings, e.g. ``{"defense": "pgd-at", "epochs": 5, "eps": 0.3, "lr": 1e-3}``.
@@ -232,12 +241,18 @@ def save_model(
             ``train`` and ``test`` must be fractions in [0, 1].
         seed: the training seed.
         extra: anything else JSON-serialisable (stored under ``card["extra"]``), e.g. a defense's state.
+        network: how to rebuild a network of your own: ``"my_pkg.nets:make_net"`` (imported from the
+            environment when loaded), ``"path/to/nets.py:Net"`` (the file is copied into the folder),
+            ``"export"`` (``torch.export``, needs ``clf.input_shape``) or ``"torchscript"``
+            (``torch.jit.script``). A factory is called once here to check that it builds these weights.
+        arch_kwargs: keyword arguments of the ``network`` factory (stored as the card's ``arch_kwargs``).
 
     Returns:
         The folder path.
 
     Raises:
-        ValueError: the classifier has no architecture in its card, an accuracy is not a number or its
+        ValueError: the classifier has no architecture in its card and no ``network``, a factory builds other
+            weights, torch cannot export or script the network, an accuracy is not a number or its
             train/test value is not in [0, 1], a field cannot be written to JSON, or ``path`` is an existing file.
         TypeError: ``training``/``accuracy``/``extra`` are not dicts.
 
@@ -245,7 +260,7 @@ def save_model(
         >>> save_model(clf, "runs/m1", dataset="mnist", training={"epochs": 5}, accuracy={"test": 0.987}, seed=0)
         PosixPath('runs/m1')
     """
-    base = _card_of(clf)
+    base = _card_of(clf, network, arch_kwargs)
     folder = _output_folder(path)
     given = _given_fields(base, dataset=dataset, training=training, accuracy=accuracy, seed=seed, extra=extra)
     card = _new_card(clf, base, given)
@@ -260,18 +275,26 @@ def save_model(
     return folder
 
 
-def _card_of(clf: Classifier) -> dict[str, Any]:
-    """The card of a classifier that :func:`save_model` can save (one naming a registered architecture)."""
+def _card_of(clf: Classifier, network: str | None, arch_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The card of a classifier that :func:`save_model` can rebuild: a registered architecture or a network entry."""
     if not isinstance(clf, Classifier):
         raise TypeError(
             f"clf: expected an advlab.Classifier built by advlab.zoo.build_classifier, got {type(clf).__name__}"
         )
     base = dict(clf.card)
-    if not isinstance(base.get("arch"), str) or base["arch"] not in ARCHS:
+    if network is not None:
+        if not isinstance(network, str):
+            raise TypeError(f"network: expected a string such as 'path/to/nets.py:Net', got {type(network).__name__}")
+        base["network"] = network
+        base["arch"] = network if ":" in network else type(clf.module).__name__
+        base["arch_kwargs"] = _check_mapping("arch_kwargs", arch_kwargs) or {}
+    elif arch_kwargs is not None:
+        raise ValueError("arch_kwargs: given without network; they are the arguments of the network factory")
+    if base.get("network") is None and (not isinstance(base.get("arch"), str) or base["arch"] not in ARCHS):
         raise ValueError(
             "clf: its card names no registered architecture (card['arch'] is "
-            f"{base.get('arch')!r}); build the model with advlab.zoo.build_classifier(...) so it can be rebuilt "
-            "when loaded"
+            f"{base.get('arch')!r}); build the model with advlab.zoo.build_classifier(...), or say how to rebuild "
+            "your own network: network='path/to/nets.py:Net' (or 'my_pkg.nets:make_net', 'export', 'torchscript')"
         )
     return base
 
@@ -312,11 +335,13 @@ def _new_card(clf: Classifier, base: Mapping[str, Any], given: Mapping[str, Any]
     num_classes = clf.num_classes or base.get("num_classes")
     if not input_shape or not num_classes:
         raise ValueError(
-            "clf: input_shape and num_classes are unknown; build the model with advlab.zoo.build_classifier"
+            "clf: input_shape and num_classes are unknown; give them to the classifier (Classifier(net, "
+            "input_shape=(1, 28, 28), num_classes=10)) or build the model with advlab.zoo.build_classifier"
         )
+    network = base.get("network")
     card: dict[str, Any] = {
         "format": CARD_FORMAT,
-        "format_version": CARD_VERSION,
+        "format_version": CARD_VERSION if network is None else NETWORK_CARD_VERSION,
         "arch": base["arch"],
         "arch_kwargs": dict(base.get("arch_kwargs") or {}),
         "dataset": given["dataset"],
@@ -331,6 +356,10 @@ def _new_card(clf: Classifier, base: Mapping[str, Any], given: Mapping[str, Any]
         "git_commit": provenance.git_commit(),
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+    if network is not None:
+        card["network"] = network  # resolved into a file of the folder by _write_model
+    if base.get("classes") is not None:
+        card["classes"] = list(base["classes"])
     if "init_seed" in base:
         card["init_seed"] = base["init_seed"]
     if given["extra"] is not None:
@@ -339,7 +368,11 @@ def _new_card(clf: Classifier, base: Mapping[str, Any], given: Mapping[str, Any]
 
 
 def _write_model(clf: Classifier, folder: Path, card: dict[str, Any]) -> None:
-    """Weights first, then the card with their SHA-256 (so a crash in between leaves a folder load_model refuses)."""
+    """Network file, weights, then the card with their SHA-256 (a crash in between leaves a folder load_model refuses)."""
+    if card.get("network") is not None:
+        card["network"] = write_network(
+            folder, clf.module, card["network"], kwargs=card["arch_kwargs"], input_shape=tuple(card["input_shape"])
+        )
     state = clf.module.state_dict()
     weights_path = folder / WEIGHTS_FILE
     io.save_safetensors(weights_path, state, metadata={"format": "pt", "advlab_arch": card["arch"]})
@@ -350,7 +383,15 @@ def _write_model(clf: Classifier, folder: Path, card: dict[str, Any]) -> None:
         "tensors": len(state),
     }
     io.write_json(folder / CARD_FILE, card)
-    clf.card = json.loads(json.dumps(card, default=io.json_default))
+    clf.card = _in_memory(json.loads(json.dumps(card, default=io.json_default)), folder)
+
+
+def _in_memory(card: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A loaded or saved card as ``clf.card`` holds it: its network file as an absolute path (on disk, a name)."""
+    network = card.get("network")
+    if isinstance(network, dict) and isinstance(network.get("file"), str):
+        card["network"] = {**network, "file": str((folder / network["file"]).resolve())}
+    return card
 
 
 # ---------------------------------------------------------------------- loading
@@ -382,7 +423,13 @@ def _card_error(card_path: Path, what: str) -> ValueError:
 
 
 def _read_card(card_path: Path) -> dict[str, Any]:
-    card = io.read_json(card_path)
+    try:
+        card = io.read_json(card_path)
+    except UnicodeDecodeError as exc:
+        raise _card_error(
+            card_path,
+            f"not UTF-8 text, as a card.json is ({exc.reason}: byte 0x{exc.object[exc.start]:02x} at {exc.start})",
+        ) from exc
     if not isinstance(card, dict):
         raise _card_error(card_path, f"expected a JSON object, got {type(card).__name__}")
     if card.get("format") != CARD_FORMAT:
@@ -393,75 +440,107 @@ def _read_card(card_path: Path) -> dict[str, Any]:
     if missing:
         raise _card_error(card_path, f"missing key(s) {', '.join(missing)}")
     version = card["format_version"]
-    if not isinstance(version, int) or version > CARD_VERSION or version < 1:
+    if not isinstance(version, int) or version > NETWORK_CARD_VERSION or version < 1:
         raise ValueError(
-            f"{card_path}: format_version {version!r} is not supported (this advlab reads version {CARD_VERSION}); "
-            "upgrade advlab or re-save the model"
+            f"{card_path}: format_version {version!r} is not supported (this advlab reads versions 1 to "
+            f"{NETWORK_CARD_VERSION}); upgrade advlab or re-save the model"
         )
-    if not isinstance(card["arch"], str) or card["arch"] not in ARCHS:
+    if card.get("network") is not None:
+        _check_network_entry(card_path, card["network"])
+    elif not isinstance(card["arch"], str) or card["arch"] not in ARCHS:
         raise _card_error(card_path, f"unknown arch {card['arch']!r}; known: {', '.join(ARCHS.names())}")
     if not isinstance(card["arch_kwargs"], dict):
         raise _card_error(card_path, f"arch_kwargs must be an object, got {type(card['arch_kwargs']).__name__}")
     weights = card["weights"]
     if not isinstance(weights, dict) or not isinstance(weights.get("file"), str):
         raise _card_error(card_path, 'weights must be an object with a "file" name')
-    if Path(weights["file"]).name != weights["file"] or weights["file"] in ("", ".", ".."):
-        raise _card_error(
-            card_path, f"weights file {weights['file']!r} must be a plain file name inside the model folder"
-        )
+    _check_file_name(card_path, "weights", weights["file"])
     return card
 
 
-def _build_from_card(card: dict[str, Any], card_path: Path) -> Classifier:
-    """The card's classifier with its network's tensors on the meta device (shapes only, nothing initialised)."""
+def _check_file_name(card_path: Path, what: str, name: str) -> None:
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise _card_error(card_path, f"{what} file {name!r} must be a plain file name inside the model folder")
+
+
+def _check_network_entry(card_path: Path, network: Any) -> None:
+    if not isinstance(network, dict) or network.get("kind") not in KINDS:
+        raise _card_error(card_path, f"network must be an object whose kind is one of {', '.join(KINDS)}")
+    if "file" in network:
+        if not isinstance(network["file"], str):
+            raise _card_error(card_path, 'network "file" must be a file name')
+        _check_file_name(card_path, "network", network["file"])
+
+
+def _card_fields(card: Mapping[str, Any], *, complete: bool = True) -> dict[str, Any]:
+    """The card's input shape, classes, normalisation and bounds, checked (shape and classes may be ``None``
+    when not ``complete``)."""
+    norm = card["normalization"]
+    if norm is not None and (not isinstance(norm, dict) or "mean" not in norm or "std" not in norm):
+        raise ValueError('normalization: expected null or {"mean": [...], "std": [...]}')
+    shape, classes = card.get("input_shape"), card.get("num_classes")
+    input_shape = check_shape(shape) if complete or shape is not None else None
+    num_classes = validation.check_int("num_classes", classes, minimum=2) if complete or classes is not None else None
+    mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
+    normalization = _check_normalization(mean, std, input_shape or (len(mean or ()),))
+    return {
+        "input_shape": input_shape,
+        "num_classes": num_classes,
+        "mean": normalization["mean"] if normalization else None,
+        "std": normalization["std"] if normalization else None,
+        "bounds": _check_bounds(card["bounds"]),
+    }
+
+
+def wrap_network(module: torch.nn.Module, card: dict[str, Any], *, where: str) -> Classifier:
+    """``module`` as the :class:`~advlab.Classifier` a card describes, every field of the card checked.
+
+    Args:
+        module: the network.
+        card: a model card; its ``input_shape`` and ``num_classes`` may be ``None`` (unknown).
+        where: what the card came from (a file, an option), prefixed to errors.
+
+    Returns:
+        The classifier, with ``card`` as its ``.card``.
+
+    Raises:
+        ValueError: a field of the card is invalid (naming it).
+
+    Examples:
+        >>> clf = wrap_network(net, {"normalization": None, "bounds": [0, 1], "input_shape": [64]}, where="net")
+    """
     try:
-        norm = card["normalization"]
-        if norm is not None and (not isinstance(norm, dict) or "mean" not in norm or "std" not in norm):
-            raise ValueError('normalization: expected null or {"mean": [...], "std": [...]}')
-        input_shape = check_shape(card["input_shape"])
-        num_classes = validation.check_int("num_classes", card["num_classes"], minimum=2)
-        normalization = _check_normalization(norm["mean"] if norm else None, norm["std"] if norm else None, input_shape)
-        bounds = _check_bounds(card["bounds"])
-        with torch.device("meta"):  # the weights come from the file: skip the random initialisation
-            module = create(card["arch"], input_shape, num_classes, seed=0, **card["arch_kwargs"])
+        fields = _card_fields(card, complete=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    return Classifier(module, card=card, **fields)
+
+
+def _build_from_card(card: dict[str, Any], card_path: Path) -> Classifier:
+    """The card's classifier: a registered architecture with its tensors on the meta device (shapes only,
+    nothing initialised), or the user's network its ``network`` entry describes."""
+    try:
+        fields = _card_fields(card)
+        if card.get("network") is not None:
+            module = build_network(card["network"], card["arch_kwargs"], folder=card_path.parent)
+        else:
+            with torch.device("meta"):  # the weights come from the file: skip the random initialisation
+                module = create(
+                    card["arch"], fields["input_shape"], fields["num_classes"], seed=0, **card["arch_kwargs"]
+                )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{card_path}: cannot rebuild the model from the card: {exc}") from exc
-    return Classifier(
-        module,
-        mean=normalization["mean"] if normalization else None,
-        std=normalization["std"] if normalization else None,
-        bounds=bounds,
-        num_classes=num_classes,
-        input_shape=input_shape,
-        card=card,
-    )
+    return Classifier(module, card=card, **fields)
 
 
-def _compare_state(expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> list[str]:
-    problems = []
-    missing = [k for k in expected if k not in loaded]
-    unexpected = [k for k in loaded if k not in expected]
-    shapes = [
-        f"{k} (file {tuple(loaded[k].shape)}, model {tuple(expected[k].shape)})"
-        for k in expected
-        if k in loaded and tuple(loaded[k].shape) != tuple(expected[k].shape)
-    ]
-    for label, names in (
-        ("missing in the file", missing),
-        ("unexpected in the file", unexpected),
-        ("shape mismatch", shapes),
-    ):
-        if names:
-            more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
-            problems.append(f"{label} ({len(names)}): {', '.join(names[:MAX_LISTED])}{more}")
-    return problems
+def load_folder(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Classifier:
+    """Load a model folder written by :func:`save_model`: rebuild the network from ``card.json``, load the weights.
 
-
-def load_model(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Classifier:
-    """Load a model saved by :func:`save_model`: rebuild the architecture from ``card.json``, load the weights.
-
-    Weights are read with safetensors only; pickle is never executed, so a model folder from an untrusted
-    source cannot run code. The weights file is checked against the SHA-256 in the card before it is parsed.
+    Weights are read with safetensors only; pickle is never executed, so a model folder of a registered
+    architecture from an untrusted source cannot run code. The weights file is checked against the SHA-256 in
+    the card before it is parsed. A card with a ``network`` entry (a user's own network) is different: loading
+    it imports that network's Python code or loads its TorchScript or exported program, so load such folders
+    only from sources whose code you would run. :func:`advlab.zoo.load_model` calls this for folders.
 
     Args:
         path: the model folder, or its ``card.json`` (or ``model.safetensors``) file.
@@ -479,15 +558,39 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
             mis-shaped tensors, the first few listed).
 
     Examples:
-        >>> clf = load_model("runs/m1")
+        >>> clf = load_folder("runs/m1")
         >>> clf.card["accuracy"]["test"]
         0.987
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder, card_path = _resolve_folder(path)
     card = _read_card(card_path)
+    weights_path = _checked_weights(folder, card, card_path)
+    try:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: cannot use {device!r} ({exc}); pass 'cpu', 'cuda' or 'cuda:N'") from exc
+    clf = _build_from_card(card, card_path)
+    state = _read_weights(weights_path, dev)
+    problems = compare_state(clf.module.state_dict(), state)
+    if problems:
+        raise ValueError(
+            f"{weights_path}: the weights do not match the architecture {card['arch']} described in "
+            f"{card_path.name} ({'; '.join(problems)}). The card and weights come from different models; "
+            "re-save the model."
+        )
+    # a registered architecture was built on the meta device: its tensors become the file's
+    clf.module.load_state_dict(state, strict=True, assign=card.get("network") is None)
+    left = [n for n, t in [*clf.module.named_parameters(), *clf.module.named_buffers()] if t.is_meta]
+    if left:  # a tensor that is neither a parameter nor a persistent buffer: cannot come from the file
+        raise RuntimeError(f"{card['arch']}: tensors {left[:5]} are not saved in the weights file (advlab bug)")
+    clf.to(dev)
+    clf.eval()
+    clf.card = _in_memory(card, folder)
+    return clf
+
+
+def _checked_weights(folder: Path, card: Mapping[str, Any], card_path: Path) -> Path:
+    """The weights file the card names, present and with the card's SHA-256."""
     weights_path = folder / card["weights"]["file"]
     if not weights_path.is_file():
         raise FileNotFoundError(
@@ -502,36 +605,21 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
                 f"{weights_path}: corrupt or replaced weights file: its SHA-256 is {actual[:16]}..., the card "
                 f"{card_path.name} says {str(expected_sha)[:16]}.... Copy the folder again or re-save the model."
             )
+    return weights_path
+
+
+def _read_weights(weights_path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: cannot use {device!r} ({exc}); pass 'cpu', 'cuda' or 'cuda:N'") from exc
-    clf = _build_from_card(card, card_path)
-    try:
-        state = load_file(str(weights_path), device=str(dev))
+        return load_file(str(weights_path), device=str(device))
     except SafetensorError as exc:
         raise ValueError(
             f"{weights_path}: not a valid safetensors file ({exc}). advlab loads weights with safetensors only "
             "and never unpickles; convert a torch.save/.pt checkpoint you trust with "
             "safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')."
         ) from exc
-    problems = _compare_state(clf.module.state_dict(), state)
-    if problems:
-        raise ValueError(
-            f"{weights_path}: the weights do not match the architecture {card['arch']} described in "
-            f"{card_path.name} ({'; '.join(problems)}). The card and weights come from different models; "
-            "re-save the model."
-        )
-    clf.module.load_state_dict(state, strict=True, assign=True)
-    left = [n for n, t in [*clf.module.named_parameters(), *clf.module.named_buffers()] if t.is_meta]
-    if left:  # a tensor that is neither a parameter nor a persistent buffer: cannot come from the file
-        raise RuntimeError(
-            f"{card['arch']}: tensors {left[:MAX_LISTED]} are not saved in the weights file (advlab bug)"
-        )
-    clf.to(dev)
-    clf.eval()
-    clf.card = card
-    return clf
 
 
 # ---------------------------------------------------------------------- summary
