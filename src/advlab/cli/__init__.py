@@ -30,8 +30,12 @@ COMMANDS = (
     "universal",
     "patch",
     "fooling",
+    "import",
 )
-"""Sub-command modules, in the order ``--help`` lists them."""
+"""Sub-commands, in the order ``--help`` lists them; each is the module of its name (see :data:`MODULES`)."""
+
+MODULES = {"import": "import_model"}
+"""Sub-commands whose module is named otherwise (``import`` is a Python keyword)."""
 
 EPILOG = """\
 examples:
@@ -40,6 +44,8 @@ examples:
   advlab attack --model runs/m1 --data mnist --attack pgd --eps 0.3 --norm linf --n 1000 --out runs/m1-pgd
   advlab attacks --norm l2                      # list the attacks that support a norm
   advlab evaluate --model runs/m1 --data mnist --eps 0.1,0.2,0.3 --preset standard --out runs/m1-eval
+  advlab evaluate --model nets.py:Net --weights w.pt --data mnist --eps 0.3 --preset fast --out runs/mine
+  advlab import net.pt2 --mean 0.1307 --std 0.3081 --data mnist --out runs/net   # a model folder of a file
 
 Run 'advlab COMMAND --help' for each command's options.
 """
@@ -62,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=AdvlabParser)
     for name in COMMANDS:
-        importlib.import_module(f"advlab.cli.{name.replace('-', '_')}").add_parser(sub)
+        importlib.import_module(f"advlab.cli.{MODULES.get(name, name.replace('-', '_'))}").add_parser(sub)
     return parser
 
 

@@ -225,3 +225,148 @@ def check_data_for_model(data: Any, model: Any, name: str = "--data") -> None:
     classes = getattr(model, "num_classes", None)
     if classes is not None and data.num_classes != classes:
         raise ValueError(f"{name}: {data.name} has {data.num_classes} classes but the model has {classes}{hint}")
+
+
+# ---------------------------------------------------------------------- models from anywhere
+MODEL_HELP = (
+    "the model: a folder written by 'advlab train' or 'advlab import', a torch.export program (.pt2), a "
+    "TorchScript file, or a Python factory with --weights (my_pkg.nets:make_net or path/to/nets.py:Net)"
+)
+"""The help of ``--model`` in every command that loads one."""
+
+MODEL_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--weights",
+        {
+            "metavar": "FILE",
+            "help": "weights of a --model factory: a .safetensors file or a state_dict .pt/.pth (read with "
+            "torch.load(weights_only=True); a whole pickled model is refused)",
+        },
+    ),
+    ("--mean", {"metavar": "M[,M...]", "help": "per-channel mean the network subtracts (inputs stay raw)"}),
+    ("--std", {"metavar": "S[,S...]", "help": "per-channel standard deviation the network divides by"}),
+    (
+        "--bounds",
+        {"metavar": "LOW,HIGH", "help": "valid raw input range (default 0,1; --bounds=-1,1 for a negative low)"},
+    ),
+    (
+        "--input-shape",
+        {"metavar": "C,H,W", "help": "per-example input shape (default: from the program, else the --data dataset)"},
+    ),
+    (
+        "--num-classes",
+        {"type": positive_int, "metavar": "N", "help": "number of classes (default: from a forward pass)"},
+    ),
+    ("--classes", {"metavar": "NAMES", "help": "comma-separated class names, in label order"}),
+    (
+        "--model-card",
+        {"metavar": "JSON", "help": "sidecar JSON with these fields (default: NAME.advlab.json next to the file)"},
+    ),
+)
+"""What a model file's card would say, as options (see :func:`add_model_options`)."""
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options that tell what a model file or factory's card would: ``--weights``, ``--mean``, ``--std``, ...
+
+    They apply to ``--model`` when it is not a model folder (a folder's card.json already says). An option a
+    command already has is left as it is; ``--model``'s help is set to :data:`MODEL_HELP`.
+    """
+    group = p.add_argument_group(
+        "model from a file or factory",
+        "what a model folder's card.json would say, for a --model that is a file or factory; also read from a "
+        "sidecar JSON (NAME.advlab.json next to the weights or model file, with the fields mean, std, bounds, "
+        "input_shape, num_classes, classes, dataset, arch_kwargs)",
+    )
+    existing = p._option_string_actions
+    for flag, kwargs in MODEL_OPTIONS:
+        if flag not in existing:
+            group.add_argument(flag, default=None, **kwargs)
+    if "--model" in existing:
+        existing["--model"].help = MODEL_HELP
+
+
+def _shape(text: str) -> list[int]:
+    parts = [s for s in text.replace("x", ",").split(",") if s.strip()]
+    try:
+        return [int(s) for s in parts]
+    except ValueError:
+        raise ValueError(f"--input-shape: expected whole numbers such as 1,28,28, got {text!r}") from None
+
+
+def model_info(args: argparse.Namespace) -> dict[str, Any]:
+    """The card fields given by :func:`add_model_options`' options, each checked under its option's name."""
+    from advlab.zoo import ModelInfo
+
+    readers: dict[str, tuple[str, Callable[[str], Any]]] = {
+        "mean": ("--mean", lambda t: parse_float_list(t, "--mean")),
+        "std": ("--std", lambda t: parse_float_list(t, "--std")),
+        "bounds": ("--bounds", lambda t: parse_float_list(t, "--bounds")),
+        "input_shape": ("--input-shape", _shape),
+        "num_classes": ("--num-classes", int),
+        "classes": ("--classes", lambda t: [s.strip() for s in t.split(",") if s.strip()]),
+    }
+    info: dict[str, Any] = {}
+    for field, (flag, read) in readers.items():
+        text = getattr(args, field, None)
+        if text is None:
+            continue
+        value = read(text) if isinstance(text, str) else text
+        try:
+            ModelInfo(**{field: value})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{flag}: {str(exc).split(': ', 1)[-1]}") from exc
+        info[field] = value
+    return info
+
+
+def load_cli_model(
+    args: argparse.Namespace | None,
+    source: str | os.PathLike[str] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    option: str = "--model",
+    card_options: bool = True,
+) -> Any:
+    """The model ``--model`` (or ``source``) names, in any form :func:`advlab.zoo.load_model` reads.
+
+    Args:
+        args: the parsed command line (``None``: no card options, no ``--data``).
+        source: the model, when it is not ``args.model`` (``--target``, a ``--compare`` or ``--models`` entry).
+        device: where to put it.
+        option: the option that named it, prefixed to errors.
+        card_options: apply ``--weights``, ``--mean``, ... (see :func:`add_model_options`); ``False`` for the
+            other models of a command (they need a folder or a sidecar JSON).
+
+    Returns:
+        The :class:`advlab.Classifier`.
+
+    Raises:
+        ValueError, FileNotFoundError: one line naming the option and the file.
+    """
+    from advlab.zoo import load_model
+
+    args = args if args is not None else argparse.Namespace()
+    source = args.model if source is None else source
+    info = model_info(args) if card_options else {}
+    weights = getattr(args, "weights", None) if card_options else None
+    sidecar = getattr(args, "model_card", None) if card_options else None
+    fallback = dataset_shape(getattr(args, "data", None))
+    try:
+        return load_model(source, device, weights=weights, info=info, sidecar=sidecar, fallback=fallback)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise model_error(exc, option) from exc
+
+
+def dataset_shape(name: Any) -> dict[str, Any]:
+    """``{"input_shape": ...}`` of a built-in dataset named by ``--data``, else ``{}`` (a model's fallback)."""
+    from advlab.data import DATASETS
+
+    return {"input_shape": list(DATASETS.get(name).input_shape)} if isinstance(name, str) and name in DATASETS else {}
+
+
+def model_error(exc: BaseException, option: str) -> Exception:
+    """A model-loading error as one line naming the option: ``--weights: ...`` for the weights, else ``option: ...``."""
+    text = str(exc)
+    text = "--weights: " + text[len("weights: ") :] if text.startswith("weights: ") else f"{option}: {text}"
+    return FileNotFoundError(text) if isinstance(exc, FileNotFoundError) else ValueError(text)

@@ -19,10 +19,12 @@ from advlab.attacks.registry import ATTACKS, AttackConfig, make_attack
 from advlab.cli._common import (
     add_command,
     add_data_options,
+    add_model_options,
     add_run_options,
     check_data_for_model,
     check_output_dir,
     dataset_name,
+    load_cli_model,
     load_split,
     option_value,
     output_dir,
@@ -40,7 +42,6 @@ from advlab.provenance import provenance
 from advlab.result import AttackResult
 from advlab.settings import Setting, rename_deprecated
 from advlab.threat import ThreatModel, norm_of
-from advlab.zoo import load_model
 
 log = logging.getLogger("advlab")
 
@@ -77,6 +78,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--model", required=True, help="model folder (with card.json and model.safetensors)")
     add_data_options(p, default=None)
+    add_model_options(p)
     p.add_argument("--attack", default=DEFAULT_ATTACK, help="attack or alias name (see 'advlab attacks')")
     p.add_argument("--eps", required=True, help="perturbation budget in raw input units (fractions like 8/255 allowed)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1", "l0"], help="threat-model norm")
@@ -254,7 +256,7 @@ def _set_up(args: argparse.Namespace) -> _Setup:
     """Model, data, threat model and attack config from the command line, all checked before any work."""
     check_output_dir(args.out)
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_cli_model(args, device=device)
     data_name = dataset_name(args.data, model)
     eps_values = parse_float_list(args.eps, "--eps")
     if len(eps_values) != 1:

@@ -10,7 +10,9 @@ from typing import Any
 from advlab.cli._common import (
     add_command,
     add_data_options,
+    add_model_options,
     check_output_dir,
+    load_cli_model,
     output_dir,
     parse_float_list,
     positive_int,
@@ -44,6 +46,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--target", required=True, help="http(s)://HOST:PORT of a server, or a model folder")
     add_data_options(p, default="mnist")
+    add_model_options(p)
     p.add_argument(
         "--seed-size", type=positive_int, default=150, help="initial substitute training set (first test images)"
     )
@@ -70,7 +73,13 @@ def add_parser(sub) -> None:
 
 
 def open_target(
-    target: str, budget: int | None, *, api_key: str | None = None, timeout: float = 10.0, retries: int = 2
+    target: str,
+    budget: int | None,
+    *,
+    api_key: str | None = None,
+    timeout: float = 10.0,
+    retries: int = 2,
+    args: argparse.Namespace | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """An oracle for ``--target``: :class:`HTTPOracle` for a URL, a labels-only :class:`TorchOracle` for a folder."""
     from advlab.blackbox import HTTPOracle, OracleResponseError, OracleUnavailable, TorchOracle
@@ -97,9 +106,7 @@ def open_target(
             f"--target: {target!r} is neither an http(s):// URL nor an existing model folder. "
             "Examples: --target http://127.0.0.1:8000 or --target runs/m1"
         )
-    from advlab.zoo import load_model
-
-    model = load_model(path)
+    model = load_cli_model(args, path, option="--target")  # args: the card options (--mean, ...) of a model file
     return TorchOracle(model, mode="labels", budget=budget), {
         "kind": "local",
         "path": str(path.resolve()),
@@ -149,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().isEnabledFor(logging.DEBUG):  # one "HTTP Request: POST ..." line per query batch
         logging.getLogger("httpx").setLevel(logging.WARNING)
     oracle, target_info = open_target(
-        args.target, args.budget, api_key=args.api_key, timeout=args.timeout, retries=args.retries
+        args.target, args.budget, api_key=args.api_key, timeout=args.timeout, retries=args.retries, args=args
     )
     x_seed, x_eval, y_eval = split_test_images(args.data, args.data_dir, args.seed_size, n_eval, oracle.input_shape)
     log.info(

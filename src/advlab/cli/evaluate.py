@@ -10,9 +10,11 @@ from typing import Any
 from advlab.cli._common import (
     add_command,
     add_data_options,
+    add_model_options,
     add_run_options,
     check_data_for_model,
     dataset_name,
+    load_cli_model,
     load_split,
     output_dir,
     parse_float_list,
@@ -50,6 +52,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model folder (with card.json and model.safetensors)")
     add_data_options(p, default=None)
+    add_model_options(p)
     p.add_argument(
         "--eps", required=True, help="comma-separated radii in raw input units (fractions like 8/255 allowed)"
     )
@@ -115,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str]:
     """The saved model and the first ``--n`` test examples of ``--data`` (default: the model card's dataset)."""
-    from advlab.zoo import load_model
-
-    model = load_model(args.model, device=device)
+    model = load_cli_model(args, device=device)
     data_name = dataset_name(args.data, model)
     data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)

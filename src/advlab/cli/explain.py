@@ -8,9 +8,11 @@ import logging
 from advlab.cli._common import (
     add_command,
     add_data_options,
+    add_model_options,
     check_data_for_model,
     check_output_dir,
     dataset_name,
+    load_cli_model,
     load_split,
     resolve_device,
 )
@@ -39,6 +41,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--compare", default=None, help="a second model folder shown beside the first (e.g. a robust one)")
     add_data_options(p, default=None)
+    add_model_options(p)
     p.add_argument("--n", type=int, default=200, help="test examples used for the statistics")
     p.add_argument("--eps", type=float, default=0.3, help="L∞ radius for the perturbation comparison")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -51,12 +54,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from advlab.explain import explain
-    from advlab.zoo import load_model
 
     check_output_dir(args.out)
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device)
-    compare = load_model(args.compare, device=device) if args.compare else None
+    model = load_cli_model(args, device=device)
+    compare = (
+        load_cli_model(args, args.compare, device=device, option="--compare", card_options=False)
+        if args.compare
+        else None
+    )
     data_name = dataset_name(args.data, model)
     data = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(data, model)

@@ -6,7 +6,16 @@ import argparse
 import logging
 from pathlib import Path
 
-from advlab.cli._common import add_command, add_run_options, check_output_dir, output_dir, positive_int, resolve_device
+from advlab.cli._common import (
+    add_command,
+    add_model_options,
+    add_run_options,
+    check_output_dir,
+    load_cli_model,
+    output_dir,
+    positive_int,
+    resolve_device,
+)
 
 log = logging.getLogger("advlab")
 
@@ -30,6 +39,7 @@ def add_parser(sub) -> None:
         EXAMPLES,
     )
     p.add_argument("--model", required=True, help="model folder")
+    add_model_options(p)
     p.add_argument("--start", default="noise", choices=["noise", "blank", "gray"], help="starting image")
     p.add_argument("--confidence", type=float, default=0.99, help="softmax confidence to reach")
     p.add_argument("--steps", type=int, default=500, help="maximum gradient-ascent steps")
@@ -84,11 +94,10 @@ def run(args: argparse.Namespace) -> int:
     from advlab import io
     from advlab.dataset_level.fooling import fooling_images, rubbish_class_rate
     from advlab.provenance import provenance
-    from advlab.zoo import load_model
 
     check_output_dir(args.out)
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_cli_model(args, device=device)
     fool = fooling_images(
         model,
         start=args.start,

@@ -9,10 +9,12 @@ from pathlib import Path
 from advlab.cli._common import (
     add_command,
     add_data_options,
+    add_model_options,
     add_run_options,
     check_data_for_model,
     check_output_dir,
     dataset_name,
+    load_cli_model,
     load_split,
     output_dir,
     parse_float_list,
@@ -41,6 +43,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model folder")
     add_data_options(p, default=None)
+    add_model_options(p)
     p.add_argument("--target", type=int, required=True, help="the class the patch should cause")
     p.add_argument("--patch-size", type=int, default=8, help="patch side in pixels")
     p.add_argument("--shape", default="square", choices=["square", "circle"], help="patch shape")
@@ -71,11 +74,10 @@ def _range(text: str, name: str) -> tuple[float, float]:
 
 def run(args: argparse.Namespace) -> int:
     from advlab.physical.patch import patch_success_rate, train_patch
-    from advlab.zoo import load_model
 
     check_output_dir(args.out)
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_cli_model(args, device=device)
     data_name = dataset_name(args.data, model)
     train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train")
     test = load_split(data_name, "test", args.data_dir, args.n)

@@ -10,10 +10,12 @@ from pathlib import Path
 from advlab.cli._common import (
     add_command,
     add_data_options,
+    add_model_options,
     add_run_options,
     check_data_for_model,
     check_output_dir,
     dataset_name,
+    load_cli_model,
     load_split,
     output_dir,
     parse_float_list,
@@ -50,6 +52,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model folder (with card.json and model.safetensors)")
     add_data_options(p, default=None)
+    add_model_options(p)
     p.add_argument(
         "--attacks", default="fgsm,bim,illc", help="comma-separated attack names (illc = least-likely class)"
     )
@@ -139,11 +142,10 @@ def photo_examples(model, x, y, transform, attack: str, eps: float, norm: str, *
 
 def run(args: argparse.Namespace) -> int:
     from advlab.physical import measure_destruction
-    from advlab.zoo import load_model
 
     check_output_dir(args.out)
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_cli_model(args, device=device)
     data_name = dataset_name(args.data, model)
     eps, attacks, transform = _settings(args, model)
     data = load_split(data_name, "test", args.data_dir, args.n)

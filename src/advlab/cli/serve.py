@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import os
 
-from advlab.cli._common import add_command, positive_int, resolve_device
+from advlab.cli._common import add_command, add_model_options, load_cli_model, positive_int, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
         "  advlab serve --model runs/m1 --mode labels --max-queries 100000 --api-key s3cret\n",
     )
     p.add_argument("--model", required=True, help="model folder written by 'advlab train' (card.json + weights)")
+    add_model_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; the default accepts local connections only")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument(
@@ -65,9 +66,8 @@ def run(args: argparse.Namespace) -> int:
             f"advlab serve needs starlette and uvicorn ({exc}); install them with: pip install 'advlab[serve]'"
         ) from exc
     from advlab.blackbox.server import create_app, serve
-    from advlab.zoo import load_model
 
-    model = load_model(args.model, device=resolve_device(args.device))
+    model = load_cli_model(args, device=resolve_device(args.device))
     app = create_app(
         model, mode=args.mode, max_queries=args.max_queries, api_key=args.api_key, max_batch=args.max_batch
     )

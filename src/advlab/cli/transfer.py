@@ -12,6 +12,7 @@ from advlab.cli._common import (
     add_command,
     add_data_options,
     check_output_dir,
+    load_cli_model,
     output_dir,
     parse_float_list,
     positive_int,
@@ -97,7 +98,6 @@ def load_models(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``--models`` to ``{name: model}`` and a JSON description of each."""
     from advlab import validation
-    from advlab.zoo import load_model
 
     entries = _model_entries(spec)
     models: dict[str, Any] = {}
@@ -114,7 +114,9 @@ def load_models(
         name = path.name or entry
         if name in models:
             name = entry
-        models[name] = load_model(path).eval()
+        models[name] = load_cli_model(
+            argparse.Namespace(data=data_name), path, option="--models", card_options=False
+        ).eval()
         info[name] = {"kind": "advlab", "path": str(path.resolve()), "arch": models[name].card.get("arch")}
     return models, info
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from advlab.cli._common import (
     add_command,
     add_data_options,
+    add_model_options,
     add_run_options,
     check_data_for_model,
     check_output_dir,
     dataset_name,
+    load_cli_model,
     load_split,
     output_dir,
     parse_float_list,
@@ -43,6 +45,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model folder")
     add_data_options(p, default=None)
+    add_model_options(p)
     p.add_argument("--eps", required=True, help="radius of the perturbation")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="norm of the perturbation")
     p.add_argument("--n-train", type=positive_int, default=1000, help="training images the perturbation is computed on")
@@ -62,11 +65,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from advlab.dataset_level.universal import fooling_rate, universal_perturbation
-    from advlab.zoo import load_model
 
     check_output_dir(args.out)
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_cli_model(args, device=device)
     data_name = dataset_name(args.data, model)
     threat = _threat(args, model)
     train, test, others = _load_data(args, model, data_name, device)
@@ -110,13 +112,12 @@ def _threat(args: argparse.Namespace, model):
 
 def _load_data(args: argparse.Namespace, model, data_name: str, device):
     """The training and test images, and the --transfer models (loaded first: a bad path fails fast)."""
-    from advlab.zoo import load_model
 
     train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train")
     test = load_split(data_name, "test", args.data_dir, args.n)
     check_data_for_model(train, model)
     others = {
-        str(Path(path).resolve()): load_model(path, device=device)
+        str(Path(path).resolve()): load_cli_model(args, path, device=device, option="--transfer", card_options=False)
         for path in [s.strip() for s in args.transfer.split(",") if s.strip()]
     }
     for other in others.values():
