@@ -194,3 +194,67 @@ def make_linear_binary():
 def linear_binary(make_linear_binary):
     """``make_linear_binary()`` with defaults: d = 20, seed 0, no bias, bounds (-100, 100)."""
     return make_linear_binary()
+
+
+@pytest.fixture(scope="session")
+def user_model(tmp_path_factory):
+    """A user's own network (``tests/zoo/user_net.py:ResBNNet``, batch norm + residual), trained on digits and
+    saved every way a user saves one.
+
+    Returns a dict: ``net`` (the trained module, eval mode), ``spec`` (``".../user_net.py:ResBNNet"``) and the
+    files ``safetensors``, ``state_dict`` (``torch.save(net.state_dict())``), ``checkpoint`` (the state_dict
+    nested as ``{"model": ..., "epoch": 3}``), ``pickle`` (``torch.save(net)``: never to be unpickled),
+    ``exported`` (``torch.export``, dynamic batch), ``exported_b1`` (batch fixed to 1), ``scripted`` and
+    ``traced`` (TorchScript).
+    """
+    import importlib.util
+    import sys
+    import warnings
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from advlab.data import load_dataset
+
+    source = Path(__file__).parent / "zoo" / "user_net.py"
+    spec = importlib.util.spec_from_file_location("user_net_for_tests", source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["user_net_for_tests"] = module  # so that torch.save(net) can pickle the class
+    spec.loader.exec_module(module)
+    train = load_dataset("digits", split="train")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = module.ResBNNet()
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    x, y = train.x[:800], train.y[:800]
+    for _ in range(40):
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    net.eval()
+    folder = tmp_path_factory.mktemp("user_model")
+    files = {name: folder / name for name in ("w.safetensors", "w.pt", "ckpt.pt", "full.pt", "net.pt2")}
+    save_file(net.state_dict(), str(folder / "w.safetensors"))
+    torch.save(net.state_dict(), folder / "w.pt")
+    torch.save({"model": net.state_dict(), "epoch": 3}, folder / "ckpt.pt")
+    torch.save(net, folder / "full.pt")
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(net, (train.x[:2],), dynamic_shapes=({0: batch},)), folder / "net.pt2")
+    torch.export.save(torch.export.export(net, (train.x[:1],)), folder / "net_b1.pt2")
+    with warnings.catch_warnings():  # torch deprecates TorchScript; users still have such files
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(net), folder / "scripted.pt")
+        torch.jit.save(torch.jit.trace(net, train.x[:2]), folder / "traced.pt")
+    return {
+        "net": net,
+        "spec": f"{source}:ResBNNet",
+        "source": source,
+        "safetensors": files["w.safetensors"],
+        "state_dict": files["w.pt"],
+        "checkpoint": files["ckpt.pt"],
+        "pickle": files["full.pt"],
+        "exported": files["net.pt2"],
+        "exported_b1": folder / "net_b1.pt2",
+        "scripted": folder / "scripted.pt",
+        "traced": folder / "traced.pt",
+    }

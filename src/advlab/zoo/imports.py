@@ -133,7 +133,7 @@ class ModelInfo:
         unknown = [k for k in data if k not in names]
         if unknown:
             raise ValueError(
-                f"{where}: unknown field {unknown[0]!r}; the fields are {', '.join(names)}"
+                f"{where}: unknown field {unknown[0]!r}; the fields are {', '.join(names)}."
                 + validation.did_you_mean(str(unknown[0]), names)
             )
         try:
@@ -284,9 +284,10 @@ def load_model(
     dev = _device(device)
     side = _sidecar_info(sidecar, weights, target)
     merged = given.over(side)
+    state = read_state_dict(weights) if weights is not None else None  # before any user code runs
     module = build_network(target, merged.arch_kwargs or {}).eval()  # eval: the forward below must not touch batch norm
-    if weights is not None:
-        _load_weights(module, Path(weights))
+    if state is not None:
+        _load_weights(module, state, Path(str(weights)))
     elif target["kind"] == "python":
         validation.warn(
             f"{spec_text(target)}: no weights given, so the network keeps the weights its factory made (random "
@@ -382,9 +383,8 @@ def _sidecar_info(sidecar: Any, weights: Any, entry: Mapping[str, Any]) -> Model
     return read_sidecar(path)
 
 
-def _load_weights(module: nn.Module, path: Path) -> None:
-    """The file's tensors into ``module``, all names and shapes matching."""
-    state = read_state_dict(path)
+def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """The tensors of the weights file ``path`` into ``module``, all names and shapes matching."""
     expected = module.state_dict()
     if all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in expected):
         state = {k[len("module.") :]: v for k, v in state.items()}  # saved from DataParallel

@@ -17,6 +17,7 @@ only from sources whose code you would run. Weights, in contrast, are only ever 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -24,6 +25,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from io import BytesIO
@@ -157,9 +159,11 @@ def import_factory(entry: Mapping[str, Any]) -> Callable[..., Any]:
     for part in str(entry["name"]).split("."):
         if not hasattr(target, part):
             public = [n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))]
+            close = difflib.get_close_matches(part, public, n=3)  # class names keep their case
+            hint = f". Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise ValueError(
                 f"{spec}: the module has no {entry['name']!r}; it defines {', '.join(public[:10]) or 'nothing callable'}"
-                + validation.did_you_mean(part, public)
+                + hint
             )
         target = getattr(target, part)
     if not callable(target):
@@ -325,12 +329,21 @@ def load_torchscript(path: str | Path) -> nn.Module:
         >>> net = load_torchscript("net.pt")
     """
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with _torchscript_quietly():
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise unreadable(
             path, "torchscript", ACCEPTED_MODELS, detail=f"torch.jit.load failed ({_first_line(exc)})"
         ) from exc
     return module.eval()
+
+
+@contextmanager
+def _torchscript_quietly() -> Iterator[None]:
+    """TorchScript without torch's deprecation warning: the file is the user's, the warning not theirs to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        yield
 
 
 def _first_line(exc: BaseException) -> str:
@@ -409,7 +422,7 @@ def compare_state(expected: Mapping[str, torch.Tensor], loaded: Mapping[str, tor
 def check_file(path: Path, sha256: Any) -> None:
     """The file exists and, when ``sha256`` is given, has that SHA-256 (a changed network file is refused)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the network file is missing")
+        raise FileNotFoundError(f"{path}: no such network file")
     if sha256 is not None and file_sha256(path) != sha256:
         raise ValueError(
             f"{path}: the network file changed since the card was written (SHA-256 mismatch); copy the "
@@ -530,7 +543,7 @@ def _export_bytes(module: nn.Module, input_shape: tuple[int, ...] | None) -> byt
 
 def _script_bytes(module: nn.Module) -> bytes:
     try:
-        with _eval_mode(module):
+        with _eval_mode(module), _torchscript_quietly():
             scripted = torch.jit.script(module)
     except Exception as exc:
         raise ValueError(
@@ -538,5 +551,6 @@ def _script_bytes(module: nn.Module) -> bytes:
             "network='export' or a factory spec (network='path/to/nets.py:Net')"
         ) from exc
     buffer = BytesIO()
-    torch.jit.save(scripted, buffer)
+    with _torchscript_quietly():
+        torch.jit.save(scripted, buffer)
     return buffer.getvalue()
