@@ -308,9 +308,17 @@ def load_exported(path: str | Path) -> ExportedModule:
             path, "exported", ACCEPTED_MODELS, detail=f"torch.export.load failed ({_first_line(exc)})"
         ) from exc
     try:
-        return ExportedModule(program)
+        module = ExportedModule(program)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+    if module.batch is not None:
+        log.info(
+            "%s was exported for batches of exactly %d: it runs on chunks of that size (slower); export with "
+            "dynamic_shapes=({0: torch.export.Dim('batch')},) to take any batch at once",
+            path,
+            module.batch,
+        )
+    return module
 
 
 def load_torchscript(path: str | Path) -> nn.Module:
