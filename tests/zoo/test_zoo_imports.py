@@ -245,6 +245,7 @@ UNREADABLE = [
     ("w.pt", lambda p: torch.save({"w": torch.zeros(2)}, p), "is a torch.save checkpoint; a state_dict"),
     ("w.safetensors", lambda p: save_file({"w": torch.zeros(2)}, str(p)), "weights without the network"),
     ("other.json", lambda p: p.write_text('{"a": 1}'), "not an advlab model card"),
+    ("broken.json", lambda p: p.write_text("{oops"), r"not valid JSON \(Expecting property name"),
 ]
 
 

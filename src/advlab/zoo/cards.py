@@ -430,6 +430,10 @@ def _read_card(card_path: Path) -> dict[str, Any]:
             card_path,
             f"not UTF-8 text, as a card.json is ({exc.reason}: byte 0x{exc.object[exc.start]:02x} at {exc.start})",
         ) from exc
+    except ValueError as exc:  # not valid JSON
+        raise _card_error(
+            card_path, f"not valid JSON ({exc.__cause__ or exc}); a card.json is what save_model writes"
+        ) from exc
     if not isinstance(card, dict):
         raise _card_error(card_path, f"expected a JSON object, got {type(card).__name__}")
     if card.get("format") != CARD_FORMAT:

@@ -12,6 +12,7 @@ looked like and what is accepted.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import zipfile
@@ -185,7 +186,7 @@ def pickled_model_error(path: str | Path, exc: BaseException | None = None, *, n
     )
 
 
-def read_state_dict(path: str | Path, *, name: str = "weights") -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike[str], *, name: str = "weights") -> dict[str, torch.Tensor]:
     """The tensors of a weights file, read without executing anything in it.
 
     Args:
