@@ -4,6 +4,12 @@ The card records everything needed to rebuild the :class:`advlab.Classifier` (ar
 arguments, input shape, normalisation, bounds) and what the numbers mean (dataset, training settings,
 accuracy, seed, package versions, git commit), plus the SHA-256 of the weights file so a corrupt or swapped
 file is caught before it is parsed.
+
+A card names a registered architecture (``arch``, ``format_version`` 1: loading runs no code of the folder's), or
+describes a user's own network in a ``network`` entry (``format_version`` 2, see :mod:`advlab.zoo.networks`): a
+``module:function`` spec, or a file copied into the folder (``network.py``, ``network.pt``, ``network.pt2``) with
+its SHA-256. Loading such a folder runs that network's code. On disk the entry's ``file`` is a name inside the
+folder; in ``clf.card`` it is the absolute path, so a loaded model can be saved elsewhere.
 """
 
 from __future__ import annotations
