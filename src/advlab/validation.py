@@ -438,8 +438,8 @@ def _unpack(data: Any, name: str, labels: str) -> tuple[Any, Any]:
         return _from_mapping(data, name)
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return data[0], data[1]
-    if isinstance(data, (torch.Tensor, np.ndarray)) and labels != "required":
-        return data, None
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return data, None  # as_xy says that labels are needed when they are
     if isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) in (1, 2):
         return data.tensors[0], data.tensors[1] if len(data.tensors) == 2 else None
     if isinstance(data, torch.utils.data.DataLoader):
@@ -546,6 +546,9 @@ def as_xy(
     check_float_inputs(x_name, x_t)
     if y is None:
         if labels == "required":
-            raise ValueError(f"{name}: labels are needed; pass (x, y) or a Dataset")
+            raise ValueError(
+                f"{name}: labels are needed; pass (x, y), a Dataset, a DataLoader or a dict with the labels"
+                + (" (or the labels as y)" if parts else "")
+            )
         return x_t, None
     return x_t, as_labels(y_name, y)
