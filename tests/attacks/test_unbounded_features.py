@@ -206,3 +206,17 @@ def test_minimum_norm_attacks_find_the_analytic_minimum_without_a_box(name, make
     assert bool(result.success.all())
     assert bool((result.distance >= minimal * (1 - 1e-4)).all())
     assert bool((result.distance <= minimal * 1.1 + 1e-3).all())
+
+
+def test_procedures_on_unbounded_inputs(tabular_model, tabular_batch, wine):
+    """A universal perturbation stays finite and in its ball; image transformations refuse an infinite box."""
+    from advlab.dataset_level import universal_perturbation
+    from advlab.physical.transforms import parse_transform
+
+    x, _ = wine
+    uap = universal_perturbation(tabular_model, x[:40], ThreatModel("l2", 2.0), max_passes=2, generator=0)
+    v = torch.as_tensor(uap.perturbation)
+    assert bool(torch.isfinite(v).all()) and float(v.norm()) <= 2.0 + 1e-4
+    assert uap.threat.bounds == UNBOUNDED  # the classifier's bounds
+    with pytest.raises(ValueError, match=r"^bounds: the transformations of images need a finite pixel range"):
+        parse_transform("noise=0..0.1", bounds=UNBOUNDED)

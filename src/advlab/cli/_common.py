@@ -301,8 +301,9 @@ def check_data_for_model(data: Any, model: Any, name: str = "--data") -> None:
     source = getattr(data, "source", None)
     hint = f"; pass --data {trained_on} (the model's dataset) or leave --data out" if trained_on and not source else ""
     if shape is not None and tuple(shape) != tuple(data.x.shape[1:]):
+        what = "images" if data.x.dim() == 4 else "inputs"
         raise ValueError(
-            f"{name}: {data.name} inputs have shape {tuple(data.x.shape[1:])} but the model expects "
+            f"{name}: {data.name} {what} have shape {tuple(data.x.shape[1:])} but the model expects "
             f"{tuple(shape)}{hint or _shape_hint(tuple(data.x.shape[1:]), tuple(shape))}"
         )
     classes = getattr(model, "num_classes", None)
