@@ -266,3 +266,85 @@ def test_threat_model_rejects_bad_arguments(args, match):
 def test_threat_model_rejects_non_numeric_eps():
     with pytest.raises(TypeError, match="eps: expected a number"):
         ThreatModel("linf", "0.1")
+
+
+# ---------------------------------------------------------------------- bounds: the model's, infinite (issue 14)
+INF = math.inf
+
+
+def test_threat_model_without_bounds_takes_the_models_at_the_attack_boundary():
+    from advlab import Classifier
+    from advlab.attacks import pgd
+    from advlab.threat import DEFAULT_BOUNDS
+
+    threat = ThreatModel("linf", 0.3)
+    assert threat.bounds is None and threat.box == DEFAULT_BOUNDS == (0.0, 1.0)
+    assert threat.with_eps(0.1).bounds is None
+    assert threat.resolve((-1.0, 2.0)) == ThreatModel("linf", 0.3, (-1.0, 2.0))
+    assert ThreatModel("linf", 0.3, (0.0, 1.0)).resolve((-1.0, 2.0)).bounds == (0.0, 1.0)  # its own bounds win
+    assert threat.describe() == ThreatModel("linf", 0.3, (0.0, 1.0)).describe()
+    # standalone geometry uses the default box
+    x = torch.full((2, 3), 0.9)
+    assert float(threat.project(x + 0.5, x).max()) == 1.0
+
+    g = _gen(21)
+    w = torch.randn(4, 3, generator=g)
+    model = Classifier(torch.nn.Linear(4, 3), bounds=(-1.0, 2.0), num_classes=3, input_shape=(4,)).eval()
+    with torch.no_grad():
+        model.module.weight.copy_(w.T)
+        model.module.bias.zero_()
+    xs = torch.rand(8, 4, generator=g) * 3 - 1  # inside (-1, 2), far outside (0, 1)
+    ys = torch.zeros(8, dtype=torch.int64)
+    implicit = pgd(model, xs, ys, ThreatModel("linf", 0.5), steps=5)
+    explicit = pgd(model, xs, ys, ThreatModel("linf", 0.5, (-1.0, 2.0)), steps=5)
+    assert torch.equal(implicit.x_adv, explicit.x_adv)
+    assert float(implicit.x_adv.min()) >= -1.0 and float(implicit.x_adv.max()) <= 2.0
+    assert float(implicit.x_adv.min()) < 0.0  # not clamped to the default box
+    # a plain module takes the default box
+    with pytest.raises(ValueError, match=r"x: values must lie inside bounds \(0.0, 1.0\)"):
+        pgd(model.module, xs, ys, ThreatModel("linf", 0.5), steps=5)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.5), ("l2", 2.0), ("l1", 4.0), ("l0", 3)])
+def test_infinite_bounds_project_onto_the_ball_alone_and_random_starts_stay_finite(norm, eps):
+    threat = ThreatModel(norm, eps, (-INF, INF))
+    assert not threat.bounded and threat.scale == 1.0
+    x = 50 * torch.randn(30, 7, generator=_gen(22))  # far outside any unit box
+    x_adv = x + 10 * torch.randn(x.shape, generator=_gen(23))
+    p = threat.project(x_adv, x)
+    torch.testing.assert_close(p, x + threat.project_delta(x_adv - x))  # no clamp at all
+    assert bool(threat.contains(p, x).all())
+    x0 = threat.random_start(x, _gen(24))
+    assert bool(torch.isfinite(x0).all()) and bool(threat.contains(x0, x).all())
+    assert not torch.equal(x0, x)
+    if norm == "l0":  # the chosen features move within UNBOUNDED_SCALE of their clean value
+        assert float((x0 - x).abs().max()) <= 1.0 + 1e-5
+
+
+def test_half_infinite_bounds_clamp_the_finite_side_only():
+    threat = ThreatModel("linf", 2.0, (0.0, INF))
+    assert not threat.bounded and threat.box == (0.0, INF)
+    x = torch.tensor([[0.5, 100.0]])
+    torch.testing.assert_close(threat.project(x + torch.tensor([[-3.0, 3.0]]), x), torch.tensor([[0.0, 102.0]]))
+    x0 = ThreatModel("l0", 2, (0.0, INF)).random_start(x.expand(500, 2).contiguous(), _gen(25))
+    assert float(x0.min()) >= 0.0 and float(x0[:, 1].max()) <= 101.0 and bool(torch.isfinite(x0).all())
+    low, high = threat.box_around(x, 3.0)
+    assert low == 0.0 and torch.equal(high, x + 3.0)
+
+
+@pytest.mark.parametrize(
+    "bounds,error,match",
+    [
+        ((float("nan"), 1.0), ValueError, r"^bounds\[0\]: expected a number or ±inf, got nan"),
+        ((INF, INF), ValueError, r"^bounds: expected low < high"),
+        ((-INF, -INF), ValueError, r"^bounds: expected low < high"),
+        ((0.0, "1"), TypeError, r"^bounds\[1\]: expected a number \(or float\('inf'\)"),
+    ],
+)
+def test_bounds_errors_name_the_side(bounds, error, match):
+    from advlab import Classifier
+
+    with pytest.raises(error, match=match):
+        ThreatModel("linf", 0.1, bounds)
+    with pytest.raises(error, match=match):
+        Classifier(torch.nn.Identity(), bounds=bounds)

@@ -127,8 +127,9 @@ def test_check_threat_args_names_each_field():
         v.check_threat_args("l2", -1, (0, 1))
     with pytest.raises(ValueError, match=r"^bounds: expected a pair"):
         v.check_threat_args("l2", 1, 1.0)
-    with pytest.raises(ValueError, match=r"^bounds\[0\]: expected a finite number"):
-        v.check_threat_args("l2", 1, (float("-inf"), 1.0))
+    v.check_threat_args("l2", 1, (float("-inf"), 1.0))  # an unbounded side is allowed (issue 14)
+    with pytest.raises(ValueError, match=r"^bounds\[0\]: expected a number or ±inf, got nan"):
+        v.check_threat_args("l2", 1, (float("nan"), 1.0))
     with pytest.raises(ValueError, match=r"^bounds: expected low < high"):
         v.check_threat_args("l2", 1, (1, 1))
 
@@ -221,3 +222,97 @@ def test_as_tensor_is_the_one_conversion_of_user_arrays():
     assert as_tensor("y", np.arange(3)).dtype == torch.int64
     with pytest.raises(TypeError, match="^x: expected a torch.Tensor or numpy.ndarray, got list"):
         as_tensor("x", [1.0])
+
+
+# ---------------------------------------------------------------------- as_xy: the forms data comes in (issue 14)
+def _xy(n: int = 10):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 1, 4, 4, generator=g), torch.arange(n) % 3
+
+
+def test_as_xy_reads_a_dataloader_once_in_order():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = _xy(10)
+    xt, yt = v.as_xy(DataLoader(TensorDataset(x, y), batch_size=3))
+    assert torch.equal(xt, x) and torch.equal(yt, y) and yt.dtype == torch.int64
+    # batches that are dicts, or inputs alone
+    dicts = DataLoader([{"x": x[i], "y": y[i]} for i in range(10)], batch_size=4)
+    xt, yt = v.as_xy(dicts)
+    assert torch.equal(xt, x) and torch.equal(yt, y)
+    xt, yt = v.as_xy(DataLoader(x, batch_size=4), labels="optional")
+    assert torch.equal(xt, x) and yt is None
+    with pytest.raises(ValueError, match="^data: labels are needed"):
+        v.as_xy(DataLoader(x, batch_size=4))
+
+
+def test_as_xy_refuses_a_shuffling_or_empty_dataloader():
+    from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
+
+    x, y = _xy(10)
+    with pytest.raises(ValueError, match=r"^data: this DataLoader shuffles \(RandomSampler\).*shuffle=False"):
+        v.as_xy(DataLoader(TensorDataset(x, y), batch_size=3, shuffle=True))
+    with pytest.raises(ValueError, match=r"shuffles \(SubsetRandomSampler\)"):
+        v.as_xy(DataLoader(TensorDataset(x, y), batch_size=3, sampler=SubsetRandomSampler(range(5))))
+    with pytest.raises(ValueError, match="^data: the DataLoader yielded no batches"):
+        v.as_xy(DataLoader(TensorDataset(x[:0], y[:0]), batch_size=3))
+    with pytest.raises(TypeError, match=r"^data \(batch 0\): expected batches \(x, y\).*got list of length 3"):
+        v.as_xy(DataLoader(TensorDataset(x, y, y), batch_size=3))
+
+
+def test_as_xy_reads_tensor_datasets_dicts_and_torch_datasets():
+    from torch.utils.data import Dataset, TensorDataset
+
+    x, y = _xy(6)
+    for data in (TensorDataset(x, y), {"x": x, "y": y}, {"images": x.numpy(), "labels": y.tolist()}):
+        xt, yt = v.as_xy(data)
+        assert torch.equal(xt, x) and torch.equal(yt, y)
+    xt, yt = v.as_xy(TensorDataset(x), labels="optional")
+    assert yt is None
+
+    class Pairs(Dataset):  # a map-style dataset returning (x, y) items, as users write them
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return x[i], int(y[i])
+
+    xt, yt = v.as_xy(Pairs())
+    assert torch.equal(xt, x) and torch.equal(yt, y)
+    with pytest.raises(ValueError, match=r"^data: a dict of arrays needs the inputs under 'x'.*got keys \['a', 'b'\]"):
+        v.as_xy({"a": x, "b": y})
+
+
+def test_as_xy_accepts_lists_of_labels_and_refuses_class_names():
+    import numpy as np
+
+    x, _ = _xy(3)
+    _, yt = v.as_xy((x, [2, 0, 1]))
+    assert torch.equal(yt, torch.tensor([2, 0, 1]))
+    _, yt = v.as_xy((x, (2, 0, 1)))
+    assert yt.dtype == torch.int64
+    assert torch.equal(v.as_labels("y", range(3)), torch.arange(3))
+    assert torch.equal(v.as_labels("y", np.array([1, 2], dtype=np.uint8)), torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match=r"^data y: expected integer class indices, got strings such as 'cat'"):
+        v.as_xy((x, ["cat", "dog", "cat"]))
+
+
+def test_as_xy_never_rescales_uint8_images_silently():
+    x = (torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    y = torch.zeros(4, dtype=torch.int64)
+    with pytest.raises(TypeError, match=r"^data x: expected a floating-point tensor, got dtype torch.uint8.*/ 255"):
+        v.as_xy((x, y))
+    with pytest.raises(
+        TypeError, match=r"^data x: expected a floating-point tensor, got dtype torch.int64.*x.float\(\)"
+    ):
+        v.as_xy((x.long(), y))
+    xt, _ = v.as_xy((x.float() / 255, y))  # the explicit conversion works
+    assert float(xt.max()) <= 1.0
+
+
+def test_check_bounds():
+    assert v.check_bounds("bounds", (0, 1)) == (0.0, 1.0)
+    assert v.check_bounds("bounds", [float("-inf"), 3]) == (float("-inf"), 3.0)
+    assert v.check_bounds("bounds", (torch.tensor(-1.0), 1)) == (-1.0, 1.0)
+    with pytest.raises(ValueError, match=r"^box: expected a pair \(low, high\), got 0.5"):
+        v.check_bounds("box", 0.5)

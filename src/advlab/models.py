@@ -40,7 +40,9 @@ class Classifier(nn.Module):
         module: any ``torch.nn.Module`` mapping a batch to logits of shape ``(N, num_classes)``.
         mean: optional per-channel mean subtracted before ``module`` (sequence, one value per channel).
         std: optional per-channel standard deviation divided by before ``module``.
-        bounds: the valid input range, used as the default box of threat models built for this model.
+        bounds: the valid input range, used as the box of threat models built without bounds for this model. Either
+            side may be infinite: ``(float("-inf"), float("inf"))`` for standardised tabular features, whose
+            perturbations the norm ball alone then bounds.
         num_classes: number of output classes; inferred from the first forward pass when omitted.
         input_shape: per-example input shape ``(C, H, W)`` or ``(D,)``; checked by attacks when given.
         card: optional metadata (the model card saved with the weights).
@@ -77,7 +79,7 @@ class Classifier(nn.Module):
         self.module = module
         self.chunked = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
         """Whether eval-mode CPU forwards run in chunks of :data:`CPU_FORWARD_CHUNK` (networks with convolutions)."""
-        self.bounds = (float(bounds[0]), float(bounds[1]))
+        self.bounds = validation.check_bounds("bounds", bounds)
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.card: dict[str, Any] = dict(card or {})
@@ -184,7 +186,10 @@ def device_of(model: nn.Module) -> torch.device:
 
 
 def as_classifier(model: nn.Module | Classifier, bounds: tuple[float, float] | None = None) -> Classifier:
-    """Return ``model`` if it is a :class:`Classifier`, otherwise wrap it (no normalisation)."""
+    """Return ``model`` if it is a :class:`Classifier`, otherwise wrap it (no normalisation) with ``bounds``.
+
+    ``bounds=None`` gives a plain module the box ``(0, 1)`` (:data:`advlab.threat.DEFAULT_BOUNDS`).
+    """
     if isinstance(model, Classifier):
         return model
     if not isinstance(model, nn.Module):

@@ -20,6 +20,15 @@ NORMS = ("linf", "l2", "l1")
 
 _TINY = 1e-12  # guards divisions by a norm that may be zero
 
+DEFAULT_BOUNDS = (0.0, 1.0)
+"""The box of a threat model without bounds when no model gives one (pixels in [0, 1]); also the bounds of a plain
+``torch.nn.Module`` wrapped by an attack (:func:`advlab.models.as_classifier`)."""
+
+UNBOUNDED_SCALE = 1.0
+"""The size of the input range where the box is infinite (one standard deviation of standardised features):
+:attr:`ThreatModel.scale` of an unbounded box, and how far an L0 random start moves a feature on an infinite
+side."""
+
 
 def flatten(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
@@ -76,22 +85,58 @@ class ThreatModel:
     Args:
         norm: ``"linf"``, ``"l2"`` or ``"l1"`` (``"l0"`` for attacks that declare it).
         eps: radius of the ball, in raw input units (before any normalisation of the model).
-        bounds: ``(low, high)`` of valid inputs, e.g. ``(0.0, 1.0)`` for images.
+        bounds: ``(low, high)`` of valid inputs, e.g. ``(0.0, 1.0)`` for images. Either side may be infinite
+            (``(-inf, inf)`` for standardised tabular features): the norm ball alone then bounds the set. ``None``
+            (the default) means *the model's bounds*: attacks resolve it to the classifier's ``bounds`` (a plain
+            ``torch.nn.Module`` has ``(0, 1)``), and ``evaluate``, the CLI and the reports use the classifier's
+            bounds. The geometry called on an unresolved threat model itself (:meth:`project`,
+            :meth:`random_start`, :meth:`contains`, ...) uses :data:`DEFAULT_BOUNDS`; :meth:`resolve` gives the
+            threat model with a model's bounds.
 
     Examples:
         >>> threat = ThreatModel("linf", 8 / 255)
         >>> x_adv = threat.project(x + noise, x)
         >>> threat.distance(x_adv, x).max() <= 8 / 255
+        >>> tabular = ThreatModel("l2", 0.5, (float("-inf"), float("inf")))
     """
 
     norm: str
     eps: float
-    bounds: tuple[float, float] = (0.0, 1.0)
+    bounds: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        validation.check_threat_args(self.norm, self.eps, self.bounds)
+        validation.check_threat_args(self.norm, self.eps, DEFAULT_BOUNDS if self.bounds is None else self.bounds)
         object.__setattr__(self, "eps", float(self.eps))
-        object.__setattr__(self, "bounds", (float(self.bounds[0]), float(self.bounds[1])))
+        if self.bounds is not None:
+            object.__setattr__(self, "bounds", validation.check_bounds("bounds", self.bounds))
+
+    @property
+    def box(self) -> tuple[float, float]:
+        """The box the geometry uses: ``bounds``, or :data:`DEFAULT_BOUNDS` while they are the model's."""
+        return DEFAULT_BOUNDS if self.bounds is None else self.bounds
+
+    @property
+    def bounded(self) -> bool:
+        """Whether both sides of the box are finite."""
+        return math.isfinite(self.box[0]) and math.isfinite(self.box[1])
+
+    @property
+    def scale(self) -> float:
+        """The size of the input range that step rules are measured in: the box width, or
+        :data:`UNBOUNDED_SCALE` when a side is infinite."""
+        return self.box[1] - self.box[0] if self.bounded else UNBOUNDED_SCALE
+
+    def resolve(self, bounds: tuple[float, float]) -> ThreatModel:
+        """This threat model with ``bounds`` (a model's) when it has none of its own; itself otherwise.
+
+        Args:
+            bounds: the model's ``(low, high)``.
+
+        Examples:
+            >>> ThreatModel("linf", 0.1).resolve((-1.0, 1.0)).bounds
+            (-1.0, 1.0)
+        """
+        return self if self.bounds is not None else ThreatModel(self.norm, self.eps, bounds)
 
     # ------------------------------------------------------------------ geometry
     def with_eps(self, eps: float) -> ThreatModel:
@@ -99,8 +144,8 @@ class ThreatModel:
         return ThreatModel(self.norm, eps, self.bounds)
 
     def clip_box(self, x: torch.Tensor) -> torch.Tensor:
-        """Clamp ``x`` into the input box."""
-        return x.clamp(self.bounds[0], self.bounds[1])
+        """Clamp ``x`` into the input box (a side that is infinite clamps nothing)."""
+        return x.clamp(self.box[0], self.box[1])
 
     def project_delta(self, delta: torch.Tensor, eps: torch.Tensor | float | None = None) -> torch.Tensor:
         """Project a perturbation onto the norm ball (without the box). ``eps`` may be per example."""
@@ -159,16 +204,33 @@ class ThreatModel:
             v = v / (v.abs().sum(dim=1, keepdim=True) + _TINY)
             r = torch.rand((n, 1), generator=generator, device=dev, dtype=x.dtype) ** (1.0 / d)
             delta = (v * r * self.eps).reshape(shape)
-        else:  # l0: perturb eps random pixels uniformly in the box
+        else:  # l0: perturb eps random pixels uniformly in the box (near x where it is infinite: box_around)
             k = int(self.eps)
             scores = torch.rand((n, d), generator=generator, device=dev)
             idx = scores.topk(min(k, d), dim=1).indices
             vals = torch.rand((n, idx.shape[1]), generator=generator, device=dev, dtype=x.dtype)
-            lo, hi = self.bounds
             flat = flatten(x).to(dev).clone()
+            lo, hi = self.box_around(flat.gather(1, idx))
             flat.scatter_(1, idx, lo + (hi - lo) * vals)
             return flat.reshape(shape).to(x.device)
         return self.clip_box(x + delta.to(x.device))
+
+    def box_around(
+        self, x: torch.Tensor, spread: float = UNBOUNDED_SCALE
+    ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """``(low, high)`` of the box where it is finite, and ``x -+ spread`` on a side where it is infinite.
+
+        Where random points "anywhere in the box" are drawn (an L0 random start, the noise that decision-based
+        attacks start from), an infinite side is replaced by a finite range around the clean point.
+
+        Args:
+            x: the clean points.
+            spread: how far past ``x`` the range reaches on an infinite side.
+        """
+        lo, hi = self.box
+        low = lo if math.isfinite(lo) else x - spread
+        high = hi if math.isfinite(hi) else x + spread
+        return low, high
 
     def ascent_direction(
         self, grad: torch.Tensor, x_adv: torch.Tensor | None = None, *, l1_sparsity: float = 0.99
@@ -191,7 +253,7 @@ class ThreatModel:
             g = flatten(grad)
             if x_adv is not None:
                 xf = flatten(x_adv)
-                blocked = ((xf <= self.bounds[0]) & (g < 0)) | ((xf >= self.bounds[1]) & (g > 0))
+                blocked = ((xf <= self.box[0]) & (g < 0)) | ((xf >= self.box[1]) & (g > 0))
                 g = g.masked_fill(blocked, 0.0)
             a = g.abs()
             k = max(1, round((1.0 - l1_sparsity) * g.shape[1]))
@@ -208,7 +270,7 @@ class ThreatModel:
 
     def contains(self, x_adv: torch.Tensor, x: torch.Tensor, rtol: float = 1e-5) -> torch.Tensor:
         """Per-example bool: ``x_adv`` is in the box exactly and in the ball up to float tolerance."""
-        in_box = (flatten(x_adv) >= self.bounds[0]).all(1) & (flatten(x_adv) <= self.bounds[1]).all(1)
+        in_box = (flatten(x_adv) >= self.box[0]).all(1) & (flatten(x_adv) <= self.box[1]).all(1)
         tol = rtol * max(1.0, self.eps) + (1e-6 if self.norm != "l0" else 0.0)
         return in_box & (self.distance(x_adv, x) <= self.eps + tol)
 
@@ -218,7 +280,7 @@ class ThreatModel:
         eps = f"{self.eps:g}"
         for den in (255,):
             if math.isclose(self.eps * den, round(self.eps * den), abs_tol=1e-9) and self.eps * den >= 1:
-                eps = f"{round(self.eps * den)}/{den}" if self.bounds == (0.0, 1.0) and self.eps < 0.1 else eps
+                eps = f"{round(self.eps * den)}/{den}" if self.box == (0.0, 1.0) and self.eps < 0.1 else eps
         return f"{sym} ≤ {eps}"
 
 

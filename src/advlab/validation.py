@@ -112,12 +112,7 @@ def check_threat_args(norm: Any, eps: Any, bounds: Any) -> None:
         raise ValueError(f"eps: expected a radius >= 0, got {eps}. eps is the size of the allowed perturbation.")
     if norm == "l0" and eps != int(eps):
         raise ValueError(f"eps: for norm 'l0' eps counts changed input features and must be whole, got {eps}")
-    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-        raise ValueError(f"bounds: expected a pair (low, high), got {_fmt(bounds)}")
-    lo = check_float("bounds[0]", bounds[0])
-    hi = check_float("bounds[1]", bounds[1])
-    if not lo < hi:
-        raise ValueError(f"bounds: expected low < high, got {_fmt(tuple(bounds))}")
+    check_bounds("bounds", bounds)
 
 
 def check_eps_list(eps: Sequence[float]) -> list[float]:
@@ -286,6 +281,49 @@ def did_you_mean(name: Any, choices: Iterable[str]) -> str:
 
 
 # ---------------------------------------------------------------------- data
+def check_bounds(name: str, bounds: Any) -> tuple[float, float]:
+    """``bounds`` as a pair of floats ``(low, high)`` with ``low < high``; either side may be infinite.
+
+    An infinite side (``float("-inf")`` or ``float("inf")``) leaves the inputs unbounded on that side, as for
+    standardised tabular features: the norm ball alone then bounds the perturbations.
+
+    Args:
+        name: the argument's name, for error messages.
+        bounds: the pair to check.
+
+    Returns:
+        ``(low, high)`` as floats.
+
+    Raises:
+        TypeError: a side that is not a number.
+        ValueError: not a pair, a side that is NaN, or ``low >= high``.
+
+    Examples:
+        >>> check_bounds("bounds", (0, 1))
+        (0.0, 1.0)
+        >>> check_bounds("bounds", (float("-inf"), float("inf")))
+        (-inf, inf)
+    """
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise ValueError(f"{name}: expected a pair (low, high), got {_fmt(bounds)}")
+    sides = []
+    for i, side in enumerate(bounds):
+        if isinstance(side, torch.Tensor) and side.numel() == 1:
+            side = side.item()
+        if isinstance(side, bool) or not isinstance(side, (int, float, np.integer, np.floating)):
+            raise TypeError(
+                f"{name}[{i}]: expected a number (or float('inf') for an unbounded side), got "
+                f"{type(side).__name__} {_fmt(side)}"
+            )
+        if math.isnan(side):
+            raise ValueError(f"{name}[{i}]: expected a number or ±inf, got nan")
+        sides.append(float(side))
+    lo, hi = sides
+    if not lo < hi:
+        raise ValueError(f"{name}: expected low < high, got {_fmt(tuple(bounds))}")
+    return lo, hi
+
+
 def as_tensor(name: str, value: Any, *, float32: Literal["numpy", "float64", "all"] = "numpy") -> torch.Tensor:
     """``value`` (a torch tensor or a numpy array) as a tensor: the one conversion of user arrays.
 
@@ -304,43 +342,213 @@ def as_tensor(name: str, value: Any, *, float32: Literal["numpy", "float64", "al
     return t
 
 
-@overload
-def as_xy(data: Any, name: str = ..., *, labels: Literal["required"] = ...) -> tuple[torch.Tensor, torch.Tensor]: ...
-@overload
-def as_xy(
-    data: Any, name: str = ..., *, labels: Literal["optional", "none"]
-) -> tuple[torch.Tensor, torch.Tensor | None]: ...
-def as_xy(data: Any, name: str = "data", *, labels: str = "required") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The one place where data in the forms users have becomes ``(x, y)`` tensors.
+def as_labels(name: str, value: Any) -> torch.Tensor:
+    """Class labels as an integer tensor: a tensor, a numpy array, or a list (tuple, range) of ints.
 
-    Accepts an advlab Dataset or anything with ``.x`` and ``.y``, a pair ``(x, y)``, or (with ``labels`` other
-    than ``"required"``) inputs ``x`` alone; torch tensors or numpy arrays. ``x`` comes back as a float tensor
-    (float64 becomes float32), ``y`` as int64 (or ``None``).
+    Integer labels of any width become int64; floating or boolean labels are returned as they are, for
+    :func:`check_labels` to refuse with its message.
 
     Args:
-        data: the data.
         name: the argument's name, for error messages.
-        labels: ``"required"``, ``"optional"`` (``y`` may be missing) or ``"none"`` (``x`` alone expected).
+        value: the labels.
 
     Raises:
-        TypeError: data in none of these forms, or not tensors/arrays.
-        ValueError: labels required but missing.
+        TypeError: labels that are strings or objects (class names: map them to indices first), or not array-like.
+
+    Examples:
+        >>> as_labels("y", [3, 1, 4])
+        tensor([3, 1, 4])
     """
-    x: Any
-    y: Any = None
+    if isinstance(value, (list, tuple, range)):
+        array = np.asarray(value)
+        if array.dtype.kind not in "iubf" and array.size:
+            what = "strings" if array.dtype.kind in "US" else "values"
+            raise TypeError(
+                f"{name}: expected integer class indices, got {what} such as {_fmt(next(iter(value)))}. Map class "
+                "names to indices 0..K-1 first, e.g. [sorted(set(names)).index(c) for c in names]."
+            )
+        value = array if array.size else np.zeros(0, dtype=np.int64)
+    t = as_tensor(name, value)
+    return t if (t.dtype.is_floating_point or t.dtype == torch.bool) else t.long()
+
+
+X_KEYS = ("x", "X", "inputs", "images", "data")
+"""Keys under which :func:`as_xy` looks for the inputs in a dict (the first one present wins)."""
+Y_KEYS = ("y", "Y", "labels", "targets", "target")
+"""Keys under which :func:`as_xy` looks for the labels in a dict (the first one present wins)."""
+LOADER_BATCH = 256
+"""Batch size of the ``DataLoader`` that :func:`as_xy` reads a map-style torch ``Dataset`` with."""
+_RANDOM_SAMPLERS = (
+    torch.utils.data.RandomSampler,
+    torch.utils.data.SubsetRandomSampler,
+    torch.utils.data.WeightedRandomSampler,
+)
+
+
+def _from_mapping(data: Any, name: str) -> tuple[Any, Any]:
+    x_key = next((k for k in X_KEYS if k in data), None)
+    if x_key is None:
+        raise ValueError(
+            f"{name}: a dict of arrays needs the inputs under 'x' (or one of {list(X_KEYS[1:])}) and the labels "
+            f"under 'y' (or one of {list(Y_KEYS[1:])}); got keys {sorted(map(str, data))}"
+        )
+    y_key = next((k for k in Y_KEYS if k in data), None)
+    return data[x_key], None if y_key is None else data[y_key]
+
+
+def _batch_parts(batch: Any, name: str) -> tuple[Any, Any]:
+    if isinstance(batch, dict):
+        return _from_mapping(batch, name)
+    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2):
+        return batch[0], batch[1] if len(batch) == 2 else None
+    if isinstance(batch, (torch.Tensor, np.ndarray)):
+        return batch, None
+    raise TypeError(
+        f"{name}: expected batches (x, y), dicts with 'x' and 'y' or tensors x, got {type(batch).__name__}"
+        + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+    )
+
+
+def _from_loader(loader: torch.utils.data.DataLoader, name: str) -> tuple[Any, Any]:
+    sampler = getattr(loader.batch_sampler, "sampler", None) or loader.sampler
+    if isinstance(sampler, _RANDOM_SAMPLERS) or isinstance(loader.sampler, _RANDOM_SAMPLERS):
+        raise ValueError(
+            f"{name}: this DataLoader shuffles ({type(sampler).__name__}): each pass gives another order, so results "
+            "could not be matched to examples or resumed. Pass DataLoader(dataset, shuffle=False) or the dataset."
+        )
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    for i, batch in enumerate(loader):
+        bx, by = _batch_parts(batch, f"{name} (batch {i})")
+        xs.append(as_tensor(f"{name} x (batch {i})", bx).detach().cpu())
+        if by is not None:
+            ys.append(as_labels(f"{name} y (batch {i})", by).detach().cpu())
+    if not xs:
+        raise ValueError(f"{name}: the DataLoader yielded no batches")
+    if ys and len(ys) != len(xs):
+        raise ValueError(f"{name}: some batches have labels and some do not ({len(ys)} of {len(xs)})")
+    return torch.cat(xs), torch.cat(ys) if ys else None
+
+
+def _unpack(data: Any, name: str, labels: str) -> tuple[Any, Any]:
+    """``(x, y)`` in whatever containers ``data`` holds them (``y`` may be ``None``)."""
     if hasattr(data, "x") and hasattr(data, "y"):
-        x, y = data.x, data.y
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    elif isinstance(data, (torch.Tensor, np.ndarray)) and labels != "required":
-        x = data
-    else:
-        expected = "a Dataset (with .x and .y) or a pair (x, y)" + (" or inputs x" if labels != "required" else "")
-        raise TypeError(f"{name}: expected {expected}, got {type(data).__name__}")
-    x_t = as_tensor(f"{name} x", x, float32="float64")
+        return data.x, data.y
+    if isinstance(data, dict):
+        return _from_mapping(data, name)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return data, None  # as_xy says that labels are needed when they are
+    if isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) in (1, 2):
+        return data.tensors[0], data.tensors[1] if len(data.tensors) == 2 else None
+    if isinstance(data, torch.utils.data.DataLoader):
+        return _from_loader(data, name)
+    if isinstance(data, torch.utils.data.Dataset):
+        return _from_loader(torch.utils.data.DataLoader(data, batch_size=LOADER_BATCH), name)
+    expected = (
+        "a Dataset (with .x and .y) or a pair (x, y), a dict {'x': ..., 'y': ...}, a torch TensorDataset, "
+        "Dataset or DataLoader yielding (x, y)" + (", or inputs x" if labels != "required" else "")
+    )
+    raise TypeError(f"{name}: expected {expected}, got {type(data).__name__}")
+
+
+def check_float_inputs(name: str, x: torch.Tensor) -> None:
+    """``x`` holds floating-point values: integer data (uint8 pixels 0..255) is never rescaled silently.
+
+    Raises:
+        TypeError: ``x`` has an integer or boolean dtype; the message says how to scale it.
+    """
+    if torch.is_floating_point(x):
+        return
+    remedy = (
+        "uint8 images hold pixels 0..255 while models take [0, 1]: divide them yourself, x.float() / 255 "
+        "(on the command line: --scale 255)"
+        if x.dtype == torch.uint8
+        else "convert with x.float(), scaled into the model's bounds"
+    )
+    raise TypeError(
+        f"{name}: expected a floating-point tensor, got dtype {x.dtype}. advlab never rescales "
+        f"inputs silently; {remedy}."
+    )
+
+
+@overload
+def as_xy(
+    data: Any,
+    name: str = ...,
+    *,
+    labels: Literal["required"] = ...,
+    float32: Literal["numpy", "float64", "all"] = ...,
+    parts: tuple[str, str] | None = ...,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def as_xy(
+    data: Any,
+    name: str = ...,
+    *,
+    labels: Literal["optional", "none"],
+    float32: Literal["numpy", "float64", "all"] = ...,
+    parts: tuple[str, str] | None = ...,
+) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+def as_xy(
+    data: Any,
+    name: str = "data",
+    *,
+    labels: str = "required",
+    float32: Literal["numpy", "float64", "all"] = "float64",
+    parts: tuple[str, str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The one place where data in the forms users have becomes ``(x, y)`` tensors.
+
+    Accepted forms:
+
+    * an advlab :class:`~advlab.data.Dataset`, or anything with ``.x`` and ``.y``;
+    * a pair ``(x, y)``;
+    * a dict of arrays ``{"x": ..., "y": ...}`` (the inputs may also be under ``"X"``, ``"inputs"``, ``"images"``
+      or ``"data"``, the labels under ``"Y"``, ``"labels"``, ``"targets"`` or ``"target"``: see
+      :data:`X_KEYS`, :data:`Y_KEYS`; so a scikit-learn ``Bunch`` works too);
+    * a ``torch.utils.data.TensorDataset`` of ``(x, y)`` (or ``(x,)``);
+    * a ``torch.utils.data.DataLoader`` yielding ``(x, y)`` pairs, dicts or tensors ``x``: it is iterated
+      **once**, in its order, and the batches are concatenated in memory (on the CPU). A loader that shuffles
+      (a random sampler) is refused: each pass would give another order, so results could not be matched to
+      examples or resumed. A loader with ``drop_last=True`` leaves its last partial batch out;
+    * any other torch ``Dataset`` of ``(x, y)`` items, read through a ``DataLoader`` of :data:`LOADER_BATCH`;
+    * inputs ``x`` alone, when ``labels`` is not ``"required"``.
+
+    Arrays are torch tensors or numpy arrays; labels may also be lists (or tuples, ranges) of ints. ``x`` comes
+    back as a floating tensor (float64 becomes float32 unless ``float32`` says otherwise), ``y`` as int64 (or
+    ``None``). Integer inputs such as uint8 images are refused, never rescaled silently
+    (:func:`check_float_inputs`).
+
+    Args:
+        data: the data, in one of the forms above.
+        name: the argument's name, for error messages.
+        labels: ``"required"``, ``"optional"`` (``y`` may be missing) or ``"none"`` (``x`` alone expected).
+        float32: which floating inputs become float32, as in :func:`as_tensor`.
+        parts: the names of ``x`` and ``y`` in error messages; default ``"{name} x"`` and ``"{name} y"``.
+
+    Returns:
+        ``(x, y)`` tensors (``y`` may be ``None`` unless labels are required).
+
+    Raises:
+        TypeError: data in none of these forms, arrays that are not tensors/arrays, integer inputs, or labels
+            that are strings.
+        ValueError: labels required but missing, a dict without inputs, a shuffling or empty DataLoader.
+
+    Examples:
+        >>> x, y = as_xy({"x": np.zeros((3, 4)), "y": [0, 1, 2]})
+        >>> x, y = as_xy(DataLoader(TensorDataset(x, y), batch_size=2))
+    """
+    x, y = _unpack(data, name, labels)
+    x_name, y_name = parts or (f"{name} x", f"{name} y")
+    x_t = as_tensor(x_name, x, float32=float32)
+    check_float_inputs(x_name, x_t)
     if y is None:
         if labels == "required":
-            raise ValueError(f"{name}: labels are needed; pass (x, y) or a Dataset")
+            raise ValueError(
+                f"{name}: labels are needed; pass (x, y), a Dataset, a DataLoader or a dict with the labels"
+                + (" (or the labels as y)" if parts else "")
+            )
         return x_t, None
-    y_t = as_tensor(f"{name} y", y)
-    return x_t, y_t.long() if not (y_t.dtype.is_floating_point or y_t.dtype == torch.bool) else y_t
+    return x_t, as_labels(y_name, y)

@@ -48,6 +48,10 @@ LOCAL_BATCH = 4096
 
 UNLIMITED = 2**62
 
+UNBOUNDED_NOISE_SPREAD = 4.0
+"""Where the box has an infinite side, the starting noise of decision-based attacks is drawn within this distance
+of the clean point on that side (four standard deviations of standardised features)."""
+
 
 class QueryCounter:
     """Per-example query accounting for one run of a query attack.
@@ -226,10 +230,12 @@ def run_query_attack(
             return run.result(AttackOutput(run.x.clone(), queries=q, info={"stopped": None}))
         counter = QueryCounter(
             run.model, run.x, max_queries, need_scores=need_scores, name=name, labels=run.labels,
-            targeted=run.targeted, bounds=threat.bounds,
+            targeted=run.targeted, bounds=run.threat.box,
         )  # fmt: skip
         try:
-            result = run.result(core(run.model, run.x, run.labels, run.targeted, threat, counter=counter, **settings))
+            result = run.result(
+                core(run.model, run.x, run.labels, run.targeted, run.threat, counter=counter, **settings)
+            )
         except STOP_ERRORS as exc:
             if counter.partial is None:
                 raise
@@ -280,7 +286,7 @@ def check_starting_points(starting_points: Any, x: Any, threat: Any) -> torch.Te
     if not torch.is_floating_point(start):
         raise TypeError(f"starting_points: expected a floating-point tensor, got dtype {start.dtype}")
     if isinstance(threat, ThreatModel):
-        validation.check_input(start, threat.bounds, name="starting_points")
+        validation.check_input(start, threat.box, name="starting_points")
     device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
     return start.float().to(device)
 
@@ -350,7 +356,8 @@ def starting_points(
 
     In order: ``given`` points (checked, one query each); for targeted goals, other examples of the batch the
     model already assigns to the target class (free: their clean labels are known); then uniform noise in the
-    box, redrawn up to ``init_attempts`` times for examples still without a start (one query per draw).
+    box (within :data:`UNBOUNDED_NOISE_SPREAD` of ``x`` on an infinite side), redrawn up to ``init_attempts`` times
+    for examples still without a start (one query per draw).
     Examples the model already gets wrong (untargeted) start at ``x`` itself.
     """
     labels = counter.target_labels
@@ -370,11 +377,11 @@ def starting_points(
                 j = same[threat.distance(x[same], x[i : i + 1].expand_as(x[same])).argmin()]
                 start[i] = x[j]
                 found[i] = True
-    lo, hi = threat.bounds
     for _ in range(init_attempts):
         todo = (~found & counter.can_afford(1)).nonzero().flatten()
         if todo.numel() == 0:
             break
+        lo, hi = threat.box_around(x[todo], UNBOUNDED_NOISE_SPREAD)
         noise = lo + (hi - lo) * torch.rand(
             (todo.numel(), *x.shape[1:]), generator=generator, device=generator.device, dtype=x.dtype
         ).to(x.device)

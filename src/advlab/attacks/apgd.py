@@ -174,13 +174,13 @@ def _step(
     if threat.norm == "l1":
         assert topk is not None, "the l1 rule always sets the sparsity"
         moved = x_adv + eta_b * _l1_sparse_direction(grad, topk)
-        return x + project_l1_box(moved - x, x, threat.eps, threat.bounds)
+        return x + project_l1_box(moved - x, x, threat.eps, threat.box)
     return threat.project(x_adv + eta_b * threat.ascent_direction(grad, x_adv), x)
 
 
 def _project(threat: ThreatModel, x_new: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if threat.norm == "l1":
-        return x + project_l1_box(x_new - x, x, threat.eps, threat.bounds)
+        return x + project_l1_box(x_new - x, x, threat.eps, threat.box)
     return threat.project(x_new, x)
 
 

@@ -78,17 +78,25 @@ def to_container(t: torch.Tensor | None, like: Any, *, dtype: Any = None) -> Arr
 
 def prepare_inputs(
     model: nn.Module, x: Any, y: Any, threat: ThreatModel
-) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
-    """Validate and convert ``(model, x, y)`` for an attack; moves data to the model's device."""
+) -> tuple[Classifier, torch.Tensor, torch.Tensor, ThreatModel]:
+    """Validate and convert ``(model, x, y)`` for an attack; moves data to the model's device.
+
+    ``x`` and ``y`` are tensors or arrays (``y`` also a list of labels), or ``x`` is a container of both (a
+    Dataset, DataLoader, TensorDataset, dict or pair: :func:`advlab.validation.as_xy`) and ``y`` is ``None``. A
+    threat model without bounds takes the classifier's (:meth:`ThreatModel.resolve`).
+
+    Returns:
+        The classifier, ``x`` and ``y`` on its device, and the threat model with its bounds resolved.
+    """
     check_threat_model(threat)
     clf = as_classifier(model, threat.bounds)
-    x_t = validation.as_tensor("x", x)
-    y_t = validation.as_tensor("y", y)
-    validation.check_input(x_t, threat.bounds)
+    threat = threat.resolve(clf.bounds)
+    x_t, y_t = validation.as_xy(x if y is None else (x, y), "x", float32="numpy", parts=("x", "y"))
+    validation.check_input(x_t, threat.box)
     validation.check_input_shape(x_t, clf.input_shape)
     validation.check_labels(y_t, x_t.shape[0], clf.num_classes)
     device = clf.device
-    return clf, x_t.to(device), y_t.to(device).long()
+    return clf, x_t.to(device), y_t.to(device).long(), threat
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,8 @@ class PreparedAttack:
         labels: true labels (untargeted goals) or targets (targeted goals).
         targeted: whether success means ``argmax == labels``.
         threat: the threat model.
-        x_in: ``x`` as the caller gave it (numpy or torch), for the result's container.
+        x_in: ``x`` as the caller gave it (numpy or torch), for the result's container; the CPU tensor read from a
+            container (DataLoader, dict...), whose results come back as CPU tensors.
     """
 
     model: Classifier
@@ -139,10 +148,12 @@ def attack_boundary(
     """Validate and convert the inputs, enter attack mode and resolve the goal, for the ``with`` block.
 
     Inside the block the model is in eval mode with parameter gradients off; the caller runs its core on the
-    :class:`PreparedAttack` and builds the result with :meth:`PreparedAttack.result`.
+    :class:`PreparedAttack` (whose ``threat`` has the model's bounds when ``threat`` had none) and builds the
+    result with :meth:`PreparedAttack.result`.
     """
     goal = as_goal(goal)
-    clf, x_t, y_t = prepare_inputs(model, x, y, threat)
+    clf, x_t, y_t, threat = prepare_inputs(model, x, y, threat)
+    x_in = x if isinstance(x, (torch.Tensor, np.ndarray)) else x_t.cpu()
     with clf.attack_mode():
         with torch.no_grad():
             clean_logits = clf(x_t)
@@ -151,7 +162,7 @@ def attack_boundary(
         if clf.num_classes is None:
             validation.check_labels(y_t, x_t.shape[0], clean_logits.shape[1])
         labels = goal.resolve(clf, x_t, y_t)
-        yield PreparedAttack(clf, x_t, labels, goal.targeted, threat, x)
+        yield PreparedAttack(clf, x_t, labels, goal.targeted, threat, x_in)
 
 
 def run_attack(
@@ -170,9 +181,11 @@ def run_attack(
         core: the algorithm, ``core(model, x, labels, targeted, threat, **settings)`` returning ``x_adv`` or an
             :class:`AttackOutput`; not called when ``threat.eps == 0`` (``x`` is returned unchanged).
         model: a ``torch.nn.Module`` returning logits, or an :class:`~advlab.models.Classifier`.
-        x: inputs inside ``threat.bounds``, torch or numpy, shape ``(N, ...)``.
-        y: true labels, shape ``(N,)``.
-        threat: the allowed perturbation set.
+        x: inputs inside ``threat.bounds``, torch or numpy, shape ``(N, ...)``; or, with ``y=None``, a container
+            of inputs and labels (a Dataset, ``DataLoader``, ``TensorDataset``, dict or pair, see
+            :func:`advlab.validation.as_xy`), whose results come back as CPU tensors.
+        y: true labels, shape ``(N,)`` (a tensor, an array or a list of ints), or ``None`` when ``x`` holds them.
+        threat: the allowed perturbation set; without bounds it takes the model's.
         goal: ``None``/``Untargeted()``, ``Targeted(target)`` or ``LeastLikely()``.
         settings: the core's settings, already validated by the attack's registration.
 
@@ -182,7 +195,7 @@ def run_attack(
     with attack_boundary(model, x, y, threat, goal) as run:
         if threat.eps == 0:
             return run.result(run.x.clone())
-        return run.result(core(run.model, run.x, run.labels, run.targeted, threat, **settings))
+        return run.result(core(run.model, run.x, run.labels, run.targeted, run.threat, **settings))
 
 
 def warn_once_zero_grad(grad: torch.Tensor, name: str) -> None:

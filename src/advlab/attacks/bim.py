@@ -30,17 +30,21 @@ keeping the paper's ratio of total path length to eps (``alpha * steps ≈ 1.25 
 def paper_defaults(threat: ThreatModel) -> tuple[int, float]:
     """Kurakin et al.'s settings: step alpha = 1 pixel level, ``min(eps + 4, 1.25 eps)`` iterations (eps in levels).
 
-    The rule is defined for linf; for other norms see :data:`NON_LINF_STEPS`.
+    The rule is defined for linf on a finite box; for other norms and unbounded inputs (where a pixel level means
+    nothing) see :data:`NON_LINF_STEPS`.
     """
-    if threat.norm != "linf":
+    if threat.norm != "linf" or not threat.bounded:
         return NON_LINF_STEPS, 1.25 * threat.eps / NON_LINF_STEPS
-    width = threat.bounds[1] - threat.bounds[0]
+    width = threat.box[1] - threat.box[0]
     eps_levels = threat.eps / width * PIXEL_LEVELS
     steps = max(1, math.ceil(min(eps_levels + 4, 1.25 * eps_levels)))
     return steps, width / PIXEL_LEVELS
 
 
 def _core(model, x, labels, targeted, threat, *, steps, step_size, loss_fn) -> AttackOutput:
+    default_steps, default_size = paper_defaults(threat)  # the threat model has the model's bounds here
+    steps = default_steps if steps is None else steps
+    step_size = default_size if step_size is None else step_size
     x_adv, _, _, trace = iterate(
         model, x, x, labels, targeted, threat, steps=steps, step_size=step_size, loss_fn=loss_fn, name="bim"
     )
@@ -79,8 +83,9 @@ def bim(
         threat: norm, eps and bounds.
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
         steps: iterations; default ``min(eps + 4, 1.25 eps)`` with eps in pixel levels (the paper's rule,
-            linf); 10 for l2/l1.
-        step_size: default one pixel level, ``(high - low) / 255`` (linf); ``1.25 * eps / 10`` for l2/l1.
+            linf); 10 for l2/l1 and for unbounded inputs.
+        step_size: default one pixel level, ``(high - low) / 255`` (linf); ``1.25 * eps / 10`` for l2/l1 and for
+            unbounded inputs.
         loss: loss to ascend.
         generator: unused (deterministic); accepted for a uniform interface.
 
@@ -96,11 +101,7 @@ def bim(
     Examples:
         >>> result = bim(model, x, y, ThreatModel("linf", 8 / 255))   # 10 steps of 1/255
     """
-    default_steps, default_size = paper_defaults(threat)
-    return run_attack(
-        _core, model, x, y, threat, goal=goal, steps=default_steps if steps is None else steps,
-        step_size=default_size if step_size is None else step_size, loss_fn=get_loss(loss),
-    )  # fmt: skip
+    return run_attack(_core, model, x, y, threat, goal=goal, steps=steps, step_size=step_size, loss_fn=get_loss(loss))
 
 
 BIM = bim.config

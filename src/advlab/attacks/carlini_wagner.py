@@ -29,7 +29,8 @@ _ABORT_TOLERANCE = 0.9999
 _LINF_SUCCESS_TOLERANCE = 1e-4
 """The L∞ attack accepts an iterate when its total loss is below ``1e-4 * c`` (reference code)."""
 TAU_LEVELS = 256
-"""The L∞ attack stops once tau falls below ``(high - low) / 256``: one grey level of an 8-bit image."""
+"""The L∞ attack stops once tau falls below ``(high - low) / 256``: one grey level of an 8-bit image (on an
+unbounded box, :attr:`~advlab.threat.ThreatModel.scale` / 256)."""
 
 
 # ---------------------------------------------------------------------- shared pieces
@@ -41,6 +42,20 @@ def _to_tanh(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
 def _from_tanh(w: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """``x = low + (high - low) (tanh(w) + 1) / 2``: any real ``w`` gives a point of the box."""
     return low + (high - low) * (torch.tanh(w) + 1.0) / 2.0
+
+
+def _to_w(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """The optimisation variables of ``x``: tanh variables on a finite box, ``x`` itself when a side is infinite."""
+    if math.isfinite(low) and math.isfinite(high):
+        return _to_tanh(x, low, high)
+    return x.clone()
+
+
+def _from_w(w: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """The point of the box that ``w`` stands for: :func:`_from_tanh`, or ``w`` clamped to an unbounded box."""
+    if math.isfinite(low) and math.isfinite(high):
+        return _from_tanh(w, low, high)
+    return w.clamp(low, high)
 
 
 def _reaches_goal(logits: torch.Tensor, labels: torch.Tensor, targeted: bool, confidence: float) -> torch.Tensor:
@@ -117,10 +132,10 @@ class _L2Search:
     ) -> None:
         n, dev, dtype = x.shape[0], x.device, x.dtype
         self.model, self.labels, self.targeted, self.confidence = model, labels, targeted, confidence
-        self.low, self.high = threat.bounds
-        self.w0 = _to_tanh(x, self.low, self.high)
+        self.low, self.high = threat.box
+        self.w0 = _to_w(x, self.low, self.high)
         # x as the tanh variables see it (differs by < 1e-6 of the box)
-        self.x0 = _from_tanh(self.w0, self.low, self.high)
+        self.x0 = _from_w(self.w0, self.low, self.high)
         self.lower = torch.zeros(n, device=dev, dtype=torch.float64)
         self.upper = torch.full((n,), _UPPER_UNKNOWN, device=dev, dtype=torch.float64)
         self.const = torch.full((n,), initial_const, device=dev, dtype=torch.float64)
@@ -161,7 +176,7 @@ class _L2Search:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(loss, d loss / d w, x_adv, l2, logits)`` of ``|x_adv - x|_2^2 + c f6(x_adv)``, one forward/backward."""
         w.requires_grad_(True)
-        x_adv = _from_tanh(w, self.low, self.high)
+        x_adv = _from_w(w, self.low, self.high)
         logits = self.model(x_adv)
         l2 = flatten(x_adv - self.x0).pow(2).sum(1)
         f6 = -margin(logits, self.labels, self.targeted, kappa=self.confidence)  # max(max_{i!=t} Z_i - Z_t, -kappa)
@@ -238,7 +253,8 @@ def carlini_wagner_l2(
     """The Carlini-Wagner L2 attack: minimise ``|delta|_2^2 + c * f6(x + delta)`` with a search over ``c``.
 
     The box constraint is removed by the change of variables ``x + delta = low + (high - low)(tanh(w) + 1)/2``
-    and ``w`` is optimised with Adam. The loss on the logits ``Z`` is the paper's ``f6``:
+    and ``w`` is optimised with Adam; where a side of the box is infinite (standardised features) there is no
+    change of variables: Adam runs on ``x + delta`` itself, clamped to the finite side if any. The loss on the logits ``Z`` is the paper's ``f6``:
     ``max(max_{i != t} Z_i - Z_t, -confidence)`` for a target ``t`` (untargeted: ``max(Z_y - max_{i != y} Z_i,
     -confidence)``). For each example, a binary search over ``c`` (``binary_search_steps`` runs of ``steps``
     Adam steps each, Adam restarted each run) halves the interval between the largest failing and the smallest
@@ -254,7 +270,7 @@ def carlini_wagner_l2(
         model: a ``torch.nn.Module`` returning logits, or an ``advlab.Classifier``.
         x: inputs inside ``threat.bounds`` (torch or numpy), shape ``(N, ...)``.
         y: true labels, shape ``(N,)``.
-        threat: ``ThreatModel("l2", eps, bounds)``; any finite bounds.
+        threat: ``ThreatModel("l2", eps, bounds)``; any bounds, infinite ones included.
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
         confidence: the paper's ``kappa``: the logit margin a success must have (0).
         binary_search_steps: runs of the search over ``c`` (9).
@@ -305,9 +321,9 @@ class _LinfSearch:
     def __init__(self, x: torch.Tensor, threat: ThreatModel, *, lr: float, initial_const: float) -> None:
         n, dev, dtype = x.shape[0], x.device, x.dtype
         self.x = x
-        self.low, self.high = threat.bounds
-        w0 = _to_tanh(x, self.low, self.high)
-        self.x0 = _from_tanh(w0, self.low, self.high)
+        self.low, self.high = threat.box
+        w0 = _to_w(x, self.low, self.high)
+        self.x0 = _from_w(w0, self.low, self.high)
         self.w = w0.clone()
         self.prev = x.clone()  # the last accepted (adversarial) iterate; x until one is found
         # the paper's tau = 1 on [0, 1]
@@ -324,7 +340,7 @@ class _LinfSearch:
         """For examples ``idx``: ``(w, x_adv, d loss / d w, accepted)`` (``w`` and ``x_adv`` still attached to the
         graph), one forward/backward of ``c * max(confidence - margin, 0) + sum_i max(|delta_i| - tau, 0)``."""
         wa = self.w[idx].requires_grad_(True)
-        xa = _from_tanh(wa, self.low, self.high)
+        xa = _from_w(wa, self.low, self.high)
         logits = model(xa)
         hinge = (confidence - margin(logits, labels, targeted)).clamp_min(0)
         excess = flatten((xa - self.x0[idx]).abs() - per_example(self.tau[idx], xa)).clamp_min(0).sum(1)
@@ -352,7 +368,7 @@ class _LinfSearch:
         self.prev[idx] = x_new
         self.tau[idx] = torch.minimum(self.tau[idx], actual) * decrease_factor
         self.done[idx] = self.tau[idx] <= tau_stop
-        self.w[idx] = _to_tanh(x_new, self.low, self.high)
+        self.w[idx] = _to_w(x_new, self.low, self.high)
         self.adam.reset(idx)
         self.count[idx] = 0
         self.rounds[idx] += 1
@@ -398,8 +414,7 @@ def _core_linf(
     decrease_factor: float,
     tau_min: float | None,
 ) -> AttackOutput:
-    low, high = threat.bounds
-    tau_stop = (high - low) / TAU_LEVELS if tau_min is None else tau_min
+    tau_stop = threat.scale / TAU_LEVELS if tau_min is None else tau_min
     cw = _LinfSearch(x, threat, lr=lr, initial_const=initial_const)
     while True:
         idx = (~cw.done).nonzero().flatten()
@@ -457,7 +472,8 @@ def carlini_wagner_linf(
         model: a ``torch.nn.Module`` returning logits, or an ``advlab.Classifier``.
         x: inputs inside ``threat.bounds`` (torch or numpy), shape ``(N, ...)``.
         y: true labels, shape ``(N,)``.
-        threat: ``ThreatModel("linf", eps, bounds)``; any finite bounds.
+        threat: ``ThreatModel("linf", eps, bounds)``; any bounds, infinite ones included (tau then starts
+            unbounded and ``tau_min`` defaults to 1/256).
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
         confidence: the logit margin a success must have (0).
         steps: Adam steps at one ``c`` before ``c`` is raised (100; the reference code uses 1000). Every tau

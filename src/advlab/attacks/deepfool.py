@@ -15,7 +15,7 @@ from advlab.settings import NonNegativeFloat, PositiveInt, Range
 from advlab.threat import ThreatModel, flatten
 
 STEP_MARGIN = 1e-4
-"""Each step goes this much (times the box width) past the linearised boundary, as in the authors' code
+"""Each step goes this much (times the box width, :attr:`~advlab.threat.ThreatModel.scale`) past the linearised boundary, as in the authors' code
 (``pert + 1e-4``) and Foolbox: without it, iterates that the box clips can approach the boundary only
 geometrically and never cross it."""
 _TINY = 1e-12  # guards divisions by a gradient-difference norm that may be zero
@@ -82,7 +82,7 @@ def _core(
     x_adv = x.clone()
     iterations = torch.zeros(n, dtype=torch.long, device=x.device)
     active = ~is_success(clean_logits, labels, targeted)
-    margin = STEP_MARGIN * (threat.bounds[1] - threat.bounds[0])
+    margin = STEP_MARGIN * threat.scale
     for i in range(steps):
         idx = active.nonzero().flatten()
         if idx.numel() == 0:

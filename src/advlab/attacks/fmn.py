@@ -56,7 +56,7 @@ class _SearchState:
 
     def __init__(self, x: torch.Tensor, threat: ThreatModel) -> None:
         n = x.shape[0]
-        lo, hi = threat.bounds
+        lo, hi = threat.box
         inf = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
         self.x, self.threat = x, threat
         self.l0 = threat.norm == "l0"
@@ -122,7 +122,7 @@ def _core(
     gamma_init: float,
     gamma_final: float,
 ) -> AttackOutput:
-    lo, hi = threat.bounds
+    lo, hi = threat.box
     state = _SearchState(x, threat)
     trace = torch.empty(steps, device=x.device)
     for k in range(steps):

@@ -183,11 +183,10 @@ class _Walk:
         return True
 
     def _probe_radius(self, t: int, idx: torch.Tensor) -> torch.Tensor:
-        """``delta_t``: a tenth of the box at first, then ``sqrt(d) theta dist`` (l2) or ``d theta dist`` (linf)."""
+        """``delta_t``: a tenth of the box (its :attr:`~advlab.threat.ThreatModel.scale`) at first, then ``sqrt(d) theta dist`` (l2) or ``d theta dist`` (linf)."""
         x = self.x
         if t == 1:
-            lo, hi = self.threat.bounds
-            return torch.full((idx.numel(),), FIRST_DELTA * (hi - lo), device=x.device, dtype=x.dtype)
+            return torch.full((idx.numel(),), FIRST_DELTA * self.threat.scale, device=x.device, dtype=x.dtype)
         d = self.d
         scale = math.sqrt(d) * self.theta if self.threat.norm == "l2" else d * self.theta
         return (scale * self.dist[idx]).clamp_min(1e-12)

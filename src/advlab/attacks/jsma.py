@@ -62,7 +62,7 @@ def _core(
     jacobian: str,
 ) -> AttackOutput:
     n, d = x.shape[0], x[0].numel()
-    low, high = threat.bounds
+    low, high = threat.box
     budget = math.floor(gamma * d)
     if threat.norm == "l0":
         budget = min(budget, int(threat.eps))
@@ -71,7 +71,7 @@ def _core(
     # Untargeted: aim at the class the model finds most likely after the true one; stop at any wrong class.
     target = labels if targeted else clean.scatter(1, labels[:, None], -math.inf).argmax(dim=1)
     increase = theta > 0
-    step = theta * (high - low)
+    step = theta * threat.scale
     xf = flatten(x).clone()
     domain = xf < high if increase else xf > low  # features that can still move in theta's direction
     active = ~is_success(clean, labels, targeted)
@@ -95,8 +95,9 @@ def _core(
         for col in (p, q):
             value = threat.clip_box(xf[rows, col] + step)
             xf[rows, col] = value
-            # The paper removes a feature from the search domain once it reaches the box.
-            domain[rows, col] &= (value > low) & (value < high)
+            # The paper removes a feature from the search domain once it reaches the box (with theta = 1, after one
+            # change); where the box is unbounded, after its one change.
+            domain[rows, col] &= (value > low) & (value < high) & threat.bounded
         iterations[rows] += 1
     return AttackOutput(xf.view(x.shape), info={"target": target, "iterations": iterations})
 
@@ -121,7 +122,9 @@ def jsma(
     ``beta = sum_{j != t} dF_j/dx`` (two backward passes for the whole batch), picks the pair ``(p, q)`` in the
     search domain maximising ``(alpha_p + alpha_q) * |beta_p + beta_q|`` among pairs with ``alpha_p + alpha_q > 0``
     and ``beta_p + beta_q < 0``, and adds ``theta * (high - low)`` to both (clipped into the box). A feature
-    leaves the search domain when it reaches the box (with ``theta = 1`` after one change). An example stops
+    leaves the search domain when it reaches the box (with ``theta = 1`` after one change). On an unbounded box
+    (standardised features) the step is ``theta`` times :attr:`~advlab.threat.ThreatModel.scale` (one standard
+    deviation) and a feature leaves the domain after its one change. An example stops
     when it reaches the target, when no admissible pair is left, or after ``floor(gamma * d / 2)`` iterations,
     so at most ``gamma * d`` features change (fewer if the l0 ``threat.eps`` is smaller: the budget is
     ``min(gamma * d, eps)``). A negative ``theta`` decreases features (the paper's decreasing variant:

@@ -85,7 +85,7 @@ def _core(
     from scipy.optimize import Bounds  # scipy comes with scikit-learn
 
     n, dev, dtype = x.shape[0], x.device, x.dtype
-    low, high = threat.bounds
+    low, high = threat.box
     with torch.no_grad():
         clean = model(x)
     todo = (~is_success(clean, labels, targeted)).nonzero().flatten()  # fooled already: r = 0 is the minimum

@@ -258,7 +258,7 @@ def _query(
 
 def _start(xs: torch.Tensor, threat: ThreatModel, generator: torch.Generator) -> torch.Tensor:
     """The initial point: vertical stripes of ``+-eps`` (linf), a grid of pseudo-Gaussian blocks of norm eps (l2)."""
-    eps, bounds = threat.eps, threat.bounds
+    eps, bounds = threat.eps, threat.box
     if threat.norm == "linf":
         stripes = _random_signs((xs.shape[0], xs.shape[1], 1, xs.shape[3]), generator, xs)
         return (xs + eps * stripes).clamp(*bounds)
@@ -316,7 +316,7 @@ class _Run:
 
     def step(self, p: float) -> None:
         """Propose a window change of area ``p`` per active example; keep it where the loss rises or the goal is met."""
-        x_new = self.propose(self.xa, self.xb, p, self.threat.eps, self.threat.bounds, self.generator)
+        x_new = self.propose(self.xa, self.xb, p, self.threat.eps, self.threat.box, self.generator)
         loss, succ = _query(self.model, x_new, self.la, self.targeted, self.shape)
         self.spent += 1
         accept = (loss > self.bl) | succ

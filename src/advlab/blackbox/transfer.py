@@ -152,7 +152,7 @@ def craft(
     """
     kind = _kind(model)
     if kind in ("torch", "sklearn-diff"):
-        clf = _differentiable(model, kind, tuple(x.shape[1:]), threat.bounds)
+        clf = _differentiable(model, kind, tuple(x.shape[1:]), threat.box)
         cfg = make_attack(attack, norm=threat.norm, **dict(attack_options or {}))
         res = cfg(clf, x.to(clf.device), y.to(clf.device), threat, generator=seed)
         return torch.as_tensor(res.x_adv).detach().cpu(), attack
@@ -165,14 +165,14 @@ def _minimal_adversarial(
 ) -> tuple[Any, str]:
     """The minimal adversarial examples of a tree, forest or kNN source (before projection), and the method."""
     if kind == "tree":
-        tree = tree_attack(model, x, y, norm=threat.norm, bounds=threat.bounds)
+        tree = tree_attack(model, x, y, norm=threat.norm, bounds=threat.box)
         return tree.x_adv, "tree leaf search (exact), projected to eps"
     if kind == "forest":
-        forest = forest_attack(model, x, y, norm=threat.norm, bounds=threat.bounds)
+        forest = forest_attack(model, x, y, norm=threat.norm, bounds=threat.box)
         return forest.x_adv, "forest leaf hopping (heuristic), projected to eps"
     if kind == "knn":
         norm = threat.norm if threat.norm != "l0" else "l2"
-        return knn_attack(model, x, y, norm=norm, bounds=threat.bounds).x_adv, "kNN bisection, projected to eps"
+        return knn_attack(model, x, y, norm=norm, bounds=threat.box).x_adv, "kNN bisection, projected to eps"
     raise TypeError(
         f"source: {type(model).__name__} has no white-box attack in advlab (it can only be a target); "
         "use it as a target or wrap an equivalent differentiable model"
@@ -235,7 +235,7 @@ def transfer_matrix(
     kinds = _check_kinds(sources, targets)
     examples, method, seconds = crafting.on_sources(sources, list(targets), x_t, y_t)
     diff = {
-        n: _differentiable(m, kinds[n], tuple(x_t.shape[1:]), crafting.threat.bounds)
+        n: _differentiable(m, kinds[n], tuple(x_t.shape[1:]), crafting.threat.box)
         for n, m in sources.items()
         if kinds[n] in ("torch", "sklearn-diff")
     }
@@ -258,7 +258,7 @@ def _check_data(x: Any, y: Any, threat: ThreatModel) -> tuple[torch.Tensor, torc
     x_t, y_t = validation.as_xy((x, y), "transfer_matrix")
     assert y_t is not None  # as_xy requires labels by default
     x_t, y_t = x_t.float().cpu(), y_t.cpu()
-    validation.check_input(x_t, threat.bounds)
+    validation.check_input(x_t, threat.box)
     validation.check_labels(y_t, x_t.shape[0], None)
     return x_t, y_t
 
@@ -310,7 +310,7 @@ class _Crafting:
             members = tuple(n for n in diff if not (mode == "loo" and n == target))
             if members not in cache:
                 clf = ensemble_classifier(
-                    [diff[n] for n in members], bounds=self.threat.bounds, input_shape=tuple(x.shape[1:])
+                    [diff[n] for n in members], bounds=self.threat.box, input_shape=tuple(x.shape[1:])
                 )
                 cache[members] = torch.as_tensor(cfg(clf, x, y, self.threat, generator=self.seed).x_adv).detach().cpu()
             per_target[target] = cache[members]
@@ -321,7 +321,7 @@ class _Crafting:
         return {
             "eps": self.threat.eps,
             "norm": norm,
-            "bounds": list(self.threat.bounds),
+            "bounds": list(self.threat.box),
             "attack": self.attack,
             "attack_options": self.attack_options,
             "ensemble": ensemble,

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from advlab import validation
+from advlab.data.files import LAYOUTS
 from advlab.settings import Setting, parse_number
 
 
@@ -109,18 +110,65 @@ def add_command(sub: Any, name: str, help: str, description: str, examples: str)
     )
 
 
-def add_data_options(p: argparse.ArgumentParser, *, default: str | None = "digits") -> None:
+DATA_HELP = (
+    "dataset: digits, mnist, fashion-mnist, cifar10, or your own data: an .npz file (arrays x and y), a .csv file "
+    "(one example per row; see --label-column) or an image folder (one sub-folder per class, read with Pillow). A "
+    "file is one split, used whatever split the command reads (a command that trains and tests uses the same "
+    "examples for both), unless it holds both: an npz with x_train/y_train/x_test/y_test, a folder with train/ and "
+    "test/ sub-folders. --n takes the first N examples (of an image folder: round-robin over the classes)"
+)
+
+
+def add_data_options(
+    p: argparse.ArgumentParser, *, default: str | None = "digits", scale_flag: str = "--scale"
+) -> None:
+    """``--data`` (a built-in dataset or a data file or folder), ``--data-dir``, and how to read a data file:
+    ``--layout``, ``--scale`` (``scale_flag`` where a command's ``--scale`` means something else) and
+    ``--label-column``."""
     p.add_argument(
         "--data",
         default=default,
-        help="dataset: digits, mnist, fashion-mnist, cifar10"
-        + (" (default: the dataset named in the model's card)" if default is None else ""),
+        help=DATA_HELP + (" (default: the dataset named in the model's card)" if default is None else ""),
     )
     p.add_argument(
         "--data-dir",
         default=None,
         help="folder holding mnist/, fashion-mnist/, cifar10/ (default: $ADVLAB_DATA, then the user cache)",
     )
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=None,
+        help="axis order of 4-D image arrays in an .npz --data: nchw (channels first, advlab's) or nhwc (channels "
+        "last); a channels-last array is refused until this says so",
+    )
+    p.add_argument(
+        scale_flag,
+        dest="data_scale",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help=f"divide the inputs of a --data file by S, e.g. {scale_flag} 255 for uint8 pixels 0..255 (required for "
+        "integer arrays: nothing is rescaled silently; image folders are divided by 255 unless this says otherwise)",
+    )
+    p.add_argument(
+        "--label-column",
+        default=None,
+        metavar="COL",
+        help="the label column of a .csv --data: a header name or a number counted from 0 (negative from the end); "
+        "default the last column. Labels must be integers 0..K-1",
+    )
+
+
+def positive_float(text: str) -> float:
+    """An ``argparse`` type: a number > 0 (fractions such as ``255/1`` allowed)."""
+    try:
+        value = parse_number(text, "value")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -191,18 +239,47 @@ def output_dir(path: str, name: str = "--out") -> Path:
     return out
 
 
-def load_split(name: str, split: str, data_dir: str | None, n: int | None, option: str = "--n") -> Any:
-    """``advlab.data.load_dataset`` whose "too many examples" error names the command-line option, not ``n``."""
-    from advlab.data import load_dataset
+FILE_OPTIONS = {"layout": "layout", "data_scale": "scale", "label_column": "label_column"}
+"""The options of :func:`add_data_options` that say how to read a data file: argparse dest -> keyword of
+``advlab.data.load_data_file``."""
 
+
+def load_split(
+    name: str,
+    split: str,
+    data_dir: str | None,
+    n: int | None,
+    option: str = "--n",
+    files: argparse.Namespace | None = None,
+) -> Any:
+    """The ``split`` of ``--data``: a built-in dataset (``advlab.data.load_dataset``) or a data file or folder
+    (``advlab.data.load_data_file``, read as ``files`` says: ``--layout``, ``--scale``, ``--label-column``).
+
+    The "too many examples" error names the command-line ``option``, not ``n``. A file that holds one split serves
+    both; reading its "train" split warns that training and testing share the examples.
+    """
+    from advlab.data import is_data_path, load_data_file, load_dataset
+
+    given = {kw: getattr(files, dest) for dest, kw in FILE_OPTIONS.items() if getattr(files, dest, None) is not None}
     try:
-        return load_dataset(name, split=split, data_dir=data_dir, n=n)
+        if not is_data_path(name):
+            if given:
+                flags = ", ".join("--" + k.replace("_", "-") for k in given)
+                raise ValueError(f"{flags}: read a data file (--data FILE); {name} is a built-in dataset")
+            return load_dataset(name, split=split, data_dir=data_dir, n=n)
+        data = load_data_file(name, split, n=n, **given)
     except ValueError as exc:
         text = str(exc)
         if not text.startswith("n: "):
             raise
         text = text[3:].replace(" or n=None for all", "").replace("use n <=", f"use {option} <=")
         raise ValueError(f"{option}: {text}") from exc
+    if split == "train" and data.single_split:
+        validation.warn(
+            f"--data {name} holds one split: its examples serve for training and for testing alike. Give an npz "
+            "with x_train/y_train/x_test/y_test or a folder with train/ and test/ to test on held-out data."
+        )
+    return data
 
 
 def dataset_name(option: str | None, model: Any) -> str:
@@ -214,17 +291,48 @@ def dataset_name(option: str | None, model: Any) -> str:
 
 
 def check_data_for_model(data: Any, model: Any, name: str = "--data") -> None:
-    """The dataset's images and classes fit the model (an MNIST model cannot be attacked on CIFAR-10)."""
+    """The dataset's inputs and classes fit the model (an MNIST model cannot be attacked on CIFAR-10).
+
+    For a data file, the messages say which option fixes a mismatch (``--layout nhwc``, ``--scale 255``); its
+    labels may cover fewer classes than the model has when the file names no classes.
+    """
     shape = getattr(model, "input_shape", None)
     trained_on = (getattr(model, "card", None) or {}).get("dataset")
-    hint = f"; pass --data {trained_on} (the model's dataset) or leave --data out" if trained_on else ""
+    source = getattr(data, "source", None)
+    hint = f"; pass --data {trained_on} (the model's dataset) or leave --data out" if trained_on and not source else ""
     if shape is not None and tuple(shape) != tuple(data.x.shape[1:]):
+        what = "images" if data.x.dim() == 4 else "inputs"
         raise ValueError(
-            f"{name}: {data.name} images have shape {tuple(data.x.shape[1:])} but the model expects {tuple(shape)}{hint}"
+            f"{name}: {data.name} {what} have shape {tuple(data.x.shape[1:])} but the model expects "
+            f"{tuple(shape)}{hint or _shape_hint(tuple(data.x.shape[1:]), tuple(shape))}"
         )
     classes = getattr(model, "num_classes", None)
-    if classes is not None and data.num_classes != classes:
+    numbered = list(data.classes) == [str(i) for i in range(data.num_classes)]
+    if classes is not None and data.num_classes != classes and not (source and numbered and data.num_classes < classes):
         raise ValueError(f"{name}: {data.name} has {data.num_classes} classes but the model has {classes}{hint}")
+    if source:
+        _check_file_range(data, model, name)
+
+
+def _shape_hint(got: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    if len(got) == 3 and got == (expected[1], expected[2], expected[0]):
+        return "; the file seems to hold channels-last images read as channels-first: pass --layout nhwc"
+    if len(got) == 3 and len(expected) == 3 and (got[2], got[0], got[1]) == expected:
+        return "; the file seems to hold channels-first images read as channels-last: pass --layout nchw"
+    return ""
+
+
+def _check_file_range(data: Any, model: Any, name: str) -> None:
+    """A data file's values lie inside the model's bounds; the message suggests ``--scale``."""
+    lo, hi = getattr(model, "bounds", (float("-inf"), float("inf")))
+    xmin, xmax = float(data.x.min()), float(data.x.max())
+    if lo <= xmin and xmax <= hi:
+        return
+    hint = " (pixels 0..255?): pass --scale 255" if (lo, hi) == (0.0, 1.0) and 1.0 < xmax <= 255.0 else ""
+    raise ValueError(
+        f"{name}: the values of {data.source} lie in [{xmin:.4g}, {xmax:.4g}] but the model takes inputs in "
+        f"({lo:g}, {hi:g}){hint or '; rescale the data into the model bounds (--scale divides it)'}"
+    )
 
 
 # ---------------------------------------------------------------------- models from anywhere

@@ -267,7 +267,7 @@ def _set_up(args: argparse.Namespace) -> _Setup:
         raise ValueError(f"--norm: attack {args.attack!r} supports {list(config.norms)}, not {threat.norm!r}")
     config = config.replace(**attack_options(args, config))
     _check_goal(args, config)
-    data = load_split(data_name, "test", args.data_dir, args.n)
+    data = load_split(data_name, "test", args.data_dir, args.n, files=args)
     check_data_for_model(data, model)
     return _Setup(model, data, threat, config, device)
 
@@ -308,9 +308,9 @@ def _record(
         **summary,
         "wall_seconds": seconds,
         "attack": {"name": args.attack, "attack": attack.name, "paper": attack.paper, "settings": attack.settings()},
-        "threat": {"norm": setup.threat.norm, "eps": setup.threat.eps, "bounds": list(setup.threat.bounds)},
+        "threat": {"norm": setup.threat.norm, "eps": setup.threat.eps, "bounds": list(setup.threat.box)},
         "goal": "untargeted" if effective_goal is None else effective_goal.name,
-        "data": {"name": setup.data.name, "split": "test", "n": n},
+        "data": {"name": setup.data.name, "split": setup.data.split, "n": n, "source": setup.data.source},
         "model": {"path": str(Path(args.model).resolve()), "card": setup.model.card},
         "seed": args.seed,
         "device": str(setup.device),
@@ -328,6 +328,6 @@ def _write_examples(
     assert result.logits is not None  # set by the attack boundary
     grid = example_grid(
         x[:k].cpu(), torch.as_tensor(result.x_adv)[:k].cpu(), y[:k].cpu(), clean_logits.argmax(1)[:k].cpu(),
-        result.logits.argmax(1)[:k].cpu(), setup.data.classes, None, bounds=setup.threat.bounds,
+        result.logits.argmax(1)[:k].cpu(), setup.data.classes, None, bounds=setup.threat.box,
     )  # fmt: skip
     return [io.write_bytes(out / "examples.png", grid)]

@@ -13,6 +13,7 @@ from advlab.cli._common import (
     add_model_options,
     check_output_dir,
     load_cli_model,
+    load_split,
     output_dir,
     parse_float_list,
     positive_int,
@@ -158,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
     oracle, target_info = open_target(
         args.target, args.budget, api_key=args.api_key, timeout=args.timeout, retries=args.retries, args=args
     )
-    x_seed, x_eval, y_eval = split_test_images(args.data, args.data_dir, args.seed_size, n_eval, oracle.input_shape)
+    x_seed, x_eval, y_eval = split_test_images(
+        args.data, args.data_dir, args.seed_size, n_eval, oracle.input_shape, files=args
+    )
     log.info(
         "black-box attack on %s: %d seed images, %d rounds, eval on %d images",
         args.target,
@@ -183,13 +186,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def split_test_images(
-    data_name: str, data_dir: str | None, seed_size: int, n_eval: int, input_shape: tuple[int, ...] | None
+    data_name: str,
+    data_dir: str | None,
+    seed_size: int,
+    n_eval: int,
+    input_shape: tuple[int, ...] | None,
+    files: argparse.Namespace | None = None,
 ) -> tuple[Any, Any, Any]:
     """The first ``seed_size`` test images (the seed set), then ``n_eval`` images and labels for evaluation
-    (``None`` when ``n_eval`` is 0)."""
-    from advlab.data import load_dataset
-
-    data = load_dataset(data_name, split="test", data_dir=data_dir)
+    (``None`` when ``n_eval`` is 0); ``files`` says how to read a --data file."""
+    data = load_split(data_name, "test", data_dir, None, files=files)
     if input_shape is not None and tuple(data.x.shape[1:]) != tuple(input_shape):
         raise ValueError(
             f"--data: {data_name} images have shape {tuple(data.x.shape[1:])} but the target expects "

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         checks=not args.no_checks,
         eot_samples=args.eot_samples,
     )
-    report.settings["data"] = f"{data_name} (test, first {len(data.y)})"
+    split = "" if getattr(data, "single_split", False) else f"{data.split}, "  # a data file may hold one split
+    report.settings["data"] = f"{data_name} ({split}first {len(data.y)})"
     report.settings["model_path"] = str(Path(args.model).resolve())
     json_path, html_path = write_report(report, out)
     log.info("%s", report.headline())
@@ -120,7 +121,7 @@ def _load(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str]:
     """The saved model and the first ``--n`` test examples of ``--data`` (default: the model card's dataset)."""
     model = load_cli_model(args, device=device)
     data_name = dataset_name(args.data, model)
-    data = load_split(data_name, "test", args.data_dir, args.n)
+    data = load_split(data_name, "test", args.data_dir, args.n, files=args)
     check_data_for_model(data, model)
     return model, data, data_name
 

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         else None
     )
     data_name = dataset_name(args.data, model)
-    data = load_split(data_name, "test", args.data_dir, args.n)
+    data = load_split(data_name, "test", args.data_dir, args.n, files=args)
     check_data_for_model(data, model)
     if compare is not None:
         check_data_for_model(data, compare, "--compare")

@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
         EXAMPLES,
     )
     p.add_argument("--model", required=True, help="model folder")
-    add_data_options(p, default=None)
+    add_data_options(p, default=None, scale_flag="--data-scale")  # --scale is the patch's
     add_model_options(p)
     p.add_argument("--target", type=int, required=True, help="the class the patch should cause")
     p.add_argument("--patch-size", type=int, default=8, help="patch side in pixels")
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_cli_model(args, device=device)
     data_name = dataset_name(args.data, model)
-    train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train")
-    test = load_split(data_name, "test", args.data_dir, args.n)
+    train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train", files=args)
+    test = load_split(data_name, "test", args.data_dir, args.n, files=args)
     check_data_for_model(train, model)
     patch = train_patch(
         model,

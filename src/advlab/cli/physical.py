@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_cli_model(args, device=device)
     data_name = dataset_name(args.data, model)
     eps, attacks, transform = _settings(args, model)
-    data = load_split(data_name, "test", args.data_dir, args.n)
+    data = load_split(data_name, "test", args.data_dir, args.n, files=args)
     check_data_for_model(data, model)
     samples = [0] + ([args.eot] if args.eot > 0 else [])
     log.info(

@@ -22,7 +22,7 @@ from advlab.cli._common import (
     resolve_device,
     show_progress,
 )
-from advlab.data import Dataset, load_dataset
+from advlab.data import Dataset
 from advlab.defenses import DEFENSES, Trainer, accuracy
 from advlab.defenses.base import is_recorded
 from advlab.defenses.vat import split_labelled
@@ -249,8 +249,8 @@ def make_trainer(args: argparse.Namespace, device: torch.device, out: Path) -> T
 
 def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset, torch.Tensor | None]:
     """The training and test sets; with ``--labels``, the training set keeps that many labels, the rest unlabelled."""
-    train = load_split(args.data, "train", args.data_dir, args.n_train, "--n-train")
-    test = load_dataset(args.data, split="test", data_dir=args.data_dir)
+    train = load_split(args.data, "train", args.data_dir, args.n_train, "--n-train", files=args)
+    test = load_split(args.data, "test", args.data_dir, None, files=args)
     if args.labels is None:
         return train, test, None
     labelled, rest = split_labelled(train.y, args.labels, train.num_classes, seed=args.seed)

@@ -13,6 +13,7 @@ from advlab.cli._common import (
     add_data_options,
     check_output_dir,
     load_cli_model,
+    load_split,
     output_dir,
     parse_float_list,
     positive_int,
@@ -95,8 +96,9 @@ def load_models(
     seed: int = 0,
     knn_k: int = 3,
     dt_depth: int | None = None,
+    files: argparse.Namespace | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``--models`` to ``{name: model}`` and a JSON description of each."""
+    """``--models`` to ``{name: model}`` and a JSON description of each (``files``: how to read a --data file)."""
     from advlab import validation
 
     entries = _model_entries(spec)
@@ -107,7 +109,8 @@ def load_models(
         key = entry.lower()
         if key in SKLEARN_KEYWORDS and not Path(entry).exists():
             if train is None:
-                train = _flat_training_data(data_name, data_dir, validation.check_int("--train-n", train_n, minimum=10))
+                n_fit = validation.check_int("--train-n", train_n, minimum=10)
+                train = _flat_training_data(data_name, data_dir, n_fit, files)
             models[key], info[key] = _fit(key, train, seed=seed, knn_k=knn_k, dt_depth=dt_depth)
             continue
         path = Path(entry)
@@ -136,11 +139,11 @@ def _model_entries(spec: str) -> list[str]:
     return entries
 
 
-def _flat_training_data(data_name: str, data_dir: str | None, train_n: int) -> tuple[Any, Any]:
+def _flat_training_data(
+    data_name: str, data_dir: str | None, train_n: int, files: argparse.Namespace | None = None
+) -> tuple[Any, Any]:
     """The first ``train_n`` training images, flattened, and their labels (numpy) for the scikit-learn models."""
-    from advlab.data import load_dataset
-
-    data = load_dataset(data_name, split="train", data_dir=data_dir)
+    data = load_split(data_name, "train", data_dir, None, files=files)
     if len(data) < train_n:
         log.info("--train-n: the %s training split has only %d images; using all", data_name, len(data))
     return data.x[:train_n].reshape(min(train_n, len(data)), -1).numpy(), data.y[:train_n].numpy()
@@ -164,7 +167,6 @@ def run(args: argparse.Namespace) -> int:
     from advlab import io
     from advlab.blackbox.transfer import transfer_matrix
     from advlab.cli.train import parse_settings
-    from advlab.data import load_dataset
     from advlab.provenance import provenance
 
     check_output_dir(args.out)
@@ -172,9 +174,10 @@ def run(args: argparse.Namespace) -> int:
     if len(eps_values) != 1:
         raise ValueError(f"--eps: expected one radius, got {eps_values}")
     models, info = load_models(
-        args.models, args.data, args.data_dir, args.train_n, seed=args.seed, knn_k=args.knn_k, dt_depth=args.dt_depth
-    )
-    test = load_dataset(args.data, split="test", data_dir=args.data_dir, n=args.n)
+        args.models, args.data, args.data_dir, args.train_n, seed=args.seed, knn_k=args.knn_k, dt_depth=args.dt_depth,
+        files=args,
+    )  # fmt: skip
+    test = load_split(args.data, "test", args.data_dir, args.n, files=args)
     _check_shapes(models, test, args.data)
     log.info(
         "transfer matrix: %s on %d %s test images, %s eps=%g",

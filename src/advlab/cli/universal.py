@@ -113,8 +113,8 @@ def _threat(args: argparse.Namespace, model):
 def _load_data(args: argparse.Namespace, model, data_name: str, device):
     """The training and test images, and the --transfer models (loaded first: a bad path fails fast)."""
 
-    train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train")
-    test = load_split(data_name, "test", args.data_dir, args.n)
+    train = load_split(data_name, "train", args.data_dir, args.n_train, "--n-train", files=args)
+    test = load_split(data_name, "test", args.data_dir, args.n, files=args)
     check_data_for_model(train, model)
     others = {
         str(Path(path).resolve()): load_cli_model(args, path, device=device, option="--transfer", card_options=False)

@@ -1,4 +1,5 @@
-"""Datasets for attacks and training: digits, MNIST, Fashion-MNIST and CIFAR-10, found, checked and decoded.
+"""Datasets for attacks and training: digits, MNIST, Fashion-MNIST and CIFAR-10, found, checked and decoded; and
+the user's own data from an ``.npz`` file, a ``.csv`` file or an image folder (:func:`load_data_file`).
 
 Files are looked for in the data directory (``data_dir`` argument > ``$ADVLAB_DATA`` > ``~/.cache/advlab``), one
 folder per dataset with the official file names (``mnist/``, ``fashion-mnist/``, ``cifar10/``). Every file is
@@ -10,6 +11,7 @@ Examples:
     >>> ds = load_dataset("mnist", split="test", n=1000)
     >>> ds.x.shape, ds.y[:3]
     (torch.Size([1000, 1, 28, 28]), tensor([7, 2, 1]))
+    >>> own = load_data_file("my_images/", n=500)   # one sub-folder per class
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from advlab import validation
 from advlab.data import cifar10, digits, mnist  # noqa: F401  (register the datasets)
 from advlab.data._files import ChecksumError, CorruptFileError, DatasetNotFoundError, FileSpec
 from advlab.data.dataset import DATASETS, SPLITS, Dataset, DatasetInfo
+from advlab.data.files import DataFileError, FileOptions, is_data_path, load_data_file
 from advlab.data.paths import ENV_VAR, resolve_data_dir, user_cache_dir
 
 __all__ = [
@@ -31,11 +34,15 @@ __all__ = [
     "SPLITS",
     "ChecksumError",
     "CorruptFileError",
+    "DataFileError",
     "Dataset",
     "DatasetInfo",
     "DatasetNotFoundError",
+    "FileOptions",
     "FileSpec",
     "dataset_info",
+    "is_data_path",
+    "load_data_file",
     "load_dataset",
     "resolve_data_dir",
     "user_cache_dir",

@@ -1,4 +1,4 @@
-"""The in-memory :class:`Dataset` (NCHW float images in [0, 1] and int64 labels) and the ``DATASETS`` registry."""
+"""The in-memory :class:`Dataset` (float32 NCHW images or feature vectors, int64 labels) and the ``DATASETS`` registry."""
 
 from __future__ import annotations
 
@@ -102,18 +102,22 @@ DATASETS: _DatasetRegistry = _DatasetRegistry("dataset")
 
 
 class Dataset(torch.utils.data.Dataset):
-    """A labelled image set held in memory: ``x`` (N, C, H, W) float32 in [0, 1] and ``y`` (N,) int64.
+    """A labelled set held in memory: ``x`` float32 images (N, C, H, W) or feature vectors (N, D), ``y`` (N,) int64.
 
     Indexing gives ``(x[i], y[i])``, so a ``Dataset`` also works as a ``torch.utils.data.Dataset``.
 
     Attributes:
-        x: images, float32, shape (N, C, H, W), values in [0, 1].
+        x: inputs, float32: images (N, C, H, W) with values in [0, 1] for the built-in datasets, or whatever a
+            data file holds (:func:`advlab.data.load_data_file`), e.g. standardised features (N, D).
         y: labels, int64, shape (N,).
-        name: canonical dataset name.
-        split: ``"train"`` or ``"test"``.
+        name: canonical dataset name (the file name for a data file).
+        split: ``"train"`` or ``"test"`` (``"all"`` for a data file that holds one split).
         classes: class names in label order.
-        mean: per-channel training-set mean (normalisation constant; give it to ``Classifier(mean=...)``).
-        std: per-channel training-set standard deviation.
+        mean: per-channel training-set mean (normalisation constant; give it to ``Classifier(mean=...)``); for a
+            data file, the mean of the examples read.
+        std: per-channel standard deviation, likewise.
+        source: the file or folder the data was read from (``None`` for the built-in datasets).
+        single_split: whether the source holds one split only, served for "train" and "test" alike.
 
     Examples:
         >>> ds = load_dataset("digits", split="test")
@@ -132,9 +136,13 @@ class Dataset(torch.utils.data.Dataset):
         classes: list[str] | tuple[str, ...],
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        source: str | None = None,
+        single_split: bool = False,
     ) -> None:
-        if x.dim() != 4 or x.dtype != torch.float32:
-            raise ValueError(f"x: expected a float32 tensor (N, C, H, W), got {x.dtype} of shape {tuple(x.shape)}")
+        if x.dim() < 2 or x.dtype != torch.float32:
+            raise ValueError(
+                f"x: expected a float32 tensor (N, C, H, W) or (N, D), got {x.dtype} of shape {tuple(x.shape)}"
+            )
         validation.check_labels(y, x.shape[0], len(classes))
         if y.dtype != torch.int64:
             raise TypeError(f"y: expected int64 labels, got {y.dtype}; use y.long()")
@@ -145,13 +153,14 @@ class Dataset(torch.utils.data.Dataset):
         self.classes = list(classes)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.source = source
+        self.single_split = single_split
 
     # ------------------------------------------------------------------ facts
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """Per-example shape ``(C, H, W)``."""
-        c, h, w = self.x.shape[1:]
-        return (int(c), int(h), int(w))
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-example shape ``(C, H, W)`` (``(D,)`` for feature vectors)."""
+        return tuple(int(s) for s in self.x.shape[1:])
 
     @property
     def num_classes(self) -> int:
@@ -179,6 +188,8 @@ class Dataset(torch.utils.data.Dataset):
             classes=self.classes,
             mean=self.mean,
             std=self.std,
+            source=self.source,
+            single_split=self.single_split,
         )
 
     def _check_n(self, n: Any) -> int:

@@ -174,8 +174,9 @@ class _UniversalSearch:
         self.clf, self.x, self.threat, self.s, self.gen = clf, x, threat, settings, generator
         self.v = torch.zeros_like(x[0])
         # DeepFool (l2, minimum-norm): give it a radius no perturbation in the box can exceed
-        width = threat.bounds[1] - threat.bounds[0]
-        self.df_threat = ThreatModel("l2", width * x[0].numel(), threat.bounds)
+        lo, hi = threat.box
+        width = hi - lo if threat.bounded else 2 * float(x.abs().max()) + 1.0  # unbounded: wider than the data
+        self.df_threat = ThreatModel("l2", width * x[0].numel(), threat.box)
         self.candidates = min(settings.candidates, clf.num_classes or settings.candidates)
         self.calls = 0
 
@@ -333,7 +334,8 @@ def universal_perturbation(
     )
     gen = make_generator(generator)
     clf: Classifier = as_classifier(model, threat.bounds)
+    threat = threat.resolve(clf.bounds)
     x_t = torch.as_tensor(x)
-    validation.check_input(x_t, threat.bounds)
+    validation.check_input(x_t, threat.box)
     validation.check_input_shape(x_t, clf.input_shape)
     return _UniversalSearch(clf, x_t.to(clf.device), threat, settings, gen).run()

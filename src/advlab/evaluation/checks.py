@@ -20,7 +20,7 @@ from advlab.attacks.square import Square, square
 from advlab.evaluation.report import CheckResult
 from advlab.losses import cross_entropy
 from advlab.models import Classifier
-from advlab.threat import ThreatModel
+from advlab.threat import ThreatModel, norm_of
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +63,23 @@ class CheckContext:
     robust_at_max: torch.Tensor  # bool per check example: survived the whole cascade at eps_max
 
 
-def _large_eps(norm: str, bounds: tuple[float, float], d: int) -> float:
+def _large_eps(norm: str, bounds: tuple[float, float], x: torch.Tensor) -> float:
+    """Half the input box in ``norm``; where the box is unbounded (standardised features), the radius from which
+    every check example reaches the middle of the examples' range, feature by feature."""
+    d = x[0].numel()
+    if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
+        flat = x.reshape(x.shape[0], -1)
+        middle = (flat.amax(0) + flat.amin(0)) / 2
+        return float(norm_of(flat - middle, norm).max())
     width = (bounds[1] - bounds[0]) * LARGE_EPS_FRACTION
     return {"linf": width, "l2": width * math.sqrt(d), "l1": width * d}.get(norm, float(d))
 
 
-def _pgd_accuracy(ctx: CheckContext, eps: float, steps: int) -> tuple[float, torch.Tensor | None]:
+def _pgd_accuracy(ctx: CheckContext, eps: float, steps: int, loss: str = "ce") -> tuple[float, torch.Tensor | None]:
     threat = ThreatModel(ctx.norm, eps, ctx.bounds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-gradient warnings are reported by the gradient check
-        res = pgd(ctx.model, ctx.x, ctx.y, threat, steps=steps, generator=ctx.seed)
+        res = pgd(ctx.model, ctx.x, ctx.y, threat, steps=steps, loss=loss, generator=ctx.seed)
     pred = ctx.judge(torch.as_tensor(res.x_adv), ctx.seed)
     return float((pred == ctx.y).float().mean()), res.loss_trace
 
@@ -122,17 +129,21 @@ def check_gradients(ctx: CheckContext) -> CheckResult:
 
 def check_large_eps(ctx: CheckContext) -> CheckResult:
     """At a huge eps accuracy must fall to about zero."""
-    d = ctx.x[0].numel()
-    eps = _large_eps(ctx.norm, ctx.bounds, d)
-    acc, _ = _pgd_accuracy(ctx, eps, CHECK_STEPS)
+    eps = _large_eps(ctx.norm, ctx.bounds, ctx.x)
+    bounded = math.isfinite(ctx.bounds[0]) and math.isfinite(ctx.bounds[1])
+    # Unbounded, the ball reaches far from the data, where a ReLU network's softmax saturates (p = 1 in float32: a
+    # zero cross-entropy gradient without any masking); the margin loss does not saturate.
+    loss = "ce" if bounded else "margin"
+    acc, _ = _pgd_accuracy(ctx, eps, CHECK_STEPS, loss)
     bad = acc > LARGE_EPS_MAX_ACCURACY
+    where = "half the input box" if bounded else "every example reaches the middle of the data, margin loss"
     return CheckResult(
         name="large_eps",
         title="Accuracy goes to zero at a large eps",
         status="fail" if bad else "pass",
         value=acc,
         threshold=LARGE_EPS_MAX_ACCURACY,
-        detail=f"PGD-{CHECK_STEPS} at eps = {eps:.4g} (half the input box) leaves {100 * acc:.1f}% accuracy "
+        detail=f"PGD-{CHECK_STEPS} at eps = {eps:.4g} ({where}) leaves {100 * acc:.1f}% accuracy "
         f"on {ctx.x.shape[0]} examples",
         meaning="Every input can be moved to the same mid-grey point inside this ball, so no classifier is robust "
         "there. Accuracy well above zero means the attack is not working (masked or obfuscated gradients), "

@@ -127,7 +127,7 @@ def fool_linear(
     eps = validation.check_float("eps", eps, minimum=0.0)
     bounds = getattr(model, "bounds", (0.0, 1.0))
     threat = ThreatModel("l2" if direction == "l2" else "linf", eps, bounds)
-    clf, x_t, y_t = prepare_inputs(model, x, y, threat)
+    clf, x_t, y_t, threat = prepare_inputs(model, x, y, threat)
     if isinstance(target, int):
         target = torch.full_like(y_t, target)
     target_t = torch.as_tensor(target).to(y_t.device).long()

@@ -92,6 +92,8 @@ class Transform:
         )
         validation.check_threat_args("linf", 0.0, bounds)
         self.bounds = (float(bounds[0]), float(bounds[1]))
+        if not (math.isfinite(self.bounds[0]) and math.isfinite(self.bounds[1])):
+            raise ValueError(f"bounds: the transformations of images need a finite pixel range, got {self.bounds}")
 
     def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Draw the parameters of ``n`` transformations (on the generator's device)."""

@@ -86,7 +86,7 @@ def example_grid(
         pred_adv: predictions on ``x_adv``.
         classes: class names (``None``: class indices).
         path: where to also write the PNG (``None``: only return the bytes).
-        bounds: the input box, for the display range.
+        bounds: the input box, for the display range (where a side is infinite, the range of ``x`` and ``x_adv``).
 
     Returns:
         The PNG bytes.
@@ -103,6 +103,9 @@ def example_grid(
         fig.text(0.5, 0.5, "no adversarial examples to show", ha="center", va="center", color="#6b7280")
         return save_png(fig, path)
     lo, hi = bounds
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # unbounded features: show the range of the values drawn
+        lo, hi = float(min(xs.min(), xa.min())), float(max(xs.max(), xa.max()))
+        hi = hi if hi > lo else lo + 1.0
     cols = n
     fig, axes = plt.subplots(3, cols, figsize=(1.5 * cols + 0.9, 6.0), squeeze=False)
     for j in range(cols):

@@ -57,11 +57,7 @@ REQUIRED_KEYS = (
 def _check_bounds(bounds: Any) -> tuple[float, float]:
     if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
         raise ValueError(f"bounds: expected a pair (low, high) such as (0.0, 1.0), got {bounds!r}")
-    lo = validation.check_float("bounds[0]", bounds[0])
-    hi = validation.check_float("bounds[1]", bounds[1])
-    if not lo < hi:
-        raise ValueError(f"bounds: expected low < high, got ({lo}, {hi})")
-    return lo, hi
+    return validation.check_bounds("bounds", list(bounds))  # either side may be infinite (standardised features)
 
 
 def _check_normalization(mean: Any, std: Any, input_shape: tuple[int, ...]) -> dict[str, list[float]] | None:
