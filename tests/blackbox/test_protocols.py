@@ -123,7 +123,7 @@ def test_tfserving_nhwc_layout_and_several_outputs():
     with serving(tfserving_app(served, outputs=("probs", "probs_copy"))) as url:
         with pytest.raises(ValueError, match="2 outputs .*probs, probs_copy"):
             TFServingOracle(url, model="net", layout="nhwc")
-        oracle = TFServingOracle(url, model="net", layout="nhwc", output_key="probs_copy")
+        oracle = TFServingOracle(url, model="net", layout="nhwc", output_name="probs_copy")
         assert oracle.input_shape == SHAPE  # the server's (4, 4, 1) as attacks see it
         assert torch.equal(oracle.scores(_x()), _local().scores(_x()))
 
@@ -293,3 +293,16 @@ def test_square_over_http_matches_the_local_oracle_query_for_query(protocol):
     assert torch.equal(got.queries, expected.queries)
     assert oracle.queries == local.queries == served.examples >= int(got.queries.sum())
     assert 0 < int(got.success.sum()) < x.shape[0]  # both outcomes are compared
+
+
+def test_headers_read_variables_and_refuse_malformed_input():
+    env = {"TOKEN": "abc", "ADVLAB_HTTP_HEADERS": '{"X-Team": "${TEAM}"}', "TEAM": "red"}
+    assert request_headers(["Authorization: Bearer $TOKEN", "X-Team: blue"], environ=env) == {
+        "X-Team": "blue",  # a header line wins over the environment's JSON
+        "Authorization": "Bearer abc",
+    }
+    for bad, message in (('["x"]', "JSON object of strings"), ("{nope", "expected a JSON object")):
+        with pytest.raises(ValueError, match=message):
+            request_headers(environ={"ADVLAB_HTTP_HEADERS": bad})
+    with pytest.raises(ValueError, match="not a header name"):
+        request_headers(["Bad Name: x"], environ={})

@@ -162,3 +162,10 @@ def test_model_and_target_are_exclusive(saved_model, tmp_path, capsys):
     assert "give one" in capsys.readouterr().err
     both = _evaluate_args(tmp_path / "e", "--model", str(saved_model), "--protocol", "tfserving")
     assert main(both) == 2 and "describe a --target URL" in capsys.readouterr().err
+
+
+def test_the_command_line_names_every_protocol_and_only_those():
+    from advlab.blackbox import PROTOCOLS
+    from advlab.cli._remote import PROTOCOL_NAMES
+
+    assert tuple(PROTOCOLS) == PROTOCOL_NAMES

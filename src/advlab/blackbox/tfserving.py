@@ -12,7 +12,7 @@ Protocol (TensorFlow Serving, "RESTful API", https://www.tensorflow.org/tfx/serv
 - Errors are ``{"error": message}`` with an HTTP error status.
 
 The signature's single input gives the input shape (its dimensions after the batch) and dtype; the chosen output
-(the only one, or ``output_key``) gives the number of classes (its last dimension) and whether the model answers
+(the only one, or ``output_name``) gives the number of classes (its last dimension) and whether the model answers
 labels (an integer dtype, or no class dimension) or scores.
 """
 
@@ -103,7 +103,7 @@ class TFServingOracle(RemoteOracle):
         model: the served model's name (``--model_name`` of the server), unless the URL names it.
         version: a model version (default: the server's latest).
         signature: the signature (default ``serving_default``, or the only one).
-        output_key: the output to read when the signature has several.
+        output_name: the output to read when the signature has several.
         mode: ``"labels"`` or ``"scores"`` (``None``: scores unless the model answers labels).
         output: what the model answers (``"auto"``: from its dtype and shape, then the first answer).
         num_classes: number of classes when the metadata does not say.
@@ -137,7 +137,7 @@ class TFServingOracle(RemoteOracle):
         *,
         version: str | None = None,
         signature: str | None = None,
-        output_key: str | None = None,
+        output_name: str | None = None,
         mode: str | None = None,
         output: str = "auto",
         num_classes: int | None = None,
@@ -165,7 +165,7 @@ class TFServingOracle(RemoteOracle):
         self.signature, sig = signature_of(metadata, signature, base)
         self.input_name, spec = pick(sig.get("inputs") or {}, None, "input", "--input-name")
         check_input_dtype(str(spec.get("dtype", "DT_FLOAT")), f"{base}{self.path}")
-        self.output_key, out = pick(sig.get("outputs") or {}, output_key, "output", "--output-name")
+        self.output_key, out = pick(sig.get("outputs") or {}, output_name, "output", "--output-name")
         self.multi_output = len(sig.get("outputs") or {}) > 1
         declared, classes = output_kind(str(out.get("dtype", "DT_FLOAT")), tensor_dims(out))
         super().__init__(
