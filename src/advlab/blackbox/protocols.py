@@ -25,10 +25,15 @@ PROTOCOLS: dict[str, Callable[..., RemoteOracle]] = {
 
 
 def options_of(protocol: str) -> list[str]:
-    """The keyword options the oracle class of ``protocol`` takes (besides the URL)."""
+    """The keyword options the oracle class of ``protocol`` takes (besides the URL); a subclass that passes
+    ``**kwargs`` on takes its base class's."""
     validation.check_choice("protocol", protocol, PROTOCOLS, PROTOCOL_GUIDE)
-    params = inspect.signature(PROTOCOLS[protocol]).parameters
-    return [name for name in params if name != "url"]
+    cls = PROTOCOLS[protocol]
+    for klass in getattr(cls, "__mro__", (cls,)):
+        params = inspect.signature(klass).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return [name for name in params if name != "url"]
+    return []
 
 
 def connect(url: str, protocol: str = "advlab", **options: Any) -> RemoteOracle:
