@@ -169,6 +169,21 @@ class Oracle(abc.ABC):
         """Set the query counter back to zero (the budget is unchanged)."""
         self.queries = 0
 
+    def describe(self) -> dict[str, Any]:
+        """What identifies this target, JSON-ready and free of credentials: its kind, mode, input shape and
+        bounds (remote oracles add their address, protocol and model). Evaluations key their checkpoint on it.
+
+        Examples:
+            >>> TorchOracle(model, mode="labels").describe()["mode"]
+            'labels'
+        """
+        return {
+            "oracle": type(self).__name__,
+            "mode": self.mode,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "bounds": list(self.bounds),
+        }
+
     # ------------------------------------------------------------------ for subclasses
     @abc.abstractmethod
     def _labels(self, x: torch.Tensor) -> torch.Tensor:

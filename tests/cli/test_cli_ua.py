@@ -354,6 +354,7 @@ def test_blackbox_over_http_does_not_log_every_request(digits_model, tmp_path, m
             super().__init__(*args, transport=httpx.MockTransport(handler), **kwargs)
 
     monkeypatch.setattr(bb, "HTTPOracle", MockedHTTPOracle)
+    monkeypatch.setitem(bb.PROTOCOLS, "advlab", MockedHTTPOracle)  # the CLI picks the class by --protocol
     level = logging.getLogger("httpx").level
     try:
         with caplog.at_level("INFO"):

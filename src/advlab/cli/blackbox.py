@@ -18,6 +18,7 @@ from advlab.cli._common import (
     parse_float_list,
     positive_int,
 )
+from advlab.cli._remote import add_remote_options, is_url, open_remote
 
 log = logging.getLogger("advlab")
 
@@ -26,6 +27,8 @@ EXAMPLES = """\
   advlab blackbox --target http://127.0.0.1:8000 --data mnist --seed-size 150 --rounds 6 --eps 0.3 --out runs/bb
   advlab blackbox --target runs/m1 --data mnist --budget 5000 --sigma 3 --kappa 400 --out runs/bb-reservoir
   advlab blackbox --target runs/m1 --data digits --substitute wong-cnn --attack pgd --set steps=20 --out runs/bb-pgd
+  advlab blackbox --target http://127.0.0.1:8501 --protocol tfserving --model-name mnist --data mnist \\
+      --header 'Authorization: Bearer $TOKEN' --budget 20000 --out runs/bb-tfs   # a model behind TF-Serving
 
 The first --seed-size test images seed the substitute; the next --n-eval test images measure agreement and
 transfer (those queries are reported separately). Writes DIR/result.json, DIR/rounds.png and the trained
@@ -40,12 +43,14 @@ def add_parser(sub) -> None:
         "Papernot et al. substitute (black-box) attack on a served or saved model",
         "Train a substitute on the target's labels with Jacobian-based dataset augmentation (Papernot et al. "
         "2017, arXiv:1602.02697), craft adversarial examples on it and measure how many fool the target. The "
-        "target is an advlab server URL (see 'advlab serve') or a model folder (queried locally through a "
-        "labels-only oracle). Every query counts against --budget; when it runs out the attack stops and "
-        "reports what it has.",
+        "target is a server URL speaking --protocol (advlab serve, TF-Serving, KServe v2 / Triton, TorchServe or "
+        "any JSON API through a template) or a model folder (queried locally through a labels-only oracle). "
+        "Every query counts against --budget; when it runs out the attack stops and reports what it has.",
         EXAMPLES,
     )
-    p.add_argument("--target", required=True, help="http(s)://HOST:PORT of a server, or a model folder")
+    p.add_argument(
+        "--target", required=True, help="http(s):// URL of a served model (see --protocol), or a model folder"
+    )
     add_data_options(p, default="mnist")
     add_model_options(p)
     p.add_argument(
@@ -65,42 +70,24 @@ def add_parser(sub) -> None:
     p.add_argument("--attack", default="fgsm", help="white-box attack run on the substitute (see 'advlab attacks')")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="attack setting (repeatable)")
     p.add_argument("--budget", type=int, default=None, help="maximum queries to the target (default unlimited)")
-    p.add_argument("--api-key", default=None, help="API key of the server")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
-    p.add_argument("--retries", type=int, default=2, help="extra attempts when the server does not answer")
     p.add_argument("--seed", type=int, default=0, help="random seed (substitute init, data order, reservoir)")
+    add_remote_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
 
 
-def open_target(
-    target: str,
-    budget: int | None,
-    *,
-    api_key: str | None = None,
-    timeout: float = 10.0,
-    retries: int = 2,
-    args: argparse.Namespace | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """An oracle for ``--target``: :class:`HTTPOracle` for a URL, a labels-only :class:`TorchOracle` for a folder."""
-    from advlab.blackbox import HTTPOracle, OracleResponseError, OracleUnavailable, TorchOracle
+def open_target(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """A labels-only oracle for ``--target``: the served model at a URL (in ``--protocol``), or a model folder
+    queried locally through a :class:`TorchOracle`."""
+    from advlab.blackbox import TorchOracle
 
+    target, budget = args.target, args.budget
     if budget is not None and budget < 1:
         raise ValueError(f"--budget: expected a positive number of queries, got {budget}. Leave it out for unlimited.")
-    if "://" in target:
-        scheme = target.split("://", 1)[0].lower()
-        if scheme not in ("http", "https"):
-            raise ValueError(f"--target: expected an http:// or https:// URL, got scheme {scheme!r} in {target!r}")
-        host = target.split("://", 1)[1].split("/", 1)[0]
-        if not host:
-            raise ValueError(f"--target: the URL {target!r} has no host; example: http://127.0.0.1:8000")
-        try:
-            oracle = HTTPOracle(target, mode="labels", budget=budget, api_key=api_key, timeout=timeout, retries=retries)
-        except OracleUnavailable as exc:
-            raise ValueError(f"--target: cannot reach {target} ({exc}). Is 'advlab serve' running there?") from exc
-        except OracleResponseError as exc:
-            raise ValueError(f"--target: {target} does not speak the advlab protocol ({exc})") from exc
-        return oracle, {"kind": "http", "url": target}
+    if is_url(target):
+        oracle = open_remote(args, mode="labels", budget=budget)
+        extra = {} if args.protocol == "advlab" else {"protocol": args.protocol, "model": oracle.model_name}
+        return oracle, {"kind": "http", "url": target, **extra}
     path = Path(target)
     if not path.exists():
         raise FileNotFoundError(
@@ -156,9 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--eps: expected one radius, got {eps_values}")
     if not logging.getLogger().isEnabledFor(logging.DEBUG):  # one "HTTP Request: POST ..." line per query batch
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    oracle, target_info = open_target(
-        args.target, args.budget, api_key=args.api_key, timeout=args.timeout, retries=args.retries, args=args
-    )
+    oracle, target_info = open_target(args)
     x_seed, x_eval, y_eval = split_test_images(
         args.data, args.data_dir, args.seed_size, n_eval, oracle.input_shape, files=args
     )

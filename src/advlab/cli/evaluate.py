@@ -22,6 +22,7 @@ from advlab.cli._common import (
     resolve_device,
     show_progress,
 )
+from advlab.cli._remote import add_remote_options, open_remote
 
 log = logging.getLogger("advlab")
 
@@ -31,12 +32,16 @@ EXAMPLES = """\
   advlab evaluate --model runs/m1 --data mnist --eps 0.3 --attacks pgd,apgd-ce,square --out runs/custom
   advlab evaluate --model runs/c10 --data cifar10 --eps 2/255,4/255,8/255 --out runs/c10-eval
   advlab evaluate --model runs/m1 --data mnist --eps 0.3 --out runs/m1-eval   # run again: resumes
+  advlab evaluate --target http://127.0.0.1:8501 --protocol tfserving --model-name mnist --data mnist \\
+      --eps 0.1 --attacks square --budget 500000 --out runs/tfs-eval   # a model behind TF-Serving
 
 Presets: fast (PGD-40: a first look, often optimistic; '--attacks apgd-ce' takes about 3x as long and is
 stronger); standard (APGD-CE, APGD-T, FMN, Square: AutoAttack's ensemble with FMN for FAB-T, Square's
 budget focused on the examples it can still fool, with 3 runs); strong (standard with 5 restarts, Square in
 full on every example, plus C&W for the norm). The run is checkpointed in DIR/checkpoint and
 resumes when started again with the same settings (--overwrite starts over after a change).
+A --target URL has no gradients: give it attacks that need none ('advlab attacks' shows which; a cascade with
+a gradient attack is refused before any query, naming them); each example they send counts against --budget.
 """
 
 
@@ -50,7 +55,8 @@ def add_parser(sub) -> None:
         "checks run at the end. Writes DIR/report.json and a self-contained DIR/report.html.",
         EXAMPLES,
     )
-    p.add_argument("--model", required=True, help="model folder (with card.json and model.safetensors)")
+    p.add_argument("--model", default=None, help="model folder (with card.json and model.safetensors)")
+    p.add_argument("--target", default=None, help="instead of --model: the http(s):// URL of a served model")
     add_data_options(p, default=None)
     add_model_options(p)
     p.add_argument(
@@ -70,51 +76,89 @@ def add_parser(sub) -> None:
         "--eot-samples", type=positive_int, default=None, help="logit draws averaged for random models (None: 10)"
     )
     p.add_argument("--overwrite", action="store_true", help="discard a checkpoint of a different configuration")
+    p.add_argument("--budget", type=positive_int, default=None, help="--target: most queries it may be sent")
     add_run_options(p)
+    add_remote_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from advlab.evaluation import evaluate
+    from advlab.oracles import BudgetExceeded
     from advlab.reports import write_report
 
     device = resolve_device(args.device)
     eps = parse_float_list(args.eps, "--eps")
     attacks = args.attacks.split(",") if args.attacks else args.preset
-    model, data, data_name = _load(args, device)
+    model, data, data_name = _load_target(args) if _check_model_or_target(args) else _load(args, device)
     out = output_dir(args.out)
     log.info(
         "evaluating %s on %d %s images (%s, eps %s) on %s",
-        args.model,
+        args.target or args.model,
         len(data.y),
         data_name,
         args.norm,
         ",".join(f"{e:g}" for e in eps),
-        device,
+        "the server" if args.target else device,
     )
-    report = evaluate(
-        model,
-        data,
-        eps,
-        norm=args.norm,
-        attacks=attacks,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        checkpoint_dir=out / "checkpoint",
-        overwrite=args.overwrite,
-        progress=show_progress(args),
-        checks=not args.no_checks,
-        eot_samples=args.eot_samples,
-    )
+    try:
+        report = evaluate(
+            model,
+            data,
+            eps,
+            norm=args.norm,
+            attacks=attacks,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            checkpoint_dir=out / "checkpoint",
+            overwrite=args.overwrite,
+            progress=show_progress(args),
+            checks=not args.no_checks,
+            eot_samples=args.eot_samples,
+        )
+    except BudgetExceeded as exc:
+        raise ValueError(
+            f"--budget: the target's query budget ran out ({exc}). The stages done are kept in {out / 'checkpoint'}: "
+            "run the same command with a larger --budget to continue."
+        ) from exc
     split = "" if getattr(data, "single_split", False) else f"{data.split}, "  # a data file may hold one split
     report.settings["data"] = f"{data_name} ({split}first {len(data.y)})"
-    report.settings["model_path"] = str(Path(args.model).resolve())
+    if args.target:
+        report.settings["target"] = model.describe()
+        report.settings["target_queries"] = model.queries
+        log.info("%d queries sent to %s", model.queries, args.target)
+    else:
+        report.settings["model_path"] = str(Path(args.model).resolve())
     json_path, html_path = write_report(report, out)
     log.info("%s", report.headline())
     _sum_up_failed_checks(report)
     log.info("wrote %s and %s", json_path, html_path)
     return 0
+
+
+def _check_model_or_target(args: argparse.Namespace) -> bool:
+    """Exactly one of ``--model`` and ``--target``; ``True`` for a target. The remote options need a target."""
+    if (args.model is None) == (args.target is None):
+        raise ValueError(
+            "--model or --target: give one, a model folder (--model runs/m1) or the URL of a served model "
+            "(--target http://127.0.0.1:8501 --protocol tfserving --model-name NAME)"
+        )
+    if args.model is not None and (args.protocol != "advlab" or args.model_name or args.budget is not None):
+        raise ValueError("--protocol, --model-name and --budget describe a --target URL; a --model folder needs none")
+    return args.target is not None
+
+
+def _load_target(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """The oracle of ``--target`` (no query spent) and the first ``--n`` test examples of ``--data``."""
+    from advlab.oracles import as_module
+
+    if not args.data:
+        raise ValueError("--data: a --target has no model card naming its dataset; pass --data (e.g. --data mnist)")
+    data = load_split(args.data, "test", args.data_dir, args.n)
+    oracle = open_remote(args, mode=None, budget=args.budget)
+    check_data_for_model(data, as_module(oracle))
+    return oracle, data, args.data
 
 
 def _load(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str]:

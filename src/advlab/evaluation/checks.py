@@ -16,10 +16,14 @@ from dataclasses import dataclass
 import torch
 
 from advlab.attacks.pgd import pgd
+from advlab.attacks.registry import list_attacks
 from advlab.attacks.square import Square, square
+from advlab.evaluation.eot import seeded
+from advlab.evaluation.presets import CascadeEntry
 from advlab.evaluation.report import CheckResult
 from advlab.losses import cross_entropy
 from advlab.models import Classifier
+from advlab.oracles import find_oracle
 from advlab.threat import ThreatModel, norm_of
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,20 @@ BLACKBOX_QUERY_BUDGET = 1000
 """Queries per example of the Square run of the black-box check when the cascade has no black-box attack."""
 RANDOM_TOLERANCE = 1e-6
 """Largest logit difference between two identical calls still counted as deterministic (float noise)."""
+GRADIENT_CHECKS = {
+    "gradients": "Useful input gradients",
+    "large_eps": "Accuracy goes to zero at a large eps",
+    "more_steps": "More steps do not help the model",
+    "loss_increases": "The attack loss increases",
+    "blackbox": "Black-box does not beat white-box",
+}
+"""The checks after the randomness check, by name and title: each needs the model's input gradients (PGD, or
+white-box stages for the black-box attacks to be compared with)."""
+NO_GRADIENTS = (
+    "the model has no input gradients (an oracle, or a module whose output autograd cannot trace back to its "
+    "input), which this check needs; the attacks that ran need none"
+)
+"""The note of a gradient check skipped on a model without gradients."""
 
 
 @dataclass
@@ -61,6 +79,70 @@ class CheckContext:
     n_correct: int
     blackbox_breaks: list[tuple[float, str, int]]  # (eps, attack, examples broken after a white-box stage)
     robust_at_max: torch.Tensor  # bool per check example: survived the whole cascade at eps_max
+
+
+def has_input_gradients(model: Classifier, x: torch.Tensor) -> bool:
+    """Whether the output of ``model`` depends on its input through autograd (gradient attacks can run on it).
+
+    An oracle (:func:`~advlab.oracles.as_module`) has none, and costs no query to tell. Any other model gets one
+    forward pass on the first example, in attack mode, with the global RNG restored afterwards (a random model's
+    later draws are unchanged).
+
+    Args:
+        model: the classifier to probe.
+        x: a batch of its inputs (only the first example is used).
+
+    Examples:
+        >>> has_input_gradients(as_module(oracle), x)
+        False
+    """
+    if find_oracle(model) is not None or x.shape[0] == 0:
+        return find_oracle(model) is None
+    probe = x[:1].detach().clone().to(model.device).requires_grad_(True)
+    with model.attack_mode(warn_train_mode=False), seeded(0, model.device), torch.enable_grad():
+        try:
+            out = model(probe)
+        except RuntimeError:  # e.g. a module calling .numpy() on its input; a broken model fails again here
+            with torch.no_grad():
+                model(probe.detach())
+            return False
+    return isinstance(out, torch.Tensor) and out.requires_grad
+
+
+def gradient_free_attacks(norm: str) -> list[str]:
+    """Registered attacks that need no gradients and support ``norm`` (the ones that work on an oracle), sorted."""
+    return sorted(list_attacks(norm=norm, needs_gradients=False))
+
+
+def refuse_gradient_attacks(entries: tuple[CascadeEntry, ...], norm: str) -> None:
+    """Raise before any work when the cascade holds gradient attacks and the model has no gradients.
+
+    Raises:
+        ValueError: naming the gradient attacks of the cascade and listing the attacks that work on oracles (read
+            from the registry's capability flags).
+    """
+    bad = [e.label for e in entries if type(e.config).needs_gradients]
+    if not bad:
+        return
+    usable = gradient_free_attacks(norm)
+    hint = (
+        f"Attacks that work on oracles ({norm}): {', '.join(usable)}; e.g. attacks=[{usable[-1]!r}] "
+        f"(advlab evaluate --attacks {usable[-1]}). Score-based ones need an oracle in 'scores' mode."
+        if usable
+        else f"No registered attack works on oracles for {norm}; choose another norm."
+    )
+    raise ValueError(
+        f"attacks: the model has no input gradients (an oracle, which only answers queries, or a module that "
+        f"autograd cannot trace), so {', '.join(map(repr, bad))} cannot run on it. {hint}"
+    )
+
+
+def skipped_checks(detail: str) -> list[CheckResult]:
+    """The gradient checks (:data:`GRADIENT_CHECKS`) as skipped, each with ``detail`` saying why."""
+    return [
+        CheckResult(name=name, title=title, status="skipped", value=None, threshold=None, detail=detail, meaning="")
+        for name, title in GRADIENT_CHECKS.items()
+    ]
 
 
 def _large_eps(norm: str, bounds: tuple[float, float], x: torch.Tensor) -> float:
@@ -94,8 +176,12 @@ def check_randomness(max_change: float, eot_samples: int | None) -> CheckResult:
         value=max_change,
         threshold=RANDOM_TOLERANCE,
         detail=(
-            f"two identical calls differ by up to {max_change:.3g} in the logits; attacks used expectation "
-            f"over transformation with {eot_samples} samples"
+            f"two identical calls differ by up to {max_change:.3g} in the logits; "
+            + (
+                f"attacks used expectation over transformation with {eot_samples} samples"
+                if eot_samples
+                else "the attacks saw the noisy answers (an oracle is not averaged)"
+            )
         )
         if random
         else "two identical calls give the same logits",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import sys
 import time
@@ -44,6 +45,7 @@ from advlab.evaluation.report import (
 )
 from advlab.evaluation.stats import wilson_interval
 from advlab.models import Classifier, as_classifier, predict
+from advlab.oracles import Oracle, TorchOracle, as_module, find_oracle
 from advlab.provenance import provenance
 from advlab.result import AttackResult
 from advlab.threat import NORMS, ThreatModel, norm_of
@@ -55,12 +57,11 @@ STATE_FILE = "state.safetensors"
 RANDOMNESS_PROBE = 16
 """Examples used to test whether the model's output is random."""
 _CLEAN, _CHECKS = 1_000_003, 1_000_033  # seed-sequence tags of the clean pass and the checks
-_CHECK_NAMES = ("gradients", "large_eps", "more_steps", "loss_increases", "blackbox")
 
 
 # ---------------------------------------------------------------------- the entry point
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | Oracle,
     data: Any,
     eps: float | list[float],
     *,
@@ -90,8 +91,13 @@ def evaluate(
     transformation (logits averaged over ``eot_samples`` draws, with a warning), and its accuracy is measured
     with the randomness on (one draw per prediction, seeded per stage).
 
+    A model without gradients (an :class:`~advlab.oracles.Oracle`, local or remote) is evaluated with the attacks
+    that need none: a cascade holding a gradient attack is refused before any work, with the list of the attacks
+    that work on oracles, and the masking checks that need gradients are reported as skipped.
+
     Args:
-        model: a ``torch.nn.Module`` returning logits, or an :class:`advlab.Classifier`.
+        model: a ``torch.nn.Module`` returning logits, an :class:`advlab.Classifier`, or an
+            :class:`~advlab.oracles.Oracle` (attacked through its queries, which count against its budget).
         data: an advlab Dataset (``.x`` of shape ``(N, C, H, W)`` in the bounds, ``.y``) or a pair ``(x, y)``.
         eps: one radius or a strictly increasing list of radii, in raw input units.
         norm: ``"linf"``, ``"l2"`` or ``"l1"``.
@@ -110,8 +116,9 @@ def evaluate(
         An :class:`EvaluationReport` (``report.robust_accuracy()``, ``report.to_dict()``).
 
     Raises:
-        ValueError: bad eps/norm/settings, an unknown preset or attack, an attack that does not support the norm
-            (all before any work), or a checkpoint from another configuration.
+        ValueError: bad eps/norm/settings, an unknown preset or attack, an attack that does not support the norm,
+            a gradient attack on a model without gradients (all before any work), or a checkpoint from another
+            configuration.
         TypeError: a model or data of the wrong type.
 
     References:
@@ -257,7 +264,17 @@ def _model_fingerprint(clf: Classifier) -> str:
     h = hashlib.sha256(type(clf.module).__name__.encode())
     mean, std = torch.as_tensor(clf.mean), torch.as_tensor(clf.std)
     h.update(_sha256_tensors(*[state[k] for k in sorted(state)], mean, std).encode())
+    module = find_oracle(clf)
+    if module is not None:  # an oracle has no weights: its description (and a local model's weights) name it
+        h.update(_oracle_identity(module.oracle).encode())
     return h.hexdigest()
+
+
+def _oracle_identity(oracle: Oracle) -> str:
+    text = json.dumps(oracle.describe(), sort_keys=True, default=str)
+    if isinstance(oracle, TorchOracle):
+        text += _model_fingerprint(oracle.model)
+    return text
 
 
 def _model_name(clf: Classifier) -> str:
@@ -265,6 +282,9 @@ def _model_name(clf: Classifier) -> str:
     for key in ("name", "arch", "architecture"):
         if isinstance(card.get(key), str) and card[key]:
             return card[key]
+    module = find_oracle(clf)
+    if module is not None:
+        return str(module.oracle.describe().get("model") or type(module.oracle).__name__)
     return type(clf.module).__name__
 
 
@@ -382,15 +402,19 @@ class Evaluation:
     Every stage that is done is recorded in the checkpoint and skipped when the run is started again.
 
     Args:
-        model: a ``torch.nn.Module`` returning logits, or an :class:`advlab.Classifier`.
+        model: a ``torch.nn.Module`` returning logits, an :class:`advlab.Classifier`, or an
+            :class:`~advlab.oracles.Oracle`.
         data: an advlab Dataset or a pair ``(x, y)``.
         settings: the validated settings.
     """
 
-    def __init__(self, model: nn.Module, data: Any, settings: EvaluationSettings) -> None:
+    def __init__(self, model: nn.Module | Oracle, data: Any, settings: EvaluationSettings) -> None:
         self.settings = settings
-        self.clf = as_classifier(model)
+        self.clf = as_classifier(as_module(model) if isinstance(model, Oracle) else model)
         self.x, self.y = _inputs(data, settings.n, self.clf)
+        self.gradients = checks_mod.has_input_gradients(self.clf, self.x)
+        if not self.gradients:
+            checks_mod.refuse_gradient_attacks(settings.entries, settings.norm)
         self.classes = dataset_classes(data)
         self.n = self.x.shape[0]
         self.device = self.clf.device
@@ -438,14 +462,25 @@ class Evaluation:
 
     # ------------------------------------------------------------------ randomness, predictions, clean pass
     def detect_randomness(self) -> None:
-        """Probe whether two identical calls differ; a random model is attacked through EOT (with a warning)."""
+        """Probe whether two identical calls differ; a random model is attacked through EOT (with a warning).
+
+        An oracle is asked twice (``2 * RANDOMNESS_PROBE`` queries at most); a random one is not wrapped in EOT,
+        whose repeated forward passes on one batch its module answers from its cache.
+        """
         meta = self.state.meta
         if meta["randomized"] is None:
             probe = self.x[: min(self.n, RANDOMNESS_PROBE)].to(self.device)
-            meta["max_change"] = output_changes(self.clf, probe, stage_seed(self.settings.seed, _CLEAN, 1))
+            meta["max_change"] = self._output_changes(probe)
             meta["randomized"] = meta["max_change"] > checks_mod.RANDOM_TOLERANCE
         self.randomized = bool(meta["randomized"])
         if not self.randomized:
+            return
+        if find_oracle(self.clf) is not None:
+            validation.warn(
+                f"model: its answers change between two identical queries (up to {meta['max_change']:.3g} in the "
+                "log-probabilities): it is random. The query attacks see its noisy answers; accuracies are measured "
+                "with the randomness on.",
+            )
             return
         self.eot = self.settings.eot_samples or DEFAULT_EOT_SAMPLES
         self.attack_model = with_eot(self.clf, self.eot)
@@ -455,6 +490,14 @@ class Evaluation:
             f"expectation over transformation with {self.eot} samples per forward pass; accuracies are measured "
             "with the randomness on.",
         )
+
+    def _output_changes(self, probe: torch.Tensor) -> float:
+        """Largest difference between the outputs of two identical calls (two fresh queries for an oracle)."""
+        module = find_oracle(self.clf)
+        if module is None:
+            return output_changes(self.clf, probe, stage_seed(self.settings.seed, _CLEAN, 1))
+        with torch.no_grad():
+            return float((module.answer(probe) - module.answer(probe)).abs().max())
 
     def judge(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """Predicted labels as reported: one draw of the model, seeded by ``seed`` when it is random."""
@@ -579,11 +622,13 @@ class Evaluation:
                 validation.warn(f"gradient-masking check failed: {c['title']}: {c['detail']}. {c['meaning']}")
 
     def _run_checks(self) -> list[CheckResult]:
-        """Every check, on the first clean-correct examples (skipped when there is none)."""
+        """Every check, on the first clean-correct examples (skipped when there is none, or without gradients)."""
         idx = self.state.t["correct"].nonzero().flatten()[: checks_mod.CHECK_EXAMPLES]
         randomness = checks_mod.check_randomness(float(self.state.meta["max_change"]), self.eot)
+        if not self.gradients:
+            return [randomness, *checks_mod.skipped_checks(checks_mod.NO_GRADIENTS)]
         if idx.numel() == 0:
-            return [randomness, *_skipped_checks("no correctly classified example to run the check on")]
+            return [randomness, *checks_mod.skipped_checks("no correctly classified example to run the check on")]
         context = self._check_context(idx)
         with seeded(context.seed, self.device, self.randomized):  # a random model draws from the seeded RNG
             return checks_mod.run_checks(context, randomness)
@@ -718,13 +763,6 @@ class Evaluation:
             "data_sha256": self.config["data_sha256"],
             "model_sha256": self.config["model_sha256"],
         }
-
-
-def _skipped_checks(reason: str) -> list[CheckResult]:
-    return [
-        CheckResult(name=nm, title=nm, status="skipped", value=None, threshold=None, detail=reason, meaning="")
-        for nm in _CHECK_NAMES
-    ]
 
 
 def _norm_stats(values: torch.Tensor) -> NormStats:
