@@ -77,6 +77,8 @@ class AttackSpec:
             raise ValueError(
                 f"goal: attack {self.name!r} is untargeted only; pass goal=None or choose a targeted attack"
             )
+        if not self.minimum_norm:  # a minimum-norm attack's large eps means "unbounded"
+            validation.check_eps_in_box(threat.eps, threat.norm, threat.bounds)
 
     def capabilities(self) -> dict[str, Any]:
         return {
