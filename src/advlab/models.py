@@ -143,9 +143,7 @@ class Classifier(nn.Module):
             The classifier itself.
         """
         self.training = mode
-        if self.fixed_mode:  # ExportedProgram.module() refuses train()/eval(): its graph was traced in one mode
-            return self
-        self.module.train(mode)
+        set_mode(self.module, mode)
         return self
 
     def predict(self, x: torch.Tensor, batch_size: int = PREDICT_BATCH) -> torch.Tensor:
@@ -270,6 +268,23 @@ def has_fixed_mode(module: nn.Module) -> bool:
     graph but loses the replaced methods; both carry the input and output specs of an exported program.
     """
     return isinstance(module, torch.fx.GraphModule) and ("train" in vars(module) or hasattr(module, "_in_spec"))
+
+
+def set_mode(module: nn.Module, mode: bool) -> None:
+    """``module.train(mode)``, leaving alone the ``torch.export`` programs in it (see :func:`has_fixed_mode`).
+
+    Args:
+        module: the module.
+        mode: ``True`` for train mode, ``False`` for eval mode.
+    """
+    if has_fixed_mode(module):  # ExportedProgram.module() refuses train()/eval(): its graph was traced in one mode
+        return
+    if not any(has_fixed_mode(m) for m in module.modules()):
+        module.train(mode)
+        return
+    module.training = mode  # a wrapper around an exported program (an EOT average, an ensemble): one level down
+    for child in module.children():
+        set_mode(child, mode)
 
 
 def _normalization(
