@@ -155,11 +155,10 @@ def check_input(x: torch.Tensor, bounds: tuple[float, float], *, name: str = "x"
         bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).sum())
         raise ValueError(f"{name}: contains NaN or inf in {bad} example(s); clean the data before attacking")
     lo, hi = bounds
-    xmin, xmax = x.min(), x.max()
-    if bool(xmin < lo) or bool(xmax > hi):  # a tensor compared with a Python float: in the tensor's dtype
-        xmin, xmax = float(xmin), float(xmax)
+    low, high = x.min(), x.max()
+    if bool(low < lo) or bool(high > hi):  # a tensor compared with a Python float: in the tensor's dtype
         raise ValueError(
-            f"{name}: values must lie inside bounds {bounds}, got range [{xmin:.4g}, {xmax:.4g}]. "
+            f"{name}: values must lie inside bounds {bounds}, got range [{float(low):.4g}, {float(high):.4g}]. "
             "Pass raw inputs (e.g. pixels scaled to [0, 1]) and give normalisation as mean/std to the model "
             "wrapper, or set the threat model's bounds."
         )
