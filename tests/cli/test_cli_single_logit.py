@@ -37,7 +37,6 @@ def single_logit_cli(monkeypatch):
 
 
 def test_attack_command_on_a_single_logit_model(single_logit_cli, tmp_path):
-    case = single_logit_cli
     out = tmp_path / "a"
     argv = ["attack", "--model", "m", "--attack", "pgd", "--eps", "0.3", "--steps", "10", "--n", "8"]
     assert main([*argv, "--quiet", "--out", str(out)]) == 0
