@@ -88,6 +88,16 @@ def test_torch_float64_is_accepted_like_numpy_float64():
     assert torch.equal(res_t.success, res32.success)
 
 
+def test_inputs_are_cast_to_a_float64_models_dtype_and_returned_in_theirs():
+    model64 = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).double().eval()
+    _, x, y = _plain()
+    threat = ThreatModel("linf", 0.1)
+    res64 = fgsm(model64, x.double(), y, threat)  # attacked in float64, as before
+    res32 = fgsm(model64, x, y, threat)  # float32 input: attacked in the model's float64, returned as float32
+    assert res64.x_adv.dtype == torch.float64 and res32.x_adv.dtype == torch.float32
+    torch.testing.assert_close(res32.x_adv, res64.x_adv.float(), rtol=0, atol=1e-7)
+
+
 # ---------------------------------------------------------------------- NaN outputs
 class NaNAbove(nn.Module):
     """Logits of a linear model, NaN for inputs whose mean pixel exceeds ``threshold``."""

@@ -239,6 +239,18 @@ def as_classifier(model: nn.Module | Classifier, bounds: tuple[float, float] | N
     return Classifier(model, bounds=bounds or (0.0, 1.0))
 
 
+def parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the first floating parameter of ``model`` (the inputs it expects); float32 when it has none.
+
+    Buffers are not asked: a wrapper that keeps float64 constants (``advlab.nonneural.from_sklearn``) still takes
+    float32 inputs.
+    """
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
 def is_single_logit(out: torch.Tensor) -> bool:
     """Whether a model's output is one logit per example: shape ``(N, 1)`` or ``(N,)``."""
     return out.dim() == 1 or (out.dim() == 2 and out.shape[1] == 1)

@@ -23,7 +23,7 @@ from torch import nn
 from advlab import validation
 from advlab.goals import Goal, as_goal, is_success
 from advlab.losses import LossFn
-from advlab.models import Classifier, as_classifier, check_suspicious_outputs
+from advlab.models import Classifier, as_classifier, check_suspicious_outputs, parameter_dtype
 from advlab.result import ArrayLike, AttackResult
 from advlab.threat import ThreatModel, check_threat_model
 
@@ -79,19 +79,22 @@ def to_container(t: torch.Tensor | None, like: Any, *, dtype: Any = None) -> Arr
 def prepare_inputs(
     model: nn.Module, x: Any, y: Any, threat: ThreatModel
 ) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
-    """Validate and convert ``(model, x, y)`` for an attack; moves data to the model's device.
+    """Validate and convert ``(model, x, y)`` for an attack; moves data to the model's device and dtype.
 
-    Float64 inputs, torch tensors and numpy arrays alike, are attacked in float32 (the dtype models hold); the
-    result comes back in the input's container and dtype.
+    Inputs of any floating dtype, torch tensors and numpy arrays alike, are cast to the dtype of the model's
+    parameters (float32 for a model without parameters): float64 inputs of a float32 model are attacked in
+    float32, a float64 model gets float64 (numpy float64 arrays pass through float32 on their way). The result
+    comes back in the input's container and dtype.
     """
     check_threat_model(threat)
     clf = as_classifier(model, threat.bounds)
-    x_t = validation.as_tensor("x", x, float32="float64")
+    dtype = parameter_dtype(clf.module)
+    x_t = validation.as_tensor("x", x, float32="float64" if dtype == torch.float32 else "numpy")
     y_t = validation.as_tensor("y", y)
     validation.check_input(x_t, threat.bounds)
     validation.check_input_shape(x_t, clf.input_shape)
     validation.check_labels(y_t, x_t.shape[0], clf.num_classes)
-    return clf, x_t.to(clf.device), y_t.to(clf.device).long()
+    return clf, x_t.to(clf.device, dtype), y_t.to(clf.device).long()
 
 
 @dataclass(frozen=True)
