@@ -23,8 +23,17 @@ class Goal:
     targeted: bool = False
     name: str = "goal"
 
-    def resolve(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Return the labels the attack's loss uses (true labels or targets) for this batch."""
+    def resolve(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int | None = None
+    ) -> torch.Tensor:
+        """Return the labels the attack's loss uses (true labels or targets) for this batch.
+
+        Args:
+            model: the classifier (in attack mode).
+            x: the clean batch.
+            y: the true labels.
+            num_classes: the model's number of classes, when known (targets are checked against it).
+        """
         raise NotImplementedError
 
     def subset(self, index: torch.Tensor) -> Goal:
@@ -39,7 +48,9 @@ class Untargeted(Goal):
     targeted = False
     name = "untargeted"
 
-    def resolve(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def resolve(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int | None = None
+    ) -> torch.Tensor:
         return y
 
 
@@ -55,14 +66,16 @@ class Targeted(Goal):
     targeted = True
     name = "targeted"
 
-    def resolve(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def resolve(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int | None = None
+    ) -> torch.Tensor:
         target = self.target
         if isinstance(target, np.ndarray):
             target = torch.from_numpy(target)
         if not isinstance(target, torch.Tensor):
             raise TypeError(f"target: expected a tensor or array of class indices, got {type(target).__name__}")
         target = target.to(y.device)
-        validation.check_target(target, y, getattr(model, "num_classes", None))
+        validation.check_target(target, y, num_classes or getattr(model, "num_classes", None))
         return target.long()
 
     def subset(self, index: torch.Tensor) -> Goal:
@@ -79,7 +92,9 @@ class LeastLikely(Goal):
     targeted = True
     name = "least-likely"
 
-    def resolve(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def resolve(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int | None = None
+    ) -> torch.Tensor:
         with torch.no_grad():
             return model(x).argmin(dim=1)
 

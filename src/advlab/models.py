@@ -37,19 +37,34 @@ class Classifier(nn.Module):
     """A classifier on raw inputs: ``logits = module((x - mean) / std)``.
 
     Args:
-        module: any ``torch.nn.Module`` mapping a batch to logits of shape ``(N, num_classes)``.
-        mean: optional per-channel mean subtracted before ``module`` (sequence, one value per channel).
+        module: any ``torch.nn.Module`` mapping a batch to logits of shape ``(N, num_classes)``, or to one logit
+            per example (shape ``(N, 1)`` or ``(N,)``: a binary classifier, sigmoid over that logit).
+        mean: optional per-channel mean subtracted before ``module`` (sequence, one value per channel, or one
+            value for all channels).
         std: optional per-channel standard deviation divided by before ``module``.
         bounds: the valid input range, used as the box of threat models built without bounds for this model. Either
             side may be infinite: ``(float("-inf"), float("inf"))`` for standardised tabular features, whose
             perturbations the norm ball alone then bounds.
-        num_classes: number of output classes; inferred from the first forward pass when omitted.
+        num_classes: number of output classes; inferred from the first forward pass when omitted (a single-logit
+            model has two; ``num_classes=1`` is read as two).
         input_shape: per-example input shape ``(C, H, W)`` or ``(D,)``; checked by attacks when given.
         card: optional metadata (the model card saved with the weights).
+
+    A single-logit binary classifier (output ``(N, 1)`` or ``(N,)``, class 1 when the logit is positive) is
+    presented as two classes with logits ``[0, z]``: softmax over them is ``[1 - sigmoid(z), sigmoid(z)]``, so
+    cross-entropy on them is the binary cross-entropy, and every attack, loss and evaluation works unchanged.
+
+    The module's mode is what ``train()``/``eval()`` set, except for a program from ``torch.export``
+    (``ExportedProgram.module()``), which keeps the mode it was exported in (export it in eval mode).
 
     Calls in eval mode on CPU run a convolutional ``module`` on chunks of :data:`CPU_FORWARD_CHUNK` examples (the
     same logits and gradients, up to float rounding, at up to half the cost); ``module`` must therefore treat
     examples independently in eval mode, as classifiers do.
+
+    Raises:
+        TypeError: ``module`` is not a ``torch.nn.Module`` (or is already a ``Classifier``).
+        ValueError: ``mean``/``std`` given alone, of different lengths, with a non-positive ``std``, or with a
+            length other than one or the number of channels of ``input_shape``.
 
     Examples:
         >>> clf = Classifier(net, mean=[0.1307], std=[0.3081], num_classes=10, input_shape=(1, 28, 28))
@@ -79,39 +94,59 @@ class Classifier(nn.Module):
         self.module = module
         self.chunked = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
         """Whether eval-mode CPU forwards run in chunks of :data:`CPU_FORWARD_CHUNK` (networks with convolutions)."""
+        self.fixed_mode = has_fixed_mode(module)
+        """Whether ``module`` keeps the mode it was built in (a ``torch.export`` program): see :meth:`train`."""
         self.bounds = validation.check_bounds("bounds", bounds)
-        self.num_classes = num_classes
+        self.num_classes = 2 if num_classes == 1 else num_classes
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.card: dict[str, Any] = dict(card or {})
         if (mean is None) != (std is None):
             raise ValueError("mean/std: give both or neither")
         self.has_normalization = mean is not None
+        mean_t, std_t = torch.zeros(0), torch.zeros(0)
         if mean is not None and std is not None:
-            mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
-            std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
-            if mean_t.shape != std_t.shape:
-                raise ValueError(f"mean/std: expected the same length, got {mean_t.numel()} and {std_t.numel()}")
-            if bool((std_t <= 0).any()):
-                raise ValueError(f"std: expected positive values, got {std_t.tolist()}")
-            self.register_buffer("mean", mean_t, persistent=False)
-            self.register_buffer("std", std_t, persistent=False)
-        else:
-            self.register_buffer("mean", torch.zeros(0), persistent=False)
-            self.register_buffer("std", torch.zeros(0), persistent=False)
+            mean_t, std_t = _normalization(mean, std, self.input_shape)
+        self.register_buffer("mean", mean_t, persistent=False)
+        self.register_buffer("std", std_t, persistent=False)
 
     # ------------------------------------------------------------------ forward
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the per-channel normalisation (identity when none was given)."""
+        """Apply the per-channel normalisation (identity when none was given).
+
+        Raises:
+            ValueError: ``mean``/``std`` have neither one value nor one per channel of ``x`` (axis 1).
+        """
         if not self.has_normalization:
             return x
+        channels = x.shape[1] if x.dim() >= 2 else 0
+        if self.mean.numel() not in (1, channels):
+            raise ValueError(
+                f"mean/std: {self.mean.numel()} values, but the input has {channels} channel(s) "
+                f"(x of shape {tuple(x.shape)}, channels on axis 1); give one value per channel, or one for all"
+            )
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return (x - self.mean.view(shape)) / self.std.view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.normalize(x)
         if self.chunked and z.shape[0] > CPU_FORWARD_CHUNK and z.device.type == "cpu" and not self.training:
-            return torch.cat([self.module(c) for c in z.split(CPU_FORWARD_CHUNK)])
-        return self.module(z)
+            out = torch.cat([self.module(c) for c in z.split(CPU_FORWARD_CHUNK)])
+        else:
+            out = self.module(z)
+        return two_class_logits(out) if is_single_logit(out) else out
+
+    def train(self, mode: bool = True) -> Classifier:
+        """Set train (or eval) mode; a ``torch.export`` program keeps the mode it was exported in.
+
+        Args:
+            mode: ``True`` for train mode, ``False`` for eval mode.
+
+        Returns:
+            The classifier itself.
+        """
+        self.training = mode
+        set_mode(self.module, mode)
+        return self
 
     def predict(self, x: torch.Tensor, batch_size: int = PREDICT_BATCH) -> torch.Tensor:
         """Predicted labels for ``x``, batched, without gradients (see :func:`predict`)."""
@@ -131,8 +166,9 @@ class Classifier(nn.Module):
         ``warn_train_mode=False``.
         """
         modes = {m: m.training for m in self.modules()}
-        grads = {p: p.requires_grad for p in self.parameters()}
-        if self.module.training and warn_train_mode:
+        # A parameter that is not a leaf (a deep copy of a TorchScript module has such) cannot change its flag.
+        grads = {p: p.requires_grad for p in self.parameters() if p.is_leaf}
+        if self.module.training and warn_train_mode and not self.fixed_mode:
             validation.warn(
                 "model is in train mode; attacking it in eval mode (dropout off, batch-norm running "
                 "statistics). Call model.eval() first to silence this warning.",
@@ -193,11 +229,97 @@ def as_classifier(model: nn.Module | Classifier, bounds: tuple[float, float] | N
     if isinstance(model, Classifier):
         return model
     if not isinstance(model, nn.Module):
+        if type(model).__module__.split(".")[0] == "sklearn":
+            raise TypeError(
+                f"model: expected a torch.nn.Module or advlab.Classifier, got the scikit-learn estimator "
+                f"{type(model).__name__}. Convert it with advlab.nonneural.from_sklearn(estimator, input_shape=...) "
+                "(exact and differentiable for linear models, SVMs and MLPs; trees, forests and kNN have their own "
+                "attacks in advlab.nonneural), or query it as a black box with advlab.oracles.SklearnOracle."
+            )
         raise TypeError(
             f"model: expected a torch.nn.Module or advlab.Classifier, got {type(model).__name__}. "
-            "For scikit-learn estimators or remote models use the oracles in advlab.blackbox."
+            "For scikit-learn estimators use advlab.nonneural.from_sklearn; for remote models or any function "
+            "that only answers queries, the oracles in advlab.oracles."
         )
     return Classifier(model, bounds=bounds or (0.0, 1.0))
+
+
+def parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the first floating parameter of ``model`` (the inputs it expects); float32 when it has none.
+
+    Buffers are not asked: a wrapper that keeps float64 constants (``advlab.nonneural.from_sklearn``) still takes
+    float32 inputs.
+    """
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def is_single_logit(out: torch.Tensor) -> bool:
+    """Whether a model's output is one logit per example: shape ``(N, 1)`` or ``(N,)``."""
+    return out.dim() == 1 or (out.dim() == 2 and out.shape[1] == 1)
+
+
+def two_class_logits(z: torch.Tensor) -> torch.Tensor:
+    """One logit per example (``(N, 1)`` or ``(N,)``) as two-class logits ``[0, z]`` of shape ``(N, 2)``.
+
+    Softmax over ``[0, z]`` is ``[1 - sigmoid(z), sigmoid(z)]``: the same binary classifier, in the form attacks
+    and losses expect.
+
+    Examples:
+        >>> two_class_logits(torch.tensor([[2.0], [-1.0]]))
+        tensor([[ 0.,  2.],
+                [ 0., -1.]])
+    """
+    z = z.reshape(-1, 1)
+    return torch.cat([torch.zeros_like(z), z], dim=1)
+
+
+def has_fixed_mode(module: nn.Module) -> bool:
+    """Whether ``module`` refuses ``train()``/``eval()`` and keeps the mode it was traced in.
+
+    ``torch.export``'s ``ExportedProgram.module()`` replaces both methods on the instance by ones that raise
+    ``NotImplementedError``; its graph already holds the behaviour of the mode it was exported in (batch norm and
+    dropout are operations in the graph, not modules that read a ``training`` flag). A deep copy of it keeps the
+    graph but loses the replaced methods; both carry the input and output specs of an exported program.
+    """
+    return isinstance(module, torch.fx.GraphModule) and ("train" in vars(module) or hasattr(module, "_in_spec"))
+
+
+def set_mode(module: nn.Module, mode: bool) -> None:
+    """``module.train(mode)``, leaving alone the ``torch.export`` programs in it (see :func:`has_fixed_mode`).
+
+    Args:
+        module: the module.
+        mode: ``True`` for train mode, ``False`` for eval mode.
+    """
+    if has_fixed_mode(module):  # ExportedProgram.module() refuses train()/eval(): its graph was traced in one mode
+        return
+    if not any(has_fixed_mode(m) for m in module.modules()):
+        module.train(mode)
+        return
+    module.training = mode  # a wrapper around an exported program (an EOT average, an ensemble): one level down
+    for child in module.children():
+        set_mode(child, mode)
+
+
+def _normalization(
+    mean: Sequence[float], std: Sequence[float], input_shape: tuple[int, ...] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``std`` as float32 vectors, checked against each other and the channels of ``input_shape``."""
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+    std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+    if mean_t.shape != std_t.shape:
+        raise ValueError(f"mean/std: expected the same length, got {mean_t.numel()} and {std_t.numel()}")
+    if bool((std_t <= 0).any()):
+        raise ValueError(f"std: expected positive values, got {std_t.tolist()}")
+    if input_shape is not None and mean_t.numel() not in (1, input_shape[0]):
+        raise ValueError(
+            f"mean/std: {mean_t.numel()} values, but input_shape {input_shape} has {input_shape[0]} channel(s) "
+            "(the first axis); give one value per channel, or one for all"
+        )
+    return mean_t, std_t
 
 
 def check_suspicious_outputs(logits: torch.Tensor) -> None:

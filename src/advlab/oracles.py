@@ -258,7 +258,7 @@ class TorchOracle(Oracle):
         )
         self.model = clf
         self.batch_size = validation.check_int("batch_size", batch_size, minimum=1)
-        if clf.module.training:
+        if clf.module.training and not clf.fixed_mode:  # an export keeps the mode it was exported in
             validation.warn(
                 "model is in train mode; the oracle evaluates it in eval mode (dropout off, batch-norm running "
                 "statistics). Call model.eval() first to silence this warning.",

@@ -275,13 +275,33 @@ class ThreatModel:
         return in_box & (self.distance(x_adv, x) <= self.eps + tol)
 
     def describe(self) -> str:
-        """Human-readable form for reports, e.g. ``L∞ ≤ 0.3``."""
+        """Human-readable form for reports, e.g. ``L∞ ≤ 0.3`` or ``L∞ ≤ 8/255`` (see :func:`format_eps`)."""
         sym = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}[self.norm]
-        eps = f"{self.eps:g}"
-        for den in (255,):
-            if math.isclose(self.eps * den, round(self.eps * den), abs_tol=1e-9) and self.eps * den >= 1:
-                eps = f"{round(self.eps * den)}/{den}" if self.box == (0.0, 1.0) and self.eps < 0.1 else eps
-        return f"{sym} ≤ {eps}"
+        return f"{sym} ≤ {format_eps(self.eps, self.box)}"
+
+
+PIXEL_LEVELS = 255
+"""Levels of an 8-bit pixel above black: radii on [0, 1] images are often whole numbers of them (``8/255``)."""
+
+
+def format_eps(eps: float, bounds: tuple[float, float] = (0.0, 1.0)) -> str:
+    """A radius as people write it: ``4/255`` for a whole number of 8-bit pixel levels on [0, 1] inputs, else ``%g``.
+
+    Fractions are shown below 0.1 only (``0.2`` is 51/255, but nobody means that), so typed decimals read as typed.
+
+    Args:
+        eps: the radius.
+        bounds: the input box; fractions of 255 only for ``(0, 1)``.
+
+    Examples:
+        >>> format_eps(4 / 255), format_eps(0.3), format_eps(0.0157)
+        ('4/255', '0.3', '0.0157')
+    """
+    levels = eps * PIXEL_LEVELS
+    whole = round(levels)
+    if tuple(bounds) == (0.0, 1.0) and 0 < eps < 0.1 and whole >= 1 and math.isclose(levels, whole, abs_tol=1e-6):
+        return f"{whole}/{PIXEL_LEVELS}"
+    return f"{eps:g}"
 
 
 def check_threat_model(threat: Any) -> None:

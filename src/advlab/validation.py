@@ -133,7 +133,11 @@ def check_tensor_like(name: str, value: Any) -> None:
 
 
 def check_input(x: torch.Tensor, bounds: tuple[float, float], *, name: str = "x") -> None:
-    """``x`` is a floating batch (N, ...) of finite values inside ``bounds``."""
+    """``x`` is a floating batch (N, ...) of finite values inside ``bounds``, compared in ``x``'s dtype.
+
+    The bounds are rounded to ``x``'s dtype before the comparison: clamping a float32 tensor to ``(-0.2, 0.3)``
+    gives float32's nearest values (0.30000001), which are the box's edges in float32, not outside it.
+    """
     if not torch.is_floating_point(x):
         raise TypeError(
             f"{name}: expected a floating-point tensor, got dtype {x.dtype}. Convert images with x.float() / 255."
@@ -146,10 +150,10 @@ def check_input(x: torch.Tensor, bounds: tuple[float, float], *, name: str = "x"
         bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).sum())
         raise ValueError(f"{name}: contains NaN or inf in {bad} example(s); clean the data before attacking")
     lo, hi = bounds
-    xmin, xmax = float(x.min()), float(x.max())
-    if xmin < lo or xmax > hi:
+    low, high = x.min(), x.max()
+    if bool(low < lo) or bool(high > hi):  # a tensor compared with a Python float: in the tensor's dtype
         raise ValueError(
-            f"{name}: values must lie inside bounds {bounds}, got range [{xmin:.4g}, {xmax:.4g}]. "
+            f"{name}: values must lie inside bounds {bounds}, got range [{float(low):.4g}, {float(high):.4g}]. "
             "Pass raw inputs (e.g. pixels scaled to [0, 1]) and give normalisation as mean/std to the model "
             "wrapper, or set the threat model's bounds."
         )
@@ -184,12 +188,54 @@ def check_target(target: torch.Tensor, y: torch.Tensor, num_classes: int | None)
         )
 
 
-def check_model_output(logits: Any, n: int) -> None:
-    """The model returned a (N, C) floating tensor."""
+def check_model_output(logits: Any, n: int, *, where: str = "on x") -> None:
+    """The model returned a (N, C) floating tensor of finite values.
+
+    Args:
+        logits: the model's output.
+        n: the batch size.
+        where: the inputs, for the message (``"on x"``, ``"on x_adv"``).
+
+    Raises:
+        TypeError: not a tensor.
+        ValueError: the wrong shape, or NaN/inf values.
+    """
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"model: expected the forward pass to return a tensor of logits, got {type(logits).__name__}")
     if logits.dim() != 2 or logits.shape[0] != n:
         raise ValueError(f"model: expected logits of shape ({n}, num_classes), got {tuple(logits.shape)}")
+    finite = torch.isfinite(logits.detach()).all(1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten()
+        raise ValueError(
+            f"model: its output {where} contains NaN or inf for {bad.numel()} of {n} example(s) (first at index "
+            f"{int(bad[0])}); predictions and success rates would be meaningless. Check the model (a log of zero, "
+            "a division by zero, weights that diverged in training) before attacking it."
+        )
+
+
+def check_eps_in_box(eps: float, norm: str, bounds: tuple[float, float]) -> None:
+    """Warn when an linf eps is at least the width of the input box (``--eps 8`` meaning 8/255).
+
+    Every input can then reach every point of the box, so robust accuracy is 0 by construction. Only linf is
+    checked: an l2/l1 radius larger than the box is how minimum-norm attacks are told "unbounded", and whole
+    numbers are common l1 radii.
+
+    Args:
+        eps: the radius.
+        norm: the threat model's norm.
+        bounds: the input box.
+    """
+    width = bounds[1] - bounds[0]
+    if norm != "linf" or not math.isfinite(width) or eps < width:
+        return
+    hint = ""
+    if eps >= 1 and eps == int(eps) and width <= 1:
+        hint = f" If you meant {int(eps)}/255 (pixel levels), pass eps={int(eps)}/255 (= {eps / 255:.4g})."
+    warn(
+        f"eps: {eps:g} is at least the width of the input box {tuple(bounds)}: within linf distance {eps:g}, every "
+        f"input can reach any point of the box, so robust accuracy is 0 by construction.{hint}"
+    )
 
 
 def check_input_shape(x: torch.Tensor, input_shape: tuple[int, ...] | None, *, name: str = "x") -> None:

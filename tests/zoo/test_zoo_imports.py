@@ -71,10 +71,12 @@ def test_exported_program_gives_its_input_shape_and_switches_modes(user_model):
     assert clf.module.batch is None and load_model(user_model["exported_b1"]).module.batch == 1
     with clf.attack_mode():  # an exported module refuses .eval(); the wrapper only records the flag
         assert not clf.training
-    with pytest.warns(UserWarning, match="runs as it was exported"):
-        clf.train()
-    assert clf.training
+    clf.train()  # the classifier records the mode and leaves the program as it was exported
+    assert clf.training and clf.module.training
     clf.eval()
+    with pytest.warns(UserWarning, match="runs as it was exported"):  # asked directly, the wrapper says so
+        clf.module.train()
+    clf.module.eval()
     # its state_dict has the network's own names, so the user's weights load into it
     assert set(clf.module.state_dict()) == set(user_model["net"].state_dict())
     again = load_model(user_model["exported"], weights=user_model["safetensors"])

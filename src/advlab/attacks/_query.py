@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -257,15 +256,15 @@ def _unverified_result(counter: QueryCounter, run: PreparedAttack, exc: BaseExce
         "stopped_message": f"final check failed: {exc}",
     }  # fmt: skip
     log.warning("%s: the target failed during the final check; returning unverified results", counter.name)
-    x_dtype = run.x_in.dtype if isinstance(run.x_in, np.ndarray) else None
     return AttackResult(
-        x_adv=to_container(x_adv, run.x_in, dtype=x_dtype),
+        x_adv=run.returned(x_adv),
         success=to_container(success, run.x_in),
         distance=to_container(run.threat.distance(x_adv, run.x), run.x_in),
         labels=run.labels.detach(),
         targeted=run.targeted,
         queries=to_container(queries, run.x_in),
         info=info,
+        correct=to_container(run.correct, run.x_in),
     )
 
 

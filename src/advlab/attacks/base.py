@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, overload
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 from advlab import validation
 from advlab.goals import Goal, as_goal, is_success
 from advlab.losses import LossFn
-from advlab.models import Classifier, as_classifier, check_suspicious_outputs
+from advlab.models import Classifier, as_classifier, check_suspicious_outputs, parameter_dtype
 from advlab.result import ArrayLike, AttackResult
 from advlab.threat import ThreatModel, check_threat_model
 
@@ -79,11 +79,15 @@ def to_container(t: torch.Tensor | None, like: Any, *, dtype: Any = None) -> Arr
 def prepare_inputs(
     model: nn.Module, x: Any, y: Any, threat: ThreatModel
 ) -> tuple[Classifier, torch.Tensor, torch.Tensor, ThreatModel]:
-    """Validate and convert ``(model, x, y)`` for an attack; moves data to the model's device.
+    """Validate and convert ``(model, x, y)`` for an attack; moves data to the model's device and dtype.
 
     ``x`` and ``y`` are tensors or arrays (``y`` also a list of labels), or ``x`` is a container of both (a
     Dataset, DataLoader, TensorDataset, dict or pair: :func:`advlab.validation.as_xy`) and ``y`` is ``None``. A
-    threat model without bounds takes the classifier's (:meth:`ThreatModel.resolve`).
+    threat model without bounds takes the classifier's (:meth:`ThreatModel.resolve`). Inputs of any floating dtype,
+    torch tensors and numpy arrays alike, are cast to the dtype of the model's parameters (float32 for a model
+    without parameters): float64 inputs of a float32 model are attacked in float32, a float64 model gets float64
+    (numpy float64 arrays pass through float32 on their way). The result comes back in the input's container and
+    dtype.
 
     Returns:
         The classifier, ``x`` and ``y`` on its device, and the threat model with its bounds resolved.
@@ -91,12 +95,13 @@ def prepare_inputs(
     check_threat_model(threat)
     clf = as_classifier(model, threat.bounds)
     threat = threat.resolve(clf.bounds)
-    x_t, y_t = validation.as_xy(x if y is None else (x, y), "x", float32="numpy", parts=("x", "y"))
+    dtype = parameter_dtype(clf.module)
+    float32: Literal["float64", "numpy"] = "float64" if dtype == torch.float32 else "numpy"
+    x_t, y_t = validation.as_xy(x if y is None else (x, y), "x", float32=float32, parts=("x", "y"))
     validation.check_input(x_t, threat.box)
     validation.check_input_shape(x_t, clf.input_shape)
     validation.check_labels(y_t, x_t.shape[0], clf.num_classes)
-    device = clf.device
-    return clf, x_t.to(device), y_t.to(device).long(), threat
+    return clf, x_t.to(clf.device, dtype), y_t.to(clf.device).long(), threat
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,8 @@ class PreparedAttack:
         threat: the threat model.
         x_in: ``x`` as the caller gave it (numpy or torch), for the result's container; the CPU tensor read from a
             container (DataLoader, dict...), whose results come back as CPU tensors.
+        correct: per example, whether the model classifies the clean input correctly (the examples
+            :attr:`advlab.AttackResult.success_rate` counts).
     """
 
     model: Classifier
@@ -119,17 +126,23 @@ class PreparedAttack:
     targeted: bool
     threat: ThreatModel
     x_in: Any
+    correct: torch.Tensor
 
     def result(self, out: torch.Tensor | AttackOutput) -> AttackResult:
-        """Re-project the core's output onto the threat model and recompute success and distance on it."""
+        """Re-project the core's output onto the threat model and recompute success and distance on it.
+
+        ``x_adv`` comes back in the container and dtype of the caller's ``x``, inside the box in that dtype too
+        (a float64 copy of a float32 point on the edge ``0.3`` is clamped to ``0.3``, which is the same float32
+        point); with ``eps = 0`` it is a copy of ``x`` itself.
+        """
         if not isinstance(out, AttackOutput):
             out = AttackOutput(out)
         x_adv = self.threat.project(out.x_adv.detach().to(self.x.dtype), self.x)
         with torch.no_grad():
             logits = self.model(x_adv)
-        x_dtype = self.x_in.dtype if isinstance(self.x_in, np.ndarray) else None
+        validation.check_model_output(logits, self.x.shape[0], where="on x_adv")
         return AttackResult(
-            x_adv=to_container(x_adv, self.x_in, dtype=x_dtype),
+            x_adv=self.returned(x_adv),
             success=to_container(is_success(logits, self.labels, self.targeted), self.x_in),
             distance=to_container(self.threat.distance(x_adv, self.x), self.x_in),
             labels=self.labels.detach(),
@@ -138,7 +151,18 @@ class PreparedAttack:
             loss_trace=None if out.loss_trace is None else out.loss_trace.detach().cpu(),
             logits=logits.detach(),
             info=out.info,
+            correct=to_container(self.correct, self.x_in),
         )
+
+    def returned(self, x_adv: torch.Tensor) -> ArrayLike:
+        """``x_adv`` in the caller's container and dtype, inside the box in that dtype (``x`` itself at eps 0)."""
+        if self.threat.eps == 0:
+            return self.x_in.copy() if isinstance(self.x_in, np.ndarray) else self.x_in.detach().clone()
+        lo, hi = self.threat.box
+        out = to_container(x_adv, self.x_in, dtype=self.x_in.dtype)
+        if out.dtype == x_adv.dtype:  # the attack's own dtype: projected and clamped already
+            return out
+        return np.clip(out, lo, hi) if isinstance(out, np.ndarray) else out.clamp(lo, hi)
 
 
 @contextlib.contextmanager
@@ -159,10 +183,12 @@ def attack_boundary(
             clean_logits = clf(x_t)
         validation.check_model_output(clean_logits, x_t.shape[0])
         check_suspicious_outputs(clean_logits)
+        num_classes = clf.num_classes or clean_logits.shape[1]
         if clf.num_classes is None:
-            validation.check_labels(y_t, x_t.shape[0], clean_logits.shape[1])
-        labels = goal.resolve(clf, x_t, y_t)
-        yield PreparedAttack(clf, x_t, labels, goal.targeted, threat, x_in)
+            validation.check_labels(y_t, x_t.shape[0], num_classes)
+        labels = goal.resolve(clf, x_t, y_t, num_classes)
+        correct = clean_logits.argmax(1) == y_t
+        yield PreparedAttack(clf, x_t, labels, goal.targeted, threat, x_in, correct)
 
 
 def run_attack(
@@ -262,4 +288,5 @@ def attack_in_batches(
         queries=cat("queries"),
         loss_trace=parts[0].loss_trace,
         logits=cat("logits"),
+        correct=cat("correct"),
     )

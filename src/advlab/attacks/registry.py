@@ -30,7 +30,7 @@ from advlab.goals import Goal, Untargeted, as_goal
 from advlab.registry import Registry
 from advlab.result import AttackResult
 from advlab.settings import Setting
-from advlab.threat import ThreatModel, check_threat_model
+from advlab.threat import DEFAULT_BOUNDS, ThreatModel, check_threat_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -65,8 +65,9 @@ class AttackSpec:
         """The first sentence of the function's docstring."""
         return (inspect.getdoc(self.function) or "").split("\n\n")[0].replace("\n", " ")
 
-    def check_call(self, threat: Any, goal: Any) -> None:
-        """The threat model's norm and the goal are ones this attack supports (before any work)."""
+    def check_call(self, threat: Any, goal: Any, model: Any = None) -> None:
+        """The threat model's norm and the goal are ones this attack supports (before any work); warn on an linf
+        eps as wide as the box (``model``'s bounds when the threat model has none)."""
         check_threat_model(threat)
         if threat.norm not in self.norms:
             raise ValueError(
@@ -77,6 +78,9 @@ class AttackSpec:
             raise ValueError(
                 f"goal: attack {self.name!r} is untargeted only; pass goal=None or choose a targeted attack"
             )
+        if not self.minimum_norm:  # a minimum-norm attack's large eps means "unbounded"
+            box = threat.bounds or getattr(model, "bounds", None) or DEFAULT_BOUNDS
+            validation.check_eps_in_box(threat.eps, threat.norm, box)
 
     def capabilities(self) -> dict[str, Any]:
         return {
@@ -263,7 +267,7 @@ def register_attack(
             given = {k: v for k, v in kwargs.items() if k not in signature.parameters or k in spec.settings}
             kwargs.update(settings_mod.validate_all(spec.name, spec.settings, given))
             bound = signature.bind(*args, **kwargs)
-            spec.check_call(bound.arguments.get("threat"), bound.arguments.get("goal"))
+            spec.check_call(bound.arguments.get("threat"), bound.arguments.get("goal"), bound.arguments.get("model"))
             return fn(*bound.args, **bound.kwargs)
 
         wrapper = cast(AttackFunction[P], attack)

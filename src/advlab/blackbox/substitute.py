@@ -373,15 +373,16 @@ class SubstituteAttack:
         if self.history:
             raise RuntimeError("SubstituteAttack.run: an attack runs once; create a new SubstituteAttack")
         x0 = self.check_data(seed_x, x_test, y_test)
+        self.label_seed_set(x0)  # an oracle over a plain module learns its number of classes from these answers
+        num_classes = self.check_num_classes()
         self.substitute_ = build_substitute(
             self.substitute,
             tuple(x0.shape[1:]),
-            self.oracle.num_classes,
+            num_classes,
             self.oracle.bounds,
             seed=self.settings.seed,
             arch_kwargs=self.settings.arch_kwargs,
         ).to(self.device)
-        self.label_seed_set(x0)
         for p in range(self.settings.rounds + 1):
             if self.substitute_round(p):
                 break
@@ -407,9 +408,15 @@ class SubstituteAttack:
             raise ValueError(
                 f"oracle: its query budget is exhausted ({self.oracle.queries} of {self.oracle.budget} spent)"
             )
+        return x0
+
+    def check_num_classes(self) -> int:
+        """The oracle's number of classes (known once it has answered), and the test labels checked against it."""
         if self.oracle.num_classes is None:
             raise ValueError("oracle: num_classes is unknown; create the oracle with num_classes=")
-        return x0
+        if self.y_test is not None:
+            validation.check_labels(self.y_test, self.y_test.shape[0], self.oracle.num_classes, name="y_test")
+        return self.oracle.num_classes
 
     def label_seed_set(self, x0: torch.Tensor) -> None:
         """Step 1 on ``S_0``: the oracle labels the seed set."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from advlab.data import Dataset
 from advlab.goals import Goal, LeastLikely, Targeted
 from advlab.models import Classifier, predict
 from advlab.provenance import provenance
-from advlab.result import AttackResult
+from advlab.result import SUCCESS_RATE_DEFINITION, AttackResult
 from advlab.settings import Setting, rename_deprecated
 from advlab.threat import ThreatModel, norm_of
 
@@ -195,14 +196,8 @@ def summarize(
         "n": int(y.shape[0]),
         "clean_accuracy": float(correct.double().mean()),
         "robust_accuracy": float(robust.double().mean()),
-        "attack_success_rate": float(success[correct].double().mean())
-        if (not targeted and correct.any())
-        else float(success.double().mean()),
-        "attack_success_rate_definition": (
-            "fraction of target classes reached, over all examples"
-            if targeted
-            else "fraction of clean-correct examples that the attack misclassifies"
-        ),
+        "attack_success_rate": None if math.isnan(result.success_rate) else result.success_rate,
+        "attack_success_rate_definition": SUCCESS_RATE_DEFINITION,
         "perturbation": {
             "linf_successful": stats(linf[changed]),
             "l2_successful": stats(l2[changed]),

@@ -13,6 +13,7 @@ from advlab.cli._common import (
     add_model_options,
     add_run_options,
     check_data_for_model,
+    check_output_dir,
     dataset_name,
     load_cli_model,
     load_split,
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from advlab.oracles import BudgetExceeded
     from advlab.reports import write_report
 
+    check_output_dir(args.out)  # before the model and data are loaded
     device = resolve_device(args.device)
     eps = parse_float_list(args.eps, "--eps")
     attacks = args.attacks.split(",") if args.attacks else args.preset

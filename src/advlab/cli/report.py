@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from advlab.cli._common import add_command, output_dir
+from advlab.cli._common import add_command, check_output_dir, output_dir
 
 log = logging.getLogger("advlab")
 
@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
         "compare evaluations side by side (HTML + JSON)",
         "Read the report.json of each evaluation folder (written by 'advlab evaluate') and write "
         "DIR/comparison.html (all models on one robust-accuracy-versus-eps plot, and a table with confidence "
-        "intervals) and DIR/comparison.json. With one folder, also re-renders its report.html.",
+        "intervals) and DIR/comparison.json. With one folder, also re-renders its report.html. Evaluations of "
+        "different data are compared with a warning: their numbers are not measured on the same examples.",
         EXAMPLES,
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="evaluation folders (or their report.json files)")
@@ -40,6 +41,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from advlab.reports import load_report, write_comparison, write_report
 
+    check_output_dir(args.out)
     reports = [load_report(d) for d in args.dirs]
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     out = output_dir(args.out)

@@ -46,6 +46,8 @@ BLACKBOX_MAX_FRACTION = 0.01
 """Fraction of the clean-correct examples a black-box attack may break after the white-box ones failed."""
 BLACKBOX_QUERY_BUDGET = 1000
 """Queries per example of the Square run of the black-box check when the cascade has no black-box attack."""
+CHECK_UNITS = 4
+"""Units of work :func:`run_checks` reports to its progress callback: gradients, large eps, more steps, black box."""
 RANDOM_TOLERANCE = 1e-6
 """Largest logit difference between two identical calls still counted as deterministic (float noise)."""
 GRADIENT_CHECKS = {
@@ -334,11 +336,25 @@ def check_blackbox(ctx: CheckContext) -> CheckResult:
     return _blackbox_result(broke, limit, detail)
 
 
-def run_checks(ctx: CheckContext, randomness: CheckResult) -> list[CheckResult]:
-    """All checks, in report order. :func:`advlab.evaluate` turns each failure into a ``warnings.warn``."""
-    out = [randomness, check_gradients(ctx), check_large_eps(ctx)]
+def run_checks(
+    ctx: CheckContext, randomness: CheckResult, progress: Callable[[str], None] | None = None
+) -> list[CheckResult]:
+    """All checks, in report order. :func:`advlab.evaluate` turns each failure into a ``warnings.warn``.
+
+    Args:
+        ctx: what the checks need from the evaluation.
+        randomness: the randomness check, measured before the attacks.
+        progress: called with a check's name after each of the :data:`CHECK_UNITS` units of work.
+    """
+    done = progress or (lambda name: None)
+    out = [randomness, check_gradients(ctx)]
+    done("gradients")
+    out.append(check_large_eps(ctx))
+    done("large_eps")
     out.extend(check_more_steps(ctx))
+    done("more_steps")
     out.append(check_blackbox(ctx))
+    done("blackbox")
     for c in out:
         log.debug("check %s: %s (%s)", c.name, c.status, c.detail)
     return out

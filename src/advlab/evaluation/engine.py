@@ -15,12 +15,14 @@ the minimum-norm stage), the gradient-masking checks and the report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -424,6 +426,8 @@ class Evaluation:
         )
         self.state = _State(self.x, settings.entries, self.checkpoint.load())
         self.threats = [ThreatModel(settings.norm, e, self.clf.bounds) for e in settings.eps]
+        for e in settings.eps:
+            validation.check_eps_in_box(e, settings.norm, self.clf.bounds)
         self.randomized = False
         self.eot: int | None = None
         self.attack_model = self.clf
@@ -449,7 +453,7 @@ class Evaluation:
     def run(self) -> EvaluationReport:
         """Run every stage not yet done (in attack mode) and return the report."""
         t_start = time.perf_counter()
-        with self.clf.attack_mode():
+        with self.clf.attack_mode(), self.progress_bar():
             self.detect_randomness()
             self.clean_pass()
             self.attack_stages()
@@ -459,6 +463,29 @@ class Evaluation:
                 self.state.save(self.checkpoint)
         log.debug("evaluation finished in %.1f s", time.perf_counter() - t_start)
         return self.report()
+
+    @contextlib.contextmanager
+    def progress_bar(self) -> Iterator[None]:
+        """One bar over every attack stage and every gradient-masking check, when progress is on."""
+        s = self.settings
+        if s.progress:
+            from tqdm.auto import tqdm
+
+            total = len(s.eps) * len(s.entries) + (checks_mod.CHECK_UNITS if s.checks else 0)
+            self.bar = tqdm(total=total, desc="evaluate", unit="stage", leave=False)
+        try:
+            yield
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    def advance(self, **postfix: str) -> None:
+        """One stage or check done: move the bar (when there is one) and show where the evaluation is."""
+        if self.bar is not None:
+            self.bar.update(1)
+            if postfix:
+                self.bar.set_postfix(**postfix)
 
     # ------------------------------------------------------------------ randomness, predictions, clean pass
     def detect_randomness(self) -> None:
@@ -505,12 +532,21 @@ class Evaluation:
             return predict(self.clf, x, batch_size=self.settings.batch_size)
 
     def clean_pass(self) -> None:
-        """Predict the clean inputs; the correctly classified ones enter the cascade."""
+        """Predict the clean inputs; the correctly classified ones enter the cascade.
+
+        Raises:
+            ValueError: the model's output is not finite, or a label is not one of its classes (checked here for
+                a model that does not declare its number of classes).
+        """
         meta, t = self.state.meta, self.state.t
         if meta["clean_done"]:
             return
         t0 = time.perf_counter()
-        pred = self.judge(self.x, stage_seed(self.settings.seed, _CLEAN))
+        with seeded(stage_seed(self.settings.seed, _CLEAN), self.device, self.randomized):
+            logits = predict(self.clf, self.x, batch_size=self.settings.batch_size, logits=True)
+        validation.check_model_output(logits, self.n, where="on the data")
+        validation.check_labels(self.y, self.n, logits.shape[1], name="data y")
+        pred = logits.argmax(1)
         t["pred_clean"] = pred
         t["pred_adv"] = pred.clone()
         t["correct"] = pred == self.y
@@ -522,18 +558,9 @@ class Evaluation:
     def attack_stages(self) -> None:
         """For each eps (ascending), each attack of the cascade in order: one stage each."""
         s = self.settings
-        if s.progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=len(s.eps) * len(s.entries), desc="evaluate", unit="stage", leave=False)
-        try:
-            for i in range(len(s.eps)):
-                for k, entry in enumerate(s.entries):
-                    self.run_stage(i, k, entry)
-        finally:
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
+        for i in range(len(s.eps)):
+            for k, entry in enumerate(s.entries):
+                self.run_stage(i, k, entry)
 
     def run_stage(self, i: int, k: int, entry: CascadeEntry) -> None:
         """Attack ``k`` at eps ``i`` on the examples still robust, batch by batch (resuming after the last done)."""
@@ -544,8 +571,7 @@ class Evaluation:
                 self.attack_batch(i, k, b, entry, batches[b])
             st["done"] = True
             self.state.save(self.checkpoint)
-        if self.bar is not None:
-            self.bar.update(1)
+        self.advance()
 
     def _batches(self, i: int, k: int, entry: CascadeEntry, st: dict[str, Any]) -> list[torch.Tensor]:
         """Indices of the examples still robust before stage (i, k), in batches (one for re-checked points)."""
@@ -617,6 +643,9 @@ class Evaluation:
             meta["checks"] = [dataclasses.asdict(c) for c in self._run_checks()]
             meta["checks_wall_s"] = time.perf_counter() - t0
             self.state.save(self.checkpoint)
+        else:  # resumed: the checks were done
+            for _ in range(checks_mod.CHECK_UNITS):
+                self.advance()
         for c in meta["checks"]:  # the warning points at the caller; randomness warned when it was detected
             if c["status"] == "fail" and c["name"] != "randomness":
                 validation.warn(f"gradient-masking check failed: {c['title']}: {c['detail']}. {c['meaning']}")
@@ -625,13 +654,16 @@ class Evaluation:
         """Every check, on the first clean-correct examples (skipped when there is none, or without gradients)."""
         idx = self.state.t["correct"].nonzero().flatten()[: checks_mod.CHECK_EXAMPLES]
         randomness = checks_mod.check_randomness(float(self.state.meta["max_change"]), self.eot)
-        if not self.gradients:
-            return [randomness, *checks_mod.skipped_checks(checks_mod.NO_GRADIENTS)]
-        if idx.numel() == 0:
-            return [randomness, *checks_mod.skipped_checks("no correctly classified example to run the check on")]
+        if not self.gradients or idx.numel() == 0:
+            for _ in range(checks_mod.CHECK_UNITS):
+                self.advance()
+            why = (
+                checks_mod.NO_GRADIENTS if not self.gradients else "no correctly classified example to run the check on"
+            )
+            return [randomness, *checks_mod.skipped_checks(why)]
         context = self._check_context(idx)
         with seeded(context.seed, self.device, self.randomized):  # a random model draws from the seeded RNG
-            return checks_mod.run_checks(context, randomness)
+            return checks_mod.run_checks(context, randomness, progress=lambda name: self.advance(check=name))
 
     def _check_context(self, idx: torch.Tensor) -> checks_mod.CheckContext:
         """What the checks need: the check examples, the judge, and the cascade's outcome on them."""

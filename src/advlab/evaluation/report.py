@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from advlab.threat import format_eps
+
 CI_METHOD = "wilson"
 """Confidence intervals are Wilson score intervals (95%)."""
 
@@ -174,7 +176,7 @@ class EvaluationReport:
         r = self.results[-1]
         sym = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}.get(self.norm, self.norm)
         return (
-            f"robust accuracy at {sym} eps = {r.eps:g} is {100 * r.robust_accuracy:.1f}% "
+            f"robust accuracy at {sym} eps = {format_eps(r.eps, self.bounds)} is {100 * r.robust_accuracy:.1f}% "
             f"[{100 * r.ci.low:.1f}, {100 * r.ci.high:.1f}] (95% Wilson, n = {r.n})"
         )
 

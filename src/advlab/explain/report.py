@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from advlab import io, validation
 from advlab.explain import figures
@@ -19,7 +21,7 @@ from advlab.explain.gradients import GradientAmplitudes, gradient_amplitudes
 from advlab.explain.linearity import LogitResponse, logit_response
 from advlab.explain.noise import PerturbationComparison, compare_perturbations
 from advlab.explain.visualize import ClassVisualization, visualize_classes
-from advlab.models import Classifier
+from advlab.models import Classifier, as_classifier, predict
 from advlab.provenance import provenance
 from advlab.reports.html import environment
 from advlab.validation import as_xy
@@ -75,10 +77,10 @@ class ExplainReport:
 
 
 def explain(
-    model: Classifier,
+    model: nn.Module,
     data: Any,
     *,
-    compare: Classifier | None = None,
+    compare: nn.Module | None = None,
     labels: tuple[str, str] = ("model", "compare"),
     n: int = 200,
     eps: float = 0.3,
@@ -90,8 +92,10 @@ def explain(
     Image-only figures (class visualisations) are skipped with a note when the input is not an image;
     everything else runs for any input shape.
 
+    The models are analysed in eval mode (with a warning for a model left in train mode) and left as they were.
+
     Args:
-        model: the classifier to explain.
+        model: the classifier to explain (an :class:`advlab.Classifier` or a plain module returning logits).
         data: a Dataset (``.x``, ``.y``, ``.classes``) or a pair ``(x, y)``.
         compare: an optional second classifier (e.g. the robust or distilled version) shown beside it.
         labels: names of the two models in figures.
@@ -110,20 +114,39 @@ def explain(
     eps = validation.check_float("eps", eps, minimum=0.0, strict_min=True)
     x, y = as_xy(data, "data")
     classes = list(getattr(data, "classes", None) or []) or None  # a Dataset names its classes
-    models = {labels[0]: model} if compare is None else {labels[0]: model, labels[1]: compare}
-    device = model.device
-    x, y = x[:n].to(device), y[:n].to(device)
-    num_classes = int(model.num_classes or int(y.max()) + 1)
+    clf = as_classifier(model)
+    models = {labels[0]: clf} if compare is None else {labels[0]: clf, labels[1]: as_classifier(compare)}
+    x, y = x[:n].to(clf.device), y[:n].to(clf.device)
+    with contextlib.ExitStack() as modes:
+        for m in models.values():
+            modes.enter_context(m.attack_mode())
+        logits = {k: predict(m, x, logits=True) for k, m in models.items()}
+        return _explain(models, x, y, classes, logits, eps=eps, start=start, seed=seed)
+
+
+def _explain(
+    models: dict[str, Classifier],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    classes: list[str] | None,
+    logits: dict[str, torch.Tensor],
+    *,
+    eps: float,
+    start: torch.Tensor | None,
+    seed: int,
+) -> ExplainReport:
+    """:func:`explain` on models in attack mode, given their logits on ``x``."""
+    model = next(iter(models.values()))
+    num_classes = int(model.num_classes or next(iter(logits.values())).shape[1])
     run = _Explanation(x, y, classes or [str(i) for i in range(num_classes)], num_classes, eps=eps, seed=seed)
     t0 = time.perf_counter()
     report = ExplainReport(numbers={"n": int(x.shape[0]), "eps": eps, "seed": seed, "models": {}})
-    with torch.no_grad():
-        preds = {k: m.predict(x) for k, m in models.items()}
+    preds = {k: v.argmax(1) for k, v in logits.items()}
     # The first example that every model classifies correctly anchors the per-example figures.
     ok = torch.stack([p == y for p in preds.values()]).all(0).nonzero().flatten()
     i0 = int(ok[0]) if ok.numel() else 0
     shape = tuple(model.input_shape) if model.input_shape else tuple(x.shape[1:])
-    start_image = (x.mean(0, keepdim=True) if start is None else start.to(device)) if is_image(shape) else None
+    start_image = (x.mean(0, keepdim=True) if start is None else start.to(x.device)) if is_image(shape) else None
     for label, m in models.items():
         suffix = "" if len(models) == 1 else f"__{label}"
         accuracy = float((preds[label] == y).double().mean())

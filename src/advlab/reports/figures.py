@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from advlab import io
+from advlab.threat import format_eps
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563")
 """Colours of successive curves and bars (colour-blind-friendly enough, readable in print)."""
@@ -222,7 +223,7 @@ def attack_bars(report: Any, path: str | Path | None = None) -> bytes:
                     fontsize=7,
                     color="#374151",
                 )
-    ax.set_xticks(x, [f"eps = {g:g}" for g in groups])
+    ax.set_xticks(x, [f"eps = {format_eps(g, report.bounds)}" for g in groups])
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 110)
     ax.grid(True, axis="y", color="#e5e7eb", linewidth=0.8)

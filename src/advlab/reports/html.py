@@ -14,9 +14,11 @@ from typing import Any
 
 import jinja2
 
-from advlab import io
+from advlab import io, validation
 from advlab.evaluation.report import EvaluationReport
 from advlab.reports import figures
+from advlab.result import SUCCESS_RATE_DEFINITION
+from advlab.threat import format_eps
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_EXAMPLES = 8
@@ -37,7 +39,9 @@ def environment() -> jinja2.Environment:
     env.filters["num"] = lambda v, d=3: "–" if v is None else (f"{v:.{d}g}" if isinstance(v, float) else str(v))
     env.filters["secs"] = lambda v: "–" if v is None else (f"{v:.2f} s" if v < 100 else f"{v / 60:.1f} min")
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str, ensure_ascii=False)
+    env.filters["eps"] = lambda v, bounds=(0.0, 1.0): format_eps(v, tuple(bounds))
     env.globals["norm_symbol"] = lambda n: figures.NORM_SYMBOL.get(n, n)
+    env.globals["success_rate_definition"] = SUCCESS_RATE_DEFINITION
     return env
 
 
@@ -125,8 +129,20 @@ def render_report(report: EvaluationReport, *, title: str | None = None) -> str:
 def write_report(report: EvaluationReport, out_dir: str | Path, *, title: str | None = None) -> tuple[Path, Path]:
     """Write ``report.json``, ``report.html`` and the examples (``examples.safetensors``) into ``out_dir``, atomically.
 
+    The one call that saves an evaluation from Python, as ``advlab evaluate --out DIR`` does: the folder can be
+    re-rendered and compared with ``advlab report DIR ...``.
+
+    Args:
+        report: the evaluation (what :func:`advlab.evaluate` returns).
+        out_dir: the folder (created when missing).
+        title: page title (default: "Robustness of MODEL").
+
     Returns:
         The paths of the JSON and the HTML file.
+
+    Examples:
+        >>> report = advlab.evaluate(model, (x, y), [2 / 255, 4 / 255], attacks="fast")
+        >>> json_path, html_path = write_report(report, "runs/my-eval")
     """
     out = Path(out_dir)
     json_path = io.write_json(out / "report.json", report.to_dict())
@@ -197,6 +213,9 @@ def comparison(reports: Sequence[EvaluationReport], labels: Sequence[str] | None
         )
     names = _unique_labels(reports, labels)
     eps = sorted({e for r in reports for e in r.eps})
+    warnings = _different_data(reports, names)
+    for w in warnings:
+        validation.warn(w)
     rows = []
     for name, r in zip(names, reports):
         by_eps = {res.eps: res for res in r.results}
@@ -228,12 +247,40 @@ def comparison(reports: Sequence[EvaluationReport], labels: Sequence[str] | None
         "eps": eps,
         "models": rows,
         "ci": "95% Wilson score interval",
+        "warnings": warnings,
     }
 
 
+def _data_name(report: EvaluationReport) -> str:
+    """What an evaluation ran on: the data's name when recorded (``advlab evaluate``), else its size and digest."""
+    named = report.settings.get("data")
+    digest = str(report.settings.get("data_sha256") or "")[:12]
+    return str(named) if named else f"{report.n} examples" + (f" (sha256 {digest}...)" if digest else "")
+
+
+def _different_data(reports: Sequence[EvaluationReport], names: Sequence[str]) -> list[str]:
+    """A sentence when the evaluations ran on different data (their digests, or their sizes, differ); else none."""
+    digests = {r.settings.get("data_sha256") or None for r in reports}
+    if len(digests) == 1 and None not in digests:
+        return []
+    if None in digests and len({r.n for r in reports}) == 1 and len({_data_name(r) for r in reports}) == 1:
+        return []  # reports without a digest (older files) on data of the same size and name: nothing to say
+    which = "; ".join(f"{name}: {_data_name(r)}" for name, r in zip(names, reports))
+    return [
+        f"the evaluations ran on different data ({which}); their robust accuracies are not measured on the same "
+        "examples. Evaluate every model on the same data (same --data and --n) to compare them."
+    ]
+
+
 def render_comparison(reports: Sequence[EvaluationReport], labels: Sequence[str] | None = None) -> str:
-    """The HTML page comparing several evaluations: one robust-accuracy-versus-eps plot and one table."""
-    data = comparison(reports, labels)
+    """The HTML page comparing several evaluations: one robust-accuracy-versus-eps plot and one table.
+
+    Evaluations that ran on different data are compared with a warning (here and on the page).
+    """
+    return _render_comparison(reports, comparison(reports, labels))
+
+
+def _render_comparison(reports: Sequence[EvaluationReport], data: dict[str, Any]) -> str:
     names = [m["label"] for m in data["models"]]
     curve = figures.robustness_curve([_curve(r, n) for r, n in zip(reports, names)], data["norm"])
     return (
@@ -244,6 +291,7 @@ def render_comparison(reports: Sequence[EvaluationReport], labels: Sequence[str]
             data=data,
             reports=list(zip(names, reports)),
             curve_uri=_data_uri(curve),
+            bounds=reports[0].bounds,
         )
     )
 
@@ -251,8 +299,13 @@ def render_comparison(reports: Sequence[EvaluationReport], labels: Sequence[str]
 def write_comparison(
     reports: Sequence[EvaluationReport], out_dir: str | Path, labels: Sequence[str] | None = None
 ) -> tuple[Path, Path]:
-    """Write ``comparison.json`` and ``comparison.html`` into ``out_dir``; returns both paths."""
+    """Write ``comparison.json`` and ``comparison.html`` into ``out_dir``; returns both paths.
+
+    Evaluations that ran on different data are compared with a warning (``warnings`` in the JSON, a note on the
+    page, and a ``UserWarning``).
+    """
     out = Path(out_dir)
-    json_path = io.write_json(out / "comparison.json", comparison(reports, labels))
-    html_path = io.write_text(out / "comparison.html", render_comparison(reports, labels))
+    data = comparison(reports, labels)
+    json_path = io.write_json(out / "comparison.json", data)
+    html_path = io.write_text(out / "comparison.html", _render_comparison(reports, data))
     return json_path, html_path

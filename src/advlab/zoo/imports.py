@@ -408,18 +408,15 @@ def _with_classes(module: nn.Module, info: ModelInfo, where: str) -> ModelInfo:
             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); is the input shape "
             f"{info.input_shape} right? Give it as --input-shape / input_shape"
         ) from exc
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != INFERENCE_BATCH:
+    single = isinstance(logits, torch.Tensor) and logits.dim() == 1 and logits.shape[0] == INFERENCE_BATCH
+    if not single and (not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != INFERENCE_BATCH):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"{where}: expected logits of shape (N, classes) from the network, got {shape}")
-    outputs = int(logits.shape[1])
-    if info.num_classes is not None and info.num_classes != outputs:
+        raise ValueError(f"{where}: expected logits of shape (N, classes) or (N,) from the network, got {shape}")
+    outputs = 1 if single else int(logits.shape[1])
+    classes = 2 if outputs == 1 else outputs  # one logit z: a binary classifier, read as logits [0, z]
+    if info.num_classes is not None and info.num_classes not in (classes, outputs):
         raise ValueError(f"{where}: num_classes is {info.num_classes} but the network outputs {outputs} logits")
-    if outputs < 2:
-        raise ValueError(
-            f"{where}: the network outputs {outputs} logit; advlab classifiers output one logit per class (for a "
-            "binary model with one logit z, output torch.cat([-z, z], 1) / 2 or [0, z])"
-        )
-    return dataclasses.replace(info, num_classes=outputs)
+    return dataclasses.replace(info, num_classes=classes)
 
 
 def _card(entry: Mapping[str, Any], info: ModelInfo, weights: Any) -> dict[str, Any]:
