@@ -198,7 +198,7 @@ def test_unreadable_model_file(tmp_path, capsys):
 def test_card_options_are_checked_by_name(user_model, imported, tmp_path, capsys):
     base = ["attack", "--model", str(user_model["exported"]), "--eps", "0.1", "--out", str(tmp_path)]
     _one_line_error(capsys, main([*base, "--mean", "0.5"]), "--model: ", "mean/std: give both")
-    _one_line_error(capsys, main([*base, "--bounds", "1,0"]), "--bounds: expected a pair low < high")
+    _one_line_error(capsys, main([*base, "--bounds", "1,0"]), "--bounds: expected low < high")
     _one_line_error(capsys, main([*base, "--input-shape", "1,eight,8"]), "--input-shape: expected whole numbers")
     _one_line_error(capsys, main([*base, "--num-classes", "7"]), "num_classes is 7 but the network outputs 10")
     folder = ["attack", "--model", str(imported), "--mean", "0.5", "--std", "0.2", "--eps", "0.1"]
@@ -211,3 +211,34 @@ def test_model_help_says_what_is_accepted(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "a torch.export program (.pt2), a TorchScript file, or a Python factory with --weights" in text
     assert "--weights FILE" in text and "--input-shape C,H,W" in text and "NAME.advlab.json" in text
+
+
+def test_unbounded_features_from_the_command_line(tmp_path):
+    """A user's tabular network with --bounds=-inf,inf on a CSV: the README's example, end to end."""
+    import csv
+
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n\n\nclass TabularNet(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.body = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n"
+    )
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    torch.save({f"body.{k}": v for k, v in net.state_dict().items()}, tmp_path / "w.pt")
+    x = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32) * 3  # beyond [0, 1] on both sides
+    y = net(torch.from_numpy(x)).argmax(1).numpy()  # the network is right on every example
+    with open(tmp_path / "features.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["a", "b", "c", "d", "churn"])
+        writer.writerows([*row, int(label)] for row, label in zip(x, y))
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--model", f"{tmp_path / 'nets.py'}:TabularNet", "--weights", str(tmp_path / "w.pt")]
+    argv += ["--bounds=-inf,inf", "--data", str(tmp_path / "features.csv"), "--label-column", "churn"]
+    assert main([*argv, "--norm", "l2", "--eps", "0.5,50", "--preset", "fast", "--quiet", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 30 and report["clean_accuracy"] == 1.0  # the default --n takes all 30 rows
+    assert report["bounds"] == [float("-inf"), float("inf")] or report["bounds"][0] < -1e300
+    assert report["results"][-1]["robust_accuracy"] == 0.0  # an l2 radius of 50 reaches any class of 4 features

@@ -156,7 +156,7 @@ def test_info_and_sidecar(user_model, tmp_path, reference):
     [
         ({"mena": [0.5]}, r"unknown field 'mena'.*Did you mean 'mean'"),
         ({"num_classes": 1}, "num_classes"),
-        ({"bounds": [1, 0]}, "bounds: expected a pair low < high"),
+        ({"bounds": [1, 0]}, "bounds: expected low < high"),
         ({"input_shape": "1x8x8"}, "input_shape"),
         ([1, 2], "expected a JSON object"),
         ({"classes": ["a"], "num_classes": 10}, "classes: expected 10 names"),

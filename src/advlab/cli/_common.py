@@ -244,6 +244,14 @@ FILE_OPTIONS = {"layout": "layout", "data_scale": "scale", "label_column": "labe
 ``advlab.data.load_data_file``."""
 
 
+class AtMost(int):
+    """The default of a ``--n`` option: at most this many examples, all of them when the data has fewer.
+
+    A number the user types is a plain ``int`` (from :func:`positive_int`), and asking for more examples than the
+    data has is then an error; only the default adapts to a small dataset or file.
+    """
+
+
 def load_split(
     name: str,
     split: str,
@@ -261,19 +269,23 @@ def load_split(
     from advlab.data import is_data_path, load_data_file, load_dataset
 
     given = {kw: getattr(files, dest) for dest, kw in FILE_OPTIONS.items() if getattr(files, dest, None) is not None}
+    at_most, n = (int(n), None) if isinstance(n, AtMost) else (None, n)
     try:
         if not is_data_path(name):
             if given:
                 flags = ", ".join("--" + k.replace("_", "-") for k in given)
                 raise ValueError(f"{flags}: read a data file (--data FILE); {name} is a built-in dataset")
-            return load_dataset(name, split=split, data_dir=data_dir, n=n)
-        data = load_data_file(name, split, n=n, **given)
+            data = load_dataset(name, split=split, data_dir=data_dir, n=n)
+        else:
+            data = load_data_file(name, split, n=n, **given)
     except ValueError as exc:
         text = str(exc)
         if not text.startswith("n: "):
             raise
         text = text[3:].replace(" or n=None for all", "").replace("use n <=", f"use {option} <=")
         raise ValueError(f"{option}: {text}") from exc
+    if at_most is not None and len(data) > at_most:
+        data = data.head(at_most)
     if split == "train" and data.single_split:
         validation.warn(
             f"--data {name} holds one split: its examples serve for training and for testing alike. Give an npz "

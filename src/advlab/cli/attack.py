@@ -18,6 +18,7 @@ from advlab import io
 from advlab.attacks.base import attack_in_batches
 from advlab.attacks.registry import ATTACKS, AttackConfig, make_attack
 from advlab.cli._common import (
+    AtMost,
     add_command,
     add_data_options,
     add_model_options,
@@ -83,7 +84,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--attack", default=DEFAULT_ATTACK, help="attack or alias name (see 'advlab attacks')")
     p.add_argument("--eps", required=True, help="perturbation budget in raw input units (fractions like 8/255 allowed)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1", "l0"], help="threat-model norm")
-    p.add_argument("--n", type=positive_int, default=1000, help="number of test examples (the first N)")
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        default=AtMost(1000),
+        help="number of test examples (the first N); default: 1000, or all when the data has fewer",
+    )
     goal = p.add_mutually_exclusive_group()
     goal.add_argument(
         "--targeted", action="store_true", help="targeted: a random target class != true label per example"
@@ -228,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     setup.model.eval()
     clean_logits = predict(setup.model, x, batch_size=args.batch_size, logits=True)
     log.info(
-        "attacking %d %s images with %s (%s) on %s", len(x), setup.data.name, args.attack, setup.threat.describe(),
+        "attacking %d %s examples with %s (%s) on %s", len(x), setup.data.name, args.attack, setup.threat.describe(),
         setup.device,
     )  # fmt: skip
     result, seconds = _attack(args, setup, x, y, goal)

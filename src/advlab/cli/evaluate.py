@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from advlab.cli._common import (
+    AtMost,
     add_command,
     add_data_options,
     add_model_options,
@@ -64,7 +65,12 @@ def add_parser(sub) -> None:
         "--eps", required=True, help="comma-separated radii in raw input units (fractions like 8/255 allowed)"
     )
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat-model norm")
-    p.add_argument("--n", type=positive_int, default=1000, help="number of test examples (the first N)")
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        default=AtMost(1000),
+        help="number of test examples (the first N); default: 1000, or all when the data has fewer",
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument(
         "--preset", default="standard", choices=["fast", "standard", "strong"], help="attack cascade preset"
@@ -96,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     model, data, data_name = _load_target(args) if _check_model_or_target(args) else _load(args, device)
     out = output_dir(args.out)
     log.info(
-        "evaluating %s on %d %s images (%s, eps %s) on %s",
+        "evaluating %s on %d %s examples (%s, eps %s) on %s",
         args.target or args.model,
         len(data.y),
         data_name,

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from advlab.cli._common import (
+    AtMost,
     add_command,
     add_data_options,
     add_model_options,
@@ -56,7 +57,12 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=5, help="passes over the training images")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate on the patch pixels")
     p.add_argument("--n-train", type=positive_int, default=5000, help="training images")
-    p.add_argument("--n", type=positive_int, default=1000, help="held-out test images")
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        default=AtMost(1000),
+        help="held-out test images; default: 1000, or all when the data has fewer",
+    )
     p.add_argument("--draws", type=int, default=3, help="random placements per test image")
     add_run_options(p)
     p.add_argument("--out", required=True, help="output folder")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from advlab.cli._common import (
+    AtMost,
     add_command,
     add_data_options,
     add_model_options,
@@ -71,7 +72,12 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--draws", type=int, default=1, help="random transformations per adversarial image (rates are averaged)"
     )
-    p.add_argument("--n", type=positive_int, default=500, help="number of test examples (the first N)")
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        default=AtMost(500),
+        help="number of test examples (the first N); default: 500, or all when the data has fewer",
+    )
     add_run_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from advlab.cli._common import (
+    AtMost,
     add_command,
     add_data_options,
     check_output_dir,
@@ -49,7 +50,12 @@ def add_parser(sub) -> None:
         "--models", required=True, help="comma-separated model folders and/or keywords (lr, svm, dt, knn...)"
     )
     add_data_options(p, default="mnist")
-    p.add_argument("--n", type=positive_int, default=1000, help="test images to craft on (the first N)")
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        default=AtMost(1000),
+        help="test images to craft on (the first N); default: 1000, or all when the data has fewer",
+    )
     p.add_argument("--train-n", type=int, default=5000, help="training images used to fit the scikit-learn models")
     p.add_argument("--eps", default="0.3", help="attack radius (fractions like 8/255 allowed)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat norm")

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from advlab.cli._common import (
+    AtMost,
     add_command,
     add_data_options,
     add_model_options,
@@ -49,7 +50,12 @@ def add_parser(sub) -> None:
     p.add_argument("--eps", required=True, help="radius of the perturbation")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="norm of the perturbation")
     p.add_argument("--n-train", type=positive_int, default=1000, help="training images the perturbation is computed on")
-    p.add_argument("--n", type=positive_int, default=1000, help="held-out test images for the fooling rate")
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        default=AtMost(1000),
+        help="held-out test images for the fooling rate; default: 1000, or all when the data has fewer",
+    )
     p.add_argument(
         "--target-fooling-rate",
         type=float,

@@ -151,10 +151,10 @@ def _floats(name: str, value: Any) -> tuple[float, ...]:
 
 
 def _bounds(name: str, value: Any) -> tuple[float, float]:
-    values = _floats(name, value)
-    if len(values) != 2 or not values[0] < values[1]:
-        raise ValueError(f"{name}: expected a pair low < high such as [0, 1], got {list(values)}")
-    return values[0], values[1]
+    """A pair ``low < high``; either side may be infinite (standardised features)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{name}: expected a pair low < high such as [0, 1], got {value!r}")
+    return validation.check_bounds(name, tuple(value))
 
 
 def _names(name: str, value: Any) -> tuple[str, ...]:
