@@ -141,5 +141,34 @@ def test_the_checkpoint_tells_two_oracles_apart(tmp_path):
     )
     with pytest.raises(ValueError, match="model_sha256"):
         evaluate(TorchOracle(_model(1)), (x, y), 0.1, attacks=["square"], checkpoint_dir=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="model_sha256"):
-        evaluate(TorchOracle(_model(0), mode="labels"), (x, y), 0.1, attacks=["square"], checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="model_sha256"):  # the same model behind a labels-only oracle
+        evaluate(TorchOracle(_model(0), mode="labels"), (x, y), 0.1, attacks=["hopskipjump"], checkpoint_dir=tmp_path)
+
+
+def test_a_labels_only_oracle_refuses_score_attacks_before_any_query():
+    """Square reads scores: on an oracle that reveals labels only it is refused up front, naming the decision-based
+    attacks (from the registry's needs_scores flag), and no query is spent."""
+    oracle = TorchOracle(_model(), mode="labels")
+    x, y = _data()
+    with pytest.raises(ValueError, match="reveals only labels.*'square'") as exc:
+        evaluate(oracle, (x, y), 0.1, attacks=["square"], checks=False)
+    for name in list_attacks(norm="linf", needs_scores=False):
+        assert name in str(exc.value)
+    assert oracle.queries <= 2  # the probe of the model's class count, nothing attacked
+    report = evaluate(oracle, (x, y), 0.1, attacks=["hopskipjump"], checks=False)
+    assert 0.0 <= report.robust_accuracy(0.1) <= report.clean_accuracy
+
+
+def test_every_attack_takes_an_oracle_directly():
+    """``square(oracle, ...)`` works like ``spsa(oracle, ...)``: the attack boundary wraps an oracle itself."""
+    from advlab import ThreatModel
+    from advlab.attacks import square
+
+    x, y = _data(8)
+    oracle = TorchOracle(_model(), mode="scores")
+    direct = square(oracle, x, y, ThreatModel("linf", 0.1), max_queries=50, generator=0)
+    wrapped = square(
+        as_module(TorchOracle(_model(), mode="scores")), x, y, ThreatModel("linf", 0.1), max_queries=50, generator=0
+    )
+    assert torch.equal(torch.as_tensor(direct.x_adv), torch.as_tensor(wrapped.x_adv))
+    assert oracle.queries > 0

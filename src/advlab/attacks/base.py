@@ -24,6 +24,7 @@ from advlab import validation
 from advlab.goals import Goal, as_goal, is_success
 from advlab.losses import LossFn
 from advlab.models import Classifier, as_classifier, check_suspicious_outputs, parameter_dtype
+from advlab.oracles import Oracle, as_module
 from advlab.result import ArrayLike, AttackResult
 from advlab.threat import ThreatModel, check_threat_model
 
@@ -93,7 +94,7 @@ def prepare_inputs(
         The classifier, ``x`` and ``y`` on its device, and the threat model with its bounds resolved.
     """
     check_threat_model(threat)
-    clf = as_classifier(model, threat.bounds)
+    clf = as_classifier(as_module(model) if isinstance(model, Oracle) else model, threat.bounds)
     threat = threat.resolve(clf.bounds)
     dtype = parameter_dtype(clf.module)
     float32: Literal["float64", "numpy"] = "float64" if dtype == torch.float32 else "numpy"

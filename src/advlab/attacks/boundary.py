@@ -178,6 +178,7 @@ def _adapt(
     "Boundary",
     norms=("l2",),
     needs_gradients=False,
+    needs_scores=False,
     stochastic=True,
     query_based=True,
     minimum_norm=True,

@@ -251,6 +251,7 @@ def _core(
     "HopSkipJump",
     norms=("l2", "linf"),
     needs_gradients=False,
+    needs_scores=False,
     stochastic=True,
     query_based=True,
     minimum_norm=True,

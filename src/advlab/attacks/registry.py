@@ -55,6 +55,7 @@ class AttackSpec:
     paper: str
     targeted: bool = True
     needs_gradients: bool = True
+    needs_scores: bool = True
     stochastic: bool = False
     query_based: bool = False
     minimum_norm: bool = False
@@ -88,6 +89,7 @@ class AttackSpec:
             "norms": list(self.norms),
             "targeted": self.targeted,
             "needs_gradients": self.needs_gradients,
+            "needs_scores": self.needs_scores,
             "stochastic": self.stochastic,
             "query_based": self.query_based,
             "minimum_norm": self.minimum_norm,
@@ -108,6 +110,7 @@ class AttackConfig:
     norms: ClassVar[tuple[str, ...]]
     supports_targeted: ClassVar[bool]
     needs_gradients: ClassVar[bool]
+    needs_scores: ClassVar[bool]
     stochastic: ClassVar[bool]
     query_based: ClassVar[bool]
     minimum_norm: ClassVar[bool]
@@ -215,6 +218,7 @@ def register_attack(
     name: str | None = None,
     targeted: bool = True,
     needs_gradients: bool = True,
+    needs_scores: bool = True,
     stochastic: bool = False,
     query_based: bool = False,
     minimum_norm: bool = False,
@@ -231,6 +235,8 @@ def register_attack(
         name: registry name (default: the function's name with ``_`` as ``-``).
         targeted: whether targeted goals are supported.
         needs_gradients: whether the attack differentiates the model.
+        needs_scores: whether it reads the model's scores; ``False`` for decision-based attacks, which need only the
+            predicted labels (an oracle in ``"labels"`` mode).
         stochastic: whether the attack draws random numbers (from its ``generator``).
         query_based: whether it counts queries (score- or decision-based).
         minimum_norm: whether it searches the smallest perturbation and returns distances.
@@ -254,6 +260,7 @@ def register_attack(
             paper=paper,
             targeted=targeted,
             needs_gradients=needs_gradients,
+            needs_scores=needs_scores,
             stochastic=stochastic,
             query_based=query_based,
             minimum_norm=minimum_norm,
@@ -303,6 +310,7 @@ def _derive_config(class_name: str, spec: AttackSpec) -> type[AttackConfig]:
         "norms": spec.norms,
         "supports_targeted": spec.targeted,
         "needs_gradients": spec.needs_gradients,
+        "needs_scores": spec.needs_scores,
         "stochastic": spec.stochastic,
         "query_based": spec.query_based,
         "minimum_norm": spec.minimum_norm,
@@ -385,9 +393,13 @@ def get_attack(name: str) -> type[AttackConfig]:
 
 
 def list_attacks(
-    *, norm: str | None = None, targeted: bool | None = None, needs_gradients: bool | None = None
+    *,
+    norm: str | None = None,
+    targeted: bool | None = None,
+    needs_gradients: bool | None = None,
+    needs_scores: bool | None = None,
 ) -> list[str]:
-    """Names of registered attacks, filtered by capability."""
+    """Names of registered attacks, filtered by capability (``None``: either)."""
     out = []
     for key, cls in ATTACKS.items():
         if norm is not None and norm not in cls.norms:
@@ -395,6 +407,8 @@ def list_attacks(
         if targeted and not cls.supports_targeted:
             continue
         if needs_gradients is not None and cls.needs_gradients != needs_gradients:
+            continue
+        if needs_scores is not None and cls.needs_scores != needs_scores:
             continue
         out.append(key)
     return out

@@ -116,6 +116,27 @@ def gradient_free_attacks(norm: str) -> list[str]:
     return sorted(list_attacks(norm=norm, needs_gradients=False))
 
 
+def refuse_score_attacks(entries: tuple[CascadeEntry, ...], norm: str) -> None:
+    """Raise before any query when the cascade holds attacks that read scores and the oracle reveals only labels.
+
+    Raises:
+        ValueError: naming those attacks and listing the decision-based ones (from the registry's flags).
+    """
+    bad = [e.label for e in entries if type(e.config).needs_scores]
+    if not bad:
+        return
+    usable = sorted(list_attacks(norm=norm, needs_scores=False))
+    hint = (
+        f"Attacks that need only labels ({norm}): {', '.join(usable)}; e.g. attacks=[{usable[0]!r}]."
+        if usable
+        else f"No registered attack works on labels alone for {norm}; choose another norm or an oracle in 'scores' mode."
+    )
+    raise ValueError(
+        f"attacks: the oracle reveals only labels (mode 'labels'), so {', '.join(map(repr, bad))} cannot run on it "
+        f"(they read class scores). {hint}"
+    )
+
+
 def refuse_gradient_attacks(entries: tuple[CascadeEntry, ...], norm: str) -> None:
     """Raise before any work when the cascade holds gradient attacks and the model has no gradients.
 
@@ -129,7 +150,8 @@ def refuse_gradient_attacks(entries: tuple[CascadeEntry, ...], norm: str) -> Non
     usable = gradient_free_attacks(norm)
     hint = (
         f"Attacks that work on oracles ({norm}): {', '.join(usable)}; e.g. attacks=[{usable[-1]!r}] "
-        f"(advlab evaluate --attacks {usable[-1]}). Score-based ones need an oracle in 'scores' mode."
+        f"(advlab evaluate --attacks {usable[-1]}); those that need only labels: "
+        f"{', '.join(sorted(list_attacks(norm=norm, needs_scores=False))) or 'none'}."
         if usable
         else f"No registered attack works on oracles for {norm}; choose another norm."
     )

@@ -417,6 +417,9 @@ class Evaluation:
         self.gradients = checks_mod.has_input_gradients(self.clf, self.x)
         if not self.gradients:
             checks_mod.refuse_gradient_attacks(settings.entries, settings.norm)
+        oracle = find_oracle(self.clf)
+        if oracle is not None and oracle.oracle.mode == "labels":
+            checks_mod.refuse_score_attacks(settings.entries, settings.norm)
         self.classes = dataset_classes(data)
         self.n = self.x.shape[0]
         self.device = self.clf.device
