@@ -72,8 +72,8 @@ def add_parser(sub: Any) -> None:
         sub,
         "attack",
         "attack a saved model and report robust accuracy",
-        "Run one attack on the first N test images of a dataset against a saved model (a folder written by "
-        "'advlab train'), then write DIR/result.json (clean and robust accuracy, success rate, perturbation norms, "
+        "Run one attack on the first N test examples of a dataset against a model (a model folder, a model file or "
+        "a factory: see --model), then write DIR/result.json (clean and robust accuracy, success rate, perturbation norms, "
         "confidence, wall time, settings, versions) and DIR/examples.png (originals, perturbations, adversarial "
         "examples with predicted labels).",
         EXAMPLES,

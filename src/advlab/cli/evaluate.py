@@ -52,7 +52,8 @@ def add_parser(sub) -> None:
         sub,
         "evaluate",
         "robust accuracy under an attack cascade (eps sweep, masking checks, HTML report)",
-        "Evaluate a saved model (a folder written by 'advlab train') on the first N test images: for each eps, "
+        "Evaluate a model (a model folder, a model file or a factory: see --model) or a served model (--target URL) "
+        "on the first N test examples: for each eps, "
         "every attack runs on the examples still robust, each example keeps its worst case, and gradient-masking "
         "checks run at the end. Writes DIR/report.json and a self-contained DIR/report.html.",
         EXAMPLES,
