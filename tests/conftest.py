@@ -258,3 +258,13 @@ def user_model(tmp_path_factory):
         "scripted": folder / "scripted.pt",
         "traced": folder / "traced.pt",
     }
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``@pytest.mark.cuda`` need a CUDA GPU: skipped, with the reason, on a machine without one."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from advlab import validation
+from advlab import devices, validation
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ class Classifier(nn.Module):
             model has two; ``num_classes=1`` is read as two).
         input_shape: per-example input shape ``(C, H, W)`` or ``(D,)``; checked by attacks when given.
         card: optional metadata (the model card saved with the weights).
+        precision: ``"fp32"`` (the default: forwards exactly as ``module`` computes them), ``"bf16"`` or ``"fp16"``:
+            the forward passes run under autocast to that dtype on the module's device (bf16 on CPUs and recent
+            GPUs, fp16 on CUDA only) and return float32 logits; inputs, gradients and adversarial points stay in
+            the attack's dtype. Predictions that are reported (:func:`predict`, the success check of every
+            attack) are made at full precision all the same (:func:`advlab.devices.full_precision`).
+        channels_last: convert the module's 4-D weights, and give it 4-D inputs, in channels-last memory format
+            (faster convolutions on GPUs; the same logits up to float rounding).
+        compile: run ``torch.compile(module)`` (compiled at the first call); where compilation cannot run, a
+            one-line note is logged and the module runs uncompiled.
 
     A single-logit binary classifier (output ``(N, 1)`` or ``(N,)``, class 1 when the logit is positive) is
     presented as two classes with logits ``[0, z]``: softmax over them is ``[1 - sigmoid(z), sigmoid(z)]``, so
@@ -64,12 +73,13 @@ class Classifier(nn.Module):
     Raises:
         TypeError: ``module`` is not a ``torch.nn.Module`` (or is already a ``Classifier``).
         ValueError: ``mean``/``std`` given alone, of different lengths, with a non-positive ``std``, or with a
-            length other than one or the number of channels of ``input_shape``.
+            length other than one or the number of channels of ``input_shape``; an unknown ``precision``.
 
     Examples:
         >>> clf = Classifier(net, mean=[0.1307], std=[0.3081], num_classes=10, input_shape=(1, 28, 28))
         >>> with clf.attack_mode():
         ...     logits = clf(x)
+        >>> fast = Classifier(net, precision="bf16", channels_last=True, compile=True)
     """
 
     mean: torch.Tensor
@@ -85,6 +95,9 @@ class Classifier(nn.Module):
         num_classes: int | None = None,
         input_shape: tuple[int, ...] | None = None,
         card: dict[str, Any] | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
@@ -108,6 +121,49 @@ class Classifier(nn.Module):
             mean_t, std_t = _normalization(mean, std, self.input_shape)
         self.register_buffer("mean", mean_t, persistent=False)
         self.register_buffer("std", std_t, persistent=False)
+        self.precision = "fp32"
+        self.channels_last = False
+        self.compile_enabled = False
+        self._compiled: nn.Module | None = None
+        self.speed_up(precision=precision, channels_last=channels_last, compile=compile)
+
+    # ------------------------------------------------------------------ speed
+    def speed_up(self, *, precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> Classifier:
+        """Set the precision, memory format and compilation of the forward passes (see the class's Args).
+
+        Args:
+            precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+            channels_last: channels-last weights and inputs (``False`` turns the weights back to contiguous).
+            compile: run the module through ``torch.compile``.
+
+        Returns:
+            The classifier itself.
+
+        Raises:
+            ValueError: an unknown ``precision``.
+
+        Examples:
+            >>> clf.speed_up(precision="bf16", channels_last=True)
+        """
+        self.precision = devices.check_precision(precision)
+        if bool(channels_last) != self.channels_last:
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            cast(Any, self.module).to(memory_format=fmt)  # Module.to takes memory_format; its stubs do not say
+        self.channels_last = bool(channels_last)
+        self.compile_enabled = bool(compile)
+        self._compiled = None  # compiled again at the next call, for the module as it is now
+        return self
+
+    def speed(self) -> dict[str, Any]:
+        """The speed settings, for records: ``{"precision": ..., "channels_last": ..., "compile": ...}``.
+
+        ``compile`` is ``False`` once compilation has failed and the module runs uncompiled.
+        """
+        return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile_enabled}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # a copy (deepcopy, pickle) compiles its own module at its first call
+        return {**state, "_compiled": None}
 
     # ------------------------------------------------------------------ forward
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,11 +185,43 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.normalize(x)
-        if self.chunked and z.shape[0] > CPU_FORWARD_CHUNK and z.device.type == "cpu" and not self.training:
-            out = torch.cat([self.module(c) for c in z.split(CPU_FORWARD_CHUNK)])
-        else:
-            out = self.module(z)
+        if self.channels_last and z.dim() == 4:
+            z = z.contiguous(memory_format=torch.channels_last)
+        with devices.autocast(z.device.type, self.precision):
+            out = self.run_module(z)
+        if self.precision != "fp32" and out.is_floating_point():
+            out = out.float()  # logits (and the losses on them) in float32 whatever the autocast dtype
         return two_class_logits(out) if is_single_logit(out) else out
+
+    def run_module(self, z: torch.Tensor) -> torch.Tensor:
+        """The module (compiled when asked) on normalised inputs; in chunks for eval-mode CPU convolutions."""
+        module = self.compiled_module() if self.compile_enabled else self.module
+        try:
+            return self.call_chunked(module, z)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            if module is self.module:
+                raise
+            devices.note_compile_failure(exc)  # the compiler failed: run (and from now on stay) uncompiled
+            self.compile_enabled, self._compiled = False, None
+            return self.call_chunked(self.module, z)
+
+    def call_chunked(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """``module(z)``, in chunks of :data:`CPU_FORWARD_CHUNK` for eval-mode CPU forwards of a convolutional net."""
+        if self.chunked and z.shape[0] > CPU_FORWARD_CHUNK and z.device.type == "cpu" and not self.training:
+            return torch.cat([module(c) for c in z.split(CPU_FORWARD_CHUNK)])
+        return module(z)
+
+    def compiled_module(self) -> nn.Module:
+        """``torch.compile(module)``, made at the first call; the module itself where compilation cannot run."""
+        if self._compiled is None:
+            compiled = devices.compile_module(self.module)
+            if compiled is None:
+                self.compile_enabled = False
+                return self.module
+            object.__setattr__(self, "_compiled", compiled)  # not a sub-module: no second copy in state_dict()
+        return cast(nn.Module, self._compiled)
 
     def train(self, mode: bool = True) -> Classifier:
         """Set train (or eval) mode; a ``torch.export`` program keeps the mode it was exported in.
@@ -196,7 +284,15 @@ def predict(
     """The model's predicted labels (or its logits) on ``x``, in batches, without gradients.
 
     Each batch is moved to the model's device; the result is on the device of ``x``. The model's mode is left as
-    it is (call it inside :meth:`Classifier.attack_mode` or after ``model.eval()``).
+    it is (call it inside :meth:`Classifier.attack_mode` or after ``model.eval()``). Predictions are what reports
+    count, so they are made at full precision whatever the classifier's ``precision``
+    (:func:`advlab.devices.full_precision`).
+
+    Args:
+        model: the model (a :class:`Classifier` or any module returning logits).
+        x: the inputs, shape ``(N, ...)``.
+        batch_size: examples per forward pass.
+        logits: return the logits instead of the labels.
 
     Examples:
         >>> labels = predict(model, x_test, batch_size=1000)
@@ -204,9 +300,10 @@ def predict(
     """
     device = device_of(model)
     out = []
-    for start in range(0, x.shape[0], batch_size):
-        z = model(x[start : start + batch_size].to(device))
-        out.append((z if logits else z.argmax(1)).to(x.device))
+    with devices.full_precision():
+        for start in range(0, x.shape[0], batch_size):
+            z = model(devices.to_device(x[start : start + batch_size], device))
+            out.append((z if logits else z.argmax(1)).to(x.device))
     if not out:
         return torch.empty((0,), dtype=torch.int64, device=x.device)
     return torch.cat(out)

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Literal, Protocol, cast, overload
 
 import numpy as np
 import torch
 from torch import nn
 
-from advlab import validation
+from advlab import devices, validation
 from advlab.goals import Goal, as_goal, is_success
 from advlab.losses import LossFn
-from advlab.models import Classifier, as_classifier, check_suspicious_outputs, parameter_dtype
+from advlab.models import Classifier, as_classifier, check_suspicious_outputs, device_of, parameter_dtype
 from advlab.oracles import Oracle, as_module
 from advlab.result import ArrayLike, AttackResult
 from advlab.threat import ThreatModel, check_threat_model
@@ -102,7 +102,7 @@ def prepare_inputs(
     validation.check_input(x_t, threat.box)
     validation.check_input_shape(x_t, clf.input_shape)
     validation.check_labels(y_t, x_t.shape[0], clf.num_classes)
-    return clf, x_t.to(clf.device, dtype), y_t.to(clf.device).long(), threat
+    return clf, devices.to_device(x_t, clf.device, dtype), devices.to_device(y_t, clf.device).long(), threat
 
 
 @dataclass(frozen=True)
@@ -135,11 +135,17 @@ class PreparedAttack:
         ``x_adv`` comes back in the container and dtype of the caller's ``x``, inside the box in that dtype too
         (a float64 copy of a float32 point on the edge ``0.3`` is clamped to ``0.3``, which is the same float32
         point); with ``eps = 0`` it is a copy of ``x`` itself.
+
+        Success is checked by a forward pass at full precision (:func:`advlab.devices.full_precision`), whatever
+        precision the classifier's forwards run at inside the attack: a point that only bf16 rounding pushes over
+        the decision boundary is not a success. This forward was made before reduced precision existed (the
+        success is recomputed on the returned point); it costs one float32 forward per attack call instead of one
+        reduced-precision forward.
         """
         if not isinstance(out, AttackOutput):
             out = AttackOutput(out)
         x_adv = self.threat.project(out.x_adv.detach().to(self.x.dtype), self.x)
-        with torch.no_grad():
+        with torch.no_grad(), devices.full_precision():
             logits = self.model(x_adv)
         validation.check_model_output(logits, self.x.shape[0], where="on x_adv")
         return AttackResult(
@@ -180,15 +186,16 @@ def attack_boundary(
     clf, x_t, y_t, threat = prepare_inputs(model, x, y, threat)
     x_in = x if isinstance(x, (torch.Tensor, np.ndarray)) else x_t.cpu()
     with clf.attack_mode():
-        with torch.no_grad():
-            clean_logits = clf(x_t)
-        validation.check_model_output(clean_logits, x_t.shape[0])
-        check_suspicious_outputs(clean_logits)
-        num_classes = clf.num_classes or clean_logits.shape[1]
-        if clf.num_classes is None:
-            validation.check_labels(y_t, x_t.shape[0], num_classes)
-        labels = goal.resolve(clf, x_t, y_t, num_classes)
-        correct = clean_logits.argmax(1) == y_t
+        with devices.full_precision():  # what success rates count (the clean predictions) and the goal's targets
+            with torch.no_grad():
+                clean_logits = clf(x_t)
+            validation.check_model_output(clean_logits, x_t.shape[0])
+            check_suspicious_outputs(clean_logits)
+            num_classes = clf.num_classes or clean_logits.shape[1]
+            if clf.num_classes is None:
+                validation.check_labels(y_t, x_t.shape[0], num_classes)
+            labels = goal.resolve(clf, x_t, y_t, num_classes)
+            correct = clean_logits.argmax(1) == y_t
         yield PreparedAttack(clf, x_t, labels, goal.targeted, threat, x_in, correct)
 
 
@@ -257,24 +264,46 @@ def attack_in_batches(
     threat: ThreatModel,
     *,
     goal: Goal | None = None,
-    batch_size: int = 250,
+    batch_size: int | Literal["auto"] = 250,
     seed: int = DEFAULT_SEED,
     progress: Callable[[int], None] | None = None,
 ) -> AttackResult:
     """Run ``attack`` over ``x`` in batches and concatenate the results (torch tensors).
 
     Each batch gets its own generator seeded from ``(seed, batch index)``, so results do not depend on what
-    ran before. ``progress`` is called with the number of examples done after each batch.
+    ran before. ``progress`` is called with the number of examples done after each batch. A batch that runs out of
+    CUDA memory is halved and run again (:class:`advlab.devices.Batches`), and so are the batches after it; the
+    halves draw from generators keyed by ``(seed, batch index, first example)``.
+
+    Args:
+        attack: the attack with its settings (``PGD(steps=40)``).
+        model: the model.
+        x: the inputs.
+        y: the true labels.
+        threat: the threat model.
+        goal: the goal (``None``: untargeted); a targeted goal's targets cover all of ``x``.
+        batch_size: examples per attack call, or ``"auto"``: the largest batch that fits the device
+            (:func:`probe_batch_size`).
+        seed: the base seed of the batches' generators.
+        progress: called with the number of examples done after each batch.
+
+    Returns:
+        The attack's result on all of ``x``.
+
+    Examples:
+        >>> result = attack_in_batches(PGD(steps=40), model, x, y, ThreatModel("linf", 0.3), batch_size="auto")
     """
+    if batch_size == "auto":
+        batch_size = probe_batch_size([attack], model, x, y, threat, goal=goal)
     batch_size = validation.check_int("batch_size", batch_size, minimum=1)
-    parts: list[AttackResult] = []
-    for b, start in enumerate(range(0, x.shape[0], batch_size)):
-        sl = slice(start, start + batch_size)
-        sub_goal = as_goal(goal).subset(torch.arange(start, min(start + batch_size, x.shape[0])))
-        gen = make_generator(seed * 1_000_003 + b)
-        parts.append(attack(model, x[sl], y[sl], threat, goal=sub_goal, generator=gen))
-        if progress is not None:
-            progress(min(start + batch_size, x.shape[0]))
+    n = x.shape[0]
+
+    def one_batch(start: int, stop: int) -> AttackResult:
+        sub_goal = as_goal(goal).subset(torch.arange(start, stop))
+        gen = make_generator(batch_seed(seed, start, stop, batch_size, n))
+        return attack(model, x[start:stop], y[start:stop], threat, goal=sub_goal, generator=gen)
+
+    parts = devices.Batches(batch_size).run(one_batch, n, progress)
 
     def cat(name: str) -> torch.Tensor | None:
         vals = [getattr(p, name) for p in parts]
@@ -291,3 +320,74 @@ def attack_in_batches(
         logits=cat("logits"),
         correct=cat("correct"),
     )
+
+
+def batch_seed(seed: int, start: int, stop: int, batch_size: int, n: int) -> int:
+    """The seed of the generator of examples ``start`` to ``stop - 1`` in :func:`attack_in_batches`.
+
+    A whole batch ``b`` of ``batch_size`` examples is seeded from ``(seed, b)``; a part of one (after an
+    out-of-memory error halved the batch) from ``(seed, b, start)``, so that no two parts share their draws.
+    """
+    b, offset = divmod(start, batch_size)
+    key = seed * 1_000_003 + b
+    if offset == 0 and stop == min(start + batch_size, n):
+        return key
+    return (key * 1_000_033 + offset + 1) % 2**63
+
+
+PROBE_SETTINGS = {"steps": 2, "restarts": 1, "binary_search_steps": 1, "n_target_classes": 1, "max_queries": 20}
+"""The settings :func:`probe_batch_size` shortens an attack to: the memory of an attack's iteration does not
+depend on how many iterations, restarts or queries it makes."""
+
+
+def probe_batch_size(
+    attacks: Sequence[Attack],
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    goal: Goal | None = None,
+) -> int:
+    """The largest batch on which every attack of ``attacks`` fits the memory of the model's device.
+
+    Each attack runs shortened (:data:`PROBE_SETTINGS`) on the first examples of ``x`` in batches of growing
+    size (:func:`advlab.devices.auto_batch_size`), at most ``len(x)``; off CUDA the answer is
+    :data:`advlab.devices.CPU_BATCH_SIZE` without a probe.
+
+    Args:
+        attacks: the attacks with their settings (configs such as ``APGD(steps=100)``).
+        model: the model, with its precision (a bf16 model fits larger batches).
+        x: the inputs (the probe takes the first ones).
+        y: their labels.
+        threat: the threat model.
+        goal: the goal (``None``: untargeted).
+
+    Returns:
+        The batch size.
+
+    Examples:
+        >>> size = probe_batch_size([APGD(), Square()], model, x, y, ThreatModel("linf", 8 / 255))
+    """
+    short = [shortened(a) for a in attacks]
+
+    def try_batch(size: int) -> None:
+        sub_goal = as_goal(goal).subset(torch.arange(size))
+        for attack in short:
+            attack(model, x[:size], y[:size], threat, goal=sub_goal, generator=DEFAULT_SEED)
+
+    return devices.auto_batch_size(try_batch, device_of(model), cap=x.shape[0])
+
+
+def shortened(attack: Attack) -> Attack:
+    """``attack`` with the iteration counts of :data:`PROBE_SETTINGS` where it has them and they are larger."""
+    replace, current = getattr(attack, "replace", None), getattr(attack, "settings", None)
+    if replace is None or current is None:
+        return attack
+    values = current()
+    short = {k: v for k, v in PROBE_SETTINGS.items() if k in values and (values[k] is None or values[k] > v)}
+    short = {k: v for k, v in short.items() if not (k == "max_queries" and values[k] is None)}
+    try:
+        return cast(Attack, replace(**short))
+    except (ValueError, TypeError):  # a setting the attack constrains otherwise: probe it as it is
+        return attack

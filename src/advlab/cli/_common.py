@@ -182,11 +182,83 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
+def batch_size_option(text: str) -> int | str:
+    """An ``argparse`` type: an int >= 1, or ``auto`` (the largest batch that fits the device)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or auto, got {text!r}") from None
+
+
+def add_run_options(p: argparse.ArgumentParser, *, auto_batch_size: bool = False) -> None:
+    """``--seed``, ``--device``, ``--batch-size`` (also ``auto`` with ``auto_batch_size``) and ``--quiet``."""
     p.add_argument("--seed", type=int, default=0, help="random seed (data order, random starts)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (cuda when available)")
-    p.add_argument("--batch-size", type=positive_int, default=250, help="examples per forward/backward pass")
+    if auto_batch_size:
+        p.add_argument(
+            "--batch-size", type=batch_size_option, default=250, metavar="N|auto",
+            help="examples per forward/backward pass; auto: the largest batch that fits the device's memory, probed "
+            "with the attacks shortened (on CPU: 250). A batch that runs out of GPU memory is halved and run again",
+        )  # fmt: skip
+    else:
+        p.add_argument("--batch-size", type=positive_int, default=250, help="examples per forward/backward pass")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_speed_options(p: argparse.ArgumentParser) -> None:
+    """``--precision``, ``--channels-last`` and ``--compile``: how the model's forward passes run (see
+    :func:`apply_speed_options`)."""
+    group = p.add_argument_group(
+        "speed",
+        "how the model's forward passes run inside the attacks; the adversarial points stay float32 and every "
+        "prediction counted in the results (success, robust accuracy) is made at full precision",
+    )
+    group.add_argument(
+        "--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+        help="autocast the attacks' forward passes to bfloat16 (CPU and recent GPUs) or float16 (CUDA only)",
+    )  # fmt: skip
+    group.add_argument(
+        "--channels-last", action="store_true", help="channels-last weights and inputs (faster convolutions on GPUs)"
+    )
+    group.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the model (compiled at the first batch; skipped with a note where it cannot run)",
+    )  # fmt: skip
+
+
+def apply_speed_options(model: Any, args: argparse.Namespace, device: torch.device) -> None:
+    """Give the classifier the precision, memory format and compilation of :func:`add_speed_options`' options.
+
+    Raises:
+        ValueError: ``--precision`` not supported on ``device`` (fp16 off CUDA, bf16 on an old GPU).
+    """
+    from advlab.devices import check_precision
+
+    try:
+        check_precision(args.precision, device)
+    except ValueError as exc:
+        raise ValueError(f"--precision: {str(exc).split(': ', 1)[-1]}") from None
+    model.speed_up(precision=args.precision, channels_last=args.channels_last, compile=args.compile)
+
+
+def speed_record(model: Any, args: argparse.Namespace, batch_size: int) -> dict[str, Any]:
+    """What result.json and the report record of the speed options: precision, channels-last, compilation (as it
+    ran: ``False`` when it could not), the batch size and whether it was probed."""
+    return {**model.speed(), "batch_size": batch_size, "batch_size_auto": args.batch_size == "auto"}
+
+
+def resolve_batch_size(
+    args: argparse.Namespace, attacks: Sequence[Any], model: Any, x: torch.Tensor, y: torch.Tensor, threat: Any,
+    goal: Any = None,
+) -> int:  # fmt: skip
+    """``--batch-size`` as a number: ``auto`` probes the largest batch on which every attack fits the device."""
+    if args.batch_size != "auto":
+        return int(args.batch_size)
+    from advlab.attacks.base import probe_batch_size
+
+    return probe_batch_size(attacks, model, x, y, threat, goal=goal)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -23,6 +23,8 @@ from advlab.cli._common import (
     add_data_options,
     add_model_options,
     add_run_options,
+    add_speed_options,
+    apply_speed_options,
     check_data_for_model,
     check_output_dir,
     dataset_name,
@@ -33,11 +35,14 @@ from advlab.cli._common import (
     parse_float_list,
     parse_set_options,
     positive_int,
+    resolve_batch_size,
     resolve_device,
     setting_type,
     show_progress,
+    speed_record,
 )
 from advlab.data import Dataset
+from advlab.devices import to_device
 from advlab.goals import Goal, LeastLikely, Targeted
 from advlab.models import Classifier, predict
 from advlab.provenance import provenance
@@ -57,6 +62,8 @@ EXAMPLES = """\
   advlab attack --model runs/m1 --data mnist --attack fgsm --eps 2.0 --norm l2 --targeted --out runs/fgm-t
   advlab attack --model runs/m1 --data mnist --attack illc --eps 0.1 --out runs/illc
   advlab attack --model runs/m1 --data mnist --attack mifgsm --eps 0.2 --set momentum=0.5 --out runs/mi
+  advlab attack --model runs/c10 --data cifar10 --attack apgd --eps 8/255 --device cuda --precision bf16 \
+      --channels-last --batch-size auto --out runs/c10-apgd   # faster on a GPU; success still checked in fp32
 
 Every setting of the chosen attack is an option (its name with '-' for '_'), or --set KEY=VALUE. Run
 'advlab attack --attack NAME --help' to see them with their defaults, or 'advlab attacks NAME'.
@@ -101,7 +108,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="any setting of the attack (repeatable)"
     )
-    add_run_options(p)
+    add_run_options(p, auto_batch_size=True)
+    add_speed_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
     cast(Any, p).before_parse = add_attack_settings
@@ -228,21 +236,23 @@ class _Setup:
 def run(args: argparse.Namespace) -> int:
     """``advlab attack``: set up, run the attack in batches, write result.json and examples.png."""
     setup = _set_up(args)
-    x, y = setup.data.x.to(setup.device), setup.data.y.to(setup.device)
+    x, y = to_device(setup.data.x, setup.device), to_device(setup.data.y, setup.device)
     goal, keep = make_goal(args, y.cpu(), setup.data.num_classes, torch.Generator().manual_seed(args.seed))
     x, y = x[keep.to(setup.device)], y[keep.to(setup.device)]
     setup.model.eval()
-    clean_logits = predict(setup.model, x, batch_size=args.batch_size, logits=True)
+    batch_size = resolve_batch_size(args, [setup.attack], setup.model, x, y, setup.threat, goal)
+    clean_logits = predict(setup.model, x, batch_size=batch_size, logits=True)
     log.info(
         "attacking %d %s examples with %s (%s) on %s", len(x), setup.data.name, args.attack, setup.threat.describe(),
         setup.device,
     )  # fmt: skip
-    result, seconds = _attack(args, setup, x, y, goal)
+    result, seconds = _attack(args, setup, x, y, goal, batch_size)
     summary = summarize(
         result, x, y, clean_logits, bool(goal is not None and goal.targeted) or setup.attack.goal is not None
     )
     out = output_dir(args.out)
-    io.write_json(out / "result.json", _record(args, setup, summary, seconds, goal, len(x)))
+    speed = speed_record(setup.model, args, batch_size)
+    io.write_json(out / "result.json", _record(args, setup, summary, seconds, goal, len(x), speed))
     written = [out / "result.json", *_write_examples(out, setup, x, y, clean_logits, result)]
     log.info(
         "clean accuracy %.2f%%  robust accuracy %.2f%%  success rate %.2f%%  (%.1fs)",
@@ -258,6 +268,7 @@ def _set_up(args: argparse.Namespace) -> _Setup:
     check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_cli_model(args, device=device)
+    apply_speed_options(model, args, device)
     data_name = dataset_name(args.data, model)
     eps_values = parse_float_list(args.eps, "--eps")
     if len(eps_values) != 1:
@@ -285,13 +296,13 @@ def _check_goal(args: argparse.Namespace, attack: AttackConfig) -> None:
 
 
 def _attack(
-    args: argparse.Namespace, setup: _Setup, x: torch.Tensor, y: torch.Tensor, goal: Goal | None
+    args: argparse.Namespace, setup: _Setup, x: torch.Tensor, y: torch.Tensor, goal: Goal | None, batch_size: int
 ) -> tuple[AttackResult, float]:
     """The attack over all examples in batches, with a progress bar on a terminal; returns the wall time too."""
     bar = tqdm(total=len(x), desc=args.attack, unit="img") if show_progress(args) else None
     t0 = time.perf_counter()
     result = attack_in_batches(
-        setup.attack, setup.model, x, y, setup.threat, goal=goal, batch_size=args.batch_size, seed=args.seed,
+        setup.attack, setup.model, x, y, setup.threat, goal=goal, batch_size=batch_size, seed=args.seed,
         progress=(lambda done: bar.update(done - bar.n)) if bar is not None else None,
     )  # fmt: skip
     if bar is not None:
@@ -300,9 +311,16 @@ def _attack(
 
 
 def _record(
-    args: argparse.Namespace, setup: _Setup, summary: dict[str, Any], seconds: float, goal: Goal | None, n: int
+    args: argparse.Namespace,
+    setup: _Setup,
+    summary: dict[str, Any],
+    seconds: float,
+    goal: Goal | None,
+    n: int,
+    speed: dict[str, Any],
 ) -> dict[str, Any]:
-    """result.json: the figures, the attack with its settings, the threat model, data, model and provenance."""
+    """result.json: the figures, the attack with its settings, the threat model, data, model, the speed options
+    (precision, channels-last, compilation, batch size) and provenance."""
     attack = setup.attack
     effective_goal = goal or attack.goal
     return {
@@ -315,7 +333,8 @@ def _record(
         "model": {"path": str(Path(args.model).resolve()), "card": setup.model.card},
         "seed": args.seed,
         "device": str(setup.device),
-        "provenance": provenance(),
+        "speed": speed,
+        "provenance": provenance(device=str(setup.device), speed=speed),
     }
 
 

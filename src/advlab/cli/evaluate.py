@@ -13,6 +13,8 @@ from advlab.cli._common import (
     add_data_options,
     add_model_options,
     add_run_options,
+    add_speed_options,
+    apply_speed_options,
     check_data_for_model,
     check_output_dir,
     dataset_name,
@@ -21,8 +23,10 @@ from advlab.cli._common import (
     output_dir,
     parse_float_list,
     positive_int,
+    resolve_batch_size,
     resolve_device,
     show_progress,
+    speed_record,
 )
 from advlab.cli._remote import add_remote_options, open_remote
 
@@ -33,6 +37,8 @@ EXAMPLES = """\
   advlab evaluate --model runs/m1 --data mnist --eps 0.3 --preset fast --n 200 --out runs/quick
   advlab evaluate --model runs/m1 --data mnist --eps 0.3 --attacks pgd,apgd-ce,square --out runs/custom
   advlab evaluate --model runs/c10 --data cifar10 --eps 2/255,4/255,8/255 --out runs/c10-eval
+  advlab evaluate --model runs/c10 --data cifar10 --eps 8/255 --device cuda --precision bf16 --channels-last \
+      --batch-size auto --out runs/c10-bf16   # attacks in bf16; every prediction the report counts in fp32
   advlab evaluate --model runs/m1 --data mnist --eps 0.3 --out runs/m1-eval   # run again: resumes
   advlab evaluate --target http://127.0.0.1:8501 --protocol tfserving --model-name mnist --data mnist \\
       --eps 0.1 --attacks square --budget 500000 --out runs/tfs-eval   # a model behind TF-Serving
@@ -85,7 +91,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="discard a checkpoint of a different configuration")
     p.add_argument("--budget", type=positive_int, default=None, help="--target: most queries it may be sent")
-    add_run_options(p)
+    add_run_options(p, auto_batch_size=True)
+    add_speed_options(p)
     add_remote_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
@@ -101,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     eps = parse_float_list(args.eps, "--eps")
     attacks = args.attacks.split(",") if args.attacks else args.preset
     model, data, data_name = _load_target(args) if _check_model_or_target(args) else _load(args, device)
+    batch_size = _batch_size(args, model, data, eps, attacks)
     out = output_dir(args.out)
     log.info(
         "evaluating %s on %d %s examples (%s, eps %s) on %s",
@@ -118,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             eps,
             norm=args.norm,
             attacks=attacks,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             seed=args.seed,
             checkpoint_dir=out / "checkpoint",
             overwrite=args.overwrite,
@@ -139,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
         log.info("%d queries sent to %s", model.queries, args.target)
     else:
         report.settings["model_path"] = str(Path(args.model).resolve())
+        speed = speed_record(model, args, batch_size)
+        report.settings.update(speed)
+        report.provenance["speed"] = speed
     json_path, html_path = write_report(report, out)
     log.info("%s", report.headline())
     _sum_up_failed_checks(report)
@@ -155,6 +166,11 @@ def _check_model_or_target(args: argparse.Namespace) -> bool:
         )
     if args.model is not None and (args.protocol != "advlab" or args.model_name or args.budget is not None):
         raise ValueError("--protocol, --model-name and --budget describe a --target URL; a --model folder needs none")
+    if args.target is not None and (args.precision != "fp32" or args.channels_last or args.compile):
+        raise ValueError(
+            "--precision, --channels-last and --compile: they set how a --model's forward passes run; a --target "
+            "URL runs on its server"
+        )
     return args.target is not None
 
 
@@ -173,10 +189,26 @@ def _load_target(args: argparse.Namespace) -> tuple[Any, Any, str]:
 def _load(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str]:
     """The saved model and the first ``--n`` test examples of ``--data`` (default: the model card's dataset)."""
     model = load_cli_model(args, device=device)
+    apply_speed_options(model, args, device)
     data_name = dataset_name(args.data, model)
     data = load_split(data_name, "test", args.data_dir, args.n, files=args)
     check_data_for_model(data, model)
     return model, data, data_name
+
+
+def _batch_size(args: argparse.Namespace, model: Any, data: Any, eps: list[float], attacks: Any) -> int:
+    """``--batch-size`` as a number: ``auto`` probes every attack of the cascade at the largest eps."""
+    if args.batch_size != "auto":
+        return int(args.batch_size)
+    from advlab.devices import CPU_BATCH_SIZE
+    from advlab.evaluation.presets import resolve_attacks
+    from advlab.threat import ThreatModel
+
+    if args.target is not None:  # a probe would spend the server's queries, and its memory is not ours to probe
+        log.info("batch size auto: %d for a --target (no memory probe on a server)", CPU_BATCH_SIZE)
+        return CPU_BATCH_SIZE
+    configs = [entry.config for entry in resolve_attacks(attacks, args.norm)[1]]
+    return resolve_batch_size(args, configs, model, data.x, data.y, ThreatModel(args.norm, max(eps), None))
 
 
 def _sum_up_failed_checks(report: Any) -> None:
