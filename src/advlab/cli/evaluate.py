@@ -139,22 +139,28 @@ def run(args: argparse.Namespace) -> int:
             f"--budget: the target's query budget ran out ({exc}). The stages done are kept in {out / 'checkpoint'}: "
             "run the same command with a larger --budget to continue."
         ) from exc
+    _record(report, args, model, data, data_name, batch_size)
+    json_path, html_path = write_report(report, out)
+    log.info("%s", report.headline())
+    _sum_up_failed_checks(report)
+    log.info("wrote %s and %s", json_path, html_path)
+    return 0
+
+
+def _record(report: Any, args: argparse.Namespace, model: Any, data: Any, data_name: str, batch_size: int) -> None:
+    """What the command adds to the report's settings: the data, the model or target, and for a model the speed
+    options (precision, channels-last, compilation, batch size), also in the provenance."""
     split = "" if getattr(data, "single_split", False) else f"{data.split}, "  # a data file may hold one split
     report.settings["data"] = f"{data_name} ({split}first {len(data.y)})"
     if args.target:
         report.settings["target"] = model.describe()
         report.settings["target_queries"] = model.queries
         log.info("%d queries sent to %s", model.queries, args.target)
-    else:
-        report.settings["model_path"] = str(Path(args.model).resolve())
-        speed = speed_record(model, args, batch_size)
-        report.settings.update(speed)
-        report.provenance["speed"] = speed
-    json_path, html_path = write_report(report, out)
-    log.info("%s", report.headline())
-    _sum_up_failed_checks(report)
-    log.info("wrote %s and %s", json_path, html_path)
-    return 0
+        return
+    report.settings["model_path"] = str(Path(args.model).resolve())
+    speed = speed_record(model, args, batch_size)
+    report.settings.update(speed)
+    report.provenance["speed"] = speed
 
 
 def _check_model_or_target(args: argparse.Namespace) -> bool:
