@@ -187,9 +187,10 @@ def batch_size_option(text: str) -> int | str:
     if text.strip().lower() == "auto":
         return "auto"
     try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError:
+        int(text)
+    except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or auto, got {text!r}") from None
+    return positive_int(text)  # a number: refused as --n's are (0 and negatives)
 
 
 def add_run_options(p: argparse.ArgumentParser, *, auto_batch_size: bool = False) -> None:
