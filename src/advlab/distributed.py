@@ -19,9 +19,10 @@ CPU, NCCL on GPUs), never a home-made one. This module is the one place the rest
 Failure modes, and what a user sees:
 
 - A rank that dies (killed, out of memory, an exception): under ``torchrun`` or :func:`launch` the elastic agent
-  sees it within a fraction of a second, stops the other ranks and reports the rank and exit code. Without an agent
-  the other ranks' next collective fails at once (gloo and NCCL notice the closed connection) or at the latest
-  after :func:`timeout`, and raises :class:`DistributedError` naming the step.
+  sees it within a fraction of a second, stops the other ranks and reports the rank and exit code (a rank whose
+  collective failed meanwhile waits :data:`AGENT_GRACE_S` first, so the report names the rank that died). Without
+  an agent the other ranks' next collective fails at once (gloo and NCCL notice the closed connection) or at the
+  latest after :func:`timeout`, and raises :class:`DistributedError` naming the step.
 - A rank that hangs (a deadlock, a stuck file system): the others wait at most :func:`timeout` in a collective,
   then raise :class:`DistributedError`; :func:`barrier` on gloo names the ranks that did not arrive.
 - Ranks started with different settings: :func:`check_same` raises ``ValueError`` on every rank, naming the ranks
@@ -42,6 +43,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -58,6 +60,10 @@ DEFAULT_TIMEOUT_S = 1800.0
 """A collective fails after this many seconds without the other ranks (PyTorch's own default for gloo)."""
 MONITOR_INTERVAL_S = 0.1
 """How often :func:`launch`'s agent looks at its workers (a dead one stops the others within about this)."""
+AGENT_GRACE_S = 2.0
+"""Under an elastic agent (torchrun, :func:`launch`), a rank whose collective failed because of another waits this long
+before failing itself, so that the agent, which stops everyone at the first exit it sees, reports the rank that
+failed first as the cause rather than the one that noticed it."""
 FAILURE_MARKERS = (
     "connection closed by peer",
     "connection reset",
@@ -267,30 +273,33 @@ def is_collective_failure(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def guard(what: str) -> Iterator[None]:
+def guard(what: str, *, timeout_s: float | None = None) -> Iterator[None]:
     """Turn a collective's failure inside the block into a :class:`DistributedError` that says what was going on.
 
-    Other exceptions pass unchanged.
+    Only in a process that is one of several (in one process, and for other exceptions, nothing changes).
 
     Args:
         what: what the block does, e.g. ``"training epoch 3"`` (the message says where the run stopped).
+        timeout_s: the timeout the block's collectives use, for the message (default: :func:`timeout`).
     """
     try:
         yield
     except Exception as exc:
-        if not is_collective_failure(exc):
+        if not (launched() or world().distributed) or not is_collective_failure(exc):
             raise
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            time.sleep(AGENT_GRACE_S)  # let the agent see the rank that failed first (it then stops this one)
         w = world()
         raise DistributedError(
             f"rank {w.rank} of {w.size}: {what} failed because another rank died, hangs or cannot be reached "
             f"({type(exc).__name__}: {str(exc).strip()[:300]}). Look at the other ranks' output for the first "
-            f"error; collectives wait at most {timeout().total_seconds():g} s ({TIMEOUT_ENV}). Finished "
+            f"error; collectives wait at most {timeout(timeout_s).total_seconds():g} s ({TIMEOUT_ENV}). Finished "
             "checkpoints are kept: run the same command again to resume."
         ) from exc
 
 
 def _wait(work: Any, what: str, seconds: float | None) -> None:
-    with guard(what):
+    with guard(what, timeout_s=seconds):
         if work is not None:
             work.wait(timeout(seconds))
 
@@ -308,7 +317,7 @@ def barrier(what: str = "waiting for the other ranks", *, timeout_s: float | Non
     w = world()
     if not w.distributed:
         return
-    with guard(what):
+    with guard(what, timeout_s=timeout_s):
         if w.backend == "gloo":
             dist.monitored_barrier(timeout=timeout(timeout_s), wait_all_ranks=True)
         else:
@@ -534,6 +543,7 @@ def launch(
     backend: str = "gloo",
     timeout_s: float | None = None,
     threads: int | None = 1,
+    start_method: str = "spawn",
 ) -> list[Any]:
     """Run ``fn(*args)`` in ``nproc`` new local processes in one process group; their results in rank order.
 
@@ -553,6 +563,9 @@ def launch(
         backend: ``"gloo"`` (CPU) or ``"nccl"`` (one GPU per process).
         timeout_s: seconds a collective waits (see :func:`timeout`).
         threads: intra-op threads per process.
+        start_method: ``"spawn"`` (a fresh interpreter per process) or ``"forkserver"`` (forked from a server
+            process started once: much faster when a program launches many times; preload the heavy modules with
+            ``multiprocessing.set_forkserver_preload``). ``"fork"`` is unsafe once PyTorch has started threads.
 
     Raises:
         ValueError: ``nproc`` < 1.
@@ -575,7 +588,7 @@ def launch(
         rdzv_endpoint="localhost:0",
         max_restarts=0,
         monitor_interval=MONITOR_INTERVAL_S,
-        start_method="spawn",
+        start_method=start_method,
     )
     try:
         results = elastic_launch(config, _worker)(fn, backend, timeout_s, threads, *args)

@@ -6,6 +6,7 @@ import argparse
 import inspect
 import json
 import logging
+import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -95,13 +96,28 @@ def add_parser(sub) -> None:
         help="a setting of the defense, e.g. --set eps=8/255 --set steps=40 (repeatable; see --list-defenses)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    add_device_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", default=None, help="output folder for model.safetensors, card.json and checkpoints")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard a checkpoint of a different configuration in the output folder instead of refusing it",
+    )
+    p.add_argument("--list-archs", action="store_true", help="list architectures and exit")
+    p.add_argument("--list-defenses", action="store_true", help="list defenses with their settings and exit")
+    p.set_defaults(func=run)
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the training runs: --device, --precision, --nproc, --sync-bn."""
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (several processes: one GPU each)")
     p.add_argument(
         "--precision",
         default="fp32",
         choices=list(PRECISIONS),
         help="fp32, or autocast to bf16 (CPUs too) / fp16 (with loss scaling) for the forward passes",
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (several processes: one GPU each)")
     p.add_argument(
         "--nproc",
         type=positive_int,
@@ -114,16 +130,6 @@ def add_parser(sub) -> None:
         action="store_true",
         help="several processes on GPUs: batch-norm statistics over the global batch (SyncBatchNorm)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--out", default=None, help="output folder for model.safetensors, card.json and checkpoints")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="discard a checkpoint of a different configuration in the output folder instead of refusing it",
-    )
-    p.add_argument("--list-archs", action="store_true", help="list architectures and exit")
-    p.add_argument("--list-defenses", action="store_true", help="list defenses with their settings and exit")
-    p.set_defaults(func=run)
 
 
 CLI_SETTINGS = {
@@ -283,12 +289,25 @@ def run_local_processes(args: argparse.Namespace, device: torch.device, out: Pat
     """``--nproc N``: the same command in N local processes started by torch's elastic agent (as torchrun does)."""
     if distributed.launched():
         raise ValueError("--nproc: this process was already started by torchrun as one of several; drop --nproc")
+    if args.sync_bn and device.type != "cuda":
+        raise ValueError(
+            "--sync-bn: PyTorch's SyncBatchNorm synchronises batch statistics on GPUs only; drop --sync-bn on CPUs "
+            "(each process then normalises with its part of the batch) or add --device cuda"
+        )
     make_trainer(args, device, out)  # a bad setting is refused here, once, rather than in every process
     threads = max(1, (os.cpu_count() or 1) // args.nproc)
     log.info("starting %d local processes (%d thread(s) each)", args.nproc, threads)
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "forkserver":  # import torch and advlab once in the server, not once per process
+        multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", __name__])  # dynamo: the first optimiser
     try:
         codes = distributed.launch(
-            worker, args, nproc=args.nproc, backend=distributed.backend_for(device), threads=threads
+            worker,
+            args,
+            nproc=args.nproc,
+            backend=distributed.backend_for(device),
+            threads=threads,
+            start_method=method,
         )
     except distributed.DistributedError as exc:
         log.error("advlab train: %s", exc)
