@@ -622,7 +622,12 @@ class Trainer:
             if self.sync_bn:
                 stack.enter_context(synchronised_batch_norm(run.model.module, run.device))
             step = TrainingStep(self.training_step, run.model)
-            run.step = run.replica.wrap(step, run.device, find_unused_parameters=self.find_unused_parameters)
+            run.step = run.replica.wrap(
+                step,
+                run.device,
+                find_unused_parameters=self.find_unused_parameters,
+                constants=(run.model.mean, run.model.std),
+            )
             try:
                 yield
             finally:
