@@ -143,6 +143,8 @@ def test_settings_are_attributes_and_run_options_are_not_recorded(tmp_path):
         "weight_decay": 0.0,
         "schedule": "constant",
         "seed": 0,
+        "precision": "fp32",
+        "sync_bn": False,
     }
     with pytest.raises(TypeError, match="no setting 'nosuch'"):
         StandardTraining(nosuch=1)

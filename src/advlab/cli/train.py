@@ -6,13 +6,15 @@ import argparse
 import inspect
 import json
 import logging
+import multiprocessing
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from advlab import validation, zoo
+from advlab import distributed, validation, zoo
 from advlab.cli._common import (
     add_command,
     add_data_options,
@@ -24,7 +26,7 @@ from advlab.cli._common import (
 )
 from advlab.data import Dataset
 from advlab.defenses import DEFENSES, Trainer, accuracy
-from advlab.defenses.base import is_recorded
+from advlab.defenses.base import PRECISIONS, is_recorded
 from advlab.defenses.vat import split_labelled
 from advlab.models import Classifier
 from advlab.settings import Setting
@@ -44,7 +46,14 @@ EXAMPLES = """\
   advlab train --data mnist --defense vat --labels 100 --epochs 30 --batch-size 64 --schedule cosine --set eps=2.0 --set entmin=true --out runs/vat100
   advlab train --data cifar10 --arch preact-resnet18 --optimizer sgd --lr 0.1 --schedule cyclic --out runs/c10
 
-A killed run resumes from its last finished epoch when started again with the same command.
+  # two processes (DistributedDataParallel; gloo on CPUs, NCCL with --device cuda); the global batch stays 100
+  advlab train --nproc 2 --data mnist --arch wong-cnn --defense pgd --batch-size 100 --set eps=0.3 --out runs/ddp
+  torchrun --nproc-per-node 4 -m advlab train --device cuda --sync-bn --precision bf16 --data cifar10 --arch preact-resnet18 --out runs/c10
+  # two machines (run on each, with its --node-rank): torchrun's rendezvous; --out on rank 0's machine
+  torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m advlab train ...
+
+A killed run resumes from its last finished epoch when started again with the same command (with any number of
+processes). In several processes --batch-size is the global batch: each process takes its part of every batch.
 """
 
 
@@ -87,7 +96,7 @@ def add_parser(sub) -> None:
         help="a setting of the defense, e.g. --set eps=8/255 --set steps=40 (repeatable; see --list-defenses)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    add_device_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", default=None, help="output folder for model.safetensors, card.json and checkpoints")
     p.add_argument(
@@ -100,6 +109,29 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the training runs: --device, --precision, --nproc, --sync-bn."""
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (several processes: one GPU each)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=list(PRECISIONS),
+        help="fp32, or autocast to bf16 (CPUs too) / fp16 (with loss scaling) for the forward passes",
+    )
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=None,
+        help="train in N local processes with DistributedDataParallel (what torchrun --nproc-per-node N does); "
+        "--batch-size stays the global batch",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="several processes on GPUs: batch-norm statistics over the global batch (SyncBatchNorm)",
+    )
+
+
 CLI_SETTINGS = {
     "epochs": "--epochs",
     "batch_size": "--batch-size",
@@ -108,6 +140,8 @@ CLI_SETTINGS = {
     "weight_decay": "--weight-decay",
     "schedule": "--schedule",
     "seed": "--seed",
+    "precision": "--precision",
+    "sync_bn": "--sync-bn",
     "device": "--device",
     "checkpoint_dir": "--out",
     "progress": "--quiet",
@@ -203,28 +237,89 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--out: give an output folder, e.g. --out runs/m1")
     out = check_output_dir(args.out)
     device = resolve_device(args.device)
+    if args.nproc is not None and args.nproc > 1:
+        return run_local_processes(args, device, out)
+    try:
+        with distributed.process_group(device) as world:
+            return train_in_group(args, distributed.device_for(device) if world.distributed else device, out)
+    except distributed.DistributedError as exc:
+        log.error("advlab train: %s", exc)
+        return 1
+
+
+def train_in_group(args: argparse.Namespace, device: torch.device, out: Path) -> int:
+    """Train and save, in one process or as one rank of several (rank 0 evaluates and writes the model folder)."""
+    world = distributed.world()
+    if not world.is_main:
+        logging.getLogger("advlab").setLevel(logging.WARNING)
+    distributed.check_same(command_line(args), what="command lines")
     trainer = make_trainer(args, device, out)
     train, test, unlabeled = load_data(args)
     clf = zoo.build_classifier(
         args.arch, input_shape=train.input_shape, num_classes=train.num_classes, mean=train.mean, std=train.std
     ).to(device)
     log.info(
-        "training %s on %s (%d examples, %s) with defense %r on %s",
+        "training %s on %s (%d examples, %s) with defense %r on %s%s",
         args.arch,
         args.data,
         len(train),
         "x".join(map(str, train.input_shape)),
         args.defense,
         device,
+        f" in {world.size} processes (global batch {args.batch_size})" if world.distributed else "",
     )
     t0 = time.perf_counter()
     trainer.fit(clf, train, test, **({} if unlabeled is None else {"unlabeled": unlabeled}))
     seconds = time.perf_counter() - t0
+    if not world.is_main:
+        return 0
     acc = evaluate_accuracy(clf, train, test)
     path = save(args, clf, trainer, train, acc, seconds=seconds, device=device, out=out)
     log.info("test accuracy %.2f%%  (train %.2f%%)  in %.1fs", 100 * acc["test"], 100 * acc["train"], seconds)
     log.info("saved %s", path)
     return 0
+
+
+def command_line(args: argparse.Namespace) -> dict[str, Any]:
+    """The options every rank must share (all but the function to run), compared before any work."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "nproc")}
+
+
+def run_local_processes(args: argparse.Namespace, device: torch.device, out: Path) -> int:
+    """``--nproc N``: the same command in N local processes started by torch's elastic agent (as torchrun does)."""
+    if distributed.launched():
+        raise ValueError("--nproc: this process was already started by torchrun as one of several; drop --nproc")
+    if args.sync_bn and device.type != "cuda":
+        raise ValueError(
+            "--sync-bn: PyTorch's SyncBatchNorm synchronises batch statistics on GPUs only; drop --sync-bn on CPUs "
+            "(each process then normalises with its part of the batch) or add --device cuda"
+        )
+    make_trainer(args, device, out)  # a bad setting is refused here, once, rather than in every process
+    threads = max(1, (os.cpu_count() or 1) // args.nproc)
+    log.info("starting %d local processes (%d thread(s) each)", args.nproc, threads)
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "forkserver":  # import torch and advlab once in the server, not once per process
+        multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", __name__])  # dynamo: the first optimiser
+    try:
+        codes = distributed.launch(
+            worker,
+            args,
+            nproc=args.nproc,
+            backend=distributed.backend_for(device),
+            threads=threads,
+            start_method=method,
+        )
+    except distributed.DistributedError as exc:
+        log.error("advlab train: %s", exc)
+        return 1
+    return max(codes)
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One process of ``--nproc``: log like the command line (rank 0 only), then train as one rank."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    device = distributed.device_for(resolve_device(args.device))
+    return train_in_group(args, device, check_output_dir(args.out))
 
 
 def make_trainer(args: argparse.Namespace, device: torch.device, out: Path) -> Trainer:
@@ -238,6 +333,8 @@ def make_trainer(args: argparse.Namespace, device: torch.device, out: Path) -> T
         optimizer=args.optimizer,
         weight_decay=args.weight_decay,
         seed=args.seed,
+        precision=args.precision,
+        sync_bn=args.sync_bn,
         device=device,
         checkpoint_dir=out / "checkpoint",
         progress=show_progress(args),
@@ -298,6 +395,7 @@ def save(
             "n_train": len(train),
             "wall_seconds": seconds,
             "device": str(device),
+            "processes": distributed.world_size(),
         },
         accuracy=acc,
         seed=args.seed,

@@ -6,7 +6,9 @@ A defense subclasses :class:`Trainer`, declares its settings once as keyword-onl
 validation of every setting and its storage as an attribute of the same name, :meth:`Trainer.settings` (recorded in
 the model card and the checkpoint's configuration), batching, schedules, evaluation, and checkpoints written
 atomically after every epoch (one :class:`~advlab.checkpoint.Checkpoint` file), so a killed run resumes with no lost
-epoch and a checkpoint of another configuration is refused.
+epoch and a checkpoint of another configuration is refused. Inside an initialised ``torch.distributed`` process group
+(``torchrun``) a fit is data-parallel with ``DistributedDataParallel`` (see :class:`Trainer`); ``precision`` trains
+with autocast to bfloat16 or float16.
 
 Examples:
     >>> @register_defense("label-smoothing")
@@ -27,13 +29,14 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
@@ -42,8 +45,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab import validation
+from advlab import distributed, validation
 from advlab.checkpoint import Checkpoint
+from advlab.defenses._runtime import (
+    PRECISIONS,
+    Precision,
+    Replica,
+    TrainingStep,
+    data_fingerprint,
+    synchronised_batch_norm,
+)
 from advlab.models import Classifier, as_classifier, predict
 from advlab.registry import Registry
 from advlab.settings import (
@@ -74,6 +85,8 @@ DATA_ORDER_STRIDE = 100_003
 POSITION_STRIDE = 1_000_003
 SALT_STRIDE = 7_919
 """A defense's draws at fractional epoch ``t`` come from ``seed * POSITION_STRIDE + round(t * 1e6) + salt * SALT_STRIDE``."""
+RANK_STRIDE = 1_000_003 * 104_729
+"""In a run of several processes, rank ``r`` adds ``r * RANK_STRIDE`` to that seed (rank 0: the one-process draws)."""
 
 
 # ---------------------------------------------------------------------------------------------- setting markers
@@ -101,6 +114,7 @@ def _folder(name: str, value: Any) -> Path:
 
 
 Optimizer = Annotated[str, OneOf(OPTIMIZERS)]
+PrecisionSetting = Annotated[str, OneOf(PRECISIONS)]
 Schedule = Annotated[str, OneOf(SCHEDULES)]
 Device = Annotated[str | torch.device | None, Runtime()]
 Folder = Annotated[str | Path | None, Check(_folder), Runtime()]
@@ -201,13 +215,17 @@ def register_defense(name: str) -> Callable[[TrainerClass], TrainerClass]:
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     """Clean accuracy of ``model`` on ``(x, y)`` in eval mode (mode restored afterwards)."""
+    return correct_count(model, x, y, batch_size) / max(1, x.shape[0])
+
+
+def correct_count(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> int:
+    """How many of ``(x, y)`` ``model`` classifies correctly in eval mode (mode restored afterwards)."""
     was_training = model.training
     model.eval()
     try:
-        correct = int((predict(model, x, batch_size=batch_size) == y.to(x.device)).sum())
+        return int((predict(model, x, batch_size=batch_size) == y.to(x.device)).sum())
     finally:
         model.train(was_training)
-    return correct / max(1, x.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------- one fit
@@ -243,7 +261,11 @@ class TrainingData:
 
 @dataclass
 class _Run:
-    """What one :meth:`Trainer.fit` works on, shared by its steps."""
+    """What one :meth:`Trainer.fit` works on, shared by its steps.
+
+    ``step`` is what a minibatch calls: the trainer's ``training_step`` on ``model`` in one process, the same step
+    inside ``DistributedDataParallel`` in several.
+    """
 
     model: Classifier
     data: TrainingData
@@ -252,6 +274,9 @@ class _Run:
     checkpoint: Checkpoint
     batches: int
     unlabeled_batch_size: int
+    precision: Precision
+    replica: Replica
+    step: Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -272,16 +297,37 @@ class Trainer:
     Settings go in the constructor (each stored as an attribute of the same name), :meth:`fit` returns ``self``,
     learned state ends in ``_`` (``model_``, ``history_``).
 
+    **Several processes.** Inside an initialised ``torch.distributed`` process group of more than one process
+    (``torchrun --nproc-per-node N -m advlab train ...``, or any script run by ``torchrun`` that initialises the
+    group), :meth:`fit` trains with ``DistributedDataParallel``. Every rank draws the same permutation of the data
+    each epoch and takes its contiguous part of every global batch: ``batch_size`` stays the *global* batch size,
+    so N processes take the same optimiser steps on the same batches as one (each rank's loss is weighted by its
+    share, so the averaged gradient is the gradient of the global batch's mean loss). Each rank crafts the
+    adversarial examples of its own part, with its own random stream (rank 0's draws are those of one process).
+    The step's forward passes run inside DDP as one module (:class:`~advlab.defenses._runtime.TrainingStep`), so a
+    defense needs no change. Batch norm normalises with each rank's part of the batch unless ``sync_bn`` (GPUs).
+    The ranks must be started with the same settings and data (compared before any work). Rank 0 alone reads and
+    writes the checkpoint (the others receive its state, so the folder need not be shared), logs and shows
+    progress; ``history_`` holds the loss and accuracy over all ranks, and the validation accuracy is computed on
+    rank 0's weights over all ranks' parts of ``val``. A killed run resumes with the same command, also with
+    another number of processes. :meth:`extra_state` is rank 0's. One process is bit for bit what it was.
+
     Args:
         epochs: passes over the training data.
-        batch_size: examples per step.
+        batch_size: examples per step (the global batch over all processes).
         lr: peak learning rate.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9, Nesterov off).
         weight_decay: L2 penalty added by the optimiser.
         schedule: ``"constant"``, ``"cosine"``, ``"cyclic"`` (linear up to ``lr`` at 2/5 of training then down to
             0, as in Wong et al. 2020) or ``"step"`` (÷10 at 50% and 75%).
         seed: seeds a private generator for data order and any randomness of the defense.
-        device: ``"cpu"``, ``"cuda"``... (default: where the model is).
+        precision: ``"fp32"`` (default), or ``"bf16"`` / ``"fp16"``: the forward passes under ``torch.autocast``
+            (crafting included; inputs, adversarial examples, weights and optimiser state stay float32), with
+            dynamic loss scaling (``torch.amp.GradScaler``) for ``fp16``. bfloat16 autocast runs on CPUs too.
+        sync_bn: in a run of several processes on GPUs, batch norm with the statistics of the global batch
+            (``torch.nn.SyncBatchNorm``); without it each rank uses its own part's. No effect in one process.
+        device: ``"cpu"``, ``"cuda"``... (default: where the model is; ``"cuda"`` in several processes: each
+            rank's own GPU, ``cuda:LOCAL_RANK``).
         checkpoint_dir: folder for per-epoch checkpoints; a later ``fit`` with the same settings resumes there.
         progress: show a tqdm bar (only on a terminal).
         eval_batch_size: batch size for the per-epoch accuracy.
@@ -299,6 +345,10 @@ class Trainer:
     """How many consecutive optimiser steps each minibatch gets (free adversarial training replays it ``m`` times)."""
     renamed: ClassVar[Mapping[str, str]] = {}
     """``{old name: new name}`` of settings renamed in this release (accepted with a ``FutureWarning``)."""
+    find_unused_parameters: bool = False
+    """Set by trainers whose steps leave some parameters without a gradient (DDP must then look for them)."""
+    _rank_salt: int = 0
+    """This process's rank in a run of several (mixed into :meth:`generator_at`), 0 in one process."""
 
     epochs: int
     batch_size: int
@@ -307,6 +357,8 @@ class Trainer:
     weight_decay: float
     schedule: str
     seed: int
+    precision: str
+    sync_bn: bool
     device: str | torch.device | None
     checkpoint_dir: Path | None
     progress: bool
@@ -324,6 +376,8 @@ class Trainer:
         weight_decay: NonNegativeFloat = 0.0,
         schedule: Schedule = "constant",
         seed: NonNegativeInt = 0,
+        precision: PrecisionSetting = "fp32",
+        sync_bn: bool = False,
         device: Device = None,
         checkpoint_dir: Folder = None,
         progress: Annotated[bool, Runtime()] = True,
@@ -416,7 +470,8 @@ class Trainer:
 
     def generator_at(self, epoch: float, device: torch.device | str, salt: int = 0) -> torch.Generator:
         """A generator seeded from the seed and the position in training, so a resumed run draws the same numbers."""
-        seed = (self.seed * POSITION_STRIDE + round(epoch * 1_000_000) + salt * SALT_STRIDE) % (2**63 - 1)
+        position = self.seed * POSITION_STRIDE + round(epoch * 1_000_000) + salt * SALT_STRIDE
+        seed = (position + self._rank_salt * RANK_STRIDE) % (2**63 - 1)
         return torch.Generator(device=device).manual_seed(seed)
 
     # ------------------------------------------------------------------ schedule
@@ -454,17 +509,22 @@ class Trainer:
 
         Raises:
             ValueError: bad data, unlabelled data for a supervised trainer, or a checkpoint of another
-                configuration in ``checkpoint_dir`` (unless ``overwrite``).
+                configuration in ``checkpoint_dir`` (unless ``overwrite``); in several processes, ranks with
+                different settings or data.
+            advlab.distributed.DistributedError: in several processes, another rank died or stopped answering.
         """
         model = as_classifier(model)
         data = self._training_data(model, train, val, unlabeled)
         run = self._start(model, data)
-        for epoch in range(self._resume(run), self.epochs_run):
-            record = self._train_epoch(run, epoch)
-            stop = self._finish_epoch(run, epoch, record)
-            if stop:
-                log.warning("stopping early after epoch %d", epoch + 1)
-                break
+        start = self._resume(run)
+        with self._replicated(run):
+            for epoch in range(start, self.epochs_run):
+                with distributed.guard(f"training epoch {epoch + 1}"):
+                    record = self._train_epoch(run, epoch)
+                    stop = self._finish_epoch(run, epoch, record)
+                if stop:
+                    log.warning("stopping early after epoch %d", epoch + 1)
+                    break
         model.eval()
         return self
 
@@ -510,15 +570,22 @@ class Trainer:
         return x, y, x_u
 
     def _start(self, model: Classifier, data: TrainingData) -> _Run:
-        """Move the model to the device; set up the optimiser, the checkpoint and the learned state."""
+        """Move the model to the device; set up the optimiser, the checkpoint and the learned state.
+
+        In several processes, the ranks first compare their settings and data (refused if they differ).
+        """
+        world = distributed.world()
         device = torch.device(self.device) if self.device is not None else model.device
+        if world.distributed:
+            device = self._rank_device(device, world)
         model.to(device)
         self.model_ = model
         self.history_: list[dict[str, Any]] = []
         self.unlabeled_ = data.x_u
+        self._rank_salt = world.rank if world.distributed else 0
         optimizer = self._make_optimizer(model)
         u_batch = getattr(self, "unlabeled_batch_size", self.batch_size)
-        return _Run(
+        run = _Run(
             model,
             data,
             device,
@@ -526,7 +593,45 @@ class Trainer:
             self._checkpoint(model, data),
             data.batches(self.batch_size, u_batch),
             u_batch,
+            Precision(self.precision, device),
+            Replica(world),
+            functools.partial(self.training_step, model),
         )
+        if world.distributed:
+            same = {**run.checkpoint.config, "data": data_fingerprint(data.x, data.y)}
+            distributed.check_same(same, what="training settings and data")
+        return run
+
+    def _rank_device(self, device: torch.device, world: distributed.World) -> torch.device:
+        """This rank's device: its own GPU for ``"cuda"``; refused where the process group's backend cannot go."""
+        if world.backend == "nccl" and device.type != "cuda":
+            raise ValueError(
+                f"device: the process group uses NCCL, which needs CUDA tensors, but this trainer runs on {device}; "
+                "train on cuda (each rank on its own GPU) or initialise the group with the gloo backend"
+            )
+        return distributed.device_for(device)
+
+    @contextlib.contextmanager
+    def _replicated(self, run: _Run) -> Iterator[None]:
+        """Within it, in several processes, ``run.step`` is the training step inside ``DistributedDataParallel``
+        (batch norm synchronised when ``sync_bn``); in one process nothing changes."""
+        if not run.replica.world.distributed:
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            if self.sync_bn:
+                stack.enter_context(synchronised_batch_norm(run.model.module, run.device))
+            step = TrainingStep(self.training_step, run.model)
+            run.step = run.replica.wrap(
+                step,
+                run.device,
+                find_unused_parameters=self.find_unused_parameters,
+                constants=(run.model.mean, run.model.std),
+            )
+            try:
+                yield
+            finally:
+                run.step = functools.partial(self.training_step, run.model)
 
     def _checkpoint(self, model: Classifier, data: TrainingData) -> Checkpoint:
         """The run's checkpoint, keyed by the settings and fingerprints of the data and the model."""
@@ -542,23 +647,31 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self, run: _Run) -> int:
-        """Load the checkpoint if there is one, then :meth:`setup`; return the number of epochs already done."""
-        saved = run.checkpoint.load()
+        """Load the checkpoint if there is one, then :meth:`setup`; return the number of epochs already done.
+
+        In several processes rank 0 reads the checkpoint and sends it to the others (an error reading it stops all).
+        """
+        saved = distributed.on_main(run.checkpoint.load, what="reading the checkpoint")
         start = 0
         if saved is not None:
             tensors = {k: v.to(run.model.device) for k, v in saved.tensors.items()}
             run.model.module.load_state_dict(_strip("model.", tensors))
             run.optimizer.load_state_dict(_optimizer_state(tensors, saved.state))
+            run.precision.load_state(saved.state.get("grad_scaler", {}))
             self.load_extra_state(_strip("extra.", tensors))
             self.history_ = list(saved.state["history"])
             start = int(saved.state["epoch"]) + 1
-            log.info("resuming from %s after epoch %d", self.checkpoint_dir, start)
+            if run.replica.world.is_main:
+                log.info("resuming from %s after epoch %d", self.checkpoint_dir, start)
         self.setup(run.model, run.data.x, run.data.y)
         return start
 
     def _save(self, run: _Run, epoch: int) -> None:
-        """Checkpoint the model, optimiser, history and extra state after ``epoch`` (a no-op without a folder)."""
-        if self.checkpoint_dir is None:
+        """Checkpoint the model, optimiser, history and extra state after ``epoch`` (a no-op without a folder).
+
+        Rank 0 alone writes (atomically); the other ranks hold the same weights and optimiser state.
+        """
+        if self.checkpoint_dir is None or not run.replica.world.is_main:
             return
         tensors = {f"model.{k}": v for k, v in run.model.module.state_dict().items()}
         opt_state = run.optimizer.state_dict()
@@ -576,11 +689,17 @@ class Trainer:
             "optimizer_scalars": scalars,
             "param_groups": opt_state["param_groups"],
         }
+        if run.precision.scaler is not None:
+            state["grad_scaler"] = run.precision.state()
         run.checkpoint.save(tensors, state)
 
     # ------------------------------------------------------------------ one epoch
     def _train_epoch(self, run: _Run, epoch: int) -> dict[str, Any]:
-        """One pass: the minibatches in this epoch's seeded order; returns the epoch's history record."""
+        """One pass: the minibatches in this epoch's seeded order; returns the epoch's history record.
+
+        In several processes each rank trains on its part of every minibatch; the record's loss and accuracy are
+        over all ranks.
+        """
         gen = torch.Generator().manual_seed(self.seed * DATA_ORDER_STRIDE + epoch)
         order, u_order = run.data.order(gen, run.batches, self.batch_size)
         run.model.train()
@@ -588,65 +707,90 @@ class Trainer:
         tally = _Tally()
         bar = self._bar(run.batches, f"epoch {epoch + 1}/{self.epochs_run}")
         for b in range(run.batches):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            idx, weight = run.replica.shard(order[b * self.batch_size : (b + 1) * self.batch_size])
             xb, yb = (
                 run.data.x[idx].to(run.device, non_blocking=True),
                 run.data.y[idx].to(run.device, non_blocking=True),
             )
             kwargs = {}
             if u_order is not None and run.data.x_u is not None:
-                u_idx = u_order[b * run.unlabeled_batch_size : (b + 1) * run.unlabeled_batch_size]
+                u_idx = run.replica.part(u_order[b * run.unlabeled_batch_size : (b + 1) * run.unlabeled_batch_size])
                 kwargs["x_unlabeled"] = run.data.x_u[u_idx].to(run.device, non_blocking=True)
-            self._train_batch(run, xb, yb, epoch + b / run.batches, kwargs, tally)
+            self._train_batch(run, xb, yb, epoch + b / run.batches, kwargs, tally, weight)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{tally.loss / tally.seen:.4f}", acc=f"{tally.correct / tally.seen:.3f}")
         if bar is not None:
             bar.close()
+        loss, correct, seen = run.replica.totals([tally.loss, tally.correct, tally.seen], "summing the epoch's loss")
         return {
             "epoch": epoch + 1,
-            "train_loss": tally.loss / tally.seen,
-            "train_accuracy": tally.correct / tally.seen,
+            "train_loss": loss / seen,
+            "train_accuracy": correct / seen,
             "lr": self.lr_at(epoch),
             "seconds": time.perf_counter() - t0,
         }
 
     def _train_batch(
-        self, run: _Run, xb: torch.Tensor, yb: torch.Tensor, frac: float, kwargs: dict[str, Any], tally: _Tally
+        self,
+        run: _Run,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        frac: float,
+        kwargs: dict[str, Any],
+        tally: _Tally,
+        weight: float = 1.0,
     ) -> None:
-        """The optimiser step(s) on one minibatch at fractional epoch ``frac`` (``replays`` of them)."""
+        """The optimiser step(s) on one minibatch at fractional epoch ``frac`` (``replays`` of them).
+
+        ``weight`` scales the loss for the backward pass (this rank's share of a global batch; 0 for a rank
+        without examples, whose step then does not count in the tally).
+        """
         for group in run.optimizer.param_groups:
             group["lr"] = self.lr_at(frac)
         for _ in range(self.replays):
-            loss, logits = self.training_step(run.model, xb, yb, frac, **kwargs)
+            with run.precision.autocast():
+                loss, logits = run.step(xb, yb, frac, **kwargs)
             run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            run.precision.backward(loss if weight == 1.0 else loss * weight)
             self.after_backward(run.model)
-            run.optimizer.step()
-            tally.loss += float(loss.detach()) * xb.shape[0]
-            tally.correct += int((logits.detach().argmax(1) == yb).sum())
-            tally.seen += xb.shape[0]
+            run.precision.step(run.optimizer)
+            if weight > 0:
+                tally.loss += float(loss.detach()) * xb.shape[0]
+                tally.correct += int((logits.detach().argmax(1) == yb).sum())
+                tally.seen += xb.shape[0]
 
     def _finish_epoch(self, run: _Run, epoch: int, record: dict[str, Any]) -> bool:
         """Validate, call :meth:`end_epoch`, record, log and checkpoint; return whether to stop early."""
+        run.replica.sync_buffers(run.model)
         if run.data.val is not None:
-            record["val_accuracy"] = accuracy(run.model, *run.data.val, self.eval_batch_size)
-        stop = self.end_epoch(run.model, epoch, record)
+            record["val_accuracy"] = self._val_accuracy(run, *run.data.val)
+        stop = run.replica.any(self.end_epoch(run.model, epoch, record), "agreeing on an early stop")
         self.history_.append(record)
-        log.info(
-            "epoch %d/%d  loss %.4f  train acc %.4f%s  (%.1fs)",
-            epoch + 1,
-            self.epochs_run,
-            record["train_loss"],
-            record["train_accuracy"],
-            f"  test acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "",
-            record["seconds"],
-        )
+        if run.replica.world.is_main:
+            log.info(
+                "epoch %d/%d  loss %.4f  train acc %.4f%s  (%.1fs)",
+                epoch + 1,
+                self.epochs_run,
+                record["train_loss"],
+                record["train_accuracy"],
+                f"  test acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "",
+                record["seconds"],
+            )
         self._save(run, epoch)
         return stop
 
+    def _val_accuracy(self, run: _Run, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Accuracy on ``(x, y)``; in several processes each rank counts its part and the counts are summed."""
+        if not run.replica.world.distributed:
+            return accuracy(run.model, x, y, self.eval_batch_size)
+        part = torch.arange(x.shape[0]).tensor_split(run.replica.world.size)[run.replica.world.rank]
+        correct = correct_count(run.model, x[part], y[part], self.eval_batch_size)
+        total_correct, total = run.replica.totals([correct, part.numel()], "summing the validation accuracy")
+        return total_correct / max(1.0, total)
+
     def _bar(self, total: int, desc: str) -> Any:
-        if not self.progress or not sys.stderr.isatty():
+        if not self.progress or not sys.stderr.isatty() or not distributed.is_main():
             return None
         from tqdm.auto import tqdm
 

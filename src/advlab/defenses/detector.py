@@ -238,6 +238,7 @@ class DetectorTraining(Trainer):
         >>> accuracy_with_rejection(t.model_, x_adv, y)
     """
 
+    find_unused_parameters = True  # the classifier's epochs leave the detector without gradients, and vice versa
     eps: float
     steps: int
     classifier_epochs: int
