@@ -147,9 +147,27 @@ class ExampleRNG:
     def __len__(self) -> int:
         return int(self.ids.shape[0] if self._index is None else self._index.shape[0])
 
+    def _rows(self) -> torch.Tensor:
+        return torch.arange(self.ids.shape[0], device=self.device) if self._index is None else self._index
+
+    def row_ids(self) -> torch.Tensor:
+        """The example id of each row (int64 ``(R,)``)."""
+        return self.ids[self._rows()]
+
+    def positions(self) -> torch.Tensor:
+        """Each row's stream position: the number of calls that drew for it (int64 ``(R,)``, a copy)."""
+        return self.calls[self._rows()].clone()
+
+    def seek(self, positions: torch.Tensor) -> None:
+        """Set each row's stream position (resume streams saved with :meth:`positions`)."""
+        positions = torch.as_tensor(positions, dtype=torch.int64, device=self.device)
+        if positions.shape != (len(self),):
+            raise ValueError(f"positions: expected one per row, shape ({len(self)},), got {tuple(positions.shape)}")
+        self.calls[self._rows()] = positions
+
     def words(self, per_row: int) -> torch.Tensor:
         """``per_row`` raw 32-bit words per row (int64 ``(R, per_row)``), advancing each row's stream by one call."""
-        rows = torch.arange(self.ids.shape[0], device=self.device) if self._index is None else self._index
+        rows = self._rows()
         ids, calls = self.ids[rows], self.calls[rows]
         blocks = max(1, math.ceil(per_row / 4))
         block = torch.arange(blocks, device=self.device, dtype=torch.int64)[None, :]

@@ -23,13 +23,15 @@ from torch import nn
 from advlab import validation
 from advlab.goals import Goal, as_goal, is_success
 from advlab.losses import LossFn
-from advlab.models import Classifier, as_classifier, check_suspicious_outputs, parameter_dtype
+from advlab.models import Classifier, as_classifier, check_suspicious_outputs, device_of, parameter_dtype
 from advlab.oracles import Oracle, as_module
 from advlab.result import ArrayLike, AttackResult
+from advlab.rng import DEFAULT_SEED, RNG, ExampleRNG
 from advlab.threat import ThreatModel, check_threat_model
 
-DEFAULT_SEED = 0
-"""Seed used when an attack that draws random numbers gets no ``generator``: results are reproducible by default."""
+Randomness = torch.Generator | int | ExampleRNG | None
+"""What an attack's ``generator`` argument takes: a ``torch.Generator`` or an int seed (one stream for the batch), an
+:class:`~advlab.rng.ExampleRNG` (one stream per example) or ``None`` (seed :data:`~advlab.rng.DEFAULT_SEED`)."""
 
 
 @dataclass
@@ -43,13 +45,78 @@ class AttackOutput:
 
 
 def make_generator(generator: torch.Generator | int | None, device: torch.device | str = "cpu") -> torch.Generator:
-    """A private generator: from a seed, the one given, or :data:`DEFAULT_SEED`. Never touches the global RNG."""
+    """A private ``torch.Generator``: from a seed, the one given, or :data:`DEFAULT_SEED`. Never touches the global RNG.
+
+    For procedures that draw for a whole batch (training data order, patch placements); attacks take their
+    randomness through :func:`advlab.rng.as_rng`, which also accepts per-example streams.
+    """
     if isinstance(generator, torch.Generator):
         return generator
     seed = DEFAULT_SEED if generator is None else validation.check_int("generator", generator, minimum=0)
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def is_keyed(rng: RNG) -> bool:
+    """Whether ``rng`` gives each example its own stream (an :class:`~advlab.rng.ExampleRNG`).
+
+    An attack whose batch stream (a ``torch.Generator``) draws once for the whole batch, or for every row when only
+    some need a draw, draws per row and only for those rows when the streams are keyed, so that an example's draws
+    do not depend on the other rows; its output for a ``torch.Generator`` stays what it always was.
+    """
+    return isinstance(rng, ExampleRNG)
+
+
+BATCHED_STAGE = "attack"
+"""The stage label of :func:`attack_in_batches`' per-example streams."""
+
+BULK_SEED_MASK = 2**63 - 1
+"""Per-row seeds of :func:`draw_per_row` are 63-bit (``torch.Generator.manual_seed`` takes any non-negative int)."""
+
+
+def draw_per_row(
+    rng: ExampleRNG,
+    shape: tuple[int, ...],
+    kind: Literal["rand", "randn", "signs"],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Many numbers per row from per-example streams: one call seeds a ``torch.Generator`` per row, which draws them.
+
+    Philox in tensor arithmetic costs about a hundred times what a native generator does per number, so the
+    gradient estimates of the query attacks, which need thousands of numbers per example and iteration, draw them
+    this way; the row's stream still advances by one call, so its draws stay independent of the batch. (The numbers
+    depend on the device's native generator, which differs between CPU and CUDA.)
+
+    Args:
+        rng: the per-example streams of the rows.
+        shape: ``(rows, ...)``.
+        kind: ``"rand"`` (uniform in [0, 1)), ``"randn"`` (standard normal) or ``"signs"`` (uniform in {-1, 1}).
+        dtype: floating dtype of the result.
+        device: where the numbers are drawn (default: the streams' device).
+
+    Returns:
+        A tensor of ``shape``.
+
+    Examples:
+        >>> u = draw_per_row(ExampleRNG(0, "nes", ids), (len(ids), 25, 784), "randn")
+    """
+    device = torch.device(device) if device is not None else rng.device
+    words = rng.words(2)
+    seeds = ((words[:, 0] << 32) | words[:, 1]) & BULK_SEED_MASK
+    out = torch.empty(shape, dtype=dtype, device=device)
+    g = torch.Generator(device=device)
+    for row, seed in zip(out, seeds.tolist(), strict=True):
+        g.manual_seed(seed)
+        if kind == "randn":
+            row.normal_(generator=g)
+        elif kind == "rand":
+            row.uniform_(generator=g)
+        else:
+            row.bernoulli_(0.5, generator=g).mul_(2).sub_(1)
+    return out
 
 
 def loss_and_grad(
@@ -220,9 +287,23 @@ def run_attack(
         AttackResult with ``x_adv`` in the container (numpy/torch, device) of ``x``.
     """
     with attack_boundary(model, x, y, threat, goal) as run:
+        check_randomness_rows(settings.get("generator"), run.x.shape[0])
         if threat.eps == 0:
             return run.result(run.x.clone())
         return run.result(core(run.model, run.x, run.labels, run.targeted, run.threat, **settings))
+
+
+def check_randomness_rows(rng: Any, n: int) -> None:
+    """Per-example streams must have one stream per example of the batch.
+
+    Raises:
+        ValueError: an :class:`~advlab.rng.ExampleRNG` with another number of rows than the batch.
+    """
+    if isinstance(rng, ExampleRNG) and len(rng) != n:
+        raise ValueError(
+            f"generator: an ExampleRNG with {len(rng)} streams for a batch of {n} examples; give it the ids of the "
+            "batch's examples, one per row"
+        )
 
 
 def warn_once_zero_grad(grad: torch.Tensor, name: str) -> None:
@@ -245,7 +326,7 @@ class Attack(Protocol):
         threat: ThreatModel,
         *,
         goal: Goal | None = ...,
-        generator: torch.Generator | int | None = ...,
+        generator: Randomness = ...,
     ) -> AttackResult: ...
 
 
@@ -263,18 +344,22 @@ def attack_in_batches(
 ) -> AttackResult:
     """Run ``attack`` over ``x`` in batches and concatenate the results (torch tensors).
 
-    Each batch gets its own generator seeded from ``(seed, batch index)``, so results do not depend on what
-    ran before. ``progress`` is called with the number of examples done after each batch.
+    Example ``i`` draws from its own stream, keyed by ``(seed, i)`` (:class:`~advlab.rng.ExampleRNG`), so its
+    result does not depend on ``batch_size`` or on what ran before. ``progress`` is called with the number of
+    examples done after each batch.
     """
     batch_size = validation.check_int("batch_size", batch_size, minimum=1)
+    seed = validation.check_int("seed", seed, minimum=0)
+    device = device_of(model) if isinstance(model, nn.Module) else x.device
     parts: list[AttackResult] = []
-    for b, start in enumerate(range(0, x.shape[0], batch_size)):
-        sl = slice(start, start + batch_size)
-        sub_goal = as_goal(goal).subset(torch.arange(start, min(start + batch_size, x.shape[0])))
-        gen = make_generator(seed * 1_000_003 + b)
-        parts.append(attack(model, x[sl], y[sl], threat, goal=sub_goal, generator=gen))
+    for start in range(0, x.shape[0], batch_size):
+        stop = min(start + batch_size, x.shape[0])
+        sl = slice(start, stop)
+        sub_goal = as_goal(goal).subset(torch.arange(start, stop))
+        rng = ExampleRNG(seed, BATCHED_STAGE, torch.arange(start, stop), device=device)
+        parts.append(attack(model, x[sl], y[sl], threat, goal=sub_goal, generator=rng))
         if progress is not None:
-            progress(min(start + batch_size, x.shape[0]))
+            progress(stop)
 
     def cat(name: str) -> torch.Tensor | None:
         vals = [getattr(p, name) for p in parts]
