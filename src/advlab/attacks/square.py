@@ -168,7 +168,8 @@ class _KeyedDraws:
 
     def keep(self, stay: torch.Tensor) -> None:
         """Only the rows ``stay`` (bool over the active rows) go on."""
-        self.block = self.block[stay]
+        if self.block.shape[0] == stay.shape[0]:  # a block is drawn (before the first, there is none to keep)
+            self.block = self.block[stay.to(self.block.device)]
         self.rng = self.rng.rows(stay.nonzero().flatten())
 
     def _take(self, k: int) -> torch.Tensor:
