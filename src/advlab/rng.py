@@ -63,15 +63,16 @@ class RNG(Protocol):
 def _mulhilo(m: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """High and low 32-bit words of ``m * x`` for a 32-bit constant ``m`` and int64 tensor ``x`` of 32-bit values.
 
-    The 64-bit product is assembled from 16-bit halves so that no intermediate exceeds 2^50 (int64 never wraps).
+    ``x`` is split into 16-bit halves, so no intermediate exceeds 2^49 (int64 never wraps):
+    ``m * x = b * 2^16 + a`` with ``a = m * x_lo`` and ``b = m * x_hi``.
     """
-    m_hi, m_lo = m >> 16, m & 0xFFFF
-    x_hi, x_lo = x >> 16, x & 0xFFFF
-    low = m_lo * x_lo  # < 2^32
-    mid = m_hi * x_lo + m_lo * x_hi  # < 2^33
-    low_sum = low + ((mid & 0xFFFF) << 16)  # < 2^33
-    hi = (m_hi * x_hi + (mid >> 16) + (low_sum >> 32)) & MASK32
-    return hi, low_sum & MASK32
+    a = x & 0xFFFF
+    a *= m  # < 2^48
+    b = x >> 16
+    b *= m  # < 2^48
+    hi = (b + (a >> 16)) >> 16
+    lo = ((b & 0xFFFF) << 16).add_(a).bitwise_and_(MASK32)
+    return hi, lo
 
 
 def philox4x32(counter: Sequence[torch.Tensor], key: tuple[int, int], rounds: int = ROUNDS) -> list[torch.Tensor]:

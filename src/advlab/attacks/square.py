@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -91,17 +92,6 @@ def window_size(p: float, height: int, width: int, *, minimum: int = 1, odd: boo
 
 
 # ---------------------------------------------------------------------------------------------- random choices
-def _bits(words: torch.Tensor, count: int) -> torch.Tensor:
-    """The first ``count`` bits of each row of 32-bit ``words`` ``(R, W)`` (``count <= 32 * W``), as int64 0/1."""
-    shifts = torch.arange(32, device=words.device, dtype=torch.int64)
-    return ((words[:, :, None] >> shifts) & 1).reshape(words.shape[0], -1)[:, :count]
-
-
-def _below(words: torch.Tensor, high: int) -> torch.Tensor:
-    """Integers uniform in ``[0, high)`` from 32-bit words, by multiply-shift (as :meth:`ExampleRNG.randint`)."""
-    return (words * high) >> 32
-
-
 class _BatchDraws:
     """Square's random choices from one stream for the whole batch (a ``torch.Generator``), in the reference order.
 
@@ -141,75 +131,115 @@ class _KeyedDraws:
     """Square's random choices from per-example streams (an :class:`~advlab.rng.ExampleRNG`), drawn ahead.
 
     One Philox call draws the choices of the next :data:`DRAW_AHEAD` iterations of every active row (an ``ExampleRNG``
-    call costs about as much for one word per row as for a hundred), so the hot loop reads its draws from a buffer.
-    A block of iterations starts at the run's first iteration, at each ``stops`` iteration (the focus point, where a
-    run may pause and resume) and every ``DRAW_AHEAD`` iterations after one: a row's draws depend only on its own
-    stream and history, never on the other rows. Per iteration a row takes two words per window corner, one word
-    for the l2 pattern's transposition and one bit per channel for the signs; redrawn signs (linf, several
-    channels) take one more call, for the rows that need them only.
+    call costs about as much for one word per row as for a hundred), and turns them at once into window corners
+    and signs (the windows' sides follow the schedule, known ahead), so an iteration only reads its column. A block
+    of iterations starts at the run's first iteration, at each ``stops`` iteration (the focus point, where a run may
+    pause and resume; the run's end) and every ``DRAW_AHEAD`` iterations after one: a row's draws depend only on its
+    own stream and history, never on the other rows. Per iteration a row takes one word per window (its corner,
+    uniform over the positions by multiply-shift) and bits: one per channel for the signs, one for the l2 pattern's
+    transposition, and (linf, several channels) one per channel for each of the :data:`MAX_RESAMPLES` redraws of
+    signs a proposal may need (each row reads its own, whether or not the others redraw).
+
+    Args:
+        rng: the streams of the run's rows.
+        norm: ``"linf"`` (one window per iteration) or ``"l2"`` (two, and a transposition).
+        like: the run's images ``(N, C, H, W)`` (device, dtype, shape).
+        sides: the window's sides at an iteration.
+        start: the run's first iteration.
+        stops: iterations where a block must end.
     """
 
-    def __init__(self, rng: ExampleRNG, per_iteration: int, start: int, stops: tuple[int, ...]) -> None:
-        self.rng, self.per_iteration, self.stops = rng, per_iteration, stops
-        self.next_block = start
-        self.block = torch.empty(0, 0, per_iteration, dtype=torch.int64)
-        self.at = 0
-        self.row = torch.empty(0, per_iteration, dtype=torch.int64)
-        self.col = 0
+    def __init__(
+        self,
+        rng: ExampleRNG,
+        norm: str,
+        like: torch.Tensor,
+        sides: Callable[[int], tuple[int, int]],
+        start: int,
+        stops: tuple[int, ...],
+    ) -> None:
+        self.rng, self.sides, self.stops = rng, sides, stops
+        self.windows = 1 if norm == "linf" else 2
+        _, self.c, self.h, self.w = like.shape
+        self.device, self.dtype = like.device, like.dtype
+        # the bits of an iteration: [l2: transposition] signs [linf, several channels: the redrawn signs]
+        self.redraws = MAX_RESAMPLES if norm == "linf" and self.c > 1 else 0
+        self.bits = (self.windows - 1) + self.c * (1 + self.redraws)
+        self.next_block, self.at, self.j, self.corner, self.attempt = start, start, 0, 0, 0
+        self.tops: list[torch.Tensor] = []
+        self.lefts: list[torch.Tensor] = []
+        self.sign = torch.empty(0)  # (R, L, 1 + redraws, C): the signs, then the redrawn ones
+        self.flip = torch.empty(0)
 
     def begin(self, i: int) -> None:
-        """Iteration ``i`` starts: its words are the next of the block (a new block where one starts)."""
+        """Iteration ``i`` starts: its choices are the next column of the block (a new block where one starts)."""
         if i >= self.next_block:
             end = min([i + DRAW_AHEAD] + [s for s in self.stops if s > i])
-            m = len(self.rng)
-            self.block = self.rng.words((end - i) * self.per_iteration).reshape(m, end - i, self.per_iteration)
+            self.draw_block(i, end)
             self.next_block, self.at = end, i
-        self.row, self.col = self.block[:, i - self.at], 0
+        self.j, self.corner, self.attempt = i - self.at, 0, 0
+
+    def draw_block(self, first: int, end: int) -> None:
+        """The choices of iterations ``first .. end - 1``: corners ``(R, L)`` per window, signs ``(R, L, C)``."""
+        words_per = self.windows + math.ceil(self.bits / 32)
+        steps = end - first
+        words = self.rng.words(steps * words_per).reshape(-1, steps, words_per).to(self.device)
+        sides = torch.tensor([self.sides(i) for i in range(first, end)], dtype=torch.int64, device=self.device)
+        span_h, span_w = self.h - sides[:, 0] + 1, self.w - sides[:, 1] + 1
+        at = (words[:, :, : self.windows] * (span_h * span_w)[None, :, None]) >> 32  # uniform over the positions
+        self.tops = [at[:, :, k] // span_w for k in range(self.windows)]
+        self.lefts = [at[:, :, k] % span_w for k in range(self.windows)]
+        shifts = torch.arange(32, device=self.device, dtype=torch.int64)
+        bits = ((words[:, :, self.windows :, None] >> shifts) & 1).reshape(words.shape[0], steps, -1)
+        self.flip = bits[:, :, 0].bool()
+        signs = bits[:, :, self.windows - 1 : self.windows - 1 + self.c * (1 + self.redraws)]
+        self.sign = (2 * signs - 1).to(self.dtype).reshape(words.shape[0], steps, 1 + self.redraws, self.c)
 
     def keep(self, stay: torch.Tensor) -> None:
         """Only the rows ``stay`` (bool over the active rows) go on."""
-        if self.block.shape[0] == stay.shape[0]:  # a block is drawn (before the first, there is none to keep)
-            self.block = self.block[stay.to(self.block.device)]
+        if self.sign.shape[0] == stay.shape[0]:  # a block is drawn (before the first, there is none to keep)
+            stay_d = stay.to(self.device)
+            self.tops = [t[stay_d] for t in self.tops]
+            self.lefts = [t[stay_d] for t in self.lefts]
+            self.sign, self.flip = self.sign[stay_d], self.flip[stay_d]
         self.rng = self.rng.rows(stay.nonzero().flatten())
 
-    def _take(self, k: int) -> torch.Tensor:
-        out = self.row[:, self.col : self.col + k]
-        self.col += k
-        return out
-
     def corners(self, n: int, sh: int, sw: int, height: int, width: int, device: torch.device):
-        w = self._take(2).to(device)
-        return _below(w[:, 0], height - sh + 1), _below(w[:, 1], width - sw + 1)
+        k = self.corner
+        self.corner += 1
+        return self.tops[k][:, self.j], self.lefts[k][:, self.j]
 
     def signs(self, n: int, c: int, like: torch.Tensor) -> torch.Tensor:
-        bits = _bits(self._take(_sign_words(c)), c).to(like.device, like.dtype)
-        return (2 * bits - 1).reshape(n, c, 1, 1)
+        return self.sign[:, self.j, 0, :, None, None]
 
     def resigns(self, same: torch.Tensor, c: int, like: torch.Tensor) -> torch.Tensor:
-        rows = same.nonzero().flatten()
-        out = torch.ones(same.shape[0], c, 1, 1, dtype=like.dtype, device=like.device)
-        bits = _bits(self.rng.rows(rows).words(_sign_words(c)), c).to(like.device, like.dtype)
-        out[rows.to(like.device)] = (2 * bits - 1).reshape(-1, c, 1, 1)
-        return out
+        self.attempt += 1
+        return self.sign[:, self.j, self.attempt, :, None, None]
 
     def flips(self, n: int, device: torch.device) -> torch.Tensor:
-        return (self._take(1)[:, 0] >> 31).bool().to(device)
-
-
-def _sign_words(c: int) -> int:
-    """32-bit words holding one sign bit per channel."""
-    return max(1, math.ceil(c / 32))
+        return self.flip[:, self.j]
 
 
 _Draws = _BatchDraws | _KeyedDraws
 
 
-def _draws(rng: RNG, norm: str, channels: int, start: int = 0, stops: tuple[int, ...] = ()) -> _Draws:
+def _draws(
+    rng: RNG, norm: str, like: torch.Tensor, p_init: float, n_queries: int, start: int, stops: tuple[int, ...]
+) -> _Draws:
     """The source of a run's random choices: per-example streams drawn ahead, or the batch's stream as it comes."""
     if not isinstance(rng, ExampleRNG):
         return _BatchDraws(rng)
-    per_iteration = (2 if norm == "linf" else 5) + _sign_words(channels)
-    return _KeyedDraws(rng, per_iteration, start, stops)
+    h, w = like.shape[2], like.shape[3]
+
+    def sides(i: int) -> tuple[int, int]:
+        return _window(norm, p_schedule(i, n_queries, p_init), h, w)
+
+    return _KeyedDraws(rng, norm, like, sides, start, stops)
+
+
+def _window(norm: str, p: float, h: int, w: int) -> tuple[int, int]:
+    """The sides of the proposal's window(s) covering ``p`` of the image (l2: odd, at least 3)."""
+    return window_size(p, h, w) if norm == "linf" else window_size(p, h, w, minimum=L2_MIN_SIDE, odd=True)
 
 
 def _random_signs(shape: tuple[int, ...], rng: RNG, like: torch.Tensor) -> torch.Tensor:
@@ -325,7 +355,7 @@ def _propose_linf(x, x_best, p, eps, bounds, draws: _Draws):
     iterations a window is a few pixels, and whole-image passes would cost more than the proposal itself.
     """
     n, c, h, w = x.shape
-    sh, sw = window_size(p, h, w)
+    sh, sw = _window("linf", p, h, w)
     top, left = draws.corners(n, sh, sw, h, w, x.device)
     signs = draws.signs(n, c, x)
     at = (
@@ -356,7 +386,7 @@ def _propose_linf(x, x_best, p, eps, bounds, draws: _Draws):
 
 def _propose_l2(x, x_best, p, eps, bounds, draws: _Draws):
     n, c, h, w = x.shape
-    sh, sw = window_size(p, h, w, minimum=L2_MIN_SIDE, odd=True)
+    sh, sw = _window("l2", p, h, w)
     top, left = draws.corners(n, sh, sw, h, w, x.device)
     mask1 = _window_mask(top, left, sh, sw, h, w)
     top2, left2 = draws.corners(n, sh, sw, h, w, x.device)
@@ -451,7 +481,8 @@ class _Run:
         else:
             self.x_best, self.best_loss = resume.x_best.clone(), resume.best_loss.clone()
             self.fooled = torch.zeros(m, dtype=torch.bool, device=xs.device)
-        self.draws = _draws(rng, self.threat.norm, xs.shape[1], first, (*stops, search.iterations))
+        end = (*stops, search.iterations)
+        self.draws = _draws(rng, self.threat.norm, xs, search.p_init, search.max_queries, first, end)
         self.queries = torch.full((m,), 0 if resume is not None else 1, dtype=torch.int64, device=xs.device)
         self.dropped = torch.zeros(m, dtype=torch.bool, device=xs.device)
         self.trace: list[torch.Tensor] = []
