@@ -18,6 +18,10 @@ Models (``advlab.Classifier`` in eval mode, ``num_classes=10``, ``input_shape=(1
                           layer rescaled, so it computes the same function on raw inputs (tests that
                           normalisation lives in the wrapper and eps is measured in raw units).
 
+    ``rowwise_mlp_model``  the MLP's weights in float64 computed row by row (products and sums, no matrix
+                          multiply): an example's logits and input gradient are the same bits whatever else is in
+                          the batch (CPU GEMM blocks by batch size, so ``nn.Linear`` can differ in the last bit).
+
 Linear models with closed-form attacks:
     ``make_linear_binary``  factory ``(d=20, seed=0, bias=0.0) -> (Classifier, w, b)``: logits
                           ``[0, w.x + b]`` on flat inputs ``(N, d)``; the predicted class is 1 iff the margin
@@ -268,3 +272,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+class RowwiseMLP(nn.Module):
+    """A ReLU MLP in float64 whose arithmetic is per row (elementwise products and sums, no GEMM)."""
+
+    def __init__(self, layers: list[nn.Linear]) -> None:
+        super().__init__()
+        self.weights = nn.ParameterList([nn.Parameter(a.weight.detach().double().clone()) for a in layers])
+        self.biases = nn.ParameterList([nn.Parameter(a.bias.detach().double().clone()) for a in layers])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.flatten(1).double()
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            z = (z[:, None, :] * w).sum(-1) + b
+            if i < len(self.weights) - 1:
+                z = torch.relu(z)
+        return z
+
+
+@pytest.fixture(scope="session")
+def rowwise_mlp_model(mlp_model) -> Classifier:
+    """``mlp_model``'s weights in float64, computed row by row: outcomes of per-example attacks are batch-free."""
+    return _clf(RowwiseMLP([mlp_model.module[1], mlp_model.module[3]]))

@@ -86,3 +86,17 @@ def test_generator_rng_draws_exactly_what_the_generator_draws():
     assert as_rng(keyed) is keyed
     with pytest.raises(ValueError, match="generator: expected an int >= 0"):
         as_rng(-1)
+
+
+def test_positions_and_seek_resume_a_stream_where_it_paused():
+    a = ExampleRNG(3, "s", torch.arange(10, 20))
+    a.rand((10, 2))
+    a.rows(torch.tensor([2, 5])).rand((2, 1))
+    view = a.rows(torch.tensor([5, 0]))
+    assert view.positions().tolist() == [2, 1] and view.row_ids().tolist() == [15, 10]
+    want = view.rand((2, 3))
+    b = ExampleRNG(3, "s", torch.tensor([15, 10]))
+    b.seek(torch.tensor([2, 1]))
+    assert torch.equal(b.rand((2, 3)), want)
+    with pytest.raises(ValueError, match="positions: expected one per row"):
+        b.seek(torch.tensor([1, 2, 3]))

@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 from advlab import ThreatModel
+from advlab.rng import ExampleRNG
 from advlab.threat import norm_of, project_l1_ball
 
 
@@ -129,6 +130,34 @@ def test_random_start_inside_ball_and_box(norm, eps):
     state = torch.get_rng_state()
     torch.testing.assert_close(threat.random_start(x, _gen(6)), x0)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.3), ("l2", 1.0), ("l1", 2.0), ("l0", 4)])
+def test_random_start_from_per_example_streams_does_not_depend_on_the_batch(norm, eps):
+    x = torch.rand(50, 1, 5, 5, generator=_gen(5))
+    threat = ThreatModel(norm, eps)
+    ids = torch.arange(50) + 900
+    x0 = threat.random_start(x, ExampleRNG(1, "start", ids))
+    assert bool(threat.contains(x0, x).all()) and not torch.equal(x0, x)
+    rows = torch.tensor([31, 4, 17])
+    assert torch.equal(threat.random_start(x[rows], ExampleRNG(1, "start", ids[rows])), x0[rows])
+    # a view of some rows draws from those rows' streams, continuing them
+    rng = ExampleRNG(1, "start", ids)
+    threat.random_start(x, rng)
+    again = threat.random_start(x[rows], rng.rows(rows))
+    fresh = ExampleRNG(1, "start", ids[rows])
+    threat.random_start(x[rows], fresh)
+    assert torch.equal(again, threat.random_start(x[rows], fresh))
+
+
+def test_random_start_without_a_generator_draws_from_the_global_rng():
+    x = torch.rand(4, 6, generator=_gen(1))
+    threat = ThreatModel("linf", 0.2)
+    state = torch.get_rng_state()
+    x0 = threat.random_start(x)
+    torch.set_rng_state(state)
+    want = (x + (torch.rand(x.shape) * 2 - 1) * 0.2).clamp(0, 1)
+    assert torch.equal(x0, want)
 
 
 def _ks_pvalue(sample: torch.Tensor, cdf) -> float:

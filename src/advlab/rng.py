@@ -63,15 +63,16 @@ class RNG(Protocol):
 def _mulhilo(m: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """High and low 32-bit words of ``m * x`` for a 32-bit constant ``m`` and int64 tensor ``x`` of 32-bit values.
 
-    The 64-bit product is assembled from 16-bit halves so that no intermediate exceeds 2^50 (int64 never wraps).
+    ``x`` is split into 16-bit halves, so no intermediate exceeds 2^49 (int64 never wraps):
+    ``m * x = b * 2^16 + a`` with ``a = m * x_lo`` and ``b = m * x_hi``.
     """
-    m_hi, m_lo = m >> 16, m & 0xFFFF
-    x_hi, x_lo = x >> 16, x & 0xFFFF
-    low = m_lo * x_lo  # < 2^32
-    mid = m_hi * x_lo + m_lo * x_hi  # < 2^33
-    low_sum = low + ((mid & 0xFFFF) << 16)  # < 2^33
-    hi = (m_hi * x_hi + (mid >> 16) + (low_sum >> 32)) & MASK32
-    return hi, low_sum & MASK32
+    a = x & 0xFFFF
+    a *= m  # < 2^48
+    b = x >> 16
+    b *= m  # < 2^48
+    hi = (b + (a >> 16)) >> 16
+    lo = ((b & 0xFFFF) << 16).add_(a).bitwise_and_(MASK32)
+    return hi, lo
 
 
 def philox4x32(counter: Sequence[torch.Tensor], key: tuple[int, int], rounds: int = ROUNDS) -> list[torch.Tensor]:
@@ -147,9 +148,27 @@ class ExampleRNG:
     def __len__(self) -> int:
         return int(self.ids.shape[0] if self._index is None else self._index.shape[0])
 
+    def _rows(self) -> torch.Tensor:
+        return torch.arange(self.ids.shape[0], device=self.device) if self._index is None else self._index
+
+    def row_ids(self) -> torch.Tensor:
+        """The example id of each row (int64 ``(R,)``)."""
+        return self.ids[self._rows()]
+
+    def positions(self) -> torch.Tensor:
+        """Each row's stream position: the number of calls that drew for it (int64 ``(R,)``, a copy)."""
+        return self.calls[self._rows()].clone()
+
+    def seek(self, positions: torch.Tensor) -> None:
+        """Set each row's stream position (resume streams saved with :meth:`positions`)."""
+        positions = torch.as_tensor(positions, dtype=torch.int64, device=self.device)
+        if positions.shape != (len(self),):
+            raise ValueError(f"positions: expected one per row, shape ({len(self)},), got {tuple(positions.shape)}")
+        self.calls[self._rows()] = positions
+
     def words(self, per_row: int) -> torch.Tensor:
         """``per_row`` raw 32-bit words per row (int64 ``(R, per_row)``), advancing each row's stream by one call."""
-        rows = torch.arange(self.ids.shape[0], device=self.device) if self._index is None else self._index
+        rows = self._rows()
         ids, calls = self.ids[rows], self.calls[rows]
         blocks = max(1, math.ceil(per_row / 4))
         block = torch.arange(blocks, device=self.device, dtype=torch.int64)[None, :]
@@ -232,9 +251,7 @@ class GeneratorRNG:
         return out if device is None else out.to(device)
 
 
-def as_rng(
-    generator: torch.Generator | int | ExampleRNG | GeneratorRNG | None, device: torch.device | str = "cpu"
-) -> RNG:
+def as_rng(generator: torch.Generator | int | RNG | None, device: torch.device | str = "cpu") -> RNG:
     """The randomness of an attack's ``generator`` argument.
 
     ``None`` is seed :data:`DEFAULT_SEED`, an int a seed, a ``torch.Generator`` is used as it is (one stream for

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from advlab import validation
+from advlab.rng import RNG, GeneratorRNG, as_rng
 
 NORMS = ("linf", "l2", "l1")
 """Norms every :class:`ThreatModel` supports (``"l0"`` is accepted by attacks that declare it)."""
@@ -28,6 +29,15 @@ UNBOUNDED_SCALE = 1.0
 """The size of the input range where the box is infinite (one standard deviation of standardised features):
 :attr:`ThreatModel.scale` of an unbounded box, and how far an L0 random start moves a feature on an infinite
 side."""
+
+
+def _global_rng(device: torch.device) -> GeneratorRNG:
+    """Torch's global generator of ``device`` (what ``torch.rand(..., generator=None)`` draws from)."""
+    if device.type == "cuda":
+        return GeneratorRNG(
+            torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+        )
+    return GeneratorRNG(torch.default_generator)
 
 
 def flatten(t: torch.Tensor) -> torch.Tensor:
@@ -183,33 +193,40 @@ class ThreatModel:
         delta = self.project_delta(x_adv - x, eps)
         return self.clip_box(x + delta)
 
-    def random_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A point drawn uniformly from the eps-ball around ``x``, then clamped into the box."""
+    def random_start(self, x: torch.Tensor, generator: torch.Generator | RNG | None = None) -> torch.Tensor:
+        """A point drawn uniformly from the eps-ball around ``x``, then clamped into the box.
+
+        Args:
+            x: the clean points ``(N, ...)``.
+            generator: a ``torch.Generator`` (one stream for the batch), an RNG of :mod:`advlab.rng` (an
+                :class:`~advlab.rng.ExampleRNG` draws row ``i``'s start from example ``i``'s stream, whatever the
+                other rows), or ``None`` for torch's global generator.
+        """
+        rng = _global_rng(x.device) if generator is None else as_rng(generator)
         shape = x.shape
-        dev = generator.device if generator is not None else x.device
         n, d = shape[0], x[0].numel()
         if self.norm == "linf":
-            delta = torch.rand(shape, generator=generator, device=dev, dtype=x.dtype) * 2 - 1
+            delta = rng.rand(shape, dtype=x.dtype) * 2 - 1
             delta = delta * self.eps
         elif self.norm == "l2":
-            g = torch.randn((n, d), generator=generator, device=dev, dtype=x.dtype)
+            g = rng.randn((n, d), dtype=x.dtype)
             g = g / (g.norm(dim=1, keepdim=True) + _TINY)
-            r = torch.rand((n, 1), generator=generator, device=dev, dtype=x.dtype) ** (1.0 / d)
+            r = rng.rand((n, 1), dtype=x.dtype) ** (1.0 / d)
             delta = (g * r * self.eps).reshape(shape)
         elif self.norm == "l1":
             # Uniform in the L1 ball: Laplace direction normalised, radius ~ U^(1/d).
-            e = -torch.log(torch.rand((n, d), generator=generator, device=dev, dtype=x.dtype).clamp_min(_TINY))
-            s = torch.randint(0, 2, (n, d), generator=generator, device=dev).to(x.dtype) * 2 - 1
+            e = -torch.log(rng.rand((n, d), dtype=x.dtype).clamp_min(_TINY))
+            s = rng.randint(0, 2, (n, d)).to(x.dtype) * 2 - 1
             v = e * s
             v = v / (v.abs().sum(dim=1, keepdim=True) + _TINY)
-            r = torch.rand((n, 1), generator=generator, device=dev, dtype=x.dtype) ** (1.0 / d)
+            r = rng.rand((n, 1), dtype=x.dtype) ** (1.0 / d)
             delta = (v * r * self.eps).reshape(shape)
         else:  # l0: perturb eps random pixels uniformly in the box (near x where it is infinite: box_around)
             k = int(self.eps)
-            scores = torch.rand((n, d), generator=generator, device=dev)
+            scores = rng.rand((n, d))
             idx = scores.topk(min(k, d), dim=1).indices
-            vals = torch.rand((n, idx.shape[1]), generator=generator, device=dev, dtype=x.dtype)
-            flat = flatten(x).to(dev).clone()
+            vals = rng.rand((n, idx.shape[1]), dtype=x.dtype)
+            flat = flatten(x).to(scores.device).clone()
             lo, hi = self.box_around(flat.gather(1, idx))
             flat.scatter_(1, idx, lo + (hi - lo) * vals)
             return flat.reshape(shape).to(x.device)

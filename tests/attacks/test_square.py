@@ -11,8 +11,9 @@ from torch import nn
 
 from advlab import Classifier, Targeted, ThreatModel
 from advlab.attacks import Square, square
-from advlab.attacks.square import _propose_linf, p_schedule, pseudo_gaussian_pattern, window_size
+from advlab.attacks.square import _BatchDraws, _propose_linf, p_schedule, pseudo_gaussian_pattern, window_size
 from advlab.losses import margin
+from advlab.rng import GeneratorRNG
 
 
 class CountingModel(nn.Module):
@@ -105,7 +106,7 @@ def test_linf_proposal_changes_one_window_as_written_per_example(channels, p):
     x = torch.rand(40, channels, 12, 12, generator=g)
     stripes = 2.0 * torch.randint(0, 2, (40, channels, 1, 12), generator=g) - 1
     x_best = (x + 0.3 * stripes).clamp(0, 1)  # Square's start: many small windows already hold the drawn signs
-    got = _propose_linf(x, x_best, p, 0.3, (0.0, 1.0), torch.Generator().manual_seed(7))
+    got = _propose_linf(x, x_best, p, 0.3, (0.0, 1.0), _BatchDraws(GeneratorRNG(torch.Generator().manual_seed(7))))
     want = _reference_linf_proposal(x, x_best, p, 0.3, torch.Generator().manual_seed(7))
     assert torch.equal(got, want)
     if channels == 1:  # with one channel every proposal differs from the current point: no query is wasted

@@ -26,11 +26,12 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.attacks.base import AttackOutput, PreparedAttack, attack_boundary, to_container
+from advlab.attacks.base import AttackOutput, PreparedAttack, attack_boundary, check_randomness_rows, to_container
 from advlab.goals import Goal, is_success
 from advlab.losses import LossFn
 from advlab.oracles import BudgetExceeded, Oracle, OracleUnavailable, TorchOracle, as_module, find_oracle
 from advlab.result import AttackResult
+from advlab.rng import RNG
 from advlab.settings import Range
 from advlab.threat import ThreatModel
 
@@ -165,7 +166,8 @@ class QueryCounter:
             self.queries -= 1  # not in the cache: this call pays again
             return self.log_probs(x, torch.arange(self.n))
         with torch.no_grad():
-            return torch.log_softmax(self.oracle.model(x), dim=1)  # type: ignore[attr-defined]
+            # float32, as the oracle's answers to the attack's own queries are
+            return torch.log_softmax(self.oracle.model(x), dim=1).float()  # type: ignore[attr-defined]
 
     def is_adversarial(self, points: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
         """Decision of the target on ``points`` w.r.t. the goal of example ``owner[j]`` (costs one query each)."""
@@ -224,6 +226,7 @@ def run_query_attack(
     if isinstance(model, Oracle):
         model = as_module(model)
     with attack_boundary(model, x, y, threat, goal) as run:
+        check_randomness_rows(settings.get("generator"), run.x.shape[0])
         if threat.eps == 0:  # the framework's clean pass and final check only
             q = torch.full((run.x.shape[0],), FRAMEWORK_QUERIES, dtype=torch.int64, device=run.x.device)
             return run.result(AttackOutput(run.x.clone(), queries=q, info={"stopped": None}))
@@ -349,7 +352,7 @@ def starting_points(
     *,
     given: torch.Tensor | None,
     init_attempts: int,
-    generator: torch.Generator,
+    generator: RNG,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Adversarial starting points for decision-based attacks, and which examples have one.
 
@@ -381,9 +384,7 @@ def starting_points(
         if todo.numel() == 0:
             break
         lo, hi = threat.box_around(x[todo], UNBOUNDED_NOISE_SPREAD)
-        noise = lo + (hi - lo) * torch.rand(
-            (todo.numel(), *x.shape[1:]), generator=generator, device=generator.device, dtype=x.dtype
-        ).to(x.device)
+        noise = lo + (hi - lo) * generator.rows(todo).rand((todo.numel(), *x.shape[1:]), dtype=x.dtype).to(x.device)
         ok = counter.is_adversarial(noise, todo)
         start[todo[ok]] = noise[ok]
         found[todo[ok]] = True

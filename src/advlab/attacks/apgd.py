@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.attacks.base import AttackOutput, loss_and_grad, make_generator, run_attack, warn_once_zero_grad
+from advlab.attacks.base import AttackOutput, Randomness, is_keyed, loss_and_grad, run_attack, warn_once_zero_grad
 from advlab.attacks.iterative import best_of_restarts
 from advlab.attacks.registry import ALL_NORMS, Alias, register_attack
 from advlab.goals import Goal, is_success
 from advlab.losses import LossFn, cross_entropy, dlr, dlr_targeted, margin
 from advlab.result import AttackResult
+from advlab.rng import RNG, as_rng
 from advlab.settings import OneOf, PositiveInt, Range
 from advlab.threat import ThreatModel, flatten, per_example
 
@@ -201,9 +202,11 @@ class _RunState:
         threat: ThreatModel,
         loss_fn: LossFn,
         name: str,
+        independent: bool = False,
     ) -> None:
         self.model, self.x, self.labels, self.targeted = model, x, labels, targeted
         self.threat, self.loss_fn = threat, loss_fn
+        self.independent = independent
         self.x_adv = x_init.detach()
         self.loss, self.grad, logits = loss_and_grad(model, self.x_adv, labels, targeted, loss_fn)
         warn_once_zero_grad(self.grad, name)
@@ -214,6 +217,7 @@ class _RunState:
         self.x_prev = self.x_adv
         self.eta_max = STEP_FACTOR[threat.norm] * threat.eps
         self.eta = torch.full((x.shape[0],), self.eta_max, dtype=x.dtype, device=x.device)
+        self.steps_done = 0
 
     def step(self, a: float, topk: torch.Tensor | None) -> torch.Tensor:
         """Move (with weight ``a`` on the new step, ``1 - a`` on the previous update), evaluate; the new loss."""
@@ -226,8 +230,11 @@ class _RunState:
         self.x_prev, self.x_adv = x_adv, x_new.detach()
         self.loss, self.grad, logits = loss_and_grad(self.model, self.x_adv, self.labels, self.targeted, self.loss_fn)
         succ = is_success(logits, self.labels, self.targeted)
+        if self.independent and self.steps_done > 0:
+            succ = succ & ~self.found  # an example stops at its first successful step, as it would alone
         self.x_found = torch.where(per_example(succ, x), self.x_adv, self.x_found)
         self.found |= succ
+        self.steps_done += 1
         return self.loss
 
     def track_best(self) -> None:
@@ -328,6 +335,7 @@ def apgd_run(
     loss_fn: LossFn,
     rho: float = RHO,
     name: str = "apgd",
+    independent: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One run of APGD (Algorithm 1 of Croce & Hein 2020) from ``x_init``, batched with per-example state.
 
@@ -348,13 +356,17 @@ def apgd_run(
         loss_fn: ``(logits, labels, targeted) -> (N,)`` loss to maximise.
         rho: the fraction of condition 1.
         name: attack name for warnings.
+        independent: make each example's result independent of the other rows: an example keeps the iterate of
+            its first successful step, where the batch would stop if it were alone, instead of the last successful
+            iterate before every example of the batch has succeeded.
 
     Returns:
-        ``(x_adv, success, best_loss, trace)``: per example the last iterate that reached the goal, otherwise the
-        highest-loss point; whether the goal was reached; the highest loss; the mean loss per iteration. The
-        run stops early once every example has reached the goal (the trace is then shorter than ``steps``).
+        ``(x_adv, success, best_loss, trace)``: per example the last iterate that reached the goal (the first one,
+        with ``independent``), otherwise the highest-loss point; whether the goal was reached; the highest loss; the
+        mean loss per iteration. The run stops early once every example has reached the goal (the trace is then
+        shorter than ``steps``).
     """
-    state = _RunState(model, x, x_init, labels, targeted, threat, loss_fn, name)
+    state = _RunState(model, x, x_init, labels, targeted, threat, loss_fn, name, independent)
     rule = _SparsityRule(steps, state) if threat.norm == "l1" else _HalvingRule(steps, state, rho)
     trace = torch.empty(steps, device=x.device)
     for k in range(steps):
@@ -386,7 +398,7 @@ def _core(
     restarts: int,
     loss: str,
     rho: float,
-    generator: torch.Generator,
+    generator: RNG,
 ) -> AttackOutput:
     with torch.no_grad():
         num_classes = model(x[:1]).shape[1]
@@ -396,10 +408,14 @@ def _core(
     )
     loss_fn = cross_entropy if loss == "ce" else dlr
 
+    independent = is_keyed(generator)
+
     def run_once(idx: torch.Tensor):
         xs = x[idx]
-        x0 = threat.random_start(xs, generator)
-        return apgd_run(model, xs, x0, labels[idx], targeted, threat, steps=steps, loss_fn=loss_fn, rho=rho)
+        x0 = threat.random_start(xs, generator.rows(idx))
+        return apgd_run(
+            model, xs, x0, labels[idx], targeted, threat, steps=steps, loss_fn=loss_fn, rho=rho, independent=independent
+        )
 
     x_adv, trace = best_of_restarts(run_once, x, restarts)
     return AttackOutput(x_adv, loss_trace=trace)
@@ -427,7 +443,7 @@ def apgd(
     restarts: PositiveInt = 1,
     loss: Annotated[str, OneOf(("ce", "dlr"), "APGD-CE uses 'ce', APGD-DLR uses 'dlr'.")] = "ce",
     rho: Rho = RHO,
-    generator: torch.Generator | int | None = None,
+    generator: Randomness = None,
 ) -> AttackResult:
     """Auto-PGD: step-size-free PGD with momentum, checkpoints and restarts from the best point.
 
@@ -465,7 +481,9 @@ def apgd(
         loss: ``"ce"`` (cross-entropy, APGD-CE) or ``"dlr"`` (difference of logits ratio, APGD-DLR; needs at
             least 3 classes, 4 when targeted).
         rho: the fraction of condition 1 (0.75 in the paper).
-        generator: ``torch.Generator`` or int seed for the random starts (default seed 0).
+        generator: ``torch.Generator`` or int seed for the random starts (default seed 0), or an
+            :class:`~advlab.rng.ExampleRNG` (each example's starts from its own stream, and its result independent of
+            the other rows: see ``independent`` in :func:`apgd_run`).
 
     Returns:
         AttackResult with the first restart's ``loss_trace`` (mean loss per iteration).
@@ -488,7 +506,7 @@ def apgd(
     """
     return run_attack(
         _core, model, x, y, threat, goal=goal, steps=steps, restarts=restarts, loss=loss, rho=rho,
-        generator=make_generator(generator),
+        generator=as_rng(generator),
     )  # fmt: skip
 
 
@@ -523,7 +541,7 @@ def _core_t(
     restarts: int,
     n_target_classes: int,
     rho: float,
-    generator: torch.Generator,
+    generator: RNG,
 ) -> AttackOutput:
     with torch.no_grad():
         clean_logits = model(x)
@@ -542,7 +560,7 @@ def _core_t(
     n = x.shape[0]
     x_best = x.clone()
     done = torch.zeros(n, dtype=torch.bool, device=x.device)
-    best_margin = torch.full((n,), float("-inf"), device=x.device)
+    best_margin = torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype)
     first_trace: torch.Tensor | None = None
     for t in range(n_targets):
         idx = (~done).nonzero().flatten()
@@ -551,13 +569,14 @@ def _core_t(
         target = others[idx, t]
         ys = labels[idx]
 
-        def run_once(sub: torch.Tensor, xs=x[idx], ys=ys, target=target):
+        def run_once(sub: torch.Tensor, xs=x[idx], ys=ys, target=target, idx=idx):
             loss_sub = make_loss(target[sub])
             xi = xs[sub]
-            x0 = threat.random_start(xi, generator)
+            x0 = threat.random_start(xi, generator.rows(idx[sub]))
             return apgd_run(
-                model, xi, x0, ys[sub], False, threat, steps=steps, loss_fn=loss_sub, rho=rho, name="apgd-t"
-            )
+                model, xi, x0, ys[sub], False, threat, steps=steps, loss_fn=loss_sub, rho=rho, name="apgd-t",
+                independent=is_keyed(generator),
+            )  # fmt: skip
 
         x_adv, trace = best_of_restarts(run_once, x[idx], restarts)
         if first_trace is None:
@@ -593,7 +612,7 @@ def apgd_t(
     restarts: PositiveInt = 1,
     n_target_classes: PositiveInt = N_TARGET_CLASSES,
     rho: Rho = RHO,
-    generator: torch.Generator | int | None = None,
+    generator: Randomness = None,
 ) -> AttackResult:
     """APGD-T: targeted APGD with the targeted DLR loss against each of the top-k other classes in turn.
 
@@ -615,7 +634,9 @@ def apgd_t(
         restarts: random restarts per target class (1).
         n_target_classes: how many of the most likely other classes to try (9; capped at ``classes - 1``).
         rho: the fraction of condition 1 (0.75).
-        generator: ``torch.Generator`` or int seed for the random starts (default seed 0).
+        generator: ``torch.Generator`` or int seed for the random starts (default seed 0), or an
+            :class:`~advlab.rng.ExampleRNG` (each example's starts from its own stream, and its result independent of
+            the other rows: see ``independent`` in :func:`apgd_run`).
 
     Returns:
         AttackResult with the first target's ``loss_trace``.
@@ -633,7 +654,7 @@ def apgd_t(
     """
     return run_attack(
         _core_t, model, x, y, threat, goal=goal, steps=steps, restarts=restarts, n_target_classes=n_target_classes,
-        rho=rho, generator=make_generator(generator),
+        rho=rho, generator=as_rng(generator),
     )  # fmt: skip
 
 

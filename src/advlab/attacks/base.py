@@ -26,10 +26,12 @@ from advlab.losses import LossFn
 from advlab.models import Classifier, as_classifier, check_suspicious_outputs, device_of, parameter_dtype
 from advlab.oracles import Oracle, as_module
 from advlab.result import ArrayLike, AttackResult
+from advlab.rng import DEFAULT_SEED, RNG, ExampleRNG
 from advlab.threat import ThreatModel, check_threat_model
 
-DEFAULT_SEED = 0
-"""Seed used when an attack that draws random numbers gets no ``generator``: results are reproducible by default."""
+Randomness = torch.Generator | int | ExampleRNG | None
+"""What an attack's ``generator`` argument takes: a ``torch.Generator`` or an int seed (one stream for the batch), an
+:class:`~advlab.rng.ExampleRNG` (one stream per example) or ``None`` (seed :data:`~advlab.rng.DEFAULT_SEED`)."""
 
 
 @dataclass
@@ -43,13 +45,78 @@ class AttackOutput:
 
 
 def make_generator(generator: torch.Generator | int | None, device: torch.device | str = "cpu") -> torch.Generator:
-    """A private generator: from a seed, the one given, or :data:`DEFAULT_SEED`. Never touches the global RNG."""
+    """A private ``torch.Generator``: from a seed, the one given, or :data:`DEFAULT_SEED`. Never touches the global RNG.
+
+    For procedures that draw for a whole batch (training data order, patch placements); attacks take their
+    randomness through :func:`advlab.rng.as_rng`, which also accepts per-example streams.
+    """
     if isinstance(generator, torch.Generator):
         return generator
     seed = DEFAULT_SEED if generator is None else validation.check_int("generator", generator, minimum=0)
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def is_keyed(rng: RNG) -> bool:
+    """Whether ``rng`` gives each example its own stream (an :class:`~advlab.rng.ExampleRNG`).
+
+    An attack whose batch stream (a ``torch.Generator``) draws once for the whole batch, or for every row when only
+    some need a draw, draws per row and only for those rows when the streams are keyed, so that an example's draws
+    do not depend on the other rows; its output for a ``torch.Generator`` stays what it always was.
+    """
+    return isinstance(rng, ExampleRNG)
+
+
+BATCHED_STAGE = "attack"
+"""The stage label of :func:`attack_in_batches`' per-example streams."""
+
+BULK_SEED_MASK = 2**63 - 1
+"""Per-row seeds of :func:`draw_per_row` are 63-bit (``torch.Generator.manual_seed`` takes any non-negative int)."""
+
+
+def draw_per_row(
+    rng: ExampleRNG,
+    shape: tuple[int, ...],
+    kind: Literal["rand", "randn", "signs"],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Many numbers per row from per-example streams: one call seeds a ``torch.Generator`` per row, which draws them.
+
+    Philox in tensor arithmetic costs about a hundred times what a native generator does per number, so the
+    gradient estimates of the query attacks, which need thousands of numbers per example and iteration, draw them
+    this way; the row's stream still advances by one call, so its draws stay independent of the batch. (The numbers
+    depend on the device's native generator, which differs between CPU and CUDA.)
+
+    Args:
+        rng: the per-example streams of the rows.
+        shape: ``(rows, ...)``.
+        kind: ``"rand"`` (uniform in [0, 1)), ``"randn"`` (standard normal) or ``"signs"`` (uniform in {-1, 1}).
+        dtype: floating dtype of the result.
+        device: where the numbers are drawn (default: the streams' device).
+
+    Returns:
+        A tensor of ``shape``.
+
+    Examples:
+        >>> u = draw_per_row(ExampleRNG(0, "nes", ids), (len(ids), 25, 784), "randn")
+    """
+    device = torch.device(device) if device is not None else rng.device
+    words = rng.words(2)
+    seeds = ((words[:, 0] << 32) | words[:, 1]) & BULK_SEED_MASK
+    out = torch.empty(shape, dtype=dtype, device=device)
+    g = torch.Generator(device=device)
+    for row, seed in zip(out, seeds.tolist(), strict=True):
+        g.manual_seed(seed)
+        if kind == "randn":
+            row.normal_(generator=g)
+        elif kind == "rand":
+            row.uniform_(generator=g)
+        else:
+            row.bernoulli_(0.5, generator=g).mul_(2).sub_(1)
+    return out
 
 
 def loss_and_grad(
@@ -227,9 +294,23 @@ def run_attack(
         AttackResult with ``x_adv`` in the container (numpy/torch, device) of ``x``.
     """
     with attack_boundary(model, x, y, threat, goal) as run:
+        check_randomness_rows(settings.get("generator"), run.x.shape[0])
         if threat.eps == 0:
             return run.result(run.x.clone())
         return run.result(core(run.model, run.x, run.labels, run.targeted, run.threat, **settings))
+
+
+def check_randomness_rows(rng: Any, n: int) -> None:
+    """Per-example streams must have one stream per example of the batch.
+
+    Raises:
+        ValueError: an :class:`~advlab.rng.ExampleRNG` with another number of rows than the batch.
+    """
+    if isinstance(rng, ExampleRNG) and len(rng) != n:
+        raise ValueError(
+            f"generator: an ExampleRNG with {len(rng)} streams for a batch of {n} examples; give it the ids of the "
+            "batch's examples, one per row"
+        )
 
 
 def warn_once_zero_grad(grad: torch.Tensor, name: str) -> None:
@@ -252,7 +333,7 @@ class Attack(Protocol):
         threat: ThreatModel,
         *,
         goal: Goal | None = ...,
-        generator: torch.Generator | int | None = ...,
+        generator: Randomness = ...,
     ) -> AttackResult: ...
 
 
@@ -270,10 +351,10 @@ def attack_in_batches(
 ) -> AttackResult:
     """Run ``attack`` over ``x`` in batches and concatenate the results (torch tensors).
 
-    Each batch gets its own generator seeded from ``(seed, batch index)``, so results do not depend on what
-    ran before. ``progress`` is called with the number of examples done after each batch. A batch that runs out of
-    CUDA memory is halved and run again (:class:`advlab.devices.Batches`), and so are the batches after it; the
-    halves draw from generators keyed by ``(seed, batch index, first example)``.
+    Example ``i`` draws from its own stream, keyed by ``(seed, i)`` (:class:`~advlab.rng.ExampleRNG`), so its
+    result does not depend on ``batch_size`` or on what ran before. ``progress`` is called with the number of
+    examples done after each batch. A batch that runs out of CUDA memory is halved and run again
+    (:class:`advlab.devices.Batches`), and so are the batches after it; its examples keep their streams.
 
     Args:
         attack: the attack with its settings (``PGD(steps=40)``).
@@ -296,12 +377,14 @@ def attack_in_batches(
     if batch_size == "auto":
         batch_size = probe_batch_size([attack], model, x, y, threat, goal=goal)
     batch_size = validation.check_int("batch_size", batch_size, minimum=1)
+    seed = validation.check_int("seed", seed, minimum=0)
+    device = device_of(model) if isinstance(model, nn.Module) else x.device
     n = x.shape[0]
 
     def one_batch(start: int, stop: int) -> AttackResult:
         sub_goal = as_goal(goal).subset(torch.arange(start, stop))
-        gen = make_generator(batch_seed(seed, start, stop, batch_size, n))
-        return attack(model, x[start:stop], y[start:stop], threat, goal=sub_goal, generator=gen)
+        rng = ExampleRNG(seed, BATCHED_STAGE, torch.arange(start, stop), device=device)
+        return attack(model, x[start:stop], y[start:stop], threat, goal=sub_goal, generator=rng)
 
     parts = devices.Batches(batch_size).run(one_batch, n, progress)
 
@@ -320,19 +403,6 @@ def attack_in_batches(
         logits=cat("logits"),
         correct=cat("correct"),
     )
-
-
-def batch_seed(seed: int, start: int, stop: int, batch_size: int, n: int) -> int:
-    """The seed of the generator of examples ``start`` to ``stop - 1`` in :func:`attack_in_batches`.
-
-    A whole batch ``b`` of ``batch_size`` examples is seeded from ``(seed, b)``; a part of one (after an
-    out-of-memory error halved the batch) from ``(seed, b, start)``, so that no two parts share their draws.
-    """
-    b, offset = divmod(start, batch_size)
-    key = seed * 1_000_003 + b
-    if offset == 0 and stop == min(start + batch_size, n):
-        return key
-    return (key * 1_000_033 + offset + 1) % 2**63
 
 
 PROBE_SETTINGS = {"steps": 2, "restarts": 1, "binary_search_steps": 1, "n_target_classes": 1, "max_queries": 20}

@@ -16,11 +16,12 @@ from advlab.attacks._query import (
     run_query_attack,
     starting_points,
 )
-from advlab.attacks.base import AttackOutput, make_generator
+from advlab.attacks.base import AttackOutput, Randomness, draw_per_row
 from advlab.attacks.registry import register_attack
 from advlab.goals import Goal
 from advlab.oracles import Oracle
 from advlab.result import AttackResult
+from advlab.rng import RNG, ExampleRNG, as_rng
 from advlab.settings import NonNegativeInt, NotASetting, PositiveFloat, PositiveInt, Range
 from advlab.threat import ThreatModel, flatten, per_example
 
@@ -65,13 +66,16 @@ def _proposals(
     spherical: torch.Tensor,
     source: torch.Tensor,
     threat: ThreatModel,
-    generator: torch.Generator,
+    rng: RNG,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """An orthogonal (spherical) step around ``x`` and the full step that also moves toward ``x``."""
     towards = flatten(x - x_adv)
     dist = towards.norm(dim=1).clamp_min(1e-12)
     unit = towards / dist[:, None]
-    eta = torch.randn(towards.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
+    if isinstance(rng, ExampleRNG):
+        eta = draw_per_row(rng, tuple(towards.shape), "randn", dtype=x.dtype, device=x.device)
+    else:
+        eta = rng.randn(towards.shape).to(x.device, x.dtype)
     eta = eta - (eta * unit).sum(1, keepdim=True) * unit  # orthogonal to the direction of the input
     eta = eta * (spherical * dist / eta.norm(dim=1).clamp_min(1e-12))[:, None]
     # move on the sphere of radius dist around x: rescale (x_adv + eta - x) back to length dist
@@ -99,7 +103,7 @@ def _core(
     step_adaptation: float,
     init_attempts: int,
     starting_points_: torch.Tensor | None,
-    generator: torch.Generator,
+    generator: RNG,
     counter: QueryCounter,
 ) -> AttackOutput:
     n = x.shape[0]
@@ -129,7 +133,7 @@ def _core(
             idx = active.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            sph_pt, cand = _proposals(x[idx], best[idx], spherical[idx], source[idx], threat, generator)
+            sph_pt, cand = _proposals(x[idx], best[idx], spherical[idx], source[idx], threat, generator.rows(idx))
             sph_adv = counter.is_adversarial(sph_pt, idx)
             cand_adv = counter.is_adversarial(cand, idx)
             closer = threat.distance(cand, x[idx]) < threat.distance(best[idx], x[idx])
@@ -198,7 +202,7 @@ def boundary(
     max_queries: MaxQueries = None,
     init_attempts: NonNegativeInt = 100,
     starting_points: Annotated[Any, NotASetting()] = None,
-    generator: torch.Generator | int | None = None,
+    generator: Randomness = None,
 ) -> AttackResult:
     """Boundary Attack: start from an adversarial point and walk along the boundary toward ``x`` (labels only).
 
@@ -227,7 +231,8 @@ def boundary(
         max_queries: per-example cap on queries, framework's clean and final checks included.
         init_attempts: uniform-noise draws per example when looking for an adversarial start (100).
         starting_points: optional adversarial starting points, shape of ``x``.
-        generator: seed or ``torch.Generator``.
+        generator: seed or ``torch.Generator``, or an :class:`~advlab.rng.ExampleRNG` (each example's draws from its
+            own stream; with a targeted goal an example may still start from another example of the batch).
 
     Returns:
         AttackResult with ``queries`` per example; ``info``: ``"stopped"`` (``None``, ``"budget"`` or
@@ -250,7 +255,7 @@ def boundary(
         _core, model, x, y, threat, goal=goal, name="boundary", max_queries=max_queries, need_scores=False,
         steps=steps, spherical_step=spherical_step, source_step=source_step, step_adaptation=step_adaptation,
         init_attempts=init_attempts, starting_points_=check_starting_points(starting_points, x, threat),
-        generator=make_generator(generator),
+        generator=as_rng(generator),
     )  # fmt: skip
 
 

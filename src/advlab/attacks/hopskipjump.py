@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
@@ -17,11 +17,12 @@ from advlab.attacks._query import (
     run_query_attack,
     starting_points,
 )
-from advlab.attacks.base import AttackOutput, make_generator
+from advlab.attacks.base import AttackOutput, Randomness, draw_per_row
 from advlab.attacks.registry import register_attack
 from advlab.goals import Goal
 from advlab.oracles import Oracle
 from advlab.result import AttackResult
+from advlab.rng import RNG, ExampleRNG, as_rng
 from advlab.settings import NonNegativeInt, NotASetting, PositiveFloat, PositiveInt
 from advlab.threat import ThreatModel, flatten, per_example
 
@@ -77,38 +78,67 @@ def _estimate_gradient(
     num_evals: int,
     delta: torch.Tensor,
     threat: ThreatModel,
-    generator: torch.Generator,
+    rng: RNG,
 ) -> torch.Tensor:
-    """Monte-Carlo estimate of the boundary normal at ``x_b`` (Chen et al., Eq. 9, with the baseline of Eq. 16)."""
-    n, shape = x_b.shape[0], x_b.shape[1:]
-    d = x_b[0].numel()
-    per_chunk = max(1, CHUNK_POINTS // max(1, n))
-    sum_phi_rv = torch.zeros(n, d, device=x_b.device, dtype=x_b.dtype)  # sum of phi * u
-    sum_rv = torch.zeros(n, d, device=x_b.device, dtype=x_b.dtype)  # sum of u
-    phi_sum = torch.zeros(n, device=x_b.device, dtype=x_b.dtype)
-    for start in range(0, num_evals, per_chunk):
-        k = min(per_chunk, num_evals - start)
-        if threat.norm == "l2":
-            rv = torch.randn((n, k, d), generator=generator, device=generator.device)
-        else:
-            rv = torch.rand((n, k, d), generator=generator, device=generator.device) * 2 - 1
-        rv = rv.to(x_b.device, x_b.dtype)
-        rv = rv / rv.norm(dim=2, keepdim=True).clamp_min(1e-12)
-        base = flatten(x_b).unsqueeze(1)
-        pts = threat.clip_box(base + delta.view(n, 1, 1) * rv)
-        rv = (pts - base) / delta.view(n, 1, 1)
-        owner = idx.repeat_interleave(k)
-        adv = counter.is_adversarial(pts.reshape(n * k, *shape), owner).reshape(n, k)
-        phi = adv.to(x_b.dtype) * 2 - 1
-        sum_phi_rv += (phi.unsqueeze(2) * rv).sum(1)
-        sum_rv += rv.sum(1)
-        phi_sum += phi.sum(1)
-    mean_phi = phi_sum / num_evals
+    """Monte-Carlo estimate of the boundary normal at ``x_b`` (Chen et al., Eq. 9, with the baseline of Eq. 16).
+
+    At most :data:`CHUNK_POINTS` probes are built at once: all rows and some of the probes from one stream for the
+    batch, or all the probes of some rows from per-example streams (each row's from its own stream).
+    """
+    n, d = x_b.shape[0], x_b[0].numel()
+    sums = _ProbeSums(n, d, x_b)
+    if isinstance(rng, ExampleRNG):
+        per_group = max(1, CHUNK_POINTS // num_evals)
+        for start in range(0, n, per_group):
+            rows = torch.arange(start, min(start + per_group, n), device=x_b.device)
+            kind: Literal["rand", "randn"] = "randn" if threat.norm == "l2" else "rand"
+            rv = draw_per_row(rng.rows(rows), (rows.numel(), num_evals, d), kind, dtype=x_b.dtype, device=x_b.device)
+            sums.add(counter, x_b, idx, rows, rv if threat.norm == "l2" else rv * 2 - 1, delta, threat)
+    else:
+        per_chunk = max(1, CHUNK_POINTS // max(1, n))
+        rows = torch.arange(n, device=x_b.device)
+        for start in range(0, num_evals, per_chunk):
+            k = min(per_chunk, num_evals - start)
+            rv = rng.randn((n, k, d)) if threat.norm == "l2" else rng.rand((n, k, d)) * 2 - 1
+            sums.add(counter, x_b, idx, rows, rv.to(x_b.device, x_b.dtype), delta, threat)
+    mean_phi = sums.phi / num_evals
     # baseline (Eq. 16): sum (phi - mean phi) u, unless all probes agree (then sum phi u, the signed mean)
     unanimous = (mean_phi.abs() == 1)[:, None]
-    sums = torch.where(unanimous, sum_phi_rv, sum_phi_rv - mean_phi[:, None] * sum_rv)
-    grad = sums / sums.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    total = torch.where(unanimous, sums.phi_rv, sums.phi_rv - mean_phi[:, None] * sums.rv)
+    grad = total / total.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return grad.reshape(x_b.shape)
+
+
+class _ProbeSums:
+    """Per-row sums of the probes of one gradient estimate: ``sum phi u``, ``sum u`` and ``sum phi``."""
+
+    def __init__(self, n: int, d: int, like: torch.Tensor) -> None:
+        self.phi_rv = torch.zeros(n, d, device=like.device, dtype=like.dtype)
+        self.rv = torch.zeros(n, d, device=like.device, dtype=like.dtype)
+        self.phi = torch.zeros(n, device=like.device, dtype=like.dtype)
+
+    def add(
+        self,
+        counter: QueryCounter,
+        x_b: torch.Tensor,
+        idx: torch.Tensor,
+        rows: torch.Tensor,
+        rv: torch.Tensor,
+        delta: torch.Tensor,
+        threat: ThreatModel,
+    ) -> None:
+        """Probe ``x_b[rows]`` along the directions ``rv`` ``(R, k, d)`` (one query each) and add them up."""
+        n, k = rv.shape[0], rv.shape[1]
+        rv = rv / rv.norm(dim=2, keepdim=True).clamp_min(1e-12)
+        base = flatten(x_b[rows]).unsqueeze(1)
+        radius = delta[rows].view(n, 1, 1)
+        pts = threat.clip_box(base + radius * rv)
+        rv = (pts - base) / radius
+        adv = counter.is_adversarial(pts.reshape(n * k, *x_b.shape[1:]), idx[rows].repeat_interleave(k))
+        phi = adv.reshape(n, k).to(x_b.dtype) * 2 - 1
+        self.phi_rv[rows] += (phi.unsqueeze(2) * rv).sum(1)
+        self.rv[rows] += rv.sum(1)
+        self.phi[rows] += phi.sum(1)
 
 
 class _Walk:
@@ -134,9 +164,7 @@ class _Walk:
         self.dist = torch.zeros_like(self.best_dist)
         self.already = torch.zeros_like(self.found)
 
-    def start(
-        self, clean_pred: torch.Tensor, given: torch.Tensor | None, init_attempts: int, generator: torch.Generator
-    ) -> None:
+    def start(self, clean_pred: torch.Tensor, given: torch.Tensor | None, init_attempts: int, generator: RNG) -> None:
         """Find adversarial starts, then move them onto the boundary (blend search, binary search)."""
         counter, x, threat = self.counter, self.x, self.threat
         start, self.found = starting_points(
@@ -157,7 +185,7 @@ class _Walk:
         self.best[improved], self.best_dist[improved] = current[improved], self.dist[improved]
         counter.note_success(torch.arange(x.shape[0], device=x.device), self.found & (self.best_dist <= threat.eps))
 
-    def iterate(self, t: int, num_evals: int, generator: torch.Generator) -> bool:
+    def iterate(self, t: int, num_evals: int, generator: RNG) -> bool:
         """Iteration ``t`` on the examples that can pay for it: estimate the boundary normal from ``num_evals``
         probes, step along it, binary-search back to the boundary. False when no example can."""
         counter, x, threat = self.counter, self.x, self.threat
@@ -167,7 +195,7 @@ class _Walk:
         if idx.numel() == 0:
             return False
         delta = self._probe_radius(t, idx)
-        grad = _estimate_gradient(counter, self.current[idx], idx, num_evals, delta, threat, generator)
+        grad = _estimate_gradient(counter, self.current[idx], idx, num_evals, delta, threat, generator.rows(idx))
         update = grad if threat.norm == "l2" else grad.sign()
         moved = self._geometric_step(t, idx, update)
         # binary search back to the boundary between x and the moved point
@@ -231,7 +259,7 @@ def _core(
     gamma: float,
     init_attempts: int,
     starting_points_: torch.Tensor | None,
-    generator: torch.Generator,
+    generator: RNG,
     counter: QueryCounter,
 ) -> AttackOutput:
     clean_pred = counter.clean_log_probs(x).argmax(1)
@@ -271,7 +299,7 @@ def hopskipjump(
     max_queries: MaxQueries = None,
     init_attempts: NonNegativeInt = 100,
     starting_points: Annotated[Any, NotASetting()] = None,
-    generator: torch.Generator | int | None = None,
+    generator: Randomness = None,
 ) -> AttackResult:
     """HopSkipJump: binary search to the boundary, estimate its normal from decisions, step, repeat.
 
@@ -298,7 +326,8 @@ def hopskipjump(
         max_queries: per-example cap on queries, framework's clean and final checks included.
         init_attempts: uniform-noise draws per example when looking for an adversarial start (100).
         starting_points: optional adversarial starting points (e.g. images of the target class).
-        generator: seed or ``torch.Generator``.
+        generator: seed or ``torch.Generator``, or an :class:`~advlab.rng.ExampleRNG` (each example's draws from its
+            own stream; with a targeted goal an example may still start from another example of the batch).
 
     Returns:
         AttackResult with ``queries`` per example; ``info``: ``"stopped"`` (``None``, ``"budget"`` or
@@ -324,7 +353,7 @@ def hopskipjump(
         _core, model, x, y, threat, goal=goal, name="hopskipjump", max_queries=max_queries, need_scores=False,
         steps=steps, init_num_evals=init_num_evals, max_num_evals=max_num_evals, gamma=gamma,
         init_attempts=init_attempts, starting_points_=check_starting_points(starting_points, x, threat),
-        generator=make_generator(generator),
+        generator=as_rng(generator),
     )  # fmt: skip
 
 

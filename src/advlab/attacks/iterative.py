@@ -78,7 +78,7 @@ def best_of_restarts(
     """
     n = x.shape[0]
     x_best = x.clone()
-    best_loss = torch.full((n,), float("-inf"), device=x.device)
+    best_loss = torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype)
     done = torch.zeros(n, dtype=torch.bool, device=x.device)
     first_trace = None
     for _ in range(restarts):

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from advlab.attacks._query import STOP_ERRORS, MaxQueries, QueryCounter, ScoreSearch, run_query_attack
-from advlab.attacks.base import AttackOutput, make_generator
+from advlab.attacks.base import AttackOutput, Randomness, draw_per_row
 from advlab.attacks.registry import register_attack
 from advlab.goals import Goal
 from advlab.losses import LossFn, LossSetting, get_loss
 from advlab.oracles import Oracle
 from advlab.result import AttackResult
+from advlab.rng import RNG, ExampleRNG, as_rng
 from advlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from advlab.threat import ThreatModel
 
@@ -32,19 +33,22 @@ def nes_gradient(
     *,
     sigma: float,
     n_samples: int,
-    generator: torch.Generator,
+    generator: torch.Generator | RNG,
 ) -> torch.Tensor:
     """NES estimate of the gradient of ``f`` with antithetic Gaussian sampling.
 
     ``g = 1 / (n sigma) * sum_i [f(x + sigma u_i) - f(x - sigma u_i)] u_i`` over ``n / 2`` draws
-    ``u_i ~ N(0, I)``. ``f(points, owner)`` maps ``(M, ...)`` points to ``(M,)`` values.
+    ``u_i ~ N(0, I)``. ``f(points, owner)`` maps ``(M, ...)`` points to ``(M,)`` values. At most
+    :data:`CHUNK_POINTS` points are built at once: all rows and some of the draws from one stream for the batch, or
+    all the draws of some rows from per-example streams (each row's draws then come from its own stream, one call
+    per estimate).
 
     Args:
         f: batched function to differentiate.
         x: points, shape ``(N, ...)``.
         sigma: search standard deviation.
         n_samples: function evaluations per example (rounded down to an even number, at least 2).
-        generator: source of the Gaussian draws.
+        generator: source of the Gaussian draws: a ``torch.Generator`` or an RNG of :mod:`advlab.rng`.
 
     Returns:
         The estimate, shape ``(N, ...)``.
@@ -54,18 +58,41 @@ def nes_gradient(
         Wierstra et al., "Natural Evolution Strategies", arXiv:1106.4487.
     """
     n, half = x.shape[0], max(1, n_samples // 2)
+    rng = as_rng(generator)
     g = torch.zeros_like(x)
+    if isinstance(rng, ExampleRNG):
+        per_group = max(1, CHUNK_POINTS // (2 * half))
+        for start in range(0, n, per_group):
+            rows = torch.arange(start, min(start + per_group, n), device=x.device)
+            u = draw_per_row(
+                rng.rows(rows), (rows.numel(), half, *x.shape[1:]), "randn", dtype=x.dtype, device=x.device
+            )
+            g[rows] += _antithetic_sum(f, x[rows], rows, u, sigma)
+        return g / (2 * half * sigma)
     per_chunk = max(1, CHUNK_POINTS // (2 * n))
+    rows = torch.arange(n, device=x.device)
     for start in range(0, half, per_chunk):
         k = min(per_chunk, half - start)
-        u = torch.randn((n, k, *x.shape[1:]), generator=generator, device=generator.device).to(x.device, x.dtype)
-        xe = x.unsqueeze(1)
-        pts = torch.cat([xe + sigma * u, xe - sigma * u], dim=1).reshape(n * 2 * k, *x.shape[1:])
-        owner = torch.arange(n, device=x.device).repeat_interleave(2 * k)
-        vals = f(pts, owner).reshape(n, 2 * k)
-        diff = (vals[:, :k] - vals[:, k:]).reshape((n, k) + (1,) * (x.dim() - 1))
-        g += (diff * u).sum(1)
+        u = rng.randn((n, k, *x.shape[1:])).to(x.device, x.dtype)
+        g += _antithetic_sum(f, x, rows, u, sigma)
     return g / (2 * half * sigma)
+
+
+def _antithetic_sum(
+    f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    u: torch.Tensor,
+    sigma: float,
+) -> torch.Tensor:
+    """``sum_i [f(x + sigma u_i) - f(x - sigma u_i)] u_i`` per row, for the draws ``u`` ``(R, k, ...)`` of ``rows``."""
+    n, k = u.shape[0], u.shape[1]
+    xe = x.unsqueeze(1)
+    pts = torch.cat([xe + sigma * u, xe - sigma * u], dim=1).reshape(n * 2 * k, *x.shape[1:])
+    owner = rows.repeat_interleave(2 * k)
+    vals = f(pts, owner).reshape(n, 2 * k)
+    diff = (vals[:, :k] - vals[:, k:]).reshape((n, k) + (1,) * (x.dim() - 1))
+    return (diff * u).sum(1)
 
 
 class _PlateauSchedule:
@@ -80,7 +107,7 @@ class _PlateauSchedule:
     def observe(self, idx: torch.Tensor, loss: torch.Tensor) -> None:
         """Record the losses of the examples ``idx`` that stepped (the others' entry is NaN) and adapt."""
         current = torch.full_like(self.lr, float("nan"))
-        current[idx] = loss
+        current[idx] = loss.to(current.dtype)
         length = self.length
         self.history = self.history[-(length - 1) :] + [current] if length > 1 else [current]
         if len(self.history) >= length:
@@ -108,7 +135,7 @@ def _core(
     plateau_length: int,
     plateau_drop: float,
     loss_fn: LossFn,
-    generator: torch.Generator,
+    generator: RNG,
     counter: QueryCounter,
 ) -> AttackOutput:
     search = ScoreSearch(counter, x, labels, targeted, loss_fn)
@@ -132,7 +159,7 @@ def _core(
                 x_adv[idx],
                 sigma=sigma,
                 n_samples=n_samples,
-                generator=generator,
+                generator=generator.rows(idx),
             )
             g = momentum * g_prev[idx] + (1 - momentum) * grad
             g_prev[idx] = g
@@ -169,7 +196,7 @@ def nes(
     plateau_drop: Annotated[float, Range(1)] = 2.0,
     loss: LossSetting = "ce",
     max_queries: MaxQueries = None,
-    generator: torch.Generator | int | None = None,
+    generator: Randomness = None,
 ) -> AttackResult:
     """NES attack of Ilyas et al. (query-limited setting): PGD on an antithetic Gaussian gradient estimate.
 
@@ -196,7 +223,8 @@ def nes(
         loss: ``"ce"`` (default: cross-entropy, i.e. the log-probability of the target when targeted),
             ``"margin"`` or a callable on log-probabilities.
         max_queries: per-example cap on queries, framework's clean and final checks included.
-        generator: seed or ``torch.Generator`` for the Gaussian draws.
+        generator: seed or ``torch.Generator`` for the Gaussian draws, or an :class:`~advlab.rng.ExampleRNG`
+            (each example's draws from its own stream).
 
     Returns:
         AttackResult with ``queries`` per example and ``info["stopped"]``.
@@ -217,7 +245,7 @@ def nes(
         _core, model, x, y, threat, goal=goal, name="nes", max_queries=max_queries, need_scores=True, steps=steps,
         step_size=step_size, min_step_size=min(min_step_size, step_size), sigma=sigma, n_samples=n_samples,
         momentum=momentum, plateau_length=plateau_length, plateau_drop=plateau_drop, loss_fn=get_loss(loss),
-        generator=make_generator(generator),
+        generator=as_rng(generator),
     )  # fmt: skip
 
 

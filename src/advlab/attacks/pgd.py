@@ -7,12 +7,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.attacks.base import AttackOutput, make_generator, run_attack
+from advlab.attacks.base import AttackOutput, Randomness, run_attack
 from advlab.attacks.iterative import best_of_restarts, iterate
 from advlab.attacks.registry import ALL_NORMS, register_attack
 from advlab.goals import Goal
 from advlab.losses import LossFn, LossSetting, get_loss
 from advlab.result import AttackResult
+from advlab.rng import RNG, as_rng
 from advlab.settings import PositiveFloat, PositiveInt
 from advlab.threat import ThreatModel
 
@@ -32,11 +33,11 @@ def _core(
     restarts: int,
     random_start: bool,
     loss_fn: LossFn,
-    generator: torch.Generator,
+    generator: RNG,
 ) -> AttackOutput:
     def run_once(idx: torch.Tensor):
         xs = x[idx]
-        x0 = threat.random_start(xs, generator) if random_start else xs
+        x0 = threat.random_start(xs, generator.rows(idx)) if random_start else xs
         return iterate(
             model,
             xs,
@@ -67,7 +68,7 @@ def pgd(
     restarts: PositiveInt = 1,
     random_start: bool = True,
     loss: LossSetting = "ce",
-    generator: torch.Generator | int | None = None,
+    generator: Randomness = None,
 ) -> AttackResult:
     """Projected gradient descent on the loss, from a random point in the ball, best of ``restarts``.
 
@@ -87,7 +88,8 @@ def pgd(
         restarts: number of random restarts (needs ``random_start``).
         random_start: start from a uniform point of the ball (Madry et al.) instead of ``x``.
         loss: ``"ce"``, ``"margin"``, ``"dlr"`` or a callable ``(logits, labels, targeted) -> (N,)``.
-        generator: ``torch.Generator`` or int seed for the random starts (default seed 0).
+        generator: ``torch.Generator`` or int seed for the random starts (default seed 0), or an
+            :class:`~advlab.rng.ExampleRNG` (each example's starts from its own stream).
 
     Returns:
         AttackResult with ``x_adv``, ``success``, ``distance`` and the first restart's ``loss_trace``.
@@ -111,7 +113,7 @@ def pgd(
     return run_attack(
         _core, model, x, y, threat, goal=goal, steps=steps, step_size=step_size,
         restarts=restarts if random_start else 1, random_start=random_start, loss_fn=get_loss(loss),
-        generator=make_generator(generator),
+        generator=as_rng(generator),
     )  # fmt: skip
 
 

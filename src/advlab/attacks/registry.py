@@ -29,6 +29,7 @@ from advlab import validation
 from advlab.goals import Goal, Untargeted, as_goal
 from advlab.registry import Registry
 from advlab.result import AttackResult
+from advlab.rng import ExampleRNG
 from advlab.settings import Setting
 from advlab.threat import DEFAULT_BOUNDS, ThreatModel, check_threat_model
 
@@ -129,7 +130,7 @@ class AttackConfig:
         threat: ThreatModel,
         *,
         goal: Goal | None = None,
-        generator: torch.Generator | int | None = None,
+        generator: torch.Generator | int | ExampleRNG | None = None,
     ) -> AttackResult:
         """Run the attack with these settings (see the attack function for the arguments)."""
         return self.spec.function(model, x, y, threat, goal=self._goal(goal), generator=generator, **self.settings())
@@ -237,7 +238,8 @@ def register_attack(
         needs_gradients: whether the attack differentiates the model.
         needs_scores: whether it reads the model's scores; ``False`` for decision-based attacks, which need only the
             predicted labels (an oracle in ``"labels"`` mode).
-        stochastic: whether the attack draws random numbers (from its ``generator``).
+        stochastic: whether the attack draws random numbers (from its ``generator``: a ``torch.Generator`` or seed, one
+            stream for the batch, or an :class:`~advlab.rng.ExampleRNG`, one stream per example).
         query_based: whether it counts queries (score- or decision-based).
         minimum_norm: whether it searches the smallest perturbation and returns distances.
         renamed: ``{old name: new name}`` of settings renamed in this release (accepted with a ``FutureWarning``).

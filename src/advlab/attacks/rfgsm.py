@@ -7,12 +7,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.attacks.base import AttackOutput, make_generator, run_attack
+from advlab.attacks.base import AttackOutput, Randomness, run_attack
 from advlab.attacks.fgsm import fast_gradient_step
 from advlab.attacks.registry import register_attack
 from advlab.goals import Goal
 from advlab.losses import LossSetting, get_loss
 from advlab.result import AttackResult
+from advlab.rng import RNG, as_rng
 from advlab.settings import NonNegativeFloat
 from advlab.threat import ThreatModel
 
@@ -20,9 +21,9 @@ DEFAULT_ALPHA_FRACTION = 0.5
 """Tramèr et al. use eps = 16/255 and alpha = 8/255, i.e. alpha = eps / 2."""
 
 
-def _random_direction(x: torch.Tensor, threat: ThreatModel, generator: torch.Generator) -> torch.Tensor:
+def _random_direction(x: torch.Tensor, threat: ThreatModel, rng: RNG) -> torch.Tensor:
     """A unit-norm random direction: sign of a Gaussian for linf (as in the paper), a uniform direction for l2."""
-    gauss = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+    gauss = rng.randn(x.shape, dtype=x.dtype).to(x.device)
     return threat.ascent_direction(gauss)
 
 
@@ -42,7 +43,7 @@ def rfgsm(
     goal: Goal | None = None,
     alpha: NonNegativeFloat | None = None,
     loss: LossSetting = "ce",
-    generator: torch.Generator | int | None = None,
+    generator: Randomness = None,
 ) -> AttackResult:
     """R+FGSM: ``x' = x + alpha * sign(N(0, I))``, then ``x_adv = x' + (eps - alpha) * sign(grad at x')``.
 
@@ -57,7 +58,7 @@ def rfgsm(
         goal: ``None`` (untargeted), ``Targeted(target)`` or ``LeastLikely()``.
         alpha: size of the random step, ``0 <= alpha < eps``; default ``eps / 2``.
         loss: loss to ascend.
-        generator: ``torch.Generator`` or int seed (default seed 0).
+        generator: ``torch.Generator`` or int seed (default seed 0), or an :class:`~advlab.rng.ExampleRNG`.
 
     Returns:
         AttackResult.
@@ -78,7 +79,7 @@ def rfgsm(
             f"alpha: expected 0 <= alpha < eps = {threat.eps}, got {alpha}; the gradient step needs eps - alpha > 0"
         )
     return run_attack(
-        _core, model, x, y, threat, goal=goal, alpha=alpha, loss_fn=get_loss(loss), generator=make_generator(generator)
+        _core, model, x, y, threat, goal=goal, alpha=alpha, loss_fn=get_loss(loss), generator=as_rng(generator)
     )
 
 

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from advlab.attacks._query import STOP_ERRORS, MaxQueries, QueryCounter, ScoreSearch, run_query_attack
-from advlab.attacks.base import AttackOutput, make_generator
+from advlab.attacks.base import AttackOutput, Randomness, draw_per_row
 from advlab.attacks.registry import register_attack
 from advlab.goals import Goal
 from advlab.losses import LossFn, LossSetting, get_loss
 from advlab.oracles import Oracle
 from advlab.result import AttackResult
+from advlab.rng import RNG, ExampleRNG, as_rng
 from advlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from advlab.threat import ThreatModel, flatten, per_example
 
@@ -30,7 +31,7 @@ def spsa_gradient(
     *,
     delta: float,
     n_samples: int,
-    generator: torch.Generator,
+    generator: torch.Generator | RNG,
     clip: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """SPSA estimate of the gradient of ``f`` at each example of ``x``.
@@ -44,15 +45,19 @@ def spsa_gradient(
         x: points, shape ``(N, ...)``.
         delta: finite-difference radius.
         n_samples: function evaluations per example (rounded down to an even number, at least 2).
-        generator: source of the Rademacher directions.
+        generator: source of the Rademacher directions: a ``torch.Generator`` or an RNG of :mod:`advlab.rng`
+            (per-example streams: row ``i``'s directions from example ``i``'s stream, one call per estimate).
         clip: optional map into the valid box.
 
     Returns:
         The estimate, shape ``(N, ...)``.
     """
     n, k = x.shape[0], max(1, n_samples // 2)
-    v = torch.randint(0, 2, (n, k, *x.shape[1:]), generator=generator, device=generator.device)
-    v = v.to(x.device, x.dtype) * 2 - 1
+    rng = as_rng(generator)
+    if isinstance(rng, ExampleRNG):
+        v = draw_per_row(rng, (n, k, *x.shape[1:]), "signs", dtype=x.dtype, device=x.device)
+    else:
+        v = rng.randint(0, 2, (n, k, *x.shape[1:])).to(x.device, x.dtype) * 2 - 1
     xe = x.unsqueeze(1)
     plus, minus = xe + delta * v, xe - delta * v
     if clip is not None:
@@ -95,7 +100,7 @@ def _core(
     n_samples: int,
     loss_fn: LossFn,
     early_stop: bool,
-    generator: torch.Generator,
+    generator: RNG,
     counter: QueryCounter,
 ) -> AttackOutput:
     search = ScoreSearch(counter, x, labels, targeted, loss_fn)
@@ -116,7 +121,7 @@ def _core(
                 xa,
                 delta=delta,
                 n_samples=n_samples,
-                generator=generator,
+                generator=generator.rows(idx),
                 clip=threat.clip_box,
             )
             update = adam.update(idx, grad, t)
@@ -152,7 +157,7 @@ def spsa(
     loss: LossSetting = "margin",
     max_queries: MaxQueries = None,
     early_stop: bool = True,
-    generator: torch.Generator | int | None = None,
+    generator: Randomness = None,
 ) -> AttackResult:
     """SPSA: estimate the loss gradient from scores with Rademacher finite differences, step with Adam.
 
@@ -177,7 +182,8 @@ def spsa(
         loss: ``"margin"`` (default), ``"ce"`` or a callable on log-probabilities.
         max_queries: per-example cap on queries, framework's clean and final checks included.
         early_stop: stop an example as soon as it is adversarial.
-        generator: seed or ``torch.Generator`` for the Rademacher draws.
+        generator: seed or ``torch.Generator`` for the Rademacher draws, or an :class:`~advlab.rng.ExampleRNG`
+            (each example's draws from its own stream).
 
     Returns:
         AttackResult with ``queries`` per example and ``info["stopped"]`` (``None``, ``"budget"`` or
@@ -199,7 +205,7 @@ def spsa(
     return run_query_attack(
         _core, model, x, y, threat, goal=goal, name="spsa", max_queries=max_queries, need_scores=True, steps=steps,
         step_size=step_size, delta=delta, n_samples=n_samples, loss_fn=get_loss(loss), early_stop=early_stop,
-        generator=make_generator(generator),
+        generator=as_rng(generator),
     )  # fmt: skip
 
 

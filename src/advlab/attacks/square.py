@@ -9,17 +9,21 @@ are counted.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from advlab.attacks.base import AttackOutput, make_generator, run_attack
-from advlab.attacks.registry import register_attack
+from advlab.attacks.base import AttackOutput, Randomness, run_attack
+from advlab.attacks.registry import AttackConfig, register_attack
 from advlab.goals import Goal, is_success
 from advlab.losses import cross_entropy, margin
 from advlab.result import AttackResult
+from advlab.rng import RNG, ExampleRNG, as_rng
 from advlab.settings import PositiveInt, Range
 from advlab.threat import ThreatModel
 
@@ -37,6 +41,8 @@ L2_INIT_GRID = 5
 """The l2 initialisation tiles the image with blocks of side ``height // 5``."""
 DEFAULT_FOCUS_AFTER = 1000
 """With ``focus < 1``: the query of a run after which only the most promising examples go on (see :func:`square`)."""
+DRAW_AHEAD = 64
+"""Iterations whose random choices one call of per-example streams draws at once (see ``_KeyedDraws``)."""
 
 _TINY = 1e-12
 
@@ -85,31 +91,171 @@ def window_size(p: float, height: int, width: int, *, minimum: int = 1, odd: boo
     return (length, 1) if width == 1 else (1, length)
 
 
-def _random_corners(
-    n: int, sh: int, sw: int, height: int, width: int, generator: torch.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top-left corner ``(top (N,), left (N,))`` of a random ``sh x sw`` window per example."""
-    top = torch.randint(0, height - sh + 1, (n,), generator=generator, device=generator.device).to(device)
-    left = torch.randint(0, width - sw + 1, (n,), generator=generator, device=generator.device).to(device)
-    return top, left
+# ---------------------------------------------------------------------------------------------- random choices
+class _BatchDraws:
+    """Square's random choices from one stream for the whole batch (a ``torch.Generator``), in the reference order.
+
+    Each choice is a separate draw for every row of the batch, in the order of the paper's code: the attack's
+    output for a ``torch.Generator`` is what it always was.
+    """
+
+    def __init__(self, rng: RNG) -> None:
+        self.rng = rng
+
+    def begin(self, i: int) -> None:
+        """Iteration ``i`` starts (nothing is drawn ahead)."""
+
+    def keep(self, stay: torch.Tensor) -> None:
+        """Only the rows ``stay`` go on (the stream is the batch's)."""
+
+    def corners(self, n: int, sh: int, sw: int, height: int, width: int, device: torch.device):
+        """The top-left corner ``(top (N,), left (N,))`` of a random ``sh x sw`` window per row."""
+        top = self.rng.randint(0, height - sh + 1, (n,)).to(device)
+        left = self.rng.randint(0, width - sw + 1, (n,)).to(device)
+        return top, left
+
+    def signs(self, n: int, c: int, like: torch.Tensor) -> torch.Tensor:
+        """One random sign per row and channel, ``(N, C, 1, 1)`` in ``like``'s dtype."""
+        return _random_signs((n, c, 1, 1), self.rng, like)
+
+    def resigns(self, same: torch.Tensor, c: int, like: torch.Tensor) -> torch.Tensor:
+        """New signs for the rows ``same`` (drawn for every row, as the reference does)."""
+        return self.signs(same.shape[0], c, like)
+
+    def flips(self, n: int, device: torch.device) -> torch.Tensor:
+        """Whether each row's l2 pattern is transposed."""
+        return self.rng.randint(0, 2, (n,)).bool().to(device)
 
 
-def _random_windows(
-    n: int, sh: int, sw: int, height: int, width: int, generator: torch.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A random window per example: ``(mask (N, 1, H, W), top (N,), left (N,))``."""
-    top, left = _random_corners(n, sh, sw, height, width, generator, device)
+class _KeyedDraws:
+    """Square's random choices from per-example streams (an :class:`~advlab.rng.ExampleRNG`), drawn ahead.
+
+    One Philox call draws the choices of the next :data:`DRAW_AHEAD` iterations of every active row (an ``ExampleRNG``
+    call costs about as much for one word per row as for a hundred), and turns them at once into window corners
+    and signs (the windows' sides follow the schedule, known ahead), so an iteration only reads its column. A block
+    of iterations starts at the run's first iteration, at each ``stops`` iteration (the focus point, where a run may
+    pause and resume; the run's end) and every ``DRAW_AHEAD`` iterations after one: a row's draws depend only on its
+    own stream and history, never on the other rows. Per iteration a row takes one word per window (its corner,
+    uniform over the positions by multiply-shift) and bits: one per channel for the signs, one for the l2 pattern's
+    transposition, and (linf, several channels) one per channel for each of the :data:`MAX_RESAMPLES` redraws of
+    signs a proposal may need (each row reads its own, whether or not the others redraw).
+
+    Args:
+        rng: the streams of the run's rows.
+        norm: ``"linf"`` (one window per iteration) or ``"l2"`` (two, and a transposition).
+        like: the run's images ``(N, C, H, W)`` (device, dtype, shape).
+        sides: the window's sides at an iteration.
+        start: the run's first iteration.
+        stops: iterations where a block must end.
+    """
+
+    def __init__(
+        self,
+        rng: ExampleRNG,
+        norm: str,
+        like: torch.Tensor,
+        sides: Callable[[int], tuple[int, int]],
+        start: int,
+        stops: tuple[int, ...],
+    ) -> None:
+        self.rng, self.sides, self.stops = rng, sides, stops
+        self.windows = 1 if norm == "linf" else 2
+        _, self.c, self.h, self.w = like.shape
+        self.device, self.dtype = like.device, like.dtype
+        # the bits of an iteration: [l2: transposition] signs [linf, several channels: the redrawn signs]
+        self.redraws = MAX_RESAMPLES if norm == "linf" and self.c > 1 else 0
+        self.bits = (self.windows - 1) + self.c * (1 + self.redraws)
+        self.next_block, self.at, self.j, self.corner, self.attempt = start, start, 0, 0, 0
+        self.tops: list[torch.Tensor] = []
+        self.lefts: list[torch.Tensor] = []
+        self.sign = torch.empty(0)  # (R, L, 1 + redraws, C): the signs, then the redrawn ones
+        self.flip = torch.empty(0)
+
+    def begin(self, i: int) -> None:
+        """Iteration ``i`` starts: its choices are the next column of the block (a new block where one starts)."""
+        if i >= self.next_block:
+            end = min([i + DRAW_AHEAD] + [s for s in self.stops if s > i])
+            self.draw_block(i, end)
+            self.next_block, self.at = end, i
+        self.j, self.corner, self.attempt = i - self.at, 0, 0
+
+    def draw_block(self, first: int, end: int) -> None:
+        """The choices of iterations ``first .. end - 1``: corners ``(R, L)`` per window, signs ``(R, L, C)``."""
+        words_per = self.windows + math.ceil(self.bits / 32)
+        steps = end - first
+        words = self.rng.words(steps * words_per).reshape(-1, steps, words_per).to(self.device)
+        sides = torch.tensor([self.sides(i) for i in range(first, end)], dtype=torch.int64, device=self.device)
+        span_h, span_w = self.h - sides[:, 0] + 1, self.w - sides[:, 1] + 1
+        at = (words[:, :, : self.windows] * (span_h * span_w)[None, :, None]) >> 32  # uniform over the positions
+        self.tops = [at[:, :, k] // span_w for k in range(self.windows)]
+        self.lefts = [at[:, :, k] % span_w for k in range(self.windows)]
+        shifts = torch.arange(32, device=self.device, dtype=torch.int64)
+        bits = ((words[:, :, self.windows :, None] >> shifts) & 1).reshape(words.shape[0], steps, -1)
+        self.flip = bits[:, :, 0].bool()
+        signs = bits[:, :, self.windows - 1 : self.windows - 1 + self.c * (1 + self.redraws)]
+        self.sign = (2 * signs - 1).to(self.dtype).reshape(words.shape[0], steps, 1 + self.redraws, self.c)
+
+    def keep(self, stay: torch.Tensor) -> None:
+        """Only the rows ``stay`` (bool over the active rows) go on."""
+        if self.sign.shape[0] == stay.shape[0]:  # a block is drawn (before the first, there is none to keep)
+            stay_d = stay.to(self.device)
+            self.tops = [t[stay_d] for t in self.tops]
+            self.lefts = [t[stay_d] for t in self.lefts]
+            self.sign, self.flip = self.sign[stay_d], self.flip[stay_d]
+        self.rng = self.rng.rows(stay.nonzero().flatten())
+
+    def corners(self, n: int, sh: int, sw: int, height: int, width: int, device: torch.device):
+        k = self.corner
+        self.corner += 1
+        return self.tops[k][:, self.j], self.lefts[k][:, self.j]
+
+    def signs(self, n: int, c: int, like: torch.Tensor) -> torch.Tensor:
+        return self.sign[:, self.j, 0, :, None, None]
+
+    def resigns(self, same: torch.Tensor, c: int, like: torch.Tensor) -> torch.Tensor:
+        self.attempt += 1
+        return self.sign[:, self.j, self.attempt, :, None, None]
+
+    def flips(self, n: int, device: torch.device) -> torch.Tensor:
+        return self.flip[:, self.j]
+
+
+_Draws = _BatchDraws | _KeyedDraws
+
+
+def _draws(
+    rng: RNG, norm: str, like: torch.Tensor, p_init: float, n_queries: int, start: int, stops: tuple[int, ...]
+) -> _Draws:
+    """The source of a run's random choices: per-example streams drawn ahead, or the batch's stream as it comes."""
+    if not isinstance(rng, ExampleRNG):
+        return _BatchDraws(rng)
+    h, w = like.shape[2], like.shape[3]
+
+    def sides(i: int) -> tuple[int, int]:
+        return _window(norm, p_schedule(i, n_queries, p_init), h, w)
+
+    return _KeyedDraws(rng, norm, like, sides, start, stops)
+
+
+def _window(norm: str, p: float, h: int, w: int) -> tuple[int, int]:
+    """The sides of the proposal's window(s) covering ``p`` of the image (l2: odd, at least 3)."""
+    return window_size(p, h, w) if norm == "linf" else window_size(p, h, w, minimum=L2_MIN_SIDE, odd=True)
+
+
+def _random_signs(shape: tuple[int, ...], rng: RNG, like: torch.Tensor) -> torch.Tensor:
+    """Random signs of ``shape`` (first dimension: the rows), in ``like``'s dtype and device."""
+    s = rng.randint(0, 2, shape).to(like.device, like.dtype)
+    return 2 * s - 1
+
+
+def _window_mask(top: torch.Tensor, left: torch.Tensor, sh: int, sw: int, height: int, width: int) -> torch.Tensor:
+    """``(N, 1, H, W)``: True inside each row's ``sh x sw`` window at ``(top, left)``."""
+    device = top.device
     rows = torch.arange(height, device=device)[None, :]
     cols = torch.arange(width, device=device)[None, :]
     in_rows = (rows >= top[:, None]) & (rows < top[:, None] + sh)
     in_cols = (cols >= left[:, None]) & (cols < left[:, None] + sw)
-    mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
-    return mask, top, left
-
-
-def _random_signs(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    s = torch.randint(0, 2, shape, generator=generator, device=generator.device).to(like.device, like.dtype)
-    return 2 * s - 1
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
 # ---------------------------------------------------------------------------------------------- l2 patterns
@@ -161,38 +307,57 @@ def _place(
     return full[:, None]
 
 
-def _l2_init(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
-    """The paper's l2 start: a grid of pseudo-Gaussian blocks with random signs per channel, scaled to norm eps."""
-    n, c, h, w = x.shape
+def _l2_blocks(h: int, w: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """The l2 start's block sides and the top-left corners of its blocks (a centred ``5 x 5`` grid)."""
     bh = max(h // L2_INIT_GRID, 1) if h > 1 else 1
     bw = max(w // L2_INIT_GRID, 1) if w > 1 else 1
     if h > 1 and w > 1:
         bh = bw = min(bh, bw)
     off_h, off_w = (h - bh * L2_INIT_GRID) // 2 if h > 1 else 0, (w - bw * L2_INIT_GRID) // 2 if w > 1 else 0
     off_h, off_w = max(off_h, 0), max(off_w, 0)
+    corners = [(top, left) for top in range(off_h, h - bh + 1, bh) for left in range(off_w, w - bw + 1, bw)]
+    return bh, bw, corners
+
+
+def _l2_init(x: torch.Tensor, eps: float, rng: RNG) -> torch.Tensor:
+    """The paper's l2 start: a grid of pseudo-Gaussian blocks with random signs per channel, scaled to norm eps.
+
+    From one stream for the batch each block transposes its pattern for every row or none (the reference's
+    draws); from per-example streams each row draws its transpositions and signs, in one call.
+    """
+    n, c, h, w = x.shape
+    bh, bw, corners = _l2_blocks(h, w)
+    pattern = pseudo_gaussian_pattern(bh, bw).to(x.device, x.dtype)
     delta = torch.zeros_like(x)
-    for top in range(off_h, h - bh + 1, bh):
-        for left in range(off_w, w - bw + 1, bw):
-            pattern = pseudo_gaussian_pattern(bh, bw).to(x.device, x.dtype)
-            if bh == bw and bool(torch.randint(0, 2, (1,), generator=generator, device=generator.device)):
-                pattern = pattern.T
-            signs = _random_signs((n, c, 1, 1), generator, x)
-            delta[:, :, top : top + bh, left : left + bw] += pattern[None, None] * signs
+    if isinstance(rng, ExampleRNG):
+        bits = rng.randint(0, 2, (n, len(corners), 1 + c)).to(x.device)
+        for b, (top, left) in enumerate(corners):
+            flip = bits[:, b, 0].bool()[:, None, None, None]
+            block = torch.where(flip, pattern.T, pattern) if bh == bw else pattern[None, None]
+            signs = (2 * bits[:, b, 1:] - 1).to(x.dtype)[:, :, None, None]
+            delta[:, :, top : top + bh, left : left + bw] += block * signs
+    else:
+        for top, left in corners:
+            block = pattern
+            if bh == bw and bool(rng.randint(0, 2, (1,))):
+                block = pattern.T
+            signs = _random_signs((n, c, 1, 1), rng, x)
+            delta[:, :, top : top + bh, left : left + bw] += block[None, None] * signs
     norms = delta.reshape(n, -1).norm(dim=1).clamp_min(_TINY)
     return delta / norms[:, None, None, None] * eps
 
 
 # ---------------------------------------------------------------------------------------------- proposals
-def _propose_linf(x, x_best, p, eps, bounds, generator):
+def _propose_linf(x, x_best, p, eps, bounds, draws: _Draws):
     """``x_best`` with a random window per example set to ``clip(x +- eps)``, one random sign per channel.
 
     Only the windows are computed (gathered, changed, scattered into a copy of ``x_best``): after the first
     iterations a window is a few pixels, and whole-image passes would cost more than the proposal itself.
     """
     n, c, h, w = x.shape
-    sh, sw = window_size(p, h, w)
-    top, left = _random_corners(n, sh, sw, h, w, generator, x.device)
-    signs = _random_signs((n, c, 1, 1), generator, x)
+    sh, sw = _window("linf", p, h, w)
+    top, left = draws.corners(n, sh, sw, h, w, x.device)
+    signs = draws.signs(n, c, x)
     at = (
         torch.arange(n, device=x.device)[:, None, None, None],
         torch.arange(c, device=x.device)[None, :, None, None],
@@ -209,7 +374,7 @@ def _propose_linf(x, x_best, p, eps, bounds, generator):
         # (the reference implementation) is the same distribution as flipping, which needs no retries.
         # The flipped window then differs from the current one (x + eps and x - eps clamp to different values
         # for eps > 0), so no second check is needed.
-        redraw = -signs if (c == 1 and attempt == 0) else _random_signs((n, c, 1, 1), generator, x)
+        redraw = -signs if (c == 1 and attempt == 0) else draws.resigns(same, c, x)
         signs = torch.where(same[:, None, None, None], redraw, signs)
         new_win = (x_win + eps * signs).clamp(*bounds)
         if c == 1:
@@ -219,20 +384,22 @@ def _propose_linf(x, x_best, p, eps, bounds, generator):
     return x_new
 
 
-def _propose_l2(x, x_best, p, eps, bounds, generator):
+def _propose_l2(x, x_best, p, eps, bounds, draws: _Draws):
     n, c, h, w = x.shape
-    sh, sw = window_size(p, h, w, minimum=L2_MIN_SIDE, odd=True)
-    mask1, top, left = _random_windows(n, sh, sw, h, w, generator, x.device)
-    mask2, _, _ = _random_windows(n, sh, sw, h, w, generator, x.device)
+    sh, sw = _window("l2", p, h, w)
+    top, left = draws.corners(n, sh, sw, h, w, x.device)
+    mask1 = _window_mask(top, left, sh, sw, h, w)
+    top2, left2 = draws.corners(n, sh, sw, h, w, x.device)
+    mask2 = _window_mask(top2, left2, sh, sw, h, w)
     delta = x_best - x
     sq = delta**2
     norm_w1 = (sq * mask1).sum(dim=(2, 3), keepdim=True).sqrt()
     norm_union = (sq * (mask1 | mask2)).sum(dim=(2, 3), keepdim=True).sqrt()
     norm_all = sq.reshape(n, -1).sum(dim=1).sqrt()[:, None, None, None]
     pattern = pseudo_gaussian_pattern(sh, sw).to(x.device, x.dtype)
-    flip = torch.randint(0, 2, (n,), generator=generator, device=generator.device).bool().to(x.device)
+    flip = draws.flips(n, x.device)
     placed = _place(pattern, flip, top, left, h, w)
-    signs = _random_signs((n, c, 1, 1), generator, x)
+    signs = draws.signs(n, c, x)
     # New window content: the pattern plus the window's current content (normalised), rescaled so that the
     # mass of both windows, and whatever the ball still has room for, goes into the first window.
     new = placed * signs + delta * mask1 / (norm_w1 + _TINY)
@@ -256,13 +423,33 @@ def _query(
     return loss, is_success(logits, labels, targeted)
 
 
-def _start(xs: torch.Tensor, threat: ThreatModel, generator: torch.Generator) -> torch.Tensor:
+def _start(xs: torch.Tensor, threat: ThreatModel, rng: RNG) -> torch.Tensor:
     """The initial point: vertical stripes of ``+-eps`` (linf), a grid of pseudo-Gaussian blocks of norm eps (l2)."""
     eps, bounds = threat.eps, threat.box
     if threat.norm == "linf":
-        stripes = _random_signs((xs.shape[0], xs.shape[1], 1, xs.shape[3]), generator, xs)
+        stripes = _random_signs((xs.shape[0], xs.shape[1], 1, xs.shape[3]), rng, xs)
         return (xs + eps * stripes).clamp(*bounds)
-    return (xs + _l2_init(xs, eps, generator)).clamp(*bounds)
+    return (xs + _l2_init(xs, eps, rng)).clamp(*bounds)
+
+
+def _top(loss: torch.Tensor, n_keep: int, ids: torch.Tensor | None) -> torch.Tensor:
+    """Bool mask of the ``n_keep`` highest losses; ties go to the smaller example id when ``ids`` are given."""
+    if ids is None:
+        chosen = loss.topk(n_keep).indices
+    else:
+        order = ids.to(loss.device).argsort()
+        chosen = order[(-loss[order]).argsort(stable=True)[:n_keep]]
+    keep = torch.zeros_like(loss, dtype=torch.bool)
+    keep[chosen] = True
+    return keep
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """Where a resumed run 0 starts: its examples' best points and losses (none of them fooled yet)."""
+
+    x_best: torch.Tensor
+    best_loss: torch.Tensor
 
 
 class _Run:
@@ -270,53 +457,68 @@ class _Run:
 
     The loop works on compact copies of the examples still being attacked ("active"), written back and
     re-gathered only when some of them leave (fooled, or stopped by the focus), so an iteration costs one
-    proposal and one forward.
+    proposal and one forward. A run starts from a fresh random point, or (``resume``) from the points of a run that
+    paused at iteration ``first``.
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        xs: torch.Tensor,
-        lab: torch.Tensor,
-        targeted: bool,
-        threat: ThreatModel,
-        shape: tuple[int, ...],
-        generator: torch.Generator,
+        search: _Search,
+        idx: torch.Tensor,
         *,
-        outside_sum: torch.Tensor,
-        n_total: int,
+        first: int = 0,
+        stops: tuple[int, ...] = (),
+        resume: _Resume | None = None,
     ) -> None:
-        self.model, self.targeted, self.threat, self.shape, self.generator = model, targeted, threat, shape, generator
-        self.propose = _propose_linf if threat.norm == "linf" else _propose_l2
+        xs, lab = search.xi[idx], search.labels[idx]
+        self.model, self.targeted, self.threat, self.shape = search.model, search.targeted, search.threat, search.shape
+        self.propose = _propose_linf if self.threat.norm == "linf" else _propose_l2
+        rng = search.rng.rows(idx)
         m = xs.shape[0]
-        self.x_best = _start(xs, threat, generator)
-        self.best_loss, self.fooled = _query(model, self.x_best, lab, targeted, shape)
-        self.queries = torch.ones(m, dtype=torch.int64, device=xs.device)
+        if resume is None:
+            self.x_best = _start(xs, self.threat, rng)
+            self.best_loss, self.fooled = _query(self.model, self.x_best, lab, self.targeted, self.shape)
+        else:
+            self.x_best, self.best_loss = resume.x_best.clone(), resume.best_loss.clone()
+            self.fooled = torch.zeros(m, dtype=torch.bool, device=xs.device)
+        end = (*stops, search.iterations)
+        self.draws = _draws(rng, self.threat.norm, xs, search.p_init, search.max_queries, first, end)
+        self.queries = torch.full((m,), 0 if resume is not None else 1, dtype=torch.int64, device=xs.device)
         self.dropped = torch.zeros(m, dtype=torch.bool, device=xs.device)
         self.trace: list[torch.Tensor] = []
         active = (~self.fooled).nonzero().flatten()
         self.active = active
         self.xa, self.xb, self.la, self.bl = xs[active], self.x_best[active], lab[active], self.best_loss[active]
+        if len(active) < m:
+            self.draws.keep(~self.fooled)
         self.spent = 0  # iterations since the last write-back: every active example made one query in each
-        # the trace is the mean best loss over all n_total examples of the attack, those outside the run and those
+        # the trace is the mean best loss over all the examples of the attack, those outside the run and those
         # no longer active contributing their fixed best losses (done_sum)
-        self.n_total = n_total
+        self.n_total = search.xi.shape[0]
+        outside_sum = search.best_loss.sum() - search.best_loss[idx].sum()
         self.done_sum = outside_sum + self.best_loss.sum() - self.bl.sum()
+
+    def iterate(self, first: int, stop: int, n_queries: int, p_init: float) -> None:
+        """Iterations ``first .. stop - 1`` of the schedule, until no example is left."""
+        for i in range(first, stop):
+            if self.active.numel() == 0:
+                break
+            self.step(i, p_schedule(i, n_queries, p_init))
 
     def should_focus(self, n_keep: int) -> bool:
         """Focus unless at most ``n_keep`` examples are left or the run already fooled ``n_keep / 2`` or more."""
         return self.active.numel() > n_keep and 2 * int(self.fooled.sum()) < n_keep
 
-    def focus(self, n_keep: int) -> None:
-        """Only the ``n_keep`` active examples with the highest loss go on; the others stop at their best point."""
-        gone = torch.ones_like(self.la, dtype=torch.bool)
-        gone[self.bl.topk(n_keep).indices] = False
+    def focus(self, keep: torch.Tensor) -> None:
+        """Only the active examples ``keep`` go on; the others stop at their best point."""
+        gone = ~keep
         self.dropped[self.active[gone]] = True
         self.write_back_and_drop(gone)
 
-    def step(self, p: float) -> None:
+    def step(self, i: int, p: float) -> None:
         """Propose a window change of area ``p`` per active example; keep it where the loss rises or the goal is met."""
-        x_new = self.propose(self.xa, self.xb, p, self.threat.eps, self.threat.box, self.generator)
+        self.draws.begin(i)
+        x_new = self.propose(self.xa, self.xb, p, self.threat.eps, self.threat.box, self.draws)
         loss, succ = _query(self.model, x_new, self.la, self.targeted, self.shape)
         self.spent += 1
         accept = (loss > self.bl) | succ
@@ -336,44 +538,206 @@ class _Run:
         stay = ~gone
         self.active, self.xa, self.xb = self.active[stay], self.xa[stay], self.xb[stay]
         self.la, self.bl = self.la[stay], self.bl[stay]
+        self.draws.keep(stay)
 
 
-def _search(
-    model: nn.Module,
-    xs: torch.Tensor,
-    lab: torch.Tensor,
-    targeted: bool,
-    threat: ThreatModel,
-    shape: tuple[int, ...],
-    *,
-    n_queries: int,
-    p_init: float,
-    generator: torch.Generator,
-    outside_sum: torch.Tensor,
-    n_total: int,
-    n_keep: int | None = None,
-    focus_after: int = DEFAULT_FOCUS_AFTER,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """One run of the random search on the examples ``xs`` (images, none fooled yet), from a fresh start.
+@dataclass(frozen=True)
+class FocusPoint:
+    """Square's first run paused at its focus point, per example: what :func:`square_from_focus` resumes from.
 
-    Costs at most ``n_queries - 1`` queries per example (the initial point, then ``n_queries - 2`` iterations:
-    the clean point of the schedule's budget is counted by the caller). With ``n_keep``, after the run's first
-    ``focus_after`` queries only the ``n_keep`` examples with the highest loss go on, unless the run has already
-    fooled ``n_keep / 2`` or more. Returns ``(x_best, best_loss, fooled, queries, dropped, trace)``: ``dropped``
-    marks the examples the focus stopped; the trace is the mean best loss over all ``n_total`` examples of the
-    attack, the ones outside this run contributing ``outside_sum``.
+    Attributes:
+        x_best: the best point so far, shaped like ``x`` (the clean input where the run did not start).
+        best_loss: its loss.
+        fooled: whether the example is fooled (at the clean point or in the run).
+        entered: whether the example entered the first run (it was not fooled at the clean point).
+        queries: the queries made for it so far, the clean one included.
+        positions: each example's stream position (:meth:`~advlab.rng.ExampleRNG.positions`), ``None`` when the
+            attack drew from one stream for the batch (which the caller keeps, with its position).
     """
-    run = _Run(model, xs, lab, targeted, threat, shape, generator, outside_sum=outside_sum, n_total=n_total)
-    for i in range(max(n_queries - 2, 0)):
-        if run.active.numel() == 0:
-            break
-        if n_keep is not None and i == focus_after - 1 and run.should_focus(n_keep):
+
+    x_best: torch.Tensor
+    best_loss: torch.Tensor
+    fooled: torch.Tensor
+    entered: torch.Tensor
+    queries: torch.Tensor
+    positions: torch.Tensor | None = None
+
+    def rows(self, index: torch.Tensor) -> FocusPoint:
+        """The point of the examples ``index``."""
+        return self._map(lambda v: v[index.to(v.device)])
+
+    def to(self, device: torch.device | str) -> FocusPoint:
+        """A copy on ``device``."""
+        return self._map(lambda v: v.to(device))
+
+    @staticmethod
+    def cat(points: list[FocusPoint]) -> FocusPoint:
+        """The points of several batches, one after the other."""
+        fields = [p._fields() for p in points]
+        joined = {k: torch.cat([f[k] for f in fields]) for k, v in fields[0].items() if v is not None}
+        return dataclasses.replace(points[0], **joined)
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> FocusPoint:
+        return dataclasses.replace(self, **{k: fn(v) for k, v in self._fields().items() if v is not None})
+
+    def _fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def focus_selection(point: FocusPoint, focus: float, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Which examples go on after Square's focus point: the rule of :func:`square`, over every example of ``point``.
+
+    Of the ``m`` examples that entered the first run, ``ceil(focus * m)`` with the highest loss go on, unless at most
+    that many are still unfooled or the run already fooled half as many (then every unfooled example goes on). An
+    evaluation that cuts its examples into batches gathers their points and decides once, for all of them.
+
+    Args:
+        point: the paused runs of every example (:meth:`FocusPoint.cat` of the batches').
+        focus: the fraction that goes on.
+        ids: example ids that break ties between equal losses (the smaller goes on), so the choice does not depend
+            on the examples' order; ``None`` breaks them as ``torch.topk`` does.
+
+    Returns:
+        Bool ``(N,)``: the examples whose first run goes on (the others are finished).
+
+    Examples:
+        >>> keep = focus_selection(FocusPoint.cat(points), 0.1, ids)
+    """
+    active = point.entered & ~point.fooled
+    n_keep = max(math.ceil(focus * int(point.entered.sum())), 1)
+    if not (int(active.sum()) > n_keep and 2 * int((point.entered & point.fooled).sum()) < n_keep):
+        return active
+    where = active.nonzero().flatten()
+    keep = torch.zeros_like(active)
+    keep[where[_top(point.best_loss[where], n_keep, None if ids is None else ids[where.to(ids.device)])]] = True
+    return keep
+
+
+class _Search:
+    """One call of the attack on a batch: the clean queries, the runs, and each example's best point over them."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        threat: ThreatModel,
+        rng: RNG,
+        *,
+        max_queries: int,
+        p_init: float,
+        restarts: int,
+        focus: float,
+        focus_after: int,
+    ) -> None:
+        self.model, self.labels, self.targeted, self.threat, self.rng = model, labels, targeted, threat, rng
+        self.max_queries, self.p_init, self.restarts, self.focus = max_queries, p_init, restarts, focus
+        self.shape = tuple(x.shape)
+        self.xi = _as_image(x)
+        n = self.xi.shape[0]
+        # the focus point: the first run's iteration at which only the most promising examples go on
+        reached = focus < 1.0 and focus_after - 1 < max_queries - 2
+        self.pause_at = focus_after - 1 if reached else None
+        self.x_best = self.xi.clone()
+        self.best_loss = torch.zeros(n, dtype=x.dtype, device=x.device)
+        self.fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.queries = torch.ones(n, dtype=torch.int64, device=x.device)
+        self.stopped = torch.zeros(n, dtype=torch.bool, device=x.device)  # left behind by the focus
+        self.first_trace: list[torch.Tensor] | None = None
+
+    @property
+    def iterations(self) -> int:
+        """Iterations of a run: the budget less the clean query and the initial point."""
+        return max(self.max_queries - 2, 0)
+
+    def clean(self) -> None:
+        """Query the clean points: the examples already fooled stop here."""
+        self.best_loss, self.fooled = _query(self.model, self.xi, self.labels, self.targeted, self.shape)
+
+    def new_run(self, r: int) -> tuple[torch.Tensor, _Run] | None:
+        """Run ``r`` from a fresh start on the examples not fooled nor stopped (``None`` when there is none)."""
+        idx = (~self.fooled & ~self.stopped).nonzero().flatten()
+        if self.max_queries < 2 or idx.numel() == 0:
+            return None
+        stops = (self.pause_at,) if r == 0 and self.pause_at is not None else ()
+        return idx, _Run(self, idx, stops=stops)
+
+    def first_run(self) -> tuple[torch.Tensor, _Run] | None:
+        """Run 0 in full, its focus decided within the batch."""
+        started = self.new_run(0)
+        if started is None or self.pause_at is None:
+            if started is not None:
+                started[1].iterate(0, self.iterations, self.max_queries, self.p_init)
+            return started
+        idx, run = started
+        run.iterate(0, self.pause_at, self.max_queries, self.p_init)
+        n_keep = max(math.ceil(self.focus * idx.numel()), 1)
+        if run.should_focus(n_keep):
             # Focus: the examples with the highest loss so far are the ones Square goes on to fool
             # (bench/square_focus.py); the others stop here, at their best point.
-            run.focus(n_keep)
-        run.step(p_schedule(i, n_queries, p_init))
-    run.write_back_and_drop(torch.zeros_like(run.la, dtype=torch.bool))
-    return run.x_best, run.best_loss, run.fooled, run.queries, run.dropped, run.trace
+            ids = self.rng.row_ids()[idx[run.active]] if isinstance(self.rng, ExampleRNG) else None
+            run.focus(_top(run.bl, n_keep, ids))
+        run.iterate(self.pause_at, self.iterations, self.max_queries, self.p_init)
+        return started
+
+    def merge(self, idx: torch.Tensor, run: _Run, r: int) -> None:
+        """Keep run ``r``'s points: the first run's replace the clean ones (as in the paper); a restart's where it
+        reaches the goal or beats the best loss so far."""
+        run.write_back_and_drop(torch.zeros_like(run.la, dtype=torch.bool))
+        self.stopped[idx[run.dropped]] = True
+        self.queries[idx] += run.queries
+        better = torch.ones_like(run.fooled) if r == 0 else run.fooled | (run.best_loss > self.best_loss[idx])
+        sel = idx[better]
+        self.x_best[sel], self.best_loss[sel], self.fooled[sel] = (
+            run.x_best[better],
+            run.best_loss[better],
+            run.fooled[better],
+        )
+        if self.first_trace is None:
+            self.first_trace = run.trace
+
+    def restart_runs(self, first: int) -> None:
+        """Runs ``first .. restarts - 1`` on the examples not yet fooled (nor stopped by the focus)."""
+        for r in range(first, self.restarts):
+            started = self.new_run(r)
+            if started is None:
+                break
+            started[1].iterate(0, self.iterations, self.max_queries, self.p_init)
+            self.merge(*started, r)
+
+    def paused(self) -> FocusPoint:
+        """Run 0 up to the focus point, the point where it stands."""
+        started = self.new_run(0)
+        entered = torch.zeros_like(self.fooled)
+        if started is not None:
+            idx, run = started
+            run.iterate(0, self.pause_at or 0, self.max_queries, self.p_init)
+            self.merge(idx, run, 0)
+            entered[idx] = True
+        positions = self.rng.positions() if isinstance(self.rng, ExampleRNG) else None
+        return FocusPoint(
+            self.x_best.reshape(self.shape), self.best_loss, self.fooled, entered, self.queries.clone(), positions
+        )
+
+    def resume(self, point: FocusPoint, keep: torch.Tensor) -> None:
+        """Run 0 from the focus point for the examples ``keep``, the others of ``point`` finished."""
+        self.x_best = _as_image(point.x_best).clone()
+        self.best_loss, self.fooled = point.best_loss.clone(), point.fooled.clone()
+        self.queries = point.queries.clone()
+        going = keep & point.entered & ~point.fooled
+        self.stopped = point.entered & ~point.fooled & ~going
+        if point.positions is not None and isinstance(self.rng, ExampleRNG):
+            self.rng.seek(point.positions)
+        idx = going.nonzero().flatten()
+        if idx.numel() and self.pause_at is not None:
+            run = _Run(self, idx, first=self.pause_at, resume=_Resume(self.x_best[idx], self.best_loss[idx]))
+            run.iterate(self.pause_at, self.iterations, self.max_queries, self.p_init)
+            self.merge(idx, run, 0)
+
+    def output(self, **info: Any) -> AttackOutput:
+        trace = torch.stack(self.first_trace) if self.first_trace else torch.empty(0)
+        return AttackOutput(self.x_best.reshape(self.shape), queries=self.queries, loss_trace=trace, info=info)
 
 
 def _core(
@@ -383,54 +747,23 @@ def _core(
     targeted: bool,
     threat: ThreatModel,
     *,
-    max_queries: int,
-    p_init: float,
-    restarts: int,
-    focus: float,
-    focus_after: int,
-    generator: torch.Generator,
+    generator: RNG,
+    pause: bool = False,
+    resume: tuple[FocusPoint, torch.Tensor] | None = None,
+    **settings: Any,
 ) -> AttackOutput:
-    shape = tuple(x.shape)
-    xi = _as_image(x)
-    n = xi.shape[0]
-    best_loss, fooled = _query(model, xi, labels, targeted, shape)  # the clean point: fooled ones stop here
-    queries = torch.ones(n, dtype=torch.int64, device=x.device)
-    x_best = xi.clone()
-    first_trace: list[torch.Tensor] | None = None
-    stopped = torch.zeros(n, dtype=torch.bool, device=x.device)  # left behind by the focus of an earlier run
-    for r in range(restarts):
-        idx = (~fooled & ~stopped).nonzero().flatten()
-        if max_queries < 2 or idx.numel() == 0:
-            break
-        # the focus acts in the first run only; the restarts run on the examples that went on in full
-        n_keep = max(math.ceil(focus * idx.numel()), 1) if r == 0 and focus < 1.0 else None
-        outside = best_loss.sum() - best_loss[idx].sum()
-        xr, lr, fr, qr, dr, trace = _search(
-            model,
-            xi[idx],
-            labels[idx],
-            targeted,
-            threat,
-            shape,
-            n_queries=max_queries,
-            p_init=p_init,
-            generator=generator,
-            outside_sum=outside,
-            n_total=n,
-            n_keep=n_keep,
-            focus_after=focus_after,
-        )
-        stopped[idx[dr]] = True
-        queries[idx] += qr
-        # The first run's point replaces the clean one (as in the paper); a restart's point is kept where it
-        # reaches the goal or beats the best loss so far.
-        better = torch.ones_like(fr) if r == 0 else fr | (lr > best_loss[idx])
-        sel = idx[better]
-        x_best[sel], best_loss[sel], fooled[sel] = xr[better], lr[better], fr[better]
-        if first_trace is None:
-            first_trace = trace
-    loss_trace = torch.stack(first_trace) if first_trace else torch.empty(0)
-    return AttackOutput(x_best.reshape(shape), queries=queries, loss_trace=loss_trace)
+    search = _Search(model, x, labels, targeted, threat, generator, **settings)
+    if resume is not None:
+        search.resume(*resume)
+    else:
+        search.clean()
+        if pause and search.pause_at is not None:
+            return search.output(focus_point=search.paused())
+        started = search.first_run()
+        if started is not None:
+            search.merge(*started, 0)
+    search.restart_runs(1)
+    return search.output()
 
 
 @register_attack(
@@ -454,7 +787,7 @@ def square(
     restarts: PositiveInt = 1,
     focus: Annotated[float, Range(0, 1, strict_min=True)] = 1.0,
     focus_after: PositiveInt = DEFAULT_FOCUS_AFTER,
-    generator: torch.Generator | int | None = None,
+    generator: Randomness = None,
 ) -> AttackResult:
     """Square Attack: random search over square-shaped updates, using only the model's outputs.
 
@@ -513,8 +846,80 @@ def square(
     """
     return run_attack(
         _core, model, x, y, threat, goal=goal, max_queries=max_queries, p_init=p_init, restarts=restarts, focus=focus,
-        focus_after=focus_after, generator=make_generator(generator),
+        focus_after=focus_after, generator=as_rng(generator),
     )  # fmt: skip
 
 
 Square = square.config
+
+
+def square_to_focus(
+    config: AttackConfig, model: nn.Module, x: Any, y: Any, threat: ThreatModel, *, generator: Randomness = None
+) -> tuple[AttackResult, FocusPoint | None]:
+    """The first part of a focused Square (``focus < 1``): every example up to the focus point, and where it stands.
+
+    :func:`square` decides its focus among the examples of its batch. An evaluation that cuts its examples into
+    batches runs this part on every batch, decides once for all of them (:func:`focus_selection` on the
+    :meth:`FocusPoint.cat` of the points) and finishes each batch with :func:`square_from_focus`: each example's
+    outcome is then the one a single call on all the examples would give, whatever the batches.
+
+    Args:
+        config: a :class:`Square` config.
+        model: a ``torch.nn.Module`` returning logits, or an ``advlab.Classifier``.
+        x: inputs inside ``threat.bounds``.
+        y: true labels.
+        threat: the threat model.
+        generator: the randomness, as for :func:`square` (per-example streams, to resume them later).
+
+    Returns:
+        ``(result, point)``: the result of the examples that are finished (those fooled so far are; the others'
+        result is provisional), and the point (``None`` when the attack never reaches its focus point: the result
+        is then final for every example).
+
+    Examples:
+        >>> result, point = square_to_focus(Square(focus=0.1), model, x, y, threat, generator=rng)
+    """
+    settings = _square_settings(config)
+    result = run_attack(_core, model, x, y, threat, goal=None, generator=as_rng(generator), pause=True, **settings)
+    return result, result.info.get("focus_point")
+
+
+def square_from_focus(
+    config: AttackConfig,
+    model: nn.Module,
+    x: Any,
+    y: Any,
+    threat: ThreatModel,
+    point: FocusPoint,
+    keep: torch.Tensor,
+    *,
+    generator: Randomness = None,
+) -> AttackResult:
+    """The rest of a focused Square from ``point``: the examples ``keep`` go on, the others finish where they are.
+
+    Args:
+        config: the :class:`Square` config given to :func:`square_to_focus`.
+        model: the model.
+        x: the examples' clean inputs.
+        y: their labels.
+        threat: the threat model.
+        point: the examples' point (rows of what :func:`square_to_focus` returned).
+        keep: bool per example: whether its first run goes on (:func:`focus_selection`).
+        generator: per-example streams for the examples (their positions are taken from ``point``).
+
+    Returns:
+        The examples' final result, as :func:`square` on all of them would give it.
+
+    Examples:
+        >>> final = square_from_focus(Square(focus=0.1), model, x, y, threat, point, keep, generator=rng)
+    """
+    settings = _square_settings(config)
+    return run_attack(
+        _core, model, x, y, threat, goal=None, generator=as_rng(generator), resume=(point, keep), **settings
+    )
+
+
+def _square_settings(config: AttackConfig) -> dict[str, Any]:
+    if not isinstance(config, Square):
+        raise TypeError(f"config: expected a Square config, got {type(config).__name__}")
+    return config.settings()

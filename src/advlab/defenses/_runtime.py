@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from advlab import distributed
+from advlab.devices import AUTOCAST_DTYPES
 from advlab.distributed import World
 
 BUFFER_SYNC = (
@@ -26,9 +27,6 @@ BUFFER_SYNC = (
     else "broadcast_buffers"
 )
 """The name of DDP's option to broadcast buffers before each forward (renamed in PyTorch 2.13)."""
-PRECISIONS = ("fp32", "bf16", "fp16")
-"""Training precisions: full float32, or autocast to bfloat16 / float16 for the forward passes."""
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Precision:
@@ -55,7 +53,7 @@ class Precision:
         """The context of the forward passes: ``torch.autocast`` to the low precision, nothing for ``fp32``."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=DTYPES[self.precision])
+        return torch.autocast(self.device_type, dtype=AUTOCAST_DTYPES[self.precision])
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, on the scaled loss for ``fp16`` (gradients then hold ``scale`` times their value)."""

@@ -48,13 +48,13 @@ from torch import nn
 from advlab import distributed, validation
 from advlab.checkpoint import Checkpoint
 from advlab.defenses._runtime import (
-    PRECISIONS,
     Precision,
     Replica,
     TrainingStep,
     data_fingerprint,
     synchronised_batch_norm,
 )
+from advlab.devices import PRECISIONS
 from advlab.models import Classifier, as_classifier, predict
 from advlab.registry import Registry
 from advlab.settings import (

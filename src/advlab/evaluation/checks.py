@@ -24,12 +24,13 @@ from advlab.evaluation.report import CheckResult
 from advlab.losses import cross_entropy
 from advlab.models import Classifier
 from advlab.oracles import find_oracle
+from advlab.rng import ExampleRNG
 from advlab.threat import ThreatModel, norm_of
 
 log = logging.getLogger(__name__)
 
 CHECK_EXAMPLES = 100
-"""Clean-correct examples the checks run on (the first ones in data order)."""
+"""Clean-correct examples the checks run on: those with the smallest example ids (:func:`check_examples`)."""
 CHECK_STEPS = 20
 """PGD steps of the baseline check attack; the "more steps" check uses ten times as many."""
 MORE_STEPS_FACTOR = 10
@@ -77,10 +78,38 @@ class CheckContext:
     norm: str
     eps_max: float
     bounds: tuple[float, float]
-    seed: int
+    seed: int  # a random model's own draws (torch's global generator)
+    rng_seed: int  # the evaluation's seed: the checks' attacks draw from per-example streams keyed by it
+    ids: torch.Tensor  # the check examples' ids (the keys of their streams)
     n_correct: int
     blackbox_breaks: list[tuple[float, str, int]]  # (eps, attack, examples broken after a white-box stage)
     robust_at_max: torch.Tensor  # bool per check example: survived the whole cascade at eps_max
+
+
+def check_examples(correct: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The examples the checks run on: the :data:`CHECK_EXAMPLES` clean-correct ones with the smallest ids, in id order.
+
+    A fixed pseudo-random sample of the correct examples (the ids hash their content), the same whatever the order
+    of the data or how it is shared out.
+
+    Args:
+        correct: bool per example, whether the model classifies it correctly.
+        ids: the example ids (:func:`advlab.evaluation.engine.example_ids`).
+
+    Returns:
+        Their indices, int64.
+
+    Examples:
+        >>> idx = check_examples(pred == y, example_ids(x, y))
+    """
+    candidates = correct.nonzero().flatten()
+    return candidates[ids[candidates].argsort()[:CHECK_EXAMPLES]]
+
+
+def check_rng(ctx: CheckContext, *stage: object, index: torch.Tensor | None = None) -> ExampleRNG:
+    """Per-example streams of the check examples (those at ``index``) for the check attack ``stage``."""
+    ids = ctx.ids if index is None else ctx.ids[index]
+    return ExampleRNG(ctx.rng_seed, ("check", *stage), ids, device=ctx.x.device)
 
 
 def has_input_gradients(model: Classifier, x: torch.Tensor) -> bool:
@@ -185,7 +214,8 @@ def _pgd_accuracy(ctx: CheckContext, eps: float, steps: int, loss: str = "ce") -
     threat = ThreatModel(ctx.norm, eps, ctx.bounds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-gradient warnings are reported by the gradient check
-        res = pgd(ctx.model, ctx.x, ctx.y, threat, steps=steps, loss=loss, generator=ctx.seed)
+        rng = check_rng(ctx, "pgd", eps, steps, loss)
+        res = pgd(ctx.model, ctx.x, ctx.y, threat, steps=steps, loss=loss, generator=rng)
     pred = ctx.judge(torch.as_tensor(res.x_adv), ctx.seed)
     return float((pred == ctx.y).float().mean()), res.loss_trace
 
@@ -348,7 +378,8 @@ def check_blackbox(ctx: CheckContext) -> CheckResult:
         detail = f"the cascade left no check example robust at eps = {ctx.eps_max:g}: nothing for Square to beat"
         return _blackbox_result(None, 0, detail)
     threat = ThreatModel(ctx.norm, ctx.eps_max, ctx.bounds)
-    res = square(ctx.model, ctx.x[idx], ctx.y[idx], threat, max_queries=BLACKBOX_QUERY_BUDGET, generator=ctx.seed)
+    rng = check_rng(ctx, "square", index=idx)
+    res = square(ctx.model, ctx.x[idx], ctx.y[idx], threat, max_queries=BLACKBOX_QUERY_BUDGET, generator=rng)
     broke = int((ctx.judge(torch.as_tensor(res.x_adv), ctx.seed) != ctx.y[idx]).sum())
     limit = max(1, math.floor(BLACKBOX_MAX_FRACTION * ctx.x.shape[0]))
     detail = (

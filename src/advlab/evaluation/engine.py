@@ -4,9 +4,16 @@ For each eps in ascending order, each attack of the cascade runs only on the exa
 broken (an adversarial example inside a smaller ball is inside every larger ball, so examples broken at a
 smaller eps stay broken). Each example keeps its worst case — the first adversarial example found — and the
 attack that found it. Minimum-norm attacks run once, at the largest eps, and their (re-projected, re-checked)
-points serve every eps. The state is written atomically after every (eps, attack, batch) stage, and every
-stage draws its randomness from a generator seeded by ``(seed, eps index, attack index, batch index)``, so a
-killed run started again continues and ends with the same numbers.
+points serve every eps. The state is written atomically after every (eps, attack, batch) stage, so a killed run
+started again continues and ends with the same numbers.
+
+Every random draw is keyed by the example: in stage (eps index ``i``, attack label) example ``j`` draws from the
+stream :class:`~advlab.rng.ExampleRNG` keys by ``(seed, ("attack", i, label), id_j)``, where ``id_j`` comes from the
+example's content (:func:`example_ids`), and the masking checks likewise. An example's outcome is therefore the same
+whatever the batch size, the order of the examples or how they are shared out. Square's focus, which ranks the
+examples by their loss, decides over all the examples of its stage (:class:`FocusedSquareStage`). The exception
+is a model whose output is itself random (dropout at test time, noise layers): its randomness is its own, drawn
+from torch's global generator, which the engine seeds per batch, so its outcomes depend on the batches.
 
 :func:`evaluate` validates its arguments once into an :class:`EvaluationSettings` and runs an
 :class:`Evaluation`, whose methods are the stages in order: preparation, the clean pass, the attack stages (with
@@ -33,6 +40,7 @@ from torch import nn
 
 from advlab import validation
 from advlab.attacks.registry import AttackConfig
+from advlab.attacks.square import FocusPoint, Square, focus_selection, square_from_focus, square_to_focus
 from advlab.checkpoint import Checkpoint, Saved, config_hash
 from advlab.evaluation import checks as checks_mod
 from advlab.evaluation.eot import DEFAULT_EOT_SAMPLES, output_changes, seeded, stage_seed, with_eot
@@ -50,15 +58,20 @@ from advlab.models import Classifier, as_classifier, predict
 from advlab.oracles import Oracle, TorchOracle, as_module, find_oracle
 from advlab.provenance import provenance
 from advlab.result import AttackResult
+from advlab.rng import ExampleRNG
 from advlab.threat import NORMS, ThreatModel, norm_of
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.safetensors"
 """Name of the checkpoint file inside ``checkpoint_dir`` (tensors + the JSON state in its metadata)."""
+BOOL_TENSORS = ("correct", "focus_fooled", "focus_entered")
+"""The state's boolean tensors (the checkpoint stores them as uint8)."""
 RANDOMNESS_PROBE = 16
 """Examples used to test whether the model's output is random."""
-_CLEAN, _CHECKS = 1_000_003, 1_000_033  # seed-sequence tags of the clean pass and the checks
+_CLEAN, _CHECKS = 1_000_003, 1_000_033  # seed-sequence tags of a random model's clean pass and checks
+ID_MASK = 2**63 - 1
+"""Example ids are 63-bit (non-negative int64)."""
 
 
 # ---------------------------------------------------------------------- the entry point
@@ -107,7 +120,9 @@ def evaluate(
             (``"pgd"``, ``"apgd-ce"``, ``"apgd-t"``, ``"fmn"``, ``"square"``, ...) and/or AttackConfig instances.
         n: evaluate the first ``n`` examples only (default: all).
         batch_size: examples per attack call.
-        seed: base seed; stage ``(eps i, attack k, batch b)`` uses a generator seeded from ``(seed, i, k, b)``.
+        seed: base seed; in stage ``(eps i, attack)`` each example draws from its own stream, keyed by ``(seed, i,
+            the attack's label, the example's content)``, so its outcome does not depend on ``batch_size`` or on
+            the examples' order (a random model's own randomness excepted).
         checkpoint_dir: folder for the resumable state; a run started again with the same settings continues.
         overwrite: discard a checkpoint of a different configuration instead of refusing it.
         progress: show a progress bar (default: when stderr is a terminal).
@@ -160,7 +175,7 @@ class EvaluationSettings:
         entries: the cascade, in order.
         n: evaluate the first ``n`` examples only (``None``: all).
         batch_size: examples per attack call (and per prediction batch).
-        seed: the base seed of every stage's generator.
+        seed: the base seed of every stage's per-example streams.
         checkpoint_dir: the folder of the resumable state, as given (``None``: no checkpoint).
         overwrite: discard a checkpoint of another configuration instead of refusing it.
         progress: show a progress bar.
@@ -251,6 +266,39 @@ def _inputs(data: Any, n: int | None, clf: Classifier) -> tuple[torch.Tensor, to
     return x, y.long()
 
 
+def example_ids(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A 63-bit id per example from its content: the key of its random streams in :func:`evaluate`.
+
+    The id is a BLAKE2b hash of the example's input bytes (as stored, dtype included) and label, so it does not
+    depend on the example's position, the batch it falls into or the process that attacks it. The ``k``-th copy of
+    an example that occurs several times gets the hash of (its content, ``k``): ids are unique, and equal examples
+    are interchangeable.
+
+    Args:
+        x: inputs ``(N, ...)``.
+        y: labels ``(N,)``.
+
+    Returns:
+        int64 ``(N,)``, non-negative.
+
+    Examples:
+        >>> ids = example_ids(x, y)
+        >>> rng = ExampleRNG(seed, ("attack", 0, "pgd"), ids[batch])
+    """
+    rows = x.detach().cpu().contiguous().reshape(x.shape[0], -1).numpy().view(np.uint8)
+    labels = y.detach().cpu().to(torch.int64).numpy()
+    seen: dict[bytes, int] = {}
+    ids = []
+    for row, label in zip(rows, labels, strict=True):
+        digest = hashlib.blake2b(row.tobytes() + label.tobytes(), digest_size=8).digest()
+        copies = seen.get(digest, 0)
+        seen[digest] = copies + 1
+        if copies:
+            digest = hashlib.blake2b(digest + copies.to_bytes(8, "little"), digest_size=8).digest()
+        ids.append(int.from_bytes(digest, "little") & ID_MASK)
+    return torch.tensor(ids, dtype=torch.int64)
+
+
 def _sha256_tensors(*tensors: torch.Tensor) -> str:
     h = hashlib.sha256()
     for t in tensors:
@@ -337,7 +385,7 @@ class _State:
                 self.t[f"minnorm_x_{k}"] = x.clone()
                 self.t[f"minnorm_dist_{k}"] = torch.full((n,), float("inf"))
         if saved is not None:  # the checkpoint stores booleans as uint8
-            self.t.update({k: (v.bool() if k == "correct" else v) for k, v in saved.tensors.items()})
+            self.t.update({k: (v.bool() if k in BOOL_TENSORS else v) for k, v in saved.tensors.items()})
             self.meta = saved.state
 
     def save(self, checkpoint: Checkpoint) -> None:
@@ -387,6 +435,158 @@ def _count(stage: dict[str, Any], idx: torch.Tensor, broken: torch.Tensor, queri
         stage["queries_count"] += int(q.numel())
 
 
+# ---------------------------------------------------------------------- Square's focus over a stage
+def focus_over_stage(config: AttackConfig) -> bool:
+    """Whether ``config`` is a Square whose focus point is reached (``focus < 1``): its focus spans the stage."""
+    if not isinstance(config, Square):
+        return False
+    s = config.settings()
+    return bool(s["focus"] < 1 and s["focus_after"] - 1 < s["max_queries"] - 2)
+
+
+FOCUS_TENSORS = ("focus_x", "focus_loss", "focus_fooled", "focus_entered", "focus_queries", "focus_positions")
+"""The checkpoint's tensors of a focused Square stage in progress (see :class:`FocusedSquareStage`)."""
+
+
+class FocusedSquareStage:
+    """A Square stage whose focus is decided over all its examples: two parts, resumable after every batch.
+
+    Square's focus ranks the examples by their loss after ``focus_after`` queries; decided within each batch, it
+    would make an example's outcome depend on its batch. Here every batch runs to the focus point
+    (:func:`~advlab.attacks.square.square_to_focus`): the examples fooled by then are recorded, the points of the
+    others kept, in the checkpoint too (:data:`FOCUS_TENSORS`: best point, loss, fooled, entered, queries and each
+    example's stream position). The focus is then decided once, over the stage
+    (:func:`~advlab.attacks.square.focus_selection`, ties going to the smaller example id), and the unfinished
+    examples, batch by batch, go on or stop (:func:`~advlab.attacks.square.square_from_focus`), their streams
+    resuming where they paused. A killed run resumes after the last batch it finished, in either part. With several
+    processes, :meth:`decide` is where the points of every process meet.
+
+    Args:
+        evaluation: the evaluation the stage belongs to.
+        i: the eps index.
+        k: the attack index.
+        entry: the Square entry of the cascade.
+    """
+
+    def __init__(self, evaluation: Evaluation, i: int, k: int, entry: CascadeEntry) -> None:
+        self.ev, self.i, self.k, self.entry = evaluation, i, k, entry
+        self.st = evaluation.state.stage(i, k)
+        self.examples = evaluation.stage_examples(i, k)
+        self.t = evaluation.state.t
+
+    def run(self) -> None:
+        """The first part, the decision, the second part (each part skips the batches a resumed run finished)."""
+        self.first_part()
+        keep = self.decide()
+        self.second_part(keep)
+        for name in FOCUS_TENSORS:
+            self.t.pop(name, None)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, ExampleRNG]:
+        """The inputs and labels of examples ``idx`` on the model's device, and their streams."""
+        ev = self.ev
+        return ev.x[idx].to(ev.device), ev.y[idx].to(ev.device), ev.stage_rng(self.i, self.entry, idx)
+
+    def first_part(self) -> None:
+        """Every batch up to the focus point; record the examples finished, keep the others' points."""
+        ev, st, i, k = self.ev, self.st, self.i, self.k
+        batches = list(torch.split(self.examples, ev.settings.batch_size)) if self.examples.numel() else []
+        st["n_batches"] = len(batches)
+        for b in range(st.get("focus_batches_done", 0), len(batches)):
+            t0, idx = time.perf_counter(), batches[b]
+            g = stage_seed(ev.settings.seed, i, k, b)
+            x_b, y_b, rng = self.batch(idx)
+            with seeded(g, ev.device, ev.randomized):
+                res, point = square_to_focus(self.entry.config, ev.attack_model, x_b, y_b, ev.threats[i], generator=rng)
+            finished = torch.ones(idx.numel(), dtype=torch.bool) if point is None else point.fooled.cpu()
+            if point is not None:
+                self.store(idx, point)
+            else:
+                self.store_finished(idx)
+            x_adv, queries = torch.as_tensor(res.x_adv).detach().cpu(), res.queries
+            if bool(finished.any()):
+                q = None if queries is None else torch.as_tensor(queries).cpu()[finished]
+                ev.record_batch(i, k, idx[finished], x_adv[finished], finished[finished], q, g + 1)
+            st["wall_s"] += time.perf_counter() - t0
+            st["focus_batches_done"] = b + 1
+            ev.state.save(ev.checkpoint)
+
+    def allocate(self, point: FocusPoint | None) -> None:
+        """The checkpoint's tensors of the stage's points, for every example (in the attack's dtypes)."""
+        n, t = self.ev.n, self.t
+        x_dtype = point.x_best.dtype if point is not None else self.ev.x.dtype
+        loss_dtype = point.best_loss.dtype if point is not None else torch.float32
+        t["focus_x"] = torch.zeros((n, *self.ev.x.shape[1:]), dtype=x_dtype)
+        t["focus_loss"] = torch.zeros(n, dtype=loss_dtype)
+        t["focus_fooled"] = torch.zeros(n, dtype=torch.bool)
+        t["focus_entered"] = torch.zeros(n, dtype=torch.bool)
+        t["focus_queries"] = torch.zeros(n, dtype=torch.int64)
+        t["focus_positions"] = torch.zeros(n, dtype=torch.int64)
+
+    def store(self, idx: torch.Tensor, point: FocusPoint) -> None:
+        """Keep the points of examples ``idx``."""
+        if "focus_x" not in self.t:
+            self.allocate(point)
+        t = self.t
+        t["focus_x"][idx] = point.x_best.detach().cpu().to(t["focus_x"].dtype)
+        t["focus_loss"][idx] = point.best_loss.detach().cpu().to(t["focus_loss"].dtype)
+        t["focus_fooled"][idx] = point.fooled.cpu()
+        t["focus_entered"][idx] = point.entered.cpu()
+        t["focus_queries"][idx] = point.queries.cpu()
+        if point.positions is not None:
+            t["focus_positions"][idx] = point.positions.cpu()
+
+    def store_finished(self, idx: torch.Tensor) -> None:
+        """Examples ``idx`` are finished (the attack had nothing to do at this eps)."""
+        if "focus_x" not in self.t:
+            self.allocate(None)
+        self.t["focus_fooled"][idx] = True
+
+    def point(self, idx: torch.Tensor) -> FocusPoint:
+        """The stored points of examples ``idx`` (on the model's device)."""
+        t, device = self.t, self.ev.device
+        return FocusPoint(
+            x_best=t["focus_x"][idx].to(device),
+            best_loss=t["focus_loss"][idx].to(device),
+            fooled=t["focus_fooled"][idx].bool().to(device),
+            entered=t["focus_entered"][idx].bool().to(device),
+            queries=t["focus_queries"][idx].to(device),
+            positions=t["focus_positions"][idx].to(device),
+        )
+
+    def decide(self) -> torch.Tensor:
+        """The focus over every example of the stage: bool over all examples, True where the first run goes on."""
+        keep = torch.zeros(self.ev.n, dtype=torch.bool)
+        if "focus_x" in self.t and self.examples.numel():
+            point = self.point(self.examples).to("cpu")
+            keep[self.examples] = focus_selection(
+                point, self.entry.config.settings()["focus"], self.ev.ids[self.examples]
+            )
+        return keep
+
+    def second_part(self, keep: torch.Tensor) -> None:
+        """The examples unfinished at the focus point, batch by batch: those kept go on, the others stop."""
+        ev, st, i, k = self.ev, self.st, self.i, self.k
+        if "focus_x" not in self.t:
+            return
+        unfinished = self.examples[~self.t["focus_fooled"][self.examples].bool()]
+        batches = list(torch.split(unfinished, ev.settings.batch_size)) if unfinished.numel() else []
+        for b in range(st["batches_done"], len(batches)):
+            t0, idx = time.perf_counter(), batches[b]
+            g = stage_seed(ev.settings.seed, i, k, st["n_batches"] + b)
+            x_b, y_b, rng = self.batch(idx)
+            with seeded(g, ev.device, ev.randomized):
+                res = square_from_focus(
+                    self.entry.config, ev.attack_model, x_b, y_b, ev.threats[i], self.point(idx),
+                    keep[idx].to(ev.device), generator=rng,
+                )  # fmt: skip
+            x_adv = torch.as_tensor(res.x_adv).detach().cpu()
+            ev.record_batch(i, k, idx, x_adv, torch.ones(idx.numel(), dtype=torch.bool), res.queries, g + 1)
+            st["wall_s"] += time.perf_counter() - t0
+            st["batches_done"] = b + 1
+            ev.state.save(ev.checkpoint)
+
+
 # ---------------------------------------------------------------------- the evaluation, stage by stage
 class Evaluation:
     """One evaluation: its stages are the methods below, called in this order by :meth:`run`.
@@ -422,6 +622,7 @@ class Evaluation:
             checks_mod.refuse_score_attacks(settings.entries, settings.norm)
         self.classes = dataset_classes(data)
         self.n = self.x.shape[0]
+        self.ids = example_ids(self.x, self.y)
         self.device = self.clf.device
         self.config = self._configuration()
         self.checkpoint = Checkpoint(
@@ -569,55 +770,83 @@ class Evaluation:
         """Attack ``k`` at eps ``i`` on the examples still robust, batch by batch (resuming after the last done)."""
         st = self.state.stage(i, k)
         if not st["done"]:
-            batches = self._batches(i, k, entry, st)
-            for b in range(st["batches_done"], len(batches)):
-                self.attack_batch(i, k, b, entry, batches[b])
+            if focus_over_stage(entry.config):
+                FocusedSquareStage(self, i, k, entry).run()
+            else:
+                batches = self._batches(i, k, entry, st)
+                for b in range(st["batches_done"], len(batches)):
+                    self.attack_batch(i, k, b, entry, batches[b])
             st["done"] = True
             self.state.save(self.checkpoint)
         self.advance()
 
+    def stage_examples(self, i: int, k: int) -> torch.Tensor:
+        """Indices of the examples still robust before stage (i, k): the ones it attacks."""
+        return (self.state.t["correct"] & ~self.state.broken_before(i, k)).nonzero().flatten()
+
     def _batches(self, i: int, k: int, entry: CascadeEntry, st: dict[str, Any]) -> list[torch.Tensor]:
         """Indices of the examples still robust before stage (i, k), in batches (one for re-checked points)."""
-        start = (self.state.t["correct"] & ~self.state.broken_before(i, k)).nonzero().flatten()
+        start = self.stage_examples(i, k)
         batches = list(torch.split(start, self.settings.batch_size)) if start.numel() else []
         st["n_batches"] = len(batches)
         if type(entry.config).minimum_norm and i > 0:
             batches = [start] if start.numel() else []  # no attack: re-check the stored points
         return batches
 
+    def stage_rng(self, i: int, entry: CascadeEntry, idx: torch.Tensor) -> ExampleRNG:
+        """The per-example streams of examples ``idx`` in stage (eps ``i``, ``entry``): keyed by the stage's label."""
+        return ExampleRNG(self.settings.seed, ("attack", i, entry.label), self.ids[idx], device=self.device)
+
     def attack_batch(self, i: int, k: int, b: int, entry: CascadeEntry, idx: torch.Tensor) -> None:
-        """Batch ``b`` of stage (i, k): attack (seeded by the stage), verify, keep the breaks, save."""
+        """Batch ``b`` of stage (i, k): attack (each example from its own stream), verify, keep the breaks, save."""
         st = self.state.stage(i, k)
         t0 = time.perf_counter()
-        g = stage_seed(self.settings.seed, i, k, b)
+        g = stage_seed(self.settings.seed, i, k, b)  # a random model's own draws (torch's global generator)
         x_b, y_b = self.x[idx].to(self.device), self.y[idx].to(self.device)
+        rng = self.stage_rng(i, entry, idx)
         if type(entry.config).minimum_norm:
-            x_cand, found, queries = self.minimum_norm_points(i, k, entry, idx, x_b, y_b, g)
+            x_cand, found, queries = self.minimum_norm_points(i, k, entry, idx, x_b, y_b, rng, g)
         else:
-            x_cand, found, queries = self.attack_points(i, entry, x_b, y_b, g)
-        pred = self.judge(x_cand, g + 1)
-        broken = found & (pred != self.y[idx])
-        self.state.record(idx, x_cand, pred, broken, i, k)
-        _count(st, idx, broken, queries)
+            x_cand, found, queries = self.attack_points(i, entry, x_b, y_b, rng, g)
+        self.record_batch(i, k, idx, x_cand, found, queries, g + 1)
         st["wall_s"] += time.perf_counter() - t0
         st["batches_done"] = b + 1
         self.state.save(self.checkpoint)
+
+    def record_batch(
+        self, i: int, k: int, idx: torch.Tensor, x_cand: torch.Tensor, found: torch.Tensor, queries: Any, seed: int
+    ) -> None:
+        """Judge the candidates of examples ``idx`` (a random model seeded by ``seed``), keep the breaks, count them."""
+        pred = self.judge(x_cand, seed)
+        broken = found & (pred != self.y[idx])
+        self.state.record(idx, x_cand, pred, broken, i, k)
+        _count(self.state.stage(i, k), idx, broken, queries)
         if self.bar is not None:
             robust = int(self.state.t["correct"].sum() - (self.state.t["broken_eps"] >= 0).sum())
             self.bar.set_postfix(
-                eps=f"{self.settings.eps[i]:g}", attack=entry.label, robust=f"{100 * robust / self.n:.1f}%"
+                eps=f"{self.settings.eps[i]:g}",
+                attack=self.settings.entries[k].label,
+                robust=f"{100 * robust / self.n:.1f}%",
             )
 
     def attack_points(
-        self, i: int, entry: CascadeEntry, x_b: torch.Tensor, y_b: torch.Tensor, g: int
+        self, i: int, entry: CascadeEntry, x_b: torch.Tensor, y_b: torch.Tensor, rng: ExampleRNG, g: int
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """``(candidates, found, queries)`` of attack ``entry`` at eps ``i``: every returned point is a candidate."""
         with seeded(g, self.device, self.randomized):
-            res = entry.config(self.attack_model, x_b, y_b, self.threats[i], generator=g)
+            res = entry.config(self.attack_model, x_b, y_b, self.threats[i], generator=rng)
         return torch.as_tensor(res.x_adv).detach().cpu(), torch.ones(x_b.shape[0], dtype=torch.bool), res.queries
 
     def minimum_norm_points(
-        self, i: int, k: int, entry: CascadeEntry, idx: torch.Tensor, x_b: torch.Tensor, y_b: torch.Tensor, g: int
+        self,
+        i: int,
+        k: int,
+        entry: CascadeEntry,
+        idx: torch.Tensor,
+        x_b: torch.Tensor,
+        y_b: torch.Tensor,
+        rng: ExampleRNG,
+        g: int,
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """The minimum-norm stage: ``(candidates, found, queries)`` of minimum-norm attack ``k`` at eps ``i``.
 
@@ -628,7 +857,7 @@ class Evaluation:
         queries = None
         if i == 0:
             with seeded(g, self.device, self.randomized):
-                res = entry.config(self.attack_model, x_b, y_b, self.threats[-1], generator=g)
+                res = entry.config(self.attack_model, x_b, y_b, self.threats[-1], generator=rng)
             self.state.store_minimum_norm(k, idx, res)
             queries = res.queries
         found = torch.isfinite(self.state.t[f"minnorm_dist_{k}"][idx])
@@ -655,7 +884,7 @@ class Evaluation:
 
     def _run_checks(self) -> list[CheckResult]:
         """Every check, on the first clean-correct examples (skipped when there is none, or without gradients)."""
-        idx = self.state.t["correct"].nonzero().flatten()[: checks_mod.CHECK_EXAMPLES]
+        idx = checks_mod.check_examples(self.state.t["correct"], self.ids)
         randomness = checks_mod.check_randomness(float(self.state.meta["max_change"]), self.eot)
         if not self.gradients or idx.numel() == 0:
             for _ in range(checks_mod.CHECK_UNITS):
@@ -681,6 +910,8 @@ class Evaluation:
             eps_max=self.settings.eps[last],
             bounds=self.clf.bounds,
             seed=stage_seed(self.settings.seed, _CHECKS),
+            rng_seed=self.settings.seed,
+            ids=self.ids[idx].to(self.device),
             n_correct=int(self.state.t["correct"].sum()),
             blackbox_breaks=self._blackbox_breaks(),
             robust_at_max=((be < 0) | (be > last)).to(self.device),
@@ -803,5 +1034,5 @@ class Evaluation:
 def _norm_stats(values: torch.Tensor) -> NormStats:
     if values.numel() == 0:
         return NormStats(mean=None, median=None, max=None, count=0)
-    v = values.double()
+    v = values.double().sort().values  # sorted: the mean does not depend on the examples' order
     return NormStats(mean=float(v.mean()), median=float(v.median()), max=float(v.max()), count=int(v.numel()))
