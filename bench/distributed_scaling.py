@@ -1,4 +1,4 @@
-"""Training throughput with 1 and N processes (DistributedDataParallel over gloo, one thread per process).
+"""Training and evaluation throughput with 1 and N processes (gloo on loopback, one thread per process).
 
 Workload: the wong-cnn (2 strided convs + 2 FC, Wong et al. 2020's MNIST model) trained by advlab's trainers on the
 first ``--n`` MNIST training images, global batch ``--batch-size`` (the same in 1 and N processes: each process
@@ -14,8 +14,16 @@ the process counts interleaved round by round so a slow phase of a shared machin
 ratio of the medians. The load average before each run is recorded: N processes need N idle cores, and since the
 ranks wait for each other at every step, one core taken by another program slows all of them.
 
+Evaluation (``--evaluate MODEL_DIR``): ``advlab.evaluate`` of a saved model on the first ``--eval-n`` MNIST test
+images at linf ``--eval-eps`` with each of ``--presets``, in 1 and N processes started the same way: each rank
+attacks every N-th example, rank 0 runs the masking checks and every rank gets the report. What is timed is the
+``evaluate`` call on rank 0 (model and data loading excluded, the gathering and the checks included); the report's
+robust accuracy is recorded, and must be the same for every process count.
+
     OMP_NUM_THREADS=1 .venv/bin/python bench/distributed_scaling.py --n 4096 --rounds 3 \
         --out bench/out/distributed_scaling.json
+    OMP_NUM_THREADS=1 .venv/bin/python bench/distributed_scaling.py --defenses --evaluate runs/mnist-pgd5 \
+        --eval-n 300 --rounds 3 --out bench/out/distributed_eval_scaling.json
 """
 
 from __future__ import annotations
@@ -46,6 +54,38 @@ def train_once(x: torch.Tensor, y: torch.Tensor, defense: str, settings: dict) -
     trainer = DEFENSES.get(defense)(**settings)
     trainer.fit(clf, (x, y))
     return {"epoch_seconds": [r["seconds"] for r in trainer.history_], "loss": trainer.history_[-1]["train_loss"]}
+
+
+def evaluate_once(model_dir: str, x: torch.Tensor, y: torch.Tensor, eps: float, preset: str) -> dict:
+    """One rank's evaluation: its wall time and the report's robust accuracy (the same on every rank)."""
+    from advlab.evaluation import evaluate
+    from advlab.zoo import load_model
+
+    torch.set_num_threads(1)
+    clf = load_model(model_dir)
+    t0 = time.perf_counter()
+    report = evaluate(clf, (x, y), eps, attacks=preset, progress=False)
+    return {"seconds": time.perf_counter() - t0, "robust_accuracy": report.robust_accuracy(eps)}
+
+
+def run_evaluations(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor) -> dict:
+    results: dict = {f"evaluate-{p}": {n: [] for n in args.nproc} for p in args.presets}
+    for r in range(args.rounds):
+        for preset in args.presets:
+            order = args.nproc if r % 2 == 0 else list(reversed(args.nproc))
+            for nproc in order:
+                load = os.getloadavg()[0]
+                out = distributed.launch(
+                    evaluate_once, args.evaluate, x, y, args.eval_eps, preset, nproc=nproc, threads=1,
+                    start_method="forkserver",
+                )[0]  # fmt: skip
+                rate = x.shape[0] / out["seconds"]
+                results[f"evaluate-{preset}"][nproc].append(
+                    {"images_per_s": rate, "robust_accuracy": out["robust_accuracy"], "load_before": load}
+                )
+                print(f"round {r + 1}  evaluate {preset:<8}  {nproc} process(es)  {rate:8.2f} images/s  "
+                      f"robust {100 * out['robust_accuracy']:.1f}%  (load {load:.2f})")  # fmt: skip
+    return results
 
 
 def run(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -87,17 +127,27 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="PGD steps of PGD training")
     p.add_argument("--rounds", type=int, default=3, help="runs per case (median)")
     p.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="process counts (the first is the base)")
-    p.add_argument("--defenses", nargs="+", default=["standard", "pgd"])
+    p.add_argument("--defenses", nargs="*", default=["standard", "pgd"], help="training cases (none: skip training)")
+    p.add_argument("--evaluate", default=None, metavar="MODEL_DIR", help="also time advlab.evaluate of this model")
+    p.add_argument("--eval-n", type=int, default=300, help="MNIST test images of the evaluation")
+    p.add_argument("--eval-eps", type=float, default=0.3, help="linf eps of the evaluation")
+    p.add_argument("--presets", nargs="+", default=["fast", "standard"], help="evaluation presets")
     p.add_argument("--data-dir", default=os.environ.get("ADVLAB_DATA"), help="folder with mnist/")
     p.add_argument("--out", default=None, help="JSON file for the results")
     args = p.parse_args()
 
     import multiprocessing
 
-    multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", "advlab.defenses", __name__])
-    data = load_dataset("mnist", "train", data_dir=args.data_dir, n=args.n, download=False)
+    multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", "advlab.defenses", "advlab.evaluation", __name__])
     t0 = time.perf_counter()
-    results = summary(run(args, data.x, data.y), args.nproc)
+    raw: dict = {}
+    if args.defenses:
+        data = load_dataset("mnist", "train", data_dir=args.data_dir, n=args.n, download=False)
+        raw.update(run(args, data.x, data.y))
+    if args.evaluate:
+        test = load_dataset("mnist", "test", data_dir=args.data_dir, n=args.eval_n, download=False)
+        raw.update(run_evaluations(args, test.x, test.y))
+    results = summary(raw, args.nproc)
     for defense, s in results.items():
         rates = "  ".join(f"{n} proc: {s['images_per_s'][n]:.1f} img/s (x{s['speedup'][n]:.2f})" for n in args.nproc)
         print(f"{defense:<8}  {rates}")

@@ -11,7 +11,8 @@ CPU, NCCL on GPUs), never a home-made one. This module is the one place the rest
   :func:`device_for` gives each local rank its own GPU.
 - Collectives with a timeout that name what they were doing when they fail (:class:`DistributedError`):
   :func:`barrier`, :func:`all_reduce`, :func:`broadcast_object`, :func:`on_main` (rank 0 does something, every rank
-  gets its result or its exception), :func:`gather_objects` and :func:`gather_tensors` (variable sizes) to rank 0.
+  gets its result or its exception), :func:`gather_objects` and :func:`gather_tensors` (variable sizes) to rank 0,
+  :func:`all_gather_objects` to every rank.
 - :func:`check_same`: every rank was started with the same settings (refused before any work otherwise).
 - :func:`launch`: start ``nproc`` local workers for a function through torch's elastic agent (what ``torchrun``
   runs), for ``--nproc N`` options and for tests.
@@ -449,7 +450,7 @@ def gather_tensors(
         raise ValueError("tensor: expected at least one dimension to gather along, got a 0-d tensor")
     if not w.distributed:
         return [tensor.detach().clone()]
-    shapes = _all_gather_objects((tuple(tensor.shape), str(tensor.dtype)), what)
+    shapes = all_gather_objects((tuple(tensor.shape), str(tensor.dtype)), what=what)
     if len({(s[1:], d) for s, d in shapes}) != 1:
         raise ValueError(f"{what}: the ranks' tensors differ beyond their first dimension: {shapes}")
     longest = max(s[0] for s, _ in shapes)
@@ -462,7 +463,21 @@ def gather_tensors(
     return [p[: s[0]].to(tensor.device) for p, (s, _) in zip(parts, shapes)]
 
 
-def _all_gather_objects(obj: Any, what: str) -> list[Any]:
+def all_gather_objects(obj: Any, *, what: str = "all_gather") -> list[Any]:
+    """Every rank's ``obj`` on every rank, in rank order (pickled: for state and shards' results, not data sets).
+
+    Args:
+        obj: this rank's picklable object.
+        what: what is gathered (in the error message).
+
+    Raises:
+        DistributedError: another rank died or did not answer in time.
+
+    Examples:
+        >>> parts = all_gather_objects({"idx": shard, "loss": loss}, what="the losses at the focus point")
+    """
+    if not world().distributed:
+        return [obj]
     out: list[Any] = [None] * world().size
     with guard(what):
         dist.all_gather_object(out, obj)
@@ -497,7 +512,7 @@ def check_same(config: Mapping[str, Any], *, what: str = "settings") -> None:
     if not world().distributed:
         return
     mine = dict(config)
-    seen = _all_gather_objects((config_digest(mine), mine), f"comparing the {what} of the ranks")
+    seen = all_gather_objects((config_digest(mine), mine), what=f"comparing the {what} of the ranks")
     ref_hash, ref = seen[0]
     differing = [(r, cfg) for r, (h, cfg) in enumerate(seen) if h != ref_hash]
     if not differing:

@@ -130,13 +130,15 @@ def test_evaluate_cli_shows_a_failed_check_once_and_sums_up(tmp_path, saved_mode
     assert any(ln.startswith("1 gradient-masking check failed") for ln in lines)
 
 
-@pytest.mark.parametrize("option", ["--n", "--eot-samples"])
-def test_evaluate_cli_non_positive_sizes_are_refused_with_the_option_name(option, saved_model, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "option, shown", [("--n", "--n/--num-examples"), ("--num-examples", "--n/--num-examples"), ("--eot-samples", None)]
+)
+def test_evaluate_cli_non_positive_sizes_are_refused_with_the_option_name(option, shown, saved_model, tmp_path, capsys):
     argv = ["evaluate", "--model", str(saved_model), "--eps", "0.1", option, "0", "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert f"argument {option}: expected a whole number >= 1, got 0" in capsys.readouterr().err
+    assert f"argument {shown or option}: expected a whole number >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

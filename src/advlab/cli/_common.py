@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -563,3 +564,44 @@ def model_error(exc: BaseException, option: str) -> Exception:
     text = str(exc)
     text = "--weights: " + text[len("weights: ") :] if text.startswith("weights: ") else f"{option}: {text}"
     return FileNotFoundError(text) if isinstance(exc, FileNotFoundError) else ValueError(text)
+
+
+# ---------------------------------------------------------------------------------------------- several processes
+def command_line(args: argparse.Namespace) -> dict[str, Any]:
+    """The options every rank must share (all but the function to run and ``--nproc``), compared before any work."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "nproc")}
+
+
+def start_local_processes(
+    worker: Callable[[argparse.Namespace], int], args: argparse.Namespace, device: torch.device, command: str
+) -> int:
+    """``--nproc N``: ``worker(args)`` in N local processes started by torch's elastic agent (as torchrun does).
+
+    Each process computes on ``cores // N`` threads. The processes come from a fork server that imported torch and
+    the command's module once (``spawn`` where there is none). A failed rank stops the others: the error is logged,
+    naming the rank, and the exit code is 1.
+
+    Args:
+        worker: a module-level function: one rank's work, returning its exit code.
+        args: the parsed command line (the same for every rank).
+        device: the device option, resolved (the backend follows it: gloo on CPUs, NCCL on GPUs).
+        command: the command's name, for messages (``"advlab train"``).
+    """
+    from advlab import distributed
+
+    if distributed.launched():
+        raise ValueError("--nproc: this process was already started by torchrun as one of several; drop --nproc")
+    threads = max(1, (os.cpu_count() or 1) // args.nproc)
+    print(f"{command}: starting {args.nproc} local processes ({threads} thread(s) each)", file=sys.stderr)
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "forkserver":  # import torch and advlab once in the server, not once per process
+        multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", worker.__module__])
+    try:
+        codes = distributed.launch(
+            worker, args, nproc=args.nproc, backend=distributed.backend_for(device), threads=threads,
+            start_method=method,
+        )  # fmt: skip
+    except distributed.DistributedError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 1
+    return max(codes)

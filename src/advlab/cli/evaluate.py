@@ -17,6 +17,7 @@ from advlab.cli._common import (
     apply_speed_options,
     check_data_for_model,
     check_output_dir,
+    command_line,
     dataset_name,
     load_cli_model,
     load_split,
@@ -27,6 +28,7 @@ from advlab.cli._common import (
     resolve_device,
     show_progress,
     speed_record,
+    start_local_processes,
 )
 from advlab.cli._remote import add_remote_options, open_remote
 
@@ -40,6 +42,9 @@ EXAMPLES = """\
   advlab evaluate --model runs/c10 --data cifar10 --eps 8/255 --device cuda --precision bf16 --channels-last \
       --batch-size auto --out runs/c10-bf16   # attacks in bf16; every prediction the report counts in fp32
   advlab evaluate --model runs/m1 --data mnist --eps 0.3 --out runs/m1-eval   # run again: resumes
+  advlab evaluate --nproc 2 --model runs/m1 --data mnist --eps 0.3 --out runs/m1-eval2   # two local processes
+  torchrun --nproc-per-node 8 -m advlab evaluate --device cuda --model runs/c10 --data cifar10 --eps 8/255 \\
+      --num-examples 10000 --out runs/c10-eval   # 8 GPUs, one report
   advlab evaluate --target http://127.0.0.1:8501 --protocol tfserving --model-name mnist --data mnist \\
       --eps 0.1 --attacks square --budget 500000 --out runs/tfs-eval   # a model behind TF-Serving
 
@@ -74,9 +79,12 @@ def add_parser(sub) -> None:
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat-model norm")
     p.add_argument(
         "--n",
+        "--num-examples",
+        dest="n",
         type=positive_int,
         default=AtMost(1000),
-        help="number of test examples (the first N); default: 1000, or all when the data has fewer",
+        help="number of test examples (the first N); default: 1000, or all when the data has fewer. Under torchrun "
+        "write --num-examples (torchrun's own parser takes --n for one of its options)",
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument(
@@ -93,31 +101,70 @@ def add_parser(sub) -> None:
     p.add_argument("--budget", type=positive_int, default=None, help="--target: most queries it may be sent")
     add_run_options(p, auto_batch_size=True)
     add_speed_options(p)
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=None,
+        help="share the examples out between N local processes (what torchrun --nproc-per-node N does); one "
+        "report, the same as one process writes",
+    )
     add_remote_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from advlab import distributed
+
+    check_output_dir(args.out)  # before the model and data are loaded
+    device = resolve_device(args.device)
+    parse_float_list(args.eps, "--eps")
+    if args.nproc is not None and args.nproc > 1:
+        if args.target:
+            raise ValueError("--nproc: a --target is evaluated by the server; several local processes would only "
+                             "share its query budget out. Drop --nproc")  # fmt: skip
+        return start_local_processes(worker, args, device, "advlab evaluate")
+    try:
+        with distributed.process_group(device) as world:
+            return evaluate_in_group(args, distributed.device_for(device) if world.distributed else device)
+    except distributed.DistributedError as exc:
+        log.error("advlab evaluate: %s", exc)
+        return 1
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One process of ``--nproc``: log like the command line (rank 0 only), then evaluate its share."""
+    from advlab import distributed
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    return evaluate_in_group(args, distributed.device_for(resolve_device(args.device)))
+
+
+def evaluate_in_group(args: argparse.Namespace, device: Any) -> int:
+    """Evaluate in one process, or as one rank of several: each attacks its share, rank 0 writes the report."""
+    from advlab import distributed
     from advlab.evaluation import evaluate
     from advlab.oracles import BudgetExceeded
     from advlab.reports import write_report
 
-    check_output_dir(args.out)  # before the model and data are loaded
-    device = resolve_device(args.device)
+    world = distributed.world()
+    if not world.is_main:
+        logging.getLogger("advlab").setLevel(logging.WARNING)
+    distributed.check_same(command_line(args), what="command lines")
     eps = parse_float_list(args.eps, "--eps")
     attacks = args.attacks.split(",") if args.attacks else args.preset
     model, data, data_name = _load_target(args) if _check_model_or_target(args) else _load(args, device)
     batch_size = _batch_size(args, model, data, eps, attacks)
     out = output_dir(args.out)
     log.info(
-        "evaluating %s on %d %s examples (%s, eps %s) on %s",
+        "evaluating %s on %d %s examples (%s, eps %s) on %s%s",
         args.target or args.model,
         len(data.y),
         data_name,
         args.norm,
         ",".join(f"{e:g}" for e in eps),
         "the server" if args.target else device,
+        f" in {world.size} processes" if world.distributed else "",
     )
     try:
         report = evaluate(
@@ -139,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
             f"--budget: the target's query budget ran out ({exc}). The stages done are kept in {out / 'checkpoint'}: "
             "run the same command with a larger --budget to continue."
         ) from exc
+    if not world.is_main:
+        return 0
     _record(report, args, model, data, data_name, batch_size)
     json_path, html_path = write_report(report, out)
     log.info("%s", report.headline())

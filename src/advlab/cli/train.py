@@ -6,8 +6,6 @@ import argparse
 import inspect
 import json
 import logging
-import multiprocessing
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +17,12 @@ from advlab.cli._common import (
     add_command,
     add_data_options,
     check_output_dir,
+    command_line,
     load_split,
     positive_int,
     resolve_device,
     show_progress,
+    start_local_processes,
 )
 from advlab.data import Dataset
 from advlab.defenses import DEFENSES, Trainer, accuracy
@@ -280,39 +280,15 @@ def train_in_group(args: argparse.Namespace, device: torch.device, out: Path) ->
     return 0
 
 
-def command_line(args: argparse.Namespace) -> dict[str, Any]:
-    """The options every rank must share (all but the function to run), compared before any work."""
-    return {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "nproc")}
-
-
 def run_local_processes(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     """``--nproc N``: the same command in N local processes started by torch's elastic agent (as torchrun does)."""
-    if distributed.launched():
-        raise ValueError("--nproc: this process was already started by torchrun as one of several; drop --nproc")
     if args.sync_bn and device.type != "cuda":
         raise ValueError(
             "--sync-bn: PyTorch's SyncBatchNorm synchronises batch statistics on GPUs only; drop --sync-bn on CPUs "
             "(each process then normalises with its part of the batch) or add --device cuda"
         )
     make_trainer(args, device, out)  # a bad setting is refused here, once, rather than in every process
-    threads = max(1, (os.cpu_count() or 1) // args.nproc)
-    log.info("starting %d local processes (%d thread(s) each)", args.nproc, threads)
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    if method == "forkserver":  # import torch and advlab once in the server, not once per process
-        multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", __name__])  # dynamo: the first optimiser
-    try:
-        codes = distributed.launch(
-            worker,
-            args,
-            nproc=args.nproc,
-            backend=distributed.backend_for(device),
-            threads=threads,
-            start_method=method,
-        )
-    except distributed.DistributedError as exc:
-        log.error("advlab train: %s", exc)
-        return 1
-    return max(codes)
+    return start_local_processes(worker, args, device, "advlab train")
 
 
 def worker(args: argparse.Namespace) -> int:

@@ -38,11 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from advlab import validation
+from advlab import distributed, validation
 from advlab.attacks.registry import AttackConfig
 from advlab.attacks.square import FocusPoint, Square, focus_selection, square_from_focus, square_to_focus
 from advlab.checkpoint import Checkpoint, Saved, config_hash
 from advlab.evaluation import checks as checks_mod
+from advlab.evaluation import shards
 from advlab.evaluation.eot import DEFAULT_EOT_SAMPLES, output_changes, seeded, stage_seed, with_eot
 from advlab.evaluation.presets import CascadeEntry, resolve_attacks
 from advlab.evaluation.report import (
@@ -66,7 +67,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.safetensors"
 """Name of the checkpoint file inside ``checkpoint_dir`` (tensors + the JSON state in its metadata)."""
 BOOL_TENSORS = ("correct", "focus_fooled", "focus_entered")
-"""The state's boolean tensors (the checkpoint stores them as uint8)."""
+"""The state's boolean tensors (the checkpoint stores them as uint8), with each focused stage's decision."""
+FOCUS_KEEP = "focus_keep_{i}_{k}"
+"""The state's tensor of the focus decided in stage (eps ``i``, attack ``k``): kept, for ranks resumed after a kill."""
 RANDOMNESS_PROBE = 16
 """Examples used to test whether the model's output is random."""
 _CLEAN, _CHECKS = 1_000_003, 1_000_033  # seed-sequence tags of a random model's clean pass and checks
@@ -339,6 +342,11 @@ def _model_name(clf: Classifier) -> str:
 
 
 # ---------------------------------------------------------------------- the resumable state
+def is_bool_tensor(name: str) -> bool:
+    """Whether the state's tensor ``name`` holds booleans (stored as uint8)."""
+    return name in BOOL_TENSORS or name.startswith("focus_keep_")
+
+
 def _new_stage() -> dict[str, Any]:
     return {
         "done": False,
@@ -385,8 +393,15 @@ class _State:
                 self.t[f"minnorm_x_{k}"] = x.clone()
                 self.t[f"minnorm_dist_{k}"] = torch.full((n,), float("inf"))
         if saved is not None:  # the checkpoint stores booleans as uint8
-            self.t.update({k: (v.bool() if k in BOOL_TENSORS else v) for k, v in saved.tensors.items()})
+            self.t.update({k: (v.bool() if is_bool_tensor(k) else v) for k, v in saved.tensors.items()})
             self.meta = saved.state
+
+    @classmethod
+    def of(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> _State:
+        """A state made of ``tensors`` and ``meta`` (the ranks' states merged), never saved."""
+        state = cls.__new__(cls)
+        state.t, state.meta = tensors, meta
+        return state
 
     def save(self, checkpoint: Checkpoint) -> None:
         checkpoint.save(self.t, self.meta)
@@ -555,13 +570,26 @@ class FocusedSquareStage:
         )
 
     def decide(self) -> torch.Tensor:
-        """The focus over every example of the stage: bool over all examples, True where the first run goes on."""
-        keep = torch.zeros(self.ev.n, dtype=torch.bool)
-        if "focus_x" in self.t and self.examples.numel():
-            point = self.point(self.examples).to("cpu")
-            keep[self.examples] = focus_selection(
-                point, self.entry.config.settings()["focus"], self.ev.ids[self.examples]
-            )
+        """The focus over every example of the stage: bool over all examples, True where the first run goes on.
+
+        With several processes, every rank's examples meet here (:func:`~advlab.evaluation.shards.decide_focus`);
+        the decision is kept in the state, so that a rank resumed after a kill joins with it.
+        """
+        name = FOCUS_KEEP.format(i=self.i, k=self.k)
+        known = self.t.get(name)
+        ev, focus = self.ev, self.entry.config.settings()["focus"]
+        point = self.point(self.examples).to("cpu") if "focus_x" in self.t and self.examples.numel() else None
+        if ev.world.distributed:
+            keep = shards.decide_focus(known, self.examples, point, focus, ev.ids, ev.n)
+        elif known is not None:
+            keep = known
+        else:
+            keep = torch.zeros(ev.n, dtype=torch.bool)
+            if point is not None:
+                keep[self.examples] = focus_selection(point, focus, ev.ids[self.examples])
+        if known is None:
+            self.t[name] = keep
+            ev.state.save(ev.checkpoint)
         return keep
 
     def second_part(self, keep: torch.Tensor) -> None:
@@ -625,10 +653,14 @@ class Evaluation:
         self.ids = example_ids(self.x, self.y)
         self.device = self.clf.device
         self.config = self._configuration()
+        self.world = distributed.world()
+        distributed.check_same(self.config, what="evaluation settings (data and model fingerprints included)")
+        self.shard = shards.shard_of(self.n, self.world)
         self.checkpoint = Checkpoint(
-            settings.checkpoint_dir, self.config, file=STATE_FILE, overwrite=settings.overwrite
+            self._checkpoint_dir(), self._rank_configuration(), file=STATE_FILE, overwrite=settings.overwrite
         )
         self.state = _State(self.x, settings.entries, self.checkpoint.load())
+        self.whole = self.state  # every example's state: this rank's, merged with the others' after the cascade
         self.threats = [ThreatModel(settings.norm, e, self.clf.bounds) for e in settings.eps]
         for e in settings.eps:
             validation.check_eps_in_box(e, settings.norm, self.clf.bounds)
@@ -654,6 +686,19 @@ class Evaluation:
             "model_sha256": _model_fingerprint(self.clf),
         }
 
+    def _checkpoint_dir(self) -> Path | None:
+        """The checkpoint folder of this process: ``checkpoint_dir``, or its ``rank-R-of-S`` subfolder for a rank."""
+        folder = self.settings.checkpoint_dir
+        if folder is None or not self.world.distributed:
+            return None if folder is None else Path(folder)
+        return Path(folder) / f"rank-{self.world.rank}-of-{self.world.size}"
+
+    def _rank_configuration(self) -> dict[str, Any]:
+        """The configuration a rank's checkpoint must share: the evaluation's, and the rank's place (when several)."""
+        if not self.world.distributed:
+            return self.config
+        return {**self.config, "rank": self.world.rank, "world_size": self.world.size}
+
     def run(self) -> EvaluationReport:
         """Run every stage not yet done (in attack mode) and return the report."""
         t_start = time.perf_counter()
@@ -661,6 +706,7 @@ class Evaluation:
             self.detect_randomness()
             self.clean_pass()
             self.attack_stages()
+            self.gather_shards()
             self.masking_checks()
             if not self.state.meta["done"]:
                 self.state.meta["done"] = True
@@ -672,7 +718,7 @@ class Evaluation:
     def progress_bar(self) -> Iterator[None]:
         """One bar over every attack stage and every gradient-masking check, when progress is on."""
         s = self.settings
-        if s.progress:
+        if s.progress and self.world.is_main:
             from tqdm.auto import tqdm
 
             total = len(s.eps) * len(s.entries) + (checks_mod.CHECK_UNITS if s.checks else 0)
@@ -746,14 +792,16 @@ class Evaluation:
         if meta["clean_done"]:
             return
         t0 = time.perf_counter()
+        x, y, m = self.x[self.shard], self.y[self.shard], self.shard.numel()
         with seeded(stage_seed(self.settings.seed, _CLEAN), self.device, self.randomized):
-            logits = predict(self.clf, self.x, batch_size=self.settings.batch_size, logits=True)
-        validation.check_model_output(logits, self.n, where="on the data")
-        validation.check_labels(self.y, self.n, logits.shape[1], name="data y")
-        pred = logits.argmax(1)
-        t["pred_clean"] = pred
-        t["pred_adv"] = pred.clone()
-        t["correct"] = pred == self.y
+            logits = predict(self.clf, x, batch_size=self.settings.batch_size, logits=True) if m else None
+        if logits is not None:
+            validation.check_model_output(logits, m, where="on the data")
+            validation.check_labels(y, m, logits.shape[1], name="data y")
+            pred = logits.argmax(1).cpu()
+            t["pred_clean"][self.shard] = pred
+            t["pred_adv"][self.shard] = pred
+            t["correct"][self.shard] = pred == y.cpu()
         meta["clean_done"] = True
         meta["clean_wall_s"] = time.perf_counter() - t0
         self.state.save(self.checkpoint)
@@ -767,8 +815,14 @@ class Evaluation:
                 self.run_stage(i, k, entry)
 
     def run_stage(self, i: int, k: int, entry: CascadeEntry) -> None:
-        """Attack ``k`` at eps ``i`` on the examples still robust, batch by batch (resuming after the last done)."""
+        """Attack ``k`` at eps ``i`` on the examples still robust, batch by batch (resuming after the last done).
+
+        With several processes, a rank resumed after a kill joins the focus decision of a focused Square stage it
+        had finished, so that the ranks still meet in every stage.
+        """
         st = self.state.stage(i, k)
+        if st["done"] and self.world.distributed and focus_over_stage(entry.config):
+            FocusedSquareStage(self, i, k, entry).decide()
         if not st["done"]:
             if focus_over_stage(entry.config):
                 FocusedSquareStage(self, i, k, entry).run()
@@ -864,28 +918,49 @@ class Evaluation:
         x_cand = self.threats[i].project(self.state.t[f"minnorm_x_{k}"][idx].to(self.device), x_b).cpu()
         return x_cand, found, queries
 
+    # ------------------------------------------------------------------ several processes
+    def gather_shards(self) -> None:
+        """With several processes: every rank's results merged into :attr:`whole`, on every rank (no-op in one)."""
+        if not self.world.distributed:
+            return
+        mine = shards.pack(self.state.t, self.state.meta, self.x, self.shard)
+        packs = distributed.all_gather_objects(mine, what="gathering the ranks' results")
+        tensors = {name: v.clone() for name, v in self.state.t.items()}
+        self.whole = _State.of(tensors, shards.merge(packs, tensors, self.state.meta))
+
     # ------------------------------------------------------------------ gradient-masking checks
     def masking_checks(self) -> None:
         """Run the checks once (stored in the checkpoint); each failed check warns, fresh or resumed."""
         if not self.settings.checks:
             return
         meta = self.state.meta
-        if meta["checks"] is None:
+        if meta["checks"] is None or self.world.distributed:  # ranks follow rank 0, which may have them already
+            done = meta["checks"] is not None
             t0 = time.perf_counter()
-            meta["checks"] = [dataclasses.asdict(c) for c in self._run_checks()]
-            meta["checks_wall_s"] = time.perf_counter() - t0
-            self.state.save(self.checkpoint)
+            meta["checks"] = distributed.on_main(self._checks_once, what="the gradient-masking checks (on rank 0)")
+            if not done:
+                meta["checks_wall_s"] = time.perf_counter() - t0
+                self.state.save(self.checkpoint)
         else:  # resumed: the checks were done
             for _ in range(checks_mod.CHECK_UNITS):
                 self.advance()
+        self.whole.meta["checks"], self.whole.meta["checks_wall_s"] = meta["checks"], meta["checks_wall_s"]
+        if not self.world.is_main:
+            return
         for c in meta["checks"]:  # the warning points at the caller; randomness warned when it was detected
             if c["status"] == "fail" and c["name"] != "randomness":
                 validation.warn(f"gradient-masking check failed: {c['title']}: {c['detail']}. {c['meaning']}")
 
+    def _checks_once(self) -> list[dict[str, Any]]:
+        """The checks' results: the stored ones of a resumed run, else run now (on rank 0 with several processes)."""
+        if self.state.meta["checks"] is not None:
+            return list(self.state.meta["checks"])
+        return [dataclasses.asdict(c) for c in self._run_checks()]
+
     def _run_checks(self) -> list[CheckResult]:
         """Every check, on the first clean-correct examples (skipped when there is none, or without gradients)."""
-        idx = checks_mod.check_examples(self.state.t["correct"], self.ids)
-        randomness = checks_mod.check_randomness(float(self.state.meta["max_change"]), self.eot)
+        idx = checks_mod.check_examples(self.whole.t["correct"], self.ids)
+        randomness = checks_mod.check_randomness(float(self.whole.meta["max_change"]), self.eot)
         if not self.gradients or idx.numel() == 0:
             for _ in range(checks_mod.CHECK_UNITS):
                 self.advance()
@@ -900,7 +975,7 @@ class Evaluation:
     def _check_context(self, idx: torch.Tensor) -> checks_mod.CheckContext:
         """What the checks need: the check examples, the judge, and the cascade's outcome on them."""
         last = len(self.settings.eps) - 1
-        be = self.state.t["broken_eps"][idx]
+        be = self.whole.t["broken_eps"][idx]
         return checks_mod.CheckContext(
             model=self.attack_model,
             judge=lambda x, s: self.judge(x, s).to(self.device),
@@ -912,7 +987,7 @@ class Evaluation:
             seed=stage_seed(self.settings.seed, _CHECKS),
             rng_seed=self.settings.seed,
             ids=self.ids[idx].to(self.device),
-            n_correct=int(self.state.t["correct"].sum()),
+            n_correct=int(self.whole.t["correct"].sum()),
             blackbox_breaks=self._blackbox_breaks(),
             robust_at_max=((be < 0) | (be > last)).to(self.device),
         )
@@ -926,16 +1001,16 @@ class Evaluation:
                 if type(entry.config).needs_gradients:
                     seen_whitebox = True
                 elif seen_whitebox:
-                    out.append((e, entry.label, int(self.state.stage(i, k)["n_broken"])))
+                    out.append((e, entry.label, int(self.whole.stage(i, k)["n_broken"])))
         return out
 
     # ------------------------------------------------------------------ the report
     def report(self) -> EvaluationReport:
         """The typed report of the (finished) evaluation."""
-        s, meta = self.settings, self.state.meta
-        n_correct = int(self.state.t["correct"].sum())
+        s, meta = self.settings, self.whole.meta
+        n_correct = int(self.whole.t["correct"].sum())
         lo, hi = wilson_interval(n_correct, self.n)
-        delta = self.state.t["x_adv"] - self.x
+        delta = self.whole.t["x_adv"] - self.x
         norms = {p: norm_of(delta, p) for p in ("linf", "l2")}
         wall = meta["clean_wall_s"] + meta["checks_wall_s"] + sum(st["wall_s"] for st in meta["stages"].values())
         return EvaluationReport(
@@ -954,17 +1029,17 @@ class Evaluation:
             randomized=self.randomized,
             eot_samples=self.eot,
             wall_time_s=float(wall),
-            provenance=provenance(device=str(self.clf.device)),
+            provenance=provenance(device=str(self.clf.device), world_size=self.world.size),
             model_card=dict(self.clf.card) or None,
             examples=self._examples(),
             classes=self.classes,
             x=self.x,
-            x_adv=self.state.t["x_adv"].clone(),
+            x_adv=self.whole.t["x_adv"].clone(),
         )
 
     def _eps_result(self, i: int, norms: dict[str, torch.Tensor]) -> EpsResult:
         """Robust accuracy, its interval, the stages, who broke what and the perturbation norms at eps ``i``."""
-        correct, be, ba = self.state.t["correct"], self.state.t["broken_eps"], self.state.t["broken_attack"]
+        correct, be, ba = self.whole.t["correct"], self.whole.t["broken_eps"], self.whole.t["broken_attack"]
         n_correct = int(correct.sum())
         broken = (be >= 0) & (be <= i)
         n_robust = int((correct & ~broken).sum())
@@ -985,8 +1060,8 @@ class Evaluation:
         )
 
     def _stage_result(self, i: int, k: int) -> StageResult:
-        st = self.state.stage(i, k)
-        after = self.state.t["correct"] & ~self.state.broken_before(i, k + 1)
+        st = self.whole.stage(i, k)
+        after = self.whole.t["correct"] & ~self.whole.broken_before(i, k + 1)
         qb = st["queries_broken"]
         return StageResult(
             attack=self.settings.entries[k].label,
@@ -1002,7 +1077,7 @@ class Evaluation:
 
     def _examples(self) -> dict[str, list[Any]]:
         """Per-example outcomes: robust per eps, who broke it and at which eps, labels and predictions."""
-        t, eps, labels = self.state.t, self.settings.eps, [e.label for e in self.settings.entries]
+        t, eps, labels = self.whole.t, self.settings.eps, [e.label for e in self.settings.entries]
         correct, be, ba = t["correct"].tolist(), t["broken_eps"].tolist(), t["broken_attack"].tolist()
         return {
             "robust": [[correct[j] and not (0 <= be[j] <= i) for i in range(len(eps))] for j in range(self.n)],

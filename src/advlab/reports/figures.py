@@ -173,7 +173,8 @@ def robustness_curve(
             low, high = [c.get("clean_low", c["clean"])] + low, [c.get("clean_high", c["clean"])] + high
         e = np.asarray(eps)
         ax.fill_between(e, 100 * np.asarray(low), 100 * np.asarray(high), color=color, alpha=0.15, linewidth=0)
-        ax.plot(e, 100 * np.asarray(acc), marker="o", markersize=4.5, color=color, linewidth=2, label=c["label"])
+        label = c["label"] if not c["label"].startswith("_") else "\u200b" + c["label"]  # matplotlib hides "_..."
+        ax.plot(e, 100 * np.asarray(acc), marker="o", markersize=4.5, color=color, linewidth=2, label=label)
     ax.set_xlabel(f"eps ({NORM_SYMBOL.get(norm, norm)})")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)

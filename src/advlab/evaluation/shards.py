@@ -1,0 +1,141 @@
+"""An evaluation shared out between processes: which examples a rank attacks, and how the ranks' results meet.
+
+Every rank of a ``torch.distributed`` run holds the whole data set and the model, and attacks its own examples,
+every ``size``-th one starting at its rank (:func:`shard_of`). Because every draw is keyed by the example (see
+:mod:`advlab.evaluation.engine`), an example's outcome does not depend on which rank attacks it or with which others.
+The ranks meet twice:
+
+- in a focused Square stage, where the focus ranks the losses of every example of the stage
+  (:func:`decide_focus`): each rank sends its examples' losses, or the decision it stored before a kill;
+- at the end of the cascade (:func:`pack` on each rank, :func:`merge` of every rank's pack), so that the
+  masking checks run once, over the whole set, and one report is written.
+
+In one process both are a pass-through: :func:`shard_of` is every example and no collective runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from advlab import distributed
+from advlab.attacks.square import FocusPoint, focus_selection
+from advlab.distributed import World
+
+SUMMED = ("n_attacked", "n_broken", "queries_sum", "queries_count")
+"""A stage's bookkeeping that adds up over the ranks (its wall time is the longest rank's)."""
+
+
+def shard_of(n: int, world: World) -> torch.Tensor:
+    """The indices of the examples rank ``world.rank`` of ``world.size`` attacks: every ``size``-th from its rank.
+
+    Interleaved rather than contiguous, so that each rank gets its share of every part of the data (a data set
+    sorted by class, say, still gives every rank the same mix of easy and hard examples).
+
+    Examples:
+        >>> shard_of(10, World(rank=1, size=4))
+        tensor([1, 5, 9])
+    """
+    return torch.arange(n)[world.rank :: world.size]
+
+
+def decide_focus(
+    known: torch.Tensor | None,
+    idx: torch.Tensor,
+    point: FocusPoint | None,
+    focus: float,
+    ids: torch.Tensor,
+    n: int,
+) -> torch.Tensor:
+    """The focus of a Square stage over every rank's examples: bool ``(n,)``, True where the first run goes on.
+
+    Each rank sends what it has: the decision ``known``, when it stored one before the run was killed (every rank's
+    is the same), else the losses of its examples ``idx`` at the focus point. The decision is the first one sent, or
+    :func:`~advlab.attacks.square.focus_selection` over every example sent (ties broken by the example ids, so the
+    decision does not depend on how the examples were shared out). In one process, no collective.
+
+    Args:
+        known: this rank's stored decision, or ``None``.
+        idx: the indices of this rank's examples in the stage.
+        point: their points (``None`` when the rank has none, or has the decision).
+        focus: the fraction of examples that go on.
+        ids: the ids of all ``n`` examples.
+        n: the number of examples in the evaluation.
+    """
+    mine = _focus_message(known, idx, point)
+    parts = distributed.all_gather_objects(mine, what="deciding Square's focus over every rank's examples")
+    decided = [p["keep"] for p in parts if "keep" in p]
+    if decided:
+        return decided[0]
+    keep = torch.zeros(n, dtype=torch.bool)
+    everyone = torch.cat([p["idx"] for p in parts])
+    if everyone.numel() == 0:
+        return keep
+    joined = FocusPoint(
+        x_best=torch.empty(everyone.numel(), 0),
+        best_loss=torch.cat([p["loss"] for p in parts]),
+        fooled=torch.cat([p["fooled"] for p in parts]),
+        entered=torch.cat([p["entered"] for p in parts]),
+        queries=torch.zeros(everyone.numel(), dtype=torch.int64),
+    )
+    keep[everyone] = focus_selection(joined, focus, ids[everyone])
+    return keep
+
+
+def _focus_message(known: torch.Tensor | None, idx: torch.Tensor, point: FocusPoint | None) -> dict[str, Any]:
+    if known is not None:
+        return {"keep": known}
+    if point is None:
+        idx = idx[:0]
+        return {"idx": idx, "loss": torch.zeros(0), "fooled": torch.zeros(0, dtype=torch.bool),
+                "entered": torch.zeros(0, dtype=torch.bool)}  # fmt: skip
+    return {"idx": idx, "loss": point.best_loss.float(), "fooled": point.fooled, "entered": point.entered}
+
+
+def pack(tensors: dict[str, torch.Tensor], meta: dict[str, Any], x: torch.Tensor, shard: torch.Tensor) -> dict:
+    """What a rank sends of its state: per-example values of its shard, and its stages' bookkeeping.
+
+    A tensor with one value per example travels for the shard's examples; one with a point per example (the worst
+    cases, the minimum-norm points) only for the examples whose point moved from the clean input.
+    """
+    out: dict[str, Any] = {"idx": shard, "values": {}, "rows": {}, "meta": meta}
+    for name, t in tensors.items():
+        if name.startswith("focus_keep_"):
+            continue  # the same on every rank
+        if t.dim() == 1:
+            out["values"][name] = t[shard]
+        else:
+            moved = shard[(t[shard] != x[shard].to(t.dtype)).flatten(1).any(1)]
+            out["rows"][name] = (moved, t[moved])
+    return out
+
+
+def merge(packs: list[dict], tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Every rank's pack written into ``tensors`` (in place), and the ranks' bookkeeping merged into a new ``meta``.
+
+    Counts add up, the queries of the examples broken are pooled, wall times are the longest rank's (the ranks run
+    side by side), and a stage is done when it is done on every rank.
+    """
+    for p in packs:
+        for name, values in p["values"].items():
+            tensors[name][p["idx"]] = values
+        for name, (rows, points) in p["rows"].items():
+            tensors[name][rows] = points
+    merged = dict(meta)
+    metas = [p["meta"] for p in packs]
+    merged["clean_wall_s"] = max(m["clean_wall_s"] for m in metas)
+    merged["clean_done"] = all(m["clean_done"] for m in metas)
+    merged["stages"] = {key: _merge_stage([m["stages"][key] for m in metas if key in m["stages"]])
+                        for key in metas[0]["stages"]}  # fmt: skip
+    return merged
+
+
+def _merge_stage(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(stages[0])
+    for key in SUMMED:
+        out[key] = sum(s[key] for s in stages)
+    out["queries_broken"] = sorted(q for s in stages for q in s["queries_broken"])
+    out["wall_s"] = max(s["wall_s"] for s in stages)
+    out["done"] = all(s["done"] for s in stages)
+    return out

@@ -1,0 +1,138 @@
+"""``advlab.evaluate`` in several processes gives one process's report; a killed rank stops the run and it resumes.
+
+Two ranks of a gloo group on loopback each attack every other example, meet in the focused Square stage (its focus
+ranks every example of the stage) and at the end, where rank 0 runs the masking checks once. Because every draw is
+keyed by the example and the model (``CentroidNet``) computes each row on its own, the per-example outcomes, the
+report's numbers and the checks are identical to one process's, not merely close.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _evaluation_workers import DIE_CODE, checkpoint_files, evaluate_rank, two
+
+from advlab.cli import main
+from advlab.distributed import DistributedError
+
+pytestmark = pytest.mark.distributed
+
+N = 120
+SETTINGS = dict(eps=[0.05, 0.1], batch_size=16, progress=False)
+TIMED = ("wall_time_s", "provenance", "settings", "headline")
+"""What may differ between two runs of one evaluation: times, the machine and time of day, and the checkpoint folder."""
+
+
+def _numbers(report: dict) -> dict:
+    """The report without what :data:`TIMED` names, the stages' wall times included."""
+    out = {k: v for k, v in report.items() if k not in (*TIMED, "folder")}
+    out["results"] = [
+        {**r, "stages": [{k: v for k, v in s.items() if k != "wall_time_s"} for s in r["stages"]]}
+        for r in report["results"]
+    ]
+    out["checks"] = [{k: v for k, v in c.items() if k != "wall_time_s"} for c in report["checks"]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process() -> dict:
+    return evaluate_rank(N, SETTINGS)["report"]
+
+
+def test_two_processes_give_one_process_report(one_process, tmp_path):
+    ranks = two(evaluate_rank, N, {**SETTINGS, "checkpoint_dir": str(tmp_path / "ck")})
+    assert [(r["rank"], r["size"]) for r in ranks] == [(0, 2), (1, 2)]
+    for r in ranks:  # every rank returns the whole report
+        assert _numbers(r["report"]) == _numbers(one_process)
+        assert r["report"]["provenance"]["world_size"] == 2
+    assert one_process["provenance"]["world_size"] == 1
+    square = one_process["results"][1]["stages"][2]
+    assert square["n_attacked"] > 10  # the focused stage ranked examples of both ranks
+    assert [c["status"] for c in one_process["checks"]].count("pass") >= 4  # the checks ran, once, on rank 0
+    assert checkpoint_files(str(tmp_path / "ck")) == ["rank-0-of-2/state.safetensors", "rank-1-of-2/state.safetensors"]
+
+
+def test_a_killed_rank_stops_the_run_and_the_same_command_resumes(one_process, tmp_path):
+    settings = {**SETTINGS, "checkpoint_dir": str(tmp_path / "ck")}
+    with pytest.raises(DistributedError, match=f"rank 1 exited with code {DIE_CODE}"):
+        two(evaluate_rank, N, settings, 60)  # rank 1 dies at its 60th forward pass, in the cascade
+    assert "rank-1-of-2/state.safetensors" in checkpoint_files(str(tmp_path / "ck"))  # its finished stages
+    ranks = two(evaluate_rank, N, settings)
+    assert _numbers(ranks[0]["report"]) == _numbers(one_process)
+
+
+def test_ranks_with_different_settings_are_refused_before_any_work(tmp_path):
+    settings = {**SETTINGS, "checkpoint_dir": str(tmp_path / "ck")}
+    with pytest.raises(DistributedError, match="different evaluation settings.*seed"):
+        two(evaluate_rank, N, settings, None, True)
+    assert not (tmp_path / "ck").exists()
+
+
+# ---------------------------------------------------------------------- the command line
+WORKERS = Path(__file__).with_name("_evaluation_workers.py")
+COMMAND = [
+    "evaluate", "--model", f"{WORKERS}:CentroidNet", "--input-shape", "1,8,8", "--num-classes", "10",
+    "--data", "digits", "--num-examples", "90", "--eps", "0.05,0.1", "--attacks", "apgd-ce,fmn", "--batch-size", "16",
+    "--device", "cpu", "--quiet",
+]  # fmt: skip
+
+
+def _report(folder: Path) -> dict:
+    return json.loads((folder / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_cli(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("one") / "eval"
+    assert main([*COMMAND, "--out", str(out)]) == 0
+    return {**_report(out), "folder": out}
+
+
+def test_nproc_2_writes_one_report_like_one_process(one_cli, tmp_path):
+    assert main([*COMMAND, "--nproc", "2", "--out", str(tmp_path / "two")]) == 0
+    two_cli = _report(tmp_path / "two")
+    assert _numbers(two_cli) == _numbers(one_cli)
+    assert two_cli["provenance"]["world_size"] == 2
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in one_cli["folder"].iterdir())
+    ranks = sorted(p.name for p in (tmp_path / "two" / "checkpoint").iterdir())
+    assert ranks == ["rank-0-of-2", "rank-1-of-2"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_torchrun_on_two_nodes_over_loopback(one_cli, tmp_path):
+    """The documented multi-node command, as two torchrun agents on this machine meeting at a c10d rendezvous."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
+             "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+             "--rdzv-id", "advlab-eval-test", "-m", "advlab", *COMMAND, "--out", str(tmp_path / "two")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in (0, 1)
+    ]  # fmt: skip
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    assert _numbers(_report(tmp_path / "two")) == _numbers(one_cli)
+
+
+def test_nproc_refuses_a_target_before_starting_processes(tmp_path, capsys):
+    command = ["evaluate", "--target", "http://127.0.0.1:9", "--data", "digits", "--eps", "0.1", "--nproc", "2"]
+    assert main([*command, "--out", str(tmp_path / "t")]) == 2
+    assert "--nproc: a --target is evaluated by the server" in capsys.readouterr().err
