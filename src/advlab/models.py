@@ -283,7 +283,8 @@ def predict(
 ) -> torch.Tensor:
     """The model's predicted labels (or its logits) on ``x``, in batches, without gradients.
 
-    Each batch is moved to the model's device; the result is on the device of ``x``. The model's mode is left as
+    Each batch is moved to the model's device; the result is on the device of ``x``. A batch that runs out of CUDA
+    memory is halved and run again (:class:`advlab.devices.Batches`). The model's mode is left as
     it is (call it inside :meth:`Classifier.attack_mode` or after ``model.eval()``). Predictions are what reports
     count, so they are made at full precision whatever the classifier's ``precision``
     (:func:`advlab.devices.full_precision`).
@@ -299,11 +300,13 @@ def predict(
         >>> accuracy = (labels == y_test).float().mean()
     """
     device = device_of(model)
-    out = []
+
+    def one_batch(start: int, stop: int) -> torch.Tensor:
+        z = model(devices.to_device(x[start:stop], device))
+        return (z if logits else z.argmax(1)).to(x.device)
+
     with devices.full_precision():
-        for start in range(0, x.shape[0], batch_size):
-            z = model(devices.to_device(x[start : start + batch_size], device))
-            out.append((z if logits else z.argmax(1)).to(x.device))
+        out = devices.Batches(batch_size).run(one_batch, x.shape[0])  # halved after an out-of-memory error
     if not out:
         return torch.empty((0,), dtype=torch.int64, device=x.device)
     return torch.cat(out)

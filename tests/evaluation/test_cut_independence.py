@@ -170,3 +170,27 @@ def test_a_random_model_is_the_exception_and_still_reproducible():
         a = evaluate(model, (x, y), [0.1], attacks=[PGD(steps=5)], checks=False, eot_samples=3, batch_size=16)
         b = evaluate(model, (x, y), [0.1], attacks=[PGD(steps=5)], checks=False, eot_samples=3, batch_size=16)
     assert a.randomized and _numbers(a) == _numbers(b)
+
+
+class OutOfMemoryAbove(nn.Module):
+    """``net``, raising CUDA's out-of-memory error on a batch of more than ``limit`` examples (a GPU, simulated)."""
+
+    def __init__(self, net: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net, self.limit = net, limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (a batch of {x.shape[0]})")
+        return self.net(x)
+
+
+def test_a_batch_out_of_memory_is_halved_and_the_outcomes_stay(rowwise_mlp_model, digits, caplog):
+    x, y = digits["x_test"][:100], digits["y_test"][:100]
+    fits = evaluate(rowwise_mlp_model, (x, y), [0.05, 0.1], attacks="fast", batch_size=20, checks=False)
+    limited = Classifier(OutOfMemoryAbove(rowwise_mlp_model.module, 30), num_classes=10, input_shape=(1, 8, 8)).eval()
+    with caplog.at_level("WARNING", logger="advlab.devices"):
+        halved = evaluate(limited, (x, y), [0.05, 0.1], attacks="fast", batch_size=80, checks=False)
+    assert "out of memory on a batch of 80 examples; retrying with batches of 40" in caplog.text
+    assert "retrying with batches of 20" in caplog.text
+    assert _numbers(halved) == _numbers(fits) and halved.examples == fits.examples

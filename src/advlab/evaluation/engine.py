@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advlab import distributed, validation
+from advlab import devices, distributed, validation
 from advlab.attacks.registry import AttackConfig
 from advlab.attacks.square import FocusPoint, Square, focus_selection, square_from_focus, square_to_focus
 from advlab.checkpoint import Checkpoint, Saved, config_hash
@@ -668,6 +669,7 @@ class Evaluation:
         self.eot: int | None = None
         self.attack_model = self.clf
         self.bar: Any = None
+        self.batches = devices.Batches(settings.batch_size)  # halved after an out-of-memory error, for good
 
     def _configuration(self) -> dict[str, Any]:
         """Everything a resumed run must share with the checkpoint: settings, data and model fingerprints."""
@@ -779,7 +781,7 @@ class Evaluation:
     def judge(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """Predicted labels as reported: one draw of the model, seeded by ``seed`` when it is random."""
         with seeded(seed, self.device, self.randomized):
-            return predict(self.clf, x, batch_size=self.settings.batch_size)
+            return predict(self.clf, x, batch_size=self.batches.size)
 
     def clean_pass(self) -> None:
         """Predict the clean inputs; the correctly classified ones enter the cascade.
@@ -794,7 +796,7 @@ class Evaluation:
         t0 = time.perf_counter()
         x, y, m = self.x[self.shard], self.y[self.shard], self.shard.numel()
         with seeded(stage_seed(self.settings.seed, _CLEAN), self.device, self.randomized):
-            logits = predict(self.clf, x, batch_size=self.settings.batch_size, logits=True) if m else None
+            logits = predict(self.clf, x, batch_size=self.batches.size, logits=True) if m else None
         if logits is not None:
             validation.check_model_output(logits, m, where="on the data")
             validation.check_labels(y, m, logits.shape[1], name="data y")
@@ -827,9 +829,7 @@ class Evaluation:
             if focus_over_stage(entry.config):
                 FocusedSquareStage(self, i, k, entry).run()
             else:
-                batches = self._batches(i, k, entry, st)
-                for b in range(st["batches_done"], len(batches)):
-                    self.attack_batch(i, k, b, entry, batches[b])
+                self.run_batches(i, k, entry, st)
             st["done"] = True
             self.state.save(self.checkpoint)
         self.advance()
@@ -838,23 +838,31 @@ class Evaluation:
         """Indices of the examples still robust before stage (i, k): the ones it attacks."""
         return (self.state.t["correct"] & ~self.state.broken_before(i, k)).nonzero().flatten()
 
-    def _batches(self, i: int, k: int, entry: CascadeEntry, st: dict[str, Any]) -> list[torch.Tensor]:
-        """Indices of the examples still robust before stage (i, k), in batches (one for re-checked points)."""
+    def run_batches(self, i: int, k: int, entry: CascadeEntry, st: dict[str, Any]) -> None:
+        """The examples still robust before stage (i, k) in batches, after the ones a resumed run finished.
+
+        A batch that runs out of CUDA memory is halved and tried again, and so are the batches after it
+        (:class:`~advlab.devices.Batches`, kept for the rest of the evaluation); an example's outcome does not
+        depend on its batch. Re-checked minimum-norm points (no attack) go in one batch.
+        """
         start = self.stage_examples(i, k)
-        batches = list(torch.split(start, self.settings.batch_size)) if start.numel() else []
-        st["n_batches"] = len(batches)
+        st["n_batches"] = math.ceil(start.numel() / self.settings.batch_size)
+        todo = start[st.get("examples_done", 0) :]
         if type(entry.config).minimum_norm and i > 0:
-            batches = [start] if start.numel() else []  # no attack: re-check the stored points
-        return batches
+            if todo.numel():
+                self.attack_batch(i, k, entry, todo)  # no attack: re-check the stored points
+            return
+        self.batches.run(lambda a, b: self.attack_batch(i, k, entry, todo[a:b]), todo.numel())
 
     def stage_rng(self, i: int, entry: CascadeEntry, idx: torch.Tensor) -> ExampleRNG:
         """The per-example streams of examples ``idx`` in stage (eps ``i``, ``entry``): keyed by the stage's label."""
         return ExampleRNG(self.settings.seed, ("attack", i, entry.label), self.ids[idx], device=self.device)
 
-    def attack_batch(self, i: int, k: int, b: int, entry: CascadeEntry, idx: torch.Tensor) -> None:
-        """Batch ``b`` of stage (i, k): attack (each example from its own stream), verify, keep the breaks, save."""
+    def attack_batch(self, i: int, k: int, entry: CascadeEntry, idx: torch.Tensor) -> None:
+        """The next batch of stage (i, k): attack (each example from its own stream), verify, keep the breaks, save."""
         st = self.state.stage(i, k)
         t0 = time.perf_counter()
+        b = st["batches_done"]
         g = stage_seed(self.settings.seed, i, k, b)  # a random model's own draws (torch's global generator)
         x_b, y_b = self.x[idx].to(self.device), self.y[idx].to(self.device)
         rng = self.stage_rng(i, entry, idx)
@@ -865,6 +873,7 @@ class Evaluation:
         self.record_batch(i, k, idx, x_cand, found, queries, g + 1)
         st["wall_s"] += time.perf_counter() - t0
         st["batches_done"] = b + 1
+        st["examples_done"] = st.get("examples_done", 0) + idx.numel()
         self.state.save(self.checkpoint)
 
     def record_batch(
