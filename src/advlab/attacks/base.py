@@ -29,6 +29,11 @@ from advlab.result import ArrayLike, AttackResult
 from advlab.rng import DEFAULT_SEED, RNG, ExampleRNG
 from advlab.threat import ThreatModel, check_threat_model
 
+SYNC_EVERY = 8
+"""Iterations between the looks of an attack loop at a stopping test that needs the device's answer (``if
+done.all():``): each look makes the host wait for the device, so a loop whose extra iterations cannot change the
+result looks only every this many iterations, at the cost of at most ``SYNC_EVERY - 1`` iterations too many."""
+
 Randomness = torch.Generator | int | ExampleRNG | None
 """What an attack's ``generator`` argument takes: a ``torch.Generator`` or an int seed (one stream for the batch), an
 :class:`~advlab.rng.ExampleRNG` (one stream per example) or ``None`` (seed :data:`~advlab.rng.DEFAULT_SEED`)."""
