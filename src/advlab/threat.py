@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from advlab import validation
+from advlab.devices import to_device
 from advlab.rng import RNG, GeneratorRNG, as_rng
 
 NORMS = ("linf", "l2", "l1")
@@ -228,8 +229,8 @@ class ThreatModel:
             flat = flatten(x).to(scores.device).clone()
             lo, hi = self.box_around(flat.gather(1, idx))
             flat.scatter_(1, idx, lo + (hi - lo) * vals)
-            return flat.reshape(shape).to(x.device)
-        return self.clip_box(x + delta.to(x.device))
+            return to_device(flat.reshape(shape), x.device)
+        return self.clip_box(x + to_device(delta, x.device))  # draws of a CPU generator: no host sync
 
     def box_around(
         self, x: torch.Tensor, spread: float = UNBOUNDED_SCALE
