@@ -5,7 +5,8 @@ indexing or ``.cpu()`` makes the host wait for the device. On the CPU nothing wa
 that would wait (a ``TorchFunctionMode`` sees every tensor method) and the model's forward passes, for the same
 attack with 10 and with 40 steps. The extra syncs of the longer run must stay within the attack's allowance: the
 looks at an early stop every :data:`~advlab.attacks.base.SYNC_EVERY` iterations, plus, for the attacks that forward
-only the examples still being attacked (they must learn how many there are), a fixed number per forward pass.
+only the examples still being attacked (they must learn how many there are), a fixed number per forward pass. The
+loops take their accelerator path here (on the CPU they look at their early stop every iteration, which is free).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+import advlab.attacks.base
 from advlab import ThreatModel
 from advlab.attacks.base import SYNC_EVERY
 from advlab.attacks.registry import make_attack
+from advlab.rng import ExampleRNG
 
 SYNCING = {"item", "tolist", "nonzero", "argwhere", "masked_select", "cpu", "numpy"}
 """Tensor methods and torch functions that copy a result to the host (a sync on an accelerator)."""
@@ -97,6 +100,12 @@ CASES = [
 ]
 
 
+@pytest.fixture
+def accelerator_path(monkeypatch):
+    """Attack loops behave as on an accelerator: no device counts as one whose results the host reads for free."""
+    monkeypatch.setattr(advlab.attacks.base, "FREE_SYNC_DEVICES", frozenset())
+
+
 def test_the_counter_sees_what_waits_for_the_device():
     t = torch.tensor([0.0, 1.0, 2.0])
     with HostSyncs() as syncs:
@@ -110,6 +119,7 @@ def test_the_counter_sees_what_waits_for_the_device():
 
 
 @pytest.mark.parametrize(("name", "norm", "eps", "settings", "runs", "per_forward"), CASES, ids=lambda v: str(v))
+@pytest.mark.usefixtures("accelerator_path")
 def test_host_syncs_do_not_grow_with_steps(mlp_model, digits_batch, name, norm, eps, settings, runs, per_forward):
     x, y = digits_batch
     key = "max_queries" if name == "square" else "steps"
@@ -122,6 +132,30 @@ def test_host_syncs_do_not_grow_with_steps(mlp_model, digits_batch, name, norm, 
         f"{name} ({norm}): {LONG} steps make {long.total - short.total} more host syncs than {SHORT} "
         f"(allowed {allowed}: {looks} early-stop looks, {per_forward} per forward pass); the extra ones: {dict(extra)}"
     )
+
+
+@pytest.mark.parametrize(
+    ("norm", "eps", "keyed"), [("linf", 0.3, False), ("linf", 0.3, True), ("l2", 1.5, False), ("l1", 6.0, True)]
+)
+def test_apgd_returns_the_same_whether_it_looks_at_its_stop_every_iteration_or_not(
+    mlp_model, digits_batch, monkeypatch, norm, eps, keyed
+):
+    """The accelerator path goes on up to SYNC_EVERY - 1 iterations after every example has succeeded (here: within
+    the first few steps); those iterations leave the result as it was when the last example succeeded."""
+    x, y = digits_batch
+    threat = ThreatModel(norm, eps)
+
+    def run():
+        generator = ExampleRNG(7, "apgd", torch.arange(len(y))) if keyed else torch.Generator().manual_seed(7)
+        return make_attack("apgd", norm=norm, steps=20, restarts=2)(mlp_model, x, y, threat, generator=generator)
+
+    cpu = run()
+    monkeypatch.setattr(advlab.attacks.base, "FREE_SYNC_DEVICES", frozenset())
+    accelerator = run()
+    assert bool(cpu.success.all()) and len(cpu.loss_trace) < SYNC_EVERY  # the run finished between two looks
+    assert torch.equal(cpu.x_adv, accelerator.x_adv)
+    assert torch.equal(cpu.success, accelerator.success)
+    assert torch.equal(cpu.loss_trace, accelerator.loss_trace)
 
 
 def _sync_warnings(run) -> int:

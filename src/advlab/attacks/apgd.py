@@ -18,12 +18,12 @@ from torch import nn
 
 from advlab import validation
 from advlab.attacks.base import (
-    SYNC_EVERY,
     AttackOutput,
     Randomness,
     is_keyed,
     loss_and_grad,
     run_attack,
+    stop_check_every,
     warn_once_zero_grad,
 )
 from advlab.attacks.iterative import best_of_restarts
@@ -375,21 +375,21 @@ def apgd_run(
         mean loss per iteration. The run is finished once every example has reached the goal (the trace then ends
         at that iteration).
 
-    The loop asks the device whether the run is finished only every :data:`~advlab.attacks.base.SYNC_EVERY`
-    iterations (each look is a host synchronisation); the iterations between the finish and the look leave the
-    outputs as they were at the finish.
+    On an accelerator the loop asks whether the run is finished only every :data:`~advlab.attacks.base.SYNC_EVERY`
+    iterations (each look is a host synchronisation, :func:`~advlab.attacks.base.stop_check_every`); the iterations
+    between the finish and the look leave the outputs as they were at the finish.
     """
     state = _RunState(model, x, x_init, labels, targeted, threat, loss_fn, name, independent)
     rule = _SparsityRule(steps, state) if threat.norm == "l1" else _HalvingRule(steps, state, rho)
     trace = torch.empty(steps, device=x.device)
     after_finish = torch.zeros((), dtype=torch.int64, device=x.device)  # iterations begun after the finish
-    done = 0
+    done, every = 0, stop_check_every(x.device)
     for k in range(steps):
         after_finish += state.finished
         loss = state.step(1.0 if k == 0 else rule.alpha, rule.topk)  # first step: no previous update
         trace[k] = loss.mean()
         done = k + 1
-        if done % SYNC_EVERY == 0 and bool(state.finished):
+        if done % every == 0 and bool(state.finished):
             break
         rule.observe(loss)
         state.track_best()
