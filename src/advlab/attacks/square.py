@@ -185,7 +185,7 @@ class _KeyedDraws:
         """The choices of iterations ``first .. end - 1``: corners ``(R, L)`` per window, signs ``(R, L, C)``."""
         words_per = self.windows + math.ceil(self.bits / 32)
         steps = end - first
-        words = self.rng.words(steps * words_per).reshape(-1, steps, words_per).to(self.device)
+        words = to_device(self.rng.words(steps * words_per).reshape(-1, steps, words_per), self.device)
         sides = torch.tensor([self.sides(i) for i in range(first, end)], dtype=torch.int64, device=self.device)
         span_h, span_w = self.h - sides[:, 0] + 1, self.w - sides[:, 1] + 1
         at = (words[:, :, : self.windows] * (span_h * span_w)[None, :, None]) >> 32  # uniform over the positions
