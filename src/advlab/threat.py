@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from advlab import validation
+from advlab.devices import to_device
 from advlab.rng import RNG, GeneratorRNG, as_rng
 
 NORMS = ("linf", "l2", "l1")
@@ -67,15 +68,14 @@ def project_l1_ball(delta: torch.Tensor, eps: torch.Tensor | float) -> torch.Ten
     """Euclidean projection of each example of ``delta`` onto the L1 ball of radius ``eps``.
 
     Sorting algorithm of Duchi et al. 2008 ("Efficient projections onto the l1-ball"), batched.
-    ``eps`` is a float or a ``(N,)`` tensor.
+    ``eps`` is a float or a ``(N,)`` tensor. Examples already inside the ball come back unchanged; there is no
+    shortcut for a batch that is inside entirely, whose test would cost attack loops a host synchronisation.
     """
     flat = flatten(delta)
     n, d = flat.shape
     eps_t = torch.as_tensor(eps, dtype=flat.dtype, device=flat.device).expand(n)
     abs_flat = flat.abs()
     inside = abs_flat.sum(dim=1) <= eps_t
-    if bool(inside.all()):
-        return delta
     mu, _ = abs_flat.sort(dim=1, descending=True)
     cumsum = mu.cumsum(dim=1)
     arange = torch.arange(1, d + 1, device=flat.device, dtype=flat.dtype)
@@ -229,8 +229,8 @@ class ThreatModel:
             flat = flatten(x).to(scores.device).clone()
             lo, hi = self.box_around(flat.gather(1, idx))
             flat.scatter_(1, idx, lo + (hi - lo) * vals)
-            return flat.reshape(shape).to(x.device)
-        return self.clip_box(x + delta.to(x.device))
+            return to_device(flat.reshape(shape), x.device)
+        return self.clip_box(x + to_device(delta, x.device))  # draws of a CPU generator: no host sync
 
     def box_around(
         self, x: torch.Tensor, spread: float = UNBOUNDED_SCALE

@@ -33,7 +33,7 @@ from advlab.oracles import BudgetExceeded, Oracle, OracleUnavailable, TorchOracl
 from advlab.result import AttackResult
 from advlab.rng import RNG
 from advlab.settings import Range
-from advlab.threat import ThreatModel
+from advlab.threat import ThreatModel, per_example
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ class ScoreSearch:
         self.success = is_success(logp, labels, targeted)
         counter.note_success(torch.arange(x.shape[0], device=x.device), self.success)
         self.x_best = x.clone()
-        self.trace: list[float] = []
+        self.trace: list[torch.Tensor] = []
 
     def loss(self, points: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
         """The loss at ``points`` ``(M, ...)``; query ``j`` is charged to (and scored for) example ``owner[j]``."""
@@ -329,17 +329,18 @@ class ScoreSearch:
         loss = self.loss_fn(lp, self.labels[idx], self.targeted)
         succ = is_success(lp, self.labels[idx], self.targeted)
         better = (succ | (loss > self.best_loss[idx])) & ~self.success[idx]
-        self.x_best[idx[better]] = x_new[better]
-        self.best_loss[idx[better]] = loss[better]
+        # masked arithmetic over the rows idx (unique), not boolean indexing: no host sync
+        self.x_best[idx] = torch.where(per_example(better, x_new), x_new, self.x_best[idx])
+        self.best_loss[idx] = torch.where(better, loss, self.best_loss[idx])
         self.counter.note_success(idx, succ)
         self.success[idx] |= succ
-        self.trace.append(float(loss.mean()))
+        self.trace.append(loss.mean())  # read once, at the end
         return loss
 
     def output(self) -> AttackOutput:
         """The core's result: the best points, their success, the mean loss per step as the loss trace."""
         out = self.counter.output(self.x_best, self.success)
-        out.loss_trace = torch.tensor(self.trace) if self.trace else None
+        out.loss_trace = torch.stack(self.trace).to(torch.get_default_dtype()).cpu() if self.trace else None
         return out
 
 

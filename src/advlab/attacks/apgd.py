@@ -17,7 +17,15 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.attacks.base import AttackOutput, Randomness, is_keyed, loss_and_grad, run_attack, warn_once_zero_grad
+from advlab.attacks.base import (
+    AttackOutput,
+    Randomness,
+    is_keyed,
+    loss_and_grad,
+    run_attack,
+    stop_check_every,
+    warn_once_zero_grad,
+)
 from advlab.attacks.iterative import best_of_restarts
 from advlab.attacks.registry import ALL_NORMS, Alias, register_attack
 from advlab.goals import Goal, is_success
@@ -127,9 +135,7 @@ def project_l1_box(
     eps_t = torch.as_tensor(eps, dtype=y.dtype, device=y.device).expand(n)
     clipped = torch.minimum(a, cap)
     total = clipped.sum(dim=1)
-    need = total > eps_t
-    if not bool(need.any()):
-        return (y.sign() * clipped).reshape(delta.shape)
+    need = total > eps_t  # elsewhere lam = 0 (no shortcut when nothing needs it: its test would be a host sync)
     # g(lam) = sum_i min(max(a_i - lam, 0), cap_i): a coordinate decreases with slope -1 between its breakpoints
     # max(a_i - cap_i, 0) (it leaves the box face) and a_i (it reaches zero).
     starts = (a - cap).clamp_min(0.0)
@@ -211,6 +217,8 @@ class _RunState:
         self.loss, self.grad, logits = loss_and_grad(model, self.x_adv, labels, targeted, loss_fn)
         warn_once_zero_grad(self.grad, name)
         self.found = is_success(logits, labels, targeted)
+        # every example has reached the goal at a step: the outputs no longer change (the first step always counts)
+        self.finished = torch.zeros((), dtype=torch.bool, device=x.device)
         self.x_found = self.x_adv.clone()
         self.best_loss = self.loss.clone()
         self.x_max, self.grad_max = self.x_adv.clone(), self.grad.clone()
@@ -232,16 +240,17 @@ class _RunState:
         succ = is_success(logits, self.labels, self.targeted)
         if self.independent and self.steps_done > 0:
             succ = succ & ~self.found  # an example stops at its first successful step, as it would alone
-        self.x_found = torch.where(per_example(succ, x), self.x_adv, self.x_found)
+        self.x_found = torch.where(per_example(succ & ~self.finished, x), self.x_adv, self.x_found)
         self.found |= succ
+        self.finished = self.found.all()
         self.steps_done += 1
         return self.loss
 
     def track_best(self) -> None:
-        """Keep the highest-loss point and its gradient per example."""
+        """Keep the highest-loss point and its gradient per example (until the run is finished)."""
         # Ties go to the newer point: where the loss saturates in float32 (a confidently classified point's
         # cross-entropy rounds to a constant) the best point still follows the iterates.
-        improved = self.loss >= self.best_loss
+        improved = (self.loss >= self.best_loss) & ~self.finished
         self.best_loss = torch.where(improved, self.loss, self.best_loss)
         self.x_max = torch.where(per_example(improved, self.x), self.x_adv, self.x_max)
         self.grad_max = torch.where(per_example(improved, self.x), self.grad, self.grad_max)
@@ -363,23 +372,30 @@ def apgd_run(
     Returns:
         ``(x_adv, success, best_loss, trace)``: per example the last iterate that reached the goal (the first one,
         with ``independent``), otherwise the highest-loss point; whether the goal was reached; the highest loss; the
-        mean loss per iteration. The run stops early once every example has reached the goal (the trace is then
-        shorter than ``steps``).
+        mean loss per iteration. The run is finished once every example has reached the goal (the trace then ends
+        at that iteration).
+
+    On an accelerator the loop asks whether the run is finished only every :data:`~advlab.attacks.base.SYNC_EVERY`
+    iterations (each look is a host synchronisation, :func:`~advlab.attacks.base.stop_check_every`); the iterations
+    between the finish and the look leave the outputs as they were at the finish.
     """
     state = _RunState(model, x, x_init, labels, targeted, threat, loss_fn, name, independent)
     rule = _SparsityRule(steps, state) if threat.norm == "l1" else _HalvingRule(steps, state, rho)
     trace = torch.empty(steps, device=x.device)
+    after_finish = torch.zeros((), dtype=torch.int64, device=x.device)  # iterations begun after the finish
+    done, every = 0, stop_check_every(x.device)
     for k in range(steps):
+        after_finish += state.finished
         loss = state.step(1.0 if k == 0 else rule.alpha, rule.topk)  # first step: no previous update
         trace[k] = loss.mean()
-        if bool(state.found.all()):  # every example has a successful point: more steps cannot change the outcome
-            trace = trace[: k + 1]
+        done = k + 1
+        if done % every == 0 and bool(state.finished):
             break
         rule.observe(loss)
         state.track_best()
         if k + 1 in rule.check_at:
             state.restart_from_best(rule.checkpoint(k + 1, state))
-    return (*state.result(), trace)
+    return (*state.result(), trace[: done - int(after_finish)])
 
 
 # ---------------------------------------------------------------------------------------------- APGD

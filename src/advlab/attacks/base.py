@@ -29,6 +29,15 @@ from advlab.result import ArrayLike, AttackResult
 from advlab.rng import DEFAULT_SEED, RNG, ExampleRNG
 from advlab.threat import ThreatModel, check_threat_model
 
+SYNC_EVERY = 8
+"""Iterations between the looks of an attack loop at a stopping test that needs the device's answer (``if
+done.all():``): on an accelerator each look makes the host wait for the device, so a loop whose extra iterations
+cannot change the result looks only every this many iterations, at the cost of at most ``SYNC_EVERY - 1`` iterations
+too many (:func:`stop_check_every`)."""
+
+FREE_SYNC_DEVICES = frozenset({"cpu"})
+"""Device types whose results the host reads without waiting for queued work: loops there look every iteration."""
+
 Randomness = torch.Generator | int | ExampleRNG | None
 """What an attack's ``generator`` argument takes: a ``torch.Generator`` or an int seed (one stream for the batch), an
 :class:`~advlab.rng.ExampleRNG` (one stream per example) or ``None`` (seed :data:`~advlab.rng.DEFAULT_SEED`)."""
@@ -42,6 +51,22 @@ class AttackOutput:
     queries: torch.Tensor | None = None
     loss_trace: torch.Tensor | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def stop_check_every(device: torch.device) -> int:
+    """How many iterations an attack loop on ``device`` makes between looks at its early stop.
+
+    1 on the CPU, where a look costs nothing and stopping at once saves iterations; :data:`SYNC_EVERY` on an
+    accelerator, where a look is a host synchronisation. A loop using it must return the same result either way.
+
+    Args:
+        device: the device the loop's tensors are on.
+
+    Examples:
+        >>> stop_check_every(torch.device("cpu")), stop_check_every(torch.device("cuda"))
+        (1, 8)
+    """
+    return 1 if device.type in FREE_SYNC_DEVICES else SYNC_EVERY
 
 
 def make_generator(generator: torch.Generator | int | None, device: torch.device | str = "cpu") -> torch.Generator:

@@ -185,11 +185,11 @@ class _L2Search:
         return loss, grad, x_adv.detach(), l2.detach(), logits.detach()
 
     def _keep_smallest(self, ok: torch.Tensor, l2: torch.Tensor, x_adv: torch.Tensor) -> None:
+        # masked arithmetic rather than `if better.any(): best[better] = ...` (two host syncs per step)
         better = ok & (l2 < self.best_l2)
-        if bool(better.any()):
-            self.best_l2 = torch.where(better, l2, self.best_l2)
-            self.best_adv[better] = x_adv[better]
-            self.best_const[better] = self.const[better]
+        self.best_l2 = torch.where(better, l2, self.best_l2)
+        self.best_adv = torch.where(per_example(better, x_adv), x_adv, self.best_adv)
+        self.best_const = torch.where(better, self.const, self.best_const)
 
     def update_const(self, outer_best: torch.Tensor) -> torch.Tensor:
         """Bisect ``c`` where a bracket exists, else multiply it by 10; returns which examples the run fooled."""
@@ -223,7 +223,8 @@ def _core_l2(
         outer_best = cw.run(steps, abort_early)
         search_l2[outer] = outer_best.sqrt()
         found = cw.update_const(outer_best)
-        log.debug("cw-l2 search step %d: %d/%d successful", outer, int(found.sum()), n)
+        if log.isEnabledFor(logging.DEBUG):  # the count is a host sync: only when it is logged
+            log.debug("cw-l2 search step %d: %d/%d successful", outer, int(found.sum()), n)
     return AttackOutput(cw.best_adv, info={"const": cw.best_const, "search_distances": search_l2.T.contiguous()})
 
 
@@ -356,14 +357,11 @@ class _LinfSearch:
         return wa, xa, grad, accept
 
     @torch.no_grad()
-    def tighten(
-        self, idx: torch.Tensor, accept: torch.Tensor, x_adv: torch.Tensor, decrease_factor: float, tau_stop: float
-    ) -> None:
-        """Accepted (``idx[accept]``): keep the iterate, set tau below its actual L∞ size, restart Adam from it."""
-        idx = idx[accept]
+    def tighten(self, idx: torch.Tensor, x_new: torch.Tensor, decrease_factor: float, tau_stop: float) -> None:
+        """Accepted examples ``idx`` (iterates ``x_new``): keep the iterate, set tau below its actual L∞ size, restart
+        Adam from it."""
         if not idx.numel():
             return
-        x_new = x_adv.detach()[accept]
         actual = flatten(x_new - self.x[idx]).abs().amax(1)
         self.prev[idx] = x_new
         self.tau[idx] = torch.minimum(self.tau[idx], actual) * decrease_factor
@@ -377,7 +375,6 @@ class _LinfSearch:
     def adam_step(
         self,
         idx: torch.Tensor,
-        fail: torch.Tensor,
         w: torch.Tensor,
         grad: torch.Tensor,
         *,
@@ -385,17 +382,24 @@ class _LinfSearch:
         const_factor: float,
         largest_const: float,
     ) -> None:
-        """Not yet (``idx[fail]``): one Adam step; after ``steps`` of them at this c, raise c (give up past
-        ``largest_const``)."""
-        idx = idx[fail]
+        """Examples ``idx`` not accepted yet: one Adam step; after ``steps`` of them at this c, raise c (give up past
+        ``largest_const``). Masked arithmetic: no host sync."""
         if not idx.numel():
             return
-        self.w[idx] = self.adam.step(w.detach()[fail], grad[fail], idx)
-        self.count[idx] += 1
-        raise_c = idx[self.count[idx] >= steps]
-        self.const[raise_c] *= const_factor
-        self.count[raise_c] = 0
-        self.done[raise_c[self.const[raise_c] >= largest_const]] = True
+        self.w[idx] = self.adam.step(w, grad, idx)
+        count = self.count[idx] + 1
+        raise_c = count >= steps
+        const = torch.where(raise_c, self.const[idx] * const_factor, self.const[idx])
+        self.const[idx] = const
+        self.count[idx] = torch.where(raise_c, torch.zeros_like(count), count)
+        self.done[idx] = self.done[idx] | (raise_c & (const >= largest_const))
+
+
+def _split(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions where ``mask`` holds and where it does not, each in order, for one host sync (the count)."""
+    order = torch.argsort((~mask).to(torch.uint8), stable=True)
+    count = int(mask.sum())
+    return order[:count], order[count:]
 
 
 def _core_linf(
@@ -421,8 +425,11 @@ def _core_linf(
         if idx.numel() == 0:
             break
         w, x_adv, grad, accept = cw.evaluate(model, idx, labels[idx], targeted, confidence)
-        cw.tighten(idx, accept, x_adv, decrease_factor, tau_stop)
-        cw.adam_step(idx, ~accept, w, grad, steps=steps, const_factor=const_factor, largest_const=largest_const)
+        acc, fail = _split(accept)
+        cw.tighten(idx[acc], x_adv.detach()[acc], decrease_factor, tau_stop)
+        cw.adam_step(
+            idx[fail], w.detach()[fail], grad[fail], steps=steps, const_factor=const_factor, largest_const=largest_const
+        )
     return AttackOutput(cw.prev, info={"const": cw.const, "tau": cw.tau, "rounds": cw.rounds})
 
 

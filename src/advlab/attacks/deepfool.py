@@ -81,18 +81,18 @@ def _core(
     r_tot = torch.zeros_like(x)
     x_adv = x.clone()
     iterations = torch.zeros(n, dtype=torch.long, device=x.device)
-    active = ~is_success(clean_logits, labels, targeted)
     margin = STEP_MARGIN * threat.scale
+    # The examples still on their side of the boundary; each iteration forwards only them, so it learns their number
+    # once (one host sync), when it keeps those its step did not fool.
+    idx = (~is_success(clean_logits, labels, targeted)).nonzero().flatten()
     for i in range(steps):
-        idx = active.nonzero().flatten()
         if idx.numel() == 0:
             break
         logits, step = _candidate_step(model, x_adv[idx], classes[idx], threat.norm, margin)
         if i == 0:
             warn_once_zero_grad(step, "deepfool")
-        still = ~is_success(logits, labels[idx], targeted)
-        active[idx[~still]] = False
-        idx, step = idx[still], step[still]
+        keep = (~is_success(logits, labels[idx], targeted)).nonzero().flatten()
+        idx, step = idx[keep], step[keep]
         if idx.numel() == 0:
             break
         r_tot[idx] += step

@@ -11,6 +11,7 @@ from torch import nn
 from advlab.attacks._query import STOP_ERRORS, MaxQueries, QueryCounter, ScoreSearch, run_query_attack
 from advlab.attacks.base import AttackOutput, Randomness, draw_per_row
 from advlab.attacks.registry import register_attack
+from advlab.devices import to_device
 from advlab.goals import Goal
 from advlab.losses import LossFn, LossSetting, get_loss
 from advlab.oracles import Oracle
@@ -73,7 +74,7 @@ def nes_gradient(
     rows = torch.arange(n, device=x.device)
     for start in range(0, half, per_chunk):
         k = min(per_chunk, half - start)
-        u = rng.randn((n, k, *x.shape[1:])).to(x.device, x.dtype)
+        u = to_device(rng.randn((n, k, *x.shape[1:])), x.device, x.dtype)
         g += _antithetic_sum(f, x, rows, u, sigma)
     return g / (2 * half * sigma)
 
@@ -114,9 +115,8 @@ class _PlateauSchedule:
             old = self.history[-length]
             stalled = (current <= old) & ~torch.isnan(current) & ~torch.isnan(old)
             self.lr = torch.where(stalled, (self.lr / self.drop).clamp_min(self.min_step_size), self.lr)
-            if bool(stalled.any()):
-                for h in self.history[-length:]:
-                    h[stalled] = float("nan")  # restart the window of the examples that decayed
+            for h in self.history[-length:]:  # masked, not `if stalled.any():` (a host sync per step)
+                h.masked_fill_(stalled, float("nan"))  # restart the window of the examples that decayed
 
 
 def _core(

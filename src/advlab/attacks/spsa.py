@@ -11,6 +11,7 @@ from torch import nn
 from advlab.attacks._query import STOP_ERRORS, MaxQueries, QueryCounter, ScoreSearch, run_query_attack
 from advlab.attacks.base import AttackOutput, Randomness, draw_per_row
 from advlab.attacks.registry import register_attack
+from advlab.devices import to_device
 from advlab.goals import Goal
 from advlab.losses import LossFn, LossSetting, get_loss
 from advlab.oracles import Oracle
@@ -57,7 +58,7 @@ def spsa_gradient(
     if isinstance(rng, ExampleRNG):
         v = draw_per_row(rng, (n, k, *x.shape[1:]), "signs", dtype=x.dtype, device=x.device)
     else:
-        v = rng.randint(0, 2, (n, k, *x.shape[1:])).to(x.device, x.dtype) * 2 - 1
+        v = to_device(rng.randint(0, 2, (n, k, *x.shape[1:])), x.device, x.dtype) * 2 - 1
     xe = x.unsqueeze(1)
     plus, minus = xe + delta * v, xe - delta * v
     if clip is not None:

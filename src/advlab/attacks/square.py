@@ -20,6 +20,7 @@ from torch import nn
 
 from advlab.attacks.base import AttackOutput, Randomness, run_attack
 from advlab.attacks.registry import AttackConfig, register_attack
+from advlab.devices import to_device
 from advlab.goals import Goal, is_success
 from advlab.losses import cross_entropy, margin
 from advlab.result import AttackResult
@@ -110,8 +111,9 @@ class _BatchDraws:
 
     def corners(self, n: int, sh: int, sw: int, height: int, width: int, device: torch.device):
         """The top-left corner ``(top (N,), left (N,))`` of a random ``sh x sw`` window per row."""
-        top = self.rng.randint(0, height - sh + 1, (n,)).to(device)
-        left = self.rng.randint(0, width - sw + 1, (n,)).to(device)
+        # to_device: a draw of a CPU generator crosses to an accelerator without a host sync
+        top = to_device(self.rng.randint(0, height - sh + 1, (n,)), device)
+        left = to_device(self.rng.randint(0, width - sw + 1, (n,)), device)
         return top, left
 
     def signs(self, n: int, c: int, like: torch.Tensor) -> torch.Tensor:
@@ -124,7 +126,7 @@ class _BatchDraws:
 
     def flips(self, n: int, device: torch.device) -> torch.Tensor:
         """Whether each row's l2 pattern is transposed."""
-        return self.rng.randint(0, 2, (n,)).bool().to(device)
+        return to_device(self.rng.randint(0, 2, (n,)).bool(), device)
 
 
 class _KeyedDraws:
@@ -183,7 +185,7 @@ class _KeyedDraws:
         """The choices of iterations ``first .. end - 1``: corners ``(R, L)`` per window, signs ``(R, L, C)``."""
         words_per = self.windows + math.ceil(self.bits / 32)
         steps = end - first
-        words = self.rng.words(steps * words_per).reshape(-1, steps, words_per).to(self.device)
+        words = to_device(self.rng.words(steps * words_per).reshape(-1, steps, words_per), self.device)
         sides = torch.tensor([self.sides(i) for i in range(first, end)], dtype=torch.int64, device=self.device)
         span_h, span_w = self.h - sides[:, 0] + 1, self.w - sides[:, 1] + 1
         at = (words[:, :, : self.windows] * (span_h * span_w)[None, :, None]) >> 32  # uniform over the positions
@@ -244,7 +246,7 @@ def _window(norm: str, p: float, h: int, w: int) -> tuple[int, int]:
 
 def _random_signs(shape: tuple[int, ...], rng: RNG, like: torch.Tensor) -> torch.Tensor:
     """Random signs of ``shape`` (first dimension: the rows), in ``like``'s dtype and device."""
-    s = rng.randint(0, 2, shape).to(like.device, like.dtype)
+    s = to_device(rng.randint(0, 2, shape), like.device, like.dtype)
     return 2 * s - 1
 
 
@@ -366,19 +368,20 @@ def _propose_linf(x, x_best, p, eps, bounds, draws: _Draws):
     )
     x_win, best_win = x[at], x_best[at]
     new_win = (x_win + eps * signs).clamp(*bounds)
-    for attempt in range(MAX_RESAMPLES):  # a proposal identical to the current point would waste a query
+    for _ in range(MAX_RESAMPLES if c > 1 else 0):  # a proposal identical to the current point would waste a query
         same = ~(new_win != best_win).flatten(1).any(dim=1)
-        if not bool(same.any()):
+        if not bool(same.any()):  # a host sync, but the draws of a batch stream depend on it
             break
-        # With one channel the only other sign is the opposite one, so redrawing uniformly until it differs
-        # (the reference implementation) is the same distribution as flipping, which needs no retries.
-        # The flipped window then differs from the current one (x + eps and x - eps clamp to different values
-        # for eps > 0), so no second check is needed.
-        redraw = -signs if (c == 1 and attempt == 0) else draws.resigns(same, c, x)
-        signs = torch.where(same[:, None, None, None], redraw, signs)
+        signs = torch.where(same[:, None, None, None], draws.resigns(same, c, x), signs)
         new_win = (x_win + eps * signs).clamp(*bounds)
-        if c == 1:
-            break
+    if c == 1:
+        # With one channel the only other sign is the opposite one, so redrawing uniformly until it differs
+        # (the reference implementation) is the same distribution as flipping, which needs no retries and no
+        # look at whether any row needs it (rows that do not keep their signs). The flipped window differs from
+        # the current one (x + eps and x - eps clamp to different values for eps > 0): no second check.
+        same = ~(new_win != best_win).flatten(1).any(dim=1)
+        signs = torch.where(same[:, None, None, None], -signs, signs)
+        new_win = (x_win + eps * signs).clamp(*bounds)
     x_new = x_best.clone()
     x_new[at] = new_win
     return x_new
