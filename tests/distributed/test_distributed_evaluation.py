@@ -136,3 +136,27 @@ def test_nproc_refuses_a_target_before_starting_processes(tmp_path, capsys):
     command = ["evaluate", "--target", "http://127.0.0.1:9", "--data", "digits", "--eps", "0.1", "--nproc", "2"]
     assert main([*command, "--out", str(tmp_path / "t")]) == 2
     assert "--nproc: a --target is evaluated by the server" in capsys.readouterr().err
+
+
+def test_a_script_run_by_torchrun_shares_the_evaluation_out(tmp_path):
+    """``advlab.evaluate`` in a plain script under ``torchrun`` joins the group itself (no init_process_group)."""
+    settings = {"eps": [0.05], "batch_size": 16, "progress": False, "checks": False}
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(WORKERS.parent)!r})\n"
+        "from _evaluation_workers import evaluate_rank\n"
+        f"r = evaluate_rank(60, {settings!r})\n"
+        f"open({str(tmp_path)!r} + f'/rank{{r[\"rank\"]}}.json', 'w').write(json.dumps(r))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["rank"], r["size"]) for r in ranks] == [(0, 2), (1, 2)]
+    one = evaluate_rank(60, settings)["report"]
+    assert _numbers(ranks[0]["report"]) == _numbers(ranks[1]["report"]) == _numbers(one)

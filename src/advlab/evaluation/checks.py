@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -389,6 +389,13 @@ def check_blackbox(ctx: CheckContext) -> CheckResult:
     return _blackbox_result(broke, limit, detail)
 
 
+CHECK_ORDER = ("gradients", "large_eps", "more_steps", "blackbox")
+"""The checks after the randomness check, in report order: the :data:`CHECK_UNITS` units of work."""
+COSTLIEST_FIRST = ("blackbox", "more_steps", "large_eps", "gradients")
+"""The checks by their cost (Square with :data:`BLACKBOX_QUERY_BUDGET` queries; PGD with 10x the steps; PGD; one
+gradient), for sharing them out between processes."""
+
+
 def run_checks(
     ctx: CheckContext, randomness: CheckResult, progress: Callable[[str], None] | None = None
 ) -> list[CheckResult]:
@@ -399,15 +406,34 @@ def run_checks(
         randomness: the randomness check, measured before the attacks.
         progress: called with a check's name after each of the :data:`CHECK_UNITS` units of work.
     """
-    done = progress or (lambda name: None)
-    out = [randomness, check_gradients(ctx)]
-    done("gradients")
-    out.append(check_large_eps(ctx))
-    done("large_eps")
-    out.extend(check_more_steps(ctx))
-    done("more_steps")
-    out.append(check_blackbox(ctx))
-    done("blackbox")
-    for c in out:
-        log.debug("check %s: %s (%s)", c.name, c.status, c.detail)
+    done = run_check_units(ctx, CHECK_ORDER, progress)
+    return [randomness, *(c for unit in CHECK_ORDER for c in done[unit])]
+
+
+def run_check_units(
+    ctx: CheckContext, units: Sequence[str], progress: Callable[[str], None] | None = None
+) -> dict[str, list[CheckResult]]:
+    """The checks ``units`` (names of :data:`CHECK_ORDER`), each with its results (``more_steps`` gives two).
+
+    Each check depends only on ``ctx``, not on the others, so processes can share them out.
+
+    Args:
+        ctx: what the checks need from the evaluation.
+        units: the checks to run.
+        progress: called with a check's name after each.
+    """
+    run: dict[str, Callable[[CheckContext], list[CheckResult]]] = {
+        "gradients": lambda c: [check_gradients(c)],
+        "large_eps": lambda c: [check_large_eps(c)],
+        "more_steps": lambda c: list(check_more_steps(c)),
+        "blackbox": lambda c: [check_blackbox(c)],
+    }
+    out = {}
+    for unit in CHECK_ORDER:
+        if unit in units:
+            out[unit] = run[unit](ctx)
+            if progress is not None:
+                progress(unit)
+            for c in out[unit]:
+                log.debug("check %s: %s (%s)", c.name, c.status, c.detail)
     return out

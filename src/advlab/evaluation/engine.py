@@ -110,6 +110,11 @@ def evaluate(
     transformation (logits averaged over ``eot_samples`` draws, with a warning), and its accuracy is measured
     with the randomness on (one draw per prediction, seeded per stage).
 
+    With several processes (a script run by ``torchrun``, or inside an initialised process group), each rank
+    attacks every ``world_size``-th example with its own checkpoint (``checkpoint_dir/rank-R-of-S``), rank 0 runs
+    the masking checks once, and every rank returns the whole report, the same as one process's (its provenance
+    gives the world size). Every rank must be given the same model, data and settings (refused otherwise).
+
     A model without gradients (an :class:`~advlab.oracles.Oracle`, local or remote) is evaluated with the attacks
     that need none: a cascade holding a gradient attack is refused before any work, with the list of the attacks
     that work on oracles, and the masking checks that need gradients are reported as skipped.
@@ -165,7 +170,8 @@ def evaluate(
         checks=checks,
         eot_samples=eot_samples,
     )
-    return Evaluation(model, data, settings).run()
+    with distributed.process_group():  # a torchrun worker joins its group here, unless it already has
+        return Evaluation(model, data, settings).run()
 
 
 @dataclass(frozen=True)
@@ -943,14 +949,18 @@ class Evaluation:
         if not self.settings.checks:
             return
         meta = self.state.meta
-        if meta["checks"] is None or self.world.distributed:  # ranks follow rank 0, which may have them already
-            done = meta["checks"] is not None
+        stored = meta["checks"]
+        if self.world.distributed:  # rank 0's, when it has them (a rank resumed after a kill may not)
+            stored = distributed.broadcast_object(stored, what="the stored gradient-masking checks of rank 0")
+        if stored is None:
             t0 = time.perf_counter()
-            meta["checks"] = distributed.on_main(self._checks_once, what="the gradient-masking checks (on rank 0)")
-            if not done:
-                meta["checks_wall_s"] = time.perf_counter() - t0
-                self.state.save(self.checkpoint)
+            meta["checks"] = [dataclasses.asdict(c) for c in self._run_checks()]
+            meta["checks_wall_s"] = time.perf_counter() - t0
+            self.state.save(self.checkpoint)
         else:  # resumed: the checks were done
+            if meta["checks"] is None:
+                meta["checks"], meta["checks_wall_s"] = stored, 0.0
+                self.state.save(self.checkpoint)
             for _ in range(checks_mod.CHECK_UNITS):
                 self.advance()
         self.whole.meta["checks"], self.whole.meta["checks_wall_s"] = meta["checks"], meta["checks_wall_s"]
@@ -960,14 +970,12 @@ class Evaluation:
             if c["status"] == "fail" and c["name"] != "randomness":
                 validation.warn(f"gradient-masking check failed: {c['title']}: {c['detail']}. {c['meaning']}")
 
-    def _checks_once(self) -> list[dict[str, Any]]:
-        """The checks' results: the stored ones of a resumed run, else run now (on rank 0 with several processes)."""
-        if self.state.meta["checks"] is not None:
-            return list(self.state.meta["checks"])
-        return [dataclasses.asdict(c) for c in self._run_checks()]
-
     def _run_checks(self) -> list[CheckResult]:
-        """Every check, on the first clean-correct examples (skipped when there is none, or without gradients)."""
+        """Every check, on the first clean-correct examples (skipped when there is none, or without gradients).
+
+        With several processes, each rank runs its share of the checks (:func:`~advlab.evaluation.shards.
+        check_units`) on the same examples, and every rank gets them all.
+        """
         idx = checks_mod.check_examples(self.whole.t["correct"], self.ids)
         randomness = checks_mod.check_randomness(float(self.whole.meta["max_change"]), self.eot)
         if not self.gradients or idx.numel() == 0:
@@ -978,8 +986,14 @@ class Evaluation:
             )
             return [randomness, *checks_mod.skipped_checks(why)]
         context = self._check_context(idx)
+        units = shards.check_units(self.world)
         with seeded(context.seed, self.device, self.randomized):  # a random model draws from the seeded RNG
-            return checks_mod.run_checks(context, randomness, progress=lambda name: self.advance(check=name))
+            mine = checks_mod.run_check_units(context, units, progress=lambda name: self.advance(check=name))
+        parts = distributed.all_gather_objects(mine, what="gathering the gradient-masking checks")
+        every = {unit: results for part in parts for unit, results in part.items()}
+        for _ in range(checks_mod.CHECK_UNITS - len(units)):  # the other ranks' checks
+            self.advance()
+        return [randomness, *(c for unit in checks_mod.CHECK_ORDER for c in every[unit])]
 
     def _check_context(self, idx: torch.Tensor) -> checks_mod.CheckContext:
         """What the checks need: the check examples, the judge, and the cascade's outcome on them."""

@@ -8,7 +8,8 @@ The ranks meet twice:
 - in a focused Square stage, where the focus ranks the losses of every example of the stage
   (:func:`decide_focus`): each rank sends its examples' losses, or the decision it stored before a kill;
 - at the end of the cascade (:func:`pack` on each rank, :func:`merge` of every rank's pack), so that the
-  masking checks run once, over the whole set, and one report is written.
+  masking checks run once, over the whole set (each rank runs its share of them: :func:`check_units`), and one
+  report is written.
 
 In one process both are a pass-through: :func:`shard_of` is every example and no collective runs.
 """
@@ -22,6 +23,7 @@ import torch
 from advlab import distributed
 from advlab.attacks.square import FocusPoint, focus_selection
 from advlab.distributed import World
+from advlab.evaluation.checks import COSTLIEST_FIRST
 
 SUMMED = ("n_attacked", "n_broken", "queries_sum", "queries_count")
 """A stage's bookkeeping that adds up over the ranks (its wall time is the longest rank's)."""
@@ -38,6 +40,19 @@ def shard_of(n: int, world: World) -> torch.Tensor:
         tensor([1, 5, 9])
     """
     return torch.arange(n)[world.rank :: world.size]
+
+
+def check_units(world: World) -> tuple[str, ...]:
+    """The gradient-masking checks rank ``world.rank`` runs: every ``size``-th of them, the costliest first.
+
+    Every rank runs its checks on the same examples (the checks' draws are keyed by the example, as the attacks'),
+    so the results are the ones one process gets.
+
+    Examples:
+        >>> check_units(World(rank=0, size=2))
+        ('blackbox', 'large_eps')
+    """
+    return COSTLIEST_FIRST[world.rank :: world.size]
 
 
 def decide_focus(
