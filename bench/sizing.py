@@ -4,7 +4,8 @@ The cost of a worst-case evaluation is almost all in the model's passes, so an e
 about ``images x (forwards x t_forward + backwards x t_backward)``, with the per-image times of the architecture on
 that machine. This script counts the passes: it wraps a saved model in a counter of the rows that go through it
 (with gradients: a forward followed by a backward; without: a forward only), runs ``evaluate`` with ``--preset`` on
-the first ``--n`` MNIST test images at linf ``--eps``, and divides by ``--n``. The counts depend on the model's
+the first ``--n`` MNIST test images at linf ``--eps`` without the masking checks, and divides by ``--n``; the
+checks (on a fixed 100 examples, whatever ``--n``) are counted apart, as a fixed cost. The counts depend on the model's
 robustness (a stage attacks only the examples still robust), so measure on a model as robust as the ones to size.
 
 With ``--arch NAME --input-shape C,H,W`` it also times one forward and one forward+backward per image of a zoo
@@ -56,17 +57,21 @@ class Counter(nn.Module):
 
 def count_passes(model_dir: str, n: int, eps: float, preset: str) -> dict:
     counted = load_model(model_dir).eval()
-    counter = Counter(counted.module)
+    counter = Counter(counted.module).eval()
     counted.module = counter  # the classifier's normalisation stays outside the count
     test = load_dataset("mnist", "test", n=n, download=False)
     t0 = time.perf_counter()
-    report = evaluate(counted, (test.x, test.y), eps, attacks=preset, progress=False)
+    report = evaluate(counted, (test.x, test.y), eps, attacks=preset, progress=False, checks=False)
+    cascade = (counter.with_grad, counter.without_grad)
+    evaluate(counted, (test.x, test.y), eps, attacks=preset, progress=False)  # the masking checks: a fixed cost
     return {
+        "checks_forward_backward": counter.with_grad - 2 * cascade[0],
+        "checks_forward_only": counter.without_grad - 2 * cascade[1],
         "preset": preset,
         "robust_accuracy": report.robust_accuracy(eps),
         "seconds": time.perf_counter() - t0,
-        "forward_backward_per_image": counter.with_grad / n,
-        "forward_only_per_image": counter.without_grad / n,
+        "forward_backward_per_image": cascade[0] / n,
+        "forward_only_per_image": cascade[1] / n,
     }
 
 
@@ -114,15 +119,17 @@ def main() -> None:
     counts = [count_passes(args.model, args.n, args.eps, preset) for preset in args.presets]
     for c in counts:
         print(f"{c['preset']:<9} {c['forward_backward_per_image']:8.1f} forward+backward and "
-              f"{c['forward_only_per_image']:8.1f} forward passes per image (robust {100 * c['robust_accuracy']:.1f}%)")  # fmt: skip
+              f"{c['forward_only_per_image']:8.1f} forward passes per image (robust {100 * c['robust_accuracy']:.1f}%); "
+              f"checks: {c['checks_forward_backward']} and {c['checks_forward_only']} in all")  # fmt: skip
     record: dict = {"workload": vars(args), "counts": counts, "provenance": provenance()}
     if args.arch:
         shape = tuple(int(v) for v in args.input_shape.split(","))
         per = time_arch(args.arch, shape, args.device, args.batch_size)
         record["arch_times"] = per
         for c in counts:
-            hours = args.images * (c["forward_backward_per_image"] * per["forward_backward_s"]
-                                   + c["forward_only_per_image"] * per["forward_s"]) / 3600  # fmt: skip
+            passes_fb = args.images * c["forward_backward_per_image"] + c["checks_forward_backward"]
+            passes_f = args.images * c["forward_only_per_image"] + c["checks_forward_only"]
+            hours = (passes_fb * per["forward_backward_s"] + passes_f * per["forward_s"]) / 3600
             c["hours"] = hours
             print(f"{c['preset']:<9} {args.arch} on {args.device}: {hours:.2f} h for {args.images} images")
     if args.out:

@@ -140,6 +140,36 @@ def test_evaluate_counts_fp32_predictions_only():
     assert report.clean_accuracy == 1.0 and report.robust_accuracy(0.05) == 1.0
 
 
+class AutocastRecorder(nn.Module):
+    """``net``, recording per forward whether the input needs a gradient and whether CPU autocast is on."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.calls: list[tuple[bool, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((x.requires_grad, torch.is_autocast_enabled("cpu")))
+        return self.net(x)
+
+
+def test_evaluate_in_bf16_runs_gradient_free_attacks_at_full_precision(mlp_model, digits):
+    """bf16 logits hide the small score improvements Square climbs by: evaluate runs it in fp32."""
+    recorder = AutocastRecorder(mlp_model.module)
+    clf = Classifier(recorder, num_classes=10, input_shape=(1, 8, 8), precision="bf16").eval()
+    x, y = digits["x_test"][:40], digits["y_test"][:40]
+    attacks = [make_attack("apgd-ce", steps=5), make_attack("square", max_queries=50)]
+    advlab.evaluate(clf, (x, y), 0.1, attacks=attacks, progress=False, checks=False)
+    gradient_forwards = {autocast for needs_grad, autocast in recorder.calls if needs_grad}
+    assert gradient_forwards == {True}  # APGD ran in bf16
+    square = make_attack("square", max_queries=50)
+    recorder.calls.clear()
+    advlab.evaluate(clf, (x, y), 0.1, attacks=[square], progress=False, checks=False)
+    bf16_queries = sum(autocast for needs_grad, autocast in recorder.calls if not needs_grad)
+    assert bf16_queries <= 2  # the randomness probe's two calls, before the cascade; Square's queries were fp32
+    assert sum(not autocast for _, autocast in recorder.calls) >= 50
+
+
 def test_fp16_refused_on_cpu():
     clf = Classifier(nn.Linear(4, 3), num_classes=3, precision="fp16")
     with pytest.raises(ValueError, match="fp16 needs a CUDA device, and the model is on cpu; use bf16"):
