@@ -159,7 +159,8 @@ def test_evaluate_in_bf16_runs_gradient_free_attacks_at_full_precision(mlp_model
     clf = Classifier(recorder, num_classes=10, input_shape=(1, 8, 8), precision="bf16").eval()
     x, y = digits["x_test"][:40], digits["y_test"][:40]
     attacks = [make_attack("apgd-ce", steps=5), make_attack("square", max_queries=50)]
-    advlab.evaluate(clf, (x, y), 0.1, attacks=attacks, progress=False, checks=False)
+    with pytest.warns(UserWarning, match="the gradient attacks run in bf16 .autocast.*publish an fp32 figure"):
+        advlab.evaluate(clf, (x, y), 0.1, attacks=attacks, progress=False, checks=False)
     gradient_forwards = {autocast for needs_grad, autocast in recorder.calls if needs_grad}
     assert gradient_forwards == {True}  # APGD ran in bf16
     square = make_attack("square", max_queries=50)

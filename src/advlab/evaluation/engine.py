@@ -676,6 +676,14 @@ class Evaluation:
         self.attack_model = self.clf
         self.bar: Any = None
         self.batches = devices.Batches(settings.batch_size)  # halved after an out-of-memory error, for good
+        if getattr(self.clf, "precision", "fp32") != "fp32":
+            validation.warn(
+                f"model: the gradient attacks run in {self.clf.precision} (autocast), which rounds their gradients and "
+                "losses: they break fewer examples than in fp32, and the gradient-free attacks (run in fp32, like "
+                "every prediction the report counts) find the rest, so the black-box check may fail for that reason. "
+                "On PGD-trained MNIST models bf16 'standard' gave fp32's robust accuracy within 0.2 points "
+                "(BENCHMARKS.md); publish an fp32 figure."
+            )
 
     def _configuration(self) -> dict[str, Any]:
         """Everything a resumed run must share with the checkpoint: settings, data and model fingerprints."""
