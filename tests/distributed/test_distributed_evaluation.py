@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from _evaluation_workers import DIE_CODE, checkpoint_files, evaluate_rank, two
+from _torchrun import SRC, on_two_nodes
 
 from advlab.cli import main
 from advlab.distributed import DistributedError
@@ -104,31 +104,10 @@ def test_nproc_2_writes_one_report_like_one_process(one_cli, tmp_path):
     assert ranks == ["rank-0-of-2", "rank-1-of-2"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_torchrun_on_two_nodes_over_loopback(one_cli, tmp_path):
     """The documented multi-node command, as two torchrun agents on this machine meeting at a c10d rendezvous."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
-             "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-             "--rdzv-id", "advlab-eval-test", "-m", "advlab", *COMMAND, "--out", str(tmp_path / "two")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for rank in (0, 1)
-    ]  # fmt: skip
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    codes, outputs = on_two_nodes([*COMMAND, "--out", str(tmp_path / "two")], "advlab-eval-test")
+    assert codes == [0, 0], "\n".join(o[-3000:] for o in outputs)
     assert _numbers(_report(tmp_path / "two")) == _numbers(one_cli)
 
 
@@ -149,8 +128,7 @@ def test_a_script_run_by_torchrun_shares_the_evaluation_out(tmp_path):
         f"r = evaluate_rank(60, {settings!r})\n"
         f"open({str(tmp_path)!r} + f'/rank{{r[\"rank\"]}}.json', 'w').write(json.dumps(r))\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
         env=env, capture_output=True, text=True, timeout=300,

@@ -4,14 +4,10 @@ what one process gives; rank 0 alone writes the model folder; the options of sev
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from _torchrun import on_two_nodes
 
 from advlab.cli import main
 
@@ -36,32 +32,11 @@ def test_nproc_2_trains_like_one_process_and_rank_0_writes_the_folder(tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_torchrun_on_two_nodes_over_loopback(tmp_path):
     """The documented multi-node command: ``torchrun --nnodes 2 --node-rank R ... -m advlab train`` on each "node"
     (here two torchrun agents on this machine meeting at a c10d rendezvous on loopback), one process each."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
-             "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-             "--rdzv-id", "advlab-test", "-m", "advlab", *COMMAND, "--out", str(tmp_path / "two")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for rank in (0, 1)
-    ]  # fmt: skip
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    codes, outputs = on_two_nodes([*COMMAND, "--out", str(tmp_path / "two")], "advlab-test")
+    assert codes == [0, 0], "\n".join(o[-3000:] for o in outputs)
     assert main([*COMMAND, "--out", str(tmp_path / "one")]) == 0
     one, two = _card(tmp_path / "one"), _card(tmp_path / "two")
     assert two["training"]["processes"] == 2
