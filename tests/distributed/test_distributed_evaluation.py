@@ -99,6 +99,8 @@ def test_nproc_2_writes_one_report_like_one_process(one_cli, tmp_path):
     two_cli = _report(tmp_path / "two")
     assert _numbers(two_cli) == _numbers(one_cli)
     assert two_cli["provenance"]["world_size"] == 2
+    assert "2 processes sharing the examples" in (tmp_path / "two" / "report.html").read_text()
+    assert "processes sharing" not in (one_cli["folder"] / "report.html").read_text()
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in one_cli["folder"].iterdir())
     ranks = sorted(p.name for p in (tmp_path / "two" / "checkpoint").iterdir())
     assert ranks == ["rank-0-of-2", "rank-1-of-2"]

@@ -11,9 +11,8 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import TextIO
 
-from advlab.cli._common import AdvlabParser
+from advlab.cli._common import AdvlabParser, show_warning
 
 COMMANDS = (
     "train",
@@ -72,24 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: TextIO | None = None,
-    line: str | None = None,
-) -> None:
-    """Show a library warning on the command line as one ``warning: ...`` line, without Python's source excerpt.
-
-    The library warns through :mod:`warnings` (a failed gradient-masking check, a random model attacked through
-    EOT); on the command line the file, line number and source line of the ``warnings.warn`` call mean nothing to
-    the user. ``-v`` keeps Python's full format.
-    """
-    kind = "" if category is UserWarning else f" ({category.__name__})"
-    logging.getLogger("advlab").warning("warning%s: %s", kind, message)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``advlab`` console script."""
     parser = build_parser()
@@ -100,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     with warnings.catch_warnings():
         if not args.verbose:
-            warnings.showwarning = _show_warning
+            warnings.showwarning = show_warning
         return _run(args)
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -605,3 +608,31 @@ def start_local_processes(
         print(f"{command}: {exc}", file=sys.stderr)
         return 1
     return max(codes)
+
+
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Show a library warning on the command line as one ``warning: ...`` line, without Python's source excerpt.
+
+    The library warns through :mod:`warnings` (a failed gradient-masking check, a random model attacked through
+    EOT); on the command line the file, line number and source line of the ``warnings.warn`` call mean nothing to
+    the user. ``-v`` keeps Python's full format.
+    """
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    logging.getLogger("advlab").warning("warning%s: %s", kind, message)
+
+
+@contextlib.contextmanager
+def worker_output(args: argparse.Namespace) -> Iterator[None]:
+    """In a process of ``--nproc``: log and show warnings as the command line does (one line each, ``-v``: all)."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    with warnings.catch_warnings():
+        if not args.verbose:
+            warnings.showwarning = show_warning
+        yield

@@ -29,6 +29,7 @@ from advlab.cli._common import (
     show_progress,
     speed_record,
     start_local_processes,
+    worker_output,
 )
 from advlab.cli._remote import add_remote_options, open_remote
 
@@ -136,8 +137,8 @@ def worker(args: argparse.Namespace) -> int:
     """One process of ``--nproc``: log like the command line (rank 0 only), then evaluate its share."""
     from advlab import distributed
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    return evaluate_in_group(args, distributed.device_for(resolve_device(args.device)))
+    with worker_output(args):
+        return evaluate_in_group(args, distributed.device_for(resolve_device(args.device)))
 
 
 def evaluate_in_group(args: argparse.Namespace, device: Any) -> int:

@@ -23,6 +23,7 @@ from advlab.cli._common import (
     resolve_device,
     show_progress,
     start_local_processes,
+    worker_output,
 )
 from advlab.data import Dataset
 from advlab.defenses import DEFENSES, Trainer, accuracy
@@ -293,9 +294,9 @@ def run_local_processes(args: argparse.Namespace, device: torch.device, out: Pat
 
 def worker(args: argparse.Namespace) -> int:
     """One process of ``--nproc``: log like the command line (rank 0 only), then train as one rank."""
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    device = distributed.device_for(resolve_device(args.device))
-    return train_in_group(args, device, check_output_dir(args.out))
+    with worker_output(args):
+        device = distributed.device_for(resolve_device(args.device))
+        return train_in_group(args, device, check_output_dir(args.out))
 
 
 def make_trainer(args: argparse.Namespace, device: torch.device, out: Path) -> Trainer:
