@@ -185,12 +185,13 @@ class OutOfMemoryAbove(nn.Module):
         return self.net(x)
 
 
-def test_a_batch_out_of_memory_is_halved_and_the_outcomes_stay(rowwise_mlp_model, digits, caplog):
+@pytest.mark.parametrize("attacks", ["fast", [FOCUSED]])
+def test_a_batch_out_of_memory_is_halved_and_the_outcomes_stay(attacks, rowwise_mlp_model, digits, caplog):
     x, y = digits["x_test"][:100], digits["y_test"][:100]
-    fits = evaluate(rowwise_mlp_model, (x, y), [0.05, 0.1], attacks="fast", batch_size=20, checks=False)
+    fits = evaluate(rowwise_mlp_model, (x, y), [0.05, 0.1], attacks=attacks, batch_size=20, checks=False)
     limited = Classifier(OutOfMemoryAbove(rowwise_mlp_model.module, 30), num_classes=10, input_shape=(1, 8, 8)).eval()
     with caplog.at_level("WARNING", logger="advlab.devices"):
-        halved = evaluate(limited, (x, y), [0.05, 0.1], attacks="fast", batch_size=80, checks=False)
+        halved = evaluate(limited, (x, y), [0.05, 0.1], attacks=attacks, batch_size=80, checks=False)
     assert "out of memory on a batch of 80 examples; retrying with batches of 40" in caplog.text
     assert "retrying with batches of 20" in caplog.text
     assert _numbers(halved) == _numbers(fits) and halved.examples == fits.examples

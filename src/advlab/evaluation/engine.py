@@ -480,8 +480,9 @@ class FocusedSquareStage:
     example's stream position). The focus is then decided once, over the stage
     (:func:`~advlab.attacks.square.focus_selection`, ties going to the smaller example id), and the unfinished
     examples, batch by batch, go on or stop (:func:`~advlab.attacks.square.square_from_focus`), their streams
-    resuming where they paused. A killed run resumes after the last batch it finished, in either part. With several
-    processes, :meth:`decide` is where the points of every process meet.
+    resuming where they paused. A killed run resumes after the last batch it finished, in either part, and a batch
+    that runs out of memory is halved, in either part. With several processes, :meth:`decide` is where the points
+    of every process meet.
 
     Args:
         evaluation: the evaluation the stage belongs to.
@@ -510,28 +511,33 @@ class FocusedSquareStage:
         return ev.x[idx].to(ev.device), ev.y[idx].to(ev.device), ev.stage_rng(self.i, self.entry, idx)
 
     def first_part(self) -> None:
-        """Every batch up to the focus point; record the examples finished, keep the others' points."""
+        """Every batch up to the focus point (a batch out of memory is halved), after those a resumed run did."""
+        ev, st = self.ev, self.st
+        st["n_batches"] = math.ceil(self.examples.numel() / ev.settings.batch_size)
+        todo = self.examples[st.get("focus_examples_done", 0) :]
+        ev.batches.run(lambda a, b: self.first_batch(todo[a:b]), todo.numel())
+
+    def first_batch(self, idx: torch.Tensor) -> None:
+        """Examples ``idx`` to the focus point: record the ones finished, keep the others' points, save."""
         ev, st, i, k = self.ev, self.st, self.i, self.k
-        batches = list(torch.split(self.examples, ev.settings.batch_size)) if self.examples.numel() else []
-        st["n_batches"] = len(batches)
-        for b in range(st.get("focus_batches_done", 0), len(batches)):
-            t0, idx = time.perf_counter(), batches[b]
-            g = stage_seed(ev.settings.seed, i, k, b)
-            x_b, y_b, rng = self.batch(idx)
-            with seeded(g, ev.device, ev.randomized), ev.precision_for(self.entry):
-                res, point = square_to_focus(self.entry.config, ev.attack_model, x_b, y_b, ev.threats[i], generator=rng)
-            finished = torch.ones(idx.numel(), dtype=torch.bool) if point is None else point.fooled.cpu()
-            if point is not None:
-                self.store(idx, point)
-            else:
-                self.store_finished(idx)
-            x_adv, queries = torch.as_tensor(res.x_adv).detach().cpu(), res.queries
-            if bool(finished.any()):
-                q = None if queries is None else torch.as_tensor(queries).cpu()[finished]
-                ev.record_batch(i, k, idx[finished], x_adv[finished], finished[finished], q, g + 1)
-            st["wall_s"] += time.perf_counter() - t0
-            st["focus_batches_done"] = b + 1
-            ev.state.save(ev.checkpoint)
+        t0, b = time.perf_counter(), st.get("focus_batches_done", 0)
+        g = stage_seed(ev.settings.seed, i, k, b)
+        x_b, y_b, rng = self.batch(idx)
+        with seeded(g, ev.device, ev.randomized), ev.precision_for(self.entry):
+            res, point = square_to_focus(self.entry.config, ev.attack_model, x_b, y_b, ev.threats[i], generator=rng)
+        finished = torch.ones(idx.numel(), dtype=torch.bool) if point is None else point.fooled.cpu()
+        if point is not None:
+            self.store(idx, point)
+        else:
+            self.store_finished(idx)
+        x_adv, queries = torch.as_tensor(res.x_adv).detach().cpu(), res.queries
+        if bool(finished.any()):
+            q = None if queries is None else torch.as_tensor(queries).cpu()[finished]
+            ev.record_batch(i, k, idx[finished], x_adv[finished], finished[finished], q, g + 1)
+        st["wall_s"] += time.perf_counter() - t0
+        st["focus_batches_done"] = b + 1
+        st["focus_examples_done"] = st.get("focus_examples_done", 0) + idx.numel()
+        ev.state.save(ev.checkpoint)
 
     def allocate(self, point: FocusPoint | None) -> None:
         """The checkpoint's tensors of the stage's points, for every example (in the attack's dtypes)."""
@@ -601,25 +607,29 @@ class FocusedSquareStage:
 
     def second_part(self, keep: torch.Tensor) -> None:
         """The examples unfinished at the focus point, batch by batch: those kept go on, the others stop."""
-        ev, st, i, k = self.ev, self.st, self.i, self.k
         if "focus_x" not in self.t:
             return
         unfinished = self.examples[~self.t["focus_fooled"][self.examples].bool()]
-        batches = list(torch.split(unfinished, ev.settings.batch_size)) if unfinished.numel() else []
-        for b in range(st["batches_done"], len(batches)):
-            t0, idx = time.perf_counter(), batches[b]
-            g = stage_seed(ev.settings.seed, i, k, st["n_batches"] + b)
-            x_b, y_b, rng = self.batch(idx)
-            with seeded(g, ev.device, ev.randomized), ev.precision_for(self.entry):
-                res = square_from_focus(
-                    self.entry.config, ev.attack_model, x_b, y_b, ev.threats[i], self.point(idx),
-                    keep[idx].to(ev.device), generator=rng,
-                )  # fmt: skip
-            x_adv = torch.as_tensor(res.x_adv).detach().cpu()
-            ev.record_batch(i, k, idx, x_adv, torch.ones(idx.numel(), dtype=torch.bool), res.queries, g + 1)
-            st["wall_s"] += time.perf_counter() - t0
-            st["batches_done"] = b + 1
-            ev.state.save(ev.checkpoint)
+        todo = unfinished[self.st.get("examples_done", 0) :]
+        self.ev.batches.run(lambda a, b: self.second_batch(todo[a:b], keep), todo.numel())
+
+    def second_batch(self, idx: torch.Tensor, keep: torch.Tensor) -> None:
+        """Examples ``idx`` from their focus point: the kept ones go on, the others stop; record them, save."""
+        ev, st, i, k = self.ev, self.st, self.i, self.k
+        t0, b = time.perf_counter(), st["batches_done"]
+        g = stage_seed(ev.settings.seed, i, k, st["n_batches"] + b)
+        x_b, y_b, rng = self.batch(idx)
+        with seeded(g, ev.device, ev.randomized), ev.precision_for(self.entry):
+            res = square_from_focus(
+                self.entry.config, ev.attack_model, x_b, y_b, ev.threats[i], self.point(idx),
+                keep[idx].to(ev.device), generator=rng,
+            )  # fmt: skip
+        x_adv = torch.as_tensor(res.x_adv).detach().cpu()
+        ev.record_batch(i, k, idx, x_adv, torch.ones(idx.numel(), dtype=torch.bool), res.queries, g + 1)
+        st["wall_s"] += time.perf_counter() - t0
+        st["batches_done"] = b + 1
+        st["examples_done"] = st.get("examples_done", 0) + idx.numel()
+        ev.state.save(ev.checkpoint)
 
 
 # ---------------------------------------------------------------------- the evaluation, stage by stage
