@@ -111,9 +111,10 @@ def evaluate(
     with the randomness on (one draw per prediction, seeded per stage).
 
     With several processes (a script run by ``torchrun``, or inside an initialised process group), each rank
-    attacks every ``world_size``-th example with its own checkpoint (``checkpoint_dir/rank-R-of-S``), rank 0 runs
-    the masking checks once, and every rank returns the whole report, the same as one process's (its provenance
-    gives the world size). Every rank must be given the same model, data and settings (refused otherwise).
+    attacks every ``world_size``-th example with its own checkpoint (``checkpoint_dir/rank-R-of-S``), the masking
+    checks run once (each rank runs a share of them), and every rank returns the whole report, the same as one
+    process's (its provenance gives the world size). Every rank must be given the same model, data and settings
+    (refused otherwise).
 
     A model without gradients (an :class:`~advlab.oracles.Oracle`, local or remote) is evaluated with the attacks
     that need none: a cascade holding a gradient attack is refused before any work, with the list of the attacks
