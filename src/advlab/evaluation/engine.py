@@ -70,6 +70,10 @@ STATE_FILE = "state.safetensors"
 BOOL_TENSORS = ("correct", "focus_fooled", "focus_entered")
 """The state's boolean tensors (the checkpoint stores them as uint8), with each focused stage's decision."""
 FOCUS_KEEP = "focus_keep_{i}_{k}"
+GO_ON_TENSORS = ("go_on_idx_{i}_{k}", "go_on_x_{i}_{k}", "go_on_queries_{i}_{k}")
+"""With several processes, the results of a focused Square stage's kept examples, all ranks' (see
+:meth:`FocusedSquareStage.go_on_shared`): kept after the stage, so that a rank resumed after a kill gets them."""
+GO_ON_TAG = 1_000_037  # seed-sequence tag of a random model's draws in the shared part of a focused Square stage
 """The state's tensor of the focus decided in stage (eps ``i``, attack ``k``): kept, for ranks resumed after a kill."""
 RANDOMNESS_PROBE = 16
 """Examples used to test whether the model's output is random."""
@@ -499,10 +503,18 @@ class FocusedSquareStage:
         self.t = evaluation.state.t
 
     def run(self) -> None:
-        """The first part, the decision, the second part (each part skips the batches a resumed run finished)."""
+        """The first part, the decision, the second part (each part skips the batches a resumed run finished).
+
+        With several processes the examples that go on after the focus point (the costly part: several runs each)
+        are shared out evenly between the ranks (:meth:`go_on_shared`); the ones that stop stay where they are.
+        """
         self.first_part()
         keep = self.decide()
-        self.second_part(keep)
+        if self.ev.world.distributed:
+            self.second_part(keep, only=~keep)
+            self.go_on_shared(keep)
+        else:
+            self.second_part(keep)
         for name in FOCUS_TENSORS:
             self.t.pop(name, None)
 
@@ -606,11 +618,18 @@ class FocusedSquareStage:
             ev.state.save(ev.checkpoint)
         return keep
 
-    def second_part(self, keep: torch.Tensor) -> None:
-        """The examples unfinished at the focus point, batch by batch: those kept go on, the others stop."""
+    def unfinished(self) -> torch.Tensor:
+        """This process's examples of the stage that the first part left unfooled."""
         if "focus_x" not in self.t:
-            return
-        unfinished = self.examples[~self.t["focus_fooled"][self.examples].bool()]
+            return self.examples[:0]
+        return self.examples[~self.t["focus_fooled"][self.examples].bool()]
+
+    def second_part(self, keep: torch.Tensor, only: torch.Tensor | None = None) -> None:
+        """The examples unfinished at the focus point (those in ``only``), batch by batch: those kept go on, the
+        others stop."""
+        unfinished = self.unfinished()
+        if only is not None:
+            unfinished = unfinished[only[unfinished]]
         todo = unfinished[self.st.get("examples_done", 0) :]
         self.ev.batches.run(lambda a, b: self.second_batch(todo[a:b], keep), todo.numel())
 
@@ -631,6 +650,54 @@ class FocusedSquareStage:
         st["batches_done"] = b + 1
         st["examples_done"] = st.get("examples_done", 0) + idx.numel()
         ev.state.save(ev.checkpoint)
+
+    def go_on_shared(self, keep: torch.Tensor) -> None:
+        """Several processes: the examples kept at the focus point, of every rank, shared out evenly and run on.
+
+        Every rank sends the points of its kept examples, or the results of all of them when it stored them before
+        a kill (:func:`~advlab.evaluation.shards.share_go_on`); each runs every ``size``-th kept example by index
+        (any rank can: an example's stream is keyed by its id and resumes at its stored position); the results meet,
+        are stored, and each rank records its own examples. A rank that finished the stage joins with its results.
+        """
+        ev, st = self.ev, self.st
+        names = [name.format(i=self.i, k=self.k) for name in GO_ON_TENSORS]
+        known = (self.t[names[0]], self.t[names[1]], self.t[names[2]]) if names[0] in self.t else None
+        mine = self.unfinished()
+        mine = mine[keep[mine]]
+        point = None if known is not None or mine.numel() == 0 else self.point(mine).to("cpu")
+        t0 = time.perf_counter()
+        idx, x_adv, queries = shards.share_go_on(known, mine, point, self.go_on, ev.world)
+        if known is None:
+            self.t.update(dict(zip(names, (idx, x_adv, queries), strict=True)))
+            ev.state.save(ev.checkpoint)
+        if not st.get("go_on_recorded", False):
+            rows = torch.isin(idx, mine).nonzero().flatten()
+            g = stage_seed(ev.settings.seed, self.i, self.k, GO_ON_TAG)
+            ev.record_batch(self.i, self.k, idx[rows], x_adv[rows], torch.ones(rows.numel(), dtype=torch.bool),
+                            queries[rows], g + 1)  # fmt: skip
+            st["go_on_recorded"] = True
+            st["wall_s"] += time.perf_counter() - t0
+            ev.state.save(ev.checkpoint)
+
+    def go_on(self, idx: torch.Tensor, point: FocusPoint) -> tuple[torch.Tensor, torch.Tensor]:
+        """Examples ``idx`` run on from their focus ``point`` (on the CPU), in batches: their points and queries."""
+        ev = self.ev
+
+        def one(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+            x_b, y_b, rng = self.batch(idx[a:b])
+            g = stage_seed(ev.settings.seed, self.i, self.k, GO_ON_TAG, a)
+            with seeded(g, ev.device, ev.randomized), ev.precision_for(self.entry):
+                res = square_from_focus(
+                    self.entry.config, ev.attack_model, x_b, y_b, ev.threats[self.i],
+                    point.rows(torch.arange(a, b)).to(ev.device), torch.ones(b - a, dtype=torch.bool, device=ev.device),
+                    generator=rng,
+                )  # fmt: skip
+            return torch.as_tensor(res.x_adv).detach().cpu(), torch.as_tensor(res.queries).detach().cpu()
+
+        parts = ev.batches.run(one, idx.numel())
+        if not parts:
+            return ev.x[:0].clone(), torch.zeros(0, dtype=torch.int64)
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 # ---------------------------------------------------------------------- the evaluation, stage by stage
@@ -849,7 +916,8 @@ class Evaluation:
         """
         st = self.state.stage(i, k)
         if st["done"] and self.world.distributed and focus_over_stage(entry.config):
-            FocusedSquareStage(self, i, k, entry).decide()
+            stage = FocusedSquareStage(self, i, k, entry)
+            stage.go_on_shared(stage.decide())
         if not st["done"]:
             if focus_over_stage(entry.config):
                 FocusedSquareStage(self, i, k, entry).run()

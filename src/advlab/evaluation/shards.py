@@ -16,6 +16,7 @@ In one process both are a pass-through: :func:`shard_of` is every example and no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -98,6 +99,45 @@ def decide_focus(
     return keep
 
 
+def share_go_on(
+    known: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    idx: torch.Tensor,
+    point: FocusPoint | None,
+    go_on: Callable[[torch.Tensor, FocusPoint], tuple[torch.Tensor, torch.Tensor]],
+    world: World,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The examples every rank kept at Square's focus point, shared out evenly: ``(indices, points, queries)``.
+
+    Each rank sends its results of all the kept examples when it stored them (before a kill: the first sent are
+    used), else the indices and focus points of its own kept examples ``idx``. Then every rank runs ``go_on`` on
+    every ``size``-th of all kept examples, in index order, and the results meet, in index order.
+
+    Args:
+        known: this rank's stored results, or ``None``.
+        idx: this rank's kept examples.
+        point: their focus points (``None`` when there are none, or when ``known`` is given).
+        go_on: runs examples on from their points: ``(points, queries)``.
+        world: this process's place.
+    """
+    mine = {"results": known} if known is not None else {"idx": idx, "point": point}
+    parts = distributed.all_gather_objects(mine, what="sharing out Square's kept examples")
+    stored = [p["results"] for p in parts if "results" in p]
+    if stored:
+        return stored[0]
+    given = [p for p in parts if p["point"] is not None]
+    if not given:
+        return idx[:0], torch.zeros(0), torch.zeros(0, dtype=torch.int64)
+    everyone = torch.cat([p["idx"] for p in given])
+    order = everyone.argsort()
+    joined = FocusPoint.cat([p["point"] for p in given]).rows(order)
+    assigned = torch.arange(world.rank, everyone.numel(), world.size)
+    x, q = go_on(everyone[order][assigned], joined.rows(assigned))
+    done = distributed.all_gather_objects((everyone[order][assigned], x, q), what="gathering Square's kept examples")
+    out_idx = torch.cat([d[0] for d in done])
+    back = out_idx.argsort()
+    return out_idx[back], torch.cat([d[1] for d in done])[back], torch.cat([d[2] for d in done])[back]
+
+
 def _focus_message(known: torch.Tensor | None, idx: torch.Tensor, point: FocusPoint | None) -> dict[str, Any]:
     if known is not None:
         return {"keep": known}
@@ -116,7 +156,7 @@ def pack(tensors: dict[str, torch.Tensor], meta: dict[str, Any], x: torch.Tensor
     """
     out: dict[str, Any] = {"idx": shard, "values": {}, "rows": {}, "meta": meta}
     for name, t in tensors.items():
-        if name.startswith("focus_keep_"):
+        if name.startswith(("focus_keep_", "go_on_")):
             continue  # the same on every rank
         if t.dim() == 1:
             out["values"][name] = t[shard]
