@@ -6,7 +6,8 @@ every ``size``-th one starting at its rank (:func:`shard_of`). Because every dra
 The ranks meet twice:
 
 - in a focused Square stage, where the focus ranks the losses of every example of the stage
-  (:func:`decide_focus`): each rank sends its examples' losses, or the decision it stored before a kill;
+  (:func:`decide_focus`): each rank sends its examples' losses, or the decision it stored before a kill; then the
+  examples kept (the costly part) are shared out evenly (:func:`share_go_on`);
 - at the end of the cascade (:func:`pack` on each rank, :func:`merge` of every rank's pack), so that the
   masking checks run once, over the whole set (each rank runs its share of them: :func:`check_units`), and one
   report is written.
