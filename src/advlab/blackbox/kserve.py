@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from advlab.blackbox.remote import RemoteOracle, check_input_dtype, fetch_description, mismatch, split_url
+from advlab.blackbox.remote import RemoteOracle, check_input_dtype, fetch_description, mismatch, served_model
 from advlab.blackbox.tfserving import chw_shape
 from advlab.blackbox.transport import HTTPTransport
 from advlab.oracles import OracleResponseError
@@ -115,10 +115,7 @@ class KServeOracle(RemoteOracle):
         backoff: float = 0.5,
         transport: Any = None,
     ) -> None:
-        base, named = split_url(url, URL_PATH)
-        model, version = model or named.get("model"), version or named.get("version")
-        if not model:
-            raise ValueError(f"model: name the served model (--model-name NAME), e.g. {base}/v2/models/NAME")
+        base, model, version = served_model(url, URL_PATH, model, version, "/v2/models")
         http = HTTPTransport(
             base, headers=headers, timeout=timeout, retries=retries, backoff=backoff, transport=transport
         )

@@ -96,6 +96,32 @@ def split_url(url: str, pattern: str) -> tuple[str, dict[str, str]]:
     return base, {k: v for k, v in match.groupdict().items() if v}
 
 
+def served_model(
+    url: str, pattern: str, model: str | None, version: str | None, route: str
+) -> tuple[str, str, str | None]:
+    """``(base URL, model, version)`` of a served model: the arguments, else what the URL names (:func:`split_url`).
+
+    Args:
+        url: the server's URL, or a protocol's full URL of the model.
+        pattern: the protocol's model path, with named groups ``model`` (and ``version``).
+        model: the model's name, when given.
+        version: its version, when given.
+        route: the protocol's path to a model, for the message (``"/v1/models"``).
+
+    Raises:
+        ValueError: neither the arguments nor the URL name the model.
+
+    Examples:
+        >>> served_model("http://h:8501/v1/models/mnist", r"/v1/models/(?P<model>[^/:]+)", None, None, "/v1/models")
+        ('http://h:8501', 'mnist', None)
+    """
+    base, named = split_url(url, pattern)
+    model, version = model or named.get("model"), version or named.get("version")
+    if not model:
+        raise ValueError(f"model: name the served model (--model-name NAME), e.g. {base}{route}/NAME")
+    return base, model, version
+
+
 def resolve_mode(mode: str | None, output: str, source: str) -> str:
     """The oracle's mode: ``mode`` when given (checked against what the server answers), else what it answers."""
     if mode is None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from advlab import validation
-from advlab.blackbox.remote import RemoteOracle, fetch_description, mismatch, split_url
+from advlab.blackbox.remote import RemoteOracle, fetch_description, mismatch, served_model
 from advlab.blackbox.transport import HTTPTransport
 from advlab.oracles import OracleResponseError
 
@@ -87,10 +87,7 @@ class TorchServeOracle(RemoteOracle):
         backoff: float = 0.5,
         transport: Any = None,
     ) -> None:
-        base, named = split_url(url, URL_PATH)
-        model, version = model or named.get("model"), version or named.get("version")
-        if not model:
-            raise ValueError(f"model: name the served model (--model-name NAME), e.g. {base}/predictions/NAME")
+        base, model, version = served_model(url, URL_PATH, model, version, "/predictions")
         http = HTTPTransport(
             base, headers=headers, timeout=timeout, retries=retries, backoff=backoff, transport=transport
         )
