@@ -58,6 +58,15 @@ def test_two_processes_give_one_process_report(one_process, tmp_path):
     assert checkpoint_files(str(tmp_path / "ck")) == ["rank-0-of-2/state.safetensors", "rank-1-of-2/state.safetensors"]
 
 
+def test_a_square_stage_that_keeps_no_example_in_two_processes():
+    """At eps 0.5 APGD breaks every example: Square's focused stage has nothing to keep, on any rank."""
+    settings = {"eps": [0.1, 0.5], "batch_size": 16, "progress": False, "checks": False}
+    one = evaluate_rank(N, settings)["report"]
+    assert one["results"][1]["robust_accuracy"] == 0.0
+    ranks = two(evaluate_rank, N, settings)
+    assert _numbers(ranks[0]["report"]) == _numbers(ranks[1]["report"]) == _numbers(one)
+
+
 def test_a_killed_rank_stops_the_run_and_the_same_command_resumes(one_process, tmp_path):
     settings = {**SETTINGS, "checkpoint_dir": str(tmp_path / "ck")}
     with pytest.raises(DistributedError, match=f"rank 1 exited with code {DIE_CODE}"):

@@ -666,9 +666,12 @@ class FocusedSquareStage:
         mine = mine[keep[mine]]
         point = None if known is not None or mine.numel() == 0 else self.point(mine).to("cpu")
         t0 = time.perf_counter()
-        idx, x_adv, queries = shards.share_go_on(known, mine, point, self.go_on, ev.world)
+        shared = shards.share_go_on(known, mine, point, self.go_on, ev.world)
+        if shared is None:  # no rank kept an example: nothing to run or record
+            return
+        idx, x_adv, queries = shared
         if known is None:
-            self.t.update(dict(zip(names, (idx, x_adv, queries), strict=True)))
+            self.t.update(dict(zip(names, shared, strict=True)))
             ev.state.save(ev.checkpoint)
         if not st.get("go_on_recorded", False):
             rows = torch.isin(idx, mine).nonzero().flatten()

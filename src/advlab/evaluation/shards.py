@@ -106,8 +106,9 @@ def share_go_on(
     point: FocusPoint | None,
     go_on: Callable[[torch.Tensor, FocusPoint], tuple[torch.Tensor, torch.Tensor]],
     world: World,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The examples every rank kept at Square's focus point, shared out evenly: ``(indices, points, queries)``.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The examples every rank kept at Square's focus point, shared out evenly: ``(indices, points, queries)``, or
+    ``None`` when no rank kept any.
 
     Each rank sends its results of all the kept examples when it stored them (before a kill: the first sent are
     used), else the indices and focus points of its own kept examples ``idx``. Then every rank runs ``go_on`` on
@@ -127,7 +128,7 @@ def share_go_on(
         return stored[0]
     given = [p for p in parts if p["point"] is not None]
     if not given:
-        return idx[:0], torch.zeros(0), torch.zeros(0, dtype=torch.int64)
+        return None
     everyone = torch.cat([p["idx"] for p in given])
     order = everyone.argsort()
     joined = FocusPoint.cat([p["point"] for p in given]).rows(order)
