@@ -169,6 +169,9 @@ def test_evaluate_in_bf16_runs_gradient_free_attacks_at_full_precision(mlp_model
     bf16_queries = sum(autocast for needs_grad, autocast in recorder.calls if not needs_grad)
     assert bf16_queries <= 2  # the randomness probe's two calls, before the cascade; Square's queries were fp32
     assert sum(not autocast for _, autocast in recorder.calls) >= 50
+    recorder.calls.clear()
+    make_attack("square", max_queries=30)(clf, x, y, ThreatModel("linf", 0.1))  # and so when called directly
+    assert len(recorder.calls) >= 10 and not any(autocast for _, autocast in recorder.calls)
 
 
 def test_fp16_refused_on_cpu():

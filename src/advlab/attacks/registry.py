@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, c
 
 import torch
 
+from advlab import devices, validation
 from advlab import settings as settings_mod
-from advlab import validation
 from advlab.goals import Goal, Untargeted, as_goal
 from advlab.registry import Registry
 from advlab.result import AttackResult
@@ -235,7 +235,9 @@ def register_attack(
         paper: authors, year and arXiv id.
         name: registry name (default: the function's name with ``_`` as ``-``).
         targeted: whether targeted goals are supported.
-        needs_gradients: whether the attack differentiates the model.
+        needs_gradients: whether the attack differentiates the model. One that does not runs at full precision
+            whatever the classifier's ``precision`` (:func:`advlab.devices.full_precision`): it decides by comparing
+            scores, and bfloat16 logits (8 significant bits) hide the small gains its search climbs by.
         needs_scores: whether it reads the model's scores; ``False`` for decision-based attacks, which need only the
             predicted labels (an oracle in ``"labels"`` mode).
         stochastic: whether the attack draws random numbers (from its ``generator``: a ``torch.Generator`` or seed, one
@@ -277,7 +279,12 @@ def register_attack(
             kwargs.update(settings_mod.validate_all(spec.name, spec.settings, given))
             bound = signature.bind(*args, **kwargs)
             spec.check_call(bound.arguments.get("threat"), bound.arguments.get("goal"), bound.arguments.get("model"))
-            return fn(*bound.args, **bound.kwargs)
+            if spec.needs_gradients:
+                return fn(*bound.args, **bound.kwargs)
+            with (
+                devices.full_precision()
+            ):  # scores compared in bf16 hide the small gains a gradient-free search climbs by
+                return fn(*bound.args, **bound.kwargs)
 
         wrapper = cast(AttackFunction[P], attack)
         wrapper.spec = spec

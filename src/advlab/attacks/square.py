@@ -20,7 +20,7 @@ from torch import nn
 
 from advlab.attacks.base import AttackOutput, Randomness, run_attack
 from advlab.attacks.registry import AttackConfig, register_attack
-from advlab.devices import to_device
+from advlab.devices import full_precision, to_device
 from advlab.goals import Goal, is_success
 from advlab.losses import cross_entropy, margin
 from advlab.result import AttackResult
@@ -883,7 +883,8 @@ def square_to_focus(
         >>> result, point = square_to_focus(Square(focus=0.1), model, x, y, threat, generator=rng)
     """
     settings = _square_settings(config)
-    result = run_attack(_core, model, x, y, threat, goal=None, generator=as_rng(generator), pause=True, **settings)
+    with full_precision():  # as square() itself (a gradient-free attack, see register_attack)
+        result = run_attack(_core, model, x, y, threat, goal=None, generator=as_rng(generator), pause=True, **settings)
     return result, result.info.get("focus_point")
 
 
@@ -917,9 +918,10 @@ def square_from_focus(
         >>> final = square_from_focus(Square(focus=0.1), model, x, y, threat, point, keep, generator=rng)
     """
     settings = _square_settings(config)
-    return run_attack(
-        _core, model, x, y, threat, goal=None, generator=as_rng(generator), resume=(point, keep), **settings
-    )
+    with full_precision():  # as square() itself (a gradient-free attack, see register_attack)
+        return run_attack(
+            _core, model, x, y, threat, goal=None, generator=as_rng(generator), resume=(point, keep), **settings
+        )
 
 
 def _square_settings(config: AttackConfig) -> dict[str, Any]:

@@ -222,7 +222,8 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-        help="autocast the attacks' forward passes to bfloat16 (CPU and recent GPUs) or float16 (CUDA only)",
+        help="autocast the gradient attacks' forward passes to bfloat16 (CPU and recent GPUs) or float16 (CUDA "
+        "only); gradient-free attacks and the success checks run in fp32",
     )  # fmt: skip
     group.add_argument(
         "--channels-last", action="store_true", help="channels-last weights and inputs (faster convolutions on GPUs)"

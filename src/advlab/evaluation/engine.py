@@ -536,7 +536,7 @@ class FocusedSquareStage:
         t0, b = time.perf_counter(), st.get("focus_batches_done", 0)
         g = stage_seed(ev.settings.seed, i, k, b)
         x_b, y_b, rng = self.batch(idx)
-        with seeded(g, ev.device, ev.randomized), ev.precision_for(self.entry):
+        with seeded(g, ev.device, ev.randomized):
             res, point = square_to_focus(self.entry.config, ev.attack_model, x_b, y_b, ev.threats[i], generator=rng)
         finished = torch.ones(idx.numel(), dtype=torch.bool) if point is None else point.fooled.cpu()
         if point is not None:
@@ -639,7 +639,7 @@ class FocusedSquareStage:
         t0, b = time.perf_counter(), st["batches_done"]
         g = stage_seed(ev.settings.seed, i, k, st["n_batches"] + b)
         x_b, y_b, rng = self.batch(idx)
-        with seeded(g, ev.device, ev.randomized), ev.precision_for(self.entry):
+        with seeded(g, ev.device, ev.randomized):
             res = square_from_focus(
                 self.entry.config, ev.attack_model, x_b, y_b, ev.threats[i], self.point(idx),
                 keep[idx].to(ev.device), generator=rng,
@@ -689,7 +689,7 @@ class FocusedSquareStage:
         def one(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
             x_b, y_b, rng = self.batch(idx[a:b])
             g = stage_seed(ev.settings.seed, self.i, self.k, GO_ON_TAG, a)
-            with seeded(g, ev.device, ev.randomized), ev.precision_for(self.entry):
+            with seeded(g, ev.device, ev.randomized):
                 res = square_from_focus(
                     self.entry.config, ev.attack_model, x_b, y_b, ev.threats[self.i],
                     point.rows(torch.arange(a, b)).to(ev.device), torch.ones(b - a, dtype=torch.bool, device=ev.device),
@@ -950,17 +950,6 @@ class Evaluation:
             return
         self.batches.run(lambda a, b: self.attack_batch(i, k, entry, todo[a:b]), todo.numel())
 
-    def precision_for(self, entry: CascadeEntry) -> contextlib.AbstractContextManager[Any]:
-        """Where ``entry`` runs: at the classifier's precision for a gradient attack, at full precision otherwise.
-
-        A gradient-free attack (Square) decides by comparing scores, and bfloat16 logits (8 significant bits) hide
-        the small improvements its search climbs by: in bf16 it broke half the examples it breaks in fp32 on a
-        PGD-trained MNIST model (BENCHMARKS.md). Its forwards are cheap next to the gradient attacks' passes.
-        """
-        if type(entry.config).needs_gradients:
-            return contextlib.nullcontext()
-        return devices.full_precision()
-
     def stage_rng(self, i: int, entry: CascadeEntry, idx: torch.Tensor) -> ExampleRNG:
         """The per-example streams of examples ``idx`` in stage (eps ``i``, ``entry``): keyed by the stage's label."""
         return ExampleRNG(self.settings.seed, ("attack", i, entry.label), self.ids[idx], device=self.device)
@@ -1003,7 +992,7 @@ class Evaluation:
         self, i: int, entry: CascadeEntry, x_b: torch.Tensor, y_b: torch.Tensor, rng: ExampleRNG, g: int
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """``(candidates, found, queries)`` of attack ``entry`` at eps ``i``: every returned point is a candidate."""
-        with seeded(g, self.device, self.randomized), self.precision_for(entry):
+        with seeded(g, self.device, self.randomized):
             res = entry.config(self.attack_model, x_b, y_b, self.threats[i], generator=rng)
         return torch.as_tensor(res.x_adv).detach().cpu(), torch.ones(x_b.shape[0], dtype=torch.bool), res.queries
 
@@ -1026,7 +1015,7 @@ class Evaluation:
         """
         queries = None
         if i == 0:
-            with seeded(g, self.device, self.randomized), self.precision_for(entry):
+            with seeded(g, self.device, self.randomized):
                 res = entry.config(self.attack_model, x_b, y_b, self.threats[-1], generator=rng)
             self.state.store_minimum_norm(k, idx, res)
             queries = res.queries
