@@ -295,3 +295,22 @@ class RowwiseMLP(nn.Module):
 def rowwise_mlp_model(mlp_model) -> Classifier:
     """``mlp_model``'s weights in float64, computed row by row: outcomes of per-example attacks are batch-free."""
     return _clf(RowwiseMLP([mlp_model.module[1], mlp_model.module[3]]))
+
+
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory):
+    """A model folder (softmax regression on 400 digits, trained here) as ``advlab train`` would write it."""
+    from advlab.data import load_dataset
+    from advlab.zoo import build_classifier, save_model
+
+    data = load_dataset("digits", split="train", n=400)
+    clf = build_classifier("softmax-regression", (1, 8, 8), 10, seed=0)
+    opt = torch.optim.Adam(clf.parameters(), lr=0.1)
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(clf(data.x), data.y).backward()
+        opt.step()
+    clf.eval()
+    path = tmp_path_factory.mktemp("model") / "m"
+    save_model(clf, path, dataset="digits", seed=0)
+    return path

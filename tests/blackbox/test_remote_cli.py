@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 pytest.importorskip("httpx")
 pytest.importorskip("starlette")
@@ -17,24 +16,6 @@ from _servers import Served, serving, tfserving_app
 from advlab.cli import main
 
 DROP = ("provenance", "target", "oracle_queries_total")
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    from advlab.data import load_dataset
-    from advlab.zoo import build_classifier, save_model
-
-    data = load_dataset("digits", split="train", n=400)
-    clf = build_classifier("softmax-regression", (1, 8, 8), 10, seed=0)
-    opt = torch.optim.Adam(clf.parameters(), lr=0.1)
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(clf(data.x), data.y).backward()
-        opt.step()
-    clf.eval()
-    path = tmp_path_factory.mktemp("model") / "m"
-    save_model(clf, path, dataset="digits", seed=0)
-    return path
 
 
 @pytest.fixture

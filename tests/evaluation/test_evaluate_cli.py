@@ -5,27 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from advlab.cli import main
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    from advlab.data import load_dataset
-    from advlab.zoo import build_classifier, save_model
-
-    data = load_dataset("digits", split="train", n=400)
-    clf = build_classifier("softmax-regression", (1, 8, 8), 10, seed=0)
-    opt = torch.optim.Adam(clf.parameters(), lr=0.1)
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(clf(data.x), data.y).backward()
-        opt.step()
-    clf.eval()
-    path = tmp_path_factory.mktemp("model") / "m"
-    save_model(clf, path, dataset="digits", seed=0)
-    return path
 
 
 def test_evaluate_cli_writes_report_and_resumes(tmp_path, saved_model, capsys):
