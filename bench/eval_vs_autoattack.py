@@ -29,8 +29,11 @@ Results go to ``OUT/results.json`` and a Markdown table is printed (paste into B
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
+import re
 import sys
 import time
 import traceback
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _peers import PeerModel
+from _peers import PassCounter, PeerModel
 
 log = logging.getLogger("bench")
 
@@ -68,7 +71,36 @@ def run_advlab(model, x, y, eps, norm, preset, batch_size, seed, checks, report_
         "wall_s": wall,
         "attacks": [a["label"] for a in report.attacks],
         "per_stage_accuracy": {s.attack: s.accuracy_after for s in r.stages},
+        "per_stage": [
+            {"attack": s.attack, "attacked": s.n_attacked, "broken": s.n_broken, "wall_s": s.wall_time_s}
+            for s in r.stages
+        ],
         "checks_failed": [c.name for c in report.failed_checks],
+    }
+
+
+def run_reference(model, x, y, eps, norm, batch_size, seed):
+    """The reference AutoAttack (Croce & Hein's code, ``../shared/peers/auto-attack``), version ``standard``."""
+    import autoattack
+
+    aa = autoattack.AutoAttack(
+        PeerModel(model), norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard", seed=seed,
+        device=str(x.device), verbose=True,
+    )  # fmt: skip
+    log_text = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(log_text):
+        adv = aa.run_standard_evaluation(x, y, bs=batch_size)
+    wall = time.perf_counter() - t0
+    print(log_text.getvalue(), end="")
+    broken_by = {m.group(1).lower(): float(m.group(2)) / 100 for m in re.finditer(
+        r"robust accuracy after ([\w-]+): ([\d.]+)%", log_text.getvalue())}  # fmt: skip
+    return {
+        "robust_accuracy": _accuracy(model, adv, y, batch_size),
+        "wall_s": wall,
+        "version": f"fra31/auto-attack {getattr(autoattack, '__version__', 'a392200')}",
+        "attacks": ["apgd-ce (100)", "apgd-t (100, 9 targets)", "fab-t (100, 9 targets)", "square (5000)"],
+        "per_stage": broken_by,
     }
 
 
@@ -162,7 +194,12 @@ def main(argv=None) -> int:
     p.add_argument("--norm", default="linf", choices=["linf", "l2"])
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--preset", default="standard", help="advlab preset or comma-separated attack list")
-    p.add_argument("--impl", default="advlab,torchattacks,art", help="which implementations to run")
+    p.add_argument(
+        "--impl",
+        default="advlab,reference,torchattacks",
+        help="which implementations to run: advlab, reference (Croce & Hein's AutoAttack), torchattacks, "
+        "torchattacks-paper, art",
+    )
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checks", action="store_true", help="also run advlab's masking checks (counted in its time)")
@@ -186,10 +223,14 @@ def main(argv=None) -> int:
         if not path:
             label, path = Path(spec).name, spec
         model = load_model(path, device=args.device)
+        counter = PassCounter(model.module)  # every library's passes through the network, counted alike
+        model.module = counter
         data = load_dataset(args.data or model.card.get("dataset"), "test", data_dir=args.data_dir, n=args.n)
         x, y = data.x.to(args.device), data.y.to(args.device)
         row = {"path": path, "n": len(y), "clean_accuracy": _accuracy(model, x, y, args.batch_size)}
+        counter.reset()  # the clean accuracy above is not any library's cost
         for impl in impls:
+            counter.reset()
             log.info("%s: %s on %d images at eps %g ...", label, impl, len(y), args.eps)
             try:
                 if impl == "advlab":
@@ -211,16 +252,21 @@ def main(argv=None) -> int:
                     res = run_torchattacks_paper(model, x, y, args.eps, args.norm, args.batch_size, args.seed)
                 elif impl == "art":
                     res = run_art(model, x, y, args.eps, args.norm, args.batch_size, args.seed)
+                elif impl == "reference":
+                    res = run_reference(model, x, y, args.eps, args.norm, args.batch_size, args.seed)
                 else:
                     raise ValueError(f"unknown implementation {impl!r}")
                 k = round(res["robust_accuracy"] * len(y))
                 res["ci95"] = list(wilson_interval(k, len(y)))
+                res["forward_passes"], res["backward_passes"] = counter.reset()
+                res["passes"] = res["forward_passes"] + res["backward_passes"]
             except Exception as exc:  # record and go on: one peer failing must not lose the others' numbers
                 res = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=3)}
             log.info("  %s", {k: v for k, v in res.items() if k != "traceback"})
             row[impl] = res
             results["models"][label] = row
             (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    _print_passes(results, impls)
     print(f"\n| model | n | clean | {' | '.join(impls)} |")
     print("|---|---|---|" + "---|" * len(impls))
     for label, row in results["models"].items():
@@ -235,6 +281,26 @@ def main(argv=None) -> int:
             )
         print(f"| {label} | {row['n']} | {100 * row['clean_accuracy']:.1f}% | {' | '.join(cells)} |")
     return 0
+
+
+def _print_passes(results: dict, impls: list[str]) -> None:
+    """Passes (forward + backward, in examples) and wall time of each library, and their ratio to the reference."""
+    print(
+        "\n| model | library | robust | forward | backward | passes | wall s | passes: ref / this | wall: ref / this |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, row in results["models"].items():
+        ref = row.get("reference", {})
+        for impl in impls:
+            r = row.get(impl, {})
+            if "error" in r or not r:
+                continue
+            ratio = f"{ref['passes'] / r['passes']:.1f}x" if "passes" in ref and r["passes"] else "-"
+            wall = f"{ref['wall_s'] / r['wall_s']:.1f}x" if "wall_s" in ref and r["wall_s"] else "-"
+            print(
+                f"| {label} | {impl} | {100 * r['robust_accuracy']:.1f}% | {r['forward_passes']:,} | "
+                f"{r['backward_passes']:,} | {r['passes']:,} | {r['wall_s']:.0f} | {ratio} | {wall} |"
+            )
 
 
 if __name__ == "__main__":

@@ -30,9 +30,17 @@ $PIP install --no-deps torchattacks foolbox adversarial-robustness-toolbox
 $PIP install --no-deps eagerpy GitPython gitdb smmap requests urllib3 idna certifi charset-normalizer six
 # ART's AutoAttack imports multiprocess (and dill) for its parallel mode.
 $PIP install --no-deps multiprocess dill
+# The reference AutoAttack (Croce & Hein; no registry release): the unmodified copy in ../shared/peers, installed
+# here only, never vendored into advlab or made one of its dependencies.
+AA_SRC="${AUTOATTACK_SRC:-$ROOT/../shared/peers/auto-attack}"
+if [ -d "$AA_SRC" ]; then
+    $PIP install --no-deps "$AA_SRC"
+else
+    echo "note: $AA_SRC not found; the reference AutoAttack is skipped (set AUTOATTACK_SRC to its folder)" >&2
+fi
 "$VENV/bin/python" - <<'PY'
 import importlib
-for name in ("torch", "advlab", "torchattacks", "foolbox", "art"):
+for name in ("torch", "advlab", "torchattacks", "foolbox", "art", "autoattack"):
     try:
         mod = importlib.import_module(name)
         print(f"{name:14s} {getattr(mod, '__version__', '?'):12s} {mod.__file__}")

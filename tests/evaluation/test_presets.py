@@ -7,7 +7,8 @@ import pytest
 from advlab.attacks import ATTACKS, PGD
 from advlab.evaluation import resolve_attacks
 
-STANDARD = ("apgd", "apgd-t", "fmn", "square")
+STANDARD = ("apgd", "apgd-t", "square")
+STRONG = ("apgd", "apgd-t", "fmn", "square")
 
 
 def test_fast_preset_is_pgd():
@@ -17,24 +18,26 @@ def test_fast_preset_is_pgd():
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_standard_and_strong_presets(norm):
-    missing = [n for n in STANDARD if n not in ATTACKS]
+    missing = [n for n in STRONG if n not in ATTACKS]
     if missing:  # an attack of the preset is not implemented yet: the error names it, before any work
         with pytest.raises(ValueError, match="unknown attack"):
             resolve_attacks("standard", norm)
         return
     _, entries = resolve_attacks("standard", norm)
-    assert [e.label for e in entries] == ["apgd-ce", "apgd-t", "fmn", "square"]
-    assert entries[0].config.loss == "ce"
-    assert type(entries[2].config).minimum_norm and not type(entries[3].config).needs_gradients
+    assert [e.label for e in entries] == ["apgd-ce", "apgd-t", "square"]
+    assert [e.closest for e in entries] == [None, 0.2, 0.15]
+    assert entries[0].config.loss == "ce" and not type(entries[2].config).needs_gradients
     cw = "cw-l2" if norm == "l2" else "cw-linf"
     if cw not in ATTACKS:
         return
     _, strong = resolve_attacks("strong", norm)
     assert [e.label for e in strong] == ["apgd-ce", "apgd-t", "fmn", "square", cw]
+    assert all(e.closest is None for e in strong) and type(strong[2].config).minimum_norm
     assert all(e.config.restarts == 5 for e in strong if hasattr(e.config, "restarts"))
-    # standard's Square focuses its budget and restarts on the focused examples; strong runs it in full, 5 times
-    assert (entries[3].config.focus, entries[3].config.restarts) == (0.1, 3)
+    # standard runs one Square (AutoAttack's 5000 queries) on the closest 15%; strong runs it in full, 5 times
+    assert (entries[2].config.focus, entries[2].config.restarts, entries[2].config.max_queries) == (1.0, 1, 5000)
     assert (strong[3].config.focus, strong[3].config.restarts) == (1.0, 5)
+    assert strong[1].config.n_target_classes == 9 and entries[1].config.n_target_classes == 3
 
 
 def test_custom_lists_aliases_and_duplicates():
@@ -53,5 +56,5 @@ def test_errors():
         resolve_attacks("strongest", "linf")
     with pytest.raises(TypeError, match="attacks"):
         resolve_attacks(3, "linf")
-    with pytest.raises(TypeError, match="attack names or AttackConfig"):
+    with pytest.raises(TypeError, match="attack names, AttackConfig or Closest"):
         resolve_attacks([3], "linf")

@@ -7,7 +7,7 @@ Examples:
 
 from advlab.evaluation.engine import Evaluation, EvaluationSettings, evaluate
 from advlab.evaluation.eot import EOT, with_eot
-from advlab.evaluation.presets import ALIASES, PRESETS, resolve_attacks
+from advlab.evaluation.presets import ALIASES, PRESETS, Closest, resolve_attacks
 from advlab.evaluation.report import (
     CheckResult,
     EpsResult,
@@ -23,6 +23,7 @@ __all__ = [
     "EOT",
     "PRESETS",
     "CheckResult",
+    "Closest",
     "EpsResult",
     "Evaluation",
     "EvaluationReport",

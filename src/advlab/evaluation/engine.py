@@ -56,6 +56,7 @@ from advlab.evaluation.report import (
     StageResult,
 )
 from advlab.evaluation.stats import wilson_interval
+from advlab.losses import margin
 from advlab.models import Classifier, as_classifier, predict
 from advlab.oracles import Oracle, TorchOracle, as_module, find_oracle
 from advlab.provenance import provenance
@@ -70,6 +71,10 @@ STATE_FILE = "state.safetensors"
 BOOL_TENSORS = ("correct", "focus_fooled", "focus_entered")
 """The state's boolean tensors (the checkpoint stores them as uint8), with each focused stage's decision."""
 FOCUS_KEEP = "focus_keep_{i}_{k}"
+CLOSEST_KEEP = "closest_keep_{i}_{k}"
+"""The state's decision of a :class:`~advlab.evaluation.presets.Closest` stage: bool over every example."""
+MARGIN = "margin_{i}"
+"""The state's highest margin ``max_{j != y} z_j - z_y`` per example over the points tried at eps ``i``."""
 GO_ON_TENSORS = ("go_on_idx_{i}_{k}", "go_on_x_{i}_{k}", "go_on_queries_{i}_{k}")
 """With several processes, the results of a focused Square stage's kept examples, all ranks' (see
 :meth:`FocusedSquareStage.go_on_shared`): kept after the stage, so that a rank resumed after a kill gets them."""
@@ -356,7 +361,7 @@ def _model_name(clf: Classifier) -> str:
 # ---------------------------------------------------------------------- the resumable state
 def is_bool_tensor(name: str) -> bool:
     """Whether the state's tensor ``name`` holds booleans (stored as uint8)."""
-    return name in BOOL_TENSORS or name.startswith("focus_keep_")
+    return name in BOOL_TENSORS or name.startswith(("focus_keep_", "closest_keep_"))
 
 
 def _new_stage() -> dict[str, Any]:
@@ -426,6 +431,18 @@ class _State:
         """Examples broken by a stage before (eps ``i``, attack ``k``) in cascade order."""
         be, ba = self.t["broken_eps"], self.t["broken_attack"]
         return (be >= 0) & ((be < i) | ((be == i) & (ba < k)))
+
+    def margins(self, i: int) -> torch.Tensor:
+        """The highest margin of each example over the points tried at eps ``i`` (``-inf`` before any)."""
+        name = MARGIN.format(i=i)
+        if name not in self.t:
+            self.t[name] = torch.full((self.t["correct"].shape[0],), float("-inf"))
+        return self.t[name]
+
+    def raise_margins(self, i: int, idx: torch.Tensor, values: torch.Tensor) -> None:
+        """Keep the larger of the stored and the new margins ``values`` of examples ``idx`` at eps ``i``."""
+        m = self.margins(i)
+        m[idx] = torch.maximum(m[idx], values.detach().float().cpu())
 
     def record(
         self, idx: torch.Tensor, x_cand: torch.Tensor, pred: torch.Tensor, broken: torch.Tensor, i: int, k: int
@@ -734,7 +751,8 @@ class Evaluation:
         if not self.gradients:
             checks_mod.refuse_gradient_attacks(settings.entries, settings.norm)
         oracle = find_oracle(self.clf)
-        if oracle is not None and oracle.oracle.mode == "labels":
+        self.labels_only = oracle is not None and oracle.oracle.mode == "labels"
+        if self.labels_only:
             checks_mod.refuse_score_attacks(settings.entries, settings.norm)
         self.classes = dataset_classes(data)
         self.n = self.x.shape[0]
@@ -878,6 +896,11 @@ class Evaluation:
         with seeded(seed, self.device, self.randomized):
             return predict(self.clf, x, batch_size=self.batches.size)
 
+    def judge_logits(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """The logits behind :meth:`judge`'s labels (the same draw of a random model), on the CPU."""
+        with seeded(seed, self.device, self.randomized):
+            return predict(self.clf, x, batch_size=self.batches.size, logits=True).cpu()
+
     def clean_pass(self) -> None:
         """Predict the clean inputs; the correctly classified ones enter the cascade.
 
@@ -899,6 +922,8 @@ class Evaluation:
             t["pred_clean"][self.shard] = pred
             t["pred_adv"][self.shard] = pred
             t["correct"][self.shard] = pred == y.cpu()
+            for i in range(len(self.settings.eps)):
+                self.state.raise_margins(i, self.shard, margin(logits.cpu(), y.cpu(), False))
         meta["clean_done"] = True
         meta["clean_wall_s"] = time.perf_counter() - t0
         self.state.save(self.checkpoint)
@@ -931,8 +956,23 @@ class Evaluation:
         self.advance()
 
     def stage_examples(self, i: int, k: int) -> torch.Tensor:
-        """Indices of the examples still robust before stage (i, k): the ones it attacks."""
-        return (self.state.t["correct"] & ~self.state.broken_before(i, k)).nonzero().flatten()
+        """Indices of the examples stage (i, k) attacks: those still robust, or the share of them closest to breaking.
+
+        A :class:`~advlab.evaluation.presets.Closest` stage's choice is made once, over every rank's examples
+        (:func:`~advlab.evaluation.shards.decide_closest`), and kept in the state, so a resumed run attacks the same.
+        """
+        robust = self.state.t["correct"] & ~self.state.broken_before(i, k)
+        closest = self.settings.entries[k].closest
+        if closest is None or self.labels_only:
+            return robust.nonzero().flatten()
+        name = CLOSEST_KEEP.format(i=i, k=k)
+        known = self.state.t.get(name)
+        idx = robust.nonzero().flatten()
+        keep = shards.decide_closest(known, idx, self.state.margins(i)[idx], closest, self.ids, self.n, self.world)
+        if known is None:
+            self.state.t[name] = keep
+            self.state.save(self.checkpoint)
+        return (robust & keep).nonzero().flatten()
 
     def run_batches(self, i: int, k: int, entry: CascadeEntry, st: dict[str, Any]) -> None:
         """The examples still robust before stage (i, k) in batches, after the ones a resumed run finished.
@@ -976,7 +1016,9 @@ class Evaluation:
         self, i: int, k: int, idx: torch.Tensor, x_cand: torch.Tensor, found: torch.Tensor, queries: Any, seed: int
     ) -> None:
         """Judge the candidates of examples ``idx`` (a random model seeded by ``seed``), keep the breaks, count them."""
-        pred = self.judge(x_cand, seed)
+        logits = self.judge_logits(x_cand, seed)
+        pred = logits.argmax(1)
+        self.state.raise_margins(i, idx[found], margin(logits[found], self.y[idx][found], False))
         broken = found & (pred != self.y[idx])
         self.state.record(idx, x_cand, pred, broken, i, k)
         _count(self.state.stage(i, k), idx, broken, queries)

@@ -17,6 +17,7 @@ In one process both are a pass-through: :func:`shard_of` is every example and no
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,65 @@ def check_units(world: World) -> tuple[str, ...]:
         ('blackbox', 'large_eps')
     """
     return COSTLIEST_FIRST[world.rank :: world.size]
+
+
+def closest_selection(margins: torch.Tensor, fraction: float, ids: torch.Tensor) -> torch.Tensor:
+    """Bool mask of the ``ceil(fraction * m)`` of ``m`` examples with the highest margins (closest to breaking).
+
+    Ties go to the smaller example id, so the choice depends neither on the examples' order nor on their sharing
+    out between processes.
+
+    Examples:
+        >>> closest_selection(torch.tensor([-3.0, -0.5, -2.0, -0.5]), 0.5, torch.tensor([9, 8, 7, 6]))
+        tensor([False,  True, False,  True])
+    """
+    keep = torch.zeros(margins.shape[0], dtype=torch.bool)
+    n_keep = math.ceil(fraction * margins.shape[0])
+    if n_keep == 0:
+        return keep
+    order = ids.argsort()
+    chosen = order[(-margins[order]).argsort(stable=True)[:n_keep]]
+    keep[chosen] = True
+    return keep
+
+
+def decide_closest(
+    known: torch.Tensor | None,
+    idx: torch.Tensor,
+    margins: torch.Tensor,
+    fraction: float,
+    ids: torch.Tensor,
+    n: int,
+    world: World,
+) -> torch.Tensor:
+    """The examples a :class:`~advlab.evaluation.presets.Closest` stage attacks, over every rank's: bool ``(n,)``.
+
+    Each rank sends the decision it stored before a kill (every rank's is the same), else its still-robust examples
+    ``idx`` and their margins; the decision is the first one sent, or :func:`closest_selection` over every example
+    sent. In one process, no collective.
+
+    Args:
+        known: this rank's stored decision, or ``None``.
+        idx: the indices of this rank's examples still robust.
+        margins: their highest margins so far.
+        fraction: the share attacked.
+        ids: the ids of all ``n`` examples (they break ties).
+        n: the number of examples in the evaluation.
+        world: the processes.
+    """
+    mine: dict[str, Any] = {"keep": known} if known is not None else {"idx": idx, "margins": margins}
+    parts = (
+        distributed.all_gather_objects(mine, what="choosing the examples closest to breaking over every rank's")
+        if world.distributed
+        else [mine]
+    )
+    decided = [p["keep"] for p in parts if "keep" in p]
+    if decided:
+        return decided[0]
+    keep = torch.zeros(n, dtype=torch.bool)
+    everyone = torch.cat([p["idx"] for p in parts])
+    keep[everyone] = closest_selection(torch.cat([p["margins"] for p in parts]), fraction, ids[everyone])
+    return keep
 
 
 def decide_focus(
@@ -158,7 +218,7 @@ def pack(tensors: dict[str, torch.Tensor], meta: dict[str, Any], x: torch.Tensor
     """
     out: dict[str, Any] = {"idx": shard, "values": {}, "rows": {}, "meta": meta}
     for name, t in tensors.items():
-        if name.startswith(("focus_keep_", "go_on_")):
+        if name.startswith(("focus_keep_", "go_on_", "closest_keep_")):
             continue  # the same on every rank
         if t.dim() == 1:
             out["values"][name] = t[shard]

@@ -1,0 +1,92 @@
+"""Stages that attack only the examples closest to breaking (``Closest``, ``"name@fraction"``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from advlab import evaluate
+from advlab.attacks import PGD
+from advlab.evaluation import Closest, resolve_attacks
+from advlab.evaluation.engine import STATE_FILE, example_ids
+from advlab.evaluation.shards import closest_selection
+
+
+def _margins(model, x, y):
+    """``max_{j != y} z_j - z_y`` of every example, computed here, apart from the engine."""
+    with torch.no_grad():
+        z = model(x)
+    other = z.masked_fill(torch.nn.functional.one_hot(y, z.shape[1]).bool(), float("-inf")).amax(1)
+    return other - z.gather(1, y[:, None])[:, 0]
+
+
+def test_names_and_objects_resolve_to_the_same_entry():
+    _, a = resolve_attacks("apgd-ce,square@0.1", "linf")
+    _, b = resolve_attacks(["apgd-ce", Closest("square", 0.1)], "linf")
+    assert (
+        [(e.label, e.closest) for e in a] == [(e.label, e.closest) for e in b] == [("apgd-ce", None), ("square", 0.1)]
+    )
+    assert a[1].describe()["closest"] == 0.1
+    _, c = resolve_attacks([Closest(PGD(steps=3), 0.5)], "l2")
+    assert c[0].closest == 0.5 and c[0].config.steps == 3
+    _, d = resolve_attacks("square@1", "linf")
+    assert d[0].closest == 1.0
+
+
+@pytest.mark.parametrize("bad", ["square@0", "square@1.5", "square@x", "square@-0.2"])
+def test_bad_fractions_are_refused_naming_the_fix(bad):
+    with pytest.raises(ValueError, match=r"fraction|\(0, 1\]"):
+        resolve_attacks(bad, "linf")
+
+
+def test_standard_runs_its_expensive_attacks_on_the_closest_examples():
+    _, entries = resolve_attacks("standard", "linf")
+    assert [(e.label, e.closest) for e in entries] == [("apgd-ce", None), ("apgd-t", 0.2), ("square", 0.15)]
+    assert entries[1].config.n_target_classes == 3 and entries[2].config.focus == 1.0
+
+
+def test_closest_selection_takes_the_highest_margins_and_breaks_ties_by_id():
+    margins = torch.tensor([-3.0, -0.5, -2.0, -0.5, -1.0])
+    ids = torch.tensor([50, 40, 30, 20, 10])
+    assert closest_selection(margins, 0.4, ids).tolist() == [False, True, False, True, False]
+    # three of five: the two at -0.5, then -1.0; with a tie at the cut, the smaller id goes in
+    assert closest_selection(margins, 0.6, ids).tolist() == [False, True, False, True, True]
+    tied = torch.zeros(4)
+    assert closest_selection(tied, 0.5, torch.tensor([4, 1, 3, 2])).tolist() == [False, True, False, True]
+    assert not closest_selection(margins[:0], 0.5, ids[:0]).any()
+
+
+def test_a_closest_stage_attacks_the_share_with_the_highest_clean_margins(rowwise_mlp_model, digits, tmp_path):
+    x, y = digits["x_test"][:90], digits["y_test"][:90]
+    report = evaluate(
+        rowwise_mlp_model, (x, y), 0.5, attacks=[Closest(PGD(steps=20), 0.25)], checks=False,
+        checkpoint_dir=tmp_path / "state",
+    )  # fmt: skip
+    correct = torch.tensor([p == lab for p, lab in zip(report.examples["pred_clean"], report.examples["label"])])
+    idx = correct.nonzero().flatten()
+    n_keep = math.ceil(0.25 * idx.numel())
+    stage = report.results[0].stages[0]
+    assert stage.n_attacked == n_keep
+    # the examples attacked are the ones with the highest clean margins (ties: smaller id), computed here
+    keep = torch.zeros(len(y), dtype=torch.bool)
+    keep[idx] = closest_selection(_margins(rowwise_mlp_model, x, y)[idx], 0.25, example_ids(x, y)[idx])
+    broken = torch.tensor([b == "pgd" for b in report.examples["broken_by"]])
+    assert stage.n_broken == n_keep  # at eps 0.5 PGD breaks every example it attacks ...
+    assert torch.equal(broken, keep)  # ... so the broken ones are exactly the chosen ones
+    # the decision is kept in the checkpoint, so a resumed run attacks the same examples
+    with safe_open(str(tmp_path / "state" / STATE_FILE), "pt") as f:
+        stored = f.get_tensor("closest_keep_0_0").bool()
+    assert torch.equal(stored, keep)
+
+
+def test_later_stages_rank_by_the_margins_earlier_stages_reached(rowwise_mlp_model, digits):
+    """After a weak first stage, the second one's choice follows the first stage's points, not the clean ones."""
+    x, y = digits["x_test"][:90], digits["y_test"][:90]
+    first = PGD(steps=2, restarts=1)
+    report = evaluate(rowwise_mlp_model, (x, y), 0.05, attacks=[first, Closest(PGD(steps=20), 0.3)], checks=False)
+    stages = report.results[0].stages
+    left = stages[0].n_attacked - stages[0].n_broken
+    assert stages[1].n_attacked == math.ceil(0.3 * left)
