@@ -11,6 +11,7 @@ from advlab.evaluation.presets import ALIASES, PRESETS, resolve_attacks
 from advlab.evaluation.report import (
     CheckResult,
     EpsResult,
+    EvaluationPasses,
     EvaluationReport,
     Interval,
     NormStats,
@@ -25,6 +26,7 @@ __all__ = [
     "CheckResult",
     "EpsResult",
     "Evaluation",
+    "EvaluationPasses",
     "EvaluationReport",
     "EvaluationSettings",
     "Interval",
