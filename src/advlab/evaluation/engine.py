@@ -1183,6 +1183,8 @@ class Evaluation:
             eot_samples=self.eot,
             wall_time_s=float(wall),
             passes=self._passes(),
+            clean_wall_time_s=float(meta["clean_wall_s"]),
+            checks_wall_time_s=float(meta["checks_wall_s"]),
             provenance=provenance(device=str(self.clf.device), world_size=self.world.size),
             model_card=dict(self.clf.card) or None,
             examples=self._examples(),

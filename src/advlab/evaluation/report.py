@@ -210,6 +210,8 @@ class EvaluationReport:
         provenance: versions, git commit, platform, time.
         passes: the forward and backward passes of the model the evaluation spent (clean pass, attacks, checks,
             total); ``None`` in a report written before passes were counted.
+        clean_wall_time_s: seconds of the clean pass (with its probes); the longest process's.
+        checks_wall_time_s: seconds of the gradient-masking checks.
         model_card: the model's card, when it has one.
         examples: per-example results: ``robust`` (N x len(eps) bools), ``broken_by`` (attack label, ``"clean"``
             for misclassified, ``None`` for robust), ``broken_eps`` (smallest eps broken at), ``label``,
@@ -238,6 +240,8 @@ class EvaluationReport:
     examples: dict[str, list[Any]]
     classes: list[str] | None = None
     passes: EvaluationPasses | None = None
+    clean_wall_time_s: float | None = None
+    checks_wall_time_s: float | None = None
     x: torch.Tensor | None = field(default=None, repr=False, compare=False)
     x_adv: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
@@ -320,6 +324,8 @@ class EvaluationReport:
             examples=dict(d.get("examples", {})),
             classes=d.get("classes"),
             passes=EvaluationPasses.from_dict(d["passes"]) if d.get("passes") else None,
+            clean_wall_time_s=d.get("clean_wall_time_s"),
+            checks_wall_time_s=d.get("checks_wall_time_s"),
         )
 
 
