@@ -177,7 +177,12 @@ def counter_of(module: nn.Module) -> PassCounter | None:
     """
     if not counts_itself(module):
         return None
-    return getattr(counting_site(module), "pass_counter", None)
+    return _attached(counting_site(module))
+
+
+def _attached(site: nn.Module) -> PassCounter | None:
+    counter = getattr(site, "pass_counter", None)
+    return counter if isinstance(counter, PassCounter) else None
 
 
 def count_passes(module: nn.Module, counter: PassCounter | None = None) -> tuple[nn.Module, PassCounter]:
@@ -208,8 +213,8 @@ def count_passes(module: nn.Module, counter: PassCounter | None = None) -> tuple
         counter = counter or PassCounter()
         return CountedModule(module, counter), counter
     site = counting_site(module)
-    counter = counter or site.pass_counter or PassCounter()
-    site.pass_counter = counter
+    counter = counter or _attached(site) or PassCounter()
+    setattr(site, "pass_counter", counter)  # noqa: B010 (a module's attribute that nn.Module's stubs do not know)
     return module, counter
 
 
@@ -237,11 +242,13 @@ def counting(module: nn.Module, counter: PassCounter | None = None) -> Iterator[
             "advlab.Classifier(module)"
         )
     site = counting_site(module)
-    if site.pass_counter is not None:
-        yield site.pass_counter
+    attached = _attached(site)
+    if attached is not None:
+        yield attached
         return
-    site.pass_counter = counter or PassCounter()
+    counter = counter or PassCounter()
+    setattr(site, "pass_counter", counter)  # noqa: B010
     try:
-        yield site.pass_counter
+        yield counter
     finally:
-        site.pass_counter = None
+        setattr(site, "pass_counter", None)  # noqa: B010

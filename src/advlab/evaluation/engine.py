@@ -879,7 +879,8 @@ class Evaluation:
             )
             return
         self.eot = self.settings.eot_samples or DEFAULT_EOT_SAMPLES
-        self.attack_model, _ = passes.count_passes(with_eot(self.clf, self.eot), self.counter)  # every draw counts
+        self.attack_model = with_eot(self.clf, self.eot)
+        passes.count_passes(self.attack_model, self.counter)  # every draw counts
         validation.warn(
             f"model: its output changes between two identical calls (up to {meta['max_change']:.3g} in "
             f"the logits): it is random (dropout at test time, noise layers...). Attacking it through "
