@@ -18,6 +18,12 @@ from torch's global generator, which the engine seeds per batch, so its outcomes
 :func:`evaluate` validates its arguments once into an :class:`EvaluationSettings` and runs an
 :class:`Evaluation`, whose methods are the stages in order: preparation, the clean pass, the attack stages (with
 the minimum-norm stage), the gradient-masking checks and the report.
+
+What the evaluation spends is counted in passes of the model (:mod:`advlab.passes`: examples forward, examples whose
+gradient went back): a counter attached to the model for the run (or the one the caller attached) is read before
+and after each batch of each stage, the clean pass (with the probes before it) and each masking check. The counts
+are kept in the state beside the wall times, so a resumed run keeps them (a batch killed before it finished is
+counted once, when it is done again), and add up over the ranks of a distributed run.
 """
 
 from __future__ import annotations
@@ -146,7 +152,8 @@ def evaluate(
         eot_samples: draws averaged per forward pass for random models (default 10).
 
     Returns:
-        An :class:`EvaluationReport` (``report.robust_accuracy()``, ``report.to_dict()``).
+        An :class:`EvaluationReport` (``report.robust_accuracy()``, ``report.to_dict()``; ``report.passes``: the
+        forward and backward passes of the model it spent, per stage in ``report.at(eps).stages``).
 
     Raises:
         ValueError: bad eps/norm/settings, an unknown preset or attack, an attack that does not support the norm,
