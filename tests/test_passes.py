@@ -6,9 +6,12 @@ batch before the core runs and one of the returned points after it; in between, 
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from advlab import Classifier, ThreatModel
 from advlab.attacks import fgsm, pgd
@@ -150,3 +153,29 @@ def test_bad_module_is_refused():
         count_passes(lambda x: x)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="count_passes"), counting(nn.Linear(2, 2)):
         pass
+
+
+class _HostSyncs(TorchFunctionMode):
+    """Counts the calls that would make the host wait for an accelerator (as tests/attacks/test_host_sync.py does)."""
+
+    SYNCING = frozenset({"item", "tolist", "nonzero", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.total += getattr(func, "__name__", "") in self.SYNCING
+        return func(*args, **(kwargs or {}))
+
+
+def test_counting_adds_no_host_sync():
+    """The counts come from shapes: an attack counted makes exactly the host syncs it makes uncounted."""
+    net, x, y = _linear()
+    clf = Classifier(net).eval()
+    syncs = []
+    for counted in (False, True):
+        with counting(clf) if counted else contextlib.nullcontext(), _HostSyncs() as mode:
+            pgd(clf, x, y, ThreatModel("linf", 0.05), steps=10, restarts=2, generator=0)
+        syncs.append(mode.total)
+    assert syncs[0] == syncs[1] > 0  # the mode sees the syncs PGD makes (its restarts pick the examples left)
