@@ -241,6 +241,7 @@ def comparison(reports: Sequence[EvaluationReport], labels: Sequence[str] | None
                 },
                 "checks_failed": [c.name for c in r.checks if c.status == "fail"],
                 "wall_time_s": r.wall_time_s,
+                "passes": r.passes.total.to_dict() if r.passes is not None else None,
                 "git_commit": r.provenance.get("git_commit"),
             }
         )
