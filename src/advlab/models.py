@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from advlab import devices, validation
+from advlab.passes import PassCounter
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class Classifier(nn.Module):
     Calls in eval mode on CPU run a convolutional ``module`` on chunks of :data:`CPU_FORWARD_CHUNK` examples (the
     same logits and gradients, up to float rounding, at up to half the cost); ``module`` must therefore treat
     examples independently in eval mode, as classifiers do.
+
+    While :attr:`pass_counter` holds a :class:`~advlab.passes.PassCounter` (:func:`advlab.passes.count_passes`,
+    :func:`advlab.passes.counting`), every call counts its examples as forward passes and every gradient that
+    reaches its output its examples as backward passes (a chunked forward counts its examples once).
 
     Raises:
         TypeError: ``module`` is not a ``torch.nn.Module`` (or is already a ``Classifier``).
@@ -125,6 +130,8 @@ class Classifier(nn.Module):
         self.channels_last = False
         self.compile_enabled = False
         self._compiled: nn.Module | None = None
+        self.pass_counter: PassCounter | None = None
+        """Counts the forward and backward passes while set (:mod:`advlab.passes`; ``None``: not counted)."""
         self.speed_up(precision=precision, channels_last=channels_last, compile=compile)
 
     # ------------------------------------------------------------------ speed
@@ -191,7 +198,12 @@ class Classifier(nn.Module):
             out = self.run_module(z)
         if self.precision != "fp32" and out.is_floating_point():
             out = out.float()  # logits (and the losses on them) in float32 whatever the autocast dtype
-        return two_class_logits(out) if is_single_logit(out) else out
+        if is_single_logit(out):
+            out = two_class_logits(out)
+        counter = self.pass_counter
+        if counter is not None:  # examples, not calls: a chunked forward counts once, whole
+            counter.count(x.shape[0], out)
+        return out
 
     def run_module(self, z: torch.Tensor) -> torch.Tensor:
         """The module (compiled when asked) on normalised inputs; in chunks for eval-mode CPU convolutions."""

@@ -21,6 +21,7 @@ from torch import nn
 
 from advlab import validation
 from advlab.models import Classifier, as_classifier
+from advlab.passes import PassCounter
 
 log = logging.getLogger(__name__)
 
@@ -517,6 +518,9 @@ class OracleModule(nn.Module):
     Remembers the answer to the last batch, so asking twice for the same inputs (the framework's clean pass,
     a least-likely goal, the attack's own first look) costs the queries once. The output has no gradient:
     backpropagating through it raises ``RuntimeError``.
+
+    While :attr:`pass_counter` holds a :class:`~advlab.passes.PassCounter`, every query sent counts as a forward
+    pass (an answer from the cache costs none); there is no backward pass.
     """
 
     def __init__(self, oracle: Oracle) -> None:
@@ -525,6 +529,7 @@ class OracleModule(nn.Module):
             raise TypeError(f"oracle: expected an advlab.blackbox.Oracle, got {type(oracle).__name__}")
         self.oracle = oracle
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.pass_counter: PassCounter | None = None
 
     def cached(self, x: torch.Tensor) -> torch.Tensor | None:
         """The answer for ``x`` if it is the last batch asked for, else ``None`` (costs nothing)."""
@@ -552,6 +557,8 @@ class OracleModule(nn.Module):
             k = self.oracle.num_classes or int(labels.max()) + 1
             out = torch.full((x.shape[0], k), -LABEL_MARGIN)
             out[torch.arange(x.shape[0]), labels] = 0.0
+        if self.pass_counter is not None:
+            self.pass_counter.count(x.shape[0])
         return out.to(x.device)
 
     def extra_repr(self) -> str:

@@ -20,6 +20,7 @@ from torch import nn
 from advlab import distributed
 from advlab.evaluation import evaluate
 from advlab.models import Classifier
+from advlab.passes import count_passes
 
 DIE_CODE = 17
 """Exit status of a rank the tests kill."""
@@ -86,19 +87,27 @@ def light_cascade() -> list[Any]:
     ]
 
 
-def evaluate_rank(n: int, kwargs: dict[str, Any], die_after: int | None = None, seed_by_rank: bool = False) -> dict:
+def evaluate_rank(
+    n: int, kwargs: dict[str, Any], die_after: int | None = None, seed_by_rank: bool = False, count: bool = False
+) -> dict:
     """One rank's :func:`advlab.evaluate` of the first ``n`` digits; its report as a dict, and its world size.
 
     ``die_after``: rank 1 exits at that forward pass. ``seed_by_rank``: rank r evaluates with ``seed + r``.
+    ``count``: the rank's model is wrapped in a pass counter (:func:`advlab.passes.count_passes`), whose passes come
+    back as ``"passes"``.
     """
     x, y = digits()
     kwargs = {"attacks": light_cascade(), **kwargs}
     if seed_by_rank:
         kwargs["seed"] = kwargs.get("seed", 0) + distributed.rank()
-    net = DieAfter(CentroidNet(), die_after if die_after is not None else 2**62)
+    net: nn.Module = DieAfter(CentroidNet(), die_after if die_after is not None else 2**62)
+    counter = None
+    if count:
+        net, counter = count_passes(net)
     clf = Classifier(net, num_classes=10, input_shape=(1, 8, 8)).eval()
     report = evaluate(clf, (x[:n], y[:n]), **kwargs)
-    return {"report": report.to_dict(), "rank": distributed.rank(), "size": distributed.world_size()}
+    out = {"report": report.to_dict(), "rank": distributed.rank(), "size": distributed.world_size()}
+    return {**out, "passes": counter.passes().to_dict()} if counter is not None else out
 
 
 def checkpoint_files(folder: str) -> list[str]:

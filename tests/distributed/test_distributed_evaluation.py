@@ -20,20 +20,26 @@ from _torchrun import SRC, on_two_nodes
 
 from advlab.cli import main
 from advlab.distributed import DistributedError
+from advlab.evaluation.engine import RANDOMNESS_PROBE
+from advlab.passes import Passes
 
 pytestmark = pytest.mark.distributed
 
 N = 120
 SETTINGS = dict(eps=[0.05, 0.1], batch_size=16, progress=False)
-TIMED = ("wall_time_s", "provenance", "settings", "headline")
-"""What may differ between two runs of one evaluation: times, the machine and time of day, and the checkpoint folder."""
+TIMED = ("wall_time_s", "clean_wall_time_s", "checks_wall_time_s", "provenance", "settings", "headline", "passes")
+"""What may differ between two runs of one evaluation: times, the machine and time of day, the checkpoint folder, and
+the passes spent (every rank probes the model before its clean pass; see test_two_processes_sum_their_passes)."""
+STAGE_COSTS = ("wall_time_s", "forward_passes", "backward_passes", "forward_per_example", "backward_per_example")
+"""What a stage spent, which may depend on how its examples were cut into batches (APGD looks at one example per call
+to learn the number of classes)."""
 
 
 def _numbers(report: dict) -> dict:
-    """The report without what :data:`TIMED` names, the stages' wall times included."""
+    """The report without what :data:`TIMED` names, the stages' costs included."""
     out = {k: v for k, v in report.items() if k not in (*TIMED, "folder")}
     out["results"] = [
-        {**r, "stages": [{k: v for k, v in s.items() if k != "wall_time_s"} for s in r["stages"]]}
+        {**r, "stages": [{k: v for k, v in s.items() if k not in STAGE_COSTS} for s in r["stages"]]}
         for r in report["results"]
     ]
     out["checks"] = [{k: v for k, v in c.items() if k != "wall_time_s"} for c in report["checks"]]
@@ -56,6 +62,24 @@ def test_two_processes_give_one_process_report(one_process, tmp_path):
     assert square["n_attacked"] > 10  # the focused stage ranked examples of both ranks
     assert [c["status"] for c in one_process["checks"]].count("pass") >= 4  # the checks ran, once, on rank 0
     assert checkpoint_files(str(tmp_path / "ck")) == ["rank-0-of-2/state.safetensors", "rank-1-of-2/state.safetensors"]
+
+
+def test_two_processes_sum_their_passes(one_process):
+    """The report of a two-process evaluation counts every pass of both ranks: an independent counter on each rank's
+    model sums to the report's total. The checks (shared out) cost what they cost in one process, and the clean pass
+    adds the second rank's probes; the stages may differ from one process's by the passes a batch call spends on its
+    own (APGD looks at one example per call)."""
+    ranks = two(evaluate_rank, N, SETTINGS, None, False, True)
+    counted = [Passes.of(r["passes"]) for r in ranks]
+    assert all(c.forward > 0 for c in counted)
+    for r in ranks:
+        passes = r["report"]["passes"]
+        assert Passes.of(passes["total"]) == counted[0] + counted[1]
+        assert passes["checks"] == one_process["passes"]["checks"]
+        probes = 1 + 2 * RANDOMNESS_PROBE  # the input-gradient probe, the randomness probe's two calls
+        assert passes["clean"]["forward"] == one_process["passes"]["clean"]["forward"] + probes
+        stages = [s for res in r["report"]["results"] for s in res["stages"]]
+        assert sum(s["forward_passes"] for s in stages) == passes["attacks"]["forward"]
 
 
 def test_a_square_stage_that_keeps_no_example_in_two_processes():

@@ -22,13 +22,18 @@ from advlab.evaluation.checks import CHECK_EXAMPLES, check_examples
 from advlab.evaluation.engine import FOCUS_TENSORS, STATE_FILE, example_ids
 from advlab.rng import ExampleRNG
 
+COSTS = ("wall_time_s", "forward_passes", "backward_passes", "forward_per_example", "backward_per_example")
+"""What a stage spent: its time, and its passes, which may depend on the cut (APGD looks at one example per call to
+learn the number of classes: two batches spend one forward pass more than one batch)."""
+
 
 def _numbers(report):
-    """Everything the report says except wall times, with the per-example outcomes."""
+    """Everything the report says except what the stages spent, with the per-example outcomes."""
     d = report.to_dict()
     for r in d["results"]:
         for s in r["stages"]:
-            s.pop("wall_time_s")
+            for key in COSTS:
+                s.pop(key)
     return d["results"], d["checks"], d["clean_accuracy"]
 
 

@@ -137,3 +137,15 @@ def test_evaluate_cli_data_errors_name_the_option(saved_model, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--data: digits images have shape (1, 8, 8) but the model expects (1, 28, 28)" in err
     assert not out.exists()
+
+
+def test_evaluate_cli_sums_up_the_passes_it_spent(tmp_path, saved_model, caplog):
+    """The last lines say what the evaluation cost, as report.json records it."""
+    args = ["evaluate", "--model", str(saved_model), "--data", "digits", "--eps", "0.1", "--n", "20", "--attacks",
+            "fgsm", "--no-checks", "--quiet", "--out", str(tmp_path / "eval")]  # fmt: skip
+    with caplog.at_level("INFO", logger="advlab"):
+        assert main(args) == 0
+    total = json.loads((tmp_path / "eval" / "report.json").read_text())["passes"]["total"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "advlab"]
+    cost = [ln for ln in lines if ln.startswith("cost: ")]
+    assert len(cost) == 1 and f"{total['forward']:,} forward and {total['backward']:,} backward passes" in cost[0]

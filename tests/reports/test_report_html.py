@@ -87,6 +87,20 @@ def test_json_numbers_are_numbers_and_round_trip(tmp_path, toy_report):
     assert html_path.read_text().startswith("<!DOCTYPE html>")
 
 
+def test_html_and_json_show_the_passes_beside_the_time(toy_report):
+    """Each stage's passes (with their per-example averages), the Cost table's parts and total, the comparison's."""
+    p = toy_report.passes
+    assert p is not None and p.total.forward > 0
+    html = render_report(toy_report)
+    assert 'id="cost"' in html and "forward passes" in html
+    for s in (s for r in toy_report.results for s in r.stages):
+        assert f"{s.forward_passes:,} <small>({s.forward_per_example:.1f}/ex.)</small>" in html
+    for part in (p.clean, p.attacks, p.total):
+        assert f"{part.forward:,}</" in html or f"{part.forward:,}</b>" in html
+    assert f"{p.total.forward:,} forward and {p.total.backward:,} backward passes" in html
+    assert comparison([toy_report])["models"][0]["passes"] == p.total.to_dict()
+
+
 def test_comparison_page(tmp_path, toy_report):
     other = EvaluationReport.from_dict(toy_report.to_dict())
     other.model = "other"

@@ -194,6 +194,8 @@ def evaluate_in_group(args: argparse.Namespace, device: Any) -> int:
     _record(report, args, model, data, data_name, batch_size)
     json_path, html_path = write_report(report, out)
     log.info("%s", report.headline())
+    if report.passes is not None:
+        log.info("cost: %s in %.1f s", report.passes.summary(), report.wall_time_s)
     _sum_up_failed_checks(report)
     log.info("wrote %s and %s", json_path, html_path)
     return 0

@@ -11,6 +11,7 @@ from advlab.evaluation.presets import ALIASES, PRESETS, Closest, resolve_attacks
 from advlab.evaluation.report import (
     CheckResult,
     EpsResult,
+    EvaluationPasses,
     EvaluationReport,
     Interval,
     NormStats,
@@ -26,6 +27,7 @@ __all__ = [
     "Closest",
     "EpsResult",
     "Evaluation",
+    "EvaluationPasses",
     "EvaluationReport",
     "EvaluationSettings",
     "Interval",

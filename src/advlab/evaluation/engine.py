@@ -18,6 +18,12 @@ from torch's global generator, which the engine seeds per batch, so its outcomes
 :func:`evaluate` validates its arguments once into an :class:`EvaluationSettings` and runs an
 :class:`Evaluation`, whose methods are the stages in order: preparation, the clean pass, the attack stages (with
 the minimum-norm stage), the gradient-masking checks and the report.
+
+What the evaluation spends is counted in passes of the model (:mod:`advlab.passes`: examples forward, examples whose
+gradient went back): a counter attached to the model for the run (or the one the caller attached) is read before
+and after each batch of each stage, the clean pass (with the probes before it) and each masking check. The counts
+are kept in the state beside the wall times, so a resumed run keeps them (a batch killed before it finished is
+counted once, when it is done again), and add up over the ranks of a distributed run.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advlab import devices, distributed, validation
+from advlab import devices, distributed, passes, validation
 from advlab.attacks.registry import AttackConfig
 from advlab.attacks.square import FocusPoint, Square, focus_selection, square_from_focus, square_to_focus
 from advlab.checkpoint import Checkpoint, Saved, config_hash
@@ -50,6 +56,7 @@ from advlab.evaluation.presets import CascadeEntry, resolve_attacks
 from advlab.evaluation.report import (
     CheckResult,
     EpsResult,
+    EvaluationPasses,
     EvaluationReport,
     Interval,
     NormStats,
@@ -59,6 +66,7 @@ from advlab.evaluation.stats import wilson_interval
 from advlab.losses import margin
 from advlab.models import Classifier, as_classifier, predict
 from advlab.oracles import Oracle, TorchOracle, as_module, find_oracle
+from advlab.passes import PassCounter, Passes
 from advlab.provenance import provenance
 from advlab.result import AttackResult
 from advlab.rng import ExampleRNG
@@ -149,7 +157,8 @@ def evaluate(
         eot_samples: draws averaged per forward pass for random models (default 10).
 
     Returns:
-        An :class:`EvaluationReport` (``report.robust_accuracy()``, ``report.to_dict()``).
+        An :class:`EvaluationReport` (``report.robust_accuracy()``, ``report.to_dict()``; ``report.passes``: the
+        forward and backward passes of the model it spent, per stage in ``report.at(eps).stages``).
 
     Raises:
         ValueError: bad eps/norm/settings, an unknown preset or attack, an attack that does not support the norm,
@@ -374,6 +383,8 @@ def _new_stage() -> dict[str, Any]:
         "queries_broken": [],
         "queries_sum": 0.0,
         "queries_count": 0,
+        "forward": 0,
+        "backward": 0,
     }
 
 
@@ -396,6 +407,8 @@ class _State:
             "checks_wall_s": 0.0,
             "randomized": None,
             "max_change": None,
+            "clean_passes": Passes().to_dict(),
+            "checks_passes": None,
         }
         self.t: dict[str, torch.Tensor] = {
             "correct": torch.zeros(n, dtype=torch.bool),
@@ -411,7 +424,10 @@ class _State:
                 self.t[f"minnorm_dist_{k}"] = torch.full((n,), float("inf"))
         if saved is not None:  # the checkpoint stores booleans as uint8
             self.t.update({k: (v.bool() if is_bool_tensor(k) else v) for k, v in saved.tensors.items()})
-            self.meta = saved.state
+            self.meta = {**self.meta, **saved.state}  # a state saved before passes were counted has none
+            for st in self.meta["stages"].values():
+                for key, value in _new_stage().items():
+                    st.setdefault(key, value)
 
     @classmethod
     def of(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> _State:
@@ -466,6 +482,12 @@ class _State:
         self.t[f"minnorm_dist_{k}"][idx] = torch.where(
             success.detach().cpu(), dist, torch.full_like(dist, float("inf"))
         )
+
+
+def add_passes(stage: dict[str, Any], spent: Passes) -> None:
+    """Add the passes ``spent`` (a batch's) to a stage's bookkeeping."""
+    stage["forward"] += spent.forward
+    stage["backward"] += spent.backward
 
 
 def _count(stage: dict[str, Any], idx: torch.Tensor, broken: torch.Tensor, queries: Any) -> None:
@@ -550,7 +572,7 @@ class FocusedSquareStage:
     def first_batch(self, idx: torch.Tensor) -> None:
         """Examples ``idx`` to the focus point: record the ones finished, keep the others' points, save."""
         ev, st, i, k = self.ev, self.st, self.i, self.k
-        t0, b = time.perf_counter(), st.get("focus_batches_done", 0)
+        t0, b, p0 = time.perf_counter(), st.get("focus_batches_done", 0), ev.counter.passes()
         g = stage_seed(ev.settings.seed, i, k, b)
         x_b, y_b, rng = self.batch(idx)
         with seeded(g, ev.device, ev.randomized):
@@ -565,6 +587,7 @@ class FocusedSquareStage:
             q = None if queries is None else torch.as_tensor(queries).cpu()[finished]
             ev.record_batch(i, k, idx[finished], x_adv[finished], finished[finished], q, g + 1)
         st["wall_s"] += time.perf_counter() - t0
+        add_passes(st, ev.counter.passes() - p0)
         st["focus_batches_done"] = b + 1
         st["focus_examples_done"] = st.get("focus_examples_done", 0) + idx.numel()
         ev.state.save(ev.checkpoint)
@@ -653,7 +676,7 @@ class FocusedSquareStage:
     def second_batch(self, idx: torch.Tensor, keep: torch.Tensor) -> None:
         """Examples ``idx`` from their focus point: the kept ones go on, the others stop; record them, save."""
         ev, st, i, k = self.ev, self.st, self.i, self.k
-        t0, b = time.perf_counter(), st["batches_done"]
+        t0, b, p0 = time.perf_counter(), st["batches_done"], ev.counter.passes()
         g = stage_seed(ev.settings.seed, i, k, st["n_batches"] + b)
         x_b, y_b, rng = self.batch(idx)
         with seeded(g, ev.device, ev.randomized):
@@ -664,6 +687,7 @@ class FocusedSquareStage:
         x_adv = torch.as_tensor(res.x_adv).detach().cpu()
         ev.record_batch(i, k, idx, x_adv, torch.ones(idx.numel(), dtype=torch.bool), res.queries, g + 1)
         st["wall_s"] += time.perf_counter() - t0
+        add_passes(st, ev.counter.passes() - p0)
         st["batches_done"] = b + 1
         st["examples_done"] = st.get("examples_done", 0) + idx.numel()
         ev.state.save(ev.checkpoint)
@@ -682,7 +706,7 @@ class FocusedSquareStage:
         mine = self.unfinished()
         mine = mine[keep[mine]]
         point = None if known is not None or mine.numel() == 0 else self.point(mine).to("cpu")
-        t0 = time.perf_counter()
+        t0, p0 = time.perf_counter(), ev.counter.passes()
         shared = shards.share_go_on(known, mine, point, self.go_on, ev.world)
         if shared is None:  # no rank kept an example: nothing to run or record
             return
@@ -697,6 +721,7 @@ class FocusedSquareStage:
                             queries[rows], g + 1)  # fmt: skip
             st["go_on_recorded"] = True
             st["wall_s"] += time.perf_counter() - t0
+            add_passes(st, ev.counter.passes() - p0)  # this rank's share of every rank's kept examples
             ev.state.save(ev.checkpoint)
 
     def go_on(self, idx: torch.Tensor, point: FocusPoint) -> tuple[torch.Tensor, torch.Tensor]:
@@ -747,7 +772,11 @@ class Evaluation:
         self.settings = settings
         self.clf = as_classifier(as_module(model) if isinstance(model, Oracle) else model)
         self.x, self.y = _inputs(data, settings.n, self.clf)
-        self.gradients = checks_mod.has_input_gradients(self.clf, self.x)
+        self.counter = passes.counter_of(self.clf) or PassCounter()
+        """Counts the model's passes (the one attached to it, when it has one: the evaluation takes differences)."""
+        self.started = self.counter.passes()
+        with passes.counting(self.clf, self.counter):
+            self.gradients = checks_mod.has_input_gradients(self.clf, self.x)
         if not self.gradients:
             checks_mod.refuse_gradient_attacks(settings.entries, settings.norm)
         oracle = find_oracle(self.clf)
@@ -817,7 +846,7 @@ class Evaluation:
     def run(self) -> EvaluationReport:
         """Run every stage not yet done (in attack mode) and return the report."""
         t_start = time.perf_counter()
-        with self.clf.attack_mode(), self.progress_bar():
+        with self.clf.attack_mode(), self.progress_bar(), passes.counting(self.clf, self.counter):
             self.detect_randomness()
             self.clean_pass()
             self.attack_stages()
@@ -876,6 +905,7 @@ class Evaluation:
             return
         self.eot = self.settings.eot_samples or DEFAULT_EOT_SAMPLES
         self.attack_model = with_eot(self.clf, self.eot)
+        passes.count_passes(self.attack_model, self.counter)  # every draw counts
         validation.warn(
             f"model: its output changes between two identical calls (up to {meta['max_change']:.3g} in "
             f"the logits): it is random (dropout at test time, noise layers...). Attacking it through "
@@ -926,6 +956,7 @@ class Evaluation:
                 self.state.raise_margins(i, self.shard, margin(logits.cpu(), y.cpu(), False))
         meta["clean_done"] = True
         meta["clean_wall_s"] = time.perf_counter() - t0
+        meta["clean_passes"] = (self.counter.passes() - self.started).to_dict()  # with the probes before it
         self.state.save(self.checkpoint)
 
     # ------------------------------------------------------------------ the cascade
@@ -997,7 +1028,7 @@ class Evaluation:
     def attack_batch(self, i: int, k: int, entry: CascadeEntry, idx: torch.Tensor) -> None:
         """The next batch of stage (i, k): attack (each example from its own stream), verify, keep the breaks, save."""
         st = self.state.stage(i, k)
-        t0 = time.perf_counter()
+        t0, p0 = time.perf_counter(), self.counter.passes()
         b = st["batches_done"]
         g = stage_seed(self.settings.seed, i, k, b)  # a random model's own draws (torch's global generator)
         x_b, y_b = self.x[idx].to(self.device), self.y[idx].to(self.device)
@@ -1008,6 +1039,7 @@ class Evaluation:
             x_cand, found, queries = self.attack_points(i, entry, x_b, y_b, rng, g)
         self.record_batch(i, k, idx, x_cand, found, queries, g + 1)
         st["wall_s"] += time.perf_counter() - t0
+        add_passes(st, self.counter.passes() - p0)
         st["batches_done"] = b + 1
         st["examples_done"] = st.get("examples_done", 0) + idx.numel()
         self.state.save(self.checkpoint)
@@ -1081,29 +1113,32 @@ class Evaluation:
         if not self.settings.checks:
             return
         meta = self.state.meta
-        stored = meta["checks"]
+        stored = meta["checks"], meta["checks_passes"]
         if self.world.distributed:  # rank 0's, when it has them (a rank resumed after a kill may not)
             stored = distributed.broadcast_object(stored, what="the stored gradient-masking checks of rank 0")
-        if stored is None:
+        if stored[0] is None:
             t0 = time.perf_counter()
-            meta["checks"] = [dataclasses.asdict(c) for c in self._run_checks()]
+            results, meta["checks_passes"] = self._run_checks()
+            meta["checks"] = [dataclasses.asdict(c) for c in results]
             meta["checks_wall_s"] = time.perf_counter() - t0
             self.state.save(self.checkpoint)
         else:  # resumed: the checks were done
             if meta["checks"] is None:
-                meta["checks"], meta["checks_wall_s"] = stored, 0.0
+                (meta["checks"], meta["checks_passes"]), meta["checks_wall_s"] = stored, 0.0
                 self.state.save(self.checkpoint)
             for _ in range(checks_mod.CHECK_UNITS):
                 self.advance()
-        self.whole.meta["checks"], self.whole.meta["checks_wall_s"] = meta["checks"], meta["checks_wall_s"]
+        for key in ("checks", "checks_wall_s", "checks_passes"):
+            self.whole.meta[key] = meta[key]
         if not self.world.is_main:
             return
         for c in meta["checks"]:  # the warning points at the caller; randomness warned when it was detected
             if c["status"] == "fail" and c["name"] != "randomness":
                 validation.warn(f"gradient-masking check failed: {c['title']}: {c['detail']}. {c['meaning']}")
 
-    def _run_checks(self) -> list[CheckResult]:
-        """Every check, on the first clean-correct examples (skipped when there is none, or without gradients).
+    def _run_checks(self) -> tuple[list[CheckResult], dict[str, dict[str, int]]]:
+        """Every check, on the first clean-correct examples (skipped when there is none, or without gradients), and
+        the passes each check spent (over every rank): ``(results, {check: passes})``.
 
         With several processes, each rank runs its share of the checks (:func:`~advlab.evaluation.shards.
         check_units`) on the same examples, and every rank gets them all.
@@ -1116,16 +1151,29 @@ class Evaluation:
             why = (
                 checks_mod.NO_GRADIENTS if not self.gradients else "no correctly classified example to run the check on"
             )
-            return [randomness, *checks_mod.skipped_checks(why)]
+            return [randomness, *checks_mod.skipped_checks(why)], {}
         context = self._check_context(idx)
         units = shards.check_units(self.world)
         with seeded(context.seed, self.device, self.randomized):  # a random model draws from the seeded RNG
-            mine = checks_mod.run_check_units(context, units, progress=lambda name: self.advance(check=name))
+            mine = self._counted_checks(context, units)
         parts = distributed.all_gather_objects(mine, what="gathering the gradient-masking checks")
-        every = {unit: results for part in parts for unit, results in part.items()}
+        every = {unit: done for part in parts for unit, done in part.items()}
         for _ in range(checks_mod.CHECK_UNITS - len(units)):  # the other ranks' checks
             self.advance()
-        return [randomness, *(c for unit in checks_mod.CHECK_ORDER for c in every[unit])]
+        results = [randomness, *(c for unit in checks_mod.CHECK_ORDER for c in every[unit][0])]
+        return results, {unit: every[unit][1] for unit in checks_mod.CHECK_ORDER}
+
+    def _counted_checks(
+        self, context: checks_mod.CheckContext, units: tuple[str, ...]
+    ) -> dict[str, tuple[list[CheckResult], dict[str, int]]]:
+        """The checks ``units``, in report order, each with the passes it spent: ``{check: (results, passes)}``."""
+        out = {}
+        for unit in checks_mod.CHECK_ORDER:
+            if unit in units:
+                p0 = self.counter.passes()
+                done = checks_mod.run_check_units(context, (unit,), progress=lambda name: self.advance(check=name))
+                out[unit] = (done[unit], (self.counter.passes() - p0).to_dict())
+        return out
 
     def _check_context(self, idx: torch.Tensor) -> checks_mod.CheckContext:
         """What the checks need: the check examples, the judge, and the cascade's outcome on them."""
@@ -1184,12 +1232,26 @@ class Evaluation:
             randomized=self.randomized,
             eot_samples=self.eot,
             wall_time_s=float(wall),
+            passes=self._passes(),
+            clean_wall_time_s=float(meta["clean_wall_s"]),
+            checks_wall_time_s=float(meta["checks_wall_s"]),
             provenance=provenance(device=str(self.clf.device), world_size=self.world.size),
             model_card=dict(self.clf.card) or None,
             examples=self._examples(),
             classes=self.classes,
             x=self.x,
             x_adv=self.whole.t["x_adv"].clone(),
+        )
+
+    def _passes(self) -> EvaluationPasses:
+        """What the evaluation spent: the clean pass (with its probes), the stages, the checks; over every rank."""
+        meta = self.whole.meta
+        by_check = {name: Passes.of(p) for name, p in (meta["checks_passes"] or {}).items()}
+        return EvaluationPasses.of(
+            clean=Passes.of(meta["clean_passes"]),
+            attacks=sum((Passes.of(st) for st in meta["stages"].values()), Passes()),
+            checks_by_name=by_check,
+            n=self.n,
         )
 
     def _eps_result(self, i: int, norms: dict[str, torch.Tensor]) -> EpsResult:
@@ -1228,6 +1290,10 @@ class Evaluation:
             wall_time_s=float(st["wall_s"]),
             queries_median=float(np.median(qb)) if qb else None,
             queries_mean=(st["queries_sum"] / st["queries_count"]) if st["queries_count"] else None,
+            forward_passes=int(st["forward"]),
+            backward_passes=int(st["backward"]),
+            forward_per_example=(st["forward"] / st["n_attacked"]) if st["n_attacked"] else None,
+            backward_per_example=(st["backward"] / st["n_attacked"]) if st["n_attacked"] else None,
         )
 
     def _examples(self) -> dict[str, list[Any]]:

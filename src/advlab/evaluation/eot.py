@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from advlab.models import Classifier
+from advlab.passes import PassCounter
 
 DEFAULT_EOT_SAMPLES = 10
 """Logit draws averaged per forward pass when a random model is detected and no ``eot_samples`` is given."""
@@ -36,9 +37,16 @@ class EOT(nn.Module):
         super().__init__()
         self.module = module
         self.samples = int(samples)
+        self.pass_counter: PassCounter | None = None
+        """Counts each draw's forward and backward passes while set (:mod:`advlab.passes`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.module(x) for _ in range(self.samples)]).mean(0)
+        draws = [self.module(x) for _ in range(self.samples)]
+        counter = self.pass_counter
+        if counter is not None:
+            for out in draws:
+                counter.count(x.shape[0], out)
+        return torch.stack(draws).mean(0)
 
 
 def with_eot(clf: Classifier, samples: int) -> Classifier:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from advlab.passes import Passes
 from advlab.threat import format_eps
 
 CI_METHOD = "wilson"
@@ -52,6 +53,12 @@ class StageResult:
         wall_time_s: seconds spent in this stage (summed over batches and resumed runs).
         queries_median: median model queries over the examples it broke, for query-based attacks.
         queries_mean: mean model queries over every example it ran on, for query-based attacks.
+        forward_passes: examples run forward through the model in this stage (:mod:`advlab.passes`): the attack's
+            forwards, its boundary's (the clean look, the success check) and the verification of its points; summed
+            over batches, resumed runs and processes.
+        backward_passes: examples whose gradient went back through the model in this stage.
+        forward_per_example: ``forward_passes / n_attacked`` (``None`` when nothing was attacked).
+        backward_per_example: ``backward_passes / n_attacked``.
     """
 
     attack: str
@@ -63,6 +70,84 @@ class StageResult:
     wall_time_s: float
     queries_median: float | None = None
     queries_mean: float | None = None
+    forward_passes: int = 0
+    backward_passes: int = 0
+    forward_per_example: float | None = None
+    backward_per_example: float | None = None
+
+
+@dataclass
+class EvaluationPasses:
+    """What an evaluation spent, in forward and backward passes of the model counted in examples.
+
+    One example through the model once is one forward pass, one example's gradient back through it one backward pass
+    (:mod:`advlab.passes`): the unit AutoAttack's and A3's cost comparisons use, which compares across machines.
+
+    Attributes:
+        clean: the clean predictions, with the probes before them (one example's input gradient; two calls on up to
+            16 examples to tell a random model), made once (a resumed run keeps the first run's).
+        attacks: every stage of the cascade at every eps, summed (each stage's own are in :class:`StageResult`).
+        checks: the gradient-masking checks, summed.
+        checks_by_name: each check's passes (``"gradients"``, ``"large_eps"``, ``"more_steps"``, ``"blackbox"``).
+        total: ``clean + attacks + checks``: everything the evaluation spent, over every process.
+        forward_per_example: ``total.forward`` over the evaluated examples.
+        backward_per_example: ``total.backward`` over the evaluated examples.
+    """
+
+    clean: Passes
+    attacks: Passes
+    checks: Passes
+    checks_by_name: dict[str, Passes]
+    total: Passes
+    forward_per_example: float
+    backward_per_example: float
+
+    @classmethod
+    def of(cls, *, clean: Passes, attacks: Passes, checks_by_name: dict[str, Passes], n: int) -> EvaluationPasses:
+        """The totals of ``clean``, ``attacks`` and the checks, and the per-example figures over ``n`` examples.
+
+        Args:
+            clean: the clean pass's.
+            attacks: the stages', summed.
+            checks_by_name: each check's.
+            n: the evaluated examples.
+        """
+        checks = sum(checks_by_name.values(), Passes())
+        total = clean + attacks + checks
+        return cls(
+            clean=clean,
+            attacks=attacks,
+            checks=checks,
+            checks_by_name=dict(checks_by_name),
+            total=total,
+            forward_per_example=total.forward / n if n else 0.0,
+            backward_per_example=total.backward / n if n else 0.0,
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvaluationPasses:
+        """Read back the JSON form (:meth:`EvaluationReport.to_dict`)."""
+        return cls(
+            clean=Passes.of(d["clean"]),
+            attacks=Passes.of(d["attacks"]),
+            checks=Passes.of(d["checks"]),
+            checks_by_name={k: Passes.of(v) for k, v in d.get("checks_by_name", {}).items()},
+            total=Passes.of(d["total"]),
+            forward_per_example=d["forward_per_example"],
+            backward_per_example=d["backward_per_example"],
+        )
+
+    def summary(self) -> str:
+        """One line: the total forward and backward passes, and per evaluated example.
+
+        Examples:
+            >>> report.passes.summary()
+            '1,234,000 forward and 250,000 backward passes (1234.0 and 250.0 per example)'
+        """
+        return (
+            f"{self.total.forward:,} forward and {self.total.backward:,} backward passes "
+            f"({self.forward_per_example:.1f} and {self.backward_per_example:.1f} per example)"
+        )
 
 
 @dataclass
@@ -123,6 +208,10 @@ class EvaluationReport:
         eot_samples: logits averaged per forward pass for the attacks when ``randomized``.
         wall_time_s: total seconds (summed over resumed runs).
         provenance: versions, git commit, platform, time.
+        passes: the forward and backward passes of the model the evaluation spent (clean pass, attacks, checks,
+            total); ``None`` in a report written before passes were counted.
+        clean_wall_time_s: seconds of the clean pass (with its probes); the longest process's.
+        checks_wall_time_s: seconds of the gradient-masking checks.
         model_card: the model's card, when it has one.
         examples: per-example results: ``robust`` (N x len(eps) bools), ``broken_by`` (attack label, ``"clean"``
             for misclassified, ``None`` for robust), ``broken_eps`` (smallest eps broken at), ``label``,
@@ -150,6 +239,9 @@ class EvaluationReport:
     model_card: dict[str, Any] | None
     examples: dict[str, list[Any]]
     classes: list[str] | None = None
+    passes: EvaluationPasses | None = None
+    clean_wall_time_s: float | None = None
+    checks_wall_time_s: float | None = None
     x: torch.Tensor | None = field(default=None, repr=False, compare=False)
     x_adv: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
@@ -231,6 +323,9 @@ class EvaluationReport:
             model_card=d.get("model_card"),
             examples=dict(d.get("examples", {})),
             classes=d.get("classes"),
+            passes=EvaluationPasses.from_dict(d["passes"]) if d.get("passes") else None,
+            clean_wall_time_s=d.get("clean_wall_time_s"),
+            checks_wall_time_s=d.get("checks_wall_time_s"),
         )
 
 

@@ -28,7 +28,7 @@ from advlab.attacks.square import FocusPoint, focus_selection
 from advlab.distributed import World
 from advlab.evaluation.checks import COSTLIEST_FIRST
 
-SUMMED = ("n_attacked", "n_broken", "queries_sum", "queries_count")
+SUMMED = ("n_attacked", "n_broken", "queries_sum", "queries_count", "forward", "backward")
 """A stage's bookkeeping that adds up over the ranks (its wall time is the longest rank's)."""
 
 
@@ -231,8 +231,9 @@ def pack(tensors: dict[str, torch.Tensor], meta: dict[str, Any], x: torch.Tensor
 def merge(packs: list[dict], tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     """Every rank's pack written into ``tensors`` (in place), and the ranks' bookkeeping merged into a new ``meta``.
 
-    Counts add up, the queries of the examples broken are pooled, wall times are the longest rank's (the ranks run
-    side by side), and a stage is done when it is done on every rank.
+    Counts add up (the forward and backward passes of each stage and of the clean pass too), the queries of the
+    examples broken are pooled, wall times are the longest rank's (the ranks run side by side), and a stage is done
+    when it is done on every rank.
     """
     for p in packs:
         for name, values in p["values"].items():
@@ -242,6 +243,7 @@ def merge(packs: list[dict], tensors: dict[str, torch.Tensor], meta: dict[str, A
     merged = dict(meta)
     metas = [p["meta"] for p in packs]
     merged["clean_wall_s"] = max(m["clean_wall_s"] for m in metas)
+    merged["clean_passes"] = {key: sum(m["clean_passes"][key] for m in metas) for key in ("forward", "backward")}
     merged["clean_done"] = all(m["clean_done"] for m in metas)
     merged["stages"] = {key: _merge_stage([m["stages"][key] for m in metas if key in m["stages"]])
                         for key in metas[0]["stages"]}  # fmt: skip

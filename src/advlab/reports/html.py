@@ -37,6 +37,8 @@ def environment() -> jinja2.Environment:
     )
     env.filters["pct"] = lambda v, d=1: "–" if v is None else f"{100 * v:.{d}f}%"
     env.filters["num"] = lambda v, d=3: "–" if v is None else (f"{v:.{d}g}" if isinstance(v, float) else str(v))
+    env.filters["count"] = lambda v: "–" if v is None else f"{v:,}"
+    env.filters["per"] = lambda v: "–" if v is None else f"{v:.1f}"
     env.filters["secs"] = lambda v: "–" if v is None else (f"{v:.2f} s" if v < 100 else f"{v / 60:.1f} min")
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str, ensure_ascii=False)
     env.filters["eps"] = lambda v, bounds=(0.0, 1.0): format_eps(v, tuple(bounds))
@@ -119,6 +121,7 @@ def render_report(report: EvaluationReport, *, title: str | None = None) -> str:
             grid_uri=_data_uri(grid) if grid else None,
             n_fail=n_fail,
             n_pass=n_pass,
+            stages_wall=sum(s.wall_time_s for res in report.results for s in res.stages),
             n_examples_shown=min(
                 MAX_EXAMPLES, sum(by not in (None, "clean") for by in report.examples.get("broken_by", []))
             ),
@@ -238,6 +241,7 @@ def comparison(reports: Sequence[EvaluationReport], labels: Sequence[str] | None
                 },
                 "checks_failed": [c.name for c in r.checks if c.status == "fail"],
                 "wall_time_s": r.wall_time_s,
+                "passes": r.passes.total.to_dict() if r.passes is not None else None,
                 "git_commit": r.provenance.get("git_commit"),
             }
         )
