@@ -72,9 +72,22 @@ def run_advlab(model, x, y, eps, norm, preset, batch_size, seed, checks, report_
         "attacks": [a["label"] for a in report.attacks],
         "per_stage_accuracy": {s.attack: s.accuracy_after for s in r.stages},
         "per_stage": [
-            {"attack": s.attack, "attacked": s.n_attacked, "broken": s.n_broken, "wall_s": s.wall_time_s}
+            {
+                "attack": s.attack,
+                "attacked": s.n_attacked,
+                "broken": s.n_broken,
+                "wall_s": s.wall_time_s,
+                "forward_passes": s.forward_passes,
+                "backward_passes": s.backward_passes,
+            }
             for s in r.stages
         ],
+        "report_passes": {  # advlab's own count (report.json), beside the benchmark's independent counter
+            "clean": report.passes.clean.total,
+            "attacks": report.passes.attacks.total,
+            "checks": report.passes.checks.total,
+            "total": report.passes.total.total,
+        },
         "checks_failed": [c.name for c in report.failed_checks],
     }
 
