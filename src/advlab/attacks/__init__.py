@@ -9,6 +9,7 @@ from advlab.attacks.bim import BIM, ILLC, bim, illc
 from advlab.attacks.boundary import Boundary, boundary
 from advlab.attacks.carlini_wagner import CarliniWagnerL2, CarliniWagnerLinf, carlini_wagner_l2, carlini_wagner_linf
 from advlab.attacks.deepfool import DeepFool, deepfool
+from advlab.attacks.difgsm import DIFGSM, difgsm
 from advlab.attacks.fgsm import FGSM, fgsm
 from advlab.attacks.fmn import FMN, fmn
 from advlab.attacks.hopskipjump import HopSkipJump, hopskipjump
@@ -39,6 +40,7 @@ __all__ = [
     "APGDT",
     "ATTACKS",
     "BIM",
+    "DIFGSM",
     "FGSM",
     "FMN",
     "ILLC",
@@ -68,6 +70,7 @@ __all__ = [
     "carlini_wagner_l2",
     "carlini_wagner_linf",
     "deepfool",
+    "difgsm",
     "fgsm",
     "fmn",
     "get_attack",
