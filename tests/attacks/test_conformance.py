@@ -95,6 +95,7 @@ LINEAR_SETTINGS: dict = {
     # Input diversity and translation invariance resize and smooth images; the linear model's inputs are vectors,
     # which they refuse (test_transfer.py), so here they run without them: the rest of the attack must be optimal.
     "difgsm": {"diversity_prob": 0.0},
+    "tifgsm": {"diversity_prob": 0.0, "kernel_size": 1},
 }
 """Settings for the linear-optimum check (default settings otherwise: the linear model is cheap)."""
 NOT_OPTIMAL_ON_LINEAR: dict[str, str] = {

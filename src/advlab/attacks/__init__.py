@@ -33,6 +33,7 @@ from advlab.attacks.registry import (
 from advlab.attacks.rfgsm import RFGSM, rfgsm
 from advlab.attacks.spsa import SPSA, spsa
 from advlab.attacks.square import Square, square
+from advlab.attacks.tifgsm import TIFGSM, tifgsm
 
 __all__ = [
     "ALIASES",
@@ -51,6 +52,7 @@ __all__ = [
     "PGD",
     "RFGSM",
     "SPSA",
+    "TIFGSM",
     "Alias",
     "AttackConfig",
     "AttackOutput",
@@ -88,4 +90,5 @@ __all__ = [
     "run_attack",
     "spsa",
     "square",
+    "tifgsm",
 ]
