@@ -17,6 +17,7 @@ from advlab.attacks.jsma import JSMA, jsma
 from advlab.attacks.lbfgs import LBFGS, lbfgs
 from advlab.attacks.mifgsm import MIFGSM, mifgsm
 from advlab.attacks.nes import NES, nes
+from advlab.attacks.nifgsm import NIFGSM, SINIFGSM, nifgsm, sinifgsm
 from advlab.attacks.pgd import PGD, pgd
 from advlab.attacks.registry import (
     ALIASES,
@@ -49,8 +50,10 @@ __all__ = [
     "LBFGS",
     "MIFGSM",
     "NES",
+    "NIFGSM",
     "PGD",
     "RFGSM",
+    "SINIFGSM",
     "SPSA",
     "TIFGSM",
     "Alias",
@@ -84,10 +87,12 @@ __all__ = [
     "make_attack",
     "mifgsm",
     "nes",
+    "nifgsm",
     "pgd",
     "register_attack",
     "rfgsm",
     "run_attack",
+    "sinifgsm",
     "spsa",
     "square",
     "tifgsm",
