@@ -35,6 +35,7 @@ from advlab.attacks.rfgsm import RFGSM, rfgsm
 from advlab.attacks.spsa import SPSA, spsa
 from advlab.attacks.square import Square, square
 from advlab.attacks.tifgsm import TIFGSM, tifgsm
+from advlab.attacks.vmifgsm import VMIFGSM, VNIFGSM, vmifgsm, vnifgsm
 
 __all__ = [
     "ALIASES",
@@ -56,6 +57,8 @@ __all__ = [
     "SINIFGSM",
     "SPSA",
     "TIFGSM",
+    "VMIFGSM",
+    "VNIFGSM",
     "Alias",
     "AttackConfig",
     "AttackOutput",
@@ -96,4 +99,6 @@ __all__ = [
     "spsa",
     "square",
     "tifgsm",
+    "vmifgsm",
+    "vnifgsm",
 ]
