@@ -32,6 +32,7 @@ from advlab.attacks.registry import (
     register_attack,
 )
 from advlab.attacks.rfgsm import RFGSM, rfgsm
+from advlab.attacks.sgm import SGM, sgm
 from advlab.attacks.spsa import SPSA, spsa
 from advlab.attacks.square import Square, square
 from advlab.attacks.tifgsm import TIFGSM, tifgsm
@@ -54,6 +55,7 @@ __all__ = [
     "NIFGSM",
     "PGD",
     "RFGSM",
+    "SGM",
     "SINIFGSM",
     "SPSA",
     "TIFGSM",
@@ -95,6 +97,7 @@ __all__ = [
     "register_attack",
     "rfgsm",
     "run_attack",
+    "sgm",
     "sinifgsm",
     "spsa",
     "square",
