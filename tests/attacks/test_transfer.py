@@ -128,9 +128,13 @@ def _reference(model, x, y, eps, steps, *, mu=1.0, kernel=None, lookahead=False,
     for _ in range(steps):
         x_var = x_adv.clone().requires_grad_(True)
         point = x_var + mu * alpha * m if lookahead else x_var
-        grad = sum(
-            torch.autograd.grad(F.cross_entropy(model(point / 2**i), y, reduction="sum"), x_var)[0] for i in range(scales)
-        ) / scales
+        grad = (
+            sum(
+                torch.autograd.grad(F.cross_entropy(model(point / 2**i), y, reduction="sum"), x_var)[0]
+                for i in range(scales)
+            )
+            / scales
+        )
         if variance is not None:
             samples, beta, draw = variance
             tuned = grad + v
