@@ -51,6 +51,7 @@ def iterate(
     found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     trace = torch.empty(steps, device=x.device)
     g = torch.zeros_like(x) if momentum is not None else None
+    logits: torch.Tensor | None
     for i in range(steps):
         if gradient is None:
             loss, grad, logits = loss_and_grad(model, x_adv, labels, targeted, loss_fn)
