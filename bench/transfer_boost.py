@@ -14,7 +14,8 @@ Usage (peers venv, see bench/setup_peers.sh; one thread):
     ADVLAB_DATA=/work/shared/data OMP_NUM_THREADS=1 PYTHONPATH=src \\
         /work/main/bench/.peers-venv/bin/python bench/transfer_boost.py --n 500
 
-Writes --out/transfer_boost.json (per attack, source and target: success; per attack and source: seconds).
+Writes --out/transfer_boost.json (per attack, source and target: success; per attack and source: seconds) and
+prints the markdown table (again with ``--table FILE``).
 """
 
 from __future__ import annotations
@@ -131,6 +132,31 @@ def transfer(models: dict, x: torch.Tensor, y: torch.Tensor, attacks: dict[str, 
     return out
 
 
+def table(record: dict) -> str:
+    """The markdown table: one row per attack, one column per (source -> target) pair, advlab / torchattacks."""
+    results = record["results"]
+    ours = results["advlab"]
+    peers = results.get("torchattacks", {})
+    pairs = [(s, t) for s in ARCHS for t in ARCHS if s != t]
+    head = "| attack | " + " | ".join(f"{s} → {t}" for s, t in pairs) + " | mean | seconds |"
+    lines = [head, "|---" * (len(pairs) + 3) + "|"]
+    for name, by_source in ours.items():
+        cells = []
+        for s, t in pairs:
+            cell = f"{100 * by_source[s][t]:.1f}"
+            if name in peers:
+                cell += f" / {100 * peers[name][s][t]:.1f}"
+            cells.append(cell)
+        mean = sum(by_source[s][t] for s, t in pairs) / len(pairs)
+        mean_cell = f"{100 * mean:.1f}"
+        seconds = f"{sum(by_source[s]['seconds'] for s in ARCHS):.0f}"
+        if name in peers:
+            mean_cell += f" / {100 * sum(peers[name][s][t] for s, t in pairs) / len(pairs):.1f}"
+            seconds += f" / {sum(peers[name][s]['seconds'] for s in ARCHS):.0f}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean_cell} | {seconds} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     from advlab.data import load_dataset
     from advlab.provenance import provenance
@@ -144,7 +170,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--vmi-samples", type=int, default=5)
     ap.add_argument("--no-peers", action="store_true", help="advlab only (no torchattacks)")
+    ap.add_argument("--table", help="print the markdown table of a written transfer_boost.json and exit")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -158,6 +188,7 @@ def main() -> None:
     record = {"args": vars(args), "results": results, "provenance": provenance()}
     (out / "transfer_boost.json").write_text(json.dumps(record, indent=1, default=str))
     log.info("wrote %s", out / "transfer_boost.json")
+    print(table(record))
 
 
 if __name__ == "__main__":
