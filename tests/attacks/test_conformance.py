@@ -93,7 +93,7 @@ LINEAR_SETTINGS: dict = {
     # step 2.5 eps / 40 (40 steps end ~3% short); eps / 4 per step converges to float precision in 100.
     ("pgd", "l2"): lambda threat: {"steps": 100, "step_size": threat.eps / 4},
     # Input diversity and translation invariance resize and smooth images; the linear model's inputs are vectors,
-    # which they refuse (test_transfer.py), so here they run without them: the rest of the attack must be optimal.
+    # which they refuse (test_transfer_boosting.py), so here they run without them: the rest must be optimal.
     "difgsm": {"diversity_prob": 0.0},
     "tifgsm": {"diversity_prob": 0.0, "kernel_size": 1},
 }
