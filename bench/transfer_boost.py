@@ -170,6 +170,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--vmi-samples", type=int, default=5)
     ap.add_argument("--no-peers", action="store_true", help="advlab only (no torchattacks)")
+    ap.add_argument("--peers-only", action="store_true", help="torchattacks only (to run beside an advlab-only run)")
     ap.add_argument("--table", help="print the markdown table of a written transfer_boost.json and exit")
     args = ap.parse_args()
     if args.table:
@@ -182,13 +183,16 @@ def main() -> None:
     models = {arch: trained(arch, Path(args.model_dir) / arch, args.epochs, seed=i) for i, arch in enumerate(ARCHS)}
     test = load_dataset("mnist", "test", n=args.n)
     x, y = test.x, test.y
-    results = {"advlab": transfer(models, x, y, advlab_attacks(args.eps, args.steps, args.vmi_samples))}
+    results = {}
+    if not args.peers_only:
+        results["advlab"] = transfer(models, x, y, advlab_attacks(args.eps, args.steps, args.vmi_samples))
     if not args.no_peers:
         results["torchattacks"] = transfer(models, x, y, torchattacks_attacks(args.eps, args.steps, args.vmi_samples))
     record = {"args": vars(args), "results": results, "provenance": provenance()}
     (out / "transfer_boost.json").write_text(json.dumps(record, indent=1, default=str))
     log.info("wrote %s", out / "transfer_boost.json")
-    print(table(record))
+    if "advlab" in results:
+        print(table(record))
 
 
 if __name__ == "__main__":
