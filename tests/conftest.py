@@ -314,3 +314,28 @@ def saved_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "m"
     save_model(clf, path, dataset="digits", seed=0)
     return path
+
+
+class _ResidualBlock(nn.Module):
+    """``h + fc2(relu(fc1(h)))``, with ``shortcut = None`` (the identity) as the zoo's ``PreActBlock`` marks it."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc1 = _linear(width, width)
+        self.fc2 = _linear(width, width)
+        self.shortcut = None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.fc2(torch.relu(self.fc1(h)))
+
+
+@pytest.fixture(scope="session")
+def residual_mlp_model(digits, digits_batch) -> Classifier:
+    """The MLP with a residual block after its hidden layer, trained the same way (for SGM's conformance)."""
+    net = nn.Sequential(nn.Flatten(), _linear(64, 64), nn.ReLU(), _ResidualBlock(64), _linear(64, NUM_CLASSES))
+    _train(net, digits["x_train"], digits["y_train"], steps=300, lr=0.01, seed=1)
+    clf = _clf(net)
+    x, y = digits_batch
+    with torch.no_grad():
+        assert bool((clf(x).argmax(1) == y).all()), "the conformance batch must be classified correctly"
+    return clf

@@ -88,8 +88,10 @@ def test_bf16_attack_is_finite_and_its_success_is_the_fp32_one(conv_model, attac
 
 
 @pytest.mark.parametrize("name", sorted(name for name, _ in ATTACKS.items()))
-def test_every_attack_in_bf16_reports_the_fp32_success(name, mlp_model, digits):
+def test_every_attack_in_bf16_reports_the_fp32_success(name, mlp_model, digits, request):
     """Each registered attack (shortened: 2 steps, 20 queries...) on a bf16 MLP: finite points, fp32 success."""
+    if name == "sgm":  # SGM attacks residual networks: the MLP with a residual block
+        mlp_model = request.getfixturevalue("residual_mlp_model")
     config = make_attack(name)
     norm = config.norms[0]
     clf = Classifier(mlp_model.module, num_classes=10, input_shape=(1, 8, 8), precision="bf16")

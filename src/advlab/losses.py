@@ -60,12 +60,22 @@ def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) ->
     return -(z_y - z_t) / (sorted_z[:, -1] - 0.5 * (sorted_z[:, -3] + sorted_z[:, -4]) + 1e-12)
 
 
-LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "margin": margin, "dlr": dlr}
+def logit(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Logit loss of Zhao et al. 2021 (arXiv:2012.11207): the target's logit ``z_t`` (targeted), or ``-z_y``.
+
+    Unlike cross-entropy it does not saturate once the source model is fooled, so the iterations go on enlarging
+    the margin, which is what makes the examples transfer (above all for targeted transfer, with many steps).
+    """
+    z = logits.gather(1, labels[:, None]).squeeze(1)
+    return z if targeted else -z
+
+
+LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "margin": margin, "dlr": dlr, "logit": logit}
 """Loss names accepted by the ``loss=`` argument of gradient attacks."""
 
 
 def get_loss(name: str | LossFn) -> LossFn:
-    """Look up a loss by name (``"ce"``, ``"margin"``, ``"dlr"``) or pass a callable through."""
+    """Look up a loss by name (``"ce"``, ``"margin"``, ``"dlr"``, ``"logit"``) or pass a callable through."""
     if callable(name):
         return name
     if name not in LOSSES:

@@ -33,6 +33,7 @@ import torch
 
 from advlab import Targeted, ThreatModel
 from advlab.attacks import ATTACKS, make_attack
+from advlab.attacks.sgm import residual_blocks
 from model_matrix import MODELS, MatrixModel, matrix_model
 
 CAPS = {"steps": 5, "max_queries": 100, "restarts": 1, "binary_search_steps": 2}
@@ -41,6 +42,9 @@ EVERY_MODEL = ("pgd", "apgd", "square", "fmn")
 """Attacks run on every model of the matrix."""
 EVERY_ATTACK = ("batchnorm", "residual")
 """Models every attack runs on."""
+NEEDS_RESIDUAL_BLOCKS = ("sgm",)
+"""Attacks that must refuse a model without residual block modules (the matrix's residual net writes its block
+inline, in its ``forward``): they are checked to refuse it, naming the model, and to leave it untouched."""
 
 
 def fast(name: str, norm: str):
@@ -124,6 +128,11 @@ def test_attack_on_matrix_model(model_name, name, norm):
     threat = ThreatModel(norm, case.eps(norm), case.bounds)
     config = fast(name, norm)
     before = Snapshot.of(model)
+    if name in NEEDS_RESIDUAL_BLOCKS and not residual_blocks(model):
+        with pytest.raises(ValueError, match="^model: .* residual blocks"):
+            _attack(config, model, x, y, threat, case)
+        before.assert_same(Snapshot.of(model))
+        return
 
     result = _attack(config, model, x, y, threat, case)
 

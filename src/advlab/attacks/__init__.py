@@ -9,6 +9,7 @@ from advlab.attacks.bim import BIM, ILLC, bim, illc
 from advlab.attacks.boundary import Boundary, boundary
 from advlab.attacks.carlini_wagner import CarliniWagnerL2, CarliniWagnerLinf, carlini_wagner_l2, carlini_wagner_linf
 from advlab.attacks.deepfool import DeepFool, deepfool
+from advlab.attacks.difgsm import DIFGSM, difgsm
 from advlab.attacks.fgsm import FGSM, fgsm
 from advlab.attacks.fmn import FMN, fmn
 from advlab.attacks.hopskipjump import HopSkipJump, hopskipjump
@@ -16,6 +17,7 @@ from advlab.attacks.jsma import JSMA, jsma
 from advlab.attacks.lbfgs import LBFGS, lbfgs
 from advlab.attacks.mifgsm import MIFGSM, mifgsm
 from advlab.attacks.nes import NES, nes
+from advlab.attacks.nifgsm import NIFGSM, SINIFGSM, nifgsm, sinifgsm
 from advlab.attacks.pgd import PGD, pgd
 from advlab.attacks.registry import (
     ALIASES,
@@ -30,8 +32,11 @@ from advlab.attacks.registry import (
     register_attack,
 )
 from advlab.attacks.rfgsm import RFGSM, rfgsm
+from advlab.attacks.sgm import SGM, sgm
 from advlab.attacks.spsa import SPSA, spsa
 from advlab.attacks.square import Square, square
+from advlab.attacks.tifgsm import TIFGSM, tifgsm
+from advlab.attacks.vmifgsm import VMIFGSM, VNIFGSM, vmifgsm, vnifgsm
 
 __all__ = [
     "ALIASES",
@@ -39,6 +44,7 @@ __all__ = [
     "APGDT",
     "ATTACKS",
     "BIM",
+    "DIFGSM",
     "FGSM",
     "FMN",
     "ILLC",
@@ -46,9 +52,15 @@ __all__ = [
     "LBFGS",
     "MIFGSM",
     "NES",
+    "NIFGSM",
     "PGD",
     "RFGSM",
+    "SGM",
+    "SINIFGSM",
     "SPSA",
+    "TIFGSM",
+    "VMIFGSM",
+    "VNIFGSM",
     "Alias",
     "AttackConfig",
     "AttackOutput",
@@ -68,6 +80,7 @@ __all__ = [
     "carlini_wagner_l2",
     "carlini_wagner_linf",
     "deepfool",
+    "difgsm",
     "fgsm",
     "fmn",
     "get_attack",
@@ -79,10 +92,16 @@ __all__ = [
     "make_attack",
     "mifgsm",
     "nes",
+    "nifgsm",
     "pgd",
     "register_attack",
     "rfgsm",
     "run_attack",
+    "sgm",
+    "sinifgsm",
     "spsa",
     "square",
+    "tifgsm",
+    "vmifgsm",
+    "vnifgsm",
 ]

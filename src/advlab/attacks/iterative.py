@@ -7,12 +7,19 @@ anyway, so it costs no extra forward pass).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from advlab.attacks.base import loss_and_grad, warn_once_zero_grad
 from advlab.goals import is_success
 from advlab.losses import LossFn
 from advlab.threat import ThreatModel, flatten, per_example
+
+GradientFn = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]"]
+"""A replacement of the plain loss gradient: ``(x_adv, g) -> (loss, grad, logits)``, with ``g`` the accumulated
+momentum (``None`` without momentum) and ``logits`` those of ``x_adv`` itself, or ``None`` when the forward pass saw
+a transformed input (then the step records no success)."""
 
 
 def iterate(
@@ -27,11 +34,13 @@ def iterate(
     step_size: float,
     loss_fn: LossFn,
     momentum: float | None = None,
+    gradient: GradientFn | None = None,
     name: str = "attack",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``steps`` projected steepest-ascent steps from ``x_init``.
 
-    With ``momentum`` (MI-FGSM), the step direction comes from ``g = mu * g + grad / |grad|_1``.
+    With ``momentum`` (MI-FGSM), the step direction comes from ``g = mu * g + grad / |grad|_1``. With ``gradient``
+    (the transfer-boosting attacks), ``grad`` is what it returns instead of the plain loss gradient.
 
     Returns:
         ``(x_adv, success, loss, trace)``: for each example the final iterate, or the last iterate that
@@ -42,14 +51,19 @@ def iterate(
     found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     trace = torch.empty(steps, device=x.device)
     g = torch.zeros_like(x) if momentum is not None else None
+    logits: torch.Tensor | None
     for i in range(steps):
-        loss, grad, logits = loss_and_grad(model, x_adv, labels, targeted, loss_fn)
+        if gradient is None:
+            loss, grad, logits = loss_and_grad(model, x_adv, labels, targeted, loss_fn)
+        else:
+            loss, grad, logits = gradient(x_adv, g)
         if i == 0:
             warn_once_zero_grad(grad, name)
         trace[i] = loss.mean()
-        succ = is_success(logits, labels, targeted)
-        x_found = torch.where(per_example(succ, x), x_adv, x_found)
-        found |= succ
+        if logits is not None:
+            succ = is_success(logits, labels, targeted)
+            x_found = torch.where(per_example(succ, x), x_adv, x_found)
+            found |= succ
         if g is not None and momentum is not None:
             l1 = flatten(grad).abs().sum(1).clamp_min(1e-12)
             g = momentum * g + grad / per_example(l1, grad)
