@@ -45,7 +45,7 @@ def test_bad_fractions_are_refused_naming_the_fix(bad):
 def test_standard_runs_its_expensive_attacks_on_the_closest_examples():
     _, entries = resolve_attacks("standard", "linf")
     assert [(e.label, e.closest) for e in entries] == [("apgd-ce", None), ("apgd-t", 0.2), ("square", 0.15)]
-    assert entries[1].config.n_target_classes == 3 and entries[2].config.focus == 1.0
+    assert entries[1].config.n_target_classes == 3 and entries[2].config.focus == 0.5
 
 
 def test_closest_selection_takes_the_highest_margins_and_breaks_ties_by_id():

@@ -34,8 +34,9 @@ def test_standard_and_strong_presets(norm):
     assert [e.label for e in strong] == ["apgd-ce", "apgd-t", "fmn", "square", cw]
     assert all(e.closest is None for e in strong) and type(strong[2].config).minimum_norm
     assert all(e.config.restarts == 5 for e in strong if hasattr(e.config, "restarts"))
-    # standard runs one Square (AutoAttack's 5000 queries) on the closest 15%; strong runs it in full, 5 times
-    assert (entries[2].config.focus, entries[2].config.restarts, entries[2].config.max_queries) == (1.0, 1, 5000)
+    # standard runs one Square (AutoAttack's 5000 queries) on the closest 15%, the better half going on after 1000
+    # queries; strong runs it in full, 5 times
+    assert (entries[2].config.focus, entries[2].config.restarts, entries[2].config.max_queries) == (0.5, 1, 5000)
     assert (strong[3].config.focus, strong[3].config.restarts) == (1.0, 5)
     assert strong[1].config.n_target_classes == 9 and entries[1].config.n_target_classes == 3
 
