@@ -22,12 +22,12 @@ the oracle misclassifies.
 
 Why the defaults differ from the paper's: against convolutional oracles the paper's augmentation adds no
 information. Its step *raises* the substitute's logit of the point's own label, so the oracle gives the new point
-its parent's label (0.0% of the new points changed label in rounds 0-2 against a 2-epoch ``madry-cnn``, 3% at
+its parent's label (0.0% of the new points changed label in rounds 0-2 against a 2-epoch ``madry-cnn``, 6% at
 most later): ``S_p`` holds 150 labels however large it grows, and training on points pushed along the
 substitute's own gradient sign is FGSM-like adversarial training of the substitute, which masks its gradients
 (FGSM's white-box success on the substitute fell from 100% to 77%) so that FGSM transfer *falls* with rounds.
-Targeted steps change the oracle's label of most new points (55-98% per round), the substitute's agreement keeps
-rising (74% -> 92%) and so does transfer; a CNN substitute and an iterative attack transfer far better to CNN
+Targeted steps change the oracle's label of most new points (28-98% per round, rising), the substitute's agreement
+keeps rising (76% -> 93%) and so does transfer; a CNN substitute and an iterative attack transfer far better to CNN
 oracles than the FC200-200 substitute and FGSM. See BENCHMARKS.md, "Papernot".
 
 This is not an ``x -> x_adv`` attack of the :data:`~advlab.attacks.ATTACKS` registry but a procedure over an
