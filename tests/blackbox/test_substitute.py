@@ -128,7 +128,7 @@ def test_default_procedure_over_http_labels_only(target, digits, tmp_path):
     assert res.settings["substitute"] == DEFAULT_SUBSTITUTE == "auto"
     assert default_substitute((1, 8, 8)) == "wong-cnn" and "Conv2d" in str(res.substitute.module)
     assert res.settings["augmentation"] == "targeted" and res.settings["attack"] == "pgd"
-    assert res.settings["attack_options"] == dict(DEFAULT_ATTACK_OPTIONS)
+    assert res.settings["attack_options"] == {**DEFAULT_ATTACK_OPTIONS, "step_size": 0.01}
     assert res.queries == SEED_SIZE * 2**2 and res.eval_queries == 30 * (1 + 3) and queries == 80 + 120
     torch.testing.assert_close(res.y_train, target.predict(res.x_train))
     assert torch.equal(res.oracle_fooled, target.predict(res.x_adv) != y[40:70])
@@ -220,7 +220,9 @@ def test_settings_are_validated_once_with_the_documented_defaults():
     )
     assert (s.epochs, s.lr, s.batch_size) == (30, 1e-2, 32)
     assert (s.eps, s.norm, s.attack, s.seed, s.eval_every_round) == (0.3, "linf", "pgd", 0, True)
-    assert s.attack_settings() == {"steps": 100, "step_size": 0.01, "loss": "margin"} == DEFAULT_ATTACK_OPTIONS
+    assert s.attack_settings() == {"steps": 100, "step_size": 0.01, "loss": "margin"}
+    assert s.attack_settings() == {**DEFAULT_ATTACK_OPTIONS, "step_size": 0.01}
+    assert SubstituteSettings(eps=0.15).attack_settings()["step_size"] == pytest.approx(0.005)  # eps / 30
     # options given for the default attack update its defaults; another attack gets only its own
     assert SubstituteSettings(attack_options={"steps": 20}).attack_settings()["steps"] == 20
     assert SubstituteSettings(attack_options={"steps": 20}).attack_settings()["loss"] == "margin"
@@ -343,7 +345,7 @@ def test_cli_blackbox_local_target(saved_target, tmp_path):
     assert rec["rounds"][-1]["agreement"] == pytest.approx(agreement)
     # the defaults: PGD on the margin, crafted on a CNN substitute
     assert rec["settings"]["attack"] == "pgd" and "Conv2d" in str(sub.module)
-    x_adv = pgd(sub, x_eval, y_eval, ThreatModel("linf", 0.3), generator=0, **DEFAULT_ATTACK_OPTIONS).x_adv
+    x_adv = pgd(sub, x_eval, y_eval, ThreatModel("linf", 0.3), generator=0, **rec["settings"]["attack_options"]).x_adv
     assert rec["transfer_success"] == pytest.approx(float((target.predict(x_adv) != y_eval).float().mean()))
 
 

@@ -71,9 +71,11 @@ PAPER_MOMENTUM = 0.9  # SGD momentum used by the defenses' "sgd" optimiser
 PAPER_EPOCHS = 10
 """Section 4.1: each substitute round trains for 10 epochs, learning rate 1e-2, momentum 0.9."""
 DEFAULT_ATTACK = "pgd"
-DEFAULT_ATTACK_OPTIONS: Mapping[str, Any] = {"steps": 100, "step_size": 0.01, "loss": "margin"}
+DEFAULT_ATTACK_OPTIONS: Mapping[str, Any] = {"steps": 100, "loss": "margin"}
 """Settings of the default attack on the substitute: 100 PGD steps on the logit margin (examples pushed far past
-the substitute's boundary transfer better than FGSM's); options given by the user update these."""
+the substitute's boundary transfer better than FGSM's), each of ``eps / 30`` (:data:`DEFAULT_STEP_FRACTION`; 0.01
+at eps 0.3); options given by the user update these."""
+DEFAULT_STEP_FRACTION = 1 / 30
 AUGMENTATIONS = ("targeted", "jacobian")
 OWNER = "papernot_blackbox"
 """The name settings errors are reported under."""
@@ -103,7 +105,7 @@ class SubstituteSettings:
         norm: threat norm of the transfer attack.
         attack: any registered white-box attack name (``"pgd"`` by default, ``"fgsm"`` in the paper, ``"mifgsm"``...).
         attack_options: settings of that attack (e.g. ``{"steps": 20}``); for the default ``"pgd"`` they update
-            :data:`DEFAULT_ATTACK_OPTIONS` (100 steps of 0.01 on the margin loss).
+            :data:`DEFAULT_ATTACK_OPTIONS` (100 steps of ``eps / 30`` on the margin loss).
         eval_every_round: evaluate after every round (else only after the last one).
         arch_kwargs: keyword arguments of the substitute architecture.
         seed: seeds the substitute's initialisation, the data order, reservoir draws and the attack.
@@ -156,7 +158,11 @@ class SubstituteSettings:
     def attack_settings(self) -> dict[str, Any]:
         """The settings the attack runs with: :data:`DEFAULT_ATTACK_OPTIONS` for the default attack, updated
         by ``attack_options``."""
-        base = dict(DEFAULT_ATTACK_OPTIONS) if self.attack == DEFAULT_ATTACK else {}
+        base: dict[str, Any] = {}
+        if self.attack == DEFAULT_ATTACK:
+            base = dict(DEFAULT_ATTACK_OPTIONS)
+            if self.eps > 0:
+                base["step_size"] = self.eps * DEFAULT_STEP_FRACTION
         return {**base, **dict(self.attack_options or {})}
 
     def record(self, substitute: nn.Module | str, seed_size: int, budget: int | None) -> dict[str, Any]:
@@ -712,7 +718,7 @@ def papernot_blackbox(
         **settings: the settings of :class:`SubstituteSettings`, with its defaults: ``rounds=6``,
             ``augmentation="targeted"``, ``lam=0.3``, ``tau=None``, ``augment_steps=5``, ``sigma=None``,
             ``kappa=400``, ``epochs=30``, ``lr=1e-2``, ``batch_size=32``, ``eps=0.3``, ``norm="linf"``,
-            ``attack="pgd"``, ``attack_options=None`` (100 steps of 0.01 on the margin loss),
+            ``attack="pgd"``, ``attack_options=None`` (100 steps of ``eps / 30`` on the margin loss),
             ``eval_every_round=True``, ``arch_kwargs=None``, ``seed=0``, ``device=None`` (cpu), ``progress=False``.
             The paper's setting is ``substitute="mlp", augmentation="jacobian", lam=0.1, tau=3, epochs=10,
             attack="fgsm"`` (:data:`PAPER_SETTINGS`).

@@ -96,7 +96,7 @@ def _add_substitute_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=S.lr, help="substitute SGD learning rate (momentum 0.9)")
     p.add_argument("--eps", default=str(S.eps), help="transfer attack radius (fractions like 8/255 allowed)")
     p.add_argument("--norm", default=S.norm, choices=["linf", "l2", "l1"], help="transfer attack norm")
-    options = ", ".join(f"{k}={v}" for k, v in DEFAULT_ATTACK_OPTIONS.items())
+    options = ", ".join(f"{k}={v}" for k, v in DEFAULT_ATTACK_OPTIONS.items()) + ", step_size=eps/30"
     p.add_argument(
         "--attack",
         default=S.attack,
