@@ -356,6 +356,11 @@ def targeted_augmentation(
 def random_targets(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """For each label, a class drawn uniformly among the ``num_classes - 1`` others.
 
+    Args:
+        labels: class labels ``(N,)``.
+        num_classes: number of classes.
+        generator: the random stream the draws come from.
+
     Examples:
         >>> targets = random_targets(torch.tensor([0, 1]), 10, torch.Generator().manual_seed(0))
     """
@@ -365,6 +370,9 @@ def random_targets(labels: torch.Tensor, num_classes: int, generator: torch.Gene
 
 def default_substitute(input_shape: tuple[int, ...]) -> str:
     """The architecture ``substitute="auto"`` stands for: ``"wong-cnn"`` for images ``(C, H, W)``, else ``"mlp"``.
+
+    Args:
+        input_shape: the oracle's input shape, without the batch axis.
 
     Examples:
         >>> default_substitute((1, 28, 28)), default_substitute((64,))
