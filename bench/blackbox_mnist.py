@@ -9,6 +9,8 @@ them to the oracle. We report per round: substitute accuracy, agreement with the
 (sigma = 3, kappa = 400, section 6).
 
 The oracle is a wong-cnn trained here for 2 epochs on the 60k MNIST training images (cached in --out).
+The library's defaults are no longer the paper's; this script passes ``PAPER_SETTINGS``. For the defaults against
+every zoo MNIST architecture over HTTP, see bench/blackbox_zoo.py.
 
 Usage:
     nice python bench/blackbox_mnist.py                 # writes bench/out/blackbox_mnist/{result.json,rounds.png}
@@ -46,7 +48,7 @@ def target_model(folder: Path, epochs: int, seed: int):
 
 def main() -> None:
     from advlab.blackbox import TorchOracle
-    from advlab.blackbox.substitute import papernot_blackbox
+    from advlab.blackbox.substitute import PAPER_SETTINGS, papernot_blackbox
     from advlab.cli.blackbox import plot_rounds
     from advlab.data import load_dataset
     from advlab.provenance import provenance
@@ -94,6 +96,7 @@ def main() -> None:
             oracle,
             x_seed,
             "mlp",
+            **PAPER_SETTINGS,  # the paper's procedure (the library's defaults differ: bench/blackbox_zoo.py)
             rounds=args.rounds,
             eps=args.eps,
             x_test=x_eval,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -11,19 +12,27 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from advlab import ThreatModel
-from advlab.attacks import fgsm
+from advlab.attacks import pgd
 from advlab.blackbox import BudgetExceeded, TorchOracle
 from advlab.blackbox.substitute import (
+    DEFAULT_ATTACK_OPTIONS,
+    DEFAULT_SUBSTITUTE,
+    PAPER_SETTINGS,
     SubstituteAttack,
     SubstituteSettings,
+    default_substitute,
     jacobian_augmentation,
     papernot_blackbox,
+    random_targets,
     step_size,
+    targeted_augmentation,
 )
 from advlab.nonneural import from_sklearn
 
 SEED_SIZE = 20
-FAST = {"epochs": 10, "lr": 0.05, "arch_kwargs": {"hidden": (32,)}}
+FAST_SETTINGS = {"epochs": 10, "lr": 0.05, "arch_kwargs": {"hidden": (32,)}, **PAPER_SETTINGS}
+"""The paper's procedure (Jacobian augmentation, lambda 0.1, tau 3, FGSM) on a small MLP substitute."""
+FAST = {**FAST_SETTINGS, "substitute": "mlp"}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +58,81 @@ def test_jacobian_augmentation_on_a_linear_substitute_is_sign_of_the_label_row()
     new = jacobian_augmentation(lin, x, labels, -0.2, (0.0, 1.0))
     want = (x - 0.2 * lin.weight.detach()[labels].sign()).clamp(0, 1)
     torch.testing.assert_close(new, want)
+
+
+def test_targeted_augmentation_on_a_linear_substitute_steps_toward_the_target_row():
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(6, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(3, 6, generator=g))
+    x = torch.rand(5, 6, generator=g)
+    labels, targets = torch.tensor([0, 1, 2, 1, 0]), torch.tensor([1, 2, 0, 0, 2])
+    new = targeted_augmentation(lin, x, labels, targets, 0.3, (0.0, 1.0), steps=3)
+    # a linear model's gradient of F_t - F_y is w_t - w_y everywhere: three steps of 0.1 along its sign, clipped
+    direction = (lin.weight.detach()[targets] - lin.weight.detach()[labels]).sign()
+    want = x
+    for _ in range(3):
+        want = (want + 0.1 * direction).clamp(0, 1)
+    torch.testing.assert_close(new, want)
+    assert float((new - x).abs().max()) <= 0.3 + 1e-6
+    assert torch.equal(targeted_augmentation(lin, x, labels, targets, 0.3, (0.0, 1.0), steps=3, batch_size=2), new)
+
+
+def test_random_targets_are_the_other_classes_uniformly():
+    labels = torch.arange(10).repeat(500)
+    targets = random_targets(labels, 10, torch.Generator().manual_seed(0))
+    assert not bool((targets == labels).any())
+    assert targets.min() == 0 and targets.max() == 9
+    counts = torch.bincount((targets - labels) % 10, minlength=10)
+    assert counts[0] == 0 and counts[1:].min() > 400  # 5000 draws over 9 shifts: ~556 each
+
+
+def test_targeted_points_carry_new_labels_and_jacobian_points_do_not(target, digits):
+    """The cause of the paper's stall: its new points take their parent's label; targeted ones often do not."""
+    x = digits["x_test"][:40]
+    changed = {}
+    for augmentation, lam in (("jacobian", 0.1), ("targeted", 0.3)):
+        oracle = TorchOracle(target, mode="labels")
+        res = papernot_blackbox(
+            oracle, x, "mlp", rounds=2, **{**FAST_SETTINGS, "augmentation": augmentation, "lam": lam, "tau": None}
+        )
+        assert res.queries == 40 * 2**2 == oracle.queries
+        assert [r.step for r in res.rounds] == [lam, lam, None]
+        parent = res.y_train[:80].repeat(2)[: res.y_train.shape[0] - 40]  # S_{p+1} = S_p then one child per point
+        changed[augmentation] = float((res.y_train[40:] != parent).float().mean())
+    assert changed["targeted"] > changed["jacobian"] + 0.2
+
+
+def test_default_procedure_over_http_labels_only(target, digits, tmp_path):
+    """The defaults (CNN substitute, targeted augmentation, PGD on the margin) end to end through a served oracle."""
+    pytest.importorskip("starlette")
+    httpx = pytest.importorskip("httpx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette may warn about its httpx backend on import
+        from starlette.testclient import TestClient
+
+    from advlab.blackbox import HTTPOracle
+    from advlab.blackbox.server import create_app
+
+    x, y = digits["x_test"], digits["y_test"]
+    client = TestClient(create_app(target, mode="labels"))
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        answer = client.request(request.method, request.url.path, content=request.content, headers=request.headers)
+        return httpx.Response(answer.status_code, content=answer.content, headers=answer.headers)
+
+    oracle = HTTPOracle("http://testserver", transport=httpx.MockTransport(handle), retries=0)
+    assert oracle.mode == "labels"
+    res = papernot_blackbox(oracle, x[:SEED_SIZE], rounds=2, epochs=3, x_test=x[40:70], y_test=y[40:70])
+    queries = oracle.queries
+    assert res.settings["substitute"] == DEFAULT_SUBSTITUTE == "auto"
+    assert default_substitute((1, 8, 8)) == "wong-cnn" and "Conv2d" in str(res.substitute.module)
+    assert res.settings["augmentation"] == "targeted" and res.settings["attack"] == "pgd"
+    assert res.settings["attack_options"] == {**DEFAULT_ATTACK_OPTIONS, "step_size": 0.01}
+    assert res.queries == SEED_SIZE * 2**2 and res.eval_queries == 30 * (1 + 3) and queries == 80 + 120
+    torch.testing.assert_close(res.y_train, target.predict(res.x_train))
+    assert torch.equal(res.oracle_fooled, target.predict(res.x_adv) != y[40:70])
+    assert float((res.x_adv - x[40:70]).abs().max()) <= 0.3 + 1e-6
 
 
 def test_query_counts_follow_the_closed_forms(target, digits):
@@ -123,19 +207,30 @@ def test_errors(target, digits):
     assert issubclass(BudgetExceeded, RuntimeError)
 
 
-def test_settings_are_validated_once_with_the_papers_defaults():
+def test_settings_are_validated_once_with_the_documented_defaults():
     s = SubstituteSettings()
-    assert (s.rounds, s.lam, s.tau, s.sigma, s.kappa, s.epochs, s.lr, s.batch_size) == (
+    assert (s.rounds, s.augmentation, s.lam, s.tau, s.augment_steps, s.sigma, s.kappa) == (
         6,
-        0.1,
-        3,
+        "targeted",
+        0.3,
+        None,
+        5,
         None,
         400,
-        10,
-        1e-2,
-        32,
     )
-    assert (s.eps, s.norm, s.attack, s.seed, s.eval_every_round) == (0.3, "linf", "fgsm", 0, True)
+    assert (s.epochs, s.lr, s.batch_size) == (30, 1e-2, 32)
+    assert (s.eps, s.norm, s.attack, s.seed, s.eval_every_round) == (0.3, "linf", "pgd", 0, True)
+    assert s.attack_settings() == {"steps": 100, "step_size": 0.01, "loss": "margin"}
+    assert s.attack_settings() == {**DEFAULT_ATTACK_OPTIONS, "step_size": 0.01}
+    assert SubstituteSettings(eps=0.15).attack_settings()["step_size"] == pytest.approx(0.005)  # eps / 30
+    # options given for the default attack update its defaults; another attack gets only its own
+    assert SubstituteSettings(attack_options={"steps": 20}).attack_settings()["steps"] == 20
+    assert SubstituteSettings(attack_options={"steps": 20}).attack_settings()["loss"] == "margin"
+    assert SubstituteSettings(attack="fgsm").attack_settings() == {}
+    paper = SubstituteSettings(**PAPER_SETTINGS)
+    assert (paper.augmentation, paper.lam, paper.tau, paper.epochs, paper.attack) == ("jacobian", 0.1, 3, 10, "fgsm")
+    with pytest.raises(ValueError, match="augmentation"):
+        SubstituteSettings(augmentation="jacobean")
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.rounds = 3  # type: ignore[misc]
     assert SubstituteSettings(kappa=np.int64(7)).kappa == 7 and type(SubstituteSettings(kappa=np.int64(7)).kappa) is int
@@ -155,14 +250,14 @@ def test_settings_are_validated_once_with_the_papers_defaults():
 
 def test_unknown_setting_is_refused_before_any_query(target, digits):
     oracle = TorchOracle(target, mode="labels")
-    with pytest.raises(TypeError, match="no setting 'n_iter'; its settings are rounds, lam"):
+    with pytest.raises(TypeError, match="no setting 'n_iter'; its settings are rounds, augmentation, lam"):
         papernot_blackbox(oracle, digits["x_test"][:5], n_iter=3)
     assert oracle.queries == 0
 
 
 def test_the_procedure_class_runs_once_and_matches_the_function(target, digits):
     x = digits["x_test"]
-    settings = SubstituteSettings(rounds=1, **FAST)
+    settings = SubstituteSettings(rounds=1, **FAST_SETTINGS)
     attack = SubstituteAttack(TorchOracle(target, mode="labels"), "mlp", settings)
     res = attack.run(x[:SEED_SIZE], x[60:80], digits["y_test"][60:80])
     again = papernot_blackbox(
@@ -248,7 +343,9 @@ def test_cli_blackbox_local_target(saved_target, tmp_path):
     target, sub = load_model(saved_target), load_model(out / "substitute")
     agreement = float((sub.predict(x_eval) == target.predict(x_eval)).float().mean())
     assert rec["rounds"][-1]["agreement"] == pytest.approx(agreement)
-    x_adv = fgsm(sub, x_eval, y_eval, ThreatModel("linf", 0.3)).x_adv
+    # the defaults: PGD on the margin, crafted on a CNN substitute
+    assert rec["settings"]["attack"] == "pgd" and "Conv2d" in str(sub.module)
+    x_adv = pgd(sub, x_eval, y_eval, ThreatModel("linf", 0.3), generator=0, **rec["settings"]["attack_options"]).x_adv
     assert rec["transfer_success"] == pytest.approx(float((target.predict(x_adv) != y_eval).float().mean()))
 
 
@@ -393,3 +490,19 @@ def test_cli_blackbox_shape_mismatch(saved_target, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert rc == 2 and "(1, 28, 28)" in err and "(1, 8, 8)" in err
+
+
+def test_cli_defaults_are_the_documented_settings():
+    """``advlab blackbox`` with no substitute options runs the library's defaults, and its help names them."""
+    from advlab.cli import build_parser
+    from advlab.cli.blackbox import _settings
+
+    args = build_parser().parse_args(["blackbox", "--target", "http://127.0.0.1:1", "--out", "unused"])
+    assert (args.seed_size, args.n_eval, args.substitute) == (150, 1000, DEFAULT_SUBSTITUTE)
+    given = SubstituteSettings.from_options(_settings(args, float(args.eps)))
+    assert given == SubstituteSettings()
+    paper = build_parser().parse_args(
+        ["blackbox", "--target", "x", "--out", "u", "--augmentation", "jacobian", "--lam", "0.1", "--tau", "3"]
+        + ["--epochs", "10", "--attack", "fgsm"]
+    )
+    assert SubstituteSettings.from_options(_settings(paper, 0.3)) == SubstituteSettings(**PAPER_SETTINGS)

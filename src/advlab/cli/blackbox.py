@@ -26,7 +26,9 @@ EXAMPLES = """\
   advlab serve --model runs/m1 --mode labels --port 8000 &      # the black box
   advlab blackbox --target http://127.0.0.1:8000 --data mnist --seed-size 150 --rounds 6 --eps 0.3 --out runs/bb
   advlab blackbox --target runs/m1 --data mnist --budget 5000 --sigma 3 --kappa 400 --out runs/bb-reservoir
-  advlab blackbox --target runs/m1 --data digits --substitute wong-cnn --attack pgd --set steps=20 --out runs/bb-pgd
+  advlab blackbox --target runs/m1 --data digits --attack mifgsm --set steps=20 --out runs/bb-mifgsm
+  advlab blackbox --target runs/m1 --substitute mlp --augmentation jacobian --lam 0.1 --tau 3 --epochs 10 \
+      --attack fgsm --out runs/bb-paper                               # Papernot et al.'s own setting
   advlab blackbox --target http://127.0.0.1:8501 --protocol tfserving --model-name mnist --data mnist \\
       --header 'Authorization: Bearer $TOKEN' --budget 20000 --out runs/bb-tfs   # a model behind TF-Serving
 
@@ -57,23 +59,51 @@ def add_parser(sub) -> None:
         "--seed-size", type=positive_int, default=150, help="initial substitute training set (first test images)"
     )
     p.add_argument("--n-eval", type=int, default=1000, help="test images (after the seed images) for evaluation")
-    p.add_argument("--rounds", type=int, default=6, help="substitute augmentation rounds rho")
-    p.add_argument("--lam", type=float, default=0.1, help="Jacobian augmentation step lambda")
-    p.add_argument("--tau", type=int, default=3, help="period of the step sign flip (0: never flip)")
-    p.add_argument("--sigma", type=int, default=None, help="reservoir sampling from this round on (default: off)")
-    p.add_argument("--kappa", type=positive_int, default=400, help="points augmented per round with reservoir sampling")
-    p.add_argument("--substitute", default="mlp", help="substitute architecture (advlab zoo name); mlp = FC200-200")
-    p.add_argument("--epochs", type=positive_int, default=10, help="substitute training epochs per round")
-    p.add_argument("--lr", type=float, default=0.01, help="substitute SGD learning rate (momentum 0.9)")
-    p.add_argument("--eps", default="0.3", help="transfer attack radius (fractions like 8/255 allowed)")
-    p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="transfer attack norm")
-    p.add_argument("--attack", default="fgsm", help="white-box attack run on the substitute (see 'advlab attacks')")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="attack setting (repeatable)")
+    _add_substitute_options(p)
     p.add_argument("--budget", type=int, default=None, help="maximum queries to the target (default unlimited)")
     p.add_argument("--seed", type=int, default=0, help="random seed (substitute init, data order, reservoir)")
     add_remote_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
+
+
+def _add_substitute_options(p: argparse.ArgumentParser) -> None:
+    """The settings of the substitute procedure, with the library's defaults (``SubstituteSettings``)."""
+    from advlab.blackbox.substitute import AUGMENTATIONS, DEFAULT_ATTACK_OPTIONS, DEFAULT_SUBSTITUTE
+    from advlab.blackbox.substitute import SubstituteSettings as S
+
+    p.add_argument("--rounds", type=int, default=S.rounds, help="substitute augmentation rounds rho")
+    p.add_argument(
+        "--augmentation",
+        default=S.augmentation,
+        choices=AUGMENTATIONS,
+        help="targeted: steps toward a random other class (Juuti et al. 2019, the default); jacobian: the paper's "
+        "step along the label's Jacobian row (use with --lam 0.1 --tau 3)",
+    )
+    p.add_argument("--lam", type=float, default=S.lam, help="augmentation step lambda (linf distance of a new point)")
+    p.add_argument("--tau", type=int, default=0, help="jacobian: period of the step sign flip (0: never flip)")
+    p.add_argument("--augment-steps", type=positive_int, default=S.augment_steps, help="targeted: steps per point")
+    p.add_argument("--sigma", type=int, default=None, help="reservoir sampling from this round on (default: off)")
+    p.add_argument(
+        "--kappa", type=positive_int, default=S.kappa, help="points augmented per round with reservoir sampling"
+    )
+    p.add_argument(
+        "--substitute",
+        default=DEFAULT_SUBSTITUTE,
+        help="substitute architecture (advlab zoo name); auto: wong-cnn for images, else mlp (FC200-200, the paper's)",
+    )
+    p.add_argument("--epochs", type=positive_int, default=S.epochs, help="substitute training epochs per round")
+    p.add_argument("--lr", type=float, default=S.lr, help="substitute SGD learning rate (momentum 0.9)")
+    p.add_argument("--eps", default=str(S.eps), help="transfer attack radius (fractions like 8/255 allowed)")
+    p.add_argument("--norm", default=S.norm, choices=["linf", "l2", "l1"], help="transfer attack norm")
+    options = ", ".join(f"{k}={v}" for k, v in DEFAULT_ATTACK_OPTIONS.items()) + ", step_size=eps/30"
+    p.add_argument(
+        "--attack",
+        default=S.attack,
+        help=f"white-box attack run on the substitute (see 'advlab attacks'); default {S.attack} with {options}; "
+        "fgsm is the paper's",
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="attack setting (repeatable)")
 
 
 def open_target(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
@@ -203,8 +233,10 @@ def _settings(args: argparse.Namespace, eps: float) -> dict[str, Any]:
 
     return {
         "rounds": args.rounds,
+        "augmentation": args.augmentation,
         "lam": args.lam,
         "tau": args.tau or None,
+        "augment_steps": args.augment_steps,
         "sigma": args.sigma,
         "kappa": args.kappa,
         "epochs": args.epochs,
@@ -212,7 +244,7 @@ def _settings(args: argparse.Namespace, eps: float) -> dict[str, Any]:
         "eps": eps,
         "norm": args.norm,
         "attack": args.attack,
-        "attack_options": parse_settings(args.set),
+        "attack_options": parse_settings(args.set) or None,
         "seed": args.seed,
     }
 
