@@ -31,8 +31,8 @@ than :data:`CPU_CHUNK_MAX_THREADS` threads are left as they are.
 
 CPU_CHUNK_MAX_THREADS = 1
 """Forwards are chunked only while torch runs at most this many threads (``torch.get_num_threads()``). Measured on
-the Madry MNIST CNN with gradients (bench/pgd_speed.py, BENCHMARKS.md "PGD speed"): with one thread chunks of 128
-take 0.93x the time of a whole batch of 250 and 0.87x of 500; with two threads they take 1.07-1.9x, since every chunk
+the Madry MNIST CNN, forward and input gradient (BENCHMARKS.md "PGD speed", issue 18): with one thread chunks of 128
+take 0.93x the time of a whole batch of 250 and 0.87x of 500; with two threads they take 1.2-2.5x, since every chunk
 adds a synchronisation of the threads, which costs most where the cores are shared."""
 
 PREDICT_BATCH = 512
