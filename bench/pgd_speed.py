@@ -14,14 +14,23 @@ The bare loop is the same arithmetic as advlab's PGD with nothing around it: ran
 The robust accuracy of each library is printed next to its time, so a reader can see they compute the same
 thing; advlab and the bare loop draw the same random start from the same seed and must give the same x_adv.
 
-Weights: random initialisation from a fixed seed by default (the cost of PGD does not depend on the weights);
+Weights: random initialisation from a fixed seed by default (the cost of PGD hardly depends on the weights);
 ``--train-steps N`` trains the network first for N SGD steps on MNIST train (a minute or two on CPU), and
-``--model DIR`` loads a model saved by ``advlab train`` / ``advlab.zoo.save_model``.
+``--model DIR`` loads a model saved by ``advlab train`` / ``advlab.zoo.save_model`` (both are shorthands for one
+``--weights`` item). A saved model's normalisation becomes the first layer of the module every library attacks.
+
+The grid of issue 18 (threads 1 and 2, batch 100/250/500, untrained and trained weights) is one command:
+``--threads``, ``--batch`` and ``--weights`` take comma-separated lists. Each thread count runs in its own process
+(one after the other); inside it every (weights, batch) cell times all libraries side by side, interleaved.
+``--weights`` items: ``untrained`` (random initialisation, seed 0), ``steps:N`` (N SGD steps on MNIST train, see
+below) or a model folder saved by advlab.
 
 Peers come from a separate venv (bench/setup_peers.sh) that shares this project's torch build:
 
     bash bench/setup_peers.sh
     nice bench/.peers-venv/bin/python bench/pgd_speed.py --rounds 3 --out bench/out/pgd_speed.json
+    PYTHONPATH=src nice bench/.peers-venv/bin/python bench/pgd_speed.py --n 500 --threads 1,2 \
+        --batch 100,250,500 --weights untrained,runs/madry-1ep --rounds 3 --out bench/out/pgd_speed_grid.json
 
 With the project venv only (``.venv/bin/python bench/pgd_speed.py``) the peers are reported as not installed.
 """
@@ -34,7 +43,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -226,16 +237,24 @@ def cpu_model() -> str:
 
 
 # ---------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1000, help="MNIST test images (default 1000)")
-    p.add_argument("--batch", type=int, default=250)
+    p.add_argument("--batch", default="250", help="batch size, or a comma-separated list (e.g. 100,250,500)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--eps", type=float, default=0.3)
     p.add_argument("--step-size", type=float, default=0.01)
     p.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the median is reported")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
+    p.add_argument(
+        "--threads",
+        default=str(os.cpu_count()),
+        help="torch.set_num_threads (default: all cores); a comma-separated list runs one process per value",
+    )
     p.add_argument("--libs", default=",".join(LIBRARIES), help=f"comma-separated subset of {','.join(LIBRARIES)}")
+    p.add_argument(
+        "--weights",
+        help="comma-separated: untrained, steps:N (N SGD steps on MNIST train) or a model folder saved by advlab",
+    )
     p.add_argument("--model", help="a model folder saved by advlab (zoo.save_model); default: Madry CNN")
     p.add_argument("--train-steps", type=int, default=0, help="SGD steps on MNIST train before timing (default 0)")
     p.add_argument(
@@ -244,27 +263,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args(argv)
-
-    torch.set_num_threads(a.threads)
-    libs = [lib.strip() for lib in a.libs.split(",") if lib.strip()]
-    unknown = sorted(set(libs) - set(LIBRARIES))
+    a.batches = [int(b) for b in a.batch.split(",")]
+    a.thread_counts = [int(t) for t in a.threads.split(",")]
+    if a.weights is None:
+        a.weights = a.model or (f"steps:{a.train_steps}" if a.train_steps else "untrained")
+    a.weight_list = [w.strip() for w in a.weights.split(",") if w.strip()]
+    a.lib_list = [lib.strip() for lib in a.libs.split(",") if lib.strip()]
+    unknown = sorted(set(a.lib_list) - set(LIBRARIES))
     if unknown:
         p.error(f"--libs: unknown {unknown}; choose from {LIBRARIES}")
+    return a
 
-    if a.model:
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel: a saved model's normalisation as the first layer of the attacked module."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone().view(1, -1, 1, 1))
+        self.register_buffer("std", std.detach().clone().view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def load_weights(spec: str, data_dir: str | None) -> nn.Module:
+    """The network of one ``--weights`` item, in eval mode."""
+    if spec == "untrained":
+        net = madry_cnn()
+    elif spec.startswith("steps:"):
+        net = madry_cnn()
+        train_quickly(net, int(spec.split(":", 1)[1]), data_dir)
+    else:
         from advlab.zoo import load_model
 
-        clf = load_model(a.model)
-        if clf.has_normalization:
-            p.error("--model: this benchmark feeds raw [0, 1] inputs to every library; use a model without mean/std")
+        clf = load_model(spec)
         net = clf.module
-    else:
-        net = madry_cnn()
-        if a.train_steps:
-            train_quickly(net, a.train_steps, a.data_dir)
-    net.eval()
-    x, y = load_mnist("test", a.n, a.data_dir)
+        if clf.has_normalization:  # every library attacks the same module on raw [0, 1] inputs
+            net = nn.Sequential(Normalize(clf.mean, clf.std), net)
+    return net.eval()
 
+
+def available_libraries(libs: list[str]) -> tuple[list[str], dict[str, str]]:
     available, skipped = [], {}
     for lib in libs:
         try:
@@ -272,8 +312,12 @@ def main(argv: list[str] | None = None) -> int:
             available.append(lib)
         except Exception as exc:  # not installed in this interpreter: say so and go on
             skipped[lib] = f"{type(exc).__name__}: {exc}"
+    return available, skipped
 
-    times: dict[str, list[float]] = {lib: [] for lib in available}
+
+def time_cell(net: nn.Module, x: torch.Tensor, y: torch.Tensor, a: argparse.Namespace, libs: list[str]) -> dict:
+    """All libraries on one (weights, batch) cell, ``a.rounds`` interleaved rounds with the order rotated."""
+    times: dict[str, list[float]] = {lib: [] for lib in libs}
     robust: dict[str, float] = {}
     x_adv_of: dict[str, torch.Tensor] = {}
     forwards: dict[str, float] = {}
@@ -282,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     n_batches = -(-len(x) // a.batch)
     for r in range(a.rounds):
         # Rotate the order each round so a machine that speeds up or slows down favours no library.
-        for lib in available[r % len(available) :] + available[: r % len(available)]:
+        for lib in libs[r % len(libs) :] + libs[: r % len(libs)]:
             calls[0] = 0
             t0 = time.perf_counter()
             x_adv = RUNNERS[lib](net, x, y, a)
@@ -294,12 +338,15 @@ def main(argv: list[str] | None = None) -> int:
                 if linf > a.eps + 1e-5 or float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
                     print(f"warning: {lib} left the threat model (linf {linf:.4g})", file=sys.stderr)
                 robust[lib] = accuracy(net, x_adv, y)
-            print(f"round {r + 1}/{a.rounds} {lib:13s} {times[lib][-1]:8.2f} s", file=sys.stderr, flush=True)
-
+            print(
+                f"threads {a.threads} batch {a.batch} round {r + 1}/{a.rounds} {lib:13s} {times[lib][-1]:8.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     hook.remove()
     bare = statistics.median(times["bare"]) if "bare" in times else None
     rows = []
-    for lib in available:
+    for lib in libs:
         med = statistics.median(times[lib])
         rows.append(
             {
@@ -319,43 +366,26 @@ def main(argv: list[str] | None = None) -> int:
     same = None
     if "advlab" in x_adv_of and "bare" in x_adv_of:
         same = float((x_adv_of["advlab"] - x_adv_of["bare"]).abs().max())
-
-    result = {
-        "workload": {
-            "attack": "PGD linf",
-            "eps": a.eps,
-            "step_size": a.step_size,
-            "steps": a.steps,
-            "random_start": True,
-            "n": a.n,
-            "batch": a.batch,
-            "model": a.model or "madry-cnn",
-            "train_steps": a.train_steps,
-            "rounds": a.rounds,
-        },
-        "machine": {
-            "nproc": os.cpu_count(),
-            "cpu": cpu_model(),
-            "threads": a.threads,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "load_avg_at_end": list(os.getloadavg()),
-        },
+    return {
+        "batch": a.batch,
         "clean_accuracy": accuracy(net, x, y),
         "max_abs_diff_advlab_vs_bare": same,
         "results": rows,
-        "skipped": skipped,
     }
+
+
+def print_cell(cell: dict, a: argparse.Namespace) -> None:
     print(
-        f"\nPGD-{a.steps} linf eps={a.eps} step={a.step_size}, {a.n} MNIST test images, batch {a.batch}, "
-        f"{a.rounds} interleaved rounds, {a.threads} thread(s); clean accuracy {result['clean_accuracy']:.3f}"
+        f"\nPGD-{a.steps} linf eps={a.eps} step={a.step_size}, {a.n} MNIST test images, batch {cell['batch']}, "
+        f"weights {cell['weights']}, {a.rounds} interleaved rounds, {cell['threads']} thread(s); "
+        f"clean accuracy {cell['clean_accuracy']:.3f}"
     )
     print(
         "\n| library | version | median s | ratio to bare loop | median per-round ratio | robust accuracy "
         "| forwards / batch | all rounds (s) |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for row in rows:
+    for row in cell["results"]:
         ratio = f"{row['ratio_to_bare']:.3f}" if row["ratio_to_bare"] else "-"
         paired = f"{row['paired_ratio_to_bare']:.3f}" if row["paired_ratio_to_bare"] else "-"
         rounds = ", ".join(f"{t:.2f}" for t in row["times_s"])
@@ -363,12 +393,112 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['library']} | {row['version']} | {row['median_s']:.2f} | {ratio} | {paired} | {row['robust_accuracy']:.3f} "
             f"| {row['forwards_per_batch'] or '-'} | {rounds} |"
         )  # '-': the library calls the layers itself (ART)
-    if same is not None:
-        print(f"\nmax |x_adv(advlab) - x_adv(bare)| = {same:.3g} (same random start, same arithmetic)")
+    if cell["max_abs_diff_advlab_vs_bare"] is not None:
+        print(
+            f"\nmax |x_adv(advlab) - x_adv(bare)| = {cell['max_abs_diff_advlab_vs_bare']:.3g} (same random start, same arithmetic)"
+        )
+
+
+def print_grid(cells: list[dict]) -> None:
+    """One line per cell: the bare loop's median and every library's median per-round ratio to it."""
+    libs = [row["library"] for row in cells[0]["results"] if row["library"] != "bare"]
+    print("\nMedian per-round ratio to the bare loop (ratio of medians in brackets)\n")
+    print("| threads | weights | batch | bare loop (s) | " + " | ".join(libs) + " |")
+    print("|---|---|---|---|" + "---|" * len(libs))
+    for cell in cells:
+        by = {row["library"]: row for row in cell["results"]}
+        ratios = [
+            f"{by[lib]['paired_ratio_to_bare']:.3f} ({by[lib]['ratio_to_bare']:.3f})"
+            if lib in by and by[lib]["paired_ratio_to_bare"]
+            else "-"
+            for lib in libs
+        ]
+        bare = f"{by['bare']['median_s']:.2f}" if "bare" in by else "-"
+        print(f"| {cell['threads']} | {cell['weights']} | {cell['batch']} | {bare} | " + " | ".join(ratios) + " |")
+
+
+def machine(a: argparse.Namespace) -> dict:
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "threads": a.threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_avg_at_end": list(os.getloadavg()),
+    }
+
+
+def run_threads_in_processes(argv: list[str], a: argparse.Namespace) -> int:
+    """One process per thread count, one after the other; their cells merged into one result."""
+    cells = []
+    for t in a.thread_counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = str(Path(tmp) / "cell.json")
+            child = [*strip_options(argv, ("--threads", "--out")), "--threads", str(t), "--out", out]
+            subprocess.run([sys.executable, __file__, *child], check=True)
+            cells += json.loads(Path(out).read_text())["cells"]
+    for cell in cells:
+        print_cell(cell, a)
+    print_grid(cells)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        result = {"workload": workload(a), "machine": machine(a), "cells": cells}
+        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item in names:
+            skip = True
+        elif not any(item.startswith(n + "=") for n in names):
+            out.append(item)
+    return out
+
+
+def workload(a: argparse.Namespace) -> dict:
+    return {
+        "attack": "PGD linf",
+        "eps": a.eps,
+        "step_size": a.step_size,
+        "steps": a.steps,
+        "random_start": True,
+        "n": a.n,
+        "batches": a.batches,
+        "weights": a.weight_list,
+        "threads": a.thread_counts,
+        "rounds": a.rounds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = parse(argv)
+    if len(a.thread_counts) > 1:
+        return run_threads_in_processes(argv, a)
+    a.threads = a.thread_counts[0]
+    torch.set_num_threads(a.threads)
+    available, skipped = available_libraries(a.lib_list)
+    x, y = load_mnist("test", a.n, a.data_dir)
+    cells = []
+    for spec in a.weight_list:
+        net = load_weights(spec, a.data_dir)
+        for batch in a.batches:
+            a.batch = batch
+            cell = time_cell(net, x, y, a, available)
+            cell.update(weights=spec, threads=a.threads, load_avg=list(os.getloadavg()))
+            cells.append(cell)
+            print_cell(cell, a)
+    if len(cells) > 1:
+        print_grid(cells)
     for lib, why in skipped.items():
         print(f"skipped {lib}: {why}")
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        result = {"workload": workload(a), "machine": machine(a), "cells": cells, "skipped": skipped}
         Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from advlab import Classifier, ThreatModel
 from advlab.attacks import fgsm, pgd
-from advlab.models import CPU_FORWARD_CHUNK, as_classifier, check_suspicious_outputs
+from advlab.models import CPU_CHUNK_MAX_THREADS, CPU_FORWARD_CHUNK, as_classifier, check_suspicious_outputs
 
 
 class _Identity(nn.Module):
@@ -168,6 +168,23 @@ def test_eval_mode_cpu_forwards_run_in_chunks_with_the_same_logits_and_gradients
         grads.append(torch.autograd.grad(loss, xg)[0])
     assert net.seen[4:] == [CPU_FORWARD_CHUNK, CPU_FORWARD_CHUNK, 44, n]
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_forwards_are_not_chunked_with_more_torch_threads_than_chunks_pay_for():
+    net = _RecordsBatches()
+    clf = Classifier(net).eval()
+    n = CPU_FORWARD_CHUNK + 1
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(CPU_CHUNK_MAX_THREADS + 1)
+        with torch.no_grad():
+            clf(torch.rand(n, 1, 8, 8))
+        torch.set_num_threads(CPU_CHUNK_MAX_THREADS)
+        with torch.no_grad():
+            clf(torch.rand(n, 1, 8, 8))
+    finally:
+        torch.set_num_threads(threads)
+    assert net.seen == [n, CPU_FORWARD_CHUNK, 1]
 
 
 def test_networks_without_convolutions_are_not_chunked():

@@ -26,9 +26,15 @@ hundred images spills the activations out of the CPU caches, and each image then
 gradients and up to 1.5x more with them (bench/forward_chunks.py, BENCHMARKS.md). Score-based attacks such as
 Square spend nearly all their time in gradient-free forwards, gradient attacks in forwards with gradients, whose
 backward pass then runs chunk by chunk as well. Networks without convolutions (an MLP, bound by its matrix
-products, loses 4-8% to the extra calls), train mode (batch norm statistics) and other devices are left as they
-are.
+products, loses 4-8% to the extra calls), train mode (batch norm statistics), other devices and torch running more
+than :data:`CPU_CHUNK_MAX_THREADS` threads are left as they are.
 """
+
+CPU_CHUNK_MAX_THREADS = 1
+"""Forwards are chunked only while torch runs at most this many threads (``torch.get_num_threads()``). Measured on
+the Madry MNIST CNN, forward and input gradient (BENCHMARKS.md "PGD speed", issue 18): with one thread chunks of 128
+take 0.93x the time of a whole batch of 250 and 0.87x of 500; with two threads they take 1.2-2.5x, since every chunk
+adds a synchronisation of the threads, which costs most where the cores are shared."""
 
 PREDICT_BATCH = 512
 """Examples per forward pass of :func:`predict`."""
@@ -67,9 +73,9 @@ class Classifier(nn.Module):
     The module's mode is what ``train()``/``eval()`` set, except for a program from ``torch.export``
     (``ExportedProgram.module()``), which keeps the mode it was exported in (export it in eval mode).
 
-    Calls in eval mode on CPU run a convolutional ``module`` on chunks of :data:`CPU_FORWARD_CHUNK` examples (the
-    same logits and gradients, up to float rounding, at up to half the cost); ``module`` must therefore treat
-    examples independently in eval mode, as classifiers do.
+    Calls in eval mode on CPU with one torch thread run a convolutional ``module`` on chunks of
+    :data:`CPU_FORWARD_CHUNK` examples (the same logits and gradients, up to float rounding, at up to half the
+    cost); ``module`` must therefore treat examples independently in eval mode, as classifiers do.
 
     While :attr:`pass_counter` holds a :class:`~advlab.passes.PassCounter` (:func:`advlab.passes.count_passes`,
     :func:`advlab.passes.counting`), every call counts its examples as forward passes and every gradient that
@@ -220,8 +226,18 @@ class Classifier(nn.Module):
             return self.call_chunked(self.module, z)
 
     def call_chunked(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
-        """``module(z)``, in chunks of :data:`CPU_FORWARD_CHUNK` for eval-mode CPU forwards of a convolutional net."""
-        if self.chunked and z.shape[0] > CPU_FORWARD_CHUNK and z.device.type == "cpu" and not self.training:
+        """``module(z)``, in chunks of :data:`CPU_FORWARD_CHUNK` for eval-mode CPU forwards of a convolutional net.
+
+        Only where chunks pay: more than :data:`CPU_FORWARD_CHUNK` examples, torch on at most
+        :data:`CPU_CHUNK_MAX_THREADS` threads.
+        """
+        if (
+            self.chunked
+            and z.shape[0] > CPU_FORWARD_CHUNK
+            and z.device.type == "cpu"
+            and not self.training
+            and torch.get_num_threads() <= CPU_CHUNK_MAX_THREADS
+        ):
             return torch.cat([module(c) for c in z.split(CPU_FORWARD_CHUNK)])
         return module(z)
 

@@ -45,12 +45,25 @@ Randomness = torch.Generator | int | ExampleRNG | None
 
 @dataclass
 class AttackOutput:
-    """What a core attack function may return instead of a bare ``x_adv``."""
+    """What a core attack function may return instead of a bare ``x_adv``.
+
+    Attributes:
+        x_adv: the adversarial examples.
+        queries: per-example model queries (query attacks).
+        loss_trace: the mean loss per iteration.
+        info: attack-specific extras, passed on to :attr:`advlab.AttackResult.info`.
+        evaluated: ``(point, logits)``: a batch of the shape of ``x`` and its logits from a forward of the model
+            without gradients, made by the core anyway (the success check on its last iterate). Where the boundary's
+            re-projection of ``x_adv`` gives exactly ``point`` and the forward ran at full precision, the boundary
+            takes these logits for its success check instead of making the same forward again
+            (:meth:`PreparedAttack.result`).
+    """
 
     x_adv: torch.Tensor
     queries: torch.Tensor | None = None
     loss_trace: torch.Tensor | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    evaluated: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def stop_check_every(device: torch.device) -> int:
@@ -232,13 +245,16 @@ class PreparedAttack:
         precision the classifier's forwards run at inside the attack: a point that only bf16 rounding pushes over
         the decision boundary is not a success. This forward was made before reduced precision existed (the
         success is recomputed on the returned point); it costs one float32 forward per attack call instead of one
-        reduced-precision forward.
+        reduced-precision forward. A core that made this very forward already (the same point, no gradients, full
+        precision: :attr:`AttackOutput.evaluated`) is not asked for it again.
         """
         if not isinstance(out, AttackOutput):
             out = AttackOutput(out)
         x_adv = self.threat.project(out.x_adv.detach().to(self.x.dtype), self.x)
-        with torch.no_grad(), devices.full_precision():
-            logits = self.model(x_adv)
+        logits = self.known_logits(out, x_adv)
+        if logits is None:
+            with torch.no_grad(), devices.full_precision():
+                logits = self.model(x_adv)
         validation.check_model_output(logits, self.x.shape[0], where="on x_adv")
         return AttackResult(
             x_adv=self.returned(x_adv),
@@ -252,6 +268,24 @@ class PreparedAttack:
             info=out.info,
             correct=to_container(self.correct, self.x_in),
         )
+
+    def known_logits(self, out: AttackOutput, x_adv: torch.Tensor) -> torch.Tensor | None:
+        """The logits of :attr:`AttackOutput.evaluated` where they are what the success check would compute on ``x_adv``.
+
+        That is where ``x_adv`` (re-projected) is exactly the evaluated point and the core's forward ran as the
+        check's does: every classifier in the model at full precision and uncompiled, no autocast around the attack.
+        """
+        if out.evaluated is None:
+            return None
+        point, logits = out.evaluated
+        if point.shape != x_adv.shape or point.dtype != x_adv.dtype or not torch.equal(point, x_adv):
+            return None
+        if torch.is_autocast_enabled(x_adv.device.type):
+            return None
+        for m in self.model.modules():
+            if isinstance(m, Classifier) and (m.precision != "fp32" or m.compile_enabled):
+                return None
+        return logits.detach()
 
     def returned(self, x_adv: torch.Tensor) -> ArrayLike:
         """``x_adv`` in the caller's container and dtype, inside the box in that dtype (``x`` itself at eps 0)."""

@@ -45,10 +45,8 @@ def _core(model, x, labels, targeted, threat, *, steps, step_size, loss_fn) -> A
     default_steps, default_size = paper_defaults(threat)  # the threat model has the model's bounds here
     steps = default_steps if steps is None else steps
     step_size = default_size if step_size is None else step_size
-    x_adv, _, _, trace = iterate(
-        model, x, x, labels, targeted, threat, steps=steps, step_size=step_size, loss_fn=loss_fn, name="bim"
-    )
-    return AttackOutput(x_adv, loss_trace=trace)
+    run = iterate(model, x, x, labels, targeted, threat, steps=steps, step_size=step_size, loss_fn=loss_fn, name="bim")
+    return AttackOutput(run.x_adv, loss_trace=run.trace, evaluated=run.evaluated)
 
 
 @register_attack(

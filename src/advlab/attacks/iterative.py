@@ -2,12 +2,15 @@
 
 Kept lean because it is the hot path: one forward and one backward per step, the step, the projection,
 and a per-example record of the last iterate that reached the goal (read off the logits the step computes
-anyway, so it costs no extra forward pass).
+anyway, so it costs no extra forward pass). The forward on the last iterate, which tells whether it reached the
+goal, also serves the attack boundary's success check (:attr:`Iterate.evaluated`), which then makes no forward
+of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -20,6 +23,25 @@ GradientFn = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor
 """A replacement of the plain loss gradient: ``(x_adv, g) -> (loss, grad, logits)``, with ``g`` the accumulated
 momentum (``None`` without momentum) and ``logits`` those of ``x_adv`` itself, or ``None`` when the forward pass saw
 a transformed input (then the step records no success)."""
+
+
+class Iterate(NamedTuple):
+    """What :func:`iterate` returns.
+
+    Attributes:
+        x_adv: per example, the final iterate, or the last iterate that reached the goal when the final one did not.
+        success: whether ``x_adv`` reached the goal.
+        loss: the loss at the final iterate.
+        trace: the mean loss per step.
+        evaluated: ``(point, logits)``: the final iterate and its logits, from a forward without gradients (what
+            :attr:`advlab.attacks.base.AttackOutput.evaluated` takes).
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    loss: torch.Tensor
+    trace: torch.Tensor
+    evaluated: tuple[torch.Tensor, torch.Tensor]
 
 
 def iterate(
@@ -36,15 +58,16 @@ def iterate(
     momentum: float | None = None,
     gradient: GradientFn | None = None,
     name: str = "attack",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Iterate:
     """Run ``steps`` projected steepest-ascent steps from ``x_init``.
 
     With ``momentum`` (MI-FGSM), the step direction comes from ``g = mu * g + grad / |grad|_1``. With ``gradient``
     (the transfer-boosting attacks), ``grad`` is what it returns instead of the plain loss gradient.
 
     Returns:
-        ``(x_adv, success, loss, trace)``: for each example the final iterate, or the last iterate that
-        reached the goal when the final one did not; success and loss at that point; the mean loss per step.
+        An :class:`Iterate`: for each example the final iterate, or the last iterate that reached the goal when the
+        final one did not; success at that point, the loss at the final iterate (the one compared across restarts),
+        the mean loss per step, and the final iterate with its logits.
     """
     x_adv = x_init.detach()
     x_found = x_adv
@@ -75,11 +98,11 @@ def iterate(
     succ = is_success(logits, labels, targeted)
     keep_found = found & ~succ
     x_out = torch.where(per_example(keep_found, x), x_found, x_adv)
-    return x_out, succ | found, loss, trace
+    return Iterate(x_out, succ | found, loss, trace, (x_adv, logits))
 
 
 def best_of_restarts(
-    run_once,  # Callable[[torch.Tensor], tuple[x_adv, success, loss, trace]] on a subset index
+    run_once,  # Callable[[torch.Tensor], tuple[x_adv, success, loss, trace, ...]] on a subset index
     x: torch.Tensor,
     restarts: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +122,7 @@ def best_of_restarts(
         idx = (~done).nonzero().flatten()
         if idx.numel() == 0:
             break
-        x_adv, succ, loss, trace = run_once(idx)
+        x_adv, succ, loss, trace = run_once(idx)[:4]
         if first_trace is None:
             first_trace = trace
         better = succ | (loss > best_loss[idx])

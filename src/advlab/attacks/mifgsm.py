@@ -18,7 +18,7 @@ from advlab.threat import ThreatModel
 
 
 def _core(model, x, labels, targeted, threat, *, steps, step_size, momentum, loss_fn) -> AttackOutput:
-    x_adv, _, _, trace = iterate(
+    run = iterate(
         model,
         x,
         x,
@@ -31,7 +31,7 @@ def _core(model, x, labels, targeted, threat, *, steps, step_size, momentum, los
         momentum=momentum,
         name="mifgsm",
     )
-    return AttackOutput(x_adv, loss_trace=trace)
+    return AttackOutput(run.x_adv, loss_trace=run.trace, evaluated=run.evaluated)
 
 
 @register_attack(

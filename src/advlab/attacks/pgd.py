@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from advlab.attacks.base import AttackOutput, Randomness, run_attack
-from advlab.attacks.iterative import best_of_restarts, iterate
+from advlab.attacks.iterative import Iterate, best_of_restarts, iterate
 from advlab.attacks.registry import ALL_NORMS, register_attack
 from advlab.goals import Goal
 from advlab.losses import LossFn, LossSetting, get_loss
@@ -35,24 +35,30 @@ def _core(
     loss_fn: LossFn,
     generator: RNG,
 ) -> AttackOutput:
-    def run_once(idx: torch.Tensor):
+    runs: list[Iterate] = []
+
+    def run_once(idx: torch.Tensor) -> Iterate:
         xs = x[idx]
         x0 = threat.random_start(xs, generator.rows(idx)) if random_start else xs
-        return iterate(
-            model,
-            xs,
-            x0,
-            labels[idx],
-            targeted,
-            threat,
-            steps=steps,
-            step_size=step_size,
-            loss_fn=loss_fn,
-            name="pgd",
+        runs.append(
+            iterate(
+                model,
+                xs,
+                x0,
+                labels[idx],
+                targeted,
+                threat,
+                steps=steps,
+                step_size=step_size,
+                loss_fn=loss_fn,
+                name="pgd",
+            )
         )
+        return runs[-1]
 
     x_adv, trace = best_of_restarts(run_once, x, restarts)
-    return AttackOutput(x_adv, loss_trace=trace)
+    # The first restart ran on every example; its last forward is the success check when nothing came after it.
+    return AttackOutput(x_adv, loss_trace=trace, evaluated=runs[0].evaluated if len(runs) == 1 else None)
 
 
 @register_attack("PGD", norms=ALL_NORMS, stochastic=True, paper="Madry et al. 2018, arXiv:1706.06083")

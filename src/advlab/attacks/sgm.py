@@ -114,11 +114,11 @@ def _core(model, x, labels, targeted, threat, *, steps, step_size, momentum, gam
             "blocks), or use mifgsm/difgsm for a model without skip connections"
         )
     with skip_gradient_decay(found, gamma):
-        x_adv, _, _, trace = iterate(
+        run = iterate(
             model, x, x, labels, targeted, threat, steps=steps, step_size=step_size, loss_fn=loss_fn,
             momentum=momentum, name="sgm",
         )  # fmt: skip
-    return AttackOutput(x_adv, loss_trace=trace)
+    return AttackOutput(run.x_adv, loss_trace=run.trace)
 
 
 @register_attack("SGM", norms=("linf", "l2"), paper="Wu et al. 2020, arXiv:2002.05990")

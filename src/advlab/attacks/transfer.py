@@ -286,11 +286,11 @@ def transfer_core(
         model, labels, targeted, threat, loss_fn=loss_fn, boosts=boosts, momentum=momentum, step_size=step_size,
         rng=generator,
     )  # fmt: skip
-    x_adv, _, _, trace = iterate(
+    run = iterate(
         model, x, x, labels, targeted, threat, steps=steps, step_size=step_size, loss_fn=loss_fn,
         momentum=momentum, gradient=gradient, name=name,
     )  # fmt: skip
-    return AttackOutput(x_adv, loss_trace=trace)
+    return AttackOutput(run.x_adv, loss_trace=run.trace)
 
 
 def default_step_size(threat: ThreatModel, steps: int, step_size: float | None) -> float:

@@ -280,7 +280,7 @@ class DetectorTraining(Trainer):
         gen = self.generator_at(epoch, x.device)
         with crafting(clf):
             x0 = self.threat.random_start(x, gen)
-            x_adv, _, _, _ = iterate(
+            x_adv = iterate(
                 clf,
                 x,
                 x0,
@@ -291,7 +291,7 @@ class DetectorTraining(Trainer):
                 step_size=STEP_FACTOR * self.threat.eps / self.steps,
                 loss_fn=cross_entropy,
                 name="detector-training",
-            )
+            ).x_adv
             logits = clf(x)
         scores = det(torch.cat([x, x_adv.detach()]))
         target = torch.cat([torch.zeros(x.shape[0]), torch.ones(x.shape[0])]).to(scores)

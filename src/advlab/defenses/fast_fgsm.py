@@ -119,7 +119,7 @@ class FastFGSMTraining(AdversarialTrainer):
         gen = torch.Generator(device=x.device).manual_seed(CHECK_SEED)
         with crafting(model):
             x0 = self.threat.random_start(x, gen)
-            _, success, _, _ = iterate(
+            success = iterate(
                 model,
                 x,
                 x0,
@@ -130,7 +130,7 @@ class FastFGSMTraining(AdversarialTrainer):
                 step_size=CHECK_STEP_FACTOR * self.threat.eps / self.check_steps,
                 loss_fn=cross_entropy,
                 name="overfit-check",
-            )
+            ).success
         return 1.0 - float(success.float().mean())
 
     def end_epoch(self, model: Classifier, epoch: int, record: dict[str, Any]) -> bool:

@@ -59,7 +59,7 @@ class PGDTraining(AdversarialTrainer):
         gen = self.generator_at(epoch, x.device)  # seeded from the position: a resumed run draws the same starts
         with crafting(model):
             x0 = threat.random_start(x, gen)
-            x_adv, _, _, _ = iterate(
+            x_adv = iterate(
                 model,
                 x,
                 x0,
@@ -70,7 +70,7 @@ class PGDTraining(AdversarialTrainer):
                 step_size=self.step_size * scale,
                 loss_fn=cross_entropy,
                 name="pgd-training",
-            )
+            ).x_adv
         return x_adv.detach()
 
     def training_step(
