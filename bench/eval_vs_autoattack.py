@@ -1,7 +1,11 @@
-"""Robust accuracy of advlab's evaluation presets versus torchattacks' and ART's AutoAttack, on the same images.
+"""Robust accuracy and cost of advlab's evaluation presets versus the reference, torchattacks' and ART's AutoAttack.
 
 For each model (a folder written by ``advlab train``), the first ``--n`` test images are attacked at ``--eps`` by
-  * advlab:        ``advlab.evaluate(..., attacks=PRESET)`` (``standard`` = APGD-CE, APGD-T, FMN, Square),
+  * advlab:        ``advlab.evaluate(..., attacks=PRESET)`` (``standard`` = APGD-CE on every example, APGD-T and
+                   Square on the examples closest to breaking; see advlab.evaluation.presets),
+  * reference:     Croce & Hein's AutoAttack (``import autoattack``, version "standard": APGD-CE, APGD-T and FAB-T
+                   with 100 iterations and 9 targets, Square with 5000 queries), from ../shared/peers/auto-attack,
+                   installed into the peers venv by bench/setup_peers.sh (never an advlab dependency),
   * torchattacks:  ``torchattacks.AutoAttack(version="standard")`` (APGD-CE, APGD-T, FAB-T, Square) as shipped:
                    note that torchattacks 3.5.1 builds it with each gradient attack's default of 10 iterations,
                    where Croce & Hein's AutoAttack uses 100,
@@ -9,7 +13,10 @@ For each model (a folder written by ``advlab train``), the first ``--n`` test im
                    (100 iterations for APGD-CE, APGD-T and FAB-T, 9 target classes, Square with 5000 queries),
   * ART:           ``art.attacks.evasion.AutoAttack`` with its default list (APGD-CE and APGD-DLR with 5 restarts
                    each, DeepFool, Square),
-and the robust accuracies (with 95% Wilson intervals) and wall times are written side by side. The peers get the
+and the robust accuracies (with 95% Wilson intervals), wall times and passes of the model are written side by side.
+Every library attacks the network through one counter (``_peers.PassCounter``: one forward pass per example per
+call, one backward pass per example when a gradient reaches the output); for advlab the report's own count
+(``report.passes``) is recorded beside it. The peers get the
 network with its normalisation as a plain ``nn.Module`` (bench/_peers.py), as a user would give it to them.
 
 Run it with the peers venv's python, which sees advlab and the project's torch build as well as the peers

@@ -74,14 +74,14 @@ class DieAfter(nn.Module):
 
 
 def light_cascade() -> list[Any]:
-    """APGD-CE, APGD-T on the closest half (chosen over every rank's examples), FMN and a Square whose focus is
-    reached (it ranks every example of its stage), all shortened."""
+    """APGD-CE; APGD-T on the closest 30%, then share by share while a share pays (decided over every rank's
+    examples); FMN; a Square whose focus is reached (it ranks every example of its stage); all shortened."""
     from advlab.attacks import make_attack
     from advlab.evaluation import Closest
 
     return [
         make_attack("apgd-ce", steps=20),
-        Closest(make_attack("apgd-t", steps=10, n_target_classes=2), 0.5),
+        Closest(make_attack("apgd-t", steps=10, n_target_classes=2), 0.3, extend=0.05),
         make_attack("fmn", steps=20),
         make_attack("square", max_queries=300, restarts=1, focus=0.2, focus_after=100),
     ]

@@ -44,7 +44,11 @@ def test_bad_fractions_are_refused_naming_the_fix(bad):
 
 def test_standard_runs_its_expensive_attacks_on_the_closest_examples():
     _, entries = resolve_attacks("standard", "linf")
-    assert [(e.label, e.closest) for e in entries] == [("apgd-ce", None), ("apgd-t", 0.2), ("square", 0.15)]
+    assert [(e.label, e.closest, e.extend) for e in entries] == [
+        ("apgd-ce", None, None),
+        ("apgd-t", 0.2, 0.1),
+        ("square", 0.15, None),
+    ]
     assert entries[1].config.n_target_classes == 3 and entries[2].config.focus == 0.5
 
 
@@ -78,7 +82,7 @@ def test_a_closest_stage_attacks_the_share_with_the_highest_clean_margins(rowwis
     assert torch.equal(broken, keep)  # ... so the broken ones are exactly the chosen ones
     # the decision is kept in the checkpoint, so a resumed run attacks the same examples
     with safe_open(str(tmp_path / "state" / STATE_FILE), "pt") as f:
-        stored = f.get_tensor("closest_keep_0_0").bool()
+        stored = f.get_tensor("closest_slice_0_0") == 0
     assert torch.equal(stored, keep)
 
 
@@ -90,3 +94,45 @@ def test_later_stages_rank_by_the_margins_earlier_stages_reached(rowwise_mlp_mod
     stages = report.results[0].stages
     left = stages[0].n_attacked - stages[0].n_broken
     assert stages[1].n_attacked == math.ceil(0.3 * left)
+
+
+@pytest.mark.parametrize("bad", [{"extend": 1.5}, {"extend": -0.1}, {"fraction": 0.0}])
+def test_bad_closest_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="extend|fraction"):
+        Closest("pgd", **{"fraction": 0.2, **bad})
+
+
+def test_extend_takes_the_next_share_while_the_last_one_pays(rowwise_mlp_model, digits, tmp_path):
+    """At eps 0.5 PGD breaks every example it attacks: every share pays, so the stage goes on to the last example,
+    and the shares are stored in order."""
+    x, y = digits["x_test"][:90], digits["y_test"][:90]
+    pgd = PGD(steps=20)
+    one = evaluate(rowwise_mlp_model, (x, y), 0.5, attacks=[Closest(pgd, 0.25)], checks=False)
+    every = evaluate(
+        rowwise_mlp_model, (x, y), 0.5, attacks=[Closest(pgd, 0.25, extend=0.5)], checks=False,
+        checkpoint_dir=tmp_path / "state",
+    )  # fmt: skip
+    m = sum(p == lab for p, lab in zip(one.examples["pred_clean"], one.examples["label"]))
+    assert one.results[0].stages[0].n_attacked == math.ceil(0.25 * m)  # without extend: one share
+    assert every.results[0].stages[0].n_attacked == m == every.results[0].stages[0].n_broken
+    assert every.results[-1].robust_accuracy == 0.0
+    with safe_open(str(tmp_path / "state" / STATE_FILE), "pt") as f:
+        shares = f.get_tensor("closest_slice_0_0")
+    # each share is a quarter (rounded up) of the examples not attacked before it, closest first
+    left, sizes = m, []
+    while left:
+        sizes.append(math.ceil(0.25 * left))
+        left -= sizes[-1]
+    assert [int((shares == j).sum()) for j in range(len(sizes))] == sizes
+    assert int((shares >= 0).sum()) == m
+
+
+def test_extend_stops_when_a_share_does_not_pay(rowwise_mlp_model, digits):
+    """A weak attack (one tiny step) breaks few of its share: with extend 0.9 the stage stops after one share."""
+    x, y = digits["x_test"][:90], digits["y_test"][:90]
+    weak = PGD(steps=1, step_size=1e-4, random_start=False)
+    report = evaluate(rowwise_mlp_model, (x, y), 0.05, attacks=[Closest(weak, 0.25, extend=0.9)], checks=False)
+    stage = report.results[0].stages[0]
+    n_correct = sum(p == lab for p, lab in zip(report.examples["pred_clean"], report.examples["label"]))
+    assert stage.n_broken < 0.9 * stage.n_attacked
+    assert stage.n_attacked == math.ceil(0.25 * n_correct)

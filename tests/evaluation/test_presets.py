@@ -25,7 +25,7 @@ def test_standard_and_strong_presets(norm):
         return
     _, entries = resolve_attacks("standard", norm)
     assert [e.label for e in entries] == ["apgd-ce", "apgd-t", "square"]
-    assert [e.closest for e in entries] == [None, 0.2, 0.15]
+    assert [(e.closest, e.extend) for e in entries] == [(None, None), (0.2, 0.1), (0.15, None)]
     assert entries[0].config.loss == "ce" and not type(entries[2].config).needs_gradients
     cw = "cw-l2" if norm == "l2" else "cw-linf"
     if cw not in ATTACKS:

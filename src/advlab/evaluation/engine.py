@@ -79,8 +79,9 @@ STATE_FILE = "state.safetensors"
 BOOL_TENSORS = ("correct", "focus_fooled", "focus_entered")
 """The state's boolean tensors (the checkpoint stores them as uint8), with each focused stage's decision."""
 FOCUS_KEEP = "focus_keep_{i}_{k}"
-CLOSEST_KEEP = "closest_keep_{i}_{k}"
-"""The state's decision of a :class:`~advlab.evaluation.presets.Closest` stage: bool over every example."""
+CLOSEST_SLICE = "closest_slice_{i}_{k}"
+"""The state's decisions of a :class:`~advlab.evaluation.presets.Closest` stage: per example the share (0, 1, ...)
+that took it in, ``-1`` for the examples it leaves."""
 MARGIN = "margin_{i}"
 """The state's highest margin ``max_{j != y} z_j - z_y`` per example over the points tried at eps ``i``."""
 GO_ON_TENSORS = ("go_on_idx_{i}_{k}", "go_on_x_{i}_{k}", "go_on_queries_{i}_{k}")
@@ -370,7 +371,7 @@ def _model_name(clf: Classifier) -> str:
 # ---------------------------------------------------------------------- the resumable state
 def is_bool_tensor(name: str) -> bool:
     """Whether the state's tensor ``name`` holds booleans (stored as uint8)."""
-    return name in BOOL_TENSORS or name.startswith(("focus_keep_", "closest_keep_"))
+    return name in BOOL_TENSORS or name.startswith("focus_keep_")
 
 
 def _new_stage() -> dict[str, Any]:
@@ -970,15 +971,24 @@ class Evaluation:
     def run_stage(self, i: int, k: int, entry: CascadeEntry) -> None:
         """Attack ``k`` at eps ``i`` on the examples still robust, batch by batch (resuming after the last done).
 
-        With several processes, a rank resumed after a kill joins the focus decision of a focused Square stage it
-        had finished, so that the ranks still meet in every stage.
+        With several processes, a rank resumed after a kill joins the decisions of the stage it had finished (the
+        shares of a :class:`~advlab.evaluation.presets.Closest` stage, the focus of a focused Square stage), so that
+        the ranks still meet in every stage.
         """
         st = self.state.stage(i, k)
-        if st["done"] and self.world.distributed and focus_over_stage(entry.config):
-            stage = FocusedSquareStage(self, i, k, entry)
-            stage.go_on_shared(stage.decide())
-        if not st["done"]:
+        closest = entry.closest is not None and not self.labels_only
+        if st["done"] and self.world.distributed:
+            if closest:
+                self.closest_shares(i, k, entry, st, run=False)
             if focus_over_stage(entry.config):
+                stage = FocusedSquareStage(self, i, k, entry)
+                stage.go_on_shared(stage.decide())
+        if not st["done"]:
+            if closest and (entry.extend is not None or not focus_over_stage(entry.config)):
+                self.closest_shares(i, k, entry, st, run=True)
+            elif focus_over_stage(entry.config):
+                if closest:
+                    self.decide_share(i, k, entry, 0)
                 FocusedSquareStage(self, i, k, entry).run()
             else:
                 self.run_batches(i, k, entry, st)
@@ -986,24 +996,61 @@ class Evaluation:
             self.state.save(self.checkpoint)
         self.advance()
 
-    def stage_examples(self, i: int, k: int) -> torch.Tensor:
-        """Indices of the examples stage (i, k) attacks: those still robust, or the share of them closest to breaking.
+    def closest_shares(self, i: int, k: int, entry: CascadeEntry, st: dict[str, Any], *, run: bool) -> None:
+        """A :class:`~advlab.evaluation.presets.Closest` stage: the closest share, then (with ``extend``) the next
+        share of the examples not yet attacked for as long as the last share's success rate reaches ``extend``.
 
-        A :class:`~advlab.evaluation.presets.Closest` stage's choice is made once, over every rank's examples
-        (:func:`~advlab.evaluation.shards.decide_closest`), and kept in the state, so a resumed run attacks the same.
+        Every decision is made over every rank's examples and kept in the state; ``run=False`` (a rank that had
+        finished the stage before a kill) only joins the decisions, from its stored results.
         """
+        j = 0
+        while True:
+            taken = self.decide_share(i, k, entry, j)
+            if run:
+                self.run_batches(i, k, entry, st)
+            if not taken or entry.extend is None or not self.share_pays(i, k, j, entry.extend):
+                return
+            j += 1
+
+    def shares(self, i: int, k: int) -> torch.Tensor:
+        """Per example, the share of Closest stage (i, k) that took it in (``-1``: none yet)."""
+        name = CLOSEST_SLICE.format(i=i, k=k)
+        if name not in self.state.t:
+            self.state.t[name] = torch.full((self.n,), -1, dtype=torch.int64)
+        return self.state.t[name]
+
+    def decide_share(self, i: int, k: int, entry: CascadeEntry, j: int) -> bool:
+        """Share ``j`` of Closest stage (i, k): the fraction closest to breaking of the still-robust examples not yet
+        attacked, over every rank's (:func:`~advlab.evaluation.shards.decide_closest`); whether it took any."""
+        shares = self.shares(i, k)
         robust = self.state.t["correct"] & ~self.state.broken_before(i, k)
-        closest = self.settings.entries[k].closest
-        if closest is None or self.labels_only:
-            return robust.nonzero().flatten()
-        name = CLOSEST_KEEP.format(i=i, k=k)
-        known = self.state.t.get(name)
-        idx = robust.nonzero().flatten()
-        keep = shards.decide_closest(known, idx, self.state.margins(i)[idx], closest, self.ids, self.n, self.world)
-        if known is None:
-            self.state.t[name] = keep
+        known = shares == j if bool((shares == j).any()) else None
+        idx = (robust & (shares < 0)).nonzero().flatten()
+        assert entry.closest is not None
+        keep = shards.decide_closest(
+            known, idx, self.state.margins(i)[idx], entry.closest, self.ids, self.n, self.world
+        )
+        if known is None and bool(keep.any()):
+            shares[keep & (shares < 0)] = j
             self.state.save(self.checkpoint)
-        return (robust & keep).nonzero().flatten()
+        return bool(keep.any())
+
+    def share_pays(self, i: int, k: int, j: int, extend: float) -> bool:
+        """Whether share ``j`` of stage (i, k) broke at least the fraction ``extend`` of its examples (every rank's)."""
+        mine = (self.shares(i, k) == j) & self.state.t["correct"]  # this rank's examples (the shares span every rank's)
+        broken = mine & (self.state.t["broken_eps"] == i) & (self.state.t["broken_attack"] == k)
+        counts = shards.sum_over_ranks((int(broken.sum()), int(mine.sum())), self.world)
+        return counts[1] > 0 and counts[0] >= extend * counts[1]
+
+    def stage_examples(self, i: int, k: int) -> torch.Tensor:
+        """Indices of the examples stage (i, k) attacks: those still robust, or the shares of them closest to breaking
+        that the stage took in so far (share by share, each in index order; see :meth:`closest_shares`)."""
+        robust = self.state.t["correct"] & ~self.state.broken_before(i, k)
+        if self.settings.entries[k].closest is None or self.labels_only:
+            return robust.nonzero().flatten()
+        shares = self.shares(i, k)
+        taken = ((shares >= 0) & robust).nonzero().flatten()  # this rank's (the shares span every rank's examples)
+        return taken[(shares[taken] * (self.n + 1) + taken).argsort()]
 
     def run_batches(self, i: int, k: int, entry: CascadeEntry, st: dict[str, Any]) -> None:
         """The examples still robust before stage (i, k) in batches, after the ones a resumed run finished.

@@ -29,9 +29,72 @@ from typing import Any
 from advlab import validation
 from advlab.attacks.registry import ALIASES, AttackConfig, is_attack, make_attack, resolve
 
-PRESETS: dict[str, tuple[str, ...]] = {
+
+@dataclass(frozen=True)
+class Closest:
+    """An attack of the cascade that runs only on the examples the stages before it brought closest to breaking.
+
+    Of the ``m`` examples still robust when the stage begins, the ``ceil(fraction * m)`` with the highest margin
+    ``max_{j != y} z_j - z_y`` over every point tried so far at that eps (the clean input and each earlier stage's
+    candidate) are attacked; the others are left as they are (ties go to the smaller example id, so the choice does
+    not depend on the order or the sharing out of the examples). On a labels-only oracle, which reveals no margin,
+    the stage runs on every example. In a list of attack names, ``"square@0.1"`` means ``Closest("square", 0.1)``.
+
+    With ``extend``, the stage goes on share by share: as long as the last share's success rate is at least
+    ``extend``, the same ``fraction`` of the examples not yet attacked, the closest first, is attacked next. Where
+    the examples that break are spread beyond the first share (a model with few robust examples), the stage follows
+    them; where they are not, it stops after one share.
+
+    Args:
+        attack: an attack name (or alias) or an :class:`~advlab.attacks.AttackConfig`.
+        fraction: the share of the still-robust examples attacked, in ``(0, 1]``.
+        extend: attack the next share while the last one's success rate is at least this, in ``[0, 1]``; ``None``
+            (the default): one share only.
+
+    Examples:
+        >>> evaluate(model, data, 0.3, attacks=["apgd-ce", Closest("apgd-t", 0.2, extend=0.1), "square@0.1"])
+    """
+
+    attack: str | AttackConfig
+    fraction: float
+    extend: float | None = None
+
+    def __post_init__(self) -> None:
+        validation.check_float("fraction", self.fraction, minimum=0.0, maximum=1.0, strict_min=True)
+        if self.extend is not None:
+            validation.check_float("extend", self.extend, minimum=0.0, maximum=1.0)
+
+
+@dataclass(frozen=True)
+class CascadeEntry:
+    """One attack of the cascade: its label in reports, its config, and the share of examples it attacks.
+
+    ``closest`` is ``None`` for an attack on every example still robust, else the fraction of them closest to
+    breaking (see :class:`Closest`).
+    """
+
+    label: str
+    config: AttackConfig
+    closest: float | None = None
+    extend: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        cls = type(self.config)
+        return {
+            "label": self.label,
+            "name": cls.name,
+            "settings": self.config.settings(),
+            "closest": self.closest,
+            "extend": self.extend,
+            "minimum_norm": bool(cls.minimum_norm),
+            "needs_gradients": bool(cls.needs_gradients),
+            "query_based": bool(cls.query_based),
+        }
+
+
+PRESETS: dict[str, tuple[str | Closest, ...]] = {
     "fast": ("pgd",),
-    "standard": ("apgd-ce", "apgd-t@0.2", "square@0.15"),
+    "standard": ("apgd-ce", Closest("apgd-t", 0.2, extend=0.1), "square@0.15"),
     "strong": ("apgd-ce", "apgd-t", "fmn", "square", "cw"),
 }
 """Attack names of each preset, in cascade order (``cw`` means ``cw-l2`` for l2 and ``cw-linf`` for linf)."""
@@ -54,60 +117,10 @@ the closest 15% broke, with a fifth to a quarter fewer passes.
 """
 
 
-@dataclass(frozen=True)
-class Closest:
-    """An attack of the cascade that runs only on the examples the stages before it brought closest to breaking.
-
-    Of the ``m`` examples still robust when the stage begins, the ``ceil(fraction * m)`` with the highest margin
-    ``max_{j != y} z_j - z_y`` over every point tried so far at that eps (the clean input and each earlier stage's
-    candidate) are attacked; the others are left as they are (ties go to the smaller example id, so the choice does
-    not depend on the order or the sharing out of the examples). On a labels-only oracle, which reveals no margin,
-    the stage runs on every example. In a list of attack names, ``"square@0.1"`` means ``Closest("square", 0.1)``.
-
-    Args:
-        attack: an attack name (or alias) or an :class:`~advlab.attacks.AttackConfig`.
-        fraction: the share of the still-robust examples attacked, in ``(0, 1]``.
-
-    Examples:
-        >>> evaluate(model, data, 0.3, attacks=["apgd-ce", Closest("apgd-t", 0.1), "square@0.1"])
-    """
-
-    attack: str | AttackConfig
-    fraction: float
-
-    def __post_init__(self) -> None:
-        validation.check_float("fraction", self.fraction, minimum=0.0, maximum=1.0, strict_min=True)
-
-
-@dataclass(frozen=True)
-class CascadeEntry:
-    """One attack of the cascade: its label in reports, its config, and the share of examples it attacks.
-
-    ``closest`` is ``None`` for an attack on every example still robust, else the fraction of them closest to
-    breaking (see :class:`Closest`).
-    """
-
-    label: str
-    config: AttackConfig
-    closest: float | None = None
-
-    def describe(self) -> dict[str, Any]:
-        cls = type(self.config)
-        return {
-            "label": self.label,
-            "name": cls.name,
-            "settings": self.config.settings(),
-            "closest": self.closest,
-            "minimum_norm": bool(cls.minimum_norm),
-            "needs_gradients": bool(cls.needs_gradients),
-            "query_based": bool(cls.query_based),
-        }
-
-
-def _closest_of(item: Any) -> tuple[Any, float | None]:
-    """``(attack, fraction)`` of a cascade item: a :class:`Closest`, a ``"name@fraction"`` string, or neither."""
+def _closest_of(item: Any) -> tuple[Any, Closest | None]:
+    """``(attack, closest)`` of a cascade item: a :class:`Closest`, a ``"name@fraction"`` string, or neither."""
     if isinstance(item, Closest):
-        return item.attack, item.fraction
+        return item.attack, item
     if isinstance(item, str) and "@" in item:
         name, _, fraction = item.partition("@")
         try:
@@ -117,7 +130,7 @@ def _closest_of(item: Any) -> tuple[Any, float | None]:
                 f"attacks: {item!r}: after '@' comes the fraction of the still-robust examples closest to breaking "
                 "that the attack runs on, a number in (0, 1], e.g. 'square@0.1'"
             ) from None
-        return name, Closest(name, value).fraction
+        return name, Closest(name, value)
     return item, None
 
 
@@ -197,5 +210,7 @@ def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEn
             while f"{label}#{i}" in taken:
                 i += 1
             label = f"{label}#{i}"
-        entries.append(CascadeEntry(label, config, closest))
+        entries.append(
+            CascadeEntry(label, config, closest.fraction if closest else None, closest.extend if closest else None)
+        )
     return preset, entries

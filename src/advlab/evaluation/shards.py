@@ -117,6 +117,14 @@ def decide_closest(
     return keep
 
 
+def sum_over_ranks(values: tuple[int, ...], world: World) -> tuple[int, ...]:
+    """Integers summed over every rank (the values themselves in one process)."""
+    if not world.distributed:
+        return values
+    parts = distributed.all_gather_objects(list(values), what="adding up the ranks' counts")
+    return tuple(sum(p[j] for p in parts) for j in range(len(values)))
+
+
 def decide_focus(
     known: torch.Tensor | None,
     idx: torch.Tensor,
@@ -218,7 +226,7 @@ def pack(tensors: dict[str, torch.Tensor], meta: dict[str, Any], x: torch.Tensor
     """
     out: dict[str, Any] = {"idx": shard, "values": {}, "rows": {}, "meta": meta}
     for name, t in tensors.items():
-        if name.startswith(("focus_keep_", "go_on_", "closest_keep_")):
+        if name.startswith(("focus_keep_", "go_on_", "closest_slice_")):
             continue  # the same on every rank
         if t.dim() == 1:
             out["values"][name] = t[shard]
