@@ -131,7 +131,12 @@ def _closest_of(item: Any) -> tuple[Any, Closest | None]:
                 f"attacks: {item!r}: after '@' comes the fraction of the still-robust examples closest to breaking "
                 "that the attack runs on, a number in (0, 1], e.g. 'square@0.1'"
             ) from None
-        return name, Closest(name, value)
+        try:
+            return name, Closest(name, value)
+        except ValueError as exc:
+            raise ValueError(
+                f"attacks: {item!r}: {exc}; after '@' comes the share of the still-robust examples, in (0, 1]"
+            ) from None
     return item, None
 
 
