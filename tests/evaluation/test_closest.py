@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from advlab import evaluate
-from advlab.attacks import PGD
+from advlab.attacks import PGD, Square
 from advlab.evaluation import Closest, resolve_attacks
 from advlab.evaluation.engine import STATE_FILE, example_ids
 from advlab.evaluation.shards import closest_selection
@@ -86,8 +86,8 @@ def test_a_closest_stage_attacks_the_share_with_the_highest_clean_margins(rowwis
     assert torch.equal(stored, keep)
 
 
-def test_later_stages_rank_by_the_margins_earlier_stages_reached(rowwise_mlp_model, digits):
-    """After a weak first stage, the second one's choice follows the first stage's points, not the clean ones."""
+def test_a_later_closest_stage_takes_its_share_of_what_the_earlier_stages_left(rowwise_mlp_model, digits):
+    """The share is of the examples still robust when the stage begins, not of every correctly classified one."""
     x, y = digits["x_test"][:90], digits["y_test"][:90]
     first = PGD(steps=2, restarts=1)
     report = evaluate(rowwise_mlp_model, (x, y), 0.05, attacks=[first, Closest(PGD(steps=20), 0.3)], checks=False)
@@ -136,3 +136,11 @@ def test_extend_stops_when_a_share_does_not_pay(rowwise_mlp_model, digits):
     n_correct = sum(p == lab for p, lab in zip(report.examples["pred_clean"], report.examples["label"]))
     assert stage.n_broken < 0.9 * stage.n_attacked
     assert stage.n_attacked == math.ceil(0.25 * n_correct)
+
+
+def test_a_focused_square_cannot_go_on_share_by_share():
+    """Square's own focus ranks one share's examples; extending it over several shares is refused up front."""
+    with pytest.raises(ValueError, match="focus"):
+        resolve_attacks([Closest(Square(focus=0.5), 0.2, extend=0.1)], "linf")
+    _, (entry,) = resolve_attacks([Closest(Square(focus=1.0), 0.2, extend=0.1)], "linf")
+    assert entry.extend == 0.1

@@ -435,8 +435,14 @@ def _start(xs: torch.Tensor, threat: ThreatModel, rng: RNG) -> torch.Tensor:
     return (xs + _l2_init(xs, eps, rng)).clamp(*bounds)
 
 
-def _top(loss: torch.Tensor, n_keep: int, ids: torch.Tensor | None) -> torch.Tensor:
-    """Bool mask of the ``n_keep`` highest losses; ties go to the smaller example id when ``ids`` are given."""
+def top_scores(loss: torch.Tensor, n_keep: int, ids: torch.Tensor | None) -> torch.Tensor:
+    """Bool mask of the ``n_keep`` highest scores; ties go to the smaller example id when ``ids`` are given, so the
+    choice depends neither on the examples' order nor on how they were cut into batches or shared out.
+
+    Examples:
+        >>> top_scores(torch.tensor([-3.0, -0.5, -2.0, -0.5]), 2, torch.tensor([9, 8, 7, 6]))
+        tensor([False,  True, False,  True])
+    """
     if ids is None:
         chosen = loss.topk(n_keep).indices
     else:
@@ -612,7 +618,7 @@ def focus_selection(point: FocusPoint, focus: float, ids: torch.Tensor | None = 
         return active
     where = active.nonzero().flatten()
     keep = torch.zeros_like(active)
-    keep[where[_top(point.best_loss[where], n_keep, None if ids is None else ids[where.to(ids.device)])]] = True
+    keep[where[top_scores(point.best_loss[where], n_keep, None if ids is None else ids[where.to(ids.device)])]] = True
     return keep
 
 
@@ -680,7 +686,7 @@ class _Search:
             # Focus: the examples with the highest loss so far are the ones Square goes on to fool
             # (bench/square_focus.py); the others stop here, at their best point.
             ids = self.rng.row_ids()[idx[run.active]] if isinstance(self.rng, ExampleRNG) else None
-            run.focus(_top(run.bl, n_keep, ids))
+            run.focus(top_scores(run.bl, n_keep, ids))
         run.iterate(self.pause_at, self.iterations, self.max_queries, self.p_init)
         return started
 

@@ -36,7 +36,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -924,11 +924,10 @@ class Evaluation:
 
     def judge(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """Predicted labels as reported: one draw of the model, seeded by ``seed`` when it is random."""
-        with seeded(seed, self.device, self.randomized):
-            return predict(self.clf, x, batch_size=self.batches.size)
+        return self.judge_logits(x, seed).argmax(1)
 
     def judge_logits(self, x: torch.Tensor, seed: int) -> torch.Tensor:
-        """The logits behind :meth:`judge`'s labels (the same draw of a random model), on the CPU."""
+        """The logits behind :meth:`judge`'s labels (one draw of a random model, seeded by ``seed``), on the CPU."""
         with seeded(seed, self.device, self.randomized):
             return predict(self.clf, x, batch_size=self.batches.size, logits=True).cpu()
 
@@ -977,37 +976,42 @@ class Evaluation:
         """
         st = self.state.stage(i, k)
         closest = entry.closest is not None and not self.labels_only
+        focused = focus_over_stage(entry.config)
         if st["done"] and self.world.distributed:
             if closest:
-                self.closest_shares(i, k, entry, st, run=False)
-            if focus_over_stage(entry.config):
+                self.closest_shares(i, k, entry, None)
+            if focused:
                 stage = FocusedSquareStage(self, i, k, entry)
                 stage.go_on_shared(stage.decide())
         if not st["done"]:
-            if closest and (entry.extend is not None or not focus_over_stage(entry.config)):
-                self.closest_shares(i, k, entry, st, run=True)
-            elif focus_over_stage(entry.config):
-                if closest:
-                    self.decide_share(i, k, entry, 0)
-                FocusedSquareStage(self, i, k, entry).run()
+
+            def run() -> None:  # built after the shares are decided: a focused Square stage takes its examples then
+                if focused:
+                    FocusedSquareStage(self, i, k, entry).run()
+                else:
+                    self.run_batches(i, k, entry, st)
+
+            if closest:
+                self.closest_shares(i, k, entry, run)
             else:
-                self.run_batches(i, k, entry, st)
+                run()
             st["done"] = True
             self.state.save(self.checkpoint)
         self.advance()
 
-    def closest_shares(self, i: int, k: int, entry: CascadeEntry, st: dict[str, Any], *, run: bool) -> None:
+    def closest_shares(self, i: int, k: int, entry: CascadeEntry, run: Callable[[], None] | None) -> None:
         """A :class:`~advlab.evaluation.presets.Closest` stage: the closest share, then (with ``extend``) the next
         share of the examples not yet attacked for as long as the last share's success rate reaches ``extend``.
 
-        Every decision is made over every rank's examples and kept in the state; ``run=False`` (a rank that had
-        finished the stage before a kill) only joins the decisions, from its stored results.
+        ``run`` attacks the examples of the shares decided so far that are not done yet. Every decision is made over
+        every rank's examples and kept in the state; ``run=None`` (a rank that had finished the stage before a kill)
+        only joins the decisions, from its stored results.
         """
         j = 0
         while True:
             taken = self.decide_share(i, k, entry, j)
-            if run:
-                self.run_batches(i, k, entry, st)
+            if run is not None:
+                run()
             if not taken or entry.extend is None or not self.share_pays(i, k, j, entry.extend):
                 return
             j += 1
@@ -1027,9 +1031,7 @@ class Evaluation:
         known = shares == j if bool((shares == j).any()) else None
         idx = (robust & (shares < 0)).nonzero().flatten()
         assert entry.closest is not None
-        keep = shards.decide_closest(
-            known, idx, self.state.margins(i)[idx], entry.closest, self.ids, self.n, self.world
-        )
+        keep = shards.decide_closest(known, idx, self.state.margins(i)[idx], entry.closest, self.ids, self.n)
         if known is None and bool(keep.any()):
             shares[keep & (shares < 0)] = j
             self.state.save(self.checkpoint)
@@ -1039,7 +1041,7 @@ class Evaluation:
         """Whether share ``j`` of stage (i, k) broke at least the fraction ``extend`` of its examples (every rank's)."""
         mine = (self.shares(i, k) == j) & self.state.t["correct"]  # this rank's examples (the shares span every rank's)
         broken = mine & (self.state.t["broken_eps"] == i) & (self.state.t["broken_attack"] == k)
-        counts = shards.sum_over_ranks((int(broken.sum()), int(mine.sum())), self.world)
+        counts = shards.sum_over_ranks((int(broken.sum()), int(mine.sum())))
         return counts[1] > 0 and counts[0] >= extend * counts[1]
 
     def stage_examples(self, i: int, k: int) -> torch.Tensor:

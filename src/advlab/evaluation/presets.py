@@ -148,6 +148,39 @@ def _build(name: str, norm: str, options: dict[str, Any]) -> AttackConfig:
     return make_attack(name, norm=norm, argument="attacks", **options)
 
 
+def _entry(given_item: Any, norm: str, preset: str | None, taken: set[str]) -> CascadeEntry:
+    """The cascade entry of one item of ``attacks`` (a name, a config or a :class:`Closest`), labelled apart from the
+    labels ``taken`` by the entries before it."""
+    item, closest = _closest_of(given_item)
+    if isinstance(item, AttackConfig):
+        label, config = type(item).name or type(item).__name__.lower(), item
+    elif isinstance(item, str):
+        label = item.strip().lower()
+        given = PRESET_OPTIONS.get(preset or "", {})
+        config = _build(label, norm, {**given.get("*", {}), **given.get(label, {})})
+        if label in ALIASES and ALIASES[label].per_norm:  # "cw": name the attack that runs for this norm
+            label = type(config).name
+    else:
+        raise TypeError(f"attacks: expected attack names, AttackConfig or Closest instances, got {type(item).__name__}")
+    cls = type(config)
+    if norm not in cls.norms:
+        raise ValueError(
+            f"attacks: {label!r} does not support norm {norm!r} (it supports {list(cls.norms)}); "
+            f"drop it or choose another norm. `advlab attacks --norm {norm}` lists the attacks that do."
+        )
+    if label in taken:
+        i = 2
+        while f"{label}#{i}" in taken:
+            i += 1
+        label = f"{label}#{i}"
+    if closest is not None and closest.extend is not None and config.settings().get("focus", 1.0) < 1:
+        raise ValueError(
+            f"attacks: {label!r} focuses its own budget (focus < 1), which spans one share of examples; give it "
+            "extend=None, or focus=1 to go on share by share"
+        )
+    return CascadeEntry(label, config, closest.fraction if closest else None, closest.extend if closest else None)
+
+
 def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEntry]]:
     """Turn ``attacks`` (a preset name, or a list of names / configs) into the cascade.
 
@@ -191,32 +224,5 @@ def resolve_attacks(attacks: Any, norm: str) -> tuple[str | None, list[CascadeEn
         raise ValueError("attacks: the list is empty; give at least one attack, e.g. attacks=['pgd']")
     entries: list[CascadeEntry] = []
     for given_item in names:
-        item, closest = _closest_of(given_item)
-        if isinstance(item, AttackConfig):
-            label, config = type(item).name or type(item).__name__.lower(), item
-        elif isinstance(item, str):
-            label = item.strip().lower()
-            given = PRESET_OPTIONS.get(preset or "", {})
-            config = _build(label, norm, {**given.get("*", {}), **given.get(label, {})})
-            if label in ALIASES and ALIASES[label].per_norm:  # "cw": name the attack that runs for this norm
-                label = type(config).name
-        else:
-            raise TypeError(
-                f"attacks: expected attack names, AttackConfig or Closest instances, got {type(item).__name__}"
-            )
-        cls = type(config)
-        if norm not in cls.norms:
-            raise ValueError(
-                f"attacks: {label!r} does not support norm {norm!r} (it supports {list(cls.norms)}); "
-                f"drop it or choose another norm. `advlab attacks --norm {norm}` lists the attacks that do."
-            )
-        taken = {e.label for e in entries}
-        if label in taken:
-            i = 2
-            while f"{label}#{i}" in taken:
-                i += 1
-            label = f"{label}#{i}"
-        entries.append(
-            CascadeEntry(label, config, closest.fraction if closest else None, closest.extend if closest else None)
-        )
+        entries.append(_entry(given_item, norm, preset, {e.label for e in entries}))
     return preset, entries

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from advlab import distributed
-from advlab.attacks.square import FocusPoint, focus_selection
+from advlab.attacks.square import FocusPoint, focus_selection, top_scores
 from advlab.distributed import World
 from advlab.evaluation.checks import COSTLIEST_FIRST
 
@@ -68,14 +68,10 @@ def closest_selection(margins: torch.Tensor, fraction: float, ids: torch.Tensor)
         >>> closest_selection(torch.tensor([-3.0, -0.5, -2.0, -0.5]), 0.5, torch.tensor([9, 8, 7, 6]))
         tensor([False,  True, False,  True])
     """
-    keep = torch.zeros(margins.shape[0], dtype=torch.bool)
     n_keep = math.ceil(fraction * margins.shape[0])
     if n_keep == 0:
-        return keep
-    order = ids.argsort()
-    chosen = order[(-margins[order]).argsort(stable=True)[:n_keep]]
-    keep[chosen] = True
-    return keep
+        return torch.zeros(margins.shape[0], dtype=torch.bool)
+    return top_scores(margins, n_keep, ids)
 
 
 def decide_closest(
@@ -85,7 +81,6 @@ def decide_closest(
     fraction: float,
     ids: torch.Tensor,
     n: int,
-    world: World,
 ) -> torch.Tensor:
     """The examples a :class:`~advlab.evaluation.presets.Closest` stage attacks, over every rank's: bool ``(n,)``.
 
@@ -100,14 +95,9 @@ def decide_closest(
         fraction: the share attacked.
         ids: the ids of all ``n`` examples (they break ties).
         n: the number of examples in the evaluation.
-        world: the processes.
     """
     mine: dict[str, Any] = {"keep": known} if known is not None else {"idx": idx, "margins": margins}
-    parts = (
-        distributed.all_gather_objects(mine, what="choosing the examples closest to breaking over every rank's")
-        if world.distributed
-        else [mine]
-    )
+    parts = distributed.all_gather_objects(mine, what="choosing the examples closest to breaking over every rank's")
     decided = [p["keep"] for p in parts if "keep" in p]
     if decided:
         return decided[0]
@@ -117,10 +107,8 @@ def decide_closest(
     return keep
 
 
-def sum_over_ranks(values: tuple[int, ...], world: World) -> tuple[int, ...]:
+def sum_over_ranks(values: tuple[int, ...]) -> tuple[int, ...]:
     """Integers summed over every rank (the values themselves in one process)."""
-    if not world.distributed:
-        return values
     parts = distributed.all_gather_objects(list(values), what="adding up the ranks' counts")
     return tuple(sum(p[j] for p in parts) for j in range(len(values)))
 
