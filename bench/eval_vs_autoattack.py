@@ -14,9 +14,9 @@ For each model (a folder written by ``advlab train``), the first ``--n`` test im
   * ART:           ``art.attacks.evasion.AutoAttack`` with its default list (APGD-CE and APGD-DLR with 5 restarts
                    each, DeepFool, Square),
 and the robust accuracies (with 95% Wilson intervals), wall times and passes of the model are written side by side.
-Every library attacks the network through one counter (``_peers.PassCounter``: one forward pass per example per
-call, one backward pass per example when a gradient reaches the output); for advlab the report's own count
-(``report.passes``) is recorded beside it. The peers get the
+Every library attacks the network through one counter (``advlab.passes.count_passes`` around the network: one
+forward pass per example per call, one backward pass per example when a gradient reaches the output); advlab's
+evaluation counts into the same counter, and its report's breakdown (``report.passes``) is recorded beside it. The peers get the
 network with its normalisation as a plain ``nn.Module`` (bench/_peers.py), as a user would give it to them.
 
 Run it with the peers venv's python, which sees advlab and the project's torch build as well as the peers
@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _peers import PassCounter, PeerModel
+from _peers import PeerModel
 
 log = logging.getLogger("bench")
 
@@ -230,6 +230,7 @@ def main(argv=None) -> int:
 
     from advlab.data import load_dataset
     from advlab.evaluation import wilson_interval
+    from advlab.passes import count_passes
     from advlab.provenance import provenance
     from advlab.zoo import load_model
 
@@ -243,8 +244,7 @@ def main(argv=None) -> int:
         if not path:
             label, path = Path(spec).name, spec
         model = load_model(path, device=args.device)
-        counter = PassCounter(model.module)  # every library's passes through the network, counted alike
-        model.module = counter
+        model.module, counter = count_passes(model.module)  # every library's passes through the network, alike
         data = load_dataset(args.data or model.card.get("dataset"), "test", data_dir=args.data_dir, n=args.n)
         x, y = data.x.to(args.device), data.y.to(args.device)
         row = {"path": path, "n": len(y), "clean_accuracy": _accuracy(model, x, y, args.batch_size)}
@@ -278,7 +278,9 @@ def main(argv=None) -> int:
                     raise ValueError(f"unknown implementation {impl!r}")
                 k = round(res["robust_accuracy"] * len(y))
                 res["ci95"] = list(wilson_interval(k, len(y)))
-                res["forward_passes"], res["backward_passes"] = counter.reset()
+                spent = counter.passes()
+                counter.reset()
+                res["forward_passes"], res["backward_passes"] = spent.forward, spent.backward
                 res["passes"] = res["forward_passes"] + res["backward_passes"]
             except Exception as exc:  # record and go on: one peer failing must not lose the others' numbers
                 res = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=3)}
