@@ -1,0 +1,1 @@
+"""Model-based optimisation: optimising a design for a surrogate's predicted score, with standard and robust surrogates."""

@@ -1,0 +1,9 @@
+"""Poisoning the training set: backdoors, clean-label and availability attacks, and the defenses that find them.
+
+Every attack takes clean data and returns a :class:`~advlab.poisoning.base.PoisonedData` (a poisoned copy with its
+manifest); every detection defense scores training rows and reports a :class:`~advlab.poisoning.base.Detection`.
+"""
+
+from advlab.poisoning.base import Detection, PoisonedData, Trigger, attack_success_rate, stamp
+
+__all__ = ["Detection", "PoisonedData", "Trigger", "attack_success_rate", "stamp"]

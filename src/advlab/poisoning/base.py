@@ -1,0 +1,459 @@
+"""What every poisoning attack and defense shares: triggers, the poisoned dataset as a value, and the measures.
+
+A poisoning attack never modifies the clean data it is given: it returns a :class:`PoisonedData`, a poisoned copy
+that records which rows changed (or were inserted), their original labels, the trigger, the target and the seed,
+so an experiment can be reproduced and audited. ``PoisonedData.save`` writes it atomically (one safetensors file
+with the tensors, one JSON manifest) and :meth:`PoisonedData.load` reads it back without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab import io, validation
+from advlab.models import predict
+
+MANIFEST = "manifest.json"
+"""The JSON manifest of a saved :class:`PoisonedData`."""
+TENSORS = "poisoned.safetensors"
+"""The tensors of a saved :class:`PoisonedData`."""
+POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left")
+"""Where :meth:`Trigger.patch` puts its patch."""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A backdoor trigger on the model's input scale: ``x' = (1 - mask) * x + mask * pattern``.
+
+    A patch trigger (BadNets) has a 0/1 mask; a blended trigger (Chen et al. 2017) has ``mask = alpha``
+    everywhere. ``pattern`` has the shape of one input ``(C, H, W)``; ``mask`` has shape ``(1, H, W)`` or
+    ``(C, H, W)``.
+
+    Attributes:
+        pattern: what the trigger writes, shape ``(C, H, W)``, values inside the data's bounds.
+        mask: how much of the pattern replaces each input value, in ``[0, 1]``.
+        name: a short description for reports (``"3x3 checkerboard, bottom-right"``).
+    """
+
+    pattern: torch.Tensor
+    mask: torch.Tensor
+    name: str = "trigger"
+
+    def __post_init__(self) -> None:
+        if self.pattern.dim() != 3:
+            raise ValueError(f"trigger: pattern must have shape (C, H, W), got {tuple(self.pattern.shape)}")
+        if self.mask.dim() != 3 or self.mask.shape[1:] != self.pattern.shape[1:]:
+            raise ValueError(
+                f"trigger: mask must have shape (1 or C, H, W) matching the pattern {tuple(self.pattern.shape)}, "
+                f"got {tuple(self.mask.shape)}"
+            )
+        if self.mask.shape[0] not in (1, self.pattern.shape[0]):
+            raise ValueError(
+                f"trigger: mask has {self.mask.shape[0]} channels; the pattern has {self.pattern.shape[0]}"
+            )
+        if float(self.mask.min()) < 0 or float(self.mask.max()) > 1:
+            raise ValueError("trigger: mask values must lie in [0, 1]")
+
+    @classmethod
+    def patch(
+        cls,
+        input_shape: Sequence[int],
+        size: int = 3,
+        position: str = "bottom-right",
+        value: float | str = "checkerboard",
+        bounds: tuple[float, float] = (0.0, 1.0),
+    ) -> Trigger:
+        """A square patch stamped in a corner (Gu et al. 2017, BadNets).
+
+        Args:
+            input_shape: one input's shape ``(C, H, W)``.
+            size: side of the square patch in pixels.
+            position: one of :data:`POSITIONS`.
+            value: ``"checkerboard"`` (alternating the two bounds, the BadNets pattern), ``"white"`` (the upper
+                bound) or a number inside ``bounds``.
+            bounds: the input's value range.
+
+        Returns:
+            The trigger.
+
+        Examples:
+            >>> t = Trigger.patch((1, 28, 28), size=3)
+            >>> int(t.mask.sum())
+            9
+        """
+        channels, height, width = check_input_shape(input_shape)
+        validation.check_int("size", size, minimum=1)
+        if size > min(height, width):
+            raise ValueError(f"size: a {size}x{size} trigger does not fit a {height}x{width} image; use a smaller size")
+        validation.check_choice("position", position, POSITIONS)
+        low, high = float(bounds[0]), float(bounds[1])
+        square = _patch_values(value, size, low, high)
+        top = height - size if position.startswith("bottom") else 0
+        left = width - size if position.endswith("right") else 0
+        pattern = torch.full((channels, height, width), low)
+        mask = torch.zeros(1, height, width)
+        pattern[:, top : top + size, left : left + size] = square
+        mask[:, top : top + size, left : left + size] = 1.0
+        name = f"{size}x{size} {value if isinstance(value, str) else f'value {value:g}'} patch, {position}"
+        return cls(pattern=pattern, mask=mask, name=name)
+
+    @classmethod
+    def blend(cls, pattern: torch.Tensor, alpha: float = 0.2, name: str = "blended pattern") -> Trigger:
+        """A whole-image pattern blended into the input (Chen et al. 2017): ``(1 - alpha) x + alpha pattern``.
+
+        Args:
+            pattern: shape ``(C, H, W)`` on the input's scale (for example uniform noise, or a picture).
+            alpha: blend ratio in ``(0, 1]``; Chen et al. use 0.2 when poisoning.
+            name: a description for reports.
+
+        Returns:
+            The trigger.
+
+        Examples:
+            >>> t = Trigger.blend(torch.rand(1, 28, 28), alpha=0.2)
+            >>> float(t.mask.max())
+            0.2
+        """
+        validation.check_float("alpha", alpha, minimum=0.0, maximum=1.0, strict_min=True)
+        pattern = validation.as_tensor("pattern", pattern).float()
+        mask = torch.full((1, *pattern.shape[1:]), float(alpha))
+        return cls(pattern=pattern, mask=mask, name=f"{name}, alpha {alpha:g}")
+
+    def check_fits(self, x: torch.Tensor, name: str = "x") -> None:
+        """Raise ``ValueError`` unless the trigger has the shape of one input of ``x`` (N, C, H, W)."""
+        if tuple(x.shape[1:]) != tuple(self.pattern.shape):
+            raise ValueError(
+                f"trigger: its pattern has shape {tuple(self.pattern.shape)} but {name} holds inputs of shape "
+                f"{tuple(x.shape[1:])}; build the trigger for the data's (C, H, W) (channel count and size)"
+            )
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the trigger stamped on every input (a new tensor; ``x`` is not modified)."""
+        self.check_fits(x)
+        mask = self.mask.to(x.device, x.dtype)
+        return x * (1 - mask) + self.pattern.to(x.device, x.dtype) * mask
+
+
+def _patch_values(value: float | str, size: int, low: float, high: float) -> torch.Tensor:
+    if value == "checkerboard":
+        grid = torch.arange(size)
+        return torch.where((grid[:, None] + grid[None, :]) % 2 == 0, high, low)
+    if value == "white":
+        return torch.full((size, size), high)
+    if isinstance(value, str):
+        raise ValueError(f"value: expected 'checkerboard', 'white' or a number, got {value!r}")
+    validation.check_float("value", value, minimum=low, maximum=high)
+    return torch.full((size, size), float(value))
+
+
+def check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``input_shape`` as ``(C, H, W)``, refusing anything else with a message naming the argument."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape: expected one image's (C, H, W), got {shape}")
+    return shape[0], shape[1], shape[2]
+
+
+def check_rate(rate: float, name: str = "rate") -> float:
+    """A poison rate in ``(0, 1]``."""
+    return validation.check_float(name, rate, minimum=0.0, maximum=1.0, strict_min=True)
+
+
+def check_target(target: int, num_classes: int, name: str = "target") -> int:
+    """A target class of the data."""
+    return validation.check_int(name, target, minimum=0, maximum=num_classes - 1)
+
+
+def number_of_classes(y: torch.Tensor, num_classes: int | None = None) -> int:
+    """``num_classes`` when given (checked against the labels), else one more than the largest label."""
+    found = int(y.max()) + 1 if y.numel() else 0
+    if num_classes is None:
+        return found
+    validation.check_int("num_classes", num_classes, minimum=1)
+    if found > num_classes:
+        raise ValueError(f"num_classes: the labels go up to {found - 1}, so num_classes must be at least {found}")
+    return num_classes
+
+
+def choose(count: int, among: torch.Tensor, generator: torch.Generator | None, name: str = "rate") -> torch.Tensor:
+    """``count`` distinct entries of ``among`` (a vector of indices) drawn without replacement, sorted.
+
+    Raises:
+        ValueError: more entries asked for than exist, naming ``name``.
+    """
+    if count > among.numel():
+        raise ValueError(f"{name}: asks for {count} examples but only {among.numel()} are eligible; lower {name}")
+    order = torch.randperm(among.numel(), generator=generator)[:count]
+    return among[order].sort().values
+
+
+def generator_of(seed: int | None) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (a fresh random seed when None)."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(validation.check_int("seed", seed, minimum=0))
+    return generator
+
+
+@dataclass(frozen=True)
+class PoisonedData:
+    """A poisoned copy of a training set, with the record of what was done to it.
+
+    Rows ``indices`` of ``x``/``y`` are the poisons: modified copies of clean rows, or rows appended at the end
+    (``inserted`` of them, whose original label is -1). The clean data the attack was given is untouched.
+
+    Attributes:
+        x: the poisoned training inputs.
+        y: the poisoned training labels.
+        indices: rows of ``x``/``y`` that are poisons, sorted, int64.
+        original_labels: the clean labels of those rows (-1 for inserted rows).
+        attack: the attack's name (``"badnets"``).
+        settings: the attack's settings, as recorded in the manifest.
+        seed: the seed the attack drew with (None if it drew nothing).
+        trigger: the backdoor trigger, for backdoor attacks.
+        target: the target class, for targeted attacks (all-to-one backdoors, clean-label attacks).
+        inserted: how many rows were appended to the clean data.
+        extra: further tensors an attack records (the target image of a feature-collision attack...).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    indices: torch.Tensor
+    original_labels: torch.Tensor
+    attack: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    trigger: Trigger | None = None
+    target: int | None = None
+    inserted: int = 0
+    extra: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(f"x has {self.x.shape[0]} rows but y has {self.y.shape[0]}")
+        if self.indices.shape != self.original_labels.shape:
+            raise ValueError("indices and original_labels must have the same length")
+
+    @property
+    def n_poisons(self) -> int:
+        """How many rows are poisons."""
+        return int(self.indices.numel())
+
+    @property
+    def rate(self) -> float:
+        """Poisons as a share of the poisoned training set."""
+        return self.n_poisons / max(1, int(self.x.shape[0]))
+
+    def is_poison(self) -> torch.Tensor:
+        """A boolean vector over the rows of ``x``: True for the poisons."""
+        mask = torch.zeros(self.x.shape[0], dtype=torch.bool)
+        mask[self.indices] = True
+        return mask
+
+    def without(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training set with ``rows`` removed (what a sanitising defense retrains on)."""
+        keep = torch.ones(self.x.shape[0], dtype=torch.bool)
+        keep[rows] = False
+        return self.x[keep], self.y[keep]
+
+    def manifest(self) -> dict[str, Any]:
+        """The JSON-able record: attack, settings, seed, target, trigger, counts and the changed rows."""
+        return {
+            "attack": self.attack,
+            "settings": dict(self.settings),
+            "seed": self.seed,
+            "target": self.target,
+            "trigger": None if self.trigger is None else self.trigger.name,
+            "n_train": int(self.x.shape[0]),
+            "n_poisons": self.n_poisons,
+            "inserted": self.inserted,
+            "rate": self.rate,
+            "indices": self.indices.tolist(),
+            "original_labels": self.original_labels.tolist(),
+            "extra": sorted(self.extra),
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write :data:`TENSORS` and :data:`MANIFEST` into ``directory`` (created), each atomically.
+
+        Returns:
+            The directory.
+        """
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {"x": self.x, "y": self.y, "indices": self.indices, "original_labels": self.original_labels}
+        if self.trigger is not None:
+            tensors["trigger_pattern"] = self.trigger.pattern
+            tensors["trigger_mask"] = self.trigger.mask
+        tensors.update({f"extra.{k}": v for k, v in self.extra.items()})
+        io.save_safetensors(folder / TENSORS, tensors)
+        io.write_json(folder / MANIFEST, self.manifest())
+        return folder
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> PoisonedData:
+        """Read what :meth:`save` wrote (no pickle is executed)."""
+        from safetensors.torch import load_file
+
+        folder = Path(directory)
+        for name in (MANIFEST, TENSORS):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder}: no {name}; is this a folder that PoisonedData.save wrote?")
+        manifest = io.read_json(folder / MANIFEST)
+        tensors = load_file(str(folder / TENSORS))
+        trigger = None
+        if "trigger_pattern" in tensors:
+            trigger = Trigger(tensors["trigger_pattern"], tensors["trigger_mask"], manifest["trigger"])
+        extra = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
+        return cls(
+            x=tensors["x"],
+            y=tensors["y"],
+            indices=tensors["indices"],
+            original_labels=tensors["original_labels"],
+            attack=manifest["attack"],
+            settings=manifest["settings"],
+            seed=manifest["seed"],
+            trigger=trigger,
+            target=manifest["target"],
+            inserted=manifest["inserted"],
+            extra=extra,
+        )
+
+    def with_settings(self, **settings: Any) -> PoisonedData:
+        """A copy whose recorded settings also hold ``settings``."""
+        return replace(self, settings={**self.settings, **settings})
+
+
+def stamp(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rows: torch.Tensor,
+    trigger: Trigger,
+    labels: torch.Tensor | int | None,
+    *,
+    attack: str,
+    settings: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    target: int | None = None,
+) -> PoisonedData:
+    """A poisoned copy of ``(x, y)`` whose ``rows`` carry ``trigger`` and, unless ``labels`` is None, new labels.
+
+    The one place triggers are written into training data: BadNets (all-to-one: ``labels=target``; all-to-all:
+    ``labels=(y[rows] + 1) % num_classes``), Blend, and the clean-label backdoor (``labels=None``) call it.
+
+    Args:
+        x: clean training inputs ``(N, C, H, W)`` (not modified).
+        y: clean training labels ``(N,)`` (not modified).
+        rows: the rows to poison (int64 indices).
+        trigger: the trigger to stamp.
+        labels: the poisons' new labels: a class, a vector of ``len(rows)`` classes, or None to keep them.
+        attack: the attack's name for the manifest.
+        settings: the attack's settings for the manifest.
+        seed: the seed the rows were drawn with.
+        target: the target class, if any.
+
+    Returns:
+        The poisoned copy.
+    """
+    trigger.check_fits(x)
+    rows = rows.to(torch.int64).sort().values
+    x_poisoned, y_poisoned = x.clone(), y.clone()
+    x_poisoned[rows] = trigger.apply(x[rows])
+    if labels is not None:
+        y_poisoned[rows] = labels if isinstance(labels, int) else labels.to(y.dtype)
+    return PoisonedData(
+        x=x_poisoned,
+        y=y_poisoned,
+        indices=rows,
+        original_labels=y[rows].clone(),
+        attack=attack,
+        settings=dict(settings or {}),
+        seed=seed,
+        trigger=trigger,
+        target=target,
+    )
+
+
+def attack_success_rate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    trigger: Trigger,
+    target: int | None = None,
+    batch_size: int = 500,
+) -> float:
+    """The backdoor's attack success rate, as BackdoorBench and the papers define it.
+
+    All-to-one (``target`` given): the share of triggered test inputs *not of the target class* that the model
+    classifies as ``target``. All-to-all (``target=None``): the share of triggered test inputs classified as
+    ``(y + 1) % num_classes``, the label BadNets' all-to-all attack trains towards.
+
+    Args:
+        model: the (poisoned) classifier.
+        x: clean test inputs.
+        y: their labels.
+        trigger: the trigger.
+        target: the all-to-one target class, or None for all-to-all.
+        batch_size: prediction batch size.
+
+    Returns:
+        The rate in ``[0, 1]`` (0.0 when no test input qualifies).
+    """
+    keep = y != target if target is not None else torch.ones_like(y, dtype=torch.bool)
+    if not bool(keep.any()):
+        return 0.0
+    logits = predict(model, trigger.apply(x[keep]), batch_size=batch_size, logits=True)
+    if target is not None:
+        wanted = torch.full_like(y[keep], target)
+    else:
+        wanted = (y[keep] + 1) % logits.shape[1]
+    return float((logits.argmax(1).cpu() == wanted.cpu()).float().mean())
+
+
+@dataclass(frozen=True)
+class Detection:
+    """How well a defense found the poisons: the rows it flagged, against the rows that were poisons.
+
+    Attributes:
+        flagged: the rows the defense flagged (int64, sorted).
+        poisons: the rows that are poisons.
+        n_train: the size of the training set.
+    """
+
+    flagged: torch.Tensor
+    poisons: torch.Tensor
+    n_train: int
+
+    @property
+    def true_positives(self) -> int:
+        """Flagged rows that are poisons."""
+        return int(torch.isin(self.flagged, self.poisons).sum())
+
+    @property
+    def precision(self) -> float:
+        """Share of flagged rows that are poisons (1.0 when nothing is flagged)."""
+        return self.true_positives / self.flagged.numel() if self.flagged.numel() else 1.0
+
+    @property
+    def recall(self) -> float:
+        """Share of poisons flagged (1.0 when there are no poisons)."""
+        return self.true_positives / self.poisons.numel() if self.poisons.numel() else 1.0
+
+    def summary(self) -> dict[str, float | int]:
+        """Counts, precision and recall, for reports."""
+        return {
+            "flagged": int(self.flagged.numel()),
+            "poisons": int(self.poisons.numel()),
+            "true_positives": self.true_positives,
+            "precision": self.precision,
+            "recall": self.recall,
+        }

@@ -1,0 +1,1 @@
+"""Text classifiers: adversarial and virtual adversarial training on word embeddings (Miyato et al. 2016)."""
