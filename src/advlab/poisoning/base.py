@@ -118,7 +118,7 @@ class Trigger:
 
         Examples:
             >>> t = Trigger.blend(torch.rand(1, 28, 28), alpha=0.2)
-            >>> float(t.mask.max())
+            >>> round(float(t.mask.max()), 3)
             0.2
         """
         validation.check_float("alpha", alpha, minimum=0.0, maximum=1.0, strict_min=True)
