@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet -e ".[test,lint,docs]"
+	$(PY) -m pip install --quiet -e ".[test,lint,docs,rl]"
 	touch $@
 
 venv: $(VENV)/.installed
