@@ -31,6 +31,7 @@ COMMANDS = (
     "fooling",
     "import",
     "rl",
+    "mbo",
 )
 """Sub-commands, in the order ``--help`` lists them; each is the module of its name (see :data:`MODULES`)."""
 
