@@ -36,7 +36,7 @@ def ascent_figure(result: MBOResult) -> bytes:
     ax.set_xlabel("ascent step")
     ax.set_ylabel("mean score of the designs")
     ax.set_title("surrogate's prediction (solid) vs the true score (dashed)")
-    ax.legend(fontsize=6.5, ncol=2)
+    ax.legend(fontsize=6.5, ncol=2, loc="best")
     ax.grid(alpha=0.3)
     ax_ood.set_xlabel("ascent step")
     ax_ood.set_ylabel("mean L2 distance out of the data domain")

@@ -13,7 +13,8 @@ STYLES = {"fgsm": "-", "pgd": "--", "random": ":"}
 
 
 def return_figure(result: RLSweep) -> bytes:
-    """PNG: mean episode return versus eps, one line per (method, timing), the clean return dashed grey.
+    """PNG: mean episode return versus eps, one line per (method, timing): a colour per timing, a line style per
+    method (FGSM solid, PGD dashed, random dotted); the clean return dashed grey.
 
     Args:
         result: a sweep.
@@ -22,13 +23,14 @@ def return_figure(result: RLSweep) -> bytes:
         >>> png = return_figure(sweep(policy, [0, 0.1, 0.2]))
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for i, c in enumerate(result.curves):
+    timings = list(dict.fromkeys(c.timing for c in result.curves))
+    for c in result.curves:
         ax.errorbar(
             c.eps,
             c.mean_return,
             yerr=c.std_return,
             label=f"{c.method} ({c.timing})",
-            color=PALETTE[i % len(PALETTE)],
+            color=PALETTE[timings.index(c.timing) % len(PALETTE)],
             linestyle=STYLES.get(c.method, "-"),
             marker="o",
             markersize=3,
