@@ -67,6 +67,9 @@ def test_fgsm_flips_the_linear_controller_exactly_where_the_analytic_condition_s
     assert torch.equal(policy.act(adv) != preferred, flips_expected)
     moved = ((adv - obs) / s).abs()
     assert moved.max() <= eps * (1 + 1e-5)
+    pgd_adv = Adversary(policy, "pgd", eps).perturb(obs, preferred)  # PGD-10 reaches the same corner
+    assert torch.equal(policy.act(pgd_adv) != preferred, flips_expected)
+    assert ((pgd_adv - obs) / s).abs().max() <= eps * (1 + 1e-5)
     random_adv = Adversary(policy, "random", eps).perturb(obs, preferred)
     assert torch.allclose(((random_adv - obs) / s).abs(), torch.full_like(obs, eps), atol=1e-5)  # same L∞ size
     assert (policy.act(random_adv) != preferred).sum() < flips_expected.sum()
@@ -136,3 +139,15 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, message):
     assert main(["rl", *argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_training_is_seeded_and_measures_the_observation_scale():
+    from advlab.rl import train_policy
+
+    a, record = train_policy("CartPole-v1", seed=1, iterations=3)
+    b, _ = train_policy("CartPole-v1", seed=1, iterations=3)
+    assert record.iterations == 3 and not a.training
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    visited = torch.cat(run_episodes("CartPole-v1", 8, 2 * 10**6 + 1, lambda o, t: (a.act(o), t < 0)).observations)
+    assert torch.allclose(a.obs_scale, visited.std(dim=0).clamp_min(1e-3))
