@@ -53,11 +53,24 @@ def add_parser(sub: Any) -> None:
         EXAMPLES,
     )
     add_data_options(p, default="mnist")
+    add_attack_options(p)
+    add_training_options(p)
+    p.set_defaults(func=run)
+
+
+def add_attack_options(p: argparse.ArgumentParser) -> None:
+    """The attack and its settings, each with its paper default."""
     p.add_argument("--attack", default="badnets", choices=ATTACKS, help="the poisoning attack")
     p.add_argument(
         "--rate", type=float, default=0.1, help="share of the training set poisoned, in (0, 1] (BackdoorBench: 0.1)"
     )
-    p.add_argument("--target", type=int, default=0, help="target class (all-to-one backdoors; label flips: flip to it)")
+    p.add_argument(
+        "--target",
+        type=int,
+        default=None,
+        help="target class: all-to-one backdoors relabel to it (default 0); label flips flip every chosen label to it "
+        "(default: each to another class, drawn at random or, adversarially, the least likely one)",
+    )
     p.add_argument(
         "--all-to-all", action="store_true", help="backdoors: relabel y -> (y + 1) mod K instead of --target"
     )
@@ -94,6 +107,10 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="adversarial-label-flip: training rows held out as the validation set the flips hurt (default 10%%)",
     )
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """How both models are trained, and where the results go."""
     p.add_argument("--arch", default="wong-cnn", help="architecture from the zoo")
     p.add_argument("--epochs", type=positive_int, default=5, help="training epochs (both models)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (Adam)")
@@ -105,7 +122,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=run)
 
 
 def check_settings(args: argparse.Namespace) -> None:
@@ -115,6 +131,8 @@ def check_settings(args: argparse.Namespace) -> None:
     for option, value in (("--alpha", args.alpha), ("--test-alpha", args.test_alpha)):
         if value is not None and not 0 < value <= 1:
             raise ValueError(f"{option}: expected a blend ratio in (0, 1], got {value:g}; Chen et al. use 0.2")
+    if args.all_to_all and args.target is not None:
+        raise ValueError("--all-to-all: relabels y -> (y + 1) mod K and has no target; drop --target")
     if args.seed < 0:
         raise ValueError(f"--seed: expected a non-negative integer, got {args.seed}")
     if args.lr <= 0:
@@ -182,7 +200,9 @@ def make_attack(args: argparse.Namespace, train: Any, val: tuple[torch.Tensor, t
     from advlab.poisoning.blend import blend
     from advlab.poisoning.label_flip import adversarial_label_flip, label_flip
 
-    target = None if args.all_to_all and args.attack in BACKDOORS else args.target
+    target = args.target
+    if args.attack in BACKDOORS:
+        target = None if args.all_to_all else (0 if target is None else target)
     common = {"rate": args.rate, "target": target, "seed": args.seed, "num_classes": train.num_classes}
     if args.attack == "badnets":
         value = args.trigger_value if args.trigger_value in ("checkerboard", "white") else float(args.trigger_value)

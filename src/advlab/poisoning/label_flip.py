@@ -317,7 +317,8 @@ def adversarial_label_flip(
     for size in sizes:
         greedy.step(size, pool, trials)
     rows = (greedy.labels != y).nonzero().flatten()
-    settings = {"rate": rate, "rounds": rounds, "trials": trials, "pool": pool, "source": source, "num_classes": k}
+    settings: dict[str, Any] = {"rate": rate, "rounds": rounds, "trials": trials, "pool": pool, "source": source}
+    settings["num_classes"] = k
     settings["rule"] = "greedy loss-scored flips, validation-chosen (Xiao et al. 2012; Biggio et al. 2011)"
     extra = {"validation_accuracy": torch.tensor(greedy.trace)}
     return flipped(x, y, rows, greedy.labels[rows], "adversarial-label-flip", settings, seed, target, extra)

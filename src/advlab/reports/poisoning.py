@@ -98,7 +98,7 @@ def detection_figure(scores: torch.Tensor, is_poison: torch.Tensor, threshold: f
     """Histogram of a defense's detection scores, poisons and clean rows apart (and its threshold)."""
     s, p = to_numpy(scores).astype(float), to_numpy(is_poison).astype(bool)
     fig, ax = plt.subplots(figsize=(5.6, 3.0))
-    bins = np.histogram_bin_edges(s, bins=40)
+    bins = np.histogram_bin_edges(s, bins=40).tolist()
     ax.hist(s[~p], bins=bins, alpha=0.7, label="clean rows", color=PALETTE[0])
     ax.hist(s[p], bins=bins, alpha=0.7, label="poisons", color=PALETTE[1])
     if threshold is not None:
