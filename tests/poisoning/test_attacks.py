@@ -16,7 +16,7 @@ from advlab.poisoning.label_flip import adversarial_label_flip, fit_logistic, la
 from advlab.poisoning.training import Training, measure
 
 
-def _training(epochs: int = 8) -> Training:
+def _training(epochs: int = 5) -> Training:
     return Training((1, 8, 8), 10, arch="mlp", epochs=epochs, lr=3e-3, batch_size=64, mean=(0.3,), std=(0.4,))
 
 

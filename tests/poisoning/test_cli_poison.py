@@ -12,7 +12,7 @@ from advlab.cli import main
 from advlab.poisoning import PoisonedData
 from advlab.zoo import load_model
 
-COMMON = ["--data", "digits", "--arch", "mlp", "--epochs", "6", "--lr", "0.003", "--batch-size", "64", "--quiet"]
+COMMON = ["--data", "digits", "--arch", "mlp", "--epochs", "5", "--lr", "0.003", "--batch-size", "64", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_the_poisoned_model_folder_works_with_evaluate(run_dir, tmp_path) -> Non
             "--preset",
             "fast",
             "--n",
-            "20",
+            "10",
             "--quiet",
             "--out",
             str(out),
@@ -79,6 +79,7 @@ def test_label_flip_runs_without_a_trigger(tmp_path) -> None:
         (["--attack", "blend", "--alpha", "0"], "--alpha"),
         (["--attack", "blend", "--pattern", "PATTERN"], "--pattern: .* channel count"),
         (["--trigger-value", "grey"], "--trigger-value"),
+        (["--all-to-all", "--target", "1"], "--all-to-all"),
         (["--attack", "label-flip", "--source", "3", "--target", "3"], "--source"),
     ],
 )
