@@ -12,7 +12,7 @@ CPU, one thread; sizes kept small for a shared 2-core machine (see --n-train, --
 
 Usage:
     OMP_NUM_THREADS=1 nice python bench/poison_badnets.py                      # all three datasets
-    OMP_NUM_THREADS=1 nice python bench/poison_badnets.py --datasets mnist     # one
+    OMP_NUM_THREADS=1 nice python bench/poison_badnets.py --datasets mnist --out bench/out/poison_badnets/mnist
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 SETUPS = {
     # dataset: (arch, n_train, epochs, lr)
-    "mnist": ("wong-cnn", 60_000, 3, 1e-3),
-    "fashion-mnist": ("wong-cnn", 60_000, 3, 1e-3),
-    "cifar10": ("cifar-cnn", 5_000, 10, 1e-3),
+    "mnist": ("wong-cnn", 20_000, 3, 1e-3),
+    "fashion-mnist": ("wong-cnn", 20_000, 3, 1e-3),
+    "cifar10": ("wong-cnn", 5_000, 10, 1e-3),
 }
 RATES = (0.01, 0.05, 0.10)
 

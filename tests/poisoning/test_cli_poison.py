@@ -102,3 +102,27 @@ def test_unlabelled_data_is_refused_for_a_label_attack(tmp_path, capsys) -> None
     rc = main(["poison", "--data", str(data), "--arch", "mlp", "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "label" in capsys.readouterr().err
+
+
+def test_the_report_shows_a_detection_histogram_when_a_defense_gives_scores(run_dir, tmp_path) -> None:
+    from advlab.data import load_dataset
+    from advlab.reports.poisoning import write_poison_report
+
+    record = json.loads((run_dir / "report.json").read_text())
+    poisoned = PoisonedData.load(run_dir / "poisoned")
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    scores = poisoned.is_poison().float() + 0.1 * torch.rand(
+        len(poisoned.y), generator=torch.Generator().manual_seed(0)
+    )
+    html = write_poison_report(
+        tmp_path,
+        record,
+        train.x,
+        poisoned,
+        load_model(run_dir / "model"),
+        test.x,
+        train.classes,
+        detection=(scores, poisoned.is_poison(), 0.5),
+    ).read_text()
+    assert "No defense ran" not in html and "Detection scores of the training rows" in html
+    assert html.count("data:image/png;base64,") == 4
