@@ -107,10 +107,12 @@ def test_adversarial_flips_hurt_a_linear_model_more_than_random_flips_of_the_sam
     x, y = digits_flat["x_train"][:900], digits_flat["y_train"][:900]
     x_val, y_val = digits_flat["x_train"][900:1300], digits_flat["y_train"][900:1300]
     x_test, y_test = digits_flat["x_test"], digits_flat["y_test"]
+    state = torch.random.get_rng_state()
     adversarial = adversarial_label_flip(x, y, x_val, y_val, rate=0.1, rounds=3, trials=3, seed=0)
     assert adversarial.n_poisons == 90 and bool(
         (adversarial.y[adversarial.indices] != adversarial.original_labels).all()
     )
+    assert torch.equal(state, torch.random.get_rng_state())  # draws from its own seeded generator only
     random_errors = [_error(label_flip(x, y, rate=0.1, seed=s), x_test, y_test) for s in range(3)]
     assert _error(adversarial, x_test, y_test) > max(random_errors)  # held-out test set, not the validation set
     trace = adversarial.extra["validation_accuracy"]

@@ -298,7 +298,7 @@ def test_trigger(args: argparse.Namespace, trigger: Any) -> Any:
 
     if args.attack != "blend" or args.test_alpha is None or trigger is None:
         return None
-    return Trigger.blend(trigger.pattern, args.test_alpha, name="uniform noise (test)")
+    return Trigger.blend(trigger.pattern, args.test_alpha, name="blended pattern (test time)")
 
 
 def write(args: argparse.Namespace, experiment: Any, train: Any, test: Any) -> list[Path]:

@@ -311,7 +311,8 @@ def adversarial_label_flip(
     trials = validation.check_int("trials", trials, minimum=1)
     pool = validation.check_int("pool", pool, minimum=1)
     eligible = flippable(y, source, target, k)
-    choose(count, eligible, None)  # refuses more flips than eligible rows, naming rate
+    if count > eligible.numel():
+        raise ValueError(f"rate: asks for {count} flips but only {eligible.numel()} rows are eligible; lower rate")
     greedy = GreedyFlips(x, y, (x_val, y_val), fit or fit_logistic, eligible, k, target, generator_of(seed))
     sizes = [count // rounds + (1 if r < count % rounds else 0) for r in range(rounds)]
     for size in sizes:
