@@ -24,9 +24,9 @@ from pathlib import Path
 
 SETUPS = {
     # dataset: (arch, n_train, epochs, lr)
-    "mnist": ("wong-cnn", 20_000, 3, 1e-3),
-    "fashion-mnist": ("wong-cnn", 20_000, 3, 1e-3),
-    "cifar10": ("wong-cnn", 5_000, 10, 1e-3),
+    "mnist": ("wong-cnn", 10_000, 3, 1e-3),
+    "fashion-mnist": ("wong-cnn", 10_000, 3, 1e-3),
+    "cifar10": ("wong-cnn", 5_000, 5, 1e-3),
 }
 RATES = (0.01, 0.05, 0.10)
 

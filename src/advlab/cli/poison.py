@@ -60,7 +60,13 @@ def add_parser(sub: Any) -> None:
 
 def add_attack_options(p: argparse.ArgumentParser) -> None:
     """The attack and its settings, each with its paper default."""
-    p.add_argument("--attack", default="badnets", choices=ATTACKS, help="the poisoning attack")
+    p.add_argument(
+        "--attack",
+        default="badnets",
+        choices=ATTACKS,
+        help="the poisoning attack (adversarial-label-flip chooses its flips on a logistic-regression surrogate, "
+        "then --arch is trained on them)",
+    )
     p.add_argument(
         "--rate", type=float, default=0.1, help="share of the training set poisoned, in (0, 1] (BackdoorBench: 0.1)"
     )
