@@ -126,3 +126,11 @@ def test_the_report_shows_a_detection_histogram_when_a_defense_gives_scores(run_
     ).read_text()
     assert "No defense ran" not in html and "Detection scores of the training rows" in html
     assert html.count("data:image/png;base64,") == 4
+
+
+def test_adversarial_label_flip_holds_out_its_validation_rows(tmp_path) -> None:
+    out = tmp_path / "aflip"
+    args = ["poison", *COMMON, "--epochs", "1", "--attack", "adversarial-label-flip", "--rate", "0.05"]
+    assert main([*args, "--rounds", "1", "--trials", "1", "--n-val", "257", "--no-baseline", "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    assert record["attack"]["n_train"] == 1000 and record["attack"]["n_poisons"] == 50
