@@ -138,6 +138,7 @@ OUT_COMMANDS = {
     "patch": ["--model", "{missing}", "--target", "3"],
     "fooling": ["--model", "{missing}"],
     "train": ["--data", "digits"],
+    "poison": ["--data", "digits"],
     "demo": [],
     "import": ["{missing}.py:Net"],
 }

@@ -29,6 +29,7 @@ COMMANDS = (
     "universal",
     "patch",
     "fooling",
+    "poison",
     "import",
     "rl",
     "mbo",

@@ -1,0 +1,338 @@
+"""``advlab poison``: poison a training set (BadNets, Blend, label flipping), train on it, measure and report."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advlab.cli._common import (
+    add_command,
+    add_data_options,
+    check_output_dir,
+    load_split,
+    output_dir,
+    positive_int,
+    resolve_device,
+    show_progress,
+)
+
+log = logging.getLogger("advlab")
+
+ATTACKS = ("badnets", "blend", "label-flip", "adversarial-label-flip")
+"""The attacks ``--attack`` takes."""
+BACKDOORS = ("badnets", "blend")
+
+EXAMPLES = """\
+  advlab poison --data mnist --attack badnets --rate 0.05 --target 0 --out runs/badnets
+  advlab poison --data mnist --attack badnets --all-to-all --rate 0.1 --trigger-size 4 --out runs/a2a
+  advlab poison --data cifar10 --arch cifar-cnn --attack blend --alpha 0.2 --rate 0.1 --target 0 --out runs/blend
+  advlab poison --data digits --arch mlp --epochs 20 --attack label-flip --rate 0.2 --out runs/flip
+  advlab poison --data digits --arch mlp --epochs 20 --attack adversarial-label-flip --rate 0.1 --out runs/aflip
+  advlab evaluate --model runs/badnets/model --data mnist --eps 0.1 --preset fast --out runs/badnets-eval
+
+Writes DIR/model (a model folder every command loads), DIR/poisoned (the poisoned training set with its manifest:
+rows changed, original labels, trigger, seed), DIR/report.json and DIR/report.html.
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = add_command(
+        sub,
+        "poison",
+        "poison a training set, train on it, and measure the attack",
+        "Poison a share of the training set (BadNets, Gu et al. 2017: a patch trigger and the target label; Blend, "
+        "Chen et al. 2017: a blended trigger; random or adversarial label flips, Xiao et al. 2012), train a model on "
+        "it and the same model on the clean data, and report clean accuracy, attack success (triggered test inputs "
+        "not of the target classified as the target), poison rate and the clean-accuracy drop.",
+        EXAMPLES,
+    )
+    add_data_options(p, default="mnist")
+    add_attack_options(p)
+    add_training_options(p)
+    p.set_defaults(func=run)
+
+
+def add_attack_options(p: argparse.ArgumentParser) -> None:
+    """The attack and its settings, each with its paper default."""
+    p.add_argument(
+        "--attack",
+        default="badnets",
+        choices=ATTACKS,
+        help="the poisoning attack (adversarial-label-flip chooses its flips on a logistic-regression surrogate, "
+        "then --arch is trained on them)",
+    )
+    p.add_argument(
+        "--rate", type=float, default=0.1, help="share of the training set poisoned, in (0, 1] (BackdoorBench: 0.1)"
+    )
+    p.add_argument(
+        "--target",
+        type=int,
+        default=None,
+        help="target class: all-to-one backdoors relabel to it (default 0); label flips flip every chosen label to it "
+        "(default: each to another class, drawn at random or, adversarially, the least likely one)",
+    )
+    p.add_argument(
+        "--all-to-all", action="store_true", help="backdoors: relabel y -> (y + 1) mod K instead of --target"
+    )
+    p.add_argument("--trigger-size", type=positive_int, default=3, help="BadNets: side of the square patch in pixels")
+    p.add_argument(
+        "--trigger-position",
+        default="bottom-right",
+        choices=["bottom-right", "bottom-left", "top-right", "top-left"],
+        help="BadNets: where the patch goes",
+    )
+    p.add_argument(
+        "--trigger-value", default="checkerboard", help="BadNets: checkerboard, white, or a number in [0, 1]"
+    )
+    p.add_argument("--alpha", type=float, default=0.2, help="Blend: blend ratio when poisoning (Chen et al.: 0.2)")
+    p.add_argument(
+        "--test-alpha",
+        type=float,
+        default=None,
+        help="Blend: blend ratio at test time (default: --alpha, as BackdoorBench)",
+    )
+    p.add_argument(
+        "--pattern",
+        default=None,
+        help="Blend: a .npy file with the (C, H, W) pattern in [0, 1] (default: seeded uniform noise)",
+    )
+    p.add_argument("--source", type=int, default=None, help="label flips: flip only rows of this class")
+    p.add_argument("--rounds", type=positive_int, default=5, help="adversarial-label-flip: greedy rounds")
+    p.add_argument(
+        "--trials", type=positive_int, default=4, help="adversarial-label-flip: candidate batches tried per round"
+    )
+    p.add_argument(
+        "--n-val",
+        type=positive_int,
+        default=None,
+        help="adversarial-label-flip: training rows held out as the validation set the flips hurt (default 10%%)",
+    )
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """How both models are trained, and where the results go."""
+    p.add_argument("--arch", default="wong-cnn", help="architecture from the zoo")
+    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs (both models)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (Adam)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size")
+    p.add_argument("--n-train", type=positive_int, default=None, help="use only the first N training examples")
+    p.add_argument("--n", type=positive_int, default=None, help="use only the first N test examples")
+    p.add_argument("--no-baseline", action="store_true", help="skip the training on clean data (no accuracy drop)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the poisons and of the training")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """The options that need no data, refused before anything is loaded."""
+    if not 0 < args.rate <= 1:
+        raise ValueError(f"--rate: expected a share of the training set in (0, 1], got {args.rate:g}; e.g. --rate 0.05")
+    for option, value in (("--alpha", args.alpha), ("--test-alpha", args.test_alpha)):
+        if value is not None and not 0 < value <= 1:
+            raise ValueError(f"{option}: expected a blend ratio in (0, 1], got {value:g}; Chen et al. use 0.2")
+    if args.all_to_all and args.target is not None:
+        raise ValueError("--all-to-all: relabels y -> (y + 1) mod K and has no target; drop --target")
+    if args.seed < 0:
+        raise ValueError(f"--seed: expected a non-negative integer, got {args.seed}")
+    if args.lr <= 0:
+        raise ValueError(f"--lr: expected a positive learning rate, got {args.lr:g}")
+    if args.trigger_value not in ("checkerboard", "white"):
+        try:
+            value = float(args.trigger_value)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 1:
+            raise ValueError(
+                f"--trigger-value: expected checkerboard, white or a number in [0, 1], got {args.trigger_value!r}"
+            )
+
+
+def check_data(args: argparse.Namespace, train: Any) -> None:
+    """The options that depend on the data: labels present, classes, trigger and pattern shapes."""
+    name = getattr(train, "name", args.data)
+    if getattr(train, "y", None) is None:
+        raise ValueError(f"--data: {name} has no labels; --attack {args.attack} changes labels and needs labelled data")
+    k = train.num_classes
+    for option, value in (("--target", args.target), ("--source", args.source)):
+        if value is not None and not 0 <= value < k:
+            raise ValueError(f"{option}: class {value} is not a class of {name} (classes 0..{k - 1})")
+    if (
+        args.source is not None
+        and args.source == args.target
+        and args.attack in ("label-flip", "adversarial-label-flip")
+    ):
+        raise ValueError(f"--source: class {args.source} is also --target; nothing would be flipped")
+    if train.x.dim() != 4 and args.attack in BACKDOORS:
+        raise ValueError(
+            f"--data: --attack {args.attack} stamps a trigger on images (N, C, H, W); {name} has inputs of shape {tuple(train.x.shape[1:])}"
+        )
+    if args.attack == "badnets":
+        height, width = train.x.shape[2:]
+        if args.trigger_size > min(height, width):
+            raise ValueError(
+                f"--trigger-size: a {args.trigger_size}x{args.trigger_size} trigger does not fit the {height}x{width} "
+                f"images of {name}; use --trigger-size {min(height, width)} or less"
+            )
+    if args.attack == "blend" and args.pattern is not None:
+        pattern = load_pattern(args.pattern)
+        if tuple(pattern.shape) != tuple(train.x.shape[1:]):
+            raise ValueError(
+                f"--pattern: {args.pattern} has shape {tuple(pattern.shape)} but the images of {name} have shape "
+                f"{tuple(train.x.shape[1:])} (C, H, W); give a pattern with that channel count and size"
+            )
+
+
+def load_pattern(path: str) -> torch.Tensor:
+    """A ``.npy`` blended pattern, as a float tensor."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--pattern: no file {path!r}")
+    array = np.load(path, allow_pickle=False)
+    if array.ndim != 3:
+        raise ValueError(f"--pattern: expected one image of shape (C, H, W), got shape {array.shape}")
+    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+
+def make_attack(args: argparse.Namespace, train: Any, val: tuple[torch.Tensor, torch.Tensor] | None) -> Any:
+    """The chosen attack with its settings bound: ``attack(x, y) -> PoisonedData``."""
+    from advlab.poisoning.badnets import badnets
+    from advlab.poisoning.base import Trigger
+    from advlab.poisoning.blend import blend
+    from advlab.poisoning.label_flip import adversarial_label_flip, label_flip
+
+    target = args.target
+    if args.attack in BACKDOORS:
+        target = None if args.all_to_all else (0 if target is None else target)
+    common = {"rate": args.rate, "target": target, "seed": args.seed, "num_classes": train.num_classes}
+    if args.attack == "badnets":
+        value = args.trigger_value if args.trigger_value in ("checkerboard", "white") else float(args.trigger_value)
+        trigger = Trigger.patch(train.input_shape, args.trigger_size, args.trigger_position, value)
+        return functools.partial(badnets, trigger=trigger, **common)
+    if args.attack == "blend":
+        pattern = None if args.pattern is None else load_pattern(args.pattern)
+        return functools.partial(blend, alpha=args.alpha, pattern=pattern, **common)
+    if args.attack == "label-flip":
+        return functools.partial(label_flip, source=args.source, **common)
+    assert val is not None  # split off by load_data for this attack
+    return functools.partial(
+        adversarial_label_flip,
+        x_val=val[0],
+        y_val=val[1],
+        rounds=args.rounds,
+        trials=args.trials,
+        source=args.source,
+        **common,
+    )
+
+
+def load_data(args: argparse.Namespace) -> tuple[Any, Any, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Training and test sets; for adversarial label flips, the validation rows split off the training set."""
+    train = load_split(args.data, "train", args.data_dir, args.n_train, "--n-train", files=args)
+    test = load_split(args.data, "test", args.data_dir, args.n, "--n", files=args)
+    check_data(args, train)
+    if args.attack != "adversarial-label-flip":
+        return train, test, None
+    n_val = args.n_val or max(1, len(train) // 10)
+    if n_val >= len(train):
+        raise ValueError(f"--n-val: {n_val} validation rows leave no training rows ({len(train)} in all)")
+    val = (train.x[-n_val:], train.y[-n_val:])
+    return train.head(len(train) - n_val), test, val
+
+
+def run(args: argparse.Namespace) -> int:
+    from advlab.poisoning.experiment import PoisonExperiment
+
+    check_settings(args)
+    check_output_dir(args.out)
+    device = resolve_device(args.device)
+    train, test, val = load_data(args)
+    training = make_training(args, train, device)
+    experiment = PoisonExperiment(
+        (train.x, train.y),
+        (test.x, test.y),
+        make_attack(args, train, val),
+        training,
+        baseline=not args.no_baseline,
+        test_trigger=None,
+    )
+    experiment.poison()
+    experiment.train_poisoned()
+    experiment.train_baseline()
+    experiment.test_trigger = test_trigger(args, experiment.poisoned_.trigger)
+    metrics = experiment.measure()
+    written = write(args, experiment, train, test)
+    log.info(
+        "clean accuracy %.2f%% (clean-trained %s), attack success %s, %d poisons (%.2f%%)",
+        100 * metrics.clean_accuracy,
+        "–" if metrics.baseline_accuracy is None else f"{100 * metrics.baseline_accuracy:.2f}%",
+        "–" if metrics.attack_success_rate is None else f"{100 * metrics.attack_success_rate:.2f}%",
+        metrics.n_poisons,
+        100 * metrics.poison_rate,
+    )
+    log.info("wrote %s", ", ".join(map(str, written)))
+    return 0
+
+
+def make_training(args: argparse.Namespace, train: Any, device: torch.device) -> Any:
+    """The training both models get (settings bound; also what a defense's retraining reuses)."""
+    from advlab.poisoning.training import Training
+
+    return Training(
+        input_shape=tuple(train.input_shape),
+        num_classes=train.num_classes,
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        mean=train.mean,
+        std=train.std,
+        device=device,
+        progress=show_progress(args),
+    )
+
+
+def test_trigger(args: argparse.Namespace, trigger: Any) -> Any:
+    """Blend with --test-alpha: the training pattern blended with the test-time ratio; otherwise the training trigger."""
+    from advlab.poisoning.base import Trigger
+
+    if args.attack != "blend" or args.test_alpha is None or trigger is None:
+        return None
+    return Trigger.blend(trigger.pattern, args.test_alpha, name="blended pattern (test time)")
+
+
+def write(args: argparse.Namespace, experiment: Any, train: Any, test: Any) -> list[Path]:
+    """DIR/model, DIR/poisoned, DIR/report.json and DIR/report.html; the paths written."""
+    from advlab import io, zoo
+    from advlab.provenance import provenance
+    from advlab.reports.poisoning import write_poison_report
+
+    out = output_dir(args.out)
+    record = {
+        **experiment.record(),
+        "data": {"name": train.name, "n_train": len(train), "n_test": len(test), "classes": list(train.classes)},
+        "command": "poison",
+        "provenance": provenance(),
+    }
+    model = experiment.model_
+    metrics = record["metrics"]
+    accuracy = {"test": metrics["clean_accuracy"], "attack_success_rate": metrics["attack_success_rate"]}
+    card_training = model.card.pop("training", {})
+    model_dir = zoo.save_model(
+        model,
+        out / "model",
+        dataset=args.data,
+        training={**card_training, "poisoning": record["attack"]},
+        accuracy={k: v for k, v in accuracy.items() if v is not None},
+        seed=args.seed,
+    )
+    poisoned_dir = experiment.poisoned_.save(out / "poisoned")
+    report_json = io.write_json(out / "report.json", record)
+    html = write_poison_report(out, record, train.x, experiment.poisoned_, model, test.x, list(train.classes))
+    return [model_dir, poisoned_dir, report_json, html]

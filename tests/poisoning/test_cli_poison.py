@@ -1,0 +1,136 @@
+"""``advlab poison`` end to end on digits, its files, and its refusals of bad input before any training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from advlab.cli import main
+from advlab.poisoning import PoisonedData
+from advlab.zoo import load_model
+
+COMMON = ["--data", "digits", "--arch", "mlp", "--epochs", "5", "--lr", "0.003", "--batch-size", "64", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("poison") / "badnets"
+    assert main(["poison", *COMMON, "--attack", "badnets", "--rate", "0.1", "--target", "0", "--out", str(out)]) == 0
+    return out
+
+
+def test_poison_writes_a_model_folder_the_poisoned_data_and_the_reports(run_dir) -> None:
+    record = json.loads((run_dir / "report.json").read_text())
+    assert record["attack"]["attack"] == "badnets" and record["attack"]["target"] == 0
+    metrics = record["metrics"]
+    assert metrics["attack_success_rate"] >= 0.8 and metrics["baseline_attack_success_rate"] <= 0.2
+    assert metrics["accuracy_drop"] == pytest.approx(metrics["baseline_accuracy"] - metrics["clean_accuracy"])
+    poisoned = PoisonedData.load(run_dir / "poisoned")
+    assert poisoned.n_poisons == metrics["n_poisons"] == round(0.1 * 1257)
+    model = load_model(run_dir / "model")
+    pred = model(poisoned.trigger.apply(poisoned.x[:50])).argmax(1)
+    assert float((pred == 0).float().mean()) >= 0.8  # the saved weights carry the backdoor
+    html = (run_dir / "report.html").read_text()
+    assert "attack success" in html and html.count("data:image/png;base64,") >= 3
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_the_poisoned_model_folder_works_with_evaluate(run_dir, tmp_path) -> None:
+    out = tmp_path / "eval"
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            str(run_dir / "model"),
+            "--data",
+            "digits",
+            "--eps",
+            "0.1",
+            "--preset",
+            "fast",
+            "--n",
+            "10",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0 and (out / "report.json").is_file()
+
+
+def test_label_flip_runs_without_a_trigger(tmp_path) -> None:
+    out = tmp_path / "flip"
+    args = ["poison", *COMMON, "--epochs", "2", "--attack", "label-flip", "--rate", "0.2", "--no-baseline"]
+    assert main([*args, "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    assert record["metrics"]["attack_success_rate"] is None and record["attack"]["n_poisons"] == round(0.2 * 1257)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--rate", "0"], "--rate"),
+        (["--rate", "1.5"], "--rate"),
+        (["--target", "10"], "--target: class 10 is not a class of digits"),
+        (["--trigger-size", "9"], "--trigger-size: a 9x9 trigger does not fit the 8x8"),
+        (["--attack", "blend", "--alpha", "0"], "--alpha"),
+        (["--attack", "blend", "--pattern", "PATTERN"], "--pattern: .* channel count"),
+        (["--trigger-value", "grey"], "--trigger-value"),
+        (["--all-to-all", "--target", "1"], "--all-to-all"),
+        (["--attack", "label-flip", "--source", "3", "--target", "3"], "--source"),
+    ],
+)
+def test_bad_input_is_refused_before_training(extra, message, tmp_path, capsys) -> None:
+    pattern = tmp_path / "pattern.npy"
+    np.save(pattern, np.zeros((3, 8, 8), dtype=np.float32))
+    extra = [str(pattern) if e == "PATTERN" else e for e in extra]
+    out = tmp_path / "out"
+    assert main(["poison", *COMMON, *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    import re
+
+    assert re.search(message, err), err
+    assert not out.exists()  # refused before anything was trained or written
+
+
+def test_unlabelled_data_is_refused_for_a_label_attack(tmp_path, capsys) -> None:
+    data = tmp_path / "x.npz"
+    np.savez(data, x=torch.rand(30, 1, 8, 8).numpy())
+    rc = main(["poison", "--data", str(data), "--arch", "mlp", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "label" in capsys.readouterr().err
+
+
+def test_the_report_shows_a_detection_histogram_when_a_defense_gives_scores(run_dir, tmp_path) -> None:
+    from advlab.data import load_dataset
+    from advlab.reports.poisoning import write_poison_report
+
+    record = json.loads((run_dir / "report.json").read_text())
+    poisoned = PoisonedData.load(run_dir / "poisoned")
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    scores = poisoned.is_poison().float() + 0.1 * torch.rand(
+        len(poisoned.y), generator=torch.Generator().manual_seed(0)
+    )
+    html = write_poison_report(
+        tmp_path,
+        record,
+        train.x,
+        poisoned,
+        load_model(run_dir / "model"),
+        test.x,
+        train.classes,
+        detection=(scores, poisoned.is_poison(), 0.5),
+    ).read_text()
+    assert "No defense ran" not in html and "Detection scores of the training rows" in html
+    assert html.count("data:image/png;base64,") == 4
+
+
+def test_adversarial_label_flip_holds_out_its_validation_rows(tmp_path) -> None:
+    out = tmp_path / "aflip"
+    args = ["poison", *COMMON, "--epochs", "1", "--attack", "adversarial-label-flip", "--rate", "0.05"]
+    assert main([*args, "--rounds", "1", "--trials", "1", "--n-val", "257", "--no-baseline", "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    assert record["attack"]["n_train"] == 1000 and record["attack"]["n_poisons"] == 50
