@@ -29,6 +29,7 @@ COMMANDS = (
     "universal",
     "patch",
     "fooling",
+    "malware",
     "import",
 )
 """Sub-commands, in the order ``--help`` lists them; each is the module of its name (see :data:`MODULES`)."""
