@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.attacks import binary_pgd, grosse, jsma, make_attack
+from advlab.attacks import ATTACKS, binary_pgd, grosse, jsma, make_attack
 from advlab.goals import Targeted
 from advlab.threat import FeatureConstraints, ThreatModel
 
@@ -135,6 +135,19 @@ def test_attacks_without_the_capability_are_refused():
         jsma(model, x, model(x).argmax(1), constrained(2))
     assert make_attack("grosse").supports_constraints and make_attack("binary-pgd").supports_constraints
     assert not make_attack("jsma").supports_constraints and make_attack("grosse").capabilities()["constraints"]
+
+
+def test_every_registered_attack_keeps_the_constraints_or_is_refused():
+    model, x = linear_model(), binary_batch(8)
+    y = model(x).argmax(1)
+    threat = constrained(2)
+    for name, cls in ATTACKS.items():
+        if cls.supports_constraints:
+            result = cls()(model, x, y, threat, generator=0)
+            assert bool(threat.contains(torch.as_tensor(result.x_adv), x).all()), name
+        else:
+            with pytest.raises(ValueError, match="does not support feature constraints"):
+                cls()(model, x, y, threat, generator=0)
 
 
 # ------------------------------------------------------------------ the greedy against brute force

@@ -17,6 +17,11 @@ from advlab.settings import PositiveFloat, PositiveInt
 from advlab.threat import FeatureConstraints, ThreatModel, flatten, project_l1_ball
 
 
+TIE_BREAK = 1e-3
+"""Weight (in box widths) of the gradient's preference that ranks relaxed changes of nearly equal size."""
+TINY = 1e-12  # guards the division by a gradient that may be zero
+
+
 def relaxed_step(
     delta: torch.Tensor,
     grad: torch.Tensor,
@@ -56,6 +61,7 @@ def fewest_changes(
     model: nn.Module,
     x: torch.Tensor,
     delta: torch.Tensor,
+    grad: torch.Tensor,
     labels: torch.Tensor,
     targeted: bool,
     threat: ThreatModel,
@@ -63,8 +69,11 @@ def fewest_changes(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The point with the ``j`` largest relaxed changes made, for the smallest ``j <= budget`` that succeeds.
 
-    Binary features take the far end of the box (the change's sign says which); others take the relaxed value.
-    All ``j`` are scored in one batched forward. An example that succeeds for no ``j`` keeps all ``budget`` changes.
+    Changes of (nearly) equal size, which the box makes common (every saturated feature has changed by its whole
+    room), are ranked by how much the loss gradient ``grad`` at the last iterate still favours them
+    (:data:`TIE_BREAK`). Binary features take the far end of the box (the change's sign says which); others take the
+    relaxed value. All ``j`` are scored in one batched forward. An example that succeeds for no ``j`` keeps all
+    ``budget`` changes.
 
     Returns:
         ``(x_adv, changes)``, flattened, and the ``j`` chosen per example.
@@ -72,7 +81,8 @@ def fewest_changes(
     xf = flatten(x)
     n, d = xf.shape
     budget = max(1, min(int(threat.eps), d))
-    order = delta.abs().topk(budget, dim=1).indices  # (N, budget)
+    favour = grad * delta.sign() / (grad.abs().amax(dim=1, keepdim=True) + TINY)  # in [-1, 1]
+    order = (delta.abs() + TIE_BREAK * threat.scale * favour).topk(budget, dim=1).indices  # (N, budget)
     picked = delta.gather(1, order)
     values = torch.where(picked > 0, threat.box[1], threat.box[0]) if binary else xf.gather(1, order) + picked
     values = torch.where(picked != 0, values, xf.gather(1, order))  # a zero change changes nothing
@@ -110,13 +120,13 @@ def _core(
     room = torch.stack([xf - lo, hi - xf])  # inf where the box is
     delta = torch.zeros_like(xf)
     trace = []
+    grad = torch.zeros_like(xf)
     for _ in range(steps):
-        loss, grad, _logits = loss_and_grad(model, (xf + delta).view(x.shape), labels, targeted, loss_fn)
+        loss, g, _logits = loss_and_grad(model, (xf + delta).view(x.shape), labels, targeted, loss_fn)
         trace.append(loss.mean())
-        delta = relaxed_step(
-            delta, flatten(grad), allowed, constraints, room, step=step_size * width, budget=threat.eps * width
-        )
-    x_adv, changes = fewest_changes(model, x, delta, labels, targeted, threat, constraints.binary)
+        grad = flatten(g)
+        delta = relaxed_step(delta, grad, allowed, constraints, room, step=step_size * width, budget=threat.eps * width)
+    x_adv, changes = fewest_changes(model, x, delta, grad, labels, targeted, threat, constraints.binary)
     return AttackOutput(x_adv.view(x.shape), loss_trace=torch.stack(trace), info={"changes": changes})
 
 

@@ -69,19 +69,19 @@ class AttackSpec:
         return (inspect.getdoc(self.function) or "").split("\n\n")[0].replace("\n", " ")
 
     def check_call(self, threat: Any, goal: Any, model: Any = None) -> None:
-        """The threat model's norm and the goal are ones this attack supports (before any work); warn on an linf
+        """The threat model's constraints, norm and goal are ones this attack supports (before any work); warn on an linf
         eps as wide as the box (``model``'s bounds when the threat model has none)."""
         check_threat_model(threat)
-        if threat.norm not in self.norms:
-            raise ValueError(
-                f"threat: attack {self.name!r} does not support norm {threat.norm!r}; it supports {list(self.norms)}. "
-                "Choose another norm or another attack (advlab attacks --norm NORM lists them)."
-            )
         if threat.constraints is not None and not self.constraints:
             supported = ", ".join(n for n, c in ATTACKS.items() if c.spec.constraints)
             raise ValueError(
                 f"threat: attack {self.name!r} does not support feature constraints ({threat.constraints.describe()}); "
                 f"the attacks that do: {supported or 'none registered'}. Choose one of them, or drop the constraints."
+            )
+        if threat.norm not in self.norms:
+            raise ValueError(
+                f"threat: attack {self.name!r} does not support norm {threat.norm!r}; it supports {list(self.norms)}. "
+                "Choose another norm or another attack (advlab attacks --norm NORM lists them)."
             )
         if as_goal(goal).targeted and not self.targeted:
             raise ValueError(
