@@ -16,7 +16,6 @@ from advlab.result import AttackResult
 from advlab.settings import PositiveFloat, PositiveInt
 from advlab.threat import FeatureConstraints, ThreatModel, flatten, project_l1_ball
 
-
 TIE_BREAK = 1e-3
 """Weight (in box widths) of the gradient's preference that ranks relaxed changes of nearly equal size."""
 TINY = 1e-12  # guards the division by a gradient that may be zero
