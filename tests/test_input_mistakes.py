@@ -137,6 +137,7 @@ OUT_COMMANDS = {
     "universal": ["--model", "{missing}", "--eps", "0.1"],
     "patch": ["--model", "{missing}", "--target", "3"],
     "fooling": ["--model", "{missing}"],
+    "malware": ["--data", "{missing}.npz"],
     "train": ["--data", "digits"],
     "poison": ["--data", "digits"],
     "demo": [],

@@ -88,6 +88,180 @@ def project_l1_ball(delta: torch.Tensor, eps: torch.Tensor | float) -> torch.Ten
     return out.reshape(delta.shape)
 
 
+DIRECTIONS = ("increase", "decrease", "both")
+"""The directions a feature may change in under :class:`FeatureConstraints`."""
+
+
+@dataclass(frozen=True)
+class FeatureConstraints:
+    """Which features an adversary may change, and how: binary values, one direction, a mask (Grosse et al. 2016).
+
+    A malware author can add a permission or an API call to an app but not remove one without breaking it: the
+    features are binary, they may only go from 0 to 1 (``direction="increase"``), and only some of them may change
+    at all (``mutable``). The L0 budget (at most ``k`` changes) is the threat model's radius:
+    ``ThreatModel("l0", k, (0, 1), constraints=FeatureConstraints())``. The threat model re-projects every
+    attack's output onto these constraints (:meth:`ThreatModel.project`), as it does onto the box.
+
+    Args:
+        binary: features take only the two ends of the box (0 and 1); inputs with other values are refused
+            and projected points are rounded to the nearer end.
+        direction: ``"increase"`` (0 -> 1 only), ``"decrease"`` (1 -> 0 only) or ``"both"``.
+        mutable: indices of the (flattened) features that may change; ``None``: all of them. A boolean mask
+            converts with :meth:`from_mask`.
+
+    References:
+        Grosse et al., "Adversarial Perturbations Against Deep Neural Networks for Malware Classification",
+        arXiv:1606.04435.
+
+    Examples:
+        >>> constraints = FeatureConstraints(direction="increase", mutable=(0, 3, 4))
+        >>> threat = ThreatModel("l0", 2, (0.0, 1.0), constraints=constraints)
+        >>> threat.describe()
+        'L0 ≤ 2, binary, increase only, 3 mutable features'
+    """
+
+    binary: bool = True
+    direction: str = "increase"
+    mutable: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.binary, bool):
+            raise TypeError(f"binary: expected True or False, got {type(self.binary).__name__}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(
+                f"direction: expected one of {DIRECTIONS}, got {self.direction!r}. "
+                "Use 'increase' for features that may only be added (0 -> 1)."
+            )
+        if self.mutable is not None:
+            indices = sorted({validation.check_int("mutable", i, minimum=0) for i in self.mutable})
+            if not indices:
+                raise ValueError("mutable: expected at least one feature index, got none; pass None to allow all")
+            object.__setattr__(self, "mutable", tuple(indices))
+
+    @classmethod
+    def from_mask(cls, mask: Any, *, binary: bool = True, direction: str = "increase") -> FeatureConstraints:
+        """Constraints whose mutable features are where the boolean ``mask`` (one entry per feature) is true.
+
+        Args:
+            mask: a boolean array or tensor, one entry per (flattened) feature.
+            binary: see the class.
+            direction: see the class.
+
+        Examples:
+            >>> FeatureConstraints.from_mask([True, False, True]).mutable
+            (0, 2)
+        """
+        flat = torch.as_tensor(mask).reshape(-1)
+        if flat.dtype != torch.bool:
+            raise TypeError(f"mask: expected booleans, one per feature, got dtype {flat.dtype}")
+        return cls(binary=binary, direction=direction, mutable=tuple(flat.nonzero().flatten().tolist()))
+
+    def allowed(self, x: torch.Tensor, box: tuple[float, float]) -> torch.Tensor:
+        """Per feature of the clean ``x`` (flattened, ``(N, d)``), whether it may change at all.
+
+        Args:
+            x: the clean batch ``(N, ...)``.
+            box: ``(low, high)`` of the features.
+        """
+        flat = flatten(x)
+        if self.direction == "increase":
+            ok = flat < box[1]
+        elif self.direction == "decrease":
+            ok = flat > box[0]
+        else:
+            ok = torch.ones_like(flat, dtype=torch.bool)
+        if self.mutable is not None:
+            ok = ok & self.mask(flat.shape[1], flat.device)
+        return ok
+
+    def mask(self, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The ``(d,)`` boolean mask of the mutable features among ``d`` (all true without ``mutable``).
+
+        Args:
+            d: the number of features.
+            device: where the mask is made.
+        """
+        keep = torch.zeros(d, dtype=torch.bool, device=device)
+        if self.mutable is None:
+            return keep.logical_not_()
+        keep[torch.tensor([i for i in self.mutable if i < d], dtype=torch.long, device=device)] = True
+        return keep
+
+    def restrict(self, delta: torch.Tensor) -> torch.Tensor:
+        """``delta`` with the changes the constraints forbid set to zero (wrong direction, immutable feature).
+
+        Args:
+            delta: the perturbation ``(N, ...)``.
+        """
+        if self.direction == "increase":
+            delta = delta.clamp_min(0)
+        elif self.direction == "decrease":
+            delta = delta.clamp_max(0)
+        if self.mutable is not None:
+            flat = flatten(delta)
+            delta = (flat * self.mask(flat.shape[1], flat.device)).reshape(delta.shape)
+        return delta
+
+    def round(self, x_adv: torch.Tensor, box: tuple[float, float]) -> torch.Tensor:
+        """``x_adv`` rounded to the nearer end of ``box`` where the features are binary (half-way goes up).
+
+        Args:
+            x_adv: points inside the box.
+            box: ``(low, high)``.
+        """
+        if not self.binary:
+            return x_adv
+        lo, hi = box
+        return torch.where(x_adv - lo >= (hi - lo) / 2, torch.full_like(x_adv, hi), torch.full_like(x_adv, lo))
+
+    def satisfied(self, x_adv: torch.Tensor, x: torch.Tensor, box: tuple[float, float]) -> torch.Tensor:
+        """Per example, whether ``x_adv`` keeps the constraints around the clean ``x`` (``(N,)`` bool).
+
+        Args:
+            x_adv: the perturbed points.
+            x: the clean points.
+            box: ``(low, high)``.
+        """
+        delta = x_adv - x
+        same = flatten(self.restrict(delta) == delta).all(1)
+        if self.binary:
+            same &= flatten((x_adv == box[0]) | (x_adv == box[1])).all(1)
+        return same
+
+    def check(self, x: torch.Tensor, eps: float, box: tuple[float, float]) -> None:
+        """Refuse clean inputs the constraints cannot apply to: non-binary values, indices past the features, a
+        budget above the number of features.
+
+        Args:
+            x: the clean batch.
+            eps: the L0 budget.
+            box: ``(low, high)``.
+
+        Raises:
+            ValueError: naming what is wrong and the fix.
+        """
+        d = x[0].numel()
+        if self.binary:
+            validation.check_binary(x, box)
+        if self.mutable is not None and self.mutable[-1] >= d:
+            raise ValueError(
+                f"mutable: feature index {self.mutable[-1]} is out of range for inputs with {d} features "
+                f"(valid: 0..{d - 1}); build the mask for these inputs"
+            )
+        if eps > d:
+            raise ValueError(
+                f"eps: an L0 budget of {eps:g} changes is above the number of features ({d}); "
+                f"choose a budget between 1 and {d}"
+            )
+
+    def describe(self) -> str:
+        """Human-readable form for reports, e.g. ``binary, increase only, 30 mutable features``."""
+        parts = ["binary"] if self.binary else []
+        parts.append("any direction" if self.direction == "both" else f"{self.direction} only")
+        parts.append("all features mutable" if self.mutable is None else f"{len(self.mutable)} mutable features")
+        return ", ".join(parts)
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """Perturbations of norm at most ``eps`` that keep the input inside ``bounds``.
@@ -103,22 +277,46 @@ class ThreatModel:
             :meth:`random_start`, :meth:`contains`, ...) uses :data:`DEFAULT_BOUNDS`; :meth:`resolve` gives the
             threat model with a model's bounds.
 
+        constraints: :class:`FeatureConstraints` (binary features, one direction of change, a mask of mutable
+            features) on top of the L0 budget; only with ``norm="l0"`` and a finite box, and only attacks whose
+            capability flags say ``constraints`` accept them. ``None`` (the default): no constraints.
+
     Examples:
         >>> threat = ThreatModel("linf", 8 / 255)
         >>> x_adv = threat.project(x + noise, x)
         >>> threat.distance(x_adv, x).max() <= 8 / 255
         >>> tabular = ThreatModel("l2", 0.5, (float("-inf"), float("inf")))
+        >>> malware = ThreatModel("l0", 20, (0.0, 1.0), constraints=FeatureConstraints(direction="increase"))
     """
 
     norm: str
     eps: float
     bounds: tuple[float, float] | None = None
+    constraints: FeatureConstraints | None = None
 
     def __post_init__(self) -> None:
         validation.check_threat_args(self.norm, self.eps, DEFAULT_BOUNDS if self.bounds is None else self.bounds)
         object.__setattr__(self, "eps", float(self.eps))
         if self.bounds is not None:
             object.__setattr__(self, "bounds", validation.check_bounds("bounds", self.bounds))
+        if self.constraints is not None:
+            self._check_constraints()
+
+    def _check_constraints(self) -> None:
+        if not isinstance(self.constraints, FeatureConstraints):
+            raise TypeError(
+                f"constraints: expected advlab.threat.FeatureConstraints or None, got {type(self.constraints).__name__}"
+            )
+        if self.norm != "l0":
+            raise ValueError(
+                f"constraints: feature constraints count changed features; use norm 'l0' with eps the largest number "
+                f"of changes (ThreatModel('l0', 20, (0, 1), constraints=...)), got norm {self.norm!r}"
+            )
+        if not self.bounded:
+            raise ValueError(
+                f"constraints: feature constraints need a finite box (the two values of a binary feature), got "
+                f"bounds {self.box}; pass bounds=(0.0, 1.0)"
+            )
 
     @property
     def box(self) -> tuple[float, float]:
@@ -146,12 +344,12 @@ class ThreatModel:
             >>> ThreatModel("linf", 0.1).resolve((-1.0, 1.0)).bounds
             (-1.0, 1.0)
         """
-        return self if self.bounds is not None else ThreatModel(self.norm, self.eps, bounds)
+        return self if self.bounds is not None else ThreatModel(self.norm, self.eps, bounds, self.constraints)
 
     # ------------------------------------------------------------------ geometry
     def with_eps(self, eps: float) -> ThreatModel:
         """The same threat model with another radius."""
-        return ThreatModel(self.norm, eps, self.bounds)
+        return ThreatModel(self.norm, eps, self.bounds, self.constraints)
 
     def clip_box(self, x: torch.Tensor) -> torch.Tensor:
         """Clamp ``x`` into the input box (a side that is infinite clamps nothing)."""
@@ -189,7 +387,15 @@ class ThreatModel:
         ``delta`` toward zero (``x`` itself is in the box), so the result is inside both sets: exactly in the
         box, and in the ball up to float rounding. For ``linf`` this is the exact Euclidean projection onto
         the intersection; for ``l2``/``l1`` it is a feasible point close to it.
+
+        Under :attr:`constraints` the changes in a forbidden direction or of an immutable feature are set to zero
+        first, then the L0 projection keeps the ``eps`` largest of the rest, the box clamps, and binary features
+        are rounded to the nearer end of the box; rounding only zeroes changes or makes them whole, so the result
+        keeps every constraint and changes at most ``eps`` features.
         """
+        if self.constraints is not None:  # forbidden changes dropped, the eps largest kept, binary rounded
+            delta = self.project_delta(self.constraints.restrict(x_adv - x), eps)
+            return self.constraints.round(self.clip_box(x + delta), self.box)
         delta = self.project_delta(x_adv - x, eps)
         return self.clip_box(x + delta)
 
@@ -229,7 +435,8 @@ class ThreatModel:
             flat = flatten(x).to(scores.device).clone()
             lo, hi = self.box_around(flat.gather(1, idx))
             flat.scatter_(1, idx, lo + (hi - lo) * vals)
-            return to_device(flat.reshape(shape), x.device)
+            start = to_device(flat.reshape(shape), x.device)
+            return start if self.constraints is None else self.project(start, x)
         return self.clip_box(x + to_device(delta, x.device))  # draws of a CPU generator: no host sync
 
     def box_around(
@@ -289,12 +496,14 @@ class ThreatModel:
         """Per-example bool: ``x_adv`` is in the box exactly and in the ball up to float tolerance."""
         in_box = (flatten(x_adv) >= self.box[0]).all(1) & (flatten(x_adv) <= self.box[1]).all(1)
         tol = rtol * max(1.0, self.eps) + (1e-6 if self.norm != "l0" else 0.0)
-        return in_box & (self.distance(x_adv, x) <= self.eps + tol)
+        inside = in_box & (self.distance(x_adv, x) <= self.eps + tol)
+        return inside if self.constraints is None else inside & self.constraints.satisfied(x_adv, x, self.box)
 
     def describe(self) -> str:
         """Human-readable form for reports, e.g. ``L∞ ≤ 0.3`` or ``L∞ ≤ 8/255`` (see :func:`format_eps`)."""
         sym = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}[self.norm]
-        return f"{sym} ≤ {format_eps(self.eps, self.box)}"
+        text = f"{sym} ≤ {format_eps(self.eps, self.box)}"
+        return text if self.constraints is None else f"{text}, {self.constraints.describe()}"
 
 
 PIXEL_LEVELS = 255

@@ -159,6 +159,28 @@ def check_input(x: torch.Tensor, bounds: tuple[float, float], *, name: str = "x"
         )
 
 
+def check_binary(x: torch.Tensor, bounds: tuple[float, float], *, name: str = "x") -> None:
+    """``x`` holds only the two ends of ``bounds`` (0 and 1 for binary features): what a binary threat model needs.
+
+    Args:
+        x: the batch.
+        bounds: the box whose ends are the two values.
+        name: the argument's name, for error messages.
+
+    Raises:
+        ValueError: a value that is neither end, naming how many and the fix.
+    """
+    lo, hi = bounds
+    bad = ~((x == lo) | (x == hi))
+    if bool(bad.any()):
+        first = float(x[bad][0])
+        raise ValueError(
+            f"{name}: binary feature constraints need every feature to be {lo:g} or {hi:g}, got {int(bad.sum())} "
+            f"other value(s) (e.g. {first:.4g}). Binarise the features first (e.g. x = (x > 0).float()), or drop "
+            "binary=True from the FeatureConstraints."
+        )
+
+
 def check_labels(y: torch.Tensor, n: int, num_classes: int | None, *, name: str = "y") -> None:
     """``y`` is an integer vector of length ``n`` with values in ``[0, num_classes)``."""
     if y.dim() != 1:

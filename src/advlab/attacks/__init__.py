@@ -6,12 +6,14 @@ Importing this package registers every attack in :data:`ATTACKS` (and the aliase
 from advlab.attacks.apgd import APGD, APGDT, apgd, apgd_t
 from advlab.attacks.base import AttackOutput, attack_in_batches, run_attack
 from advlab.attacks.bim import BIM, ILLC, bim, illc
+from advlab.attacks.binary_pgd import BinaryPGD, binary_pgd
 from advlab.attacks.boundary import Boundary, boundary
 from advlab.attacks.carlini_wagner import CarliniWagnerL2, CarliniWagnerLinf, carlini_wagner_l2, carlini_wagner_linf
 from advlab.attacks.deepfool import DeepFool, deepfool
 from advlab.attacks.difgsm import DIFGSM, difgsm
 from advlab.attacks.fgsm import FGSM, fgsm
 from advlab.attacks.fmn import FMN, fmn
+from advlab.attacks.grosse import Grosse, grosse
 from advlab.attacks.hopskipjump import HopSkipJump, hopskipjump
 from advlab.attacks.jsma import JSMA, jsma
 from advlab.attacks.lbfgs import LBFGS, lbfgs
@@ -65,10 +67,12 @@ __all__ = [
     "AttackConfig",
     "AttackOutput",
     "AttackSpec",
+    "BinaryPGD",
     "Boundary",
     "CarliniWagnerL2",
     "CarliniWagnerLinf",
     "DeepFool",
+    "Grosse",
     "HopSkipJump",
     "Square",
     "apgd",
@@ -76,6 +80,7 @@ __all__ = [
     "attack_in_batches",
     "attack_names",
     "bim",
+    "binary_pgd",
     "boundary",
     "carlini_wagner_l2",
     "carlini_wagner_linf",
@@ -84,6 +89,7 @@ __all__ = [
     "fgsm",
     "fmn",
     "get_attack",
+    "grosse",
     "hopskipjump",
     "illc",
     "jsma",

@@ -205,6 +205,8 @@ def prepare_inputs(
     float32: Literal["float64", "numpy"] = "float64" if dtype == torch.float32 else "numpy"
     x_t, y_t = validation.as_xy(x if y is None else (x, y), "x", float32=float32, parts=("x", "y"))
     validation.check_input(x_t, threat.box)
+    if threat.constraints is not None:
+        threat.constraints.check(x_t, threat.eps, threat.box)
     validation.check_input_shape(x_t, clf.input_shape)
     validation.check_labels(y_t, x_t.shape[0], clf.num_classes)
     return clf, devices.to_device(x_t, clf.device, dtype), devices.to_device(y_t, clf.device).long(), threat

@@ -60,6 +60,7 @@ class AttackSpec:
     stochastic: bool = False
     query_based: bool = False
     minimum_norm: bool = False
+    constraints: bool = False
     renamed: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -68,9 +69,15 @@ class AttackSpec:
         return (inspect.getdoc(self.function) or "").split("\n\n")[0].replace("\n", " ")
 
     def check_call(self, threat: Any, goal: Any, model: Any = None) -> None:
-        """The threat model's norm and the goal are ones this attack supports (before any work); warn on an linf
+        """The threat model's constraints, norm and goal are ones this attack supports (before any work); warn on an linf
         eps as wide as the box (``model``'s bounds when the threat model has none)."""
         check_threat_model(threat)
+        if threat.constraints is not None and not self.constraints:
+            supported = ", ".join(n for n, c in ATTACKS.items() if c.spec.constraints)
+            raise ValueError(
+                f"threat: attack {self.name!r} does not support feature constraints ({threat.constraints.describe()}); "
+                f"the attacks that do: {supported or 'none registered'}. Choose one of them, or drop the constraints."
+            )
         if threat.norm not in self.norms:
             raise ValueError(
                 f"threat: attack {self.name!r} does not support norm {threat.norm!r}; it supports {list(self.norms)}. "
@@ -94,6 +101,7 @@ class AttackSpec:
             "stochastic": self.stochastic,
             "query_based": self.query_based,
             "minimum_norm": self.minimum_norm,
+            "constraints": self.constraints,
             "paper": self.paper,
         }
 
@@ -115,6 +123,7 @@ class AttackConfig:
     stochastic: ClassVar[bool]
     query_based: ClassVar[bool]
     minimum_norm: ClassVar[bool]
+    supports_constraints: ClassVar[bool]
     paper: ClassVar[str]
     goal: Goal | None
 
@@ -223,6 +232,7 @@ def register_attack(
     stochastic: bool = False,
     query_based: bool = False,
     minimum_norm: bool = False,
+    constraints: bool = False,
     renamed: Mapping[str, str] | None = None,
     aliases: Mapping[str, Alias] | None = None,
     register: bool = True,
@@ -244,6 +254,9 @@ def register_attack(
             stream for the batch, or an :class:`~advlab.rng.ExampleRNG`, one stream per example).
         query_based: whether it counts queries (score- or decision-based).
         minimum_norm: whether it searches the smallest perturbation and returns distances.
+        constraints: whether it honours a threat model's :class:`~advlab.threat.FeatureConstraints` (binary
+            features, one direction of change, a mask) in its search; the others are refused when a threat model
+            carries constraints. The boundary re-projects every result onto them either way.
         renamed: ``{old name: new name}`` of settings renamed in this release (accepted with a ``FutureWarning``).
         aliases: other names for this attack with fixed settings or goal (``{"apgd-ce": Alias("apgd", {...})}``).
         register: add the attack to :data:`ATTACKS` (and so to the CLI, the presets and the conformance suite);
@@ -268,6 +281,7 @@ def register_attack(
             stochastic=stochastic,
             query_based=query_based,
             minimum_norm=minimum_norm,
+            constraints=constraints,
             renamed=dict(renamed or {}),
         )
         signature = inspect.signature(fn)
@@ -323,6 +337,7 @@ def _derive_config(class_name: str, spec: AttackSpec) -> type[AttackConfig]:
         "stochastic": spec.stochastic,
         "query_based": spec.query_based,
         "minimum_norm": spec.minimum_norm,
+        "supports_constraints": spec.constraints,
         "paper": spec.paper,
     }
     cls = dataclasses.make_dataclass(class_name, fields, bases=(AttackConfig,), namespace=namespace, frozen=True)

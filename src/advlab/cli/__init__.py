@@ -30,6 +30,7 @@ COMMANDS = (
     "patch",
     "fooling",
     "poison",
+    "malware",
     "import",
     "rl",
     "mbo",
