@@ -47,7 +47,22 @@ Head = Callable[[torch.Tensor], torch.Tensor]
 
 
 def embedded(model: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, Head, torch.Tensor]:
-    """The normalised embeddings of the id matrix ``x``, the network above them, and their logits (with gradient)."""
+    """The normalised embeddings of the id matrix ``x``, the network above them, and their logits (with gradient).
+
+    Args:
+        model: a text classifier (:func:`~advlab.text.model.text_classifier`).
+        x: a float id matrix ``(N, T)``.
+
+    Returns:
+        ``(emb, head, logits)``: ``emb`` ``(N, T', D)``, ``head`` maps embeddings of these sentences to logits,
+        ``logits = head(emb)``.
+
+    Raises:
+        TypeError: ``model`` is not a text classifier.
+
+    Examples:
+        >>> emb, head, logits = embedded(model, vocab.encode(["a good film"]))
+    """
     net = text_network(model)
     emb, lengths = net.embed(x)
     head = functools.partial(net.classify, lengths=lengths)
@@ -169,6 +184,12 @@ TRAINERS: dict[str, type[Trainer]] = {
 
 def check_method(method: Any) -> str:
     """``method`` if it is one of :data:`METHODS`.
+
+    Args:
+        method: the name to check.
+
+    Returns:
+        The name.
 
     Raises:
         ValueError: another name (with a did-you-mean hint).
