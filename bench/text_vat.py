@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 PAPER_TEST_ERROR = {"baseline": 0.179, "at": 0.168, "vat": 0.191, "at-vat": 0.166}
-"""Miyato et al. 2016 (arXiv:1605.07725v4), Table 5, Rotten Tomatoes test error, as recalled (see BENCHMARKS.md)."""
+"""Miyato et al. 2016 (arXiv:1605.07725v4), Table 5, Rotten Tomatoes test error, quoted from memory and not checked against the paper text (see BENCHMARKS.md)."""
 
 
 def main() -> None:

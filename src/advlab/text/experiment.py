@@ -3,7 +3,7 @@
 :func:`run_text` is what ``advlab text`` and ``bench/text_vat.py`` call: it prepares the data once
 (:class:`TextData`), trains one fresh :func:`~advlab.text.model.text_classifier` per method from the same seed
 (:func:`train_method`), and measures the test error, the nearest words of probe words in each model's normalised
-embedding space (Miyato et al. 2016, Table 6: the neighbours of "good" and "bad") and the nearest words to a probe
+embedding space (as Miyato et al. 2016 show for "good" and "bad") and the nearest words to a probe
 word's embedding after the adversarial perturbation of its sentence.
 
 Examples:
@@ -256,7 +256,7 @@ def nearest_words(
 def probe_neighbours(
     model: Classifier, vocab: Vocabulary, probes: Sequence[str], k: int
 ) -> dict[str, list[tuple[str, float]]]:
-    """The nearest words of each probe word that the vocabulary holds (Miyato et al. 2016, Table 6)."""
+    """The nearest words of each probe word that the vocabulary holds (as in Miyato et al. 2016)."""
     table = text_network(model).normalised_embeddings().detach()
     out = {}
     for word in probes:

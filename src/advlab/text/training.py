@@ -39,7 +39,7 @@ from advlab.text.model import text_network
 from advlab.threat import ThreatModel
 
 METHODS = ("baseline", "at", "vat", "at-vat")
-"""Training methods: none, adversarial, virtual adversarial, both (Miyato et al. 2016, Tables 2 and 5)."""
+"""Training methods: none, adversarial, virtual adversarial, both (the rows of Miyato et al. 2016's result tables)."""
 UNBOUNDED = (-math.inf, math.inf)
 """Embeddings have no box: the L2 ball alone bounds the perturbation."""
 
