@@ -53,7 +53,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--min-count", type=positive_int, default=2, help="rarer training words become <unk>")
     p.add_argument("--max-length", type=positive_int, default=60, help="tokens kept per sentence")
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of the sentences held out for testing")
-    p.add_argument("--unlabeled", type=float, default=0.0, help="share of the training part with labels hidden")
+    p.add_argument(
+        "--unlabeled",
+        type=float,
+        default=0.0,
+        help="share of the training part with labels hidden: vat and at-vat use those sentences unlabelled, baseline "
+        "and at train on the labelled rest alone",
+    )
     p.add_argument("--probe", action="append", default=None, help="word whose neighbours are reported (repeatable)")
     p.add_argument("--classify", action="append", default=[], help="a sentence to classify with each model")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the training")
