@@ -35,7 +35,7 @@ def render_text_report(record: dict[str, Any], *, title: str | None = None) -> s
         >>> html = render_text_report(result.to_dict())
     """
     env = environment()
-    probes = sorted({w for m in record["methods"] for w in m["neighbours"]})
+    probes = list(dict.fromkeys(w for m in record["methods"] for w in m["neighbours"]))  # in the order asked
     return env.get_template(TEMPLATE).render(
         r=record,
         title=title or f"Adversarial training on word embeddings: {record['data']}",
