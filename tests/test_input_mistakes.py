@@ -142,6 +142,7 @@ OUT_COMMANDS = {
     "poison": ["--data", "digits"],
     "demo": [],
     "import": ["{missing}.py:Net"],
+    "text": ["--data", "{missing}.tsv"],
 }
 """Every command with ``--out``, with a missing model (or target): the ``--out`` error must come first."""
 

@@ -34,6 +34,7 @@ COMMANDS = (
     "import",
     "rl",
     "mbo",
+    "text",
 )
 """Sub-commands, in the order ``--help`` lists them; each is the module of its name (see :data:`MODULES`)."""
 
@@ -49,6 +50,7 @@ examples:
   advlab evaluate --model runs/m1 --data mnist --eps 0.1,0.2,0.3 --preset standard --out runs/m1-eval
   advlab evaluate --model nets.py:Net --weights w.pt --data mnist --eps 0.3 --preset fast --out runs/mine
   advlab import net.pt2 --mean 0.1307 --std 0.3081 --data mnist --out runs/net   # a model folder of a file
+  advlab text --data rt-polarity --method baseline,vat --epochs 5 --out runs/text   # VAT on word embeddings
 
 Run 'advlab COMMAND --help' for each command's options.
 """

@@ -3,6 +3,7 @@ semi-supervised, with the power-iteration approximation of the virtual adversari
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ def _unit(d: torch.Tensor) -> torch.Tensor:
 
 
 def vat_direction(
-    model: torch.nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     *,
     xi: float = 1e-6,
@@ -37,7 +38,7 @@ def vat_direction(
     (which is ``xi * H d`` to first order) and normalises it.
 
     Args:
-        model: maps inputs to logits.
+        model: maps inputs to logits (a module, or any function such as the layers above an embedding).
         x: inputs ``(N, ...)``.
         xi: finite-difference scale (paper: 1e-6).
         n_power: power iterations (paper: 1).
@@ -61,6 +62,42 @@ def vat_direction(
         (grad,) = torch.autograd.grad(kl_to(clean, model(x + d)).sum(), d)
         d = _unit(grad.detach())
     return d
+
+
+def virtual_adversarial_loss(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    *,
+    eps: float,
+    xi: float = 1e-6,
+    n_power: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Mean local distributional smoothness ``KL(p(.|x) || p(.|x + eps * d))`` over the batch (the VAT loss).
+
+    ``d`` is :func:`vat_direction` (unit L2 norm per example over all of an example's coordinates) and
+    ``p(.|x)`` is held constant. ``x`` is whatever ``model`` reads: images for :class:`VAT`, the normalised word
+    embeddings of a sentence for :mod:`advlab.text` (``model`` is then the network above the embedding layer).
+
+    Args:
+        model: maps ``x`` to logits.
+        x: the batch ``(N, ...)`` to perturb.
+        logits: ``model(x)``, already computed (its gradient is not followed here).
+        eps: L2 norm of the virtual adversarial perturbation.
+        xi: finite-difference scale of the power iteration.
+        n_power: power iterations.
+        generator: draws the power iteration's random start.
+
+    Returns:
+        A scalar tensor (differentiable in ``model``'s parameters and in ``x``), ``>= 0``.
+
+    Examples:
+        >>> logits = model(x)
+        >>> loss = F.cross_entropy(logits, y) + virtual_adversarial_loss(model, x, logits, eps=2.0)
+    """
+    d = vat_direction(model, x, xi=xi, n_power=n_power, generator=generator, logits=logits)
+    return kl_to(logits.detach(), model(x + eps * d)).mean()
 
 
 def split_labelled(
@@ -147,11 +184,14 @@ class VAT(Trainer):
         super().__init__(**settings)
 
     def lds(self, model: Classifier, x: torch.Tensor, epoch: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean LDS on ``x`` and the logits of ``x`` (with gradient), for the training loss."""
+        """Mean LDS on ``x`` and the logits of ``x`` (with gradient), for the training loss.
+
+        Trainers that perturb another representation than the input (word embeddings, :mod:`advlab.text`)
+        override this and call :func:`virtual_adversarial_loss` on it.
+        """
         gen = self.generator_at(epoch, x.device)
         logits = model(x)
-        d = vat_direction(model, x, xi=self.xi, n_power=self.n_power, generator=gen, logits=logits)
-        lds = kl_to(logits.detach(), model(x + self.eps * d)).mean()
+        lds = virtual_adversarial_loss(model, x, logits, eps=self.eps, xi=self.xi, n_power=self.n_power, generator=gen)
         return lds, logits
 
     def training_step(
