@@ -30,6 +30,7 @@ COMMANDS = (
     "patch",
     "fooling",
     "import",
+    "spam",
 )
 """Sub-commands, in the order ``--help`` lists them; each is the module of its name (see :data:`MODULES`)."""
 
