@@ -4,9 +4,9 @@ Dalvi et al. 2004 ("Adversarial Classification", KDD) and Lowd & Meek 2005 ("Goo
 Filters", CEAS). Binary bag of words (words in >= 2 training messages), a seeded stratified 75/25 split (seed 0);
 per filter (multinomial and Bernoulli naive Bayes, logistic regression, a 32-unit MLP): test accuracy; on every
 test spam the filter blocks, the white-box greedy attack (good words added, spam words obfuscated), the good-word-
-only greedy attack, and Lowd & Meek's first-N query-only attack (N good words found by spam/ham queries from a
-barely-spam message, then appended in order), all within the word budget; Lowd & Meek's measure is the words that
-get the median blocked spam through. Defenses: Dalvi et al.'s adversary-aware Bernoulli naive Bayes (budget-limited
+only greedy attack, and Lowd & Meek's query-only attacks: first-N (the first N good words found by spam/ham
+queries on a barely-spam message, appended in order) and best-N (the N good words that cancel most spam words),
+all within the word budget; Lowd & Meek's measure is the words that get the median blocked spam through. Defenses: Dalvi et al.'s adversary-aware Bernoulli naive Bayes (budget-limited
 greedy adversary) and adversarial training (one round).
 
 Usage:
@@ -61,12 +61,17 @@ def table(record: dict) -> str:
     def words(s: dict) -> str:
         median = s.get("median_words_all")
         rate = s.get("success_rate")
-        return f"{'>' + str(s['budget']) if median is None else f'{median:g}'} ({100 * rate:.0f}%)" if rate is not None else "–"
+        return (
+            f"{'>' + str(s['budget']) if median is None else f'{median:g}'} ({100 * rate:.0f}%)"
+            if rate is not None
+            else "–"
+        )
 
     lines = [
-        "| filter | test acc. | blocked spam | white-box words (through) | good words only | query-only words (through) "
-        "| queries (search + attack) | aware NB: acc., attacked spam caught | adv. training: acc., white-box words |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| filter | test acc. | blocked spam | white-box words (through) | good words only | first-N words (through) "
+        "| first-N queries (search + attack) | best-N words (through) | best-N queries | aware NB: acc., attacked spam "
+        "caught | adv. training: acc., white-box words, first-N words |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in record["models"].items():
         q = m["query_only"]
@@ -78,11 +83,14 @@ def table(record: dict) -> str:
             if aware
             else "–"
         )
-        adv_text = f"{100 * adv['test_accuracy']:.1f}%, {words(adv['white_box'])}" if adv else "–"
+        adv_text = (
+            f"{100 * adv['test_accuracy']:.1f}%, {words(adv['white_box'])}, {words(adv['query_only'])}" if adv else "–"
+        )
+        b = m["query_best_n"]
         lines.append(
             f"| {name} | {100 * m['test_accuracy']:.1f}% | {m['white_box']['n']} | {words(m['white_box'])} "
             f"| {words(m['good_words_only'])} | {words(q)} | {q['search_queries']:,} + {q['attack_queries']:,} "
-            f"| {aware_text} | {adv_text} |"
+            f"| {words(b)} | {b['search_queries']:,} + {b['attack_queries']:,} | {aware_text} | {adv_text} |"
         )
     return "\n".join(lines)
 

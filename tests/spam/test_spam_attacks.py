@@ -181,3 +181,29 @@ def test_obfuscation_leaves_the_vocabulary_and_the_text_revectorises(spam_split)
             assert (bow.transform([edited]).toarray()[0] == r.x_adv[k]).all(), (mode, edited)
     with pytest.raises(ValueError, match="mode"):
         apply_edits("a b", mode="erase")
+
+
+def test_best_n_ranks_by_weight_with_exact_queries():
+    w = np.array([2.0, 2.0, 1.0, -0.6, -5.0, -0.4, -3.0])
+    model = CountingModel(w, -1.5)
+    oracle = QueryCounter(model)
+    spam, ham = np.array([1.0, 1, 1, 0, 0, 0, 0]), np.zeros(7)
+    # barely spam [1,0,...] (0.5; 1 query); good words among 1..6: 3 (-0.1), 4, 6 (6 queries); spam words on the
+    # barely-ham empty message (-1.5): only word 1 (0.5), 6 queries; ranking, one query per good word (S = 1):
+    # 3 + word 1 -> 1.9 spam (cancels 0), 4 -> -2.5 and 6 -> -0.5 ham (cancel 1)
+    best = GoodWordSearch(oracle).best_n(spam, ham, [1, 2, 3, 4, 5, 6], n=2, spam_words=5)
+    assert best.words == [4, 6] and best.queries == 16 == oracle.queries == model.rows
+    assert best.last_word == 0
+
+
+def test_best_n_finds_the_most_negative_weights():
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=40)
+    model = LinearSpamModel(w, 0.0)
+    spam, ham = (w > 0).astype(float), np.zeros(40)
+    best = GoodWordSearch(QueryCounter(model)).best_n(spam, ham, list(range(40)), n=3, spam_words=40)
+    barely = best.barely_spam
+    good = [j for j in range(40) if barely[j] == 0 and model.score((barely + np.eye(40)[j])[None])[0] <= 0]
+    # the yardstick counts whole spam words cancelled, so weights within one spam word of each other tie (here the
+    # first spam word weighs 1.14): the best two are found, the third is any of the tied ones
+    assert best.words[:2] == sorted(good, key=lambda j: w[j])[:2] and set(best.words) <= set(good)

@@ -186,13 +186,15 @@ class GoodWords:
         words: vocabulary indices of the good words, in the order found.
         barely_spam: the 0/1 message just on the spam side that the words were tested on.
         queries: filter calls spent on the search (barely-spam message included).
-        candidates_tried: candidate words tested.
+        candidates_tried: candidate words tested as good words.
+        last_word: the word whose addition made ``barely_spam`` spam (without it the message is "barely ham").
     """
 
     words: list[int]
     barely_spam: np.ndarray
     queries: int
     candidates_tried: int
+    last_word: int = -1
 
 
 class GoodWordSearch:
@@ -220,16 +222,20 @@ class GoodWordSearch:
             ham: a 0/1 message the filter calls ham.
 
         Returns:
-            The first message on the spam side (one query per word added).
+            The first message on the spam side (one query per word added); less its last word, it is "barely ham".
 
         Raises:
             ValueError: adding all of ``spam``'s words never reaches the spam side.
         """
+        return self.barely_pair(spam, ham)[0]
+
+    def barely_pair(self, spam: np.ndarray, ham: np.ndarray) -> tuple[np.ndarray, int]:
+        """:meth:`barely_spam` and the index of the word whose addition crossed the boundary."""
         current = np.asarray(ham, dtype=np.float32).copy()
         for j in np.flatnonzero((np.asarray(spam) == 1) & (current == 0)):
             current[j] = 1.0
             if self.oracle(current)[0]:
-                return current
+                return current, int(j)
         raise ValueError(
             "spam, ham: the ham message with all the spam message's words is still ham; pick other messages"
         )
@@ -248,7 +254,7 @@ class GoodWordSearch:
         """
         n = validation.check_int("n", n, minimum=1)
         start = self.oracle.queries
-        barely = self.barely_spam(spam, ham)
+        barely, last = self.barely_pair(spam, ham)
         found: list[int] = []
         tried = 0
         for j in candidates:
@@ -261,7 +267,68 @@ class GoodWordSearch:
             probe[j] = 1.0
             if not self.oracle(probe)[0]:
                 found.append(int(j))
-        return GoodWords(found, barely, self.oracle.queries - start, tried)
+        return GoodWords(found, barely, self.oracle.queries - start, tried, last)
+
+    def best_n(
+        self, spam: np.ndarray, ham: np.ndarray, candidates: Sequence[int], n: int, spam_words: int = 20
+    ) -> GoodWords:
+        """Lowd & Meek's best-N: the ``n`` good words with the largest weights, ranked with queries only.
+
+        Every good word among ``candidates`` is found (:meth:`first_n` with no limit); then the first ``spam_words``
+        candidates that turn the barely-ham message (the barely-spam one less its last word) into spam; then, for
+        each good word, a binary search for the most of those spam words (a prefix, in the order found) that it
+        still cancels on the barely-spam message. For a linear filter that count falls as the word's weight rises,
+        so the ``n`` words that cancel most are the ``n`` best, up to ties (words whose weights differ by less than a
+        yardstick word tie; ties are broken by the order found).
+
+        Args:
+            spam: a 0/1 message the filter calls spam.
+            ham: a 0/1 message the filter calls ham.
+            candidates: vocabulary indices to try, in order.
+            n: good words wanted.
+            spam_words: spam words used as the yardstick.
+
+        Returns:
+            The ``n`` best good words, best first; ``queries`` counts every query of the three steps.
+        """
+        n = validation.check_int("n", n, minimum=1)
+        start = self.oracle.queries
+        found = self.first_n(spam, ham, candidates, max(len(candidates), 1))
+        barely = found.barely_spam
+        barely_ham = barely.copy()
+        barely_ham[found.last_word] = 0.0
+        yardstick = self.spam_words(barely_ham, barely, candidates, spam_words)
+        cancels = [self.cancelled(barely, g, yardstick) for g in found.words]
+        order = sorted(range(len(found.words)), key=lambda i: -cancels[i])
+        best = [found.words[i] for i in order[:n]]
+        return GoodWords(best, barely, self.oracle.queries - start, found.candidates_tried, found.last_word)
+
+    def spam_words(self, barely_ham: np.ndarray, barely: np.ndarray, candidates: Sequence[int], k: int) -> list[int]:
+        """The first ``k`` candidates (absent from ``barely``) that turn ``barely_ham`` into spam, one query each."""
+        found: list[int] = []
+        for j in candidates:
+            if len(found) == k:
+                break
+            if barely[j] == 1:
+                continue
+            probe = barely_ham.copy()
+            probe[j] = 1.0
+            if self.oracle(probe)[0]:
+                found.append(int(j))
+        return found
+
+    def cancelled(self, barely: np.ndarray, good: int, yardstick: list[int]) -> int:
+        """The most words of ``yardstick`` (a prefix) that ``good`` cancels on ``barely`` (binary search)."""
+        lo, hi = 0, len(yardstick) + 1  # barely + good is ham (lo); hi is past the end, never queried
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            probe = barely.copy()
+            probe[[good, *yardstick[:mid]]] = 1.0
+            if self.oracle(probe)[0]:
+                hi = mid
+            else:
+                lo = mid
+        return lo
 
 
 def query_attack(oracle: QueryCounter, x: Features, good_words: Sequence[int], budget: int) -> WordAttackResult:

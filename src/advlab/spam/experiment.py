@@ -3,7 +3,7 @@
 :class:`SpamExperiment` reads top to bottom: :meth:`~SpamExperiment.features` (bag of words on the training
 split), :meth:`~SpamExperiment.train`, then per filter :meth:`~SpamExperiment.white_box` (greedy, good words and
 spam-word obfuscation), :meth:`~SpamExperiment.query_only` (Lowd & Meek's first-N good words, queries counted)
-and :meth:`~SpamExperiment.defend` (Dalvi et al.'s adversary-aware naive Bayes, adversarial training). Attacks run
+(and best-N) and :meth:`~SpamExperiment.defend` (Dalvi et al.'s adversary-aware naive Bayes, adversarial training). Attacks run
 on the test spam the filter blocks; "words" is the number of changed words. Lowd & Meek's figure of merit is
 ``median_words_all``: the words that get the median blocked spam through, counting failures as needing more
 than the budget (``None`` when fewer than half get through).
@@ -121,6 +121,7 @@ class SpamExperiment:
             entry["white_box"], entry["examples"] = self.white_box(model)
             entry["good_words_only"] = words_summary(self.attack(model, add_only=True))
             entry["query_only"] = self.query_only(model)
+            entry["query_best_n"] = self.query_only(model, best=True)
             entry["defenses"] = self.defend(name, model)
             record["models"][name] = entry
             log.debug("%s: %s", name, {k: entry[k] for k in ("test_accuracy", "white_box")})
@@ -168,8 +169,12 @@ class SpamExperiment:
             )
         return words_summary(result), examples
 
-    def query_only(self, model: SpamModel) -> dict[str, Any]:
-        """Lowd & Meek first-N: good words found by spam/ham queries, then appended to each blocked test spam."""
+    def query_only(self, model: SpamModel, best: bool = False) -> dict[str, Any]:
+        """Lowd & Meek first-N (or best-N): good words found by spam/ham queries, appended to each blocked test spam.
+
+        The adversary's own messages are the first training spam and ham the filter calls so; its word list is
+        the vocabulary ordered by how many training messages hold each word (labels unused).
+        """
         oracle = QueryCounter(model)
         train_y = self.split.train.labels
         calls = model.is_spam(self.x_train)  # the adversary's own messages: one spam and one ham the filter agrees on
@@ -180,7 +185,9 @@ class SpamExperiment:
             if not (spam_rows.size and ham_rows.size):
                 raise ValueError("the filter calls no training spam spam, or no training ham ham")
             spam, ham = self.x_train[int(spam_rows[0])].toarray()[0], self.x_train[int(ham_rows[0])].toarray()[0]
-            found = GoodWordSearch(oracle).first_n(spam, ham, candidates.tolist(), self.settings.good_words)
+            search = GoodWordSearch(oracle)
+            find = search.best_n if best else search.first_n
+            found = find(spam, ham, candidates.tolist(), self.settings.good_words)
         except ValueError as exc:  # no barely-spam message: the search cannot start
             log.warning("%s: query-only attack skipped: %s", model.name, exc)
             return {"n": 0, "success_rate": None, "median_words_all": None, "search_queries": oracle.queries,
