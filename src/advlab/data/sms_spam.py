@@ -15,9 +15,10 @@ Repository (https://archive.ics.uci.edu/dataset/228/sms+spam+collection).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io as stdio
-import logging
 import os
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,6 @@ from advlab.data._files import (
     verify_file,
 )
 from advlab.data.paths import resolve_data_dir
-
-log = logging.getLogger(__name__)
 
 SMS_SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 """The UCI archive; the file is its member ``SMSSpamCollection``."""
@@ -165,9 +164,6 @@ def download_sms_spam(dest: str | os.PathLike[str], *, timeout: float = DOWNLOAD
         DatasetNotFoundError: the server could not be reached (offline) or the archive lacks the member.
         ChecksumError: the member does not match the published sha256.
     """
-    import http.client
-    import urllib.request
-
     dest = Path(dest)
     try:
         with urllib.request.urlopen(SMS_SPAM_URL, timeout=timeout) as response:

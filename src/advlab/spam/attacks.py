@@ -76,10 +76,12 @@ def check_budget(budget: int, vocabulary_size: int) -> int:
     """
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
         raise TypeError(f"budget: expected a whole number of words, got {type(budget).__name__}")
-    if not 1 <= budget <= vocabulary_size:
+    if budget < 1:
+        raise ValueError(f"budget: expected 1 to {vocabulary_size} words, got {budget}; a budget of 0 changes nothing")
+    if budget > vocabulary_size:
         raise ValueError(
             f"budget: expected 1 to {vocabulary_size} words (the vocabulary size), got {budget}; "
-            "a budget of 0 changes nothing, so pass at least 1"
+            f"no message can change more words, so pass at most {vocabulary_size}"
         )
     return int(budget)
 
@@ -95,7 +97,8 @@ def greedy_attack(
 
     A change is allowed once per word. For a linear filter each step takes the largest remaining decrease, which
     reaches ham with the fewest changes (optimal); for the network the decrease is the first-order estimate from
-    the gradient at the current message (one forward and one backward pass per step).
+    the gradient at the current message (per step: a forward and backward pass for the gradient, a forward pass for
+    the new score).
 
     Args:
         model: the filter.
