@@ -140,6 +140,7 @@ OUT_COMMANDS = {
     "train": ["--data", "digits"],
     "demo": [],
     "import": ["{missing}.py:Net"],
+    "spam": ["--corpus", "{missing}"],
 }
 """Every command with ``--out``, with a missing model (or target): the ``--out`` error must come first."""
 
