@@ -143,6 +143,7 @@ OUT_COMMANDS = {
     "demo": [],
     "import": ["{missing}.py:Net"],
     "text": ["--data", "{missing}.tsv"],
+    "spam": ["--corpus", "{missing}"],
 }
 """Every command with ``--out``, with a missing model (or target): the ``--out`` error must come first."""
 

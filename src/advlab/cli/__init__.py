@@ -35,6 +35,7 @@ COMMANDS = (
     "rl",
     "mbo",
     "text",
+    "spam",
 )
 """Sub-commands, in the order ``--help`` lists them; each is the module of its name (see :data:`MODULES`)."""
 

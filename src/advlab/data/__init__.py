@@ -4,7 +4,9 @@ the user's own data from an ``.npz`` file, a ``.csv`` file or an image folder (:
 Files are looked for in the data directory (``data_dir`` argument > ``$ADVLAB_DATA`` > ``~/.cache/advlab``), one
 folder per dataset with the official file names (``mnist/``, ``fashion-mnist/``, ``cifar10/``). Every file is
 checked against its published checksum on first use; missing files are downloaded from the official source when
-allowed, and otherwise the error says which file to put where.
+allowed, and otherwise the error says which file to put where. Text corpora (the SMS Spam Collection) have their
+own small API, :mod:`advlab.data.sms_spam` (:func:`load_sms_spam`, :func:`stratified_split`): messages are not
+fixed-shape images, so they are not in :data:`DATASETS`.
 
 Examples:
     >>> from advlab.data import load_dataset
@@ -27,6 +29,7 @@ from advlab.data._files import ChecksumError, CorruptFileError, DatasetNotFoundE
 from advlab.data.dataset import DATASETS, SPLITS, Dataset, DatasetInfo
 from advlab.data.files import DataFileError, FileOptions, is_data_path, load_data_file
 from advlab.data.paths import ENV_VAR, resolve_data_dir, user_cache_dir
+from advlab.data.sms_spam import TextCorpus, TextSplit, load_sms_spam, parse_labelled_lines, stratified_split
 
 __all__ = [
     "DATASETS",
@@ -40,11 +43,16 @@ __all__ = [
     "DatasetNotFoundError",
     "FileOptions",
     "FileSpec",
+    "TextCorpus",
+    "TextSplit",
     "dataset_info",
     "is_data_path",
     "load_data_file",
     "load_dataset",
+    "load_sms_spam",
+    "parse_labelled_lines",
     "resolve_data_dir",
+    "stratified_split",
     "user_cache_dir",
 ]
 
