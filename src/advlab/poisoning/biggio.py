@@ -248,7 +248,6 @@ def biggio_svm(
     """
     x, y = validation.as_xy(train, "train")
     x_val, y_val = validation.as_xy(val, "val")
-    assert y is not None and y_val is not None  # labels="required"
     _check_settings(kernel, C, gamma, n_points, steps)
     validation.check_float("step_size", step_size, minimum=0.0, strict_min=True)
     validation.check_float("tol", tol, minimum=0.0)
