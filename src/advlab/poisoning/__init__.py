@@ -8,6 +8,7 @@ from advlab.poisoning.base import Detection, PoisonedData, Trigger, attack_succe
 from advlab.poisoning.biggio import biggio_svm
 from advlab.poisoning.clean_label import clean_label
 from advlab.poisoning.feature_collision import feature_collision
+from advlab.poisoning.gradient_matching import gradient_matching
 
 __all__ = [
     "Detection",
@@ -17,5 +18,6 @@ __all__ = [
     "biggio_svm",
     "clean_label",
     "feature_collision",
+    "gradient_matching",
     "stamp",
 ]
