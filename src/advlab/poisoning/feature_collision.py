@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from advlab import validation
+from advlab.models import device_of
 from advlab.poisoning.base import PoisonedData, check_target, choose, generator_of, number_of_classes
 
 BETA0 = 0.25
@@ -145,7 +146,8 @@ def feature_collision(
     low, high = validation.check_bounds("bounds", bounds)
     validation.check_input(torch.cat([x, target[None]]), (low, high), name="train x and target_image")
     rows = choose(n_poisons, torch.nonzero(y == base_class).flatten(), generator_of(seed), name="n_poisons")
-    bases = opacity * target + (1 - opacity) * x[rows]
+    device = device_of(features)
+    target, bases = target.to(device), (opacity * target + (1 - opacity) * x[rows]).to(device)
     with torch.no_grad():
         feature_dim = int(features(target[None]).flatten(1).shape[1])
     beta = beta0 * (feature_dim / target.numel()) ** 2
@@ -154,7 +156,7 @@ def feature_collision(
     )
     settings = {"base_class": base_class, "n_poisons": n_poisons, "opacity": opacity, "beta0": beta0, "beta": beta}
     return PoisonedData(
-        x=torch.cat([x, poisons.to(x.dtype)]),
+        x=torch.cat([x, poisons.to(x.device, x.dtype)]),
         y=torch.cat([y, torch.full((n_poisons,), base_class, dtype=y.dtype)]),
         indices=torch.arange(x.shape[0], x.shape[0] + n_poisons),
         original_labels=torch.full((n_poisons,), -1, dtype=torch.int64),
@@ -163,7 +165,7 @@ def feature_collision(
         seed=seed,
         target=base_class,
         inserted=n_poisons,
-        extra={"target_image": target, "base_rows": rows, "feature_distance": distances},
+        extra={"target_image": target.to(x.device), "base_rows": rows, "feature_distance": distances.cpu()},
     )
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from advlab import validation
+from advlab.models import device_of
 from advlab.poisoning.base import PoisonedData, check_rate, check_target, choose, generator_of, number_of_classes
 from advlab.threat import ThreatModel
 
@@ -177,12 +178,14 @@ def gradient_matching(
     generator = generator_of(seed)
     among = torch.nonzero(y == adversarial_class).flatten()
     rows = choose(max(1, round(budget * x.shape[0])), among, generator, name="budget")
-    labels = torch.full((targets.shape[0],), adversarial_class, dtype=torch.int64)
-    alignment = Alignment.of(model, targets, labels)
+    device = device_of(model)
+    labels = torch.full((targets.shape[0],), adversarial_class, dtype=torch.int64, device=device)
+    alignment = Alignment.of(model, targets.to(device), labels)
     threat = ThreatModel("linf", eps, (low, high))
-    poisons, trace = brew(alignment, x[rows], y[rows], threat, steps=steps, restarts=restarts, generator=generator)
+    bases, base_labels = x[rows].to(device), y[rows].to(device)
+    poisons, trace = brew(alignment, bases, base_labels, threat, steps=steps, restarts=restarts, generator=generator)
     x_poisoned = x.clone()
-    x_poisoned[rows] = poisons.to(x.dtype)
+    x_poisoned[rows] = poisons.to(x.device, x.dtype)
     settings = {
         "budget": budget,
         "eps": eps,
