@@ -116,8 +116,7 @@ def feature_collision(
         opacity: the watermark's opacity, in ``[0, 1)``: 0 (the transfer setting) or up to 0.3 (end-to-end).
         beta0: the paper's ``beta0``; ``beta = beta0 * (feature_dim / input_dim)^2``.
         step_size: the forward step's learning rate.
-        steps: forward-backward iterations (the paper: at most 1000 per poison... until the feature distance
-            stops improving; here a fixed count).
+        steps: forward-backward iterations (a fixed count).
         bounds: the input box.
         seed: seed of the choice of base images.
 
@@ -127,9 +126,8 @@ def feature_collision(
         training rows the poisons started from) and ``feature_distance`` (each poison's ``||f(p) - f(t)||``).
 
     Raises:
-        ValueError: ``base_class`` not a class of the data, more poisons than base images, the target image
-            of another shape than the training inputs, the target image already of the base class for
-            ``features``' data (not checked: the attacker knows its label), or a setting out of range.
+        ValueError: ``base_class`` not a class of the data, more poisons than base images, a target image of
+            another shape than the training inputs, inputs outside ``bounds``, or a setting out of range.
 
     Examples:
         >>> poisoned = feature_collision(backbone, (x_train, y_train), x_test[0], base_class=3, n_poisons=5)
