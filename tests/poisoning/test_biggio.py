@@ -117,5 +117,7 @@ def test_data_that_is_not_binary_or_outside_the_box_is_refused() -> None:
         biggio_svm((x, y % 2 + (torch.arange(40) % 3 == 0).long()), VAL)
     with pytest.raises(ValueError, match="val y"):
         biggio_svm(TRAIN, (VAL[0], VAL[1] + 1))
+    with pytest.raises(ValueError, match="val x"):
+        biggio_svm(TRAIN, (VAL[0][:, :1], VAL[1]))
     with pytest.raises(ValueError, match="train x"):
         biggio_svm((x + 2, y), VAL)

@@ -185,6 +185,15 @@ def _check_binary(y: torch.Tensor, name: str) -> tuple[int, int]:
     return int(classes[0]), int(classes[1])
 
 
+def _check_val(x_val: torch.Tensor, y_val: torch.Tensor, x: torch.Tensor, classes: tuple[int, int]) -> None:
+    if tuple(x_val.shape[1:]) != tuple(x.shape[1:]):
+        raise ValueError(
+            f"val x: inputs of shape {tuple(x_val.shape[1:])}, but the training inputs have {tuple(x.shape[1:])}"
+        )
+    if not bool(torch.isin(y_val, torch.tensor(classes)).all()):
+        raise ValueError(f"val y: labels must be the training classes {list(classes)}")
+
+
 def _check_settings(kernel: str, C: float, gamma: float | None, n_points: int, steps: int) -> None:
     validation.check_choice("kernel", kernel, KERNELS)
     validation.check_float("C", C, minimum=0.0, strict_min=True)
@@ -253,8 +262,7 @@ def biggio_svm(
     validation.check_float("tol", tol, minimum=0.0)
     low, high = validation.check_bounds("bounds", bounds)
     classes = _check_binary(y, "train y")
-    if not bool(torch.isin(y_val, torch.tensor(classes)).all()):
-        raise ValueError(f"val y: labels must be the training classes {list(classes)}")
+    _check_val(x_val, y_val, x, classes)
     if label is not None and label not in classes:
         raise ValueError(f"label: expected one of the training classes {list(classes)}, got {label!r}")
     validation.check_input(x, (low, high), name="train x")
