@@ -25,20 +25,28 @@ def main() -> None:
     p.add_argument("--target", type=int, default=0)
     p.add_argument("--rate", type=float, default=0.5)
     p.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3])
+    p.add_argument(
+        "--robust-attacker",
+        type=float,
+        default=0.0,
+        help="PGD-7 adversarial training of the attacker's model at this linf eps (0: standard training)",
+    )
     p.add_argument("--out", default="bench/out/poison_clean_label")
     args = p.parse_args()
     import torch
     from torch import nn
 
     from advlab import io
+    from advlab.attacks import pgd
     from advlab.data import load_dataset
     from advlab.poisoning import Trigger, attack_success_rate, clean_label
     from advlab.provenance import provenance
+    from advlab.threat import ThreatModel
 
     torch.set_num_threads(1)
     train, test = load_dataset("mnist", split="train"), load_dataset("mnist", split="test")
 
-    def fit(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Module:
+    def fit(x: torch.Tensor, y: torch.Tensor, seed: int, robust: float = 0.0) -> nn.Module:
         torch.manual_seed(seed)
         model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -46,13 +54,18 @@ def main() -> None:
             order = torch.randperm(x.shape[0])
             for i in range(0, x.shape[0], 128):
                 rows = order[i : i + 128]
+                inputs = x[rows]
+                if robust > 0:
+                    model.eval()
+                    inputs = pgd(model, inputs, y[rows], ThreatModel("linf", robust), steps=7).x_adv
+                    model.train()
                 opt.zero_grad()
-                nn.functional.cross_entropy(model(x[rows]), y[rows]).backward()
+                nn.functional.cross_entropy(model(inputs), y[rows]).backward()
                 opt.step()
         return model.eval()
 
     t0 = time.perf_counter()
-    attacker = fit(train.x[10000:20000], train.y[10000:20000], seed=1)
+    attacker = fit(train.x[10000:20000], train.y[10000:20000], seed=1, robust=args.robust_attacker)
     x, y = train.x[: args.n_train], train.y[: args.n_train]
     trigger = Trigger.patch((1, 28, 28), size=3)
     rows = {}
