@@ -43,6 +43,41 @@ def _f64(a: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(a, dtype=np.float64))
 
 
+def kernel_matrix(
+    z: torch.Tensor, sv: torch.Tensor, kernel: str, gamma: float = 1.0, coef0: float = 0.0, degree: int = 3
+) -> torch.Tensor:
+    """libsvm's kernel ``K(z_i, s_j)`` between rows ``z`` ``(N, D)`` and ``sv`` ``(S, D)``, shape ``(N, S)``.
+
+    The kernels of :data:`KERNELS`, as scikit-learn's ``SVC`` computes them: ``linear`` ``z.s``, ``rbf``
+    ``exp(-gamma |z - s|^2)``, ``poly`` ``(gamma z.s + coef0)^degree``, ``sigmoid`` ``tanh(gamma z.s + coef0)``.
+    Differentiable in both arguments (poisoning attacks differentiate with respect to a training row).
+
+    Args:
+        z: inputs ``(N, D)``.
+        sv: the other rows ``(S, D)`` (support vectors, or training rows).
+        kernel: one of :data:`KERNELS`.
+        gamma: the kernel coefficient (``SVC._gamma``; unused by ``linear``).
+        coef0: the independent term of ``poly`` and ``sigmoid``.
+        degree: the degree of ``poly``.
+
+    Returns:
+        The kernel matrix.
+
+    Examples:
+        >>> kernel_matrix(torch.zeros(2, 3), torch.ones(4, 3), "rbf", gamma=0.5).shape
+        torch.Size([2, 4])
+    """
+    dot = z @ sv.T
+    if kernel == "linear":
+        return dot
+    if kernel == "rbf":
+        sq = (z * z).sum(1, keepdim=True) + (sv * sv).sum(1)[None] - 2 * dot
+        return torch.exp(-gamma * sq.clamp_min(0.0))
+    if kernel == "poly":
+        return (gamma * dot + coef0) ** degree
+    return torch.tanh(gamma * dot + coef0)  # sigmoid
+
+
 def _binary_logits(d: torch.Tensor) -> torch.Tensor:
     """``(N,)`` decision values to ``(N, 2)`` logits ``[0, d]``."""
     return torch.stack([torch.zeros_like(d), d], dim=1)
@@ -156,16 +191,7 @@ class KernelSVM(nn.Module):
 
     def gram(self, z: torch.Tensor) -> torch.Tensor:
         """Kernel matrix ``K(x, s)`` between inputs ``(N, D)`` and support vectors, ``(N, S)``."""
-        sv = self.support_vectors
-        dot = z @ sv.T
-        if self.kernel == "linear":
-            return dot
-        if self.kernel == "rbf":
-            sq = (z * z).sum(1, keepdim=True) + (sv * sv).sum(1)[None] - 2 * dot
-            return torch.exp(-self.gamma * sq.clamp_min(0.0))
-        if self.kernel == "poly":
-            return (self.gamma * dot + self.coef0) ** self.degree
-        return torch.tanh(self.gamma * dot + self.coef0)  # sigmoid
+        return kernel_matrix(z, self.support_vectors, self.kernel, self.gamma, self.coef0, self.degree)
 
     def pairwise(self, x: torch.Tensor) -> torch.Tensor:
         """One-vs-one decision values ``(N, K(K-1)/2)`` in libsvm's pair order (sklearn ``"ovo"`` shape)."""

@@ -5,5 +5,19 @@ manifest); every detection defense scores training rows and reports a :class:`~a
 """
 
 from advlab.poisoning.base import Detection, PoisonedData, Trigger, attack_success_rate, stamp
+from advlab.poisoning.biggio import biggio_svm
+from advlab.poisoning.clean_label import clean_label
+from advlab.poisoning.feature_collision import feature_collision
+from advlab.poisoning.gradient_matching import gradient_matching
 
-__all__ = ["Detection", "PoisonedData", "Trigger", "attack_success_rate", "stamp"]
+__all__ = [
+    "Detection",
+    "PoisonedData",
+    "Trigger",
+    "attack_success_rate",
+    "biggio_svm",
+    "clean_label",
+    "feature_collision",
+    "gradient_matching",
+    "stamp",
+]
