@@ -182,4 +182,8 @@ def test_bad_input_is_refused_naming_the_option(source_backdoor, digits) -> None
     flipped = PoisonedData(poisoned.x, poisoned.y, poisoned.indices, poisoned.original_labels, attack="label_flip")
     with pytest.raises(ValueError, match="'strip' needs a backdoor trigger"):
         run_defense("strip", model, flipped, x_test=x_test, y_test=y_test)
+    with pytest.raises(ValueError, match="k: expected an int >= 1"):
+        knn_sanitise(torch.rand(10, 2), torch.zeros(10, dtype=torch.long), k=0)
+    with pytest.raises(ValueError, match="reduction"):
+        activation_clustering(torch.rand(10, 3), torch.zeros(10, dtype=torch.long), reduction="tsne")
     assert set(DEFENSES) == {"spectral", "activations", "knn", "strip"}

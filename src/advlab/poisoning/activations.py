@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from advlab import validation
-from advlab.settings import OneOf, Range
+from advlab.settings import OneOf, Range, settings_of, validate_all
 
 SIZE_THRESHOLD = 0.35
 """A cluster holding at most this share of its label is small enough to be poisons (Chen et al.; ART's default)."""
@@ -135,6 +135,9 @@ def activation_clustering(
         >>> [c.label for c in result.classes if c.poisoned]
         [0]
     """
+    given = {"reduction": reduction, "dims": dims, "size_threshold": size_threshold, "seed": seed}
+    given["silhouette_threshold"] = silhouette_threshold
+    validate_all("activation_clustering", settings_of(activation_clustering), given)
     features = validation.as_tensor("features", features, float32="all")
     if features.dim() != 2 or features.shape[0] != y.shape[0]:
         raise ValueError(f"features: expected shape (N, D) with N = {y.shape[0]} labels, got {tuple(features.shape)}")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from advlab import validation
-from advlab.settings import OneOf, Range
+from advlab.settings import OneOf, Range, settings_of, validate_all
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ def knn_sanitise(
         >>> result = knn_sanitise(x_train, y_flipped, k=10, eta=0.5)
         >>> model = train(x_train, result.y)
     """
+    validate_all("knn_sanitise", settings_of(knn_sanitise), {"k": k, "eta": eta, "action": action})
     x = validation.as_tensor("x", x, float32="all")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x: has {x.shape[0]} rows but y has {y.shape[0]}")

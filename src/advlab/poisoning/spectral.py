@@ -15,7 +15,7 @@ from typing import Annotated
 import torch
 
 from advlab import validation
-from advlab.settings import Range
+from advlab.settings import Range, settings_of, validate_all
 
 REMOVAL_FACTOR = 1.5
 """How many times the expected poison count of a label is removed from it (Tran et al., Algorithm 1)."""
@@ -113,6 +113,8 @@ def spectral_signatures(
         >>> result = spectral_signatures(features, y, expected_rate=0.1)
         >>> x_clean, y_clean = poisoned.without(result.flagged)
     """
+    given = {"expected_rate": expected_rate, "remove": remove, "factor": factor}
+    validate_all("spectral_signatures", settings_of(spectral_signatures), given)
     features = validation.as_tensor("features", features, float32="all")
     if features.dim() != 2 or features.shape[0] != y.shape[0]:
         raise ValueError(f"features: expected shape (N, D) with N = {y.shape[0]} labels, got {tuple(features.shape)}")

@@ -18,9 +18,10 @@ from typing import Annotated
 import torch
 from torch import nn
 
+from advlab import validation
 from advlab.models import predict
 from advlab.rng import ExampleRNG
-from advlab.settings import Range
+from advlab.settings import Range, settings_of, validate_all
 
 OVERLAYS = 100
 """Clean images superimposed on each input (Gao et al.: N = 100)."""
@@ -166,6 +167,9 @@ def strip(
         >>> result = strip(model, x_test, trigger.apply(x_test), x_holdout)
         >>> result.far, result.frr
     """
+    given = {"n_overlays": n_overlays, "frr": frr, "seed": seed}
+    validate_all("strip", settings_of(strip), given)
+    bounds = validation.check_bounds("bounds", bounds)
     calibration = strip_entropy(model, pool, pool, n_overlays=n_overlays, bounds=bounds, seed=seed, stage="calibrate")
     threshold = strip_threshold(calibration, frr)
     clean = strip_entropy(model, x_clean, pool, n_overlays=n_overlays, bounds=bounds, seed=seed)
