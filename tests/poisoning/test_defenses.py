@@ -187,3 +187,26 @@ def test_bad_input_is_refused_naming_the_option(source_backdoor, digits) -> None
     with pytest.raises(ValueError, match="reduction"):
         activation_clustering(torch.rand(10, 3), torch.zeros(10, dtype=torch.long), reduction="tsne")
     assert set(DEFENSES) == {"spectral", "activations", "knn", "strip"}
+
+
+def test_run_defense_knn_relabels_flipped_labels_and_the_retrained_model_recovers(digits) -> None:
+    x, y, x_test, y_test = digits
+    rows = choose(250, torch.arange(y.shape[0]), generator_of(2))
+    y_bad = y.clone()
+    y_bad[rows] = (y[rows] + 3) % 10  # a systematic flip: a model trained on it learns the wrong map
+    flipped = PoisonedData(x, y_bad, rows, y[rows], attack="label_flip")
+    poisoned_model = train(x, y_bad)
+    outcome = run_defense("knn", poisoned_model, flipped, retrain=train, x_test=x_test, y_test=y_test, k=5)
+    summary = outcome.summary()
+    assert summary["recall"] >= 0.9 and summary["precision"] >= 0.7  # chance: 0.2
+    assert summary["attack_success_before"] is None  # no trigger: no attack success to measure
+    assert summary["clean_accuracy_after"] >= summary["clean_accuracy_before"] + 0.05
+    assert summary["settings"] == {"k": 5, "eta": 0.5, "action": "relabel", "space": "inputs"}
+
+
+def test_strip_takes_the_bounds_of_a_classifier(badnets, digits) -> None:
+    poisoned, model = badnets
+    _, _, x_test, y_test = digits
+    clf = Classifier(model, bounds=(0.0, 2.0), input_shape=(1, 8, 8))
+    outcome = run_defense("strip", clf, poisoned, x_test=x_test, y_test=y_test, n_overlays=5)
+    assert outcome.settings["bounds"] == (0.0, 2.0)
