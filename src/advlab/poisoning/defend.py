@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from advlab import validation
-from advlab.models import Classifier, predict, set_mode
+from advlab.models import Classifier, predict
 from advlab.poisoning.activations import activation_clustering
 from advlab.poisoning.base import Detection, PoisonedData, attack_success_rate
-from advlab.poisoning.features import penultimate_features
+from advlab.poisoning.features import evaluation_mode, penultimate_features
 from advlab.poisoning.knn import knn_sanitise
 from advlab.poisoning.spectral import spectral_signatures
 from advlab.poisoning.strip import strip
@@ -152,28 +152,23 @@ def measure(
     model: nn.Module, poisoned: PoisonedData, x_test: torch.Tensor, y_test: torch.Tensor
 ) -> tuple[float, float | None]:
     """Clean test accuracy and, for a backdoor, attack success, in eval mode (the model's modes restored)."""
-    modes = {m: m.training for m in model.modules()}
-    try:
-        set_mode(model, False)
+    with evaluation_mode(model):
         accuracy = float((predict(model, x_test).cpu() == y_test.cpu()).float().mean())
         success = None
         if poisoned.trigger is not None:
             success = attack_success_rate(model, x_test, y_test, poisoned.trigger, poisoned.target)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
     return accuracy, success
 
 
-def default_expected_rate(poisoned: PoisonedData) -> float:
+def default_expected_rate(poisoned: PoisonedData, factor: float) -> float:
     """The largest share of poisons within a label: the upper bound ``epsilon`` the spectral defense is given.
 
     Tran et al. assume the defender knows an upper bound on the poisons; the pipeline gives it the true one
-    (at least one row), as in the paper's experiments. Pass ``expected_rate`` or ``remove`` to set it yourself.
+    (at least one row; at most ``1 / factor``, all of the label), as in the paper's experiments. Pass ``expected_rate`` or ``remove`` to set it yourself.
     """
     labels = poisoned.y[poisoned.indices]
     shares = [float((labels == c).sum()) / float((poisoned.y == c).sum()) for c in torch.unique(labels).tolist()]
-    return min(max(shares, default=0.0), 1 / 1.5) or 1.0 / max(1, poisoned.x.shape[0])
+    return min(max(shares, default=0.0), 1 / factor) or 1.0 / max(1, poisoned.x.shape[0])
 
 
 def find_training_poisons(
@@ -189,7 +184,7 @@ def find_training_poisons(
     features = penultimate_features(model, poisoned.x)
     if name == "spectral":
         if settings.get("expected_rate") is None and settings.get("remove") is None:
-            settings["expected_rate"] = default_expected_rate(poisoned)
+            settings["expected_rate"] = default_expected_rate(poisoned, settings["factor"])
         result = spectral_signatures(features, poisoned.y, **settings)
         return result.flagged, result.scores, poisoned.y
     clusters = activation_clustering(features, poisoned.y, **settings)
@@ -223,12 +218,9 @@ def run_strip(
         raise ValueError(f"holdout: keeps all {x_test.shape[0]} test inputs as the clean pool; lower holdout")
     pool, x_eval, y_eval = x_test[:n_pool], x_test[n_pool:], y_test[n_pool:]
     victims = x_eval[y_eval != poisoned.target] if poisoned.target is not None else x_eval
-    result = strip(model, x_eval, trigger.apply(victims), pool, **settings)
-    modes = {m: m.training for m in model.modules()}
-    set_mode(model, False)
-    predicted = predict(model, trigger.apply(victims)).cpu()
-    for module, mode in modes.items():
-        module.training = mode
+    with evaluation_mode(model):
+        result = strip(model, x_eval, trigger.apply(victims), pool, **settings)
+        predicted = predict(model, trigger.apply(victims)).cpu()
     wanted = poisoned.target if poisoned.target is not None else (y_eval.cpu() + 1) % int(y_test.max() + 1)
     through = result.accepted() & (predicted == torch.as_tensor(wanted))
     figures: dict[str, float | None] = {"threshold": result.threshold, "far": result.far, "frr": result.frr}

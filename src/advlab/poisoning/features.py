@@ -12,6 +12,9 @@ another module (its input is taken).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -19,6 +22,23 @@ from advlab.models import predict, set_mode
 
 FEATURE_BATCH = 500
 """Examples per forward pass when extracting features."""
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block, every submodule's own mode restored afterwards.
+
+    Examples:
+        >>> with evaluation_mode(net):
+        ...     logits = net(x)
+    """
+    modes = {m: m.training for m in model.modules()}
+    try:
+        set_mode(model, False)
+        yield model
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -72,15 +92,12 @@ def penultimate_features(
     def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         caught.append(inputs[0].detach().flatten(1).float().cpu())
 
-    modes = {m: m.training for m in model.modules()}
     handle = target.register_forward_pre_hook(hook)
     try:
-        set_mode(model, False)
-        predict(model, x, batch_size=batch_size, logits=True)
+        with evaluation_mode(model):
+            predict(model, x, batch_size=batch_size, logits=True)
     finally:
         handle.remove()
-        for module, mode in modes.items():
-            module.training = mode
     if not caught and x.shape[0] > 0:
         raise ValueError("layer: the module never ran in the model's forward pass; pass a module the model calls")
     return torch.cat(caught) if caught else torch.zeros(0, 0)
