@@ -16,6 +16,7 @@ from advlab.attacks import make_attack
 from advlab.attacks.base import attack_in_batches
 from advlab.attacks.registry import ATTACKS
 from advlab.attacks.square import FocusPoint, Square, focus_selection, square, square_from_focus, square_to_focus
+from advlab.passes import count_passes
 from advlab.rng import ExampleRNG
 
 # small settings per attack (the defaults take seconds on every call)
@@ -84,6 +85,31 @@ def test_apgd_keeps_each_examples_first_success_as_it_would_alone(rowwise_mlp_mo
             rowwise_mlp_model, x[j : j + 1], y[j : j + 1], threat, generator=ExampleRNG(0, "a", ids[j : j + 1])
         )
         assert torch.equal(alone.x_adv[0], batch.x_adv[j])
+
+
+@pytest.mark.parametrize("name", ["apgd", "apgd-t"])
+def test_apgd_spends_no_pass_on_an_example_that_succeeded(name, rowwise_mlp_model, digits):
+    """With per-example streams an example leaves the batch at its first success: the batch spends, per example,
+    the backward passes the example spends alone (where the run stops when it succeeds), and each point is the
+    one it gets alone. With one batch stream every example runs until the whole batch has succeeded."""
+    x, y = digits["x_test"][:24], digits["y_test"][:24]
+    threat, ids = ThreatModel("linf", 0.1), torch.arange(24)
+    attack = make_attack(name, steps=20, **({"n_target_classes": 2} if name == "apgd-t" else {}))
+    model, counter = count_passes(rowwise_mlp_model)  # the session's model may count already: differences only
+    start = counter.passes().backward
+    batch = attack(model, x, y, threat, generator=ExampleRNG(0, "a", ids))
+    spent = counter.passes().backward - start
+    assert 0 < int(batch.success.sum()) < 24  # some succeed (at different steps), some never do
+    alone_spent = 0
+    for j in range(24):
+        before = counter.passes().backward
+        alone = attack(model, x[j : j + 1], y[j : j + 1], threat, generator=ExampleRNG(0, "a", ids[j : j + 1]))
+        alone_spent += counter.passes().backward - before
+        assert torch.equal(alone.x_adv[0], batch.x_adv[j])
+    assert spent == alone_spent
+    before = counter.passes().backward
+    attack(model, x, y, threat, generator=torch.Generator().manual_seed(0))
+    assert counter.passes().backward - before > spent
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 0.03), ("l2", 0.25)])

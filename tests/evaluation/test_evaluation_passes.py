@@ -139,3 +139,26 @@ def test_the_report_keeps_the_passes_in_json():
     assert d["results"][0]["stages"][0]["forward_passes"] == rep.results[0].stages[0].forward_passes
     back = EvaluationReport.from_dict(d)
     assert back.passes == rep.passes and back.results == rep.results
+
+
+def test_checks_the_cascade_answered_run_no_attack():
+    """When the cascade broke every check example at the largest eps, the large-eps check has its answer (each
+    example has an adversarial point inside the larger ball) and so has the more-steps check (nothing robust is
+    left for more steps to save): neither runs PGD. The gradient check still runs; with one example left robust
+    (a smaller eps) both run in full."""
+    x, y, margin = toy_data()
+    eps = float(margin[y == 1].max()) + 0.02  # PGD breaks every margin < eps; the large eps is 0.5
+    net, counter = count_passes(MarginModel())
+    clf = Classifier(net, num_classes=2, input_shape=(2,)).eval()
+    rep = evaluate(clf, (x, y), eps, attacks=[PGD(steps=5)], batch_size=16, progress=False)
+    assert rep.robust_accuracy() == 0.0 and rep.passes is not None and rep.passes.total == counter.passes()
+    by = rep.passes.checks_by_name
+    assert by["large_eps"] == by["more_steps"] == Passes() and by["gradients"].backward > 0
+    status = {c.name: c.status for c in rep.checks}
+    assert status["large_eps"] == status["more_steps"] == "pass" and status["loss_increases"] == "skipped"
+    left_one = float(margin[y == 1].max()) - 0.005  # the example with the largest margin stays robust
+    rep = evaluate(toy_model(), (x, y), left_one, attacks=[PGD(steps=5)], batch_size=16, progress=False)
+    assert rep.results[-1].n_robust == 1
+    m = int((y == 1).sum())
+    assert rep.passes is not None and rep.passes.checks_by_name["large_eps"] == _pgd_check(m, CHECK_STEPS)
+    assert {c.name: c.status for c in rep.checks}["loss_increases"] == "pass"

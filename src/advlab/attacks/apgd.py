@@ -246,6 +246,15 @@ class _RunState:
         self.steps_done += 1
         return self.loss
 
+    def rows(self, keep: torch.Tensor) -> None:
+        """Keep only the rows ``keep`` (bool per row) of every per-example tensor: the others leave the run."""
+        for name in ("x", "labels", "x_adv", "loss", "grad", "found", "x_found", "best_loss", "x_max", "grad_max",
+                     "x_prev", "eta"):  # fmt: skip
+            setattr(self, name, getattr(self, name)[keep])
+        rows = getattr(self.loss_fn, "rows", None)
+        if rows is not None:
+            self.loss_fn = rows(keep)
+
     def track_best(self) -> None:
         """Keep the highest-loss point and its gradient per example (until the run is finished)."""
         # Ties go to the newer point: where the loss saturates in float32 (a confidently classified point's
@@ -265,6 +274,56 @@ class _RunState:
         """``(x_adv, success, best_loss)``: the last successful iterate, else the highest-loss point."""
         x_out = torch.where(per_example(self.found, self.x), self.x_found, self.x_max)
         return x_out, self.found, self.best_loss
+
+
+class _Retired:
+    """The examples that left an independent APGD run once they reached the goal, and where the others are.
+
+    In an independent run (:func:`apgd_run`) an example keeps the iterate of its first success, so once it has
+    reached the goal nothing the run returns for it can change: it leaves the batch, with its result, and the later
+    forward and backward passes go to the examples still running (A3, Liu et al. 2022: iterations spent on examples
+    already broken are wasted). The outputs of the others are those of the whole batch.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.pos: torch.Tensor | None = None  # the run's rows still in the batch (None: all of them)
+        self.x_out = self.found_out = self.best_out = torch.empty(0)
+        self.frozen = torch.zeros(())  # the sum of the last losses of the rows that left (for the trace's mean)
+
+    def mean(self, loss: torch.Tensor) -> torch.Tensor:
+        """The mean loss over every row of the run, those that left counted at their last loss."""
+        return loss.mean() if self.pos is None else (loss.sum() + self.frozen) / self.n
+
+    def drop(self, state: _RunState, rule: _HalvingRule | _SparsityRule) -> None:
+        """Take the rows that reached the goal out of ``state`` and ``rule``, keeping their results."""
+        leave = state.found
+        n_leave = int(leave.sum())
+        if n_leave == 0 or n_leave == leave.shape[0]:
+            return
+        if self.pos is None:
+            self.pos = torch.arange(self.n, device=state.x.device)
+            self.x_out = torch.empty_like(state.x)
+            self.found_out = torch.zeros(self.n, dtype=torch.bool, device=state.x.device)
+            self.best_out = torch.empty_like(state.best_loss)
+            self.frozen = self.frozen.to(state.loss)
+        rows = self.pos[leave]
+        self.x_out[rows] = state.x_found[leave]
+        self.found_out[rows] = True
+        self.best_out[rows] = state.best_loss[leave]
+        self.frozen = self.frozen + state.loss[leave].sum()
+        keep = ~leave
+        self.pos = self.pos[keep]
+        state.rows(keep)
+        rule.rows(keep)
+
+    def result(self, state: _RunState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_RunState.result` of every row of the run."""
+        x_adv, found, best = state.result()
+        if self.pos is None:
+            return x_adv, found, best
+        self.x_out[self.pos], self.found_out[self.pos], self.best_out[self.pos] = x_adv, found, best
+        return self.x_out, self.found_out, self.best_out
 
 
 class _HalvingRule:
@@ -287,6 +346,11 @@ class _HalvingRule:
         """Count the steps that increased the loss (condition 1)."""
         self.increases += (loss > self.loss_prev).to(self.increases.dtype)
         self.loss_prev = loss
+
+    def rows(self, keep: torch.Tensor) -> None:
+        """Keep only the rows ``keep`` of the per-example statistics (see :meth:`_RunState.rows`)."""
+        self.increases, self.loss_prev = self.increases[keep], self.loss_prev[keep]
+        self.best_at_check, self.reduced_at_check = self.best_at_check[keep], self.reduced_at_check[keep]
 
     def checkpoint(self, k: int, state: _RunState) -> torch.Tensor:
         """At checkpoint ``k``: halve the step of the examples meeting condition 1 or 2; those restart."""
@@ -319,6 +383,10 @@ class _SparsityRule:
 
     def observe(self, loss: torch.Tensor) -> None:
         """Nothing to count between checkpoints."""
+
+    def rows(self, keep: torch.Tensor) -> None:
+        """Keep only the rows ``keep`` of the per-example sparsity (see :meth:`_RunState.rows`)."""
+        self.topk, self.sparsity_old = self.topk[keep], self.sparsity_old[keep]
 
     def checkpoint(self, k: int, state: _RunState) -> torch.Tensor:
         """Set the sparsity from the best point's; restart (full step) where it dropped, else shrink the step."""
@@ -381,13 +449,14 @@ def apgd_run(
     """
     state = _RunState(model, x, x_init, labels, targeted, threat, loss_fn, name, independent)
     rule = _SparsityRule(steps, state) if threat.norm == "l1" else _HalvingRule(steps, state, rho)
+    retired = _Retired(x.shape[0])
     trace = torch.empty(steps, device=x.device)
     after_finish = torch.zeros((), dtype=torch.int64, device=x.device)  # iterations begun after the finish
     done, every = 0, stop_check_every(x.device)
     for k in range(steps):
         after_finish += state.finished
         loss = state.step(1.0 if k == 0 else rule.alpha, rule.topk)  # first step: no previous update
-        trace[k] = loss.mean()
+        trace[k] = retired.mean(loss)
         done = k + 1
         if done % every == 0 and bool(state.finished):
             break
@@ -395,7 +464,9 @@ def apgd_run(
         state.track_best()
         if k + 1 in rule.check_at:
             state.restart_from_best(rule.checkpoint(k + 1, state))
-    return (*state.result(), trace[: done - int(after_finish)])
+        if independent and done % every == 0:
+            retired.drop(state, rule)
+    return (*retired.result(state), trace[: done - int(after_finish)])
 
 
 # ---------------------------------------------------------------------------------------------- APGD
@@ -530,20 +601,32 @@ APGD = apgd.config
 
 
 # ---------------------------------------------------------------------------------------------- APGD-T
+class _TargetLoss:
+    """APGD-T's loss for fixed targets, one per example: the targeted DLR, or the targeted cross-entropy.
+
+    Its rows follow the run's (:meth:`_RunState.rows`) when examples that reached the goal leave it.
+    """
+
+    def __init__(self, target: torch.Tensor, dlr_loss: bool) -> None:
+        self.target, self.dlr_loss = target, dlr_loss
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
+        if self.dlr_loss:
+            return dlr_targeted(logits, y, self.target)
+        return cross_entropy(logits, self.target, True)
+
+    def rows(self, keep: torch.Tensor) -> _TargetLoss:
+        """The loss of the rows ``keep`` only."""
+        return _TargetLoss(self.target[keep], self.dlr_loss)
+
+
 def _targeted_dlr_for(target: torch.Tensor) -> LossFn:
     """Loss ``(logits, y, targeted) -> dlr_targeted(logits, y, target)`` for the fixed ``target``."""
-
-    def loss_fn(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
-        return dlr_targeted(logits, y, target)
-
-    return loss_fn
+    return _TargetLoss(target, True)
 
 
 def _targeted_ce_for(target: torch.Tensor) -> LossFn:
-    def loss_fn(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
-        return cross_entropy(logits, target, True)
-
-    return loss_fn
+    return _TargetLoss(target, False)
 
 
 def _core_t(

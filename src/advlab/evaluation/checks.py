@@ -267,24 +267,48 @@ def check_gradients(ctx: CheckContext) -> CheckResult:
     )
 
 
+def settled_by_cascade(ctx: CheckContext, eps: float) -> bool:
+    """Whether the cascade already broke every check example at an eps at most ``eps``.
+
+    Then every check example has an adversarial point inside the ball of radius ``eps`` (its worst case at
+    ``eps_max``): accuracy there is 0, the attacks demonstrably work on every example, and the evaluation's robust
+    accuracy of these examples cannot be overstated. The checks that only ask this (large eps, more steps) need no
+    attack of their own: on a model that nothing resists they would cost ten times the cascade.
+
+    Args:
+        ctx: what the checks need from the evaluation.
+        eps: the radius the check attacks at.
+    """
+    return ctx.x.shape[0] > 0 and not bool(ctx.robust_at_max.any()) and eps >= ctx.eps_max
+
+
 def check_large_eps(ctx: CheckContext) -> CheckResult:
-    """At a huge eps accuracy must fall to about zero."""
+    """At a huge eps accuracy must fall to about zero (it has, when the cascade broke every check example)."""
     eps = _large_eps(ctx.norm, ctx.bounds, ctx.x)
     bounded = math.isfinite(ctx.bounds[0]) and math.isfinite(ctx.bounds[1])
+    where = "half the input box" if bounded else "every example reaches the middle of the data, margin loss"
+    if settled_by_cascade(ctx, eps):
+        return _large_eps_result(0.0, f"the cascade broke all {ctx.x.shape[0]} examples at eps = {ctx.eps_max:g}, "
+                                 f"inside the ball of eps = {eps:.4g} ({where}): accuracy 0 there, no PGD needed")  # fmt: skip
     # Unbounded, the ball reaches far from the data, where a ReLU network's softmax saturates (p = 1 in float32: a
     # zero cross-entropy gradient without any masking); the margin loss does not saturate.
     loss = "ce" if bounded else "margin"
     acc, _ = _pgd_accuracy(ctx, eps, CHECK_STEPS, loss)
+    detail = (
+        f"PGD-{CHECK_STEPS} at eps = {eps:.4g} ({where}) leaves {100 * acc:.1f}% accuracy on {ctx.x.shape[0]} examples"
+    )
+    return _large_eps_result(acc, detail)
+
+
+def _large_eps_result(acc: float, detail: str) -> CheckResult:
     bad = acc > LARGE_EPS_MAX_ACCURACY
-    where = "half the input box" if bounded else "every example reaches the middle of the data, margin loss"
     return CheckResult(
         name="large_eps",
         title="Accuracy goes to zero at a large eps",
         status="fail" if bad else "pass",
         value=acc,
         threshold=LARGE_EPS_MAX_ACCURACY,
-        detail=f"PGD-{CHECK_STEPS} at eps = {eps:.4g} ({where}) leaves {100 * acc:.1f}% accuracy "
-        f"on {ctx.x.shape[0]} examples",
+        detail=detail,
         meaning="Every input can be moved to the same mid-grey point inside this ball, so no classifier is robust "
         "there. Accuracy well above zero means the attack is not working (masked or obfuscated gradients), "
         "not that the model is robust.",
@@ -292,7 +316,10 @@ def check_large_eps(ctx: CheckContext) -> CheckResult:
 
 
 def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
-    """More PGD steps must not raise accuracy; PGD's loss must increase."""
+    """More PGD steps must not raise accuracy; PGD's loss must increase (both settled when the cascade broke every
+    check example: no attack can leave more than nothing robust, and the attacks' losses evidently rose)."""
+    if settled_by_cascade(ctx, ctx.eps_max):
+        return _settled_more_steps(ctx)
     acc_few, _ = _pgd_accuracy(ctx, ctx.eps_max, CHECK_STEPS)
     many = CHECK_STEPS * MORE_STEPS_FACTOR
     acc_many, trace = _pgd_accuracy(ctx, ctx.eps_max, many)
@@ -333,6 +360,31 @@ def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
         detail=f"PGD-{many} mean cross-entropy went from {first:.4g} (first step) to {last:.4g} (last step)",
         meaning="Gradient ascent on the loss must raise it. A flat or falling curve means the gradients carry no "
         "information about the loss (masking, noise, non-differentiable parts) or the step size is wrong.",
+    )
+    return steps, loss
+
+
+def _settled_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
+    """The "more steps" checks when the cascade broke every check example at ``eps_max`` (no PGD run)."""
+    why = f"the cascade broke all {ctx.x.shape[0]} examples at eps = {ctx.eps_max:g}"
+    steps = CheckResult(
+        name="more_steps",
+        title="More steps do not help the model",
+        status="pass",
+        value=0.0,
+        threshold=max(1.0 / ctx.x.shape[0], MORE_STEPS_TOLERANCE),
+        detail=f"{why}: no attack, however long, leaves fewer robust; PGD not run",
+        meaning="A stronger attack (more iterations) should never find fewer adversarial examples. If it does, "
+        "the optimisation is unstable or the loss surface is masked; robust accuracy is not trustworthy.",
+    )
+    loss = CheckResult(
+        name="loss_increases",
+        title="The attack loss increases",
+        status="skipped",
+        value=None,
+        threshold=None,
+        detail=f"{why}: the attacks' losses rose to the goal on every one; PGD not run",
+        meaning="",
     )
     return steps, loss
 
