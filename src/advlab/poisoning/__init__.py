@@ -7,37 +7,43 @@ manifest); every detection defense scores training rows and reports a :class:`~a
 """
 
 from advlab.poisoning.activations import activation_clustering
+from advlab.poisoning.badnets import badnets
 from advlab.poisoning.base import Detection, PoisonedData, Trigger, attack_success_rate, stamp
 from advlab.poisoning.biggio import biggio_svm
+from advlab.poisoning.blend import blend
 from advlab.poisoning.clean_label import clean_label
-from advlab.poisoning.feature_collision import feature_collision
-from advlab.poisoning.gradient_matching import gradient_matching
-
-__all__ = [
-    "Detection",
-    "PoisonedData",
-    "Trigger",
-    "attack_success_rate",
-    "biggio_svm",
-    "clean_label",
-    "feature_collision",
-    "gradient_matching",
-    "stamp",
 from advlab.poisoning.defend import DEFENSES, DefenseOutcome, run_defense
+from advlab.poisoning.experiment import PoisonExperiment
+from advlab.poisoning.feature_collision import feature_collision
 from advlab.poisoning.features import penultimate_features
+from advlab.poisoning.gradient_matching import gradient_matching
 from advlab.poisoning.knn import knn_sanitise
+from advlab.poisoning.label_flip import adversarial_label_flip, label_flip
 from advlab.poisoning.spectral import spectral_signatures
 from advlab.poisoning.strip import strip, strip_entropy, strip_threshold
+from advlab.poisoning.training import PoisonMetrics, Training, measure, train_model
 
 __all__ = [
     "DEFENSES",
     "DefenseOutcome",
     "Detection",
+    "PoisonExperiment",
+    "PoisonMetrics",
     "PoisonedData",
+    "Training",
     "Trigger",
     "activation_clustering",
+    "adversarial_label_flip",
     "attack_success_rate",
+    "badnets",
+    "biggio_svm",
+    "blend",
+    "clean_label",
+    "feature_collision",
+    "gradient_matching",
     "knn_sanitise",
+    "label_flip",
+    "measure",
     "penultimate_features",
     "run_defense",
     "spectral_signatures",
@@ -45,4 +51,5 @@ __all__ = [
     "strip",
     "strip_entropy",
     "strip_threshold",
+    "train_model",
 ]
