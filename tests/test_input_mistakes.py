@@ -143,6 +143,8 @@ OUT_COMMANDS = {
     "demo": [],
     "import": ["{missing}.py:Net"],
     "text": ["--data", "{missing}.tsv"],
+    "rl": ["--policy", "{missing}"],
+    "mbo": [],
     "spam": ["--corpus", "{missing}"],
 }
 """Every command with ``--out``, with a missing model (or target): the ``--out`` error must come first."""
