@@ -134,3 +134,59 @@ def test_adversarial_label_flip_holds_out_its_validation_rows(tmp_path) -> None:
     assert main([*args, "--rounds", "1", "--trials", "1", "--n-val", "257", "--no-baseline", "--out", str(out)]) == 0
     record = json.loads((out / "report.json").read_text())
     assert record["attack"]["n_train"] == 1000 and record["attack"]["n_poisons"] == 50
+
+
+@pytest.fixture(scope="module")
+def spectral_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("poison") / "spectral"
+    argv = ["poison", *COMMON, "--attack", "badnets", "--rate", "0.1", "--target", "0", "--no-baseline"]
+    assert main([*argv, "--defense", "spectral", "--defense-set", "factor=1.5", "--out", str(out)]) == 0
+    return out
+
+
+def test_defense_reports_what_it_found_and_writes_the_retrained_model(spectral_dir) -> None:
+    from advlab.data import load_dataset
+    from advlab.models import predict
+
+    record = json.loads((spectral_dir / "report.json").read_text())
+    d = record["defense"]
+    assert d["defense"] == "spectral" and d["settings"]["factor"] == 1.5
+    assert d["poisons"] == record["metrics"]["n_poisons"] == PoisonedData.load(spectral_dir / "poisoned").n_poisons
+    assert d["precision"] == pytest.approx(d["true_positives"] / d["flagged"])
+    assert d["recall"] == pytest.approx(d["true_positives"] / d["poisons"])
+    assert d["detection_failed"] == (d["recall"] < 0.5) and (d["note"] != "") == d["detection_failed"]
+    # the retrained model's accuracy, recomputed here from the saved folder, is what the report says
+    test = load_dataset("digits", "test")
+    defended = load_model(spectral_dir / "model-defended")
+    accuracy = float((predict(defended, test.x).cpu() == test.y).float().mean())
+    assert accuracy == pytest.approx(d["clean_accuracy_after"], abs=1e-6)
+    assert d["attack_success_before"] == pytest.approx(record["metrics"]["attack_success_rate"])
+    html = (spectral_dir / "report.html").read_text()
+    assert "Defense: spectral" in html and "No defense ran" not in html
+    assert "Detection scores" in html or "detection score" in html.lower()
+
+
+def test_strip_filters_test_inputs_and_retrains_nothing(tmp_path) -> None:
+    out = tmp_path / "strip"
+    argv = ["poison", *COMMON, "--attack", "badnets", "--rate", "0.1", "--target", "0", "--no-baseline"]
+    assert main([*argv, "--defense", "strip", "--defense-set", "holdout=0.5", "--out", str(out)]) == 0
+    d = json.loads((out / "report.json").read_text())["defense"]
+    assert 0 <= d["far"] <= 1 and 0 <= d["frr"] <= 1 and "recall" not in d
+    assert not (out / "model-defended").exists()
+    assert "triggered inputs accepted (FAR)" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--defense-set", "k=5"], "--defense-set: no --defense"),
+        (["--defense", "knn", "--defense-set", "kk=5"], "kk"),
+        (["--defense", "strip", "--attack", "label-flip"], "strip"),
+    ],
+)
+def test_bad_defense_options_are_refused_before_training(extra, match, tmp_path, capsys) -> None:
+    out = tmp_path / "never"
+    argv = ["poison", *COMMON, "--rate", "0.1", *extra, "--out", str(out)]
+    assert main(argv) == 2
+    assert match in capsys.readouterr().err
+    assert not (out / "model").exists()

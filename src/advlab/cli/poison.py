@@ -17,6 +17,7 @@ from advlab.cli._common import (
     check_output_dir,
     load_split,
     output_dir,
+    parse_set_options,
     positive_int,
     resolve_device,
     show_progress,
@@ -27,6 +28,8 @@ log = logging.getLogger("advlab")
 ATTACKS = ("badnets", "blend", "label-flip", "adversarial-label-flip")
 """The attacks ``--attack`` takes."""
 BACKDOORS = ("badnets", "blend")
+DEFENSES = ("spectral", "activations", "knn", "strip")
+"""The defenses ``--defense`` takes (:data:`advlab.poisoning.defend.DEFENSES`)."""
 
 EXAMPLES = """\
   advlab poison --data mnist --attack badnets --rate 0.05 --target 0 --out runs/badnets
@@ -34,10 +37,13 @@ EXAMPLES = """\
   advlab poison --data cifar10 --arch cifar-cnn --attack blend --alpha 0.2 --rate 0.1 --target 0 --out runs/blend
   advlab poison --data digits --arch mlp --epochs 20 --attack label-flip --rate 0.2 --out runs/flip
   advlab poison --data digits --arch mlp --epochs 20 --attack adversarial-label-flip --rate 0.1 --out runs/aflip
+  advlab poison --data mnist --attack badnets --rate 0.05 --defense spectral --out runs/badnets-spectral
+  advlab poison --data mnist --attack label-flip --rate 0.2 --defense knn --defense-set k=10 --out runs/flip-knn
   advlab evaluate --model runs/badnets/model --data mnist --eps 0.1 --preset fast --out runs/badnets-eval
 
 Writes DIR/model (a model folder every command loads), DIR/poisoned (the poisoned training set with its manifest:
-rows changed, original labels, trigger, seed), DIR/report.json and DIR/report.html.
+rows changed, original labels, trigger, seed), DIR/report.json and DIR/report.html; with --defense also
+DIR/model-defended (the model retrained without the rows the defense flagged; not for strip, a test-time filter).
 """
 
 
@@ -55,7 +61,39 @@ def add_parser(sub: Any) -> None:
     add_data_options(p, default="mnist")
     add_attack_options(p)
     add_training_options(p)
+    add_defense_options(p)
     p.set_defaults(func=run)
+
+
+def add_defense_options(p: argparse.ArgumentParser) -> None:
+    """The defense run on the poisoned model, and its settings."""
+    p.add_argument(
+        "--defense",
+        default="none",
+        choices=("none", *DEFENSES),
+        help="detect the poisons and retrain without them: spectral (Tran et al. 2018), activations (activation "
+        "clustering, Chen et al. 2018), knn (label sanitisation, Paudice et al. 2018); or filter triggered test "
+        "inputs: strip (Gao et al. 2019). Reports the precision and recall of the poisons found and the attack "
+        "success after",
+    )
+    p.add_argument(
+        "--defense-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the defense (repeatable), e.g. factor=1.5 (spectral), k=10 (knn), holdout=0.5 (strip)",
+    )
+
+
+def defense_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``--defense-set`` pairs read by the defense's declared settings (checked before any training)."""
+    if args.defense == "none":
+        if args.defense_set:
+            raise ValueError("--defense-set: no --defense given; add --defense NAME or drop --defense-set")
+        return {}
+    from advlab.poisoning.defend import DEFENSES as SPECS
+
+    return parse_set_options(args.defense_set, SPECS[args.defense].settings(), f"--defense {args.defense}")
 
 
 def add_attack_options(p: argparse.ArgumentParser) -> None:
@@ -249,9 +287,12 @@ def run(args: argparse.Namespace) -> int:
     from advlab.poisoning.experiment import PoisonExperiment
 
     check_settings(args)
+    settings = defense_settings(args)
     check_output_dir(args.out)
     device = resolve_device(args.device)
     train, test, val = load_data(args)
+    if args.defense == "strip" and args.attack not in BACKDOORS:
+        raise ValueError(f"--defense: strip filters triggered test inputs; --attack {args.attack} has no trigger")
     training = make_training(args, train, device)
     experiment = PoisonExperiment(
         (train.x, train.y),
@@ -260,12 +301,15 @@ def run(args: argparse.Namespace) -> int:
         training,
         baseline=not args.no_baseline,
         test_trigger=None,
+        defense=None if args.defense == "none" else args.defense,
+        defense_settings=settings,
     )
     experiment.poison()
     experiment.train_poisoned()
     experiment.train_baseline()
     experiment.test_trigger = test_trigger(args, experiment.poisoned_.trigger)
     metrics = experiment.measure()
+    experiment.defend()
     written = write(args, experiment, train, test)
     log.info(
         "clean accuracy %.2f%% (clean-trained %s), attack success %s, %d poisons (%.2f%%)",
@@ -333,6 +377,25 @@ def write(args: argparse.Namespace, experiment: Any, train: Any, test: Any) -> l
         seed=args.seed,
     )
     poisoned_dir = experiment.poisoned_.save(out / "poisoned")
+    written = [model_dir, poisoned_dir]
+    outcome, detection = experiment.defense_, None
+    if outcome is not None:
+        detection = (outcome.scores, outcome.scored_poisons, outcome.metrics.get("threshold"))
+        if outcome.model_after is not None:
+            summary = record["defense"]
+            after = {"test": summary["clean_accuracy_after"], "attack_success_rate": summary["attack_success_after"]}
+            written.append(
+                zoo.save_model(
+                    outcome.model_after,
+                    out / "model-defended",
+                    dataset=args.data,
+                    training={**card_training, "poisoning": record["attack"], "defense": summary},
+                    accuracy={k: v for k, v in after.items() if v is not None},
+                    seed=args.seed,
+                )
+            )
     report_json = io.write_json(out / "report.json", record)
-    html = write_poison_report(out, record, train.x, experiment.poisoned_, model, test.x, list(train.classes))
-    return [model_dir, poisoned_dir, report_json, html]
+    html = write_poison_report(
+        out, record, train.x, experiment.poisoned_, model, test.x, list(train.classes), detection=detection
+    )
+    return [*written, report_json, html]
