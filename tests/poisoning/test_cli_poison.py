@@ -239,6 +239,15 @@ def test_feature_collision_retrains_the_last_layer_and_reports_targeted_success(
     assert "targeted success" in html and "The target test image" in html
 
 
+def test_feature_collision_end_to_end_trains_from_scratch_with_the_watermark(tmp_path) -> None:
+    out = tmp_path / "fc-e2e"
+    argv = ["poison", *COMMON, "--epochs", "2", "--attack", "feature-collision", *TARGETED_ARGS]
+    assert main([*argv, "--retrain", "end-to-end", "--steps", "5", "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    assert "retrained" not in record["training"] and record["attack"]["settings"]["opacity"] == 0.3
+    assert record["attack"]["inserted"] == 1 and isinstance(record["metrics"]["targeted_success"], bool)
+
+
 def test_gradient_matching_perturbs_the_adversarial_class_inside_eps(tmp_path) -> None:
     from advlab.data import load_dataset
 
@@ -271,6 +280,8 @@ def test_gradient_matching_perturbs_the_adversarial_class_inside_eps(tmp_path) -
         (["--attack", "clean-label", "--no-baseline"], "--no-baseline: .* clean model"),
         (["--attack", "clean-label", "--all-to-all"], "--all-to-all: .* all-to-one"),
         (["--attack", "badnets", "--target-index", "3"], "--target-index: only"),
+        (["--attack", "badnets", "--eps", "0.3"], "--eps: --attack badnets does not take it"),
+        (["--attack", "clean-label", "--budget", "0.1"], "--budget: --attack clean-label does not take it"),
     ],
 )
 def test_bad_options_of_the_optimised_attacks_are_refused_before_training(extra, message, tmp_path, capsys) -> None:

@@ -42,6 +42,17 @@ TARGETED = ("feature-collision", "gradient-matching")
 """The targeted clean-label attacks on one test image (``--target-index``, ``--base-class``)."""
 CLEAN_MODEL = ("clean-label", *TARGETED)
 """The attacks optimised against the clean model (the baseline, trained first)."""
+OPTIMISED_OPTIONS = {
+    "eps": ("clean-label", "gradient-matching"),
+    "steps": CLEAN_MODEL,
+    "step_size": ("clean-label", "feature-collision"),
+    "restarts": ("gradient-matching",),
+    "n_poisons": ("feature-collision",),
+    "opacity": ("feature-collision",),
+    "retrain": ("feature-collision",),
+    "budget": ("gradient-matching",),
+}
+"""The options of the optimised attacks, and the attacks that take each (refused with the others)."""
 RATES = {"clean-label": 0.5}
 """``--rate`` defaults other than 0.1 (the clean-label backdoor's rate is a share of the target class)."""
 DEFENSES = ("spectral", "activations", "knn", "strip")
@@ -250,10 +261,10 @@ def add_targeted_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--retrain",
-        default="last-layer",
+        default=None,
         choices=("last-layer", "end-to-end"),
-        help="feature-collision: the victim retrains the clean model's last layer on frozen features (the paper's "
-        "transfer setting) or trains from scratch",
+        help="feature-collision: the victim retrains the clean model's last layer on frozen features (last-layer, "
+        "the default: the paper's transfer setting) or trains from scratch (end-to-end)",
     )
     p.add_argument(
         "--budget",
@@ -332,6 +343,10 @@ def check_optimised(args: argparse.Namespace) -> None:
         )
     if attack == "clean-label" and args.all_to_all:
         raise ValueError("--all-to-all: the clean-label backdoor is all-to-one (it poisons the target class's images)")
+    for key, attacks in OPTIMISED_OPTIONS.items():
+        if getattr(args, key) is not None and attack not in attacks:
+            option = "--" + key.replace("_", "-")
+            raise ValueError(f"{option}: --attack {attack} does not take it (only {', '.join(attacks)})")
     check_optimised_numbers(args)
 
 
@@ -451,7 +466,7 @@ def make_optimised_attack(args: argparse.Namespace, train: Any, test: Any) -> An
         )
     image, base = test.x[args.target_index], args.base_class
     if args.attack == "feature-collision":
-        opacity = args.opacity if args.opacity is not None else (0.0 if args.retrain == "last-layer" else 0.3)
+        opacity = args.opacity if args.opacity is not None else (0.3 if args.retrain == "end-to-end" else 0.0)
         settings = given(n_poisons=args.n_poisons, steps=args.steps, step_size=args.step_size)
         return lambda x, y, model: feature_collision(
             Penultimate(model), (x, y), image, base, opacity=opacity, seed=args.seed, **settings
@@ -541,7 +556,7 @@ def run(args: argparse.Namespace) -> int:
         defense_settings=settings,
         needs_clean_model=args.attack in CLEAN_MODEL,
         targeted=targeted_goal(args, test),
-        last_layer=args.attack == "feature-collision" and args.retrain == "last-layer",
+        last_layer=args.attack == "feature-collision" and args.retrain != "end-to-end",
     )
     experiment.train_models()
     experiment.test_trigger = test_trigger(args, experiment.poisoned_.trigger)
