@@ -190,3 +190,105 @@ def test_bad_defense_options_are_refused_before_training(extra, match, tmp_path,
     assert main(argv) == 2
     assert match in capsys.readouterr().err
     assert not (out / "model").exists()
+
+
+# ---------------------------------------------------------------- attacks optimised against the clean model
+
+TARGETED_ARGS = ["--target-index", "0", "--base-class", "8"]  # digits test row 0 is a 0
+
+
+def _digits_test_x() -> torch.Tensor:
+    from advlab.data import load_dataset
+
+    return load_dataset("digits", "test").x
+
+
+def test_clean_label_perturbs_target_class_images_keeps_labels_and_measures_the_trigger(tmp_path) -> None:
+    from advlab.data import load_dataset
+
+    out = tmp_path / "clean-label"
+    argv = ["poison", *COMMON, "--attack", "clean-label", "--target", "0", "--eps", "0.3", "--steps", "10"]
+    assert main([*argv, "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    assert record["attack"]["attack"] == "clean_label" and record["attack"]["settings"]["eps"] == 0.3
+    poisoned, train = PoisonedData.load(out / "poisoned"), load_dataset("digits", "train")
+    assert torch.equal(poisoned.y, train.y)  # labels untouched
+    assert bool((train.y[poisoned.indices] == 0).all())
+    assert poisoned.n_poisons == round(0.5 * int((train.y == 0).sum()))  # --rate defaults to Turner et al.'s 0.5
+    metrics = record["metrics"]
+    assert metrics["baseline_accuracy"] is not None and metrics["attack_success_rate"] is not None
+    assert metrics["attack_success_rate"] > metrics["baseline_attack_success_rate"] + 0.2  # measured: 0.70 vs ~0
+    assert "attack success" in (out / "report.html").read_text()
+
+
+def test_feature_collision_retrains_the_last_layer_and_reports_targeted_success(tmp_path) -> None:
+    out = tmp_path / "fc"
+    argv = ["poison", *COMMON, "--attack", "feature-collision", *TARGETED_ARGS, "--n-poisons", "5"]
+    assert main([*argv, "--opacity", "0.3", "--steps", "100", "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    metrics = record["metrics"]
+    assert record["targeted"] == {"target_index": 0, "target_label": 0, "intended_class": 8}
+    assert record["training"]["retrained"].startswith("last layer")
+    assert metrics["baseline_target_prediction"] == 0
+    prediction = int(load_model(out / "model")(_digits_test_x()[:1]).argmax(1))  # the saved model, recomputed
+    assert metrics["target_prediction"] == prediction and metrics["targeted_success"] == (prediction == 8)
+    assert metrics["targeted_success"]  # measured: 2 of 3 targets hit with these settings
+    poisoned = PoisonedData.load(out / "poisoned")
+    assert poisoned.inserted == 5 and poisoned.y[-5:].tolist() == [8] * 5
+    html = (out / "report.html").read_text()
+    assert "targeted success" in html and "The target test image" in html
+
+
+def test_feature_collision_end_to_end_trains_from_scratch_with_the_watermark(tmp_path) -> None:
+    out = tmp_path / "fc-e2e"
+    argv = ["poison", *COMMON, "--epochs", "2", "--attack", "feature-collision", *TARGETED_ARGS]
+    assert main([*argv, "--retrain", "end-to-end", "--steps", "5", "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    assert "retrained" not in record["training"] and record["attack"]["settings"]["opacity"] == 0.3
+    assert record["attack"]["inserted"] == 1 and isinstance(record["metrics"]["targeted_success"], bool)
+
+
+def test_gradient_matching_perturbs_the_adversarial_class_inside_eps(tmp_path) -> None:
+    from advlab.data import load_dataset
+
+    out = tmp_path / "gm"
+    argv = ["poison", *COMMON, "--epochs", "2", "--attack", "gradient-matching", *TARGETED_ARGS]
+    assert main([*argv, "--budget", "0.02", "--eps", "0.1", "--steps", "5", "--restarts", "1", "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    poisoned, train = PoisonedData.load(out / "poisoned"), load_dataset("digits", "train")
+    assert poisoned.n_poisons == round(0.02 * 1257) and bool((train.y[poisoned.indices] == 8).all())
+    assert torch.equal(poisoned.y, train.y) and float((poisoned.x - train.x).abs().max()) <= 0.1 + 1e-6
+    prediction = int(load_model(out / "model")(_digits_test_x()[:1]).argmax(1))
+    assert record["metrics"]["target_prediction"] == prediction
+    assert record["metrics"]["targeted_success"] == (prediction == 8)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--attack", "feature-collision", "--base-class", "8"], "--target-index: .* targeted"),
+        (["--attack", "gradient-matching", "--target-index", "0"], "--base-class: .* targeted"),
+        (["--attack", "feature-collision", "--target-index", "540", "--base-class", "8"], "--target-index: 540"),
+        (["--attack", "feature-collision", "--target-index", "0", "--base-class", "0"], "already of class 0"),
+        (["--attack", "gradient-matching", "--target-index", "0", "--base-class", "10"], "--base-class: class 10"),
+        (["--attack", "feature-collision", *TARGETED_ARGS, "--n-poisons", "1000"], "--n-poisons: 1000 poisons"),
+        (["--attack", "feature-collision", *TARGETED_ARGS, "--target", "1"], "--target: .* --base-class"),
+        (["--attack", "feature-collision", *TARGETED_ARGS, "--defense", "spectral"], "--defense: not supported"),
+        (["--attack", "feature-collision", *TARGETED_ARGS, "--opacity", "1"], "--opacity"),
+        (["--attack", "gradient-matching", *TARGETED_ARGS, "--eps", "0"], "--eps"),
+        (["--attack", "gradient-matching", *TARGETED_ARGS, "--budget", "0"], "--budget"),
+        (["--attack", "clean-label", "--no-baseline"], "--no-baseline: .* clean model"),
+        (["--attack", "clean-label", "--all-to-all"], "--all-to-all: .* all-to-one"),
+        (["--attack", "badnets", "--target-index", "3"], "--target-index: only"),
+        (["--attack", "badnets", "--eps", "0.3"], "--eps: --attack badnets does not take it"),
+        (["--attack", "clean-label", "--budget", "0.1"], "--budget: --attack clean-label does not take it"),
+    ],
+)
+def test_bad_options_of_the_optimised_attacks_are_refused_before_training(extra, message, tmp_path, capsys) -> None:
+    import re
+
+    out = tmp_path / "never"
+    assert main(["poison", *COMMON, *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not out.exists()

@@ -1,4 +1,5 @@
-"""``advlab poison``: poison a training set (BadNets, Blend, label flipping), train on it, measure and report."""
+"""``advlab poison``: poison a training set (BadNets, Blend, label flipping, the clean-label backdoor, feature
+collision, gradient matching), train on it, measure and report."""
 
 from __future__ import annotations
 
@@ -25,9 +26,35 @@ from advlab.cli._common import (
 
 log = logging.getLogger("advlab")
 
-ATTACKS = ("badnets", "blend", "label-flip", "adversarial-label-flip")
+ATTACKS = (
+    "badnets",
+    "blend",
+    "label-flip",
+    "adversarial-label-flip",
+    "clean-label",
+    "feature-collision",
+    "gradient-matching",
+)
 """The attacks ``--attack`` takes."""
-BACKDOORS = ("badnets", "blend")
+BACKDOORS = ("badnets", "blend", "clean-label")
+"""The attacks that stamp a trigger (attack success measured on triggered test inputs)."""
+TARGETED = ("feature-collision", "gradient-matching")
+"""The targeted clean-label attacks on one test image (``--target-index``, ``--base-class``)."""
+CLEAN_MODEL = ("clean-label", *TARGETED)
+"""The attacks optimised against the clean model (the baseline, trained first)."""
+OPTIMISED_OPTIONS = {
+    "eps": ("clean-label", "gradient-matching"),
+    "steps": CLEAN_MODEL,
+    "step_size": ("clean-label", "feature-collision"),
+    "restarts": ("gradient-matching",),
+    "n_poisons": ("feature-collision",),
+    "opacity": ("feature-collision",),
+    "retrain": ("feature-collision",),
+    "budget": ("gradient-matching",),
+}
+"""The options of the optimised attacks, and the attacks that take each (refused with the others)."""
+RATES = {"clean-label": 0.5}
+"""``--rate`` defaults other than 0.1 (the clean-label backdoor's rate is a share of the target class)."""
 DEFENSES = ("spectral", "activations", "knn", "strip")
 """The defenses ``--defense`` takes (:data:`advlab.poisoning.defend.DEFENSES`)."""
 
@@ -39,11 +66,18 @@ EXAMPLES = """\
   advlab poison --data digits --arch mlp --epochs 20 --attack adversarial-label-flip --rate 0.1 --out runs/aflip
   advlab poison --data mnist --attack badnets --rate 0.05 --defense spectral --out runs/badnets-spectral
   advlab poison --data mnist --attack label-flip --rate 0.2 --defense knn --defense-set k=10 --out runs/flip-knn
+  advlab poison --data mnist --attack clean-label --target 0 --eps 0.3 --out runs/clean-label
+  advlab poison --data mnist --attack feature-collision --target-index 7 --base-class 3 --n-poisons 5 --out runs/fc
+  advlab poison --data mnist --attack gradient-matching --target-index 7 --base-class 3 --budget 0.01 --out runs/gm
   advlab evaluate --model runs/badnets/model --data mnist --eps 0.1 --preset fast --out runs/badnets-eval
 
 Writes DIR/model (a model folder every command loads), DIR/poisoned (the poisoned training set with its manifest:
 rows changed, original labels, trigger, seed), DIR/report.json and DIR/report.html; with --defense also
 DIR/model-defended (the model retrained without the rows the defense flagged; not for strip, a test-time filter).
+clean-label, feature-collision and gradient-matching optimise their poisons against the clean model (the baseline,
+trained first). Feature collision and gradient matching are targeted: report.json's metrics say whether the poisoned
+model gives test image --target-index the class --base-class (targeted_success). Biggio et al.'s SVM poisoning is in
+the library (advlab.poisoning.biggio), not here: it attacks a two-class SVM, not the network this command trains.
 """
 
 
@@ -53,13 +87,18 @@ def add_parser(sub: Any) -> None:
         "poison",
         "poison a training set, train on it, and measure the attack",
         "Poison a share of the training set (BadNets, Gu et al. 2017: a patch trigger and the target label; Blend, "
-        "Chen et al. 2017: a blended trigger; random or adversarial label flips, Xiao et al. 2012), train a model on "
-        "it and the same model on the clean data, and report clean accuracy, attack success (triggered test inputs "
-        "not of the target classified as the target), poison rate and the clean-accuracy drop.",
+        "Chen et al. 2017: a blended trigger; random or adversarial label flips, Xiao et al. 2012; the clean-label "
+        "backdoor, Turner et al. 2019; feature collision, Shafahi et al. 2018; gradient matching, Geiping et al. "
+        "2021), train a model on it and the same model on the clean data, and report clean accuracy, attack success "
+        "(triggered test inputs not of the target classified as the target) or targeted success, poison rate and "
+        "the clean-accuracy drop.",
         EXAMPLES,
     )
     add_data_options(p, default="mnist")
     add_attack_options(p)
+    add_trigger_options(p)
+    add_optimised_options(p)
+    add_targeted_options(p)
     add_training_options(p)
     add_defense_options(p)
     p.set_defaults(func=run)
@@ -106,27 +145,21 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
         "then --arch is trained on them)",
     )
     p.add_argument(
-        "--rate", type=float, default=0.1, help="share of the training set poisoned, in (0, 1] (BackdoorBench: 0.1)"
+        "--rate",
+        type=float,
+        default=None,
+        help="share of the training set poisoned, in (0, 1] (default 0.1, BackdoorBench's); clean-label: share of "
+        "the target class's images poisoned (default 0.5, Turner et al.)",
     )
     p.add_argument(
         "--target",
         type=int,
         default=None,
-        help="target class: all-to-one backdoors relabel to it (default 0); label flips flip every chosen label to it "
+        help="target class: all-to-one backdoors relabel to it (default 0; clean-label poisons its images); label flips flip every chosen label to it "
         "(default: each to another class, drawn at random or, adversarially, the least likely one)",
     )
     p.add_argument(
         "--all-to-all", action="store_true", help="backdoors: relabel y -> (y + 1) mod K instead of --target"
-    )
-    p.add_argument("--trigger-size", type=positive_int, default=3, help="BadNets: side of the square patch in pixels")
-    p.add_argument(
-        "--trigger-position",
-        default="bottom-right",
-        choices=["bottom-right", "bottom-left", "top-right", "top-left"],
-        help="BadNets: where the patch goes",
-    )
-    p.add_argument(
-        "--trigger-value", default="checkerboard", help="BadNets: checkerboard, white, or a number in [0, 1]"
     )
     p.add_argument("--alpha", type=float, default=0.2, help="Blend: blend ratio when poisoning (Chen et al.: 0.2)")
     p.add_argument(
@@ -153,6 +186,94 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_trigger_options(p: argparse.ArgumentParser) -> None:
+    """The patch trigger of BadNets and the clean-label backdoor."""
+    p.add_argument(
+        "--trigger-size", type=positive_int, default=3, help="BadNets, clean-label: side of the square patch in pixels"
+    )
+    p.add_argument(
+        "--trigger-position",
+        default="bottom-right",
+        choices=["bottom-right", "bottom-left", "top-right", "top-left"],
+        help="BadNets, clean-label: where the patch goes",
+    )
+    p.add_argument(
+        "--trigger-value",
+        default="checkerboard",
+        help="BadNets, clean-label: checkerboard, white, or a number in [0, 1]",
+    )
+
+
+def add_optimised_options(p: argparse.ArgumentParser) -> None:
+    """The settings of the attacks optimised against the clean model (each defaults to its paper's value)."""
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="clean-label, gradient-matching: linf radius of the perturbation (default 16/255, both papers' CIFAR-10 "
+        "value; images of MNIST or digits need more, e.g. 0.3)",
+    )
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="optimisation steps: clean-label PGD (default 40), feature-collision forward-backward splitting "
+        "(default 1000), gradient-matching signed Adam per restart (default 240)",
+    )
+    p.add_argument(
+        "--step-size",
+        type=float,
+        default=None,
+        help="clean-label: PGD step (default 2.5 eps / steps); feature-collision: forward step (default 0.01)",
+    )
+    p.add_argument("--restarts", type=positive_int, default=None, help="gradient-matching: random restarts (default 8)")
+
+
+def add_targeted_options(p: argparse.ArgumentParser) -> None:
+    """The target image and the poisons of feature collision and gradient matching."""
+    p.add_argument(
+        "--target-index",
+        type=int,
+        default=None,
+        help="feature-collision, gradient-matching (required): the row of the test set the attack targets",
+    )
+    p.add_argument(
+        "--base-class",
+        "--adversarial-class",
+        dest="base_class",
+        type=int,
+        default=None,
+        help="feature-collision, gradient-matching (required): the class the target image should be given (feature "
+        "collision's base class, gradient matching's adversarial class); the poisons are drawn from it",
+    )
+    p.add_argument(
+        "--n-poisons",
+        type=positive_int,
+        default=None,
+        help="feature-collision: poisons inserted (default 1, the paper's)",
+    )
+    p.add_argument(
+        "--opacity",
+        type=float,
+        default=None,
+        help="feature-collision: watermark opacity of the target in each base, in [0, 1) (default 0 when only the last "
+        "layer is retrained, 0.3 end to end, as Shafahi et al.)",
+    )
+    p.add_argument(
+        "--retrain",
+        default=None,
+        choices=("last-layer", "end-to-end"),
+        help="feature-collision: the victim retrains the clean model's last layer on frozen features (last-layer, "
+        "the default: the paper's transfer setting) or trains from scratch (end-to-end)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="gradient-matching: share of the training set perturbed, in (0, 1] (default 0.01, Geiping et al.)",
+    )
+
+
 def add_training_options(p: argparse.ArgumentParser) -> None:
     """How both models are trained, and where the results go."""
     p.add_argument("--arch", default="wong-cnn", help="architecture from the zoo")
@@ -170,6 +291,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 
 def check_settings(args: argparse.Namespace) -> None:
     """The options that need no data, refused before anything is loaded."""
+    check_optimised(args)
+    if args.rate is None:
+        args.rate = RATES.get(args.attack, 0.1)
     if not 0 < args.rate <= 1:
         raise ValueError(f"--rate: expected a share of the training set in (0, 1], got {args.rate:g}; e.g. --rate 0.05")
     for option, value in (("--alpha", args.alpha), ("--test-alpha", args.test_alpha)):
@@ -192,6 +316,83 @@ def check_settings(args: argparse.Namespace) -> None:
             )
 
 
+def check_optimised(args: argparse.Namespace) -> None:
+    """The options of the attacks optimised against the clean model, and those that do not go with them."""
+    attack, targeted = args.attack, args.attack in TARGETED
+    if targeted:
+        for option, value in (("--target-index", args.target_index), ("--base-class", args.base_class)):
+            if value is None:
+                raise ValueError(
+                    f"{option}: --attack {attack} is targeted at one test image; give --target-index N (its row in "
+                    "the test set) and --base-class C (the class it should be given)"
+                )
+        for option, value, instead in (("--target", args.target, "--base-class"), ("--rate", args.rate, "--budget")):
+            if value is not None:
+                instead = "--n-poisons" if option == "--rate" and attack == "feature-collision" else instead
+                raise ValueError(f"{option}: --attack {attack} does not take it; use {instead}")
+        if args.defense != "none":
+            raise ValueError(f"--defense: not supported with the targeted --attack {attack} yet; drop --defense")
+    else:
+        for option, value in (("--target-index", args.target_index), ("--base-class", args.base_class)):
+            if value is not None:
+                raise ValueError(f"{option}: only feature-collision and gradient-matching target a test image")
+    if attack in CLEAN_MODEL and args.no_baseline:
+        raise ValueError(
+            f"--no-baseline: --attack {attack} optimises its poisons against the clean model (the baseline, trained "
+            "first); drop --no-baseline"
+        )
+    if attack == "clean-label" and args.all_to_all:
+        raise ValueError("--all-to-all: the clean-label backdoor is all-to-one (it poisons the target class's images)")
+    for key, attacks in OPTIMISED_OPTIONS.items():
+        if getattr(args, key) is not None and attack not in attacks:
+            option = "--" + key.replace("_", "-")
+            raise ValueError(f"{option}: --attack {attack} does not take it (only {', '.join(attacks)})")
+    check_optimised_numbers(args)
+
+
+def check_optimised_numbers(args: argparse.Namespace) -> None:
+    """``--eps``, ``--step-size``, ``--opacity`` and ``--budget`` in their ranges."""
+    strict = args.attack == "gradient-matching"
+    if args.eps is not None and (args.eps < 0 or (strict and args.eps == 0)):
+        bound = "> 0" if strict else ">= 0"
+        raise ValueError(f"--eps: expected a linf radius {bound}, got {args.eps:g}; e.g. --eps 0.3 on MNIST")
+    if args.step_size is not None and args.step_size <= 0:
+        raise ValueError(f"--step-size: expected a positive step, got {args.step_size:g}")
+    if args.opacity is not None and not 0 <= args.opacity < 1:
+        raise ValueError(f"--opacity: expected a watermark opacity in [0, 1), got {args.opacity:g}; the paper uses 0.3")
+    if args.budget is not None and not 0 < args.budget <= 1:
+        raise ValueError(f"--budget: expected a share of the training set in (0, 1], got {args.budget:g}; e.g. 0.01")
+
+
+def check_target_image(args: argparse.Namespace, train: Any, test: Any) -> None:
+    """Targeted attacks: the test row exists, the intended class is a class other than its label, with enough
+    training images to draw the poisons from."""
+    if args.attack not in TARGETED:
+        return
+    name, n, k = getattr(test, "name", args.data), len(test), train.num_classes
+    if getattr(test, "y", None) is None:
+        raise ValueError(f"--data: the test set of {name} has no labels; --attack {args.attack} needs them")
+    if not 0 <= args.target_index < n:
+        raise ValueError(f"--target-index: {args.target_index} is not a row of the test set of {name} (0..{n - 1})")
+    if not 0 <= args.base_class < k:
+        raise ValueError(f"--base-class: class {args.base_class} is not a class of {name} (classes 0..{k - 1})")
+    label = int(test.y[args.target_index])
+    if args.base_class == label:
+        raise ValueError(
+            f"--base-class: test image {args.target_index} is already of class {label}; choose another class"
+        )
+    available = int((train.y == args.base_class).sum())
+    if args.attack == "feature-collision":
+        needed, option = args.n_poisons or 1, "--n-poisons"
+    else:
+        needed, option = max(1, round((args.budget or 0.01) * len(train))), "--budget"
+    if needed > available:
+        raise ValueError(
+            f"{option}: {needed} poisons but only {available} training images of class {args.base_class} to make "
+            "them from; ask for fewer"
+        )
+
+
 def check_data(args: argparse.Namespace, train: Any) -> None:
     """The options that depend on the data: labels present, classes, trigger and pattern shapes."""
     name = getattr(train, "name", args.data)
@@ -211,7 +412,7 @@ def check_data(args: argparse.Namespace, train: Any) -> None:
         raise ValueError(
             f"--data: --attack {args.attack} stamps a trigger on images (N, C, H, W); {name} has inputs of shape {tuple(train.x.shape[1:])}"
         )
-    if args.attack == "badnets":
+    if args.attack in ("badnets", "clean-label"):
         height, width = train.x.shape[2:]
         if args.trigger_size > min(height, width):
             raise ValueError(
@@ -237,21 +438,70 @@ def load_pattern(path: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(array, dtype=np.float32))
 
 
-def make_attack(args: argparse.Namespace, train: Any, val: tuple[torch.Tensor, torch.Tensor] | None) -> Any:
-    """The chosen attack with its settings bound: ``attack(x, y) -> PoisonedData``."""
-    from advlab.poisoning.badnets import badnets
+def patch_trigger(args: argparse.Namespace, train: Any) -> Any:
+    """The patch trigger of ``--trigger-size``, ``--trigger-position`` and ``--trigger-value``."""
     from advlab.poisoning.base import Trigger
+
+    value = args.trigger_value if args.trigger_value in ("checkerboard", "white") else float(args.trigger_value)
+    return Trigger.patch(train.input_shape, args.trigger_size, args.trigger_position, value)
+
+
+def make_optimised_attack(args: argparse.Namespace, train: Any, test: Any) -> Any:
+    """An attack optimised against the clean model, settings bound: ``attack(x, y, clean_model) -> PoisonedData``.
+
+    Options left unset take the library function's default (its paper's value)."""
+    from advlab.poisoning.clean_label import clean_label
+    from advlab.poisoning.feature_collision import feature_collision
+    from advlab.poisoning.features import Penultimate
+    from advlab.poisoning.gradient_matching import gradient_matching
+
+    def given(**settings: Any) -> dict[str, Any]:
+        return {key: value for key, value in settings.items() if value is not None}
+
+    if args.attack == "clean-label":
+        settings = given(eps=args.eps, steps=args.steps, step_size=args.step_size)
+        trigger, target = patch_trigger(args, train), 0 if args.target is None else args.target
+        return lambda x, y, model: clean_label(
+            model, (x, y), target, rate=args.rate, trigger=trigger, seed=args.seed, **settings
+        )
+    image, base = test.x[args.target_index], args.base_class
+    if args.attack == "feature-collision":
+        opacity = args.opacity if args.opacity is not None else (0.3 if args.retrain == "end-to-end" else 0.0)
+        settings = given(n_poisons=args.n_poisons, steps=args.steps, step_size=args.step_size)
+        return lambda x, y, model: feature_collision(
+            Penultimate(model), (x, y), image, base, opacity=opacity, seed=args.seed, **settings
+        )
+    settings = given(budget=args.budget, eps=args.eps, steps=args.steps, restarts=args.restarts)
+    return lambda x, y, model: gradient_matching(model, (x, y), image[None], base, seed=args.seed, **settings)
+
+
+def targeted_goal(args: argparse.Namespace, test: Any) -> Any:
+    """The test image a targeted attack aims at, and the class it should be given (None for the other attacks)."""
+    from advlab.poisoning.training import TargetedGoal
+
+    if args.attack not in TARGETED:
+        return None
+    i = args.target_index
+    return TargetedGoal(index=i, image=test.x[i], label=int(test.y[i]), intended=args.base_class)
+
+
+def make_attack(
+    args: argparse.Namespace, train: Any, val: tuple[torch.Tensor, torch.Tensor] | None, test: Any = None
+) -> Any:
+    """The chosen attack with its settings bound: ``attack(x, y) -> PoisonedData`` (``attack(x, y, clean_model)``
+    for those of :data:`CLEAN_MODEL`)."""
+    from advlab.poisoning.badnets import badnets
     from advlab.poisoning.blend import blend
     from advlab.poisoning.label_flip import adversarial_label_flip, label_flip
 
+    if args.attack in CLEAN_MODEL:
+        return make_optimised_attack(args, train, test)
     target = args.target
     if args.attack in BACKDOORS:
         target = None if args.all_to_all else (0 if target is None else target)
     common = {"rate": args.rate, "target": target, "seed": args.seed, "num_classes": train.num_classes}
     if args.attack == "badnets":
-        value = args.trigger_value if args.trigger_value in ("checkerboard", "white") else float(args.trigger_value)
-        trigger = Trigger.patch(train.input_shape, args.trigger_size, args.trigger_position, value)
-        return functools.partial(badnets, trigger=trigger, **common)
+        return functools.partial(badnets, trigger=patch_trigger(args, train), **common)
     if args.attack == "blend":
         pattern = None if args.pattern is None else load_pattern(args.pattern)
         return functools.partial(blend, alpha=args.alpha, pattern=pattern, **common)
@@ -274,6 +524,7 @@ def load_data(args: argparse.Namespace) -> tuple[Any, Any, tuple[torch.Tensor, t
     train = load_split(args.data, "train", args.data_dir, args.n_train, "--n-train", files=args)
     test = load_split(args.data, "test", args.data_dir, args.n, "--n", files=args)
     check_data(args, train)
+    check_target_image(args, train, test)
     if args.attack != "adversarial-label-flip":
         return train, test, None
     n_val = args.n_val or max(1, len(train) // 10)
@@ -297,16 +548,17 @@ def run(args: argparse.Namespace) -> int:
     experiment = PoisonExperiment(
         (train.x, train.y),
         (test.x, test.y),
-        make_attack(args, train, val),
+        make_attack(args, train, val, test),
         training,
         baseline=not args.no_baseline,
         test_trigger=None,
         defense=None if args.defense == "none" else args.defense,
         defense_settings=settings,
+        needs_clean_model=args.attack in CLEAN_MODEL,
+        targeted=targeted_goal(args, test),
+        last_layer=args.attack == "feature-collision" and args.retrain != "end-to-end",
     )
-    experiment.poison()
-    experiment.train_poisoned()
-    experiment.train_baseline()
+    experiment.train_models()
     experiment.test_trigger = test_trigger(args, experiment.poisoned_.trigger)
     metrics = experiment.measure()
     experiment.defend()
@@ -319,6 +571,14 @@ def run(args: argparse.Namespace) -> int:
         metrics.n_poisons,
         100 * metrics.poison_rate,
     )
+    if metrics.targeted_success is not None:
+        log.info(
+            "targeted: test image %d given class %d (clean model: %s); success %s",
+            args.target_index,
+            metrics.target_prediction,
+            metrics.baseline_target_prediction,
+            metrics.targeted_success,
+        )
     log.info("wrote %s", ", ".join(map(str, written)))
     return 0
 

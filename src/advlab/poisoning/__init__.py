@@ -15,21 +15,23 @@ from advlab.poisoning.clean_label import clean_label
 from advlab.poisoning.defend import DEFENSES, DefenseOutcome, run_defense
 from advlab.poisoning.experiment import PoisonExperiment
 from advlab.poisoning.feature_collision import feature_collision
-from advlab.poisoning.features import penultimate_features
+from advlab.poisoning.features import Penultimate, penultimate_features
 from advlab.poisoning.gradient_matching import gradient_matching
 from advlab.poisoning.knn import knn_sanitise
 from advlab.poisoning.label_flip import adversarial_label_flip, label_flip
 from advlab.poisoning.spectral import spectral_signatures
 from advlab.poisoning.strip import strip, strip_entropy, strip_threshold
-from advlab.poisoning.training import PoisonMetrics, Training, measure, train_model
+from advlab.poisoning.training import PoisonMetrics, TargetedGoal, Training, measure, retrain_last_layer, train_model
 
 __all__ = [
     "DEFENSES",
     "DefenseOutcome",
     "Detection",
+    "Penultimate",
     "PoisonExperiment",
     "PoisonMetrics",
     "PoisonedData",
+    "TargetedGoal",
     "Training",
     "Trigger",
     "activation_clustering",
@@ -45,6 +47,7 @@ __all__ = [
     "label_flip",
     "measure",
     "penultimate_features",
+    "retrain_last_layer",
     "run_defense",
     "spectral_signatures",
     "stamp",

@@ -101,3 +101,42 @@ def penultimate_features(
     if not caught and x.shape[0] > 0:
         raise ValueError("layer: the module never ran in the model's forward pass; pass a module the model calls")
     return torch.cat(caught) if caught else torch.zeros(0, 0)
+
+
+class Penultimate(nn.Module):
+    """``model`` read up to ``layer`` (default its last ``nn.Linear``): a differentiable feature extractor.
+
+    The forward pass runs the whole model and returns the input of ``layer``, flattened to ``(N, D)``, with its
+    graph kept (what an attack that optimises in feature space, like feature collision, differentiates). The
+    model's mode is left as it is (give it a model in eval mode).
+
+    Args:
+        model: any classifier module, or a :class:`~advlab.models.Classifier`.
+        layer: the module whose input is the representation; default :func:`last_linear` of ``model``.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        >>> Penultimate(net)(torch.rand(5, 1, 8, 8)).shape
+        torch.Size([5, 32])
+    """
+
+    def __init__(self, model: nn.Module, layer: nn.Module | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.layer = last_linear(model) if layer is None else layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of ``layer`` for ``x``, flattened."""
+        caught: list[torch.Tensor] = []
+
+        def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            caught.append(inputs[0])
+
+        handle = self.layer.register_forward_pre_hook(hook)
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        if not caught:
+            raise ValueError("layer: the module never ran in the model's forward pass; pass a module the model calls")
+        return caught[-1].flatten(1)

@@ -7,6 +7,7 @@ callable ``training(x, y) -> Classifier``: what an attack's learner (``fit=``) o
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,8 +16,9 @@ import torch
 
 from advlab import zoo
 from advlab.defenses import DEFENSES, accuracy
-from advlab.models import Classifier
+from advlab.models import Classifier, predict
 from advlab.poisoning.base import PoisonedData, Trigger, attack_success_rate, check_input_shape
+from advlab.poisoning.features import last_linear, penultimate_features
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,81 @@ def train_model(x: torch.Tensor, y: torch.Tensor, training: Training) -> Classif
     return clf
 
 
+def retrain_last_layer(model: Classifier, x: torch.Tensor, y: torch.Tensor, training: Training) -> Classifier:
+    """A copy of ``model`` whose last ``nn.Linear`` alone is retrained on ``(x, y)`` (the transfer setting).
+
+    The layers below it are frozen: their features (:func:`~advlab.poisoning.features.penultimate_features`) are
+    computed once, and the last layer, starting from ``model``'s weights, is fine-tuned on them by Adam for
+    ``training.epochs`` passes in batches of ``training.batch_size`` at ``training.lr`` (the data order drawn
+    from ``training.seed``). This is the victim of Shafahi et al.'s transfer-learning experiment.
+
+    Args:
+        model: the clean model (not changed).
+        x: training inputs (the poisoned set).
+        y: their labels.
+        training: epochs, batch size, learning rate and seed of the retraining.
+
+    Returns:
+        The retrained copy, in eval mode; its card's ``training`` says which layer was retrained.
+
+    Examples:
+        >>> victim = retrain_last_layer(clean_model, poisoned.x, poisoned.y, training)
+    """
+    victim = copy.deepcopy(model)
+    head = last_linear(victim).requires_grad_(True)
+    features = penultimate_features(victim, x).to(head.weight.device, head.weight.dtype)
+    labels = y.to(head.weight.device)
+    optimiser = torch.optim.Adam(head.parameters(), lr=training.lr)
+    generator = torch.Generator().manual_seed(training.seed)
+    for _ in range(training.epochs):
+        for rows in torch.randperm(features.shape[0], generator=generator).split(training.batch_size):
+            rows = rows.to(features.device)
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(head(features[rows]), labels[rows]).backward()
+            optimiser.step()
+    victim.card["training"] = {
+        "retrained": "last layer (features frozen)",
+        "epochs": training.epochs,
+        "batch_size": training.batch_size,
+        "lr": training.lr,
+        "seed": training.seed,
+        "n_train": int(x.shape[0]),
+    }
+    return victim.eval()
+
+
+@dataclass(frozen=True)
+class TargetedGoal:
+    """The goal of a targeted poisoning attack: one test image to be given another class.
+
+    Attributes:
+        index: the image's row in the test set.
+        image: the image ``(C, H, W)``.
+        label: its true label.
+        intended: the class the attack wants it given (feature collision's base class, gradient matching's
+            adversarial class).
+    """
+
+    index: int
+    image: torch.Tensor
+    label: int
+    intended: int
+
+    def record(self) -> dict[str, int]:
+        """The goal as JSON (without the image)."""
+        return {"target_index": self.index, "target_label": self.label, "intended_class": self.intended}
+
+    def outcome(self, model: torch.nn.Module, baseline: torch.nn.Module | None = None) -> dict[str, Any]:
+        """``targeted_success`` (``model`` gives the image the intended class) and both models' predictions."""
+        prediction = int(predict(model, self.image[None])[0])
+        before = None if baseline is None else int(predict(baseline, self.image[None])[0])
+        return {
+            "targeted_success": prediction == self.intended,
+            "target_prediction": prediction,
+            "baseline_target_prediction": before,
+        }
+
+
 @dataclass(frozen=True)
 class PoisonMetrics:
     """What the field measures of a poisoning attack (BackdoorBench's clean accuracy and attack success rate).
@@ -125,6 +202,9 @@ class PoisonMetrics:
         n_test: the size of the test set.
         baseline_accuracy: the same training on the clean data, its accuracy on the clean test set.
         baseline_attack_success_rate: the clean model's "attack success" (the trigger alone, no backdoor).
+        targeted_success: targeted attacks: the poisoned model gives the target image the intended class.
+        target_prediction: targeted attacks: the poisoned model's class for the target image.
+        baseline_target_prediction: targeted attacks: the clean model's class for it.
     """
 
     clean_accuracy: float
@@ -135,6 +215,9 @@ class PoisonMetrics:
     n_test: int
     baseline_accuracy: float | None = None
     baseline_attack_success_rate: float | None = None
+    targeted_success: bool | None = None
+    target_prediction: int | None = None
+    baseline_target_prediction: int | None = None
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -142,8 +225,12 @@ class PoisonMetrics:
         return None if self.baseline_accuracy is None else self.baseline_accuracy - self.clean_accuracy
 
     def to_dict(self) -> dict[str, Any]:
-        """The measures with the accuracy drop and test-error increase, JSON-able."""
-        return {**asdict(self), "accuracy_drop": self.accuracy_drop, "test_error_increase": self.accuracy_drop}
+        """The measures with the accuracy drop and test-error increase, JSON-able (targeted measures only when set)."""
+        out = {**asdict(self), "accuracy_drop": self.accuracy_drop, "test_error_increase": self.accuracy_drop}
+        if self.targeted_success is None:
+            for key in ("targeted_success", "target_prediction", "baseline_target_prediction"):
+                del out[key]
+        return out
 
 
 def measure(

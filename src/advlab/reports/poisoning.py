@@ -27,6 +27,8 @@ FIGURES = {
     "accuracy": "Clean test accuracy and attack success of the model trained on clean data and of the model "
     "trained on the poisoned data.",
     "detection": "Detection scores of the training rows, poisons and clean rows apart.",
+    "target": "The target test image of a targeted attack: its true label, the class the clean model gives it and "
+    "the class the poisoned model gives it.",
 }
 
 
@@ -61,8 +63,15 @@ def poisons_figure(
     n, triggered = rows.numel(), poisoned.trigger is not None
     fig, axes = plt.subplots(3 if triggered else 2, max(n, 1), figsize=(1.4 * max(n, 1) + 0.8, 5.2), squeeze=False)
     name = lambda c: classes[c] if 0 <= c < len(classes) else str(c)  # noqa: E731
+    n_clean, base_rows = clean_x.shape[0], poisoned.extra.get("base_rows")
     for j, row in enumerate(rows.tolist()):
-        _show(axes[0, j], to_numpy(clean_x[row]), f"clean: {name(int(poisoned.original_labels[j]))}")
+        if row < n_clean:
+            _show(axes[0, j], to_numpy(clean_x[row]), f"clean: {name(int(poisoned.original_labels[j]))}")
+        elif base_rows is not None:  # an inserted poison: the training image it started from
+            base = int(base_rows[row - n_clean])
+            _show(axes[0, j], to_numpy(clean_x[base]), f"base: {name(int(poisoned.y[row]))}")
+        else:
+            axes[0, j].axis("off")
         _show(axes[1, j], to_numpy(poisoned.x[row]), f"poison: {name(int(poisoned.y[row]))}", "#b91c1c")
     if triggered and n:
         stamped = poisoned.trigger.apply(x_test[:n])  # type: ignore[union-attr]
@@ -90,6 +99,23 @@ def accuracy_figure(metrics: Mapping[str, Any]) -> bytes:
     ax.set_ylim(0, 125)
     ax.set_ylabel("%")
     ax.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
+    fig.tight_layout()
+    return save_png(fig, None)
+
+
+def target_figure(
+    image: torch.Tensor, targeted: Mapping[str, Any], metrics: Mapping[str, Any], classes: Sequence[str]
+) -> bytes:
+    """The target image of a targeted attack with its label, the clean model's and the poisoned model's classes."""
+    name = lambda c: "–" if c is None else (classes[c] if 0 <= c < len(classes) else str(c))  # noqa: E731
+    fig, ax = plt.subplots(figsize=(2.6, 2.9))
+    hit = bool(metrics.get("targeted_success"))
+    title = (
+        f"test row {targeted['target_index']}: {name(targeted['target_label'])}\n"
+        f"clean model: {name(metrics.get('baseline_target_prediction'))}\n"
+        f"poisoned model: {name(metrics.get('target_prediction'))} (wanted {name(targeted['intended_class'])})"
+    )
+    _show(ax, to_numpy(image), title, "#b91c1c" if hit else "#111827")
     fig.tight_layout()
     return save_png(fig, None)
 
@@ -168,6 +194,9 @@ def write_poison_report(
     if poisoned.x.dim() == 4:
         figures["poisons"] = poisons_figure(clean_x, poisoned, model, x_test, classes)
     figures["accuracy"] = accuracy_figure(record["metrics"])
+    if record.get("targeted") is not None:
+        row = record["targeted"]["target_index"]
+        figures["target"] = target_figure(x_test[row], record["targeted"], record["metrics"], classes)
     if detection is not None:
         figures["detection"] = detection_figure(*detection)
     title = f"Poisoning: {record['attack']['attack']} on {record.get('data', {}).get('name', 'data')}"
