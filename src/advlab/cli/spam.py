@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from advlab.cli._common import add_command, check_output_dir, output_dir
 
@@ -114,5 +115,22 @@ def run(args: argparse.Namespace) -> int:
             100 * m["query_only"]["success_rate"],
             m["query_only"]["search_queries"] + m["query_only"]["attack_queries"],
         )
+    for name, m in record["models"].items():
+        for defense, d in m.get("defenses", {}).items():
+            log.info("%s + %s: %s", name, defense, _defense_line(d))
+    for message in record.get("messages", []):
+        outcome = "gets through" if message["through"] else "still blocked"
+        if not message["spam_before"]:
+            outcome = "was not flagged as spam"
+        log.info("%s: %r -> %r (%s words changed; %s)", *_message_fields(message), outcome)
     log.info("wrote %s and %s", page.parent / "result.json", page)
     return 0
+
+
+def _message_fields(message: dict[str, Any]) -> tuple[Any, ...]:
+    return message["model"], message["original"], message["attacked"], message["words"]
+
+
+def _defense_line(d: dict[str, Any]) -> str:
+    """One line of a defense's figures: whatever numbers it recorded at the top level."""
+    return ", ".join(f"{k} {v:.4g}" for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
