@@ -3,6 +3,7 @@ counting wrapper, the analytic linf optimum of a linear model, and the hand-comp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,7 +12,15 @@ from torch import nn
 
 from advlab import Classifier, Targeted, ThreatModel
 from advlab.attacks import Square, square
-from advlab.attacks.square import _BatchDraws, _propose_linf, p_schedule, pseudo_gaussian_pattern, window_size
+from advlab.attacks.square import (
+    FocusPoint,
+    _BatchDraws,
+    _propose_linf,
+    focus_selection,
+    p_schedule,
+    pseudo_gaussian_pattern,
+    window_size,
+)
 from advlab.losses import margin
 from advlab.rng import GeneratorRNG
 
@@ -299,3 +308,52 @@ def test_focus_is_skipped_when_square_already_fools_broadly(digits, mlp_model):
     plain = square(mlp_model, x, y, threat, max_queries=n_queries, generator=0)
     one = square(mlp_model, x, y, threat, max_queries=n_queries, focus=1.0, focus_after=20, generator=0)
     assert torch.equal(plain.x_adv, one.x_adv) and torch.equal(plain.queries, one.queries)
+
+
+def test_focus_min_fooled_stops_every_example_when_nothing_broke_by_the_focus_point(digits, mlp_model):
+    x, y = digits["x_test"][:80], digits["y_test"][:80]
+    threat = ThreatModel("linf", 0.002)  # too small to fool anything in 200 queries
+    settings = {"max_queries": 200, "focus": 0.25, "focus_after": 30, "generator": 3}
+    counter = CountingModel(mlp_model.module)
+    model = Classifier(counter, num_classes=10, input_shape=(1, 8, 8)).eval()
+    gave_up = square(model, x, y, threat, focus_min_fooled=1, **settings)
+    clean_ok = _margin(mlp_model, x, y) < 0
+    assert not bool(gave_up.success[clean_ok].any())
+    # every example that entered the run stopped at the focus point: no query after it
+    assert bool((gave_up.queries[clean_ok] == 1 + 30).all())
+    assert counter.rows - 2 * x.shape[0] == int(gave_up.queries.sum())
+    # the rule of 0 lets the quarter with the highest loss go on; the examples it stops end where gave_up's do
+    usual = square(mlp_model, x, y, threat, **settings)
+    stopped = clean_ok & (usual.queries == 1 + 30)
+    assert int((clean_ok & (usual.queries > 1 + 30)).sum()) == math.ceil(0.25 * int(clean_ok.sum()))
+    assert torch.equal(gave_up.x_adv[stopped], usual.x_adv[stopped])
+
+
+def test_focus_min_fooled_changes_nothing_once_the_first_queries_broke_enough(digits, mlp_model):
+    x, y = digits["x_test"][:100], digits["y_test"][:100]
+    threat = ThreatModel("linf", 0.05)
+    settings = {"max_queries": 150, "focus": 0.2, "focus_after": 40, "generator": 1}
+    usual = square(mlp_model, x, y, threat, **settings)
+    clean_ok = _margin(mlp_model, x, y) < 0  # the examples fooled at the clean point never enter the run
+    fooled_early = int((clean_ok & usual.success & (usual.queries <= 1 + 40)).sum())
+    assert fooled_early >= 1
+    same = square(mlp_model, x, y, threat, focus_min_fooled=fooled_early, **settings)
+    assert torch.equal(same.x_adv, usual.x_adv) and torch.equal(same.queries, usual.queries)
+    # one more than the run fooled: every example it had not fooled stops at the focus point
+    more = square(mlp_model, x, y, threat, focus_min_fooled=fooled_early + 1, **settings)
+    assert bool((more.queries[clean_ok & ~more.success] == 1 + 40).all())
+    assert torch.equal(more.success, clean_ok.logical_not() | (usual.success & (usual.queries <= 1 + 40)))
+
+
+def test_focus_selection_keeps_nothing_below_min_fooled():
+    point = FocusPoint(
+        x_best=torch.zeros(6, 1),
+        best_loss=torch.tensor([-3.0, -0.5, -2.0, -0.1, -1.0, -4.0]),
+        fooled=torch.zeros(6, dtype=torch.bool),
+        entered=torch.ones(6, dtype=torch.bool),
+        queries=torch.full((6,), 31),
+    )
+    assert focus_selection(point, 0.5, min_fooled=0).tolist() == [False, True, False, True, True, False]
+    assert not focus_selection(point, 0.5, min_fooled=1).any()
+    one = dataclasses.replace(point, fooled=torch.tensor([False] * 5 + [True]))
+    assert torch.equal(focus_selection(one, 0.5, min_fooled=1), focus_selection(one, 0.5, min_fooled=0))

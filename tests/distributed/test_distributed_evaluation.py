@@ -18,6 +18,7 @@ import pytest
 from _evaluation_workers import DIE_CODE, checkpoint_files, evaluate_rank, two
 from _torchrun import SRC, on_two_nodes
 
+from advlab.attacks import Square
 from advlab.cli import main
 from advlab.distributed import DistributedError
 from advlab.evaluation.engine import RANDOMNESS_PROBE
@@ -87,6 +88,20 @@ def test_a_square_stage_that_keeps_no_example_in_two_processes():
     settings = {"eps": [0.1, 0.5], "batch_size": 16, "progress": False, "checks": False}
     one = evaluate_rank(N, settings)["report"]
     assert one["results"][1]["robust_accuracy"] == 0.0
+    ranks = two(evaluate_rank, N, settings)
+    assert _numbers(ranks[0]["report"]) == _numbers(ranks[1]["report"]) == _numbers(one)
+
+
+def test_square_gives_up_on_the_breaks_of_every_rank():
+    """``focus_min_fooled`` counts the examples fooled by the focus point on every rank: two processes give one
+    process's report, at an eps where nothing breaks (every example stops there) and at one where the two ranks'
+    breaks together reach the minimum (about 10 break by then, half on each rank)."""
+    square = Square(max_queries=300, restarts=1, focus=0.2, focus_after=100, focus_min_fooled=8)
+    settings = {"eps": [0.02, 0.08], "batch_size": 16, "progress": False, "checks": False, "attacks": [square]}
+    one = evaluate_rank(N, settings)["report"]
+    low, high = (r["stages"][0] for r in one["results"])
+    assert low["n_broken"] == 0 and low["queries_mean"] == 101.0  # every example stopped at the focus point
+    assert high["n_broken"] >= 8 and high["queries_mean"] > 101.0  # the breaks reached the minimum: some went on
     ranks = two(evaluate_rank, N, settings)
     assert _numbers(ranks[0]["report"]) == _numbers(ranks[1]["report"]) == _numbers(one)
 

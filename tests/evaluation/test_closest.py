@@ -47,9 +47,12 @@ def test_standard_runs_its_expensive_attacks_on_the_closest_examples():
     assert [(e.label, e.closest, e.extend) for e in entries] == [
         ("apgd-ce", None, None),
         ("apgd-t", 0.2, 0.1),
+        ("apgd-t#2", 0.05, None),
         ("square", 0.15, None),
     ]
-    assert entries[1].config.n_target_classes == 3 and entries[2].config.focus == 0.5
+    # the second APGD-T is a second random start on the closest 5%: its own streams, keyed by its own label
+    assert entries[1].config == entries[2].config and entries[1].config.n_target_classes == 3
+    assert entries[3].config.focus == 0.5 and entries[3].config.focus_min_fooled == 1
 
 
 def test_closest_selection_takes_the_highest_margins_and_breaks_ties_by_id():

@@ -200,3 +200,27 @@ def test_a_batch_out_of_memory_is_halved_and_the_outcomes_stay(attacks, rowwise_
     assert "out of memory on a batch of 80 examples; retrying with batches of 40" in caplog.text
     assert "retrying with batches of 20" in caplog.text
     assert _numbers(halved) == _numbers(fits) and halved.examples == fits.examples
+
+
+def test_focused_stage_with_min_fooled_is_one_square_call_and_gives_up_over_all_batches(rowwise_mlp_model, digits):
+    """``focus_min_fooled`` counts the breaks of every batch of the stage, as one Square call holding them would."""
+    x, y = digits["x_test"][:90], digits["y_test"][:90]
+    config = FOCUSED.replace(focus_min_fooled=1)
+    for eps, give_up in ((0.002, True), (0.03, False)):
+        rep = evaluate(rowwise_mlp_model, (x, y), [eps], attacks=[config], batch_size=20, checks=False)
+        correct = torch.tensor(rep.examples["pred_clean"]) == y
+        ids, threat = example_ids(x, y)[correct], ThreatModel("linf", eps)
+        usual = FOCUSED(
+            rowwise_mlp_model, x[correct], y[correct], threat, generator=ExampleRNG(0, ("attack", 0, "square"), ids)
+        )
+        one = config(
+            rowwise_mlp_model, x[correct], y[correct], threat, generator=ExampleRNG(0, ("attack", 0, "square"), ids)
+        )
+        assert (int((usual.success & (usual.queries <= 1 + FOCUSED.focus_after)).sum()) == 0) == give_up
+        robust = torch.tensor([r[0] for r in rep.examples["robust"]])
+        assert torch.equal(robust[correct], ~one.success)
+        assert rep.results[0].stages[0].queries_mean == pytest.approx(one.queries.double().mean().item())
+        if give_up:  # nothing broke by the focus point, in any batch: every example stopped there
+            assert bool((one.queries == 1 + FOCUSED.focus_after).all())
+        else:  # something broke: the rule of 0 holds, bit for bit
+            assert torch.equal(one.queries, usual.queries) and torch.equal(one.x_adv, usual.x_adv)

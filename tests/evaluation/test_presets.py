@@ -24,9 +24,9 @@ def test_standard_and_strong_presets(norm):
             resolve_attacks("standard", norm)
         return
     _, entries = resolve_attacks("standard", norm)
-    assert [e.label for e in entries] == ["apgd-ce", "apgd-t", "square"]
-    assert [(e.closest, e.extend) for e in entries] == [(None, None), (0.2, 0.1), (0.15, None)]
-    assert entries[0].config.loss == "ce" and not type(entries[2].config).needs_gradients
+    assert [e.label for e in entries] == ["apgd-ce", "apgd-t", "apgd-t#2", "square"]
+    assert [(e.closest, e.extend) for e in entries] == [(None, None), (0.2, 0.1), (0.05, None), (0.15, None)]
+    assert entries[0].config.loss == "ce" and not type(entries[3].config).needs_gradients
     cw = "cw-l2" if norm == "l2" else "cw-linf"
     if cw not in ATTACKS:
         return
@@ -35,10 +35,12 @@ def test_standard_and_strong_presets(norm):
     assert all(e.closest is None for e in strong) and type(strong[2].config).minimum_norm
     assert all(e.config.restarts == 5 for e in strong if hasattr(e.config, "restarts"))
     # standard runs one Square (AutoAttack's 5000 queries) on the closest 15%, the better half going on after 1000
-    # queries; strong runs it in full, 5 times
-    assert (entries[2].config.focus, entries[2].config.restarts, entries[2].config.max_queries) == (0.5, 1, 5000)
-    assert (strong[3].config.focus, strong[3].config.restarts) == (1.0, 5)
-    assert strong[1].config.n_target_classes == 9 and entries[1].config.n_target_classes == 3
+    # queries, unless they broke nothing; strong runs it in full, 5 times
+    sq = entries[3].config
+    assert (sq.focus, sq.restarts, sq.max_queries, sq.focus_min_fooled) == (0.5, 1, 5000, 1)
+    assert (strong[3].config.focus, strong[3].config.restarts, strong[3].config.focus_min_fooled) == (1.0, 5, 0)
+    assert strong[1].config.n_target_classes == 9
+    assert entries[1].config.n_target_classes == entries[2].config.n_target_classes == 3
 
 
 def test_custom_lists_aliases_and_duplicates():

@@ -25,7 +25,7 @@ from advlab.goals import Goal, is_success
 from advlab.losses import cross_entropy, margin
 from advlab.result import AttackResult
 from advlab.rng import RNG, ExampleRNG, as_rng
-from advlab.settings import PositiveInt, Range
+from advlab.settings import NonNegativeInt, PositiveInt, Range
 from advlab.threat import ThreatModel
 
 P_INIT = 0.8
@@ -593,18 +593,23 @@ class FocusPoint:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def focus_selection(point: FocusPoint, focus: float, ids: torch.Tensor | None = None) -> torch.Tensor:
+def focus_selection(
+    point: FocusPoint, focus: float, ids: torch.Tensor | None = None, min_fooled: int = 0
+) -> torch.Tensor:
     """Which examples go on after Square's focus point: the rule of :func:`square`, over every example of ``point``.
 
     Of the ``m`` examples that entered the first run, ``ceil(focus * m)`` with the highest loss go on, unless at most
-    that many are still unfooled or the run already fooled half as many (then every unfooled example goes on). An
-    evaluation that cuts its examples into batches gathers their points and decides once, for all of them.
+    that many are still unfooled or the run already fooled half as many (then every unfooled example goes on); none
+    goes on when the run fooled fewer than ``min_fooled``. An evaluation that cuts its examples into batches gathers
+    their points and decides once, for all of them.
 
     Args:
         point: the paused runs of every example (:meth:`FocusPoint.cat` of the batches').
         focus: the fraction that goes on.
         ids: example ids that break ties between equal losses (the smaller goes on), so the choice does not depend
             on the examples' order; ``None`` breaks them as ``torch.topk`` does.
+        min_fooled: no example goes on when the first run fooled fewer than this many by the focus point (0: the
+            rule does not apply); see :func:`square`'s ``focus_min_fooled``.
 
     Returns:
         Bool ``(N,)``: the examples whose first run goes on (the others are finished).
@@ -613,6 +618,8 @@ def focus_selection(point: FocusPoint, focus: float, ids: torch.Tensor | None = 
         >>> keep = focus_selection(FocusPoint.cat(points), 0.1, ids)
     """
     active = point.entered & ~point.fooled
+    if int((point.entered & point.fooled).sum()) < min_fooled:
+        return torch.zeros_like(active)
     n_keep = max(math.ceil(focus * int(point.entered.sum())), 1)
     if not (int(active.sum()) > n_keep and 2 * int((point.entered & point.fooled).sum()) < n_keep):
         return active
@@ -639,9 +646,11 @@ class _Search:
         restarts: int,
         focus: float,
         focus_after: int,
+        focus_min_fooled: int = 0,
     ) -> None:
         self.model, self.labels, self.targeted, self.threat, self.rng = model, labels, targeted, threat, rng
         self.max_queries, self.p_init, self.restarts, self.focus = max_queries, p_init, restarts, focus
+        self.focus_min_fooled = focus_min_fooled
         self.shape = tuple(x.shape)
         self.xi = _as_image(x)
         n = self.xi.shape[0]
@@ -682,7 +691,9 @@ class _Search:
         idx, run = started
         run.iterate(0, self.pause_at, self.max_queries, self.p_init)
         n_keep = max(math.ceil(self.focus * idx.numel()), 1)
-        if run.should_focus(n_keep):
+        if int(run.fooled.sum()) < self.focus_min_fooled:  # nothing broke by the focus point: every example stops
+            run.focus(torch.zeros_like(run.bl, dtype=torch.bool))
+        elif run.should_focus(n_keep):
             # Focus: the examples with the highest loss so far are the ones Square goes on to fool
             # (bench/square_focus.py); the others stop here, at their best point.
             ids = self.rng.row_ids()[idx[run.active]] if isinstance(self.rng, ExampleRNG) else None
@@ -796,6 +807,7 @@ def square(
     restarts: PositiveInt = 1,
     focus: Annotated[float, Range(0, 1, strict_min=True)] = 1.0,
     focus_after: PositiveInt = DEFAULT_FOCUS_AFTER,
+    focus_min_fooled: NonNegativeInt = 0,
     generator: Randomness = None,
 ) -> AttackResult:
     """Square Attack: random search over square-shaped updates, using only the model's outputs.
@@ -823,7 +835,10 @@ def square(
     fast-FGSM-trained MNIST models of BENCHMARKS.md ("Square's focus"), every example that some full run
     fooled ranked in the top 13% by loss after 500 queries and in the top 7% after 1000. The focus is
     skipped when the run has already fooled at least half as many examples as it would keep: Square then
-    succeeds broadly and every example keeps its budget. ``focus=1`` (the default) is the paper's attack.
+    succeeds broadly and every example keeps its budget. With ``focus_min_fooled``, no example goes on when the
+    first run fooled fewer than that many examples by the focus point: where Square breaks nothing in its first
+    ``focus_after`` queries (the CIFAR-10 model of BENCHMARKS.md), its continuation breaks nothing either.
+    ``focus=1`` (the default) is the paper's attack.
 
     Args:
         model: a ``torch.nn.Module`` returning logits (or scores), or an ``advlab.Classifier``.
@@ -837,6 +852,8 @@ def square(
         restarts: runs of the search on the examples not yet fooled (1).
         focus: fraction of the examples that go on after ``focus_after`` queries (1.0: all, the paper's attack).
         focus_after: queries of the first run after which the focus applies (1000).
+        focus_min_fooled: with ``focus < 1``, every example stops at the focus point when the first run has fooled
+            fewer than this many by then (0, the default: never).
         generator: ``torch.Generator`` or int seed (default seed 0).
 
     Returns:
@@ -855,7 +872,7 @@ def square(
     """
     return run_attack(
         _core, model, x, y, threat, goal=goal, max_queries=max_queries, p_init=p_init, restarts=restarts, focus=focus,
-        focus_after=focus_after, generator=as_rng(generator),
+        focus_after=focus_after, focus_min_fooled=focus_min_fooled, generator=as_rng(generator),
     )  # fmt: skip
 
 

@@ -51,8 +51,9 @@ EXAMPLES = """\
 
 Presets: fast (PGD-40: a first look, often optimistic; '--attacks apgd-ce' takes about 3x as long and is
 stronger); standard (AutoAttack at about a tenth of its passes: APGD-CE on every example, then APGD-T, 3
-targets, on the 20% closest to breaking and on the next 20% while a share gives 10% breaks, and Square with
-5000 queries on the closest 15%); strong (APGD-CE, APGD-T with
+targets, on the 20% closest to breaking and on the next 20% while a share gives 10% breaks, APGD-T from a
+second random start on the closest 5%, and Square with 5000 queries on the closest 15%, going past 1000 queries
+only where those broke something); strong (APGD-CE, APGD-T with
 9 targets, FMN, Square and C&W for the norm, each with 5 restarts, on every example). '--attacks' takes a list
 such as 'apgd-ce,apgd-t@0.2,square@0.15': NAME@F runs NAME on the share F of the examples still robust that
 the earlier stages brought closest to breaking. The run is checkpointed in DIR/checkpoint and

@@ -644,16 +644,17 @@ class FocusedSquareStage:
         """
         name = FOCUS_KEEP.format(i=self.i, k=self.k)
         known = self.t.get(name)
-        ev, focus = self.ev, self.entry.config.settings()["focus"]
+        ev, settings = self.ev, self.entry.config.settings()
+        focus, min_fooled = settings["focus"], settings["focus_min_fooled"]
         point = self.point(self.examples).to("cpu") if "focus_x" in self.t and self.examples.numel() else None
         if ev.world.distributed:
-            keep = shards.decide_focus(known, self.examples, point, focus, ev.ids, ev.n)
+            keep = shards.decide_focus(known, self.examples, point, focus, ev.ids, ev.n, min_fooled)
         elif known is not None:
             keep = known
         else:
             keep = torch.zeros(ev.n, dtype=torch.bool)
             if point is not None:
-                keep[self.examples] = focus_selection(point, focus, ev.ids[self.examples])
+                keep[self.examples] = focus_selection(point, focus, ev.ids[self.examples], min_fooled)
         if known is None:
             self.t[name] = keep
             ev.state.save(ev.checkpoint)

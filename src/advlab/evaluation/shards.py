@@ -120,6 +120,7 @@ def decide_focus(
     focus: float,
     ids: torch.Tensor,
     n: int,
+    min_fooled: int = 0,
 ) -> torch.Tensor:
     """The focus of a Square stage over every rank's examples: bool ``(n,)``, True where the first run goes on.
 
@@ -135,6 +136,7 @@ def decide_focus(
         focus: the fraction of examples that go on.
         ids: the ids of all ``n`` examples.
         n: the number of examples in the evaluation.
+        min_fooled: no example goes on when fewer than this many, over every rank, were fooled by the focus point.
     """
     mine = _focus_message(known, idx, point)
     parts = distributed.all_gather_objects(mine, what="deciding Square's focus over every rank's examples")
@@ -152,7 +154,7 @@ def decide_focus(
         entered=torch.cat([p["entered"] for p in parts]),
         queries=torch.zeros(everyone.numel(), dtype=torch.int64),
     )
-    keep[everyone] = focus_selection(joined, focus, ids[everyone])
+    keep[everyone] = focus_selection(joined, focus, ids[everyone], min_fooled)
     return keep
 
 
