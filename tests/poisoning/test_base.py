@@ -93,3 +93,9 @@ def test_detection_precision_and_recall() -> None:
     d = Detection(flagged=torch.tensor([1, 2, 3, 4]), poisons=torch.tensor([2, 4, 9]), n_train=10)
     assert d.true_positives == 2 and d.precision == 0.5 and d.recall == pytest.approx(2 / 3)
     assert Detection(torch.tensor([], dtype=torch.long), torch.tensor([1]), 5).precision == 1.0
+
+
+def test_stamp_refuses_rows_outside_the_data() -> None:
+    x, y = _data(5)
+    with pytest.raises(ValueError, match=r"rows: indices must lie in \[0, 5\)"):
+        stamp(x, y, torch.tensor([1, 7]), Trigger.patch((1, 6, 6)), 0, attack="badnets")

@@ -154,7 +154,8 @@ def test_defense_reports_what_it_found_and_writes_the_retrained_model(spectral_d
     assert d["poisons"] == record["metrics"]["n_poisons"] == PoisonedData.load(spectral_dir / "poisoned").n_poisons
     assert d["precision"] == pytest.approx(d["true_positives"] / d["flagged"])
     assert d["recall"] == pytest.approx(d["true_positives"] / d["poisons"])
-    assert d["detection_failed"] == (d["recall"] < 0.5) and (d["note"] != "") == d["detection_failed"]
+    chance = d["precision"] <= d["poisons"] / len(PoisonedData.load(spectral_dir / "poisoned").y)
+    assert d["detection_failed"] == (d["recall"] < 0.5 or chance) and (d["note"] != "") == d["detection_failed"]
     # the retrained model's accuracy, recomputed here from the saved folder, is what the report says
     test = load_dataset("digits", "test")
     defended = load_model(spectral_dir / "model-defended")

@@ -210,3 +210,17 @@ def test_strip_takes_the_bounds_of_a_classifier(badnets, digits) -> None:
     clf = Classifier(model, bounds=(0.0, 2.0), input_shape=(1, 8, 8))
     outcome = run_defense("strip", clf, poisoned, x_test=x_test, y_test=y_test, n_overlays=5)
     assert outcome.settings["bounds"] == (0.0, 2.0)
+
+
+def test_flagging_every_row_is_reported_as_a_failed_detection() -> None:
+    """Recall 1.0 by flagging everything is chance-level precision: the outcome must say detection failed."""
+    from advlab.poisoning.base import Detection
+    from advlab.poisoning.defend import DefenseOutcome, failure_note
+
+    n, poisons = 60, torch.arange(0, 60, 6)
+    everything = DefenseOutcome(
+        "spectral", Detection(torch.arange(n), poisons, n), torch.zeros(n), torch.zeros(n), None, {}
+    )
+    assert everything.detection.recall == 1.0 and everything.failed and "random" in failure_note(everything)
+    exact = DefenseOutcome("spectral", Detection(poisons, poisons, n), torch.zeros(n), torch.zeros(n), None, {})
+    assert not exact.failed

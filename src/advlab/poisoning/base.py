@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -328,10 +328,6 @@ class PoisonedData:
             extra=extra,
         )
 
-    def with_settings(self, **settings: Any) -> PoisonedData:
-        """A copy whose recorded settings also hold ``settings``."""
-        return replace(self, settings={**self.settings, **settings})
-
 
 def stamp(
     x: torch.Tensor,
@@ -366,6 +362,10 @@ def stamp(
     """
     trigger.check_fits(x)
     rows = rows.to(torch.int64).sort().values
+    if rows.numel() and (int(rows[0]) < 0 or int(rows[-1]) >= x.shape[0]):
+        raise ValueError(
+            f"rows: indices must lie in [0, {x.shape[0]}) (the rows of x), got {int(rows[0])}..{int(rows[-1])}"
+        )
     x_poisoned, y_poisoned = x.clone(), y.clone()
     x_poisoned[rows] = trigger.apply(x[rows])
     if labels is not None:

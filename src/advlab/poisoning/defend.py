@@ -5,7 +5,8 @@
 a fresh model without them (with the kNN sanitiser's corrected labels when it relabels); the test-time defense
 (``strip``) keeps the model and rejects triggered inputs. Every outcome reports the precision and recall of the
 poisons found, the clean accuracy and the attack success before and after, and says plainly when detection failed
-(recall below :data:`FAILED_RECALL`, or STRIP letting most triggered inputs through): BackdoorBench (Wu et al.
+(recall below :data:`FAILED_RECALL`, precision no better than flagging rows at random, or STRIP letting most
+triggered inputs through): BackdoorBench (Wu et al.
 2022) found spectral signatures and activation clustering often fail on BadNets at some poison rates.
 
 Feature-based defenses read the penultimate layer: the input of the model's last ``nn.Linear``
@@ -116,11 +117,21 @@ class DefenseOutcome:
 
     @property
     def failed(self) -> bool:
-        """Whether detection failed: recall below :data:`FAILED_RECALL`, or STRIP accepting most triggered inputs."""
+        """Whether detection failed: recall below :data:`FAILED_RECALL`, precision no better than chance (at most the
+        poisons' share of the training set: what flagging rows at random gives, e.g. flagging every row), or STRIP
+        accepting most triggered inputs."""
         if self.detection is not None:
-            return self.detection.recall < FAILED_RECALL
+            return self.detection.recall < FAILED_RECALL or not self.better_than_chance
         far = self.metrics.get("far")
         return far is not None and far > 1 - FAILED_RECALL
+
+    @property
+    def better_than_chance(self) -> bool:
+        """Whether the flagged rows hold a larger share of poisons than the training set does (True for STRIP)."""
+        d = self.detection
+        if d is None or not d.flagged.numel():
+            return True
+        return d.precision > d.poisons.numel() / max(1, d.n_train)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able summary: precision/recall, accuracies, attack success, and a note when detection failed."""
@@ -141,6 +152,12 @@ def failure_note(outcome: DefenseOutcome) -> str:
             f"(more than {1 - FAILED_RECALL:.0%})"
         )
     d = outcome.detection
+    if not outcome.better_than_chance:
+        return (
+            f"detection failed: {d.flagged.numel()} of {d.n_train} rows flagged with precision {d.precision:.2f}, no "
+            f"better than flagging rows at random (the poisons are {d.poisons.numel() / max(1, d.n_train):.2f} of "
+            "the training set)"
+        )
     return (
         f"detection failed: {d.true_positives} of {d.poisons.numel()} poisons found (recall {d.recall:.2f} < "
         f"{FAILED_RECALL}); BackdoorBench (Wu et al. 2022) reports that spectral signatures and activation "
