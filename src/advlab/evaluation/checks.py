@@ -315,6 +315,15 @@ def _large_eps_result(acc: float, detail: str) -> CheckResult:
     )
 
 
+MORE_STEPS_TITLE = "More steps do not help the model"
+LOSS_TITLE = "The attack loss increases"
+MORE_STEPS_MEANING = (
+    "A stronger attack (more iterations) should never find fewer adversarial examples. If it does, "
+    "the optimisation is unstable or the loss surface is masked; robust accuracy is not trustworthy."
+)
+"""The titles and meaning of the more-steps and loss checks, whether PGD ran or the cascade had settled them."""
+
+
 def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
     """More PGD steps must not raise accuracy; PGD's loss must increase (both settled when the cascade broke every
     check example: no attack can leave more than nothing robust, and the attacks' losses evidently rose)."""
@@ -328,19 +337,18 @@ def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
     steps_bad = acc_many > acc_few + tol + 1e-12
     steps = CheckResult(
         name="more_steps",
-        title="More steps do not help the model",
+        title=MORE_STEPS_TITLE,
         status="fail" if steps_bad else "pass",
         value=acc_many - acc_few,
         threshold=tol,
         detail=f"at eps = {ctx.eps_max:g}: PGD-{CHECK_STEPS} leaves {100 * acc_few:.1f}%, PGD-{many} leaves "
         f"{100 * acc_many:.1f}% on {m} examples",
-        meaning="A stronger attack (more iterations) should never find fewer adversarial examples. If it does, "
-        "the optimisation is unstable or the loss surface is masked; robust accuracy is not trustworthy.",
+        meaning=MORE_STEPS_MEANING,
     )
     if trace is None or trace.numel() < 2:
         loss = CheckResult(
             name="loss_increases",
-            title="The attack loss increases",
+            title=LOSS_TITLE,
             status="skipped",
             value=None,
             threshold=None,
@@ -353,7 +361,7 @@ def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
     loss_bad = not finite or not last > first + 1e-6 * max(1.0, abs(first))
     loss = CheckResult(
         name="loss_increases",
-        title="The attack loss increases",
+        title=LOSS_TITLE,
         status="fail" if loss_bad else "pass",
         value=(last - first) if finite else None,
         threshold=0.0,
@@ -369,17 +377,16 @@ def _settled_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
     why = f"the cascade broke all {ctx.x.shape[0]} examples at eps = {ctx.eps_max:g}"
     steps = CheckResult(
         name="more_steps",
-        title="More steps do not help the model",
+        title=MORE_STEPS_TITLE,
         status="pass",
         value=0.0,
         threshold=max(1.0 / ctx.x.shape[0], MORE_STEPS_TOLERANCE),
         detail=f"{why}: no attack, however long, leaves fewer robust; PGD not run",
-        meaning="A stronger attack (more iterations) should never find fewer adversarial examples. If it does, "
-        "the optimisation is unstable or the loss surface is masked; robust accuracy is not trustworthy.",
+        meaning=MORE_STEPS_MEANING,
     )
     loss = CheckResult(
         name="loss_increases",
-        title="The attack loss increases",
+        title=LOSS_TITLE,
         status="skipped",
         value=None,
         threshold=None,
