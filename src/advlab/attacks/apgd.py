@@ -10,7 +10,6 @@ coordinates, and an adaptive sparsity level and step size.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import torch
@@ -620,15 +619,6 @@ class _TargetLoss:
         return _TargetLoss(self.target[keep], self.dlr_loss)
 
 
-def _targeted_dlr_for(target: torch.Tensor) -> LossFn:
-    """Loss ``(logits, y, targeted) -> dlr_targeted(logits, y, target)`` for the fixed ``target``."""
-    return _TargetLoss(target, True)
-
-
-def _targeted_ce_for(target: torch.Tensor) -> LossFn:
-    return _TargetLoss(target, False)
-
-
 def _core_t(
     model: nn.Module,
     x: torch.Tensor,
@@ -646,11 +636,10 @@ def _core_t(
         clean_logits = model(x)
     num_classes = clean_logits.shape[1]
     validation.check_num_classes("model", num_classes, 2, "APGD-T needs a classifier with at least 2 classes")
-    make_loss: Callable[[torch.Tensor], LossFn] = _targeted_dlr_for
-    if num_classes < 4:
+    dlr_loss = num_classes >= 4
+    if not dlr_loss:
         # The targeted DLR needs the 4th largest logit; with 2 or 3 classes fall back to the targeted CE.
         log.info("apgd-t: %d classes < 4, using the targeted cross-entropy instead of the targeted DLR", num_classes)
-        make_loss = _targeted_ce_for
     n_targets = min(n_target_classes, num_classes - 1)
     ranking = clean_logits.argsort(dim=1, descending=True)
     # Rank 0 is the most likely class; skip the true label so the targets are the top-k other classes.
@@ -669,7 +658,7 @@ def _core_t(
         ys = labels[idx]
 
         def run_once(sub: torch.Tensor, xs=x[idx], ys=ys, target=target, idx=idx):
-            loss_sub = make_loss(target[sub])
+            loss_sub = _TargetLoss(target[sub], dlr_loss)
             xi = xs[sub]
             x0 = threat.random_start(xi, generator.rows(idx[sub]))
             return apgd_run(
