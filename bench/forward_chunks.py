@@ -1,11 +1,11 @@
-"""Cost per image of an eval-mode forward on CPU: one big batch versus advlab's chunks of CPU_FORWARD_CHUNK.
+"""Cost per image of an eval-mode forward on CPU: one big batch versus advlab's chunks (models.Classifier.chunk_count).
 
 Why it matters: Square (and every score-based attack) spends nearly all its time in forwards of the examples
 still being attacked, several hundred at once, and gradient attacks (APGD, PGD, FMN, ...) in forwards and
 backwards of such batches. Past a few hundred images the activations of one batch spill out of the CPU caches
 and each image of a convolutional network costs up to 2x more (BENCHMARKS.md). ``advlab.Classifier`` therefore
-runs eval-mode forwards on CPU in chunks (``advlab.models.CPU_FORWARD_CHUNK``); with gradients, the backward pass
-then runs chunk by chunk too.
+runs eval-mode forwards on CPU in chunks whose largest activation holds about ``advlab.models.CHUNK_ACTIVATION_BYTES``
+(``Classifier.chunk_count``); with gradients, the backward pass then runs chunk by chunk too.
 
 For each architecture (random weights: speed does not depend on them) and batch size this times, alternating,
 ``module(x)`` in one call ("one batch") and ``Classifier(module)(x)`` ("advlab") in eval mode, under
@@ -13,9 +13,9 @@ For each architecture (random weights: speed does not depend on them) and batch 
 (what a gradient attack computes), and prints the median microseconds per image of ``--rounds`` rounds and their
 ratio:
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/forward_chunks.py --threads 1 --out bench/out/forward_chunks.json
-    OMP_NUM_THREADS=1 .venv/bin/python bench/forward_chunks.py --threads 1 --grad --batches 256,512 \
-        --out bench/out/forward_chunks_grad.json
+    for t in 1 2; do for g in "" --grad; do
+        .venv/bin/python bench/forward_chunks.py --threads $t $g --out bench/out/forward_chunks_t$t${g:+_grad}.json
+    done; done
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from advlab.models import CPU_FORWARD_CHUNK, Classifier
+from advlab.models import CHUNK_ACTIVATION_BYTES, Classifier
 from advlab.provenance import provenance
 from advlab.zoo import create
 
@@ -37,6 +37,7 @@ CASES = [
     ("wong-cnn", (3, 32, 32)),
     ("madry-cnn", (1, 28, 28)),
     ("cifar-cnn", (3, 32, 32)),
+    ("preact-resnet18", (3, 32, 32)),
     ("mlp", (1, 28, 28)),
 ]
 
@@ -62,7 +63,7 @@ def with_input_gradient(model):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batches", default="128,256,512,1024", help="comma-separated batch sizes")
+    p.add_argument("--batches", default="100,250,500", help="comma-separated batch sizes")
     p.add_argument("--rounds", type=int, default=7, help="alternating rounds; the median is reported")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--grad", action="store_true", help="time forward + input gradient instead of no_grad forwards")
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     rows = []
     mode = "forward + input gradient" if args.grad else "gradient-free forward"
-    print(f"{mode}; chunk {CPU_FORWARD_CHUNK}, {args.threads} thread(s); median us per image over {args.rounds} rounds")
-    print("| arch | input | batch | one batch | advlab (chunked) | ratio |\n|---|---|---|---|---|---|")
+    print(f"{mode}; {args.threads} thread(s); median us per image over {args.rounds} rounds")
+    print("| arch | input | batch | chunks | one batch | advlab (chunked) | ratio |\n|---|---|---|---|---|---|---|")
     for arch, shape in CASES:
         net = create(arch, shape, 10).eval()
         clf = Classifier(net).eval()
@@ -82,26 +83,28 @@ def main(argv: list[str] | None = None) -> int:
         one_fn, advlab_fn = (with_input_gradient(net), with_input_gradient(clf)) if args.grad else (net, clf)
         for batch in batches:
             x = torch.rand((batch, *shape))
-            repeats = max(1, 2048 // batch)
             times: dict[str, list[float]] = {"one": [], "advlab": []}
             with torch.set_grad_enabled(args.grad):
                 one_fn(x), advlab_fn(x)  # warm-up
-                for _ in range(args.rounds):
-                    times["one"].append(per_image_us(one_fn, x, repeats))
-                    times["advlab"].append(per_image_us(advlab_fn, x, repeats))
+                repeats = max(1, round(0.3e6 / (per_image_us(one_fn, x, 1) * batch)))  # about 0.3 s per timing
+                for r in range(args.rounds):  # alternating which goes first
+                    for name, fn in (("one", one_fn), ("advlab", advlab_fn))[:: 1 if r % 2 == 0 else -1]:
+                        times[name].append(per_image_us(fn, x, repeats))
             one, ours = statistics.median(times["one"]), statistics.median(times["advlab"])
+            chunks = clf.chunk_count(x)
             rows.append(
                 {
                     "arch": arch,
                     "input_shape": list(shape),
                     "batch": batch,
+                    "chunks": chunks,
                     "one_batch_us": one,
                     "advlab_us": ours,
                     "ratio": one / ours,
                 }
             )
             print(
-                f"| {arch} | {'x'.join(map(str, shape))} | {batch} | {one:.1f} | {ours:.1f} | {one / ours:.2f} |",
+                f"| {arch} | {'x'.join(map(str, shape))} | {batch} | {chunks} | {one:.1f} | {ours:.1f} | {one / ours:.2f} |",
                 flush=True,
             )
     out = Path(args.out)
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(
         json.dumps(
             {
-                "chunk": CPU_FORWARD_CHUNK,
+                "chunk_activation_bytes": CHUNK_ACTIVATION_BYTES,
                 "mode": mode,
                 "rows": rows,
                 "provenance": provenance(torch_threads=args.threads),

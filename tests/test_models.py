@@ -10,7 +10,13 @@ from torch import nn
 
 from advlab import Classifier, ThreatModel
 from advlab.attacks import fgsm, pgd
-from advlab.models import CPU_CHUNK_MAX_THREADS, CPU_FORWARD_CHUNK, as_classifier, check_suspicious_outputs
+from advlab.models import (
+    CHUNK_ACTIVATION_BYTES,
+    CHUNK_MIN_EXAMPLES,
+    CPU_CHUNK_MAX_THREADS,
+    as_classifier,
+    check_suspicious_outputs,
+)
 
 
 class _Identity(nn.Module):
@@ -134,14 +140,16 @@ def test_normalisation_buffers_follow_the_module_and_are_not_saved():
 
 
 class _RecordsBatches(nn.Module):
-    """A small conv net that remembers the batch size of every call."""
+    """A small conv net that remembers the batch size of every call; its largest activation is the conv's output."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 512) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)
-        )
+            nn.Conv2d(1, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(), nn.Flatten(),
+            nn.Linear(channels * 8 * 8, 10),
+        )  # fmt: skip
+        self.largest = channels * 8 * 8 * 4  # bytes of one example's conv output (float32, 8x8 inputs)
         self.seen: list[int] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,15 +157,24 @@ class _RecordsBatches(nn.Module):
         return self.net(x)
 
 
-def test_eval_mode_cpu_forwards_run_in_chunks_with_the_same_logits_and_gradients():
+def _expected_chunks(n: int, largest: int) -> list[int]:
+    """The documented rule, computed here: round(n / k) chunks of nearly equal size, k from the activation bytes."""
+    k = max(CHUNK_MIN_EXAMPLES, CHUNK_ACTIVATION_BYTES // largest)
+    count = max(1, round(n / k))
+    return [n // count + (1 if i < n % count else 0) for i in range(count)]
+
+
+def test_eval_mode_cpu_forwards_run_in_chunks_sized_by_the_activations_with_the_same_logits_and_gradients():
     net = _RecordsBatches()
     clf = Classifier(net, mean=[0.5], std=[0.25]).eval()
-    n = 2 * CPU_FORWARD_CHUNK + 44
+    n = 130
+    expected = _expected_chunks(n, net.largest)
+    assert expected == [44, 43, 43]  # 128 KiB per example: 48 per chunk, three chunks for 130
     x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         chunked = clf(x)
         reference = net((x - 0.5) / 0.25)  # the bare module on the whole batch
-    assert net.seen == [CPU_FORWARD_CHUNK, CPU_FORWARD_CHUNK, 44, n]
+    assert net.seen == [1, *expected, n]  # one example probes the activations, once per input shape
     torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-5)
     # with gradients: the chunks' graphs join, and the input gradient is the whole batch's
     y = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(2))
@@ -166,14 +183,25 @@ def test_eval_mode_cpu_forwards_run_in_chunks_with_the_same_logits_and_gradients
         xg = x.clone().requires_grad_(True)
         loss = nn.functional.cross_entropy(model(xg), y, reduction="sum")
         grads.append(torch.autograd.grad(loss, xg)[0])
-    assert net.seen[4:] == [CPU_FORWARD_CHUNK, CPU_FORWARD_CHUNK, 44, n]
+    assert net.seen[len(expected) + 2 :] == [*expected, n]
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_networks_with_small_activations_run_whole_and_large_ones_in_chunks_of_the_minimum():
+    small = _RecordsBatches(channels=4)  # 1 KiB per example: a chunk would hold thousands
+    big = _RecordsBatches(channels=2048)  # 512 KiB per example: 12 by the bytes, raised to the minimum
+    n = 100
+    with torch.no_grad():
+        Classifier(small).eval()(torch.rand(n, 1, 8, 8))
+        Classifier(big).eval()(torch.rand(n, 1, 8, 8))
+    assert small.seen == [1, n]
+    assert big.seen == [1, *_expected_chunks(n, big.largest)] == [1, 34, 33, 33]
 
 
 def test_forwards_are_not_chunked_with_more_torch_threads_than_chunks_pay_for():
     net = _RecordsBatches()
     clf = Classifier(net).eval()
-    n = CPU_FORWARD_CHUNK + 1
+    n = 130
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(CPU_CHUNK_MAX_THREADS + 1)
@@ -184,7 +212,7 @@ def test_forwards_are_not_chunked_with_more_torch_threads_than_chunks_pay_for():
             clf(torch.rand(n, 1, 8, 8))
     finally:
         torch.set_num_threads(threads)
-    assert net.seen == [n, CPU_FORWARD_CHUNK, 1]
+    assert net.seen == [n, 1, *_expected_chunks(n, net.largest)]
 
 
 def test_networks_without_convolutions_are_not_chunked():
@@ -202,14 +230,14 @@ def test_networks_without_convolutions_are_not_chunked():
     clf = Classifier(flat).eval()
     assert not clf.chunked and Classifier(_RecordsBatches()).chunked
     with torch.no_grad():
-        clf(torch.rand(CPU_FORWARD_CHUNK + 1, 1, 8, 8))
-    assert flat.seen == [CPU_FORWARD_CHUNK + 1]
+        clf(torch.rand(200, 1, 8, 8))
+    assert flat.seen == [200]
 
 
 def test_train_mode_forwards_are_not_chunked():
     net = _RecordsBatches()
     clf = Classifier(net)
-    n = CPU_FORWARD_CHUNK + 1
+    n = 130
     x = torch.rand(n, 1, 8, 8)
     clf.train()
     with torch.no_grad():  # train mode: batch norm uses the statistics of the whole batch

@@ -20,24 +20,63 @@ from advlab.passes import PassCounter
 
 log = logging.getLogger(__name__)
 
-CPU_FORWARD_CHUNK = 128
-"""Eval-mode forwards of convolutional networks on CPU run in chunks of this many examples. One batch of several
-hundred images spills the activations out of the CPU caches, and each image then costs up to 2x more without
-gradients and up to 1.5x more with them (bench/forward_chunks.py, BENCHMARKS.md). Score-based attacks such as
-Square spend nearly all their time in gradient-free forwards, gradient attacks in forwards with gradients, whose
-backward pass then runs chunk by chunk as well. Networks without convolutions (an MLP, bound by its matrix
-products, loses 4-8% to the extra calls), train mode (batch norm statistics), other devices and torch running more
-than :data:`CPU_CHUNK_MAX_THREADS` threads are left as they are.
+CHUNK_ACTIVATION_BYTES = 6 * 2**20
+"""Eval-mode forwards of convolutional networks on CPU run in chunks whose largest activation (the largest output
+of one layer, over the chunk's examples) holds about this many bytes. One batch of a hundred images or more spills
+its activations out of the CPU caches and each image then costs up to 1.8x more without gradients and up to 1.4x
+more with them. The chunk follows the network, not a fixed count of examples, because that is what the caches see:
+measured on the Madry MNIST CNN (largest activation 98 KiB per image), the CIFAR CNN (225 KiB) and the CIFAR
+PreAct ResNet-18 (256 KiB), at batch 100 and 500 with one and two threads (bench/forward_chunks.py, BENCHMARKS.md
+"PGD speed"), chunks of 4-12 MiB run forward and input gradient in 0.71-0.98x the time of the whole batch and
+gradient-free forwards in 0.56-0.85x, while the small Wong CNN (12 KiB per image), for which a chunk would have to
+be several hundred images, loses 5-30% to chunks of 128 and is left whole. Score-based attacks such as Square spend
+nearly all their time in gradient-free forwards, gradient attacks in forwards with gradients, whose backward pass
+then runs chunk by chunk as well. Networks without convolutions (an MLP, bound by its matrix products, loses 4-8%
+to the extra calls), train mode (batch norm statistics), other devices and torch running more than
+:data:`CPU_CHUNK_MAX_THREADS` threads are left as they are.
 """
 
-CPU_CHUNK_MAX_THREADS = 1
-"""Forwards are chunked only while torch runs at most this many threads (``torch.get_num_threads()``). Measured on
-the Madry MNIST CNN, forward and input gradient (BENCHMARKS.md "PGD speed", issue 18): with one thread chunks of 128
-take 0.93x the time of a whole batch of 250 and 0.87x of 500; with two threads they take 1.2-2.5x, since every chunk
-adds a synchronisation of the threads, which costs most where the cores are shared."""
+CHUNK_MIN_EXAMPLES = 32
+"""The chunk the activations call for is raised to at least this many examples, however large the network's
+activations (the batch is then cut into the nearest whole number of chunks, so a chunk holds at least two thirds of
+this): every chunk costs a call of the module and, with several threads, a synchronisation of them, and chunks were
+measured only down to 25 images."""
+
+CPU_CHUNK_MAX_THREADS = 2
+"""Forwards are chunked only while torch runs at most this many threads (``torch.get_num_threads()``): chunks were
+measured to pay with one and two threads on two otherwise idle cores. On cores other processes share, two threads
+wait for each other at every chunk, and chunks of 128 images were measured at 1.2-2.5x the time of the whole batch
+(a machine running eight jobs on two cores): set ``torch.set_num_threads(1)`` there, which is faster anyway."""
 
 PREDICT_BATCH = 512
 """Examples per forward pass of :func:`predict`."""
+
+
+def largest_activation_bytes(module: nn.Module, example: torch.Tensor) -> int:
+    """Bytes of the largest tensor a layer of ``module`` outputs on ``example`` (one example), or 0 if none is seen.
+
+    Runs ``module(example)`` once without gradients, with forward hooks on its layers (the modules without
+    children); a module whose layers take no hooks (TorchScript) shows none.
+    """
+    sizes: list[int] = []
+
+    def record(_module: nn.Module, _inputs: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    layers = [m for m in module.modules() if next(m.children(), None) is None]
+    handles = []
+    try:
+        for layer in layers:
+            handles.append(layer.register_forward_hook(record))
+        with torch.no_grad():
+            module(example)
+    except (RuntimeError, TypeError, AttributeError):
+        return 0
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(sizes, default=0)
 
 
 class Classifier(nn.Module):
@@ -73,9 +112,11 @@ class Classifier(nn.Module):
     The module's mode is what ``train()``/``eval()`` set, except for a program from ``torch.export``
     (``ExportedProgram.module()``), which keeps the mode it was exported in (export it in eval mode).
 
-    Calls in eval mode on CPU with one torch thread run a convolutional ``module`` on chunks of
-    :data:`CPU_FORWARD_CHUNK` examples (the same logits and gradients, up to float rounding, at up to half the
-    cost); ``module`` must therefore treat examples independently in eval mode, as classifiers do.
+    Calls in eval mode on CPU with at most two torch threads run a convolutional ``module`` on chunks of examples
+    whose largest activation holds about :data:`CHUNK_ACTIVATION_BYTES` (the same logits and gradients, up to float
+    rounding, at up to half the cost); ``module`` must therefore treat examples independently in eval mode, as
+    classifiers do. The chunk is found once per input shape by a gradient-free forward of one example with forward
+    hooks on the module's layers (a module that counts its calls sees that one).
 
     While :attr:`pass_counter` holds a :class:`~advlab.passes.PassCounter` (:func:`advlab.passes.count_passes`,
     :func:`advlab.passes.counting`), every call counts its examples as forward passes and every gradient that
@@ -117,7 +158,8 @@ class Classifier(nn.Module):
             raise TypeError("module: already a Classifier; pass it directly instead of wrapping it twice")
         self.module = module
         self.chunked = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
-        """Whether eval-mode CPU forwards run in chunks of :data:`CPU_FORWARD_CHUNK` (networks with convolutions)."""
+        """Whether eval-mode CPU forwards may run in chunks (networks with convolutions): see :meth:`chunk_count`."""
+        self._chunk_examples: dict[tuple[Any, ...], int] = {}
         self.fixed_mode = has_fixed_mode(module)
         """Whether ``module`` keeps the mode it was built in (a ``torch.export`` program): see :meth:`train`."""
         self.bounds = validation.check_bounds("bounds", bounds)
@@ -165,6 +207,7 @@ class Classifier(nn.Module):
         self.channels_last = bool(channels_last)
         self.compile_enabled = bool(compile)
         self._compiled = None  # compiled again at the next call, for the module as it is now
+        self._chunk_examples = {}  # the activations' dtype may have changed
         return self
 
     def speed(self) -> dict[str, Any]:
@@ -226,20 +269,33 @@ class Classifier(nn.Module):
             return self.call_chunked(self.module, z)
 
     def call_chunked(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
-        """``module(z)``, in chunks of :data:`CPU_FORWARD_CHUNK` for eval-mode CPU forwards of a convolutional net.
+        """``module(z)``, in :meth:`chunk_count` chunks of nearly equal size."""
+        chunks = self.chunk_count(z)
+        if chunks < 2:
+            return module(z)
+        return torch.cat([module(c) for c in z.tensor_split(chunks)])
 
-        Only where chunks pay: more than :data:`CPU_FORWARD_CHUNK` examples, torch on at most
-        :data:`CPU_CHUNK_MAX_THREADS` threads.
+    def chunk_count(self, z: torch.Tensor) -> int:
+        """How many chunks an eval-mode CPU forward of ``z`` runs in (1: the whole batch at once).
+
+        A convolutional network in eval mode on CPU, with torch on at most :data:`CPU_CHUNK_MAX_THREADS` threads,
+        runs ``round(N / k)`` chunks, with ``k`` the examples whose largest activation holds
+        :data:`CHUNK_ACTIVATION_BYTES` (at least :data:`CHUNK_MIN_EXAMPLES`); everything else runs whole.
         """
-        if (
+        if not (
             self.chunked
-            and z.shape[0] > CPU_FORWARD_CHUNK
             and z.device.type == "cpu"
             and not self.training
+            and 2 * z.shape[0] >= 3 * CHUNK_MIN_EXAMPLES  # fewer round to one chunk whatever the network
             and torch.get_num_threads() <= CPU_CHUNK_MAX_THREADS
         ):
-            return torch.cat([module(c) for c in z.split(CPU_FORWARD_CHUNK)])
-        return module(z)
+            return 1
+        key = (tuple(z.shape[1:]), z.dtype, torch.is_autocast_enabled("cpu"))
+        if key not in self._chunk_examples:
+            largest = largest_activation_bytes(self.module, z[:1])
+            self._chunk_examples[key] = max(CHUNK_MIN_EXAMPLES, CHUNK_ACTIVATION_BYTES // largest) if largest else 0
+        per_chunk = self._chunk_examples[key]
+        return max(1, round(z.shape[0] / per_chunk)) if per_chunk else 1
 
     def compiled_module(self) -> nn.Module:
         """``torch.compile(module)``, made at the first call; the module itself where compilation cannot run."""
