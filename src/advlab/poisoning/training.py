@@ -132,7 +132,7 @@ def augmenting(trainer_class: type[Trainer]) -> type[Trainer]:
     """``trainer_class`` whose every training step sees random crops and flips of its batch.
 
     The crops (padding 4) and flips (:func:`~advlab.poisoning.augment.random_crop_flip`) are drawn from
-    :meth:`~advlab.defenses.base.Trainer.generator_at` the step's position (so a resumed run draws the same), and
+    :meth:`~advlab.defenses.base.Trainer.generator_at` at the step's position (so a resumed run draws the same), and
     the trainer's own step (its loss, an adversarial trainer's crafting) runs on the augmented batch.
 
     Args:
