@@ -35,6 +35,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--restarts", type=int, default=2)
     p.add_argument("--victims", type=int, default=3)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation in crafting")
+    p.add_argument(
+        "--no-train-augment", dest="train_augment", action="store_false", help="attacker and victims train without"
+    )
     p.add_argument("--seed", type=int, default=0, help="draws the targets and their adversarial classes")
     p.add_argument("--out", default="bench/out/poison_gradient_matching_cifar")
     return p.parse_args()
@@ -54,7 +57,7 @@ def main() -> None:
     torch.set_num_threads(1)
     train, test = load_dataset("cifar10", "train"), load_dataset("cifar10", "test")
     x, y = train.x, train.y
-    recipe = Training((3, 32, 32), 10, arch=args.arch, epochs=args.epochs, lr=args.lr, augment=True)
+    recipe = Training((3, 32, 32), 10, arch=args.arch, epochs=args.epochs, lr=args.lr, augment=args.train_augment)
 
     def fit(xs: torch.Tensor, seed: int) -> Any:
         return Training(**{**recipe.__dict__, "seed": seed})(xs, y)
@@ -75,6 +78,7 @@ def main() -> None:
     record: dict[str, Any] = {
         "settings": vars(args),
         "attacker_accuracy": accuracy(attacker),
+        "attacker_train_accuracy": float((predict(attacker, x) == y).float().mean()),
         "clean_victim_accuracy": [accuracy(m) for m in clean_victims],
         "targets": rows.tolist(),
         "target_labels": labels.tolist(),
