@@ -34,7 +34,9 @@ ADVERSARIAL = (int(Y[1200]) + 1) % 10
 def test_poisons_align_the_training_gradient_with_the_adversarial_gradient_inside_the_ball() -> None:
     x, y = TRAIN
     before = x.clone()
-    poisoned = gradient_matching(MODEL, TRAIN, TARGETS, ADVERSARIAL, budget=0.02, eps=0.1, steps=30, restarts=1)
+    poisoned = gradient_matching(
+        MODEL, TRAIN, TARGETS, ADVERSARIAL, budget=0.02, eps=0.1, steps=30, restarts=1, augment=False
+    )  # digits are not flip-invariant: no crafting augmentation
     rows = poisoned.indices
     assert torch.equal(x, before) and torch.equal(poisoned.y, y)
     assert rows.numel() == 24 and bool((y[rows] == ADVERSARIAL).all())
@@ -49,6 +51,23 @@ def test_poisons_align_the_training_gradient_with_the_adversarial_gradient_insid
     assert poison < clean - 0.1  # measured: 0.45 for the clean bases, 0.23 for the poisons
     trace = poisoned.extra["alignment_loss"]
     assert float(trace[-1]) == pytest.approx(poison, abs=1e-5) and float(trace[-1]) < float(trace[0])
+
+
+def test_with_augmentation_the_poisons_still_align_and_the_final_loss_is_without_augmentation() -> None:
+    x, y = TRAIN
+    poisoned = gradient_matching(MODEL, TRAIN, TARGETS, ADVERSARIAL, budget=0.02, eps=0.1, steps=30, restarts=1)
+    assert poisoned.settings["augment"] is True
+    rows = poisoned.indices
+    alignment = Alignment.of(MODEL, TARGETS, torch.full((1,), ADVERSARIAL))
+    plain = float(alignment.loss(poisoned.x[rows].clone().requires_grad_(True), y[rows]).detach())
+    assert float(poisoned.extra["alignment_loss"][-1]) == pytest.approx(plain, abs=1e-5)
+    # the alignment on random crops and flips of the poisons fell below that of the bases (independent draws)
+    on_crops = [
+        float(alignment.loss(images[rows], y[rows], torch.Generator().manual_seed(k)).detach())
+        for images in (x, poisoned.x)
+        for k in range(8)
+    ]
+    assert sum(on_crops[8:]) < sum(on_crops[:8])  # measured: 0.37 for the bases, 0.34 for the poisons (means)
 
 
 def test_more_restarts_never_end_worse() -> None:

@@ -472,6 +472,7 @@ def make_optimised_attack(args: argparse.Namespace, train: Any, test: Any) -> An
             Penultimate(model), (x, y), image, base, opacity=opacity, seed=args.seed, **settings
         )
     settings = given(budget=args.budget, eps=args.eps, steps=args.steps, restarts=args.restarts)
+    settings["augment"] = False  # the command's victims train without crops and flips: craft without them too
     return lambda x, y, model: gradient_matching(model, (x, y), image[None], base, seed=args.seed, **settings)
 
 

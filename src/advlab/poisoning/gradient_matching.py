@@ -13,7 +13,10 @@ With ``theta`` the parameters of a clean model the attacker trained, ``G_t = gra
 minimised by signed Adam (Adam on the sign of ``grad_Delta B``, learning rate ``0.1 eps``, divided by 10 at 3/8,
 5/8 and 7/8 of the steps) with the perturbations projected onto the ball and the input box after each step
 (:meth:`advlab.threat.ThreatModel.project`), from ``restarts`` random starts of which the lowest ``B`` is kept
-(the paper: 240 steps, 8 restarts, eps 16/255, a budget of 1% of the training set).
+(the paper: 240 steps, 8 restarts, eps 16/255, a budget of 1% of the training set). With ``augment`` (the paper's
+differentiable data augmentation, on by default) each step takes ``G_p`` on random translations and horizontal
+flips of the poisons (:func:`~advlab.poisoning.augment.random_crop_flip`), so the poisons keep their effect on the
+augmented batches a victim trains on (``Training(augment=True)``, random crops with padding 4 and flips).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import nn
 
 from advlab import validation
 from advlab.models import device_of
+from advlab.poisoning.augment import PADDING, random_crop_flip
 from advlab.poisoning.base import PoisonedData, check_rate, check_target, choose, generator_of, number_of_classes
 from advlab.threat import ThreatModel
 
@@ -35,6 +39,11 @@ LR_FACTOR = 0.1
 """Signed Adam's learning rate as a share of ``eps`` (the paper's ``tau = 0.1``)."""
 MILESTONES = (3 / 8, 5 / 8, 7 / 8)
 """Where the learning rate is divided by 10, as shares of the steps."""
+
+
+def shift_of(x: torch.Tensor) -> int:
+    """The largest translation of the crafting augmentation: 4 pixels on 32x32 images (side / 8, at least 1)."""
+    return max(1, min(x.shape[-2:]) * PADDING // 32)
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,15 @@ class Alignment:
         grads = torch.autograd.grad(loss, params)
         return cls(model, params, tuple(g.detach() for g in grads))
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``B = 1 - cos(G_p, G_t)`` for poisons ``x`` with labels ``y``, differentiable in ``x``."""
+    def loss(self, x: torch.Tensor, y: torch.Tensor, augment: torch.Generator | None = None) -> torch.Tensor:
+        """``B = 1 - cos(G_p, G_t)`` for poisons ``x`` with labels ``y``, differentiable in ``x``.
+
+        With a generator ``augment``, ``G_p`` is taken on a random crop and flip of each poison drawn from it
+        (:func:`~advlab.poisoning.augment.random_crop_flip`, translations of up to :func:`shift_of` pixels): the
+        paper's differentiable data augmentation, the gradient flowing back through it to ``x``.
+        """
+        if augment is not None:
+            x = random_crop_flip(x, augment, padding=shift_of(x))
         loss = nn.functional.cross_entropy(self.model(x), y)
         grads = torch.autograd.grad(loss, self.params, create_graph=True)
         dot = torch.stack([(g * t).sum() for g, t in zip(grads, self.target_grad, strict=True)]).sum()
@@ -80,6 +96,7 @@ def brew(
     steps: int,
     restarts: int,
     generator: torch.Generator,
+    augment: bool = False,
 ) -> tuple[torch.Tensor, list[float]]:
     """The poisons of lowest alignment loss over ``restarts`` runs of signed Adam (the paper's optimiser).
 
@@ -90,11 +107,15 @@ def brew(
         threat: the ``linf`` ball and box the poisons stay in.
         steps: signed-Adam steps per restart.
         restarts: random restarts.
-        generator: draws the random starts.
+        generator: draws the random starts (and the augmentations).
+        augment: take every step's alignment loss on a fresh random crop and flip of the poisons
+            (:meth:`Alignment.loss`); the restarts are still compared without augmentation.
 
     Returns:
-        ``(poisons, losses)``: the best poisons and the alignment loss after every step of the best restart.
+        ``(poisons, losses)``: the best poisons and the alignment loss at every step of the best restart (on that
+        step's augmentation when ``augment``), then its final loss without augmentation.
     """
+    augmentation = generator if augment else None
     best, best_trace = x, [float("inf")]
     for _ in range(restarts):
         x_adv = threat.random_start(x, generator).requires_grad_(True)
@@ -103,7 +124,7 @@ def brew(
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
         trace = []
         for _ in range(steps):
-            loss = alignment.loss(x_adv, y)
+            loss = alignment.loss(x_adv, y, augmentation)
             (grad,) = torch.autograd.grad(loss, x_adv)
             x_adv.grad = grad.sign()
             optimiser.step()
@@ -128,6 +149,7 @@ def gradient_matching(
     eps: float = EPS,
     steps: int = 240,
     restarts: int = 8,
+    augment: bool = True,
     bounds: tuple[float, float] = (0.0, 1.0),
     seed: int | None = 0,
 ) -> PoisonedData:
@@ -147,6 +169,10 @@ def gradient_matching(
         eps: the ``linf`` radius of the perturbations (the paper: 16/255).
         steps: signed-Adam steps per restart (the paper: 240).
         restarts: random restarts, the lowest alignment loss kept (the paper: 8).
+        augment: the paper's differentiable data augmentation: each step's poison gradient is taken on random
+            translations (up to 4 pixels on 32x32 images, side / 8) and horizontal flips of the poisons, so the
+            poisons keep working on the augmented batches a victim trains on. Turn it off for data a victim
+            would not flip (digits, text rendered as images).
         bounds: the input box.
         seed: seed of the rows drawn and of the random starts.
 
@@ -183,7 +209,9 @@ def gradient_matching(
     alignment = Alignment.of(model, targets.to(device), labels)
     threat = ThreatModel("linf", eps, (low, high))
     bases, base_labels = x[rows].to(device), y[rows].to(device)
-    poisons, trace = brew(alignment, bases, base_labels, threat, steps=steps, restarts=restarts, generator=generator)
+    poisons, trace = brew(
+        alignment, bases, base_labels, threat, steps=steps, restarts=restarts, generator=generator, augment=augment
+    )
     x_poisoned = x.clone()
     x_poisoned[rows] = poisons.to(x.device, x.dtype)
     settings = {
@@ -191,6 +219,7 @@ def gradient_matching(
         "eps": eps,
         "steps": steps,
         "restarts": restarts,
+        "augment": augment,
         "adversarial_class": adversarial_class,
     }
     return PoisonedData(

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from advlab import zoo
-from advlab.defenses import DEFENSES, accuracy
+from advlab.defenses import DEFENSES, Trainer, accuracy
 from advlab.models import Classifier, predict
+from advlab.poisoning.augment import PADDING, random_crop_flip
 from advlab.poisoning.base import PoisonedData, Trigger, attack_success_rate, check_input_shape
 from advlab.poisoning.features import last_linear, penultimate_features
 
@@ -39,6 +40,9 @@ class Training:
         device: where to train (None: the trainer's default, the CPU unless told otherwise).
         progress: show a progress bar.
         trainer_settings: further settings of the trainer.
+        augment: train on random crops (padding 4) and horizontal flips of each batch, drawn afresh at every
+            step (:func:`~advlab.poisoning.augment.random_crop_flip`; the CIFAR-10 standard, Witches' Brew's
+            victims). Off by default.
 
     Examples:
         >>> training = Training((1, 8, 8), 10, arch="mlp", epochs=2)
@@ -58,6 +62,7 @@ class Training:
     device: str | torch.device | None = None
     progress: bool = False
     trainer_settings: dict[str, Any] = field(default_factory=dict)
+    augment: bool = False
 
     def __post_init__(self) -> None:
         check_input_shape(self.input_shape)
@@ -100,7 +105,8 @@ def train_model(x: torch.Tensor, y: torch.Tensor, training: Training) -> Classif
         std=training.std,
         seed=training.seed,
     )
-    trainer = DEFENSES.get(training.defense)(
+    trainer_class = DEFENSES.get(training.defense)
+    trainer = (augmenting(trainer_class) if training.augment else trainer_class)(
         epochs=training.epochs,
         batch_size=training.batch_size,
         lr=training.lr,
@@ -110,8 +116,46 @@ def train_model(x: torch.Tensor, y: torch.Tensor, training: Training) -> Classif
         **training.trainer_settings,
     )
     trainer.fit(clf, (x, y))
-    clf.card["training"] = {**trainer.settings(), "history": trainer.history_, "n_train": int(x.shape[0])}
+    history = {"history": trainer.history_, "n_train": int(x.shape[0])}
+    clf.card["training"] = {**trainer.settings(), **({"augment": "crop-flip"} if training.augment else {}), **history}
     return clf
+
+
+AUGMENT_SALT = 1
+"""Mixed into the trainer's position-seeded generator for the crops and flips (its own draws use salt 0)."""
+
+
+_AUGMENTING: dict[type[Trainer], type[Trainer]] = {}
+
+
+def augmenting(trainer_class: type[Trainer]) -> type[Trainer]:
+    """``trainer_class`` whose every training step sees random crops and flips of its batch.
+
+    The crops (padding 4) and flips (:func:`~advlab.poisoning.augment.random_crop_flip`) are drawn from
+    :meth:`~advlab.defenses.base.Trainer.generator_at` at the step's position (so a resumed run draws the same), and
+    the trainer's own step (its loss, an adversarial trainer's crafting) runs on the augmented batch.
+
+    Args:
+        trainer_class: a registered trainer class.
+
+    Returns:
+        The subclass (one per trainer class).
+
+    Examples:
+        >>> trainer = augmenting(DEFENSES.get("standard"))(epochs=2)
+    """
+    if trainer_class in _AUGMENTING:
+        return _AUGMENTING[trainer_class]
+
+    class Augmenting(trainer_class):  # type: ignore[valid-type,misc]
+        def training_step(
+            self, model: Classifier, x: torch.Tensor, y: torch.Tensor, epoch: float
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            generator = self.generator_at(epoch, x.device, salt=AUGMENT_SALT)
+            return super().training_step(model, random_crop_flip(x, generator, padding=PADDING), y, epoch)
+
+    Augmenting.__name__ = Augmenting.__qualname__ = f"Augmenting{trainer_class.__name__}"
+    return _AUGMENTING.setdefault(trainer_class, Augmenting)
 
 
 def retrain_last_layer(model: Classifier, x: torch.Tensor, y: torch.Tensor, training: Training) -> Classifier:
