@@ -198,6 +198,19 @@ def test_networks_with_small_activations_run_whole_and_large_ones_in_chunks_of_t
     assert big.seen == [1, *_expected_chunks(n, big.largest)] == [1, 34, 33, 33]
 
 
+def test_a_module_that_fails_on_one_example_runs_its_batches_whole():
+    class NeedsPairs(_RecordsBatches):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] < 2:
+                raise ValueError("batch norm in a custom layer needs two examples")
+            return super().forward(x)
+
+    net = NeedsPairs()
+    with torch.no_grad():
+        out = Classifier(net).eval()(torch.rand(130, 1, 8, 8))
+    assert net.seen == [130] and out.shape == (130, 10)
+
+
 def test_forwards_are_not_chunked_with_more_torch_threads_than_chunks_pay_for():
     net = _RecordsBatches()
     clf = Classifier(net).eval()

@@ -56,7 +56,8 @@ def largest_activation_bytes(module: nn.Module, example: torch.Tensor) -> int:
     """Bytes of the largest tensor a layer of ``module`` outputs on ``example`` (one example), or 0 if none is seen.
 
     Runs ``module(example)`` once without gradients, with forward hooks on its layers (the modules without
-    children); a module whose layers take no hooks (TorchScript) shows none.
+    children); a module whose layers take no hooks (TorchScript) shows none, and one that fails on a single example
+    (whatever it raises) gives 0, so that its batches run whole.
     """
     sizes: list[int] = []
 
@@ -71,7 +72,7 @@ def largest_activation_bytes(module: nn.Module, example: torch.Tensor) -> int:
             handles.append(layer.register_forward_hook(record))
         with torch.no_grad():
             module(example)
-    except (RuntimeError, TypeError, AttributeError):
+    except Exception:  # a module that cannot run one example alone is run whole, never broken
         return 0
     finally:
         for handle in handles:
