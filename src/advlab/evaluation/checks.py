@@ -346,16 +346,7 @@ def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
         meaning=MORE_STEPS_MEANING,
     )
     if trace is None or trace.numel() < 2:
-        loss = CheckResult(
-            name="loss_increases",
-            title=LOSS_TITLE,
-            status="skipped",
-            value=None,
-            threshold=None,
-            detail="PGD returned no loss trace",
-            meaning="",
-        )
-        return steps, loss
+        return steps, _skipped_loss("PGD returned no loss trace")
     first, last = float(trace[0]), float(trace[-1])
     finite = math.isfinite(first) and math.isfinite(last)
     loss_bad = not finite or not last > first + 1e-6 * max(1.0, abs(first))
@@ -372,6 +363,13 @@ def check_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
     return steps, loss
 
 
+def _skipped_loss(detail: str) -> CheckResult:
+    """The loss-increase check, not run for the reason ``detail`` gives."""
+    return CheckResult(
+        name="loss_increases", title=LOSS_TITLE, status="skipped", value=None, threshold=None, detail=detail, meaning=""
+    )
+
+
 def _settled_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
     """The "more steps" checks when the cascade broke every check example at ``eps_max`` (no PGD run)."""
     why = f"the cascade broke all {ctx.x.shape[0]} examples at eps = {ctx.eps_max:g}"
@@ -384,15 +382,7 @@ def _settled_more_steps(ctx: CheckContext) -> tuple[CheckResult, CheckResult]:
         detail=f"{why}: no attack, however long, leaves fewer robust; PGD not run",
         meaning=MORE_STEPS_MEANING,
     )
-    loss = CheckResult(
-        name="loss_increases",
-        title=LOSS_TITLE,
-        status="skipped",
-        value=None,
-        threshold=None,
-        detail=f"{why}: the attacks' losses rose to the goal on every one; PGD not run",
-        meaning="",
-    )
+    loss = _skipped_loss(f"{why}: the attacks' losses rose to the goal on every one; PGD not run")
     return steps, loss
 
 
