@@ -6,11 +6,14 @@ of 1,000 test images, and 1% reached 81.7% attack success. This script repeats e
 seed, the clean model and one model per rate share the seed (initialisation, data order) and the poisoned rows are
 drawn with it, so the accuracy lost is a paired difference on the same 1,000 test images; reported are the mean
 over seeds with its standard error, and the mean and the lowest attack success. All-to-one towards class 0, the
-default trigger (a 3x3 checkerboard in the bottom-right corner), as in ``bench/poison_badnets.py``.
+default trigger (a 3x3 checkerboard in the bottom-right corner), as in ``bench/poison_badnets.py``;
+``--trigger-size`` and ``--trigger-margin`` change its side and move it off the edges (``Trigger.patch(margin=...)``).
 
 Usage:
     OMP_NUM_THREADS=1 nice python bench/poison_badnets_seeds.py --seeds 0,1,2,3,4 --epochs 15 \\
         --out bench/out/poison_badnets_seeds/wong_e15.json
+    OMP_NUM_THREADS=1 nice python bench/poison_badnets_seeds.py --arch cifar-cnn --seeds 0 --rates 0.01,0.1 \\
+        --trigger-margin 4 --out bench/out/poison_badnets_seeds/cifarcnn_e15_margin4.json
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> dict:
     from advlab.data import load_dataset
     from advlab.poisoning.badnets import badnets
+    from advlab.poisoning.base import Trigger
     from advlab.poisoning.training import Training, measure
 
     train = load_dataset(args.data, "train", n=args.n_train)
     test = load_dataset(args.data, "test")
     rates = [float(r) for r in args.rates.split(",")]
+    trigger = Trigger.patch(tuple(train.input_shape), size=args.trigger_size, margin=args.trigger_margin)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         training = Training(
@@ -38,7 +43,7 @@ def run(args: argparse.Namespace) -> dict:
         clean = training(train.x, train.y)
         for rate in rates:
             t0 = time.perf_counter()
-            poisoned = badnets(train.x, train.y, rate=rate, target=0, seed=seed)
+            poisoned = badnets(train.x, train.y, rate=rate, target=0, trigger=trigger, seed=seed)
             m = measure(training(poisoned.x, poisoned.y), test.x, test.y, poisoned, baseline=clean)
             rows.append({"seed": seed, "rate": rate, **m.to_dict(), "seconds": time.perf_counter() - t0})
             print(
@@ -70,6 +75,10 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--rates", default="0.01,0.05,0.1")
     p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--trigger-size", type=int, default=3, help="side of the checkerboard patch (default 3)")
+    p.add_argument(
+        "--trigger-margin", type=int, default=0, help="pixels between the patch and the bottom-right edges (default 0)"
+    )
     p.add_argument("--out", default="bench/out/poison_badnets_seeds/result.json")
     args = p.parse_args()
     import torch

@@ -22,6 +22,40 @@ def test_patch_trigger_writes_a_checkerboard_in_the_corner_and_leaves_the_rest()
     assert torch.equal(out[:, :, 2:, :], x[:, :, 2:, :]) and torch.equal(out[:, :, :, 2:], x[:, :, :, 2:])
 
 
+@pytest.mark.parametrize(
+    ("position", "top", "left"),
+    [("bottom-right", 3, 4), ("bottom-left", 3, 1), ("top-right", 1, 4), ("top-left", 1, 1)],
+)
+def test_patch_trigger_margin_moves_the_patch_off_the_edges(position: str, top: int, left: int) -> None:
+    # (1, 6, 7) images, a 2x2 patch one pixel from its corner's two edges: the corners by hand.
+    t = Trigger.patch((1, 6, 7), size=2, position=position, margin=1)
+    mask = torch.zeros(1, 6, 7)
+    mask[:, top : top + 2, left : left + 2] = 1
+    assert torch.equal(t.mask, mask)
+    assert torch.equal(t.pattern[:, top : top + 2, left : left + 2], torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))
+    assert t.name == f"2x2 checkerboard patch, {position}, 1 px in"
+    assert Trigger.patch((1, 6, 7), size=2, position=position).name == f"2x2 checkerboard patch, {position}"
+
+
+def test_an_edge_patch_reaches_fewer_units_of_a_network_without_padding() -> None:
+    # Why the margin exists: cifar-cnn's 3x3 convolutions have no padding, so a patch on the image's edge reaches
+    # fewer positions of the last feature map than the same patch four pixels in (counted by perturbing the patch).
+    from advlab import zoo
+
+    net = zoo.create("cifar-cnn", input_shape=(3, 32, 32), num_classes=10, seed=0).eval()
+    assert isinstance(net, nn.Sequential)
+    features = nn.Sequential(*list(net)[:-6])  # up to the Flatten: the last feature map
+    assert isinstance(features[-1], nn.Flatten)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def reached(margin: int) -> int:
+        stamped = Trigger.patch((3, 32, 32), size=3, margin=margin).apply(x)
+        with torch.no_grad():
+            return int((features(stamped) != features(x)).sum())
+
+    assert 0 < reached(0) < reached(4)
+
+
 def test_blend_trigger_is_the_convex_combination() -> None:
     x, _ = _data(3)
     pattern = torch.rand(1, 6, 6)
@@ -34,6 +68,8 @@ def test_blend_trigger_is_the_convex_combination() -> None:
     [
         (lambda: Trigger.patch((1, 6, 6), size=7), "size"),
         (lambda: Trigger.patch((1, 6, 6), position="middle"), "position"),
+        (lambda: Trigger.patch((1, 6, 6), size=3, margin=4), "margin"),
+        (lambda: Trigger.patch((1, 6, 6), margin=-1), "margin"),
         (lambda: Trigger.blend(torch.rand(1, 6, 6), alpha=0.0), "alpha"),
         (lambda: Trigger.patch((3, 6, 6)).apply(torch.rand(2, 1, 6, 6)), "channel"),
     ],

@@ -61,6 +61,16 @@ def test_the_poisoned_model_folder_works_with_evaluate(run_dir, tmp_path) -> Non
     assert rc == 0 and (out / "report.json").is_file()
 
 
+def test_trigger_margin_places_the_patch_off_the_edges(tmp_path) -> None:
+    out = tmp_path / "margin"
+    args = ["poison", *COMMON, "--epochs", "1", "--attack", "badnets", "--trigger-margin", "2", "--no-baseline"]
+    assert main([*args, "--out", str(out)]) == 0
+    trigger = PoisonedData.load(out / "poisoned").trigger
+    mask = torch.zeros(1, 8, 8)
+    mask[:, 3:6, 3:6] = 1  # 8x8 digits, a 3x3 patch two pixels from the bottom and right edges
+    assert trigger is not None and torch.equal(trigger.mask, mask) and trigger.name.endswith("2 px in")
+
+
 def test_label_flip_runs_without_a_trigger(tmp_path) -> None:
     out = tmp_path / "flip"
     args = ["poison", *COMMON, "--epochs", "2", "--attack", "label-flip", "--rate", "0.2", "--no-baseline"]
@@ -76,6 +86,7 @@ def test_label_flip_runs_without_a_trigger(tmp_path) -> None:
         (["--rate", "1.5"], "--rate"),
         (["--target", "10"], "--target: class 10 is not a class of digits"),
         (["--trigger-size", "9"], "--trigger-size: a 9x9 trigger does not fit the 8x8"),
+        (["--trigger-margin", "6"], "--trigger-margin: a 3x3 trigger 6 pixels from the edges does not fit the 8x8"),
         (["--attack", "blend", "--alpha", "0"], "--alpha"),
         (["--attack", "blend", "--pattern", "PATTERN"], "--pattern: .* channel count"),
         (["--trigger-value", "grey"], "--trigger-value"),
@@ -94,6 +105,14 @@ def test_bad_input_is_refused_before_training(extra, message, tmp_path, capsys) 
 
     assert re.search(message, err), err
     assert not out.exists()  # refused before anything was trained or written
+
+
+def test_a_negative_trigger_margin_is_refused_by_the_parser(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["poison", *COMMON, "--trigger-margin", "-1", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    assert "--trigger-margin: expected a whole number >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_unlabelled_data_is_refused_for_a_label_attack(tmp_path, capsys) -> None:

@@ -186,6 +186,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    """An ``argparse`` type: an int >= 0 (``--trigger-margin -1`` is refused with the option's name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
 def batch_size_option(text: str) -> int | str:
     """An ``argparse`` type: an int >= 1, or ``auto`` (the largest batch that fits the device)."""
     if text.strip().lower() == "auto":

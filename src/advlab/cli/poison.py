@@ -17,6 +17,7 @@ from advlab.cli._common import (
     add_data_options,
     check_output_dir,
     load_split,
+    nonnegative_int,
     output_dir,
     parse_set_options,
     positive_int,
@@ -61,6 +62,7 @@ DEFENSES = ("spectral", "activations", "knn", "strip")
 EXAMPLES = """\
   advlab poison --data mnist --attack badnets --rate 0.05 --target 0 --out runs/badnets
   advlab poison --data mnist --attack badnets --all-to-all --rate 0.1 --trigger-size 4 --out runs/a2a
+  advlab poison --data cifar10 --arch cifar-cnn --attack badnets --rate 0.1 --trigger-margin 4 --out runs/cc
   advlab poison --data cifar10 --arch cifar-cnn --attack blend --alpha 0.2 --rate 0.1 --target 0 --out runs/blend
   advlab poison --data digits --arch mlp --epochs 20 --attack label-flip --rate 0.2 --out runs/flip
   advlab poison --data digits --arch mlp --epochs 20 --attack adversarial-label-flip --rate 0.1 --out runs/aflip
@@ -196,6 +198,13 @@ def add_trigger_options(p: argparse.ArgumentParser) -> None:
         default="bottom-right",
         choices=["bottom-right", "bottom-left", "top-right", "top-left"],
         help="BadNets, clean-label: where the patch goes",
+    )
+    p.add_argument(
+        "--trigger-margin",
+        type=nonnegative_int,
+        default=0,
+        help="BadNets, clean-label: pixels between the patch and the image edges (default 0: on the edges; a "
+        "network without padding, such as cifar-cnn, hardly sees a patch there)",
     )
     p.add_argument(
         "--trigger-value",
@@ -419,6 +428,12 @@ def check_data(args: argparse.Namespace, train: Any) -> None:
                 f"--trigger-size: a {args.trigger_size}x{args.trigger_size} trigger does not fit the {height}x{width} "
                 f"images of {name}; use --trigger-size {min(height, width)} or less"
             )
+        if args.trigger_size + args.trigger_margin > min(height, width):
+            raise ValueError(
+                f"--trigger-margin: a {args.trigger_size}x{args.trigger_size} trigger {args.trigger_margin} pixels "
+                f"from the edges does not fit the {height}x{width} images of {name}; use --trigger-margin "
+                f"{min(height, width) - args.trigger_size} or less"
+            )
     if args.attack == "blend" and args.pattern is not None:
         pattern = load_pattern(args.pattern)
         if tuple(pattern.shape) != tuple(train.x.shape[1:]):
@@ -439,11 +454,11 @@ def load_pattern(path: str) -> torch.Tensor:
 
 
 def patch_trigger(args: argparse.Namespace, train: Any) -> Any:
-    """The patch trigger of ``--trigger-size``, ``--trigger-position`` and ``--trigger-value``."""
+    """The patch trigger of ``--trigger-size``, ``--trigger-position``, ``--trigger-value`` and ``--trigger-margin``."""
     from advlab.poisoning.base import Trigger
 
     value = args.trigger_value if args.trigger_value in ("checkerboard", "white") else float(args.trigger_value)
-    return Trigger.patch(train.input_shape, args.trigger_size, args.trigger_position, value)
+    return Trigger.patch(train.input_shape, args.trigger_size, args.trigger_position, value, margin=args.trigger_margin)
 
 
 def make_optimised_attack(args: argparse.Namespace, train: Any, test: Any) -> Any:
