@@ -322,7 +322,10 @@ def time_cell(net: nn.Module, x: torch.Tensor, y: torch.Tensor, a: argparse.Name
     x_adv_of: dict[str, torch.Tensor] = {}
     forwards: dict[str, float] = {}
     calls = [0]
-    hook = net.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    # Forwards are counted on the network's first layer, not on the network itself: a hook on the network would
+    # change what a library may do with it (advlab runs a plain nn.Sequential layer by layer only without one).
+    first = next(m for m in net.modules() if next(m.children(), None) is None)
+    hook = first.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     n_batches = -(-len(x) // a.batch)
     for r in range(a.rounds):
         # Rotate the order each round so a machine that speeds up or slows down favours no library.

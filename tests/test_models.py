@@ -198,6 +198,63 @@ def test_networks_with_small_activations_run_whole_and_large_ones_in_chunks_of_t
     assert big.seen == [1, *_expected_chunks(n, big.largest)] == [1, 34, 33, 33]
 
 
+def _sequence_recording_layers(channels: int = 512) -> tuple[nn.Sequential, list[int], list[int]]:
+    """A plain nn.Sequential conv net (conv, BN, ReLU, Flatten, Linear) and the batch sizes its conv and Linear see."""
+    torch.manual_seed(0)
+    seq = nn.Sequential(
+        nn.Conv2d(1, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(), nn.Flatten(),
+        nn.Linear(channels * 8 * 8, 10),
+    ).eval()  # fmt: skip
+    conv_seen: list[int] = []
+    linear_seen: list[int] = []
+    seq[0].register_forward_hook(lambda _m, inputs, _out: conv_seen.append(inputs[0].shape[0]))
+    seq[4].register_forward_hook(lambda _m, inputs, _out: linear_seen.append(inputs[0].shape[0]))
+    return seq, conv_seen, linear_seen
+
+
+def test_a_plain_sequence_runs_its_flat_head_once_on_the_whole_batch():
+    seq, conv_seen, linear_seen = _sequence_recording_layers()
+    clf = Classifier(seq).eval()
+    n = 130
+    expected = _expected_chunks(n, 512 * 8 * 8 * 4)
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = clf(x)
+        reference = seq(x)
+    # the probe (one example), the chunks up to the Flatten, then the Linear once on all of them; the reference
+    assert conv_seen == [1, *expected, n] and linear_seen == [1, n, n]
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    grads = []
+    for model in (clf, seq):
+        xg = x.clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(xg), y, reduction="sum")
+        grads.append(torch.autograd.grad(loss, xg)[0])
+    assert conv_seen[-len(expected) - 1 :] == [*expected, n] and linear_seen[-2:] == [n, n]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_sequence_with_hooks_of_its_own_or_its_own_forward_runs_whole_in_each_chunk():
+    n = 130
+    expected = _expected_chunks(n, 512 * 8 * 8 * 4)
+    seq, _conv_seen, linear_seen = _sequence_recording_layers()
+    calls: list[int] = []
+    seq.register_forward_hook(lambda _m, inputs, _out: calls.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        Classifier(seq).eval()(torch.rand(n, 1, 8, 8))
+    assert calls == [1, *expected] and linear_seen == [1, *expected]  # the hook sees every call it would see
+
+    class Doubled(nn.Sequential):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    torch.manual_seed(0)
+    doubled = Doubled(nn.Conv2d(1, 512, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(512 * 64, 10)).eval()
+    x = torch.rand(n, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(Classifier(doubled).eval()(x), doubled(x), rtol=1e-5, atol=1e-5)
+
+
 def test_a_module_that_fails_on_one_example_runs_its_batches_whole():
     class NeedsPairs(_RecordsBatches):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

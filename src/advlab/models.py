@@ -59,25 +59,77 @@ def largest_activation_bytes(module: nn.Module, example: torch.Tensor) -> int:
     children); a module whose layers take no hooks (TorchScript) shows none, and one that fails on a single example
     (whatever it raises) gives 0, so that its batches run whole.
     """
+    return probe_layers(module, example)[0]
+
+
+def probe_layers(module: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """What chunking needs to know of ``module``, from one gradient-free forward of ``example`` (one example).
+
+    Returns:
+        ``(largest, head)``: the bytes of the largest tensor a layer (a module without children) outputs, 0 if none
+        is seen or the forward fails; and, for a plain ``nn.Sequential`` (:func:`plain_sequential`), the index of
+        its first layer from which every layer's input is flat (``(1, features)``, what follows a ``Flatten``),
+        0 when there is none (or the module is not such a sequence).
+    """
     sizes: list[int] = []
+    flat: list[bool] = []
 
     def record(_module: nn.Module, _inputs: Any, out: Any) -> None:
         if isinstance(out, torch.Tensor):
             sizes.append(out.numel() * out.element_size())
 
+    def record_child(_module: nn.Module, _inputs: Any, out: Any) -> None:
+        flat.append(isinstance(out, torch.Tensor) and out.dim() <= 2)
+
     layers = [m for m in module.modules() if next(m.children(), None) is None]
+    children = list(cast(nn.Sequential, module)) if plain_sequential(module) else []
     handles = []
     try:
-        for layer in layers:
-            handles.append(layer.register_forward_hook(record))
+        handles += [layer.register_forward_hook(record) for layer in layers]
+        handles += [child.register_forward_hook(record_child) for child in children]
         with torch.no_grad():
             module(example)
     except Exception:  # a module that cannot run one example alone is run whole, never broken
-        return 0
+        return 0, 0
     finally:
         for handle in handles:
             handle.remove()
-    return max(sizes, default=0)
+    head = 0
+    if len(flat) == len(children):  # every child ran once, in order: the sequence's outputs
+        for i in range(len(children) - 1, 0, -1):
+            if not flat[i - 1]:
+                break
+            head = i
+    return max(sizes, default=0), head
+
+
+def plain_sequential(module: nn.Module) -> bool:
+    """Whether ``module`` is an ``nn.Sequential`` that calling its layers one by one reproduces exactly.
+
+    That is: its ``forward`` is ``nn.Sequential``'s, and neither it nor the global module registry holds hooks that
+    a call of the sequence itself would run (a hook on one of its layers runs either way).
+    """
+    if not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward:
+        return False
+    own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
+    registry = nn.modules.module
+    shared = (
+        getattr(registry, name, None)
+        for name in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    )
+    return not any(own) and not any(shared)
+
+
+def run_layers(layers: Sequence[nn.Module], z: torch.Tensor) -> torch.Tensor:
+    """``z`` through ``layers`` in order: a part of an ``nn.Sequential``, as its ``forward`` runs it."""
+    for layer in layers:
+        z = layer(z)
+    return z
 
 
 class Classifier(nn.Module):
@@ -160,7 +212,8 @@ class Classifier(nn.Module):
         self.module = module
         self.chunked = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
         """Whether eval-mode CPU forwards may run in chunks (networks with convolutions): see :meth:`chunk_count`."""
-        self._chunk_examples: dict[tuple[Any, ...], int] = {}
+        self._chunk_plan: dict[tuple[Any, ...], tuple[int, int]] = {}
+        """Per :meth:`chunk_key`: the examples per chunk (0: whole) and where a sequence's flat head starts."""
         self.fixed_mode = has_fixed_mode(module)
         """Whether ``module`` keeps the mode it was built in (a ``torch.export`` program): see :meth:`train`."""
         self.bounds = validation.check_bounds("bounds", bounds)
@@ -208,7 +261,7 @@ class Classifier(nn.Module):
         self.channels_last = bool(channels_last)
         self.compile_enabled = bool(compile)
         self._compiled = None  # compiled again at the next call, for the module as it is now
-        self._chunk_examples = {}  # the activations' dtype may have changed
+        self._chunk_plan = {}  # the activations' dtype may have changed
         return self
 
     def speed(self) -> dict[str, Any]:
@@ -270,11 +323,27 @@ class Classifier(nn.Module):
             return self.call_chunked(self.module, z)
 
     def call_chunked(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
-        """``module(z)``, in :meth:`chunk_count` chunks of nearly equal size."""
+        """``module(z)``, in :meth:`chunk_count` chunks of nearly equal size.
+
+        In a plain ``nn.Sequential`` (:func:`plain_sequential`) the chunks stop where the layers' inputs become flat
+        (after a ``Flatten``): those layers are matrix products whose weights each chunk would read again, and they
+        run once on the whole batch (measured on the Madry CNN, 3-7% of a chunked forward with or without input
+        gradient; BENCHMARKS.md "PGD speed").
+        """
         chunks = self.chunk_count(z)
         if chunks < 2:
             return module(z)
-        return torch.cat([module(c) for c in z.tensor_split(chunks)])
+        head = self._chunk_plan[self.chunk_key(z)][1]
+        if not (head and module is self.module and plain_sequential(module)):
+            return torch.cat([module(c) for c in z.tensor_split(chunks)])
+        layers = list(cast(nn.Sequential, module))
+        out = torch.cat([run_layers(layers[:head], c) for c in z.tensor_split(chunks)])
+        return run_layers(layers[head:], out)
+
+    @staticmethod
+    def chunk_key(z: torch.Tensor) -> tuple[Any, ...]:
+        """What the chunk plan depends on: one example's shape and dtype, and autocast."""
+        return (tuple(z.shape[1:]), z.dtype, torch.is_autocast_enabled("cpu"))
 
     def chunk_count(self, z: torch.Tensor) -> int:
         """How many chunks an eval-mode CPU forward of ``z`` runs in (1: the whole batch at once).
@@ -291,11 +360,12 @@ class Classifier(nn.Module):
             and torch.get_num_threads() <= CPU_CHUNK_MAX_THREADS
         ):
             return 1
-        key = (tuple(z.shape[1:]), z.dtype, torch.is_autocast_enabled("cpu"))
-        if key not in self._chunk_examples:
-            largest = largest_activation_bytes(self.module, z[:1])
-            self._chunk_examples[key] = max(CHUNK_MIN_EXAMPLES, CHUNK_ACTIVATION_BYTES // largest) if largest else 0
-        per_chunk = self._chunk_examples[key]
+        key = self.chunk_key(z)
+        if key not in self._chunk_plan:
+            largest, head = probe_layers(self.module, z[:1])
+            per_chunk = max(CHUNK_MIN_EXAMPLES, CHUNK_ACTIVATION_BYTES // largest) if largest else 0
+            self._chunk_plan[key] = (per_chunk, head)
+        per_chunk = self._chunk_plan[key][0]
         return max(1, round(z.shape[0] / per_chunk)) if per_chunk else 1
 
     def compiled_module(self) -> nn.Module:
