@@ -138,6 +138,17 @@ def hardness(bench: Bench, poisoned: Any, clean_victims: list[Any]) -> dict[str,
     return out
 
 
+def fit_figures(bench: Bench, victim: Any, poisoned: Any) -> dict[str, float]:
+    """How the victim fits its training set: the clean rows, the poisons as trained, the poisons without trigger."""
+    rows, keep = poisoned.indices, ~poisoned.is_poison()
+    labels = poisoned.y[rows]
+    return {
+        "train_accuracy_clean_rows": bench.accuracy(victim, poisoned.x[keep], poisoned.y[keep]),
+        "poisons_fit": bench.accuracy(victim, poisoned.x[rows], labels),
+        "poisons_fit_without_trigger": bench.accuracy(victim, poisoned.extra["perturbed"], labels),
+    }
+
+
 def run_grid(bench: Bench, record: dict[str, Any]) -> None:
     args, seeds = bench.args, [int(s) for s in bench.args.seeds.split(",")]
     t0 = time.perf_counter()
@@ -159,7 +170,8 @@ def run_grid(bench: Bench, record: dict[str, Any]) -> None:
                 victim = bench.fit(poisoned.x, poisoned.y, seed)
                 row["victims"].append(
                     {"seed": seed, "clean_accuracy": bench.accuracy(victim), "attack_success": bench.success(victim, target),
-                     "attack_success_training_trigger": bench.success(victim, target, poisoned.trigger)}
+                     "attack_success_training_trigger": bench.success(victim, target, poisoned.trigger),
+                     **fit_figures(bench, victim, poisoned)}
                 )  # fmt: skip
             row["seconds"] = time.perf_counter() - t1
             record["rows"].append(summarise(row))
