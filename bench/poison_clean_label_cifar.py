@@ -45,6 +45,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--shares", default="0.5,1.0", help="poisoned shares of the target class")
     p.add_argument("--amplitudes", default="full,32", help="training trigger: full, or an amplitude in 1/255")
     p.add_argument("--no-badnets", dest="badnets", action="store_false", help="skip the BadNets baseline")
+    p.add_argument(
+        "--no-augment", dest="augment", action="store_false", help="attacker and victims train without crops and flips"
+    )
     p.add_argument("--defenses", action="store_true", help="run the defenses on --defense-setting instead")
     p.add_argument(
         "--defense-setting", default="robust,16,1.0,full,0", help="attacker,eps,share,amplitude,target for --defenses"
@@ -66,7 +69,7 @@ class Bench:
         self.train, self.test = load_dataset("cifar10", "train"), load_dataset("cifar10", "test")
         shape = tuple(self.train.input_shape)
         self.recipe = Training(
-            shape, 10, arch="wong-cnn", epochs=args.epochs, lr=args.lr, augment=True,
+            shape, 10, arch="wong-cnn", epochs=args.epochs, lr=args.lr, augment=args.augment,
             mean=self.train.mean, std=self.train.std,
         )  # fmt: skip
         self.attackers: dict[str, Any] = {}
