@@ -52,6 +52,9 @@ def parse() -> argparse.Namespace:
     p.add_argument(
         "--defense-setting", default="robust,16,1.0,full,0", help="attacker,eps,share,amplitude,target for --defenses"
     )
+    p.add_argument(
+        "--spectral-factor", type=float, default=1.5, help="--defenses: spectral signatures remove factor * share"
+    )
     p.add_argument("--out", default="bench/out/poison_clean_label_cifar/result.json")
     return p.parse_args()
 
@@ -233,9 +236,10 @@ def run_defenses(bench: Bench, record: dict[str, Any]) -> None:
     record["train_seconds"] = time.perf_counter() - t0
     for defense in ("spectral", "activations", "knn", "strip"):
         t0 = time.perf_counter()
+        settings = {"factor": bench.args.spectral_factor} if defense == "spectral" else {}
         outcome = run_defense(
             defense, model, poisoned, retrain=lambda x, y: bench.fit(x, y, seed), x_test=bench.test.x,
-            y_test=bench.test.y,
+            y_test=bench.test.y, **settings,
         )  # fmt: skip
         row = {**outcome.summary(), "seconds": time.perf_counter() - t0}
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
