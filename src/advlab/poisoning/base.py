@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,23 @@ class Trigger:
 
     A patch trigger (BadNets) has a 0/1 mask; a blended trigger (Chen et al. 2017) has ``mask = alpha``
     everywhere. ``pattern`` has the shape of one input ``(C, H, W)``; ``mask`` has shape ``(1, H, W)`` or
-    ``(C, H, W)``.
+    ``(C, H, W)``. An additive trigger (Turner et al.'s reduced-amplitude pattern, :meth:`corners`) also has an
+    ``offset``, added after the blend and clipped to ``bounds``:
+    ``x' = clip((1 - mask) * x + mask * pattern + offset, *bounds)``.
 
     Attributes:
         pattern: what the trigger writes, shape ``(C, H, W)``, values inside the data's bounds.
         mask: how much of the pattern replaces each input value, in ``[0, 1]``.
         name: a short description for reports (``"3x3 checkerboard, bottom-right"``).
+        offset: what the trigger adds, shape ``(1, H, W)`` or ``(C, H, W)``; None (the default) for none.
+        bounds: the input box the result of an ``offset`` is clipped to (unused without one).
     """
 
     pattern: torch.Tensor
     mask: torch.Tensor
     name: str = "trigger"
+    offset: torch.Tensor | None = None
+    bounds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.pattern.dim() != 3:
@@ -60,6 +66,15 @@ class Trigger:
             )
         if float(self.mask.min()) < 0 or float(self.mask.max()) > 1:
             raise ValueError("trigger: mask values must lie in [0, 1]")
+        if self.offset is not None and (
+            self.offset.dim() != 3
+            or self.offset.shape[1:] != self.pattern.shape[1:]
+            or self.offset.shape[0] not in (1, self.pattern.shape[0])
+        ):
+            raise ValueError(
+                f"trigger: offset must have shape (1 or C, H, W) matching the pattern {tuple(self.pattern.shape)}, "
+                f"got {tuple(self.offset.shape)}"
+            )
 
     @classmethod
     def patch(
@@ -145,6 +160,76 @@ class Trigger:
         mask = torch.full((1, *pattern.shape[1:]), float(alpha))
         return cls(pattern=pattern, mask=mask, name=f"{name}, alpha {alpha:g}")
 
+    @classmethod
+    def corners(
+        cls,
+        input_shape: Sequence[int],
+        size: int = 3,
+        amplitude: float | None = None,
+        bounds: tuple[float, float] = (0.0, 1.0),
+    ) -> Trigger:
+        """Turner et al.'s (2019) label-consistent backdoor trigger: a black-and-white square in all four corners.
+
+        The square stamped in the two right corners is a checkerboard (white where row + column is even, counted
+        from the square's top-left) whose top-left pixel is black; the two left corners carry its mirror image, so
+        the whole trigger is unchanged by a horizontal flip (the training augmentation keeps it intact). For
+        ``size=3`` this is the pattern of the paper's code (``all-corners``). Every channel gets the same values.
+
+        At full amplitude (``amplitude=None``) the squares replace the pixels with the two bounds. With an
+        ``amplitude`` ("reduced amplitude", the paper's 16/255, 32/255 and 64/255 on CIFAR-10) the pattern is
+        added instead: ``+amplitude`` on its white pixels, ``-amplitude`` on its black ones, the result clipped
+        to ``bounds`` (an additive trigger: ``offset`` set, ``mask`` zero).
+
+        Args:
+            input_shape: one input's shape ``(C, H, W)``.
+            size: side of each square in pixels (at most half the image's smaller side, so the four do not
+                overlap).
+            amplitude: None for the full-amplitude pattern, or the change added to each trigger pixel, in
+                ``(0, high - low]`` on the input's scale.
+            bounds: the input's value range.
+
+        Returns:
+            The trigger.
+
+        Raises:
+            ValueError: a bad ``input_shape``, a ``size`` whose squares overlap, or an ``amplitude`` out of range.
+
+        Examples:
+            >>> t = Trigger.corners((3, 32, 32))
+            >>> int(t.mask.sum()), torch.equal(t.pattern, t.pattern.flip(-1))
+            (36, True)
+            >>> reduced = Trigger.corners((3, 32, 32), amplitude=16 / 255)
+            >>> round(float(reduced.offset.abs().max()) * 255)
+            16
+        """
+        channels, height, width = check_input_shape(input_shape)
+        validation.check_int("size", size, minimum=1)
+        if 2 * size > min(height, width):
+            raise ValueError(
+                f"size: four {size}x{size} squares overlap in a {height}x{width} image; use size "
+                f"{min(height, width) // 2} or less"
+            )
+        low, high = validation.check_bounds("bounds", bounds)
+        grid = torch.arange(size)
+        white = (grid[:, None] + grid[None, :]) % 2 == 0
+        white[0, 0] = False
+        sign = torch.zeros(height, width)
+        for top in (0, height - size):
+            sign[top : top + size, width - size :] = torch.where(white, 1.0, -1.0)
+            sign[top : top + size, :size] = torch.where(white, 1.0, -1.0).flip(1)
+        where = (sign != 0).float()[None]
+        if amplitude is None:
+            pattern = torch.where(sign > 0, high, low)[None].expand(channels, height, width).clone()
+            return cls(pattern=pattern, mask=where, name=f"{size}x{size} pattern, four corners", bounds=(low, high))
+        validation.check_float("amplitude", amplitude, minimum=0.0, maximum=high - low, strict_min=True)
+        return cls(
+            pattern=torch.full((channels, height, width), low),
+            mask=torch.zeros(1, height, width),
+            name=f"{size}x{size} pattern, four corners, amplitude {amplitude:.4g}",
+            offset=(sign * float(amplitude))[None],
+            bounds=(low, high),
+        )
+
     def check_fits(self, x: torch.Tensor, name: str = "x") -> None:
         """Raise ``ValueError`` unless the trigger has the shape of one input of ``x`` (N, C, H, W)."""
         if tuple(x.shape[1:]) != tuple(self.pattern.shape):
@@ -157,7 +242,10 @@ class Trigger:
         """``x`` with the trigger stamped on every input (a new tensor; ``x`` is not modified)."""
         self.check_fits(x)
         mask = self.mask.to(x.device, x.dtype)
-        return x * (1 - mask) + self.pattern.to(x.device, x.dtype) * mask
+        out = x * (1 - mask) + self.pattern.to(x.device, x.dtype) * mask
+        if self.offset is None:
+            return out
+        return (out + self.offset.to(x.device, x.dtype)).clamp(*self.bounds)
 
 
 def _patch_values(value: float | str, size: int, low: float, high: float) -> torch.Tensor:
@@ -313,6 +401,9 @@ class PoisonedData:
         if self.trigger is not None:
             tensors["trigger_pattern"] = self.trigger.pattern
             tensors["trigger_mask"] = self.trigger.mask
+            if self.trigger.offset is not None:
+                tensors["trigger_offset"] = self.trigger.offset
+                tensors["trigger_bounds"] = torch.tensor(self.trigger.bounds, dtype=torch.float64)
         tensors.update({f"extra.{k}": v for k, v in self.extra.items()})
         io.save_safetensors(folder / TENSORS, tensors)
         io.write_json(folder / MANIFEST, self.manifest())
@@ -332,6 +423,9 @@ class PoisonedData:
         trigger = None
         if "trigger_pattern" in tensors:
             trigger = Trigger(tensors["trigger_pattern"], tensors["trigger_mask"], manifest["trigger"])
+            if "trigger_offset" in tensors:
+                low, high = tensors["trigger_bounds"].tolist()
+                trigger = replace(trigger, offset=tensors["trigger_offset"], bounds=(low, high))
         extra = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
         return cls(
             x=tensors["x"],
