@@ -92,7 +92,7 @@ class Trigger:
         convolutions have no padding, such as Carlini & Wagner's CIFAR-10 CNN (``cifar-cnn`` in the zoo): an edge
         pixel reaches one output position per layer where an inner pixel reaches nine (3x3 kernels). There a
         ``margin`` of a few pixels makes the backdoor take (BENCHMARKS.md, "Poisoning": 10% BadNets on the CIFAR-10
-        subset, 17% attack success at the edge, 100% four pixels in).
+        subset, 12-17% attack success at the edge, 100% four pixels in).
 
         Args:
             input_shape: one input's shape ``(C, H, W)``.
