@@ -327,8 +327,8 @@ class Classifier(nn.Module):
 
         In a plain ``nn.Sequential`` (:func:`plain_sequential`) the chunks stop where the layers' inputs become flat
         (after a ``Flatten``): those layers are matrix products whose weights each chunk would read again, and they
-        run once on the whole batch (measured on the Madry CNN, 3-7% of a chunked forward with or without input
-        gradient; BENCHMARKS.md "PGD speed").
+        run once on the whole batch (a forward, with or without input gradient, 6-16% faster than with the head chunked
+        on the Madry CNN, 2-5% on the CIFAR CNN; BENCHMARKS.md "PGD speed").
         """
         chunks = self.chunk_count(z)
         if chunks < 2:
