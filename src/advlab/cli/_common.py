@@ -175,26 +175,25 @@ def positive_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An ``argparse`` type: an int >= 1 (``--n 0`` or ``--batch-size -1`` is refused with the option's name)."""
+def whole_number(text: str, minimum: int) -> int:
+    """``text`` as an int of at least ``minimum``, or the ``argparse`` error that names the bound."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an int >= 1 (``--n 0`` or ``--batch-size -1`` is refused with the option's name)."""
+    return whole_number(text, 1)
 
 
 def nonnegative_int(text: str) -> int:
     """An ``argparse`` type: an int >= 0 (``--trigger-margin -1`` is refused with the option's name)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
+    return whole_number(text, 0)
 
 
 def batch_size_option(text: str) -> int | str:
