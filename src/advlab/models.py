@@ -52,16 +52,6 @@ PREDICT_BATCH = 512
 """Examples per forward pass of :func:`predict`."""
 
 
-def largest_activation_bytes(module: nn.Module, example: torch.Tensor) -> int:
-    """Bytes of the largest tensor a layer of ``module`` outputs on ``example`` (one example), or 0 if none is seen.
-
-    Runs ``module(example)`` once without gradients, with forward hooks on its layers (the modules without
-    children); a module whose layers take no hooks (TorchScript) shows none, and one that fails on a single example
-    (whatever it raises) gives 0, so that its batches run whole.
-    """
-    return probe_layers(module, example)[0]
-
-
 def probe_layers(module: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     """What chunking needs to know of ``module``, from one gradient-free forward of ``example`` (one example).
 
@@ -94,13 +84,22 @@ def probe_layers(module: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     finally:
         for handle in handles:
             handle.remove()
-    head = 0
-    if len(flat) == len(children):  # every child ran once, in order: the sequence's outputs
-        for i in range(len(children) - 1, 0, -1):
-            if not flat[i - 1]:
-                break
-            head = i
-    return max(sizes, default=0), head
+    if len(flat) != len(children):  # a child ran twice or not at all: the outputs are not the sequence's, in order
+        return max(sizes, default=0), 0
+    spatial = [i for i, is_flat in enumerate(flat[:-1]) if not is_flat]
+    return max(sizes, default=0), spatial[-1] + 1 if spatial else 0
+
+
+_GLOBAL_HOOKS = tuple(
+    getattr(nn.modules.module, name, {})
+    for name in (
+        "_global_forward_hooks",
+        "_global_forward_pre_hooks",
+        "_global_backward_hooks",
+        "_global_backward_pre_hooks",
+    )
+)
+"""torch's registries of hooks on every module (``register_module_forward_hook``...): dicts it fills in place."""
 
 
 def plain_sequential(module: nn.Module) -> bool:
@@ -112,17 +111,7 @@ def plain_sequential(module: nn.Module) -> bool:
     if not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward:
         return False
     own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
-    registry = nn.modules.module
-    shared = (
-        getattr(registry, name, None)
-        for name in (
-            "_global_forward_hooks",
-            "_global_forward_pre_hooks",
-            "_global_backward_hooks",
-            "_global_backward_pre_hooks",
-        )
-    )
-    return not any(own) and not any(shared)
+    return not any(own) and not any(_GLOBAL_HOOKS)
 
 
 def run_layers(layers: Sequence[nn.Module], z: torch.Tensor) -> torch.Tensor:
@@ -213,7 +202,8 @@ class Classifier(nn.Module):
         self.chunked = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
         """Whether eval-mode CPU forwards may run in chunks (networks with convolutions): see :meth:`chunk_count`."""
         self._chunk_plan: dict[tuple[Any, ...], tuple[int, int]] = {}
-        """Per :meth:`chunk_key`: the examples per chunk (0: whole) and where a sequence's flat head starts."""
+        """Per example shape, dtype and autocast state: the examples per chunk (0: whole) and where a sequence's flat
+        head starts (:meth:`chunk_plan`)."""
         self.fixed_mode = has_fixed_mode(module)
         """Whether ``module`` keeps the mode it was built in (a ``torch.export`` program): see :meth:`train`."""
         self.bounds = validation.check_bounds("bounds", bounds)
@@ -330,20 +320,14 @@ class Classifier(nn.Module):
         run once on the whole batch (a forward, with or without input gradient, 6-16% faster than with the head chunked
         on the Madry CNN, 2-5% on the CIFAR CNN; BENCHMARKS.md "PGD speed").
         """
-        chunks = self.chunk_count(z)
+        chunks, head = self.chunk_plan(z)
         if chunks < 2:
             return module(z)
-        head = self._chunk_plan[self.chunk_key(z)][1]
         if not (head and module is self.module and plain_sequential(module)):
             return torch.cat([module(c) for c in z.tensor_split(chunks)])
         layers = list(cast(nn.Sequential, module))
         out = torch.cat([run_layers(layers[:head], c) for c in z.tensor_split(chunks)])
         return run_layers(layers[head:], out)
-
-    @staticmethod
-    def chunk_key(z: torch.Tensor) -> tuple[Any, ...]:
-        """What the chunk plan depends on: one example's shape and dtype, and autocast."""
-        return (tuple(z.shape[1:]), z.dtype, torch.is_autocast_enabled("cpu"))
 
     def chunk_count(self, z: torch.Tensor) -> int:
         """How many chunks an eval-mode CPU forward of ``z`` runs in (1: the whole batch at once).
@@ -352,6 +336,15 @@ class Classifier(nn.Module):
         runs ``round(N / k)`` chunks, with ``k`` the examples whose largest activation holds
         :data:`CHUNK_ACTIVATION_BYTES` (at least :data:`CHUNK_MIN_EXAMPLES`); everything else runs whole.
         """
+        return self.chunk_plan(z)[0]
+
+    def chunk_plan(self, z: torch.Tensor) -> tuple[int, int]:
+        """How a forward of ``z`` runs: ``(chunks, head)``.
+
+        ``chunks`` is :meth:`chunk_count`'s answer; ``head`` the index of a plain sequence's first layer that runs on
+        the whole batch (:func:`probe_layers`; 0: none). The module is probed once per example shape, dtype and
+        autocast state.
+        """
         if not (
             self.chunked
             and z.device.type == "cpu"
@@ -359,14 +352,14 @@ class Classifier(nn.Module):
             and 2 * z.shape[0] >= 3 * CHUNK_MIN_EXAMPLES  # fewer round to one chunk whatever the network
             and torch.get_num_threads() <= CPU_CHUNK_MAX_THREADS
         ):
-            return 1
-        key = self.chunk_key(z)
+            return 1, 0
+        key = (tuple(z.shape[1:]), z.dtype, torch.is_autocast_enabled("cpu"))
         if key not in self._chunk_plan:
             largest, head = probe_layers(self.module, z[:1])
             per_chunk = max(CHUNK_MIN_EXAMPLES, CHUNK_ACTIVATION_BYTES // largest) if largest else 0
             self._chunk_plan[key] = (per_chunk, head)
-        per_chunk = self._chunk_plan[key][0]
-        return max(1, round(z.shape[0] / per_chunk)) if per_chunk else 1
+        per_chunk, head = self._chunk_plan[key]
+        return (max(1, round(z.shape[0] / per_chunk)), head) if per_chunk else (1, 0)
 
     def compiled_module(self) -> nn.Module:
         """``torch.compile(module)``, made at the first call; the module itself where compilation cannot run."""
