@@ -88,15 +88,14 @@ class Bench:
         }
 
     def fit(self, x: Any, y: Any, seed: int) -> Any:
-        from advlab.poisoning.training import Training
+        from dataclasses import replace
 
-        return Training(**{**self.recipe.__dict__, "seed": seed})(x, y)
+        return replace(self.recipe, seed=seed)(x, y)
 
     def accuracy(self, model: Any, x: Any = None, y: Any = None) -> float:
-        from advlab.models import predict
+        from advlab.defenses.base import accuracy
 
-        x, y = (self.test.x, self.test.y) if x is None else (x, y)
-        return float((predict(model, x) == y).float().mean())
+        return accuracy(model, *((self.test.x, self.test.y) if x is None else (x, y)))
 
     def success(self, model: Any, target: int, trigger: Any = None) -> float:
         from advlab.poisoning import attack_success_rate
@@ -116,12 +115,10 @@ class Bench:
 
     def badnets(self, n_poisons: int, target: int) -> Any:
         """BadNets with the full four-corner trigger: ``n_poisons`` rows of other classes relabelled to ``target``."""
-        from advlab.poisoning import stamp
-        from advlab.poisoning.base import choose, generator_of
+        from advlab.poisoning.badnets import badnets
 
         x, y = self.train.x, self.train.y
-        rows = choose(n_poisons, (y != target).nonzero().flatten(), generator_of(0))
-        return stamp(x, y, rows, self.test_trigger, target, attack="badnets", target=target)
+        return badnets(x, y, rate=n_poisons / len(y), target=target, trigger=self.test_trigger, seed=0)
 
 
 def cells(args: argparse.Namespace) -> list[tuple[str, int, float, str]]:
@@ -170,34 +167,42 @@ def run_grid(bench: Bench, record: dict[str, Any]) -> None:
             t1 = time.perf_counter()
             poisoned = bench.poisons(attacker, eps, share, amplitude, target)
             row: dict[str, Any] = {"attack": "clean_label", "attacker": attacker, "eps": eps, "share": share}
-            row.update(amplitude=amplitude, target=target, n_poisons=poisoned.n_poisons, victims=[])
+            row.update(amplitude=amplitude, target=target, n_poisons=poisoned.n_poisons)
             row["hardness"] = hardness(bench, poisoned, clean)
-            for seed in seeds:
-                victim = bench.fit(poisoned.x, poisoned.y, seed)
-                row["victims"].append(
-                    {"seed": seed, "clean_accuracy": bench.accuracy(victim), "attack_success": bench.success(victim, target),
-                     "attack_success_training_trigger": bench.success(victim, target, poisoned.trigger),
-                     **fit_figures(bench, victim, poisoned)}
-                )  # fmt: skip
-            row["seconds"] = time.perf_counter() - t1
-            record["rows"].append(summarise(row))
-            report(row)
-        if args.badnets:
-            for share in map(float, args.shares.split(",")):
-                n = round(share * int((bench.train.y == target).sum()))
-                poisoned, t1 = bench.badnets(n, target), time.perf_counter()
-                row = {"attack": "badnets", "share": share, "amplitude": "full", "target": target, "n_poisons": n}
-                row["victims"] = []
-                for seed in seeds:
-                    victim = bench.fit(poisoned.x, poisoned.y, seed)
-                    row["victims"].append(
-                        {"seed": seed, "clean_accuracy": bench.accuracy(victim), "attack_success": bench.success(victim, target)}
-                    )  # fmt: skip
-                row["seconds"] = time.perf_counter() - t1
-                record["rows"].append(summarise(row))
-                report(row)
+            row["victims"] = victims(bench, poisoned, target, seeds, clean_label=True)
+            add_row(record, row, t1)
+        for share in map(float, args.shares.split(",")) if args.badnets else ():
+            t1 = time.perf_counter()
+            n = round(share * int((bench.train.y == target).sum()))
+            row = {"attack": "badnets", "share": share, "amplitude": "full", "target": target, "n_poisons": n}
+            row["victims"] = victims(bench, bench.badnets(n, target), target, seeds, clean_label=False)
+            add_row(record, row, t1)
         record["wall_seconds"] = time.perf_counter() - t0
         write(record, args.out)
+
+
+def victims(bench: Bench, poisoned: Any, target: int, seeds: list[int], clean_label: bool) -> list[dict[str, Any]]:
+    """One victim per seed trained on ``poisoned``: its clean accuracy and attack success (and, for the clean-label
+    poisons, the training trigger's success and how it fits its training set)."""
+    out = []
+    for seed in seeds:
+        victim = bench.fit(poisoned.x, poisoned.y, seed)
+        figures = {
+            "seed": seed,
+            "clean_accuracy": bench.accuracy(victim),
+            "attack_success": bench.success(victim, target),
+        }
+        if clean_label:
+            figures["attack_success_training_trigger"] = bench.success(victim, target, poisoned.trigger)
+            figures.update(fit_figures(bench, victim, poisoned))
+        out.append(figures)
+    return out
+
+
+def add_row(record: dict[str, Any], row: dict[str, Any], started: float) -> None:
+    row["seconds"] = time.perf_counter() - started
+    record["rows"].append(summarise(row))
+    report(row)
 
 
 def summarise(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -213,10 +213,11 @@ class Trigger:
         grid = torch.arange(size)
         white = (grid[:, None] + grid[None, :]) % 2 == 0
         white[0, 0] = False
+        square = torch.where(white, 1.0, -1.0)
         sign = torch.zeros(height, width)
         for top in (0, height - size):
-            sign[top : top + size, width - size :] = torch.where(white, 1.0, -1.0)
-            sign[top : top + size, :size] = torch.where(white, 1.0, -1.0).flip(1)
+            sign[top : top + size, width - size :] = square
+            sign[top : top + size, :size] = square.flip(1)
         where = (sign != 0).float()[None]
         if amplitude is None:
             pattern = torch.where(sign > 0, high, low)[None].expand(channels, height, width).clone()
@@ -422,10 +423,11 @@ class PoisonedData:
         tensors = load_file(str(folder / TENSORS))
         trigger = None
         if "trigger_pattern" in tensors:
-            trigger = Trigger(tensors["trigger_pattern"], tensors["trigger_mask"], manifest["trigger"])
-            if "trigger_offset" in tensors:
-                low, high = tensors["trigger_bounds"].tolist()
-                trigger = replace(trigger, offset=tensors["trigger_offset"], bounds=(low, high))
+            low, high = tensors["trigger_bounds"].tolist() if "trigger_bounds" in tensors else (0.0, 1.0)
+            trigger = Trigger(
+                tensors["trigger_pattern"], tensors["trigger_mask"], manifest["trigger"],
+                offset=tensors.get("trigger_offset"), bounds=(low, high),
+            )  # fmt: skip
         extra = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
         return cls(
             x=tensors["x"],
