@@ -171,6 +171,12 @@ def test_bad_input_is_refused_naming_the_option(source_backdoor, digits) -> None
         run_defense("spectral", model, poisoned, x_test=x_test, y_test=y_test, remove=999)
     with pytest.raises(ValueError, match="expected_rate"):
         spectral_signatures(torch.rand(10, 3), torch.zeros(10, dtype=torch.long), expected_rate=0.9)
+    two_labels = torch.arange(10) % 2
+    with pytest.raises(ValueError, match="remove: removes every one of the 10 rows"):
+        spectral_signatures(torch.rand(10, 3), two_labels, remove=5)
+    with pytest.raises(ValueError, match="expected_rate: removes every one of the 10 rows.*below 1 or factor"):
+        spectral_signatures(torch.rand(10, 3), two_labels, expected_rate=0.9, factor=1.0)
+    assert spectral_signatures(torch.rand(10, 3), two_labels, remove=4).flagged.numel() == 8
     with pytest.raises(TypeError, match="no setting 'k_neighbours'"):
         run_defense("knn", model, poisoned, x_test=x_test, y_test=y_test, k_neighbours=5)
     with pytest.raises(ValueError, match="eta"):

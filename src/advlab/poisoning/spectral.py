@@ -60,7 +60,8 @@ def removal_counts(y: torch.Tensor, expected_rate: float | None, remove: int | N
     """Rows to remove from each label: ``remove``, or ``ceil(factor * expected_rate * label size)``.
 
     Raises:
-        ValueError: neither or both given; a count above a label's size, naming the option that asked for it.
+        ValueError: neither or both given; a count above a label's size, or counts that take every row, naming the
+            option that asked for it.
     """
     if (expected_rate is None) == (remove is None):
         raise ValueError(
@@ -77,6 +78,12 @@ def removal_counts(y: torch.Tensor, expected_rate: float | None, remove: int | N
                 f"lower {option} (at most {n} rows, or a rate of at most {1 / factor:.3g})"
             )
         counts[int(label)] = count
+    if sum(counts.values()) >= y.numel() > 0:
+        option = "remove" if remove is not None else "expected_rate"
+        raise ValueError(
+            f"{option}: removes every one of the {y.numel()} rows (each label whole), leaving nothing to retrain on "
+            f"or to compare; lower {option}" + ("" if remove is not None else f" below {1 / factor:.3g} or factor")
+        )
     return counts
 
 
