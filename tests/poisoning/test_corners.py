@@ -73,12 +73,13 @@ def test_patch_and_blend_triggers_are_the_plain_blend_bit_for_bit() -> None:
 
 
 def test_an_additive_trigger_survives_save_and_load(tmp_path) -> None:
-    x, y = _images(6), torch.arange(6) % 2
-    trigger = Trigger.corners((3, 8, 10), amplitude=32 / 255)
+    x, y = _images(6) / 2, torch.arange(6) % 2  # data on [0, 0.5]: bounds other than the default survive too
+    trigger = Trigger.corners((3, 8, 10), amplitude=32 / 255, bounds=(0.0, 0.5))
     p = stamp(x, y, torch.tensor([1, 3]), trigger, None, attack="clean_label", target=1)
     q = PoisonedData.load(p.save(tmp_path / "poison"))
     assert q.trigger is not None and q.trigger.offset is not None
-    assert torch.equal(q.trigger.apply(x), trigger.apply(x)) and q.trigger.bounds == (0.0, 1.0)
+    assert torch.equal(q.trigger.apply(x), trigger.apply(x)) and q.trigger.bounds == (0.0, 0.5)
+    assert float(q.trigger.apply(x).max()) == 0.5  # clipped at the saved upper bound, not at 1
 
 
 @pytest.mark.parametrize(
