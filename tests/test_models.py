@@ -214,6 +214,8 @@ def _sequence_recording_layers(channels: int = 512) -> tuple[nn.Sequential, list
 
 def test_a_plain_sequence_runs_its_flat_head_once_on_the_whole_batch():
     seq, conv_seen, linear_seen = _sequence_recording_layers()
+    flatten_seen: list[int] = []
+    seq[3].register_forward_hook(lambda _m, inputs, _out: flatten_seen.append(inputs[0].shape[0]))
     clf = Classifier(seq).eval()
     n = 130
     expected = _expected_chunks(n, 512 * 8 * 8 * 4)
@@ -224,6 +226,7 @@ def test_a_plain_sequence_runs_its_flat_head_once_on_the_whole_batch():
         reference = seq(x)
     # the probe (one example), the chunks up to the Flatten, then the Linear once on all of them; the reference
     assert conv_seen == [1, *expected, n] and linear_seen == [1, n, n]
+    assert flatten_seen == [1, *expected, n]  # the Flatten's input is spatial: it runs with the chunks
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
     grads = []
     for model in (clf, seq):

@@ -86,8 +86,9 @@ def probe_layers(module: nn.Module, example: torch.Tensor) -> tuple[int, int]:
             handle.remove()
     if len(flat) != len(children):  # a child ran twice or not at all: the outputs are not the sequence's, in order
         return max(sizes, default=0), 0
-    spatial = [i for i, is_flat in enumerate(flat[:-1]) if not is_flat]
-    return max(sizes, default=0), spatial[-1] + 1 if spatial else 0
+    spatial = [i for i, is_flat in enumerate(flat[:-1]) if not is_flat]  # children whose output is not flat
+    head = spatial[-1] + 2 if spatial else 1  # the first child whose input, and every later one's, is flat
+    return max(sizes, default=0), head if head < len(children) else 0
 
 
 _GLOBAL_HOOKS = tuple(
