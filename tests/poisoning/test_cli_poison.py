@@ -71,6 +71,25 @@ def test_trigger_margin_places_the_patch_off_the_edges(tmp_path) -> None:
     assert trigger is not None and torch.equal(trigger.mask, mask) and trigger.name.endswith("2 px in")
 
 
+def test_corners_trigger_at_reduced_amplitude_adds_the_pattern_in_the_four_corners(tmp_path) -> None:
+    from advlab.data import load_dataset
+
+    out = tmp_path / "corners"
+    args = ["poison", *COMMON, "--epochs", "1", "--attack", "badnets", "--trigger", "corners", "--no-baseline"]
+    assert main([*args, "--trigger-amplitude", "0.25", "--out", str(out)]) == 0
+    poisoned, train = PoisonedData.load(out / "poisoned"), load_dataset("digits", "train")
+    rows = poisoned.indices
+    change = poisoned.x[rows] - train.x[rows]
+    corners = torch.zeros(8, 8, dtype=torch.bool)
+    for r in (0, 1, 2, 5, 6, 7):
+        corners[r, [0, 1, 2, 5, 6, 7]] = True  # 3x3 squares in the four corners of the 8x8 digits
+    assert bool((change[..., ~corners] == 0).all())  # nothing outside the corners changes
+    inside = (train.x[rows] >= 0.25) & (train.x[rows] <= 0.75)  # where +-0.25 is not clipped
+    assert torch.allclose(change[inside & corners].abs(), torch.tensor(0.25))
+    assert bool((poisoned.y[rows] == 0).all())
+    assert poisoned.trigger is not None and poisoned.trigger.name.endswith("amplitude 0.25")
+
+
 def test_label_flip_runs_without_a_trigger(tmp_path) -> None:
     out = tmp_path / "flip"
     args = ["poison", *COMMON, "--epochs", "2", "--attack", "label-flip", "--rate", "0.2", "--no-baseline"]
@@ -90,6 +109,11 @@ def test_label_flip_runs_without_a_trigger(tmp_path) -> None:
         (["--attack", "blend", "--alpha", "0"], "--alpha"),
         (["--attack", "blend", "--pattern", "PATTERN"], "--pattern: .* channel count"),
         (["--trigger-value", "grey"], "--trigger-value"),
+        (["--trigger", "corners", "--trigger-size", "5"], "--trigger-size: four 5x5 corner squares overlap in the 8x8"),
+        (["--trigger", "corners", "--trigger-margin", "1"], "--trigger-margin: sets the patch trigger"),
+        (["--trigger", "corners", "--trigger-value", "white"], "--trigger-value: sets the patch trigger"),
+        (["--trigger-amplitude", "0.1"], "--trigger-amplitude: .* add --trigger corners"),
+        (["--trigger", "corners", "--trigger-amplitude", "2"], r"--trigger-amplitude: expected a change in \(0, 1\]"),
         (["--all-to-all", "--target", "1"], "--all-to-all"),
         (["--attack", "label-flip", "--source", "3", "--target", "3"], "--source"),
     ],

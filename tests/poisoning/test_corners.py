@@ -94,3 +94,30 @@ def test_an_additive_trigger_survives_save_and_load(tmp_path) -> None:
 def test_bad_corner_triggers_are_refused_naming_the_option(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Trigger.corners((3, 8, 10), **kwargs)
+
+
+def test_the_report_draws_what_an_additive_trigger_adds_not_a_blank_pattern() -> None:
+    from advlab.reports.poisoning import trigger_figure, trigger_panels
+
+    panels = dict(
+        (title.split(",")[0], image) for image, title in trigger_panels(Trigger.corners((3, 8, 10), 3, 16 / 255))
+    )
+    assert set(panels) == {"added", "where"}  # no pattern or mask panel: the mask is zero, nothing is written
+    signs = _oracle_signs(8, 10)
+    for r in range(8):
+        for c in range(10):
+            expected = 0.5 + 0.5 * signs.get((r, c), 0.0)  # white +1 -> 1, black -1 -> 0, untouched -> grey
+            assert torch.allclose(torch.from_numpy(panels["added"][:, r, c]), torch.tensor(expected), atol=1e-6)
+            assert (panels["where"][:, r, c] == float((r, c) in signs)).all()
+    assert trigger_figure(Trigger.corners((3, 8, 10), 3, 16 / 255)).startswith(b"\x89PNG")
+
+
+def test_the_report_draws_a_written_triggers_pattern_and_mask() -> None:
+    from advlab.reports.poisoning import trigger_panels
+
+    trigger = Trigger.corners((3, 8, 10))
+    (pattern, first), (mask, second) = trigger_panels(trigger)
+    assert (first, second) == ("pattern", "mask")
+    signs = _oracle_signs(8, 10)
+    assert mask.sum() == 3 * len(signs)
+    assert all(pattern[0, r, c] == (1.0 if s > 0 else 0.0) for (r, c), s in signs.items())

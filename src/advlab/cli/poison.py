@@ -69,6 +69,7 @@ EXAMPLES = """\
   advlab poison --data mnist --attack badnets --rate 0.05 --defense spectral --out runs/badnets-spectral
   advlab poison --data mnist --attack label-flip --rate 0.2 --defense knn --defense-set k=10 --out runs/flip-knn
   advlab poison --data mnist --attack clean-label --target 0 --eps 0.3 --out runs/clean-label
+  advlab poison --data cifar10 --attack clean-label --trigger corners --rate 0.75 --out runs/turner
   advlab poison --data mnist --attack feature-collision --target-index 7 --base-class 3 --n-poisons 5 --out runs/fc
   advlab poison --data mnist --attack gradient-matching --target-index 7 --base-class 3 --budget 0.01 --out runs/gm
   advlab evaluate --model runs/badnets/model --data mnist --eps 0.1 --preset fast --out runs/badnets-eval
@@ -189,27 +190,44 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_trigger_options(p: argparse.ArgumentParser) -> None:
-    """The patch trigger of BadNets and the clean-label backdoor."""
+    """The trigger of BadNets and the clean-label backdoor: a patch, or Turner et al.'s four corners."""
     p.add_argument(
-        "--trigger-size", type=positive_int, default=3, help="BadNets, clean-label: side of the square patch in pixels"
+        "--trigger",
+        default="patch",
+        choices=["patch", "corners"],
+        help="BadNets, clean-label: a square patch (Gu et al.), or corners: Turner et al.'s black-and-white square "
+        "in all four corners, mirrored on the left so that a horizontal flip keeps it (default patch)",
+    )
+    p.add_argument(
+        "--trigger-size",
+        type=positive_int,
+        default=3,
+        help="BadNets, clean-label: side of the square patch (of each corner square) in pixels",
     )
     p.add_argument(
         "--trigger-position",
         default="bottom-right",
         choices=["bottom-right", "bottom-left", "top-right", "top-left"],
-        help="BadNets, clean-label: where the patch goes",
+        help="--trigger patch: where the patch goes",
     )
     p.add_argument(
         "--trigger-margin",
         type=nonnegative_int,
         default=0,
-        help="BadNets, clean-label: pixels between the patch and the image edges (default 0: on the edges; a "
+        help="--trigger patch: pixels between the patch and the image edges (default 0: on the edges; a "
         "network without padding, such as cifar-cnn, hardly sees a patch there)",
     )
     p.add_argument(
         "--trigger-value",
         default="checkerboard",
-        help="BadNets, clean-label: checkerboard, white, or a number in [0, 1]",
+        help="--trigger patch: checkerboard, white, or a number in [0, 1]",
+    )
+    p.add_argument(
+        "--trigger-amplitude",
+        type=float,
+        default=None,
+        help="--trigger corners: add the pattern with this amplitude instead of writing it (Turner et al.'s reduced "
+        "amplitude: 16/255 = 0.063, 32/255, 64/255 on CIFAR-10); default: written at full amplitude",
     )
 
 
@@ -314,6 +332,7 @@ def check_settings(args: argparse.Namespace) -> None:
         raise ValueError(f"--seed: expected a non-negative integer, got {args.seed}")
     if args.lr <= 0:
         raise ValueError(f"--lr: expected a positive learning rate, got {args.lr:g}")
+    check_trigger_options(args)
     if args.trigger_value not in ("checkerboard", "white"):
         try:
             value = float(args.trigger_value)
@@ -323,6 +342,28 @@ def check_settings(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"--trigger-value: expected checkerboard, white or a number in [0, 1], got {args.trigger_value!r}"
             )
+
+
+def check_trigger_options(args: argparse.Namespace) -> None:
+    """``--trigger corners`` takes a size and an amplitude; the patch's position, margin and value are not its."""
+    if args.trigger == "corners":
+        for option, given in (
+            ("--trigger-position", args.trigger_position != "bottom-right"),
+            ("--trigger-margin", args.trigger_margin != 0),
+            ("--trigger-value", args.trigger_value != "checkerboard"),
+        ):
+            if given:
+                raise ValueError(
+                    f"{option}: sets the patch trigger; --trigger corners has a fixed black-and-white pattern in all "
+                    f"four corners; drop {option} or use --trigger patch"
+                )
+    elif args.trigger_amplitude is not None:
+        raise ValueError("--trigger-amplitude: sets the corners trigger's amplitude; add --trigger corners")
+    if args.trigger_amplitude is not None and not 0 < args.trigger_amplitude <= 1:
+        raise ValueError(
+            f"--trigger-amplitude: expected a change in (0, 1] on the [0, 1] pixel scale, got {args.trigger_amplitude:g}"
+            "; Turner et al. use 16/255 = 0.063"
+        )
 
 
 def check_optimised(args: argparse.Namespace) -> None:
@@ -423,6 +464,11 @@ def check_data(args: argparse.Namespace, train: Any) -> None:
         )
     if args.attack in ("badnets", "clean-label"):
         height, width = train.x.shape[2:]
+        if args.trigger == "corners" and 2 * args.trigger_size > min(height, width):
+            raise ValueError(
+                f"--trigger-size: four {args.trigger_size}x{args.trigger_size} corner squares overlap in the "
+                f"{height}x{width} images of {name}; use --trigger-size {min(height, width) // 2} or less"
+            )
         if args.trigger_size > min(height, width):
             raise ValueError(
                 f"--trigger-size: a {args.trigger_size}x{args.trigger_size} trigger does not fit the {height}x{width} "
@@ -454,9 +500,12 @@ def load_pattern(path: str) -> torch.Tensor:
 
 
 def patch_trigger(args: argparse.Namespace, train: Any) -> Any:
-    """The patch trigger of ``--trigger-size``, ``--trigger-position``, ``--trigger-value`` and ``--trigger-margin``."""
+    """The trigger of ``--trigger``: the patch of ``--trigger-size``, ``--trigger-position``, ``--trigger-value`` and
+    ``--trigger-margin``, or the four corners of ``--trigger-size`` and ``--trigger-amplitude``."""
     from advlab.poisoning.base import Trigger
 
+    if args.trigger == "corners":
+        return Trigger.corners(train.input_shape, args.trigger_size, args.trigger_amplitude)
     value = args.trigger_value if args.trigger_value in ("checkerboard", "white") else float(args.trigger_value)
     return Trigger.patch(train.input_shape, args.trigger_size, args.trigger_position, value, margin=args.trigger_margin)
 

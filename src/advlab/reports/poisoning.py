@@ -21,7 +21,8 @@ from advlab.reports.html import environment
 MAX_POISONS = 8
 """Poisoned training examples shown in the report."""
 FIGURES = {
-    "trigger": "The trigger: what it writes (pattern) and where (mask; 1 = the pattern replaces the input).",
+    "trigger": "The trigger: what it writes (pattern) and where (mask; 1 = the pattern replaces the input). What an "
+    "additive trigger adds is shown magnified on grey (grey: no change; the magnification in the panel's title).",
     "poisons": "Poisoned training examples: the clean image and label (top), the training copy and its label "
     "(middle), and the poisoned model on a triggered test image (bottom).",
     "accuracy": "Clean test accuracy and attack success of the model trained on clean data and of the model "
@@ -44,12 +45,35 @@ def _show(ax: Any, image: np.ndarray, title: str, colour: str = "#111827") -> No
     ax.set_yticks([])
 
 
-def trigger_figure(trigger: Trigger) -> bytes:
-    """The trigger's pattern (where its mask is non-zero) and its mask."""
-    fig, axes = plt.subplots(1, 2, figsize=(4.2, 2.4))
+def trigger_panels(trigger: Trigger) -> list[tuple[np.ndarray, str]]:
+    """The images :func:`trigger_figure` draws, ``(C, H, W)`` in [0, 1], with their titles.
+
+    A trigger that writes a pattern gives its pattern (where the mask is non-zero) and its mask. What an additive
+    trigger adds (:attr:`~advlab.poisoning.base.Trigger.offset`, e.g. the reduced-amplitude corners of Turner et al.)
+    is drawn on mid-grey, magnified so that its largest change reaches black or white (grey: no change; the title
+    gives the magnification), beside where it adds anything.
+    """
     pattern, mask = to_numpy(trigger.pattern), to_numpy(trigger.mask)
-    _show(axes[0], np.clip(pattern * (mask > 0), 0, 1), "pattern")
-    _show(axes[1], np.broadcast_to(mask, pattern.shape).copy(), "mask")
+    panels: list[tuple[np.ndarray, str]] = []
+    if (mask > 0).any():
+        panels.append((np.clip(pattern * (mask > 0), 0, 1), "pattern"))
+        panels.append((np.broadcast_to(mask, pattern.shape).copy(), "mask"))
+    if trigger.offset is not None:
+        offset = np.broadcast_to(to_numpy(trigger.offset), pattern.shape)
+        largest = float(np.abs(offset).max())
+        scale = 0.5 / largest if largest > 0 else 1.0
+        where = np.abs(offset).max(axis=0, keepdims=True) > 0
+        panels.append((np.clip(0.5 + scale * offset, 0, 1), f"added, x{scale:.3g}"))
+        panels.append((np.broadcast_to(where, pattern.shape).astype(np.float32), "where"))
+    return panels
+
+
+def trigger_figure(trigger: Trigger) -> bytes:
+    """The panels of :func:`trigger_panels` side by side, under the trigger's name."""
+    panels = trigger_panels(trigger)
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.1 * len(panels), 2.4), squeeze=False)
+    for ax, (image, title) in zip(axes[0], panels, strict=True):
+        _show(ax, image, title)
     fig.suptitle(trigger.name, fontsize=9)
     fig.tight_layout()
     return save_png(fig, None)
