@@ -201,6 +201,7 @@ def add_trigger_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trigger-size",
         type=positive_int,
+        metavar="N",
         default=3,
         help="BadNets, clean-label: side of the square patch (of each corner square) in pixels",
     )
@@ -213,6 +214,7 @@ def add_trigger_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trigger-margin",
         type=nonnegative_int,
+        metavar="N",
         default=0,
         help="--trigger patch: pixels between the patch and the image edges (default 0: on the edges; a "
         "network without padding, such as cifar-cnn, hardly sees a patch there)",
@@ -220,11 +222,13 @@ def add_trigger_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trigger-value",
         default="checkerboard",
+        metavar="V",
         help="--trigger patch: checkerboard, white, or a number in [0, 1]",
     )
     p.add_argument(
         "--trigger-amplitude",
         type=float,
+        metavar="A",
         default=None,
         help="--trigger corners: add the pattern with this amplitude instead of writing it (Turner et al.'s reduced "
         "amplitude: 16/255 = 0.063, 32/255, 64/255 on CIFAR-10); default: written at full amplitude",
