@@ -9,7 +9,9 @@ a shared machine hits every library alike.
 
 What is timed is the attack call over all batches, nothing else (no data loading, no accuracy evaluation).
 The bare loop is the same arithmetic as advlab's PGD with nothing around it: random start, then 40 x
-(forward, cross-entropy, input gradient, signed step, clamp to the ball and the box).
+(forward, cross-entropy, input gradient, signed step, clamp to the ball and the box). ``bare+checks`` adds to it
+what advlab's result holds beyond ``x_adv`` and the peers do not compute: the clean prediction and the prediction
+on the returned point, two gradient-free forwards per batch (42 forwards for PGD-40, as advlab's count shows).
 
 The robust accuracy of each library is printed next to its time, so a reader can see they compute the same
 thing; advlab and the bare loop draw the same random start from the same seed and must give the same x_adv.
@@ -54,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LIBRARIES = ("advlab", "bare", "torchattacks", "foolbox", "art")
+LIBRARIES = ("advlab", "bare", "bare+checks", "torchattacks", "foolbox", "art")
 
 
 # ---------------------------------------------------------------------- model and data
@@ -141,27 +143,48 @@ def run_advlab(net, x, y, a):
     return torch.cat(out)
 
 
-def run_bare(net, x, y, a):
-    """The limit: PGD's arithmetic and nothing else, drawing the random start as advlab does."""
+def bare_batch(net, xb, yb, a, g):
+    """PGD's arithmetic on one batch and nothing else: random start from ``g``, then the steps."""
+    delta = (torch.rand(xb.shape, generator=g) * 2 - 1) * a.eps
+    x_adv = (xb + delta).clamp(0, 1)
+    for _ in range(a.steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(net(x_adv), yb, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + a.step_size * grad.sign()
+        x_adv = (xb + (x_adv - xb).clamp(-a.eps, a.eps)).clamp(0, 1)
+    return x_adv.detach()
+
+
+def run_bare(net, x, y, a, checks=False):
+    """The limit: PGD's arithmetic and nothing else, drawing the random start as advlab does.
+
+    With ``checks``, also what advlab's result holds beyond ``x_adv``: the clean prediction (``correct``) and the
+    prediction on the returned point (``success``), two gradient-free forwards per batch (42 forwards for PGD-40).
+    """
     g = torch.Generator().manual_seed(a.seed)
     for p in net.parameters():
         p.requires_grad_(False)
     out = []
     try:
         for xb, yb in batches(x, y, a.batch):
-            delta = (torch.rand(xb.shape, generator=g) * 2 - 1) * a.eps
-            x_adv = (xb + delta).clamp(0, 1)
-            for _ in range(a.steps):
-                x_adv.requires_grad_(True)
-                loss = F.cross_entropy(net(x_adv), yb, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, x_adv)
-                x_adv = x_adv.detach() + a.step_size * grad.sign()
-                x_adv = (xb + (x_adv - xb).clamp(-a.eps, a.eps)).clamp(0, 1)
-            out.append(x_adv.detach())
+            if checks:
+                with torch.no_grad():
+                    correct = net(xb).argmax(1) == yb
+            out.append(bare_batch(net, xb, yb, a, g))
+            if checks:
+                with torch.no_grad():
+                    success = correct & (net(out[-1]).argmax(1) != yb)
+                del success
     finally:
         for p in net.parameters():
             p.requires_grad_(True)
     return torch.cat(out)
+
+
+def run_bare_checked(net, x, y, a):
+    """:func:`run_bare` with the two checks advlab's result holds."""
+    return run_bare(net, x, y, a, checks=True)
 
 
 def run_torchattacks(net, x, y, a):
@@ -208,11 +231,19 @@ def run_art(net, x, y, a):
 RUNNERS = {
     "advlab": run_advlab,
     "bare": run_bare,
+    "bare+checks": run_bare_checked,
     "torchattacks": run_torchattacks,
     "foolbox": run_foolbox,
     "art": run_art,
 }
-IMPORTS = {"advlab": "advlab", "bare": "torch", "torchattacks": "torchattacks", "foolbox": "foolbox", "art": "art"}
+IMPORTS = {
+    "advlab": "advlab",
+    "bare": "torch",
+    "bare+checks": "torch",
+    "torchattacks": "torchattacks",
+    "foolbox": "foolbox",
+    "art": "art",
+}
 
 
 def version_of(lib: str) -> str:
