@@ -13,7 +13,9 @@ class. The oracle that it is the poisons: the same victims trained on the clean 
 --n-train N trains everyone on the first N training images only (the budget is then a share of N), so that a small
 network can fit its training set as the paper's ResNet-18 does; --flip-copies K adds the sanity check of what the
 poisons imitate: the same victims trained on the (clean) set plus K copies of the target labelled with the
-adversarial class (if these do not flip the target, gradient matching cannot be expected to).
+adversarial class (if these do not flip the target, gradient matching cannot be expected to); --victim-seeds picks
+the victims' seeds (seed 0 is the attacker's own initialisation and data order: a white-box bound, not the paper's
+threat model). The probability each victim gives the target's adversarial class is recorded as a graded measure.
 
 Usage:
     ADVLAB_DATA=/work/shared/data OMP_NUM_THREADS=1 python bench/poison_gradient_matching_cifar.py
