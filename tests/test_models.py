@@ -258,6 +258,40 @@ def test_a_sequence_with_hooks_of_its_own_or_its_own_forward_runs_whole_in_each_
         torch.testing.assert_close(Classifier(doubled).eval()(x), doubled(x), rtol=1e-5, atol=1e-5)
 
 
+class _Shift(nn.Module):
+    """A user's normalisation layer in front of the network."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - 0.5) / 0.25
+
+
+def test_a_sequence_inside_a_sequence_is_opened_up_and_its_head_runs_whole():
+    inner, conv_seen, linear_seen = _sequence_recording_layers()
+    outer = nn.Sequential(_Shift(), inner).eval()  # what wrapping a model behind its normalisation gives
+    n = 130
+    expected = _expected_chunks(n, 512 * 8 * 8 * 4)
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    clf = Classifier(outer).eval()
+    with torch.no_grad():
+        out = clf(x)
+        reference = outer(x)
+    assert conv_seen == [1, *expected, n] and linear_seen == [1, n, n]
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(clf(xg).sum(), xg)
+    xr = x.clone().requires_grad_(True)
+    (reference_grad,) = torch.autograd.grad(outer(xr).sum(), xr)
+    torch.testing.assert_close(grad, reference_grad, rtol=1e-5, atol=1e-6)
+
+    # A hook put on the inner sequence after the probe makes it a call of its own again: it sees every chunk.
+    calls: list[int] = []
+    inner.register_forward_hook(lambda _m, inputs, _out: calls.append(inputs[0].shape[0]))
+    linear_seen.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(clf(x), reference, rtol=1e-5, atol=1e-5)
+    assert calls == expected and linear_seen == expected
+
+
 def test_a_module_that_fails_on_one_example_runs_its_batches_whole():
     class NeedsPairs(_RecordsBatches):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -57,9 +57,9 @@ def probe_layers(module: nn.Module, example: torch.Tensor) -> tuple[int, int]:
 
     Returns:
         ``(largest, head)``: the bytes of the largest tensor a layer (a module without children) outputs, 0 if none
-        is seen or the forward fails; and, for a plain ``nn.Sequential`` (:func:`plain_sequential`), the index of
-        its first layer from which every layer's input is flat (``(1, features)``, what follows a ``Flatten``),
-        0 when there is none (or the module is not such a sequence).
+        is seen or the forward fails; and, for a plain ``nn.Sequential`` (:func:`plain_sequential`), the index in
+        :func:`sequence_layers` of its first layer from which every layer's input is flat (``(1, features)``, what
+        follows a ``Flatten``), 0 when there is none (or the module is not such a sequence).
     """
     sizes: list[int] = []
     flat: list[bool] = []
@@ -72,7 +72,7 @@ def probe_layers(module: nn.Module, example: torch.Tensor) -> tuple[int, int]:
         flat.append(isinstance(out, torch.Tensor) and out.dim() <= 2)
 
     layers = [m for m in module.modules() if next(m.children(), None) is None]
-    children = list(cast(nn.Sequential, module)) if plain_sequential(module) else []
+    children = sequence_layers(module)
     handles = []
     try:
         handles += [layer.register_forward_hook(record) for layer in layers]
@@ -113,6 +113,19 @@ def plain_sequential(module: nn.Module) -> bool:
         return False
     own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
     return not any(own) and not any(_GLOBAL_HOOKS)
+
+
+def sequence_layers(module: nn.Module) -> list[nn.Module]:
+    """The layers a plain ``nn.Sequential`` (:func:`plain_sequential`) runs, in order, with every plain sequence
+    inside it opened up in its place (``nn.Sequential(normalise, nn.Sequential(conv, ..., linear))`` gives
+    ``[normalise, conv, ..., linear]``); ``[]`` for any other module. A sequence with hooks of its own or its own
+    ``forward`` stays one layer, so that it runs as a call of its own."""
+    if not plain_sequential(module):
+        return []
+    layers: list[nn.Module] = []
+    for child in module:
+        layers += sequence_layers(child) or [child]
+    return layers
 
 
 def run_layers(layers: Sequence[nn.Module], z: torch.Tensor) -> torch.Tensor:
@@ -203,6 +216,9 @@ class Classifier(nn.Module):
         self.chunked = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
         """Whether eval-mode CPU forwards may run in chunks (networks with convolutions): see :meth:`chunk_count`."""
         self._chunk_plan: dict[tuple[Any, ...], tuple[int, int]] = {}
+        self._sequence_length = 0
+        """The number of :func:`sequence_layers` of the module when it was last probed (a sequence's head runs whole
+        only while it still has that many)."""
         """Per example shape, dtype and autocast state: the examples per chunk (0: whole) and where a sequence's flat
         head starts (:meth:`chunk_plan`)."""
         self.fixed_mode = has_fixed_mode(module)
@@ -316,17 +332,19 @@ class Classifier(nn.Module):
     def call_chunked(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
         """``module(z)``, in :meth:`chunk_count` chunks of nearly equal size.
 
-        In a plain ``nn.Sequential`` (:func:`plain_sequential`) the chunks stop where the layers' inputs become flat
-        (after a ``Flatten``): those layers are matrix products whose weights each chunk would read again, and they
-        run once on the whole batch (a forward, with or without input gradient, 6-16% faster than with the head chunked
-        on the Madry CNN, 2-5% on the CIFAR CNN; BENCHMARKS.md "PGD speed").
+        In a plain ``nn.Sequential`` (:func:`plain_sequential`, with the plain sequences inside it opened up:
+        :func:`sequence_layers`) the chunks stop where the layers' inputs become flat (after a ``Flatten``): those
+        layers are matrix products whose weights each chunk would read again, and they run once on the whole batch (a
+        forward, with or without input gradient, 6-16% faster than with the head chunked on the Madry CNN, 2-5% on the
+        CIFAR CNN; BENCHMARKS.md "PGD speed"). A user's model behind a normalisation layer,
+        ``nn.Sequential(normalise, model)``, is such a sequence too.
         """
         chunks, head = self.chunk_plan(z)
         if chunks < 2:
             return module(z)
-        if not (head and module is self.module and plain_sequential(module)):
+        layers = sequence_layers(module) if head and module is self.module else []
+        if not layers or len(layers) != self._sequence_length:  # not a plain sequence, or its layers changed since
             return torch.cat([module(c) for c in z.tensor_split(chunks)])
-        layers = list(cast(nn.Sequential, module))
         out = torch.cat([run_layers(layers[:head], c) for c in z.tensor_split(chunks)])
         return run_layers(layers[head:], out)
 
@@ -357,6 +375,7 @@ class Classifier(nn.Module):
         key = (tuple(z.shape[1:]), z.dtype, torch.is_autocast_enabled("cpu"))
         if key not in self._chunk_plan:
             largest, head = probe_layers(self.module, z[:1])
+            self._sequence_length = len(sequence_layers(self.module))
             per_chunk = max(CHUNK_MIN_EXAMPLES, CHUNK_ACTIVATION_BYTES // largest) if largest else 0
             self._chunk_plan[key] = (per_chunk, head)
         per_chunk, head = self._chunk_plan[key]
