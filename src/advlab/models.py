@@ -123,7 +123,7 @@ def sequence_layers(module: nn.Module) -> list[nn.Module]:
     if not plain_sequential(module):
         return []
     layers: list[nn.Module] = []
-    for child in module:
+    for child in cast(nn.Sequential, module):
         layers += sequence_layers(child) or [child]
     return layers
 
