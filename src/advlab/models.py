@@ -52,14 +52,15 @@ PREDICT_BATCH = 512
 """Examples per forward pass of :func:`predict`."""
 
 
-def probe_layers(module: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+def probe_layers(module: nn.Module, example: torch.Tensor) -> tuple[int, int, int]:
     """What chunking needs to know of ``module``, from one gradient-free forward of ``example`` (one example).
 
     Returns:
-        ``(largest, head)``: the bytes of the largest tensor a layer (a module without children) outputs, 0 if none
-        is seen or the forward fails; and, for a plain ``nn.Sequential`` (:func:`plain_sequential`), the index in
-        :func:`sequence_layers` of its first layer from which every layer's input is flat (``(1, features)``, what
-        follows a ``Flatten``), 0 when there is none (or the module is not such a sequence).
+        ``(largest, head, length)``: the bytes of the largest tensor a layer (a module without children) outputs, 0
+        if none is seen or the forward fails; for a plain ``nn.Sequential`` (:func:`plain_sequential`), the index in
+        its :func:`sequence_layers` of the first layer from which every layer's input is flat (``(1, features)``,
+        what follows a ``Flatten``), 0 when there is none (or the module is not such a sequence); and the number of
+        those layers (0 when the head is 0).
     """
     sizes: list[int] = []
     flat: list[bool] = []
@@ -80,15 +81,16 @@ def probe_layers(module: nn.Module, example: torch.Tensor) -> tuple[int, int]:
         with torch.no_grad():
             module(example)
     except Exception:  # a module that cannot run one example alone is run whole, never broken
-        return 0, 0
+        return 0, 0, 0
     finally:
         for handle in handles:
             handle.remove()
+    largest = max(sizes, default=0)
     if len(flat) != len(children):  # a child ran twice or not at all: the outputs are not the sequence's, in order
-        return max(sizes, default=0), 0
+        return largest, 0, 0
     spatial = [i for i, is_flat in enumerate(flat[:-1]) if not is_flat]  # children whose output is not flat
     head = spatial[-1] + 2 if spatial else 1  # the first child whose input, and every later one's, is flat
-    return max(sizes, default=0), head if head < len(children) else 0
+    return (largest, head, len(children)) if head < len(children) else (largest, 0, 0)
 
 
 _GLOBAL_HOOKS = tuple(
@@ -215,12 +217,9 @@ class Classifier(nn.Module):
         self.module = module
         self.chunked = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
         """Whether eval-mode CPU forwards may run in chunks (networks with convolutions): see :meth:`chunk_count`."""
-        self._chunk_plan: dict[tuple[Any, ...], tuple[int, int]] = {}
-        self._sequence_length = 0
-        """The number of :func:`sequence_layers` of the module when it was last probed (a sequence's head runs whole
-        only while it still has that many)."""
-        """Per example shape, dtype and autocast state: the examples per chunk (0: whole) and where a sequence's flat
-        head starts (:meth:`chunk_plan`)."""
+        self._chunk_plan: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+        """Per example shape, dtype and autocast state: the examples per chunk (0: whole), where a sequence's flat
+        head starts and how many :func:`sequence_layers` the sequence had then (:meth:`chunk_plan`)."""
         self.fixed_mode = has_fixed_mode(module)
         """Whether ``module`` keeps the mode it was built in (a ``torch.export`` program): see :meth:`train`."""
         self.bounds = validation.check_bounds("bounds", bounds)
@@ -339,11 +338,11 @@ class Classifier(nn.Module):
         CIFAR CNN; BENCHMARKS.md "PGD speed"). A user's model behind a normalisation layer,
         ``nn.Sequential(normalise, model)``, is such a sequence too.
         """
-        chunks, head = self.chunk_plan(z)
+        chunks, head, length = self.chunk_plan(z)
         if chunks < 2:
             return module(z)
         layers = sequence_layers(module) if head and module is self.module else []
-        if not layers or len(layers) != self._sequence_length:  # not a plain sequence, or its layers changed since
+        if not layers or len(layers) != length:  # not a plain sequence, or one whose layers changed since the probe
             return torch.cat([module(c) for c in z.tensor_split(chunks)])
         out = torch.cat([run_layers(layers[:head], c) for c in z.tensor_split(chunks)])
         return run_layers(layers[head:], out)
@@ -357,12 +356,14 @@ class Classifier(nn.Module):
         """
         return self.chunk_plan(z)[0]
 
-    def chunk_plan(self, z: torch.Tensor) -> tuple[int, int]:
-        """How a forward of ``z`` runs: ``(chunks, head)``.
+    def chunk_plan(self, z: torch.Tensor) -> tuple[int, int, int]:
+        """How a forward of ``z`` runs: ``(chunks, head, length)``.
 
-        ``chunks`` is :meth:`chunk_count`'s answer; ``head`` the index of a plain sequence's first layer that runs on
-        the whole batch (:func:`probe_layers`; 0: none). The module is probed once per example shape, dtype and
-        autocast state.
+        ``chunks`` is :meth:`chunk_count`'s answer; ``head`` the index in :func:`sequence_layers` of a plain
+        sequence's first layer that runs on the whole batch (:func:`probe_layers`; 0: none), and ``length`` the number
+        of those layers when the module was probed (the head runs whole only while the sequence still has as many: a
+        hook put on an inner sequence afterwards makes it one call again). The module is probed once per example
+        shape, dtype and autocast state.
         """
         if not (
             self.chunked
@@ -371,15 +372,14 @@ class Classifier(nn.Module):
             and 2 * z.shape[0] >= 3 * CHUNK_MIN_EXAMPLES  # fewer round to one chunk whatever the network
             and torch.get_num_threads() <= CPU_CHUNK_MAX_THREADS
         ):
-            return 1, 0
+            return 1, 0, 0
         key = (tuple(z.shape[1:]), z.dtype, torch.is_autocast_enabled("cpu"))
         if key not in self._chunk_plan:
-            largest, head = probe_layers(self.module, z[:1])
-            self._sequence_length = len(sequence_layers(self.module))
+            largest, head, length = probe_layers(self.module, z[:1])
             per_chunk = max(CHUNK_MIN_EXAMPLES, CHUNK_ACTIVATION_BYTES // largest) if largest else 0
-            self._chunk_plan[key] = (per_chunk, head)
-        per_chunk, head = self._chunk_plan[key]
-        return (max(1, round(z.shape[0] / per_chunk)), head) if per_chunk else (1, 0)
+            self._chunk_plan[key] = (per_chunk, head, length)
+        per_chunk, head, length = self._chunk_plan[key]
+        return (max(1, round(z.shape[0] / per_chunk)), head, length) if per_chunk else (1, 0, 0)
 
     def compiled_module(self) -> nn.Module:
         """``torch.compile(module)``, made at the first call; the module itself where compilation cannot run."""
