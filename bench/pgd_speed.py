@@ -40,6 +40,7 @@ With the project venv only (``.venv/bin/python bench/pgd_speed.py``) the peers a
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import os
@@ -168,23 +169,18 @@ def run_bare(net, x, y, a, checks=False):
     out = []
     try:
         for xb, yb in batches(x, y, a.batch):
-            if checks:
-                with torch.no_grad():
-                    correct = net(xb).argmax(1) == yb
+            if not checks:
+                out.append(bare_batch(net, xb, yb, a, g))
+                continue
+            with torch.no_grad():
+                correct = net(xb).argmax(1) == yb
             out.append(bare_batch(net, xb, yb, a, g))
-            if checks:
-                with torch.no_grad():
-                    success = correct & (net(out[-1]).argmax(1) != yb)
-                del success
+            with torch.no_grad():
+                (correct & (net(out[-1]).argmax(1) != yb)).sum()  # success, as advlab's result holds it
     finally:
         for p in net.parameters():
             p.requires_grad_(True)
     return torch.cat(out)
-
-
-def run_bare_checked(net, x, y, a):
-    """:func:`run_bare` with the two checks advlab's result holds."""
-    return run_bare(net, x, y, a, checks=True)
 
 
 def run_torchattacks(net, x, y, a):
@@ -231,7 +227,7 @@ def run_art(net, x, y, a):
 RUNNERS = {
     "advlab": run_advlab,
     "bare": run_bare,
-    "bare+checks": run_bare_checked,
+    "bare+checks": functools.partial(run_bare, checks=True),
     "torchattacks": run_torchattacks,
     "foolbox": run_foolbox,
     "art": run_art,

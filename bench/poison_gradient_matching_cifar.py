@@ -61,10 +61,13 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
+    from dataclasses import replace
+
     import torch
 
     from advlab import io
     from advlab.data import load_dataset
+    from advlab.defenses import base
     from advlab.models import predict
     from advlab.poisoning import gradient_matching
     from advlab.poisoning.training import Training
@@ -76,10 +79,10 @@ def main() -> None:
     recipe = Training((3, 32, 32), 10, arch=args.arch, epochs=args.epochs, lr=args.lr, augment=args.train_augment)
 
     def fit(xs: torch.Tensor, seed: int, ys: torch.Tensor = y) -> Any:
-        return Training(**{**recipe.__dict__, "seed": seed})(xs, ys)
+        return replace(recipe, seed=seed)(xs, ys)
 
     def accuracy(model: Any, xs: torch.Tensor = test.x, ys: torch.Tensor = test.y) -> float:
-        return float((predict(model, xs) == ys).float().mean())
+        return base.accuracy(model, xs, ys)
 
     def adversarial_probability(model: Any, i: int) -> float:
         """The probability ``model`` gives target ``i``'s adversarial class (a graded measure of success)."""
@@ -99,7 +102,7 @@ def main() -> None:
     record: dict[str, Any] = {
         "settings": vars(args),
         "attacker_accuracy": accuracy(attacker),
-        "attacker_train_accuracy": float((predict(attacker, x) == y).float().mean()),
+        "attacker_train_accuracy": accuracy(attacker, x, y),
         "n_train": int(x.shape[0]),
         "clean_victim_accuracy": [accuracy(m) for m in clean_victims],
         "clean_victim_train_accuracy": [accuracy(m, x, y) for m in clean_victims],
