@@ -56,6 +56,8 @@ OPTIMISED_OPTIONS = {
 """The options of the optimised attacks, and the attacks that take each (refused with the others)."""
 RATES = {"clean-label": 0.5}
 """``--rate`` defaults other than 0.1 (the clean-label backdoor's rate is a share of the target class)."""
+PATCH_DEFAULTS = {"--trigger-position": "bottom-right", "--trigger-margin": 0, "--trigger-value": "checkerboard"}
+"""The options of the patch trigger and their defaults (``--trigger corners`` refuses any other value)."""
 DEFENSES = ("spectral", "activations", "knn", "strip")
 """The defenses ``--defense`` takes (:data:`advlab.poisoning.defend.DEFENSES`)."""
 
@@ -207,7 +209,7 @@ def add_trigger_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--trigger-position",
-        default="bottom-right",
+        default=PATCH_DEFAULTS["--trigger-position"],
         choices=["bottom-right", "bottom-left", "top-right", "top-left"],
         help="--trigger patch: where the patch goes",
     )
@@ -215,13 +217,13 @@ def add_trigger_options(p: argparse.ArgumentParser) -> None:
         "--trigger-margin",
         type=nonnegative_int,
         metavar="N",
-        default=0,
+        default=PATCH_DEFAULTS["--trigger-margin"],
         help="--trigger patch: pixels between the patch and the image edges (default 0: on the edges; a "
         "network without padding, such as cifar-cnn, hardly sees a patch there)",
     )
     p.add_argument(
         "--trigger-value",
-        default="checkerboard",
+        default=PATCH_DEFAULTS["--trigger-value"],
         metavar="V",
         help="--trigger patch: checkerboard, white, or a number in [0, 1]",
     )
@@ -351,12 +353,8 @@ def check_settings(args: argparse.Namespace) -> None:
 def check_trigger_options(args: argparse.Namespace) -> None:
     """``--trigger corners`` takes a size and an amplitude; the patch's position, margin and value are not its."""
     if args.trigger == "corners":
-        for option, given in (
-            ("--trigger-position", args.trigger_position != "bottom-right"),
-            ("--trigger-margin", args.trigger_margin != 0),
-            ("--trigger-value", args.trigger_value != "checkerboard"),
-        ):
-            if given:
+        for option, default in PATCH_DEFAULTS.items():
+            if getattr(args, option[2:].replace("-", "_")) != default:
                 raise ValueError(
                     f"{option}: sets the patch trigger; --trigger corners has a fixed black-and-white pattern in all "
                     f"four corners; drop {option} or use --trigger patch"
