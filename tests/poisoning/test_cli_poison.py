@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -336,3 +337,166 @@ def test_bad_options_of_the_optimised_attacks_are_refused_before_training(extra,
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- --augment: random crops and flips
+
+IMAGES = {"n_train": 120, "n_test": 40, "side": 12}
+"""Generated 12x12 images (the 8x8 digits are too small for crops padded by 4)."""
+
+
+def _images_file(tmp_path, channels: int = 3) -> str:
+    g = np.random.default_rng(channels)
+    n, m, side = IMAGES["n_train"], IMAGES["n_test"], IMAGES["side"]
+    path = tmp_path / f"images{channels}.npz"
+    np.savez(
+        path,
+        x_train=g.random((n, channels, side, side), dtype=np.float32),
+        y_train=g.integers(0, 4, n),
+        x_test=g.random((m, channels, side, side), dtype=np.float32),
+        y_test=np.arange(m) % 4,
+    )
+    return str(path)
+
+
+def _augment_args(data: str) -> list[str]:
+    return ["poison", "--data", data, "--arch", "mlp", "--epochs", "2", "--batch-size", "40", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def augment_runs(tmp_path_factory):
+    """BadNets with the corners trigger, trained with and without --augment (same seed), and the spy's calls."""
+    training_module = importlib.import_module("advlab.poisoning.training")
+
+    root = tmp_path_factory.mktemp("augment")
+    data = _images_file(root)
+    calls: list[torch.Tensor] = []
+    original = training_module.random_crop_flip
+
+    def spy(x, generator, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(x.detach().clone())
+        return original(x, generator, **kwargs)
+
+    runs = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training_module, "random_crop_flip", spy)
+        for flag in (True, False):
+            out = root / ("augmented" if flag else "plain")
+            argv = [*_augment_args(data), "--attack", "badnets", "--trigger", "corners", "--rate", "0.1"]
+            assert main([*argv, *(["--augment"] if flag else []), "--out", str(out)]) == 0
+            runs[flag] = (out, list(calls))
+            calls.clear()
+    return data, runs
+
+
+def _direct_training(data: str, augment: bool):  # type: ignore[no-untyped-def]
+    """The library's Training with the settings the command was given, built here without the command."""
+    from advlab.data import load_data_file
+    from advlab.poisoning.training import Training
+
+    train = load_data_file(data, "train")
+    return Training(
+        (3, 12, 12), 4, arch="mlp", epochs=2, batch_size=40, lr=1e-3, seed=0, mean=train.mean, std=train.std,
+        augment=augment,
+    )  # fmt: skip
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def test_augment_trains_both_models_on_crops_and_flips_of_their_batches_and_records_it(augment_runs) -> None:
+    data, runs = augment_runs
+    out, calls = runs[True]
+    poisoned = PoisonedData.load(out / "poisoned")
+    clean = torch.from_numpy(np.load(data)["x_train"])
+    # two models (poisoned, then clean), 2 epochs of 3 batches of 40: every batch went through the crops and flips
+    assert len(calls) == 2 * 2 * 3 and all(c.shape == (40, 3, 12, 12) for c in calls)
+    for batches, source in ((calls[:6], poisoned.x), (calls[6:], clean)):
+        for epoch in (batches[:3], batches[3:]):  # each epoch hands over every training row once, as it is
+            same = (torch.cat(epoch).flatten(1)[:, None] == source.flatten(1)[None]).all(-1)
+            assert bool((same.sum(0) == 1).all()) and bool((same.sum(1) == 1).all())  # a permutation of the rows
+    record = json.loads((out / "report.json").read_text())
+    assert record["training"]["augment"] is True
+    assert load_model(out / "model").card["training"]["augment"] == "crop-flip"
+    assert "random crops and flips" in (out / "report.html").read_text()
+    # the saved model is the library's augmented training of the poisoned set; without the flag it differs
+    direct = _direct_training(data, augment=True)(poisoned.x, poisoned.y)
+    saved = _weights(load_model(out / "model"))
+    assert all(torch.equal(saved[k], v) for k, v in _weights(direct).items())
+    plain = _weights(load_model(runs[False][0] / "model"))
+    assert any(not torch.equal(saved[k], plain[k]) for k in saved)
+
+
+def test_without_augment_nothing_is_cropped_and_the_model_is_the_plain_training(augment_runs) -> None:
+    data, runs = augment_runs
+    out, calls = runs[False]
+    assert calls == []  # random_crop_flip never called
+    record = json.loads((out / "report.json").read_text())
+    assert record["training"]["augment"] is False
+    assert "augment" not in load_model(out / "model").card["training"]
+    assert "random crops and flips" not in (out / "report.html").read_text()
+    poisoned = PoisonedData.load(out / "poisoned")
+    direct = _direct_training(data, augment=False)(poisoned.x, poisoned.y)
+    saved = _weights(load_model(out / "model"))
+    assert all(torch.equal(saved[k], v) for k, v in _weights(direct).items())
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_gradient_matching_crafts_with_augmentation_exactly_when_asked(augment, tmp_path, monkeypatch) -> None:
+    gm = importlib.import_module("advlab.poisoning.gradient_matching")  # the package's name is the function
+
+    asked: list[bool] = []
+    original = gm.gradient_matching
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(kwargs["augment"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gm, "gradient_matching", spy)
+    argv = [*_augment_args(_images_file(tmp_path)), "--epochs", "1", "--attack", "gradient-matching"]
+    argv += ["--target-index", "0", "--base-class", "1", "--steps", "1", "--restarts", "1", "--budget", "0.05"]
+    assert main([*argv, *(["--augment"] if augment else []), "--out", str(tmp_path / "gm")]) == 0
+    assert asked == [augment]
+    record = json.loads((tmp_path / "gm" / "report.json").read_text())
+    assert record["attack"]["settings"]["augment"] is augment and record["training"]["augment"] is augment
+
+
+def test_augment_with_the_transfer_victim_says_only_the_clean_model_trained_on_crops(tmp_path, caplog) -> None:
+    argv = [*_augment_args(_images_file(tmp_path)), "--epochs", "1", "--attack", "feature-collision"]
+    with caplog.at_level("INFO", logger="advlab"):
+        assert (
+            main(
+                [
+                    *argv,
+                    *TARGETED_ARGS[:2],
+                    "--base-class",
+                    "1",
+                    "--steps",
+                    "2",
+                    "--augment",
+                    "--out",
+                    str(tmp_path / "fc"),
+                ]
+            )
+            == 0
+        )
+    assert "only the clean model (the frozen feature extractor)" in caplog.text
+    record = json.loads((tmp_path / "fc" / "report.json").read_text())
+    assert record["training"]["retrained"].endswith("crops and flips in the clean model's training only)")
+
+
+def test_augment_refuses_images_too_small_for_the_crops_before_training(tmp_path, capsys) -> None:
+    out = tmp_path / "never"
+    assert main(["poison", *COMMON, "--augment", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--augment: random crops of the 8x8 images of digits" in err and "at least 9x9" in err
+    assert "drop --augment" in err and not out.exists()
+
+
+def test_augment_on_one_channel_images_warns_once_that_flips_change_digits(tmp_path, caplog) -> None:
+    argv = [*_augment_args(_images_file(tmp_path, channels=1)), "--epochs", "1", "--no-baseline", "--augment"]
+    with caplog.at_level("WARNING", logger="advlab"):
+        assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "--augment" in r.getMessage()]
+    assert len(warnings) == 1 and "one-channel images" in warnings[0] and "flips" in warnings[0]

@@ -72,6 +72,7 @@ EXAMPLES = """\
   advlab poison --data mnist --attack label-flip --rate 0.2 --defense knn --defense-set k=10 --out runs/flip-knn
   advlab poison --data mnist --attack clean-label --target 0 --eps 0.3 --out runs/clean-label
   advlab poison --data cifar10 --attack clean-label --trigger corners --rate 0.75 --out runs/turner
+  advlab poison --data cifar10 --attack badnets --rate 0.01 --augment --trigger corners --out runs/corners-aug
   advlab poison --data mnist --attack feature-collision --target-index 7 --base-class 3 --n-poisons 5 --out runs/fc
   advlab poison --data mnist --attack gradient-matching --target-index 7 --base-class 3 --budget 0.01 --out runs/gm
   advlab evaluate --model runs/badnets/model --data mnist --eps 0.1 --preset fast --out runs/badnets-eval
@@ -83,6 +84,8 @@ clean-label, feature-collision and gradient-matching optimise their poisons agai
 trained first). Feature collision and gradient matching are targeted: report.json's metrics say whether the poisoned
 model gives test image --target-index the class --base-class (targeted_success). Biggio et al.'s SVM poisoning is in
 the library (advlab.poisoning.biggio), not here: it attacks a two-class SVM, not the network this command trains.
+--augment trains every model on random crops and horizontal flips (the CIFAR-10 standard); the four-corner trigger
+(--trigger corners, Turner et al.) is mirrored so that a flip keeps it.
 """
 
 
@@ -316,6 +319,15 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-train", type=positive_int, default=None, help="use only the first N training examples")
     p.add_argument("--n", type=positive_int, default=None, help="use only the first N test examples")
     p.add_argument("--no-baseline", action="store_true", help="skip the training on clean data (no accuracy drop)")
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="train on random crops (the image padded by 4 pixels: shifts of up to 4 pixels each way) and "
+        "horizontal flips, drawn afresh for every batch: the clean and the poisoned model, and any retraining after "
+        "a defense (gradient-matching then crafts with the paper's differentiable crops and flips). The CIFAR-10 "
+        "standard; images of at least 9x9 pixels; not for digits, which a flip changes. feature-collision with "
+        "--retrain last-layer: only the clean model (the frozen feature extractor) is trained on them",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the poisons and of the training")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -491,6 +503,43 @@ def check_data(args: argparse.Namespace, train: Any) -> None:
             )
 
 
+def check_augment(args: argparse.Namespace, train: Any) -> None:
+    """``--augment`` needs images that the crops leave most of: refused on images under ``2 * PADDING + 1`` pixels a
+    side (the largest shift, 4 pixels, would cut away half of each side of an 8x8 digit, three quarters of it);
+    a warning for one-channel images (digits, letters: a flip mirrors them), which a user may still mean; a note
+    where only the clean model trains on the crops (feature collision's transfer victim retrains its last layer
+    on features computed once)."""
+    from advlab.poisoning.augment import PADDING
+
+    if not args.augment:
+        return
+    name = getattr(train, "name", args.data)
+    if train.x.dim() != 4:
+        raise ValueError(
+            f"--augment: crops and flips need images (N, C, H, W); {name} has inputs of shape "
+            f"{tuple(train.x.shape[1:])}; drop --augment"
+        )
+    channels, height, width = train.x.shape[1:]
+    smallest = 2 * PADDING + 1
+    if min(height, width) < smallest:
+        raise ValueError(
+            f"--augment: random crops of the {height}x{width} images of {name} padded by {PADDING} pixels shift them "
+            f"by up to {PADDING} pixels, cutting away half of each side or more; --augment needs images of at least "
+            f"{smallest}x{smallest} pixels (CIFAR-10's are 32x32); drop --augment"
+        )
+    if channels == 1:
+        log.warning(
+            "--augment: %s has one-channel images (digits?): horizontal flips change what a digit or letter is; "
+            "drop --augment unless the classes are mirror-symmetric",
+            name,
+        )
+    if args.attack == "feature-collision" and args.retrain != "end-to-end":
+        log.info(
+            "--augment: only the clean model (the frozen feature extractor) trains on crops and flips; the last "
+            "layer is retrained on the features of the poisoned set as it is (Shafahi et al.'s transfer setting)"
+        )
+
+
 def load_pattern(path: str) -> torch.Tensor:
     """A ``.npy`` blended pattern, as a float tensor."""
     if not Path(path).is_file():
@@ -538,7 +587,7 @@ def make_optimised_attack(args: argparse.Namespace, train: Any, test: Any) -> An
             Penultimate(model), (x, y), image, base, opacity=opacity, seed=args.seed, **settings
         )
     settings = given(budget=args.budget, eps=args.eps, steps=args.steps, restarts=args.restarts)
-    settings["augment"] = False  # the command's victims train without crops and flips: craft without them too
+    settings["augment"] = args.augment  # crafts with the paper's crops and flips when the victims train on them
     return lambda x, y, model: gradient_matching(model, (x, y), image[None], base, seed=args.seed, **settings)
 
 
@@ -591,6 +640,7 @@ def load_data(args: argparse.Namespace) -> tuple[Any, Any, tuple[torch.Tensor, t
     train = load_split(args.data, "train", args.data_dir, args.n_train, "--n-train", files=args)
     test = load_split(args.data, "test", args.data_dir, args.n, "--n", files=args)
     check_data(args, train)
+    check_augment(args, train)
     check_target_image(args, train, test)
     if args.attack != "adversarial-label-flip":
         return train, test, None
@@ -666,6 +716,7 @@ def make_training(args: argparse.Namespace, train: Any, device: torch.device) ->
         std=train.std,
         device=device,
         progress=show_progress(args),
+        augment=args.augment,
     )
 
 

@@ -185,7 +185,8 @@ class PoisonExperiment:
         if self.targeted is not None:
             record["targeted"] = self.targeted.record()
         if self.last_layer:
-            record["training"]["retrained"] = "last layer (the clean model's features frozen)"
+            augmented = "; crops and flips in the clean model's training only" if self.training.augment else ""
+            record["training"]["retrained"] = f"last layer (the clean model's features frozen{augmented})"
         if self.defense_ is not None:
             record["defense"] = self.defense_.summary()
         return record
