@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from advlab.models import CHUNK_ACTIVATION_BYTES, Classifier
+from advlab import models
+from advlab.models import Classifier
 from advlab.provenance import provenance
 from advlab.zoo import create
 
@@ -67,15 +68,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7, help="alternating rounds; the median is reported")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--grad", action="store_true", help="time forward + input gradient instead of no_grad forwards")
+    p.add_argument(
+        "--chunk-bytes",
+        type=int,
+        default=None,
+        help="override models.CHUNK_ACTIVATION_BYTES (the bytes of the largest activation a chunk holds per thread)",
+    )
+    p.add_argument("--archs", default=None, help="comma-separated subset of the architectures (default: all)")
     p.add_argument("--out", default="bench/out/forward_chunks.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.chunk_bytes is not None:
+        models.CHUNK_ACTIVATION_BYTES = args.chunk_bytes
+    archs = None if args.archs is None else set(args.archs.split(","))
     batches = [int(b) for b in args.batches.split(",")]
     rows = []
     mode = "forward + input gradient" if args.grad else "gradient-free forward"
     print(f"{mode}; {args.threads} thread(s); median us per image over {args.rounds} rounds")
     print("| arch | input | batch | chunks | one batch | advlab (chunked) | ratio |\n|---|---|---|---|---|---|---|")
     for arch, shape in CASES:
+        if archs is not None and arch not in archs:
+            continue
         net = create(arch, shape, 10).eval()
         clf = Classifier(net).eval()
         for param in net.parameters():
@@ -112,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(
         json.dumps(
             {
-                "chunk_activation_bytes": CHUNK_ACTIVATION_BYTES,
+                "chunk_activation_bytes": models.CHUNK_ACTIVATION_BYTES,
                 "mode": mode,
                 "rows": rows,
                 "provenance": provenance(torch_threads=args.threads),

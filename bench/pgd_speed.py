@@ -58,6 +58,11 @@ import torch.nn.functional as F
 from torch import nn
 
 LIBRARIES = ("advlab", "bare", "bare+checks", "torchattacks", "foolbox", "art")
+VARIANTS = ("advlab-whole", "advlab-chunks2x", "bare-unfrozen")
+"""Not libraries but levers, each timed like one when named in ``--libs``: advlab with its CPU chunks off
+(``Classifier.chunked = False``) and with chunks twice the size (``models.CHUNK_ACTIVATION_BYTES`` doubled: what a
+chunk sized by the thread count would give at two threads), and the bare loop with the parameters left requiring
+gradients (as torchattacks leaves them; the bare loop and advlab switch them off)."""
 
 
 # ---------------------------------------------------------------------- model and data
@@ -130,11 +135,12 @@ def batches(x, y, batch_size):
         yield x[i : i + batch_size], y[i : i + batch_size]
 
 
-def run_advlab(net, x, y, a):
+def run_advlab(net, x, y, a, chunked=True):
     from advlab import Classifier, ThreatModel
     from advlab.attacks import pgd
 
     clf = Classifier(net, num_classes=10, input_shape=(1, 28, 28))
+    clf.chunked = clf.chunked and chunked  # the variant advlab-whole switches the CPU chunks off
     threat = ThreatModel("linf", a.eps)
     g = torch.Generator().manual_seed(a.seed)
     out = [
@@ -155,6 +161,24 @@ def bare_batch(net, xb, yb, a, g):
         x_adv = x_adv.detach() + a.step_size * grad.sign()
         x_adv = (xb + (x_adv - xb).clamp(-a.eps, a.eps)).clamp(0, 1)
     return x_adv.detach()
+
+
+def run_advlab_chunks2x(net, x, y, a):
+    """advlab with chunks twice the size (batch 100 of the Madry CNN then runs whole, batch 500 in 4 chunks)."""
+    from advlab import models
+
+    size = models.CHUNK_ACTIVATION_BYTES
+    models.CHUNK_ACTIVATION_BYTES = 2 * size
+    try:
+        return run_advlab(net, x, y, a)
+    finally:
+        models.CHUNK_ACTIVATION_BYTES = size
+
+
+def run_bare_unfrozen(net, x, y, a):
+    """The bare loop with the parameters still requiring gradients (``autograd.grad`` computes only the input's)."""
+    g = torch.Generator().manual_seed(a.seed)
+    return torch.cat([bare_batch(net, xb, yb, a, g) for xb, yb in batches(x, y, a.batch)])
 
 
 def run_bare(net, x, y, a, checks=False):
@@ -231,6 +255,9 @@ RUNNERS = {
     "torchattacks": run_torchattacks,
     "foolbox": run_foolbox,
     "art": run_art,
+    "advlab-whole": functools.partial(run_advlab, chunked=False),
+    "advlab-chunks2x": run_advlab_chunks2x,
+    "bare-unfrozen": run_bare_unfrozen,
 }
 IMPORTS = {
     "advlab": "advlab",
@@ -239,6 +266,9 @@ IMPORTS = {
     "torchattacks": "torchattacks",
     "foolbox": "foolbox",
     "art": "art",
+    "advlab-whole": "advlab",
+    "advlab-chunks2x": "advlab",
+    "bare-unfrozen": "torch",
 }
 
 
@@ -277,7 +307,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=str(os.cpu_count()),
         help="torch.set_num_threads (default: all cores); a comma-separated list runs one process per value",
     )
-    p.add_argument("--libs", default=",".join(LIBRARIES), help=f"comma-separated subset of {','.join(LIBRARIES)}")
+    p.add_argument(
+        "--libs",
+        default=",".join(LIBRARIES),
+        help=f"comma-separated subset of {','.join(LIBRARIES)}; also the variants {','.join(VARIANTS)}",
+    )
     p.add_argument(
         "--weights",
         help="comma-separated: untrained, steps:N (N SGD steps on MNIST train) or a model folder saved by advlab",
@@ -296,9 +330,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.weights = a.model or (f"steps:{a.train_steps}" if a.train_steps else "untrained")
     a.weight_list = [w.strip() for w in a.weights.split(",") if w.strip()]
     a.lib_list = [lib.strip() for lib in a.libs.split(",") if lib.strip()]
-    unknown = sorted(set(a.lib_list) - set(LIBRARIES))
+    unknown = sorted(set(a.lib_list) - set(LIBRARIES) - set(VARIANTS))
     if unknown:
-        p.error(f"--libs: unknown {unknown}; choose from {LIBRARIES}")
+        p.error(f"--libs: unknown {unknown}; choose from {LIBRARIES + VARIANTS}")
     return a
 
 
