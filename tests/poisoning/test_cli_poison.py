@@ -172,6 +172,18 @@ def test_the_report_shows_a_detection_histogram_when_a_defense_gives_scores(run_
     assert html.count("data:image/png;base64,") == 4
 
 
+def test_the_poisons_caption_names_the_triggered_row_only_where_the_figure_has_one(run_dir, tmp_path) -> None:
+    with_trigger = (run_dir / "report.html").read_text()
+    assert "the poisoned model on a triggered test image (bottom)" in with_trigger  # BadNets: three rows
+    out = tmp_path / "flip"
+    args = ["poison", *COMMON, "--epochs", "1", "--attack", "label-flip", "--rate", "0.1", "--no-baseline"]
+    assert main([*args, "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert json.loads((out / "report.json").read_text())["attack"]["trigger"] is None
+    assert "triggered test image" not in html  # a label flip has no trigger: the figure has two rows
+    assert "and the training copy and its label (bottom)" in html
+
+
 def test_adversarial_label_flip_holds_out_its_validation_rows(tmp_path) -> None:
     out = tmp_path / "aflip"
     args = ["poison", *COMMON, "--epochs", "1", "--attack", "adversarial-label-flip", "--rate", "0.05"]

@@ -25,6 +25,8 @@ FIGURES = {
     "additive trigger adds is shown magnified on grey (grey: no change; the magnification in the panel's title).",
     "poisons": "Poisoned training examples: the clean image and label (top), the training copy and its label "
     "(middle), and the poisoned model on a triggered test image (bottom).",
+    "poisons, no trigger": "Poisoned training examples: the clean image and label (top), and the training copy and "
+    "its label (bottom).",
     "accuracy": "Clean test accuracy and attack success of the model trained on clean data and of the model "
     "trained on the poisoned data.",
     "detection": "Detection scores of the training rows, poisons and clean rows apart.",
@@ -171,8 +173,10 @@ def render_poison_report(record: Mapping[str, Any], figures: Mapping[str, bytes]
     Returns:
         The HTML text (self-contained: styles inline, figures as base64 PNG).
     """
+    untriggered = record.get("attack", {}).get("trigger") is None  # the poisons figure has no triggered row then
+    captions = {**FIGURES, "poisons": FIGURES["poisons, no trigger"]} if untriggered else FIGURES
     sections = [
-        {"name": name, "title": name.capitalize(), "caption": FIGURES[name], "uri": _uri(png)}
+        {"name": name, "title": name.capitalize(), "caption": captions[name], "uri": _uri(png)}
         for name, png in figures.items()
         if name in FIGURES
     ]
