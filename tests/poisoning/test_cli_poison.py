@@ -182,6 +182,8 @@ def test_the_poisons_caption_names_the_triggered_row_only_where_the_figure_has_o
     assert json.loads((out / "report.json").read_text())["attack"]["trigger"] is None
     assert "triggered test image" not in html  # a label flip has no trigger: the figure has two rows
     assert "and the training copy and its label (bottom)" in html
+    assert "Clean test accuracy and attack success" in with_trigger  # the accuracy figure: bars of both
+    assert "Clean test accuracy and attack success" not in html and "has no attack success rate" in html
 
 
 def test_adversarial_label_flip_holds_out_its_validation_rows(tmp_path) -> None:

@@ -29,6 +29,8 @@ FIGURES = {
     "its label (bottom).",
     "accuracy": "Clean test accuracy and attack success of the model trained on clean data and of the model "
     "trained on the poisoned data.",
+    "accuracy, no trigger": "Clean test accuracy of the model trained on clean data and of the model trained on the "
+    "poisoned data (an attack without a trigger has no attack success rate).",
     "detection": "Detection scores of the training rows, poisons and clean rows apart.",
     "target": "The target test image of a targeted attack: its true label, the class the clean model gives it and "
     "the class the poisoned model gives it.",
@@ -173,8 +175,11 @@ def render_poison_report(record: Mapping[str, Any], figures: Mapping[str, bytes]
     Returns:
         The HTML text (self-contained: styles inline, figures as base64 PNG).
     """
-    untriggered = record.get("attack", {}).get("trigger") is None  # the poisons figure has no triggered row then
-    captions = {**FIGURES, "poisons": FIGURES["poisons, no trigger"]} if untriggered else FIGURES
+    captions = dict(FIGURES)
+    if record.get("attack", {}).get("trigger") is None:  # the poisons figure has no triggered row then
+        captions["poisons"] = FIGURES["poisons, no trigger"]
+    if record["metrics"].get("attack_success_rate") is None:  # nor the accuracy figure an attack success
+        captions["accuracy"] = FIGURES["accuracy, no trigger"]
     sections = [
         {"name": name, "title": name.capitalize(), "caption": captions[name], "uri": _uri(png)}
         for name, png in figures.items()
