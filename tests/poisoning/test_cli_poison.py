@@ -514,3 +514,4 @@ def test_augment_on_one_channel_images_warns_once_that_flips_change_digits(tmp_p
         assert main([*argv, "--out", str(tmp_path / "one")]) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "--augment" in r.getMessage()]
     assert len(warnings) == 1 and "one-channel images" in warnings[0] and "flips" in warnings[0]
+    assert warnings[0].startswith("warning: ")  # shown as the library's warnings are on the command line

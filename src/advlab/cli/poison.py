@@ -529,7 +529,7 @@ def check_augment(args: argparse.Namespace, train: Any) -> None:
         )
     if channels == 1:
         log.warning(
-            "--augment: %s has one-channel images (digits?): horizontal flips change what a digit or letter is; "
+            "warning: --augment: %s has one-channel images (digits?): horizontal flips change what a digit or letter is; "
             "drop --augment unless the classes are mirror-symmetric",
             name,
         )
