@@ -515,3 +515,17 @@ def test_augment_on_one_channel_images_warns_once_that_flips_change_digits(tmp_p
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "--augment" in r.getMessage()]
     assert len(warnings) == 1 and "one-channel images" in warnings[0] and "flips" in warnings[0]
     assert warnings[0].startswith("warning: ")  # shown as the library's warnings are on the command line
+
+
+def test_the_report_says_when_the_backdoor_survived_the_defense(spectral_dir) -> None:
+    from advlab.reports.poisoning import render_poison_report
+
+    record = json.loads((spectral_dir / "report.json").read_text())
+    d = record["defense"]
+    assert d["backdoor_survived"] == (d["attack_success_after"] >= 0.5)
+    assert (d["survival_note"] != "") == d["backdoor_survived"]
+    note = "the backdoor survived: attack success 97.0% after retraining"
+    shown = {**record, "defense": {**d, "backdoor_survived": True, "survival_note": note}}
+    hidden = {**record, "defense": {**d, "backdoor_survived": False, "survival_note": ""}}
+    assert note in render_poison_report(shown, {}, "t")
+    assert "the backdoor survived" not in render_poison_report(hidden, {}, "t")

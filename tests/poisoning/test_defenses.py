@@ -230,3 +230,30 @@ def test_flagging_every_row_is_reported_as_a_failed_detection() -> None:
     assert everything.detection.recall == 1.0 and everything.failed and "random" in failure_note(everything)
     exact = DefenseOutcome("spectral", Detection(poisons, poisons, n), torch.zeros(n), torch.zeros(n), None, {})
     assert not exact.failed
+
+
+def test_a_backdoor_that_survives_the_retraining_is_reported_whatever_the_detection_found() -> None:
+    """Recall 0.9 is a detection that worked; the nine poisons of 100 left in still carry the backdoor here."""
+    from advlab.poisoning.base import Detection
+    from advlab.poisoning.defend import SURVIVED_SUCCESS, DefenseOutcome
+
+    n, poisons = 1000, torch.arange(0, 100)
+    found = Detection(torch.arange(0, 91), poisons, n)  # 91 of 100 poisons flagged, nothing else
+    metrics = {"clean_accuracy_before": 0.5, "clean_accuracy_after": 0.45, "attack_success_before": 1.0}
+    survived = DefenseOutcome(
+        "spectral", found, torch.zeros(n), torch.zeros(n), None, {**metrics, "attack_success_after": 0.97}
+    )
+    summary = survived.summary()
+    assert not summary["detection_failed"] and summary["backdoor_survived"]
+    assert summary["survival_note"] == (
+        "the backdoor survived: attack success 97.0% after retraining without the 91 flagged rows (9 of 100 poisons "
+        "left in), 100.0% before; clean accuracy 50.0% before, 45.0% after"
+    )
+    removed = DefenseOutcome(
+        "spectral", found, torch.zeros(n), torch.zeros(n), None, {**metrics, "attack_success_after": 0.02}
+    )
+    assert not removed.summary()["backdoor_survived"] and removed.summary()["survival_note"] == ""
+    edge = {**metrics, "attack_success_after": SURVIVED_SUCCESS}
+    assert DefenseOutcome("spectral", found, torch.zeros(n), torch.zeros(n), None, edge).backdoor_survived
+    no_trigger = {**metrics, "attack_success_before": None, "attack_success_after": None}  # a label flip
+    assert not DefenseOutcome("knn", found, torch.zeros(n), torch.zeros(n), None, no_trigger).backdoor_survived

@@ -36,6 +36,10 @@ from advlab.settings import OneOf, Range, Setting, settings_of, validate_all
 FAILED_RECALL = 0.5
 """A training-set defense whose recall is below this failed to find the poisons (and the summary says so)."""
 
+SURVIVED_SUCCESS = 0.5
+"""A backdoor whose attack success after removal and retraining is at least this survived the defense (the summary
+says so, whatever the detection's precision and recall: a tenth of the poisons left can be enough to keep it)."""
+
 Retrain = Callable[[torch.Tensor, torch.Tensor], nn.Module]
 """``retrain(x, y)`` trains a fresh model on the sanitised training set and returns it."""
 
@@ -133,14 +137,24 @@ class DefenseOutcome:
             return True
         return d.precision > d.poisons.numel() / max(1, d.n_train)
 
+    @property
+    def backdoor_survived(self) -> bool:
+        """Whether the retrained model still obeys the trigger: attack success after retraining of at least
+        :data:`SURVIVED_SUCCESS` (False without a retrained model or a trigger)."""
+        after = self.metrics.get("attack_success_after")
+        return after is not None and after >= SURVIVED_SUCCESS
+
     def summary(self) -> dict[str, Any]:
-        """A JSON-able summary: precision/recall, accuracies, attack success, and a note when detection failed."""
+        """A JSON-able summary: precision/recall, accuracies, attack success, and notes when detection failed and
+        when the backdoor survived the retraining."""
         out: dict[str, Any] = {"defense": self.defense, "settings": dict(self.settings)}
         if self.detection is not None:
             out.update(self.detection.summary())
         out.update(self.metrics)
         out["detection_failed"] = self.failed
         out["note"] = failure_note(self) if self.failed else ""
+        out["backdoor_survived"] = self.backdoor_survived
+        out["survival_note"] = survival_note(self) if self.backdoor_survived else ""
         return out
 
 
@@ -162,6 +176,21 @@ def failure_note(outcome: DefenseOutcome) -> str:
         f"detection failed: {d.true_positives} of {d.poisons.numel()} poisons found (recall {d.recall:.2f} < "
         f"{FAILED_RECALL}); BackdoorBench (Wu et al. 2022) reports that spectral signatures and activation "
         "clustering often fail on BadNets at some poison rates"
+    )
+
+
+def survival_note(outcome: DefenseOutcome) -> str:
+    """The sentence a report prints when the backdoor survived removal and retraining."""
+    m, d = outcome.metrics, outcome.detection
+    removed = f" without the {d.flagged.numel()} flagged rows" if d is not None else ""
+    left = f" ({d.poisons.numel() - d.true_positives} of {d.poisons.numel()} poisons left in)" if d is not None else ""
+    before, after = m.get("clean_accuracy_before"), m.get("clean_accuracy_after")
+    accuracy = (
+        f"; clean accuracy {before:.1%} before, {after:.1%} after" if before is not None and after is not None else ""
+    )
+    return (
+        f"the backdoor survived: attack success {m['attack_success_after']:.1%} after retraining{removed}{left}, "
+        f"{m.get('attack_success_before') or 0.0:.1%} before{accuracy}"
     )
 
 

@@ -170,7 +170,8 @@ class PoisonExperiment:
         )
         self._timed("defend", t0)
         summary = self.defense_.summary()
-        log.info("defense %s: %s", self.defense, summary["note"] or "done")
+        notes = [note for note in (summary["note"], summary["survival_note"]) if note]
+        log.info("defense %s: %s", self.defense, "; ".join(notes) or "done")
         return self.defense_
 
     def record(self) -> dict[str, Any]:
