@@ -25,16 +25,20 @@ FIGURES = {
     "additive trigger adds is shown magnified on grey (grey: no change; the magnification in the panel's title).",
     "poisons": "Poisoned training examples: the clean image and label (top), the training copy and its label "
     "(middle), and the poisoned model on a triggered test image (bottom).",
-    "poisons, no trigger": "Poisoned training examples: the clean image and label (top), and the training copy and "
-    "its label (bottom).",
     "accuracy": "Clean test accuracy and attack success of the model trained on clean data and of the model "
     "trained on the poisoned data.",
-    "accuracy, no trigger": "Clean test accuracy of the model trained on clean data and of the model trained on the "
-    "poisoned data (an attack without a trigger has no attack success rate).",
     "detection": "Detection scores of the training rows, poisons and clean rows apart.",
     "target": "The target test image of a targeted attack: its true label, the class the clean model gives it and "
     "the class the poisoned model gives it.",
 }
+UNTRIGGERED = {
+    "poisons": "Poisoned training examples: the clean image and label (top), and the training copy and its label "
+    "(bottom).",
+    "accuracy": "Clean test accuracy of the model trained on clean data and of the model trained on the poisoned "
+    "data (an attack without a trigger has no attack success rate).",
+}
+"""The captions that change for an attack without a trigger: its poisons figure has no triggered row, its accuracy
+figure no attack success (:func:`poisons_figure`, :func:`accuracy_figure`)."""
 
 
 def _uri(png: bytes) -> str:
@@ -175,11 +179,7 @@ def render_poison_report(record: Mapping[str, Any], figures: Mapping[str, bytes]
     Returns:
         The HTML text (self-contained: styles inline, figures as base64 PNG).
     """
-    captions = dict(FIGURES)
-    if record.get("attack", {}).get("trigger") is None:  # the poisons figure has no triggered row then
-        captions["poisons"] = FIGURES["poisons, no trigger"]
-    if record["metrics"].get("attack_success_rate") is None:  # nor the accuracy figure an attack success
-        captions["accuracy"] = FIGURES["accuracy, no trigger"]
+    captions = FIGURES if record.get("attack", {}).get("trigger") is not None else {**FIGURES, **UNTRIGGERED}
     sections = [
         {"name": name, "title": name.capitalize(), "caption": captions[name], "uri": _uri(png)}
         for name, png in figures.items()
