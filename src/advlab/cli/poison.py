@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from advlab import validation
 from advlab.cli._common import (
     add_command,
     add_data_options,
@@ -528,10 +529,9 @@ def check_augment(args: argparse.Namespace, train: Any) -> None:
             f"{smallest}x{smallest} pixels (CIFAR-10's are 32x32); drop --augment"
         )
     if channels == 1:
-        log.warning(
-            "warning: --augment: %s has one-channel images (digits?): horizontal flips change what a digit or letter is; "
-            "drop --augment unless the classes are mirror-symmetric",
-            name,
+        validation.warn(  # shown as "warning: ..." on the command line, as the library's warnings are
+            f"--augment: {name} has one-channel images (digits?): horizontal flips change what a digit or letter is; "
+            "drop --augment unless the classes are mirror-symmetric"
         )
     if args.attack == "feature-collision" and args.retrain != "end-to-end":
         log.info(
