@@ -175,20 +175,17 @@ def run_advlab_chunks2x(net, x, y, a):
         models.CHUNK_ACTIVATION_BYTES = size
 
 
-def run_bare_unfrozen(net, x, y, a):
-    """The bare loop with the parameters still requiring gradients (``autograd.grad`` computes only the input's)."""
-    g = torch.Generator().manual_seed(a.seed)
-    return torch.cat([bare_batch(net, xb, yb, a, g) for xb, yb in batches(x, y, a.batch)])
-
-
-def run_bare(net, x, y, a, checks=False):
+def run_bare(net, x, y, a, checks=False, freeze=True):
     """The limit: PGD's arithmetic and nothing else, drawing the random start as advlab does.
 
     With ``checks``, also what advlab's result holds beyond ``x_adv``: the clean prediction (``correct``) and the
     prediction on the returned point (``success``), two gradient-free forwards per batch (42 forwards for PGD-40).
+    Without ``freeze`` the parameters keep requiring gradients, as torchattacks leaves them (``autograd.grad``
+    computes only the input's either way).
     """
     g = torch.Generator().manual_seed(a.seed)
-    for p in net.parameters():
+    frozen = list(net.parameters()) if freeze else []
+    for p in frozen:
         p.requires_grad_(False)
     out = []
     try:
@@ -202,7 +199,7 @@ def run_bare(net, x, y, a, checks=False):
             with torch.no_grad():
                 (correct & (net(out[-1]).argmax(1) != yb)).sum()  # success, as advlab's result holds it
     finally:
-        for p in net.parameters():
+        for p in frozen:
             p.requires_grad_(True)
     return torch.cat(out)
 
@@ -257,7 +254,7 @@ RUNNERS = {
     "art": run_art,
     "advlab-whole": functools.partial(run_advlab, chunked=False),
     "advlab-chunks2x": run_advlab_chunks2x,
-    "bare-unfrozen": run_bare_unfrozen,
+    "bare-unfrozen": functools.partial(run_bare, freeze=False),
 }
 IMPORTS = {
     "advlab": "advlab",
