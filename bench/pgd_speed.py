@@ -14,7 +14,11 @@ what advlab's result holds beyond ``x_adv`` and the peers do not compute: the cl
 on the returned point, two gradient-free forwards per batch (42 forwards for PGD-40, as advlab's count shows).
 
 The robust accuracy of each library is printed next to its time, so a reader can see they compute the same
-thing; advlab and the bare loop draw the same random start from the same seed and must give the same x_adv.
+thing; advlab and the bare loop draw the same random start from the same seed. advlab attacks a CPU network with its
+convolution kernels in channels-last memory format (``advlab.models.CPU_CHANNELS_LAST``), which torch's CPU
+convolutions run faster; ``bare-cl`` is the bare loop in that layout (the limit there, and advlab's exact twin), and
+``advlab-own-layout`` advlab in the network's own layout (the bare loop's exact twin). Between layouts the gradients
+differ by float rounding, so a signed step can differ where a gradient component is near zero.
 
 Weights: random initialisation from a fixed seed by default (the cost of PGD hardly depends on the weights);
 ``--train-steps N`` trains the network first for N SGD steps on MNIST train (a minute or two on CPU), and
@@ -58,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 LIBRARIES = ("advlab", "bare", "bare+checks", "torchattacks", "foolbox", "art")
-VARIANTS = ("advlab-whole", "advlab-chunks2x", "bare-unfrozen")
+VARIANTS = ("advlab-whole", "advlab-chunks2x", "bare-unfrozen", "advlab-own-layout", "bare-cl")
 """Not libraries but levers, each timed like one when named in ``--libs``: advlab with its CPU chunks off
 (``Classifier.chunked = False``) and with chunks twice the size (``models.CHUNK_ACTIVATION_BYTES`` doubled: what a
 chunk sized by the thread count would give at two threads), and the bare loop with the parameters left requiring
@@ -135,12 +139,13 @@ def batches(x, y, batch_size):
         yield x[i : i + batch_size], y[i : i + batch_size]
 
 
-def run_advlab(net, x, y, a, chunked=True):
+def run_advlab(net, x, y, a, chunked=True, cpu_channels_last=True):
     from advlab import Classifier, ThreatModel
     from advlab.attacks import pgd
 
     clf = Classifier(net, num_classes=10, input_shape=(1, 28, 28))
     clf.chunked = clf.chunked and chunked  # the variant advlab-whole switches the CPU chunks off
+    clf.cpu_channels_last = cpu_channels_last  # advlab-own-layout: the kernels as the network holds them
     threat = ThreatModel("linf", a.eps)
     g = torch.Generator().manual_seed(a.seed)
     out = [
@@ -204,6 +209,16 @@ def run_bare(net, x, y, a, checks=False, freeze=True):
     return torch.cat(out)
 
 
+def run_bare_channels_last(net, x, y, a):
+    """The bare loop on the network with its 4-D weights in channels-last memory format (the layout advlab attacks in
+    on CPU, ``advlab.models.CPU_CHANNELS_LAST``): the limit in that layout."""
+    net.to(memory_format=torch.channels_last)
+    try:
+        return run_bare(net, x, y, a)
+    finally:
+        net.to(memory_format=torch.contiguous_format)
+
+
 def run_torchattacks(net, x, y, a):
     import torchattacks
 
@@ -255,6 +270,8 @@ RUNNERS = {
     "advlab-whole": functools.partial(run_advlab, chunked=False),
     "advlab-chunks2x": run_advlab_chunks2x,
     "bare-unfrozen": functools.partial(run_bare, freeze=False),
+    "advlab-own-layout": functools.partial(run_advlab, cpu_channels_last=False),
+    "bare-cl": run_bare_channels_last,
 }
 IMPORTS = {
     "advlab": "advlab",
@@ -266,6 +283,8 @@ IMPORTS = {
     "advlab-whole": "advlab",
     "advlab-chunks2x": "advlab",
     "bare-unfrozen": "torch",
+    "advlab-own-layout": "advlab",
+    "bare-cl": "torch",
 }
 
 
@@ -425,13 +444,19 @@ def time_cell(net: nn.Module, x: torch.Tensor, y: torch.Tensor, a: argparse.Name
                 else None,
             }
         )
-    same = None
-    if "advlab" in x_adv_of and "bare" in x_adv_of:
-        same = float((x_adv_of["advlab"] - x_adv_of["bare"]).abs().max())
+    # advlab attacks in channels-last on CPU, so its twin is the bare loop in that layout; in the module's own layout,
+    # the bare loop. Either pair draws the same random start and must give the same x_adv.
+    pairs = [("advlab", "bare-cl"), ("advlab-own-layout", "bare"), ("advlab", "bare")]
+    diffs = {
+        f"{lib} vs {ref}": float((x_adv_of[lib] - x_adv_of[ref]).abs().max())
+        for lib, ref in pairs
+        if lib in x_adv_of and ref in x_adv_of
+    }
     return {
         "batch": a.batch,
         "clean_accuracy": accuracy(net, x, y),
-        "max_abs_diff_advlab_vs_bare": same,
+        "max_abs_diff_advlab_vs_bare": diffs.get("advlab vs bare"),
+        "max_abs_diff": diffs,
         "results": rows,
     }
 
@@ -455,10 +480,8 @@ def print_cell(cell: dict, a: argparse.Namespace) -> None:
             f"| {row['library']} | {row['version']} | {row['median_s']:.2f} | {ratio} | {paired} | {row['robust_accuracy']:.3f} "
             f"| {row['forwards_per_batch'] or '-'} | {rounds} |"
         )  # '-': the library calls the layers itself (ART)
-    if cell["max_abs_diff_advlab_vs_bare"] is not None:
-        print(
-            f"\nmax |x_adv(advlab) - x_adv(bare)| = {cell['max_abs_diff_advlab_vs_bare']:.3g} (same random start, same arithmetic)"
-        )
+    for pair, diff in cell.get("max_abs_diff", {}).items():
+        print(f"\nmax |x_adv| difference, {pair}: {diff:.3g}")
 
 
 def print_grid(cells: list[dict]) -> None:
