@@ -79,13 +79,22 @@ def test_logits_and_gradients_match_the_module_in_its_own_layout():
     assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-8) and bool(ref_grad.abs().sum() > 0)
 
 
-def test_pgd_returns_contiguous_points_and_succeeds_where_the_module_says():
+def test_what_an_attack_reports_is_exactly_what_the_module_computes():
     net = _bn_net()
     x, y = _data()
-    result = pgd(net, x, y, ThreatModel("linf", 8 / 255), steps=5)
-    assert result.x_adv.is_contiguous()
     with torch.no_grad():
-        assert torch.equal(result.success, net(result.x_adv).argmax(1) != y)
+        y[::2] = net(x)[::2].argmax(1)  # half of them right to begin with
+    clf = Classifier(net, num_classes=10)
+    seen = []
+    net[3].register_forward_pre_hook(lambda m, _a: seen.append(m.weight.is_contiguous()))
+    result = pgd(clf, x, y, ThreatModel("linf", 8 / 255), steps=5)
+    # the clean forward and the last iterate's in the module's layout, the five steps in channels-last
+    assert seen == [True] + [False] * 5 + [True]
+    assert result.x_adv.is_contiguous()
+    with torch.no_grad():  # to the bit: the clean and the final forward ran in the module's own layout
+        assert torch.equal(result.logits, net(result.x_adv))
+        assert torch.equal(result.correct, net(x).argmax(1) == y)
+    assert torch.equal(result.success, result.logits.argmax(1) != y) and 0 < int(result.correct.sum()) < len(y)
 
 
 def test_switched_off_for_a_classifier_and_for_all():
@@ -100,12 +109,16 @@ def test_switched_off_for_a_classifier_and_for_all():
             assert net[3].weight.is_contiguous()
 
 
-def test_one_channel_kernels_are_left_alone_and_nothing_is_copied():
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 10)).eval()
+def test_one_channel_and_one_by_one_kernels_are_strided_channels_last_too():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 6, 1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 36, 10)).eval()
+    seen = []
+    net[1].register_forward_pre_hook(lambda _m, a: seen.append(a[0].stride()))
     clf = Classifier(net, num_classes=10)
-    with clf.attack_mode():  # a (4, 1, 3, 3) kernel is channels-last and contiguous at once
-        assert clf._layout_swap == []
+    with clf.attack_mode():  # contiguous in both formats, but torch reads the format off the strides
+        assert [p.stride() for p in _kernels(net)] == [(9, 1, 3, 1), (4, 1, 4, 4)]
         clf(torch.rand(2, 1, 8, 8))
+    assert seen == [(144, 1, 24, 4)]  # the first convolution passed channels-last activations on
+    assert [p.stride() for p in _kernels(net)] == [(9, 9, 3, 1), (4, 1, 1, 1)]
 
 
 def test_nested_blocks_and_an_error_restore_the_layout_once():

@@ -45,6 +45,7 @@ PROBE_RESOLUTION = 8
 and the smallest that did not is at most 1/8 of the former."""
 
 _FULL_PRECISION: contextvars.ContextVar[bool] = contextvars.ContextVar("advlab_full_precision", default=False)
+_OWN_LAYOUT: contextvars.ContextVar[bool] = contextvars.ContextVar("advlab_own_layout", default=False)
 
 
 # ---------------------------------------------------------------------- precision
@@ -107,6 +108,26 @@ def full_precision() -> Iterator[None]:
 def is_full_precision() -> bool:
     """Whether the caller is inside a :func:`full_precision` block."""
     return _FULL_PRECISION.get()
+
+
+@contextlib.contextmanager
+def own_layout() -> Iterator[None]:
+    """Forward passes inside this block run each classifier's module with its weights in the module's own layout.
+
+    Attack mode holds a CPU network's kernels channels-last (:data:`advlab.models.CPU_CHANNELS_LAST`), which gives
+    the same logits up to float rounding; the forwards that decide what is reported run in this block, so that they
+    are exactly what the module computes. :func:`full_precision` implies it.
+    """
+    token = _OWN_LAYOUT.set(True)
+    try:
+        yield
+    finally:
+        _OWN_LAYOUT.reset(token)
+
+
+def is_own_layout() -> bool:
+    """Whether the caller is inside an :func:`own_layout` or a :func:`full_precision` block."""
+    return _OWN_LAYOUT.get() or _FULL_PRECISION.get()
 
 
 def autocast(device_type: str, precision: str) -> contextlib.AbstractContextManager[Any]:

@@ -55,8 +55,10 @@ CPU convolutions then run in the layout they are fastest in: a forward with inpu
 the Madry MNIST CNN and the CIFAR CNN, 0.72-0.91x on a batch-norm and a depthwise-separable network, 0.97-0.98x on
 the PreAct ResNet-18 (whose gradient-free forward loses 4-8%), and the same on the small Wong CNN; one and two
 threads, batches of 32-100 (BENCHMARKS.md "PGD speed", eighth round). The logits and gradients are the same up to
-float rounding (about 1e-9 here). Set it to ``False`` (or a classifier's ``cpu_channels_last``) to attack in the
-module's own layout."""
+float rounding (about 1e-9 here); the forwards whose results are reported (the clean prediction, the success check,
+:func:`predict`) run in the module's own layout (:func:`advlab.devices.own_layout`), so they are exactly what the
+module computes. Set it to ``False`` (or a classifier's ``cpu_channels_last``) to attack in the module's own
+layout."""
 
 PREDICT_BATCH = 512
 """Examples per forward pass of :func:`predict`."""
@@ -138,6 +140,17 @@ def sequence_layers(module: nn.Module) -> list[nn.Module]:
     for child in cast(nn.Sequential, module):
         layers += sequence_layers(child) or [child]
     return layers
+
+
+def channels_last_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    """The strides of a 4-D tensor of ``shape`` laid out channels-last, ``(H*W*C, 1, W*C, C)``.
+
+    A tensor with one channel (a kernel over a grey image) is contiguous in both formats, and torch then reads the
+    format off its strides: a convolution with a ``(64, 1, 5, 5)`` kernel strided so passes channels-last outputs on
+    to the next layer, one strided the usual way does not.
+    """
+    _, c, h, w = shape
+    return (h * w * c, 1, w * c, c)
 
 
 def run_layers(layers: Sequence[nn.Module], z: torch.Tensor) -> torch.Tensor:
@@ -333,6 +346,9 @@ class Classifier(nn.Module):
         """The module on normalised inputs, and back in its own layout if it fails in the channels-last one."""
         if not self._layout_swap:
             return self.run_module_as_is(z)
+        if devices.is_own_layout():  # a forward whose result is reported: exactly what the module computes
+            with self.layout_given_back():
+                return self.run_module_as_is(z)
         try:
             return self.run_module_as_is(z)
         except torch.cuda.OutOfMemoryError:
@@ -481,15 +497,27 @@ class Classifier(nn.Module):
         if self._layout_swap or not self.cpu_channels_last or self.channels_last or self.device.type != "cpu":
             yield
             return
-        kernels = {id(p): p for p in self.module.parameters() if p.dim() == 4 and p.is_floating_point()}
+        kernels = [p for p in self.module.parameters() if p.dim() == 4 and p.is_floating_point()]
         try:
-            for p in kernels.values():
-                if not p.data.is_contiguous(memory_format=torch.channels_last):
+            for p in kernels:
+                if p.stride() != channels_last_strides(p.shape):  # a (64, 1, 5, 5) kernel too: the layout it passes on
                     self._layout_swap.append((p, p.data))
-                    p.data = p.data.contiguous(memory_format=torch.channels_last)
+                    p.data = torch.empty_like(p.data, memory_format=torch.channels_last).copy_(p.data)
             yield
         finally:
             self.restore_layout()
+
+    @contextlib.contextmanager
+    def layout_given_back(self) -> Iterator[None]:
+        """Inside :meth:`cpu_layout`, each parameter's own tensor for the block, then the channels-last one again."""
+        held = [p.data for p, _ in self._layout_swap]
+        for p, data in self._layout_swap:
+            p.data = data
+        try:
+            yield
+        finally:
+            for (p, _), data in zip(self._layout_swap, held):
+                p.data = data
 
     def restore_layout(self) -> None:
         """Give back to each parameter :meth:`cpu_layout` changed its own tensor."""

@@ -33,6 +33,7 @@ def _x(n=6, seed=1):
 
 
 def _logits(clf, x):
+    clf.cpu_channels_last = False  # the module's own layout, so the same network gives the same logits to the bit
     with clf.attack_mode(), torch.no_grad():
         return clf(x)
 

@@ -53,10 +53,10 @@ class AttackOutput:
         loss_trace: the mean loss per iteration.
         info: attack-specific extras, passed on to :attr:`advlab.AttackResult.info`.
         evaluated: ``(point, logits)``: a batch of the shape of ``x`` and its logits from a forward of the model
-            without gradients, made by the core anyway (the success check on its last iterate). Where the boundary's
-            re-projection of ``x_adv`` gives exactly ``point`` and the forward ran at full precision, the boundary
-            takes these logits for its success check instead of making the same forward again
-            (:meth:`PreparedAttack.result`).
+            without gradients, made by the core anyway (the success check on its last iterate), in a
+            :func:`advlab.devices.own_layout` block. Where the boundary's re-projection of ``x_adv`` gives exactly
+            ``point`` and the forward ran at full precision, the boundary takes these logits for its success check
+            instead of making the same forward again (:meth:`PreparedAttack.result`).
     """
 
     x_adv: torch.Tensor
