@@ -59,7 +59,7 @@ def _fp32_success(net: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch
 def test_fp32_default_is_the_module_itself(conv_model):
     net, x, _ = conv_model
     clf = Classifier(net, num_classes=10)
-    assert clf.speed() == {"precision": "fp32", "channels_last": False, "compile": False}
+    assert clf.speed() == {"precision": "fp32", "channels_last": False, "cpu_channels_last": True, "compile": False}
     with torch.no_grad():
         assert torch.equal(clf(x), net(x))
         with devices.full_precision():
@@ -273,7 +273,8 @@ def test_cli_attack_bf16_channels_last_auto_batch(user_model, tmp_path):
     speed = ["--precision", "bf16", "--channels-last", "--batch-size", "auto", "--quiet", "--out", str(tmp_path)]
     assert main([*argv, *speed]) == 0
     res = json.loads((tmp_path / "result.json").read_text())
-    expected = {"precision": "bf16", "channels_last": True, "compile": False, "batch_size": 40, "batch_size_auto": True}
+    expected = {"precision": "bf16", "channels_last": True, "cpu_channels_last": True, "compile": False}
+    expected |= {"batch_size": 40, "batch_size_auto": True}
     assert res["speed"] == expected and res["provenance"]["speed"] == expected
     # the same numbers as the Python API with the same settings, success judged by the float32 module
     data = load_dataset("digits", split="test", n=40)
@@ -289,7 +290,8 @@ def test_cli_evaluate_records_precision(user_model, tmp_path):
     argv = ["evaluate", *_model_args(user_model), "--eps", "0.1", "--n", "24", "--preset", "fast", "--no-checks"]
     assert main([*argv, "--precision", "bf16", "--batch-size", "auto", "--quiet", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    speed = {"precision": "bf16", "channels_last": False, "compile": False, "batch_size": 24, "batch_size_auto": True}
+    speed = {"precision": "bf16", "channels_last": False, "cpu_channels_last": True, "compile": False}
+    speed |= {"batch_size": 24, "batch_size_auto": True}
     assert {k: report["settings"][k] for k in speed} == speed and report["provenance"]["speed"] == speed
 
 

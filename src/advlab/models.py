@@ -299,11 +299,18 @@ class Classifier(nn.Module):
         return self
 
     def speed(self) -> dict[str, Any]:
-        """The speed settings, for records: ``{"precision": ..., "channels_last": ..., "compile": ...}``.
+        """The speed settings, for records: ``{"precision", "channels_last", "cpu_channels_last", "compile"}``.
 
-        ``compile`` is ``False`` once compilation has failed and the module runs uncompiled.
+        ``cpu_channels_last`` is :attr:`cpu_channels_last` (attack mode holds a CPU network's kernels channels-last),
+        ``False`` once the module has failed in that layout; ``compile`` is ``False`` once compilation has failed and
+        the module runs uncompiled.
         """
-        return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile_enabled}
+        return {
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "cpu_channels_last": self.cpu_channels_last,
+            "compile": self.compile_enabled,
+        }
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()  # a copy (deepcopy, pickle) compiles its own module at its first call

@@ -236,7 +236,10 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
         "only); gradient-free attacks and the success checks run in fp32",
     )  # fmt: skip
     group.add_argument(
-        "--channels-last", action="store_true", help="channels-last weights and inputs (faster convolutions on GPUs)"
+        "--channels-last",
+        action="store_true",
+        help="channels-last weights and inputs (faster convolutions on GPUs; on the CPU, attacks hold the kernels "
+        "channels-last anyway)",
     )
     group.add_argument(
         "--compile", action="store_true",
