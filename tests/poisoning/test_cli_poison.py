@@ -62,6 +62,38 @@ def test_the_poisoned_model_folder_works_with_evaluate(run_dir, tmp_path) -> Non
     assert rc == 0 and (out / "report.json").is_file()
 
 
+def test_the_poisoned_model_folder_works_with_explain(run_dir, tmp_path) -> None:
+    out = tmp_path / "explain"
+    assert main(["explain", "--model", str(run_dir / "model"), "--n", "30", "--out", str(out)]) == 0
+    assert (out / "explain.html").is_file()
+
+
+def test_the_poisoned_model_folder_is_served_with_its_backdoor(run_dir, monkeypatch) -> None:
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    import warnings
+
+    from advlab.blackbox import server
+
+    served = {}
+    monkeypatch.setattr(server, "serve", lambda app, **kwargs: served.update(app=app, **kwargs))
+    assert main(["serve", "--model", str(run_dir / "model"), "--port", "0"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette's TestClient may warn about its httpx backend
+        from starlette.testclient import TestClient
+
+        client = TestClient(served["app"])
+    poisoned = PoisonedData.load(run_dir / "poisoned")
+    x = poisoned.x[:40]
+    triggered = client.post("/predict", json={"inputs": poisoned.trigger.apply(x).tolist()}).json()
+    plain = client.post("/predict", json={"inputs": x.tolist()}).json()
+    model = load_model(run_dir / "model")  # the oracle: the folder loaded in Python
+    with torch.no_grad():
+        assert triggered["labels"] == model(poisoned.trigger.apply(x)).argmax(1).tolist()
+        assert plain["labels"] == model(x).argmax(1).tolist()
+    assert np.mean(np.array(triggered["labels"]) == 0) >= 0.8 > np.mean(np.array(plain["labels"]) == 0)
+
+
 def test_trigger_margin_places_the_patch_off_the_edges(tmp_path) -> None:
     out = tmp_path / "margin"
     args = ["poison", *COMMON, "--epochs", "1", "--attack", "badnets", "--trigger-margin", "2", "--no-baseline"]
