@@ -51,14 +51,14 @@ wait for each other at every chunk, and chunks of 128 images were measured at 1.
 CPU_CHANNELS_LAST = True
 """Inside :meth:`Classifier.attack_mode` on CPU, the module's 4-D weights (convolution kernels) are held in
 channels-last memory format, and put back as they were afterwards (:attr:`Classifier.cpu_channels_last`). torch's
-CPU convolutions then run in the layout they are fastest in: a forward with input gradient in 0.76-0.81x the time on
-the Madry MNIST CNN and the CIFAR CNN, 0.72-0.91x on a batch-norm and a depthwise-separable network, 0.97-0.98x on
-the PreAct ResNet-18 (whose gradient-free forward loses 4-8%), and the same on the small Wong CNN; one and two
-threads, batches of 32-100 (BENCHMARKS.md "PGD speed", eighth round). The logits and gradients are the same up to
-float rounding (about 1e-9 here); the forwards whose results are reported (the clean prediction, the success check,
-:func:`predict`) run in the module's own layout (:func:`advlab.devices.own_layout`), so they are exactly what the
-module computes. Set it to ``False`` (or a classifier's ``cpu_channels_last``) to attack in the module's own
-layout."""
+CPU convolutions then run in the layout they are fastest in: measured at batch 100 (bench/cpu_layout.py,
+BENCHMARKS.md "Issue 18, eighth round"), a forward with input gradient takes 0.74-0.88x the time on the Madry MNIST
+CNN, the CIFAR CNN, a batch-norm CNN and a depthwise-separable one, and a gradient-free forward 0.47-0.72x; the
+small Wong CNN and the PreAct ResNet-18 are about even (0.96-0.99x with gradients, 0.99-1.03x without). The logits
+and gradients are the same up to float rounding; the forwards whose results are reported (the clean prediction, the
+success check, :func:`predict`) run in the module's own layout (:func:`advlab.devices.own_layout`), so they are
+exactly what the module computes. Set it to ``False`` (or a classifier's ``cpu_channels_last``) to attack in the
+module's own layout."""
 
 PREDICT_BATCH = 512
 """Examples per forward pass of :func:`predict`."""
