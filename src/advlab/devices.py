@@ -87,7 +87,16 @@ def check_precision(precision: str, device: torch.device | str | None = None) ->
 
 
 @contextlib.contextmanager
-def full_precision() -> Iterator[None]:
+def _flag_set(flag: contextvars.ContextVar[bool]) -> Iterator[None]:
+    """``flag`` set for the block, and back to what it was afterwards (a block inside another one included)."""
+    token = flag.set(True)
+    try:
+        yield
+    finally:
+        flag.reset(token)
+
+
+def full_precision() -> contextlib.AbstractContextManager[None]:
     """Forward passes inside this block run at full precision, whatever precision their classifiers were given.
 
     It reaches every :class:`advlab.Classifier` called in the block, including one wrapped in another module (an
@@ -98,11 +107,7 @@ def full_precision() -> Iterator[None]:
         >>> with full_precision():
         ...     logits = model(x_adv)  # float32 even for Classifier(net, precision="bf16")
     """
-    token = _FULL_PRECISION.set(True)
-    try:
-        yield
-    finally:
-        _FULL_PRECISION.reset(token)
+    return _flag_set(_FULL_PRECISION)
 
 
 def is_full_precision() -> bool:
@@ -110,19 +115,14 @@ def is_full_precision() -> bool:
     return _FULL_PRECISION.get()
 
 
-@contextlib.contextmanager
-def own_layout() -> Iterator[None]:
+def own_layout() -> contextlib.AbstractContextManager[None]:
     """Forward passes inside this block run each classifier's module with its weights in the module's own layout.
 
     Attack mode holds a CPU network's kernels channels-last (:data:`advlab.models.CPU_CHANNELS_LAST`), which gives
     the same logits up to float rounding; the forwards that decide what is reported run in this block, so that they
     are exactly what the module computes. :func:`full_precision` implies it.
     """
-    token = _OWN_LAYOUT.set(True)
-    try:
-        yield
-    finally:
-        _OWN_LAYOUT.reset(token)
+    return _flag_set(_OWN_LAYOUT)
 
 
 def is_own_layout() -> bool:
