@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from advlab.cli import main
+from advlab.data import load_dataset
 from advlab.poisoning import PoisonedData
 from advlab.zoo import load_model
 
@@ -66,6 +67,13 @@ def test_the_poisoned_model_folder_works_with_explain(run_dir, tmp_path) -> None
     out = tmp_path / "explain"
     assert main(["explain", "--model", str(run_dir / "model"), "--n", "30", "--out", str(out)]) == 0
     assert (out / "explain.html").is_file()
+    record = json.loads((out / "explain.json").read_text())
+    data = load_dataset("digits", split="test", n=30)
+    model = load_model(run_dir / "model")  # the oracle: the folder loaded in Python, on the same 30 test images
+    with torch.no_grad():
+        accuracy = float((model(data.x).argmax(1) == data.y).double().mean())
+    assert record["models"]["model"]["clean_accuracy"] == pytest.approx(accuracy)
+    assert record["models"]["model"]["perturbations"]["rows"][0]["accuracy"] == pytest.approx(accuracy)
 
 
 def test_the_poisoned_model_folder_is_served_with_its_backdoor(run_dir, monkeypatch) -> None:
