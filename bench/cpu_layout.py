@@ -2,7 +2,7 @@
 
 ``advlab.models.CPU_CHANNELS_LAST``: attack mode holds a CPU network's 4-D kernels channels-last. This script times,
 per architecture, a forward with the input gradient (what a gradient attack's step costs) and a gradient-free
-forward (what a score-based attack's query costs) with the kernels in the module's own layout and channels-last,
+forward (what a score-based attack's query costs) with the kernels in the module's own layout and channels-last (``Classifier.cpu_layout``, what attack mode does),
 the two interleaved over ``--rounds`` rounds (median of ``--reps`` calls per round, median over rounds), in eval
 mode with parameter gradients off, as attacks run. The networks: the zoo's Madry MNIST CNN, Wong CNN, CIFAR CNN
 and PreAct ResNet-18, a small batch-norm CNN and a depthwise-separable one (defined below, seed 0).
@@ -14,6 +14,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -24,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from advlab import Classifier
 
 ARCHS = ("madry-cnn", "wong-cnn", "cifar-cnn", "preact-resnet18", "bn-cnn", "depthwise-cnn")
 
@@ -61,14 +64,6 @@ def build(arch: str) -> tuple[nn.Module, tuple[int, ...]]:
     return zoo.create(arch, input_shape=shape, num_classes=10, seed=0), shape
 
 
-def set_layout(net: nn.Module, channels_last: bool) -> None:
-    """Every 4-D parameter strided channels-last (as attack mode does it), or contiguous."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    for p in net.parameters():
-        if p.dim() == 4:
-            p.data = torch.empty_like(p.data, memory_format=fmt).copy_(p.data)
-
-
 def median_time(fn: Callable[[], object], reps: int) -> float:
     fn()
     times = []
@@ -97,11 +92,12 @@ def time_arch(arch: str, a: argparse.Namespace) -> dict:
             return net(x)
 
     times: dict[str, list[float]] = {k: [] for k in ("grad_own", "grad_cl", "fwd_own", "fwd_cl")}
+    clf = Classifier(net, num_classes=10)  # its cpu_layout() is what attack mode does to the kernels
     for _ in range(a.rounds):
         for layout in ("own", "cl"):
-            set_layout(net, layout == "cl")
-            times[f"grad_{layout}"].append(median_time(grad_step, a.reps))
-            times[f"fwd_{layout}"].append(median_time(forward, a.reps))
+            with clf.cpu_layout() if layout == "cl" else contextlib.nullcontext():
+                times[f"grad_{layout}"].append(median_time(grad_step, a.reps))
+                times[f"fwd_{layout}"].append(median_time(forward, a.reps))
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "arch": arch,
