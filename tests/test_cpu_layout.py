@@ -133,7 +133,7 @@ def test_nested_blocks_and_an_error_restore_the_layout_once():
     assert net[3].weight.data_ptr() == ptr and net[3].weight.is_contiguous() and clf._layout_swap == []
 
 
-def test_a_classifier_built_channels_last_is_not_switched():
+def test_a_classifier_built_channels_last_has_nothing_to_swap():
     net = _bn_net()
     clf = Classifier(net, num_classes=10, channels_last=True)
     ptr = net[3].weight.data_ptr()

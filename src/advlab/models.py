@@ -498,10 +498,11 @@ class Classifier(nn.Module):
     def cpu_layout(self) -> Iterator[None]:
         """The module's 4-D weights in channels-last format for the block, on CPU; the same tensors back afterwards.
 
-        Only while :attr:`cpu_channels_last` is set, the module is on the CPU and its weights are not channels-last
-        already (``channels_last=True``); a block inside another one leaves the layout to the outer block.
+        Only while :attr:`cpu_channels_last` is set and the module is on the CPU; kernels strided channels-last
+        already (``channels_last=True`` makes them so) are left as they are, and a block inside another one leaves
+        the layout to the outer block.
         """
-        if self._layout_swap or not self.cpu_channels_last or self.channels_last or self.device.type != "cpu":
+        if self._layout_swap or not self.cpu_channels_last or self.device.type != "cpu":
             yield
             return
         kernels = [p for p in self.module.parameters() if p.dim() == 4 and p.is_floating_point()]
